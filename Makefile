@@ -1,0 +1,45 @@
+# sgd-suite: `make bench` and `make test` each create .venv and install what is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# A CPU wheel of this torch lies on the dev/CI machines' disk; elsewhere pip picks the CUDA build.
+TORCH_PIN ?= torch==2.13.0
+PLUGINS := $(sort $(dir $(wildcard plugins/*/setup.cfg)))
+PIP := $(BIN)/python -m pip -qq --disable-pip-version-check
+MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+
+.PHONY: install test test-fast bench tune ui lint clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg)
+	@echo "== installing sgd-suite into $(VENV) (first time: about a minute)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_PIN)"
+	@$(PIP) install -e '.[test,postgres]' $(foreach p,$(PLUGINS),-e ./$(p))
+	@touch $@
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/suite run --problem linreg --optimizer sgd --lr 0.1 --momentum 0.9 --weight-decay 1e-4 \
+	  --scheduler cosine --set scheduler.eta_min=0.001 --averager ema --set averager.decay=0.99 \
+	  --batch-size 32 --epochs 50 --seed 42 --experiment bench --quiet
+	@echo "Results are in MLflow at $(MLFLOW_TRACKING_URI); open them with: make ui"
+
+tune: install
+	$(BIN)/suite tune --problem logistic
+
+ui: install
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI)
+
+lint: install
+	$(BIN)/ruff check suite tests plugins
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

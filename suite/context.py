@@ -1,0 +1,46 @@
+"""What a component factory is given when the engine builds a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from suite.problem import Problem
+    from suite.spec import RunSpec
+
+
+@dataclass
+class BuildContext:
+    """Everything a factory may need, filled in the order components are built.
+
+    A problem factory sees ``seed`` and ``device``; a sampler also ``problem`` and ``n``; an
+    optimizer also ``model``; a scheduler also ``optimizer``; an averager everything.
+    ``total_steps`` and ``total_epochs`` are the run's length (a scheduler whose length
+    defaults to "the whole run" uses the one matching its interval).
+    """
+
+    seed: int
+    device: torch.device
+    batch_size: int
+    total_steps: int = 0
+    total_epochs: int = 0
+    steps_per_epoch: int = 0
+    n: int | None = None
+    problem: Problem | None = None
+    model: torch.nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    generator: torch.Generator | None = None
+    spec: RunSpec | None = None
+    extra: dict[str, Any] | None = None
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """A seed for one purpose (``"data"``, ``"init"``, ``"sampling"``...) derived from the run
+    seed, so that the streams are independent and each is reproducible on its own."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)

@@ -1,0 +1,297 @@
+"""The engine: builds a run's components from its RunSpec and trains, yielding metrics.
+
+The engine knows neither MLflow nor Optuna. It reports each evaluation through a callback
+(``on_eval(step, metrics)``; raising :class:`StopRun` from it stops the run, which is how a
+pruner stops a trial) and returns a :class:`RunResult`. :func:`run_specs` is the boundary that
+takes *several* specs, so a vectorised engine can replace the loop without touching dispatch
+or tracking.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from suite.context import BuildContext, derive_seed
+from suite.errors import SpecError, SuiteError
+from suite.problem import Problem
+from suite.registry import Registry, get_registry
+from suite.spec import RunSpec
+
+EvalCallback = Callable[[int, dict[str, float]], None]
+NQM_DEFAULT_EVALS = 50  # evaluations over a run of a problem without epochs
+
+
+class StopRun(Exception):
+    """Raised by an ``on_eval`` callback to stop a run early (e.g. an Optuna pruner)."""
+
+    def __init__(self, reason: str = "stopped") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class RunResult:
+    """What a run produced. ``status`` is ``completed``, ``diverged``, ``stopped`` or ``failed``."""
+
+    spec: RunSpec
+    status: str = "completed"
+    reason: str = ""
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    final_params: dict[str, dict[str, list]] = field(default_factory=dict)
+    error: str | None = None
+    traceback: str | None = None
+    device: str = "cpu"
+    seconds: float = 0.0
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The last evaluation's metrics (empty if the run never evaluated)."""
+        return self.history[-1][1] if self.history else {}
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("completed", "diverged", "stopped")
+
+
+@dataclass
+class Built:
+    """A run's components, built and ready to train."""
+
+    ctx: BuildContext
+    problem: Problem
+    sampler: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scheduler_interval: str
+    averager: torch.optim.swa_utils.AveragedModel | None
+
+
+def build(spec: RunSpec, device: str | torch.device = "cpu", registry: Registry | None = None) -> Built:
+    """Build every component of ``spec`` in order: problem, sampler, optimizer, scheduler,
+    averager. Raises :class:`SuiteError` for a configuration that cannot work."""
+    registry = registry or get_registry()
+    device = torch.device(device)
+    ctx = BuildContext(seed=spec.seed, device=device, batch_size=spec.batch_size, spec=spec)
+
+    def make(family: str) -> Any:
+        comp = registry.get(family, spec.component(family))
+        return comp, comp.build(ctx, spec.params_of(family))
+
+    _, problem = make("problem")
+    if not isinstance(problem, Problem):
+        raise SuiteError(f"problem {spec.problem!r} factory returned {type(problem).__name__}, not suite.Problem")
+    problem.to(device)
+    ctx.problem, ctx.model, ctx.n = problem, problem.model, problem.n_train
+    ctx.generator = torch.Generator().manual_seed(derive_seed(spec.seed, "sampling"))
+
+    if problem.n_train is None:
+        if spec.steps is None:
+            raise SpecError(f"problem {spec.problem!r} has no finite data set: give its budget in --steps")
+        sampler = None
+        ctx.steps_per_epoch = spec.eval_every or max(1, spec.steps // NQM_DEFAULT_EVALS)
+    else:
+        if spec.batch_size > problem.n_train:
+            raise SpecError(
+                f"--batch-size={spec.batch_size} is out of range: problem {spec.problem!r} has "
+                f"{problem.n_train} training examples"
+            )
+        _, sampler = make("sampler")
+        ctx.steps_per_epoch = len(sampler)
+        if ctx.steps_per_epoch < 1:
+            raise SpecError(f"sampler {spec.sampler!r} yields no batch of size {spec.batch_size}")
+    ctx.total_steps = spec.steps if spec.steps is not None else spec.epochs * ctx.steps_per_epoch
+    ctx.total_epochs = spec.epochs if spec.epochs is not None else math.ceil(ctx.total_steps / ctx.steps_per_epoch)
+
+    _, optimizer = make("optimizer")
+    ctx.optimizer = optimizer
+    sched_comp, scheduler = make("scheduler")
+    _, averager = make("averager")
+    return Built(ctx, problem, sampler, optimizer, scheduler, sched_comp.interval or "epoch", averager)
+
+
+def preflight(specs: Iterable[RunSpec], registry: Registry | None = None) -> None:
+    """Build each distinct configuration once on the CPU, so a configuration that cannot work
+    (batch size larger than the data, a budget the problem cannot use, a factory that refuses
+    its arguments) is reported before anything runs or is logged."""
+    seen: set[str] = set()
+    for spec in specs:
+        key = spec.with_seed(0).hash
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            build(spec, "cpu", registry)
+        except SuiteError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise SpecError(f"run {spec.name} cannot be built: {exc}") from None
+
+
+def _batches(built: Built) -> Iterator[torch.Tensor]:
+    """One epoch of index batches (for a problem without data: ``steps_per_epoch`` dummies)."""
+    device = built.ctx.device
+    if built.sampler is None:
+        dummy = torch.arange(built.ctx.batch_size, device=device)
+        for _ in range(built.ctx.steps_per_epoch):
+            yield dummy
+        return
+    for batch in built.sampler:
+        yield torch.as_tensor(batch, dtype=torch.long, device=device)
+
+
+def _evaluate(built: Built, step: int, train_loss: float) -> dict[str, float]:
+    problem, model = built.problem, built.problem.model
+    model.eval()
+    metrics: dict[str, float] = {}
+    if not math.isnan(train_loss):
+        metrics["train_loss"] = train_loss
+    metrics["val_loss"] = problem.val_loss(model)
+    metrics["lr"] = float(built.optimizer.param_groups[0]["lr"])
+    metrics["epoch"] = step / built.ctx.steps_per_epoch
+    d = problem.dist_to_opt(model)
+    if d is not None:
+        metrics["dist_to_opt"] = d
+    if built.averager is not None:
+        avg_model = built.averager.module
+        avg_model.eval()
+        metrics["avg_val_loss"] = problem.val_loss(avg_model)
+        d = problem.dist_to_opt(avg_model)
+        if d is not None:
+            metrics["avg_dist_to_opt"] = d
+    metrics.update(problem.extra_metrics(model, step, built.ctx))
+    model.train()
+    return metrics
+
+
+def _param_dict(model: torch.nn.Module, problem: Problem) -> dict[str, list]:
+    return {k: v.reshape(-1).tolist() for k, v in problem.learned_params(model).items()}
+
+
+def train(
+    spec: RunSpec,
+    device: str | torch.device = "cpu",
+    registry: Registry | None = None,
+    on_eval: EvalCallback | None = None,
+) -> RunResult:
+    """Train one run. Exceptions raised by plugin code are caught and returned as a failed
+    result with their traceback; :class:`StopRun` from ``on_eval`` ends the run as stopped."""
+    result = RunResult(spec=spec, device=str(device))
+    start = time.perf_counter()
+    try:
+        built = build(spec, device, registry)
+        _train_loop(built, result, on_eval)
+        problem = built.problem
+        result.final_params["learned"] = _param_dict(problem.model, problem)
+        if built.averager is not None:
+            result.final_params["averaged"] = _param_dict(built.averager.module, problem)
+        if problem.true_params is not None:
+            result.final_params["true"] = {k: v.reshape(-1).tolist() for k, v in problem.true_params.items()}
+    except StopRun as stop:
+        result.status, result.reason = "stopped", stop.reason
+    except Exception as exc:  # plugin code may raise anything; isolate it
+        result.status = "failed"
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.reason = result.error
+        result.traceback = traceback.format_exc()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -> None:
+    spec, ctx = result.spec, built.ctx
+    problem, model, optimizer = built.problem, built.problem.model, built.optimizer
+    total_steps = ctx.total_steps
+    eval_every = spec.eval_every
+
+    def report(step: int, train_loss: float) -> bool:
+        metrics = _evaluate(built, step, train_loss)
+        result.history.append((step, metrics))
+        if on_eval is not None:
+            on_eval(step, metrics)
+        watched = [metrics["val_loss"]] + ([train_loss] if not math.isnan(train_loss) else [])
+        if not all(math.isfinite(v) for v in watched):
+            result.status, result.reason = "diverged", f"non-finite loss at step {step}"
+            return False
+        start_loss = result.history[0][1]["val_loss"]
+        if start_loss > 0 and metrics["val_loss"] > spec.diverge_factor * start_loss:
+            result.status = "diverged"
+            result.reason = (
+                f"val_loss {metrics['val_loss']:.3g} grew past {spec.diverge_factor:g}x its start "
+                f"({start_loss:.3g}) at step {step}"
+            )
+            return False
+        return True
+
+    step = 0
+    model.train()
+    if not report(0, float("nan")):
+        return
+    loss_sum = torch.zeros((), device=ctx.device)
+    loss_count = 0
+    last_val = result.history[-1][1]["val_loss"]
+    for _epoch in range(ctx.total_epochs):
+        for idx in _batches(built):
+            optimizer.zero_grad(set_to_none=True)
+            loss = problem.batch_loss(model, idx, ctx.generator)
+            loss.backward()
+            optimizer.step()
+            if built.averager is not None:
+                built.averager.update_parameters(model)
+            if built.scheduler_interval == "step":
+                _step_scheduler(built.scheduler, last_val)
+            loss_sum += loss.detach() * len(idx)
+            loss_count += len(idx)
+            step += 1
+            if eval_every is not None and step % eval_every == 0:
+                if not report(step, float(loss_sum) / loss_count):
+                    return
+                last_val = result.history[-1][1]["val_loss"]
+                loss_sum.zero_()
+                loss_count = 0
+            if step >= total_steps:
+                break
+        if eval_every is None and loss_count:
+            if not report(step, float(loss_sum) / loss_count):
+                return
+            last_val = result.history[-1][1]["val_loss"]
+            loss_sum.zero_()
+            loss_count = 0
+        if built.scheduler_interval == "epoch":
+            _step_scheduler(built.scheduler, last_val)
+        if step >= total_steps:
+            break
+    if loss_count:  # a last partial evaluation window
+        report(step, float(loss_sum) / loss_count)
+
+
+def _step_scheduler(scheduler: Any, val_loss: float) -> None:
+    if scheduler is None:
+        return
+    if isinstance(scheduler, ReduceLROnPlateau):
+        scheduler.step(val_loss)
+    else:
+        scheduler.step()
+
+
+def run_specs(
+    specs: Sequence[RunSpec],
+    device: str | torch.device = "cpu",
+    registry: Registry | None = None,
+    on_eval: Callable[[RunSpec, int, dict[str, float]], None] | None = None,
+) -> Iterator[RunResult]:
+    """Run several specs on one device, yielding each result as it finishes.
+
+    This is the engine's boundary for dispatch: a vectorised engine that trains many specs in
+    one pass can replace this function without changing its callers.
+    """
+    for spec in specs:
+        cb = (lambda step, m, _s=spec: on_eval(_s, step, m)) if on_eval else None
+        yield train(spec, device, registry, cb)

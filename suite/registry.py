@@ -1,0 +1,246 @@
+"""The plugin registry: loads every ``suite.plugins`` entry point once and indexes components.
+
+Built-in components arrive through the same entry-point group as third-party ones, so both
+take exactly the same path. A plugin that fails to import, or implements a misspelt hook, is
+recorded as broken (``suite list`` shows it with its error) and does not take the suite down.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from suite import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
+from suite.errors import (
+    DuplicateComponentError,
+    RegistrationError,
+    UnknownComponentError,
+    UnknownParamError,
+)
+from suite.params import Param
+
+FAMILIES = tuple(hookspecs.FAMILIES)
+SCHEDULER_INTERVALS = ("step", "epoch")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered component: a name in a family, its factory and its hyperparameters.
+
+    ``factory(ctx, **hyperparams)`` builds the torch object (see :class:`suite.BuildContext`).
+    ``interval`` is required for schedulers: ``"step"`` or ``"epoch"``.
+    """
+
+    family: str
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    params: tuple[Param, ...] = ()
+    distribution: str = "unknown"
+    version: str = "unknown"
+    interval: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.family} {self.name!r}"
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        known = ", ".join(p.name for p in self.params) or "none"
+        hint = _closest(name, [p.name for p in self.params])
+        raise UnknownParamError(
+            f"{self.family} {self.name!r} has no hyperparameter {name!r}{hint}; "
+            f"its hyperparameters are: {known}"
+        )
+
+    def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults overlaid with ``overrides`` (raw strings allowed), validated and coerced."""
+        overrides = dict(overrides or {})
+        for key in overrides:
+            self.param(key)  # raises on an unknown name
+        return {
+            p.name: p.coerce(overrides[p.name], owner=self.family) if p.name in overrides else p.default
+            for p in self.params
+        }
+
+    def build(self, ctx: Any, params: Mapping[str, Any]) -> Any:
+        return self.factory(ctx, **params)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "family": self.family,
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "description": self.description,
+            "params": [p.to_dict() for p in self.params],
+        }
+        if self.interval:
+            d["interval"] = self.interval
+        return d
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An entry point that could not be loaded, with the reason."""
+
+    name: str
+    distribution: str
+    error: str
+
+
+def _closest(name: str, known: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+class Registry:
+    """All components of all plugins, by family and name."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self._components: dict[str, dict[str, Component]] = {f: {} for f in FAMILIES}
+        self.broken: list[BrokenPlugin] = []
+        self._dists: dict[int, tuple[str, str]] = {}
+
+    # -- loading --------------------------------------------------------------------------
+    @classmethod
+    def from_entry_points(cls, extra_plugins: Iterable[tuple[object, str, str]] = ()) -> Registry:
+        """Load every ``suite.plugins`` entry point, plus ``(plugin, dist, version)`` extras."""
+        reg = cls()
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)):
+            dist = ep.dist.name if ep.dist else "unknown"
+            version = ep.dist.version if ep.dist else "unknown"
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not take the suite down
+                reg.broken.append(BrokenPlugin(ep.name, dist, _one_line(exc)))
+                continue
+            reg.add_plugin(plugin, dist, version, name=f"{dist}:{ep.name}")
+        for plugin, dist, version in extra_plugins:
+            reg.add_plugin(plugin, dist, version)
+        reg.collect()
+        return reg
+
+    def add_plugin(self, plugin: object, distribution: str, version: str, name: str | None = None) -> None:
+        """Register a plugin object (a module or any object with ``@hookimpl`` methods)."""
+        if self.pm.is_registered(plugin):
+            return
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(plugin)
+            hooks = ", ".join(hookspecs.FAMILIES.values())
+            self.broken.append(
+                BrokenPlugin(name or repr(plugin), distribution, f"{_one_line(exc)} (valid hooks: {hooks})")
+            )
+            return
+        self._dists[id(plugin)] = (distribution, version)
+
+    def collect(self) -> None:
+        """Call every plugin's hooks and index what they register."""
+        for family, hook_name in hookspecs.FAMILIES.items():
+            hook = getattr(self.pm.hook, hook_name)
+            for impl in hook.get_hookimpls():  # registration order
+                dist, version = self._dists.get(id(impl.plugin), ("unknown", "unknown"))
+                register = functools.partial(self._register, family, dist, version)
+                try:
+                    impl.function(register=register)
+                except (DuplicateComponentError, RegistrationError):
+                    raise
+                except Exception as exc:
+                    self.broken.append(BrokenPlugin(impl.plugin_name, dist, f"{hook_name}: {_one_line(exc)}"))
+
+    def _register(
+        self,
+        family: str,
+        distribution: str,
+        version: str,
+        name: str,
+        factory: Callable[..., Any],
+        description: str,
+        params: Iterable[Param] = (),
+        interval: str | None = None,
+        **extra: Any,
+    ) -> None:
+        where = f"{family} {name!r} from {distribution}"
+        if not isinstance(name, str) or not name.strip() or "," in name or " " in name:
+            raise RegistrationError(f"{where}: a name must be a non-empty word without commas or spaces")
+        if not callable(factory):
+            raise RegistrationError(f"{where}: factory must be callable")
+        if not isinstance(description, str) or not description.strip():
+            raise RegistrationError(f"{where}: give a one-line description")
+        params = tuple(params)
+        for p in params:
+            if not isinstance(p, Param):
+                raise RegistrationError(f"{where}: params must be suite.Param objects, got {p!r}")
+        names = [p.name for p in params]
+        if len(set(names)) != len(names):
+            raise RegistrationError(f"{where}: duplicate hyperparameter names in {names}")
+        if family == "scheduler" and interval not in SCHEDULER_INTERVALS:
+            raise RegistrationError(f"{where}: schedulers must say interval='step' or interval='epoch'")
+        existing = self._components[family].get(name)
+        if existing is not None:
+            raise DuplicateComponentError(
+                f"{family} {name!r} is registered twice: by {existing.distribution} and by "
+                f"{distribution}; uninstall one of them or rename the component"
+            )
+        self._components[family][name] = Component(
+            family=family,
+            name=name,
+            factory=factory,
+            description=description.strip().splitlines()[0],
+            params=params,
+            distribution=distribution,
+            version=version,
+            interval=interval,
+            extra=extra,
+        )
+
+    # -- lookup ---------------------------------------------------------------------------
+    def names(self, family: str) -> list[str]:
+        return sorted(self._family(family))
+
+    def components(self, family: str | None = None) -> list[Component]:
+        families = [family] if family else list(FAMILIES)
+        return [self._family(f)[n] for f in families for n in sorted(self._family(f))]
+
+    def get(self, family: str, name: str) -> Component:
+        comps = self._family(family)
+        if name in comps:
+            return comps[name]
+        known = ", ".join(sorted(comps)) or "none"
+        raise UnknownComponentError(
+            f"unknown {family} {name!r}{_closest(name, comps)}; known {family}s: {known}"
+        )
+
+    def _family(self, family: str) -> dict[str, Component]:
+        if family not in self._components:
+            raise UnknownComponentError(
+                f"unknown component family {family!r}{_closest(family, FAMILIES)}; "
+                f"families: {', '.join(FAMILIES)}"
+            )
+        return self._components[family]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return " ".join(text.split())
+
+
+@functools.lru_cache(maxsize=1)
+def get_registry() -> Registry:
+    """The process-wide registry, loaded lazily once from the installed entry points."""
+    return Registry.from_entry_points()

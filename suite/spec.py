@@ -1,0 +1,182 @@
+"""RunSpec: the single, frozen description of one run. Its hash names the run everywhere."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import yaml
+
+from suite.errors import SpecError
+from suite.registry import FAMILIES, Registry
+
+DEFAULT_COMPONENTS: dict[str, str] = {
+    "problem": "linreg",
+    "sampler": "shuffle",
+    "optimizer": "sgd",
+    "scheduler": "constant",
+    "averager": "none",
+}
+DEFAULT_DIVERGE_FACTOR = 1e3
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A fully resolved run: component names, every hyperparameter, budget and seed.
+
+    ``params`` holds every hyperparameter of every component as sorted ``("family.param",
+    value)`` pairs, defaults included, so two specs that run the same thing compare equal and
+    hash the same. Exactly one of ``epochs`` and ``steps`` is set. ``eval_every`` is in steps;
+    ``None`` means once per epoch. A run whose validation loss grows past ``diverge_factor``
+    times its initial value (or becomes NaN/inf) stops as diverged.
+    """
+
+    problem: str
+    sampler: str
+    optimizer: str
+    scheduler: str
+    averager: str
+    batch_size: int
+    seed: int
+    epochs: int | None = None
+    steps: int | None = None
+    eval_every: int | None = None
+    diverge_factor: float = DEFAULT_DIVERGE_FACTOR
+    params: tuple[tuple[str, Any], ...] = field(default=())
+
+    # -- identity -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["params"] = dict(self.params)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunSpec:
+        d = dict(d)
+        d["params"] = tuple(sorted(dict(d.get("params") or {}).items()))
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        return cls.from_dict(json.loads(text))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump({"spec_hash": self.hash, **self.to_dict()}, sort_keys=False)
+
+    @property
+    def hash(self) -> str:
+        """A stable 16-hex-digit hash of the resolved spec (MLflow tag ``suite.spec_hash``)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    # -- views ----------------------------------------------------------------------------
+    def component(self, family: str) -> str:
+        return getattr(self, family)
+
+    def params_of(self, family: str) -> dict[str, Any]:
+        prefix = family + "."
+        return {k[len(prefix):]: v for k, v in self.params if k.startswith(prefix)}
+
+    def param(self, key: str) -> Any:
+        return dict(self.params)[key]
+
+    @property
+    def budget_text(self) -> str:
+        return f"{self.epochs} epochs" if self.epochs is not None else f"{self.steps} steps"
+
+    @property
+    def name(self) -> str:
+        """A short human-readable run name (not unique: the hash is)."""
+        parts = [self.problem, self.optimizer, self.scheduler]
+        if self.averager != "none":
+            parts.append(self.averager)
+        if self.sampler != DEFAULT_COMPONENTS["sampler"]:
+            parts.append(self.sampler)
+        return "-".join(parts) + f"-b{self.batch_size}-s{self.seed}"
+
+    def flat_params(self) -> dict[str, Any]:
+        """What MLflow logs as params: components, budget, seed and every ``family.param``."""
+        out: dict[str, Any] = {f: self.component(f) for f in FAMILIES}
+        out["batch_size"] = self.batch_size
+        if self.epochs is not None:
+            out["epochs"] = self.epochs
+        if self.steps is not None:
+            out["steps"] = self.steps
+        out["seed"] = self.seed
+        out["eval_every"] = self.eval_every if self.eval_every is not None else "epoch"
+        out["diverge_factor"] = self.diverge_factor
+        out.update(dict(self.params))
+        return out
+
+    def with_seed(self, seed: int) -> RunSpec:
+        return replace(self, seed=seed)
+
+
+def parse_assignment(text: str) -> tuple[str, str, str]:
+    """Split ``family.param=value`` into its three parts, or raise a one-line SpecError."""
+    key, eq, value = text.partition("=")
+    family, dot, param = key.strip().partition(".")
+    if not eq or not dot or not family or not param or value.strip() == "":
+        raise SpecError(
+            f"malformed --set {text!r}: write family.param=value, e.g. --set scheduler.eta_min=0.001"
+        )
+    if family not in FAMILIES:
+        raise SpecError(
+            f"malformed --set {text!r}: unknown family {family!r}; families: {', '.join(FAMILIES)}"
+        )
+    return family, param.strip(), value.strip()
+
+
+def resolve_spec(
+    registry: Registry,
+    *,
+    components: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    batch_size: int,
+    seed: int = 0,
+    epochs: int | None = None,
+    steps: int | None = None,
+    eval_every: int | None = None,
+    diverge_factor: float = DEFAULT_DIVERGE_FACTOR,
+) -> RunSpec:
+    """Build a validated RunSpec from component names and ``family.param`` overrides.
+
+    Checks names, hyperparameter values and the budget; does not look at the data (the
+    batch size against the training-set size is checked by :func:`suite.engine.preflight`).
+    """
+    comps = {**DEFAULT_COMPONENTS, **{k: v for k, v in (components or {}).items() if v is not None}}
+    per_family: dict[str, dict[str, Any]] = {f: {} for f in FAMILIES}
+    for key, value in (overrides or {}).items():
+        family, _, param = key.partition(".")
+        if family not in per_family or not param:
+            raise SpecError(f"malformed hyperparameter key {key!r}: write family.param")
+        per_family[family][param] = value
+    params: dict[str, Any] = {}
+    for family in FAMILIES:
+        comp = registry.get(family, comps[family])
+        for k, v in comp.resolve(per_family[family]).items():
+            params[f"{family}.{k}"] = v
+    if (epochs is None) == (steps is None):
+        raise SpecError("give exactly one budget: --epochs N or --steps N")
+    for label, value in (("epochs", epochs), ("steps", steps), ("eval-every", eval_every)):
+        if value is not None and value < 1:
+            raise SpecError(f"--{label}={value} is out of range: must be at least 1")
+    if batch_size < 1:
+        raise SpecError(f"--batch-size={batch_size} is out of range: must be at least 1")
+    if not diverge_factor > 1:
+        raise SpecError(f"diverge factor {diverge_factor} is out of range: must be > 1")
+    return RunSpec(
+        batch_size=int(batch_size),
+        seed=int(seed),
+        epochs=epochs,
+        steps=steps,
+        eval_every=eval_every,
+        diverge_factor=float(diverge_factor),
+        params=tuple(sorted(params.items())),
+        **comps,
+    )

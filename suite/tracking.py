@@ -1,0 +1,148 @@
+"""MLflow tracking: one MLflow run per RunSpec, with params, per-evaluation metrics, tags and
+artifacts. The tracking URI comes from ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else
+MLflow's own default (``sqlite:///mlflow.db`` in the working directory)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import mlflow
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+import suite
+from suite.errors import SuiteError
+from suite.registry import FAMILIES, Registry
+from suite.spec import RunSpec
+
+TAG_HASH = "suite.spec_hash"
+TAG_STATUS = "suite.status"
+TAG_VERSION = "suite.version"
+TAG_KIND = "suite.kind"  # run | grid | study | trial
+MLFLOW_STATUS = {
+    "completed": RunStatus.to_string(RunStatus.FINISHED),
+    "stopped": RunStatus.to_string(RunStatus.FINISHED),
+    "diverged": RunStatus.to_string(RunStatus.FAILED),
+    "failed": RunStatus.to_string(RunStatus.FAILED),
+    "interrupted": RunStatus.to_string(RunStatus.KILLED),
+}
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``uri`` if given, else ``MLFLOW_TRACKING_URI``, else MLflow's default."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+
+
+class Tracker:
+    """Logs runs to one MLflow experiment through ``MlflowClient`` (explicit run ids, so it is
+    safe to use from several worker processes at once)."""
+
+    def __init__(self, experiment: str, tracking_uri: str | None = None, *, create: bool = True) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.experiment_name = experiment
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                if not create:
+                    raise SuiteError(f"MLflow experiment {experiment!r} does not exist at {self.tracking_uri}")
+                self.experiment_id = self.client.create_experiment(experiment)
+            else:
+                if exp.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(exp.experiment_id)
+                self.experiment_id = exp.experiment_id
+        except SuiteError:
+            raise
+        except Exception as exc:
+            msg = " ".join(str(exc).split())[:300]
+            raise SuiteError(
+                f"cannot reach the MLflow tracking store {self.tracking_uri!r}: {msg}; "
+                "check --tracking-uri / MLFLOW_TRACKING_URI"
+            ) from None
+
+    # -- runs -----------------------------------------------------------------------------
+    def start_run(
+        self,
+        spec: RunSpec,
+        registry: Registry,
+        *,
+        device: str = "cpu",
+        parent_run_id: str | None = None,
+        kind: str = "run",
+        tags: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Create the MLflow run for ``spec`` with its params and tags; return the run id."""
+        all_tags: dict[str, Any] = {
+            MLFLOW_RUN_NAME: spec.name,
+            TAG_HASH: spec.hash,
+            TAG_STATUS: "running",
+            TAG_VERSION: suite.__version__,
+            TAG_KIND: kind,
+            "suite.torch_version": torch.__version__,
+            "suite.device": device,
+            "suite.host": platform.node(),
+        }
+        for family in FAMILIES:
+            comp = registry.get(family, spec.component(family))
+            all_tags[f"suite.dist.{family}"] = f"{comp.distribution}=={comp.version}"
+            if family == "scheduler":
+                all_tags["suite.scheduler_interval"] = comp.interval
+        if parent_run_id:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        all_tags.update(tags or {})
+        run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
+        run_id = run.info.run_id
+        params = [Param(k, _param_text(v)) for k, v in spec.flat_params().items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(run_id, params=params[i : i + 100])
+        return run_id
+
+    def log_metrics(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
+        """One batch call per evaluation (MLflow step = optimizer steps taken)."""
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if _finite_or_nan(v)]
+        self.client.log_batch(run_id, metrics=batch)
+
+    def finish(self, run_id: str, result: Any, *, figure: bool = True) -> None:
+        """Log a finished run's artifacts and mark it with its status."""
+        from suite import report  # matplotlib only when a run finishes
+
+        spec: RunSpec = result.spec
+        self.client.log_text(run_id, spec.to_yaml(), "spec.yaml")
+        if result.final_params:
+            self.client.log_dict(run_id, result.final_params, "final_params.json")
+        if result.traceback:
+            self.client.log_text(run_id, result.traceback, "traceback.txt")
+        if figure and result.history:
+            fig = report.run_figure(result)
+            self.client.log_figure(run_id, fig, "curves.png")
+            report.close(fig)
+        tags = [RunTag(TAG_STATUS, result.status), RunTag("suite.seconds", f"{result.seconds:.3f}")]
+        if result.reason:
+            tags.append(RunTag("suite.reason", result.reason[:4000]))
+        self.client.log_batch(run_id, tags=tags)
+        self.client.set_terminated(run_id, MLFLOW_STATUS[result.status])
+
+    def mark(self, run_id: str, status: str, reason: str = "") -> None:
+        """Terminate a run that did not finish normally (interrupted, failed to start)."""
+        tags = [RunTag(TAG_STATUS, status)] + ([RunTag("suite.reason", reason[:4000])] if reason else [])
+        self.client.log_batch(run_id, tags=tags)
+        self.client.set_terminated(run_id, MLFLOW_STATUS[status])
+
+
+def _param_text(value: Any) -> str:
+    return "None" if value is None else str(value)
+
+
+def _finite_or_nan(v: float) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,99 @@
+"""The pluggy registry: loading, lookup errors, duplicate names, misspelt hooks."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from suite import Param, hookimpl
+from suite.errors import (
+    DuplicateComponentError,
+    RegistrationError,
+    UnknownComponentError,
+    UnknownParamError,
+)
+from suite.registry import FAMILIES, Registry, get_registry
+
+
+def _plugin(**hooks):
+    """A plugin object (as a module would be) carrying the given hook implementations."""
+    plugin = types.new_class("Plugin")()
+    for name, fn in hooks.items():
+        setattr(plugin, name, hookimpl(fn))
+    return plugin
+
+
+def test_builtins_arrive_through_the_entry_point_group():
+    reg = get_registry()
+    for family, name in [("problem", "linreg"), ("sampler", "shuffle"), ("optimizer", "sgd"),
+                         ("scheduler", "constant"), ("scheduler", "cosine"), ("averager", "none"),
+                         ("averager", "ema")]:
+        comp = reg.get(family, name)
+        assert comp.distribution == "sgd-suite"
+        assert comp.description
+    assert not reg.broken
+
+
+def test_unknown_name_lists_known_and_closest_match():
+    with pytest.raises(UnknownComponentError) as err:
+        get_registry().get("optimizer", "sgdd")
+    msg = str(err.value)
+    assert "did you mean 'sgd'" in msg and "known optimizers:" in msg and "\n" not in msg
+    assert isinstance(err.value, KeyError)
+
+
+def test_unknown_param_names_the_component_and_its_params():
+    with pytest.raises(UnknownParamError, match=r"optimizer 'sgd' has no hyperparameter 'lrr' \(did you mean 'lr'\?\)"):
+        get_registry().get("optimizer", "sgd").resolve({"lrr": "0.1"})
+
+
+def test_duplicate_name_names_both_distributions():
+    def reg_a(register):
+        register(name="twin", factory=lambda ctx: None, description="a")
+
+    with pytest.raises(DuplicateComponentError, match="by pkg-a and by pkg-b"):
+        Registry.from_entry_points(
+            extra_plugins=[(_plugin(suite_register_averagers=reg_a), "pkg-a", "1"),
+                           (_plugin(suite_register_averagers=reg_a), "pkg-b", "2")]
+        )
+
+
+def test_misspelt_hook_is_caught_and_reported_as_broken():
+    plugin = _plugin(suite_register_optimiser=lambda register: None)
+    reg = Registry.from_entry_points(extra_plugins=[(plugin, "typo-pkg", "0.1")])
+    broken = [b for b in reg.broken if b.distribution == "typo-pkg"]
+    assert broken and "suite_register_optimiser" in broken[0].error
+    assert "sgd" in reg.names("optimizer")  # the rest still works
+
+
+def test_registration_is_validated():
+    def bad(register):
+        register(name="s", factory=lambda ctx: None, description="no interval")
+
+    with pytest.raises(RegistrationError, match="interval"):
+        Registry.from_entry_points(extra_plugins=[(_plugin(suite_register_schedulers=bad), "p", "1")])
+
+    def bad_param(register):
+        register(name="x", factory=lambda ctx: None, description="d", params=[("lr", 0.1)])
+
+    with pytest.raises(RegistrationError, match="suite.Param"):
+        Registry.from_entry_points(extra_plugins=[(_plugin(suite_register_optimizers=bad_param), "p", "1")])
+
+
+def test_every_family_has_a_hook():
+    reg = get_registry()
+    for family in FAMILIES:
+        assert reg.components(family), family
+
+
+def test_params_coerce_and_validate():
+    lr = get_registry().get("optimizer", "sgd").param("lr")
+    assert lr.coerce("0.5") == 0.5
+    with pytest.raises(ValueError, match=r"optimizer.lr=0.0 is out of range"):
+        lr.coerce("0", owner="optimizer")
+    with pytest.raises(ValueError, match="not a valid float"):
+        lr.coerce("fast", owner="optimizer")
+    p = Param("k", 3, low=1)
+    with pytest.raises(ValueError, match="not a valid int"):
+        p.coerce("2.5")
