@@ -20,6 +20,7 @@ import suite
 from suite.errors import SuiteError
 from suite.registry import FAMILIES, Registry
 from suite.spec import RunSpec
+from suite.stores import check_tracking_uri
 
 TAG_HASH = "suite.spec_hash"
 TAG_STATUS = "suite.status"
@@ -45,6 +46,7 @@ class Tracker:
 
     def __init__(self, experiment: str, tracking_uri: str | None = None, *, create: bool = True) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        check_tracking_uri(self.tracking_uri)  # an unreachable server: a one-line error in seconds
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_name = experiment
         try:

@@ -27,10 +27,11 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from suite.cli import list_cmd, run_cmd
+    from suite.cli import list_cmd, run_cmd, worker_cmd
 
     main.add_command(list_cmd.list_components)
     main.add_command(run_cmd.run)
+    main.add_command(worker_cmd.worker)
 
 
 _register_commands()

@@ -1,0 +1,158 @@
+"""A grid of runs as an Optuna study, so that workers on many machines share it.
+
+Design: each RunSpec of the grid is one enqueued trial (no params; user attributes
+``suite.spec`` = the spec's JSON and ``suite.spec_hash``). Workers (:mod:`suite.worker`) claim
+WAITING trials through the storage, run the spec through the engine, log one MLflow run as a
+child of the grid's parent run, and tell the trial the final ``val_loss``. Only the process
+that *creates* the study enqueues (study names are unique in the storage, so two submitters
+cannot both create it); the study is marked ready once every spec is in, and a later
+submission of the same grid joins it. The MLflow run is the result, the trial is the ticket:
+
+- a spec with a finished MLflow run (``suite.status`` completed or diverged, same
+  ``suite.spec_hash``, same experiment) is not run again: the trial completes with that
+  run's value (resume across invocations, and no duplicate when a worker died after logging
+  but before telling);
+- a trial retried after its worker died carries the dead worker's MLflow run id; that run is
+  marked KILLED before the retry starts its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+
+import optuna
+from mlflow.entities import RunStatus
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+from suite.engine import RunResult, train
+from suite.registry import get_registry
+from suite.spec import RunSpec
+from suite.stores import StoreError, describe, open_storage
+from suite.tracking import TAG_HASH, TAG_KIND, TAG_STATUS, Tracker
+from suite.worker import KIND, READY, TrialFailed, WorkerContext, register_kind
+
+SPEC = "suite.spec"
+RUN_ID = "suite.mlflow_run_id"
+DONE_STATUSES = ("completed", "diverged")
+
+
+def grid_id(specs: Sequence[RunSpec]) -> str:
+    """A short hash of the set of spec hashes: the identity of a grid."""
+    return hashlib.sha256(",".join(sorted({s.hash for s in specs})).encode()).hexdigest()[:12]
+
+
+def submit_grid(
+    specs: Sequence[RunSpec],
+    storage_url: str | None,
+    *,
+    experiment: str,
+    tracking_uri: str | None = None,
+    study_name: str | None = None,
+) -> tuple[str, bool]:
+    """Create the grid's study with one enqueued trial per distinct spec, or join it if the
+    same grid is already there. Returns ``(study name, created)``.
+
+    Raises :class:`StoreError` if ``study_name`` exists in the storage with a different grid.
+    """
+    unique = list({s.hash: s for s in specs}.values())
+    gid = grid_id(unique)
+    name = study_name or f"grid-{experiment}-{gid}"
+    storage = open_storage(storage_url)
+    tracker = Tracker(experiment, tracking_uri)  # checks the tracking server, creates the experiment
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+        if study.user_attrs.get("suite.grid_id") != gid:
+            raise StoreError(
+                f"study {name!r} in {describe(str(storage_url))} holds another grid; choose a new --study name"
+            ) from None
+        return name, False
+    parent = tracker.client.create_run(
+        tracker.experiment_id,
+        tags={MLFLOW_RUN_NAME: name, TAG_KIND: "grid", "suite.study": name, "suite.runs": str(len(unique))},
+    ).info.run_id
+    for key, value in {
+        KIND: "grid",
+        "suite.grid_id": gid,
+        "suite.experiment": experiment,
+        "suite.tracking_uri": tracker.tracking_uri,
+        "suite.parent_run_id": parent,
+        "suite.total": len(unique),
+    }.items():
+        study.set_user_attr(key, value)
+    for spec in unique:
+        study.enqueue_trial({}, user_attrs={SPEC: spec.to_json(), TAG_HASH: spec.hash})
+    study.set_user_attr(READY, True)
+    return name, True
+
+
+def objective_value(result: RunResult) -> float:
+    """What a grid trial reports to Optuna: the final validation loss (inf if not finite)."""
+    v = result.final.get("val_loss", math.inf)
+    return float(v) if math.isfinite(v) else math.inf
+
+
+class GridTrialRunner:
+    """Runs the trials of one grid study in one worker (see the module docstring)."""
+
+    def __init__(self, study: optuna.Study, ctx: WorkerContext) -> None:
+        attrs = study.user_attrs
+        self.study, self.ctx = study, ctx
+        self.tracker = Tracker(attrs["suite.experiment"], ctx.tracking_uri or attrs["suite.tracking_uri"])
+        self.parent = attrs.get("suite.parent_run_id")
+        self.registry = get_registry()
+
+    def _done_run(self, spec_hash: str):
+        """A finished MLflow run of this spec in the experiment, if any."""
+        runs = self.tracker.client.search_runs(
+            [self.tracker.experiment_id], filter_string=f"tags.`{TAG_HASH}` = '{spec_hash}'", max_results=100
+        )
+        return next((r for r in runs if r.data.tags.get(TAG_STATUS) in DONE_STATUSES), None)
+
+    def _kill_predecessor(self, run_id: str | None, trial: optuna.Trial) -> None:
+        if not run_id:
+            return
+        run = self.tracker.client.get_run(run_id)
+        if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
+            self.tracker.mark(run_id, "interrupted", f"its worker stopped; retried as trial {trial.number}")
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        spec = RunSpec.from_json(trial.user_attrs[SPEC])
+        self._kill_predecessor(trial.user_attrs.get(RUN_ID), trial)
+        done = self._done_run(spec.hash)
+        if done is not None:
+            trial.set_user_attr(RUN_ID, done.info.run_id)
+            trial.set_user_attr("suite.reused", True)
+            self.ctx.say(f"[{self.ctx.label}] {spec.name} [{spec.hash}]: already in MLflow, not run again")
+            return float(done.data.metrics.get("val_loss", math.inf))
+        run_id = self.tracker.start_run(
+            spec, self.registry, device=self.ctx.device, parent_run_id=self.parent,
+            tags={"suite.study": self.study.study_name, "suite.trial": trial.number, "suite.worker": self.ctx.label},
+        )
+        trial.set_user_attr(RUN_ID, run_id)
+        try:
+            result = train(spec, self.ctx.device, self.registry,
+                           lambda step, metrics: self.tracker.log_metrics(run_id, step, metrics))
+        except BaseException:
+            self.tracker.mark(run_id, "interrupted", "interrupted by the user or a signal")
+            raise
+        self.tracker.finish(run_id, result)
+        trial.set_user_attr(TAG_STATUS, result.status)
+        self.ctx.say(f"[{self.ctx.label}] {spec.name} [{spec.hash}]: {result.status} in {result.seconds:.1f} s")
+        if result.status == "failed":
+            raise TrialFailed(result.reason)
+        return objective_value(result)
+
+    def close(self) -> None:
+        """The grid is done: end its parent run (idempotent; any worker may do it)."""
+        if self.parent:
+            run = self.tracker.client.get_run(self.parent)
+            if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
+                self.tracker.client.set_terminated(self.parent, "FINISHED")
+
+
+register_kind("grid", GridTrialRunner)
+

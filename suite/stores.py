@@ -1,0 +1,213 @@
+"""Where studies and runs live: open an Optuna storage and check an MLflow tracking URI, each
+failing fast with a one-line :class:`StoreError` (exit code 2) instead of hanging.
+
+Used by ``suite run``, ``suite tune`` and ``suite worker``:
+
+- An Optuna storage is either a database URL that SQLAlchemy understands (``postgresql://user:
+  password@host:5432/db`` for several machines, ``sqlite:///file.db``) or the path of a journal
+  file (``*.journal``; Optuna's backend that is safe for several processes on one host).
+  Database connections time out after :data:`CONNECT_TIMEOUT` seconds. With a database, trials
+  send heartbeats (Optuna's ``heartbeat_interval``); a trial whose worker stopped beating for
+  ``grace`` seconds is failed by the next worker that looks, and retried once more as a WAITING
+  copy (``RetryHeartbeatStaleTrialCallback``) with the same params and user attributes.
+- An MLflow tracking URI that points at a server (``http(s)://``) is probed at ``/health`` and
+  one that points at a database is connected to, both with the same short timeout, so an
+  unreachable server is reported within seconds rather than after MLflow's minutes of retries.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from suite.errors import SuiteError
+
+CONNECT_TIMEOUT = 5  # seconds, for every connection attempt made here
+DEFAULT_STORAGE = ".suite/optuna.journal"
+JOURNAL_SUFFIXES = (".journal", ".log")
+DEFAULT_HEARTBEAT = 10  # seconds between heartbeats of a running trial (database storages)
+MAX_RETRY = 3  # how often a trial of a dead worker is retried before it stays failed
+
+
+class StoreError(SuiteError):
+    """A storage URL or tracking URI is malformed, or its server cannot be reached."""
+
+
+@dataclass(frozen=True)
+class HeartbeatPolicy:
+    """Optuna heartbeat settings of a database storage: beat every ``interval`` seconds; a
+    trial silent for ``grace`` seconds (default 3 × interval) is failed and retried up to
+    ``max_retry`` times."""
+
+    interval: int = DEFAULT_HEARTBEAT
+    grace: int | None = None
+    max_retry: int | None = MAX_RETRY
+
+    @property
+    def grace_period(self) -> int:
+        return self.grace if self.grace is not None else 3 * self.interval
+
+
+def describe(url: str) -> str:
+    """``url`` with any password hidden, for messages."""
+    if "://" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    text = " ".join(text.split())
+    return text.split(" (Background on this error")[0][:300]
+
+
+def normalize_storage(url: str | None) -> str:
+    """Check the form of an Optuna storage ``url`` (None: :data:`DEFAULT_STORAGE`) and return it
+    canonical (``postgres://`` becomes ``postgresql://``). Raises :class:`StoreError`."""
+    url = (url or DEFAULT_STORAGE).strip()
+    if "://" not in url:
+        if not url.endswith(JOURNAL_SUFFIXES):
+            raise StoreError(
+                f"--storage {url!r} is malformed: give a database URL such as "
+                "postgresql://user:password@host:5432/db or sqlite:///optuna.db, "
+                f"or a journal file path ending in {' or '.join(JOURNAL_SUFFIXES)}"
+            )
+        return url
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise StoreError(
+            f"--storage {describe(url)!r} is malformed ({_one_line(exc)}): give a database URL such as "
+            "postgresql://user:password@host:5432/db or sqlite:///optuna.db, or a journal file path"
+        ) from None
+    except ImportError as exc:
+        raise StoreError(
+            f"--storage {describe(url)!r} needs a database driver that is not installed ({exc.name}); "
+            "for PostgreSQL: pip install 'sgd-suite[postgres]'"
+        ) from None
+    if parsed.get_backend_name() != "sqlite" and not parsed.host:
+        raise StoreError(f"--storage {describe(url)!r} is malformed: it names no host")
+    return url
+
+
+def is_database(url: str) -> bool:
+    """Whether a (normalized) storage URL is a database rather than a journal file."""
+    return "://" in url
+
+
+def _engine_kwargs(url: str) -> dict:
+    from sqlalchemy.engine import make_url
+
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": 30}}
+    # psycopg2 and the MySQL drivers all accept ``connect_timeout`` in seconds.
+    return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}, "pool_pre_ping": True}
+
+
+def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
+    """Open the Optuna storage at ``url`` (None: :data:`DEFAULT_STORAGE`).
+
+    A database gets a connect timeout and, with ``heartbeat``, Optuna's heartbeat and retry of
+    stale trials. A journal file gets its directory created. Raises :class:`StoreError` within
+    about :data:`CONNECT_TIMEOUT` seconds when the database is unreachable or refuses us.
+    """
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    url = normalize_storage(url)
+    if not is_database(url):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise StoreError(f"cannot open the journal file {url!r}: {exc.strerror or exc}") from None
+    kwargs: dict = {}
+    if heartbeat is not None:
+        kwargs = dict(
+            heartbeat_interval=heartbeat.interval,
+            grace_period=heartbeat.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=heartbeat.max_retry
+            ),
+        )
+    last: Exception | None = None
+    for _attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+        except SQLAlchemyError as exc:
+            from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+            # Several workers creating the tables of a fresh database at once may collide
+            # (a duplicate key in PostgreSQL's catalog); the tables exist on the next try.
+            if not isinstance(exc, (IntegrityError, ProgrammingError)):
+                raise StoreError(
+                    f"cannot reach the Optuna storage {describe(url)!r}: {_one_line(exc)}; "
+                    "check the URL, that the database server runs and accepts this user"
+                ) from None
+            last = exc
+        except optuna.exceptions.StorageInternalError as exc:
+            raise StoreError(f"cannot use the Optuna storage {describe(url)!r}: {_one_line(exc)}") from None
+    raise StoreError(f"cannot set up the Optuna storage {describe(url)!r}: {_one_line(last)}")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Raise :class:`StoreError` within seconds if the MLflow tracking ``uri`` is a server or a
+    database that cannot be reached. Local stores (``sqlite:///``, ``file:``, paths) pass."""
+    scheme = uri.partition("://")[0].lower() if "://" in uri else ""
+    if scheme in ("http", "https"):
+        health = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(health, timeout=CONNECT_TIMEOUT) as resp:
+                if resp.status != 200:
+                    raise StoreError(f"the MLflow server at {uri} answered {resp.status} at /health")
+        except urllib.error.HTTPError as exc:
+            raise StoreError(
+                f"the MLflow server at {uri} answered {exc.code} at /health: is it an MLflow tracking server?"
+            ) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise StoreError(
+                f"cannot reach the MLflow tracking server {uri}: {reason}; start it (make server) "
+                "or fix --tracking-uri / MLFLOW_TRACKING_URI"
+            ) from None
+        return
+    if scheme and scheme.split("+")[0] in ("postgresql", "postgres", "mysql", "mssql"):
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            engine = create_engine(uri, connect_args={"connect_timeout": CONNECT_TIMEOUT})
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            engine.dispose()
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(
+                f"cannot reach the MLflow tracking database {describe(uri)!r}: {_one_line(exc)}; "
+                "fix --tracking-uri / MLFLOW_TRACKING_URI"
+            ) from None
+
+
+def worker_label() -> str:
+    """``host:pid`` of this process, as recorded on the trials and runs it works on."""
+    import platform
+
+    return f"{platform.node()}:{os.getpid()}"

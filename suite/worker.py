@@ -1,0 +1,264 @@
+"""Workers that pull trials from Optuna studies: the one mechanism by which grids and tuning
+spread over any number of processes on any number of machines.
+
+Nothing here is a queue or lock of our own. A study's work is its WAITING trials (enqueued by
+whoever created the study); a worker claims one by moving it to RUNNING through the storage
+(``set_trial_state_values``: the database row lock, or the journal file's lock, lets exactly
+one claimant win, as in Optuna's own ``Study.ask``), runs it, and ``tell``\\s the result.
+While a trial runs, a thread records Optuna heartbeats (database storages); a worker that
+finds a trial whose heartbeat is older than the grace period fails it through
+``optuna.storages.fail_stale_trials``, whose callback re-enqueues it (same params, same user
+attributes) for the next worker. A worker does not claim trials it was not given: unlike
+``Study.ask`` it never creates a new trial, so the study's total is what its creator enqueued.
+
+How a trial of a study is run depends on the study's kind (user attribute ``suite.kind``):
+:func:`register_kind` maps a kind to a factory of trial runners (grid: :mod:`suite.grid_study`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from suite.stores import (
+    HeartbeatPolicy,
+    StoreError,
+    describe,
+    is_database,
+    normalize_storage,
+    open_storage,
+    worker_label,
+)
+
+KIND = "suite.kind"
+READY = "suite.ready"  # set by the creator once every trial is enqueued
+WORKER = "suite.worker"  # trial user attribute: host:pid of the worker that claimed it
+READY_TIMEOUT = 60.0  # how long a worker waits for a named study to appear and be ready
+
+
+class TrialFailed(Exception):
+    """Raised by a trial runner when the run failed (recorded as such): the trial is told FAIL."""
+
+
+@dataclass
+class WorkerContext:
+    """What a worker process brings to each trial: its device, its label and options."""
+
+    device: str = "cpu"
+    tracking_uri: str | None = None  # overrides the tracking URI recorded in the study
+    quiet: bool = False
+    label: str = field(default_factory=worker_label)
+    echo: Callable[[str], None] = print
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            self.echo(text)
+
+
+TrialRunner = Callable[[optuna.Trial], float]
+RunnerFactory = Callable[[optuna.Study, WorkerContext], TrialRunner]
+_KINDS: dict[str, RunnerFactory] = {}
+
+
+def register_kind(kind: str, factory: RunnerFactory) -> None:
+    """Declare how trials of studies with ``suite.kind == kind`` are run. ``factory(study,
+    ctx)`` returns ``run(trial) -> value``; ``run`` raises :class:`TrialFailed` for a failed run."""
+    _KINDS[kind] = factory
+
+
+def _load_kinds() -> None:
+    import suite.grid_study  # noqa: F401  (registers "grid")
+
+
+@dataclass
+class Summary:
+    """What one worker did: trials run per study, and how they ended."""
+
+    label: str
+    trials: Counter = field(default_factory=Counter)
+    states: Counter = field(default_factory=Counter)
+
+    def line(self) -> str:
+        per = ", ".join(f"{n} in {s}" for s, n in sorted(self.trials.items())) or "none"
+        ends = ", ".join(f"{n} {s}" for s, n in sorted(self.states.items()))
+        return f"worker {self.label}: {sum(self.trials.values())} trial(s) ({per})" + (f"; {ends}" if ends else "")
+
+
+def claim(study: optuna.Study, storage: Any, study_id: int) -> optuna.Trial | None:
+    """Move one WAITING trial of ``study`` to RUNNING and return it, or None if none is left.
+    The storage lets exactly one of several concurrent claimants succeed for each trial."""
+    for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, trial_id)
+        except UpdateFinishedTrialError:
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def heartbeat(storage: Any, trial_id: int, policy: HeartbeatPolicy | None) -> Iterator[None]:
+    """Record Optuna heartbeats for ``trial_id`` every ``policy.interval`` seconds meanwhile."""
+    if policy is None or not hasattr(storage, "record_heartbeat"):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat is retried at the next interval
+                storage.record_heartbeat(trial_id)
+            if stop.wait(policy.interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def suite_studies(storage: Any) -> dict[str, dict[str, Any]]:
+    """Every study in ``storage`` made by the suite: name -> user attributes."""
+    return {
+        s.study_name: s.user_attrs
+        for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+        if KIND in s.user_attrs
+    }
+
+
+class Worker:
+    """Pulls trials from the suite's studies in one storage until none is left.
+
+    ``studies``: names to work on (default: every suite study in the storage, as found at
+    each round, so studies created later are picked up). With ``wait``, keeps polling for new
+    work instead of exiting. With a database storage, a worker does not exit while trials of
+    its studies are RUNNING elsewhere: if their worker died, their heartbeat goes stale and this
+    worker fails and retries them, so nothing is left running forever.
+    """
+
+    def __init__(
+        self,
+        storage_url: str | None,
+        studies: Iterable[str] = (),
+        ctx: WorkerContext | None = None,
+        *,
+        heartbeat_policy: HeartbeatPolicy | None = None,
+        wait: bool = False,
+        poll: float = 1.0,
+        max_trials: int | None = None,
+    ) -> None:
+        self.url = normalize_storage(storage_url)
+        self.database = is_database(self.url)
+        self.policy = (heartbeat_policy or HeartbeatPolicy()) if self.database else None
+        self.storage = open_storage(self.url, self.policy)
+        self.names = list(studies)
+        self.ctx = ctx or WorkerContext()
+        self.wait, self.poll, self.max_trials = wait, poll, max_trials
+        self.summary = Summary(self.ctx.label)
+        self._studies: dict[str, tuple[optuna.Study, int, TrialRunner]] = {}
+        _load_kinds()
+
+    # -- studies --------------------------------------------------------------------------
+    def _ready_studies(self, started: float) -> list[str]:
+        found = suite_studies(self.storage)
+        names = self.names or sorted(found)
+        ready = [n for n in names if found.get(n, {}).get(READY)]
+        missing = [n for n in self.names if n not in ready]
+        if missing and not self.wait and time.monotonic() - started > READY_TIMEOUT:
+            known = ", ".join(sorted(found)) or "none"
+            raise StoreError(
+                f"no ready study {', '.join(map(repr, missing))} in {describe(self.url)} after "
+                f"{READY_TIMEOUT:.0f} s (suite studies there: {known}); check --study and --storage"
+            )
+        return ready
+
+    def _open(self, name: str) -> tuple[optuna.Study, int, TrialRunner]:
+        if name not in self._studies:
+            study = optuna.load_study(study_name=name, storage=self.storage)
+            kind = study.user_attrs.get(KIND)
+            if kind not in _KINDS:
+                raise StoreError(f"study {name!r} is of kind {kind!r}, which this suite cannot run; upgrade sgd-suite")
+            study_id = self.storage.get_study_id_from_name(name)
+            self._studies[name] = (study, study_id, _KINDS[kind](study, self.ctx))
+        return self._studies[name]
+
+    def _pending(self, name: str) -> bool:
+        """Whether the study still has trials waiting, or running (database storages)."""
+        study, study_id, _ = self._open(name)
+        states = (TrialState.WAITING, TrialState.RUNNING) if self.database else (TrialState.WAITING,)
+        return bool(self.storage.get_all_trials(study_id, deepcopy=False, states=states))
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> Summary:
+        """Work until nothing is left (or forever with ``wait``); return what was done."""
+        started = time.monotonic()
+        while self.max_trials is None or sum(self.summary.trials.values()) < self.max_trials:
+            names = self._ready_studies(started)
+            if self._run_one(names):
+                continue
+            waiting_for_named = len(names) < len(self.names)
+            if not self.wait and not waiting_for_named and not any(self._pending(n) for n in names):
+                break
+            time.sleep(self.poll)
+        for name in list(self._studies):
+            self._finished(name)
+        return self.summary
+
+    def _run_one(self, names: list[str]) -> bool:
+        for name in names:
+            study, study_id, runner = self._open(name)
+            if self.database:
+                optuna.storages.fail_stale_trials(study)
+            trial = claim(study, self.storage, study_id)
+            if trial is None:
+                continue
+            self._execute(name, study, trial, runner)
+            return True
+        return False
+
+    def _execute(self, name: str, study: optuna.Study, trial: optuna.Trial, runner: TrialRunner) -> None:
+        trial.set_user_attr(WORKER, self.ctx.label)
+        self.summary.trials[name] += 1
+        state = TrialState.FAIL
+        value: float | None = None
+        with heartbeat(self.storage, trial._trial_id, self.policy):
+            try:
+                value = runner(trial)
+                state = TrialState.COMPLETE
+            except TrialFailed as exc:
+                self.ctx.say(f"[{self.ctx.label}] {name} trial {trial.number} failed: {exc}")
+            except optuna.TrialPruned:
+                state = TrialState.PRUNED
+            except BaseException:
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value, skip_if_finished=True)
+        else:
+            study.tell(trial, state=state, skip_if_finished=True)
+        self.summary.states[state.name.lower()] += 1
+
+    def _finished(self, name: str) -> None:
+        """Let the study's runner close what belongs to the whole study once nothing is pending."""
+        _, _, runner = self._studies[name]
+        close = getattr(runner, "close", None)
+        if close is not None and not self._pending(name):
+            close()
+
+
+def run_worker(storage_url: str | None, studies: Iterable[str], ctx: WorkerContext, **kwargs: Any) -> Summary:
+    """Run one :class:`Worker` to the end (the body of each ``suite worker`` process)."""
+    return Worker(storage_url, studies, ctx, **kwargs).run()
