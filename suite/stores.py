@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,18 +142,20 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
         except OSError as exc:
             raise StoreError(f"cannot open the journal file {url!r}: {exc.strerror or exc}") from None
     kwargs: dict = {}
-    if heartbeat is not None:
-        kwargs = dict(
-            heartbeat_interval=heartbeat.interval,
-            grace_period=heartbeat.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=heartbeat.max_retry
-            ),
-        )
     last: Exception | None = None
     for _attempt in range(3):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+            with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                if heartbeat is not None:
+                    kwargs = dict(
+                        heartbeat_interval=heartbeat.interval,
+                        grace_period=heartbeat.grace_period,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                            max_retry=heartbeat.max_retry
+                        ),
+                    )
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
         except SQLAlchemyError as exc:
             from sqlalchemy.exc import IntegrityError, ProgrammingError
 

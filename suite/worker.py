@@ -18,8 +18,10 @@ How a trial of a study is run depends on the study's kind (user attribute ``suit
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -168,6 +170,8 @@ class Worker:
         self.ctx = ctx or WorkerContext()
         self.wait, self.poll, self.max_trials = wait, poll, max_trials
         self.summary = Summary(self.ctx.label)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no link per run
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._studies: dict[str, tuple[optuna.Study, int, TrialRunner]] = {}
         _load_kinds()
 
@@ -221,7 +225,9 @@ class Worker:
         for name in names:
             study, study_id, runner = self._open(name)
             if self.database:
-                optuna.storages.fail_stale_trials(study)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
             trial = claim(study, self.storage, study_id)
             if trial is None:
                 continue

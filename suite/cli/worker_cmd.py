@@ -9,7 +9,15 @@ from multiprocessing import get_context
 import click
 
 from suite.devices import resolve_devices
-from suite.stores import DEFAULT_HEARTBEAT, DEFAULT_STORAGE, HeartbeatPolicy, describe, normalize_storage
+from suite.stores import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_STORAGE,
+    HeartbeatPolicy,
+    check_tracking_uri,
+    describe,
+    normalize_storage,
+    open_storage,
+)
 from suite.worker import WorkerContext, run_worker
 
 
@@ -62,6 +70,9 @@ def worker(storage, studies, device, workers, tracking_uri, heartbeat, grace, wa
     nothing is left to do (or never, with --wait).
     """
     url = normalize_storage(storage)
+    open_storage(url)  # a one-line error now, not one per process, if it cannot be reached
+    if tracking_uri:
+        check_tracking_uri(tracking_uri)
     policy = HeartbeatPolicy(interval=heartbeat, grace=grace)
     devices = resolve_devices(device, workers)
     threads = max(1, (os.cpu_count() or 1) // len(devices))

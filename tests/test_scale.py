@@ -1,0 +1,299 @@
+"""Beyond one machine: several `suite worker` processes share grids (and tuning studies) through
+a real PostgreSQL (Optuna RDB storage) and a real `mlflow server` with a PostgreSQL backend, or
+through the local default storage (journal file + sqlite MLflow store).
+
+PostgreSQL comes from ``SUITE_TEST_PG_URL`` (a role allowed to create databases; CI sets it with
+``scripts/pg-start``): every test makes its own databases and drops them afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from suite.grid_study import RUN_ID, submit_grid
+from suite.registry import get_registry
+from suite.spec import resolve_spec
+from suite.stores import open_storage
+
+BIN = Path(sys.executable).parent
+PG_URL = os.environ.get("SUITE_TEST_PG_URL")
+needs_pg = pytest.mark.skipif(
+    not PG_URL,
+    reason="no PostgreSQL: set SUITE_TEST_PG_URL=postgresql://user:pw@127.0.0.1:5432/db "
+    "(`eval \"$(scripts/pg-start)\"; export SUITE_TEST_PG_URL=$SUITE_PG_URL`; CI does this)",
+)
+HEARTBEAT = ["--heartbeat", "1", "--grace", "4"]
+
+
+# -- services ---------------------------------------------------------------------------------
+def _admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)
+
+
+def _with_db(url: str, db: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=db).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_database():
+    """A factory of fresh PostgreSQL databases (URLs), dropped after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"suite_test_{uuid.uuid4().hex[:10]}"
+        _admin(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return _with_db(PG_URL, name)
+
+    yield make
+    for name in made:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on a free 127.0.0.1 port, PostgreSQL backend, served artifacts."""
+    if not PG_URL:
+        pytest.skip("no PostgreSQL: set SUITE_TEST_PG_URL (CI does)")
+    db = f"suite_test_mlflow_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{db}"')
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", _with_db(PG_URL, db),
+         "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def grid_specs(n_seeds: int, epochs: int = 4):
+    """Two batch sizes x ``n_seeds`` seeds of a small linreg problem (about a second each)."""
+    registry = get_registry()
+    return [
+        resolve_spec(registry, batch_size=b, seed=s, epochs=epochs, overrides={"problem.n": 2000})
+        for b in (16, 32) for s in range(n_seeds)
+    ]
+
+
+def start_worker(storage: str, cwd: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # workers log where the study says
+    return subprocess.Popen(
+        [str(BIN / "suite"), "worker", "--storage", storage, "--device", "cpu", "--workers", "1", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env,
+    )
+
+
+def finish(workers: list[subprocess.Popen], timeout: float = 240) -> dict[int, int]:
+    """Wait for the workers; return pid -> trials it reports having run (exit 0 required)."""
+    done: dict[int, int] = {}
+    for w in workers:
+        out, _ = w.communicate(timeout=timeout)
+        if w.returncode == -signal.SIGKILL:
+            continue
+        assert w.returncode == 0, f"worker {w.pid} exited {w.returncode}:\n{out}"
+        m = re.search(r"^worker \S+:(\d+): (\d+) trial", out, re.M)
+        assert m, out
+        done[int(m.group(1))] = int(m.group(2))
+    return done
+
+
+def check_grid(storage_url: str, study_name: str, tracking_uri: str, specs, *, killed: int = 0):
+    """Every spec ran exactly once: one COMPLETE trial and one FINISHED MLflow child run per
+    spec hash, nothing left waiting or running; ``killed`` trials failed and were retried."""
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0, states
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.user_attrs["suite.spec_hash"] for t in complete) == sorted(s.hash for s in specs)
+    assert states[TrialState.FAIL] == killed
+    assert len(trials) == len(specs) + killed
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(study.user_attrs["suite.experiment"])
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parent = study.user_attrs["suite.parent_run_id"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["suite.spec_hash"] for r in finished) == sorted(s.hash for s in specs)
+    assert {t.user_attrs[RUN_ID] for t in complete} == {r.info.run_id for r in finished}
+    others = [r for r in children if r.info.status != "FINISHED"]
+    assert len(others) == killed and all(r.info.status == "KILLED" for r in others), [
+        (r.info.status, r.data.tags.get("suite.status")) for r in others
+    ]
+    assert client.get_run(parent).info.status == "FINISHED"
+    # metrics and artifacts reached the store
+    assert all("val_loss" in r.data.metrics for r in finished)
+    arts = {a.path for a in client.list_artifacts(finished[0].info.run_id)}
+    assert {"spec.yaml", "curves.png"} <= arts
+    return study
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- the tests --------------------------------------------------------------------------------
+@pytest.mark.slow
+@needs_pg
+def test_three_workers_share_a_grid_through_postgres_and_mlflow_server(tmp_path, pg_database, mlflow_server):
+    storage = pg_database()
+    specs = grid_specs(4)
+    name = "grid-shared"
+    # workers first: they wait for the named study, then all three race for its trials
+    workers = [start_worker(storage, tmp_path, "--study", name, *HEARTBEAT) for _ in range(3)]
+    study_name, created = submit_grid(specs, storage, experiment="scale", tracking_uri=mlflow_server,
+                                      study_name=name)
+    assert created and study_name == name
+    assert submit_grid(specs, storage, experiment="scale", tracking_uri=mlflow_server, study_name=name) == (
+        name, False), "submitting the same grid again joins it"
+    done = finish(workers)
+    assert sum(done.values()) == len(specs)
+    study = check_grid(storage, name, mlflow_server, specs)
+    by_worker = Counter(t.user_attrs["suite.worker"].rsplit(":", 1)[1] for t in study.get_trials())
+    assert {int(p) for p in by_worker} <= {w.pid for w in workers}
+    assert len(by_worker) >= 2, f"the trials were not shared: {by_worker}"
+
+
+@pytest.mark.slow
+@needs_pg
+def test_sigkill_of_a_worker_mid_trial_loses_nothing(tmp_path, pg_database, mlflow_server):
+    storage = pg_database()
+    specs = grid_specs(3, epochs=12)
+    name = "grid-kill"
+    submit_grid(specs, storage, experiment="scale-kill", tracking_uri=mlflow_server, study_name=name)
+    workers = [start_worker(storage, tmp_path, "--study", name, *HEARTBEAT) for _ in range(3)]
+    victim = workers[0]
+    rdb = open_storage(storage)
+    study = optuna.load_study(study_name=name, storage=rdb)
+
+    def victim_in_mlflow_run():
+        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.user_attrs.get("suite.worker", "").endswith(f":{victim.pid}") and RUN_ID in t.user_attrs]
+
+    (trial,) = wait_for(victim_in_mlflow_run, 120, "the victim to be in the middle of a trial")
+    victim.send_signal(signal.SIGKILL)
+    done = finish(workers)
+    assert victim.pid not in done
+    check_grid(storage, name, mlflow_server, specs, killed=1)
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    assert [t.number for t in failed] == [trial.number]
+    retry = [t for t in study.get_trials(deepcopy=False) if t.system_attrs.get("failed_trial") == trial.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].user_attrs["suite.spec_hash"] == trial.user_attrs["suite.spec_hash"]
+    client = MlflowClient(tracking_uri=mlflow_server)
+    dead = client.get_run(trial.user_attrs[RUN_ID])
+    assert dead.info.status == "KILLED" and dead.data.tags["suite.status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_three_workers_share_a_grid_on_the_local_default_storage(tmp_path):
+    """No PostgreSQL, no server: a journal file for Optuna and MLflow's sqlite store."""
+    storage = str(tmp_path / ".suite" / "optuna.journal")
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    specs = grid_specs(4)
+    name, created = submit_grid(specs, storage, experiment="local", tracking_uri=tracking)
+    assert created
+    workers = [start_worker(storage, tmp_path) for _ in range(3)]
+    done = finish(workers)
+    assert sum(done.values()) == len(specs)
+    check_grid(storage, name, tracking, specs)
+
+
+# -- fast failures ----------------------------------------------------------------------------
+def _one_line_error(result) -> str:
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("url", ["postgresql//suite@127.0.0.1/db", "nosuchdb://x/y", "postgresql:///nohost",
+                                 "optuna.db"])
+def test_malformed_storage_url_is_a_one_line_error(cli, url):
+    line = _one_line_error(cli("worker", "--storage", url, ok=False))
+    assert "malformed" in line
+
+
+def test_unreachable_postgres_fails_within_seconds(cli):
+    url = f"postgresql://suite:suite@127.0.0.1:{free_port()}/suite"
+    start = time.monotonic()
+    line = _one_line_error(cli("worker", "--storage", url, ok=False))
+    assert time.monotonic() - start < 10
+    assert "cannot reach the Optuna storage" in line and "suite:***@" in line
+
+
+def test_unreachable_mlflow_server_fails_within_seconds(cli):
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    line = _one_line_error(cli("run", "--steps", "5", "--tracking-uri", uri, "--quiet", ok=False))
+    assert time.monotonic() - start < 10
+    assert "cannot reach the MLflow tracking server" in line
+
+
+@needs_pg
+def test_wrong_postgres_password_is_a_one_line_error(cli):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_URL).set(password="wrong-password").render_as_string(hide_password=False)
+    line = _one_line_error(cli("worker", "--storage", url, ok=False))
+    assert "password authentication failed" in line
