@@ -8,8 +8,14 @@ TORCH_PIN ?= torch==2.13.0
 PLUGINS := $(sort $(dir $(wildcard plugins/*/setup.cfg)))
 PIP := $(BIN)/python -m pip -qq --disable-pip-version-check
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+# `make server`: the shared MLflow tracking server (PostgreSQL backend, artifacts served by it).
+LOCAL_MLFLOW_DB := postgresql://suite:suite@127.0.0.1:5432/mlflow
+MLFLOW_BACKEND_STORE_URI ?= $(LOCAL_MLFLOW_DB)
+MLFLOW_ARTIFACTS ?= $(CURDIR)/mlartifacts
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
 
-.PHONY: install test test-fast bench tune ui lint clean
+.PHONY: install test test-fast bench tune ui postgres server lint clean
 
 install: $(STAMP)
 
@@ -37,6 +43,21 @@ tune: install
 
 ui: install
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI)
+
+# A local PostgreSQL (Debian packages; installed and started if needed) with databases for
+# Optuna studies (suite) and the MLflow server (mlflow). Prints `export SUITE_PG_URL=...`.
+postgres:
+	@scripts/pg-start suite mlflow
+
+# The MLflow tracking server every worker logs to. Other machines reach it when started with
+# MLFLOW_HOST=0.0.0.0 (and --allowed-hosts through MLFLOW_SERVER_OPTS if they use a DNS name).
+server: install
+ifeq ($(MLFLOW_BACKEND_STORE_URI),$(LOCAL_MLFLOW_DB))
+	@scripts/pg-start suite mlflow >/dev/null
+endif
+	$(BIN)/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) \
+	  --backend-store-uri '$(MLFLOW_BACKEND_STORE_URI)' \
+	  --serve-artifacts --artifacts-destination '$(MLFLOW_ARTIFACTS)' $(MLFLOW_SERVER_OPTS)
 
 lint: install
 	$(BIN)/ruff check suite tests plugins
