@@ -60,6 +60,11 @@ class Section:
     name: str
     description: str
     specs: list[RunSpec]
+    line: int = 0  # where the experiment starts in the file
+
+    def where(self, path: Path | str) -> str:
+        """``file:line: experiments.NAME`` for error messages about this experiment."""
+        return f"{path}:{self.line}: experiments.{self.name}"
 
 
 @dataclass
@@ -219,7 +224,7 @@ def load(path: str | Path, registry: Registry) -> Benchmark:
             merged["params"] = _Node(params, body["params"].line, body["params"].path)
         specs = _expand_experiment(ck, exp_name, exp_node, merged)
         desc = merged.get("description")
-        bench.sections.append(Section(exp_name, str(desc.value) if desc is not None else "", specs))
+        bench.sections.append(Section(exp_name, str(desc.value) if desc is not None else "", specs, exp_node.line))
     return bench
 
 
@@ -231,7 +236,8 @@ def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _No
 
     def claim(key: str, where: _Node) -> None:
         if key in given:
-            raise ck.fail(where, f"{key!r} is already given at line {given[key].line}; give each key in one place")
+            first, second = sorted([given[key], where], key=lambda n: n.line)
+            raise ck.fail(second, f"{key!r} is already given at line {first.line}; give each key in one place")
         given[key] = where
 
     for family in FAMILIES:

@@ -148,3 +148,11 @@ def _float(value: Any, label: str) -> float:
 def config_key(spec: RunSpec) -> str:
     """What seeds of one configuration share: the hash of the spec with seed 0."""
     return spec.with_seed(0).hash
+
+
+def varying_keys(specs: Iterable[RunSpec], *, skip: tuple[str, ...] = ("seed",)) -> list[str]:
+    """The ``flat_params`` keys whose value differs between ``specs`` (a key some specs lack,
+    such as a hyperparameter of one component only, counts as differing)."""
+    flats = [s.flat_params() for s in specs]
+    keys = list(dict.fromkeys(k for f in flats for k in f if k not in skip))
+    return [k for k in keys if len({repr(f.get(k, "-")) for f in flats}) > 1]

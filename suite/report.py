@@ -133,26 +133,27 @@ def config_stats(rows: list[Row]) -> list[ConfigStats]:
     A configuration's label names only what varies within its section; its *variant* drops the
     batch size and whatever is tied to it (a key with one value per batch size, e.g. an lr tied
     to the batch size), so one variant can be followed across batch sizes."""
-    from suite.grid import config_key
+    from suite.grid import config_key, varying_keys
 
     out: list[ConfigStats] = []
     for section in dict.fromkeys(r.section for r in rows):
         srows = [r for r in rows if r.section == section]
-        flats = [{k: v for k, v in r.spec.flat_params().items() if k != "seed"} for r in srows]
-        varying = [k for k in flats[0] if len({repr(f.get(k)) for f in flats}) > 1] if flats else []
+        varying = varying_keys(r.spec for r in srows)
+        flats = [r.spec.flat_params() for r in srows]
         sizes = {f["batch_size"] for f in flats}
         tied = {
             k for k in varying if k != "batch_size"
-            and all(len({repr(f[k]) for f in flats if f["batch_size"] == b}) == 1 for b in sizes)
+            and all(len({repr(f.get(k, "-")) for f in flats if f["batch_size"] == b}) == 1 for b in sizes)
         }
         groups: dict[str, list[Row]] = {}
         for r in srows:
             groups.setdefault(config_key(r.spec), []).append(r)
         for group in groups.values():
             flat = group[0].spec.flat_params()
-            label = " ".join(_short(k, flat[k]) for k in varying if k != "batch_size") or group[0].spec.name
-            variant = " ".join(_short(k, flat[k]) for k in varying if k != "batch_size" and k not in tied)
-            out.append(ConfigStats(section, label, variant or "all", group[0].spec.batch_size, group))
+            label = " ".join(_short(k, flat[k]) for k in varying if k != "batch_size" and k in flat)
+            variant = " ".join(_short(k, flat[k]) for k in varying if k != "batch_size" and k not in tied and k in flat)
+            out.append(ConfigStats(section, label or group[0].spec.name, variant or "all", group[0].spec.batch_size,
+                                   group))
     return out
 
 

@@ -59,6 +59,7 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
                             "edit the file (or copy it) instead")
         bench = benchfile.load(benchmark, registry)
         sections = [(s.name, s.specs) for s in bench.sections]
+        where = {s.name: s.where(benchmark) for s in bench.sections}
         exp_name, run_name = experiment or bench.name, f"{bench.name} ({benchmark})"
         parent_tags = {"suite.benchmark": str(benchmark)}
     else:
@@ -76,7 +77,7 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
         try:
             preflight(specs, registry)
         except SpecError as exc:
-            raise SpecError(f"{benchmark}: experiment {sec!r}: {exc}" if benchmark else str(exc)) from None
+            raise SpecError(f"{where[sec]}: {exc}" if benchmark else str(exc)) from None
     devices = resolve_devices(device, workers)
     _execute(sections, all_specs, registry, devices, exp_name, run_name, parent_tags, tracking_uri, force, quiet,
              parent=benchmark is not None or len(all_specs) > 1)
@@ -112,12 +113,12 @@ def _grid_specs(registry, flags: dict, sets: tuple[str, ...]) -> list[RunSpec]:
 
 def _print_dry_run(sections, total: int) -> None:
     for sec, specs in sections:
-        flats = [s.flat_params() for s in specs]
-        varying = [k for k in flats[0] if len({repr(f[k]) for f in flats}) > 1] if flats else []
+        varying = grid.varying_keys(specs, skip=())
         if len(sections) > 1:
             click.echo(f"== {sec}: {len(specs)} runs")
         for i, spec in enumerate(specs, 1):
-            shown = " ".join(f"{k}={spec.flat_params()[k]}" for k in varying)
+            flat = spec.flat_params()
+            shown = " ".join(f"{k}={flat[k]}" for k in varying if k in flat)
             click.echo(f"  {i:>4}. {spec.hash}  {spec.name}  {shown}".rstrip())
     click.echo(f"{total} runs (dry run: nothing was run or logged)")
 
