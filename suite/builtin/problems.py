@@ -8,7 +8,7 @@ third stream, ``derive_seed(seed, "sampling")``. Each has a validation set or it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from suite import BuildContext, Param, Problem, hookimpl
 from suite.context import derive_seed
+from suite.theory import MomentTracker
 
 
 @contextmanager
@@ -281,6 +282,82 @@ class NQMProblem(Problem):
 
     def learned_params(self, model: nn.Module) -> dict[str, Tensor]:
         return {"theta": model.theta.detach().cpu()}
+
+    # -- theory: follow E[risk | θ₀] for the lr each step actually used -----------------
+    _theory: NQMTheory | None | bool = False  # False: not set up yet; None: not modelled
+
+    def _theory_for(self, ctx: Any) -> NQMTheory | None:
+        if self._theory is False:
+            self._theory = NQMTheory.for_run(self, ctx)
+        return self._theory  # type: ignore[return-value]
+
+    def on_step(self, step: int, context: Any) -> None:
+        theory = self._theory_for(context)
+        if theory is not None:
+            theory.step(step, context)
+
+    def extra_metrics(self, model: nn.Module, step: int, context: Any) -> dict[str, float]:
+        """``theory_risk`` (and ``theory_avg_risk`` for an EMA/SWA average): the risk the
+        closed forms of :mod:`suite.theory` predict for this run's optimizer, lr sequence and
+        averager, given its θ₀. Absent for an optimizer the theory does not cover."""
+        theory = self._theory_for(context)
+        return theory.metrics() if theory is not None else {}
+
+
+class NQMTheory:
+    """A :class:`suite.theory.MomentTracker` wired to one run's optimizer and averager."""
+
+    def __init__(self, tracker: MomentTracker, blend: Callable[[int], float]) -> None:
+        self.tracker = tracker
+        self.blend = blend
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    @classmethod
+    def for_run(cls, problem: NQMProblem, ctx: Any) -> NQMTheory | None:
+        """The theory of a run of ``sgd`` (heavy-ball, no Nesterov) or ``precond``, with the
+        ``none``, ``ema`` or ``swa`` averager; ``None`` for anything else."""
+        from suite.builtin.averagers import swa_start_step
+        from suite.builtin.optimizers import DiagonalPreconditioned
+
+        opt, spec = ctx.optimizer, ctx.spec
+        if opt is None or spec is None:
+            return None
+        group = opt.param_groups[0]
+        h = problem.h_cpu.numpy()
+        if type(opt) is torch.optim.SGD:
+            if group["nesterov"] or group["dampening"] or group.get("maximize"):
+                return None
+            scale: Any = 1.0
+        elif isinstance(opt, DiagonalPreconditioned):
+            scale = h ** -group["p"]
+        else:
+            return None
+        averager, avg_params = spec.averager, spec.params_of("averager")
+        if averager == "ema":
+            decay = avg_params["decay"]
+            blend: Callable[[int], float] = lambda t: 0.0 if t == 1 else decay  # noqa: E731
+        elif averager == "swa":
+            start = swa_start_step(avg_params["start"], ctx.total_steps)
+            blend = lambda t: 1.0 if t <= start else (t - start - 1) / (t - start)  # noqa: E731
+        else:
+            blend = lambda t: 1.0  # noqa: E731
+        tracker = MomentTracker(
+            h, problem.c_cpu.numpy(), ctx.batch_size, problem.theta0.numpy(), momentum=group["momentum"],
+            weight_decay=group["weight_decay"], scale=scale, average=averager in ("ema", "swa"),
+        )
+        theory = cls(tracker, blend)
+        theory.optimizer = opt
+        return theory
+
+    def step(self, step: int, ctx: Any) -> None:
+        self.tracker.step(float(self.optimizer.param_groups[0]["lr"]), self.blend(step))
+
+    def metrics(self) -> dict[str, float]:
+        out = {"theory_risk": self.tracker.risk()}
+        avg = self.tracker.average_risk()
+        if avg is not None:
+            out["theory_avg_risk"] = avg
+        return out
 
 
 def make_nqm(ctx: BuildContext, dim: int, noise: float) -> NQMProblem:
