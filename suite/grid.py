@@ -151,8 +151,9 @@ def config_key(spec: RunSpec) -> str:
 
 
 def varying_keys(specs: Iterable[RunSpec], *, skip: tuple[str, ...] = ("seed",)) -> list[str]:
-    """The ``flat_params`` keys whose value differs between ``specs`` (a key some specs lack,
-    such as a hyperparameter of one component only, counts as differing)."""
+    """The ``flat_params`` keys whose value differs between ``specs``. A hyperparameter that only
+    some components have counts only where it differs between specs that have it (the component
+    name already tells the others apart)."""
     flats = [s.flat_params() for s in specs]
     keys = list(dict.fromkeys(k for f in flats for k in f if k not in skip))
-    return [k for k in keys if len({repr(f.get(k, "-")) for f in flats}) > 1]
+    return [k for k in keys if len({repr(f[k]) for f in flats if k in f}) > 1]
