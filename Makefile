@@ -33,10 +33,10 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
-	$(BIN)/suite run --problem linreg --optimizer sgd --lr 0.1 --momentum 0.9 --weight-decay 1e-4 \
-	  --scheduler cosine --set scheduler.eta_min=0.001 --averager ema --set averager.decay=0.99 \
-	  --batch-size 32 --epochs 50 --seed 42 --experiment bench --quiet
-	@echo "Results are in MLflow at $(MLFLOW_TRACKING_URI); open them with: make ui"
+	$(BIN)/suite run benchmarks/lecture.yaml --tracking-uri $(MLFLOW_TRACKING_URI)
+	@echo "Results: MLflow experiment 'lecture' at $(MLFLOW_TRACKING_URI): one child run per configuration and seed;"
+	@echo "the parent run holds summary.md / summary.csv (mean ± std over seeds, winner per batch size) and figures"
+	@echo "(curves/, batch_size/). Open them with: make ui   (then http://127.0.0.1:5000)"
 
 tune: install
 	$(BIN)/suite tune --problem logistic

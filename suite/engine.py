@@ -120,7 +120,9 @@ def build(spec: RunSpec, device: str | torch.device = "cpu", registry: Registry 
 def preflight(specs: Iterable[RunSpec], registry: Registry | None = None) -> None:
     """Build each distinct configuration once on the CPU, so a configuration that cannot work
     (batch size larger than the data, a budget the problem cannot use, a factory that refuses
-    its arguments) is reported before anything runs or is logged."""
+    its arguments) is reported before anything runs or is logged. Any other exception is a bug
+    inside a plugin: it is left for the run itself to record (failed, with its traceback), so
+    it does not stop the other runs of a grid."""
     seen: set[str] = set()
     for spec in specs:
         key = spec.with_seed(0).hash
@@ -133,6 +135,8 @@ def preflight(specs: Iterable[RunSpec], registry: Registry | None = None) -> Non
             raise
         except (ValueError, TypeError) as exc:
             raise SpecError(f"run {spec.name} cannot be built: {exc}") from None
+        except Exception:  # a bug inside a plugin: the run records it with its traceback, the grid goes on
+            continue
 
 
 def _batches(built: Built) -> Iterator[torch.Tensor]:
@@ -245,6 +249,7 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
             optimizer.step()
             if built.averager is not None:
                 built.averager.update_parameters(model)
+            problem.on_step(step + 1, ctx)
             if built.scheduler_interval == "step":
                 _step_scheduler(built.scheduler, last_val)
             loss_sum += loss.detach() * len(idx)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib
@@ -69,3 +73,200 @@ def run_summary(result: Any) -> list[str]:
         lines.append("  true vs learned parameters:")
         lines.extend(pl)
     return lines
+
+
+# -- grid summaries ---------------------------------------------------------------------------
+@dataclass
+class Row:
+    """One run of a grid as MLflow holds it (fresh or done by an earlier invocation)."""
+
+    section: str
+    spec: Any
+    status: str
+    val_loss: float | None = None
+    avg_val_loss: float | None = None
+    reason: str = ""
+    run_id: str = ""
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class ConfigStats:
+    """One configuration (all its seeds) of one section."""
+
+    section: str
+    label: str
+    variant: str
+    batch_size: int
+    rows: list[Row]
+
+    def _values(self, key: str) -> list[float]:
+        return [getattr(r, key) for r in self.rows if r.status == "completed" and getattr(r, key) is not None]
+
+    def stat(self, key: str) -> tuple[float, float] | None:
+        vals = self._values(key)
+        if not vals:
+            return None
+        mean = sum(vals) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+        return mean, std
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.rows if r.status == status)
+
+    @property
+    def score(self) -> tuple[float, str] | None:
+        """The best final loss of the configuration: its own or its averaged model's."""
+        cands = [(s[0], name) for name, s in (("last", self.stat("val_loss")), ("averaged", self.stat("avg_val_loss")))
+                 if s is not None]
+        return min(cands) if cands else None
+
+
+def _short(key: str, value: Any) -> str:
+    name = key.rpartition(".")[2]
+    return f"{name}={value}" if "." in key else str(value)
+
+
+def config_stats(rows: list[Row]) -> list[ConfigStats]:
+    """Group rows by section and configuration (everything but the seed), in first-seen order.
+
+    A configuration's label names only what varies within its section; its *variant* drops the
+    batch size and whatever is tied to it (a key with one value per batch size, e.g. an lr tied
+    to the batch size), so one variant can be followed across batch sizes."""
+    from suite.grid import config_key, varying_keys
+
+    out: list[ConfigStats] = []
+    for section in dict.fromkeys(r.section for r in rows):
+        srows = [r for r in rows if r.section == section]
+        varying = varying_keys(r.spec for r in srows)
+        flats = [r.spec.flat_params() for r in srows]
+        sizes = {f["batch_size"] for f in flats}
+        tied = {
+            k for k in varying if k != "batch_size"
+            and all(len({repr(f.get(k, "-")) for f in flats if f["batch_size"] == b}) == 1 for b in sizes)
+        }
+        groups: dict[str, list[Row]] = {}
+        for r in srows:
+            groups.setdefault(config_key(r.spec), []).append(r)
+        for group in groups.values():
+            flat = group[0].spec.flat_params()
+            label = " ".join(_short(k, flat[k]) for k in varying if k != "batch_size" and k in flat)
+            variant = " ".join(_short(k, flat[k]) for k in varying if k != "batch_size" and k not in tied and k in flat)
+            out.append(ConfigStats(section, label or group[0].spec.name, variant or "all", group[0].spec.batch_size,
+                                   group))
+    return out
+
+
+def _pm(stat: tuple[float, float] | None) -> str:
+    return "" if stat is None else f"{stat[0]:.4g} ± {stat[1]:.2g}"
+
+
+TABLE_HEADER = ["section", "configuration", "batch_size", "seeds", "diverged", "failed",
+                "val_loss mean", "val_loss std", "avg_val_loss mean", "avg_val_loss std"]
+
+
+def table_rows(stats: list[ConfigStats]) -> list[list[Any]]:
+    """The summary table (one row per configuration), as plain values."""
+    rows = []
+    for c in stats:
+        v, a = c.stat("val_loss"), c.stat("avg_val_loss")
+        rows.append([c.section, c.label, c.batch_size, len(c.rows), c.count("diverged"),
+                     c.count("failed") + c.count("interrupted"),
+                     *(v if v else ("", "")), *(a if a else ("", ""))])
+    return rows
+
+
+def table_csv(stats: list[ConfigStats]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(TABLE_HEADER)
+    w.writerows(table_rows(stats))
+    return buf.getvalue()
+
+
+def table_markdown(stats: list[ConfigStats]) -> str:
+    head = ["section", "configuration", "batch", "seeds", "final val loss", "averaged model", "diverged", "failed"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in stats:
+        cells = [c.section, c.label, c.batch_size, len(c.rows), _pm(c.stat("val_loss")), _pm(c.stat("avg_val_loss")),
+                 c.count("diverged"), c.count("failed") + c.count("interrupted")]
+        lines.append("| " + " | ".join(str(x).replace("|", "/") for x in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_text(stats: list[ConfigStats]) -> list[str]:
+    """The terminal table: mean ± std over seeds of the final val loss and the averaged model's."""
+    head = ["configuration", "batch", "seeds", "final val loss", "averaged model", "notes"]
+    lines: list[str] = []
+    for section in dict.fromkeys(c.section for c in stats):
+        body = []
+        for c in (c for c in stats if c.section == section):
+            notes = ", ".join(f"{c.count(s)} {s}" for s in ("diverged", "failed", "interrupted") if c.count(s))
+            body.append([c.label, str(c.batch_size), str(len(c.rows)), _pm(c.stat("val_loss")) or "-",
+                         _pm(c.stat("avg_val_loss")) or "-", notes])
+        widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+        lines.append(f"== {section}")
+        lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
+        lines.extend("  " + "  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in body)
+    return lines
+
+
+def winners(stats: list[ConfigStats]) -> list[tuple[str, int, str, float, str]]:
+    """Per section and batch size, the configuration with the lowest mean final loss (its own
+    or its averaged model's): ``(section, batch_size, label, loss, which)``."""
+    out = []
+    for section in dict.fromkeys(c.section for c in stats):
+        sec = [c for c in stats if c.section == section]
+        for bs in sorted({c.batch_size for c in sec}):
+            scored = [(c.score, c) for c in sec if c.batch_size == bs and c.score is not None]
+            if len(scored) < 2:
+                continue
+            (loss, which), best = min(scored, key=lambda t: t[0])
+            out.append((section, bs, best.label, loss, which))
+    return out
+
+
+def curves_figure(stats: list[ConfigStats], section: str):
+    """Validation loss against optimizer steps, one line per configuration (mean over seeds)."""
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for c in (c for c in stats if c.section == section):
+        by_step: dict[int, list[float]] = {}
+        for r in c.rows:
+            for step, v in r.curve:
+                if math.isfinite(v):
+                    by_step.setdefault(step, []).append(v)
+        if by_step:
+            steps = sorted(by_step)
+            label = c.label if c.label.endswith(f"b{c.batch_size}") else f"{c.label} b={c.batch_size}"
+            ax.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], label=label)
+    ax.set_xlabel("optimizer steps")
+    ax.set_ylabel("validation loss (mean over seeds)")
+    ax.set_yscale("log")
+    ax.set_title(section)
+    if ax.lines and len(ax.lines) <= 24:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def batch_size_figure(stats: list[ConfigStats], section: str):
+    """Final validation loss against batch size, one line per variant (mean ± std over seeds);
+    ``None`` when the section has a single batch size."""
+    sec = [c for c in stats if c.section == section]
+    if len({c.batch_size for c in sec}) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for variant in dict.fromkeys(c.variant for c in sec):
+        pts = sorted((c.batch_size, c.stat("val_loss")) for c in sec if c.variant == variant and c.stat("val_loss"))
+        if pts:
+            ax.errorbar([b for b, _ in pts], [s[0] for _, s in pts], yerr=[s[1] for _, s in pts], marker="o",
+                        capsize=3, label=variant)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("final validation loss (mean ± std over seeds)")
+    ax.set_title(section)
+    if ax.lines or ax.containers:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -26,6 +26,8 @@ TAG_HASH = "suite.spec_hash"
 TAG_STATUS = "suite.status"
 TAG_VERSION = "suite.version"
 TAG_KIND = "suite.kind"  # run | grid | study | trial
+TAG_OWNER = "suite.owner"  # host:pid of the process that logs the run (finds orphans after kill -9)
+DONE_STATUSES = ("completed", "diverged")  # divergence is a result: a diverged run is done
 MLFLOW_STATUS = {
     "completed": RunStatus.to_string(RunStatus.FINISHED),
     "stopped": RunStatus.to_string(RunStatus.FINISHED),
@@ -89,6 +91,7 @@ class Tracker:
             "suite.torch_version": torch.__version__,
             "suite.device": device,
             "suite.host": platform.node(),
+            TAG_OWNER: owner(),
         }
         for family in FAMILIES:
             comp = registry.get(family, spec.component(family))
@@ -136,6 +139,75 @@ class Tracker:
         tags = [RunTag(TAG_STATUS, status)] + ([RunTag("suite.reason", reason[:4000])] if reason else [])
         self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, MLFLOW_STATUS[status])
+
+    # -- grids: parent runs, resume --------------------------------------------------------
+    def start_parent(self, name: str, tags: Mapping[str, Any] | None = None) -> str:
+        """Create the parent run of one grid invocation (tag ``suite.kind=grid``)."""
+        all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "grid", TAG_STATUS: "running", TAG_VERSION: suite.__version__,
+                    TAG_OWNER: owner(), "suite.host": platform.node(), **(tags or {})}
+        run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
+        return run.info.run_id
+
+    def search(self, filter_string: str = "") -> list[Any]:
+        """Every run of the experiment matching ``filter_string`` (all pages)."""
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=5000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def done_runs(self) -> dict[str, Any]:
+        """The latest finished run per spec hash whose ``suite.status`` counts as done."""
+        done: dict[str, Any] = {}
+        for run in self.search(f"tags.`{TAG_KIND}` = 'run'"):
+            tags = run.data.tags
+            if tags.get(TAG_STATUS) in DONE_STATUSES and run.info.status != "RUNNING":
+                h = tags.get(TAG_HASH)
+                if h and (h not in done or run.info.start_time > done[h].info.start_time):
+                    done[h] = run
+        return done
+
+    def reap_orphans(self) -> list[str]:
+        """Mark runs left RUNNING by a dead process on this host as interrupted (KILLED).
+
+        A run's owner is the ``host:pid`` that logs it. Runs owned by a live process (another
+        invocation still working) or by another host are left alone."""
+        reaped = []
+        for run in self.search("attributes.status = 'RUNNING'"):
+            host, _, pid = run.data.tags.get(TAG_OWNER, "").rpartition(":")
+            if host != platform.node() or not pid.isdigit() or _alive(int(pid)):
+                continue
+            self.mark(run.info.run_id, "interrupted", f"its process ({host}:{pid}) died before it finished")
+            reaped.append(run.info.run_id)
+        return reaped
+
+
+def owner() -> str:
+    """``host:pid`` of this process: the tag that tells a live run from an orphan."""
+    return f"{platform.node()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a previous invocation with our pid cannot still be running
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _not_zombie(pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _param_text(value: Any) -> str:

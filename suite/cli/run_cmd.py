@@ -1,94 +1,183 @@
-"""``suite run``: run a configuration, log it to MLflow and print its summary."""
+"""``suite run``: run a configuration, a grid of them, or a benchmark file, and log to MLflow."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
-import torch
 
-from suite import report
-from suite.cli.common import SHORTCUTS, tracking_options
-from suite.engine import preflight, train
+from suite import benchfile, grid, report
+from suite.cli.common import FAMILY_FLAGS, SHORTCUTS, tracking_options
+from suite.devices import resolve_devices
+from suite.engine import preflight
 from suite.errors import SpecError
 from suite.registry import get_registry
-from suite.spec import RunSpec, parse_assignment, resolve_spec
-from suite.tracking import Tracker
+from suite.spec import DEFAULT_COMPONENTS, DEFAULT_DIVERGE_FACTOR, RunSpec, parse_assignment
 
-
-def _single_device(device: str) -> str:
-    if device == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        device = "cuda:0"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpecError(f"--device {device}: no CUDA device is visible; use --device cpu or auto")
-    return device
+LIST = "Comma list = a grid axis."
 
 
 @click.command()
-@click.option("--problem", default="linreg", show_default=True, help="Problem name (see `suite list problem`).")
-@click.option("--sampler", default="shuffle", show_default=True)
-@click.option("--optimizer", default="sgd", show_default=True)
-@click.option("--scheduler", default="constant", show_default=True)
-@click.option("--averager", default="none", show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.argument("benchmark", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--problem", default=None, help=f"Problem name(s) (see `suite list problem`; default linreg). {LIST}")
+@click.option("--sampler", default=None, help=f"Sampler name(s) (default shuffle). {LIST}")
+@click.option("--optimizer", default=None, help=f"Optimizer name(s) (default sgd). {LIST}")
+@click.option("--scheduler", default=None, help=f"Scheduler name(s) (default constant). {LIST}")
+@click.option("--averager", default=None, help=f"Averager name(s) (default none). {LIST}")
+@click.option("--batch-size", default=None, help=f"Batch size(s) (default 32). {LIST}")
 @click.option("--epochs", type=int, default=None, help="Budget in epochs (default 10 unless --steps).")
 @click.option("--steps", type=int, default=None, help="Budget in optimizer steps.")
 @click.option("--eval-every", type=int, default=None, help="Evaluate every K steps (default: once per epoch).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--lr", default=None, help="Shortcut for --set optimizer.lr=α.")
-@click.option("--momentum", default=None, help="Shortcut for --set optimizer.momentum=β.")
-@click.option("--weight-decay", default=None, help="Shortcut for --set optimizer.weight_decay=λ.")
-@click.option("--set", "sets", multiple=True, metavar="FAMILY.PARAM=VALUE",
-              help="Any hyperparameter of any component, e.g. --set scheduler.eta_min=0.001.")
+@click.option("--seed", type=int, default=None, help="One seed (default 0).")
+@click.option("--seeds", default=None, help="Several seeds: K means 0..K-1, A-B a range, or a list 1,5,9.")
+@click.option("--lr", default=None, help=f"Shortcut for --set optimizer.lr=α. {LIST}")
+@click.option("--momentum", default=None, help=f"Shortcut for --set optimizer.momentum=β. {LIST}")
+@click.option("--weight-decay", default=None, help=f"Shortcut for --set optimizer.weight_decay=λ. {LIST}")
+@click.option("--set", "sets", multiple=True, metavar="FAMILY.PARAM=V[,V...]",
+              help=f"Any hyperparameter of any component, e.g. --set scheduler.eta_min=0.001. {LIST}")
+@click.option("--diverge-factor", type=float, default=None,
+              help=f"Stop a run as diverged past F x its initial val loss (default {DEFAULT_DIVERGE_FACTOR:g}).")
+@click.option("--force", is_flag=True, help="Run again specs that already have a completed run in MLflow.")
+@click.option("--dry-run", is_flag=True, help="Print the expanded runs and their count; run nothing.")
 @tracking_options
-def run(problem, sampler, optimizer, scheduler, averager, batch_size, epochs, steps, eval_every, seed,
-        lr, momentum, weight_decay, sets, experiment, tracking_uri, device, workers, quiet) -> None:
-    """Run a configuration and log it to MLflow."""
+def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size, epochs, steps, eval_every, seed,
+        seeds, lr, momentum, weight_decay, sets, diverge_factor, force, dry_run, experiment, tracking_uri, device,
+        workers, quiet) -> None:
+    """Run a configuration, a grid (comma lists, --seeds) or a BENCHMARK file, and log to MLflow.
+
+    Runs already completed (same spec hash) are skipped unless --force; the exit code is 1 if
+    any run failed (a diverged run is a result, not a failure)."""
     registry = get_registry()
-    overrides: dict[str, str] = {}
-    for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-        if value is not None:
-            overrides[SHORTCUTS[name]] = value
+    flags = dict(problem=problem, sampler=sampler, optimizer=optimizer, scheduler=scheduler, averager=averager,
+                 batch_size=batch_size, epochs=epochs, steps=steps, eval_every=eval_every, seed=seed, seeds=seeds,
+                 lr=lr, momentum=momentum, weight_decay=weight_decay, diverge_factor=diverge_factor)
+    if benchmark is not None:
+        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None] + (["--set"] if sets else [])
+        if given:
+            raise SpecError(f"{benchmark}: {', '.join(given)} cannot be combined with a benchmark file; "
+                            "edit the file (or copy it) instead")
+        bench = benchfile.load(benchmark, registry)
+        sections = [(s.name, s.specs) for s in bench.sections]
+        where = {s.name: s.where(benchmark) for s in bench.sections}
+        exp_name, run_name = experiment or bench.name, f"{bench.name} ({benchmark})"
+        parent_tags = {"suite.benchmark": str(benchmark)}
+    else:
+        specs = _grid_specs(registry, flags, sets)
+        problems = sorted({s.problem for s in specs})
+        exp_name = experiment or (problems[0] if len(problems) == 1 else "grid")
+        sections, run_name, parent_tags = [("grid", specs)], f"grid of {len(specs)} runs", {}
+    from suite.gridrun import distinct
+
+    all_specs = distinct(sections)
+    if dry_run:
+        _print_dry_run(sections, len(all_specs))
+        return
+    for sec, specs in sections:
+        try:
+            preflight(specs, registry)
+        except SpecError as exc:
+            raise SpecError(f"{where[sec]}: {exc}" if benchmark else str(exc)) from None
+    devices = resolve_devices(device, workers)
+    _execute(sections, all_specs, registry, devices, exp_name, run_name, parent_tags, tracking_uri, force, quiet,
+             parent=benchmark is not None or len(all_specs) > 1)
+
+
+def _grid_specs(registry, flags: dict, sets: tuple[str, ...]) -> list[RunSpec]:
+    """The cross product of the command line's lists, validated."""
+    axes: list[grid.Axis] = []
+    for family in FAMILY_FLAGS:
+        axes.append(grid.axis(family, grid.split_list(flags[family] or DEFAULT_COMPONENTS[family])))
+    hyper: dict[str, list[str]] = {}
+    for name in ("lr", "momentum", "weight_decay"):
+        if flags[name] is not None:
+            hyper[SHORTCUTS[name]] = grid.split_list(flags[name])
     for text in sets:
         family, param, value = parse_assignment(text)
-        overrides[f"{family}.{param}"] = value
-    if epochs is None and steps is None:
-        epochs = 10
-    spec = resolve_spec(
-        registry,
-        components=dict(problem=problem, sampler=sampler, optimizer=optimizer, scheduler=scheduler, averager=averager),
-        overrides=overrides, batch_size=batch_size, seed=seed, epochs=epochs, steps=steps, eval_every=eval_every,
-    )
-    preflight([spec], registry)
-    dev = _single_device(device)
-    tracker = Tracker(experiment or spec.problem, tracking_uri)
-    result = _run_one(spec, dev, tracker, registry, quiet)
-    for line in report.run_summary(result):
-        click.echo(line)
-    click.echo(f"MLflow: experiment {tracker.experiment_name!r} at {tracker.tracking_uri} "
-               f"(browse with `make ui`)")
-    if result.status != "completed":
-        click.echo(f"run {result.status}: {result.reason}", err=True)
+        hyper[f"{family}.{param}"] = grid.split_list(value)
+    axes += [grid.axis(k, v) for k, v in hyper.items()]
+    axes.append(grid.axis("batch_size", grid.split_list(flags["batch_size"] or "32")))
+    if flags["seeds"] is not None and flags["seed"] is not None:
+        raise SpecError("give --seed N or --seeds K, not both")
+    seeds = grid.parse_seeds(flags["seeds"]) if flags["seeds"] is not None else [flags["seed"] or 0]
+    axes.append(grid.axis("seed", seeds))
+    scalars = {"eval_every": flags["eval_every"]}
+    if flags["epochs"] is None and flags["steps"] is None:
+        scalars["epochs"] = 10
+    else:
+        scalars.update(epochs=flags["epochs"], steps=flags["steps"])
+    if flags["diverge_factor"] is not None:
+        scalars["diverge_factor"] = flags["diverge_factor"]
+    return grid.expand(registry, grid.product(axes), {k: v for k, v in scalars.items() if v is not None})
+
+
+def _print_dry_run(sections, total: int) -> None:
+    for sec, specs in sections:
+        varying = grid.varying_keys(specs, skip=())
+        if len(sections) > 1:
+            click.echo(f"== {sec}: {len(specs)} runs")
+        for i, spec in enumerate(specs, 1):
+            flat = spec.flat_params()
+            shown = " ".join(f"{k}={flat[k]}" for k in varying if k in flat)
+            click.echo(f"  {i:>4}. {spec.hash}  {spec.name}  {shown}".rstrip())
+    click.echo(f"{total} runs (dry run: nothing was run or logged)")
+
+
+def _execute(sections, specs, registry, devices, exp_name, run_name, parent_tags, tracking_uri, force, quiet,
+             parent: bool) -> None:
+    from suite.gridrun import run_grid
+    from suite.tracking import Tracker
+
+    tracker = Tracker(exp_name, tracking_uri)
+    try:
+        out = run_grid(sections, tracker, registry, devices, name=run_name, force=force, quiet=quiet, parent=parent,
+                       parent_tags=parent_tags)
+    except KeyboardInterrupt:
+        click.echo("interrupted: runs in flight were marked KILLED (suite.status=interrupted); "
+                   "run the same command again to finish the rest", err=True)
+        sys.exit(130)
+    if out.reaped:
+        click.echo(f"marked {len(out.reaped)} run(s) left RUNNING by a dead invocation as interrupted", err=True)
+    if len(specs) == 1 and not parent:
+        _single_summary(out, tracker)
+    else:
+        _grid_summary(out, force)
+    where = f"experiment {tracker.experiment_name!r} at {tracker.tracking_uri}"
+    if out.parent_run_id:
+        where += f", parent run {out.parent_run_id}"
+    click.echo(f"MLflow: {where} (browse with `make ui`)")
+    if out.failures:
         sys.exit(1)
 
 
-def _run_one(spec: RunSpec, device: str, tracker: Tracker, registry, quiet: bool):
-    run_id = tracker.start_run(spec, registry, device=device)
-    n_eval = [0]
+def _single_summary(out, tracker) -> None:
+    (spec,) = out.specs
+    if spec.hash in out.results:
+        for line in report.run_summary(out.results[spec.hash]):
+            click.echo(line)
+        return
+    run = out.skipped[spec.hash]
+    m = run.data.metrics
+    click.echo(f"run {spec.name} [{spec.hash}] was already done: MLflow run {run.info.run_id} "
+               f"({run.data.tags.get('suite.status')}); --force runs it again")
+    shown = [k for k in ("train_loss", "val_loss", "avg_val_loss", "dist_to_opt", "avg_dist_to_opt") if k in m]
+    if shown:
+        click.echo("  final " + "  ".join(f"{k}={m[k]:.6f}" for k in shown))
 
-    def on_eval(step: int, metrics: dict[str, float]) -> None:
-        tracker.log_metrics(run_id, step, metrics)
-        n_eval[0] += 1
-        if not quiet:
-            shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
-            click.echo(f"[{spec.name}] step {step:>6}  epoch {metrics['epoch']:.1f}  {shown}", err=True)
 
-    try:
-        result = train(spec, device, registry, on_eval)
-    except BaseException:
-        tracker.mark(run_id, "interrupted", "interrupted by the user or a signal")
-        raise
-    tracker.finish(run_id, result)
-    return result
+def _grid_summary(out, force: bool) -> None:
+    fresh, skipped = len(out.results), len(out.skipped)
+    counts = {}
+    for r in out.results.values():
+        counts[r.status] = counts.get(r.status, 0) + 1
+    text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    click.echo(f"{len(out.specs)} runs: {fresh} run now ({text or 'none'}), {skipped} done before (skipped)")
+    for line in report.table_text(out.stats):
+        click.echo(line)
+    wins = report.winners(out.stats)
+    if wins:
+        click.echo("winner per batch size (lowest mean final val loss, own or averaged model):")
+        for section, bs, label, loss, which in wins:
+            click.echo(f"  {section:<20} batch {bs:>5}: {label}  ({loss:.4g}, {which})")
+    for r in out.failures:
+        click.echo(f"FAILED {r.spec.name} [{r.spec.hash}]: {r.reason} (traceback.txt in its MLflow run)", err=True)

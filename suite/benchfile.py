@@ -1,0 +1,351 @@
+"""Benchmark files (``benchmarks/*.yaml``): a documented schema, validated whole before anything
+runs. Every error is one line naming the file, the line and the key.
+
+Schema (every key optional except ``experiments``)::
+
+    name: lecture            # MLflow experiment (default: the file's stem)
+    description: text
+    defaults:                # merged under every experiment (an experiment's budget replaces it)
+      <experiment keys>
+    experiments:
+      <experiment name>:     # one named comparison; its runs form one section of the summary
+        description: text
+        problem | sampler | optimizer | scheduler | averager:
+          NAME                         # one component
+          [NAME, NAME]                 # an axis of components
+          {NAME: {param: V or [V, ..]}, NAME: {}}   # an axis with a grid per component
+        batch_size: N or [N, ...]
+        seeds: K (0..K-1) or "A-B" or [S, ...]     # or seed: S
+        epochs: N  |  steps: N                      # the budget: exactly one
+        eval_every: N                               # in steps (default: once per epoch)
+        diverge_factor: F                           # stop as diverged past F x the initial loss
+        params: {family.param: V or [V, ...]}       # hyperparameter axes
+        tie:                                        # values that move together instead of crossing
+          - {batch_size: [8, 64], optimizer.lr: [0.01, 0.08]}
+
+All axes of an experiment are crossed; each mapping under ``tie`` is one axis whose lists are
+zipped. A key may be given in one place only (an axis, a component grid, or a tie).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from suite import grid
+from suite.errors import SpecError, SuiteError
+from suite.registry import FAMILIES, Registry
+from suite.spec import RunSpec
+
+TOP_KEYS = ("name", "description", "defaults", "experiments")
+EXPERIMENT_KEYS = (
+    "description", *FAMILIES, "batch_size", "seeds", "seed", "epochs", "steps", "eval_every",
+    "diverge_factor", "params", "tie",
+)
+TIE_SCALARS = ("batch_size", "seed")
+
+
+class BenchFileError(SpecError):
+    """A benchmark file is malformed; the message names file, line and key."""
+
+
+@dataclass
+class Section:
+    """One named experiment of a benchmark file and the specs it expands to."""
+
+    name: str
+    description: str
+    specs: list[RunSpec]
+    line: int = 0  # where the experiment starts in the file
+
+    def where(self, path: Path | str) -> str:
+        """``file:line: experiments.NAME`` for error messages about this experiment."""
+        return f"{path}:{self.line}: experiments.{self.name}"
+
+
+@dataclass
+class Benchmark:
+    """A validated benchmark file."""
+
+    path: Path
+    name: str
+    description: str
+    sections: list[Section] = field(default_factory=list)
+
+    @property
+    def specs(self) -> list[RunSpec]:
+        """Every distinct spec of every section, in order (a spec in two sections runs once)."""
+        seen: dict[str, RunSpec] = {}
+        for section in self.sections:
+            for spec in section.specs:
+                seen.setdefault(spec.hash, spec)
+        return list(seen.values())
+
+
+# -- YAML with line numbers ----------------------------------------------------------------
+class _Node:
+    """A YAML value with the line of its key (or of itself) for error messages."""
+
+    __slots__ = ("value", "line", "path")
+
+    def __init__(self, value: Any, line: int, path: str) -> None:
+        self.value, self.line, self.path = value, line, path
+
+
+def _convert(node: yaml.Node, path: str, loader: yaml.SafeLoader, file: str) -> _Node:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, _Node] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node)
+            if not isinstance(key, str | int | float):
+                where = f"{file}:{key_node.start_mark.line + 1}: {path or 'top level'}"
+                raise BenchFileError(f"{where}: keys must be names")
+            key = str(key)
+            sub = f"{path}.{key}" if path else key
+            if key in out:
+                raise BenchFileError(f"{file}:{key_node.start_mark.line + 1}: {sub}: given twice")
+            child = _convert(value_node, sub, loader, file)
+            child.line = key_node.start_mark.line + 1
+            out[key] = child
+        return _Node(out, line, path)
+    if isinstance(node, yaml.SequenceNode):
+        return _Node([_convert(n, f"{path}[{i}]", loader, file) for i, n in enumerate(node.value)], line, path)
+    return _Node(loader.construct_object(node), line, path)
+
+
+def load_yaml(path: Path) -> _Node:
+    """Parse ``path`` into nodes that remember their lines; malformed YAML is a one-line error."""
+    file = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BenchFileError(f"{file}: cannot read the benchmark file: {exc.strerror}") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise BenchFileError(f"{file}:1: the file is empty; it needs an 'experiments' mapping")
+        return _convert(root, "", loader, file)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        what = " ".join(str(exc.problem or exc.context or "malformed").split())
+        raise BenchFileError(f"{file}:{line}: malformed YAML: {what}") from None
+    except yaml.YAMLError as exc:
+        raise BenchFileError(f"{file}: malformed YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
+
+
+# -- validation and expansion ----------------------------------------------------------------
+class _Checker:
+    def __init__(self, file: str, registry: Registry) -> None:
+        self.file, self.registry = file, registry
+
+    def fail(self, node: _Node, message: str) -> BenchFileError:
+        return BenchFileError(f"{self.file}:{node.line}: {node.path or 'top level'}: {message}")
+
+    def mapping(self, node: _Node, allowed: tuple[str, ...] | None = None) -> dict[str, _Node]:
+        if not isinstance(node.value, dict):
+            raise self.fail(node, f"expected a mapping, got {_kind(node.value)}")
+        if allowed is not None:
+            for key, child in node.value.items():
+                if key not in allowed:
+                    match = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                    hint = f" (did you mean {match[0]!r}?)" if match else ""
+                    raise self.fail(child, f"unknown key {key!r}{hint}; known keys: {', '.join(allowed)}")
+        return node.value
+
+    def values(self, node: _Node) -> list[Any]:
+        """A scalar or a list of scalars, as a list."""
+        items = node.value if isinstance(node.value, list) else [node]
+        out = []
+        for item in items:
+            if isinstance(item.value, dict | list):
+                raise self.fail(item, f"expected a value or a list of values, got {_kind(item.value)}")
+            out.append(item.value)
+        if not out:
+            raise self.fail(node, "the list is empty")
+        return out
+
+    def component(self, family: str, name: Any, node: _Node):
+        try:
+            return self.registry.get(family, str(name))
+        except SuiteError as exc:
+            raise self.fail(node, str(exc)) from None
+
+    def check_param(self, family: str, comp_names: list[str], param: str, node: _Node) -> None:
+        for name in comp_names:
+            comp = self.component(family, name, node)
+            try:
+                p = comp.param(param)
+                for v in self.values(node):
+                    p.coerce(v, owner=family)
+            except SuiteError as exc:
+                raise self.fail(node, str(exc)) from None
+
+
+def load(path: str | Path, registry: Registry) -> Benchmark:
+    """Read, validate and expand a benchmark file. Raises :class:`BenchFileError` (one line)."""
+    path = Path(path)
+    file = str(path)
+    root = load_yaml(path)
+    ck = _Checker(file, registry)
+    top = ck.mapping(root, TOP_KEYS)
+    if "experiments" not in top:
+        raise ck.fail(root, "missing key 'experiments' (a mapping of named experiments)")
+    name = top.get("name")
+    bench = Benchmark(
+        path=path,
+        name=str(name.value) if name is not None and name.value else path.stem,
+        description=str(top["description"].value) if "description" in top else "",
+    )
+    defaults = ck.mapping(top["defaults"], EXPERIMENT_KEYS) if "defaults" in top else {}
+    experiments = ck.mapping(top["experiments"])
+    if not experiments:
+        raise ck.fail(top["experiments"], "no experiments given")
+    for exp_name, exp_node in experiments.items():
+        body = ck.mapping(exp_node, EXPERIMENT_KEYS)
+        merged = dict(defaults)
+        if "epochs" in body or "steps" in body:
+            merged.pop("epochs", None)
+            merged.pop("steps", None)
+        if "seed" in body or "seeds" in body:
+            merged.pop("seed", None)
+            merged.pop("seeds", None)
+        merged.update(body)
+        if "params" in defaults and "params" in body:
+            params = {**ck.mapping(defaults["params"]), **ck.mapping(body["params"])}
+            merged["params"] = _Node(params, body["params"].line, body["params"].path)
+        specs = _expand_experiment(ck, exp_name, exp_node, merged)
+        desc = merged.get("description")
+        bench.sections.append(Section(exp_name, str(desc.value) if desc is not None else "", specs, exp_node.line))
+    return bench
+
+
+def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _Node]) -> list[RunSpec]:
+    axes: list[grid.Axis] = []
+    scalars: dict[str, Any] = {}
+    given: dict[str, _Node] = {}  # every key set by an axis, a component grid or a tie
+    comp_names: dict[str, list[str]] = {}
+
+    def claim(key: str, where: _Node) -> None:
+        if key in given:
+            first, second = sorted([given[key], where], key=lambda n: n.line)
+            raise ck.fail(second, f"{key!r} is already given at line {first.line}; give each key in one place")
+        given[key] = where
+
+    for family in FAMILIES:
+        if family not in body:
+            continue
+        fnode = body[family]
+        claim(family, fnode)
+        if isinstance(fnode.value, dict):
+            points: grid.Axis = []
+            names = []
+            for comp_name, sub in fnode.value.items():
+                comp = ck.component(family, comp_name, sub)
+                names.append(comp.name)
+                sub_axes = []
+                if sub.value is not None:
+                    for param, pnode in ck.mapping(sub).items():
+                        ck.check_param(family, [comp.name], param, pnode)
+                        sub_axes.append(grid.axis(f"{family}.{param}", ck.values(pnode)))
+                points += [{family: comp.name, **pt} for pt in grid.product(sub_axes)] or [{family: comp.name}]
+            axes.append(points)
+        else:
+            names = [ck.component(family, n, fnode).name for n in ck.values(fnode)]
+            axes.append(grid.axis(family, names))
+        comp_names[family] = names
+
+    def family_names(family: str) -> list[str]:
+        return comp_names.get(family) or [_default_component(family)]
+
+    if "params" in body:
+        for key, pnode in ck.mapping(body["params"]).items():
+            family, _, param = key.partition(".")
+            if family not in FAMILIES or not param:
+                raise ck.fail(pnode, f"malformed hyperparameter key {key!r}: write family.param, "
+                                     f"family one of {', '.join(FAMILIES)}")
+            claim(key, pnode)
+            ck.check_param(family, family_names(family), param, pnode)
+            axes.append(grid.axis(key, ck.values(pnode)))
+
+    if "tie" in body:
+        tnode = body["tie"]
+        ties = tnode.value if isinstance(tnode.value, list) else None
+        if not ties:
+            raise ck.fail(tnode, "expected a list of mappings, e.g. - {batch_size: [8, 64], optimizer.lr: [0.01, 0.1]}")
+        for t in ties:
+            tied = {}
+            for key, knode in ck.mapping(t).items():
+                if key in FAMILIES:
+                    [ck.component(key, n, knode) for n in ck.values(knode)]
+                elif key in TIE_SCALARS:
+                    pass
+                else:
+                    family, _, param = key.partition(".")
+                    if family not in FAMILIES or not param:
+                        raise ck.fail(knode, f"cannot tie {key!r}: tie batch_size, seed, a family or family.param")
+                    ck.check_param(family, family_names(family), param, knode)
+                claim(key, knode)
+                if not isinstance(knode.value, list):
+                    raise ck.fail(knode, "a tied key needs a list of values")
+                tied[key] = ck.values(knode)
+            try:
+                axes.append(grid.tied_axis(tied))
+            except SpecError as exc:
+                raise ck.fail(t, str(exc).removeprefix("tie: ")) from None
+
+    if "batch_size" in body:
+        claim("batch_size", body["batch_size"])
+        axes.append(grid.axis("batch_size", ck.values(body["batch_size"])))
+    if "seeds" in body and "seed" in body:
+        raise ck.fail(body["seed"], "give seeds or seed, not both")
+    if "seeds" in body:
+        snode = body["seeds"]
+        claim("seed", snode)
+        try:
+            seeds = (
+                [grid._int(v, "seeds") for v in ck.values(snode)] if isinstance(snode.value, list)
+                else grid.parse_seeds(str(snode.value))
+            )
+        except SpecError as exc:
+            raise ck.fail(snode, str(exc)) from None
+        axes.append(grid.axis("seed", seeds))
+    elif "seed" in body:
+        claim("seed", body["seed"])
+        scalars["seed"] = body["seed"].value
+
+    if ("epochs" in body) == ("steps" in body):
+        raise ck.fail(node, "give exactly one budget: epochs: N or steps: N (here or under defaults)")
+    for key in ("epochs", "steps", "eval_every", "diverge_factor"):
+        if key in body:
+            if isinstance(body[key].value, dict | list | bool) or body[key].value is None:
+                raise ck.fail(body[key], f"expected a number, got {_kind(body[key].value)}")
+            scalars[key] = body[key].value
+
+    try:
+        return grid.expand(ck.registry, grid.product(axes), scalars)
+    except SuiteError as exc:
+        raise ck.fail(node, str(exc)) from None
+
+
+def _default_component(family: str) -> str:
+    from suite.spec import DEFAULT_COMPONENTS
+
+    return DEFAULT_COMPONENTS[family]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{value!r}"
+

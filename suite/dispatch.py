@@ -1,0 +1,235 @@
+"""Dispatch: run specs on worker processes, one per device entry, and report back.
+
+Each entry of the device list (see :func:`suite.devices.resolve_devices`) gets one worker
+process, started with the ``spawn`` context and pinned to its device (a CUDA worker sees only
+its GPU through ``CUDA_VISIBLE_DEVICES``). Workers pull specs from a queue, run them through
+the engine (:func:`suite.engine.run_specs`) and send ``start`` / ``eval`` / ``done`` events
+back. The parent process receives every event and does all the logging, so the tracking store
+has a single writer (robust with MLflow's sqlite default) and the engine stays free of MLflow.
+
+With a single worker the specs run in the parent process itself (no process start-up cost).
+Workers die with the parent: they are daemons, they ask Linux to kill them when the parent
+dies (``PR_SET_PDEATHSIG``), and they check that the parent is alive between evaluations. A
+worker that dies mid-run (segfault, out of memory) has its run reported as failed and is
+replaced, so the rest of the grid goes on.
+
+This module imports neither torch nor MLflow at the top, so a spawned worker starts by
+importing only what it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+OnStart = Callable[[int, str], None]
+OnEval = Callable[[int, int, dict], None]
+OnDone = Callable[[int, Any], None]
+POLL_S = 0.5
+
+
+@dataclass
+class Callbacks:
+    """What the parent does with a worker's events (all called in the parent process)."""
+
+    on_start: OnStart
+    on_eval: OnEval
+    on_done: OnDone
+    in_flight: dict[int, str] = field(default_factory=dict)  # index -> device, for interruption
+
+
+def run(specs: Sequence[Any], devices: Sequence[str], callbacks: Callbacks) -> None:
+    """Run ``specs`` (indexed by position) on ``devices``; call the callbacks as events arrive.
+
+    Uses ``min(len(devices), len(specs))`` workers; with one, runs in this process.
+    A ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :func:`terminate_on_sigterm`) stops the
+    workers and propagates; ``callbacks.in_flight`` then names the runs that were cut short.
+    """
+    n = min(len(devices), len(specs))
+    if n == 0:
+        return
+    if n == 1:
+        _run_inline(specs, devices[0], callbacks)
+    else:
+        _Pool(list(devices[:n]), callbacks).run(specs)
+
+
+def _run_inline(specs: Sequence[Any], device: str, cb: Callbacks) -> None:
+    from suite.engine import run_specs
+
+    local = _pin(device)
+    for index, spec in enumerate(specs):
+        cb.in_flight[index] = device
+        cb.on_start(index, device)
+        results = run_specs([spec], local, on_eval=lambda _s, step, m, _i=index: cb.on_eval(_i, step, m))
+        for result in results:
+            result.device = device
+            cb.in_flight.pop(index, None)
+            cb.on_done(index, result)
+
+
+def _pin(device: str, *, isolate: bool = False) -> str:
+    """The torch device name a worker uses for ``device``; with ``isolate`` the worker is made
+    to see only its GPU (set before CUDA initialises in a fresh process)."""
+    if not device.startswith("cuda"):
+        return device
+    index = device.partition(":")[2] or "0"
+    if isolate:
+        os.environ["CUDA_VISIBLE_DEVICES"] = index
+        return "cuda:0"
+    return f"cuda:{index}"
+
+
+class _Pool:
+    def __init__(self, devices: list[str], cb: Callbacks) -> None:
+        import multiprocessing
+
+        self.ctx = multiprocessing.get_context("spawn")
+        self.devices, self.cb = devices, cb
+        self.tasks = self.ctx.Queue()
+        self.events = self.ctx.Queue()
+        self.workers: dict[int, Any] = {}
+        self.busy: dict[int, int] = {}  # worker id -> spec index
+        self.next_id = 0
+        n_cpu = sum(1 for d in devices if d == "cpu")
+        self.threads = max(1, (os.cpu_count() or 1) // max(1, n_cpu))
+
+    def _start(self, device: str) -> None:
+        wid = self.next_id
+        self.next_id += 1
+        p = self.ctx.Process(
+            target=worker_main, args=(wid, device, self.threads, self.tasks, self.events, os.getpid()),
+            name=f"suite-worker-{wid}-{device}", daemon=True,
+        )
+        p.start()
+        self.workers[wid] = (p, device)
+
+    def run(self, specs: Sequence[Any]) -> None:
+        self._specs_json = [spec.to_json() for spec in specs]
+        for index, text in enumerate(self._specs_json):
+            self.tasks.put((index, text))
+        for device in self.devices:
+            self._start(device)
+        remaining = set(range(len(specs)))
+        try:
+            while remaining:
+                try:
+                    event = self.events.get(timeout=POLL_S)
+                except queue.Empty:
+                    self._check_workers(remaining)
+                    continue
+                self._handle(event, remaining)
+            for _ in self.workers:
+                self.tasks.put(None)
+            for p, _ in self.workers.values():
+                p.join(timeout=10)
+        finally:
+            self._stop()
+
+    def _handle(self, event: tuple, remaining: set[int]) -> None:
+        kind, wid, index = event[0], event[1], event[2]
+        if kind == "start":
+            self.busy[wid] = index
+            self.cb.in_flight[index] = event[3]
+            self.cb.on_start(index, event[3])
+        elif kind == "eval":
+            self.cb.on_eval(index, event[3], event[4])
+        elif kind == "done":
+            self.busy.pop(wid, None)
+            self.cb.in_flight.pop(index, None)
+            remaining.discard(index)
+            self.cb.on_done(index, event[3])
+
+    def _check_workers(self, remaining: set[int]) -> None:
+        from suite.engine import RunResult
+        from suite.spec import RunSpec
+
+        for wid, (p, device) in list(self.workers.items()):
+            if p.is_alive():
+                continue
+            del self.workers[wid]
+            index = self.busy.pop(wid, None)
+            if index is not None:
+                self.cb.in_flight.pop(index, None)
+                remaining.discard(index)
+                spec = self._spec_of(index)
+                reason = f"worker process on {device} died (exit code {p.exitcode})"
+                self.cb.on_done(index, RunResult(spec=RunSpec.from_json(spec), status="failed", reason=reason,
+                                                 error=reason, device=device))
+            if remaining:
+                self._start(device)
+
+    def _spec_of(self, index: int) -> str:
+        return self._specs_json[index]
+
+    def _stop(self) -> None:
+        for p, _ in self.workers.values():
+            if p.is_alive():
+                p.terminate()
+        for p, _ in self.workers.values():
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+        self.tasks.cancel_join_thread()
+        self.events.cancel_join_thread()
+
+
+def worker_main(wid: int, device: str, threads: int, tasks: Any, events: Any, parent_pid: int) -> None:
+    """A worker process: pin to ``device``, then run specs from ``tasks`` until a ``None``."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    local = _pin(device, isolate=True)
+    import torch
+
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    from suite.engine import run_specs
+    from suite.registry import get_registry
+    from suite.spec import RunSpec
+
+    registry = get_registry()
+
+    def on_eval(index: int, step: int, metrics: dict) -> None:
+        if os.getppid() != parent_pid:
+            os._exit(1)  # orphaned: the parent is gone
+        events.put(("eval", wid, index, step, metrics))
+
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        index, spec_json = item
+        spec = RunSpec.from_json(spec_json)
+        events.put(("start", wid, index, device))
+        for result in run_specs([spec], local, registry, on_eval=lambda _s, step, m, _i=index: on_eval(_i, step, m)):
+            result.device = device
+            events.put(("done", wid, index, result))
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def terminate_on_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into KeyboardInterrupt (so in-flight runs are marked interrupted);
+    returns a function that restores the previous handler."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)

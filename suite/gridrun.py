@@ -1,0 +1,177 @@
+"""Run a list of specs with tracking: resume, a parent run, progress, and the summary.
+
+This is the glue between dispatch (processes and devices), tracking (MLflow) and report
+(tables, figures). The parent process is MLflow's only writer: workers send their events here.
+
+Resume: a spec whose hash has a run with ``suite.status`` completed or diverged is skipped
+(``force`` re-runs it). Runs left RUNNING by a dead invocation on this host are first marked
+interrupted (KILLED), so they are never counted as done and are run again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from suite import dispatch, report
+from suite.progress import Progress
+from suite.registry import Registry
+from suite.spec import RunSpec
+from suite.tracking import TAG_STATUS, Tracker
+
+Sections = Sequence[tuple[str, Sequence[RunSpec]]]
+
+
+@dataclass
+class Outcome:
+    """What one invocation did and found."""
+
+    specs: list[RunSpec]
+    results: dict[str, Any] = field(default_factory=dict)  # hash -> RunResult of this invocation
+    skipped: dict[str, Any] = field(default_factory=dict)  # hash -> MLflow run done earlier
+    reaped: list[str] = field(default_factory=list)
+    rows: list[report.Row] = field(default_factory=list)
+    stats: list[report.ConfigStats] = field(default_factory=list)
+    parent_run_id: str | None = None
+
+    @property
+    def failures(self) -> list[Any]:
+        return [r for r in self.results.values() if r.status not in ("completed", "diverged", "stopped")]
+
+
+def distinct(sections: Sections) -> list[RunSpec]:
+    seen: dict[str, RunSpec] = {}
+    for _, specs in sections:
+        for s in specs:
+            seen.setdefault(s.hash, s)
+    return list(seen.values())
+
+
+def run_grid(
+    sections: Sections,
+    tracker: Tracker,
+    registry: Registry,
+    devices: Sequence[str],
+    *,
+    name: str,
+    force: bool = False,
+    quiet: bool = False,
+    parent: bool = True,
+    parent_tags: dict[str, Any] | None = None,
+) -> Outcome:
+    """Run every distinct spec of ``sections`` not done yet; return what happened.
+
+    ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM via :func:`suite.dispatch.terminate_on_sigterm`)
+    marks the runs in flight and the parent run as interrupted, then propagates.
+    """
+    specs = distinct(sections)
+    out = Outcome(specs=specs)
+    out.reaped = tracker.reap_orphans()
+    done = {} if force else tracker.done_runs()
+    out.skipped = {s.hash: done[s.hash] for s in specs if s.hash in done}
+    todo = [s for s in specs if s.hash not in done]
+    section_of = {}
+    for sec, sspecs in sections:
+        for s in sspecs:
+            section_of.setdefault(s.hash, sec)
+    if parent:
+        out.parent_run_id = tracker.start_parent(
+            name, {"suite.n_specs": len(specs), "suite.n_skipped": len(out.skipped), **(parent_tags or {})}
+        )
+    progress = Progress(len(todo), skipped=len(out.skipped), quiet=quiet)
+    run_ids: dict[int, str] = {}
+
+    def on_start(index: int, device: str) -> None:
+        spec = todo[index]
+        run_ids[index] = tracker.start_run(
+            spec, registry, device=device, parent_run_id=out.parent_run_id,
+            tags={"suite.section": section_of[spec.hash]},
+        )
+
+    def on_eval(index: int, step: int, metrics: dict) -> None:
+        tracker.log_metrics(run_ids[index], step, metrics)
+
+    def on_done(index: int, result: Any) -> None:
+        if index not in run_ids:  # a worker died before it could say it started
+            on_start(index, result.device)
+        tracker.finish(run_ids[index], result, figure=out.parent_run_id is None)  # a grid's figures: on the parent
+        out.results[result.spec.hash] = result
+        progress.update(result.spec.name, result.status)
+
+    callbacks = dispatch.Callbacks(on_start, on_eval, on_done)
+    restore = dispatch.terminate_on_sigterm()
+    progress.begin()
+    try:
+        dispatch.run(todo, devices, callbacks)
+    except KeyboardInterrupt:
+        for index in list(callbacks.in_flight):
+            if index in run_ids:
+                tracker.mark(run_ids[index], "interrupted", "interrupted by a signal (Ctrl-C or SIGTERM)")
+        if out.parent_run_id:
+            tracker.mark(out.parent_run_id, "interrupted", "interrupted by a signal (Ctrl-C or SIGTERM)")
+        raise
+    finally:
+        restore()
+        progress.end()
+
+    out.rows = _rows(sections, out, tracker)
+    out.stats = report.config_stats(out.rows)
+    if out.parent_run_id:
+        _log_parent(tracker, out)
+    return out
+
+
+def _rows(sections: Sections, out: Outcome, tracker: Tracker) -> list[report.Row]:
+    rows = []
+    for sec, specs in sections:
+        for spec in specs:
+            result = out.results.get(spec.hash)
+            if result is not None:
+                final = result.final
+                curve = [(s, m["val_loss"]) for s, m in result.history if "val_loss" in m]
+                rows.append(report.Row(sec, spec, result.status, _num(final.get("val_loss")),
+                                       _num(final.get("avg_val_loss")), result.reason, "", curve))
+                continue
+            run = out.skipped.get(spec.hash)
+            if run is None:
+                continue
+            m = run.data.metrics
+            hist = tracker.client.get_metric_history(run.info.run_id, "val_loss")
+            rows.append(report.Row(sec, spec, run.data.tags.get(TAG_STATUS, "unknown"), _num(m.get("val_loss")),
+                                   _num(m.get("avg_val_loss")), run.data.tags.get("suite.reason", ""),
+                                   run.info.run_id, [(h.step, h.value) for h in hist]))
+    return rows
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if v is not None and math.isfinite(float(v)) else None
+
+
+def _log_parent(tracker: Tracker, out: Outcome) -> None:
+    client, pid = tracker.client, out.parent_run_id
+    client.log_text(pid, report.table_csv(out.stats), "summary.csv")
+    md = report.table_markdown(out.stats)
+    wins = report.winners(out.stats)
+    if wins:
+        md += "\n## Winner per batch size\n\n| section | batch | configuration | loss |\n|---|---|---|---|\n"
+        md += "".join(f"| {s} | {b} | {lab} | {loss:.4g} ({which}) |\n" for s, b, lab, loss, which in wins)
+    client.log_text(pid, md, "summary.md")
+    client.log_text(pid, json.dumps([
+        {"section": r.section, "spec_hash": r.spec.hash, "name": r.spec.name, "status": r.status, "reason": r.reason}
+        for r in out.rows
+    ], indent=1), "runs.json")
+    for section in dict.fromkeys(c.section for c in out.stats):
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in section)
+        fig = report.curves_figure(out.stats, section)
+        client.log_figure(pid, fig, f"curves/{safe}.png")
+        report.close(fig)
+        fig = report.batch_size_figure(out.stats, section)
+        if fig is not None:
+            client.log_figure(pid, fig, f"batch_size/{safe}.png")
+            report.close(fig)
+    failed = len(out.failures)
+    tracker.client.set_tag(pid, "suite.n_failed", str(failed))
+    tracker.mark(pid, "failed" if failed else "completed", f"{failed} run(s) failed" if failed else "")

@@ -1,0 +1,153 @@
+"""Grid expansion and benchmark-file validation (fast: nothing is trained)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from suite import benchfile, grid
+from suite.errors import SpecError
+from suite.registry import get_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("text, seeds", [("3", [0, 1, 2]), ("2-4", [2, 3, 4]), ("5,1", [5, 1]), ("7-7", [7])])
+def test_seeds(text, seeds):
+    assert grid.parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text", ["0", "4-2", "a", "1,,2", "-1"])
+def test_bad_seeds(text):
+    with pytest.raises(SpecError):
+        grid.parse_seeds(text)
+
+
+def test_cross_product_with_a_tie_and_a_per_component_grid():
+    reg = get_registry()
+    comps = [{"optimizer": "sgd", "optimizer.momentum": m} for m in (0.0, 0.9)]
+    tie = grid.tied_axis({"batch_size": [8, 64], "optimizer.lr": [0.01, 0.08]})
+    specs = grid.expand(reg, grid.product([comps, tie, grid.axis("seed", [0, 1])]), {"epochs": 2})
+    assert len(specs) == 8 and len({s.hash for s in specs}) == 8
+    assert {(s.batch_size, s.param("optimizer.lr")) for s in specs} == {(8, 0.01), (64, 0.08)}
+    # Identical resolved specs are kept once: lr 0.01 is sgd's default.
+    same = grid.expand(reg, grid.product([grid.axis("optimizer.lr", ["0.01", 0.01])]), {"epochs": 1})
+    assert len(same) == 1
+    with pytest.raises(SpecError, match="same length"):
+        grid.tied_axis({"batch_size": [8, 64], "optimizer.lr": [0.1]})
+
+
+def test_cli_dry_run_counts_the_cross_product(cli, workdir):
+    out = cli("run", "--lr", "0.01,0.1", "--momentum", "0,0.9", "--batch-size", "8,64", "--seeds", "2",
+              "--epochs", "5", "--dry-run").output
+    assert out.strip().splitlines()[-1].startswith("16 runs")
+    assert len(set(re.findall(r"\b[0-9a-f]{16}\b", out))) == 16
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_cli_grid_errors_are_one_line(cli, workdir):
+    for args, fragment in [
+        (["--lr", "0.1,,0.2"], "malformed list"),
+        (["--seeds", "0"], "--seeds '0' is malformed"),
+        (["--seed", "1", "--seeds", "2"], "not both"),
+        (["--optimizer", "sgd,sgdd"], "unknown optimizer 'sgdd'"),
+        (["--lr", "0.1,-1"], "optimizer.lr=-1.0 is out of range"),
+        (["--batch-size", "8,x"], "--batch-size='x' is malformed"),
+        (["--device", "cuda:0"], "CUDA"),
+        (["--workers", "0"], "--workers=0 is out of range"),
+        (["--diverge-factor", "1"], "diverge factor 1.0 is out of range"),
+    ]:
+        result = cli("run", "--epochs", "1", *args, ok=False)
+        lines = [x for x in result.output.splitlines() if x.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], (args, result.output)
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_shipped_benchmark_files_are_valid():
+    reg = get_registry()
+    for path in sorted((ROOT / "benchmarks").glob("*.yaml")):
+        bench = benchfile.load(path, reg)
+        assert bench.sections and all(s.specs for s in bench.sections), path
+    quick = benchfile.load(ROOT / "benchmarks" / "quick.yaml", reg)
+    assert len(quick.specs) == 12
+    momentum = next(s for s in quick.sections if s.name == "momentum")
+    assert {(s.batch_size, s.param("optimizer.lr")) for s in momentum.specs} == {(8, 0.02), (64, 0.1)}
+
+
+GOOD = """\
+defaults:
+  epochs: 2
+experiments:
+  a:
+    optimizer:
+      sgd: {momentum: [0.0, 0.9]}
+    batch_size: [8, 16]
+"""
+
+
+@pytest.mark.parametrize(
+    "text, line, fragment",
+    [
+        ("experiments: {a: {epochs: 1, batch_size: [8, 16}}\n", 1, "malformed YAML"),
+        ("experiments:\n  a:\n    epochs: 1\n\tbatch_size: 8\n", 4, "malformed YAML"),
+        ("experiment:\n  a: {epochs: 1}\n", 1, "unknown key 'experiment' (did you mean 'experiments'?)"),
+        ("experiments:\n  a:\n    epochs: 1\n    batchsize: 8\n", 4, "experiments.a.batchsize: unknown key"),
+        ("experiments:\n  a:\n    epochs: 1\n    optimizer: [sgd, sgdd]\n", 4,
+         "experiments.a.optimizer: unknown optimizer 'sgdd' (did you mean 'sgd'?)"),
+        ("experiments:\n  a:\n    epochs: 1\n    optimizer:\n      sgd: {momentun: 0.9}\n", 5,
+         "experiments.a.optimizer.sgd.momentun: optimizer 'sgd' has no hyperparameter 'momentun'"),
+        ("experiments:\n  a:\n    epochs: 1\n    params:\n      optimizer.lr: [0.1, -1]\n", 5,
+         "experiments.a.params.optimizer.lr: optimizer.lr=-1"),
+        ("experiments:\n  a:\n    epochs: 1\n    tie:\n      - {batch_size: [8, 16], optimizer.lr: [0.1]}\n", 5,
+         "same length"),
+        ("experiments:\n  a:\n    epochs: 1\n    batch_size: 8\n    tie:\n      - {batch_size: [8, 16]}\n", 6,
+         "'batch_size' is already given at line 4"),
+        ("experiments:\n  a:\n    batch_size: 8\n", 2, "experiments.a: give exactly one budget"),
+        ("experiments:\n  a:\n    epochs: 1\n    seeds: 0\n", 4, "experiments.a.seeds"),
+        ("experiments:\n  a:\n    epochs: 1\n    batch_size: 900\n", 2, "experiments.a: --batch-size=900 is out"),
+        ("experiments:\n  a:\n    epochs: 1\n  a:\n    epochs: 2\n", 4, "experiments.a: given twice"),
+        ("", 1, "the file is empty"),
+    ],
+)
+def test_bad_benchmark_files_name_file_line_and_key(cli, workdir, text, line, fragment):
+    path = workdir / "bad.yaml"
+    path.write_text(text)
+    result = cli("run", str(path), ok=False)
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"Error: {path}:{line}: ") and fragment in lines[0], lines[0]
+    assert not (workdir / "mlflow.db").exists()  # nothing was logged
+
+
+def test_benchmark_file_rejects_grid_flags(cli, workdir):
+    path = workdir / "good.yaml"
+    path.write_text(GOOD)
+    assert "4 runs" in cli("run", str(path), "--dry-run").output
+    result = cli("run", str(path), "--lr", "0.1", ok=False)
+    assert result.exit_code == 2 and "--lr cannot be combined with a benchmark file" in result.output
+
+
+def test_preflight_leaves_plugin_bugs_to_the_run():
+    """A factory that raises something other than a configuration error is a plugin bug: it does
+    not stop the grid before it starts; the run records it as failed with its traceback."""
+    from suite import hookimpl
+    from suite.engine import preflight, train
+    from suite.registry import Registry
+    from suite.spec import resolve_spec
+
+    class Broken:
+        @hookimpl
+        def suite_register_schedulers(self, register):
+            def boom(ctx):
+                raise RuntimeError("scheduler factory exploded")
+
+            register(name="boom", factory=boom, description="raises", interval="epoch")
+
+    reg = Registry.from_entry_points(extra_plugins=[(Broken(), "broken-dist", "0.1")])
+    spec = resolve_spec(reg, components={"scheduler": "boom"}, batch_size=8, epochs=1)
+    preflight([spec], reg)
+    result = train(spec, "cpu", reg)
+    assert result.status == "failed" and "scheduler factory exploded" in result.reason
+    assert "RuntimeError" in result.traceback

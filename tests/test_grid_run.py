@@ -1,0 +1,181 @@
+"""Grids end to end, checked through MLflow's own API: worker processes, resume after kill -9,
+failure isolation, the parent run's summary."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import BIN, runs_of, suite_cmd
+from tests.test_plugin_install import pip_install
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def children(client: MlflowClient, experiment: str):
+    return [r for r in runs_of(client, experiment) if r.data.tags.get("suite.kind") == "run"]
+
+
+def test_grid_of_16_runs_under_one_parent(cli, mlflow_client):
+    result = cli("run", "--problem", "linreg", "--optimizer", "sgd", "--lr", "0.01,0.1", "--momentum", "0,0.9",
+                 "--batch-size", "8,64", "--seeds", "2", "--epochs", "5", "--device", "cpu", "--workers", "2")
+    runs = runs_of(mlflow_client, "linreg")
+    (parent,) = [r for r in runs if r.data.tags.get("suite.kind") == "grid"]
+    kids = [r for r in runs if r.data.tags.get("suite.kind") == "run"]
+    assert len(runs) == 17 and len(kids) == 16
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in kids)
+    assert all(r.info.status == "FINISHED" and r.data.tags["suite.status"] == "completed" for r in kids)
+    assert len({r.data.tags["suite.spec_hash"] for r in kids}) == 16
+    combos = {(r.data.params["optimizer.lr"], r.data.params["optimizer.momentum"], r.data.params["batch_size"],
+               r.data.params["seed"]) for r in kids}
+    assert combos == {(lr, m, b, s) for lr in ("0.01", "0.1") for m in ("0.0", "0.9") for b in ("8", "64")
+                      for s in ("0", "1")}
+    assert all(r.data.params["epochs"] == "5" and r.data.params["optimizer"] == "sgd" for r in kids)
+    assert {r.data.tags["suite.device"] for r in kids} == {"cpu"}
+
+    # The summary: a table per configuration on the terminal and as artifacts on the parent.
+    out = result.output
+    assert "16 runs: 16 run now (16 completed), 0 done before" in out
+    assert "lr=0.1 momentum=0.9" in out and "winner per batch size" in out
+    arts = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)}
+    assert {"summary.csv", "summary.md", "runs.json", "curves", "batch_size"} <= arts
+    csv_text = Path(mlflow_client.download_artifacts(parent.info.run_id, "summary.csv")).read_text()
+    assert len(csv_text.strip().splitlines()) == 1 + 8  # header + one row per configuration
+    assert {a.path for a in mlflow_client.list_artifacts(parent.info.run_id, "batch_size")} == {"batch_size/grid.png"}
+    assert parent.info.status == "FINISHED" and parent.data.tags["suite.status"] == "completed"
+
+    # Idempotence: the same command again runs nothing new.
+    again = cli("run", "--problem", "linreg", "--optimizer", "sgd", "--lr", "0.01,0.1", "--momentum", "0,0.9",
+                "--batch-size", "8,64", "--seeds", "2", "--epochs", "5", "--quiet")
+    assert "0 run now (none), 16 done before (skipped)" in again.output
+    assert len(children(mlflow_client, "linreg")) == 16
+
+
+GRID = ["run", "--lr", "0.01,0.02", "--momentum", "0,0.5", "--batch-size", "4", "--seeds", "2", "--epochs", "4",
+        "--device", "cpu", "--workers", "2", "--experiment", "killed"]
+
+
+def test_kill_9_mid_grid_then_rerun_finishes_with_one_completed_run_per_spec(workdir, mlflow_client):
+    proc = subprocess.Popen([str(BIN / "suite"), *GRID, "--quiet"], cwd=workdir, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            done = [r for r in children(mlflow_client, "killed") if r.data.tags.get("suite.status") == "completed"]
+            if len(done) >= 2:
+                break
+            assert proc.poll() is None, "the grid finished before it could be killed"
+            time.sleep(0.3)
+        else:
+            pytest.fail("no run completed in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = children(mlflow_client, "killed")
+    n_completed_before = sum(r.data.tags["suite.status"] == "completed" for r in before)
+    assert 2 <= n_completed_before < 8
+    assert any(r.info.status == "RUNNING" for r in before)  # left behind by kill -9
+
+    rerun = suite_cmd(*GRID, cwd=workdir)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "left RUNNING by a dead invocation as interrupted" in rerun.stderr
+    assert f"{n_completed_before} done before (skipped)" in rerun.stdout
+
+    after = children(mlflow_client, "killed")
+    assert not [r for r in after if r.info.status == "RUNNING"]
+    completed = [r for r in after if r.data.tags["suite.status"] == "completed"]
+    hashes = [r.data.tags["suite.spec_hash"] for r in completed]
+    assert len(hashes) == 8 and len(set(hashes)) == 8  # exactly one completed run per spec
+    interrupted = [r for r in after if r.data.tags["suite.status"] == "interrupted"]
+    assert interrupted and all(r.info.status == "KILLED" for r in interrupted)
+    parents = [r for r in runs_of(mlflow_client, "killed") if r.data.tags.get("suite.kind") == "grid"]
+    assert sorted(r.data.tags["suite.status"] for r in parents) == ["completed", "interrupted"]
+
+
+FAILING_PLUGIN = '''
+import torch
+from suite import Param, hookimpl
+
+
+class BoomSGD(torch.optim.SGD):
+    def step(self, closure=None):
+        raise RuntimeError("boom: this optimizer always fails")
+
+
+def make_boom(ctx, lr):
+    return BoomSGD(ctx.model.parameters(), lr=lr)
+
+
+@hookimpl
+def suite_register_optimizers(register):
+    register(name="boom", factory=make_boom, description="fails at its first step",
+             params=[Param("lr", 0.01, low=0, low_inclusive=False)])
+'''
+
+
+def test_divergence_and_a_failing_plugin_do_not_stop_the_grid(tmp_path, workdir, mlflow_client):
+    pkg = tmp_path / "src" / "suite-boom"
+    pkg.mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=68", "wheel"]\nbuild-backend = "setuptools.build_meta"\n')
+    (pkg / "setup.cfg").write_text(textwrap.dedent("""\
+        [metadata]
+        name = suite-boom
+        version = 0.1
+
+        [options]
+        py_modules = suite_boom
+
+        [options.entry_points]
+        suite.plugins =
+            suite_boom = suite_boom
+        """))
+    (pkg / "suite_boom.py").write_text(FAILING_PLUGIN)
+    pip_install(pkg, tmp_path / "site")
+
+    res = suite_cmd("run", "--optimizer", "sgd,boom", "--lr", "0.05,100", "--seeds", "2", "--epochs", "3",
+                    "--diverge-factor", "50", "--device", "cpu", "--workers", "2", "--experiment", "iso",
+                    env={"PYTHONPATH": str(tmp_path / "site")}, cwd=workdir)
+    assert res.returncode == 1, res.stdout + res.stderr
+    kids = children(mlflow_client, "iso")
+    by = {}
+    for r in kids:
+        by.setdefault((r.data.params["optimizer"], r.data.params["optimizer.lr"]), []).append(r)
+    assert len(kids) == 8
+    assert {r.data.tags["suite.status"] for r in by[("sgd", "0.05")]} == {"completed"}
+    diverged = by[("sgd", "100.0")]
+    assert {r.data.tags["suite.status"] for r in diverged} == {"diverged"}
+    assert all("grew past 50x" in r.data.tags["suite.reason"] or "non-finite" in r.data.tags["suite.reason"]
+               for r in diverged)
+    failed = by[("boom", "0.05")] + by[("boom", "100.0")]
+    assert {r.data.tags["suite.status"] for r in failed} == {"failed"}
+    for r in failed:
+        assert r.info.status == "FAILED" and "boom: this optimizer always fails" in r.data.tags["suite.reason"]
+        tb = Path(mlflow_client.download_artifacts(r.info.run_id, "traceback.txt")).read_text()
+        assert "RuntimeError: boom" in tb and "suite_boom.py" in tb
+    assert res.stderr.count("FAILED linreg-boom-constant") == 4
+    assert "boom: this optimizer always fails" in res.stderr
+    assert "2 diverged" in res.stdout
+
+
+def test_quick_benchmark_file_runs_and_reports_per_section(cli, mlflow_client):
+    out = cli("run", str(ROOT / "benchmarks" / "quick.yaml"), "--device", "cpu", "--workers", "1", "--quiet").output
+    assert "== momentum" in out and "== averaging" in out
+    assert "averaging            batch    16: ema decay=0.9" in out or "averaging            batch    16: none" in out
+    runs = runs_of(mlflow_client, "quick")
+    (parent,) = [r for r in runs if r.data.tags.get("suite.kind") == "grid"]
+    kids = [r for r in runs if r.data.tags.get("suite.kind") == "run"]
+    assert len(kids) == 12 and {r.data.tags["suite.section"] for r in kids} == {"momentum", "averaging"}
+    assert parent.data.tags["suite.benchmark"].endswith("quick.yaml")
+    md = Path(mlflow_client.download_artifacts(parent.info.run_id, "summary.md")).read_text()
+    assert "Winner per batch size" in md and "| momentum | 8 |" in md and "| momentum | 64 |" in md
+    figs = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id, "curves")}
+    assert figs == {"curves/momentum.png", "curves/averaging.png"}
