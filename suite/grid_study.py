@@ -20,22 +20,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import optuna
 from mlflow.entities import RunStatus
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from suite.engine import RunResult, train
 from suite.registry import get_registry
 from suite.spec import RunSpec
 from suite.stores import StoreError, describe, open_storage
-from suite.tracking import TAG_HASH, TAG_KIND, TAG_STATUS, Tracker
+from suite.tracking import TAG_HASH, TAG_OWNER, TAG_STATUS, Tracker
 from suite.worker import KIND, READY, TrialFailed, WorkerContext, register_kind
 
 SPEC = "suite.spec"
 RUN_ID = "suite.mlflow_run_id"
-DONE_STATUSES = ("completed", "diverged")
 
 
 def grid_id(specs: Sequence[RunSpec]) -> str:
@@ -50,6 +49,8 @@ def submit_grid(
     experiment: str,
     tracking_uri: str | None = None,
     study_name: str | None = None,
+    run_name: str | None = None,
+    parent_tags: Mapping[str, Any] | None = None,
 ) -> tuple[str, bool]:
     """Create the grid's study with one enqueued trial per distinct spec, or join it if the
     same grid is already there. Returns ``(study name, created)``.
@@ -70,10 +71,11 @@ def submit_grid(
                 f"study {name!r} in {describe(str(storage_url))} holds another grid; choose a new --study name"
             ) from None
         return name, False
-    parent = tracker.client.create_run(
-        tracker.experiment_id,
-        tags={MLFLOW_RUN_NAME: name, TAG_KIND: "grid", "suite.study": name, "suite.runs": str(len(unique))},
-    ).info.run_id
+    # The parent run belongs to the study, not to this process: no host:pid owner to reap it by.
+    parent = tracker.start_parent(
+        run_name or name,
+        {"suite.study": name, "suite.n_specs": len(unique), TAG_OWNER: "optuna-study", **(parent_tags or {})},
+    )
     for key, value in {
         KIND: "grid",
         "suite.grid_id": gid,
@@ -105,13 +107,6 @@ class GridTrialRunner:
         self.parent = attrs.get("suite.parent_run_id")
         self.registry = get_registry()
 
-    def _done_run(self, spec_hash: str):
-        """A finished MLflow run of this spec in the experiment, if any."""
-        runs = self.tracker.client.search_runs(
-            [self.tracker.experiment_id], filter_string=f"tags.`{TAG_HASH}` = '{spec_hash}'", max_results=100
-        )
-        return next((r for r in runs if r.data.tags.get(TAG_STATUS) in DONE_STATUSES), None)
-
     def _kill_predecessor(self, run_id: str | None, trial: optuna.Trial) -> None:
         if not run_id:
             return
@@ -122,7 +117,7 @@ class GridTrialRunner:
     def __call__(self, trial: optuna.Trial) -> float:
         spec = RunSpec.from_json(trial.user_attrs[SPEC])
         self._kill_predecessor(trial.user_attrs.get(RUN_ID), trial)
-        done = self._done_run(spec.hash)
+        done = self.tracker.done_run(spec.hash)
         if done is not None:
             trial.set_user_attr(RUN_ID, done.info.run_id)
             trial.set_user_attr("suite.reused", True)
@@ -151,7 +146,7 @@ class GridTrialRunner:
         if self.parent:
             run = self.tracker.client.get_run(self.parent)
             if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
-                self.tracker.client.set_terminated(self.parent, "FINISHED")
+                self.tracker.mark(self.parent, "completed")
 
 
 register_kind("grid", GridTrialRunner)

@@ -132,6 +132,7 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
     from sqlalchemy.exc import SQLAlchemyError
 
     url = normalize_storage(url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" chatter
     if not is_database(url):
         from optuna.storages.journal import JournalFileBackend
 

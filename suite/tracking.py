@@ -163,12 +163,16 @@ class Tracker:
         """The latest finished run per spec hash whose ``suite.status`` counts as done."""
         done: dict[str, Any] = {}
         for run in self.search(f"tags.`{TAG_KIND}` = 'run'"):
-            tags = run.data.tags
-            if tags.get(TAG_STATUS) in DONE_STATUSES and run.info.status != "RUNNING":
-                h = tags.get(TAG_HASH)
-                if h and (h not in done or run.info.start_time > done[h].info.start_time):
-                    done[h] = run
+            h = run.data.tags.get(TAG_HASH)
+            if h and _is_done(run) and (h not in done or run.info.start_time > done[h].info.start_time):
+                done[h] = run
         return done
+
+    def done_run(self, spec_hash: str) -> Any | None:
+        """The latest finished run of one spec that counts as done (see :meth:`done_runs`), or None."""
+        runs = [r for r in self.search(f"tags.`{TAG_HASH}` = '{spec_hash}' and tags.`{TAG_KIND}` = 'run'")
+                if _is_done(r)]
+        return max(runs, key=lambda r: r.info.start_time) if runs else None
 
     def reap_orphans(self) -> list[str]:
         """Mark runs left RUNNING by a dead process on this host as interrupted (KILLED).
@@ -183,6 +187,10 @@ class Tracker:
             self.mark(run.info.run_id, "interrupted", f"its process ({host}:{pid}) died before it finished")
             reaped.append(run.info.run_id)
         return reaped
+
+
+def _is_done(run: Any) -> bool:
+    return run.data.tags.get(TAG_STATUS) in DONE_STATUSES and run.info.status != "RUNNING"
 
 
 def owner() -> str:

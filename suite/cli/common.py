@@ -1,4 +1,4 @@
-"""Options shared by ``suite run`` and ``suite tune``."""
+"""Options shared by ``suite run``, ``suite tune`` and ``suite worker``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,29 @@ def tracking_options(f: Callable) -> Callable:
             click.option("--workers", type=int, default=None,
                          help="CPU worker processes when no GPU is used (default: number of cores)."),
             click.option("--quiet", "-q", is_flag=True, help="No progress output (for CI)."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def storage_options(f: Callable) -> Callable:
+    """``--storage URL`` (env ``SUITE_STORAGE``), ``--heartbeat`` and ``--grace``: where the
+    Optuna studies live, and how a dead worker's trial is detected (database storages)."""
+    from suite.stores import DEFAULT_HEARTBEAT, DEFAULT_STORAGE
+
+    for opt in reversed(
+        [
+            click.option(
+                "--storage", default=None, envvar="SUITE_STORAGE", show_envvar=True, metavar="URL",
+                help="Optuna storage: postgresql://user:pw@host:5432/db to share the work with other machines, "
+                     f"sqlite:///file.db, or a journal file (default {DEFAULT_STORAGE}).",
+            ),
+            click.option("--heartbeat", type=click.IntRange(min=1), default=DEFAULT_HEARTBEAT, show_default=True,
+                         help="Seconds between heartbeats of a running trial (database storages)."),
+            click.option("--grace", type=click.IntRange(min=1), default=None,
+                         help="Seconds without a heartbeat after which a trial counts as lost: it is failed "
+                              "and retried (default: 3 x --heartbeat)."),
         ]
     ):
         f = opt(f)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from suite import benchfile, grid, report
-from suite.cli.common import FAMILY_FLAGS, SHORTCUTS, tracking_options
+from suite.cli.common import FAMILY_FLAGS, SHORTCUTS, storage_options, tracking_options
 from suite.devices import resolve_devices
 from suite.engine import preflight
 from suite.errors import SpecError
@@ -41,13 +41,22 @@ LIST = "Comma list = a grid axis."
 @click.option("--force", is_flag=True, help="Run again specs that already have a completed run in MLflow.")
 @click.option("--dry-run", is_flag=True, help="Print the expanded runs and their count; run nothing.")
 @tracking_options
+@storage_options
+@click.option("--study", default=None, metavar="NAME",
+              help="With --storage: the grid study's name (default: grid-EXPERIMENT-<hash of the grid>).")
+@click.option("--submit-only", is_flag=True,
+              help="With --storage: enqueue the grid and exit; `suite worker` processes run it.")
 def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size, epochs, steps, eval_every, seed,
         seeds, lr, momentum, weight_decay, sets, diverge_factor, force, dry_run, experiment, tracking_uri, device,
-        workers, quiet) -> None:
+        workers, quiet, storage, heartbeat, grace, study, submit_only) -> None:
     """Run a configuration, a grid (comma lists, --seeds) or a BENCHMARK file, and log to MLflow.
 
     Runs already completed (same spec hash) are skipped unless --force; the exit code is 1 if
-    any run failed (a diverged run is a result, not a failure)."""
+    any run failed (a diverged run is a result, not a failure).
+
+    With --storage (e.g. postgresql://...), the grid becomes an Optuna study of enqueued runs in
+    that storage: this command and any number of `suite worker` processes on other machines
+    share it, each run done exactly once."""
     registry = get_registry()
     flags = dict(problem=problem, sampler=sampler, optimizer=optimizer, scheduler=scheduler, averager=averager,
                  batch_size=batch_size, epochs=epochs, steps=steps, eval_every=eval_every, seed=seed, seeds=seeds,
@@ -79,6 +88,14 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
         except SpecError as exc:
             raise SpecError(f"{where[sec]}: {exc}" if benchmark else str(exc)) from None
     devices = resolve_devices(device, workers)
+    if storage is not None or study or submit_only:
+        if force:
+            raise SpecError("--force cannot be combined with --storage: a shared grid reuses finished runs")
+        from suite.cli.shared_grid import execute_shared
+
+        execute_shared(sections, all_specs, devices, exp_name, run_name, parent_tags, tracking_uri, storage,
+                       heartbeat, grace, study, submit_only, quiet)
+        return
     _execute(sections, all_specs, registry, devices, exp_name, run_name, parent_tags, tracking_uri, force, quiet,
              parent=benchmark is not None or len(all_specs) > 1)
 
@@ -172,6 +189,13 @@ def _grid_summary(out, force: bool) -> None:
         counts[r.status] = counts.get(r.status, 0) + 1
     text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     click.echo(f"{len(out.specs)} runs: {fresh} run now ({text or 'none'}), {skipped} done before (skipped)")
+    grid_table(out)
+    for r in out.failures:
+        click.echo(f"FAILED {r.spec.name} [{r.spec.hash}]: {r.reason} (traceback.txt in its MLflow run)", err=True)
+
+
+def grid_table(out) -> None:
+    """The per-configuration table of a grid and the winner per batch size."""
     for line in report.table_text(out.stats):
         click.echo(line)
     wins = report.winners(out.stats)
@@ -179,5 +203,3 @@ def _grid_summary(out, force: bool) -> None:
         click.echo("winner per batch size (lowest mean final val loss, own or averaged model):")
         for section, bs, label, loss, which in wins:
             click.echo(f"  {section:<20} batch {bs:>5}: {label}  ({loss:.4g}, {which})")
-    for r in out.failures:
-        click.echo(f"FAILED {r.spec.name} [{r.spec.hash}]: {r.reason} (traceback.txt in its MLflow run)", err=True)

@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 import click
 
+from suite.cli.common import storage_options
 from suite.devices import resolve_devices
-from suite.stores import (
-    DEFAULT_HEARTBEAT,
-    DEFAULT_STORAGE,
-    HeartbeatPolicy,
-    check_tracking_uri,
-    describe,
-    normalize_storage,
-    open_storage,
-)
+from suite.stores import HeartbeatPolicy, check_tracking_uri, describe, normalize_storage, open_storage
 from suite.worker import WorkerContext, run_worker
 
 
-def storage_option(f):
-    """``--storage URL`` (env ``SUITE_STORAGE``): shared by run, tune and worker."""
-    return click.option(
-        "--storage", default=None, envvar="SUITE_STORAGE", show_envvar=True, metavar="URL",
-        help=f"Optuna storage: postgresql://user:pw@host/db to share work across machines, "
-             f"or a journal file (default {DEFAULT_STORAGE}).",
-    )(f)
-
-
-def heartbeat_options(f):
-    """``--heartbeat`` and ``--grace``: how a dead worker's trial is detected (databases only)."""
-    f = click.option("--grace", type=click.IntRange(min=1), default=None,
-                     help="Seconds without a heartbeat after which a trial is failed and retried "
-                          "(default: 3 x --heartbeat).")(f)
-    return click.option("--heartbeat", type=click.IntRange(min=1), default=DEFAULT_HEARTBEAT, show_default=True,
-                        help="Seconds between heartbeats of a running trial (database storages).")(f)
-
-
-def _work(storage: str, studies: tuple[str, ...], device: str, tracking_uri: str | None, quiet: bool,
+def _work(storage: str, studies: Sequence[str], device: str, tracking_uri: str | None, quiet: bool,
           policy: HeartbeatPolicy, wait: bool, threads: int) -> str:
     import torch
 
@@ -48,8 +24,20 @@ def _work(storage: str, studies: tuple[str, ...], device: str, tracking_uri: str
     return run_worker(storage, studies, ctx, heartbeat_policy=policy, wait=wait).line()
 
 
+def run_workers(url: str, studies: Sequence[str], devices: Sequence[str], *, tracking_uri: str | None = None,
+                quiet: bool = False, policy: HeartbeatPolicy | None = None, wait: bool = False) -> list[str]:
+    """One worker per device entry (in this process when there is one); their summary lines."""
+    policy = policy or HeartbeatPolicy()
+    threads = max(1, (os.cpu_count() or 1) // len(devices))
+    if len(devices) == 1:
+        return [_work(url, studies, devices[0], tracking_uri, quiet, policy, wait, threads)]
+    with ProcessPoolExecutor(len(devices), mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_work, url, studies, d, tracking_uri, quiet, policy, wait, threads) for d in devices]
+        return [f.result() for f in futures]
+
+
 @click.command("worker")
-@storage_option
+@storage_options
 @click.option("--study", "studies", multiple=True, metavar="NAME",
               help="Work on this study only (repeatable; default: every suite study in the storage).")
 @click.option("--device", default="auto", show_default=True,
@@ -58,11 +46,10 @@ def _work(storage: str, studies: tuple[str, ...], device: str, tracking_uri: str
               help="CPU worker processes when no GPU is used (default: number of cores).")
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI (default: the one recorded in each study by its creator).")
-@heartbeat_options
 @click.option("--wait", is_flag=True, help="Keep polling for new work instead of exiting when none is left.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-trial output.")
-def worker(storage, studies, device, workers, tracking_uri, heartbeat, grace, wait, quiet) -> None:
-    """Join the suite's grids and tuning studies in STORAGE as a worker.
+def worker(storage, heartbeat, grace, studies, device, workers, tracking_uri, wait, quiet) -> None:
+    """Join the suite's grids and tuning studies in --storage as a worker.
 
     Start this on as many machines as you like, each pointed at the same PostgreSQL URL: every
     waiting trial is run by exactly one worker, each logs its runs to the MLflow server recorded
@@ -73,17 +60,9 @@ def worker(storage, studies, device, workers, tracking_uri, heartbeat, grace, wa
     open_storage(url)  # a one-line error now, not one per process, if it cannot be reached
     if tracking_uri:
         check_tracking_uri(tracking_uri)
-    policy = HeartbeatPolicy(interval=heartbeat, grace=grace)
     devices = resolve_devices(device, workers)
-    threads = max(1, (os.cpu_count() or 1) // len(devices))
     click.echo(f"suite worker: {len(devices)} process(es) on {', '.join(sorted(set(devices)))} "
                f"working on {describe(url)}", err=True)
-    if len(devices) == 1:
-        lines = [_work(url, studies, devices[0], tracking_uri, quiet, policy, wait, threads)]
-    else:
-        with ProcessPoolExecutor(len(devices), mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_work, url, studies, d, tracking_uri, quiet, policy, wait, threads)
-                       for d in devices]
-            lines = [f.result() for f in futures]
-    for line in lines:
+    for line in run_workers(url, studies, devices, tracking_uri=tracking_uri, quiet=quiet,
+                            policy=HeartbeatPolicy(interval=heartbeat, grace=grace), wait=wait):
         click.echo(line)
