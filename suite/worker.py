@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import threading
 import time
 import warnings
@@ -32,6 +33,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from suite.stores import (
+    MAX_RETRY,
     HeartbeatPolicy,
     StoreError,
     describe,
@@ -40,6 +42,7 @@ from suite.stores import (
     open_storage,
     worker_label,
 )
+from suite.tracking import _alive
 
 KIND = "suite.kind"
 READY = "suite.ready"  # set by the creator once every trial is enqueued
@@ -146,9 +149,9 @@ class Worker:
 
     ``studies``: names to work on (default: every suite study in the storage, as found at
     each round, so studies created later are picked up). With ``wait``, keeps polling for new
-    work instead of exiting. With a database storage, a worker does not exit while trials of
-    its studies are RUNNING elsewhere: if their worker died, their heartbeat goes stale and this
-    worker fails and retries them, so nothing is left running forever.
+    work instead of exiting. A worker does not exit while trials of its studies are RUNNING
+    elsewhere: if their worker died (heartbeat gone stale; with a journal file, its process on
+    this host gone), this worker fails and retries them, so nothing is left running forever.
     """
 
     def __init__(
@@ -200,10 +203,36 @@ class Worker:
         return self._studies[name]
 
     def _pending(self, name: str) -> bool:
-        """Whether the study still has trials waiting, or running (database storages)."""
+        """Whether the study still has trials waiting or running (somewhere else)."""
         study, study_id, _ = self._open(name)
-        states = (TrialState.WAITING, TrialState.RUNNING) if self.database else (TrialState.WAITING,)
+        states = (TrialState.WAITING, TrialState.RUNNING)
         return bool(self.storage.get_all_trials(study_id, deepcopy=False, states=states))
+
+    def _fail_lost_trials(self, study: optuna.Study, study_id: int) -> None:
+        """Fail the trials whose worker is gone, and enqueue each again (Optuna's retry callback).
+
+        A database storage knows through Optuna's heartbeat. A journal file (one host) has no
+        heartbeat: there a RUNNING trial whose worker (``host:pid``) is this host's and no
+        longer alive is lost."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if self.database:
+                optuna.storages.fail_stale_trials(study)
+                return
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        here = platform.node()
+        for frozen in self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            host, _, pid = frozen.user_attrs.get(WORKER, "").rpartition(":")
+            if host != here or not pid.isdigit() or _alive(int(pid)):
+                continue
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+            try:
+                if self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    retry(study, self.storage.get_trial(trial_id))
+                    self.ctx.say(f"[{self.ctx.label}] trial {frozen.number} of {study.study_name}: its worker "
+                                 f"{host}:{pid} is gone; failed and enqueued again")
+            except UpdateFinishedTrialError:
+                continue  # another worker got there first
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> Summary:
@@ -224,10 +253,7 @@ class Worker:
     def _run_one(self, names: list[str]) -> bool:
         for name in names:
             study, study_id, runner = self._open(name)
-            if self.database:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
+            self._fail_lost_trials(study, study_id)
             trial = claim(study, self.storage, study_id)
             if trial is None:
                 continue

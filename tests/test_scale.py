@@ -193,38 +193,42 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 # -- the tests --------------------------------------------------------------------------------
+GRID_FLAGS = ["--seeds", "4", "--batch-size", "16,32", "--epochs", "4", "--set", "problem.n=2000"]
+
+
 @pytest.mark.slow
 @needs_pg
-def test_three_workers_share_a_grid_through_postgres_and_mlflow_server(tmp_path, pg_database, mlflow_server):
+def test_three_workers_share_a_grid_through_postgres_and_mlflow_server(tmp_path, cli, pg_database, mlflow_server):
     storage = pg_database()
     specs = grid_specs(4)
     name = "grid-shared"
     # workers first: they wait for the named study, then all three race for its trials
     workers = [start_worker(storage, tmp_path, "--study", name, *HEARTBEAT) for _ in range(3)]
-    study_name, created = submit_grid(specs, storage, experiment="scale", tracking_uri=mlflow_server,
-                                      study_name=name)
-    assert created and study_name == name
-    assert submit_grid(specs, storage, experiment="scale", tracking_uri=mlflow_server, study_name=name) == (
-        name, False), "submitting the same grid again joins it"
+    submit = [*GRID_FLAGS, "--experiment", "scale", "--tracking-uri", mlflow_server, "--storage", storage,
+              "--study", name, "--submit-only"]
+    assert "enqueued in" in cli("run", *submit).output
+    assert "already in" in cli("run", *submit).output, "submitting the same grid again joins it"
     done = finish(workers)
     assert sum(done.values()) == len(specs)
     study = check_grid(storage, name, mlflow_server, specs)
     by_worker = Counter(t.user_attrs["suite.worker"].rsplit(":", 1)[1] for t in study.get_trials())
     assert {int(p) for p in by_worker} <= {w.pid for w in workers}
     assert len(by_worker) >= 2, f"the trials were not shared: {by_worker}"
+    other = [*GRID_FLAGS[:-2], "--experiment", "scale", "--tracking-uri", mlflow_server, "--storage", storage,
+             "--study", name, "--submit-only"]
+    result = cli("run", *other, ok=False)
+    assert result.exit_code == 2 and "holds another grid" in result.output
 
 
-@pytest.mark.slow
-@needs_pg
-def test_sigkill_of_a_worker_mid_trial_loses_nothing(tmp_path, pg_database, mlflow_server):
-    storage = pg_database()
+def kill_one_worker_mid_trial(tmp_path, storage: str, tracking: str, worker_args=()):
+    """Three workers on a grid; SIGKILL one while it is inside a trial (its MLflow run started).
+    The trial is failed and retried, every spec still runs exactly once."""
     specs = grid_specs(3, epochs=12)
     name = "grid-kill"
-    submit_grid(specs, storage, experiment="scale-kill", tracking_uri=mlflow_server, study_name=name)
-    workers = [start_worker(storage, tmp_path, "--study", name, *HEARTBEAT) for _ in range(3)]
+    submit_grid(specs, storage, experiment="scale-kill", tracking_uri=tracking, study_name=name)
+    workers = [start_worker(storage, tmp_path, "--study", name, *worker_args) for _ in range(3)]
     victim = workers[0]
-    rdb = open_storage(storage)
-    study = optuna.load_study(study_name=name, storage=rdb)
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
 
     def victim_in_mlflow_run():
         return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -234,29 +238,50 @@ def test_sigkill_of_a_worker_mid_trial_loses_nothing(tmp_path, pg_database, mlfl
     victim.send_signal(signal.SIGKILL)
     done = finish(workers)
     assert victim.pid not in done
-    check_grid(storage, name, mlflow_server, specs, killed=1)
+    check_grid(storage, name, tracking, specs, killed=1)
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     assert [t.number for t in failed] == [trial.number]
     retry = [t for t in study.get_trials(deepcopy=False) if t.system_attrs.get("failed_trial") == trial.number]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
     assert retry[0].user_attrs["suite.spec_hash"] == trial.user_attrs["suite.spec_hash"]
-    client = MlflowClient(tracking_uri=mlflow_server)
-    dead = client.get_run(trial.user_attrs[RUN_ID])
+    dead = MlflowClient(tracking_uri=tracking).get_run(trial.user_attrs[RUN_ID])
     assert dead.info.status == "KILLED" and dead.data.tags["suite.status"] == "interrupted"
 
 
 @pytest.mark.slow
+@needs_pg
+def test_sigkill_of_a_worker_mid_trial_loses_nothing(tmp_path, pg_database, mlflow_server):
+    """Through Optuna's heartbeat: the silent trial is failed after the grace period and retried."""
+    kill_one_worker_mid_trial(tmp_path, pg_database(), mlflow_server, HEARTBEAT)
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_worker_on_the_local_default_storage_loses_nothing(tmp_path):
+    """A journal file has no heartbeat: a trial whose worker process on this host is gone is lost."""
+    kill_one_worker_mid_trial(tmp_path, str(tmp_path / "optuna.journal"), f"sqlite:///{tmp_path}/mlflow.db")
+
+
+@pytest.mark.slow
 def test_three_workers_share_a_grid_on_the_local_default_storage(tmp_path):
-    """No PostgreSQL, no server: a journal file for Optuna and MLflow's sqlite store."""
-    storage = str(tmp_path / ".suite" / "optuna.journal")
+    """No PostgreSQL, no server: the default journal file for Optuna, MLflow's sqlite store.
+    Two `suite worker`s and the `suite run --storage` that enqueues the grid share it."""
+    storage = ".suite/optuna.journal"
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     specs = grid_specs(4)
-    name, created = submit_grid(specs, storage, experiment="local", tracking_uri=tracking)
-    assert created
-    workers = [start_worker(storage, tmp_path) for _ in range(3)]
+    name = "grid-local"
+    workers = [start_worker(storage, tmp_path, "--study", name) for _ in range(2)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": tracking}
+    runner = subprocess.run(
+        [str(BIN / "suite"), "run", *GRID_FLAGS, "--experiment", "local", "--storage", storage, "--study", name,
+         "--device", "cpu", "--workers", "1"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=240,
+    )
+    assert runner.returncode == 0, runner.stdout + runner.stderr
+    assert f"{len(specs)} runs: {len(specs)} done" in runner.stdout
+    mine = int(re.search(r"^worker \S+: (\d+) trial", runner.stderr, re.M).group(1))
     done = finish(workers)
-    assert sum(done.values()) == len(specs)
-    check_grid(storage, name, tracking, specs)
+    assert sum(done.values()) + mine == len(specs)
+    check_grid(str(tmp_path / storage), name, tracking, specs)
 
 
 # -- fast failures ----------------------------------------------------------------------------
