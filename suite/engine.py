@@ -245,6 +245,7 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
             optimizer.step()
             if built.averager is not None:
                 built.averager.update_parameters(model)
+            problem.on_step(step + 1, ctx)
             if built.scheduler_interval == "step":
                 _step_scheduler(built.scheduler, last_val)
             loss_sum += loss.detach() * len(idx)

@@ -86,6 +86,12 @@ class Problem:
         sq = sum(float(((p - o) ** 2).sum()) for p, o in zip(model.parameters(), self.optimum, strict=True))
         return sq**0.5
 
+    def on_step(self, step: int, context: Any) -> None:
+        """Called by the engine after each optimizer step (and the averager's update), before the
+        scheduler steps; ``step`` counts the steps taken so far and ``context`` is the run's
+        :class:`suite.BuildContext`, so ``context.optimizer.param_groups`` hold the lr this step
+        used. Default: nothing (the NQM follows its theoretical risk here)."""
+
     def extra_metrics(self, model: nn.Module, step: int, context: Any) -> dict[str, float]:
         """Problem-specific metrics logged at each evaluation (e.g. a theoretical risk)."""
         return {}

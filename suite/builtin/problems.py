@@ -1,14 +1,54 @@
-"""Built-in problems."""
+"""Built-in problems: linreg, mean, logistic, mlp and the noisy quadratic model (nqm).
+
+Every problem but ``linreg`` (which keeps the lecture's single stream so ``--seed 42``
+reproduces its numbers) draws its data from ``derive_seed(seed, "data")`` and its model's
+initialisation from ``derive_seed(seed, "init")``; the engine draws the sampling noise from a
+third stream, ``derive_seed(seed, "sampling")``. Each has a validation set or its exact risk.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from suite import BuildContext, Param, Problem, hookimpl
 from suite.context import derive_seed
+from suite.theory import MomentTracker
 
 
+@contextmanager
+def seeded(seed: int, purpose: str) -> Iterator[torch.Generator]:
+    """Run a block with torch's global RNG seeded for ``purpose`` (restored afterwards), and
+    hand it a generator on the same derived seed (for explicit draws)."""
+    s = derive_seed(seed, purpose)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s)
+        yield torch.Generator().manual_seed(s)
+
+
+def _split(n: int, val_fraction: float) -> int:
+    n_train = int((1 - val_fraction) * n)
+    return min(max(n_train, 1), n - 1)
+
+
+class ClassificationProblem(Problem):
+    """A problem with class labels: also logs the validation accuracy ``val_acc``."""
+
+    @torch.no_grad()
+    def extra_metrics(self, model: nn.Module, step: int, context: Any) -> dict[str, float]:
+        out = model(self.X_val)
+        if out.shape[-1] == 1:  # one logit: binary
+            pred = (out > 0).to(self.y_val.dtype)
+        else:
+            pred = out.argmax(dim=-1)
+        return {"val_acc": float((pred == self.y_val).float().mean())}
+
+
+# -- linreg ---------------------------------------------------------------------------------
 def make_linreg(ctx: BuildContext, n: int, d: int, noise: float, val_fraction: float) -> Problem:
     """The lecture's linear regression (its ``generate_data``), split train/val in order.
 
@@ -42,6 +82,296 @@ def make_linreg(ctx: BuildContext, n: int, d: int, noise: float, val_fraction: f
     )
 
 
+# -- mean -----------------------------------------------------------------------------------
+class MeanModel(nn.Module):
+    """A single parameter vector ``w``: the prediction for every example is ``w``."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w.expand_as(x)
+
+
+def half_squared_error(pred: Tensor, target: Tensor) -> Tensor:
+    """ℓ(w, x) = ½‖w − x‖², averaged over the batch."""
+    return 0.5 * ((pred - target) ** 2).sum(dim=-1).mean()
+
+
+class MeanProblem(Problem):
+    """Mean estimation; ``val_loss`` is the exact population risk ½‖w − μ‖² + ½dσ²."""
+
+    def __init__(self, model: MeanModel, train: tuple[Tensor, Tensor], mu: Tensor, sigma: float) -> None:
+        x_bar = train[0].mean(dim=0)
+        super().__init__(
+            model, half_squared_error, train=train,
+            curvature=[torch.ones_like(mu)], optimum=[x_bar], true_params={"w": mu},
+        )
+        self.sigma = sigma
+
+    def to(self, device: torch.device | str) -> MeanProblem:
+        super().to(device)
+        self.true_params = {k: v.to(device) for k, v in self.true_params.items()}
+        return self
+
+    @torch.no_grad()
+    def val_loss(self, model: nn.Module) -> float:
+        mu = self.true_params["w"]
+        return float(0.5 * ((model.w - mu) ** 2).sum()) + 0.5 * len(mu) * self.sigma**2
+
+
+def make_mean(ctx: BuildContext, n: int, d: int, sigma: float) -> MeanProblem:
+    """Mean estimation (lecture 6): x ~ N(μ, σ²I), μ ~ N(0, I) drawn from the data seed.
+
+    The optimum of the training loss (``dist_to_opt``) is the sample mean; the population
+    optimum μ is the true parameter.
+    """
+    with seeded(ctx.seed, "data") as g:
+        mu = torch.randn(d, generator=g)
+        x = mu + sigma * torch.randn(n, d, generator=g)
+    with seeded(ctx.seed, "init"):
+        model = MeanModel(d)
+    return MeanProblem(model, (x, x), mu, sigma)
+
+
+# -- logistic -------------------------------------------------------------------------------
+def logistic_optimum(X: Tensor, y: Tensor, iters: int = 100, tol: float = 1e-9) -> Tensor | None:
+    """Minimiser (weights, then bias) of the mean binary cross-entropy by Newton's method in
+    float64, or ``None`` when it does not converge (separable data has no finite optimum)."""
+    A = torch.cat([X, torch.ones(len(X), 1)], dim=1).double()
+    t = y.double().reshape(-1)
+    w = torch.zeros(A.shape[1], dtype=torch.float64)
+    for _ in range(iters):
+        p = torch.sigmoid(A @ w)
+        grad = A.T @ (p - t) / len(A)
+        if float(grad.norm()) < tol:
+            # a separable set has no finite optimum: Newton only pushes |w| up until the
+            # gradient underflows, with every training example classified correctly
+            separable = bool((((A @ w) > 0).double() == t).all())
+            return None if separable else w
+        hess = (A.T * (p * (1 - p))) @ A / len(A)
+        try:
+            w = w - torch.linalg.solve(hess, grad)
+        except RuntimeError:  # singular Hessian: separable
+            return None
+        if not bool(torch.isfinite(w).all()) or float(w.norm()) > 1e6:
+            return None
+    return None
+
+
+def make_logistic(ctx: BuildContext, n: int, d: int, label_noise: float, val_fraction: float) -> Problem:
+    """Logistic regression (binary cross-entropy on logits) on synthetic data.
+
+    A generating (w*, b*) ~ N(0, I) labels x ~ N(0, I) by the sign of w*·x + b*, and a
+    fraction ``label_noise`` of the labels is flipped. When the training set is not separable
+    the optimum is found by Newton's method (``dist_to_opt``); the curvature is the diagonal
+    of the Hessian there (at w = 0 when there is no finite optimum).
+    """
+    with seeded(ctx.seed, "data") as g:
+        w_true = torch.randn(d, generator=g)
+        b_true = torch.randn(1, generator=g)
+        X = torch.randn(n, d, generator=g)
+        y = (X @ w_true + b_true > 0).float()
+        flip = torch.rand(n, generator=g) < label_noise
+        y = torch.where(flip, 1 - y, y).reshape(n, 1)
+    with seeded(ctx.seed, "init"):
+        model = nn.Linear(d, 1)
+    n_train = _split(n, val_fraction)
+    X_train, y_train = X[:n_train], y[:n_train]
+    sol = logistic_optimum(X_train, y_train)
+    A = torch.cat([X_train, torch.ones(n_train, 1)], dim=1).double()
+    p = torch.sigmoid(A @ sol) if sol is not None else torch.full((n_train,), 0.5, dtype=torch.float64)
+    diag = ((A**2) * (p * (1 - p))[:, None]).mean(dim=0).float()
+    optimum = None if sol is None else [sol[:d].float().reshape(1, d), sol[d:].float().reshape(1)]
+    return ClassificationProblem(
+        model,
+        nn.BCEWithLogitsLoss(),
+        train=(X_train, y_train),
+        val=(X[n_train:], y[n_train:]),
+        curvature=[diag[:d].reshape(1, d), diag[d:].reshape(1)],
+        optimum=optimum,
+        true_params={"weight": w_true.reshape(1, d), "bias": b_true},
+    )
+
+
+# -- mlp ------------------------------------------------------------------------------------
+def relu_mlp(d_in: int, width: int, depth: int, d_out: int) -> nn.Sequential:
+    """``depth`` hidden ReLU layers of ``width`` units, then a linear output layer."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(d_in if i == 0 else width, width), nn.ReLU()]
+    layers.append(nn.Linear(width if depth else d_in, d_out))
+    return nn.Sequential(*layers)
+
+
+def make_mlp(
+    ctx: BuildContext, n: int, d: int, width: int, depth: int, task: str, classes: int, noise: float,
+    val_fraction: float,
+) -> Problem:
+    """A ReLU network fitting a random teacher network of the same shape.
+
+    Classification: the label is the teacher's arg-max over ``classes`` logits (cross-entropy).
+    Regression: the teacher's standardised output plus N(0, noise²) (MSE). No known optimum or
+    curvature.
+    """
+    d_out = classes if task == "classification" else 1
+    with seeded(ctx.seed, "data") as g:
+        teacher = relu_mlp(d, width, depth, d_out)
+        X = torch.randn(n, d, generator=g)
+        with torch.no_grad():
+            t = teacher(X)
+        if task == "classification":
+            y = t.argmax(dim=1)
+        else:
+            y = (t - t.mean()) / t.std().clamp_min(1e-12) + noise * torch.randn(n, 1, generator=g)
+    with seeded(ctx.seed, "init"):
+        model = relu_mlp(d, width, depth, d_out)
+    n_train = _split(n, val_fraction)
+    cls = ClassificationProblem if task == "classification" else Problem
+    loss = nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
+    return cls(model, loss, train=(X[:n_train], y[:n_train]), val=(X[n_train:], y[n_train:]))
+
+
+# -- nqm ------------------------------------------------------------------------------------
+class NQMModel(nn.Module):
+    """The NQM's parameters θ (one vector)."""
+
+    def __init__(self, theta0: Tensor) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(theta0.clone())
+
+    def forward(self, x: Tensor | None = None) -> Tensor:
+        return self.theta
+
+
+class NQMProblem(Problem):
+    """The noisy quadratic model (``shared/reference/nqm.md``): L(θ) = ½ Σ h_i θ_i².
+
+    A mini-batch of size B has gradient Hθ + ε, ε_i ~ N(0, c_i / B), c = noise · h. There is
+    no data set (``n_train is None``): the engine feeds dummy index batches of size B.
+    ``val_loss`` is the exact risk.
+    """
+
+    def __init__(self, h: Tensor, noise: float, theta0: Tensor) -> None:
+        super().__init__(
+            NQMModel(theta0), loss_fn=None,  # type: ignore[arg-type]
+            curvature=[h], optimum=[torch.zeros_like(h)],
+        )
+        self.h_cpu = h.double()
+        self.c_cpu = noise * self.h_cpu
+        self.noise = noise
+        self.theta0 = theta0.double()
+
+    @property
+    def h(self) -> Tensor:
+        return self.curvature[0]
+
+    def batch_loss(self, model: nn.Module, indices: Tensor, generator: torch.Generator | None) -> Tensor:
+        """½Σhθ² + ε·θ with ε ~ N(0, c/B) drawn from ``generator``: its gradient is Hθ + ε, and
+        its value is an unbiased estimate of the risk."""
+        theta = model.theta
+        batch = len(indices)
+        eps = torch.randn(self.h_cpu.shape, generator=generator, dtype=torch.float64) * (self.c_cpu / batch).sqrt()
+        eps = eps.to(device=theta.device, dtype=theta.dtype)
+        return 0.5 * (self.h * theta**2).sum() + (eps * theta).sum()
+
+    @torch.no_grad()
+    def val_loss(self, model: nn.Module) -> float:
+        return float(0.5 * (self.h * model.theta.double() ** 2).sum())
+
+    def learned_params(self, model: nn.Module) -> dict[str, Tensor]:
+        return {"theta": model.theta.detach().cpu()}
+
+    # -- theory: follow E[risk | θ₀] for the lr each step actually used -----------------
+    _theory: NQMTheory | None | bool = False  # False: not set up yet; None: not modelled
+
+    def _theory_for(self, ctx: Any) -> NQMTheory | None:
+        if self._theory is False:
+            self._theory = NQMTheory.for_run(self, ctx)
+        return self._theory  # type: ignore[return-value]
+
+    def on_step(self, step: int, context: Any) -> None:
+        theory = self._theory_for(context)
+        if theory is not None:
+            theory.step(step, context)
+
+    def extra_metrics(self, model: nn.Module, step: int, context: Any) -> dict[str, float]:
+        """``theory_risk`` (and ``theory_avg_risk`` for an EMA/SWA average): the risk the
+        closed forms of :mod:`suite.theory` predict for this run's optimizer, lr sequence and
+        averager, given its θ₀. Absent for an optimizer the theory does not cover."""
+        theory = self._theory_for(context)
+        return theory.metrics() if theory is not None else {}
+
+
+class NQMTheory:
+    """A :class:`suite.theory.MomentTracker` wired to one run's optimizer and averager."""
+
+    def __init__(self, tracker: MomentTracker, blend: Callable[[int], float]) -> None:
+        self.tracker = tracker
+        self.blend = blend
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    @classmethod
+    def for_run(cls, problem: NQMProblem, ctx: Any) -> NQMTheory | None:
+        """The theory of a run of ``sgd`` (heavy-ball, no Nesterov) or ``precond``, with the
+        ``none``, ``ema`` or ``swa`` averager; ``None`` for anything else."""
+        from suite.builtin.averagers import swa_start_step
+        from suite.builtin.optimizers import DiagonalPreconditioned
+
+        opt, spec = ctx.optimizer, ctx.spec
+        if opt is None or spec is None:
+            return None
+        group = opt.param_groups[0]
+        h = problem.h_cpu.numpy()
+        if type(opt) is torch.optim.SGD:
+            if group["nesterov"] or group["dampening"] or group.get("maximize"):
+                return None
+            scale: Any = 1.0
+        elif isinstance(opt, DiagonalPreconditioned):
+            scale = h ** -group["p"]
+        else:
+            return None
+        averager, avg_params = spec.averager, spec.params_of("averager")
+        if averager == "ema":
+            decay = avg_params["decay"]
+            blend: Callable[[int], float] = lambda t: 0.0 if t == 1 else decay  # noqa: E731
+        elif averager == "swa":
+            start = swa_start_step(avg_params["start"], ctx.total_steps)
+            blend = lambda t: 1.0 if t <= start else (t - start - 1) / (t - start)  # noqa: E731
+        else:
+            blend = lambda t: 1.0  # noqa: E731
+        tracker = MomentTracker(
+            h, problem.c_cpu.numpy(), ctx.batch_size, problem.theta0.numpy(), momentum=group["momentum"],
+            weight_decay=group["weight_decay"], scale=scale, average=averager in ("ema", "swa"),
+        )
+        theory = cls(tracker, blend)
+        theory.optimizer = opt
+        return theory
+
+    def step(self, step: int, ctx: Any) -> None:
+        self.tracker.step(float(self.optimizer.param_groups[0]["lr"]), self.blend(step))
+
+    def metrics(self) -> dict[str, float]:
+        out = {"theory_risk": self.tracker.risk()}
+        avg = self.tracker.average_risk()
+        if avg is not None:
+            out["theory_avg_risk"] = avg
+        return out
+
+
+def make_nqm(ctx: BuildContext, dim: int, noise: float) -> NQMProblem:
+    """The NQM with h_i = 1/i (i = 1..dim), C = noise · H and θ₀ ~ N(0, I) from the init seed."""
+    h = 1.0 / torch.arange(1, dim + 1, dtype=torch.float32)
+    with seeded(ctx.seed, "init") as g:
+        theta0 = torch.randn(dim, generator=g)
+    return NQMProblem(h, noise, theta0)
+
+
+VAL_FRACTION = Param("val_fraction", 0.2, "fraction held out for validation (the last examples)",
+                     low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+
+
 @hookimpl
 def suite_register_problems(register):
     register(
@@ -52,10 +382,56 @@ def suite_register_problems(register):
             Param("n", 1000, "number of examples (train + validation)", low=2),
             Param("d", 5, "input dimension", low=1),
             Param("noise", 0.5, "standard deviation of the label noise", low=0.0),
-            Param("val_fraction", 0.2, "fraction held out for validation (the last examples)",
-                  low=0.0, high=1.0, low_inclusive=False, high_inclusive=False),
+            VAL_FRACTION,
+        ],
+    )
+    register(
+        name="mean",
+        factory=make_mean,
+        description="Mean estimation ℓ(w,x)=½‖w−x‖², x~N(μ,σ²I); val_loss is the exact population risk",
+        params=[
+            Param("n", 1000, "number of training examples", low=1),
+            Param("d", 1, "dimension", low=1),
+            Param("sigma", 1.0, "standard deviation of x around μ", low=0.0),
+        ],
+    )
+    register(
+        name="nqm",
+        factory=make_nqm,
+        description="Noisy quadratic model: h_i=1/i, gradient noise N(0, noise·H/B), θ₀~N(0,I); "
+                    "budget in --steps; val_loss is the exact risk; logs theory_risk",
+        params=[
+            Param("dim", 100, "dimension d (the paper uses 10⁴)", low=1),
+            Param("noise", 1.0, "gradient covariance C = noise · H", low=0.0),
+        ],
+    )
+    register(
+        name="logistic",
+        factory=make_logistic,
+        description="Logistic regression (BCE on logits) on data labelled by a known w*, with label noise",
+        params=[
+            Param("n", 1000, "number of examples (train + validation)", low=2),
+            Param("d", 10, "input dimension", low=1),
+            Param("label_noise", 0.1, "fraction of labels flipped", low=0.0, high=0.5),
+            VAL_FRACTION,
+        ],
+    )
+    register(
+        name="mlp",
+        factory=make_mlp,
+        description="Small ReLU network on data from a random teacher network (cross-entropy or MSE)",
+        params=[
+            Param("n", 2000, "number of examples (train + validation)", low=2),
+            Param("d", 10, "input dimension", low=1),
+            Param("width", 32, "hidden units per layer", low=1),
+            Param("depth", 2, "hidden layers", low=0),
+            Param("task", "classification", "classification (cross-entropy) or regression (MSE)",
+                  choices=("classification", "regression")),
+            Param("classes", 3, "classes (classification)", low=2),
+            Param("noise", 0.1, "label noise std (regression)", low=0.0),
+            VAL_FRACTION,
         ],
     )
 
 
-__all__ = ["derive_seed", "make_linreg"]
+__all__ = ["derive_seed", "make_linreg", "make_logistic", "make_mean", "make_mlp", "make_nqm"]

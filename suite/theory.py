@@ -1,0 +1,200 @@
+"""Closed forms for the noisy quadratic model (``shared/reference/nqm.md``; Zhang et al. 2019).
+
+The NQM: L(θ) = ½ Σ h_i θ_i², a mini-batch gradient g = Hθ + ε with ε_i ~ N(0, c_i / B).
+Everything here is per dimension and vectorised over numpy arrays (``h``, ``c`` and ``s0``
+broadcast together); sum the result over dimensions for the total risk. ``s`` is the second
+moment E[θ_i²] and the risk of a dimension is ½ h_i s_i.
+
+Pure functions:
+
+* :func:`sgd_steady_risk`, :func:`sgd_risk` (constant lr, any t), :func:`sgd_risk_trajectory`
+  (any lr schedule: s(t+1) = (1 − α_t h)² s(t) + α_t² c / B);
+* :func:`momentum_steady_risk` and :func:`momentum_risk` (the exact 3×3 moment recursion);
+* :func:`precond_steady_risk` (θ ← θ − α H^{−p} g);
+* :func:`ema_factor` and :func:`ema_steady_risk` (θ̃ ← γθ̃ + (1−γ)θ);
+* :func:`steps_lower_bound` (steps ≥ d / (2 L* B)).
+
+:class:`MomentTracker` follows the exact second moments of a run step by step for whatever lr
+each step used (any schedule, heavy-ball momentum, diagonal preconditioning, weight decay and
+an iterate average with any blend weights); the ``nqm`` problem uses it to log ``theory_risk``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+Array = NDArray[np.float64]
+
+
+def _f(x: ArrayLike) -> Array:
+    return np.asarray(x, dtype=np.float64)
+
+
+def sgd_steady_risk(lr: float, h: ArrayLike, c: ArrayLike, batch_size: int) -> Array:
+    """Steady-state risk of constant-lr SGD per dimension: αc / (2B(2 − αh)) (stable iff
+    0 < αh < 2)."""
+    h, c = _f(h), _f(c)
+    return lr * c / (2 * batch_size * (2 - lr * h))
+
+
+def sgd_risk(lr: float, h: ArrayLike, c: ArrayLike, batch_size: int, s0: ArrayLike, t: int) -> Array:
+    """Expected risk per dimension after ``t`` steps of constant-lr SGD from E[θ₀²] = ``s0``:
+    (1−αh)^{2t} ℓ(0) + αc / (2B(2−αh)) · (1 − (1−αh)^{2t})."""
+    h = _f(h)
+    decay = (1 - lr * h) ** (2 * t)
+    return decay * 0.5 * h * _f(s0) + sgd_steady_risk(lr, h, c, batch_size) * (1 - decay)
+
+
+def sgd_risk_trajectory(lrs: ArrayLike, h: ArrayLike, c: ArrayLike, batch_size: int, s0: ArrayLike) -> Array:
+    """Total expected risk at steps 0..T of SGD with the lr sequence ``lrs`` (α_0..α_{T-1}):
+    s(t+1) = (1 − α_t h)² s(t) + α_t² c / B. Returns an array of length T + 1."""
+    h, c = _f(h), _f(c)
+    s = np.broadcast_to(_f(s0), h.shape).copy()
+    out = [0.5 * float((h * s).sum())]
+    for a in _f(lrs):
+        s = (1 - a * h) ** 2 * s + a**2 * c / batch_size
+        out.append(0.5 * float((h * s).sum()))
+    return np.asarray(out)
+
+
+def momentum_steady_risk(lr: float, beta: float, h: ArrayLike, c: ArrayLike, batch_size: int) -> Array:
+    """Steady-state risk of heavy-ball momentum (m ← βm + g, θ ← θ − αm) per dimension:
+    (1+β) αc / (2B(1−β)(2+2β−αh)) (stable iff αh < 2(1+β))."""
+    h, c = _f(h), _f(c)
+    return (1 + beta) * lr * c / (2 * batch_size * (1 - beta) * (2 + 2 * beta - lr * h))
+
+
+def momentum_risk(
+    lr: float, beta: float, h: ArrayLike, c: ArrayLike, batch_size: int, s0: ArrayLike, t: int
+) -> Array:
+    """Exact expected risk per dimension after ``t`` heavy-ball steps from E[θ₀²] = ``s0``.
+
+    The 3×3 linear recursion of nqm.md on z = (E x², E v², E xv), v = θ_{t} − θ_{t−1}, with
+    a = αh: z ← M z + (α²c/B)(1, 1, 1), z₀ = (s₀, 0, 0); solved as
+    z(t) = Mᵗ z₀ + (I − Mᵗ)(I − M)⁻¹ b.
+    """
+    h, c = np.broadcast_arrays(_f(h), _f(c))
+    s0 = np.broadcast_to(_f(s0), h.shape)
+    a = lr * h
+    b2 = np.full_like(a, beta**2)
+    M = np.stack(
+        [
+            np.stack([(1 - a) ** 2, b2, 2 * beta * (1 - a)], -1),
+            np.stack([a**2, b2, -2 * a * beta], -1),
+            np.stack([-a * (1 - a), b2, beta * (1 - 2 * a)], -1),
+        ],
+        -2,
+    )
+    b = (lr**2 * c / batch_size)[..., None] * np.ones(3)
+    z0 = np.stack([s0, np.zeros_like(s0), np.zeros_like(s0)], -1)
+    Mt = np.linalg.matrix_power(M, t)
+    eye = np.eye(3)
+    fixed = np.linalg.solve(eye - M, b[..., None])[..., 0]
+    z = (Mt @ z0[..., None])[..., 0] + ((eye - Mt) @ fixed[..., None])[..., 0]
+    return 0.5 * h * z[..., 0]
+
+
+def precond_steady_risk(lr: float, p: float, h: ArrayLike, c: ArrayLike, batch_size: int) -> Array:
+    """Steady-state risk of preconditioned SGD θ ← θ − α H^{−p} g per dimension:
+    αc h^{−p} / (2B(2 − αh^{1−p})); the transient decays as (1 − αh^{1−p})^{2t}."""
+    h, c = _f(h), _f(c)
+    return lr * c * h**-p / (2 * batch_size * (2 - lr * h ** (1 - p)))
+
+
+def ema_factor(gamma: float, lr: float, h: ArrayLike) -> Array:
+    """How much an EMA of the iterates (θ̃ ← γθ̃ + (1−γ)θ) scales SGD's steady-state risk,
+    per dimension: (1−γ)(1+rγ) / ((1+γ)(1−rγ)) with r = 1 − αh."""
+    r = 1 - lr * _f(h)
+    return (1 - gamma) * (1 + r * gamma) / ((1 + gamma) * (1 - r * gamma))
+
+
+def ema_steady_risk(gamma: float, lr: float, h: ArrayLike, c: ArrayLike, batch_size: int) -> Array:
+    """Steady-state risk of the EMA of constant-lr SGD iterates, per dimension."""
+    return sgd_steady_risk(lr, h, c, batch_size) * ema_factor(gamma, lr, h)
+
+
+def steps_lower_bound(dim: int, target: float, batch_size: int) -> float:
+    """Lower bound on the steps any SGD-type method needs to reach risk ``target`` on the NQM
+    with c = h: d / (2 L* B)."""
+    return dim / (2 * target * batch_size)
+
+
+class MomentTracker:
+    """Exact second moments of one NQM run, advanced one optimizer step at a time.
+
+    The state per dimension is z = (θ, m, θ̃): the iterate, the momentum buffer (only when
+    ``momentum`` > 0) and an iterate average (only when ``average``). An update with lr α_t,
+    per-dimension scale q (q = h^{−p} for preconditioning), curvature h + λ (weight decay λ)
+    and noise ε ~ N(0, c/B) is::
+
+        m' = (h+λ)θ + βm + ε          θ' = θ − α_t q (βm + (h+λ)θ + ε)
+        θ̃' = γ_t θ̃ + (1 − γ_t) θ'      (γ_t = 1: no update; γ_t = 0: copy)
+
+    i.e. z' = A z + b ε, so the covariance evolves as Σ' = A Σ Aᵀ + (c/B) b bᵀ. Started at the
+    run's actual θ₀ (m = 0, θ̃ = θ₀), :meth:`risk` is E[L(θ_t) | θ₀].
+    """
+
+    def __init__(
+        self,
+        h: ArrayLike,
+        c: ArrayLike,
+        batch_size: int,
+        theta0: ArrayLike,
+        *,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        scale: ArrayLike = 1.0,
+        average: bool = False,
+    ) -> None:
+        self.h = _f(h)
+        self.noise_var = _f(c) / batch_size
+        self.beta = float(momentum)
+        self.h_eff = self.h + weight_decay
+        self.scale = np.broadcast_to(_f(scale), self.h.shape)
+        self.i_m = 1 if self.beta > 0 else None
+        self.i_avg = (2 if self.beta > 0 else 1) if average else None
+        k = 1 + (self.i_m is not None) + (self.i_avg is not None)
+        d = self.h.shape[0]
+        theta0 = _f(theta0)
+        self.cov = np.zeros((d, k, k))
+        self.cov[:, 0, 0] = theta0**2
+        if self.i_avg is not None:
+            j = self.i_avg
+            self.cov[:, j, j] = self.cov[:, 0, j] = self.cov[:, j, 0] = theta0**2
+        self.steps = 0
+
+    def step(self, lr: float, blend: float = 1.0) -> None:
+        """Advance by one optimizer step taken with lr ``lr``; ``blend`` is the average's γ_t."""
+        d, k, _ = self.cov.shape
+        a = lr * self.scale
+        A = np.zeros((d, k, k))
+        b = np.zeros((d, k))
+        A[:, 0, 0] = 1 - a * self.h_eff
+        b[:, 0] = -a
+        if self.i_m is not None:
+            j = self.i_m
+            A[:, 0, j] = -a * self.beta
+            A[:, j, 0] = self.h_eff
+            A[:, j, j] = self.beta
+            b[:, j] = 1.0
+        if self.i_avg is not None:
+            j = self.i_avg
+            A[:, j, :] = (1 - blend) * A[:, 0, :]
+            A[:, j, j] += blend
+            b[:, j] = (1 - blend) * b[:, 0]
+        self.cov = np.einsum("dij,djk,dlk->dil", A, self.cov, A) + self.noise_var[:, None, None] * np.einsum(
+            "di,dj->dij", b, b
+        )
+        self.steps += 1
+
+    def risk(self) -> float:
+        """Expected risk ½ Σ h E[θ²] of the iterate."""
+        return 0.5 * float((self.h * self.cov[:, 0, 0]).sum())
+
+    def average_risk(self) -> float | None:
+        """Expected risk of the iterate average, or ``None`` when there is none."""
+        if self.i_avg is None:
+            return None
+        j = self.i_avg
+        return 0.5 * float((self.h * self.cov[:, j, j]).sum())
