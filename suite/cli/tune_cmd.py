@@ -46,7 +46,7 @@ def _default_budget(registry: Registry, problem: str, fixed: dict[str, str]) -> 
 @click.command()
 @click.option("--problem", default="logistic", show_default=True, help="Problem(s), comma-separated.")
 @click.option("--optimizer", default="sgd", show_default=True, help="Optimizer variants, comma-separated.")
-@click.option("--scheduler", default="constant,cosine", show_default=True, help="Scheduler variants.")
+@click.option("--scheduler", default="constant", show_default=True, help="Scheduler variants.")
 @click.option("--averager", default="none", show_default=True, help="Averager variants.")
 @click.option("--sampler", default="shuffle", show_default=True, help="Sampler variants.")
 @click.option("--batch-size", "batch_sizes", default="8,64,512", show_default=True, help="Batch sizes.")
