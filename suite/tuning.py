@@ -1,0 +1,615 @@
+"""Optuna tuning: one study per (problem, variant, batch size); each trial *is* a RunSpec.
+
+A trial asks Optuna for a value of every tunable hyperparameter of the study's components (the
+search space comes from the plugins' registrations, :attr:`suite.Param.space`), resolves the
+RunSpec(s) with :func:`suite.spec.resolve_spec` and trains them through the same engine as
+``suite run`` (:func:`suite.engine.train`). Each evaluation's validation loss is reported to
+the trial; when the pruner says so the ``on_eval`` callback raises
+:class:`suite.engine.StopRun` and the trial is pruned. A run that diverges is recorded as a
+pruned trial (user attrs ``suite.status = "diverged"`` and ``suite.value``) and the study goes
+on; a run whose plugin code fails is a failed trial (``suite.status = "failed"``).
+
+This module knows Optuna and the engine, not MLflow: what a trial runs is announced to a
+:class:`TrialSink` (the MLflow side lives in :mod:`suite.tune_tracking`), so worker processes
+do not need MLflow at all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from suite.context import derive_seed
+from suite.engine import RunResult, StopRun, train
+from suite.errors import SpecError, SuiteError
+from suite.params import Space
+from suite.registry import FAMILIES, Registry
+from suite.spec import RunSpec, resolve_spec
+
+DEFAULT_STORAGE_PATH = Path(".suite") / "optuna.journal"
+VARIANT_FAMILIES = ("optimizer", "scheduler", "averager", "sampler")
+TUNED_FAMILIES = tuple(f for f in FAMILIES if f != "problem")  # the problem is fixed
+PRUNERS = ("median", "hyperband", "none")
+REEVAL_SEED_BASE = 10_000  # re-evaluation seeds start here: never used while tuning
+ATTR_STATUS = "suite.status"  # completed | diverged | failed (absent: interrupted)
+ATTR_VALUE = "suite.value"
+ATTR_SETTINGS = "suite.settings"
+ATTR_OVERRIDES = "suite.overrides"
+
+
+class TuneError(SuiteError):
+    """A malformed or inconsistent tuning request (``--space``, ``--budget``, ``--objective`` ...)."""
+
+
+# -- budget and objective ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """How long each trial trains: ``epochs:N`` or ``steps:N``."""
+
+    unit: str
+    n: int
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        unit, _, n = text.strip().partition(":")
+        if unit in ("epochs", "steps") and n.strip().isdigit() and int(n) >= 1:
+            return cls(unit, int(n))
+        raise TuneError(f"malformed --budget {text!r}: write epochs:N or steps:N with N >= 1, e.g. epochs:5")
+
+    def kwargs(self) -> dict[str, int]:
+        return {self.unit: self.n}
+
+    def __str__(self) -> str:
+        return f"{self.unit}:{self.n}"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a trial minimises, from its run's evaluation history.
+
+    The watched loss is ``avg_val_loss`` (the averaged model) when the run has an averager,
+    else ``val_loss``. ``final``: its last value; ``best``: its minimum over the run;
+    ``steps-to-target:X``: the first step at which it is <= X. A run that never reaches X
+    scores ``total_steps * loss / X`` (more than the budget, and smaller the closer it came),
+    so the sampler still learns which way is better.
+    """
+
+    kind: str
+    target: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Objective:
+        kind, colon, rest = text.strip().partition(":")
+        if kind in ("final", "best") and not colon:
+            return cls(kind)
+        if kind == "steps-to-target" and colon:
+            try:
+                target = float(rest)
+            except ValueError:
+                target = float("nan")
+            if math.isfinite(target) and target > 0:
+                return cls(kind, target)
+        raise TuneError(
+            f"malformed --objective {text!r}: use final, best or steps-to-target:X with X > 0 "
+            "(e.g. steps-to-target:0.3)"
+        )
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.target:g}" if self.target is not None else self.kind
+
+    @staticmethod
+    def watched(metrics: Mapping[str, float]) -> float:
+        """The loss a trial is judged on: the averaged model's where there is one."""
+        return float(metrics.get("avg_val_loss", metrics["val_loss"]))
+
+    def intermediate(self, history: Sequence[tuple[int, Mapping[str, float]]]) -> float:
+        """What is reported to the pruner after each evaluation (lower is better)."""
+        if self.kind == "best":
+            return min(self.watched(m) for _, m in history)
+        return self.watched(history[-1][1])
+
+    def value(self, result: RunResult, total_steps: int) -> float:
+        """The trial value of a completed run."""
+        losses = [(step, self.watched(m)) for step, m in result.history]
+        if self.kind == "final":
+            return losses[-1][1]
+        if self.kind == "best":
+            return min(v for _, v in losses)
+        for step, v in losses:
+            if v <= self.target:
+                return float(step)
+        return float(total_steps) * max(losses[-1][1], self.target) / self.target
+
+    @property
+    def label(self) -> str:
+        if self.kind == "steps-to-target":
+            return f"steps to val loss {self.target:g}"
+        return f"{self.kind} val loss"
+
+
+# -- variants, search spaces and studies ----------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """One combination of components compared across batch sizes."""
+
+    optimizer: str
+    scheduler: str
+    averager: str
+    sampler: str
+
+    @property
+    def name(self) -> str:
+        return "-".join(getattr(self, f) for f in VARIANT_FAMILIES)
+
+    def components(self, problem: str) -> dict[str, str]:
+        return {"problem": problem, **{f: getattr(self, f) for f in VARIANT_FAMILIES}}
+
+
+def variants(choices: Mapping[str, Sequence[str]]) -> list[Variant]:
+    """The cross product of the component lists, in the order given."""
+    lists = [list(dict.fromkeys(choices[f])) for f in VARIANT_FAMILIES]
+    return [Variant(*combo) for combo in itertools.product(*lists)]
+
+
+def parse_space_option(text: str) -> tuple[str, str]:
+    """Split ``family.param=SPEC`` into its key and spec text, or raise a one-line TuneError."""
+    key, eq, spec = text.partition("=")
+    family, dot, param = key.strip().partition(".")
+    if not eq or not dot or not param or not spec.strip():
+        raise TuneError(
+            f"malformed --space {text!r}: write family.param=log:LOW:HIGH|uniform:LOW:HIGH|int:LOW:HIGH|choice:a,b"
+        )
+    if family not in TUNED_FAMILIES:
+        why = "the problem is fixed while tuning (use --set problem.x=V)" if family == "problem" else (
+            f"unknown family {family!r}")
+        raise TuneError(f"malformed --space {text!r}: {why}; tunable families: {', '.join(TUNED_FAMILIES)}")
+    return f"{family}.{param.strip()}", spec.strip()
+
+
+def search_space(
+    registry: Registry,
+    components: Mapping[str, str],
+    fixed: Mapping[str, Any] = (),
+    overrides: Mapping[str, str] = (),
+) -> dict[str, Space]:
+    """``family.param -> Space`` for every tunable hyperparameter of ``components``.
+
+    A parameter is tuned when its registration declares a space (or ``overrides`` gives one)
+    and ``fixed`` (``--set``) does not pin it. The problem's parameters are never tuned.
+    ``overrides`` are ``--space`` texts; they keep the declared transform (1-β for momentum).
+    """
+    fixed = dict(fixed)
+    overrides = dict(overrides)
+    space: dict[str, Space] = {}
+    for family in TUNED_FAMILIES:
+        comp = registry.get(family, components[family])
+        for p in comp.params:
+            key = f"{family}.{p.name}"
+            if key in fixed:
+                continue
+            s = p.space
+            if key in overrides:
+                try:
+                    s = Space.parse(overrides[key], like=p.space)
+                    _check_space_values(s, p, key)
+                except SuiteError as exc:
+                    raise TuneError(f"malformed --space {key}={overrides[key]}: {exc}") from None
+            if s is not None:
+                space[key] = s
+    return space
+
+
+def _check_space_values(space: Space, param: Any, key: str) -> None:
+    """Every value the space can produce must be valid for the parameter."""
+    if space.kind == "choice":
+        for c in space.choices:
+            param.coerce(c, owner=key.partition(".")[0])
+        return
+    for end in (space.low, space.high):
+        x = int(end) if space.kind == "int" else float(end)
+        param.coerce(space.to_value(x), owner=key.partition(".")[0])
+
+
+def check_space_overrides(registry: Registry, all_components: Iterable[Mapping[str, str]],
+                          overrides: Mapping[str, str]) -> None:
+    """Each ``--space`` key must name a hyperparameter of at least one chosen component."""
+    all_components = list(all_components)
+    for key in overrides:
+        family, _, name = key.partition(".")
+        comps = {c[family] for c in all_components}
+        if not any(name in {p.name for p in registry.get(family, c).params} for c in comps):
+            # let the registry produce its "did you mean" message for the first component
+            try:
+                registry.get(family, sorted(comps)[0]).param(name)
+            except SuiteError as exc:
+                raise TuneError(f"--space {key}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Everything that defines one study: its name, what it runs and what it optimises.
+
+    ``settings()`` is stored on the Optuna study; resuming a study with different settings is
+    an error (its old trial values would not be comparable with the new ones).
+    """
+
+    problem: str
+    variant: Variant
+    batch_size: int
+    budget: Budget
+    objective: Objective
+    seeds: int
+    space: tuple[tuple[str, Space], ...]
+    fixed: tuple[tuple[str, Any], ...] = ()
+    eval_every: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.problem}/{self.variant.name}/b{self.batch_size}"
+
+    @property
+    def space_dict(self) -> dict[str, Space]:
+        return dict(self.space)
+
+    def spec(self, registry: Registry, values: Mapping[str, Any], seed: int) -> RunSpec:
+        """The RunSpec of this study at hyperparameters ``values`` and ``seed``."""
+        return resolve_spec(
+            registry,
+            components=self.variant.components(self.problem),
+            overrides={**dict(self.fixed), **dict(values)},
+            batch_size=self.batch_size,
+            seed=seed,
+            eval_every=self.eval_every,
+            **self.budget.kwargs(),
+        )
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "problem": self.problem,
+            **{f: getattr(self.variant, f) for f in VARIANT_FAMILIES},
+            "batch_size": self.batch_size,
+            "budget": str(self.budget),
+            "objective": str(self.objective),
+            "seeds": self.seeds,
+            "eval_every": self.eval_every,
+            "space": {k: s.to_dict() for k, s in self.space},
+            "fixed": {k: v for k, v in self.fixed},
+        }
+
+
+def plan_studies(
+    registry: Registry,
+    *,
+    problems: Sequence[str],
+    variant_list: Sequence[Variant],
+    batch_sizes: Sequence[int],
+    budget: Budget,
+    objective: Objective,
+    seeds: int,
+    fixed: Mapping[str, Any] = (),
+    space_overrides: Mapping[str, str] = (),
+    eval_every: int | None = None,
+) -> list[StudyPlan]:
+    """One plan per (problem, variant, batch size), validated: names, ``--set`` values, the
+    space overrides, and one RunSpec per study built on the CPU (batch size against the data,
+    budget against the problem) before anything is stored or logged."""
+    from suite.engine import preflight
+
+    fixed = dict(fixed)
+    space_overrides = dict(space_overrides)
+    if seeds < 1:
+        raise TuneError(f"--seeds={seeds} is out of range: must be at least 1")
+    combos = [v.components(p) for p in problems for v in variant_list]
+    check_space_overrides(registry, combos, space_overrides)
+    plans = []
+    for problem in problems:
+        for variant in variant_list:
+            comps = variant.components(problem)
+            fixed_here = {k: v for k, v in fixed.items() if _has_param(registry, comps, k)}
+            space = search_space(registry, comps, fixed_here, space_overrides)
+            for b in batch_sizes:
+                plan = StudyPlan(problem, variant, int(b), budget, objective, seeds, tuple(space.items()),
+                                 tuple(sorted(fixed_here.items())), eval_every)
+                spec = plan.spec(registry, {}, seed=0)
+                try:
+                    preflight([spec], registry)
+                except SpecError as exc:
+                    raise TuneError(str(exc).replace("--steps", "--budget steps:N")) from None
+                plans.append(plan)
+    for key in fixed:  # a --set that no component has is a typo
+        if not any(_has_param(registry, c, key) for c in combos):
+            family, _, name = key.partition(".")
+            registry.get(family, combos[0][family]).param(name)
+    return plans
+
+
+def _has_param(registry: Registry, components: Mapping[str, str], key: str) -> bool:
+    family, _, name = key.partition(".")
+    return family in components and any(p.name == name for p in registry.get(family, components[family]).params)
+
+
+# -- storage and studies --------------------------------------------------------------------
+def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+    """Optuna storage: a database URL (``sqlite:///x.db``, ``postgresql://...``) or a journal file
+    path; default ``.suite/optuna.journal`` (the journal file backend is safe for several
+    processes on one host)."""
+    try:
+        if url and "://" in url:
+            return optuna.storages.RDBStorage(url)
+        path = Path(url) if url else DEFAULT_STORAGE_PATH
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    except Exception as exc:
+        msg = " ".join(str(exc).split())[:300]
+        raise TuneError(f"cannot open the Optuna storage {url or str(DEFAULT_STORAGE_PATH)!r}: {msg}; "
+                        "check --storage") from None
+
+
+def storage_label(url: str | None) -> str:
+    if url and "://" in url:
+        return url
+    return str(Path(url) if url else DEFAULT_STORAGE_PATH)
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """``median`` (prune below the median of completed trials at the same step, after 3
+    completed trials), ``hyperband`` or ``none``."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise TuneError(f"unknown --pruner {name!r}: use {', '.join(PRUNERS)}")
+
+
+def make_sampler(plan: StudyPlan, trials: int, study_seed: int | None, salt: str) -> optuna.samplers.TPESampler:
+    """TPE, seeded from ``--study-seed``, the study's name and ``salt`` (worker and trials
+    already done, so a resumed or parallel sampler does not repeat the same random points)."""
+    seed = None if study_seed is None else derive_seed(study_seed, f"{plan.name}|{salt}") % (2**32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=min(10, max(3, trials // 3)), multivariate=True, group=True,
+        )
+
+
+def create_or_check(storage: optuna.storages.BaseStorage, plan: StudyPlan) -> optuna.Study:
+    """Create the plan's study, or load it and check that it was made with the same settings."""
+    study = optuna.create_study(storage=storage, study_name=plan.name, direction="minimize", load_if_exists=True)
+    settings = json.loads(json.dumps(plan.settings()))
+    stored = study.user_attrs.get(ATTR_SETTINGS)
+    if stored is None:
+        study.set_user_attr(ATTR_SETTINGS, settings)
+    elif stored != settings:
+        diff = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
+        shown = "; ".join(f"{k}: stored {stored.get(k)!r}, now {settings.get(k)!r}" for k in diff)
+        raise TuneError(
+            f"study {plan.name!r} exists with other settings ({shown}); rerun with the same settings to "
+            "continue it, or choose another --storage"
+        )
+    return study
+
+
+def load_study(storage: optuna.storages.BaseStorage, plan: StudyPlan, *, trials: int, study_seed: int | None,
+               pruner: str, salt: str) -> optuna.Study:
+    return optuna.load_study(study_name=plan.name, storage=storage,
+                             sampler=make_sampler(plan, trials, study_seed, salt), pruner=make_pruner(pruner))
+
+
+def counted(trial: FrozenTrial) -> bool:
+    """Whether a trial counts towards ``--trials``: completed, pruned (diverged ones included)
+    or failed in plugin code. A trial cut short by an interruption does not count."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and ATTR_STATUS in trial.user_attrs
+
+
+def n_counted(study: optuna.Study) -> int:
+    return sum(counted(t) for t in study.get_trials(deepcopy=False))
+
+
+class StopAtCount:
+    """Optuna callback: stop a study once it holds ``n`` counted trials (guards against
+    several ``suite tune`` invocations sharing a storage)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if n_counted(study) >= self.n:
+            study.stop()
+
+
+def shares(remaining: int, workers: int) -> list[int]:
+    """Split ``remaining`` trials over ``workers`` as evenly as possible."""
+    return [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
+
+
+# -- trials ---------------------------------------------------------------------------------
+class TrialSink(Protocol):
+    """Where a trial announces its runs (MLflow in the parent process, or a queue to it)."""
+
+    def start(self, key: str, study: str, spec: RunSpec, kind: str, tags: dict[str, Any]) -> None: ...
+    def eval(self, key: str, step: int, metrics: dict[str, float]) -> None: ...
+    def done(self, key: str, result: RunResult) -> None: ...
+    def tag(self, key: str, tags: dict[str, Any]) -> None: ...
+    def interrupted(self, key: str) -> None: ...
+    def echo(self, line: str) -> None: ...
+
+
+class TrialFailed(Exception):
+    """A trial's run failed in plugin code; Optuna records the trial as failed and goes on."""
+
+
+@dataclass
+class TrialObjective:
+    """The Optuna objective of one study: suggest, resolve the RunSpecs, train, report, prune."""
+
+    plan: StudyPlan
+    registry: Registry
+    device: str
+    sink: TrialSink
+    worker: str = "main"
+    runs: list[str] = field(default_factory=list)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        plan = self.plan
+        values = {key: space.suggest(trial, key) for key, space in plan.space}
+        trial.set_user_attr(ATTR_OVERRIDES, values)
+        trial.set_user_attr("suite.worker", self.worker)
+        try:
+            specs = [plan.spec(self.registry, values, seed) for seed in range(plan.seeds)]
+        except SuiteError as exc:  # a combination the component refuses, e.g. nesterov without momentum
+            self._record(trial, "failed", None, str(exc))
+            raise TrialFailed(str(exc)) from None
+        trial.set_user_attr("suite.spec_hashes", [s.hash for s in specs])
+        values_per_seed: list[float] = []
+        keys = [f"{plan.name}#{trial.number}#{i}" for i in range(len(specs))]
+        state, value, reason = "COMPLETE", None, ""
+        for i, spec in enumerate(specs):
+            result = self._run(trial, spec, keys[i], prune=i == 0)
+            if result.status == "completed":
+                total = result.history[-1][0] if result.history else 1
+                values_per_seed.append(plan.objective.value(result, total))
+                continue
+            if result.status == "stopped":
+                state, reason = "PRUNED", f"pruned at step {result.history[-1][0]}"
+            elif result.status == "diverged":
+                state, reason = "PRUNED", f"diverged: {result.reason}"
+                value = Objective.watched(result.final) if result.history else None
+                self._record(trial, "diverged", value, result.reason)
+            else:
+                state, reason = "FAIL", result.reason
+                self._record(trial, "failed", None, result.reason)
+            keys = keys[: i + 1]
+            break
+        else:
+            value = sum(values_per_seed) / len(values_per_seed)
+            self._record(trial, "completed", value, "")
+            trial.set_user_attr("suite.values", values_per_seed)
+        self._finish_runs(trial, keys, state, value)
+        self._echo_trial(trial, values, state, value, reason)
+        if state == "PRUNED":
+            raise optuna.TrialPruned(reason)
+        if state == "FAIL":
+            raise TrialFailed(reason)
+        return value
+
+    def _run(self, trial: optuna.Trial, spec: RunSpec, key: str, *, prune: bool) -> RunResult:
+        plan = self.plan
+        seed_index = spec.seed
+        self.sink.start(key, plan.name, spec, "trial", {"suite.study": plan.name, "suite.trial": trial.number,
+                                                        "suite.seed_index": seed_index, "suite.device": self.device})
+        history: list[tuple[int, dict[str, float]]] = []
+
+        def on_eval(step: int, metrics: dict[str, float]) -> None:
+            self.sink.eval(key, step, metrics)
+            history.append((step, metrics))
+            if not prune or step == 0:
+                return
+            v = plan.objective.intermediate(history)
+            if not math.isfinite(v):
+                return  # the engine stops it as diverged
+            trial.report(v, step)
+            if trial.should_prune():
+                raise StopRun(f"pruned by the {type(trial.study.pruner).__name__} at step {step}")
+
+        try:
+            result = train(spec, self.device, self.registry, on_eval)
+        except BaseException:
+            self.sink.interrupted(key)
+            raise
+        self.sink.done(key, result)
+        return result
+
+    def _record(self, trial: optuna.Trial, status: str, value: float | None, reason: str) -> None:
+        trial.set_user_attr(ATTR_STATUS, status)
+        trial.set_user_attr(ATTR_VALUE, value if value is not None and math.isfinite(value) else None)
+        if reason:
+            trial.set_user_attr("suite.reason", reason[:1000])
+
+    def _finish_runs(self, trial: optuna.Trial, keys: list[str], state: str, value: float | None) -> None:
+        tags: dict[str, Any] = {"suite.trial_state": state}
+        if value is not None:
+            tags["suite.trial_value"] = repr(value)
+        for key in keys:
+            self.sink.tag(key, tags)
+
+    def _echo_trial(self, trial: optuna.Trial, values: Mapping[str, Any], state: str, value: float | None,
+                    reason: str) -> None:
+        shown = " ".join(f"{short_name(k)}={format_value(v)}" for k, v in values.items())
+        outcome = f"{value:.5g}" if state == "COMPLETE" else f"{state.lower()} ({reason})"
+        self.sink.echo(f"[{self.plan.name}] trial {trial.number}: {outcome}  {shown}")
+
+
+SHORT_NAMES = {"lr": "lr", "momentum": "β", "weight_decay": "λ"}
+
+
+def short_name(key: str) -> str:
+    """``optimizer.momentum`` -> ``β``; other parameters keep their own name."""
+    family, _, name = key.partition(".")
+    return SHORT_NAMES.get(name, name) if family == "optimizer" else name
+
+
+def format_value(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int) or v == 0:
+        return str(v)
+    return f"{v:.3g}"
+
+
+# -- running a study ------------------------------------------------------------------------
+def run_study_share(plan: StudyPlan, storage: optuna.storages.BaseStorage, *, n_trials: int, total: int,
+                    registry: Registry, device: str, sink: TrialSink, study_seed: int | None, pruner: str,
+                    worker: int = 0) -> None:
+    """Run ``n_trials`` trials of ``plan``'s study here, stopping early when the study holds
+    ``total`` counted trials."""
+    if n_trials <= 0:
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    existing = len(optuna.load_study(study_name=plan.name, storage=storage).get_trials(deepcopy=False))
+    study = load_study(storage, plan, trials=total, study_seed=study_seed, pruner=pruner,
+                       salt=f"w{worker}|n{existing}")
+    objective = TrialObjective(plan, registry, device, sink, worker=str(os.getpid()))
+    study.optimize(objective, n_trials=n_trials, catch=(TrialFailed,), callbacks=[StopAtCount(total)])
+
+
+def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPlan], pids: set[str]) -> int:
+    """Mark the trials that worker processes ``pids`` left running (killed, interrupted) as
+    failed; they do not count towards ``--trials``, so a rerun redoes them."""
+    n = 0
+    for name in dict.fromkeys(p.name for p in plans):
+        study = optuna.load_study(study_name=name, storage=storage)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("suite.worker") in pids:
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                n += 1
+    return n
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best completed trial, or ``None`` if no trial completed."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    return min(done, key=lambda t: t.value) if done else None
+
+
+def best_values(trial: FrozenTrial) -> dict[str, Any]:
+    """The hyperparameter values (not Optuna's search coordinates) of a trial."""
+    return dict(trial.user_attrs.get(ATTR_OVERRIDES, {}))
+
+
+def reevaluation_specs(plan: StudyPlan, trial: FrozenTrial, registry: Registry, k: int) -> list[RunSpec]:
+    """The best configuration on ``k`` fresh seeds (never used while tuning)."""
+    return [plan.spec(registry, best_values(trial), REEVAL_SEED_BASE + i) for i in range(k)]
