@@ -125,6 +125,12 @@ class Space:
             text += f" or off={self.off}"
         return text
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Space:
+        """The inverse of :meth:`to_dict`."""
+        return cls(d["kind"], d.get("low"), d.get("high"), tuple(d.get("choices", ())),
+                   d.get("transform", "identity"), d.get("off"))
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind}
         if self.kind == "choice":

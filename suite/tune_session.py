@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from suite import tune_report, tune_workers
+from suite import tune_report, tune_study, tune_workers
 from suite.registry import Registry
 from suite.tracking import Tracker
 from suite.tune_tracking import (
@@ -21,10 +22,8 @@ from suite.tuning import (
     StudyPlan,
     best_trial,
     create_or_check,
-    n_counted,
     open_storage,
     reevaluation_specs,
-    shares,
     storage_label,
 )
 
@@ -43,6 +42,8 @@ class Request:
     experiment: str
     tracking_uri: str | None
     objective: Objective
+    submit_only: bool = False
+    heartbeat: Any = None  # suite.stores.HeartbeatPolicy of this invocation's workers
 
 
 @dataclass
@@ -56,8 +57,9 @@ class Outcome:
     report_run_id: str
 
 
-def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -> Outcome:
-    """Run a tuning request to the end and report it (see ``suite tune --help``)."""
+def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -> Outcome | None:
+    """Run a tuning request to the end and report it (see ``suite tune --help``). With
+    ``submit_only``, only create the studies and enqueue their trials (None is returned)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -67,6 +69,14 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     label = storage_label(req.storage)
     parents = {plan.name: study_parent(tracker, plan, trials=req.trials, pruner=req.pruner,
                                        study_seed=req.study_seed, storage=label) for plan in req.plans}
+    for plan in req.plans:  # enqueue the trials still to do, for any worker anywhere to claim
+        added = tune_study.share(studies[plan.name], trials=req.trials, pruner=req.pruner,
+                                 study_seed=req.study_seed, experiment=tracker.experiment_name,
+                                 tracking_uri=tracker.tracking_uri, parent_run_id=parents[plan.name])
+        if not added and not tune_study.n_slots_left(studies[plan.name]):
+            echo(f"[{plan.name}] already holds {req.trials} trials")
+    if req.submit_only:
+        return None
     problems = list(dict.fromkeys(p.problem for p in req.plans))
     report_run = start_tune_run(
         tracker, f"tune-{'+'.join(problems)}",
@@ -76,17 +86,11 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
                 "objective": str(req.objective), "devices": ",".join(req.devices)},
     )
     sink = TrackerSink(tracker, registry, parents, echo)
-    settings = tune_workers.Settings(req.storage, req.study_seed, req.pruner)
+    settings = tune_workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat)
     n = len(req.devices)
     try:
-        jobs: list[list] = [[] for _ in range(n)]
-        for plan in req.plans:
-            remaining = max(0, req.trials - n_counted(studies[plan.name]))
-            if remaining == 0:
-                echo(f"[{plan.name}] already holds {req.trials} trials")
-            for i, share in enumerate(shares(remaining, n)):
-                if share:
-                    jobs[i].append(tune_workers.TuneJob(plan, share, req.trials))
+        # every worker works on every study, each starting at another one
+        jobs = [[tune_workers.TuneJob(p) for p in [*req.plans[i:], *req.plans[:i]]] for i in range(n)]
         tune_workers.run(jobs, req.devices, settings, sink)
         reevals = _reevaluate(req, registry, storage, sink, settings) if req.reevaluate else {}
         summaries = []

@@ -1,8 +1,8 @@
 """Where trials run: in this process, or in one worker process per device entry.
 
 Each worker (``spawn`` context, pinned to its device) opens the shared Optuna storage and
-calls ``study.optimize`` for its share of each study's remaining trials: Optuna's own way of
-distributing a study, with the storage as the only coordination. Workers do not talk to
+claims the studies' enqueued trials one at a time (:mod:`suite.worker`), as ``suite worker``
+processes on other machines do: the storage is the only coordination. Workers do not talk to
 MLflow: they send their runs' events (start, eval, done, tag, interrupted, echo) to the parent
 process, which is the tracking store's single writer (safe with MLflow's sqlite default).
 
@@ -24,11 +24,9 @@ POLL_S = 0.5
 
 @dataclass(frozen=True)
 class TuneJob:
-    """Run ``n_trials`` trials of a study (stopping once it holds ``total`` counted trials)."""
+    """Work on a study until none of its enqueued trials is waiting or running."""
 
     plan: Any  # suite.tuning.StudyPlan
-    n_trials: int
-    total: int
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,7 @@ class Settings:
     storage: str | None
     study_seed: int | None
     pruner: str
+    heartbeat: Any = None  # suite.stores.HeartbeatPolicy
 
 
 class QueueSink:
@@ -68,8 +67,8 @@ def run_job(job: TuneJob | SpecJob, settings: Settings, storage: Any, registry: 
     from suite.tuning import run_study_share
 
     if isinstance(job, TuneJob):
-        run_study_share(job.plan, storage, n_trials=job.n_trials, total=job.total, registry=registry, device=device,
-                        sink=sink, study_seed=settings.study_seed, pruner=settings.pruner, worker=worker)
+        run_study_share(job.plan, settings.storage, sink=sink, device=device, worker=worker,
+                        heartbeat=settings.heartbeat)
         return
     from suite.engine import train
 

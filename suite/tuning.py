@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
+import platform
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +35,7 @@ from suite.errors import SpecError, SuiteError
 from suite.params import Space
 from suite.registry import FAMILIES, Registry
 from suite.spec import RunSpec, resolve_spec
+from suite.worker import TrialFailed as WorkerTrialFailed
 
 DEFAULT_STORAGE_PATH = Path(".suite") / "optuna.journal"
 VARIANT_FAMILIES = ("optimizer", "scheduler", "averager", "sampler")
@@ -342,17 +343,10 @@ def _has_param(registry: Registry, components: Mapping[str, str], key: str) -> b
 def open_storage(url: str | None) -> optuna.storages.BaseStorage:
     """Optuna storage: a database URL (``sqlite:///x.db``, ``postgresql://...``) or a journal file
     path; default ``.suite/optuna.journal`` (the journal file backend is safe for several
-    processes on one host)."""
-    try:
-        if url and "://" in url:
-            return optuna.storages.RDBStorage(url)
-        path = Path(url) if url else DEFAULT_STORAGE_PATH
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    except Exception as exc:
-        msg = " ".join(str(exc).split())[:300]
-        raise TuneError(f"cannot open the Optuna storage {url or str(DEFAULT_STORAGE_PATH)!r}: {msg}; "
-                        "check --storage") from None
+    processes on one host). See :func:`suite.stores.open_storage` (fails fast, one line)."""
+    from suite.stores import open_storage as open_store
+
+    return open_store(url)
 
 
 def storage_label(url: str | None) -> str:
@@ -419,18 +413,6 @@ def n_counted(study: optuna.Study) -> int:
     return sum(counted(t) for t in study.get_trials(deepcopy=False))
 
 
-class StopAtCount:
-    """Optuna callback: stop a study once it holds ``n`` counted trials (guards against
-    several ``suite tune`` invocations sharing a storage)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if n_counted(study) >= self.n:
-            study.stop()
-
-
 def shares(remaining: int, workers: int) -> list[int]:
     """Split ``remaining`` trials over ``workers`` as evenly as possible."""
     return [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
@@ -448,7 +430,7 @@ class TrialSink(Protocol):
     def echo(self, line: str) -> None: ...
 
 
-class TrialFailed(Exception):
+class TrialFailed(WorkerTrialFailed):
     """A trial's run failed in plugin code; Optuna records the trial as failed and goes on."""
 
 
@@ -571,19 +553,16 @@ def format_value(v: Any) -> str:
 
 
 # -- running a study ------------------------------------------------------------------------
-def run_study_share(plan: StudyPlan, storage: optuna.storages.BaseStorage, *, n_trials: int, total: int,
-                    registry: Registry, device: str, sink: TrialSink, study_seed: int | None, pruner: str,
-                    worker: int = 0) -> None:
-    """Run ``n_trials`` trials of ``plan``'s study here, stopping early when the study holds
-    ``total`` counted trials."""
-    if n_trials <= 0:
-        return
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    existing = len(optuna.load_study(study_name=plan.name, storage=storage).get_trials(deepcopy=False))
-    study = load_study(storage, plan, trials=total, study_seed=study_seed, pruner=pruner,
-                       salt=f"w{worker}|n{existing}")
-    objective = TrialObjective(plan, registry, device, sink, worker=str(os.getpid()))
-    study.optimize(objective, n_trials=n_trials, catch=(TrialFailed,), callbacks=[StopAtCount(total)])
+def run_study_share(plan: StudyPlan, storage_url: str | None, *, sink: TrialSink, device: str, worker: int = 0,
+                    heartbeat: Any = None) -> None:
+    """Work on ``plan``'s study here until none of its trials is waiting or running: claim its
+    enqueued slots one at a time (:mod:`suite.worker`, :mod:`suite.tune_study`), together with
+    any other process or machine working on the same storage."""
+    from suite.tune_study import runner_with_sink
+    from suite.worker import Worker, WorkerContext
+
+    ctx = WorkerContext(device=device, quiet=True, salt=f"w{worker}")
+    Worker(storage_url, [plan.name], ctx, heartbeat_policy=heartbeat, runners={"tune": runner_with_sink(sink)}).run()
 
 
 def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPlan], pids: set[str]) -> int:
@@ -593,7 +572,8 @@ def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[Stu
     for name in dict.fromkeys(p.name for p in plans):
         study = optuna.load_study(study_name=name, storage=storage)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("suite.worker") in pids:
+            host, _, pid = t.user_attrs.get("suite.worker", "").rpartition(":")
+            if host == platform.node() and pid in pids:
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
                 n += 1
     return n

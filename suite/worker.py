@@ -42,11 +42,12 @@ from suite.stores import (
     open_storage,
     worker_label,
 )
-from suite.tracking import _alive
 
 KIND = "suite.kind"
 READY = "suite.ready"  # set by the creator once every trial is enqueued
 WORKER = "suite.worker"  # trial user attribute: host:pid of the worker that claimed it
+KEY = "suite.key"  # trial user attribute: what the trial stands for (a spec hash, a tuning slot)
+STATUS = "suite.status"  # trial user attribute: how its run ended (set once a run has ended)
 READY_TIMEOUT = 60.0  # how long a worker waits for a named study to appear and be ready
 
 
@@ -62,6 +63,7 @@ class WorkerContext:
     tracking_uri: str | None = None  # overrides the tracking URI recorded in the study
     quiet: bool = False
     label: str = field(default_factory=worker_label)
+    salt: str = ""  # seeds samplers apart (default: the label); fixed for reproducible runs
     echo: Callable[[str], None] = print
 
     def say(self, text: str) -> None:
@@ -80,8 +82,36 @@ def register_kind(kind: str, factory: RunnerFactory) -> None:
     _KINDS[kind] = factory
 
 
-def _load_kinds() -> None:
-    import suite.grid_study  # noqa: F401  (registers "grid")
+def _kind(kind: str) -> RunnerFactory | None:
+    if kind not in _KINDS:  # the built-in kinds register themselves on import
+        if kind == "grid":
+            import suite.grid_study  # noqa: F401
+        elif kind == "tune":
+            import suite.tune_study  # noqa: F401
+    return _KINDS.get(kind)
+
+
+def holds_key(trial: Any) -> bool:
+    """Whether a trial stands for its ``suite.key``: it is waiting, running or done, or its run
+    failed. A trial that failed because its worker was lost does not (its retry does)."""
+    if trial.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and STATUS in trial.user_attrs
+
+
+def duplicate_of(storage: Any, study_id: int, trial_id: int) -> int | None:
+    """The number of an earlier trial holding the same ``suite.key`` as this one, if any.
+
+    Two submitters enqueueing the same key at once make two trials; the later one is then
+    dropped when claimed, whoever claims first, so every key runs once."""
+    mine = storage.get_trial(trial_id)
+    key = mine.user_attrs.get(KEY)
+    if key is None:
+        return None
+    for other in storage.get_all_trials(study_id, deepcopy=False):
+        if other.number < mine.number and other.user_attrs.get(KEY) == key and holds_key(other):
+            return other.number
+    return None
 
 
 @dataclass
@@ -164,6 +194,7 @@ class Worker:
         wait: bool = False,
         poll: float = 1.0,
         max_trials: int | None = None,
+        runners: dict[str, RunnerFactory] | None = None,
     ) -> None:
         self.url = normalize_storage(storage_url)
         self.database = is_database(self.url)
@@ -173,10 +204,10 @@ class Worker:
         self.ctx = ctx or WorkerContext()
         self.wait, self.poll, self.max_trials = wait, poll, max_trials
         self.summary = Summary(self.ctx.label)
+        self.runners = runners or {}
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no link per run
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._studies: dict[str, tuple[optuna.Study, int, TrialRunner]] = {}
-        _load_kinds()
 
     # -- studies --------------------------------------------------------------------------
     def _ready_studies(self, started: float) -> list[str]:
@@ -196,10 +227,11 @@ class Worker:
         if name not in self._studies:
             study = optuna.load_study(study_name=name, storage=self.storage)
             kind = study.user_attrs.get(KIND)
-            if kind not in _KINDS:
+            factory = self.runners.get(kind) or _kind(kind)
+            if factory is None:
                 raise StoreError(f"study {name!r} is of kind {kind!r}, which this suite cannot run; upgrade sgd-suite")
             study_id = self.storage.get_study_id_from_name(name)
-            self._studies[name] = (study, study_id, _KINDS[kind](study, self.ctx))
+            self._studies[name] = (study, study_id, factory(study, self.ctx))
         return self._studies[name]
 
     def _pending(self, name: str) -> bool:
@@ -220,6 +252,8 @@ class Worker:
                 optuna.storages.fail_stale_trials(study)
                 return
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        from suite.tracking import _alive
+
         here = platform.node()
         for frozen in self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             host, _, pid = frozen.user_attrs.get(WORKER, "").rpartition(":")
@@ -263,6 +297,12 @@ class Worker:
 
     def _execute(self, name: str, study: optuna.Study, trial: optuna.Trial, runner: TrialRunner) -> None:
         trial.set_user_attr(WORKER, self.ctx.label)
+        earlier = duplicate_of(self.storage, self._studies[name][1], trial._trial_id)
+        if earlier is not None:
+            trial.set_user_attr("suite.duplicate_of", earlier)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            self.summary.states["duplicate (dropped)"] += 1
+            return
         self.summary.trials[name] += 1
         state = TrialState.FAIL
         value: float | None = None

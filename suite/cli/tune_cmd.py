@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from suite.cli.common import tracking_options
+from suite.cli.common import storage_options, tracking_options
 from suite.errors import SuiteError
 from suite.registry import Registry, get_registry
 from suite.spec import parse_assignment
@@ -64,18 +64,20 @@ def _default_budget(registry: Registry, problem: str, fixed: dict[str, str]) -> 
 @click.option("--eval-every", type=int, default=None, help="Evaluate (and report to the pruner) every K steps.")
 @click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True)
 @click.option("--study-seed", type=int, default=None, help="Seed of the samplers: makes the tuning reproducible.")
-@click.option("--storage", default=None,
-              help="Optuna storage: a database URL (postgresql://..., sqlite:///...) or a journal file "
-                   "(default .suite/optuna.journal).")
+@storage_options
+@click.option("--submit-only", is_flag=True,
+              help="Create the studies and enqueue their trials, then exit: `suite worker` processes run them "
+                   "(and a later `suite tune` with the same options writes the report).")
 @click.option("--reevaluate", type=int, default=0, show_default=True,
               help="Re-run each study's best configuration on K fresh seeds (mean ± std).")
 @tracking_options
 def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, budget, objective, seeds, spaces,
-         sets, eval_every, pruner, study_seed, storage, reevaluate, experiment, tracking_uri, device, workers,
-         quiet) -> None:
+         sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, experiment,
+         tracking_uri, device, workers, quiet) -> None:
     """Tune lr, momentum, weight decay (and schedule/averager parameters) per variant and batch size."""
     from suite import tuning
     from suite.devices import resolve_devices
+    from suite.stores import HeartbeatPolicy, describe, normalize_storage
     from suite.tune_session import Request, run_session
 
     registry = get_registry()
@@ -109,9 +111,14 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
     devices = resolve_devices(device, workers)
     request = Request(plans=plans, trials=trials, pruner=pruner, study_seed=study_seed, storage=storage,
                       reevaluate=reevaluate, devices=devices, experiment=experiment or problems[0],
-                      tracking_uri=tracking_uri, objective=objective_obj)
+                      tracking_uri=tracking_uri, objective=objective_obj, submit_only=submit_only,
+                      heartbeat=HeartbeatPolicy(heartbeat, grace))
     echo = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
     outcome = run_session(request, registry, echo)
+    if outcome is None:
+        click.echo(f"{len(plans)} studies ready in {describe(normalize_storage(storage))}; workers join them with: "
+                   f"suite worker --storage '{describe(normalize_storage(storage))}'")
+        return
     click.echo(outcome.markdown, nl=False)
     click.echo(f"\n{len(plans)} studies in Optuna storage {outcome.storage}; MLflow experiment "
                f"{outcome.experiment!r} at {outcome.tracking_uri}: report on run {outcome.report_run_id} "
