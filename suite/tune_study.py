@@ -37,7 +37,7 @@ from suite.tuning import (
     make_pruner,
     make_sampler,
 )
-from suite.worker import KEY, KIND, READY, WorkerContext, holds_key, register_kind
+from suite.worker import KEY, KIND, READY, RETRY_OF, WorkerContext, holds_key, register_kind
 
 SLOT = "suite.slot"
 TUNE = "suite.tune"
@@ -99,7 +99,19 @@ class TuneTrialRunner:
         self.objective = TrialObjective(self.plan, registry, ctx.device, sink, worker=ctx.label)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self.tracker is not None:
+            self._kill_predecessors(trial)
         return self.objective(trial)
+
+    def _kill_predecessors(self, trial: optuna.Trial) -> None:
+        """A retried trial: mark the runs its lost predecessors left RUNNING as interrupted."""
+        for number in trial.user_attrs.get(RETRY_OF, []):
+            for run in self.tracker.search(
+                f"tags.`suite.study` = '{self.plan.name}' and tags.`suite.trial` = '{number}' "
+                "and attributes.status = 'RUNNING'"
+            ):
+                why = f"its worker was lost; retried as trial {trial.number}"
+                self.tracker.mark(run.info.run_id, "interrupted", why)
 
     def close(self) -> None:
         """The study is done: log its outcome to its parent run, if nobody has yet."""

@@ -47,6 +47,7 @@ KIND = "suite.kind"
 READY = "suite.ready"  # set by the creator once every trial is enqueued
 WORKER = "suite.worker"  # trial user attribute: host:pid of the worker that claimed it
 KEY = "suite.key"  # trial user attribute: what the trial stands for (a spec hash, a tuning slot)
+RETRY_OF = "suite.retry_of"  # trial user attribute: numbers of the lost trials this one retries
 STATUS = "suite.status"  # trial user attribute: how its run ended (set once a run has ended)
 READY_TIMEOUT = 60.0  # how long a worker waits for a named study to appear and be ready
 
@@ -297,6 +298,9 @@ class Worker:
 
     def _execute(self, name: str, study: optuna.Study, trial: optuna.Trial, runner: TrialRunner) -> None:
         trial.set_user_attr(WORKER, self.ctx.label)
+        lineage = self.storage.get_trial(trial._trial_id).system_attrs.get("retry_history")
+        if lineage:  # set by Optuna's retry callback on the copy of a lost trial
+            trial.set_user_attr(RETRY_OF, list(lineage))
         earlier = duplicate_of(self.storage, self._studies[name][1], trial._trial_id)
         if earlier is not None:
             trial.set_user_attr("suite.duplicate_of", earlier)

@@ -9,6 +9,7 @@ PostgreSQL comes from ``SUITE_TEST_PG_URL`` (a role allowed to create databases;
 from __future__ import annotations
 
 import os
+import platform
 import re
 import signal
 import socket
@@ -25,7 +26,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from suite.grid_study import RUN_ID, submit_grid
+from suite.grid_study import RUN_ID
 from suite.registry import get_registry
 from suite.spec import resolve_spec
 from suite.stores import open_storage
@@ -194,71 +195,130 @@ def wait_for(predicate, timeout: float, what: str):
 
 # -- the tests --------------------------------------------------------------------------------
 GRID_FLAGS = ["--seeds", "4", "--batch-size", "16,32", "--epochs", "4", "--set", "problem.n=2000"]
+TUNE_FLAGS = ["--problem", "linreg", "--scheduler", "constant", "--batch-size", "16,64", "--trials", "4",
+              "--pruner", "none", "--set", "problem.n=2000"]
+TUNE_STUDIES = ["linreg/sgd-constant-none-shuffle/b16", "linreg/sgd-constant-none-shuffle/b64"]
+
+
+def check_tune(storage_url: str, names, tracking_uri: str, n_trials: int) -> int:
+    """Each study holds exactly ``n_trials`` counted trials (one per slot), each with exactly one
+    finished MLflow run under the study's parent; returns how many trials were lost (their
+    worker died: failed, retried, their run KILLED)."""
+    from suite.tuning import counted
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    lost_total = 0
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=open_storage(storage_url))
+        trials = study.get_trials(deepcopy=False)
+        states = Counter(t.state for t in trials)
+        assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0, (name, states)
+        done = [t for t in trials if counted(t)]
+        assert sorted(t.user_attrs["suite.slot"] for t in done) == list(range(n_trials)), name
+        lost = [t for t in trials if not counted(t)]
+        assert all(t.state == TrialState.FAIL and "suite.duplicate_of" not in t.user_attrs for t in lost)
+        lost_total += len(lost)
+        parent = study.user_attrs["suite.parent_run_id"]
+        exp = client.get_experiment(client.get_run(parent).info.experiment_id)
+        kids = [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+                if r.data.tags.get("mlflow.parentRunId") == parent and r.data.tags.get("suite.kind") == "trial"]
+        finished = [r for r in kids if r.info.status in ("FINISHED", "FAILED")]
+        assert sorted(int(r.data.tags["suite.trial"]) for r in finished) == sorted(t.number for t in done), name
+        killed = [r for r in kids if r.info.status not in ("FINISHED", "FAILED")]
+        assert sorted(int(r.data.tags["suite.trial"]) for r in killed) == sorted(t.number for t in lost), name
+        assert all(r.info.status == "KILLED" for r in killed)
+    return lost_total
 
 
 @pytest.mark.slow
 @needs_pg
-def test_three_workers_share_a_grid_through_postgres_and_mlflow_server(tmp_path, cli, pg_database, mlflow_server):
+def test_three_workers_share_studies_and_a_grid_through_postgres_and_mlflow_server(
+        tmp_path, cli, pg_database, mlflow_server):
     storage = pg_database()
     specs = grid_specs(4)
     name = "grid-shared"
-    # workers first: they wait for the named study, then all three race for its trials
-    workers = [start_worker(storage, tmp_path, "--study", name, *HEARTBEAT) for _ in range(3)]
-    submit = [*GRID_FLAGS, "--experiment", "scale", "--tracking-uri", mlflow_server, "--storage", storage,
-              "--study", name, "--submit-only"]
+    where = ["--tracking-uri", mlflow_server, "--storage", storage]
+    # workers first: they wait for the named studies, then all three race for their trials
+    studies = [a for n in [name, *TUNE_STUDIES] for a in ("--study", n)]
+    workers = [start_worker(storage, tmp_path, *studies, *HEARTBEAT) for _ in range(3)]
+    submit = [*GRID_FLAGS, "--experiment", "scale", *where, "--study", name, "--submit-only"]
     assert "enqueued in" in cli("run", *submit).output
     assert "already in" in cli("run", *submit).output, "submitting the same grid again joins it"
+    tune = [*TUNE_FLAGS, "--budget", "epochs:2", "--experiment", "scale-tune", *where]
+    assert "2 studies ready" in cli("tune", *tune, "--submit-only").output
+    cli("tune", *tune, "--submit-only")  # submitted twice: still 4 trials per study
     done = finish(workers)
-    assert sum(done.values()) == len(specs)
     study = check_grid(storage, name, mlflow_server, specs)
+    assert check_tune(storage, TUNE_STUDIES, mlflow_server, 4) == 0
+    assert sum(done.values()) == len(specs) + 2 * 4
     by_worker = Counter(t.user_attrs["suite.worker"].rsplit(":", 1)[1] for t in study.get_trials())
     assert {int(p) for p in by_worker} <= {w.pid for w in workers}
     assert len(by_worker) >= 2, f"the trials were not shared: {by_worker}"
-    other = [*GRID_FLAGS[:-2], "--experiment", "scale", "--tracking-uri", mlflow_server, "--storage", storage,
-             "--study", name, "--submit-only"]
+    # the same tune command, not submit-only: nothing left to run, it writes the report
+    out = cli("tune", *tune, "--device", "cpu", "--workers", "1").output
+    assert "| 16 |" in out and "| 64 |" in out
+    assert check_tune(storage, TUNE_STUDIES, mlflow_server, 4) == 0
+    other = [*GRID_FLAGS[:-2], "--experiment", "scale", *where, "--study", name, "--submit-only"]
     result = cli("run", *other, ok=False)
     assert result.exit_code == 2 and "holds another grid" in result.output
 
 
-def kill_one_worker_mid_trial(tmp_path, storage: str, tracking: str, worker_args=()):
-    """Three workers on a grid; SIGKILL one while it is inside a trial (its MLflow run started).
-    The trial is failed and retried, every spec still runs exactly once."""
-    specs = grid_specs(3, epochs=12)
-    name = "grid-kill"
-    submit_grid(specs, storage, experiment="scale-kill", tracking_uri=tracking, study_name=name)
-    workers = [start_worker(storage, tmp_path, "--study", name, *worker_args) for _ in range(3)]
+def kill_one_worker_mid_trial(tmp_path, cli, storage: str, tracking: str, kind: str, worker_args=()):
+    """Three workers on a grid or on tuning studies; SIGKILL one while its MLflow run is
+    running. Its trial is failed and retried: every spec / slot still runs exactly once."""
+    if kind == "grid":
+        specs = grid_specs(3, epochs=12)
+        names = ["grid-kill"]
+        cli("run", "--batch-size", "16,32", "--seeds", "3", "--epochs", "12", "--set", "problem.n=2000",
+            "--experiment", "scale-kill", "--tracking-uri", tracking, "--storage", storage, "--study", names[0],
+            "--submit-only")
+    else:
+        names = TUNE_STUDIES
+        cli("tune", *TUNE_FLAGS, "--budget", "epochs:15", "--experiment", "scale-kill-tune", "--tracking-uri",
+            tracking, "--storage", storage, "--submit-only")
+    workers = [start_worker(storage, tmp_path, *[a for n in names for a in ("--study", n)], *worker_args)
+               for _ in range(3)]
     victim = workers[0]
-    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    client = MlflowClient(tracking_uri=tracking)
+    owner = f"{platform.node()}:{victim.pid}"
 
-    def victim_in_mlflow_run():
-        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.user_attrs.get("suite.worker", "").endswith(f":{victim.pid}") and RUN_ID in t.user_attrs]
+    def victim_running():
+        return [r for e in client.search_experiments() for r in client.search_runs(
+            [e.experiment_id], f"tags.`suite.owner` = '{owner}' and attributes.status = 'RUNNING'")]
 
-    (trial,) = wait_for(victim_in_mlflow_run, 120, "the victim to be in the middle of a trial")
+    (run,) = wait_for(victim_running, 120, "the victim to be in the middle of a run")
     victim.send_signal(signal.SIGKILL)
     done = finish(workers)
     assert victim.pid not in done
-    check_grid(storage, name, tracking, specs, killed=1)
-    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    assert [t.number for t in failed] == [trial.number]
-    retry = [t for t in study.get_trials(deepcopy=False) if t.system_attrs.get("failed_trial") == trial.number]
-    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
-    assert retry[0].user_attrs["suite.spec_hash"] == trial.user_attrs["suite.spec_hash"]
-    dead = MlflowClient(tracking_uri=tracking).get_run(trial.user_attrs[RUN_ID])
+    if kind == "grid":
+        study = check_grid(storage, names[0], tracking, specs, killed=1)
+        (lost,) = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        assert lost.user_attrs[RUN_ID] == run.info.run_id
+    else:
+        assert check_tune(storage, names, tracking, 4) == 1
+        study = optuna.load_study(study_name=run.data.tags["suite.study"], storage=open_storage(storage))
+        (lost,) = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        assert int(run.data.tags["suite.trial"]) == lost.number
+    retry = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("suite.retry_of") == [lost.number]]
+    assert len(retry) == 1 and retry[0].state != TrialState.FAIL
+    assert retry[0].user_attrs["suite.key"] == lost.user_attrs["suite.key"]
+    dead = client.get_run(run.info.run_id)
     assert dead.info.status == "KILLED" and dead.data.tags["suite.status"] == "interrupted"
 
 
 @pytest.mark.slow
 @needs_pg
-def test_sigkill_of_a_worker_mid_trial_loses_nothing(tmp_path, pg_database, mlflow_server):
+@pytest.mark.parametrize("kind", ["grid", "tune"])
+def test_sigkill_of_a_worker_mid_trial_loses_nothing(tmp_path, cli, pg_database, mlflow_server, kind):
     """Through Optuna's heartbeat: the silent trial is failed after the grace period and retried."""
-    kill_one_worker_mid_trial(tmp_path, pg_database(), mlflow_server, HEARTBEAT)
+    kill_one_worker_mid_trial(tmp_path, cli, pg_database(), mlflow_server, kind, HEARTBEAT)
 
 
 @pytest.mark.slow
-def test_sigkill_of_a_worker_on_the_local_default_storage_loses_nothing(tmp_path):
+def test_sigkill_of_a_worker_on_the_local_default_storage_loses_nothing(tmp_path, cli):
     """A journal file has no heartbeat: a trial whose worker process on this host is gone is lost."""
-    kill_one_worker_mid_trial(tmp_path, str(tmp_path / "optuna.journal"), f"sqlite:///{tmp_path}/mlflow.db")
+    kill_one_worker_mid_trial(tmp_path, cli, str(tmp_path / "optuna.journal"), f"sqlite:///{tmp_path}/mlflow.db",
+                              "grid")
 
 
 @pytest.mark.slow
