@@ -31,7 +31,7 @@ from suite.registry import get_registry
 from suite.spec import RunSpec
 from suite.stores import StoreError, describe, open_storage
 from suite.tracking import TAG_HASH, TAG_OWNER, TAG_STATUS, Tracker
-from suite.worker import KIND, READY, TrialFailed, WorkerContext, register_kind
+from suite.worker import KEY, KIND, READY, TrialFailed, WorkerContext, register_kind
 
 SPEC = "suite.spec"
 RUN_ID = "suite.mlflow_run_id"
@@ -86,7 +86,7 @@ def submit_grid(
     }.items():
         study.set_user_attr(key, value)
     for spec in unique:
-        study.enqueue_trial({}, user_attrs={SPEC: spec.to_json(), TAG_HASH: spec.hash})
+        study.enqueue_trial({}, user_attrs={SPEC: spec.to_json(), TAG_HASH: spec.hash, KEY: spec.hash})
     study.set_user_attr(READY, True)
     return name, True
 
