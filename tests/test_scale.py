@@ -30,6 +30,8 @@ from suite.grid_study import RUN_ID
 from suite.registry import get_registry
 from suite.spec import resolve_spec
 from suite.stores import open_storage
+from suite.worker import KEY, KIND, READY, Worker, WorkerContext, register_kind
+from tests.conftest import runs_of
 
 BIN = Path(sys.executable).parent
 PG_URL = os.environ.get("SUITE_TEST_PG_URL")
@@ -342,6 +344,18 @@ def test_three_workers_share_a_grid_on_the_local_default_storage(tmp_path):
     done = finish(workers)
     assert sum(done.values()) + mine == len(specs)
     check_grid(str(tmp_path / storage), name, tracking, specs)
+    # a larger grid in a new study: the specs already in MLflow are not run again
+    more = subprocess.run(
+        [str(BIN / "suite"), "run", *GRID_FLAGS[2:], "--seeds", "5", "--experiment", "local", "--storage", storage,
+         "--device", "cpu", "--workers", "1"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=240,
+    )
+    assert more.returncode == 0, more.stdout + more.stderr
+    assert more.stdout.count("10 runs: 10 done") == 1
+    assert (more.stdout + more.stderr).count("already in MLflow, not run again") == len(specs)
+    client = MlflowClient(tracking_uri=tracking)
+    runs = runs_of(client, "local", "tags.`suite.kind` = 'run'")
+    assert len(runs) == 10 == len({r.data.tags["suite.spec_hash"] for r in runs})
 
 
 # -- fast failures ----------------------------------------------------------------------------
@@ -382,3 +396,20 @@ def test_wrong_postgres_password_is_a_one_line_error(cli):
     url = make_url(PG_URL).set(password="wrong-password").render_as_string(hide_password=False)
     line = _one_line_error(cli("worker", "--storage", url, ok=False))
     assert "password authentication failed" in line
+
+
+def test_a_key_enqueued_twice_runs_once(tmp_path):
+    """Two submitters racing may enqueue one key twice: the later trial is dropped when claimed."""
+    storage = open_storage(str(tmp_path / "keys.journal"))
+    study = optuna.create_study(storage=storage, study_name="keys")
+    study.set_user_attr(KIND, "test-keys")
+    for key in ["a", "b", "a", "c", "b"]:
+        study.enqueue_trial({}, user_attrs={KEY: key})
+    study.set_user_attr(READY, True)
+    ran: list[str] = []
+    register_kind("test-keys", lambda study, ctx: lambda trial: ran.append(trial.user_attrs[KEY]) or 0.0)
+    summary = Worker(str(tmp_path / "keys.journal"), ["keys"], WorkerContext(quiet=True)).run()
+    assert sorted(ran) == ["a", "b", "c"]
+    assert summary.states == Counter({"complete": 3, "duplicate (dropped)": 2})
+    dropped = {t.number: t.user_attrs["suite.duplicate_of"] for t in study.get_trials() if t.state == TrialState.FAIL}
+    assert dropped == {2: 0, 4: 1}
