@@ -318,14 +318,23 @@ class Worker:
                 self.ctx.say(f"[{self.ctx.label}] {name} trial {trial.number} failed: {exc}")
             except optuna.TrialPruned:
                 state = TrialState.PRUNED
-            except BaseException:
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            except BaseException:  # interrupted, or the tracking store failed: not the run's fault
+                self._give_back(study, trial)
                 raise
         if state == TrialState.COMPLETE:
             study.tell(trial, value, skip_if_finished=True)
         else:
             study.tell(trial, state=state, skip_if_finished=True)
         self.summary.states[state.name.lower()] += 1
+
+    def _give_back(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """Fail a trial this worker cannot finish and enqueue it again, as if its worker were lost."""
+        with contextlib.suppress(Exception):
+            frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            if frozen.state == TrialState.FAIL and STATUS not in frozen.user_attrs:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, frozen)
 
     def _finished(self, name: str) -> None:
         """Let the study's runner close what belongs to the whole study once nothing is pending."""

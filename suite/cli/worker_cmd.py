@@ -19,9 +19,15 @@ def _work(storage: str, studies: Sequence[str], device: str, tracking_uri: str |
           policy: HeartbeatPolicy, wait: bool, threads: int) -> str:
     import torch
 
+    from suite.dispatch import terminate_on_sigterm
+
     torch.set_num_threads(threads)
     ctx = WorkerContext(device=device, tracking_uri=tracking_uri, quiet=quiet, echo=click.echo)
-    return run_worker(storage, studies, ctx, heartbeat_policy=policy, wait=wait).line()
+    restore = terminate_on_sigterm()  # `kill` gives the trial in hand back at once
+    try:
+        return run_worker(storage, studies, ctx, heartbeat_policy=policy, wait=wait).line()
+    finally:
+        restore()
 
 
 def run_workers(url: str, studies: Sequence[str], devices: Sequence[str], *, tracking_uri: str | None = None,
