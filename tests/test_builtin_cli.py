@@ -26,7 +26,8 @@ def test_every_problem_runs_with_its_default_components(cli, mlflow_client):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--scheduler", "step", "--set", "scheduler.gamma=0"], "scheduler.gamma=0.0 is out of range: must be in (0, 1]"),
+        (["--scheduler", "step", "--set", "scheduler.gamma=0"],
+         "scheduler.gamma=0.0 is out of range: must be in (0, 1]"),
         (["--scheduler", "exponential", "--set", "scheduler.gamma=1.5"], "scheduler.gamma=1.5 is out of range"),
         (["--averager", "ema", "--set", "averager.decay=1"], "averager.decay=1.0 is out of range: must be in [0, 1)"),
         (["--averager", "ema", "--set", "averager.decay=-0.1"], "averager.decay=-0.1 is out of range"),
