@@ -122,3 +122,25 @@ def test_theory_risk_follows_the_runs_lr_schedule():
     for step, m in result.history:
         assert m["theory_risk"] == pytest.approx(traj[step], rel=1e-9)
     assert result.history[-1][1]["lr"] < LR / 100  # the schedule really decayed
+
+
+def test_theory_risk_tracks_a_run_with_every_ingredient():
+    """precond + momentum + weight decay + a decaying schedule + SWA: per seed, the measured
+    risks (time-averaged) minus the logged predictions average to zero within 3 standard errors."""
+    overrides = {"problem.dim": DIM, "optimizer.lr": 0.3, "optimizer.p": 0.5, "optimizer.momentum": 0.5,
+                 "optimizer.weight_decay": 0.01, "averager.start": 0.3, "scheduler.gamma": 0.99}
+    comps = {"problem": "nqm", "optimizer": "precond", "averager": "swa", "scheduler": "exponential"}
+    pairs = {"val_loss": "theory_risk", "avg_val_loss": "theory_avg_risk"}
+    diffs: dict[str, list[float]] = {k: [] for k in pairs}
+    predicted: dict[str, list[float]] = {k: [] for k in pairs}
+    for seed in range(16):
+        result = train(spec_of(comps, overrides, batch_size=B, steps=400, eval_every=4, seed=seed))
+        assert result.status == "completed", result.reason
+        rows = [m for step, m in result.history if step >= 150]
+        for measured, theory in pairs.items():
+            diffs[measured].append(np.mean([m[measured] - m[theory] for m in rows]))
+            predicted[measured].append(np.mean([m[theory] for m in rows]))
+    for k in pairs:
+        mean, se = np.mean(diffs[k]), np.std(diffs[k], ddof=1) / np.sqrt(len(diffs[k]))
+        assert 3 * se < 0.25 * np.mean(predicted[k]), (k, se)  # the test can see a 25% error
+        assert abs(mean) < 3 * se, (k, mean, se)
