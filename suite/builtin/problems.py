@@ -398,8 +398,7 @@ def suite_register_problems(register):
     register(
         name="nqm",
         factory=make_nqm,
-        description="Noisy quadratic model: h_i=1/i, gradient noise N(0, noise·H/B), θ₀~N(0,I); "
-                    "budget in --steps; val_loss is the exact risk; logs theory_risk",
+        description="Noisy quadratic model: h_i=1/i, gradient noise N(0, noise·H/B); exact risk; --steps",
         params=[
             Param("dim", 100, "dimension d (the paper uses 10⁴)", low=1),
             Param("noise", 1.0, "gradient covariance C = noise · H", low=0.0),
