@@ -78,6 +78,7 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     sink = TrackerSink(tracker, registry, parents, echo)
     settings = tune_workers.Settings(req.storage, req.study_seed, req.pruner)
     n = len(req.devices)
+    restore = tune_workers.terminate_on_sigterm()
     try:
         jobs: list[list] = [[] for _ in range(n)]
         for plan in req.plans:
@@ -106,6 +107,8 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
         for run_id in [*parents.values(), report_run]:
             tracker.mark(run_id, "interrupted", "tuning did not finish")
         raise
+    finally:
+        restore()
     return Outcome(summaries, md, csv_text, label, tracker.experiment_name, tracker.tracking_uri, report_run)
 
 

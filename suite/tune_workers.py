@@ -15,7 +15,7 @@ import os
 import queue
 import signal
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,6 +218,20 @@ def worker_main(wid: int, device: str, threads: int, jobs: list, settings: Setti
     except Exception:
         error = traceback.format_exc()
     events.put((wid, "exit", (error,) if error else ()))
+
+
+def terminate_on_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into KeyboardInterrupt, so a terminated ``suite tune`` marks its unfinished
+    runs and trials as interrupted; returns a function that restores the previous handler."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _die_with_parent() -> None:

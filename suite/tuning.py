@@ -566,7 +566,7 @@ def format_value(v: Any) -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return str(v)
     if isinstance(v, int) or v == 0:
-        return str(v)
+        return str(int(v))
     return f"{v:.3g}"
 
 

@@ -126,6 +126,23 @@ def test_plans_are_validated_before_anything_runs():
         plan_studies(reg, batch_sizes=[8], **{**kw, "seeds": 0})
 
 
+def test_interrupted_trials_do_not_count():
+    import optuna
+    from optuna.trial import TrialState
+
+    from suite.tuning import ATTR_STATUS, n_counted
+
+    study = optuna.create_study()
+    study.tell(study.ask(), 1.0)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    t = study.ask()
+    t.set_user_attr(ATTR_STATUS, "failed")
+    study.tell(t, state=TrialState.FAIL)  # failed in plugin code: counts
+    study.tell(study.ask(), state=TrialState.FAIL)  # interrupted: redone on the next invocation
+    study.ask()  # running
+    assert n_counted(study) == 3
+
+
 def test_variant_names_and_shares():
     v = Variant("sgd", "cosine", "ema", "shuffle")
     assert v.name == "sgd-cosine-ema-shuffle"

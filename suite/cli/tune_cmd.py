@@ -10,7 +10,7 @@ from suite.errors import SuiteError
 from suite.registry import Registry, get_registry
 from suite.spec import parse_assignment
 
-DEFAULT_EPOCHS = "epochs:5"
+DEFAULT_EPOCHS = "epochs:10"
 DEFAULT_STEPS = "steps:500"
 
 
@@ -45,12 +45,12 @@ def _default_budget(registry: Registry, problem: str, fixed: dict[str, str]) -> 
 
 @click.command()
 @click.option("--problem", default="logistic", show_default=True, help="Problem(s), comma-separated.")
-@click.option("--optimizer", default="sgd", show_default=True, help="Optimizer variants, comma-separated.")
+@click.option("--optimizer", default="sgd,precond", show_default=True, help="Optimizer variants, comma-separated.")
 @click.option("--scheduler", default="constant", show_default=True, help="Scheduler variants.")
 @click.option("--averager", default="none", show_default=True, help="Averager variants.")
 @click.option("--sampler", default="shuffle", show_default=True, help="Sampler variants.")
 @click.option("--batch-size", "batch_sizes", default="8,64,512", show_default=True, help="Batch sizes.")
-@click.option("--trials", type=int, default=16, show_default=True, help="Trials per study (pruned included).")
+@click.option("--trials", type=int, default=30, show_default=True, help="Trials per study (pruned included).")
 @click.option("--budget", default=None,
               help=f"Each trial's budget: epochs:N or steps:N (default {DEFAULT_EPOCHS}; {DEFAULT_STEPS} "
                    "for a problem without a data set).")
