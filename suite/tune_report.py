@@ -70,7 +70,7 @@ class StudySummary:
         if self.best_value is None:
             return f"— (no completed trial of {self.n_counted})"
         params = " ".join(f"{short_name(k)}={format_value(v)}" for k, v in self.best_params.items())
-        value = f"{self.reeval.text} (tuned {self.best_value:.4g})" if self.reeval else f"{self.best_value:.4g}"
+        value = f"{self.reeval.text}, tuned {self.best_value:.4g}" if self.reeval else f"{self.best_value:.4g}"
         return f"{value} ({params})" if params else value
 
     def to_dict(self) -> dict[str, Any]:

@@ -54,6 +54,7 @@ class Outcome:
     experiment: str
     tracking_uri: str
     report_run_id: str
+    troubles: list[str]  # workers that died or raised
 
 
 def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -> Outcome:
@@ -88,8 +89,8 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
             for i, share in enumerate(shares(remaining, n)):
                 if share:
                     jobs[i].append(tune_workers.TuneJob(plan, share, req.trials))
-        tune_workers.run(jobs, req.devices, settings, sink)
-        reevals = _reevaluate(req, registry, storage, sink, settings) if req.reevaluate else {}
+        troubles = tune_workers.run(jobs, req.devices, settings, sink)
+        reevals = _reevaluate(req, registry, storage, sink, settings, troubles) if req.reevaluate else {}
         summaries = []
         for plan in req.plans:
             study = studies[plan.name]
@@ -109,11 +110,12 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
         raise
     finally:
         restore()
-    return Outcome(summaries, md, csv_text, label, tracker.experiment_name, tracker.tracking_uri, report_run)
+    return Outcome(summaries, md, csv_text, label, tracker.experiment_name, tracker.tracking_uri, report_run,
+                   troubles)
 
 
-def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink,
-                settings: tune_workers.Settings) -> dict[str, tune_report.Reeval]:
+def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, settings: tune_workers.Settings,
+                troubles: list[str]) -> dict[str, tune_report.Reeval]:
     """Re-run each study's best configuration on K fresh seeds, spread over the workers."""
     n = len(req.devices)
     jobs: list[list] = [[] for _ in range(n)]
@@ -129,7 +131,7 @@ def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink,
             jobs[i % n].append(tune_workers.SpecJob(key, plan.name, spec, tags))
             keys.setdefault(plan.name, []).append(key)
             i += 1
-    tune_workers.run(jobs, req.devices, settings, sink)
+    troubles += tune_workers.run(jobs, req.devices, settings, sink)
     out = {}
     for name, items in keys.items():
         plan = next(p for p in req.plans if p.name == name)

@@ -82,24 +82,28 @@ def run_job(job: TuneJob | SpecJob, settings: Settings, storage: Any, registry: 
     sink.done(job.key, result)
 
 
-def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], settings: Settings, sink: Any) -> None:
+def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], settings: Settings,
+        sink: Any) -> list[str]:
     """Run ``jobs[i]`` on ``devices[i]``: in this process when there is one device entry, else
-    in one worker process per entry. ``sink`` receives every event (in this process)."""
+    in one worker process per entry. ``sink`` receives every event (in this process).
+
+    Returns one line per worker that died or raised (its unfinished runs are marked
+    interrupted and its running trials failed, so a rerun redoes them); the others go on."""
     from suite.registry import get_registry
     from suite.tuning import open_storage
 
     active = [(d, j) for d, j in zip(devices, jobs, strict=True) if j]
     if not active:
-        return
+        return []
     if len(devices) == 1:
         storage = open_storage(settings.storage)
         registry = get_registry()
         for job in active[0][1]:
             run_job(job, settings, storage, registry, _pin(devices[0]), sink, worker=0)
-        return
+        return []
     pool = _Pool(settings, sink)
     try:
-        pool.run(active)
+        return pool.run(active)
     finally:
         from suite.tuning import fail_orphan_trials
 
@@ -128,7 +132,7 @@ class _Pool:
         self.procs: dict[int, Any] = {}
         self.in_flight: dict[int, set[str]] = {}
 
-    def run(self, active: list[tuple[str, Sequence[Any]]]) -> None:
+    def run(self, active: list[tuple[str, Sequence[Any]]]) -> list[str]:
         n_cpu = sum(1 for d, _ in active if d == "cpu")
         threads = max(1, (os.cpu_count() or 1) // max(1, n_cpu))
         errors: list[str] = []
@@ -152,7 +156,7 @@ class _Pool:
                 if method == "exit":
                     running.discard(wid)
                     if args:
-                        errors.append(args[0])
+                        self._lost(wid, f"worker {wid} failed: {args[0].strip().splitlines()[-1]}", errors)
                     continue
                 self._track(wid, method, args)
                 getattr(self.sink, method)(*args)
@@ -163,10 +167,7 @@ class _Pool:
             raise
         finally:
             self._stop()
-        if errors:
-            from suite.errors import SuiteError
-
-            raise SuiteError("a tuning worker failed: " + errors[0].strip().splitlines()[-1])
+        return errors
 
     def _track(self, wid: int, method: str, args: tuple) -> None:
         if method == "start":

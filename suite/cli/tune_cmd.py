@@ -3,6 +3,8 @@ which choice wins where."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from suite.cli.common import tracking_options
@@ -113,6 +115,12 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
     echo = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
     outcome = run_session(request, registry, echo)
     click.echo(outcome.markdown, nl=False)
-    click.echo(f"\n{len(plans)} studies in Optuna storage {outcome.storage}; MLflow experiment "
+    for line in outcome.troubles:
+        click.echo(f"{line}; its unfinished trials are not counted: rerun the same command to complete them",
+                   err=True)
+    studies = "1 study" if len(plans) == 1 else f"{len(plans)} studies"
+    click.echo(f"\n{studies} in Optuna storage {outcome.storage}; MLflow experiment "
                f"{outcome.experiment!r} at {outcome.tracking_uri}: report on run {outcome.report_run_id} "
                "(table.md, table.csv, figures; browse with `make ui`)")
+    if outcome.troubles:
+        sys.exit(1)
