@@ -17,12 +17,14 @@ from suite.tune_tracking import (
     study_parent,
 )
 from suite.tuning import (
+    ATTR_UID,
     Objective,
     StudyPlan,
     best_trial,
-    create_or_check,
+    check_settings,
     n_counted,
     open_storage,
+    open_study,
     reevaluation_specs,
     shares,
     storage_label,
@@ -63,11 +65,13 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(req.storage)
-    studies = {plan.name: create_or_check(storage, plan) for plan in req.plans}
+    check_settings(storage, req.plans)
     tracker = Tracker(req.experiment, req.tracking_uri)  # the experiment exists before any worker starts
+    studies = {plan.name: open_study(storage, plan) for plan in req.plans}
     label = storage_label(req.storage)
-    parents = {plan.name: study_parent(tracker, plan, trials=req.trials, pruner=req.pruner,
-                                       study_seed=req.study_seed, storage=label) for plan in req.plans}
+    parents = {plan.name: study_parent(tracker, plan, studies[plan.name].user_attrs[ATTR_UID], trials=req.trials,
+                                       pruner=req.pruner, study_seed=req.study_seed, storage=label)
+               for plan in req.plans}
     problems = list(dict.fromkeys(p.problem for p in req.plans))
     report_run = start_tune_run(
         tracker, f"tune-{'+'.join(problems)}",
@@ -117,12 +121,14 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
 def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, settings: tune_workers.Settings,
                 troubles: list[str]) -> dict[str, tune_report.Reeval]:
     """Re-run each study's best configuration on K fresh seeds, spread over the workers."""
+    import optuna
+
     n = len(req.devices)
     jobs: list[list] = [[] for _ in range(n)]
     keys: dict[str, list[str]] = {}
     i = 0
     for plan in req.plans:
-        best = best_trial(open_study(storage, plan))
+        best = best_trial(optuna.load_study(study_name=plan.name, storage=storage))
         if best is None:
             continue
         for spec in reevaluation_specs(plan, best, registry, req.reevaluate):
@@ -144,9 +150,3 @@ def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, se
             values.append(plan.objective.value(result, result.history[-1][0]))
         out[name] = tune_report.Reeval(values, diverged)
     return out
-
-
-def open_study(storage, plan: StudyPlan):
-    import optuna
-
-    return optuna.load_study(study_name=plan.name, storage=storage)

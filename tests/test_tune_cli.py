@@ -128,6 +128,10 @@ def test_rerun_adds_no_trials_and_more_trials_continue(cli, workdir, mlflow_clie
     res = cli(*[a if a != "epochs:2" else "epochs:3" for a in args], ok=False)
     assert res.exit_code == 2 and "exists with other settings" in res.output and "budget" in res.output
     assert len(kinds(mlflow_client, "linreg", "trial")) == 12
+    # the same study names in another storage are other studies, with parents of their own
+    cli(*args[:-1], "2", "--storage", str(workdir / "other.journal"))
+    assert len(kinds(mlflow_client, "linreg", "study")) == 4
+    assert len(kinds(mlflow_client, "linreg", "trial")) == 16
 
 
 @pytest.mark.slow
