@@ -77,6 +77,13 @@ def test_search_space_comes_from_registrations():
     assert kept["optimizer.momentum"].transform == "one_minus"
 
 
+def test_plugin_components_are_tuned_from_their_registration():
+    """An installed plugin's optimizer (suite-adaptive's adam) is tuned with no tuning code."""
+    space = search_space(get_registry(), {**SGD, "optimizer": "adam"})
+    assert {"optimizer.lr", "optimizer.beta1", "optimizer.beta2", "optimizer.weight_decay"} == set(space)
+    assert space["optimizer.beta2"].transform == "one_minus"
+
+
 @pytest.mark.parametrize(
     "text, fragment",
     [
