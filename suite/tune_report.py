@@ -70,7 +70,7 @@ class StudySummary:
         if self.best_value is None:
             return f"— (no completed trial of {self.n_counted})"
         params = " ".join(f"{short_name(k)}={format_value(v)}" for k, v in self.best_params.items())
-        value = f"{self.reeval.text} (tuned {self.best_value:.4g})" if self.reeval else f"{self.best_value:.4g}"
+        value = f"{self.reeval.text}, tuned {self.best_value:.4g}" if self.reeval else f"{self.best_value:.4g}"
         return f"{value} ({params})" if params else value
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,7 +118,10 @@ def markdown(summaries: Sequence[StudySummary], objective_label: str) -> str:
             lines.append(f"| {b} | " + " | ".join(cells.get((b, v), "") for v in variants) + " |")
         winners = _winners(items, sizes)
         if len(variants) > 1 and winners:
-            lines += ["", "Best variant per batch size: " + "; ".join(f"b{b}: {w}" for b, w in winners)]
+            basis = ("re-evaluated means" if all(s.reeval for s in items)
+                     else "best tuned values, one draw each: --reevaluate K gives mean ± std over fresh seeds")
+            lines += ["", "Best variant per batch size: " + "; ".join(f"b{b}: {w}" for b, w in winners)
+                      + f" ({basis})"]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

@@ -18,11 +18,13 @@ from suite.tune_tracking import (
     study_parent,
 )
 from suite.tuning import (
+    ATTR_UID,
     Objective,
     StudyPlan,
     best_trial,
-    create_or_check,
+    check_settings,
     open_storage,
+    open_study,
     reevaluation_specs,
     storage_label,
 )
@@ -55,6 +57,7 @@ class Outcome:
     experiment: str
     tracking_uri: str
     report_run_id: str
+    troubles: list[str]  # workers that died or raised
 
 
 def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -> Outcome | None:
@@ -64,11 +67,13 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(req.storage)
-    studies = {plan.name: create_or_check(storage, plan) for plan in req.plans}
+    check_settings(storage, req.plans)
     tracker = Tracker(req.experiment, req.tracking_uri)  # the experiment exists before any worker starts
+    studies = {plan.name: open_study(storage, plan) for plan in req.plans}
     label = storage_label(req.storage)
-    parents = {plan.name: study_parent(tracker, plan, trials=req.trials, pruner=req.pruner,
-                                       study_seed=req.study_seed, storage=label) for plan in req.plans}
+    parents = {plan.name: study_parent(tracker, plan, studies[plan.name].user_attrs[ATTR_UID], trials=req.trials,
+                                       pruner=req.pruner, study_seed=req.study_seed, storage=label)
+               for plan in req.plans}
     for plan in req.plans:  # enqueue the trials still to do, for any worker anywhere to claim
         added = tune_study.share(studies[plan.name], trials=req.trials, pruner=req.pruner,
                                  study_seed=req.study_seed, experiment=tracker.experiment_name,
@@ -88,11 +93,12 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     sink = TrackerSink(tracker, registry, parents, echo)
     settings = tune_workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat)
     n = len(req.devices)
+    restore = tune_workers.terminate_on_sigterm()
     try:
         # every worker works on every study, each starting at another one
         jobs = [[tune_workers.TuneJob(p) for p in [*req.plans[i:], *req.plans[:i]]] for i in range(n)]
-        tune_workers.run(jobs, req.devices, settings, sink)
-        reevals = _reevaluate(req, registry, storage, sink, settings) if req.reevaluate else {}
+        troubles = tune_workers.run(jobs, req.devices, settings, sink)
+        reevals = _reevaluate(req, registry, storage, sink, settings, troubles) if req.reevaluate else {}
         summaries = []
         for plan in req.plans:
             study = studies[plan.name]
@@ -110,18 +116,23 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
         for run_id in [*parents.values(), report_run]:
             tracker.mark(run_id, "interrupted", "tuning did not finish")
         raise
-    return Outcome(summaries, md, csv_text, label, tracker.experiment_name, tracker.tracking_uri, report_run)
+    finally:
+        restore()
+    return Outcome(summaries, md, csv_text, label, tracker.experiment_name, tracker.tracking_uri, report_run,
+                   troubles)
 
 
-def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink,
-                settings: tune_workers.Settings) -> dict[str, tune_report.Reeval]:
+def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, settings: tune_workers.Settings,
+                troubles: list[str]) -> dict[str, tune_report.Reeval]:
     """Re-run each study's best configuration on K fresh seeds, spread over the workers."""
+    import optuna
+
     n = len(req.devices)
     jobs: list[list] = [[] for _ in range(n)]
     keys: dict[str, list[str]] = {}
     i = 0
     for plan in req.plans:
-        best = best_trial(open_study(storage, plan))
+        best = best_trial(optuna.load_study(study_name=plan.name, storage=storage))
         if best is None:
             continue
         for spec in reevaluation_specs(plan, best, registry, req.reevaluate):
@@ -130,7 +141,7 @@ def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink,
             jobs[i % n].append(tune_workers.SpecJob(key, plan.name, spec, tags))
             keys.setdefault(plan.name, []).append(key)
             i += 1
-    tune_workers.run(jobs, req.devices, settings, sink)
+    troubles += tune_workers.run(jobs, req.devices, settings, sink)
     out = {}
     for name, items in keys.items():
         plan = next(p for p in req.plans if p.name == name)
@@ -143,9 +154,3 @@ def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink,
             values.append(plan.objective.value(result, result.history[-1][0]))
         out[name] = tune_report.Reeval(values, diverged)
     return out
-
-
-def open_study(storage, plan: StudyPlan):
-    import optuna
-
-    return optuna.load_study(study_name=plan.name, storage=storage)

@@ -1,6 +1,6 @@
 """MLflow side of tuning: a parent run per study, a child run per trial run, done by the suite.
 
-* Study parent run: tags ``suite.kind=study``, ``suite.study=<name>``; params = the study's
+* Study parent run: tags ``suite.kind=study``, ``suite.study=<name>``, ``suite.study_uid``; params = the study's
   settings (problem, components, batch size, budget, objective, seeds, search space, fixed
   values), which cannot change for a study; tags for what may change between invocations
   (``suite.trials_requested``, ``suite.pruner``, ``suite.study_seed``). The same parent is
@@ -31,6 +31,7 @@ from suite.spec import RunSpec
 from suite.tracking import TAG_KIND, TAG_STATUS, TAG_VERSION, Tracker
 
 TAG_STUDY = "suite.study"
+TAG_UID = "suite.study_uid"
 
 
 class TrackerSink:
@@ -67,12 +68,15 @@ class TrackerSink:
         self._echo(line)
 
 
-def study_parent(tracker: Tracker, plan: Any, *, trials: int, pruner: str, study_seed: int | None,
+def study_parent(tracker: Tracker, plan: Any, uid: str, *, trials: int, pruner: str, study_seed: int | None,
                  storage: str) -> str:
-    """Find the study's parent run (resume) or create it; mark it running; return its id."""
+    """Find the study's parent run (resume) or create it; mark it running; return its id.
+
+    The parent is found by the Optuna study's uid (tag ``suite.study_uid``), not only by its
+    name: a study of the same name in another storage gets a parent of its own."""
     client = tracker.client
     found = client.search_runs(
-        [tracker.experiment_id], f"tags.`{TAG_KIND}` = 'study' AND tags.`{TAG_STUDY}` = '{plan.name}'",
+        [tracker.experiment_id], f"tags.`{TAG_KIND}` = 'study' AND tags.`{TAG_UID}` = '{uid}'",
         max_results=1, order_by=["attributes.start_time ASC"],
     )
     tags = {"suite.trials_requested": trials, "suite.pruner": pruner, "suite.study_seed": study_seed,
@@ -82,7 +86,8 @@ def study_parent(tracker: Tracker, plan: Any, *, trials: int, pruner: str, study
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         return run_id
-    all_tags = {MLFLOW_RUN_NAME: plan.name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_VERSION: suite.__version__,
+    all_tags = {MLFLOW_RUN_NAME: plan.name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_UID: uid,
+                TAG_VERSION: suite.__version__,
                 "suite.problem": plan.problem, "suite.variant": plan.variant.name,
                 "suite.batch_size": plan.batch_size, **tags}
     run = client.create_run(tracker.experiment_id, tags={k: str(v) for k, v in all_tags.items()})

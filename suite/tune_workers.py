@@ -15,7 +15,7 @@ import os
 import queue
 import signal
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,24 +81,28 @@ def run_job(job: TuneJob | SpecJob, settings: Settings, storage: Any, registry: 
     sink.done(job.key, result)
 
 
-def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], settings: Settings, sink: Any) -> None:
+def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], settings: Settings,
+        sink: Any) -> list[str]:
     """Run ``jobs[i]`` on ``devices[i]``: in this process when there is one device entry, else
-    in one worker process per entry. ``sink`` receives every event (in this process)."""
+    in one worker process per entry. ``sink`` receives every event (in this process).
+
+    Returns one line per worker that died or raised (its unfinished runs are marked
+    interrupted and its running trials failed, so a rerun redoes them); the others go on."""
     from suite.registry import get_registry
     from suite.tuning import open_storage
 
     active = [(d, j) for d, j in zip(devices, jobs, strict=True) if j]
     if not active:
-        return
+        return []
     if len(devices) == 1:
         storage = open_storage(settings.storage)
         registry = get_registry()
         for job in active[0][1]:
             run_job(job, settings, storage, registry, _pin(devices[0]), sink, worker=0)
-        return
+        return []
     pool = _Pool(settings, sink)
     try:
-        pool.run(active)
+        return pool.run(active)
     finally:
         from suite.tuning import fail_orphan_trials
 
@@ -127,7 +131,7 @@ class _Pool:
         self.procs: dict[int, Any] = {}
         self.in_flight: dict[int, set[str]] = {}
 
-    def run(self, active: list[tuple[str, Sequence[Any]]]) -> None:
+    def run(self, active: list[tuple[str, Sequence[Any]]]) -> list[str]:
         n_cpu = sum(1 for d, _ in active if d == "cpu")
         threads = max(1, (os.cpu_count() or 1) // max(1, n_cpu))
         errors: list[str] = []
@@ -151,7 +155,7 @@ class _Pool:
                 if method == "exit":
                     running.discard(wid)
                     if args:
-                        errors.append(args[0])
+                        self._lost(wid, f"worker {wid} failed: {args[0].strip().splitlines()[-1]}", errors)
                     continue
                 self._track(wid, method, args)
                 getattr(self.sink, method)(*args)
@@ -162,10 +166,7 @@ class _Pool:
             raise
         finally:
             self._stop()
-        if errors:
-            from suite.errors import SuiteError
-
-            raise SuiteError("a tuning worker failed: " + errors[0].strip().splitlines()[-1])
+        return errors
 
     def _track(self, wid: int, method: str, args: tuple) -> None:
         if method == "start":
@@ -217,6 +218,20 @@ def worker_main(wid: int, device: str, threads: int, jobs: list, settings: Setti
     except Exception:
         error = traceback.format_exc()
     events.put((wid, "exit", (error,) if error else ()))
+
+
+def terminate_on_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into KeyboardInterrupt, so a terminated ``suite tune`` marks its unfinished
+    runs and trials as interrupted; returns a function that restores the previous handler."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _die_with_parent() -> None:

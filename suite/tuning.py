@@ -20,9 +20,10 @@ import itertools
 import json
 import math
 import platform
+import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,6 +47,7 @@ ATTR_STATUS = "suite.status"  # completed | diverged | failed (absent: interrupt
 ATTR_VALUE = "suite.value"
 ATTR_SETTINGS = "suite.settings"
 ATTR_OVERRIDES = "suite.overrides"
+ATTR_UID = "suite.uid"  # identifies a study across invocations (its MLflow parent run carries it)
 
 
 class TuneError(SuiteError):
@@ -316,7 +318,7 @@ def plan_studies(
     for problem in problems:
         for variant in variant_list:
             comps = variant.components(problem)
-            fixed_here = {k: v for k, v in fixed.items() if _has_param(registry, comps, k)}
+            fixed_here = {k: _coerce(registry, comps, k, v) for k, v in fixed.items() if _has_param(registry, comps, k)}
             space = search_space(registry, comps, fixed_here, space_overrides)
             for b in batch_sizes:
                 plan = StudyPlan(problem, variant, int(b), budget, objective, seeds, tuple(space.items()),
@@ -332,6 +334,12 @@ def plan_studies(
             family, _, name = key.partition(".")
             registry.get(family, combos[0][family]).param(name)
     return plans
+
+
+def _coerce(registry: Registry, components: Mapping[str, str], key: str, value: Any) -> Any:
+    """A ``--set`` value as the component's parameter holds it (so ``0`` and ``0.0`` are one setting)."""
+    family, _, name = key.partition(".")
+    return registry.get(family, components[family]).param(name).coerce(value, owner=family)
 
 
 def _has_param(registry: Registry, components: Mapping[str, str], key: str) -> bool:
@@ -378,20 +386,32 @@ def make_sampler(plan: StudyPlan, trials: int, study_seed: int | None, salt: str
         )
 
 
-def create_or_check(storage: optuna.storages.BaseStorage, plan: StudyPlan) -> optuna.Study:
-    """Create the plan's study, or load it and check that it was made with the same settings."""
+def check_settings(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPlan]) -> None:
+    """Refuse to continue an existing study with other settings (its old trial values would not
+    compare with the new ones). Creates nothing."""
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    for plan in plans:
+        if plan.name not in existing:
+            continue
+        stored = existing[plan.name].user_attrs.get(ATTR_SETTINGS)
+        settings = json.loads(json.dumps(plan.settings()))
+        if stored is not None and stored != settings:
+            diff = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
+            shown = "; ".join(f"{k}: stored {stored.get(k)!r}, now {settings.get(k)!r}" for k in diff)
+            raise TuneError(
+                f"study {plan.name!r} exists with other settings ({shown}); rerun with the same settings to "
+                "continue it, or choose another --storage"
+            )
+
+
+def open_study(storage: optuna.storages.BaseStorage, plan: StudyPlan) -> optuna.Study:
+    """Create the plan's study (with its settings and a uid) or load it (call
+    :func:`check_settings` first)."""
     study = optuna.create_study(storage=storage, study_name=plan.name, direction="minimize", load_if_exists=True)
-    settings = json.loads(json.dumps(plan.settings()))
-    stored = study.user_attrs.get(ATTR_SETTINGS)
-    if stored is None:
-        study.set_user_attr(ATTR_SETTINGS, settings)
-    elif stored != settings:
-        diff = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
-        shown = "; ".join(f"{k}: stored {stored.get(k)!r}, now {settings.get(k)!r}" for k in diff)
-        raise TuneError(
-            f"study {plan.name!r} exists with other settings ({shown}); rerun with the same settings to "
-            "continue it, or choose another --storage"
-        )
+    if ATTR_SETTINGS not in study.user_attrs:
+        study.set_user_attr(ATTR_SETTINGS, json.loads(json.dumps(plan.settings())))
+    if ATTR_UID not in study.user_attrs:
+        study.set_user_attr(ATTR_UID, uuid.uuid4().hex)
     return study
 
 
@@ -443,7 +463,6 @@ class TrialObjective:
     device: str
     sink: TrialSink
     worker: str = "main"
-    runs: list[str] = field(default_factory=list)
 
     def __call__(self, trial: optuna.Trial) -> float:
         plan = self.plan
@@ -548,7 +567,7 @@ def format_value(v: Any) -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return str(v)
     if isinstance(v, int) or v == 0:
-        return str(v)
+        return str(int(v))
     return f"{v:.3g}"
 
 

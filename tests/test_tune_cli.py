@@ -14,11 +14,11 @@ from tests.conftest import runs_of, suite_cmd
 
 REQUIRED = ["tune", "--problem", "logistic", "--optimizer", "sgd", "--batch-size", "8,256", "--trials", "12",
             "--budget", "epochs:3"]
-LINREG = ["tune", "--problem", "linreg", "--budget", "epochs:2", "--workers", "1", "--quiet"]
+LINREG = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--budget", "epochs:2", "--workers", "1", "--quiet"]
 
 
-def studies(workdir):
-    storage = optuna.storages.JournalStorage(
+def studies(workdir, storage=None):
+    storage = storage or optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(workdir / ".suite" / "optuna.journal")))
     return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
             for s in optuna.get_all_study_summaries(storage)}
@@ -128,14 +128,20 @@ def test_rerun_adds_no_trials_and_more_trials_continue(cli, workdir, mlflow_clie
     res = cli(*[a if a != "epochs:2" else "epochs:3" for a in args], ok=False)
     assert res.exit_code == 2 and "exists with other settings" in res.output and "budget" in res.output
     assert len(kinds(mlflow_client, "linreg", "trial")) == 12
+    # the same study names in another storage are other studies, with parents of their own
+    cli(*args[:-1], "2", "--storage", str(workdir / "other.journal"))
+    assert len(kinds(mlflow_client, "linreg", "study")) == 4
+    assert len(kinds(mlflow_client, "linreg", "trial")) == 16
 
 
 @pytest.mark.slow
 def test_diverging_trials_do_not_stop_the_study(cli, workdir, mlflow_client):
+    url = f"sqlite:///{workdir}/optuna.db"  # an RDB storage, as PostgreSQL would be
     cli(*LINREG, "--batch-size", "32", "--trials", "8", "--space", "optimizer.lr=log:0.01:100",
         "--set", "optimizer.momentum=0", "--set", "optimizer.weight_decay=0", "--pruner", "none",
-        "--study-seed", "1")
-    (study,) = studies(workdir).values()
+        "--study-seed", "1", "--storage", url)
+    assert not (workdir / ".suite").exists()
+    (study,) = studies(workdir, url).values()
     assert len(study.trials) == 8
     diverged = [t for t in study.trials if t.user_attrs.get("suite.status") == "diverged"]
     assert diverged and all(t.state == TrialState.PRUNED for t in diverged)
@@ -151,11 +157,19 @@ def test_diverging_trials_do_not_stop_the_study(cli, workdir, mlflow_client):
 
 
 @pytest.mark.slow
-def test_reproducible_with_study_seed_and_reevaluation(cli, workdir, tmp_path, monkeypatch, mlflow_client):
-    args = [*LINREG, "--batch-size", "32", "--trials", "5", "--study-seed", "7", "--reevaluate", "2"]
+def test_seeds_reproducibility_and_reevaluation(cli, workdir, tmp_path, monkeypatch, mlflow_client):
+    args = [*LINREG, "--batch-size", "32", "--trials", "5", "--seeds", "2", "--study-seed", "7", "--reevaluate", "2"]
     out = cli(*args).output
     first = {n: [t.params for t in s.trials] for n, s in studies(workdir).items()}
     assert "±" in out
+    (study,) = studies(workdir).values()
+    trial_runs = kinds(mlflow_client, "linreg", "trial")
+    assert len(trial_runs) == 10  # a run per trial and seed
+    for t in study.trials:
+        runs = [r for r in trial_runs if r.data.tags["suite.trial"] == str(t.number)]
+        assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"] or t.state == TrialState.PRUNED
+        if t.state == TrialState.COMPLETE:
+            assert t.value == pytest.approx(sum(t.user_attrs["suite.values"]) / 2)
     (parent,) = kinds(mlflow_client, "linreg", "study")
     reevals = kinds(mlflow_client, "linreg", "reeval")
     assert sorted(r.data.params["seed"] for r in reevals) == ["10000", "10001"]
@@ -173,8 +187,9 @@ def test_reproducible_with_study_seed_and_reevaluation(cli, workdir, tmp_path, m
 @pytest.mark.slow
 def test_two_workers_share_the_studies(workdir, mlflow_client):
     """Two worker processes on one journal storage, logging through the parent (sqlite MLflow)."""
-    res = suite_cmd("tune", "--problem", "linreg", "--budget", "epochs:2", "--batch-size", "16,64", "--trials", "5",
-                    "--device", "cpu", "--workers", "2", "--pruner", "hyperband", cwd=workdir)
+    res = suite_cmd("tune", "--problem", "linreg", "--optimizer", "sgd", "--budget", "epochs:2",
+                    "--batch-size", "16,64", "--trials", "5", "--device", "cpu", "--workers", "2",
+                    "--pruner", "hyperband", cwd=workdir)
     assert res.returncode == 0, res.stderr
     assert "database is locked" not in res.stderr + res.stdout
     found = studies(workdir)

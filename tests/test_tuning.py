@@ -77,6 +77,13 @@ def test_search_space_comes_from_registrations():
     assert kept["optimizer.momentum"].transform == "one_minus"
 
 
+def test_plugin_components_are_tuned_from_their_registration():
+    """An installed plugin's optimizer (suite-adaptive's adam) is tuned with no tuning code."""
+    space = search_space(get_registry(), {**SGD, "optimizer": "adam"})
+    assert {"optimizer.lr", "optimizer.beta1", "optimizer.beta2", "optimizer.weight_decay"} == set(space)
+    assert space["optimizer.beta2"].transform == "one_minus"
+
+
 @pytest.mark.parametrize(
     "text, fragment",
     [
@@ -124,6 +131,23 @@ def test_plans_are_validated_before_anything_runs():
         plan_studies(reg, batch_sizes=[8], space_overrides={"optimizer.lrr": "log:1e-3:1"}, **kw)
     with pytest.raises(TuneError, match="--seeds"):
         plan_studies(reg, batch_sizes=[8], **{**kw, "seeds": 0})
+
+
+def test_interrupted_trials_do_not_count():
+    import optuna
+    from optuna.trial import TrialState
+
+    from suite.tuning import ATTR_STATUS, n_counted
+
+    study = optuna.create_study()
+    study.tell(study.ask(), 1.0)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    t = study.ask()
+    t.set_user_attr(ATTR_STATUS, "failed")
+    study.tell(t, state=TrialState.FAIL)  # failed in plugin code: counts
+    study.tell(study.ask(), state=TrialState.FAIL)  # interrupted: redone on the next invocation
+    study.ask()  # running
+    assert n_counted(study) == 3
 
 
 def test_variant_names_and_shares():

@@ -3,6 +3,8 @@ which choice wins where."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from suite.cli.common import storage_options, tracking_options
@@ -10,7 +12,7 @@ from suite.errors import SuiteError
 from suite.registry import Registry, get_registry
 from suite.spec import parse_assignment
 
-DEFAULT_EPOCHS = "epochs:5"
+DEFAULT_EPOCHS = "epochs:10"
 DEFAULT_STEPS = "steps:500"
 
 
@@ -45,12 +47,12 @@ def _default_budget(registry: Registry, problem: str, fixed: dict[str, str]) -> 
 
 @click.command()
 @click.option("--problem", default="logistic", show_default=True, help="Problem(s), comma-separated.")
-@click.option("--optimizer", default="sgd", show_default=True, help="Optimizer variants, comma-separated.")
+@click.option("--optimizer", default="sgd,precond", show_default=True, help="Optimizer variants, comma-separated.")
 @click.option("--scheduler", default="constant", show_default=True, help="Scheduler variants.")
 @click.option("--averager", default="none", show_default=True, help="Averager variants.")
 @click.option("--sampler", default="shuffle", show_default=True, help="Sampler variants.")
 @click.option("--batch-size", "batch_sizes", default="8,64,512", show_default=True, help="Batch sizes.")
-@click.option("--trials", type=int, default=16, show_default=True, help="Trials per study (pruned included).")
+@click.option("--trials", type=int, default=30, show_default=True, help="Trials per study (pruned included).")
 @click.option("--budget", default=None,
               help=f"Each trial's budget: epochs:N or steps:N (default {DEFAULT_EPOCHS}; {DEFAULT_STEPS} "
                    "for a problem without a data set).")
@@ -120,6 +122,12 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
                    f"suite worker --storage '{describe(normalize_storage(storage))}'")
         return
     click.echo(outcome.markdown, nl=False)
-    click.echo(f"\n{len(plans)} studies in Optuna storage {outcome.storage}; MLflow experiment "
+    for line in outcome.troubles:
+        click.echo(f"{line}; its unfinished trials are not counted: rerun the same command to complete them",
+                   err=True)
+    studies = "1 study" if len(plans) == 1 else f"{len(plans)} studies"
+    click.echo(f"\n{studies} in Optuna storage {outcome.storage}; MLflow experiment "
                f"{outcome.experiment!r} at {outcome.tracking_uri}: report on run {outcome.report_run_id} "
                "(table.md, table.csv, figures; browse with `make ui`)")
+    if outcome.troubles:
+        sys.exit(1)
