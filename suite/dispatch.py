@@ -46,7 +46,7 @@ def run(specs: Sequence[Any], devices: Sequence[str], callbacks: Callbacks) -> N
     """Run ``specs`` (indexed by position) on ``devices``; call the callbacks as events arrive.
 
     Uses ``min(len(devices), len(specs))`` workers; with one, runs in this process.
-    A ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :func:`terminate_on_sigterm`) stops the
+    A ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :func:`handle_stop_signals`) stops the
     workers and propagates; ``callbacks.in_flight`` then names the runs that were cut short.
     """
     n = min(len(devices), len(specs))
@@ -62,10 +62,15 @@ def _run_inline(specs: Sequence[Any], device: str, cb: Callbacks) -> None:
     from suite.engine import run_specs
 
     local = _pin(device)
+    def on_eval(index: int, step: int, metrics: dict) -> None:
+        interrupted()
+        cb.on_eval(index, step, metrics)
+
     for index, spec in enumerate(specs):
+        interrupted()
         cb.in_flight[index] = device
         cb.on_start(index, device)
-        results = run_specs([spec], local, on_eval=lambda _s, step, m, _i=index: cb.on_eval(_i, step, m))
+        results = run_specs([spec], local, on_eval=lambda _s, step, m, _i=index: on_eval(_i, step, m))
         for result in results:
             result.device = device
             cb.in_flight.pop(index, None)
@@ -117,6 +122,7 @@ class _Pool:
         remaining = set(range(len(specs)))
         try:
             while remaining:
+                interrupted()
                 try:
                     event = self.events.get(timeout=POLL_S)
                 except queue.Empty:
@@ -221,15 +227,37 @@ def _die_with_parent() -> None:
         pass
 
 
-def terminate_on_sigterm() -> Callable[[], None]:
-    """Turn SIGTERM into KeyboardInterrupt (so in-flight runs are marked interrupted);
-    returns a function that restores the previous handler."""
+class _Signals:
+    """The first SIGINT/SIGTERM only sets a flag; the loops raise ``KeyboardInterrupt`` at the
+    next safe point (between two events, never inside a tracking call), so every run that was
+    started can be marked interrupted. A second signal interrupts at once."""
+
+    received: int | None = None
+
+
+def interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if a stop signal arrived (called at safe points)."""
+    if _Signals.received is not None:
+        raise KeyboardInterrupt(f"signal {_Signals.received}")
+
+
+def handle_stop_signals() -> Callable[[], None]:
+    """Install the SIGINT/SIGTERM handlers; returns a function that restores the old ones."""
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        if _Signals.received is not None:
+            raise KeyboardInterrupt(f"signal {signum}")
+        _Signals.received = signum
 
+    _Signals.received = None
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
         return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        _Signals.received = None
+
+    return restore

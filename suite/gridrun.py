@@ -64,7 +64,7 @@ def run_grid(
 ) -> Outcome:
     """Run every distinct spec of ``sections`` not done yet; return what happened.
 
-    ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM via :func:`suite.dispatch.terminate_on_sigterm`)
+    ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :func:`suite.dispatch.handle_stop_signals`)
     marks the runs in flight and the parent run as interrupted, then propagates.
     """
     specs = distinct(sections)
@@ -102,7 +102,7 @@ def run_grid(
         progress.update(result.spec.name, result.status)
 
     callbacks = dispatch.Callbacks(on_start, on_eval, on_done)
-    restore = dispatch.terminate_on_sigterm()
+    restore = dispatch.handle_stop_signals()
     progress.begin()
     try:
         dispatch.run(todo, devices, callbacks)
