@@ -65,11 +65,15 @@ def test_cli_grid_errors_are_one_line(cli, workdir):
     assert not (workdir / "mlflow.db").exists()
 
 
-def test_shipped_benchmark_files_are_valid():
+def test_shipped_benchmark_files_are_valid(tmp_path):
     reg = get_registry()
     for path in sorted((ROOT / "benchmarks").glob("*.yaml")):
         bench = benchfile.load(path, reg)
         assert bench.sections and all(s.specs for s in bench.sections), path
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]  # the schema example in the README
+    (tmp_path / "readme.yaml").write_text(example)
+    assert len(benchfile.load(tmp_path / "readme.yaml", reg).specs) == 72
     quick = benchfile.load(ROOT / "benchmarks" / "quick.yaml", reg)
     assert len(quick.specs) == 12
     momentum = next(s for s in quick.sections if s.name == "momentum")
