@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import Sampler
 
 from suite.context import BuildContext, derive_seed
-from suite.errors import SpecError, SuiteError
+from suite.errors import PluginContractError, SpecError, SuiteError
 from suite.problem import Problem
 from suite.registry import Registry, get_registry
 from suite.spec import RunSpec
@@ -74,6 +76,25 @@ class Built:
     averager: torch.optim.swa_utils.AveragedModel | None
 
 
+FACTORY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "problem": ((Problem,), "a suite.Problem"),
+    "sampler": ((Sampler,), "a torch.utils.data.Sampler of index lists"),
+    "optimizer": ((torch.optim.Optimizer,), "a torch.optim.Optimizer"),
+    "scheduler": ((LRScheduler, ReduceLROnPlateau), "a torch.optim.lr_scheduler.LRScheduler or ReduceLROnPlateau"),
+    "averager": ((AveragedModel, type(None)), "a torch.optim.swa_utils.AveragedModel, or None"),
+}
+
+
+def check_factory_result(comp: Any, obj: Any) -> None:
+    """Raise :class:`PluginContractError` unless ``obj`` is the torch type the family requires."""
+    types, text = FACTORY_TYPES[comp.family]
+    if not isinstance(obj, types):
+        raise PluginContractError(
+            f"{comp.family} {comp.name!r} from {comp.distribution} returned {type(obj).__name__}; "
+            f"a {comp.family} factory must return {text}"
+        )
+
+
 def build(spec: RunSpec, device: str | torch.device = "cpu", registry: Registry | None = None) -> Built:
     """Build every component of ``spec`` in order: problem, sampler, optimizer, scheduler,
     averager. Raises :class:`SuiteError` for a configuration that cannot work."""
@@ -83,11 +104,11 @@ def build(spec: RunSpec, device: str | torch.device = "cpu", registry: Registry 
 
     def make(family: str) -> Any:
         comp = registry.get(family, spec.component(family))
-        return comp, comp.build(ctx, spec.params_of(family))
+        obj = comp.build(ctx, spec.params_of(family))
+        check_factory_result(comp, obj)
+        return comp, obj
 
     _, problem = make("problem")
-    if not isinstance(problem, Problem):
-        raise SuiteError(f"problem {spec.problem!r} factory returned {type(problem).__name__}, not suite.Problem")
     problem.to(device)
     ctx.problem, ctx.model, ctx.n = problem, problem.model, problem.n_train
     ctx.generator = torch.Generator().manual_seed(derive_seed(spec.seed, "sampling"))
@@ -151,14 +172,15 @@ def _batches(built: Built) -> Iterator[torch.Tensor]:
         yield torch.as_tensor(batch, dtype=torch.long, device=device)
 
 
-def _evaluate(built: Built, step: int, train_loss: float) -> dict[str, float]:
+def _evaluate(built: Built, step: int, train_loss: float, lr: float) -> dict[str, float]:
+    """Metrics at ``step``; ``lr`` is the learning rate of the last step taken (the first step's at 0)."""
     problem, model = built.problem, built.problem.model
     model.eval()
     metrics: dict[str, float] = {}
     if not math.isnan(train_loss):
         metrics["train_loss"] = train_loss
     metrics["val_loss"] = problem.val_loss(model)
-    metrics["lr"] = float(built.optimizer.param_groups[0]["lr"])
+    metrics["lr"] = lr
     metrics["epoch"] = step / built.ctx.steps_per_epoch
     d = problem.dist_to_opt(model)
     if d is not None:
@@ -215,8 +237,10 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
     total_steps = ctx.total_steps
     eval_every = spec.eval_every
 
+    lr_used = float(optimizer.param_groups[0]["lr"])
+
     def report(step: int, train_loss: float) -> bool:
-        metrics = _evaluate(built, step, train_loss)
+        metrics = _evaluate(built, step, train_loss, lr_used)
         result.history.append((step, metrics))
         if on_eval is not None:
             on_eval(step, metrics)
@@ -246,6 +270,7 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
             optimizer.zero_grad(set_to_none=True)
             loss = problem.batch_loss(model, idx, ctx.generator)
             loss.backward()
+            lr_used = float(optimizer.param_groups[0]["lr"])
             optimizer.step()
             if built.averager is not None:
                 built.averager.update_parameters(model)

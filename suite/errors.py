@@ -30,3 +30,7 @@ class RegistrationError(SuiteError):
 
 class SpecError(SuiteError):
     """A run specification is invalid (budget, batch size, malformed --set, ...)."""
+
+
+class PluginContractError(SuiteError):
+    """A plugin's factory returned something other than the torch type its family requires."""

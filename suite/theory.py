@@ -123,16 +123,16 @@ def steps_lower_bound(dim: int, target: float, batch_size: int) -> float:
 class MomentTracker:
     """Exact second moments of one NQM run, advanced one optimizer step at a time.
 
-    The state per dimension is z = (θ, m, θ̃): the iterate, the momentum buffer (only when
-    ``momentum`` > 0) and an iterate average (only when ``average``). An update with lr α_t,
-    per-dimension scale q (q = h^{−p} for preconditioning), curvature h + λ (weight decay λ)
-    and noise ε ~ N(0, c/B) is::
+    Per dimension it follows the iterate θ, the momentum buffer m and an iterate average θ̃.
+    An update with lr α_t, per-dimension scale q (q = h^{−p} for preconditioning), curvature
+    h + λ (weight decay λ) and noise ε ~ N(0, c/B) is::
 
         m' = (h+λ)θ + βm + ε          θ' = θ − α_t q (βm + (h+λ)θ + ε)
         θ̃' = γ_t θ̃ + (1 − γ_t) θ'      (γ_t = 1: no update; γ_t = 0: copy)
 
-    i.e. z' = A z + b ε, so the covariance evolves as Σ' = A Σ Aᵀ + (c/B) b bᵀ. Started at the
-    run's actual θ₀ (m = 0, θ̃ = θ₀), :meth:`risk` is E[L(θ_t) | θ₀].
+    a linear map of (θ, m, θ̃) plus noise, so the six second moments E θ², E m², E θm, E θ̃²,
+    E θθ̃, E mθ̃ evolve in closed form. Started at the run's actual θ₀ (m = 0, θ̃ = θ₀),
+    :meth:`risk` is E[L(θ_t) | θ₀].
     """
 
     def __init__(
@@ -152,49 +152,36 @@ class MomentTracker:
         self.beta = float(momentum)
         self.h_eff = self.h + weight_decay
         self.scale = np.broadcast_to(_f(scale), self.h.shape)
-        self.i_m = 1 if self.beta > 0 else None
-        self.i_avg = (2 if self.beta > 0 else 1) if average else None
-        k = 1 + (self.i_m is not None) + (self.i_avg is not None)
-        d = self.h.shape[0]
-        theta0 = _f(theta0)
-        self.cov = np.zeros((d, k, k))
-        self.cov[:, 0, 0] = theta0**2
-        if self.i_avg is not None:
-            j = self.i_avg
-            self.cov[:, j, j] = self.cov[:, 0, j] = self.cov[:, j, 0] = theta0**2
+        self.average = average
+        s0 = np.broadcast_to(_f(theta0) ** 2, self.h.shape).copy()
+        zero = np.zeros_like(s0)
+        # E θ², E m², E θm; E θ̃², E θθ̃, E mθ̃
+        self.xx, self.mm, self.xm = s0, zero.copy(), zero.copy()
+        self.yy, self.xy, self.my = s0.copy(), s0.copy(), zero.copy()
         self.steps = 0
 
     def step(self, lr: float, blend: float = 1.0) -> None:
         """Advance by one optimizer step taken with lr ``lr``; ``blend`` is the average's γ_t."""
-        d, k, _ = self.cov.shape
         a = lr * self.scale
-        A = np.zeros((d, k, k))
-        b = np.zeros((d, k))
-        A[:, 0, 0] = 1 - a * self.h_eff
-        b[:, 0] = -a
-        if self.i_m is not None:
-            j = self.i_m
-            A[:, 0, j] = -a * self.beta
-            A[:, j, 0] = self.h_eff
-            A[:, j, j] = self.beta
-            b[:, j] = 1.0
-        if self.i_avg is not None:
-            j = self.i_avg
-            A[:, j, :] = (1 - blend) * A[:, 0, :]
-            A[:, j, j] += blend
-            b[:, j] = (1 - blend) * b[:, 0]
-        self.cov = np.einsum("dij,djk,dlk->dil", A, self.cov, A) + self.noise_var[:, None, None] * np.einsum(
-            "di,dj->dij", b, b
-        )
+        he, beta, v = self.h_eff, self.beta, self.noise_var
+        p, q, r = 1 - a * he, -a * beta, -a  # θ' = pθ + qm + rε;  m' = he·θ + βm + ε
+        xx = p * p * self.xx + 2 * p * q * self.xm + q * q * self.mm + r * r * v
+        mm = he * he * self.xx + 2 * he * beta * self.xm + beta * beta * self.mm + v
+        xm = p * he * self.xx + (p * beta + q * he) * self.xm + q * beta * self.mm + r * v
+        if self.average:
+            g = blend
+            x_y = p * self.xy + q * self.my  # E θ'θ̃
+            m_y = he * self.xy + beta * self.my  # E m'θ̃
+            self.yy = g * g * self.yy + 2 * g * (1 - g) * x_y + (1 - g) ** 2 * xx
+            self.xy = g * x_y + (1 - g) * xx
+            self.my = g * m_y + (1 - g) * xm
+        self.xx, self.mm, self.xm = xx, mm, xm
         self.steps += 1
 
     def risk(self) -> float:
         """Expected risk ½ Σ h E[θ²] of the iterate."""
-        return 0.5 * float((self.h * self.cov[:, 0, 0]).sum())
+        return 0.5 * float((self.h * self.xx).sum())
 
     def average_risk(self) -> float | None:
         """Expected risk of the iterate average, or ``None`` when there is none."""
-        if self.i_avg is None:
-            return None
-        j = self.i_avg
-        return 0.5 * float((self.h * self.cov[:, j, j]).sum())
+        return 0.5 * float((self.h * self.yy).sum()) if self.average else None

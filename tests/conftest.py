@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,46 @@ def runs_of(client: MlflowClient, experiment: str, filter_string: str = ""):
     if exp is None:
         return []
     return client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=5000)
+
+
+PYPROJECT = '[build-system]\nrequires = ["setuptools>=68", "wheel"]\nbuild-backend = "setuptools.build_meta"\n'
+
+
+def write_plugin_package(root: Path, dist: str, module: str, code: str, version: str = "0.1") -> Path:
+    """Write a one-module plugin package (entry point in ``suite.plugins``) under ``root``."""
+    pkg = root / dist
+    pkg.mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(PYPROJECT)
+    (pkg / "setup.cfg").write_text(textwrap.dedent(f"""\
+        [metadata]
+        name = {dist}
+        version = {version}
+
+        [options]
+        py_modules = {module}
+        install_requires = sgd-suite
+
+        [options.entry_points]
+        suite.plugins =
+            {module} = {module}
+        """))
+    (pkg / f"{module}.py").write_text(textwrap.dedent(code))
+    return pkg
+
+
+def pip_install_target(pkg: Path, target: Path) -> dict[str, str]:
+    """Really ``pip install`` ``pkg`` into ``target``; returns the env that puts it on the path."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-qq", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(pkg)],
+        check=True, capture_output=True, text=True,
+    )
+    return {"PYTHONPATH": str(target)}
+
+
+def run_pytest(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600):
+    """Run pytest in a subprocess (e.g. the conformance kit on an installed distribution)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=timeout,
+    )

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import runs_of, suite_cmd
+from tests.conftest import pip_install_target, runs_of, suite_cmd, write_plugin_package
 
 pytestmark = pytest.mark.slow
 
@@ -35,41 +31,10 @@ def suite_register_optimizers(register):
 '''
 
 
-def write_package(root: Path, dist: str, module: str, component: str) -> Path:
-    pkg = root / dist
-    pkg.mkdir(parents=True)
-    (pkg / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=68", "wheel"]\nbuild-backend = "setuptools.build_meta"\n'
-    )
-    (pkg / "setup.cfg").write_text(textwrap.dedent(f"""\
-        [metadata]
-        name = {dist}
-        version = 0.1
-
-        [options]
-        py_modules = {module}
-        install_requires = sgd-suite
-
-        [options.entry_points]
-        suite.plugins =
-            {module} = {module}
-        """))
-    (pkg / f"{module}.py").write_text(PLUGIN_CODE.format(name=component))
-    return pkg
-
-
-def pip_install(pkg: Path, target: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-qq", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(pkg)],
-        check=True, capture_output=True, text=True,
-    )
-
-
 def test_installed_plugin_is_listed_and_runs(tmp_path, workdir):
     site = tmp_path / "site"
-    pip_install(write_package(tmp_path / "src", "suite-tiny", "suite_tiny", "tinysgd"), site)
-    env = {"PYTHONPATH": str(site)}
+    pkg = write_plugin_package(tmp_path / "src", "suite-tiny", "suite_tiny", PLUGIN_CODE.format(name="tinysgd"))
+    env = pip_install_target(pkg, site)
 
     listed = suite_cmd("list", "--format", "json", env=env)
     assert listed.returncode == 0, listed.stderr
@@ -88,8 +53,9 @@ def test_installed_plugin_is_listed_and_runs(tmp_path, workdir):
 
 def test_second_package_taking_a_name_fails_naming_both(tmp_path, workdir):
     site = tmp_path / "site"
-    pip_install(write_package(tmp_path / "src", "suite-dup", "suite_dup", "sgd"), site)
-    res = suite_cmd("list", env={"PYTHONPATH": str(site)})
+    pkg = write_plugin_package(tmp_path / "src", "suite-dup", "suite_dup", PLUGIN_CODE.format(name="sgd"))
+    env = pip_install_target(pkg, site)
+    res = suite_cmd("list", env=env)
     assert res.returncode == 2
     err = res.stderr.strip().splitlines()
     assert len(err) == 1

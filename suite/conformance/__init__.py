@@ -1,0 +1,50 @@
+"""The conformance kit: checks that a plugin distribution's components honour the contract.
+
+Plugin authors run it with pytest on their own distribution::
+
+    pytest --suite-plugin=my-dist
+
+(the kit is a pytest plugin announced through pytest's ``pytest11`` entry point, so it is
+available wherever sgd-suite is installed; ``-p suite.conformance.plugin`` loads it explicitly).
+Each component gets these checks: valid registration fields, defaults inside the search space,
+the factory builds the right torch type on a tiny problem, a few CPU steps without NaN,
+determinism under a fixed seed, and for problems the data/loss contract.
+"""
+
+from __future__ import annotations
+
+import re
+
+from suite.registry import Component, Registry, get_registry
+from suite.spec import RunSpec, resolve_spec
+
+TINY_PROBLEM = {"problem.n": 80, "problem.d": 3}
+TINY_STEPS = 6
+TINY_BATCH = 8
+
+
+def normalise(dist: str) -> str:
+    """Distribution names compare as pip does (``My_Dist`` == ``my-dist``)."""
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+def components_of(distribution: str, registry: Registry | None = None) -> list[Component]:
+    registry = registry or get_registry()
+    want = normalise(distribution)
+    return [c for c in registry.components() if normalise(c.distribution) == want]
+
+
+def tiny_spec(comp: Component, seed: int = 0, registry: Registry | None = None) -> RunSpec:
+    """A few-step run that exercises ``comp`` with built-in partners on a tiny problem
+    (the lecture's linear regression with 80 examples, unless ``comp`` is the problem)."""
+    registry = registry or get_registry()
+    overrides = {} if comp.family == "problem" else dict(TINY_PROBLEM)
+    return resolve_spec(
+        registry,
+        components={comp.family: comp.name},
+        overrides=overrides,
+        batch_size=TINY_BATCH,
+        steps=TINY_STEPS,
+        eval_every=2,
+        seed=seed,
+    )

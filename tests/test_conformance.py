@@ -1,0 +1,88 @@
+"""The conformance kit, run as plugin authors run it: `pytest --suite-plugin=DIST`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import pip_install_target, run_pytest, suite_cmd, write_plugin_package
+
+pytestmark = pytest.mark.slow
+
+BROKEN = '''
+import torch
+from suite import Param, Space, hookimpl
+
+
+class NaNStep(torch.optim.SGD):
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.fill_(float("nan"))
+
+
+@hookimpl
+def suite_register_optimizers(register):
+    register(name="wrongtype", factory=lambda ctx, lr: {"lr": lr}, description="returns a dict",
+             params=[Param("lr", 0.1, low=0, low_inclusive=False)])
+    register(name="nanstep", factory=lambda ctx: NaNStep(ctx.model.parameters(), lr=0.1),
+             description="turns every weight into NaN")
+    register(name="baddefault",
+             factory=lambda ctx, lr: torch.optim.SGD(ctx.model.parameters(), lr=lr),
+             description="default outside its space",
+             params=[Param("lr", 5.0, low=0, low_inclusive=False, space=Space.log(1e-4, 1.0))])
+    register(name="unseeded",
+             factory=lambda ctx, lr: torch.optim.SGD(ctx.model.parameters(), lr=lr * float(torch.rand(()) + 0.5)),
+             description="draws its lr from global state", params=[Param("lr", 0.01, low=0, low_inclusive=False)])
+'''
+
+
+def test_builtins_and_both_plugin_packages_pass_the_kit(tmp_path):
+    res = run_pytest("--suite-plugin=sgd-suite", "--suite-plugin=suite-adaptive", "--suite-plugin=suite_realdata",
+                     cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert " passed" in res.stdout and "failed" not in res.stdout
+    # every component of the three distributions was checked
+    listed = json.loads(suite_cmd("list", "--format", "json").stdout)
+    mine = [d for d in listed if d["distribution"] in ("sgd-suite", "suite-adaptive", "suite-realdata")]
+    res = run_pytest("--suite-plugin=sgd-suite", "--suite-plugin=suite-adaptive", "--suite-plugin=suite-realdata",
+                     "--collect-only", cwd=tmp_path)
+    for d in mine:
+        assert f"test_factory_builds_torch_type[{d['family']}:{d['name']}]" in res.stdout
+
+
+def test_a_broken_plugin_fails_the_kit_saying_what_to_fix(tmp_path):
+    env = pip_install_target(write_plugin_package(tmp_path / "src", "suite-broken", "suite_broken", BROKEN),
+                             tmp_path / "site")
+    res = run_pytest("--suite-plugin=suite-broken", "-rf", env=env, cwd=tmp_path)
+    out = res.stdout
+    assert res.returncode == 1, out
+    assert ("optimizer 'wrongtype' (suite-broken): optimizer 'wrongtype' from suite-broken returned dict; "
+            "a optimizer factory must return a torch.optim.Optimizer") in out
+    assert "optimizer 'nanstep' (suite-broken): produced a non-finite or exploding loss" in out
+    assert ("optimizer 'baddefault' (suite-broken): default lr=5.0 lies outside its search space "
+            "log[0.0001, 1]; move the default into the space or widen the space") in out
+    assert "optimizer 'unseeded' (suite-broken): two runs with the same seed differ" in out
+    assert "FAILED" in out and "test_registration_fields[optimizer:nanstep] " not in out.split("short test summary")[-1]
+
+
+def test_unknown_distribution_is_a_usage_error(tmp_path):
+    res = run_pytest("--suite-plugin=no-such-dist", cwd=tmp_path)
+    assert res.returncode != 0
+    assert "no components registered by that distribution" in res.stdout + res.stderr
+
+
+def test_a_plugin_whose_import_fails_is_listed_as_broken_and_the_rest_works(tmp_path, workdir):
+    code = "import numpy_but_misspelt_dependency\n"
+    env = pip_install_target(write_plugin_package(tmp_path / "src", "suite-crash", "suite_crash", code),
+                             tmp_path / "site")
+    listed = suite_cmd("list", env=env)
+    assert listed.returncode == 0
+    assert "broken plugin suite_crash (suite-crash): ModuleNotFoundError: No module named " \
+           "'numpy_but_misspelt_dependency'" in listed.stderr
+    data = json.loads(suite_cmd("list", "--format", "json", env=env).stdout)
+    assert {"family": "broken", "name": "suite_crash", "distribution": "suite-crash"}.items() <= \
+        next(d for d in data if d["family"] == "broken").items()
+    assert suite_cmd("run", "--epochs", "1", "--quiet", env=env, cwd=workdir).returncode == 0
