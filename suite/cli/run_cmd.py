@@ -70,14 +70,14 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
     from suite.gridrun import distinct
 
     all_specs = distinct(sections)
-    if dry_run:
-        _print_dry_run(sections, len(all_specs))
-        return
     for sec, specs in sections:
         try:
             preflight(specs, registry)
         except SpecError as exc:
             raise SpecError(f"{where[sec]}: {exc}" if benchmark else str(exc)) from None
+    if dry_run:
+        _print_dry_run(sections, len(all_specs))
+        return
     devices = resolve_devices(device, workers)
     _execute(sections, all_specs, registry, devices, exp_name, run_name, parent_tags, tracking_uri, force, quiet,
              parent=benchmark is not None or len(all_specs) > 1)
