@@ -7,15 +7,13 @@ import os
 import re
 import signal
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import BIN, runs_of, suite_cmd
-from tests.test_plugin_install import pip_install
+from tests.conftest import BIN, pip_install_target, runs_of, suite_cmd, write_plugin_package
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,28 +143,12 @@ def suite_register_optimizers(register):
 
 
 def test_divergence_and_a_failing_plugin_do_not_stop_the_grid(tmp_path, workdir, mlflow_client):
-    pkg = tmp_path / "src" / "suite-boom"
-    pkg.mkdir(parents=True)
-    (pkg / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=68", "wheel"]\nbuild-backend = "setuptools.build_meta"\n')
-    (pkg / "setup.cfg").write_text(textwrap.dedent("""\
-        [metadata]
-        name = suite-boom
-        version = 0.1
-
-        [options]
-        py_modules = suite_boom
-
-        [options.entry_points]
-        suite.plugins =
-            suite_boom = suite_boom
-        """))
-    (pkg / "suite_boom.py").write_text(FAILING_PLUGIN)
-    pip_install(pkg, tmp_path / "site")
+    pkg = write_plugin_package(tmp_path / "src", "suite-boom", "suite_boom", FAILING_PLUGIN)
+    env = pip_install_target(pkg, tmp_path / "site")
 
     res = suite_cmd("run", "--optimizer", "sgd,boom,crash", "--lr", "0.05,100", "--seeds", "2", "--epochs", "3",
                     "--diverge-factor", "50", "--device", "cpu", "--workers", "2", "--experiment", "iso",
-                    env={"PYTHONPATH": str(tmp_path / "site")}, cwd=workdir)
+                    env=env, cwd=workdir)
     assert res.returncode == 1, res.stdout + res.stderr
     kids = children(mlflow_client, "iso")
     by = {}
@@ -192,9 +174,10 @@ def test_divergence_and_a_failing_plugin_do_not_stop_the_grid(tmp_path, workdir,
     assert "2 diverged" in res.stdout
 
 
-def test_sigterm_marks_runs_in_flight_interrupted(workdir, mlflow_client):
+@pytest.mark.parametrize("workers", ["2", "1"])  # worker processes; in-process
+def test_sigterm_marks_runs_in_flight_interrupted(workdir, mlflow_client, workers):
     args = ["run", "--lr", "0.01,0.02", "--batch-size", "2", "--seeds", "2", "--epochs", "6", "--device", "cpu",
-            "--workers", "2", "--experiment", "term", "--quiet"]
+            "--workers", workers, "--experiment", "term", "--quiet"]
     proc = subprocess.Popen([str(BIN / "suite"), *args], cwd=workdir, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
