@@ -36,6 +36,11 @@ POLL_S = 0.5
 MAX_FAILED_STARTS = 3
 
 
+class WorkerStartError(SuiteError):
+    """Worker processes keep dying before they run anything (a plugin that fails in them, a
+    device that cannot be initialised)."""
+
+
 @dataclass
 class Callbacks:
     """What the parent does with a worker's events (all called in the parent process)."""
@@ -191,7 +196,7 @@ class _Pool:
             if wid not in self.ready:
                 self.failed_starts += 1
                 if self.failed_starts >= MAX_FAILED_STARTS:
-                    raise SuiteError(
+                    raise WorkerStartError(
                         f"worker processes on {device} died {self.failed_starts} times before running anything "
                         f"(last exit code {p.exitcode}); see the error above, or try --device cpu"
                     )

@@ -174,6 +174,27 @@ def test_divergence_and_a_failing_plugin_do_not_stop_the_grid(tmp_path, workdir,
     assert "2 diverged" in res.stdout
 
 
+DIES_IN_WORKERS = '''
+import multiprocessing
+import os
+
+if multiprocessing.parent_process() is not None:  # only inside suite's worker processes
+    os._exit(7)
+'''
+
+
+def test_workers_that_cannot_start_end_the_grid_without_hanging(tmp_path, workdir, mlflow_client):
+    env = pip_install_target(write_plugin_package(tmp_path / "src", "suite-dies", "suite_dies", DIES_IN_WORKERS),
+                             tmp_path / "site")
+    res = suite_cmd("run", "--lr", "0.01,0.02", "--epochs", "1", "--device", "cpu", "--workers", "2",
+                    "--experiment", "dies", "--quiet", env=env, cwd=workdir, timeout=120)
+    assert res.returncode == 1, res.stderr
+    assert "died 3 times before running anything (last exit code 7)" in res.stderr
+    runs = runs_of(mlflow_client, "dies")
+    assert [r.data.tags["suite.status"] for r in runs] == ["failed"]  # the parent; no run started
+    assert runs[0].info.status == "FAILED"
+
+
 @pytest.mark.parametrize("workers", ["2", "1"])  # worker processes; in-process
 def test_sigterm_marks_runs_in_flight_interrupted(workdir, mlflow_client, workers):
     args = ["run", "--lr", "0.01,0.02", "--batch-size", "2", "--seeds", "2", "--epochs", "6", "--device", "cpu",
