@@ -22,14 +22,23 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from suite.errors import SuiteError
 
 OnStart = Callable[[int, str], None]
 OnEval = Callable[[int, int, dict], None]
 OnDone = Callable[[int, Any], None]
 POLL_S = 0.5
+MAX_FAILED_STARTS = 3
+
+
+class WorkerStartError(SuiteError):
+    """Worker processes keep dying before they run anything (a plugin that fails in them, a
+    device that cannot be initialised)."""
 
 
 @dataclass
@@ -46,7 +55,7 @@ def run(specs: Sequence[Any], devices: Sequence[str], callbacks: Callbacks) -> N
     """Run ``specs`` (indexed by position) on ``devices``; call the callbacks as events arrive.
 
     Uses ``min(len(devices), len(specs))`` workers; with one, runs in this process.
-    A ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :func:`terminate_on_sigterm`) stops the
+    A ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :func:`handle_stop_signals`) stops the
     workers and propagates; ``callbacks.in_flight`` then names the runs that were cut short.
     """
     n = min(len(devices), len(specs))
@@ -62,10 +71,15 @@ def _run_inline(specs: Sequence[Any], device: str, cb: Callbacks) -> None:
     from suite.engine import run_specs
 
     local = _pin(device)
+    def on_eval(index: int, step: int, metrics: dict) -> None:
+        interrupted()
+        cb.on_eval(index, step, metrics)
+
     for index, spec in enumerate(specs):
+        interrupted()
         cb.in_flight[index] = device
         cb.on_start(index, device)
-        results = run_specs([spec], local, on_eval=lambda _s, step, m, _i=index: cb.on_eval(_i, step, m))
+        results = run_specs([spec], local, on_eval=lambda _s, step, m, _i=index: on_eval(_i, step, m))
         for result in results:
             result.device = device
             cb.in_flight.pop(index, None)
@@ -85,15 +99,20 @@ def _pin(device: str, *, isolate: bool = False) -> str:
 
 
 class _Pool:
+    """Worker processes with one task queue each: the parent hands a worker its next spec when
+    the worker says it is ready, so it always knows which spec a worker holds (even when the
+    worker dies without a word)."""
+
     def __init__(self, devices: list[str], cb: Callbacks) -> None:
         import multiprocessing
 
         self.ctx = multiprocessing.get_context("spawn")
         self.devices, self.cb = devices, cb
-        self.tasks = self.ctx.Queue()
         self.events = self.ctx.Queue()
-        self.workers: dict[int, Any] = {}
+        self.workers: dict[int, tuple[Any, str, Any]] = {}  # id -> (process, device, task queue)
         self.busy: dict[int, int] = {}  # worker id -> spec index
+        self.ready: set[int] = set()  # workers that finished starting up
+        self.failed_starts = 0
         self.next_id = 0
         n_cpu = sum(1 for d in devices if d == "cpu")
         self.threads = max(1, (os.cpu_count() or 1) // max(1, n_cpu))
@@ -101,85 +120,111 @@ class _Pool:
     def _start(self, device: str) -> None:
         wid = self.next_id
         self.next_id += 1
+        tasks = self.ctx.Queue()
         p = self.ctx.Process(
-            target=worker_main, args=(wid, device, self.threads, self.tasks, self.events, os.getpid()),
+            target=worker_main, args=(wid, device, self.threads, tasks, self.events, os.getpid()),
             name=f"suite-worker-{wid}-{device}", daemon=True,
         )
         p.start()
-        self.workers[wid] = (p, device)
+        self.workers[wid] = (p, device, tasks)
 
     def run(self, specs: Sequence[Any]) -> None:
-        self._specs_json = [spec.to_json() for spec in specs]
-        for index, text in enumerate(self._specs_json):
-            self.tasks.put((index, text))
+        self.specs_json = [spec.to_json() for spec in specs]
+        self.pending = list(range(len(specs)))[::-1]  # pop() takes the first
         for device in self.devices:
             self._start(device)
         remaining = set(range(len(specs)))
         try:
+            last_check = time.monotonic()
             while remaining:
+                interrupted()
                 try:
-                    event = self.events.get(timeout=POLL_S)
+                    self._handle(self.events.get(timeout=POLL_S), remaining)
                 except queue.Empty:
+                    pass
+                if time.monotonic() - last_check >= POLL_S:  # also while other workers keep talking
                     self._check_workers(remaining)
-                    continue
-                self._handle(event, remaining)
-            for _ in self.workers:
-                self.tasks.put(None)
-            for p, _ in self.workers.values():
+                    last_check = time.monotonic()
+            for p, _, _ in self.workers.values():  # each got None when nothing was left
                 p.join(timeout=10)
         finally:
             self._stop()
 
-    def _handle(self, event: tuple, remaining: set[int]) -> None:
-        kind, wid, index = event[0], event[1], event[2]
-        if kind == "start":
+    def _assign(self, wid: int) -> None:
+        if wid not in self.workers:
+            return
+        tasks = self.workers[wid][2]
+        if self.pending:
+            index = self.pending.pop()
             self.busy[wid] = index
-            self.cb.in_flight[index] = event[3]
-            self.cb.on_start(index, event[3])
+            tasks.put((index, self.specs_json[index]))
+        else:
+            tasks.put(None)
+
+    def _handle(self, event: tuple, remaining: set[int]) -> None:
+        kind, wid = event[0], event[1]
+        if kind == "ready":
+            self.ready.add(wid)
+            self._assign(wid)
+        elif kind == "start":
+            self.cb.in_flight[event[2]] = event[3]
+            self.cb.on_start(event[2], event[3])
         elif kind == "eval":
-            self.cb.on_eval(index, event[3], event[4])
+            self.cb.on_eval(event[2], event[3], event[4])
         elif kind == "done":
+            index = event[2]
             self.busy.pop(wid, None)
             self.cb.in_flight.pop(index, None)
             remaining.discard(index)
             self.cb.on_done(index, event[3])
+            self._assign(wid)
 
     def _check_workers(self, remaining: set[int]) -> None:
         from suite.engine import RunResult
         from suite.spec import RunSpec
 
-        for wid, (p, device) in list(self.workers.items()):
+        for wid, (p, device, _) in list(self.workers.items()):
             if p.is_alive():
                 continue
+            while True:  # what it said before it died comes first
+                try:
+                    self._handle(self.events.get_nowait(), remaining)
+                except queue.Empty:
+                    break
             del self.workers[wid]
             index = self.busy.pop(wid, None)
-            if index is not None:
+            if wid not in self.ready:
+                self.failed_starts += 1
+                if self.failed_starts >= MAX_FAILED_STARTS:
+                    raise WorkerStartError(
+                        f"worker processes on {device} died {self.failed_starts} times before running anything "
+                        f"(last exit code {p.exitcode}); see the error above, or try --device cpu"
+                    )
+            if index is not None and index in remaining:
                 self.cb.in_flight.pop(index, None)
                 remaining.discard(index)
-                spec = self._spec_of(index)
                 reason = f"worker process on {device} died (exit code {p.exitcode})"
-                self.cb.on_done(index, RunResult(spec=RunSpec.from_json(spec), status="failed", reason=reason,
-                                                 error=reason, device=device))
-            if remaining:
+                spec = RunSpec.from_json(self.specs_json[index])
+                self.cb.on_done(index, RunResult(spec=spec, status="failed", reason=reason, error=reason,
+                                                 device=device))
+            if self.pending:
                 self._start(device)
 
-    def _spec_of(self, index: int) -> str:
-        return self._specs_json[index]
-
     def _stop(self) -> None:
-        for p, _ in self.workers.values():
+        for p, _, _ in self.workers.values():
             if p.is_alive():
                 p.terminate()
-        for p, _ in self.workers.values():
+        for p, _, tasks in self.workers.values():
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
-        self.tasks.cancel_join_thread()
+            tasks.cancel_join_thread()
         self.events.cancel_join_thread()
 
 
 def worker_main(wid: int, device: str, threads: int, tasks: Any, events: Any, parent_pid: int) -> None:
-    """A worker process: pin to ``device``, then run specs from ``tasks`` until a ``None``."""
+    """A worker process: pin to ``device``, say it is ready, then run the specs it is handed
+    until it gets ``None``."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     local = _pin(device, isolate=True)
@@ -198,6 +243,7 @@ def worker_main(wid: int, device: str, threads: int, tasks: Any, events: Any, pa
             os._exit(1)  # orphaned: the parent is gone
         events.put(("eval", wid, index, step, metrics))
 
+    events.put(("ready", wid))
     while True:
         item = tasks.get()
         if item is None:
@@ -221,15 +267,37 @@ def _die_with_parent() -> None:
         pass
 
 
-def terminate_on_sigterm() -> Callable[[], None]:
-    """Turn SIGTERM into KeyboardInterrupt (so in-flight runs are marked interrupted);
-    returns a function that restores the previous handler."""
+class _Signals:
+    """The first SIGINT/SIGTERM only sets a flag; the loops raise ``KeyboardInterrupt`` at the
+    next safe point (between two events, never inside a tracking call), so every run that was
+    started can be marked interrupted. A second signal interrupts at once."""
+
+    received: int | None = None
+
+
+def interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if a stop signal arrived (called at safe points)."""
+    if _Signals.received is not None:
+        raise KeyboardInterrupt(f"signal {_Signals.received}")
+
+
+def handle_stop_signals() -> Callable[[], None]:
+    """Install the SIGINT/SIGTERM handlers; returns a function that restores the old ones."""
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        if _Signals.received is not None:
+            raise KeyboardInterrupt(f"signal {signum}")
+        _Signals.received = signum
 
+    _Signals.received = None
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
         return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        _Signals.received = None
+
+    return restore

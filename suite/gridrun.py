@@ -64,7 +64,7 @@ def run_grid(
 ) -> Outcome:
     """Run every distinct spec of ``sections`` not done yet; return what happened.
 
-    ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM via :func:`suite.dispatch.terminate_on_sigterm`)
+    ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :func:`suite.dispatch.handle_stop_signals`)
     marks the runs in flight and the parent run as interrupted, then propagates.
     """
     specs = distinct(sections)
@@ -102,16 +102,19 @@ def run_grid(
         progress.update(result.spec.name, result.status)
 
     callbacks = dispatch.Callbacks(on_start, on_eval, on_done)
-    restore = dispatch.terminate_on_sigterm()
+    restore = dispatch.handle_stop_signals()
     progress.begin()
     try:
         dispatch.run(todo, devices, callbacks)
-    except KeyboardInterrupt:
+    except BaseException as exc:  # Ctrl-C, SIGTERM, or the store/workers failing: leave nothing RUNNING
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        reason = ("interrupted by a signal (Ctrl-C or SIGTERM)" if status == "interrupted"
+                  else f"the grid stopped: {type(exc).__name__}: {exc}")
         for index in list(callbacks.in_flight):
             if index in run_ids:
-                tracker.mark(run_ids[index], "interrupted", "interrupted by a signal (Ctrl-C or SIGTERM)")
+                _quietly(tracker.mark, run_ids[index], status, reason)
         if out.parent_run_id:
-            tracker.mark(out.parent_run_id, "interrupted", "interrupted by a signal (Ctrl-C or SIGTERM)")
+            _quietly(tracker.mark, out.parent_run_id, status, reason)
         raise
     finally:
         restore()
@@ -122,6 +125,14 @@ def run_grid(
     if out.parent_run_id:
         _log_parent(tracker, out)
     return out
+
+
+def _quietly(fn: Any, *args: Any) -> None:
+    """Best effort while already failing: the original error is the one to report."""
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _rows(sections: Sections, out: Outcome, tracker: Tracker) -> list[report.Row]:

@@ -250,17 +250,18 @@ def curves_figure(stats: list[ConfigStats], section: str):
 
 
 def batch_size_figure(stats: list[ConfigStats], section: str):
-    """Final validation loss against batch size, one line per variant (mean ± std over seeds);
-    ``None`` when the section has a single batch size."""
+    """Final validation loss against batch size, one line per variant (mean ± std over seeds),
+    dashed for the averaged model; ``None`` when the section has a single batch size."""
     sec = [c for c in stats if c.section == section]
     if len({c.batch_size for c in sec}) < 2:
         return None
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for variant in dict.fromkeys(c.variant for c in sec):
-        pts = sorted((c.batch_size, c.stat("val_loss")) for c in sec if c.variant == variant and c.stat("val_loss"))
-        if pts:
-            ax.errorbar([b for b, _ in pts], [s[0] for _, s in pts], yerr=[s[1] for _, s in pts], marker="o",
-                        capsize=3, label=variant)
+        for key, style, suffix in (("val_loss", "-", ""), ("avg_val_loss", "--", " (averaged)")):
+            pts = sorted((c.batch_size, c.stat(key)) for c in sec if c.variant == variant and c.stat(key))
+            if pts:
+                ax.errorbar([b for b, _ in pts], [s[0] for _, s in pts], yerr=[s[1] for _, s in pts], marker="o",
+                            capsize=3, linestyle=style, label=variant + suffix)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")

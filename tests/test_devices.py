@@ -29,3 +29,15 @@ def test_explicit_lists():
 def test_bad_devices(text, gpus, match):
     with pytest.raises(SpecError, match=match):
         resolve_devices(text, gpus=gpus)
+
+
+def test_a_gpu_worker_is_pinned_to_its_device(monkeypatch):
+    from suite.dispatch import _pin
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    assert _pin("cuda:2") == "cuda:2"  # in this process: the device as named
+    assert _pin("cuda:2", isolate=True) == "cuda:0"  # a spawned worker sees only its GPU
+    import os
+
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    assert _pin("cpu", isolate=True) == "cpu"

@@ -65,11 +65,15 @@ def test_cli_grid_errors_are_one_line(cli, workdir):
     assert not (workdir / "mlflow.db").exists()
 
 
-def test_shipped_benchmark_files_are_valid():
+def test_shipped_benchmark_files_are_valid(tmp_path):
     reg = get_registry()
     for path in sorted((ROOT / "benchmarks").glob("*.yaml")):
         bench = benchfile.load(path, reg)
         assert bench.sections and all(s.specs for s in bench.sections), path
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]  # the schema example in the README
+    (tmp_path / "readme.yaml").write_text(example)
+    assert len(benchfile.load(tmp_path / "readme.yaml", reg).specs) == 72
     quick = benchfile.load(ROOT / "benchmarks" / "quick.yaml", reg)
     assert len(quick.specs) == 12
     momentum = next(s for s in quick.sections if s.name == "momentum")
@@ -151,3 +155,35 @@ def test_preflight_leaves_plugin_bugs_to_the_run():
     result = train(spec, "cpu", reg)
     assert result.status == "failed" and "scheduler factory exploded" in result.reason
     assert "RuntimeError" in result.traceback
+
+
+def test_summary_groups_seeds_and_follows_a_variant_across_batch_sizes():
+    """Seeds of a configuration pool into mean ± std; an lr tied to the batch size is part of the
+    label but not of the variant, so one variant is one line across batch sizes."""
+    from suite import report
+
+    reg = get_registry()
+    comps = [{"optimizer": "sgd", "optimizer.momentum": m} for m in (0.0, 0.9)]
+    tie = grid.tied_axis({"batch_size": [8, 64], "optimizer.lr": [0.01, 0.08]})
+    specs = grid.expand(reg, grid.product([comps, tie, grid.axis("seed", [0, 1])]), {"epochs": 2})
+    loss = {(0.0, 8): 1.0, (0.0, 64): 3.0, (0.9, 8): 2.0, (0.9, 64): 0.5}
+    rows = [report.Row("s", sp, "completed", loss[(sp.param("optimizer.momentum"), sp.batch_size)] + sp.seed)
+            for sp in specs]
+    rows[-1].status, rows[-1].val_loss = "diverged", None  # momentum 0.9, b64, seed 1
+    stats = report.config_stats(rows)
+    assert len(stats) == 4
+    by = {(c.label, c.batch_size): c for c in stats}
+    plain8 = by[("lr=0.01 momentum=0.0", 8)]
+    assert plain8.variant == "momentum=0.0"
+    assert plain8.stat("val_loss") == pytest.approx((1.5, 0.5 ** 0.5))
+    mom64 = by[("lr=0.08 momentum=0.9", 64)]
+    assert mom64.stat("val_loss") == (0.5, 0.0) and mom64.count("diverged") == 1
+    assert {c.variant for c in stats} == {"momentum=0.0", "momentum=0.9"}
+    assert [(b, lab) for _, b, lab, _, _ in report.winners(stats)] == [
+        (8, "lr=0.01 momentum=0.0"), (64, "lr=0.08 momentum=0.9")]
+    md = report.table_markdown(stats)
+    assert "| s | lr=0.08 momentum=0.9 | 64 | 2 | 0.5 ± 0 |  | 1 | 0 |" in md
+    assert report.table_csv(stats).splitlines()[0].startswith("section,configuration,batch_size")
+    fig = report.batch_size_figure(stats, "s")
+    assert len(fig.axes[0].containers) == 2  # one errorbar line per variant
+    report.close(fig)

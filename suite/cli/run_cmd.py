@@ -10,6 +10,7 @@ import click
 from suite import benchfile, grid, report
 from suite.cli.common import FAMILY_FLAGS, SHORTCUTS, storage_options, tracking_options
 from suite.devices import resolve_devices
+from suite.dispatch import WorkerStartError
 from suite.engine import preflight
 from suite.errors import SpecError
 from suite.registry import get_registry
@@ -79,14 +80,14 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
     from suite.gridrun import distinct
 
     all_specs = distinct(sections)
-    if dry_run:
-        _print_dry_run(sections, len(all_specs))
-        return
     for sec, specs in sections:
         try:
             preflight(specs, registry)
         except SpecError as exc:
             raise SpecError(f"{where[sec]}: {exc}" if benchmark else str(exc)) from None
+    if dry_run:
+        _print_dry_run(sections, len(all_specs))
+        return
     devices = resolve_devices(device, workers)
     if storage is not None or study or submit_only:
         if force:
@@ -153,6 +154,9 @@ def _execute(sections, specs, registry, devices, exp_name, run_name, parent_tags
         click.echo("interrupted: runs in flight were marked KILLED (suite.status=interrupted); "
                    "run the same command again to finish the rest", err=True)
         sys.exit(130)
+    except WorkerStartError as exc:  # runs were logged: a failure of the grid, not bad input
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
     if out.reaped:
         click.echo(f"marked {len(out.reaped)} run(s) left RUNNING by a dead invocation as interrupted", err=True)
     if len(specs) == 1 and not parent:
