@@ -19,7 +19,7 @@ def _work(storage: str, studies: Sequence[str], device: str, tracking_uri: str |
           policy: HeartbeatPolicy, wait: bool, threads: int) -> str:
     import torch
 
-    from suite.dispatch import terminate_on_sigterm
+    from suite.tune_workers import terminate_on_sigterm
 
     torch.set_num_threads(threads)
     ctx = WorkerContext(device=device, tracking_uri=tracking_uri, quiet=quiet, echo=click.echo)
