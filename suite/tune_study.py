@@ -84,8 +84,8 @@ class TuneTrialRunner:
         self.study, self.ctx = study, ctx
         self.plan = plan_of(study)
         tune = study.user_attrs[TUNE]
-        n_trials = len(study.get_trials(deepcopy=False))
-        salt = f"{ctx.salt or ctx.label}|n{n_trials}"
+        started = len([t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING])
+        salt = f"{ctx.salt or ctx.label}|n{started}"  # as `suite tune` seeds a worker's sampler
         study.sampler = make_sampler(self.plan, tune["trials"], tune["study_seed"], salt=salt)
         study.pruner = make_pruner(tune["pruner"])
         registry = get_registry()
