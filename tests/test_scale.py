@@ -197,8 +197,8 @@ def wait_for(predicate, timeout: float, what: str):
 
 # -- the tests --------------------------------------------------------------------------------
 GRID_FLAGS = ["--seeds", "4", "--batch-size", "16,32", "--epochs", "4", "--set", "problem.n=2000"]
-TUNE_FLAGS = ["--problem", "linreg", "--scheduler", "constant", "--batch-size", "16,64", "--trials", "4",
-              "--pruner", "none", "--set", "problem.n=2000"]
+TUNE_FLAGS = ["--problem", "linreg", "--optimizer", "sgd", "--scheduler", "constant", "--batch-size", "16,64",
+              "--trials", "4", "--pruner", "none", "--set", "problem.n=2000"]
 TUNE_STUDIES = ["linreg/sgd-constant-none-shuffle/b16", "linreg/sgd-constant-none-shuffle/b64"]
 
 
