@@ -118,8 +118,9 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
     echo = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
     outcome = run_session(request, registry, echo)
     if outcome is None:
-        click.echo(f"{len(plans)} studies ready in {describe(normalize_storage(storage))}; workers join them with: "
-                   f"suite worker --storage '{describe(normalize_storage(storage))}'")
+        where = describe(normalize_storage(storage))
+        click.echo(f"{len(plans)} stud{'y' if len(plans) == 1 else 'ies'} ready in {where}; workers join with: "
+                   f"suite worker --storage '{where}'")
         return
     click.echo(outcome.markdown, nl=False)
     for line in outcome.troubles:
