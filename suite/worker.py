@@ -8,11 +8,16 @@ one claimant win, as in Optuna's own ``Study.ask``), runs it, and ``tell``\\s th
 While a trial runs, a thread records Optuna heartbeats (database storages); a worker that
 finds a trial whose heartbeat is older than the grace period fails it through
 ``optuna.storages.fail_stale_trials``, whose callback re-enqueues it (same params, same user
-attributes) for the next worker. A worker does not claim trials it was not given: unlike
-``Study.ask`` it never creates a new trial, so the study's total is what its creator enqueued.
+attributes) for the next worker. A journal file has no heartbeat; there a RUNNING trial
+whose worker process on this host is gone is failed and re-enqueued the same way. A worker that
+cannot finish a trial (SIGTERM, Ctrl-C, the tracking store failing) gives it back likewise.
+A worker does not claim trials it was not given: unlike ``Study.ask`` it never creates a new
+trial, so the study's total is what was enqueued; of two trials enqueued for the same
+``suite.key`` (two submitters racing), the later is dropped when claimed.
 
 How a trial of a study is run depends on the study's kind (user attribute ``suite.kind``):
-:func:`register_kind` maps a kind to a factory of trial runners (grid: :mod:`suite.grid_study`).
+:func:`register_kind` maps a kind to a factory of trial runners (``grid``:
+:mod:`suite.grid_study`, ``tune``: :mod:`suite.tune_study`).
 """
 
 from __future__ import annotations
