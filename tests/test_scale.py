@@ -35,6 +35,8 @@ from tests.conftest import runs_of
 
 BIN = Path(sys.executable).parent
 PG_URL = os.environ.get("SUITE_TEST_PG_URL")
+if not PG_URL and os.environ.get("SUITE_REQUIRE_PG"):  # CI sets both: there these tests must run
+    raise RuntimeError("SUITE_REQUIRE_PG is set but SUITE_TEST_PG_URL is not: run scripts/pg-start first")
 needs_pg = pytest.mark.skipif(
     not PG_URL,
     reason="no PostgreSQL: set SUITE_TEST_PG_URL=postgresql://user:pw@127.0.0.1:5432/db "
