@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from suite.context import derive_seed
-from suite.engine import RunResult, StopRun, train
+from suite.engine import RunResult, StopRun, divergence, train
 from suite.errors import SpecError, SuiteError
 from suite.params import Space
 from suite.registry import FAMILIES, Registry
@@ -535,11 +535,11 @@ class TrialObjective:
         def on_eval(step: int, metrics: dict[str, float]) -> None:
             self.sink.eval(key, step, metrics)
             history.append((step, metrics))
-            if not prune or step == 0:
-                return
+            if not prune or step == 0 or divergence(spec, history):
+                return  # a diverging run is stopped by the engine and recorded as diverged
             v = plan.objective.intermediate(history)
             if not math.isfinite(v):
-                return  # the engine stops it as diverged
+                return
             trial.report(v, step)
             if trial.should_prune():
                 raise StopRun(f"pruned by the {type(trial.study.pruner).__name__} at step {step}")
