@@ -51,13 +51,18 @@ class Settings:
 
 
 class QueueSink:
-    """A :class:`suite.tuning.TrialSink` that forwards every call to the parent process."""
+    """A :class:`suite.tuning.TrialSink` that forwards every call to the parent process; runs
+    are tagged with the worker's device as the user named it (``cuda:1``, not the ``cuda:0``
+    an isolated worker sees)."""
 
-    def __init__(self, wid: int, events: Any) -> None:
-        self.wid, self.events = wid, events
+    def __init__(self, wid: int, events: Any, device: str) -> None:
+        self.wid, self.events, self.device = wid, events, device
+
+    def start(self, key: str, study: str, spec: Any, kind: str, tags: dict) -> None:
+        self.events.put((self.wid, "start", (key, study, spec, kind, {**tags, "suite.device": self.device})))
 
     def __getattr__(self, method: str):
-        if method not in ("start", "eval", "done", "tag", "interrupted", "echo"):
+        if method not in ("eval", "done", "tag", "interrupted", "echo"):
             raise AttributeError(method)
         return lambda *args: self.events.put((self.wid, method, args))
 
@@ -211,7 +216,7 @@ def worker_main(wid: int, device: str, threads: int, jobs: list, settings: Setti
 
         storage = open_storage(settings.storage)
         registry = get_registry()
-        sink = QueueSink(wid, events)
+        sink = QueueSink(wid, events, device)
         for job in jobs:
             if os.getppid() != parent_pid:
                 return
