@@ -9,17 +9,7 @@ from dataclasses import dataclass
 from suite import tune_report, tune_workers
 from suite.registry import Registry
 from suite.tracking import Tracker
-from suite.tune_tracking import (
-    TrackerSink,
-    finish_study_parent,
-    finish_tune_run,
-    start_tune_run,
-    study_parent,
-)
-from suite.tuning import (
-    ATTR_UID,
-    Objective,
-    StudyPlan,
+from suite.tune_studies import (
     best_trial,
     check_settings,
     n_counted,
@@ -29,6 +19,14 @@ from suite.tuning import (
     shares,
     storage_label,
 )
+from suite.tune_tracking import (
+    TrackerSink,
+    finish_study_parent,
+    finish_tune_run,
+    start_tune_run,
+    study_parent,
+)
+from suite.tuning import ATTR_UID, Objective, StudyPlan
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ class QueueSink:
 def run_job(job: TuneJob | SpecJob, settings: Settings, storage: Any, registry: Any, device: str, sink: Any,
             worker: int) -> None:
     """Run one job here."""
-    from suite.tuning import run_study_share
+    from suite.tune_studies import run_study_share
 
     if isinstance(job, TuneJob):
         run_study_share(job.plan, storage, n_trials=job.n_trials, total=job.total, registry=registry, device=device,
@@ -95,7 +95,7 @@ def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], set
     Returns one line per worker that died or raised (its unfinished runs are marked
     interrupted and its running trials failed, so a rerun redoes them); the others go on."""
     from suite.registry import get_registry
-    from suite.tuning import open_storage
+    from suite.tune_studies import open_storage
 
     active = [(d, j) for d, j in zip(devices, jobs, strict=True) if j]
     if not active:
@@ -110,7 +110,7 @@ def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], set
     try:
         return pool.run(active)
     finally:
-        from suite.tuning import fail_orphan_trials
+        from suite.tune_studies import fail_orphan_trials
 
         plans = [job.plan for _, jobs_ in active for job in jobs_ if isinstance(job, TuneJob)]
         fail_orphan_trials(open_storage(settings.storage), plans, {str(p.pid) for p in pool.procs.values()})
@@ -212,7 +212,7 @@ def worker_main(wid: int, device: str, threads: int, jobs: list, settings: Setti
         if device == "cpu":
             torch.set_num_threads(threads)
         from suite.registry import get_registry
-        from suite.tuning import open_storage
+        from suite.tune_studies import open_storage
 
         storage = open_storage(settings.storage)
         registry = get_registry()
