@@ -1,4 +1,4 @@
-"""The ``suite`` command line: ``suite list``, ``suite run``."""
+"""The ``suite`` command line: ``suite list``, ``suite run``, ``suite tune``."""
 
 from __future__ import annotations
 
@@ -27,10 +27,11 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from suite.cli import list_cmd, run_cmd
+    from suite.cli import list_cmd, run_cmd, tune_cmd
 
     main.add_command(list_cmd.list_components)
     main.add_command(run_cmd.run)
+    main.add_command(tune_cmd.tune)
 
 
 _register_commands()

@@ -1,0 +1,126 @@
+"""``suite tune``: Optuna tunes each variant at each batch size; MLflow records it; a table says
+which choice wins where."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from suite.cli.common import tracking_options
+from suite.errors import SuiteError
+from suite.registry import Registry, get_registry
+from suite.spec import parse_assignment
+
+DEFAULT_EPOCHS = "epochs:10"
+DEFAULT_STEPS = "steps:500"
+
+
+def _names(text: str, option: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not text.strip() or not all(names):
+        raise SuiteError(f"malformed {option} {text!r}: give a comma-separated list of names, e.g. sgd,adam")
+    return names
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(b < 1 for b in sizes):
+        raise SuiteError(f"malformed --batch-size {text!r}: give positive integers separated by commas, e.g. 8,64,512")
+    return list(dict.fromkeys(sizes))
+
+
+def _default_budget(registry: Registry, problem: str, fixed: dict[str, str]) -> str:
+    """``epochs:5`` for a problem with a data set, ``steps:500`` for one without (the NQM)."""
+    import torch
+
+    from suite.context import BuildContext
+
+    comp = registry.get("problem", problem)
+    params = comp.resolve({k.partition(".")[2]: v for k, v in fixed.items() if k.startswith("problem.")})
+    built = comp.build(BuildContext(seed=0, device=torch.device("cpu"), batch_size=1), params)
+    return DEFAULT_EPOCHS if built.n_train is not None else DEFAULT_STEPS
+
+
+@click.command()
+@click.option("--problem", default="logistic", show_default=True, help="Problem(s), comma-separated.")
+@click.option("--optimizer", default="sgd,precond", show_default=True, help="Optimizer variants, comma-separated.")
+@click.option("--scheduler", default="constant", show_default=True, help="Scheduler variants.")
+@click.option("--averager", default="none", show_default=True, help="Averager variants.")
+@click.option("--sampler", default="shuffle", show_default=True, help="Sampler variants.")
+@click.option("--batch-size", "batch_sizes", default="8,64,512", show_default=True, help="Batch sizes.")
+@click.option("--trials", type=int, default=30, show_default=True, help="Trials per study (pruned included).")
+@click.option("--budget", default=None,
+              help=f"Each trial's budget: epochs:N or steps:N (default {DEFAULT_EPOCHS}; {DEFAULT_STEPS} "
+                   "for a problem without a data set).")
+@click.option("--objective", default="final", show_default=True,
+              help="final | best | steps-to-target:X, of the validation loss (the averaged model's if any).")
+@click.option("--seeds", type=int, default=1, show_default=True, help="A trial's value is the mean over K seeds.")
+@click.option("--space", "spaces", multiple=True, metavar="FAMILY.PARAM=SPACE",
+              help="Override a declared search space: log:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:a,b.")
+@click.option("--set", "sets", multiple=True, metavar="FAMILY.PARAM=VALUE",
+              help="Fix a hyperparameter (it is then not tuned), e.g. --set optimizer.momentum=0.")
+@click.option("--eval-every", type=int, default=None, help="Evaluate (and report to the pruner) every K steps.")
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True)
+@click.option("--study-seed", type=int, default=None, help="Seed of the samplers: makes the tuning reproducible.")
+@click.option("--storage", default=None,
+              help="Optuna storage: a database URL (postgresql://..., sqlite:///...) or a journal file "
+                   "(default .suite/optuna.journal).")
+@click.option("--reevaluate", type=int, default=0, show_default=True,
+              help="Re-run each study's best configuration on K fresh seeds (mean ± std).")
+@tracking_options
+def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, budget, objective, seeds, spaces,
+         sets, eval_every, pruner, study_seed, storage, reevaluate, experiment, tracking_uri, device, workers,
+         quiet) -> None:
+    """Tune lr, momentum, weight decay (and schedule/averager parameters) per variant and batch size."""
+    from suite import tuning
+    from suite.devices import resolve_devices
+    from suite.tune_session import Request, run_session
+
+    registry = get_registry()
+    problems = _names(problem, "--problem")
+    choices = {"optimizer": _names(optimizer, "--optimizer"), "scheduler": _names(scheduler, "--scheduler"),
+               "averager": _names(averager, "--averager"), "sampler": _names(sampler, "--sampler")}
+    for family, names in {"problem": problems, **choices}.items():
+        for name in names:
+            registry.get(family, name)
+    sizes = _sizes(batch_sizes)
+    budget_obj = tuning.Budget.parse(budget) if budget is not None else None
+    objective_obj = tuning.Objective.parse(objective)
+    space_overrides = dict(tuning.parse_space_option(s) for s in spaces)
+    fixed = {}
+    for text in sets:
+        family, param, value = parse_assignment(text)
+        fixed[f"{family}.{param}"] = value
+    if trials < 1:
+        raise SuiteError(f"--trials={trials} is out of range: must be at least 1")
+    if reevaluate < 0:
+        raise SuiteError(f"--reevaluate={reevaluate} is out of range: must be at least 0")
+    if eval_every is not None and eval_every < 1:
+        raise SuiteError(f"--eval-every={eval_every} is out of range: must be at least 1")
+    plans = []
+    for p in problems:
+        b = budget_obj or tuning.Budget.parse(_default_budget(registry, p, fixed))
+        plans += tuning.plan_studies(
+            registry, problems=[p], variant_list=tuning.variants(choices), batch_sizes=sizes, budget=b,
+            objective=objective_obj, seeds=seeds, fixed=fixed, space_overrides=space_overrides, eval_every=eval_every,
+        )
+    devices = resolve_devices(device, workers)
+    request = Request(plans=plans, trials=trials, pruner=pruner, study_seed=study_seed, storage=storage,
+                      reevaluate=reevaluate, devices=devices, experiment=experiment or problems[0],
+                      tracking_uri=tracking_uri, objective=objective_obj)
+    echo = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
+    outcome = run_session(request, registry, echo)
+    click.echo(outcome.markdown, nl=False)
+    for line in outcome.troubles:
+        click.echo(f"{line}; its unfinished trials are not counted: rerun the same command to complete them",
+                   err=True)
+    studies = "1 study" if len(plans) == 1 else f"{len(plans)} studies"
+    click.echo(f"\n{studies} in Optuna storage {outcome.storage}; MLflow experiment "
+               f"{outcome.experiment!r} at {outcome.tracking_uri}: report on run {outcome.report_run_id} "
+               "(table.md, table.csv, figures; browse with `make ui`)")
+    if outcome.troubles:
+        sys.exit(1)

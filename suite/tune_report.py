@@ -1,0 +1,229 @@
+"""The tuning report: which choice wins at which batch size.
+
+One table per problem, a row per batch size, a column per variant; each cell holds the best
+value with its hyperparameters (and, after ``--reevaluate K``, the mean ± std over K fresh
+seeds). Saved as Markdown and CSV; figures of the best value and the best learning rate
+against the batch size; Optuna's own history and importance plots per study.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from suite import report
+from suite.tune_studies import best_trial, best_values, counted
+from suite.tuning import ATTR_STATUS, StudyPlan, format_value, short_name
+
+plt = report.plt
+
+
+@dataclass
+class Reeval:
+    """A best configuration re-run on fresh seeds."""
+
+    values: list[float]
+    n_diverged: int = 0
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    @property
+    def text(self) -> str:
+        if not self.values:
+            return f"all {self.n_diverged} diverged"
+        extra = f", {self.n_diverged} diverged" if self.n_diverged else ""
+        return f"{self.mean:.4g} ± {self.std:.2g}{extra}"
+
+
+@dataclass
+class StudySummary:
+    """What one study found."""
+
+    name: str
+    problem: str
+    variant: str
+    batch_size: int
+    n_counted: int
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    n_diverged: int
+    best_value: float | None
+    best_number: int | None
+    best_params: dict[str, Any]
+    reeval: Reeval | None = None
+
+    def cell(self) -> str:
+        if self.best_value is None:
+            return f"— (no completed trial of {self.n_counted})"
+        params = " ".join(f"{short_name(k)}={format_value(v)}" for k, v in self.best_params.items())
+        value = f"{self.reeval.text}, tuned {self.best_value:.4g}" if self.reeval else f"{self.best_value:.4g}"
+        return f"{value} ({params})" if params else value
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.reeval is not None:
+            d["reeval"].update(mean=self.reeval.mean, std=self.reeval.std)
+        return d
+
+
+def summarize(study: optuna.Study, plan: StudyPlan, reeval: Reeval | None = None) -> StudySummary:
+    trials = study.get_trials(deepcopy=False)
+    best = best_trial(study)
+    return StudySummary(
+        name=plan.name, problem=plan.problem, variant=plan.variant.name, batch_size=plan.batch_size,
+        n_counted=sum(counted(t) for t in trials),
+        n_complete=sum(t.state == TrialState.COMPLETE for t in trials),
+        n_pruned=sum(t.state == TrialState.PRUNED for t in trials),
+        n_failed=sum(t.state == TrialState.FAIL and counted(t) for t in trials),
+        n_diverged=sum(t.user_attrs.get(ATTR_STATUS) == "diverged" for t in trials),
+        best_value=None if best is None else float(best.value),
+        best_number=None if best is None else best.number,
+        best_params={} if best is None else best_values(best),
+        reeval=reeval,
+    )
+
+
+def _by_problem(summaries: Sequence[StudySummary]) -> dict[str, list[StudySummary]]:
+    out: dict[str, list[StudySummary]] = {}
+    for s in summaries:
+        out.setdefault(s.problem, []).append(s)
+    return out
+
+
+def markdown(summaries: Sequence[StudySummary], objective_label: str) -> str:
+    """One Markdown table per problem: a row per batch size, a column per variant."""
+    parts = []
+    for problem, items in _by_problem(summaries).items():
+        variants = list(dict.fromkeys(s.variant for s in items))
+        sizes = sorted({s.batch_size for s in items})
+        cells = {(s.batch_size, s.variant): s.cell() for s in items}
+        lines = [f"### {problem}: {objective_label} (lower is better)", "",
+                 "| batch size | " + " | ".join(variants) + " |",
+                 "|---:|" + "---|" * len(variants)]
+        for b in sizes:
+            lines.append(f"| {b} | " + " | ".join(cells.get((b, v), "") for v in variants) + " |")
+        winners = _winners(items, sizes)
+        if len(variants) > 1 and winners:
+            basis = ("re-evaluated means" if all(s.reeval for s in items)
+                     else "best tuned values, one draw each: --reevaluate K gives mean ± std over fresh seeds")
+            lines += ["", "Best variant per batch size: " + "; ".join(f"b{b}: {w}" for b, w in winners)
+                      + f" ({basis})"]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def _winners(items: Sequence[StudySummary], sizes: Sequence[int]) -> list[tuple[int, str]]:
+    out = []
+    for b in sizes:
+        scored = [(_score(s), s.variant) for s in items if s.batch_size == b and _score(s) is not None]
+        if scored:
+            out.append((b, min(scored)[1]))
+    return out
+
+
+def _score(s: StudySummary) -> float | None:
+    if s.reeval is not None and s.reeval.values:
+        return s.reeval.mean
+    return s.best_value
+
+
+def csv_text(summaries: Sequence[StudySummary]) -> str:
+    """One row per study, every tuned hyperparameter in its own column."""
+    keys = list(dict.fromkeys(k for s in summaries for k in s.best_params))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["problem", "variant", "batch_size", "best_value", "best_trial", "trials", "complete", "pruned",
+                "failed", "diverged", "reeval_mean", "reeval_std", "reeval_n", *keys])
+    for s in summaries:
+        r = s.reeval
+        w.writerow([s.problem, s.variant, s.batch_size, s.best_value, s.best_number, s.n_counted, s.n_complete,
+                    s.n_pruned, s.n_failed, s.n_diverged, r.mean if r else "", r.std if r else "",
+                    len(r.values) if r else "", *[s.best_params.get(k, "") for k in keys]])
+    return buf.getvalue()
+
+
+def figures(summaries: Sequence[StudySummary], objective_label: str) -> dict[str, Any]:
+    """Per problem: best value against batch size per variant; best lr against batch size
+    (log-log) where the lr was tuned."""
+    out = {}
+    for problem, items in _by_problem(summaries).items():
+        variants = list(dict.fromkeys(s.variant for s in items))
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for v in variants:
+            pts = sorted((s.batch_size, _score(s), s) for s in items if s.variant == v and _score(s) is not None)
+            if not pts:
+                continue
+            err = [s.reeval.std if s.reeval and s.reeval.values else 0.0 for _, _, s in pts]
+            ax.errorbar([b for b, _, _ in pts], [y for _, y, _ in pts], yerr=err, marker="o", capsize=3, label=v)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(f"best {objective_label}")
+        ax.set_title(f"{problem}: tuned value per batch size")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        out[f"{problem}_best_value_vs_batch_size.png"] = fig
+
+        lr_items = [s for s in items if isinstance(s.best_params.get("optimizer.lr"), float)]
+        if lr_items:
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            for v in variants:
+                pts = sorted((s.batch_size, s.best_params["optimizer.lr"]) for s in lr_items if s.variant == v)
+                if pts:
+                    ax.plot([b for b, _ in pts], [lr for _, lr in pts], marker="o", label=v)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("batch size")
+            ax.set_ylabel("best learning rate")
+            ax.set_title(f"{problem}: tuned learning rate per batch size")
+            ax.legend(fontsize="small")
+            fig.tight_layout()
+            out[f"{problem}_best_lr_vs_batch_size.png"] = fig
+    return out
+
+
+def study_figures(study: optuna.Study) -> dict[str, Any]:
+    """Optuna's optimization history and (where it can be computed: at least two completed
+    trials and two parameters) hyperparameter importance plots; skipped when they cannot be made."""
+    import warnings
+
+    from optuna.visualization import matplotlib as ovm
+
+    out: dict[str, Any] = {}
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            out["optuna_history.png"] = ovm.plot_optimization_history(study).figure
+        except Exception:  # an optional figure must not stop the report
+            pass
+        if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 2:
+            try:
+                out["optuna_importance.png"] = ovm.plot_param_importances(study).figure
+            except Exception:
+                pass
+    for fig in out.values():
+        fig.tight_layout()
+    return out
+
+
+def close_all(figs: Mapping[str, Any]) -> None:
+    for fig in figs.values():
+        report.close(fig)

@@ -1,0 +1,150 @@
+"""One ``suite tune`` invocation: validate, open the studies, run the trials, re-evaluate,
+report. Everything that can be refused is refused before anything is stored or logged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from suite import tune_report, tune_workers
+from suite.registry import Registry
+from suite.tracking import Tracker
+from suite.tune_studies import (
+    best_trial,
+    check_settings,
+    n_counted,
+    open_storage,
+    open_study,
+    reevaluation_specs,
+    shares,
+    storage_label,
+)
+from suite.tune_tracking import (
+    TrackerSink,
+    finish_study_parent,
+    finish_tune_run,
+    start_tune_run,
+    study_parent,
+)
+from suite.tuning import ATTR_UID, Objective, StudyPlan
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated tuning request."""
+
+    plans: Sequence[StudyPlan]
+    trials: int
+    pruner: str
+    study_seed: int | None
+    storage: str | None
+    reevaluate: int
+    devices: Sequence[str]
+    experiment: str
+    tracking_uri: str | None
+    objective: Objective
+
+
+@dataclass
+class Outcome:
+    summaries: list[tune_report.StudySummary]
+    markdown: str
+    csv: str
+    storage: str
+    experiment: str
+    tracking_uri: str
+    report_run_id: str
+    troubles: list[str]  # workers that died or raised
+
+
+def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -> Outcome:
+    """Run a tuning request to the end and report it (see ``suite tune --help``)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(req.storage)
+    check_settings(storage, req.plans)
+    tracker = Tracker(req.experiment, req.tracking_uri)  # the experiment exists before any worker starts
+    studies = {plan.name: open_study(storage, plan) for plan in req.plans}
+    label = storage_label(req.storage)
+    parents = {plan.name: study_parent(tracker, plan, studies[plan.name].user_attrs[ATTR_UID], trials=req.trials,
+                                       pruner=req.pruner, study_seed=req.study_seed, storage=label)
+               for plan in req.plans}
+    problems = list(dict.fromkeys(p.problem for p in req.plans))
+    report_run = start_tune_run(
+        tracker, f"tune-{'+'.join(problems)}",
+        tags={"suite.studies": ",".join(parents)[:4000]},
+        params={"studies": len(req.plans), "trials": req.trials, "pruner": req.pruner,
+                "study_seed": req.study_seed, "storage": label, "reevaluate": req.reevaluate,
+                "objective": str(req.objective), "devices": ",".join(req.devices)},
+    )
+    sink = TrackerSink(tracker, registry, parents, echo)
+    settings = tune_workers.Settings(req.storage, req.study_seed, req.pruner)
+    n = len(req.devices)
+    restore = tune_workers.terminate_on_sigterm()
+    try:
+        jobs: list[list] = [[] for _ in range(n)]
+        for plan in req.plans:
+            remaining = max(0, req.trials - n_counted(studies[plan.name]))
+            if remaining == 0:
+                echo(f"[{plan.name}] already holds {req.trials} trials")
+            for i, share in enumerate(shares(remaining, n)):
+                if share:
+                    jobs[i].append(tune_workers.TuneJob(plan, share, req.trials))
+        troubles = tune_workers.run(jobs, req.devices, settings, sink)
+        reevals = _reevaluate(req, registry, storage, sink, settings, troubles) if req.reevaluate else {}
+        summaries = []
+        for plan in req.plans:
+            study = studies[plan.name]
+            summary = tune_report.summarize(study, plan, reevals.get(plan.name))
+            figs = tune_report.study_figures(study)
+            finish_study_parent(tracker, parents[plan.name], summary, figs)
+            tune_report.close_all(figs)
+            summaries.append(summary)
+        md = tune_report.markdown(summaries, req.objective.label)
+        csv_text = tune_report.csv_text(summaries)
+        figs = tune_report.figures(summaries, req.objective.label)
+        finish_tune_run(tracker, report_run, {"table.md": md, "table.csv": csv_text}, figs)
+        tune_report.close_all(figs)
+    except BaseException:
+        for run_id in [*parents.values(), report_run]:
+            tracker.mark(run_id, "interrupted", "tuning did not finish")
+        raise
+    finally:
+        restore()
+    return Outcome(summaries, md, csv_text, label, tracker.experiment_name, tracker.tracking_uri, report_run,
+                   troubles)
+
+
+def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, settings: tune_workers.Settings,
+                troubles: list[str]) -> dict[str, tune_report.Reeval]:
+    """Re-run each study's best configuration on K fresh seeds, spread over the workers."""
+    import optuna
+
+    n = len(req.devices)
+    jobs: list[list] = [[] for _ in range(n)]
+    keys: dict[str, list[str]] = {}
+    i = 0
+    for plan in req.plans:
+        best = best_trial(optuna.load_study(study_name=plan.name, storage=storage))
+        if best is None:
+            continue
+        for spec in reevaluation_specs(plan, best, registry, req.reevaluate):
+            key = f"{plan.name}#reeval{best.number}#{spec.seed}"
+            tags = {"suite.study": plan.name, "suite.reeval_of": best.number}
+            jobs[i % n].append(tune_workers.SpecJob(key, plan.name, spec, tags))
+            keys.setdefault(plan.name, []).append(key)
+            i += 1
+    troubles += tune_workers.run(jobs, req.devices, settings, sink)
+    out = {}
+    for name, items in keys.items():
+        plan = next(p for p in req.plans if p.name == name)
+        values, diverged = [], 0
+        for key in items:
+            result = sink.results.get(key)
+            if result is None or result.status != "completed":
+                diverged += 1
+                continue
+            values.append(plan.objective.value(result, result.history[-1][0]))
+        out[name] = tune_report.Reeval(values, diverged)
+    return out

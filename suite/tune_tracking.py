@@ -1,0 +1,154 @@
+"""MLflow side of tuning: a parent run per study, a child run per trial run, done by the suite.
+
+* Study parent run: tags ``suite.kind=study``, ``suite.study=<name>``, ``suite.study_uid``; params = the study's
+  settings (problem, components, batch size, budget, objective, seeds, search space, fixed
+  values), which cannot change for a study; tags for what may change between invocations
+  (``suite.trials_requested``, ``suite.pruner``, ``suite.study_seed``). The same parent is
+  found and reused when a study is resumed. At the end of each invocation it gets the best
+  value and params (metrics ``best_value``, ``best.<family.param>`` with step = trials so far,
+  so their history shows how the best evolved; tags ``suite.best.<family.param>``), the trial
+  counts, ``best.json`` and Optuna's history and importance plots.
+* Trial runs: children of their study's parent, logged exactly like ``suite run`` runs
+  (:class:`suite.tracking.Tracker`) with ``suite.kind=trial`` and tags ``suite.study``,
+  ``suite.trial``, ``suite.seed_index``, ``suite.trial_state`` and ``suite.trial_value``.
+* Re-evaluation runs: children of the parent with ``suite.kind=reeval``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+import suite
+from suite.engine import RunResult
+from suite.registry import Registry
+from suite.spec import RunSpec
+from suite.tracking import TAG_KIND, TAG_STATUS, TAG_VERSION, Tracker
+
+TAG_STUDY = "suite.study"
+TAG_UID = "suite.study_uid"
+
+
+class TrackerSink:
+    """The :class:`suite.tuning.TrialSink` of the parent process: logs every event to MLflow."""
+
+    def __init__(self, tracker: Tracker, registry: Registry, parents: Mapping[str, str],
+                 echo: Callable[[str], None]) -> None:
+        self.tracker, self.registry, self.parents, self._echo = tracker, registry, parents, echo
+        self.run_ids: dict[str, str] = {}
+        self.results: dict[str, RunResult] = {}
+
+    def start(self, key: str, study: str, spec: RunSpec, kind: str, tags: dict[str, Any]) -> None:
+        suffix = f"-t{tags['suite.trial']}" if "suite.trial" in tags else f"-{kind}"
+        self.run_ids[key] = self.tracker.start_run(
+            spec, self.registry, device=str(tags.get("suite.device", "cpu")), parent_run_id=self.parents[study],
+            kind=kind, tags={MLFLOW_RUN_NAME: spec.name + suffix, **tags},
+        )
+
+    def eval(self, key: str, step: int, metrics: dict[str, float]) -> None:
+        self.tracker.log_metrics(self.run_ids[key], step, metrics)
+
+    def done(self, key: str, result: RunResult) -> None:
+        self.tracker.finish(self.run_ids[key], result, figure=False)
+        self.results[key] = result
+
+    def tag(self, key: str, tags: dict[str, Any]) -> None:
+        self.tracker.client.log_batch(self.run_ids[key], tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def interrupted(self, key: str) -> None:
+        if key in self.run_ids:
+            self.tracker.mark(self.run_ids[key], "interrupted", "interrupted before the run finished")
+
+    def echo(self, line: str) -> None:
+        self._echo(line)
+
+
+def study_parent(tracker: Tracker, plan: Any, uid: str, *, trials: int, pruner: str, study_seed: int | None,
+                 storage: str) -> str:
+    """Find the study's parent run (resume) or create it; mark it running; return its id.
+
+    The parent is found by the Optuna study's uid (tag ``suite.study_uid``), not only by its
+    name: a study of the same name in another storage gets a parent of its own."""
+    client = tracker.client
+    found = client.search_runs(
+        [tracker.experiment_id], f"tags.`{TAG_KIND}` = 'study' AND tags.`{TAG_UID}` = '{uid}'",
+        max_results=1, order_by=["attributes.start_time ASC"],
+    )
+    tags = {"suite.trials_requested": trials, "suite.pruner": pruner, "suite.study_seed": study_seed,
+            "suite.storage": storage, TAG_STATUS: "running"}
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        return run_id
+    all_tags = {MLFLOW_RUN_NAME: plan.name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_UID: uid,
+                TAG_VERSION: suite.__version__,
+                "suite.problem": plan.problem, "suite.variant": plan.variant.name,
+                "suite.batch_size": plan.batch_size, **tags}
+    run = client.create_run(tracker.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
+    settings = plan.settings()
+    params = {k: v for k, v in settings.items() if k not in ("space", "fixed")}
+    params.update({f"space.{k}": _space_text(v) for k, v in settings["space"].items()})
+    params.update({f"fixed.{k}": v for k, v in settings["fixed"].items()})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return run.info.run_id
+
+
+def _space_text(d: Mapping[str, Any]) -> str:
+    return json.dumps(d, sort_keys=True)
+
+
+def finish_study_parent(tracker: Tracker, run_id: str, summary: Any, figures: Mapping[str, Any]) -> None:
+    """Log a study's outcome (a :class:`suite.tune_report.StudySummary`) to its parent run."""
+    client = tracker.client
+    ts = _now_ms()
+    step = summary.n_counted
+    metrics = [Metric("n_complete", summary.n_complete, ts, step), Metric("n_pruned", summary.n_pruned, ts, step),
+               Metric("n_failed", summary.n_failed, ts, step), Metric("n_diverged", summary.n_diverged, ts, step)]
+    tags = [RunTag(TAG_STATUS, "completed"), RunTag("suite.trials", str(summary.n_counted))]
+    if summary.best_value is not None:
+        metrics.append(Metric("best_value", summary.best_value, ts, step))
+        tags.append(RunTag("suite.best_trial", str(summary.best_number)))
+        for k, v in summary.best_params.items():
+            tags.append(RunTag(f"suite.best.{k}", str(v)))
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                metrics.append(Metric(f"best.{k}", float(v), ts, step))
+    if summary.reeval is not None:
+        metrics += [Metric("reeval_mean", summary.reeval.mean, ts, step),
+                    Metric("reeval_std", summary.reeval.std, ts, step)]
+    client.log_batch(run_id, metrics=metrics, tags=tags)
+    client.log_dict(run_id, summary.to_dict(), "best.json")
+    for name, fig in figures.items():
+        client.log_figure(run_id, fig, name)
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def start_tune_run(tracker: Tracker, name: str, tags: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+    """The run of one ``suite tune`` invocation (``suite.kind=tune``), holding its report."""
+    all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "tune", TAG_VERSION: suite.__version__, TAG_STATUS: "running",
+                **tags}
+    run = tracker.client.create_run(tracker.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
+    tracker.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    return run.info.run_id
+
+
+def finish_tune_run(tracker: Tracker, run_id: str, texts: Mapping[str, str], figures: Mapping[str, Any]) -> None:
+    """Log the invocation's report (tables as text, figures) and mark its run finished."""
+    client = tracker.client
+    for name, text in texts.items():
+        client.log_text(run_id, text, name)
+    for name, fig in figures.items():
+        client.log_figure(run_id, fig, name)
+    client.set_tag(run_id, TAG_STATUS, "completed")
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

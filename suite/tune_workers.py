@@ -1,0 +1,251 @@
+"""Where trials run: in this process, or in one worker process per device entry.
+
+Each worker (``spawn`` context, pinned to its device) opens the shared Optuna storage and
+calls ``study.optimize`` for its share of each study's remaining trials: Optuna's own way of
+distributing a study, with the storage as the only coordination. Workers do not talk to
+MLflow: they send their runs' events (start, eval, done, tag, interrupted, echo) to the parent
+process, which is the tracking store's single writer (safe with MLflow's sqlite default).
+
+With one device entry everything runs in this process, with no start-up cost.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class TuneJob:
+    """Run ``n_trials`` trials of a study (stopping once it holds ``total`` counted trials)."""
+
+    plan: Any  # suite.tuning.StudyPlan
+    n_trials: int
+    total: int
+
+
+@dataclass(frozen=True)
+class SpecJob:
+    """Train one RunSpec (re-evaluation of a best configuration) and report it as ``key``."""
+
+    key: str
+    study: str
+    spec: Any  # suite.spec.RunSpec
+    tags: dict
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every worker needs besides its jobs."""
+
+    storage: str | None
+    study_seed: int | None
+    pruner: str
+
+
+class QueueSink:
+    """A :class:`suite.tuning.TrialSink` that forwards every call to the parent process; runs
+    are tagged with the worker's device as the user named it (``cuda:1``, not the ``cuda:0``
+    an isolated worker sees)."""
+
+    def __init__(self, wid: int, events: Any, device: str) -> None:
+        self.wid, self.events, self.device = wid, events, device
+
+    def start(self, key: str, study: str, spec: Any, kind: str, tags: dict) -> None:
+        self.events.put((self.wid, "start", (key, study, spec, kind, {**tags, "suite.device": self.device})))
+
+    def __getattr__(self, method: str):
+        if method not in ("eval", "done", "tag", "interrupted", "echo"):
+            raise AttributeError(method)
+        return lambda *args: self.events.put((self.wid, method, args))
+
+
+def run_job(job: TuneJob | SpecJob, settings: Settings, storage: Any, registry: Any, device: str, sink: Any,
+            worker: int) -> None:
+    """Run one job here."""
+    from suite.tune_studies import run_study_share
+
+    if isinstance(job, TuneJob):
+        run_study_share(job.plan, storage, n_trials=job.n_trials, total=job.total, registry=registry, device=device,
+                        sink=sink, study_seed=settings.study_seed, pruner=settings.pruner, worker=worker)
+        return
+    from suite.engine import train
+
+    sink.start(job.key, job.study, job.spec, "reeval", {**job.tags, "suite.device": device})
+    try:
+        result = train(job.spec, device, registry, lambda step, m: sink.eval(job.key, step, m))
+    except BaseException:
+        sink.interrupted(job.key)
+        raise
+    sink.done(job.key, result)
+
+
+def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], settings: Settings,
+        sink: Any) -> list[str]:
+    """Run ``jobs[i]`` on ``devices[i]``: in this process when there is one device entry, else
+    in one worker process per entry. ``sink`` receives every event (in this process).
+
+    Returns one line per worker that died or raised (its unfinished runs are marked
+    interrupted and its running trials failed, so a rerun redoes them); the others go on."""
+    from suite.registry import get_registry
+    from suite.tune_studies import open_storage
+
+    active = [(d, j) for d, j in zip(devices, jobs, strict=True) if j]
+    if not active:
+        return []
+    if len(devices) == 1:
+        storage = open_storage(settings.storage)
+        registry = get_registry()
+        for job in active[0][1]:
+            run_job(job, settings, storage, registry, _pin(devices[0]), sink, worker=0)
+        return []
+    pool = _Pool(settings, sink)
+    try:
+        return pool.run(active)
+    finally:
+        from suite.tune_studies import fail_orphan_trials
+
+        plans = [job.plan for _, jobs_ in active for job in jobs_ if isinstance(job, TuneJob)]
+        fail_orphan_trials(open_storage(settings.storage), plans, {str(p.pid) for p in pool.procs.values()})
+
+
+def _pin(device: str, *, isolate: bool = False) -> str:
+    """The torch device a worker uses; with ``isolate`` it sees only its GPU."""
+    if not device.startswith("cuda"):
+        return device
+    index = device.partition(":")[2] or "0"
+    if isolate:
+        os.environ["CUDA_VISIBLE_DEVICES"] = index
+        return "cuda:0"
+    return f"cuda:{index}"
+
+
+class _Pool:
+    def __init__(self, settings: Settings, sink: Any) -> None:
+        import multiprocessing
+
+        self.ctx = multiprocessing.get_context("spawn")
+        self.settings, self.sink = settings, sink
+        self.events = self.ctx.Queue()
+        self.procs: dict[int, Any] = {}
+        self.in_flight: dict[int, set[str]] = {}
+
+    def run(self, active: list[tuple[str, Sequence[Any]]]) -> list[str]:
+        n_cpu = sum(1 for d, _ in active if d == "cpu")
+        threads = max(1, (os.cpu_count() or 1) // max(1, n_cpu))
+        errors: list[str] = []
+        try:
+            for wid, (device, jobs) in enumerate(active):
+                p = self.ctx.Process(target=worker_main, name=f"suite-tune-{wid}-{device}", daemon=True,
+                                     args=(wid, device, threads, list(jobs), self.settings, self.events, os.getpid()))
+                p.start()
+                self.procs[wid] = p
+                self.in_flight[wid] = set()
+            running = set(self.procs)
+            while running:
+                try:
+                    wid, method, args = self.events.get(timeout=POLL_S)
+                except queue.Empty:
+                    for wid in list(running):
+                        if not self.procs[wid].is_alive():
+                            running.discard(wid)
+                            self._lost(wid, f"worker {wid} died (exit code {self.procs[wid].exitcode})", errors)
+                    continue
+                if method == "exit":
+                    running.discard(wid)
+                    if args:
+                        self._lost(wid, f"worker {wid} failed: {args[0].strip().splitlines()[-1]}", errors)
+                    continue
+                self._track(wid, method, args)
+                getattr(self.sink, method)(*args)
+        except BaseException:
+            self._stop()
+            for wid in self.procs:
+                self._lost(wid, "interrupted", [])
+            raise
+        finally:
+            self._stop()
+        return errors
+
+    def _track(self, wid: int, method: str, args: tuple) -> None:
+        if method == "start":
+            self.in_flight[wid].add(args[0])
+        elif method in ("done", "interrupted"):
+            self.in_flight[wid].discard(args[0])
+
+    def _lost(self, wid: int, why: str, errors: list[str]) -> None:
+        """Mark the runs a dead worker left unfinished as interrupted."""
+        for key in sorted(self.in_flight.get(wid, ())):
+            self.sink.interrupted(key)
+        self.in_flight[wid] = set()
+        if why != "interrupted":
+            errors.append(why)
+
+    def _stop(self) -> None:
+        for p in self.procs.values():
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs.values():
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+        self.events.cancel_join_thread()
+
+
+def worker_main(wid: int, device: str, threads: int, jobs: list, settings: Settings, events: Any,
+                parent_pid: int) -> None:
+    """A worker process: pin to ``device`` and run ``jobs``, sending events to the parent."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    local = _pin(device, isolate=True)
+    error = None
+    try:
+        import torch
+
+        if device == "cpu":
+            torch.set_num_threads(threads)
+        from suite.registry import get_registry
+        from suite.tune_studies import open_storage
+
+        storage = open_storage(settings.storage)
+        registry = get_registry()
+        sink = QueueSink(wid, events, device)
+        for job in jobs:
+            if os.getppid() != parent_pid:
+                return
+            run_job(job, settings, storage, registry, local, sink, worker=wid)
+    except Exception:
+        error = traceback.format_exc()
+    events.put((wid, "exit", (error,) if error else ()))
+
+
+def terminate_on_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into KeyboardInterrupt, so a terminated ``suite tune`` marks its unfinished
+    runs and trials as interrupted; returns a function that restores the previous handler."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
