@@ -2,16 +2,18 @@
 
 Each entry of the device list (see :func:`suite.devices.resolve_devices`) gets one worker
 process, started with the ``spawn`` context and pinned to its device (a CUDA worker sees only
-its GPU through ``CUDA_VISIBLE_DEVICES``). Workers pull specs from a queue, run them through
-the engine (:func:`suite.engine.run_specs`) and send ``start`` / ``eval`` / ``done`` events
-back. The parent process receives every event and does all the logging, so the tracking store
-has a single writer (robust with MLflow's sqlite default) and the engine stays free of MLflow.
+its GPU through ``CUDA_VISIBLE_DEVICES``). Workers are handed specs one at a time over their
+own pipe, run them through the engine (:func:`suite.engine.run_specs`) and send ``start`` /
+``eval`` / ``done`` events back over it. The parent process receives every event and does all
+the logging, so the tracking store has a single writer (robust with MLflow's sqlite default)
+and the engine stays free of MLflow.
 
 With a single worker the specs run in the parent process itself (no process start-up cost).
 Workers die with the parent: they are daemons, they ask Linux to kill them when the parent
-dies (``PR_SET_PDEATHSIG``), and they check that the parent is alive between evaluations. A
+dies (``PR_SET_PDEATHSIG``), and they stop when their pipe closes or their parent changes. A
 worker that dies mid-run (segfault, out of memory) has its run reported as failed and is
-replaced, so the rest of the grid goes on.
+replaced, so the rest of the grid goes on; workers that die before running anything three
+times end the grid (:class:`WorkerStartError`) instead of being restarted forever.
 
 This module imports neither torch nor MLflow at the top, so a spawned worker starts by
 importing only what it needs.
@@ -20,9 +22,8 @@ importing only what it needs.
 from __future__ import annotations
 
 import os
-import queue
+import pickle
 import signal
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,17 +100,16 @@ def _pin(device: str, *, isolate: bool = False) -> str:
 
 
 class _Pool:
-    """Worker processes with one task queue each: the parent hands a worker its next spec when
-    the worker says it is ready, so it always knows which spec a worker holds (even when the
-    worker dies without a word)."""
+    """Worker processes, each with its own duplex pipe: the parent hands a worker its next spec
+    when the worker says it is ready, so it always knows which spec a worker holds. A worker
+    that dies mid-message can only break its own pipe (a shared queue's lock would hang all)."""
 
     def __init__(self, devices: list[str], cb: Callbacks) -> None:
         import multiprocessing
 
         self.ctx = multiprocessing.get_context("spawn")
         self.devices, self.cb = devices, cb
-        self.events = self.ctx.Queue()
-        self.workers: dict[int, tuple[Any, str, Any]] = {}  # id -> (process, device, task queue)
+        self.workers: dict[int, tuple[Any, str, Any]] = {}  # id -> (process, device, pipe end)
         self.busy: dict[int, int] = {}  # worker id -> spec index
         self.ready: set[int] = set()  # workers that finished starting up
         self.failed_starts = 0
@@ -120,111 +120,112 @@ class _Pool:
     def _start(self, device: str) -> None:
         wid = self.next_id
         self.next_id += 1
-        tasks = self.ctx.Queue()
+        conn, child = self.ctx.Pipe(duplex=True)
         p = self.ctx.Process(
-            target=worker_main, args=(wid, device, self.threads, tasks, self.events, os.getpid()),
+            target=worker_main, args=(wid, device, self.threads, child, os.getpid()),
             name=f"suite-worker-{wid}-{device}", daemon=True,
         )
         p.start()
-        self.workers[wid] = (p, device, tasks)
+        child.close()  # the worker's end lives in the worker only: its death reads as EOF here
+        self.workers[wid] = (p, device, conn)
 
     def run(self, specs: Sequence[Any]) -> None:
+        from multiprocessing.connection import wait
+
         self.specs_json = [spec.to_json() for spec in specs]
         self.pending = list(range(len(specs)))[::-1]  # pop() takes the first
+        self.remaining = set(range(len(specs)))
         for device in self.devices:
             self._start(device)
-        remaining = set(range(len(specs)))
         try:
-            last_check = time.monotonic()
-            while remaining:
+            while self.remaining:
                 interrupted()
-                try:
-                    self._handle(self.events.get(timeout=POLL_S), remaining)
-                except queue.Empty:
-                    pass
-                if time.monotonic() - last_check >= POLL_S:  # also while other workers keep talking
-                    self._check_workers(remaining)
-                    last_check = time.monotonic()
+                by_conn = {conn: wid for wid, (_, _, conn) in self.workers.items()}
+                for conn in wait(list(by_conn), timeout=POLL_S):
+                    wid = by_conn[conn]
+                    try:
+                        event = conn.recv()
+                    except (EOFError, OSError, pickle.UnpicklingError):
+                        self._lost(wid)
+                        continue
+                    self._handle(wid, event)
+                for wid, (p, _, _) in list(self.workers.items()):  # a worker gone without EOF (rare)
+                    if not p.is_alive() and wid in self.workers:
+                        self._lost(wid)
             for p, _, _ in self.workers.values():  # each got None when nothing was left
                 p.join(timeout=10)
         finally:
             self._stop()
 
     def _assign(self, wid: int) -> None:
-        if wid not in self.workers:
+        conn = self.workers[wid][2]
+        index = self.pending.pop() if self.pending else None
+        try:
+            conn.send(None if index is None else (index, self.specs_json[index]))
+        except OSError:
+            if index is not None:
+                self.pending.append(index)  # the worker is gone: its EOF comes next
             return
-        tasks = self.workers[wid][2]
-        if self.pending:
-            index = self.pending.pop()
+        if index is not None:
             self.busy[wid] = index
-            tasks.put((index, self.specs_json[index]))
-        else:
-            tasks.put(None)
 
-    def _handle(self, event: tuple, remaining: set[int]) -> None:
-        kind, wid = event[0], event[1]
+    def _handle(self, wid: int, event: tuple) -> None:
+        kind = event[0]
         if kind == "ready":
             self.ready.add(wid)
             self._assign(wid)
         elif kind == "start":
-            self.cb.in_flight[event[2]] = event[3]
-            self.cb.on_start(event[2], event[3])
+            self.cb.in_flight[event[1]] = event[2]
+            self.cb.on_start(event[1], event[2])
         elif kind == "eval":
-            self.cb.on_eval(event[2], event[3], event[4])
+            self.cb.on_eval(event[1], event[2], event[3])
         elif kind == "done":
-            index = event[2]
+            index = event[1]
             self.busy.pop(wid, None)
             self.cb.in_flight.pop(index, None)
-            remaining.discard(index)
-            self.cb.on_done(index, event[3])
+            self.remaining.discard(index)
+            self.cb.on_done(index, event[2])
             self._assign(wid)
 
-    def _check_workers(self, remaining: set[int]) -> None:
+    def _lost(self, wid: int) -> None:
+        """A worker's pipe closed: it exited (normally, after None) or died."""
         from suite.engine import RunResult
         from suite.spec import RunSpec
 
-        for wid, (p, device, _) in list(self.workers.items()):
-            if p.is_alive():
-                continue
-            while True:  # what it said before it died comes first
-                try:
-                    self._handle(self.events.get_nowait(), remaining)
-                except queue.Empty:
-                    break
-            del self.workers[wid]
-            index = self.busy.pop(wid, None)
-            if wid not in self.ready:
-                self.failed_starts += 1
-                if self.failed_starts >= MAX_FAILED_STARTS:
-                    raise WorkerStartError(
-                        f"worker processes on {device} died {self.failed_starts} times before running anything "
-                        f"(last exit code {p.exitcode}); see the error above, or try --device cpu"
-                    )
-            if index is not None and index in remaining:
-                self.cb.in_flight.pop(index, None)
-                remaining.discard(index)
-                reason = f"worker process on {device} died (exit code {p.exitcode})"
-                spec = RunSpec.from_json(self.specs_json[index])
-                self.cb.on_done(index, RunResult(spec=spec, status="failed", reason=reason, error=reason,
-                                                 device=device))
-            if self.pending:
-                self._start(device)
+        p, device, conn = self.workers.pop(wid)
+        conn.close()
+        p.join(timeout=5)
+        index = self.busy.pop(wid, None)
+        if wid not in self.ready:
+            self.failed_starts += 1
+            if self.failed_starts >= MAX_FAILED_STARTS:
+                raise WorkerStartError(
+                    f"worker processes on {device} died {self.failed_starts} times before running anything "
+                    f"(last exit code {p.exitcode}); see the error above, or try --device cpu"
+                )
+        if index is not None and index in self.remaining:
+            self.cb.in_flight.pop(index, None)
+            self.remaining.discard(index)
+            reason = f"worker process on {device} died (exit code {p.exitcode})"
+            spec = RunSpec.from_json(self.specs_json[index])
+            self.cb.on_done(index, RunResult(spec=spec, status="failed", reason=reason, error=reason, device=device))
+        if self.pending:
+            self._start(device)
 
     def _stop(self) -> None:
         for p, _, _ in self.workers.values():
             if p.is_alive():
                 p.terminate()
-        for p, _, tasks in self.workers.values():
+        for p, _, conn in self.workers.values():
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
-            tasks.cancel_join_thread()
-        self.events.cancel_join_thread()
+            conn.close()
 
 
-def worker_main(wid: int, device: str, threads: int, tasks: Any, events: Any, parent_pid: int) -> None:
+def worker_main(wid: int, device: str, threads: int, conn: Any, parent_pid: int) -> None:
     """A worker process: pin to ``device``, say it is ready, then run the specs it is handed
-    until it gets ``None``."""
+    until it gets ``None`` (or its parent goes away)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     local = _pin(device, isolate=True)
@@ -241,19 +242,19 @@ def worker_main(wid: int, device: str, threads: int, tasks: Any, events: Any, pa
     def on_eval(index: int, step: int, metrics: dict) -> None:
         if os.getppid() != parent_pid:
             os._exit(1)  # orphaned: the parent is gone
-        events.put(("eval", wid, index, step, metrics))
+        conn.send(("eval", index, step, metrics))
 
-    events.put(("ready", wid))
-    while True:
-        item = tasks.get()
-        if item is None:
-            return
-        index, spec_json = item
-        spec = RunSpec.from_json(spec_json)
-        events.put(("start", wid, index, device))
-        for result in run_specs([spec], local, registry, on_eval=lambda _s, step, m, _i=index: on_eval(_i, step, m)):
-            result.device = device
-            events.put(("done", wid, index, result))
+    try:
+        conn.send(("ready",))
+        while (item := conn.recv()) is not None:
+            index, spec_json = item
+            spec = RunSpec.from_json(spec_json)
+            conn.send(("start", index, device))
+            for result in run_specs([spec], local, registry, on_eval=lambda _s, st, m, _i=index: on_eval(_i, st, m)):
+                result.device = device
+                conn.send(("done", index, result))
+    except (EOFError, BrokenPipeError):
+        return  # the parent is gone
 
 
 def _die_with_parent() -> None:

@@ -244,17 +244,9 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
         result.history.append((step, metrics))
         if on_eval is not None:
             on_eval(step, metrics)
-        watched = [metrics["val_loss"]] + ([train_loss] if not math.isnan(train_loss) else [])
-        if not all(math.isfinite(v) for v in watched):
-            result.status, result.reason = "diverged", f"non-finite loss at step {step}"
-            return False
-        start_loss = result.history[0][1]["val_loss"]
-        if start_loss > 0 and metrics["val_loss"] > spec.diverge_factor * start_loss:
-            result.status = "diverged"
-            result.reason = (
-                f"val_loss {metrics['val_loss']:.3g} grew past {spec.diverge_factor:g}x its start "
-                f"({start_loss:.3g}) at step {step}"
-            )
+        reason = divergence(spec, result.history)
+        if reason:
+            result.status, result.reason = "diverged", reason
             return False
         return True
 
@@ -300,6 +292,21 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
             break
     if loss_count:  # a last partial evaluation window
         report(step, float(loss_sum) / loss_count)
+
+
+def divergence(spec: RunSpec, history: Sequence[tuple[int, dict[str, float]]]) -> str | None:
+    """Why a run with this evaluation ``history`` has diverged, or ``None``: a non-finite loss,
+    or a validation loss past ``spec.diverge_factor`` times its start. (An ``on_eval`` callback
+    can ask this before deciding anything else, e.g. a pruner.)"""
+    step, metrics = history[-1]
+    watched = [metrics["val_loss"]] + ([metrics["train_loss"]] if "train_loss" in metrics else [])
+    if not all(math.isfinite(v) for v in watched):
+        return f"non-finite loss at step {step}"
+    start_loss = history[0][1]["val_loss"]
+    if start_loss > 0 and metrics["val_loss"] > spec.diverge_factor * start_loss:
+        return (f"val_loss {metrics['val_loss']:.3g} grew past {spec.diverge_factor:g}x its start "
+                f"({start_loss:.3g}) at step {step}")
+    return None
 
 
 def _step_scheduler(scheduler: Any, val_loss: float) -> None:

@@ -20,7 +20,8 @@ import optuna
 from optuna.trial import TrialState
 
 from suite import report
-from suite.tuning import ATTR_STATUS, StudyPlan, best_trial, best_values, counted, format_value, short_name
+from suite.tune_studies import best_trial, best_values, counted
+from suite.tuning import ATTR_STATUS, StudyPlan, format_value, short_name
 
 plt = report.plt
 

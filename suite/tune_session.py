@@ -10,17 +10,7 @@ from typing import Any
 from suite import tune_report, tune_study, tune_workers
 from suite.registry import Registry
 from suite.tracking import Tracker
-from suite.tune_tracking import (
-    TrackerSink,
-    finish_study_parent,
-    finish_tune_run,
-    start_tune_run,
-    study_parent,
-)
-from suite.tuning import (
-    ATTR_UID,
-    Objective,
-    StudyPlan,
+from suite.tune_studies import (
     best_trial,
     check_settings,
     open_storage,
@@ -28,6 +18,14 @@ from suite.tuning import (
     reevaluation_specs,
     storage_label,
 )
+from suite.tune_tracking import (
+    TrackerSink,
+    finish_study_parent,
+    finish_tune_run,
+    start_tune_run,
+    study_parent,
+)
+from suite.tuning import ATTR_UID, Objective, StudyPlan
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from suite.params import Space
 from suite.registry import get_registry
+from suite.tune_studies import make_pruner, make_sampler
 from suite.tuning import (
     ATTR_SETTINGS,
     VARIANT_FAMILIES,
@@ -34,8 +35,6 @@ from suite.tuning import (
     TrialObjective,
     TrialSink,
     Variant,
-    make_pruner,
-    make_sampler,
 )
 from suite.worker import KEY, KIND, READY, RETRY_OF, WorkerContext, holds_key, register_kind
 

@@ -50,13 +50,18 @@ class Settings:
 
 
 class QueueSink:
-    """A :class:`suite.tuning.TrialSink` that forwards every call to the parent process."""
+    """A :class:`suite.tuning.TrialSink` that forwards every call to the parent process; runs
+    are tagged with the worker's device as the user named it (``cuda:1``, not the ``cuda:0``
+    an isolated worker sees)."""
 
-    def __init__(self, wid: int, events: Any) -> None:
-        self.wid, self.events = wid, events
+    def __init__(self, wid: int, events: Any, device: str) -> None:
+        self.wid, self.events, self.device = wid, events, device
+
+    def start(self, key: str, study: str, spec: Any, kind: str, tags: dict) -> None:
+        self.events.put((self.wid, "start", (key, study, spec, kind, {**tags, "suite.device": self.device})))
 
     def __getattr__(self, method: str):
-        if method not in ("start", "eval", "done", "tag", "interrupted", "echo"):
+        if method not in ("eval", "done", "tag", "interrupted", "echo"):
             raise AttributeError(method)
         return lambda *args: self.events.put((self.wid, method, args))
 
@@ -64,7 +69,7 @@ class QueueSink:
 def run_job(job: TuneJob | SpecJob, settings: Settings, storage: Any, registry: Any, device: str, sink: Any,
             worker: int) -> None:
     """Run one job here."""
-    from suite.tuning import run_study_share
+    from suite.tune_studies import run_study_share
 
     if isinstance(job, TuneJob):
         run_study_share(job.plan, settings.storage, sink=sink, device=device, worker=worker,
@@ -89,7 +94,7 @@ def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], set
     Returns one line per worker that died or raised (its unfinished runs are marked
     interrupted and its running trials failed, so a rerun redoes them); the others go on."""
     from suite.registry import get_registry
-    from suite.tuning import open_storage
+    from suite.tune_studies import open_storage
 
     active = [(d, j) for d, j in zip(devices, jobs, strict=True) if j]
     if not active:
@@ -104,7 +109,7 @@ def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], set
     try:
         return pool.run(active)
     finally:
-        from suite.tuning import fail_orphan_trials
+        from suite.tune_studies import fail_orphan_trials
 
         plans = [job.plan for _, jobs_ in active for job in jobs_ if isinstance(job, TuneJob)]
         fail_orphan_trials(open_storage(settings.storage), plans, {str(p.pid) for p in pool.procs.values()})
@@ -206,11 +211,11 @@ def worker_main(wid: int, device: str, threads: int, jobs: list, settings: Setti
         if device == "cpu":
             torch.set_num_threads(threads)
         from suite.registry import get_registry
-        from suite.tuning import open_storage
+        from suite.tune_studies import open_storage
 
         storage = open_storage(settings.storage)
         registry = get_registry()
-        sink = QueueSink(wid, events)
+        sink = QueueSink(wid, events, device)
         for job in jobs:
             if os.getppid() != parent_pid:
                 return

@@ -102,9 +102,11 @@ def test_bad_input_is_one_line_exit_2_and_no_run(cli, mlflow_client, args, fragm
 
 
 def test_diverging_run_is_recorded_as_diverged(cli, mlflow_client):
-    # Divergence is a result, not a failure (issue 4): recorded as diverged, exit code 0.
-    result = cli("run", "--lr", "50", "--epochs", "5", "--quiet")
-    assert "diverged" in result.output
+    # One configuration that diverges: recorded as diverged, said plainly, exit code 1 (in a grid,
+    # divergence is a result and does not change the exit code: see test_grid_run.py).
+    result = cli("run", "--lr", "50", "--epochs", "5", "--quiet", ok=False)
+    assert result.exit_code == 1
+    assert "run diverged: " in result.output
     (run,) = runs_of(mlflow_client, "linreg")
     assert run.info.status == "FAILED"
     assert run.data.tags["suite.status"] == "diverged"

@@ -208,7 +208,7 @@ def check_tune(storage_url: str, names, tracking_uri: str, n_trials: int) -> int
     """Each study holds exactly ``n_trials`` counted trials (one per slot), each with exactly one
     finished MLflow run under the study's parent; returns how many trials were lost (their
     worker died: failed, retried, their run KILLED)."""
-    from suite.tuning import counted
+    from suite.tune_studies import counted
 
     client = MlflowClient(tracking_uri=tracking_uri)
     lost_total = 0

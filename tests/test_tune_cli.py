@@ -137,15 +137,14 @@ def test_rerun_adds_no_trials_and_more_trials_continue(cli, workdir, mlflow_clie
 @pytest.mark.slow
 def test_diverging_trials_do_not_stop_the_study(cli, workdir, mlflow_client):
     url = f"sqlite:///{workdir}/optuna.db"  # an RDB storage, as PostgreSQL would be
-    cli(*LINREG, "--batch-size", "32", "--trials", "8", "--space", "optimizer.lr=log:0.01:100",
-        "--set", "optimizer.momentum=0", "--set", "optimizer.weight_decay=0", "--pruner", "none",
-        "--study-seed", "1", "--storage", url)
+    cli(*LINREG, "--batch-size", "32", "--trials", "10", "--space", "optimizer.lr=log:0.01:100",
+        "--set", "optimizer.momentum=0", "--set", "optimizer.weight_decay=0", "--study-seed", "1", "--storage", url)
     assert not (workdir / ".suite").exists()
     (study,) = studies(workdir, url).values()
-    assert len(study.trials) == 8
+    assert len(study.trials) == 10
     diverged = [t for t in study.trials if t.user_attrs.get("suite.status") == "diverged"]
     assert diverged and all(t.state == TrialState.PRUNED for t in diverged)
-    assert all(t.user_attrs["suite.overrides"]["optimizer.lr"] > 1 for t in diverged)
+    assert all(t.user_attrs["suite.overrides"]["optimizer.lr"] > 0.5 for t in diverged)  # stable below ~1
     assert any(t.state == TrialState.COMPLETE for t in study.trials)
     for t in diverged:
         v = t.user_attrs["suite.value"]

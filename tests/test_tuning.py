@@ -7,6 +7,7 @@ import pytest
 from suite.engine import RunResult
 from suite.registry import get_registry
 from suite.spec import resolve_spec
+from suite.tune_studies import shares
 from suite.tuning import (
     Budget,
     Objective,
@@ -15,7 +16,6 @@ from suite.tuning import (
     parse_space_option,
     plan_studies,
     search_space,
-    shares,
     variants,
 )
 
@@ -137,7 +137,8 @@ def test_interrupted_trials_do_not_count():
     import optuna
     from optuna.trial import TrialState
 
-    from suite.tuning import ATTR_STATUS, n_counted
+    from suite.tune_studies import n_counted
+    from suite.tuning import ATTR_STATUS
 
     study = optuna.create_study()
     study.tell(study.ask(), 1.0)

@@ -53,7 +53,8 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
     """Run a configuration, a grid (comma lists, --seeds) or a BENCHMARK file, and log to MLflow.
 
     Runs already completed (same spec hash) are skipped unless --force; the exit code is 1 if
-    any run failed (a diverged run is a result, not a failure).
+    any run failed (in a grid a diverged run is a result, not a failure; a single configuration
+    that diverges exits 1).
 
     With --storage (e.g. postgresql://...), the grid becomes an Optuna study of enqueued runs in
     that storage: this command and any number of `suite worker` processes on other machines
@@ -159,7 +160,8 @@ def _execute(sections, specs, registry, devices, exp_name, run_name, parent_tags
         sys.exit(1)
     if out.reaped:
         click.echo(f"marked {len(out.reaped)} run(s) left RUNNING by a dead invocation as interrupted", err=True)
-    if len(specs) == 1 and not parent:
+    single = len(specs) == 1 and not parent
+    if single:
         _single_summary(out, tracker)
     else:
         _grid_summary(out, force)
@@ -168,6 +170,10 @@ def _execute(sections, specs, registry, devices, exp_name, run_name, parent_tags
         where += f", parent run {out.parent_run_id}"
     click.echo(f"MLflow: {where} (browse with `make ui`)")
     if out.failures:
+        sys.exit(1)
+    diverged = [r for r in out.results.values() if r.status == "diverged"]
+    if single and diverged:  # one configuration asked for, and it diverged: say so and exit non-zero
+        click.echo(f"run diverged: {diverged[0].reason}", err=True)
         sys.exit(1)
 
 
