@@ -71,7 +71,7 @@ def run(specs: Sequence[Any], devices: Sequence[str], callbacks: Callbacks) -> N
 def _run_inline(specs: Sequence[Any], device: str, cb: Callbacks) -> None:
     from suite.engine import run_specs
 
-    local = _pin(device)
+    local = pin_device(device)
     def on_eval(index: int, step: int, metrics: dict) -> None:
         interrupted()
         cb.on_eval(index, step, metrics)
@@ -87,7 +87,7 @@ def _run_inline(specs: Sequence[Any], device: str, cb: Callbacks) -> None:
             cb.on_done(index, result)
 
 
-def _pin(device: str, *, isolate: bool = False) -> str:
+def pin_device(device: str, *, isolate: bool = False) -> str:
     """The torch device name a worker uses for ``device``; with ``isolate`` the worker is made
     to see only its GPU (set before CUDA initialises in a fresh process)."""
     if not device.startswith("cuda"):
@@ -97,6 +97,12 @@ def _pin(device: str, *, isolate: bool = False) -> str:
         os.environ["CUDA_VISIBLE_DEVICES"] = index
         return "cuda:0"
     return f"cuda:{index}"
+
+
+def cpu_threads(devices: Sequence[str]) -> int:
+    """Torch threads per CPU worker, so that the CPU workers together use every core once."""
+    n_cpu = sum(1 for d in devices if d == "cpu")
+    return max(1, (os.cpu_count() or 1) // max(1, n_cpu))
 
 
 class _Pool:
@@ -114,8 +120,7 @@ class _Pool:
         self.ready: set[int] = set()  # workers that finished starting up
         self.failed_starts = 0
         self.next_id = 0
-        n_cpu = sum(1 for d in devices if d == "cpu")
-        self.threads = max(1, (os.cpu_count() or 1) // max(1, n_cpu))
+        self.threads = cpu_threads(devices)
 
     def _start(self, device: str) -> None:
         wid = self.next_id
@@ -226,9 +231,9 @@ class _Pool:
 def worker_main(wid: int, device: str, threads: int, conn: Any, parent_pid: int) -> None:
     """A worker process: pin to ``device``, say it is ready, then run the specs it is handed
     until it gets ``None`` (or its parent goes away)."""
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
-    local = _pin(device, isolate=True)
+    local = pin_device(device, isolate=True)
     import torch
 
     if device == "cpu":
@@ -257,7 +262,7 @@ def worker_main(wid: int, device: str, threads: int, conn: Any, parent_pid: int)
         return  # the parent is gone
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
     try:
         import ctypes

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from suite.dispatch import cpu_threads, die_with_parent, pin_device
+
 POLL_S = 0.5
 
 
@@ -103,7 +105,7 @@ def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], set
         storage = open_storage(settings.storage)
         registry = get_registry()
         for job in active[0][1]:
-            run_job(job, settings, storage, registry, _pin(devices[0]), sink, worker=0)
+            run_job(job, settings, storage, registry, pin_device(devices[0]), sink, worker=0)
         return []
     pool = _Pool(settings, sink)
     try:
@@ -113,17 +115,6 @@ def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], set
 
         plans = [job.plan for _, jobs_ in active for job in jobs_ if isinstance(job, TuneJob)]
         fail_orphan_trials(open_storage(settings.storage), plans, {str(p.pid) for p in pool.procs.values()})
-
-
-def _pin(device: str, *, isolate: bool = False) -> str:
-    """The torch device a worker uses; with ``isolate`` it sees only its GPU."""
-    if not device.startswith("cuda"):
-        return device
-    index = device.partition(":")[2] or "0"
-    if isolate:
-        os.environ["CUDA_VISIBLE_DEVICES"] = index
-        return "cuda:0"
-    return f"cuda:{index}"
 
 
 class _Pool:
@@ -137,8 +128,7 @@ class _Pool:
         self.in_flight: dict[int, set[str]] = {}
 
     def run(self, active: list[tuple[str, Sequence[Any]]]) -> list[str]:
-        n_cpu = sum(1 for d, _ in active if d == "cpu")
-        threads = max(1, (os.cpu_count() or 1) // max(1, n_cpu))
+        threads = cpu_threads([d for d, _ in active])
         errors: list[str] = []
         try:
             for wid, (device, jobs) in enumerate(active):
@@ -201,9 +191,9 @@ class _Pool:
 def worker_main(wid: int, device: str, threads: int, jobs: list, settings: Settings, events: Any,
                 parent_pid: int) -> None:
     """A worker process: pin to ``device`` and run ``jobs``, sending events to the parent."""
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
-    local = _pin(device, isolate=True)
+    local = pin_device(device, isolate=True)
     error = None
     try:
         import torch
@@ -237,14 +227,3 @@ def terminate_on_sigterm() -> Callable[[], None]:
     except ValueError:  # not the main thread
         return lambda: None
     return lambda: signal.signal(signal.SIGTERM, previous)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass

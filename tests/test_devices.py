@@ -32,12 +32,12 @@ def test_bad_devices(text, gpus, match):
 
 
 def test_a_gpu_worker_is_pinned_to_its_device(monkeypatch):
-    from suite.dispatch import _pin
+    from suite.dispatch import pin_device
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
-    assert _pin("cuda:2") == "cuda:2"  # in this process: the device as named
-    assert _pin("cuda:2", isolate=True) == "cuda:0"  # a spawned worker sees only its GPU
+    assert pin_device("cuda:2") == "cuda:2"  # in this process: the device as named
+    assert pin_device("cuda:2", isolate=True) == "cuda:0"  # a spawned worker sees only its GPU
     import os
 
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
-    assert _pin("cpu", isolate=True) == "cpu"
+    assert pin_device("cpu", isolate=True) == "cpu"

@@ -42,3 +42,11 @@ def test_following_the_guide_gives_a_working_plugin(tmp_path, workdir):
     assert run.data.params["optimizer"] == "signsgd"
     assert run.data.tags["suite.dist.optimizer"] == "suite-signsgd==0.1.0"
     assert run.data.metrics["val_loss"] < 10
+
+    tuned = suite_cmd("tune", "--problem", "linreg", "--optimizer", "signsgd", "--batch-size", "16", "--trials", "3",
+                      "--budget", "epochs:2", "--workers", "1", "--experiment", "tuned", "--quiet", env=env, cwd=workdir)
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    assert "signsgd" in tuned.stdout
+    trials = runs_of(MlflowClient(), "tuned", "tags.`suite.kind` = 'trial'")
+    assert len(trials) == 3 and {r.data.params["optimizer"] for r in trials} == {"signsgd"}
+    assert all("optimizer.lr" in r.data.params for r in trials)
