@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from suite import tune_report, tune_study, tune_workers
+from suite import tune_report, tune_slots, tune_workers
 from suite.registry import Registry
 from suite.tracking import Tracker
 from suite.tune_studies import (
@@ -73,10 +73,10 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
                                        pruner=req.pruner, study_seed=req.study_seed, storage=label)
                for plan in req.plans}
     for plan in req.plans:  # enqueue the trials still to do, for any worker anywhere to claim
-        added = tune_study.share(studies[plan.name], trials=req.trials, pruner=req.pruner,
+        added = tune_slots.share(studies[plan.name], trials=req.trials, pruner=req.pruner,
                                  study_seed=req.study_seed, experiment=tracker.experiment_name,
                                  tracking_uri=tracker.tracking_uri, parent_run_id=parents[plan.name])
-        if not added and not tune_study.n_slots_left(studies[plan.name]):
+        if not added and not tune_slots.n_slots_left(studies[plan.name]):
             echo(f"[{plan.name}] already holds {req.trials} trials")
     if req.submit_only:
         return None

@@ -1,5 +1,5 @@
 """Optuna studies of the tuner: storage, samplers and pruners, trial counting, working on a
-study (claiming its enqueued trials, :mod:`suite.tune_study`), and reading the best
+study (claiming its enqueued trials, :mod:`suite.tune_slots`), and reading the best
 configuration back.
 
 The storage is a journal file by default (``.suite/optuna.journal``; Optuna's journal file
@@ -132,9 +132,9 @@ def shares(remaining: int, workers: int) -> list[int]:
 def run_study_share(plan: StudyPlan, storage_url: str | None, *, sink: TrialSink, device: str, worker: int = 0,
                     heartbeat: Any = None) -> None:
     """Work on ``plan``'s study here until none of its trials is waiting or running: claim its
-    enqueued slots one at a time (:mod:`suite.worker`, :mod:`suite.tune_study`), together with
+    enqueued slots one at a time (:mod:`suite.worker`, :mod:`suite.tune_slots`), together with
     any other process or machine working on the same storage."""
-    from suite.tune_study import runner_with_sink
+    from suite.tune_slots import runner_with_sink
     from suite.worker import Worker, WorkerContext
 
     ctx = WorkerContext(device=device, quiet=True, salt=f"w{worker}")

@@ -17,7 +17,7 @@ trial, so the study's total is what was enqueued; of two trials enqueued for the
 
 How a trial of a study is run depends on the study's kind (user attribute ``suite.kind``):
 :func:`register_kind` maps a kind to a factory of trial runners (``grid``:
-:mod:`suite.grid_study`, ``tune``: :mod:`suite.tune_study`).
+:mod:`suite.grid_study`, ``tune``: :mod:`suite.tune_slots`).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _kind(kind: str) -> RunnerFactory | None:
         if kind == "grid":
             import suite.grid_study  # noqa: F401
         elif kind == "tune":
-            import suite.tune_study  # noqa: F401
+            import suite.tune_slots  # noqa: F401
     return _KINDS.get(kind)
 
 
