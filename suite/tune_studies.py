@@ -123,11 +123,6 @@ def n_counted(study: optuna.Study) -> int:
     return sum(counted(t) for t in study.get_trials(deepcopy=False))
 
 
-def shares(remaining: int, workers: int) -> list[int]:
-    """Split ``remaining`` trials over ``workers`` as evenly as possible."""
-    return [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
-
-
 # -- running a study ------------------------------------------------------------------------
 def run_study_share(plan: StudyPlan, storage_url: str | None, *, sink: TrialSink, device: str, worker: int = 0,
                     heartbeat: Any = None) -> None:

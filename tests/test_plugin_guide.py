@@ -44,7 +44,8 @@ def test_following_the_guide_gives_a_working_plugin(tmp_path, workdir):
     assert run.data.metrics["val_loss"] < 10
 
     tuned = suite_cmd("tune", "--problem", "linreg", "--optimizer", "signsgd", "--batch-size", "16", "--trials", "3",
-                      "--budget", "epochs:2", "--workers", "1", "--experiment", "tuned", "--quiet", env=env, cwd=workdir)
+                      "--budget", "epochs:2", "--workers", "1", "--experiment", "tuned", "--quiet",
+                      env=env, cwd=workdir)
     assert tuned.returncode == 0, tuned.stdout + tuned.stderr
     assert "signsgd" in tuned.stdout
     trials = runs_of(MlflowClient(), "tuned", "tags.`suite.kind` = 'trial'")

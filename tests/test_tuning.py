@@ -7,7 +7,6 @@ import pytest
 from suite.engine import RunResult
 from suite.registry import get_registry
 from suite.spec import resolve_spec
-from suite.tune_studies import shares
 from suite.tuning import (
     Budget,
     Objective,
@@ -151,7 +150,6 @@ def test_interrupted_trials_do_not_count():
     assert n_counted(study) == 3
 
 
-def test_variant_names_and_shares():
+def test_variant_names():
     v = Variant("sgd", "cosine", "ema", "shuffle")
     assert v.name == "sgd-cosine-ema-shuffle"
-    assert shares(7, 2) == [4, 3] and shares(1, 3) == [1, 0, 0] and sum(shares(12, 5)) == 12
