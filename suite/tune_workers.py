@@ -12,7 +12,7 @@ With one device entry everything runs in this process, with no start-up cost.
 from __future__ import annotations
 
 import os
-import queue
+import pickle
 import signal
 import traceback
 from collections.abc import Callable, Sequence
@@ -51,21 +51,21 @@ class Settings:
     heartbeat: Any = None  # suite.stores.HeartbeatPolicy
 
 
-class QueueSink:
-    """A :class:`suite.tuning.TrialSink` that forwards every call to the parent process; runs
-    are tagged with the worker's device as the user named it (``cuda:1``, not the ``cuda:0``
-    an isolated worker sees)."""
+class PipeSink:
+    """A :class:`suite.tuning.TrialSink` that forwards every call to the parent process over
+    this worker's own pipe; runs are tagged with the worker's device as the user named it
+    (``cuda:1``, not the ``cuda:0`` an isolated worker sees)."""
 
-    def __init__(self, wid: int, events: Any, device: str) -> None:
-        self.wid, self.events, self.device = wid, events, device
+    def __init__(self, wid: int, conn: Any, device: str) -> None:
+        self.wid, self.conn, self.device = wid, conn, device
 
     def start(self, key: str, study: str, spec: Any, kind: str, tags: dict) -> None:
-        self.events.put((self.wid, "start", (key, study, spec, kind, {**tags, "suite.device": self.device})))
+        self.conn.send((self.wid, "start", (key, study, spec, kind, {**tags, "suite.device": self.device})))
 
     def __getattr__(self, method: str):
         if method not in ("eval", "done", "tag", "interrupted", "echo"):
             raise AttributeError(method)
-        return lambda *args: self.events.put((self.wid, method, args))
+        return lambda *args: self.conn.send((self.wid, method, args))
 
 
 def run_job(job: TuneJob | SpecJob, settings: Settings, storage: Any, registry: Any, device: str, sink: Any,
@@ -118,42 +118,51 @@ def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], set
 
 
 class _Pool:
+    """One process per device entry, each with its own pipe to the parent (not one shared queue:
+    a worker killed while writing would hold a shared queue's lock and hang the others)."""
+
     def __init__(self, settings: Settings, sink: Any) -> None:
         import multiprocessing
 
         self.ctx = multiprocessing.get_context("spawn")
         self.settings, self.sink = settings, sink
-        self.events = self.ctx.Queue()
         self.procs: dict[int, Any] = {}
+        self.conns: dict[int, Any] = {}
         self.in_flight: dict[int, set[str]] = {}
 
     def run(self, active: list[tuple[str, Sequence[Any]]]) -> list[str]:
+        from multiprocessing.connection import wait
+
         threads = cpu_threads([d for d, _ in active])
         errors: list[str] = []
         try:
             for wid, (device, jobs) in enumerate(active):
+                reader, writer = self.ctx.Pipe(duplex=False)
                 p = self.ctx.Process(target=worker_main, name=f"suite-tune-{wid}-{device}", daemon=True,
-                                     args=(wid, device, threads, list(jobs), self.settings, self.events, os.getpid()))
+                                     args=(wid, device, threads, list(jobs), self.settings, writer, os.getpid()))
                 p.start()
-                self.procs[wid] = p
+                writer.close()  # the worker holds the only write end: its death reads as EOF here
+                self.procs[wid], self.conns[wid] = p, reader
                 self.in_flight[wid] = set()
             running = set(self.procs)
             while running:
-                try:
-                    wid, method, args = self.events.get(timeout=POLL_S)
-                except queue.Empty:
-                    for wid in list(running):
-                        if not self.procs[wid].is_alive():
-                            running.discard(wid)
-                            self._lost(wid, f"worker {wid} died (exit code {self.procs[wid].exitcode})", errors)
-                    continue
-                if method == "exit":
-                    running.discard(wid)
-                    if args:
-                        self._lost(wid, f"worker {wid} failed: {args[0].strip().splitlines()[-1]}", errors)
-                    continue
-                self._track(wid, method, args)
-                getattr(self.sink, method)(*args)
+                by_conn = {self.conns[w]: w for w in running}
+                for conn in wait(list(by_conn), timeout=POLL_S):
+                    wid = by_conn[conn]
+                    try:
+                        _, method, args = conn.recv()
+                    except (EOFError, OSError, pickle.UnpicklingError):
+                        running.discard(wid)
+                        self.procs[wid].join(timeout=5)
+                        self._lost(wid, f"worker {wid} died (exit code {self.procs[wid].exitcode})", errors)
+                        continue
+                    if method == "exit":
+                        running.discard(wid)
+                        if args:
+                            self._lost(wid, f"worker {wid} failed: {args[0].strip().splitlines()[-1]}", errors)
+                        continue
+                    self._track(wid, method, args)
+                    getattr(self.sink, method)(*args)
         except BaseException:
             self._stop()
             for wid in self.procs:
@@ -185,10 +194,11 @@ class _Pool:
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
-        self.events.cancel_join_thread()
+        for conn in self.conns.values():
+            conn.close()
 
 
-def worker_main(wid: int, device: str, threads: int, jobs: list, settings: Settings, events: Any,
+def worker_main(wid: int, device: str, threads: int, jobs: list, settings: Settings, conn: Any,
                 parent_pid: int) -> None:
     """A worker process: pin to ``device`` and run ``jobs``, sending events to the parent."""
     die_with_parent()
@@ -205,14 +215,14 @@ def worker_main(wid: int, device: str, threads: int, jobs: list, settings: Setti
 
         storage = open_storage(settings.storage)
         registry = get_registry()
-        sink = QueueSink(wid, events, device)
+        sink = PipeSink(wid, conn, device)
         for job in jobs:
             if os.getppid() != parent_pid:
                 return
             run_job(job, settings, storage, registry, local, sink, worker=wid)
     except Exception:
         error = traceback.format_exc()
-    events.put((wid, "exit", (error,) if error else ()))
+    conn.send((wid, "exit", (error,) if error else ()))
 
 
 def terminate_on_sigterm() -> Callable[[], None]:

@@ -1,0 +1,68 @@
+"""A tune worker killed with SIGKILL mid-trial: the command neither hangs nor loses a trial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from suite.tune_studies import n_counted, open_storage
+from tests.conftest import BIN, runs_of, suite_cmd
+
+pytestmark = pytest.mark.slow
+
+# Small learning rates and a long budget: every trial runs for seconds, so both workers are busy.
+ARGS = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "16", "--trials", "4",
+        "--budget", "epochs:100", "--space", "optimizer.lr=log:0.001:0.01", "--set", "optimizer.momentum=0",
+        "--set", "optimizer.weight_decay=0", "--workers", "2", "--pruner", "none", "--experiment", "killed", "--quiet"]
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The parent's spawned worker processes (not multiprocessing's resource tracker)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and "spawn_main" in cmd and "resource_tracker" not in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_client):
+    proc = subprocess.Popen([str(BIN / "suite"), *ARGS], cwd=workdir, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(runs_of(mlflow_client, "killed", "tags.`suite.kind` = 'trial' "
+                                                                            "and attributes.status = 'RUNNING'")) < 2:
+            time.sleep(0.3)
+        workers = worker_pids(proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, out
+    assert "died" in out
+    assert runs_of(mlflow_client, "killed", "attributes.status = 'RUNNING'") == []
+    killed = runs_of(mlflow_client, "killed", "attributes.status = 'KILLED'")
+    assert len(killed) == 1 and killed[0].data.tags["suite.status"] == "interrupted"  # the lost trial's run
+
+    again = suite_cmd(*ARGS, cwd=workdir)
+    assert again.returncode == 0, again.stdout + again.stderr
+    study = optuna.load_study(study_name="linreg/sgd-constant-none-shuffle/b16", storage=open_storage(None))
+    assert n_counted(study) == 4
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4
+    assert optuna.trial.TrialState.RUNNING not in states
