@@ -58,10 +58,6 @@ class RunResult:
         """The last evaluation's metrics (empty if the run never evaluated)."""
         return self.history[-1][1] if self.history else {}
 
-    @property
-    def ok(self) -> bool:
-        return self.status in ("completed", "diverged", "stopped")
-
 
 @dataclass
 class Built:

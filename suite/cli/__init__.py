@@ -9,14 +9,14 @@ from suite.errors import SuiteError
 
 
 class SuiteGroup(click.Group):
-    """Turns every :class:`SuiteError` into a one-line ``Error: …`` and exit code 2."""
+    """Turns every :class:`SuiteError` into a one-line ``Error: …`` and its exit code (2)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except SuiteError as exc:
             err = click.ClickException(str(exc))
-            err.exit_code = 2
+            err.exit_code = exc.exit_code
             raise err from None
 
 
