@@ -9,7 +9,7 @@ import torch
 
 if TYPE_CHECKING:
     from suite.problem import Problem
-    from suite.spec import RunSpec
+    from suite.specs.spec import RunSpec
 
 
 @dataclass

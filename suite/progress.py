@@ -47,7 +47,7 @@ class Progress:
         return "  ".join(parts) + (f"  | {last}" if last else "")
 
     def update(self, name: str, status: str) -> None:
-        """Count one finished run (``status`` as in :class:`suite.engine.RunResult`)."""
+        """Count one finished run (``status`` as in :class:`suite.engine.loop.RunResult`)."""
         self.done += 1
         if status == "diverged":
             self.diverged += 1

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from suite.engine import build
+from suite.engine.loop import build
 from suite.registry import get_registry
-from suite.spec import resolve_spec
+from suite.specs.spec import resolve_spec
 
 
 def spec_of(components: dict[str, str] | None = None, overrides: dict[str, Any] | None = None,

@@ -101,7 +101,7 @@ def test_plateau_has_no_warmup():
 
 
 def test_engine_logs_the_scheduled_lr_once_per_epoch():
-    from suite.engine import train
+    from suite.engine.loop import train
     from tests.builtin_helpers import spec_of
 
     spec = spec_of({"problem": "mean", "scheduler": "cosine"},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from suite.devices import resolve_devices
 from suite.errors import SpecError
+from suite.exec.devices import resolve_devices
 
 
 def test_auto_is_one_worker_per_gpu():
@@ -32,7 +32,7 @@ def test_bad_devices(text, gpus, match):
 
 
 def test_a_gpu_worker_is_pinned_to_its_device(monkeypatch):
-    from suite.dispatch import pin_device
+    from suite.exec.dispatch import pin_device
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     assert pin_device("cuda:2") == "cuda:2"  # in this process: the device as named

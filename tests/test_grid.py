@@ -7,36 +7,36 @@ from pathlib import Path
 
 import pytest
 
-from suite import benchfile, grid
 from suite.errors import SpecError
 from suite.registry import get_registry
+from suite.specs import axes, benchfile
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("text, seeds", [("3", [0, 1, 2]), ("2-4", [2, 3, 4]), ("5,1", [5, 1]), ("7-7", [7])])
 def test_seeds(text, seeds):
-    assert grid.parse_seeds(text) == seeds
+    assert axes.parse_seeds(text) == seeds
 
 
 @pytest.mark.parametrize("text", ["0", "4-2", "a", "1,,2", "-1"])
 def test_bad_seeds(text):
     with pytest.raises(SpecError):
-        grid.parse_seeds(text)
+        axes.parse_seeds(text)
 
 
 def test_cross_product_with_a_tie_and_a_per_component_grid():
     reg = get_registry()
     comps = [{"optimizer": "sgd", "optimizer.momentum": m} for m in (0.0, 0.9)]
-    tie = grid.tied_axis({"batch_size": [8, 64], "optimizer.lr": [0.01, 0.08]})
-    specs = grid.expand(reg, grid.product([comps, tie, grid.axis("seed", [0, 1])]), {"epochs": 2})
+    tie = axes.tied_axis({"batch_size": [8, 64], "optimizer.lr": [0.01, 0.08]})
+    specs = axes.expand(reg, axes.product([comps, tie, axes.axis("seed", [0, 1])]), {"epochs": 2})
     assert len(specs) == 8 and len({s.hash for s in specs}) == 8
     assert {(s.batch_size, s.param("optimizer.lr")) for s in specs} == {(8, 0.01), (64, 0.08)}
     # Identical resolved specs are kept once: lr 0.01 is sgd's default.
-    same = grid.expand(reg, grid.product([grid.axis("optimizer.lr", ["0.01", 0.01])]), {"epochs": 1})
+    same = axes.expand(reg, axes.product([axes.axis("optimizer.lr", ["0.01", 0.01])]), {"epochs": 1})
     assert len(same) == 1
     with pytest.raises(SpecError, match="same length"):
-        grid.tied_axis({"batch_size": [8, 64], "optimizer.lr": [0.1]})
+        axes.tied_axis({"batch_size": [8, 64], "optimizer.lr": [0.1]})
 
 
 def test_cli_dry_run_counts_the_cross_product(cli, workdir):
@@ -137,9 +137,9 @@ def test_preflight_leaves_plugin_bugs_to_the_run():
     """A factory that raises something other than a configuration error is a plugin bug: it does
     not stop the grid before it starts; the run records it as failed with its traceback."""
     from suite import hookimpl
-    from suite.engine import preflight, train
+    from suite.engine.loop import preflight, train
     from suite.registry import Registry
-    from suite.spec import resolve_spec
+    from suite.specs.spec import resolve_spec
 
     class Broken:
         @hookimpl
@@ -160,17 +160,17 @@ def test_preflight_leaves_plugin_bugs_to_the_run():
 def test_summary_groups_seeds_and_follows_a_variant_across_batch_sizes():
     """Seeds of a configuration pool into mean ± std; an lr tied to the batch size is part of the
     label but not of the variant, so one variant is one line across batch sizes."""
-    from suite import report
+    from suite.report import tables
 
     reg = get_registry()
     comps = [{"optimizer": "sgd", "optimizer.momentum": m} for m in (0.0, 0.9)]
-    tie = grid.tied_axis({"batch_size": [8, 64], "optimizer.lr": [0.01, 0.08]})
-    specs = grid.expand(reg, grid.product([comps, tie, grid.axis("seed", [0, 1])]), {"epochs": 2})
+    tie = axes.tied_axis({"batch_size": [8, 64], "optimizer.lr": [0.01, 0.08]})
+    specs = axes.expand(reg, axes.product([comps, tie, axes.axis("seed", [0, 1])]), {"epochs": 2})
     loss = {(0.0, 8): 1.0, (0.0, 64): 3.0, (0.9, 8): 2.0, (0.9, 64): 0.5}
-    rows = [report.Row("s", sp, "completed", loss[(sp.param("optimizer.momentum"), sp.batch_size)] + sp.seed)
+    rows = [tables.Row("s", sp, "completed", loss[(sp.param("optimizer.momentum"), sp.batch_size)] + sp.seed)
             for sp in specs]
     rows[-1].status, rows[-1].val_loss = "diverged", None  # momentum 0.9, b64, seed 1
-    stats = report.config_stats(rows)
+    stats = tables.config_stats(rows)
     assert len(stats) == 4
     by = {(c.label, c.batch_size): c for c in stats}
     plain8 = by[("lr=0.01 momentum=0.0", 8)]
@@ -179,11 +179,11 @@ def test_summary_groups_seeds_and_follows_a_variant_across_batch_sizes():
     mom64 = by[("lr=0.08 momentum=0.9", 64)]
     assert mom64.stat("val_loss") == (0.5, 0.0) and mom64.count("diverged") == 1
     assert {c.variant for c in stats} == {"momentum=0.0", "momentum=0.9"}
-    assert [(b, lab) for _, b, lab, _, _ in report.winners(stats)] == [
+    assert [(b, lab) for _, b, lab, _, _ in tables.winners(stats)] == [
         (8, "lr=0.01 momentum=0.0"), (64, "lr=0.08 momentum=0.9")]
-    md = report.table_markdown(stats)
+    md = tables.table_markdown(stats)
     assert "| s | lr=0.08 momentum=0.9 | 64 | 2 | 0.5 ± 0 |  | 1 | 0 |" in md
-    assert report.table_csv(stats).splitlines()[0].startswith("section,configuration,batch_size")
-    fig = report.batch_size_figure(stats, "s")
+    assert tables.table_csv(stats).splitlines()[0].startswith("section,configuration,batch_size")
+    fig = tables.batch_size_figure(stats, "s")
     assert len(fig.axes[0].containers) == 2  # one errorbar line per variant
-    report.close(fig)
+    tables.close(fig)

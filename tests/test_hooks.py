@@ -11,9 +11,9 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import BatchSampler, SequentialSampler
 
 from suite import Param, Problem, Space, hookimpl
-from suite.engine import train
+from suite.engine.loop import train
 from suite.registry import Registry
-from suite.spec import resolve_spec
+from suite.specs.spec import resolve_spec
 
 
 def make_plugin():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from suite.engine import build, train
+from suite.engine.loop import build, train
 from suite.registry import get_registry
-from suite.spec import resolve_spec
+from suite.specs.spec import resolve_spec
 
 
 def _spec(**kw):

@@ -26,11 +26,14 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from suite.grid_study import RUN_ID
+from suite.distributed.worker import Worker, WorkerContext, register_kind
 from suite.registry import get_registry
-from suite.spec import resolve_spec
+from suite.specs.spec import resolve_spec
 from suite.stores import open_storage
-from suite.worker import KEY, KIND, READY, Worker, WorkerContext, register_kind
+from suite.vocab import STUDY_KIND as KIND
+from suite.vocab import STUDY_READY as READY
+from suite.vocab import TRIAL_KEY as KEY
+from suite.vocab import TRIAL_RUN_ID as RUN_ID
 from tests.conftest import runs_of
 
 BIN = Path(sys.executable).parent
@@ -208,7 +211,7 @@ def check_tune(storage_url: str, names, tracking_uri: str, n_trials: int) -> int
     """Each study holds exactly ``n_trials`` counted trials (one per slot), each with exactly one
     finished MLflow run under the study's parent; returns how many trials were lost (their
     worker died: failed, retried, their run KILLED)."""
-    from suite.tune_studies import counted
+    from suite.tune.studies import counted
 
     client = MlflowClient(tracking_uri=tracking_uri)
     lost_total = 0

@@ -6,7 +6,7 @@ import pytest
 
 from suite.errors import SpecError, SuiteError
 from suite.registry import get_registry
-from suite.spec import RunSpec, parse_assignment, resolve_spec
+from suite.specs.spec import RunSpec, parse_assignment, resolve_spec
 
 
 def _spec(**kw):

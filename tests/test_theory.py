@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from suite import theory as T
-from suite.engine import build, train
+from suite.engine.loop import build, train
 from tests.builtin_helpers import spec_of
 
 # -- closed forms ---------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from suite.tune_studies import n_counted, open_storage
+from suite.stores import open_storage
+from suite.tune.studies import n_counted
 from tests.conftest import BIN, runs_of, suite_cmd
 
 pytestmark = pytest.mark.slow

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from suite.engine import RunResult
+from suite.engine.loop import RunResult
 from suite.registry import get_registry
-from suite.spec import resolve_spec
-from suite.tuning import (
+from suite.specs.spec import resolve_spec
+from suite.tune.plan import (
     Budget,
     Objective,
     TuneError,
@@ -136,8 +136,8 @@ def test_interrupted_trials_do_not_count():
     import optuna
     from optuna.trial import TrialState
 
-    from suite.tune_studies import n_counted
-    from suite.tuning import ATTR_STATUS
+    from suite.tune.studies import n_counted
+    from suite.vocab import TRIAL_STATUS as ATTR_STATUS
 
     study = optuna.create_study()
     study.tell(study.ask(), 1.0)

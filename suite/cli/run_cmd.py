@@ -7,14 +7,16 @@ from pathlib import Path
 
 import click
 
-from suite import benchfile, grid, report
 from suite.cli.common import FAMILY_FLAGS, SHORTCUTS, storage_options, tracking_options
-from suite.devices import resolve_devices
-from suite.dispatch import WorkerStartError
-from suite.engine import preflight
+from suite.engine.loop import preflight
 from suite.errors import SpecError
+from suite.exec.devices import resolve_devices
+from suite.exec.dispatch import WorkerStartError
 from suite.registry import get_registry
-from suite.spec import DEFAULT_COMPONENTS, DEFAULT_DIVERGE_FACTOR, RunSpec, parse_assignment
+from suite.report import tables
+from suite.specs import axes, benchfile
+from suite.specs.spec import DEFAULT_COMPONENTS, DEFAULT_DIVERGE_FACTOR, RunSpec, parse_assignment
+from suite.vocab import TAG_BENCHMARK
 
 LIST = "Comma list = a grid axis."
 
@@ -72,13 +74,13 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
         sections = [(s.name, s.specs) for s in bench.sections]
         where = {s.name: s.where(benchmark) for s in bench.sections}
         exp_name, run_name = experiment or bench.name, f"{bench.name} ({benchmark})"
-        parent_tags = {"suite.benchmark": str(benchmark)}
+        parent_tags = {TAG_BENCHMARK: str(benchmark)}
     else:
         specs = _grid_specs(registry, flags, sets)
         problems = sorted({s.problem for s in specs})
         exp_name = experiment or (problems[0] if len(problems) == 1 else "grid")
         sections, run_name, parent_tags = [("grid", specs)], f"grid of {len(specs)} runs", {}
-    from suite.gridrun import distinct
+    from suite.grids.local import distinct
 
     all_specs = distinct(sections)
     for sec, specs in sections:
@@ -93,7 +95,7 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
     if storage is not None or study or submit_only:
         if force:
             raise SpecError("--force cannot be combined with --storage: a shared grid reuses finished runs")
-        from suite.cli.shared_grid import execute_shared
+        from suite.grids.shared import execute_shared
 
         execute_shared(sections, all_specs, devices, exp_name, run_name, parent_tags, tracking_uri, storage,
                        heartbeat, grace, study, submit_only, quiet)
@@ -104,22 +106,22 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
 
 def _grid_specs(registry, flags: dict, sets: tuple[str, ...]) -> list[RunSpec]:
     """The cross product of the command line's lists, validated."""
-    axes: list[grid.Axis] = []
+    grid_axes: list[axes.Axis] = []
     for family in FAMILY_FLAGS:
-        axes.append(grid.axis(family, grid.split_list(flags[family] or DEFAULT_COMPONENTS[family])))
+        grid_axes.append(axes.axis(family, axes.split_list(flags[family] or DEFAULT_COMPONENTS[family])))
     hyper: dict[str, list[str]] = {}
     for name in ("lr", "momentum", "weight_decay"):
         if flags[name] is not None:
-            hyper[SHORTCUTS[name]] = grid.split_list(flags[name])
+            hyper[SHORTCUTS[name]] = axes.split_list(flags[name])
     for text in sets:
         family, param, value = parse_assignment(text)
-        hyper[f"{family}.{param}"] = grid.split_list(value)
-    axes += [grid.axis(k, v) for k, v in hyper.items()]
-    axes.append(grid.axis("batch_size", grid.split_list(flags["batch_size"] or "32")))
+        hyper[f"{family}.{param}"] = axes.split_list(value)
+    grid_axes += [axes.axis(k, v) for k, v in hyper.items()]
+    grid_axes.append(axes.axis("batch_size", axes.split_list(flags["batch_size"] or "32")))
     if flags["seeds"] is not None and flags["seed"] is not None:
         raise SpecError("give --seed N or --seeds K, not both")
-    seeds = grid.parse_seeds(flags["seeds"]) if flags["seeds"] is not None else [flags["seed"] or 0]
-    axes.append(grid.axis("seed", seeds))
+    seeds = axes.parse_seeds(flags["seeds"]) if flags["seeds"] is not None else [flags["seed"] or 0]
+    grid_axes.append(axes.axis("seed", seeds))
     scalars = {"eval_every": flags["eval_every"]}
     if flags["epochs"] is None and flags["steps"] is None:
         scalars["epochs"] = 10
@@ -127,12 +129,12 @@ def _grid_specs(registry, flags: dict, sets: tuple[str, ...]) -> list[RunSpec]:
         scalars.update(epochs=flags["epochs"], steps=flags["steps"])
     if flags["diverge_factor"] is not None:
         scalars["diverge_factor"] = flags["diverge_factor"]
-    return grid.expand(registry, grid.product(axes), {k: v for k, v in scalars.items() if v is not None})
+    return axes.expand(registry, axes.product(grid_axes), {k: v for k, v in scalars.items() if v is not None})
 
 
 def _print_dry_run(sections, total: int) -> None:
     for sec, specs in sections:
-        varying = grid.varying_keys(specs, skip=())
+        varying = axes.varying_keys(specs, skip=())
         if len(sections) > 1:
             click.echo(f"== {sec}: {len(specs)} runs")
         for i, spec in enumerate(specs, 1):
@@ -144,8 +146,8 @@ def _print_dry_run(sections, total: int) -> None:
 
 def _execute(sections, specs, registry, devices, exp_name, run_name, parent_tags, tracking_uri, force, quiet,
              parent: bool) -> None:
-    from suite.gridrun import run_grid
-    from suite.tracking import Tracker
+    from suite.grids.local import run_grid
+    from suite.tracking.tracker import Tracker
 
     tracker = Tracker(exp_name, tracking_uri)
     try:
@@ -180,7 +182,7 @@ def _execute(sections, specs, registry, devices, exp_name, run_name, parent_tags
 def _single_summary(out, tracker) -> None:
     (spec,) = out.specs
     if spec.hash in out.results:
-        for line in report.run_summary(out.results[spec.hash]):
+        for line in tables.run_summary(out.results[spec.hash]):
             click.echo(line)
         return
     run = out.skipped[spec.hash]
@@ -206,9 +208,9 @@ def _grid_summary(out, force: bool) -> None:
 
 def grid_table(out) -> None:
     """The per-configuration table of a grid and the winner per batch size."""
-    for line in report.table_text(out.stats):
+    for line in tables.table_text(out.stats):
         click.echo(line)
-    wins = report.winners(out.stats)
+    wins = tables.winners(out.stats)
     if wins:
         click.echo("winner per batch size (lowest mean final val loss, own or averaged model):")
         for section, bs, label, loss, which in wins:

@@ -10,7 +10,7 @@ import click
 from suite.cli.common import storage_options, tracking_options
 from suite.errors import SuiteError
 from suite.registry import Registry, get_registry
-from suite.spec import parse_assignment
+from suite.specs.spec import parse_assignment
 
 DEFAULT_EPOCHS = "epochs:10"
 DEFAULT_STEPS = "steps:500"
@@ -77,10 +77,10 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
          sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, experiment,
          tracking_uri, device, workers, quiet) -> None:
     """Tune lr, momentum, weight decay (and schedule/averager parameters) per variant and batch size."""
-    from suite import tuning
-    from suite.devices import resolve_devices
+    from suite.exec.devices import resolve_devices
     from suite.stores import HeartbeatPolicy, describe, normalize_storage
-    from suite.tune_session import Request, run_session
+    from suite.tune import plan
+    from suite.tune.session import Request, run_session
 
     registry = get_registry()
     problems = _names(problem, "--problem")
@@ -90,9 +90,9 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
         for name in names:
             registry.get(family, name)
     sizes = _sizes(batch_sizes)
-    budget_obj = tuning.Budget.parse(budget) if budget is not None else None
-    objective_obj = tuning.Objective.parse(objective)
-    space_overrides = dict(tuning.parse_space_option(s) for s in spaces)
+    budget_obj = plan.Budget.parse(budget) if budget is not None else None
+    objective_obj = plan.Objective.parse(objective)
+    space_overrides = dict(plan.parse_space_option(s) for s in spaces)
     fixed = {}
     for text in sets:
         family, param, value = parse_assignment(text)
@@ -105,9 +105,9 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
         raise SuiteError(f"--eval-every={eval_every} is out of range: must be at least 1")
     plans = []
     for p in problems:
-        b = budget_obj or tuning.Budget.parse(_default_budget(registry, p, fixed))
-        plans += tuning.plan_studies(
-            registry, problems=[p], variant_list=tuning.variants(choices), batch_sizes=sizes, budget=b,
+        b = budget_obj or plan.Budget.parse(_default_budget(registry, p, fixed))
+        plans += plan.plan_studies(
+            registry, problems=[p], variant_list=plan.variants(choices), batch_sizes=sizes, budget=b,
             objective=objective_obj, seeds=seeds, fixed=fixed, space_overrides=space_overrides, eval_every=eval_every,
         )
     devices = resolve_devices(device, workers)

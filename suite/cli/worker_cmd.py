@@ -10,16 +10,16 @@ from multiprocessing import get_context
 import click
 
 from suite.cli.common import storage_options
-from suite.devices import resolve_devices
+from suite.distributed.worker import WorkerContext, run_worker
+from suite.exec.devices import resolve_devices
 from suite.stores import HeartbeatPolicy, check_tracking_uri, describe, normalize_storage, open_storage
-from suite.worker import WorkerContext, run_worker
 
 
 def _work(storage: str, studies: Sequence[str], device: str, tracking_uri: str | None, quiet: bool,
           policy: HeartbeatPolicy, wait: bool, threads: int) -> str:
     import torch
 
-    from suite.tune_workers import terminate_on_sigterm
+    from suite.tune.workers import terminate_on_sigterm
 
     torch.set_num_threads(threads)
     ctx = WorkerContext(device=device, tracking_uri=tracking_uri, quiet=quiet, echo=click.echo)

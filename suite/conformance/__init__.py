@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from suite.registry import Component, Registry, get_registry
-from suite.spec import RunSpec, resolve_spec
+from suite.specs.spec import RunSpec, resolve_spec
 
 TINY_PROBLEM = {"problem.n": 80, "problem.d": 3}
 TINY_STEPS = 6

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from suite.conformance import TINY_BATCH, tiny_spec
-from suite.engine import build, train
+from suite.engine.loop import build, train
 from suite.errors import SuiteError
 from suite.problem import Problem
 from suite.registry import get_registry

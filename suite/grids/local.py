@@ -16,11 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from suite import dispatch, report
+from suite.exec import dispatch
 from suite.progress import Progress
 from suite.registry import Registry
-from suite.spec import RunSpec
-from suite.tracking import TAG_STATUS, Tracker
+from suite.report import tables
+from suite.specs.spec import RunSpec
+from suite.tracking.tracker import Tracker
+from suite.vocab import TAG_N_FAILED, TAG_N_SKIPPED, TAG_N_SPECS, TAG_REASON, TAG_SECTION, TAG_STATUS
 
 Sections = Sequence[tuple[str, Sequence[RunSpec]]]
 
@@ -33,8 +35,8 @@ class Outcome:
     results: dict[str, Any] = field(default_factory=dict)  # hash -> RunResult of this invocation
     skipped: dict[str, Any] = field(default_factory=dict)  # hash -> MLflow run done earlier
     reaped: list[str] = field(default_factory=list)
-    rows: list[report.Row] = field(default_factory=list)
-    stats: list[report.ConfigStats] = field(default_factory=list)
+    rows: list[tables.Row] = field(default_factory=list)
+    stats: list[tables.ConfigStats] = field(default_factory=list)
     parent_run_id: str | None = None
 
     @property
@@ -64,7 +66,7 @@ def run_grid(
 ) -> Outcome:
     """Run every distinct spec of ``sections`` not done yet; return what happened.
 
-    ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :func:`suite.dispatch.handle_stop_signals`)
+    ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :func:`suite.exec.dispatch.handle_stop_signals`)
     marks the runs in flight and the parent run as interrupted, then propagates.
     """
     specs = distinct(sections)
@@ -79,7 +81,7 @@ def run_grid(
             section_of.setdefault(s.hash, sec)
     if parent:
         out.parent_run_id = tracker.start_parent(
-            name, {"suite.n_specs": len(specs), "suite.n_skipped": len(out.skipped), **(parent_tags or {})}
+            name, {TAG_N_SPECS: len(specs), TAG_N_SKIPPED: len(out.skipped), **(parent_tags or {})}
         )
     progress = Progress(len(todo), skipped=len(out.skipped), quiet=quiet)
     run_ids: dict[int, str] = {}
@@ -88,7 +90,7 @@ def run_grid(
         spec = todo[index]
         run_ids[index] = tracker.start_run(
             spec, registry, device=device, parent_run_id=out.parent_run_id,
-            tags={"suite.section": section_of[spec.hash]},
+            tags={TAG_SECTION: section_of[spec.hash]},
         )
 
     def on_eval(index: int, step: int, metrics: dict) -> None:
@@ -121,21 +123,21 @@ def run_grid(
         progress.end()
 
     out.rows = _rows(sections, out, tracker)
-    out.stats = report.config_stats(out.rows)
+    out.stats = tables.config_stats(out.rows)
     if out.parent_run_id:
         _log_parent(tracker, out)
     return out
 
 
 def _quietly(fn: Any, *args: Any) -> None:
-    """Best effort while already failing: the original error is the one to report."""
+    """Best effort while already failing: the original error is the one to tables."""
     try:
         fn(*args)
     except Exception:  # noqa: BLE001
         pass
 
 
-def _rows(sections: Sections, out: Outcome, tracker: Tracker) -> list[report.Row]:
+def _rows(sections: Sections, out: Outcome, tracker: Tracker) -> list[tables.Row]:
     rows = []
     for sec, specs in sections:
         for spec in specs:
@@ -143,7 +145,7 @@ def _rows(sections: Sections, out: Outcome, tracker: Tracker) -> list[report.Row
             if result is not None:
                 final = result.final
                 curve = [(s, m["val_loss"]) for s, m in result.history if "val_loss" in m]
-                rows.append(report.Row(sec, spec, result.status, _num(final.get("val_loss")),
+                rows.append(tables.Row(sec, spec, result.status, _num(final.get("val_loss")),
                                        _num(final.get("avg_val_loss")), result.reason, "", curve))
                 continue
             run = out.skipped.get(spec.hash)
@@ -151,8 +153,8 @@ def _rows(sections: Sections, out: Outcome, tracker: Tracker) -> list[report.Row
                 continue
             m = run.data.metrics
             hist = tracker.client.get_metric_history(run.info.run_id, "val_loss")
-            rows.append(report.Row(sec, spec, run.data.tags.get(TAG_STATUS, "unknown"), _num(m.get("val_loss")),
-                                   _num(m.get("avg_val_loss")), run.data.tags.get("suite.reason", ""),
+            rows.append(tables.Row(sec, spec, run.data.tags.get(TAG_STATUS, "unknown"), _num(m.get("val_loss")),
+                                   _num(m.get("avg_val_loss")), run.data.tags.get(TAG_REASON, ""),
                                    run.info.run_id, [(h.step, h.value) for h in hist]))
     return rows
 
@@ -163,9 +165,9 @@ def _num(v: Any) -> float | None:
 
 def _log_parent(tracker: Tracker, out: Outcome) -> None:
     client, pid = tracker.client, out.parent_run_id
-    client.log_text(pid, report.table_csv(out.stats), "summary.csv")
-    md = report.table_markdown(out.stats)
-    wins = report.winners(out.stats)
+    client.log_text(pid, tables.table_csv(out.stats), "summary.csv")
+    md = tables.table_markdown(out.stats)
+    wins = tables.winners(out.stats)
     if wins:
         md += "\n## Winner per batch size\n\n| section | batch | configuration | loss |\n|---|---|---|---|\n"
         md += "".join(f"| {s} | {b} | {lab} | {loss:.4g} ({which}) |\n" for s, b, lab, loss, which in wins)
@@ -176,13 +178,13 @@ def _log_parent(tracker: Tracker, out: Outcome) -> None:
     ], indent=1), "runs.json")
     for section in dict.fromkeys(c.section for c in out.stats):
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in section)
-        fig = report.curves_figure(out.stats, section)
+        fig = tables.curves_figure(out.stats, section)
         client.log_figure(pid, fig, f"curves/{safe}.png")
-        report.close(fig)
-        fig = report.batch_size_figure(out.stats, section)
+        tables.close(fig)
+        fig = tables.batch_size_figure(out.stats, section)
         if fig is not None:
             client.log_figure(pid, fig, f"batch_size/{safe}.png")
-            report.close(fig)
+            tables.close(fig)
     failed = len(out.failures)
-    tracker.client.set_tag(pid, "suite.n_failed", str(failed))
+    tracker.client.set_tag(pid, TAG_N_FAILED, str(failed))
     tracker.mark(pid, "failed" if failed else "completed", f"{failed} run(s) failed" if failed else "")

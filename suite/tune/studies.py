@@ -1,5 +1,5 @@
 """Optuna studies of the tuner: storage, samplers and pruners, trial counting, working on a
-study (claiming its enqueued trials, :mod:`suite.tune_slots`), and reading the best
+study (claiming its enqueued trials, :mod:`suite.tune.slots`), and reading the best
 configuration back.
 
 The storage is a journal file by default (``.suite/optuna.journal``; Optuna's journal file
@@ -21,32 +21,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from suite.context import derive_seed
 from suite.registry import Registry
-from suite.spec import RunSpec
-from suite.tuning import (
-    ATTR_OVERRIDES,
-    ATTR_SETTINGS,
-    ATTR_STATUS,
-    ATTR_UID,
-    REEVAL_SEED_BASE,
-    StudyPlan,
-    TrialSink,
-    TuneError,
-)
+from suite.specs.spec import RunSpec
+from suite.tune.plan import REEVAL_SEED_BASE, StudyPlan, TrialSink, TuneError
+from suite.vocab import STUDY_OVERRIDES, STUDY_SETTINGS, STUDY_UID, TRIAL_STATUS, TRIAL_WORKER
 
 DEFAULT_STORAGE_PATH = Path(".suite") / "optuna.journal"
 PRUNERS = ("median", "hyperband", "none")
 
 
 # -- storage and studies --------------------------------------------------------------------
-def open_storage(url: str | None) -> optuna.storages.BaseStorage:
-    """Optuna storage: a database URL (``sqlite:///x.db``, ``postgresql://...``) or a journal file
-    path; default ``.suite/optuna.journal`` (the journal file backend is safe for several
-    processes on one host). See :func:`suite.stores.open_storage` (fails fast, one line)."""
-    from suite.stores import open_storage as open_store
-
-    return open_store(url)
-
-
 def storage_label(url: str | None) -> str:
     if url and "://" in url:
         return url
@@ -83,7 +66,7 @@ def check_settings(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPl
     for plan in plans:
         if plan.name not in existing:
             continue
-        stored = existing[plan.name].user_attrs.get(ATTR_SETTINGS)
+        stored = existing[plan.name].user_attrs.get(STUDY_SETTINGS)
         settings = json.loads(json.dumps(plan.settings()))
         if stored is not None and stored != settings:
             diff = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
@@ -98,10 +81,10 @@ def open_study(storage: optuna.storages.BaseStorage, plan: StudyPlan) -> optuna.
     """Create the plan's study (with its settings and a uid) or load it (call
     :func:`check_settings` first)."""
     study = optuna.create_study(storage=storage, study_name=plan.name, direction="minimize", load_if_exists=True)
-    if ATTR_SETTINGS not in study.user_attrs:
-        study.set_user_attr(ATTR_SETTINGS, json.loads(json.dumps(plan.settings())))
-    if ATTR_UID not in study.user_attrs:
-        study.set_user_attr(ATTR_UID, uuid.uuid4().hex)
+    if STUDY_SETTINGS not in study.user_attrs:
+        study.set_user_attr(STUDY_SETTINGS, json.loads(json.dumps(plan.settings())))
+    if STUDY_UID not in study.user_attrs:
+        study.set_user_attr(STUDY_UID, uuid.uuid4().hex)
     return study
 
 
@@ -116,7 +99,7 @@ def counted(trial: FrozenTrial) -> bool:
     or failed in plugin code. A trial cut short by an interruption does not count."""
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return trial.state == TrialState.FAIL and ATTR_STATUS in trial.user_attrs
+    return trial.state == TrialState.FAIL and TRIAL_STATUS in trial.user_attrs
 
 
 def n_counted(study: optuna.Study) -> int:
@@ -127,10 +110,10 @@ def n_counted(study: optuna.Study) -> int:
 def run_study_share(plan: StudyPlan, storage_url: str | None, *, sink: TrialSink, device: str, worker: int = 0,
                     heartbeat: Any = None) -> None:
     """Work on ``plan``'s study here until none of its trials is waiting or running: claim its
-    enqueued slots one at a time (:mod:`suite.worker`, :mod:`suite.tune_slots`), together with
+    enqueued slots one at a time (:mod:`suite.distributed.worker`, :mod:`suite.tune.slots`), together with
     any other process or machine working on the same storage."""
-    from suite.tune_slots import runner_with_sink
-    from suite.worker import Worker, WorkerContext
+    from suite.distributed.worker import Worker, WorkerContext
+    from suite.tune.slots import runner_with_sink
 
     ctx = WorkerContext(device=device, quiet=True, salt=f"w{worker}")
     Worker(storage_url, [plan.name], ctx, heartbeat_policy=heartbeat, runners={"tune": runner_with_sink(sink)}).run()
@@ -143,7 +126,7 @@ def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[Stu
     for name in dict.fromkeys(p.name for p in plans):
         study = optuna.load_study(study_name=name, storage=storage)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            host, _, pid = t.user_attrs.get("suite.worker", "").rpartition(":")
+            host, _, pid = t.user_attrs.get(TRIAL_WORKER, "").rpartition(":")
             if host == platform.node() and pid in pids:
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
                 n += 1
@@ -158,7 +141,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 def best_values(trial: FrozenTrial) -> dict[str, Any]:
     """The hyperparameter values (not Optuna's search coordinates) of a trial."""
-    return dict(trial.user_attrs.get(ATTR_OVERRIDES, {}))
+    return dict(trial.user_attrs.get(STUDY_OVERRIDES, {}))
 
 
 def reevaluation_specs(plan: StudyPlan, trial: FrozenTrial, registry: Registry, k: int) -> list[RunSpec]:

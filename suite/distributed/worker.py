@@ -17,7 +17,7 @@ trial, so the study's total is what was enqueued; of two trials enqueued for the
 
 How a trial of a study is run depends on the study's kind (user attribute ``suite.kind``):
 :func:`register_kind` maps a kind to a factory of trial runners (``grid``:
-:mod:`suite.grid_study`, ``tune``: :mod:`suite.tune_slots`).
+:mod:`suite.distributed.grid_study`, ``tune``: :mod:`suite.tune.slots`).
 """
 
 from __future__ import annotations
@@ -47,13 +47,16 @@ from suite.stores import (
     open_storage,
     worker_label,
 )
+from suite.vocab import (
+    STUDY_KIND,
+    STUDY_READY,
+    TRIAL_DUPLICATE_OF,
+    TRIAL_KEY,
+    TRIAL_RETRY_OF,
+    TRIAL_STATUS,
+    TRIAL_WORKER,
+)
 
-KIND = "suite.kind"
-READY = "suite.ready"  # set by the creator once every trial is enqueued
-WORKER = "suite.worker"  # trial user attribute: host:pid of the worker that claimed it
-KEY = "suite.key"  # trial user attribute: what the trial stands for (a spec hash, a tuning slot)
-RETRY_OF = "suite.retry_of"  # trial user attribute: numbers of the lost trials this one retries
-STATUS = "suite.status"  # trial user attribute: how its run ended (set once a run has ended)
 READY_TIMEOUT = 60.0  # how long a worker waits for a named study to appear and be ready
 
 
@@ -91,9 +94,9 @@ def register_kind(kind: str, factory: RunnerFactory) -> None:
 def _kind(kind: str) -> RunnerFactory | None:
     if kind not in _KINDS:  # the built-in kinds register themselves on import
         if kind == "grid":
-            import suite.grid_study  # noqa: F401
+            import suite.distributed.grid_study  # noqa: F401
         elif kind == "tune":
-            import suite.tune_slots  # noqa: F401
+            import suite.tune.slots  # noqa: F401
     return _KINDS.get(kind)
 
 
@@ -102,7 +105,7 @@ def holds_key(trial: Any) -> bool:
     failed. A trial that failed because its worker was lost does not (its retry does)."""
     if trial.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return trial.state == TrialState.FAIL and STATUS in trial.user_attrs
+    return trial.state == TrialState.FAIL and TRIAL_STATUS in trial.user_attrs
 
 
 def duplicate_of(storage: Any, study_id: int, trial_id: int) -> int | None:
@@ -111,11 +114,11 @@ def duplicate_of(storage: Any, study_id: int, trial_id: int) -> int | None:
     Two submitters enqueueing the same key at once make two trials; the later one is then
     dropped when claimed, whoever claims first, so every key runs once."""
     mine = storage.get_trial(trial_id)
-    key = mine.user_attrs.get(KEY)
+    key = mine.user_attrs.get(TRIAL_KEY)
     if key is None:
         return None
     for other in storage.get_all_trials(study_id, deepcopy=False):
-        if other.number < mine.number and other.user_attrs.get(KEY) == key and holds_key(other):
+        if other.number < mine.number and other.user_attrs.get(TRIAL_KEY) == key and holds_key(other):
             return other.number
     return None
 
@@ -176,7 +179,7 @@ def suite_studies(storage: Any) -> dict[str, dict[str, Any]]:
     return {
         s.study_name: s.user_attrs
         for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-        if KIND in s.user_attrs
+        if STUDY_KIND in s.user_attrs
     }
 
 
@@ -219,7 +222,7 @@ class Worker:
     def _ready_studies(self, started: float) -> list[str]:
         found = suite_studies(self.storage)
         names = self.names or sorted(found)
-        ready = [n for n in names if found.get(n, {}).get(READY)]
+        ready = [n for n in names if found.get(n, {}).get(STUDY_READY)]
         missing = [n for n in self.names if n not in ready]
         if missing and not self.wait and time.monotonic() - started > READY_TIMEOUT:
             known = ", ".join(sorted(found)) or "none"
@@ -232,7 +235,7 @@ class Worker:
     def _open(self, name: str) -> tuple[optuna.Study, int, TrialRunner]:
         if name not in self._studies:
             study = optuna.load_study(study_name=name, storage=self.storage)
-            kind = study.user_attrs.get(KIND)
+            kind = study.user_attrs.get(STUDY_KIND)
             factory = self.runners.get(kind) or _kind(kind)
             if factory is None:
                 raise StoreError(f"study {name!r} is of kind {kind!r}, which this suite cannot run; upgrade sgd-suite")
@@ -258,11 +261,11 @@ class Worker:
                 optuna.storages.fail_stale_trials(study)
                 return
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-        from suite.tracking import _alive
+        from suite.tracking.tracker import _alive
 
         here = platform.node()
         for frozen in self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            host, _, pid = frozen.user_attrs.get(WORKER, "").rpartition(":")
+            host, _, pid = frozen.user_attrs.get(TRIAL_WORKER, "").rpartition(":")
             if host != here or not pid.isdigit() or _alive(int(pid)):
                 continue
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
@@ -302,13 +305,13 @@ class Worker:
         return False
 
     def _execute(self, name: str, study: optuna.Study, trial: optuna.Trial, runner: TrialRunner) -> None:
-        trial.set_user_attr(WORKER, self.ctx.label)
+        trial.set_user_attr(TRIAL_WORKER, self.ctx.label)
         lineage = self.storage.get_trial(trial._trial_id).system_attrs.get("retry_history")
         if lineage:  # set by Optuna's retry callback on the copy of a lost trial
-            trial.set_user_attr(RETRY_OF, list(lineage))
+            trial.set_user_attr(TRIAL_RETRY_OF, list(lineage))
         earlier = duplicate_of(self.storage, self._studies[name][1], trial._trial_id)
         if earlier is not None:
-            trial.set_user_attr("suite.duplicate_of", earlier)
+            trial.set_user_attr(TRIAL_DUPLICATE_OF, earlier)
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             self.summary.states["duplicate (dropped)"] += 1
             return
@@ -336,7 +339,7 @@ class Worker:
         """Fail a trial this worker cannot finish and enqueue it again, as if its worker were lost."""
         with contextlib.suppress(Exception):
             frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            if frozen.state == TrialState.FAIL and STATUS not in frozen.user_attrs:
+            if frozen.state == TrialState.FAIL and TRIAL_STATUS not in frozen.user_attrs:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, frozen)

@@ -2,15 +2,15 @@
 
 A trial asks Optuna for a value of every tunable hyperparameter of the study's components (the
 search space comes from the plugins' registrations, :attr:`suite.Param.space`), resolves the
-RunSpec(s) with :func:`suite.spec.resolve_spec` and trains them through the same engine as
-``suite run`` (:func:`suite.engine.train`). Each evaluation's validation loss is reported to
+RunSpec(s) with :func:`suite.specs.spec.resolve_spec` and trains them through the same engine as
+``suite run`` (:func:`suite.engine.loop.train`). Each evaluation's validation loss is reported to
 the trial; when the pruner says so the ``on_eval`` callback raises
-:class:`suite.engine.StopRun` and the trial is pruned. A run that diverges is recorded as a
+:class:`suite.engine.loop.StopRun` and the trial is pruned. A run that diverges is recorded as a
 pruned trial (user attrs ``suite.status = "diverged"`` and ``suite.value``) and the study goes
 on; a run whose plugin code fails is a failed trial (``suite.status = "failed"``).
 
 This module knows Optuna and the engine, not MLflow: what a trial runs is announced to a
-:class:`TrialSink` (the MLflow side lives in :mod:`suite.tune_tracking`), so worker processes
+:class:`TrialSink` (the MLflow side lives in :mod:`suite.tune.tracking`), so worker processes
 do not need MLflow at all.
 """
 
@@ -24,21 +24,31 @@ from typing import Any, Protocol
 
 import optuna
 
-from suite.engine import RunResult, StopRun, divergence, train
+from suite.distributed.worker import TrialFailed as WorkerTrialFailed
+from suite.engine.loop import RunResult, StopRun, divergence, train
 from suite.errors import SpecError, SuiteError
 from suite.params import Space
 from suite.registry import FAMILIES, Registry
-from suite.spec import RunSpec, resolve_spec
-from suite.worker import TrialFailed as WorkerTrialFailed
+from suite.specs.spec import RunSpec, resolve_spec
+from suite.vocab import (
+    STUDY_OVERRIDES,
+    TAG_DEVICE,
+    TAG_REASON,
+    TAG_SEED_INDEX,
+    TAG_SPEC_HASHES,
+    TAG_STUDY,
+    TAG_TRIAL,
+    TAG_TRIAL_STATE,
+    TAG_TRIAL_VALUE,
+    TAG_VALUES,
+    TRIAL_STATUS,
+    TRIAL_VALUE,
+    TRIAL_WORKER,
+)
 
 VARIANT_FAMILIES = ("optimizer", "scheduler", "averager", "sampler")
 TUNED_FAMILIES = tuple(f for f in FAMILIES if f != "problem")  # the problem is fixed
 REEVAL_SEED_BASE = 10_000  # re-evaluation seeds start here: never used while tuning
-ATTR_STATUS = "suite.status"  # completed | diverged | failed (absent: interrupted)
-ATTR_VALUE = "suite.value"
-ATTR_SETTINGS = "suite.settings"
-ATTR_OVERRIDES = "suite.overrides"
-ATTR_UID = "suite.uid"  # identifies a study across invocations (its MLflow parent run carries it)
 
 
 class TuneError(SuiteError):
@@ -156,7 +166,7 @@ def variants(choices: Mapping[str, Sequence[str]]) -> list[Variant]:
 
 
 def parse_space_option(text: str) -> tuple[str, str]:
-    """Split ``family.param=SPEC`` into its key and spec text, or raise a one-line TuneError."""
+    """Split ``family.param=TRIAL_SPEC`` into its key and spec text, or raise a one-line TuneError."""
     key, eq, spec = text.partition("=")
     family, dot, param = key.strip().partition(".")
     if not eq or not dot or not param or not spec.strip():
@@ -297,7 +307,7 @@ def plan_studies(
     """One plan per (problem, variant, batch size), validated: names, ``--set`` values, the
     space overrides, and one RunSpec per study built on the CPU (batch size against the data,
     budget against the problem) before anything is stored or logged."""
-    from suite.engine import preflight
+    from suite.engine.loop import preflight
 
     fixed = dict(fixed)
     space_overrides = dict(space_overrides)
@@ -367,14 +377,14 @@ class TrialObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         plan = self.plan
         values = {key: space.suggest(trial, key) for key, space in plan.space}
-        trial.set_user_attr(ATTR_OVERRIDES, values)
-        trial.set_user_attr("suite.worker", self.worker)
+        trial.set_user_attr(STUDY_OVERRIDES, values)
+        trial.set_user_attr(TRIAL_WORKER, self.worker)
         try:
             specs = [plan.spec(self.registry, values, seed) for seed in range(plan.seeds)]
         except SuiteError as exc:  # a combination the component refuses, e.g. nesterov without momentum
             self._record(trial, "failed", None, str(exc))
             raise TrialFailed(str(exc)) from None
-        trial.set_user_attr("suite.spec_hashes", [s.hash for s in specs])
+        trial.set_user_attr(TAG_SPEC_HASHES, [s.hash for s in specs])
         values_per_seed: list[float] = []
         keys = [f"{plan.name}#{trial.number}#{i}" for i in range(len(specs))]
         state, value, reason = "COMPLETE", None, ""
@@ -398,7 +408,7 @@ class TrialObjective:
         else:
             value = sum(values_per_seed) / len(values_per_seed)
             self._record(trial, "completed", value, "")
-            trial.set_user_attr("suite.values", values_per_seed)
+            trial.set_user_attr(TAG_VALUES, values_per_seed)
         self._finish_runs(trial, keys, state, value)
         self._echo_trial(trial, values, state, value, reason)
         if state == "PRUNED":
@@ -410,8 +420,8 @@ class TrialObjective:
     def _run(self, trial: optuna.Trial, spec: RunSpec, key: str, *, prune: bool) -> RunResult:
         plan = self.plan
         seed_index = spec.seed
-        self.sink.start(key, plan.name, spec, "trial", {"suite.study": plan.name, "suite.trial": trial.number,
-                                                        "suite.seed_index": seed_index, "suite.device": self.device})
+        self.sink.start(key, plan.name, spec, "trial", {TAG_STUDY: plan.name, TAG_TRIAL: trial.number,
+                                                        TAG_SEED_INDEX: seed_index, TAG_DEVICE: self.device})
         history: list[tuple[int, dict[str, float]]] = []
 
         def on_eval(step: int, metrics: dict[str, float]) -> None:
@@ -435,15 +445,15 @@ class TrialObjective:
         return result
 
     def _record(self, trial: optuna.Trial, status: str, value: float | None, reason: str) -> None:
-        trial.set_user_attr(ATTR_STATUS, status)
-        trial.set_user_attr(ATTR_VALUE, value if value is not None and math.isfinite(value) else None)
+        trial.set_user_attr(TRIAL_STATUS, status)
+        trial.set_user_attr(TRIAL_VALUE, value if value is not None and math.isfinite(value) else None)
         if reason:
-            trial.set_user_attr("suite.reason", reason[:1000])
+            trial.set_user_attr(TAG_REASON, reason[:1000])
 
     def _finish_runs(self, trial: optuna.Trial, keys: list[str], state: str, value: float | None) -> None:
-        tags: dict[str, Any] = {"suite.trial_state": state}
+        tags: dict[str, Any] = {TAG_TRIAL_STATE: state}
         if value is not None:
-            tags["suite.trial_value"] = repr(value)
+            tags[TAG_TRIAL_VALUE] = repr(value)
         for key in keys:
             self.sink.tag(key, tags)
 

@@ -1,7 +1,7 @@
 """Where trials run: in this process, or in one worker process per device entry.
 
 Each worker (``spawn`` context, pinned to its device) opens the shared Optuna storage and
-claims the studies' enqueued trials one at a time (:mod:`suite.worker`), as ``suite worker``
+claims the studies' enqueued trials one at a time (:mod:`suite.distributed.worker`), as ``suite worker``
 processes on other machines do: the storage is the only coordination. Workers do not talk to
 MLflow: they send their runs' events (start, eval, done, tag, interrupted, echo) to the parent
 process, which is the tracking store's single writer (safe with MLflow's sqlite default).
@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from suite.dispatch import cpu_threads, die_with_parent, pin_device
+from suite.exec.dispatch import cpu_threads, die_with_parent, pin_device
+from suite.vocab import TAG_DEVICE
 
 POLL_S = 0.5
 
@@ -28,7 +29,7 @@ POLL_S = 0.5
 class TuneJob:
     """Work on a study until none of its enqueued trials is waiting or running."""
 
-    plan: Any  # suite.tuning.StudyPlan
+    plan: Any  # suite.tune.plan.StudyPlan
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class SpecJob:
 
     key: str
     study: str
-    spec: Any  # suite.spec.RunSpec
+    spec: Any  # suite.specs.spec.RunSpec
     tags: dict
 
 
@@ -52,7 +53,7 @@ class Settings:
 
 
 class PipeSink:
-    """A :class:`suite.tuning.TrialSink` that forwards every call to the parent process over
+    """A :class:`suite.tune.plan.TrialSink` that forwards every call to the parent process over
     this worker's own pipe; runs are tagged with the worker's device as the user named it
     (``cuda:1``, not the ``cuda:0`` an isolated worker sees)."""
 
@@ -60,7 +61,7 @@ class PipeSink:
         self.wid, self.conn, self.device = wid, conn, device
 
     def start(self, key: str, study: str, spec: Any, kind: str, tags: dict) -> None:
-        self.conn.send((self.wid, "start", (key, study, spec, kind, {**tags, "suite.device": self.device})))
+        self.conn.send((self.wid, "start", (key, study, spec, kind, {**tags, TAG_DEVICE: self.device})))
 
     def __getattr__(self, method: str):
         if method not in ("eval", "done", "tag", "interrupted", "echo"):
@@ -71,15 +72,15 @@ class PipeSink:
 def run_job(job: TuneJob | SpecJob, settings: Settings, storage: Any, registry: Any, device: str, sink: Any,
             worker: int) -> None:
     """Run one job here."""
-    from suite.tune_studies import run_study_share
+    from suite.tune.studies import run_study_share
 
     if isinstance(job, TuneJob):
         run_study_share(job.plan, settings.storage, sink=sink, device=device, worker=worker,
                         heartbeat=settings.heartbeat)
         return
-    from suite.engine import train
+    from suite.engine.loop import train
 
-    sink.start(job.key, job.study, job.spec, "reeval", {**job.tags, "suite.device": device})
+    sink.start(job.key, job.study, job.spec, "reeval", {**job.tags, TAG_DEVICE: device})
     try:
         result = train(job.spec, device, registry, lambda step, m: sink.eval(job.key, step, m))
     except BaseException:
@@ -96,7 +97,7 @@ def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], set
     Returns one line per worker that died or raised (its unfinished runs are marked
     interrupted and its running trials failed, so a rerun redoes them); the others go on."""
     from suite.registry import get_registry
-    from suite.tune_studies import open_storage
+    from suite.stores import open_storage
 
     active = [(d, j) for d, j in zip(devices, jobs, strict=True) if j]
     if not active:
@@ -111,7 +112,7 @@ def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], set
     try:
         return pool.run(active)
     finally:
-        from suite.tune_studies import fail_orphan_trials
+        from suite.tune.studies import fail_orphan_trials
 
         plans = [job.plan for _, jobs_ in active for job in jobs_ if isinstance(job, TuneJob)]
         fail_orphan_trials(open_storage(settings.storage), plans, {str(p.pid) for p in pool.procs.values()})
@@ -211,7 +212,7 @@ def worker_main(wid: int, device: str, threads: int, jobs: list, settings: Setti
         if device == "cpu":
             torch.set_num_threads(threads)
         from suite.registry import get_registry
-        from suite.tune_studies import open_storage
+        from suite.stores import open_storage
 
         storage = open_storage(settings.storage)
         registry = get_registry()

@@ -9,14 +9,15 @@ from typing import Any
 import click
 import optuna
 
-from suite import report
 from suite.cli.run_cmd import grid_table
 from suite.cli.worker_cmd import run_workers
-from suite.grid_study import submit_grid
-from suite.gridrun import Outcome, _log_parent, _rows
-from suite.spec import RunSpec
+from suite.distributed.grid_study import submit_grid
+from suite.grids.local import Outcome, _log_parent, _rows
+from suite.report import tables
+from suite.specs.spec import RunSpec
 from suite.stores import HeartbeatPolicy, describe, normalize_storage, open_storage
-from suite.tracking import Tracker
+from suite.tracking.tracker import Tracker
+from suite.vocab import STUDY_PARENT_RUN_ID
 
 
 def execute_shared(sections: Sequence[tuple[str, Sequence[RunSpec]]], specs: Sequence[RunSpec],
@@ -36,11 +37,11 @@ def execute_shared(sections: Sequence[tuple[str, Sequence[RunSpec]]], specs: Seq
         click.echo(line, err=True)
     tracker = Tracker(experiment, tracking_uri)
     done = tracker.done_runs()
-    parent = optuna.load_study(study_name=name, storage=open_storage(url)).user_attrs.get("suite.parent_run_id")
+    parent = optuna.load_study(study_name=name, storage=open_storage(url)).user_attrs.get(STUDY_PARENT_RUN_ID)
     out = Outcome(specs=list(specs), skipped={s.hash: done[s.hash] for s in specs if s.hash in done},
                   parent_run_id=parent)
     out.rows = _rows(sections, out, tracker)
-    out.stats = report.config_stats(out.rows)
+    out.stats = tables.config_stats(out.rows)
     missing = [s for s in specs if s.hash not in done]
     not_done = f", {len(missing)} failed or not done" if missing else ""
     click.echo(f"{len(specs)} runs: {len(out.skipped)} done{not_done}")

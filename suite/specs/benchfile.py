@@ -36,10 +36,10 @@ from typing import Any
 
 import yaml
 
-from suite import grid
 from suite.errors import SpecError, SuiteError
 from suite.registry import FAMILIES, Registry
-from suite.spec import RunSpec
+from suite.specs import axes
+from suite.specs.spec import RunSpec
 
 TOP_KEYS = ("name", "description", "defaults", "experiments")
 EXPERIMENT_KEYS = (
@@ -229,7 +229,7 @@ def load(path: str | Path, registry: Registry) -> Benchmark:
 
 
 def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _Node]) -> list[RunSpec]:
-    axes: list[grid.Axis] = []
+    grid_axes: list[axes.Axis] = []
     scalars: dict[str, Any] = {}
     given: dict[str, _Node] = {}  # every key set by an axis, a component grid or a tie
     comp_names: dict[str, list[str]] = {}
@@ -246,7 +246,7 @@ def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _No
         fnode = body[family]
         claim(family, fnode)
         if isinstance(fnode.value, dict):
-            points: grid.Axis = []
+            points: axes.Axis = []
             names = []
             for comp_name, sub in fnode.value.items():
                 comp = ck.component(family, comp_name, sub)
@@ -255,12 +255,12 @@ def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _No
                 if sub.value is not None:
                     for param, pnode in ck.mapping(sub).items():
                         ck.check_param(family, [comp.name], param, pnode)
-                        sub_axes.append(grid.axis(f"{family}.{param}", ck.values(pnode)))
-                points += [{family: comp.name, **pt} for pt in grid.product(sub_axes)] or [{family: comp.name}]
-            axes.append(points)
+                        sub_axes.append(axes.axis(f"{family}.{param}", ck.values(pnode)))
+                points += [{family: comp.name, **pt} for pt in axes.product(sub_axes)] or [{family: comp.name}]
+            grid_axes.append(points)
         else:
             names = [ck.component(family, n, fnode).name for n in ck.values(fnode)]
-            axes.append(grid.axis(family, names))
+            grid_axes.append(axes.axis(family, names))
         comp_names[family] = names
 
     def family_names(family: str) -> list[str]:
@@ -274,7 +274,7 @@ def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _No
                                      f"family one of {', '.join(FAMILIES)}")
             claim(key, pnode)
             ck.check_param(family, family_names(family), param, pnode)
-            axes.append(grid.axis(key, ck.values(pnode)))
+            grid_axes.append(axes.axis(key, ck.values(pnode)))
 
     if "tie" in body:
         tnode = body["tie"]
@@ -298,13 +298,13 @@ def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _No
                     raise ck.fail(knode, "a tied key needs a list of values")
                 tied[key] = ck.values(knode)
             try:
-                axes.append(grid.tied_axis(tied))
+                grid_axes.append(axes.tied_axis(tied))
             except SpecError as exc:
                 raise ck.fail(t, str(exc).removeprefix("tie: ")) from None
 
     if "batch_size" in body:
         claim("batch_size", body["batch_size"])
-        axes.append(grid.axis("batch_size", ck.values(body["batch_size"])))
+        grid_axes.append(axes.axis("batch_size", ck.values(body["batch_size"])))
     if "seeds" in body and "seed" in body:
         raise ck.fail(body["seed"], "give seeds or seed, not both")
     if "seeds" in body:
@@ -312,12 +312,12 @@ def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _No
         claim("seed", snode)
         try:
             seeds = (
-                [grid._int(v, "seeds") for v in ck.values(snode)] if isinstance(snode.value, list)
-                else grid.parse_seeds(str(snode.value))
+                [axes._int(v, "seeds") for v in ck.values(snode)] if isinstance(snode.value, list)
+                else axes.parse_seeds(str(snode.value))
             )
         except SpecError as exc:
             raise ck.fail(snode, str(exc)) from None
-        axes.append(grid.axis("seed", seeds))
+        grid_axes.append(axes.axis("seed", seeds))
     elif "seed" in body:
         claim("seed", body["seed"])
         scalars["seed"] = body["seed"].value
@@ -331,13 +331,13 @@ def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _No
             scalars[key] = body[key].value
 
     try:
-        return grid.expand(ck.registry, grid.product(axes), scalars)
+        return axes.expand(ck.registry, axes.product(grid_axes), scalars)
     except SuiteError as exc:
         raise ck.fail(node, str(exc)) from None
 
 
 def _default_component(family: str) -> str:
-    from suite.spec import DEFAULT_COMPONENTS
+    from suite.specs.spec import DEFAULT_COMPONENTS
 
     return DEFAULT_COMPONENTS[family]
 

@@ -25,7 +25,7 @@ from suite.context import BuildContext, derive_seed
 from suite.errors import PluginContractError, SpecError, SuiteError
 from suite.problem import Problem
 from suite.registry import Registry, get_registry
-from suite.spec import RunSpec
+from suite.specs.spec import RunSpec
 
 EvalCallback = Callable[[int, dict[str, float]], None]
 NQM_DEFAULT_EVALS = 50  # evaluations over a run of a problem without epochs

@@ -147,7 +147,7 @@ def resolve_spec(
     """Build a validated RunSpec from component names and ``family.param`` overrides.
 
     Checks names, hyperparameter values and the budget; does not look at the data (the
-    batch size against the training-set size is checked by :func:`suite.engine.preflight`).
+    batch size against the training-set size is checked by :func:`suite.engine.loop.preflight`).
     """
     comps = {**DEFAULT_COMPONENTS, **{k: v for k, v in (components or {}).items() if v is not None}}
     per_family: dict[str, dict[str, Any]] = {f: {} for f in FAMILIES}

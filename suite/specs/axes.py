@@ -12,7 +12,7 @@ combination. This one model covers every way of writing a grid:
   their own sub-grid: ``[{"optimizer": "sgd", "optimizer.momentum": 0}, {"optimizer": "sgd",
   "optimizer.momentum": 0.9}, {"optimizer": "adam"}]``.
 
-Every merged point is resolved through :func:`suite.spec.resolve_spec`, so every name and value
+Every merged point is resolved through :func:`suite.specs.spec.resolve_spec`, so every name and value
 is validated before anything runs; specs that resolve identically are kept once.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from suite.errors import SpecError
 from suite.registry import FAMILIES, Registry
-from suite.spec import DEFAULT_DIVERGE_FACTOR, RunSpec, resolve_spec
+from suite.specs.spec import DEFAULT_DIVERGE_FACTOR, RunSpec, resolve_spec
 
 Point = dict[str, Any]
 Axis = list[Point]

@@ -19,15 +19,23 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 import suite
 from suite.errors import SuiteError
 from suite.registry import FAMILIES, Registry
-from suite.spec import RunSpec
+from suite.specs.spec import RunSpec
 from suite.stores import check_tracking_uri
+from suite.vocab import (
+    DONE_STATUSES,
+    TAG_DEVICE,
+    TAG_HASH,
+    TAG_HOST,
+    TAG_KIND,
+    TAG_OWNER,
+    TAG_REASON,
+    TAG_SCHEDULER_INTERVAL,
+    TAG_SECONDS,
+    TAG_STATUS,
+    TAG_TORCH,
+    TAG_VERSION,
+)
 
-TAG_HASH = "suite.spec_hash"
-TAG_STATUS = "suite.status"
-TAG_VERSION = "suite.version"
-TAG_KIND = "suite.kind"  # run | grid | study | trial
-TAG_OWNER = "suite.owner"  # host:pid of the process that logs the run (finds orphans after kill -9)
-DONE_STATUSES = ("completed", "diverged")  # divergence is a result: a diverged run is done
 MLFLOW_STATUS = {
     "completed": RunStatus.to_string(RunStatus.FINISHED),
     "stopped": RunStatus.to_string(RunStatus.FINISHED),
@@ -88,16 +96,16 @@ class Tracker:
             TAG_STATUS: "running",
             TAG_VERSION: suite.__version__,
             TAG_KIND: kind,
-            "suite.torch_version": torch.__version__,
-            "suite.device": device,
-            "suite.host": platform.node(),
+            TAG_TORCH: torch.__version__,
+            TAG_DEVICE: device,
+            TAG_HOST: platform.node(),
             TAG_OWNER: owner(),
         }
         for family in FAMILIES:
             comp = registry.get(family, spec.component(family))
             all_tags[f"suite.dist.{family}"] = f"{comp.distribution}=={comp.version}"
             if family == "scheduler":
-                all_tags["suite.scheduler_interval"] = comp.interval
+                all_tags[TAG_SCHEDULER_INTERVAL] = comp.interval
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         all_tags.update(tags or {})
@@ -116,7 +124,7 @@ class Tracker:
 
     def finish(self, run_id: str, result: Any, *, figure: bool = True) -> None:
         """Log a finished run's artifacts and mark it with its status."""
-        from suite import report  # matplotlib only when a run finishes
+        from suite.report import tables  # matplotlib only when a run finishes
 
         spec: RunSpec = result.spec
         self.client.log_text(run_id, spec.to_yaml(), "spec.yaml")
@@ -125,18 +133,18 @@ class Tracker:
         if result.traceback:
             self.client.log_text(run_id, result.traceback, "traceback.txt")
         if figure and result.history:
-            fig = report.run_figure(result)
+            fig = tables.run_figure(result)
             self.client.log_figure(run_id, fig, "curves.png")
-            report.close(fig)
-        tags = [RunTag(TAG_STATUS, result.status), RunTag("suite.seconds", f"{result.seconds:.3f}")]
+            tables.close(fig)
+        tags = [RunTag(TAG_STATUS, result.status), RunTag(TAG_SECONDS, f"{result.seconds:.3f}")]
         if result.reason:
-            tags.append(RunTag("suite.reason", result.reason[:4000]))
+            tags.append(RunTag(TAG_REASON, result.reason[:4000]))
         self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, MLFLOW_STATUS[result.status])
 
     def mark(self, run_id: str, status: str, reason: str = "") -> None:
         """Terminate a run that did not finish normally (interrupted, failed to start)."""
-        tags = [RunTag(TAG_STATUS, status)] + ([RunTag("suite.reason", reason[:4000])] if reason else [])
+        tags = [RunTag(TAG_STATUS, status)] + ([RunTag(TAG_REASON, reason[:4000])] if reason else [])
         self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, MLFLOW_STATUS[status])
 
@@ -144,7 +152,7 @@ class Tracker:
     def start_parent(self, name: str, tags: Mapping[str, Any] | None = None) -> str:
         """Create the parent run of one grid invocation (tag ``suite.kind=grid``)."""
         all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "grid", TAG_STATUS: "running", TAG_VERSION: suite.__version__,
-                    TAG_OWNER: owner(), "suite.host": platform.node(), **(tags or {})}
+                    TAG_OWNER: owner(), TAG_HOST: platform.node(), **(tags or {})}
         run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
         return run.info.run_id
 

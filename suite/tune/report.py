@@ -19,11 +19,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from suite import report
-from suite.tune_studies import best_trial, best_values, counted
-from suite.tuning import ATTR_STATUS, StudyPlan, format_value, short_name
+from suite.report import tables
+from suite.tune.plan import StudyPlan, format_value, short_name
+from suite.tune.studies import best_trial, best_values, counted
+from suite.vocab import TRIAL_STATUS
 
-plt = report.plt
+plt = tables.plt
 
 
 @dataclass
@@ -90,7 +91,7 @@ def summarize(study: optuna.Study, plan: StudyPlan, reeval: Reeval | None = None
         n_complete=sum(t.state == TrialState.COMPLETE for t in trials),
         n_pruned=sum(t.state == TrialState.PRUNED for t in trials),
         n_failed=sum(t.state == TrialState.FAIL and counted(t) for t in trials),
-        n_diverged=sum(t.user_attrs.get(ATTR_STATUS) == "diverged" for t in trials),
+        n_diverged=sum(t.user_attrs.get(TRIAL_STATUS) == "diverged" for t in trials),
         best_value=None if best is None else float(best.value),
         best_number=None if best is None else best.number,
         best_params={} if best is None else best_values(best),
@@ -226,4 +227,4 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
 
 def close_all(figs: Mapping[str, Any]) -> None:
     for fig in figs.values():
-        report.close(fig)
+        tables.close(fig)

@@ -2,15 +2,15 @@
 
 ``--trials N`` is made exact by slots: the study holds N enqueued trials without params (user
 attributes ``suite.slot`` = k and ``suite.key`` = ``slot-k``), and workers only claim enqueued
-trials (:mod:`suite.worker`), never create new ones. A claimed slot samples its params from
+trials (:mod:`suite.distributed.worker`), never create new ones. A claimed slot samples its params from
 the study's sampler as any trial would (nothing is fixed). A slot whose worker died is failed
 and enqueued again with the same slot number; a later invocation tops up the slots that no
 trial holds any more (``--trials`` raised, trials interrupted). If two invocations top up the
 same slot at once, the higher-numbered copy is discarded when it is claimed (see
-:func:`suite.worker.duplicate_of`), so the count stays exact.
+:func:`suite.distributed.worker.duplicate_of`), so the count stays exact.
 
 Everything a remote ``suite worker`` needs to run a trial is stored on the study: its
-settings (``suite.settings``, from :meth:`suite.tuning.StudyPlan.settings`), the pruner, study
+settings (``suite.settings``, from :meth:`suite.tune.plan.StudyPlan.settings`), the pruner, study
 seed and trial count (``suite.tune``), and where to log (experiment, tracking URI, the study's
 MLflow parent run).
 """
@@ -23,46 +23,46 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from suite.distributed.worker import WorkerContext, holds_key, register_kind
 from suite.params import Space
 from suite.registry import get_registry
-from suite.tune_studies import make_pruner, make_sampler
-from suite.tuning import (
-    ATTR_SETTINGS,
-    VARIANT_FAMILIES,
-    Budget,
-    Objective,
-    StudyPlan,
-    TrialObjective,
-    TrialSink,
-    Variant,
+from suite.tune.plan import VARIANT_FAMILIES, Budget, Objective, StudyPlan, TrialObjective, TrialSink, Variant
+from suite.tune.studies import make_pruner, make_sampler
+from suite.vocab import (
+    STUDY_EXPERIMENT,
+    STUDY_KIND,
+    STUDY_PARENT_RUN_ID,
+    STUDY_READY,
+    STUDY_SETTINGS,
+    STUDY_TRACKING_URI,
+    STUDY_TUNE,
+    TRIAL_KEY,
+    TRIAL_RETRY_OF,
+    TRIAL_SLOT,
 )
-from suite.worker import KEY, KIND, READY, RETRY_OF, WorkerContext, holds_key, register_kind
-
-SLOT = "suite.slot"
-TUNE = "suite.tune"
 
 
 def share(study: optuna.Study, *, trials: int, pruner: str, study_seed: int | None, experiment: str,
           tracking_uri: str, parent_run_id: str) -> int:
     """Make ``study`` workable by workers anywhere and enqueue the slots no trial holds;
     returns how many were enqueued."""
-    attrs = {KIND: "tune", TUNE: {"trials": trials, "pruner": pruner, "study_seed": study_seed},
-             "suite.experiment": experiment, "suite.tracking_uri": tracking_uri, "suite.parent_run_id": parent_run_id}
+    attrs = {STUDY_KIND: "tune", STUDY_TUNE: {"trials": trials, "pruner": pruner, "study_seed": study_seed},
+             STUDY_EXPERIMENT: experiment, STUDY_TRACKING_URI: tracking_uri, STUDY_PARENT_RUN_ID: parent_run_id}
     for key, value in attrs.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
-    held = {t.user_attrs.get(SLOT) for t in study.get_trials(deepcopy=False) if holds_key(t)}
+    held = {t.user_attrs.get(TRIAL_SLOT) for t in study.get_trials(deepcopy=False) if holds_key(t)}
     missing = [k for k in range(trials) if k not in held]
     for k in missing:
-        study.enqueue_trial({}, user_attrs={SLOT: k, KEY: f"slot-{k}"})
-    if not study.user_attrs.get(READY):
-        study.set_user_attr(READY, True)
+        study.enqueue_trial({}, user_attrs={TRIAL_SLOT: k, TRIAL_KEY: f"slot-{k}"})
+    if not study.user_attrs.get(STUDY_READY):
+        study.set_user_attr(STUDY_READY, True)
     return len(missing)
 
 
 def plan_of(study: optuna.Study) -> StudyPlan:
     """The :class:`StudyPlan` a study was made with, from its stored settings."""
-    s = study.user_attrs[ATTR_SETTINGS]
+    s = study.user_attrs[STUDY_SETTINGS]
     plan = StudyPlan(
         problem=s["problem"], variant=Variant(*(s[f] for f in VARIANT_FAMILIES)), batch_size=int(s["batch_size"]),
         budget=Budget.parse(s["budget"]), objective=Objective.parse(s["objective"]), seeds=int(s["seeds"]),
@@ -74,15 +74,15 @@ def plan_of(study: optuna.Study) -> StudyPlan:
 
 class TuneTrialRunner:
     """Runs the trials of one tuning study in one worker: the study's sampler and pruner, the
-    same objective as ``suite tune`` (:class:`suite.tuning.TrialObjective`). Without a ``sink``
+    same objective as ``suite tune`` (:class:`suite.tune.plan.TrialObjective`). Without a ``sink``
     the runs go straight to the study's MLflow experiment, children of its parent run."""
 
     def __init__(self, study: optuna.Study, ctx: WorkerContext, sink: TrialSink | None = None) -> None:
-        from suite.tune_tracking import TrackerSink
+        from suite.tune.tracking import TrackerSink
 
         self.study, self.ctx = study, ctx
         self.plan = plan_of(study)
-        tune = study.user_attrs[TUNE]
+        tune = study.user_attrs[STUDY_TUNE]
         started = len([t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING])
         salt = f"{ctx.salt or ctx.label}|n{started}"  # as `suite tune` seeds a worker's sampler
         study.sampler = make_sampler(self.plan, tune["trials"], tune["study_seed"], salt=salt)
@@ -90,11 +90,11 @@ class TuneTrialRunner:
         registry = get_registry()
         self.tracker = None
         if sink is None:
-            from suite.tracking import Tracker
+            from suite.tracking.tracker import Tracker
 
             attrs = study.user_attrs
-            self.tracker = Tracker(attrs["suite.experiment"], ctx.tracking_uri or attrs["suite.tracking_uri"])
-            sink = TrackerSink(self.tracker, registry, {self.plan.name: attrs["suite.parent_run_id"]}, ctx.say)
+            self.tracker = Tracker(attrs[STUDY_EXPERIMENT], ctx.tracking_uri or attrs[STUDY_TRACKING_URI])
+            sink = TrackerSink(self.tracker, registry, {self.plan.name: attrs[STUDY_PARENT_RUN_ID]}, ctx.say)
         self.objective = TrialObjective(self.plan, registry, ctx.device, sink, worker=ctx.label)
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -104,7 +104,7 @@ class TuneTrialRunner:
 
     def _kill_predecessors(self, trial: optuna.Trial) -> None:
         """A retried trial: mark the runs its lost predecessors left RUNNING as interrupted."""
-        for number in trial.user_attrs.get(RETRY_OF, []):
+        for number in trial.user_attrs.get(TRIAL_RETRY_OF, []):
             for run in self.tracker.search(
                 f"tags.`suite.study` = '{self.plan.name}' and tags.`suite.trial` = '{number}' "
                 "and attributes.status = 'RUNNING'"
@@ -116,16 +116,16 @@ class TuneTrialRunner:
         """The study is done: log its outcome to its parent run, if nobody has yet."""
         if self.tracker is None:
             return  # a `suite tune` session logs the outcome itself
-        from suite import tune_report
-        from suite.tune_tracking import finish_study_parent
+        from suite.tune import report
+        from suite.tune.tracking import finish_study_parent
 
-        parent = self.study.user_attrs["suite.parent_run_id"]
+        parent = self.study.user_attrs[STUDY_PARENT_RUN_ID]
         if self.tracker.client.get_run(parent).info.status != "RUNNING":
             return
-        summary = tune_report.summarize(self.study, self.plan, None)
-        figs = tune_report.study_figures(self.study)
+        summary = report.summarize(self.study, self.plan, None)
+        figs = report.study_figures(self.study)
         finish_study_parent(self.tracker, parent, summary, figs)
-        tune_report.close_all(figs)
+        report.close_all(figs)
 
 
 def runner_with_sink(sink: TrialSink) -> Callable[[optuna.Study, WorkerContext], Any]:

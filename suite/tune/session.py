@@ -7,25 +7,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from suite import tune_report, tune_slots, tune_workers
 from suite.registry import Registry
-from suite.tracking import Tracker
-from suite.tune_studies import (
-    best_trial,
-    check_settings,
-    open_storage,
-    open_study,
-    reevaluation_specs,
-    storage_label,
-)
-from suite.tune_tracking import (
-    TrackerSink,
-    finish_study_parent,
-    finish_tune_run,
-    start_tune_run,
-    study_parent,
-)
-from suite.tuning import ATTR_UID, Objective, StudyPlan
+from suite.stores import open_storage
+from suite.tracking.tracker import Tracker
+from suite.tune import report, slots, workers
+from suite.tune.plan import Objective, StudyPlan
+from suite.tune.studies import best_trial, check_settings, open_study, reevaluation_specs, storage_label
+from suite.tune.tracking import TrackerSink, finish_study_parent, finish_tune_run, start_tune_run, study_parent
+from suite.vocab import STUDY_UID, TAG_REEVAL_OF, TAG_STUDIES, TAG_STUDY
 
 
 @dataclass(frozen=True)
@@ -48,7 +37,7 @@ class Request:
 
 @dataclass
 class Outcome:
-    summaries: list[tune_report.StudySummary]
+    summaries: list[report.StudySummary]
     markdown: str
     csv: str
     storage: str
@@ -69,47 +58,47 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     tracker = Tracker(req.experiment, req.tracking_uri)  # the experiment exists before any worker starts
     studies = {plan.name: open_study(storage, plan) for plan in req.plans}
     label = storage_label(req.storage)
-    parents = {plan.name: study_parent(tracker, plan, studies[plan.name].user_attrs[ATTR_UID], trials=req.trials,
+    parents = {plan.name: study_parent(tracker, plan, studies[plan.name].user_attrs[STUDY_UID], trials=req.trials,
                                        pruner=req.pruner, study_seed=req.study_seed, storage=label)
                for plan in req.plans}
     for plan in req.plans:  # enqueue the trials still to do, for any worker anywhere to claim
-        added = tune_slots.share(studies[plan.name], trials=req.trials, pruner=req.pruner,
+        added = slots.share(studies[plan.name], trials=req.trials, pruner=req.pruner,
                                  study_seed=req.study_seed, experiment=tracker.experiment_name,
                                  tracking_uri=tracker.tracking_uri, parent_run_id=parents[plan.name])
-        if not added and not tune_slots.n_slots_left(studies[plan.name]):
+        if not added and not slots.n_slots_left(studies[plan.name]):
             echo(f"[{plan.name}] already holds {req.trials} trials")
     if req.submit_only:
         return None
     problems = list(dict.fromkeys(p.problem for p in req.plans))
     report_run = start_tune_run(
         tracker, f"tune-{'+'.join(problems)}",
-        tags={"suite.studies": ",".join(parents)[:4000]},
+        tags={TAG_STUDIES: ",".join(parents)[:4000]},
         params={"studies": len(req.plans), "trials": req.trials, "pruner": req.pruner,
                 "study_seed": req.study_seed, "storage": label, "reevaluate": req.reevaluate,
                 "objective": str(req.objective), "devices": ",".join(req.devices)},
     )
     sink = TrackerSink(tracker, registry, parents, echo)
-    settings = tune_workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat)
+    settings = workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat)
     n = len(req.devices)
-    restore = tune_workers.terminate_on_sigterm()
+    restore = workers.terminate_on_sigterm()
     try:
         # every worker works on every study, each starting at another one
-        jobs = [[tune_workers.TuneJob(p) for p in [*req.plans[i:], *req.plans[:i]]] for i in range(n)]
-        troubles = tune_workers.run(jobs, req.devices, settings, sink)
+        jobs = [[workers.TuneJob(p) for p in [*req.plans[i:], *req.plans[:i]]] for i in range(n)]
+        troubles = workers.run(jobs, req.devices, settings, sink)
         reevals = _reevaluate(req, registry, storage, sink, settings, troubles) if req.reevaluate else {}
         summaries = []
         for plan in req.plans:
             study = studies[plan.name]
-            summary = tune_report.summarize(study, plan, reevals.get(plan.name))
-            figs = tune_report.study_figures(study)
+            summary = report.summarize(study, plan, reevals.get(plan.name))
+            figs = report.study_figures(study)
             finish_study_parent(tracker, parents[plan.name], summary, figs)
-            tune_report.close_all(figs)
+            report.close_all(figs)
             summaries.append(summary)
-        md = tune_report.markdown(summaries, req.objective.label)
-        csv_text = tune_report.csv_text(summaries)
-        figs = tune_report.figures(summaries, req.objective.label)
+        md = report.markdown(summaries, req.objective.label)
+        csv_text = report.csv_text(summaries)
+        figs = report.figures(summaries, req.objective.label)
         finish_tune_run(tracker, report_run, {"table.md": md, "table.csv": csv_text}, figs)
-        tune_report.close_all(figs)
+        report.close_all(figs)
     except BaseException:
         for run_id in [*parents.values(), report_run]:
             tracker.mark(run_id, "interrupted", "tuning did not finish")
@@ -120,8 +109,8 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
                    troubles)
 
 
-def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, settings: tune_workers.Settings,
-                troubles: list[str]) -> dict[str, tune_report.Reeval]:
+def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, settings: workers.Settings,
+                troubles: list[str]) -> dict[str, report.Reeval]:
     """Re-run each study's best configuration on K fresh seeds, spread over the workers."""
     import optuna
 
@@ -135,11 +124,11 @@ def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, se
             continue
         for spec in reevaluation_specs(plan, best, registry, req.reevaluate):
             key = f"{plan.name}#reeval{best.number}#{spec.seed}"
-            tags = {"suite.study": plan.name, "suite.reeval_of": best.number}
-            jobs[i % n].append(tune_workers.SpecJob(key, plan.name, spec, tags))
+            tags = {TAG_STUDY: plan.name, TAG_REEVAL_OF: best.number}
+            jobs[i % n].append(workers.SpecJob(key, plan.name, spec, tags))
             keys.setdefault(plan.name, []).append(key)
             i += 1
-    troubles += tune_workers.run(jobs, req.devices, settings, sink)
+    troubles += workers.run(jobs, req.devices, settings, sink)
     out = {}
     for name, items in keys.items():
         plan = next(p for p in req.plans if p.name == name)
@@ -150,5 +139,5 @@ def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, se
                 diverged += 1
                 continue
             values.append(plan.objective.value(result, result.history[-1][0]))
-        out[name] = tune_report.Reeval(values, diverged)
+        out[name] = report.Reeval(values, diverged)
     return out

@@ -25,17 +25,32 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 import suite
-from suite.engine import RunResult
+from suite.engine.loop import RunResult
 from suite.registry import Registry
-from suite.spec import RunSpec
-from suite.tracking import TAG_KIND, TAG_STATUS, TAG_VERSION, Tracker
-
-TAG_STUDY = "suite.study"
-TAG_UID = "suite.study_uid"
+from suite.specs.spec import RunSpec
+from suite.tracking.tracker import Tracker
+from suite.vocab import (
+    TAG_BATCH_SIZE,
+    TAG_BEST_TRIAL,
+    TAG_DEVICE,
+    TAG_KIND,
+    TAG_PROBLEM,
+    TAG_PRUNER,
+    TAG_STATUS,
+    TAG_STORAGE,
+    TAG_STUDY,
+    TAG_STUDY_SEED,
+    TAG_STUDY_UID,
+    TAG_TRIAL,
+    TAG_TRIALS,
+    TAG_TRIALS_REQUESTED,
+    TAG_VARIANT,
+    TAG_VERSION,
+)
 
 
 class TrackerSink:
-    """The :class:`suite.tuning.TrialSink` of the parent process: logs every event to MLflow."""
+    """The :class:`suite.tune.plan.TrialSink` of the parent process: logs every event to MLflow."""
 
     def __init__(self, tracker: Tracker, registry: Registry, parents: Mapping[str, str],
                  echo: Callable[[str], None]) -> None:
@@ -44,9 +59,9 @@ class TrackerSink:
         self.results: dict[str, RunResult] = {}
 
     def start(self, key: str, study: str, spec: RunSpec, kind: str, tags: dict[str, Any]) -> None:
-        suffix = f"-t{tags['suite.trial']}" if "suite.trial" in tags else f"-{kind}"
+        suffix = f"-t{tags[TAG_TRIAL]}" if "suite.trial" in tags else f"-{kind}"
         self.run_ids[key] = self.tracker.start_run(
-            spec, self.registry, device=str(tags.get("suite.device", "cpu")), parent_run_id=self.parents[study],
+            spec, self.registry, device=str(tags.get(TAG_DEVICE, "cpu")), parent_run_id=self.parents[study],
             kind=kind, tags={MLFLOW_RUN_NAME: spec.name + suffix, **tags},
         )
 
@@ -76,20 +91,20 @@ def study_parent(tracker: Tracker, plan: Any, uid: str, *, trials: int, pruner: 
     name: a study of the same name in another storage gets a parent of its own."""
     client = tracker.client
     found = client.search_runs(
-        [tracker.experiment_id], f"tags.`{TAG_KIND}` = 'study' AND tags.`{TAG_UID}` = '{uid}'",
+        [tracker.experiment_id], f"tags.`{TAG_KIND}` = 'study' AND tags.`{TAG_STUDY_UID}` = '{uid}'",
         max_results=1, order_by=["attributes.start_time ASC"],
     )
-    tags = {"suite.trials_requested": trials, "suite.pruner": pruner, "suite.study_seed": study_seed,
-            "suite.storage": storage, TAG_STATUS: "running"}
+    tags = {TAG_TRIALS_REQUESTED: trials, TAG_PRUNER: pruner, TAG_STUDY_SEED: study_seed,
+            TAG_STORAGE: storage, TAG_STATUS: "running"}
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         return run_id
-    all_tags = {MLFLOW_RUN_NAME: plan.name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_UID: uid,
+    all_tags = {MLFLOW_RUN_NAME: plan.name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_STUDY_UID: uid,
                 TAG_VERSION: suite.__version__,
-                "suite.problem": plan.problem, "suite.variant": plan.variant.name,
-                "suite.batch_size": plan.batch_size, **tags}
+                TAG_PROBLEM: plan.problem, TAG_VARIANT: plan.variant.name,
+                TAG_BATCH_SIZE: plan.batch_size, **tags}
     run = client.create_run(tracker.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
     settings = plan.settings()
     params = {k: v for k, v in settings.items() if k not in ("space", "fixed")}
@@ -104,16 +119,16 @@ def _space_text(d: Mapping[str, Any]) -> str:
 
 
 def finish_study_parent(tracker: Tracker, run_id: str, summary: Any, figures: Mapping[str, Any]) -> None:
-    """Log a study's outcome (a :class:`suite.tune_report.StudySummary`) to its parent run."""
+    """Log a study's outcome (a :class:`suite.tune.report.StudySummary`) to its parent run."""
     client = tracker.client
     ts = _now_ms()
     step = summary.n_counted
     metrics = [Metric("n_complete", summary.n_complete, ts, step), Metric("n_pruned", summary.n_pruned, ts, step),
                Metric("n_failed", summary.n_failed, ts, step), Metric("n_diverged", summary.n_diverged, ts, step)]
-    tags = [RunTag(TAG_STATUS, "completed"), RunTag("suite.trials", str(summary.n_counted))]
+    tags = [RunTag(TAG_STATUS, "completed"), RunTag(TAG_TRIALS, str(summary.n_counted))]
     if summary.best_value is not None:
         metrics.append(Metric("best_value", summary.best_value, ts, step))
-        tags.append(RunTag("suite.best_trial", str(summary.best_number)))
+        tags.append(RunTag(TAG_BEST_TRIAL, str(summary.best_number)))
         for k, v in summary.best_params.items():
             tags.append(RunTag(f"suite.best.{k}", str(v)))
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):

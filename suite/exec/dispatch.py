@@ -1,9 +1,9 @@
 """Dispatch: run specs on worker processes, one per device entry, and report back.
 
-Each entry of the device list (see :func:`suite.devices.resolve_devices`) gets one worker
+Each entry of the device list (see :func:`suite.exec.devices.resolve_devices`) gets one worker
 process, started with the ``spawn`` context and pinned to its device (a CUDA worker sees only
 its GPU through ``CUDA_VISIBLE_DEVICES``). Workers are handed specs one at a time over their
-own pipe, run them through the engine (:func:`suite.engine.run_specs`) and send ``start`` /
+own pipe, run them through the engine (:func:`suite.engine.loop.run_specs`) and send ``start`` /
 ``eval`` / ``done`` events back over it. The parent process receives every event and does all
 the logging, so the tracking store has a single writer (robust with MLflow's sqlite default)
 and the engine stays free of MLflow.
@@ -69,7 +69,7 @@ def run(specs: Sequence[Any], devices: Sequence[str], callbacks: Callbacks) -> N
 
 
 def _run_inline(specs: Sequence[Any], device: str, cb: Callbacks) -> None:
-    from suite.engine import run_specs
+    from suite.engine.loop import run_specs
 
     local = pin_device(device)
     def on_eval(index: int, step: int, metrics: dict) -> None:
@@ -194,8 +194,8 @@ class _Pool:
 
     def _lost(self, wid: int) -> None:
         """A worker's pipe closed: it exited (normally, after None) or died."""
-        from suite.engine import RunResult
-        from suite.spec import RunSpec
+        from suite.engine.loop import RunResult
+        from suite.specs.spec import RunSpec
 
         p, device, conn = self.workers.pop(wid)
         conn.close()
@@ -238,9 +238,9 @@ def worker_main(wid: int, device: str, threads: int, conn: Any, parent_pid: int)
 
     if device == "cpu":
         torch.set_num_threads(threads)
-    from suite.engine import run_specs
+    from suite.engine.loop import run_specs
     from suite.registry import get_registry
-    from suite.spec import RunSpec
+    from suite.specs.spec import RunSpec
 
     registry = get_registry()
 

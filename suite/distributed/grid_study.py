@@ -1,7 +1,7 @@
 """A grid of runs as an Optuna study, so that workers on many machines share it.
 
 Design: each RunSpec of the grid is one enqueued trial (no params; user attributes
-``suite.spec`` = the spec's JSON and ``suite.spec_hash``). Workers (:mod:`suite.worker`) claim
+``suite.spec`` = the spec's JSON and ``suite.spec_hash``). Workers (:mod:`suite.distributed.worker`) claim
 WAITING trials through the storage, run the spec through the engine, log one MLflow run as a
 child of the grid's parent run, and tell the trial the final ``val_loss``. Only the process
 that *creates* the study enqueues (study names are unique in the storage, so two submitters
@@ -26,15 +26,32 @@ from typing import Any
 import optuna
 from mlflow.entities import RunStatus
 
-from suite.engine import RunResult, train
+from suite.distributed.worker import TrialFailed, WorkerContext, register_kind
+from suite.engine.loop import RunResult, train
 from suite.registry import get_registry
-from suite.spec import RunSpec
+from suite.specs.spec import RunSpec
 from suite.stores import StoreError, describe, open_storage
-from suite.tracking import TAG_HASH, TAG_OWNER, TAG_STATUS, Tracker
-from suite.worker import KEY, KIND, READY, TrialFailed, WorkerContext, register_kind
-
-SPEC = "suite.spec"
-RUN_ID = "suite.mlflow_run_id"
+from suite.tracking.tracker import Tracker
+from suite.vocab import (
+    STUDY_EXPERIMENT,
+    STUDY_GRID_ID,
+    STUDY_KIND,
+    STUDY_PARENT_RUN_ID,
+    STUDY_READY,
+    STUDY_TRACKING_URI,
+    TAG_HASH,
+    TAG_N_SPECS,
+    TAG_OWNER,
+    TAG_REUSED,
+    TAG_STATUS,
+    TAG_STUDY,
+    TAG_TOTAL,
+    TAG_TRIAL,
+    TRIAL_KEY,
+    TRIAL_RUN_ID,
+    TRIAL_SPEC,
+    TRIAL_WORKER,
+)
 
 
 def grid_id(specs: Sequence[RunSpec]) -> str:
@@ -66,7 +83,7 @@ def submit_grid(
         study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
-        if study.user_attrs.get("suite.grid_id") != gid:
+        if study.user_attrs.get(STUDY_GRID_ID) != gid:
             raise StoreError(
                 f"study {name!r} in {describe(str(storage_url))} holds another grid; choose a new --study name"
             ) from None
@@ -74,20 +91,20 @@ def submit_grid(
     # The parent run belongs to the study, not to this process: no host:pid owner to reap it by.
     parent = tracker.start_parent(
         run_name or name,
-        {"suite.study": name, "suite.n_specs": len(unique), TAG_OWNER: "optuna-study", **(parent_tags or {})},
+        {TAG_STUDY: name, TAG_N_SPECS: len(unique), TAG_OWNER: "optuna-study", **(parent_tags or {})},
     )
     for key, value in {
-        KIND: "grid",
-        "suite.grid_id": gid,
-        "suite.experiment": experiment,
-        "suite.tracking_uri": tracker.tracking_uri,
-        "suite.parent_run_id": parent,
-        "suite.total": len(unique),
+        STUDY_KIND: "grid",
+        STUDY_GRID_ID: gid,
+        STUDY_EXPERIMENT: experiment,
+        STUDY_TRACKING_URI: tracker.tracking_uri,
+        STUDY_PARENT_RUN_ID: parent,
+        TAG_TOTAL: len(unique),
     }.items():
         study.set_user_attr(key, value)
     for spec in unique:
-        study.enqueue_trial({}, user_attrs={SPEC: spec.to_json(), TAG_HASH: spec.hash, KEY: spec.hash})
-    study.set_user_attr(READY, True)
+        study.enqueue_trial({}, user_attrs={TRIAL_SPEC: spec.to_json(), TAG_HASH: spec.hash, TRIAL_KEY: spec.hash})
+    study.set_user_attr(STUDY_READY, True)
     return name, True
 
 
@@ -103,8 +120,8 @@ class GridTrialRunner:
     def __init__(self, study: optuna.Study, ctx: WorkerContext) -> None:
         attrs = study.user_attrs
         self.study, self.ctx = study, ctx
-        self.tracker = Tracker(attrs["suite.experiment"], ctx.tracking_uri or attrs["suite.tracking_uri"])
-        self.parent = attrs.get("suite.parent_run_id")
+        self.tracker = Tracker(attrs[STUDY_EXPERIMENT], ctx.tracking_uri or attrs[STUDY_TRACKING_URI])
+        self.parent = attrs.get(STUDY_PARENT_RUN_ID)
         self.registry = get_registry()
 
     def _kill_predecessor(self, run_id: str | None, trial: optuna.Trial) -> None:
@@ -115,19 +132,19 @@ class GridTrialRunner:
             self.tracker.mark(run_id, "interrupted", f"its worker stopped; retried as trial {trial.number}")
 
     def __call__(self, trial: optuna.Trial) -> float:
-        spec = RunSpec.from_json(trial.user_attrs[SPEC])
-        self._kill_predecessor(trial.user_attrs.get(RUN_ID), trial)
+        spec = RunSpec.from_json(trial.user_attrs[TRIAL_SPEC])
+        self._kill_predecessor(trial.user_attrs.get(TRIAL_RUN_ID), trial)
         done = self.tracker.done_run(spec.hash)
         if done is not None:
-            trial.set_user_attr(RUN_ID, done.info.run_id)
-            trial.set_user_attr("suite.reused", True)
+            trial.set_user_attr(TRIAL_RUN_ID, done.info.run_id)
+            trial.set_user_attr(TAG_REUSED, True)
             self.ctx.say(f"[{self.ctx.label}] {spec.name} [{spec.hash}]: already in MLflow, not run again")
             return float(done.data.metrics.get("val_loss", math.inf))
         run_id = self.tracker.start_run(
             spec, self.registry, device=self.ctx.device, parent_run_id=self.parent,
-            tags={"suite.study": self.study.study_name, "suite.trial": trial.number, "suite.worker": self.ctx.label},
+            tags={TAG_STUDY: self.study.study_name, TAG_TRIAL: trial.number, TRIAL_WORKER: self.ctx.label},
         )
-        trial.set_user_attr(RUN_ID, run_id)
+        trial.set_user_attr(TRIAL_RUN_ID, run_id)
         try:
             result = train(spec, self.ctx.device, self.registry,
                            lambda step, metrics: self.tracker.log_metrics(run_id, step, metrics))

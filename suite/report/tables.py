@@ -133,7 +133,7 @@ def config_stats(rows: list[Row]) -> list[ConfigStats]:
     A configuration's label names only what varies within its section; its *variant* drops the
     batch size and whatever is tied to it (a key with one value per batch size, e.g. an lr tied
     to the batch size), so one variant can be followed across batch sizes."""
-    from suite.grid import config_key, varying_keys
+    from suite.specs.axes import config_key, varying_keys
 
     out: list[ConfigStats] = []
     for section in dict.fromkeys(r.section for r in rows):
