@@ -34,3 +34,40 @@ class SpecError(SuiteError):
 
 class PluginContractError(SuiteError):
     """A plugin's factory returned something other than the torch type its family requires."""
+
+
+class TuneError(SuiteError):
+    """A malformed or inconsistent tuning request (``--space``, ``--budget``, ``--objective`` ...)."""
+
+
+class StoreError(SuiteError):
+    """A storage URL or tracking URI is malformed, or its server cannot be reached."""
+
+
+class WorkerStartError(SuiteError):
+    """Worker processes keep dying before they run anything (a plugin that fails in them, a
+    device that cannot be initialised). Runs were logged, so this is a failure of the grid
+    (exit code 1), not bad input."""
+
+    exit_code = 1
+
+
+class TrialFailed(Exception):
+    """Raised by a trial runner when a trial's run failed in plugin code (recorded as such):
+    Optuna records the trial as failed and the study goes on. Not a user error."""
+
+
+class ParamError(SuiteError, ValueError):
+    """A hyperparameter value is malformed or out of range."""
+
+
+class BenchFileError(SpecError):
+    """A benchmark file is malformed; the message names file, line and key."""
+
+
+class StopRun(Exception):
+    """Not an error: raised by an ``on_eval`` callback to stop a run early (e.g. an Optuna pruner)."""
+
+    def __init__(self, reason: str = "stopped") -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -6,13 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from suite.errors import SuiteError
+from suite.errors import ParamError
 
 SpaceKind = Literal["log", "uniform", "int", "choice"]
-
-
-class ParamError(SuiteError, ValueError):
-    """A hyperparameter value is malformed or out of range."""
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from suite.errors import SuiteError
+from suite.errors import StoreError
 
 CONNECT_TIMEOUT = 5  # seconds, for every connection attempt made here
 DEFAULT_STORAGE = ".suite/optuna.journal"
 JOURNAL_SUFFIXES = (".journal", ".log")
 DEFAULT_HEARTBEAT = 10  # seconds between heartbeats of a running trial (database storages)
 MAX_RETRY = 3  # how often a trial of a dead worker is retried before it stays failed
-
-
-class StoreError(SuiteError):
-    """A storage URL or tracking URI is malformed, or its server cannot be reached."""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def test_bad_devices(text, gpus, match):
 
 
 def test_a_gpu_worker_is_pinned_to_its_device(monkeypatch):
-    from suite.exec.dispatch import pin_device
+    from suite.exec.pool import pin_device
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     assert pin_device("cuda:2") == "cuda:2"  # in this process: the device as named

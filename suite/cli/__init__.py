@@ -7,9 +7,14 @@ import click
 from suite import __version__
 from suite.errors import SuiteError
 
+INTERRUPTED = ("interrupted: runs in flight were marked KILLED (suite.status=interrupted) and trials given back; "
+               "run the same command again to finish the rest")
+
 
 class SuiteGroup(click.Group):
-    """Turns every :class:`SuiteError` into a one-line ``Error: …`` and its exit code (2)."""
+    """Turns every :class:`SuiteError` into a one-line ``Error: …`` and its exit code (2), and a
+    stop signal (Ctrl-C, SIGTERM; see :mod:`suite.exec.signals`) into one line and exit code 130,
+    the same for every command."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -18,6 +23,11 @@ class SuiteGroup(click.Group):
             err = click.ClickException(str(exc))
             err.exit_code = exc.exit_code
             raise err from None
+        except KeyboardInterrupt:
+            from suite.exec.signals import EXIT_CODE
+
+            click.echo(INTERRUPTED, err=True)
+            ctx.exit(EXIT_CODE)
 
 
 @click.group(cls=SuiteGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,12 +37,12 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from suite.cli import list_cmd, run_cmd, tune_cmd, worker_cmd
+    from suite.cli import listing, run, tune, worker
 
-    main.add_command(list_cmd.list_components)
-    main.add_command(run_cmd.run)
-    main.add_command(tune_cmd.tune)
-    main.add_command(worker_cmd.worker)
+    main.add_command(listing.list_components)
+    main.add_command(run.run)
+    main.add_command(tune.tune)
+    main.add_command(worker.worker)
 
 
 _register_commands()

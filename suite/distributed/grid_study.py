@@ -26,11 +26,12 @@ from typing import Any
 import optuna
 from mlflow.entities import RunStatus
 
-from suite.distributed.worker import TrialFailed, WorkerContext, register_kind
+from suite.distributed.worker import WorkerContext
 from suite.engine.loop import RunResult, train
+from suite.errors import StoreError, TrialFailed
 from suite.registry import get_registry
 from suite.specs.spec import RunSpec
-from suite.stores import StoreError, describe, open_storage
+from suite.stores import describe, open_storage
 from suite.tracking.tracker import Tracker
 from suite.vocab import (
     STUDY_EXPERIMENT,
@@ -151,7 +152,12 @@ class GridTrialRunner:
         except BaseException:
             self.tracker.mark(run_id, "interrupted", "interrupted by the user or a signal")
             raise
-        self.tracker.finish(run_id, result)
+        from suite.report import tables  # matplotlib only when a run finishes
+
+        fig = tables.run_figure(result) if result.history else None
+        self.tracker.finish(run_id, result, figure=fig)
+        if fig is not None:
+            tables.close(fig)
         trial.set_user_attr(TAG_STATUS, result.status)
         self.ctx.say(f"[{self.ctx.label}] {spec.name} [{spec.hash}]: {result.status} in {result.seconds:.1f} s")
         if result.status == "failed":
@@ -165,6 +171,4 @@ class GridTrialRunner:
             if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
                 self.tracker.mark(self.parent, "completed")
 
-
-register_kind("grid", GridTrialRunner)
 

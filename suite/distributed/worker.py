@@ -15,9 +15,10 @@ A worker does not claim trials it was not given: unlike ``Study.ask`` it never c
 trial, so the study's total is what was enqueued; of two trials enqueued for the same
 ``suite.key`` (two submitters racing), the later is dropped when claimed.
 
-How a trial of a study is run depends on the study's kind (user attribute ``suite.kind``):
-:func:`register_kind` maps a kind to a factory of trial runners (``grid``:
-:mod:`suite.distributed.grid_study`, ``tune``: :mod:`suite.tune.slots`).
+How a trial of a study is run depends on the study's kind (user attribute ``suite.kind``). The
+caller says how, with ``runners`` (kind -> factory of trial runners): ``suite worker`` passes the
+built-in kinds (:data:`suite.api.work.KINDS`: ``grid``, ``tune``); :func:`register_kind` adds a
+kind for every worker of the process (an extension, a test). This module imports neither kind.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from suite.errors import StoreError, TrialFailed
+from suite.exec.signals import interrupted
 from suite.stores import (
     MAX_RETRY,
     HeartbeatPolicy,
-    StoreError,
     describe,
     is_database,
     normalize_storage,
@@ -58,10 +60,6 @@ from suite.vocab import (
 )
 
 READY_TIMEOUT = 60.0  # how long a worker waits for a named study to appear and be ready
-
-
-class TrialFailed(Exception):
-    """Raised by a trial runner when the run failed (recorded as such): the trial is told FAIL."""
 
 
 @dataclass
@@ -91,13 +89,6 @@ def register_kind(kind: str, factory: RunnerFactory) -> None:
     _KINDS[kind] = factory
 
 
-def _kind(kind: str) -> RunnerFactory | None:
-    if kind not in _KINDS:  # the built-in kinds register themselves on import
-        if kind == "grid":
-            import suite.distributed.grid_study  # noqa: F401
-        elif kind == "tune":
-            import suite.tune.slots  # noqa: F401
-    return _KINDS.get(kind)
 
 
 def holds_key(trial: Any) -> bool:
@@ -236,7 +227,7 @@ class Worker:
         if name not in self._studies:
             study = optuna.load_study(study_name=name, storage=self.storage)
             kind = study.user_attrs.get(STUDY_KIND)
-            factory = self.runners.get(kind) or _kind(kind)
+            factory = self.runners.get(kind) or _KINDS.get(kind)
             if factory is None:
                 raise StoreError(f"study {name!r} is of kind {kind!r}, which this suite cannot run; upgrade sgd-suite")
             study_id = self.storage.get_study_id_from_name(name)
@@ -282,6 +273,7 @@ class Worker:
         """Work until nothing is left (or forever with ``wait``); return what was done."""
         started = time.monotonic()
         while self.max_trials is None or sum(self.summary.trials.values()) < self.max_trials:
+            interrupted()  # a safe point for a stop signal: between two trials
             names = self._ready_studies(started)
             if self._run_one(names):
                 continue

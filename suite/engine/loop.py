@@ -22,21 +22,14 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import Sampler
 
 from suite.context import BuildContext, derive_seed
-from suite.errors import PluginContractError, SpecError, SuiteError
+from suite.errors import PluginContractError, SpecError, StopRun, SuiteError
+from suite.exec.signals import interrupted
 from suite.problem import Problem
 from suite.registry import Registry, get_registry
 from suite.specs.spec import RunSpec
 
 EvalCallback = Callable[[int, dict[str, float]], None]
 NQM_DEFAULT_EVALS = 50  # evaluations over a run of a problem without epochs
-
-
-class StopRun(Exception):
-    """Raised by an ``on_eval`` callback to stop a run early (e.g. an Optuna pruner)."""
-
-    def __init__(self, reason: str = "stopped") -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -236,6 +229,7 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
     lr_used = float(optimizer.param_groups[0]["lr"])
 
     def report(step: int, train_loss: float) -> bool:
+        interrupted()  # a safe point for a stop signal: between two evaluations
         metrics = _evaluate(built, step, train_loss, lr_used)
         result.history.append((step, metrics))
         if on_eval is not None:

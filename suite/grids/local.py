@@ -16,19 +16,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from suite.exec import dispatch
+from suite.engine.units import plan_units
+from suite.exec.pool import Pool
+from suite.grids.units import UnitTask, train_unit
 from suite.progress import Progress
 from suite.registry import Registry
 from suite.report import tables
 from suite.specs.spec import RunSpec
 from suite.tracking.tracker import Tracker
-from suite.vocab import TAG_N_FAILED, TAG_N_SKIPPED, TAG_N_SPECS, TAG_REASON, TAG_SECTION, TAG_STATUS
+from suite.vocab import (
+    FAILED,
+    INTERRUPTED,
+    TAG_N_FAILED,
+    TAG_N_SKIPPED,
+    TAG_N_SPECS,
+    TAG_REASON,
+    TAG_SECTION,
+    TAG_STATUS,
+)
 
 Sections = Sequence[tuple[str, Sequence[RunSpec]]]
 
 
 @dataclass
-class Outcome:
+class GridOutcome:
     """What one invocation did and found."""
 
     specs: list[RunSpec]
@@ -63,14 +74,16 @@ def run_grid(
     quiet: bool = False,
     parent: bool = True,
     parent_tags: dict[str, Any] | None = None,
-) -> Outcome:
+    engine: str = "auto",
+    stack_size: int | None = None,
+) -> GridOutcome:
     """Run every distinct spec of ``sections`` not done yet; return what happened.
 
-    ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :func:`suite.exec.dispatch.handle_stop_signals`)
+    ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :mod:`suite.exec.signals`)
     marks the runs in flight and the parent run as interrupted, then propagates.
     """
     specs = distinct(sections)
-    out = Outcome(specs=specs)
+    out = GridOutcome(specs=specs)
     out.reaped = tracker.reap_orphans()
     done = {} if force else tracker.done_runs()
     out.skipped = {s.hash: done[s.hash] for s in specs if s.hash in done}
@@ -84,49 +97,80 @@ def run_grid(
             name, {TAG_N_SPECS: len(specs), TAG_N_SKIPPED: len(out.skipped), **(parent_tags or {})}
         )
     progress = Progress(len(todo), skipped=len(out.skipped), quiet=quiet)
-    run_ids: dict[int, str] = {}
-
-    def on_start(index: int, device: str) -> None:
-        spec = todo[index]
-        run_ids[index] = tracker.start_run(
-            spec, registry, device=device, parent_run_id=out.parent_run_id,
-            tags={TAG_SECTION: section_of[spec.hash]},
-        )
-
-    def on_eval(index: int, step: int, metrics: dict) -> None:
-        tracker.log_metrics(run_ids[index], step, metrics)
-
-    def on_done(index: int, result: Any) -> None:
-        if index not in run_ids:  # a worker died before it could say it started
-            on_start(index, result.device)
-        tracker.finish(run_ids[index], result, figure=out.parent_run_id is None)  # a grid's figures: on the parent
-        out.results[result.spec.hash] = result
-        progress.update(result.spec.name, result.status)
-
-    callbacks = dispatch.Callbacks(on_start, on_eval, on_done)
-    restore = dispatch.handle_stop_signals()
+    handler = _GridHandler(todo, tracker, registry, out, section_of, progress)
+    units = plan_units(todo, registry, engine=engine, stack_size=stack_size, device=devices[0] if devices else "cpu")
+    payloads = [UnitTask([todo[i].to_json() for i in unit], unit, engine) for unit in units]
+    handler.units = units
     progress.begin()
     try:
-        dispatch.run(todo, devices, callbacks)
+        Pool(devices, train_unit).run(payloads, handler)
     except BaseException as exc:  # Ctrl-C, SIGTERM, or the store/workers failing: leave nothing RUNNING
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        reason = ("interrupted by a signal (Ctrl-C or SIGTERM)" if status == "interrupted"
+        status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
+        reason = ("interrupted by a signal (Ctrl-C or SIGTERM)" if status == INTERRUPTED
                   else f"the grid stopped: {type(exc).__name__}: {exc}")
-        for index in list(callbacks.in_flight):
-            if index in run_ids:
-                _quietly(tracker.mark, run_ids[index], status, reason)
+        for run_id in handler.in_flight.values():
+            _quietly(tracker.mark, run_id, status, reason)
         if out.parent_run_id:
             _quietly(tracker.mark, out.parent_run_id, status, reason)
         raise
     finally:
-        restore()
         progress.end()
 
-    out.rows = _rows(sections, out, tracker)
+    out.rows = collect_rows(sections, out, tracker)
     out.stats = tables.config_stats(out.rows)
     if out.parent_run_id:
-        _log_parent(tracker, out)
+        log_summary(tracker, out)
     return out
+
+
+class _GridHandler:
+    """The parent's side of a grid: each worker event becomes an MLflow write (single writer)."""
+
+    def __init__(self, todo: Sequence[RunSpec], tracker: Tracker, registry: Registry, out: GridOutcome,
+                 section_of: dict[str, str], progress: Progress) -> None:
+        self.todo, self.tracker, self.registry, self.out = todo, tracker, registry, out
+        self.section_of, self.progress = section_of, progress
+        self.units: list[list[int]] = []
+        self.run_ids: dict[int, str] = {}  # spec index -> MLflow run id
+        self.in_flight: dict[int, str] = {}  # spec index -> run id, started and not finished
+
+    def _start(self, index: int, device: str) -> None:
+        spec = self.todo[index]
+        run_id = self.tracker.start_run(spec, self.registry, device=device, parent_run_id=self.out.parent_run_id,
+                                        tags={TAG_SECTION: self.section_of[spec.hash]})
+        self.run_ids[index] = self.in_flight[index] = run_id
+
+    def _done(self, index: int, result: Any) -> None:
+        if index not in self.run_ids:  # its worker died before it could say it started
+            self._start(index, result.device)
+        self.in_flight.pop(index, None)
+        # a single run gets its own figure; a grid's figures go on its parent run
+        fig = tables.run_figure(result) if self.out.parent_run_id is None and result.history else None
+        self.tracker.finish(self.run_ids[index], result, figure=fig)
+        if fig is not None:
+            tables.close(fig)
+        self.out.results[result.spec.hash] = result
+        self.progress.update(result.spec.name, result.status)
+
+    def on_event(self, tid: int, device: str, kind: str, args: tuple) -> None:
+        if kind == "start":
+            self._start(args[0], device)
+        elif kind == "eval":
+            index, step, metrics = args
+            self.tracker.log_metrics(self.run_ids[index], step, metrics)
+        elif kind == "done":
+            self._done(*args)
+
+    def on_done(self, tid: int, result: Any) -> None:
+        pass  # every spec of the unit has reported itself done
+
+    def on_lost(self, tid: int, device: str, why: str) -> None:
+        from suite.engine.loop import RunResult
+
+        for index in self.units[tid]:
+            spec = self.todo[index]
+            if spec.hash not in self.out.results:
+                self._done(index, RunResult(spec=spec, status=FAILED, reason=why, error=why, device=device))
 
 
 def _quietly(fn: Any, *args: Any) -> None:
@@ -137,7 +181,7 @@ def _quietly(fn: Any, *args: Any) -> None:
         pass
 
 
-def _rows(sections: Sections, out: Outcome, tracker: Tracker) -> list[tables.Row]:
+def collect_rows(sections: Sections, out: GridOutcome, tracker: Tracker) -> list[tables.Row]:
     rows = []
     for sec, specs in sections:
         for spec in specs:
@@ -163,7 +207,7 @@ def _num(v: Any) -> float | None:
     return float(v) if v is not None and math.isfinite(float(v)) else None
 
 
-def _log_parent(tracker: Tracker, out: Outcome) -> None:
+def log_summary(tracker: Tracker, out: GridOutcome) -> None:
     client, pid = tracker.client, out.parent_run_id
     client.log_text(pid, tables.table_csv(out.stats), "summary.csv")
     md = tables.table_markdown(out.stats)

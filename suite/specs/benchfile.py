@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from suite.errors import SpecError, SuiteError
+from suite.errors import BenchFileError, SpecError, SuiteError
 from suite.registry import FAMILIES, Registry
 from suite.specs import axes
 from suite.specs.spec import RunSpec
@@ -47,10 +47,6 @@ EXPERIMENT_KEYS = (
     "diverge_factor", "params", "tie",
 )
 TIE_SCALARS = ("batch_size", "seed")
-
-
-class BenchFileError(SpecError):
-    """A benchmark file is malformed; the message names file, line and key."""
 
 
 @dataclass

@@ -122,20 +122,17 @@ class Tracker:
         batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if _finite_or_nan(v)]
         self.client.log_batch(run_id, metrics=batch)
 
-    def finish(self, run_id: str, result: Any, *, figure: bool = True) -> None:
-        """Log a finished run's artifacts and mark it with its status."""
-        from suite.report import tables  # matplotlib only when a run finishes
-
+    def finish(self, run_id: str, result: Any, *, figure: Any = None) -> None:
+        """Log a finished run's artifacts (with ``figure``, a matplotlib figure of its curves,
+        as ``curves.png``) and mark it with its status."""
         spec: RunSpec = result.spec
         self.client.log_text(run_id, spec.to_yaml(), "spec.yaml")
         if result.final_params:
             self.client.log_dict(run_id, result.final_params, "final_params.json")
         if result.traceback:
             self.client.log_text(run_id, result.traceback, "traceback.txt")
-        if figure and result.history:
-            fig = tables.run_figure(result)
-            self.client.log_figure(run_id, fig, "curves.png")
-            tables.close(fig)
+        if figure is not None:
+            self.client.log_figure(run_id, figure, "curves.png")
         tags = [RunTag(TAG_STATUS, result.status), RunTag(TAG_SECONDS, f"{result.seconds:.3f}")]
         if result.reason:
             tags.append(RunTag(TAG_REASON, result.reason[:4000]))

@@ -24,9 +24,8 @@ from typing import Any, Protocol
 
 import optuna
 
-from suite.distributed.worker import TrialFailed as WorkerTrialFailed
 from suite.engine.loop import RunResult, StopRun, divergence, train
-from suite.errors import SpecError, SuiteError
+from suite.errors import SpecError, SuiteError, TrialFailed, TuneError
 from suite.params import Space
 from suite.registry import FAMILIES, Registry
 from suite.specs.spec import RunSpec, resolve_spec
@@ -49,10 +48,6 @@ from suite.vocab import (
 VARIANT_FAMILIES = ("optimizer", "scheduler", "averager", "sampler")
 TUNED_FAMILIES = tuple(f for f in FAMILIES if f != "problem")  # the problem is fixed
 REEVAL_SEED_BASE = 10_000  # re-evaluation seeds start here: never used while tuning
-
-
-class TuneError(SuiteError):
-    """A malformed or inconsistent tuning request (``--space``, ``--budget``, ``--objective`` ...)."""
 
 
 # -- budget and objective ------------------------------------------------------------------
@@ -358,10 +353,6 @@ class TrialSink(Protocol):
     def tag(self, key: str, tags: dict[str, Any]) -> None: ...
     def interrupted(self, key: str) -> None: ...
     def echo(self, line: str) -> None: ...
-
-
-class TrialFailed(WorkerTrialFailed):
-    """A trial's run failed in plugin code; Optuna records the trial as failed and goes on."""
 
 
 @dataclass

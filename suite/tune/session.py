@@ -36,7 +36,7 @@ class Request:
 
 
 @dataclass
-class Outcome:
+class TuneOutcome:
     summaries: list[report.StudySummary]
     markdown: str
     csv: str
@@ -47,7 +47,7 @@ class Outcome:
     troubles: list[str]  # workers that died or raised
 
 
-def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -> Outcome | None:
+def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -> TuneOutcome | None:
     """Run a tuning request to the end and report it (see ``suite tune --help``). With
     ``submit_only``, only create the studies and enqueue their trials (None is returned)."""
     import optuna
@@ -80,10 +80,9 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     sink = TrackerSink(tracker, registry, parents, echo)
     settings = workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat)
     n = len(req.devices)
-    restore = workers.terminate_on_sigterm()
     try:
         # every worker works on every study, each starting at another one
-        jobs = [[workers.TuneJob(p) for p in [*req.plans[i:], *req.plans[:i]]] for i in range(n)]
+        jobs = [workers.StudyJob(p) for _ in range(n) for p in req.plans]
         troubles = workers.run(jobs, req.devices, settings, sink)
         reevals = _reevaluate(req, registry, storage, sink, settings, troubles) if req.reevaluate else {}
         summaries = []
@@ -103,9 +102,7 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
         for run_id in [*parents.values(), report_run]:
             tracker.mark(run_id, "interrupted", "tuning did not finish")
         raise
-    finally:
-        restore()
-    return Outcome(summaries, md, csv_text, label, tracker.experiment_name, tracker.tracking_uri, report_run,
+    return TuneOutcome(summaries, md, csv_text, label, tracker.experiment_name, tracker.tracking_uri, report_run,
                    troubles)
 
 
@@ -114,10 +111,8 @@ def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, se
     """Re-run each study's best configuration on K fresh seeds, spread over the workers."""
     import optuna
 
-    n = len(req.devices)
-    jobs: list[list] = [[] for _ in range(n)]
+    jobs: list[workers.SpecJob] = []
     keys: dict[str, list[str]] = {}
-    i = 0
     for plan in req.plans:
         best = best_trial(optuna.load_study(study_name=plan.name, storage=storage))
         if best is None:
@@ -125,9 +120,8 @@ def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, se
         for spec in reevaluation_specs(plan, best, registry, req.reevaluate):
             key = f"{plan.name}#reeval{best.number}#{spec.seed}"
             tags = {TAG_STUDY: plan.name, TAG_REEVAL_OF: best.number}
-            jobs[i % n].append(workers.SpecJob(key, plan.name, spec, tags))
+            jobs.append(workers.SpecJob(key, plan.name, spec, tags))
             keys.setdefault(plan.name, []).append(key)
-            i += 1
     troubles += workers.run(jobs, req.devices, settings, sink)
     out = {}
     for name, items in keys.items():

@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from suite.distributed.worker import WorkerContext, holds_key, register_kind
+from suite.distributed.worker import Worker, WorkerContext, holds_key
 from suite.params import Space
 from suite.registry import get_registry
 from suite.tune.plan import VARIANT_FAMILIES, Budget, Objective, StudyPlan, TrialObjective, TrialSink, Variant
@@ -133,9 +133,16 @@ def runner_with_sink(sink: TrialSink) -> Callable[[optuna.Study, WorkerContext],
     return lambda study, ctx: TuneTrialRunner(study, ctx, sink)
 
 
-register_kind("tune", TuneTrialRunner)
-
 
 def n_slots_left(study: optuna.Study) -> int:
     """Trials still waiting or running."""
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
+
+
+def run_study_share(plan: StudyPlan, storage_url: str | None, *, sink: TrialSink, device: str, worker: int = 0,
+                    heartbeat: Any = None) -> None:
+    """Work on ``plan``'s study here until none of its trials is waiting or running: claim its
+    enqueued slots one at a time (:mod:`suite.distributed.worker`, :mod:`suite.tune.slots`), together with
+    any other process or machine working on the same storage."""
+    ctx = WorkerContext(device=device, quiet=True, salt=f"w{worker}")
+    Worker(storage_url, [plan.name], ctx, heartbeat_policy=heartbeat, runners={"tune": runner_with_sink(sink)}).run()

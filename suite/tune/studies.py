@@ -20,9 +20,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from suite.context import derive_seed
+from suite.errors import TuneError
 from suite.registry import Registry
 from suite.specs.spec import RunSpec
-from suite.tune.plan import REEVAL_SEED_BASE, StudyPlan, TrialSink, TuneError
+from suite.tune.plan import REEVAL_SEED_BASE, StudyPlan
 from suite.vocab import STUDY_OVERRIDES, STUDY_SETTINGS, STUDY_UID, TRIAL_STATUS, TRIAL_WORKER
 
 DEFAULT_STORAGE_PATH = Path(".suite") / "optuna.journal"
@@ -104,19 +105,6 @@ def counted(trial: FrozenTrial) -> bool:
 
 def n_counted(study: optuna.Study) -> int:
     return sum(counted(t) for t in study.get_trials(deepcopy=False))
-
-
-# -- running a study ------------------------------------------------------------------------
-def run_study_share(plan: StudyPlan, storage_url: str | None, *, sink: TrialSink, device: str, worker: int = 0,
-                    heartbeat: Any = None) -> None:
-    """Work on ``plan``'s study here until none of its trials is waiting or running: claim its
-    enqueued slots one at a time (:mod:`suite.distributed.worker`, :mod:`suite.tune.slots`), together with
-    any other process or machine working on the same storage."""
-    from suite.distributed.worker import Worker, WorkerContext
-    from suite.tune.slots import runner_with_sink
-
-    ctx = WorkerContext(device=device, quiet=True, salt=f"w{worker}")
-    Worker(storage_url, [plan.name], ctx, heartbeat_policy=heartbeat, runners={"tune": runner_with_sink(sink)}).run()
 
 
 def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPlan], pids: set[str]) -> int:

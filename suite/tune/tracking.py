@@ -59,7 +59,7 @@ class TrackerSink:
         self.results: dict[str, RunResult] = {}
 
     def start(self, key: str, study: str, spec: RunSpec, kind: str, tags: dict[str, Any]) -> None:
-        suffix = f"-t{tags[TAG_TRIAL]}" if "suite.trial" in tags else f"-{kind}"
+        suffix = f"-t{tags[TAG_TRIAL]}" if TAG_TRIAL in tags else f"-{kind}"
         self.run_ids[key] = self.tracker.start_run(
             spec, self.registry, device=str(tags.get(TAG_DEVICE, "cpu")), parent_run_id=self.parents[study],
             kind=kind, tags={MLFLOW_RUN_NAME: spec.name + suffix, **tags},
@@ -69,7 +69,7 @@ class TrackerSink:
         self.tracker.log_metrics(self.run_ids[key], step, metrics)
 
     def done(self, key: str, result: RunResult) -> None:
-        self.tracker.finish(self.run_ids[key], result, figure=False)
+        self.tracker.finish(self.run_ids[key], result)
         self.results[key] = result
 
     def tag(self, key: str, tags: dict[str, Any]) -> None:

@@ -1,32 +1,26 @@
-"""Where trials run: in this process, or in one worker process per device entry.
+"""Where trials run: ``suite tune``'s jobs on the one process pool (:mod:`suite.exec.pool`).
 
-Each worker (``spawn`` context, pinned to its device) opens the shared Optuna storage and
-claims the studies' enqueued trials one at a time (:mod:`suite.distributed.worker`), as ``suite worker``
-processes on other machines do: the storage is the only coordination. Workers do not talk to
-MLflow: they send their runs' events (start, eval, done, tag, interrupted, echo) to the parent
-process, which is the tracking store's single writer (safe with MLflow's sqlite default).
-
-With one device entry everything runs in this process, with no start-up cost.
+Each worker opens the shared Optuna storage and claims the studies' enqueued trials one at a
+time (:mod:`suite.distributed.worker`), as ``suite worker`` processes on other machines do: the
+storage is the only coordination. Workers do not talk to MLflow: their runs' events (start,
+eval, done, tag, interrupted, echo) go to the parent process through the pool, and the parent's
+:class:`suite.tune.plan.TrialSink` (MLflow) is the tracking store's single writer.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-import signal
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from suite.exec.dispatch import cpu_threads, die_with_parent, pin_device
+from suite.exec.pool import Pool, WorkerEnv
 from suite.vocab import TAG_DEVICE
 
-POLL_S = 0.5
+SINK_METHODS = ("start", "eval", "done", "tag", "interrupted", "echo")
 
 
 @dataclass(frozen=True)
-class TuneJob:
+class StudyJob:
     """Work on a study until none of its enqueued trials is waiting or running."""
 
     plan: Any  # suite.tune.plan.StudyPlan
@@ -52,189 +46,100 @@ class Settings:
     heartbeat: Any = None  # suite.stores.HeartbeatPolicy
 
 
-class PipeSink:
-    """A :class:`suite.tune.plan.TrialSink` that forwards every call to the parent process over
-    this worker's own pipe; runs are tagged with the worker's device as the user named it
-    (``cuda:1``, not the ``cuda:0`` an isolated worker sees)."""
+@dataclass(frozen=True)
+class JobTask:
+    """One job and the settings it runs with: the pool's payload."""
 
-    def __init__(self, wid: int, conn: Any, device: str) -> None:
-        self.wid, self.conn, self.device = wid, conn, device
+    job: StudyJob | SpecJob
+    settings: Settings
+
+
+class EmitSink:
+    """A :class:`suite.tune.plan.TrialSink` that sends every call to the parent as a pool event;
+    runs are tagged with the worker's device as the user named it (``cuda:1``, not the
+    ``cuda:0`` an isolated worker sees)."""
+
+    def __init__(self, env: WorkerEnv) -> None:
+        self.env = env
 
     def start(self, key: str, study: str, spec: Any, kind: str, tags: dict) -> None:
-        self.conn.send((self.wid, "start", (key, study, spec, kind, {**tags, TAG_DEVICE: self.device})))
+        self.env.emit("start", key, study, spec, kind, {**tags, TAG_DEVICE: self.env.device})
 
     def __getattr__(self, method: str):
-        if method not in ("eval", "done", "tag", "interrupted", "echo"):
+        if method not in SINK_METHODS:
             raise AttributeError(method)
-        return lambda *args: self.conn.send((self.wid, method, args))
+        return lambda *args: self.env.emit(method, *args)
 
 
-def run_job(job: TuneJob | SpecJob, settings: Settings, storage: Any, registry: Any, device: str, sink: Any,
-            worker: int) -> None:
-    """Run one job here."""
-    from suite.tune.studies import run_study_share
-
-    if isinstance(job, TuneJob):
-        run_study_share(job.plan, settings.storage, sink=sink, device=device, worker=worker,
-                        heartbeat=settings.heartbeat)
-        return
+def run_job(task: JobTask, env: WorkerEnv) -> None:
+    """Pool runner: run one tuning job in this worker."""
     from suite.engine.loop import train
+    from suite.tune.slots import run_study_share
 
-    sink.start(job.key, job.study, job.spec, "reeval", {**job.tags, TAG_DEVICE: device})
+    job, sink = task.job, EmitSink(env)
+    if isinstance(job, StudyJob):
+        run_study_share(job.plan, task.settings.storage, sink=sink, device=env.local, worker=env.wid,
+                        heartbeat=task.settings.heartbeat)
+        return
+    sink.start(job.key, job.study, job.spec, "reeval", job.tags)
     try:
-        result = train(job.spec, device, registry, lambda step, m: sink.eval(job.key, step, m))
+        result = train(job.spec, env.local, env.registry, lambda step, m: sink.eval(job.key, step, m))
     except BaseException:
         sink.interrupted(job.key)
         raise
+    result.device = env.device
     sink.done(job.key, result)
 
 
-def run(jobs: Sequence[Sequence[TuneJob | SpecJob]], devices: Sequence[str], settings: Settings,
-        sink: Any) -> list[str]:
-    """Run ``jobs[i]`` on ``devices[i]``: in this process when there is one device entry, else
-    in one worker process per entry. ``sink`` receives every event (in this process).
+class _SinkHandler:
+    """The parent's side: forwards each event to the sink, and remembers the runs in flight so
+    that a job whose worker died or raised has them marked interrupted."""
 
-    Returns one line per worker that died or raised (its unfinished runs are marked
-    interrupted and its running trials failed, so a rerun redoes them); the others go on."""
-    from suite.registry import get_registry
-    from suite.stores import open_storage
-
-    active = [(d, j) for d, j in zip(devices, jobs, strict=True) if j]
-    if not active:
-        return []
-    if len(devices) == 1:
-        storage = open_storage(settings.storage)
-        registry = get_registry()
-        for job in active[0][1]:
-            run_job(job, settings, storage, registry, pin_device(devices[0]), sink, worker=0)
-        return []
-    pool = _Pool(settings, sink)
-    try:
-        return pool.run(active)
-    finally:
-        from suite.tune.studies import fail_orphan_trials
-
-        plans = [job.plan for _, jobs_ in active for job in jobs_ if isinstance(job, TuneJob)]
-        fail_orphan_trials(open_storage(settings.storage), plans, {str(p.pid) for p in pool.procs.values()})
-
-
-class _Pool:
-    """One process per device entry, each with its own pipe to the parent (not one shared queue:
-    a worker killed while writing would hold a shared queue's lock and hang the others)."""
-
-    def __init__(self, settings: Settings, sink: Any) -> None:
-        import multiprocessing
-
-        self.ctx = multiprocessing.get_context("spawn")
-        self.settings, self.sink = settings, sink
-        self.procs: dict[int, Any] = {}
-        self.conns: dict[int, Any] = {}
+    def __init__(self, sink: Any, jobs: Sequence[JobTask]) -> None:
+        self.sink, self.jobs = sink, jobs
         self.in_flight: dict[int, set[str]] = {}
+        self.troubles: list[str] = []
 
-    def run(self, active: list[tuple[str, Sequence[Any]]]) -> list[str]:
-        from multiprocessing.connection import wait
+    def on_event(self, tid: int, device: str, kind: str, args: tuple) -> None:
+        keys = self.in_flight.setdefault(tid, set())
+        if kind == "start":
+            keys.add(args[0])
+        elif kind in ("done", "interrupted"):
+            keys.discard(args[0])
+        getattr(self.sink, kind)(*args)
 
-        threads = cpu_threads([d for d, _ in active])
-        errors: list[str] = []
-        try:
-            for wid, (device, jobs) in enumerate(active):
-                reader, writer = self.ctx.Pipe(duplex=False)
-                p = self.ctx.Process(target=worker_main, name=f"suite-tune-{wid}-{device}", daemon=True,
-                                     args=(wid, device, threads, list(jobs), self.settings, writer, os.getpid()))
-                p.start()
-                writer.close()  # the worker holds the only write end: its death reads as EOF here
-                self.procs[wid], self.conns[wid] = p, reader
-                self.in_flight[wid] = set()
-            running = set(self.procs)
-            while running:
-                by_conn = {self.conns[w]: w for w in running}
-                for conn in wait(list(by_conn), timeout=POLL_S):
-                    wid = by_conn[conn]
-                    try:
-                        _, method, args = conn.recv()
-                    except (EOFError, OSError, pickle.UnpicklingError):
-                        running.discard(wid)
-                        self.procs[wid].join(timeout=5)
-                        self._lost(wid, f"worker {wid} died (exit code {self.procs[wid].exitcode})", errors)
-                        continue
-                    if method == "exit":
-                        running.discard(wid)
-                        if args:
-                            self._lost(wid, f"worker {wid} failed: {args[0].strip().splitlines()[-1]}", errors)
-                        continue
-                    self._track(wid, method, args)
-                    getattr(self.sink, method)(*args)
-        except BaseException:
-            self._stop()
-            for wid in self.procs:
-                self._lost(wid, "interrupted", [])
-            raise
-        finally:
-            self._stop()
-        return errors
+    def on_done(self, tid: int, result: Any) -> None:
+        self.in_flight.pop(tid, None)
 
-    def _track(self, wid: int, method: str, args: tuple) -> None:
-        if method == "start":
-            self.in_flight[wid].add(args[0])
-        elif method in ("done", "interrupted"):
-            self.in_flight[wid].discard(args[0])
+    def on_lost(self, tid: int, device: str, why: str) -> None:
+        self.interrupt(tid)
+        self.troubles.append(why)
 
-    def _lost(self, wid: int, why: str, errors: list[str]) -> None:
-        """Mark the runs a dead worker left unfinished as interrupted."""
-        for key in sorted(self.in_flight.get(wid, ())):
+    def interrupt(self, tid: int) -> None:
+        for key in sorted(self.in_flight.pop(tid, ())):
             self.sink.interrupted(key)
-        self.in_flight[wid] = set()
-        if why != "interrupted":
-            errors.append(why)
-
-    def _stop(self) -> None:
-        for p in self.procs.values():
-            if p.is_alive():
-                p.terminate()
-        for p in self.procs.values():
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-        for conn in self.conns.values():
-            conn.close()
 
 
-def worker_main(wid: int, device: str, threads: int, jobs: list, settings: Settings, conn: Any,
-                parent_pid: int) -> None:
-    """A worker process: pin to ``device`` and run ``jobs``, sending events to the parent."""
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
-    local = pin_device(device, isolate=True)
-    error = None
+def run(jobs: Sequence[StudyJob | SpecJob], devices: Sequence[str], settings: Settings, sink: Any) -> list[str]:
+    """Run ``jobs`` on one worker per device entry (in this process when there is one).
+    ``sink`` receives every event in this process.
+
+    Returns one line per job whose worker died or raised (its unfinished runs are marked
+    interrupted and its running trials failed, so a rerun redoes them); the others go on."""
+    from suite.stores import open_storage
+    from suite.tune.studies import fail_orphan_trials
+
+    tasks = [JobTask(job, settings) for job in jobs]
+    handler = _SinkHandler(sink, tasks)
+    pool = Pool(devices, run_job, name="suite-tune")
     try:
-        import torch
-
-        if device == "cpu":
-            torch.set_num_threads(threads)
-        from suite.registry import get_registry
-        from suite.stores import open_storage
-
-        storage = open_storage(settings.storage)
-        registry = get_registry()
-        sink = PipeSink(wid, conn, device)
-        for job in jobs:
-            if os.getppid() != parent_pid:
-                return
-            run_job(job, settings, storage, registry, local, sink, worker=wid)
-    except Exception:
-        error = traceback.format_exc()
-    conn.send((wid, "exit", (error,) if error else ()))
-
-
-def terminate_on_sigterm() -> Callable[[], None]:
-    """Turn SIGTERM into KeyboardInterrupt, so a terminated ``suite tune`` marks its unfinished
-    runs and trials as interrupted; returns a function that restores the previous handler."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, previous)
+        pool.run(tasks, handler)
+    except BaseException:
+        for tid in list(handler.in_flight):
+            handler.interrupt(tid)
+        raise
+    finally:
+        if pool.pids:
+            plans = [t.job.plan for t in tasks if isinstance(t.job, StudyJob)]
+            fail_orphan_trials(open_storage(settings.storage), plans, {str(pid) for pid in pool.pids})
+    return handler.troubles

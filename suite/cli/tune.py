@@ -7,42 +7,9 @@ import sys
 
 import click
 
+from suite.api.tuning import DEFAULT_EPOCHS, DEFAULT_STEPS
 from suite.cli.common import storage_options, tracking_options
-from suite.errors import SuiteError
-from suite.registry import Registry, get_registry
-from suite.specs.spec import parse_assignment
-
-DEFAULT_EPOCHS = "epochs:10"
-DEFAULT_STEPS = "steps:500"
-
-
-def _names(text: str, option: str) -> list[str]:
-    names = [n.strip() for n in text.split(",")]
-    if not text.strip() or not all(names):
-        raise SuiteError(f"malformed {option} {text!r}: give a comma-separated list of names, e.g. sgd,adam")
-    return names
-
-
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(x) for x in text.split(",")]
-    except ValueError:
-        sizes = []
-    if not sizes or any(b < 1 for b in sizes):
-        raise SuiteError(f"malformed --batch-size {text!r}: give positive integers separated by commas, e.g. 8,64,512")
-    return list(dict.fromkeys(sizes))
-
-
-def _default_budget(registry: Registry, problem: str, fixed: dict[str, str]) -> str:
-    """``epochs:5`` for a problem with a data set, ``steps:500`` for one without (the NQM)."""
-    import torch
-
-    from suite.context import BuildContext
-
-    comp = registry.get("problem", problem)
-    params = comp.resolve({k.partition(".")[2]: v for k, v in fixed.items() if k.startswith("problem.")})
-    built = comp.build(BuildContext(seed=0, device=torch.device("cpu"), batch_size=1), params)
-    return DEFAULT_EPOCHS if built.n_train is not None else DEFAULT_STEPS
+from suite.registry import get_registry
 
 
 @click.command()
@@ -77,46 +44,19 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
          sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, experiment,
          tracking_uri, device, workers, quiet) -> None:
     """Tune lr, momentum, weight decay (and schedule/averager parameters) per variant and batch size."""
-    from suite.exec.devices import resolve_devices
-    from suite.stores import HeartbeatPolicy, describe, normalize_storage
-    from suite.tune import plan
-    from suite.tune.session import Request, run_session
+    from suite.api import tuning
+    from suite.stores import describe, normalize_storage
 
     registry = get_registry()
-    problems = _names(problem, "--problem")
-    choices = {"optimizer": _names(optimizer, "--optimizer"), "scheduler": _names(scheduler, "--scheduler"),
-               "averager": _names(averager, "--averager"), "sampler": _names(sampler, "--sampler")}
-    for family, names in {"problem": problems, **choices}.items():
-        for name in names:
-            registry.get(family, name)
-    sizes = _sizes(batch_sizes)
-    budget_obj = plan.Budget.parse(budget) if budget is not None else None
-    objective_obj = plan.Objective.parse(objective)
-    space_overrides = dict(plan.parse_space_option(s) for s in spaces)
-    fixed = {}
-    for text in sets:
-        family, param, value = parse_assignment(text)
-        fixed[f"{family}.{param}"] = value
-    if trials < 1:
-        raise SuiteError(f"--trials={trials} is out of range: must be at least 1")
-    if reevaluate < 0:
-        raise SuiteError(f"--reevaluate={reevaluate} is out of range: must be at least 0")
-    if eval_every is not None and eval_every < 1:
-        raise SuiteError(f"--eval-every={eval_every} is out of range: must be at least 1")
-    plans = []
-    for p in problems:
-        b = budget_obj or plan.Budget.parse(_default_budget(registry, p, fixed))
-        plans += plan.plan_studies(
-            registry, problems=[p], variant_list=plan.variants(choices), batch_sizes=sizes, budget=b,
-            objective=objective_obj, seeds=seeds, fixed=fixed, space_overrides=space_overrides, eval_every=eval_every,
-        )
-    devices = resolve_devices(device, workers)
-    request = Request(plans=plans, trials=trials, pruner=pruner, study_seed=study_seed, storage=storage,
-                      reevaluate=reevaluate, devices=devices, experiment=experiment or problems[0],
-                      tracking_uri=tracking_uri, objective=objective_obj, submit_only=submit_only,
-                      heartbeat=HeartbeatPolicy(heartbeat, grace))
+    request = tuning.plan_request(
+        registry, problem=problem, optimizer=optimizer, scheduler=scheduler, averager=averager, sampler=sampler,
+        batch_sizes=batch_sizes, trials=trials, budget=budget, objective=objective, seeds=seeds, spaces=spaces,
+        sets=sets, eval_every=eval_every, pruner=pruner, study_seed=study_seed, storage=storage,
+        heartbeat=heartbeat, grace=grace, submit_only=submit_only, reevaluate=reevaluate, experiment=experiment,
+        tracking_uri=tracking_uri, device=device, workers=workers)
+    plans = request.plans
     echo = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
-    outcome = run_session(request, registry, echo)
+    outcome = tuning.run(request, registry, echo)
     if outcome is None:
         where = describe(normalize_storage(storage))
         click.echo(f"{len(plans)} stud{'y' if len(plans) == 1 else 'ies'} ready in {where}; workers join with: "

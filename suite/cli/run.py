@@ -7,16 +7,13 @@ from pathlib import Path
 
 import click
 
-from suite.cli.common import FAMILY_FLAGS, SHORTCUTS, storage_options, tracking_options
-from suite.engine.loop import preflight
+from suite.cli.common import storage_options, tracking_options
 from suite.errors import SpecError
-from suite.exec.devices import resolve_devices
-from suite.exec.dispatch import WorkerStartError
 from suite.registry import get_registry
 from suite.report import tables
-from suite.specs import axes, benchfile
-from suite.specs.spec import DEFAULT_COMPONENTS, DEFAULT_DIVERGE_FACTOR, RunSpec, parse_assignment
-from suite.vocab import TAG_BENCHMARK
+from suite.specs import axes
+from suite.specs.spec import DEFAULT_DIVERGE_FACTOR
+from suite.vocab import TAG_STATUS
 
 LIST = "Comma list = a grid axis."
 
@@ -61,6 +58,9 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
     With --storage (e.g. postgresql://...), the grid becomes an Optuna study of enqueued runs in
     that storage: this command and any number of `suite worker` processes on other machines
     share it, each run done exactly once."""
+    from suite.api import runs
+    from suite.exec.devices import resolve_devices
+
     registry = get_registry()
     flags = dict(problem=problem, sampler=sampler, optimizer=optimizer, scheduler=scheduler, averager=averager,
                  batch_size=batch_size, epochs=epochs, steps=steps, eval_every=eval_every, seed=seed, seeds=seeds,
@@ -70,66 +70,20 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
         if given:
             raise SpecError(f"{benchmark}: {', '.join(given)} cannot be combined with a benchmark file; "
                             "edit the file (or copy it) instead")
-        bench = benchfile.load(benchmark, registry)
-        sections = [(s.name, s.specs) for s in bench.sections]
-        where = {s.name: s.where(benchmark) for s in bench.sections}
-        exp_name, run_name = experiment or bench.name, f"{bench.name} ({benchmark})"
-        parent_tags = {TAG_BENCHMARK: str(benchmark)}
+        plan = runs.plan_benchmark(benchmark, registry, experiment)
     else:
-        specs = _grid_specs(registry, flags, sets)
-        problems = sorted({s.problem for s in specs})
-        exp_name = experiment or (problems[0] if len(problems) == 1 else "grid")
-        sections, run_name, parent_tags = [("grid", specs)], f"grid of {len(specs)} runs", {}
-    from suite.grids.local import distinct
-
-    all_specs = distinct(sections)
-    for sec, specs in sections:
-        try:
-            preflight(specs, registry)
-        except SpecError as exc:
-            raise SpecError(f"{where[sec]}: {exc}" if benchmark else str(exc)) from None
+        plan = runs.plan_flags(registry, flags, sets, experiment)
+    runs.check(plan, registry)
     if dry_run:
-        _print_dry_run(sections, len(all_specs))
+        _print_dry_run(plan.sections, len(plan.specs))
         return
     devices = resolve_devices(device, workers)
     if storage is not None or study or submit_only:
         if force:
             raise SpecError("--force cannot be combined with --storage: a shared grid reuses finished runs")
-        from suite.grids.shared import execute_shared
-
-        execute_shared(sections, all_specs, devices, exp_name, run_name, parent_tags, tracking_uri, storage,
-                       heartbeat, grace, study, submit_only, quiet)
+        _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet)
         return
-    _execute(sections, all_specs, registry, devices, exp_name, run_name, parent_tags, tracking_uri, force, quiet,
-             parent=benchmark is not None or len(all_specs) > 1)
-
-
-def _grid_specs(registry, flags: dict, sets: tuple[str, ...]) -> list[RunSpec]:
-    """The cross product of the command line's lists, validated."""
-    grid_axes: list[axes.Axis] = []
-    for family in FAMILY_FLAGS:
-        grid_axes.append(axes.axis(family, axes.split_list(flags[family] or DEFAULT_COMPONENTS[family])))
-    hyper: dict[str, list[str]] = {}
-    for name in ("lr", "momentum", "weight_decay"):
-        if flags[name] is not None:
-            hyper[SHORTCUTS[name]] = axes.split_list(flags[name])
-    for text in sets:
-        family, param, value = parse_assignment(text)
-        hyper[f"{family}.{param}"] = axes.split_list(value)
-    grid_axes += [axes.axis(k, v) for k, v in hyper.items()]
-    grid_axes.append(axes.axis("batch_size", axes.split_list(flags["batch_size"] or "32")))
-    if flags["seeds"] is not None and flags["seed"] is not None:
-        raise SpecError("give --seed N or --seeds K, not both")
-    seeds = axes.parse_seeds(flags["seeds"]) if flags["seeds"] is not None else [flags["seed"] or 0]
-    grid_axes.append(axes.axis("seed", seeds))
-    scalars = {"eval_every": flags["eval_every"]}
-    if flags["epochs"] is None and flags["steps"] is None:
-        scalars["epochs"] = 10
-    else:
-        scalars.update(epochs=flags["epochs"], steps=flags["steps"])
-    if flags["diverge_factor"] is not None:
-        scalars["diverge_factor"] = flags["diverge_factor"]
-    return axes.expand(registry, axes.product(grid_axes), {k: v for k, v in scalars.items() if v is not None})
+    _local(plan, registry, devices, tracking_uri, force, quiet)
 
 
 def _print_dry_run(sections, total: int) -> None:
@@ -144,25 +98,38 @@ def _print_dry_run(sections, total: int) -> None:
     click.echo(f"{total} runs (dry run: nothing was run or logged)")
 
 
-def _execute(sections, specs, registry, devices, exp_name, run_name, parent_tags, tracking_uri, force, quiet,
-             parent: bool) -> None:
-    from suite.grids.local import run_grid
-    from suite.tracking.tracker import Tracker
+def _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet) -> None:
+    from suite.api import runs
 
-    tracker = Tracker(exp_name, tracking_uri)
-    try:
-        out = run_grid(sections, tracker, registry, devices, name=run_name, force=force, quiet=quiet, parent=parent,
-                       parent_tags=parent_tags)
-    except KeyboardInterrupt:
-        click.echo("interrupted: runs in flight were marked KILLED (suite.status=interrupted); "
-                   "run the same command again to finish the rest", err=True)
-        sys.exit(130)
-    except WorkerStartError as exc:  # runs were logged: a failure of the grid, not bad input
-        click.echo(f"Error: {exc}", err=True)
+    shared = runs.run_shared(plan, devices, storage=storage, tracking_uri=tracking_uri, heartbeat=heartbeat,
+                             grace=grace, study=study, submit_only=submit_only, quiet=quiet,
+                             echo=lambda line: click.echo(line, err=True))
+    click.echo(f"grid study {shared.study!r}: {len(plan.specs)} runs, "
+               f"{'enqueued in' if shared.created else 'already in'} {shared.storage}", err=True)
+    if submit_only:
+        click.echo(f"workers join it with: suite worker --storage '{shared.storage}' --study {shared.study}")
+        return
+    for line in shared.worker_lines:
+        click.echo(line, err=True)
+    out, missing = shared.outcome, shared.missing
+    not_done = f", {len(missing)} failed or not done" if missing else ""
+    click.echo(f"{len(plan.specs)} runs: {len(out.skipped)} done{not_done}")
+    grid_table(out)
+    click.echo(f"MLflow: experiment {plan.experiment!r} at {shared.tracker.tracking_uri}, parent run "
+               f"{out.parent_run_id} (browse with `make ui`)")
+    for s in missing:
+        click.echo(f"FAILED or not done: {s.name} [{s.hash}]", err=True)
+    if missing:
         sys.exit(1)
+
+
+def _local(plan, registry, devices, tracking_uri, force, quiet) -> None:
+    from suite.api import runs
+
+    out, tracker = runs.run_local(plan, registry, devices, tracking_uri=tracking_uri, force=force, quiet=quiet)
     if out.reaped:
         click.echo(f"marked {len(out.reaped)} run(s) left RUNNING by a dead invocation as interrupted", err=True)
-    single = len(specs) == 1 and not parent
+    single = not plan.wants_parent
     if single:
         _single_summary(out, tracker)
     else:
@@ -188,7 +155,7 @@ def _single_summary(out, tracker) -> None:
     run = out.skipped[spec.hash]
     m = run.data.metrics
     click.echo(f"run {spec.name} [{spec.hash}] was already done: MLflow run {run.info.run_id} "
-               f"({run.data.tags.get('suite.status')}); --force runs it again")
+               f"({run.data.tags.get(TAG_STATUS)}); --force runs it again")
     shown = [k for k in ("train_loss", "val_loss", "avg_val_loss", "dist_to_opt", "avg_dist_to_opt") if k in m]
     if shown:
         click.echo("  final " + "  ".join(f"{k}={m[k]:.6f}" for k in shown))

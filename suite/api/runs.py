@@ -1,0 +1,177 @@
+"""``suite run`` as a library: plan what to run (flags or a benchmark file), check it, and run
+it here (:func:`suite.grids.local.run_grid`) or shared through an Optuna storage with workers
+anywhere (:func:`run_shared`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from suite.errors import SpecError
+from suite.registry import Registry
+from suite.specs import axes, benchfile
+from suite.specs.spec import DEFAULT_COMPONENTS, RunSpec, parse_assignment
+from suite.vocab import TAG_BENCHMARK
+
+FAMILIES_FLAGS = ("problem", "sampler", "optimizer", "scheduler", "averager")
+SHORTCUTS = {"lr": "optimizer.lr", "momentum": "optimizer.momentum", "weight_decay": "optimizer.weight_decay"}
+DEFAULT_EPOCHS = 10
+DEFAULT_BATCH_SIZE = "32"
+
+Sections = list[tuple[str, list[RunSpec]]]
+
+
+@dataclass
+class RunPlan:
+    """What one ``suite run`` runs: named sections of specs, where they are logged, and under what."""
+
+    sections: Sections
+    experiment: str
+    run_name: str
+    parent_tags: dict[str, Any] = field(default_factory=dict)
+    benchmark: Path | None = None
+    where: dict[str, str] = field(default_factory=dict)  # section -> "FILE:LINE" for errors
+
+    @property
+    def specs(self) -> list[RunSpec]:
+        """Every distinct spec, in order (a spec in two sections runs once)."""
+        from suite.grids.local import distinct
+
+        return distinct(self.sections)
+
+    @property
+    def wants_parent(self) -> bool:
+        """A benchmark file or a grid gets a parent run; a single configuration does not."""
+        return self.benchmark is not None or len(self.specs) > 1
+
+
+def plan_benchmark(path: Path, registry: Registry, experiment: str | None = None) -> RunPlan:
+    """The plan of a benchmark file (validated as a whole; errors name the file and line)."""
+    bench = benchfile.load(path, registry)
+    return RunPlan(
+        sections=[(s.name, list(s.specs)) for s in bench.sections], experiment=experiment or bench.name,
+        run_name=f"{bench.name} ({path})", parent_tags={TAG_BENCHMARK: str(path)}, benchmark=path,
+        where={s.name: s.where(path) for s in bench.sections},
+    )
+
+
+def plan_flags(registry: Registry, flags: Mapping[str, Any], sets: Sequence[str] = (),
+               experiment: str | None = None) -> RunPlan:
+    """The plan of the command line's flags: the cross product of their comma lists.
+
+    ``flags`` holds the values of ``--problem --sampler --optimizer --scheduler --averager
+    --batch-size --epochs --steps --eval-every --seed --seeds --lr --momentum --weight-decay
+    --diverge-factor`` (None where not given, as text where a comma list is allowed)."""
+    specs = grid_specs(registry, flags, sets)
+    problems = sorted({s.problem for s in specs})
+    exp = experiment or (problems[0] if len(problems) == 1 else "grid")
+    return RunPlan(sections=[("grid", specs)], experiment=exp, run_name=f"grid of {len(specs)} runs")
+
+
+def grid_specs(registry: Registry, flags: Mapping[str, Any], sets: Sequence[str] = ()) -> list[RunSpec]:
+    """The cross product of the command line's lists, validated."""
+    grid_axes: list[axes.Axis] = []
+    for family in FAMILIES_FLAGS:
+        grid_axes.append(axes.axis(family, axes.split_list(flags.get(family) or DEFAULT_COMPONENTS[family])))
+    hyper: dict[str, list[str]] = {}
+    for name in ("lr", "momentum", "weight_decay"):
+        if flags.get(name) is not None:
+            hyper[SHORTCUTS[name]] = axes.split_list(str(flags[name]))
+    for text in sets:
+        family, param, value = parse_assignment(text)
+        hyper[f"{family}.{param}"] = axes.split_list(value)
+    grid_axes += [axes.axis(k, v) for k, v in hyper.items()]
+    grid_axes.append(axes.axis("batch_size", axes.split_list(str(flags.get("batch_size") or DEFAULT_BATCH_SIZE))))
+    if flags.get("seeds") is not None and flags.get("seed") is not None:
+        raise SpecError("give --seed N or --seeds K, not both")
+    seeds = axes.parse_seeds(str(flags["seeds"])) if flags.get("seeds") is not None else [flags.get("seed") or 0]
+    grid_axes.append(axes.axis("seed", seeds))
+    scalars: dict[str, Any] = {"eval_every": flags.get("eval_every")}
+    if flags.get("epochs") is None and flags.get("steps") is None:
+        scalars["epochs"] = DEFAULT_EPOCHS
+    else:
+        scalars.update(epochs=flags.get("epochs"), steps=flags.get("steps"))
+    if flags.get("diverge_factor") is not None:
+        scalars["diverge_factor"] = flags["diverge_factor"]
+    return axes.expand(registry, axes.product(grid_axes), {k: v for k, v in scalars.items() if v is not None})
+
+
+def check(plan: RunPlan, registry: Registry) -> None:
+    """Build each distinct configuration once, so a configuration that cannot work is refused
+    (:class:`SpecError`, naming the file and line of a benchmark file) before anything runs."""
+    from suite.engine.loop import preflight
+
+    for sec, specs in plan.sections:
+        try:
+            preflight(specs, registry)
+        except SpecError as exc:
+            raise SpecError(f"{plan.where[sec]}: {exc}" if plan.where.get(sec) else str(exc)) from None
+
+
+def run_local(plan: RunPlan, registry: Registry, devices: Sequence[str], *, tracking_uri: str | None = None,
+              force: bool = False, quiet: bool = False, engine: str = "auto", stack_size: int | None = None):
+    """Run the plan's specs not done yet on ``devices``; returns the
+    :class:`suite.grids.local.GridOutcome` and the :class:`suite.tracking.tracker.Tracker`."""
+    from suite.grids.local import run_grid
+    from suite.tracking.tracker import Tracker
+
+    tracker = Tracker(plan.experiment, tracking_uri)
+    out = run_grid(plan.sections, tracker, registry, devices, name=plan.run_name, force=force, quiet=quiet,
+                   parent=plan.wants_parent, parent_tags=plan.parent_tags, engine=engine, stack_size=stack_size)
+    return out, tracker
+
+
+@dataclass
+class SharedOutcome:
+    """What a shared grid's invocation did: the study, and (unless only submitted) the grid."""
+
+    study: str
+    created: bool
+    storage: str  # for display (no password)
+    worker_lines: list[str] = field(default_factory=list)
+    outcome: Any = None  # suite.grids.local.GridOutcome, None with submit_only
+    missing: list[RunSpec] = field(default_factory=list)  # specs without a finished run
+    tracker: Any = None
+
+
+def run_shared(plan: RunPlan, devices: Sequence[str], *, storage: str | None, tracking_uri: str | None = None,
+               heartbeat: int | None = None, grace: int | None = None, study: str | None = None,
+               submit_only: bool = False, quiet: bool = False,
+               echo: Callable[[str], None] = print) -> SharedOutcome:
+    """Enqueue the plan as a grid study in ``storage`` (or join it), work on it here with a
+    storage worker per device entry, then summarize from MLflow."""
+    import optuna
+
+    from suite.api.work import work
+    from suite.distributed.grid_study import submit_grid
+    from suite.grids.local import GridOutcome, collect_rows, log_summary
+    from suite.report import tables
+    from suite.stores import DEFAULT_HEARTBEAT, HeartbeatPolicy, describe, normalize_storage, open_storage
+    from suite.tracking.tracker import Tracker
+    from suite.vocab import FAILED, STUDY_PARENT_RUN_ID
+
+    url = normalize_storage(storage)
+    specs = plan.specs
+    name, created = submit_grid(specs, url, experiment=plan.experiment, tracking_uri=tracking_uri, study_name=study,
+                                run_name=plan.run_name, parent_tags=plan.parent_tags)
+    shared = SharedOutcome(name, created, describe(url))
+    if submit_only:
+        return shared
+    policy = HeartbeatPolicy(heartbeat or DEFAULT_HEARTBEAT, grace)
+    shared.worker_lines = work(url, [name], devices, quiet=quiet, policy=policy, echo=echo)
+    tracker = Tracker(plan.experiment, tracking_uri)
+    done = tracker.done_runs()
+    parent = optuna.load_study(study_name=name, storage=open_storage(url)).user_attrs.get(STUDY_PARENT_RUN_ID)
+    out = GridOutcome(specs=list(specs), skipped={s.hash: done[s.hash] for s in specs if s.hash in done},
+                      parent_run_id=parent)
+    out.rows = collect_rows(plan.sections, out, tracker)
+    out.stats = tables.config_stats(out.rows)
+    shared.missing = [s for s in specs if s.hash not in done]
+    if parent:
+        log_summary(tracker, out)
+        if shared.missing:
+            tracker.mark(parent, FAILED, f"{len(shared.missing)} run(s) failed or not done")
+    shared.outcome, shared.tracker = out, tracker
+    return shared

@@ -1,0 +1,64 @@
+"""``suite worker``: storage workers (:mod:`suite.distributed.worker`) on every device entry,
+through the one process pool. Each worker process logs its own runs to the MLflow server recorded
+in each study (a shared tracking server: there is no single local writer to protect)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from suite.distributed.grid_study import GridTrialRunner
+from suite.distributed.worker import RunnerFactory, WorkerContext, run_worker
+from suite.exec.pool import Pool, WorkerEnv
+from suite.stores import HeartbeatPolicy
+from suite.tune.slots import TuneTrialRunner
+
+KINDS: dict[str, RunnerFactory] = {"grid": GridTrialRunner, "tune": TuneTrialRunner}
+
+
+@dataclass(frozen=True)
+class WorkTask:
+    """What one storage worker works on."""
+
+    storage: str
+    studies: tuple[str, ...]
+    tracking_uri: str | None
+    quiet: bool
+    policy: HeartbeatPolicy
+    wait: bool
+
+
+def storage_worker(task: WorkTask, env: WorkerEnv) -> str:
+    """Pool runner: one storage worker on this device until nothing is left; its summary line."""
+    ctx = WorkerContext(device=env.local, tracking_uri=task.tracking_uri, quiet=task.quiet,
+                        echo=lambda line: env.emit("echo", line))
+    return run_worker(task.storage, task.studies, ctx, heartbeat_policy=task.policy, wait=task.wait,
+                      runners=KINDS).line()
+
+
+class _EchoHandler:
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo, self.lines, self.troubles = echo, {}, []
+
+    def on_event(self, tid: int, device: str, kind: str, args: tuple) -> None:
+        if kind == "echo":
+            self.echo(args[0])
+
+    def on_done(self, tid: int, result: Any) -> None:
+        self.lines[tid] = result
+
+    def on_lost(self, tid: int, device: str, why: str) -> None:
+        self.troubles.append(f"worker on {device}: {why}")
+
+
+def work(storage: str, studies: Sequence[str], devices: Sequence[str], *, tracking_uri: str | None = None,
+         quiet: bool = False, policy: HeartbeatPolicy | None = None, wait: bool = False,
+         echo: Callable[[str], None] = print) -> list[str]:
+    """One storage worker per device entry (in this process when there is one), each until no
+    work is left (or forever with ``wait``); returns their summary lines, then one line per
+    worker that died or raised."""
+    task = WorkTask(storage, tuple(studies), tracking_uri, quiet, policy or HeartbeatPolicy(), wait)
+    handler = _EchoHandler(echo)
+    Pool(devices, storage_worker, name="suite-storage-worker").run([task] * len(devices), handler)
+    return [handler.lines[t] for t in sorted(handler.lines)] + handler.troubles

@@ -1,0 +1,313 @@
+"""The one process pool: device workers that run tasks and send events back.
+
+Every command that trains (``suite run``, ``suite tune``, ``suite worker``) hands its work to
+a :class:`Pool`. The pool has one worker per device entry (see :func:`suite.exec.devices.resolve_devices`):
+a process started with the ``spawn`` context, pinned to its device (a CUDA worker sees only its
+GPU through ``CUDA_VISIBLE_DEVICES``), with the CPU's cores split between the CPU workers. With a
+single device entry the tasks run in this process instead, through the same code path, with no
+start-up cost.
+
+A *task* is a picklable payload; the pool's *runner* (a module-level function, so that a spawned
+process can import it) runs one payload in a worker: ``runner(payload, env) -> result``. While it
+runs, it sends events to the parent through ``env.emit(kind, *args)``; the parent passes each to
+its :class:`Handler`. The parent is the only process that writes to the tracking store.
+
+The pipe protocol (one duplex pipe per worker, never a shared queue: a worker killed while
+writing would hold a shared queue's lock and hang the others):
+
+- worker → parent: ``("ready",)``, ``("event", tid, kind, args)``, ``("done", tid, result)``,
+  ``("error", tid, text)`` (the runner raised; the worker goes on with its next task);
+- parent → worker: ``(tid, payload)``, or ``None``: nothing left, exit.
+
+Death detection: a worker's pipe reads EOF when it dies (segfault, out of memory, ``kill -9``);
+its task in hand is reported to :meth:`Handler.on_lost` and a new worker takes its place while
+tasks remain. Workers that die before they say ready :data:`MAX_FAILED_STARTS` times end the pool
+(:class:`suite.errors.WorkerStartError`). Workers die with the parent (``PR_SET_PDEATHSIG``, and
+they exit when their parent changes). Stop signals follow :mod:`suite.exec.signals`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from suite.errors import WorkerStartError
+from suite.exec.signals import interrupted, stop_signals
+
+POLL_S = 0.5
+MAX_FAILED_STARTS = 3
+STOP_GRACE_S = 5.0  # how long a stopped worker gets to give its work back before it is killed
+
+Runner = Callable[[Any, "WorkerEnv"], Any]
+
+
+@dataclass
+class WorkerEnv:
+    """What a task runs with: its device, and a way to send events to the parent."""
+
+    device: str  # as the user named it (``cuda:1``)
+    local: str  # the torch device this process uses (``cuda:0`` in an isolated CUDA worker)
+    wid: int
+    emit: Callable[..., None]  # emit(kind, *args): an event for the parent's handler
+    _registry: Any = field(default=None, repr=False)
+
+    @property
+    def registry(self) -> Any:
+        """The plugin registry, loaded once per worker."""
+        if self._registry is None:
+            from suite.registry import get_registry
+
+            self._registry = get_registry()
+        return self._registry
+
+
+class Handler(Protocol):
+    """What the parent does with the workers' events (always called in the parent process)."""
+
+    def on_event(self, tid: int, device: str, kind: str, args: tuple) -> None: ...
+    def on_done(self, tid: int, result: Any) -> None: ...
+    def on_lost(self, tid: int, device: str, why: str) -> None: ...
+
+
+def pin_device(device: str, *, isolate: bool = False) -> str:
+    """The torch device name a worker uses for ``device``; with ``isolate`` the worker is made
+    to see only its GPU (set before CUDA initialises in a fresh process)."""
+    if not device.startswith("cuda"):
+        return device
+    index = device.partition(":")[2] or "0"
+    if isolate:
+        os.environ["CUDA_VISIBLE_DEVICES"] = index
+        return "cuda:0"
+    return f"cuda:{index}"
+
+
+def cpu_threads(devices: Sequence[str]) -> int:
+    """Torch threads per CPU worker, so that the CPU workers together use every core once."""
+    n_cpu = sum(1 for d in devices if d == "cpu")
+    return max(1, (os.cpu_count() or 1) // max(1, n_cpu))
+
+
+class Pool:
+    """Run tasks on one worker per device entry (in this process when there is one entry)."""
+
+    def __init__(self, devices: Sequence[str], runner: Runner, *, name: str = "suite-worker") -> None:
+        if not devices:
+            raise ValueError("a pool needs at least one device")
+        self.devices, self.runner, self.name = list(devices), runner, name
+        self.pids: set[int] = set()  # every worker process started, for callers that clean up after them
+
+    def run(self, payloads: Sequence[Any], handler: Handler) -> None:
+        """Run every payload (task id = its index) and return when all are done or lost.
+
+        ``KeyboardInterrupt`` (a stop signal, see :mod:`suite.exec.signals`) stops the workers and
+        propagates; the handler has then been told nothing more about the tasks in flight."""
+        if not payloads:
+            return
+        with stop_signals():
+            if len(self.devices) == 1 or len(payloads) == 1:
+                self._inline(payloads, handler)
+            else:
+                _Processes(self, handler).run(payloads)
+
+    def _inline(self, payloads: Sequence[Any], handler: Handler) -> None:
+        device = self.devices[0]
+        local = pin_device(device)
+        if device == "cpu":
+            _set_threads(cpu_threads([device]))
+        for tid, payload in enumerate(payloads):
+            interrupted()
+
+            def emit(kind: str, *args: Any, _tid: int = tid) -> None:
+                handler.on_event(_tid, device, kind, args)
+                interrupted()  # a safe point: what was sent is recorded
+
+            env = WorkerEnv(device, local, 0, emit)
+            try:
+                result = self.runner(payload, env)
+            except Exception as exc:  # noqa: BLE001 - a task's failure is reported, the others go on
+                handler.on_lost(tid, device, f"{type(exc).__name__}: {exc}".strip())
+                continue
+            handler.on_done(tid, result)
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+class _Processes:
+    """The worker processes of one :meth:`Pool.run`."""
+
+    def __init__(self, pool: Pool, handler: Handler) -> None:
+        import multiprocessing
+
+        self.pool, self.handler = pool, handler
+        self.ctx = multiprocessing.get_context("spawn")
+        self.workers: dict[int, tuple[Any, str, Any]] = {}  # wid -> (process, device, pipe end)
+        self.busy: dict[int, int] = {}  # wid -> task id
+        self.ready: set[int] = set()
+        self.failed_starts = 0
+        self.next_wid = 0
+        self.threads = cpu_threads(pool.devices)
+
+    def run(self, payloads: Sequence[Any]) -> None:
+        from multiprocessing.connection import wait
+
+        self.payloads = payloads
+        self.pending = list(range(len(payloads)))[::-1]  # pop() takes the first
+        self.remaining = set(range(len(payloads)))
+        for device in self.pool.devices[: len(payloads)]:
+            self._start(device)
+        try:
+            while self.remaining:
+                interrupted()
+                by_conn = {conn: wid for wid, (_, _, conn) in self.workers.items()}
+                if not by_conn:
+                    break
+                for conn in wait(list(by_conn), timeout=POLL_S):
+                    wid = by_conn[conn]
+                    try:
+                        message = conn.recv()
+                    except (EOFError, OSError, pickle.UnpicklingError):
+                        self._lost(wid)
+                        continue
+                    self._handle(wid, message)
+                    interrupted()
+                for wid, (p, _, _) in list(self.workers.items()):  # gone without EOF (rare)
+                    if not p.is_alive() and wid in self.workers:
+                        self._lost(wid)
+            for p, _, _ in self.workers.values():  # each got None when nothing was left
+                p.join(timeout=10)
+        finally:
+            self._stop()
+
+    def _start(self, device: str) -> None:
+        wid = self.next_wid
+        self.next_wid += 1
+        conn, child = self.ctx.Pipe(duplex=True)
+        p = self.ctx.Process(
+            target=worker_main, args=(self.pool.runner, wid, device, self.threads, child, os.getpid()),
+            name=f"{self.pool.name}-{wid}-{device}", daemon=True,
+        )
+        p.start()
+        child.close()  # the worker's end lives in the worker only: its death reads as EOF here
+        self.workers[wid] = (p, device, conn)
+        self.pool.pids.add(p.pid)
+
+    def _assign(self, wid: int) -> None:
+        conn = self.workers[wid][2]
+        tid = self.pending.pop() if self.pending else None
+        try:
+            conn.send(None if tid is None else (tid, self.payloads[tid]))
+        except OSError:
+            if tid is not None:
+                self.pending.append(tid)  # the worker is gone: its EOF comes next
+            return
+        if tid is not None:
+            self.busy[wid] = tid
+
+    def _handle(self, wid: int, message: tuple) -> None:
+        kind = message[0]
+        if kind == "ready":
+            self.ready.add(wid)
+            self._assign(wid)
+        elif kind == "event":
+            _, tid, event, args = message
+            self.handler.on_event(tid, self.workers[wid][1], event, args)
+        elif kind in ("done", "error"):
+            tid = message[1]
+            self.busy.pop(wid, None)
+            self.remaining.discard(tid)
+            if kind == "done":
+                self.handler.on_done(tid, message[2])
+            else:
+                self.handler.on_lost(tid, self.workers[wid][1], message[2])
+            self._assign(wid)
+
+    def _lost(self, wid: int) -> None:
+        """A worker's pipe closed: it exited (after ``None``) or died."""
+        p, device, conn = self.workers.pop(wid)
+        conn.close()
+        p.join(timeout=5)
+        tid = self.busy.pop(wid, None)
+        if wid not in self.ready:
+            self.failed_starts += 1
+            if self.failed_starts >= MAX_FAILED_STARTS:
+                raise WorkerStartError(
+                    f"worker processes on {device} died {self.failed_starts} times before running anything "
+                    f"(last exit code {p.exitcode}); see the error above, or try --device cpu"
+                )
+        if tid is not None and tid in self.remaining:
+            self.remaining.discard(tid)
+            self.handler.on_lost(tid, device, f"worker process on {device} died (exit code {p.exitcode})")
+        if self.pending:
+            self._start(device)
+
+    def _stop(self) -> None:
+        """Ask every worker still alive to stop (SIGTERM: it gives its work back at its next safe
+        point), then kill those still alive after :data:`STOP_GRACE_S`."""
+        import time
+
+        alive = [p for p, _, _ in self.workers.values() if p.is_alive()]
+        for p in alive:
+            p.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for p in alive:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        for _, _, conn in self.workers.values():
+            conn.close()
+
+
+def worker_main(runner: Runner, wid: int, device: str, threads: int, conn: Any, parent_pid: int) -> None:
+    """A worker process: pin to ``device``, say it is ready, then run the tasks it is handed
+    until it gets ``None`` (or its parent goes away)."""
+    die_with_parent()
+    local = pin_device(device, isolate=True)
+    with stop_signals(ignore_sigint=True):  # Ctrl-C reaches the parent, which stops us
+        if device == "cpu":
+            _set_threads(threads)
+
+        def emit(kind: str, *args: Any) -> None:
+            if os.getppid() != parent_pid:
+                os._exit(1)  # orphaned: the parent is gone
+            conn.send(("event", current[0], kind, args))
+            interrupted()
+
+        env = WorkerEnv(device, local, wid, emit)
+        _ = env.registry  # load the plugins before saying ready: a plugin that kills its process is a failed start
+        current = [-1]
+        try:
+            conn.send(("ready",))
+            while (item := conn.recv()) is not None:
+                tid, payload = item
+                current[0] = tid
+                try:
+                    result = runner(payload, env)
+                except Exception as exc:  # noqa: BLE001 - reported to the parent; the next task goes on
+                    last = traceback.format_exc().strip().splitlines()[-1]
+                    conn.send(("error", tid, f"worker {wid} failed: {last or type(exc).__name__}"))
+                    continue
+                conn.send(("done", tid, result))
+        except (EOFError, BrokenPipeError, KeyboardInterrupt):
+            return  # the parent is gone, or stopped us
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

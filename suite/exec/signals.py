@@ -1,0 +1,67 @@
+"""The one stop-signal policy of ``suite run``, ``suite tune`` and ``suite worker``.
+
+The first SIGINT (Ctrl-C) or SIGTERM only sets a flag; work stops at the next safe point
+(:func:`interrupted` raises ``KeyboardInterrupt`` there: between two evaluations of a run,
+between two events of a worker, between two trials), never inside a tracking or storage call,
+so every run in flight can be marked interrupted and every trial given back. A second signal
+raises at once. Worker processes run under the same policy: the pool stops them with SIGTERM
+and kills what is still alive a few seconds later. The command then exits with code 130.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_CODE = 130  # the shell's convention for a command stopped by Ctrl-C
+
+
+class _State:
+    received: int | None = None
+    depth = 0  # nested blocks share the outermost installation
+
+
+def interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if a stop signal has arrived (call this at safe points)."""
+    if _State.received is not None:
+        raise KeyboardInterrupt(f"signal {_State.received}")
+
+
+def stop_requested() -> bool:
+    """Whether a stop signal has arrived (without raising)."""
+    return _State.received is not None
+
+
+def _handler(signum: int, frame: Any) -> None:
+    if _State.received is not None:
+        raise KeyboardInterrupt(f"signal {signum}")
+    _State.received = signum
+
+
+@contextlib.contextmanager
+def stop_signals(*, ignore_sigint: bool = False) -> Iterator[None]:
+    """Install the policy for the duration of the block (main thread only; elsewhere a no-op).
+
+    ``ignore_sigint``: for worker processes, where Ctrl-C reaches the parent, which stops them."""
+    if _State.depth:
+        yield
+        return
+    _State.received = None
+    try:
+        previous = {sig: signal.signal(sig, _handler) for sig in STOP_SIGNALS}
+        if ignore_sigint:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    _State.depth += 1
+    try:
+        yield
+    finally:
+        _State.depth -= 1
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        _State.received = None

@@ -1,0 +1,134 @@
+"""The house's shape: packages that mirror the concepts, and an import graph without circles."""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+import suite
+
+ROOT = Path(suite.__file__).parent
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in ROOT.rglob("*.py"):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every suite module ``name`` imports when it runs, at the top or inside a function
+    (not the names imported for type checkers only, under ``if TYPE_CHECKING:``)."""
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            node.body = []
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                head = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(head + ([base] if base else []))
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        for t in targets:
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t != name and t != "suite":
+                found.add(t)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports_of(name, path, set(mods)) for name, path in mods.items()}
+
+
+def test_the_import_graph_has_no_circles_and_few_levels():
+    g = graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(g[n]):
+            if state.get(m) == 1:
+                cycle = stack[stack.index(m):] + [m]
+                raise AssertionError("import circle: " + " -> ".join(cycle))
+            if m not in state:
+                visit(m)
+        stack.pop()
+        state[n] = 2
+
+    for n in sorted(g):
+        if n not in state:
+            visit(n)
+
+    @cache
+    def depth(n: str) -> int:
+        return 1 + max((depth(m) for m in g[n]), default=0)
+
+    deepest = max(g, key=depth)
+    assert depth(deepest) < 16, f"{deepest} sits {depth(deepest)} levels deep (the flat layout had 16)"
+
+
+def test_no_module_carries_a_package_name_as_a_prefix():
+    mods = modules()
+    packages = {n.rpartition(".")[2] for n, p in mods.items() if p.name == "__init__.py"}
+    offenders = [n for n in mods if any(n.rpartition(".")[2].startswith(f"{pkg}_") for pkg in packages)]
+    assert not offenders, f"modules named like a package's part: {offenders}"
+
+
+def test_one_process_pool_and_one_signal_handler():
+    """Only suite.exec.pool starts processes and only suite.exec.signals installs signal handlers."""
+    for name, path in modules().items():
+        text = path.read_text()
+        if name != "suite.exec.pool":
+            for marker in ("get_context(", "ProcessPoolExecutor", ".Process("):
+                assert marker not in text, f"{name} starts processes ({marker}); use suite.exec.pool.Pool"
+        if name != "suite.exec.signals":
+            assert "signal.signal(" not in text or name == "suite.exec.pool" and "SIG_IGN" in text, \
+                f"{name} installs a signal handler; use suite.exec.signals"
+
+
+def test_no_two_modules_define_the_same_public_class():
+    seen: dict[str, str] = {}
+    for name, path in sorted(modules().items()):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                assert node.name not in seen, f"class {node.name} is defined in {seen[node.name]} and {name}"
+                seen[node.name] = name
+
+
+def test_error_classes_live_in_suite_errors():
+    for name, path in modules().items():
+        if name == "suite.errors":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                assert not bases & {"Exception", "SuiteError", "SpecError", "StoreError"}, \
+                    f"{name} defines the error class {node.name}; error classes live in suite/errors.py"
+
+
+def test_the_vocabulary_is_spelled_once():
+    """No module but suite.vocab spells a "suite.<name>" tag or attribute as a string literal."""
+    for name, path in modules().items():
+        if name == "suite.vocab":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                v = node.value
+                if v.startswith("suite.") and v.replace("suite.", "", 1).replace("_", "").isalpha() and " " not in v:
+                    if v in {"suite.plugins", "suite.cli"} or v.startswith("suite.dist."):
+                        continue  # the entry-point group; a module path
+                    raise AssertionError(f"{name} spells {v!r}; use the constant in suite/vocab.py")
