@@ -41,7 +41,12 @@ class StopRun(Exception):
 
 @dataclass
 class RunResult:
-    """What a run produced. ``status`` is ``completed``, ``diverged``, ``stopped`` or ``failed``."""
+    """What a run produced. ``status`` is ``completed``, ``diverged``, ``stopped`` or ``failed``.
+
+    ``engine`` is the engine that trained it (``loop`` or ``stacked``) and ``stack`` the id of
+    the stack it was trained in (``None`` for the loop). A stacked run's ``seconds`` is its share
+    of the stack's wall time (the stack's time until the run ended, divided by the stack size).
+    """
 
     spec: RunSpec
     status: str = "completed"
@@ -52,6 +57,8 @@ class RunResult:
     traceback: str | None = None
     device: str = "cpu"
     seconds: float = 0.0
+    engine: str = "loop"
+    stack: str | None = None
 
     @property
     def final(self) -> dict[str, float]:
