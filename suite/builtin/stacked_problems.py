@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -210,7 +211,7 @@ def _stacked_tracker(trackers: Sequence[MomentTracker], device: torch.device) ->
     (its ``step`` is plain elementwise arithmetic, so the per-run formulas run unchanged)."""
     stacked = MomentTracker.__new__(MomentTracker)
     for name in MOMENT_FIELDS:
-        arrays = [torch.as_tensor(getattr(t, name), dtype=torch.float64).broadcast_to(t.h.shape) for t in trackers]
+        arrays = [torch.tensor(np.broadcast_to(getattr(t, name), t.h.shape), dtype=torch.float64) for t in trackers]
         setattr(stacked, name, torch.stack(arrays).to(device))
     stacked.beta = torch.tensor([t.beta for t in trackers], dtype=torch.float64, device=device)[:, None]
     stacked.average = trackers[0].average
