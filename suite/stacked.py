@@ -112,6 +112,13 @@ class StackedProblem:
         differentiable K-vector. Noise draws use the rows' own generators (``ctx.generator``)."""
         raise NotImplementedError
 
+    def loss_and_grads(self, params: Sequence[Tensor], indices: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The K-vector :meth:`batch_loss` (detached) and each parameter's gradient of it (row k's
+        gradient of row k's loss). Default: autograd; a problem may compute them in closed form."""
+        loss = self.batch_loss(params, indices)
+        grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
+        return loss.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
     def val_loss(self, params: Sequence[Tensor]) -> Tensor:
         """Each row's validation loss (a K-vector)."""
         raise NotImplementedError
@@ -177,28 +184,47 @@ class StackedAverager:
 class ProxyScheduler(StackedScheduler):
     """Any torch scheduler, stacked: each row keeps its own scheduler over its own per-run
     optimizer, which the engine never steps and uses as a light proxy holding that row's lr.
-    ``ReduceLROnPlateau`` gets its own row's validation loss. An exception fails only its row."""
+    ``ReduceLROnPlateau`` gets its own row's validation loss. An exception fails only its row.
+    Rows whose schedules cannot differ (same scheduler hyperparameters and initial lrs, not
+    metric-driven) share one scheduler: it is stepped once for all of them."""
 
     def __init__(self, schedulers: Sequence[Any], stack: StackContext | None = None) -> None:
         self.schedulers = list(schedulers)
         self.optimizers = [s.optimizer for s in self.schedulers]
         for opt in self.optimizers:
             opt._opt_called = True  # the proxy is never stepped: no "scheduler before optimizer" warning
+        self.leader = list(range(len(self.schedulers)))  # row -> the row whose scheduler it follows
+        if stack is not None:
+            first: dict[tuple, int] = {}
+            for r, (sched, spec) in enumerate(zip(self.schedulers, stack.specs, strict=True)):
+                if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    continue
+                key = (type(sched), spec.scheduler, tuple(sorted(spec.params_of("scheduler").items())),
+                       tuple(g["lr"] for g in sched.optimizer.param_groups),
+                       tuple(g.get("initial_lr") for g in sched.optimizer.param_groups))
+                self.leader[r] = first.setdefault(key, r)
 
     def lrs(self) -> list[float]:
-        return [float(opt.param_groups[0]["lr"]) for opt in self.optimizers]
+        own = [float(opt.param_groups[0]["lr"]) for opt in self.optimizers]
+        return [own[leader] for leader in self.leader]
 
     def step(self, rows: Sequence[int], val_losses: Sequence[float]) -> None:
         failures: dict[int, BaseException] = {}
+        stepped: dict[int, BaseException | None] = {}
         for r, val in zip(rows, val_losses, strict=True):
-            sched = self.schedulers[r]
-            try:
-                if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    sched.step(val)
-                else:
-                    sched.step()
-            except Exception as exc:  # a plugin's scheduler: isolate its row
-                failures[r] = exc
+            leader = self.leader[r]
+            if leader not in stepped:
+                sched = self.schedulers[leader]
+                try:
+                    if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                        sched.step(val)
+                    else:
+                        sched.step()
+                    stepped[leader] = None
+                except Exception as exc:  # a plugin's scheduler: isolate its rows
+                    stepped[leader] = exc
+            if stepped[leader] is not None:
+                failures[r] = stepped[leader]
         if failures:
             raise RowsFailed(failures)
 

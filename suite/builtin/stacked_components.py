@@ -37,6 +37,17 @@ class IndexStack(StackedSampler):
         self.batch_size, self.drop_last = first.batch_size, first.drop_last
         self.device = stack.device
         self.length = len(first)
+        gens = [getattr(s.sampler, "generator", None) for s in self.samplers]
+        first_of: dict[bytes, int] = {}
+        self.leader = [r if g is None else first_of.setdefault(bytes(g.get_state().numpy()), r)
+                       for r, g in enumerate(gens)]
+
+    @staticmethod
+    def _follow(sampler: Any, leader: Any) -> None:
+        """Advance a follower's generator as its leader's was (other users of it see the same stream)."""
+        g = getattr(sampler, "generator", None)
+        if g is not None:
+            g.set_state(leader.generator.get_state())
 
     def __len__(self) -> int:
         return self.length
@@ -45,7 +56,16 @@ class IndexStack(StackedSampler):
         raise NotImplementedError
 
     def epoch(self) -> Iterator[Tensor]:
-        order = torch.stack([self.draw(s.sampler) for s in self.samplers]).to(self.device, non_blocking=True)
+        drawn: dict[int, Tensor] = {}
+        rows = []
+        for r, s in enumerate(self.samplers):  # rows whose generators are in the same state draw once
+            leader = self.leader[r]
+            if leader == r:
+                drawn[r] = self.draw(s.sampler)
+            else:
+                self._follow(s.sampler, self.samplers[leader].sampler)
+            rows.append(drawn[leader])
+        order = torch.stack(rows).to(self.device, non_blocking=True)
         B = self.batch_size
         for j in range(self.length):
             yield order[:, j * B:(j + 1) * B]

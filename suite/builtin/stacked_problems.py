@@ -72,21 +72,39 @@ class LinearStack(ModuleProblemStack):
             self.elementwise = F.binary_cross_entropy_with_logits
         else:
             raise TypeError(f"LinearStack stacks MSE or BCE-with-logits problems, not {type(loss).__name__}")
+        n = self.X.shape[1]
+        self.X_flat, self.y_flat = self.X.reshape(-1, self.X.shape[-1]), self.y.reshape(len(self.y) * n, -1)
+        self.row_offset = (self.data_row * n)[:, None]
+        self.X_val_rows, self.y_val_rows = self.X_val[self.data_row], self.y_val[self.data_row]
 
     def outputs(self, params: Sequence[Tensor], X: Tensor) -> Tensor:
-        weight, bias = params
-        return torch.baddbmm(bias[:, None, :], X, weight.transpose(1, 2))
+        weight, bias = params  # [K, 1, d], [K, 1]; X: [K, N, d]
+        return torch.bmm(X, weight.transpose(1, 2)) + bias[:, None, :]
 
     def _linear_loss(self, params: Sequence[Tensor], X: Tensor, y: Tensor) -> Tensor:
         out = self.outputs(params, X)
         return self.elementwise(out, y, reduction="none").reshape(len(out), -1).mean(1)
 
+    def _batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        flat = (indices + self.row_offset).reshape(-1)  # index_select: far cheaper than 2-d advanced indexing
+        K, B = indices.shape
+        return self.X_flat.index_select(0, flat).view(K, B, -1), self.y_flat.index_select(0, flat).view(K, B, -1)
+
     def batch_loss(self, params: Sequence[Tensor], indices: Tensor) -> Tensor:
-        rows = self.data_row[:, None]
-        return self._linear_loss(params, self.X[rows, indices], self.y[rows, indices])
+        return self._linear_loss(params, *self._batch(indices))
+
+    @torch.no_grad()
+    def loss_and_grads(self, params: Sequence[Tensor], indices: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """In closed form (no autograd): d loss / d out is 2(out − y)/N (MSE) or (σ(out) − y)/N (BCE)."""
+        X, y = self._batch(indices)
+        out = self.outputs(params, X)
+        loss = self.elementwise(out, y, reduction="none").reshape(len(out), -1).mean(1)
+        n = out[0].numel()
+        g = (out - y) * (2 / n) if self.elementwise is F.mse_loss else (torch.sigmoid(out) - y) / n
+        return loss, [torch.bmm(g.transpose(1, 2), X), g.sum(1)]
 
     def val_loss(self, params: Sequence[Tensor]) -> Tensor:
-        return self._linear_loss(params, self.X_val[self.data_row], self.y_val[self.data_row])
+        return self._linear_loss(params, self.X_val_rows, self.y_val_rows)
 
 
 def linear_stack(problems: Sequence[Any], stack: StackContext) -> StackedProblem:

@@ -104,9 +104,10 @@ def train_stack(
         return i, results[i]
 
     rows: list[_Row] = []
+    problems: dict = {}
     for i, spec in enumerate(specs):
         try:
-            rows.append(_Row(i, build(spec, device, registry)))
+            rows.append(_Row(i, build(spec, device, registry, problems)))
         except Exception as exc:  # this spec's factories: only this spec fails
             _fail(results[i], exc)
             yield done(i)
@@ -340,9 +341,7 @@ class _StackTrainer:
             if not self._live():
                 return
             for idx in self._batches():
-                loss = problem.batch_loss(params, idx)
-                grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
-                grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+                loss, grads = problem.loss_and_grads(params, idx)
                 self.lr_used = self.lr_host
                 with torch.no_grad():
                     optimizer.step(params, grads, self.lr)
@@ -350,7 +349,7 @@ class _StackTrainer:
                         averager.update(params, step + 1)
                     problem.on_step(step + 1, self.lr64)
                 self._step_schedulers("step")
-                loss_sum += loss.detach() * idx.shape[1]
+                loss_sum += loss * idx.shape[1]
                 count += idx.shape[1]
                 step += 1
                 if eval_every is not None and step % eval_every == 0:
