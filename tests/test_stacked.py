@@ -87,7 +87,8 @@ SCHEDULES = [
     ("exponential", [{"scheduler.gamma": 0.8}, {"scheduler.warmup_steps": 1}]),
     ("inverse_time", [{}, {"scheduler.warmup_steps": 2}]),
     ("cosine", [{"scheduler.eta_min": 0.001}, {"scheduler.warmup_steps": 1}]),
-    ("plateau", [{"scheduler.patience": 0, "scheduler.factor": 0.5}, {"scheduler.patience": 1, "scheduler.threshold": 0.5}]),
+    ("plateau", [{"scheduler.patience": 0, "scheduler.factor": 0.5},
+                 {"scheduler.patience": 1, "scheduler.threshold": 0.5}]),
 ]
 
 
