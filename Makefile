@@ -15,7 +15,7 @@ MLFLOW_ARTIFACTS ?= $(CURDIR)/mlartifacts
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 
-.PHONY: install test test-fast bench tune ui postgres server lint clean
+.PHONY: install test test-fast bench perf tune ui postgres server lint clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ bench: install
 	@echo "Results: MLflow experiment 'lecture' at $(MLFLOW_TRACKING_URI): one child run per configuration and seed;"
 	@echo "the parent run holds summary.md / summary.csv (mean ± std over seeds, winner per batch size) and figures"
 	@echo "(curves/, batch_size/). Open them with: make ui   (then http://127.0.0.1:5000)"
+
+# Speed benchmarks (tables measured side by side in one process; not tests): benchmarks/perf/*.py
+perf: install
+	@for f in benchmarks/perf/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 tune: install
 	$(BIN)/suite tune --problem logistic

@@ -35,7 +35,9 @@ class Component:
     """One registered component: a name in a family, its factory and its hyperparameters.
 
     ``factory(ctx, **hyperparams)`` builds the torch object (see :class:`suite.BuildContext`).
-    ``interval`` is required for schedulers: ``"step"`` or ``"epoch"``.
+    ``interval`` is required for schedulers: ``"step"`` or ``"epoch"``. ``stacked`` (optional)
+    is the component's stacked implementation, ``stacked(objects, stack)`` (see
+    :mod:`suite.stacked`); without one, a spec using the component runs through the per-run loop.
     """
 
     family: str
@@ -47,6 +49,7 @@ class Component:
     version: str = "unknown"
     interval: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    stacked: Callable[..., Any] | None = None
 
     @property
     def label(self) -> str:
@@ -173,6 +176,7 @@ class Registry:
         description: str,
         params: Iterable[Param] = (),
         interval: str | None = None,
+        stacked: Callable[..., Any] | None = None,
         **extra: Any,
     ) -> None:
         where = f"{family} {name!r} from {distribution}"
@@ -180,6 +184,8 @@ class Registry:
             raise RegistrationError(f"{where}: a name must be a non-empty word without commas or spaces")
         if not callable(factory):
             raise RegistrationError(f"{where}: factory must be callable")
+        if stacked is not None and not callable(stacked):
+            raise RegistrationError(f"{where}: stacked must be callable (see suite.stacked) or left out")
         if not isinstance(description, str) or not description.strip():
             raise RegistrationError(f"{where}: give a one-line description")
         params = tuple(params)
@@ -207,6 +213,7 @@ class Registry:
             version=version,
             interval=interval,
             extra=extra,
+            stacked=stacked,
         )
 
     # -- lookup ---------------------------------------------------------------------------

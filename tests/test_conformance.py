@@ -23,8 +23,25 @@ class NaNStep(torch.optim.SGD):
                 p.fill_(float("nan"))
 
 
+class DoubledLR:
+    """A stacked optimizer that steps with twice its rows' learning rates."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def step(self, params, grads, lr):
+        self.inner.step(params, grads, 2 * lr)
+
+
+def wrong_stack(optimizers, stack):
+    from suite.builtin.stacked_components import sgd_stack
+    return DoubledLR(sgd_stack(optimizers, stack))
+
+
 @hookimpl
 def suite_register_optimizers(register):
+    register(name="wrongstack", factory=lambda ctx: torch.optim.SGD(ctx.model.parameters(), lr=0.01),
+             description="its stacked implementation doubles the lr", stacked=wrong_stack)
     register(name="wrongtype", factory=lambda ctx, lr: {"lr": lr}, description="returns a dict",
              params=[Param("lr", 0.1, low=0, low_inclusive=False)])
     register(name="nanstep", factory=lambda ctx: NaNStep(ctx.model.parameters(), lr=0.1),
@@ -65,6 +82,8 @@ def test_a_broken_plugin_fails_the_kit_saying_what_to_fix(tmp_path):
     assert ("optimizer 'baddefault' (suite-broken): default lr=5.0 lies outside its search space "
             "log[0.0001, 1]; move the default into the space or widen the space") in out
     assert "optimizer 'unseeded' (suite-broken): two runs with the same seed differ" in out
+    assert "optimizer 'wrongstack' (suite-broken): stacked implementation differs from the per-run one" in out
+    assert "test_stacked_matches_per_run[optimizer:unseeded] SKIPPED" not in out  # skips are not failures
     assert "FAILED" in out and "test_registration_fields[optimizer:nanstep] " not in out.split("short test summary")[-1]
 
 

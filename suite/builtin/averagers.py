@@ -7,6 +7,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from suite import BuildContext, Param, Space, hookimpl
+from suite.builtin.stacked_components import ema_stack, none_stack, swa_stack
 
 
 def make_none(ctx: BuildContext) -> None:
@@ -46,10 +47,11 @@ def make_swa(ctx: BuildContext, start: float) -> AveragedFrom:
 
 @hookimpl
 def suite_register_averagers(register):
-    register(name="none", factory=make_none, description="No iterate averaging")
+    register(name="none", factory=make_none, description="No iterate averaging", stacked=none_stack)
     register(
         name="ema",
         factory=make_ema,
+        stacked=ema_stack,
         description="Exponential moving average of the iterates (decay γ)",
         params=[
             Param("decay", 0.99, "EMA decay γ: w̃ ← γw̃ + (1-γ)w", low=0.0, high=1.0, high_inclusive=False,
@@ -59,6 +61,7 @@ def suite_register_averagers(register):
     register(
         name="swa",
         factory=make_swa,
+        stacked=swa_stack,
         description="Uniform average of the iterates from a start point (SWA)",
         params=[
             Param("start", 0.5, "fraction of the run's steps before averaging starts", low=0.0, high=1.0,

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from suite import BuildContext, Param, Space, hookimpl
+from suite.builtin.stacked_components import precond_stack, sgd_stack
 from suite.errors import SpecError
 
 LR = Param("lr", 0.01, "learning rate α", low=0.0, low_inclusive=False, space=Space.log(1e-4, 1.0))
@@ -105,12 +106,14 @@ def suite_register_optimizers(register):
     register(
         name="sgd",
         factory=make_sgd,
+        stacked=sgd_stack,
         description="SGD with heavy-ball momentum, Nesterov and weight decay (torch.optim.SGD)",
         params=[LR, MOMENTUM, WEIGHT_DECAY, Param("nesterov", False, "Nesterov momentum")],
     )
     register(
         name="precond",
         factory=make_precond,
+        stacked=precond_stack,
         description="Diagonally preconditioned SGD w ← w − αP⁻¹g, P = diag(h)^p from the problem's curvature",
         params=[LR, POWER, MOMENTUM, WEIGHT_DECAY],
     )

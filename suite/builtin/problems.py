@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from suite import BuildContext, Param, Problem, hookimpl
 from suite.builtin.nqm import make_nqm
+from suite.builtin.stacked_problems import linear_stack, mean_stack, module_problem_stack, nqm_stack
 from suite.context import derive_seed
 
 
@@ -243,6 +244,7 @@ def suite_register_problems(register):
     register(
         name="linreg",
         factory=make_linreg,
+        stacked=linear_stack,
         description="Linear regression on the lecture's synthetic data (MSE); knows its optimum",
         params=[
             Param("n", 1000, "number of examples (train + validation)", low=2),
@@ -254,6 +256,7 @@ def suite_register_problems(register):
     register(
         name="mean",
         factory=make_mean,
+        stacked=mean_stack,
         description="Mean estimation ℓ(w,x)=½‖w−x‖², x~N(μ,σ²I); val_loss is the exact population risk",
         params=[
             Param("n", 1000, "number of training examples", low=1),
@@ -264,6 +267,7 @@ def suite_register_problems(register):
     register(
         name="nqm",
         factory=make_nqm,
+        stacked=nqm_stack,
         description="Noisy quadratic model: h_i=1/i, gradient noise N(0, noise·H/B); exact risk; --steps",
         params=[
             Param("dim", 100, "dimension d (the paper uses 10⁴)", low=1),
@@ -273,6 +277,7 @@ def suite_register_problems(register):
     register(
         name="logistic",
         factory=make_logistic,
+        stacked=linear_stack,
         description="Logistic regression (BCE on logits) on data labelled by a known w*, with label noise",
         params=[
             Param("n", 1000, "number of examples (train + validation)", low=2),
@@ -284,6 +289,7 @@ def suite_register_problems(register):
     register(
         name="mlp",
         factory=make_mlp,
+        stacked=module_problem_stack,
         description="Small ReLU network on data from a random teacher network (cross-entropy or MSE)",
         params=[
             Param("n", 2000, "number of examples (train + validation)", low=2),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
 from suite import BuildContext, Param, hookimpl
+from suite.builtin.stacked_components import full_stack, replacement_stack, shuffle_stack
 
 
 def make_shuffle(ctx: BuildContext, drop_last: bool) -> BatchSampler:
@@ -36,18 +37,21 @@ def suite_register_samplers(register):
     register(
         name="shuffle",
         factory=make_shuffle,
+        stacked=shuffle_stack,
         description="Without replacement: each example exactly once per epoch (epoch shuffling)",
         params=[DROP_LAST],
     )
     register(
         name="replacement",
         factory=make_replacement,
+        stacked=replacement_stack,
         description="With replacement: n i.i.d. uniform draws per epoch",
         params=[DROP_LAST],
     )
     register(
         name="full",
         factory=make_full,
+        stacked=full_stack,
         description="Full batch: one batch of all n examples per epoch (gradient descent)",
         params=[Param("drop_last", False, "no effect: the single batch of all n is always complete")],
     )

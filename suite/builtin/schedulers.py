@@ -27,6 +27,7 @@ from torch.optim.lr_scheduler import (
 )
 
 from suite import BuildContext, Param, Space, hookimpl
+from suite.stacked import proxy_scheduler
 
 INTERVAL = "epoch"
 
@@ -98,6 +99,7 @@ def suite_register_schedulers(register):
         factory=make_constant,
         description="Constant learning rate",
         interval=INTERVAL,
+        stacked=proxy_scheduler,
         params=[WARMUP],
     )
     register(
@@ -105,6 +107,7 @@ def suite_register_schedulers(register):
         factory=make_step,
         description="Step decay α₀γ^⌊k/step_size⌋ (StepLR)",
         interval=INTERVAL,
+        stacked=proxy_scheduler,
         params=[
             Param("step_size", None, "epochs between decays (default: a third of the run)", type=int, low=1),
             Param("gamma", 0.1, GAMMA_HELP, low=0.0, high=1.0, low_inclusive=False,
@@ -117,6 +120,7 @@ def suite_register_schedulers(register):
         factory=make_exponential,
         description="Exponential decay α₀γ^k (ExponentialLR)",
         interval=INTERVAL,
+        stacked=proxy_scheduler,
         params=[
             Param("gamma", 0.95, GAMMA_HELP, low=0.0, high=1.0, low_inclusive=False,
                   space=Space.log(1e-3, 0.5, transform="one_minus")),
@@ -128,6 +132,7 @@ def suite_register_schedulers(register):
         factory=make_inverse_time,
         description="1/t decay α₀/(1+βk) (LambdaLR)",
         interval=INTERVAL,
+        stacked=proxy_scheduler,
         params=[
             Param("beta", 0.1, "decay rate β", low=0.0, space=Space.log(1e-3, 10.0)),
             WARMUP,
@@ -138,6 +143,7 @@ def suite_register_schedulers(register):
         factory=make_cosine,
         description="Cosine annealing to eta_min over T_max epochs (default: the whole run)",
         interval=INTERVAL,
+        stacked=proxy_scheduler,
         params=[
             Param("T_max", None, "epochs of the half cosine (default: the run's length)", type=int, low=1),
             Param("eta_min", 0.0, "final learning rate", low=0.0, space=Space.log(1e-5, 1e-2, off=0.0)),
@@ -149,6 +155,7 @@ def suite_register_schedulers(register):
         factory=make_plateau,
         description="Reduce the lr by a factor when the validation loss stops improving (ReduceLROnPlateau)",
         interval=INTERVAL,
+        stacked=proxy_scheduler,
         params=[
             Param("factor", 0.1, "multiplicative decay in (0, 1)", low=0.0, high=1.0, low_inclusive=False,
                   high_inclusive=False, space=Space.log(1e-2, 0.9)),

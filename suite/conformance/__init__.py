@@ -8,7 +8,8 @@ Plugin authors run it with pytest on their own distribution::
 available wherever sgd-suite is installed; ``-p suite.conformance.plugin`` loads it explicitly).
 Each component gets these checks: valid registration fields, defaults inside the search space,
 the factory builds the right torch type on a tiny problem, a few CPU steps without NaN,
-determinism under a fixed seed, and for problems the data/loss contract.
+determinism under a fixed seed, for problems the data/loss contract, and for components with a
+stacked implementation that a stack gives every row the numbers of its spec trained alone.
 """
 
 from __future__ import annotations

@@ -121,3 +121,40 @@ def test_problem_contract(component):
     val = problem.val_loss(problem.model)
     if not (isinstance(val, float) and math.isfinite(val)):
         _fail(component, f"val_loss must return a finite float, got {val!r}")
+
+
+STACKED_REL_TOL = 1e-4
+
+
+def test_stacked_matches_per_run(component):
+    """A stacked implementation gives every row of a stack the numbers of its spec trained alone
+    (every metric at every evaluation within 1e-4 relative, the same status)."""
+    from suite.engine.stacked import stackable
+    from suite.engine.units import run_unit
+
+    if component.stacked is None:
+        pytest.skip(f"{component.family} {component.name!r} has no stacked implementation: "
+                    "its specs train through the per-run loop")
+    registry = get_registry()
+    specs = [tiny_spec(component, seed=s) for s in (0, 1, 2)]
+    if not all(stackable(s, registry) for s in specs):
+        pytest.skip("a partner component of the tiny run has no stacked implementation")
+    results = dict(run_unit(specs, "cpu", registry, engine="stacked"))
+    for i, spec in enumerate(specs):
+        got, ref = results[i], train(spec, "cpu")
+        where = f"seed {spec.seed}"
+        if got.status != ref.status:
+            _fail(component, f"stacked: {where} ended {got.status} ({got.reason}), alone it ended {ref.status} "
+                             f"({ref.reason})\n{got.traceback or ''}")
+        if [s for s, _ in got.history] != [s for s, _ in ref.history]:
+            _fail(component, f"stacked: {where} evaluated at other steps than alone")
+        for (step, a), (_, b) in zip(got.history, ref.history, strict=True):
+            if a.keys() != b.keys():
+                _fail(component, f"stacked: {where} logs {sorted(a)} at step {step}, alone {sorted(b)}")
+            for key, value in a.items():
+                if not (math.isclose(value, b[key], rel_tol=STACKED_REL_TOL, abs_tol=1e-6)
+                        or (math.isnan(value) and math.isnan(b[key]))):
+                    _fail(component, f"stacked implementation differs from the per-run one: {where}, step {step}, "
+                                     f"{key} = {value!r} stacked vs {b[key]!r} alone (tolerance "
+                                     f"{STACKED_REL_TOL:g} relative); each row must use its own spec's data, "
+                                     "initialisation, hyperparameters and generator (ctx.generator)")

@@ -34,7 +34,12 @@ NQM_DEFAULT_EVALS = 50  # evaluations over a run of a problem without epochs
 
 @dataclass
 class RunResult:
-    """What a run produced. ``status`` is ``completed``, ``diverged``, ``stopped`` or ``failed``."""
+    """What a run produced. ``status`` is ``completed``, ``diverged``, ``stopped`` or ``failed``.
+
+    ``engine`` is the engine that trained it (``loop`` or ``stacked``) and ``stack`` the id of
+    the stack it was trained in (``None`` for the loop). A stacked run's ``seconds`` is its share
+    of the stack's wall time (the stack's time until the run ended, divided by the stack size).
+    """
 
     spec: RunSpec
     status: str = "completed"
@@ -45,6 +50,8 @@ class RunResult:
     traceback: str | None = None
     device: str = "cpu"
     seconds: float = 0.0
+    engine: str = "loop"
+    stack: str | None = None
 
     @property
     def final(self) -> dict[str, float]:
@@ -84,9 +91,14 @@ def check_factory_result(comp: Any, obj: Any) -> None:
         )
 
 
-def build(spec: RunSpec, device: str | torch.device = "cpu", registry: Registry | None = None) -> Built:
+def build(spec: RunSpec, device: str | torch.device = "cpu", registry: Registry | None = None,
+          problems: dict | None = None) -> Built:
     """Build every component of ``spec`` in order: problem, sampler, optimizer, scheduler,
-    averager. Raises :class:`SuiteError` for a configuration that cannot work."""
+    averager. Raises :class:`SuiteError` for a configuration that cannot work.
+
+    ``problems`` (the stacked engine's) caches problems by problem, parameters and seed: specs
+    that differ only in other components then share one problem object (a problem is a
+    deterministic function of its parameters and seed; the stacked engine only reads it)."""
     registry = registry or get_registry()
     device = torch.device(device)
     ctx = BuildContext(seed=spec.seed, device=device, batch_size=spec.batch_size, spec=spec)
@@ -97,8 +109,14 @@ def build(spec: RunSpec, device: str | torch.device = "cpu", registry: Registry 
         check_factory_result(comp, obj)
         return comp, obj
 
-    _, problem = make("problem")
-    problem.to(device)
+    key = (spec.problem, tuple(sorted(spec.params_of("problem").items())), spec.seed)
+    if problems is not None and key in problems:
+        problem = problems[key]
+    else:
+        _, problem = make("problem")
+        problem.to(device)
+        if problems is not None:
+            problems[key] = problem
     ctx.problem, ctx.model, ctx.n = problem, problem.model, problem.n_train
     ctx.generator = torch.Generator().manual_seed(derive_seed(spec.seed, "sampling"))
 

@@ -24,6 +24,7 @@ from suite.stores import check_tracking_uri
 from suite.vocab import (
     DONE_STATUSES,
     TAG_DEVICE,
+    TAG_ENGINE,
     TAG_HASH,
     TAG_HOST,
     TAG_KIND,
@@ -31,6 +32,7 @@ from suite.vocab import (
     TAG_REASON,
     TAG_SCHEDULER_INTERVAL,
     TAG_SECONDS,
+    TAG_STACK,
     TAG_STATUS,
     TAG_TORCH,
     TAG_VERSION,
@@ -136,6 +138,9 @@ class Tracker:
         tags = [RunTag(TAG_STATUS, result.status), RunTag(TAG_SECONDS, f"{result.seconds:.3f}")]
         if result.reason:
             tags.append(RunTag(TAG_REASON, result.reason[:4000]))
+        tags.append(RunTag(TAG_ENGINE, result.engine))
+        if result.stack:
+            tags.append(RunTag(TAG_STACK, result.stack))
         self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, MLFLOW_STATUS[result.status])
 

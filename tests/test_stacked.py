@@ -1,0 +1,301 @@
+"""The stacked engine: a spec trained in a stack gives the same run as alone through the loop.
+
+Tolerances: every logged metric within 1e-4 relative (absolute 1e-6 near zero) for linreg,
+logistic, mean and nqm; 1e-3 relative for mlp (``vmap``'s batched matrix products may sum in
+another order, and a network amplifies such differences over training; measured: ~2e-7 here).
+"""
+
+from __future__ import annotations
+
+import math
+import types
+
+import pytest
+import torch
+
+from suite import Param, hookimpl
+from suite.engine.loop import StopRun, train
+from suite.engine.units import plan_units, run_unit
+from suite.errors import SpecError
+from suite.registry import Registry, get_registry
+from suite.specs.spec import resolve_spec
+from suite.stacked import proxy_scheduler
+from suite.tracking.tracker import Tracker
+from suite.vocab import TAG_ENGINE, TAG_STACK
+
+SMALL = {"problem.n": 200}
+
+
+def spec(components=None, overrides=None, registry=None, **kw):
+    kw.setdefault("batch_size", 16)
+    if "steps" not in kw:
+        kw.setdefault("epochs", 3)
+    return resolve_spec(registry or get_registry(), components=components or {}, overrides=overrides or {}, **kw)
+
+
+def assert_same_run(got, ref, rel=1e-4):
+    assert got.status == ref.status, (got.status, got.reason, got.error, ref.status, ref.reason)
+    assert [s for s, _ in got.history] == [s for s, _ in ref.history]
+    for (step, a), (_, b) in zip(got.history, ref.history, strict=True):
+        assert a.keys() == b.keys(), (step, sorted(a), sorted(b))
+        for k in a:
+            assert math.isclose(a[k], b[k], rel_tol=rel, abs_tol=1e-6), (got.spec.name, step, k, a[k], b[k])
+
+
+def assert_stack_matches_loop(specs, rel=1e-4, registry=None):
+    """Train ``specs`` as one stack; each row must equal the spec trained alone by the loop."""
+    registry = registry or get_registry()
+    assert plan_units(specs, registry) == [list(range(len(specs)))]
+    results = dict(run_unit(specs, "cpu", registry, engine="stacked"))
+    assert sorted(results) == list(range(len(specs)))
+    stacks = {r.stack for r in results.values()}
+    assert len(stacks) == 1 and None not in stacks
+    for i, s in enumerate(specs):
+        assert results[i].engine == "stacked"
+        ref = train(s, "cpu", registry)
+        assert ref.status == "completed" or ref.status == results[i].status
+        assert_same_run(results[i], ref, rel)
+        assert results[i].final_params.keys() == ref.final_params.keys()
+    return results
+
+
+# -- equivalence, family by family -------------------------------------------------------------
+def test_linreg_sgd_momentum_and_seeds():
+    assert_stack_matches_loop([spec(overrides={**SMALL, "optimizer.lr": lr, "optimizer.momentum": m}, seed=s)
+                               for lr in (0.01, 0.1) for m in (0.0, 0.9) for s in (0, 1)])
+
+
+def test_sgd_nesterov_and_weight_decay_mixed_in_one_stack():
+    assert_stack_matches_loop([
+        spec(overrides={**SMALL, "optimizer.lr": 0.05, "optimizer.momentum": m, "optimizer.nesterov": n,
+                        "optimizer.weight_decay": wd}, seed=s)
+        for m, n in ((0.9, True), (0.5, False), (0.0, False)) for wd in (0.0, 1e-2) for s in (0, 3)
+    ])
+
+
+def test_precond_power_momentum_weight_decay():
+    assert_stack_matches_loop([
+        spec({"optimizer": "precond"}, {**SMALL, "optimizer.lr": 0.05, "optimizer.p": p, "optimizer.momentum": m,
+                                        "optimizer.weight_decay": wd}, seed=s)
+        for p in (0.0, 0.5) for m in (0.0, 0.9) for wd in (0.0, 1e-2) for s in (0, 1)
+    ])
+
+
+SCHEDULES = [
+    ("constant", [{}, {"scheduler.warmup_steps": 2}]),
+    ("step", [{"scheduler.step_size": 1, "scheduler.gamma": 0.5}, {"scheduler.warmup_steps": 1}]),
+    ("exponential", [{"scheduler.gamma": 0.8}, {"scheduler.warmup_steps": 1}]),
+    ("inverse_time", [{}, {"scheduler.warmup_steps": 2}]),
+    ("cosine", [{"scheduler.eta_min": 0.001}, {"scheduler.warmup_steps": 1}]),
+    ("plateau", [{"scheduler.patience": 0, "scheduler.factor": 0.5},
+                 {"scheduler.patience": 1, "scheduler.threshold": 0.5}]),
+]
+
+
+@pytest.mark.parametrize("scheduler,variants", SCHEDULES, ids=[s for s, _ in SCHEDULES])
+def test_every_scheduler_with_warmup(scheduler, variants):
+    results = assert_stack_matches_loop([
+        spec({"scheduler": scheduler}, {**SMALL, **v, "optimizer.lr": lr}, seed=s, epochs=5)
+        for v in variants for lr in (0.01, 0.1) for s in (0, 1)
+    ])
+    lrs = {m["lr"] for r in results.values() for _, m in r.history}
+    assert len(lrs) > (2 if scheduler != "constant" else 1)  # the schedule (or warm-up) moved the lr
+
+
+def test_plateau_decays_on_its_own_rows_loss():
+    results = assert_stack_matches_loop([
+        spec({"scheduler": "plateau"}, {**SMALL, "scheduler.patience": 0, "scheduler.threshold": t,
+                                        "optimizer.lr": 0.05}, seed=0, epochs=6)
+        for t in (0.0, 0.9)
+    ])
+    final_lrs = [r.history[-1][1]["lr"] for r in results.values()]
+    assert final_lrs[0] != final_lrs[1]  # same data, different thresholds: different decays
+
+
+def test_different_schedulers_share_a_stack():
+    assert_stack_matches_loop([spec({"scheduler": s}, SMALL, seed=1, epochs=4)
+                               for s in ("constant", "cosine", "plateau", "step")])
+
+
+@pytest.mark.parametrize("averager,variants", [
+    ("ema", [{"averager.decay": 0.9}, {"averager.decay": 0.99}]),
+    ("swa", [{"averager.start": 0.0}, {"averager.start": 0.5}]),
+])
+def test_averagers(averager, variants):
+    results = assert_stack_matches_loop([spec({"averager": averager}, {**SMALL, **v, "optimizer.momentum": 0.9}, seed=s)
+                                         for v in variants for s in (0, 1)])
+    assert all("avg_val_loss" in m and "avg_dist_to_opt" in m for r in results.values() for _, m in r.history)
+
+
+@pytest.mark.parametrize("sampler", ["shuffle", "replacement", "full"])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_samplers(sampler, drop_last):
+    assert_stack_matches_loop([spec({"sampler": sampler}, {"problem.n": 190, "sampler.drop_last": drop_last}, seed=s)
+                               for s in (0, 1, 2)])
+
+
+def test_eval_every_and_step_budget():
+    assert_stack_matches_loop([spec(overrides=SMALL, seed=s, eval_every=7, steps=40) for s in (0, 1)])
+
+
+def test_logistic_with_val_acc():
+    results = assert_stack_matches_loop([spec({"problem": "logistic"}, {"problem.n": 200, "optimizer.lr": lr}, seed=s)
+                                         for lr in (0.1, 1.0) for s in (0, 1, 2)])
+    assert all("val_acc" in m for r in results.values() for _, m in r.history)
+
+
+def test_mean():
+    assert_stack_matches_loop([spec({"problem": "mean"}, {"optimizer.lr": lr, "problem.d": 3}, seed=s)
+                               for lr in (0.1, 0.5) for s in (0, 1)])
+
+
+@pytest.mark.parametrize("averager", ["none", "ema", "swa"])
+@pytest.mark.parametrize("optimizer,params", [
+    ("sgd", {"optimizer.momentum": 0.9}),
+    ("sgd", {"optimizer.nesterov": True, "optimizer.momentum": 0.5}),  # no theory for Nesterov
+    ("precond", {"optimizer.p": 0.5, "optimizer.momentum": 0.5}),
+])
+def test_nqm_with_theory_risk(averager, optimizer, params):
+    results = assert_stack_matches_loop([
+        spec({"problem": "nqm", "averager": averager, "optimizer": optimizer}, {"optimizer.lr": lr, **params},
+             seed=s, steps=60, batch_size=4)
+        for lr in (0.1, 0.5) for s in (0, 1)
+    ])
+    has_theory = not params.get("optimizer.nesterov")
+    assert all(("theory_risk" in m) == has_theory for r in results.values() for _, m in r.history)
+
+
+def test_nqm_rows_with_and_without_theory_in_one_stack():
+    assert_stack_matches_loop([
+        spec({"problem": "nqm", "scheduler": "cosine"}, {"optimizer.lr": 0.3, "optimizer.nesterov": n,
+                                                         "optimizer.momentum": 0.5}, seed=s, steps=50, eval_every=10)
+        for n in (True, False) for s in (0, 1)
+    ])
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_mlp(task):
+    assert_stack_matches_loop([spec({"problem": "mlp"}, {"problem.task": task, "problem.n": 300, "problem.width": 8,
+                                                         "optimizer.lr": lr}, seed=s)
+                               for lr in (0.05, 0.2) for s in (0, 1)], rel=1e-3)
+
+
+# -- rows end on their own ---------------------------------------------------------------------
+def test_a_diverging_row_is_frozen_and_the_others_go_on():
+    specs = [spec(overrides={**SMALL, "optimizer.lr": lr}, seed=0, epochs=6) for lr in (0.05, 50.0, 0.1)]
+    results = assert_stack_matches_loop(specs)
+    assert [results[i].status for i in range(3)] == ["completed", "diverged", "completed"]
+    assert results[1].history[-1][0] < results[0].history[-1][0]
+    assert results[1].final_params["learned"]  # recorded where it stopped, as the loop does
+
+
+def test_stop_run_from_on_eval_stops_only_its_row():
+    specs = [spec(overrides=SMALL, seed=s, epochs=4) for s in (0, 1)]
+
+    def on_eval(i, step, metrics):
+        if i == 0 and step > 0:
+            raise StopRun("pruned")
+
+    results = dict(run_unit(specs, "cpu", get_registry(), on_eval))
+    assert results[0].status == "stopped" and results[0].reason == "pruned"
+    assert results[1].status == "completed"
+    assert_same_run(results[1], train(specs[1], "cpu"))
+
+
+def _plugin(**hooks):
+    plugin = types.new_class("Plugin")()
+    for name, fn in hooks.items():
+        setattr(plugin, name, hookimpl(fn))
+    return plugin
+
+
+class FlakyLR(torch.optim.lr_scheduler.LRScheduler):
+    """A constant lr whose ``fail_at``-th step raises (0: never)."""
+
+    def __init__(self, optimizer, fail_at):
+        self.fail_at = fail_at
+        super().__init__(optimizer)
+
+    def get_lr(self):
+        if self.fail_at and self.last_epoch == self.fail_at:
+            raise RuntimeError("flaky scheduler")
+        return list(self.base_lrs)
+
+
+def _test_registry():
+    def schedulers(register):
+        register(name="flaky", factory=lambda ctx, fail_at: FlakyLR(ctx.optimizer, fail_at), interval="epoch",
+                 description="raises at a chosen epoch", params=[Param("fail_at", 0, low=0)], stacked=proxy_scheduler)
+
+    def optimizers(register):
+        def make(ctx, lr):
+            if lr > 1:
+                raise RuntimeError("refuses lr > 1")
+            return torch.optim.SGD(ctx.model.parameters(), lr=lr)
+
+        register(name="picky", factory=make, description="refuses lr > 1", params=[Param("lr", 0.01, low=0)],
+                 stacked=lambda optimizers, stack: get_registry().get("optimizer", "sgd").stacked(optimizers, stack))
+        register(name="unstacked", factory=lambda ctx, lr: torch.optim.SGD(ctx.model.parameters(), lr=lr),
+                 description="SGD without a stacked implementation", params=[Param("lr", 0.01, low=0)])
+
+    return Registry.from_entry_points(extra_plugins=[
+        (_plugin(suite_register_schedulers=schedulers, suite_register_optimizers=optimizers), "stack-test", "0.1")])
+
+
+def test_an_exception_in_one_specs_component_fails_only_that_spec():
+    reg = _test_registry()
+    specs = [spec({"scheduler": "flaky", "optimizer": "picky"}, {**SMALL, "scheduler.fail_at": f, "optimizer.lr": lr},
+                  registry=reg, seed=0, epochs=4)
+             for f, lr in ((0, 0.05), (2, 0.05), (0, 5.0), (0, 0.1))]
+    results = dict(run_unit(specs, "cpu", reg, engine="stacked"))
+    assert [results[i].status for i in range(4)] == ["completed", "failed", "failed", "completed"]
+    assert "flaky scheduler" in results[1].error and "RuntimeError" in results[1].traceback
+    assert "refuses lr > 1" in results[2].error
+    for i in (0, 3):
+        assert_same_run(results[i], train(specs[i], "cpu", reg))
+    assert_same_run(results[1], train(specs[1], "cpu", reg))  # the loop fails it at the same point
+
+
+def test_a_component_without_stacked_implementation_runs_through_the_loop_in_the_same_unit_list():
+    reg = _test_registry()
+    specs = [spec(overrides=SMALL, registry=reg, seed=0), spec({"optimizer": "unstacked"}, SMALL, registry=reg, seed=0),
+             spec(overrides=SMALL, registry=reg, seed=1)]
+    for engine in ("auto", "stacked"):
+        units = plan_units(specs, reg, engine=engine)
+        assert units == [[0, 2], [1]]
+    results = dict(run_unit(specs, "cpu", reg, engine="stacked"))
+    assert [results[i].engine for i in range(3)] == ["stacked", "loop", "stacked"]
+    assert results[1].stack is None and results[0].stack == results[2].stack
+    assert_same_run(results[1], train(specs[1], "cpu", reg))
+
+
+# -- planning ----------------------------------------------------------------------------------
+def test_plan_units_groups_compatible_specs_and_caps_the_stack_size():
+    specs = [spec(overrides=SMALL, seed=s, batch_size=b) for b in (8, 16) for s in range(5)]
+    assert plan_units(specs, engine="loop") == [[i] for i in range(10)]
+    assert plan_units(specs) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert plan_units(specs, stack_size=2) == [[0, 1], [2, 3], [4], [5, 6], [7, 8], [9]]
+    with pytest.raises(SpecError, match="unknown engine"):
+        plan_units(specs, engine="fast")
+    mixed = [spec(overrides=SMALL), spec({"averager": "ema"}, SMALL), spec({"problem": "mean"}),
+             spec({"scheduler": "cosine"}, SMALL)]
+    assert plan_units(mixed) == [[0, 3], [1], [2]]
+
+
+def test_a_single_spec_is_a_stack_of_one_on_a_device_string():
+    s = spec(overrides=SMALL, seed=4)
+    ((i, result),) = list(run_unit([s], "cpu:0"))
+    assert i == 0 and result.engine == "stacked" and result.device == "cpu:0"
+    assert_same_run(result, train(s, "cpu"))
+    ((_, looped),) = list(run_unit([s], "cpu", engine="loop"))
+    assert looped.engine == "loop" and looped.stack is None
+
+
+def test_tracker_tags_the_engine_and_the_stack(tracking_uri, mlflow_client):
+    specs = [spec(overrides=SMALL, seed=s, epochs=1) for s in (0, 1)]
+    tracker = Tracker("stacked", tracking_uri)
+    for _, result in run_unit(specs, "cpu"):
+        run_id = tracker.start_run(result.spec, get_registry())
+        tracker.finish(run_id, result, figure=False)
+        tags = mlflow_client.get_run(run_id).data.tags
+        assert tags[TAG_ENGINE] == "stacked" and tags[TAG_STACK] == result.stack
