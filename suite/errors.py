@@ -71,3 +71,12 @@ class StopRun(Exception):
     def __init__(self, reason: str = "stopped") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class RowsFailed(Exception):
+    """Raised by a stacked component when some of its rows failed: ``failures`` maps a row
+    (position among the rows the component was given) to its exception. The other rows go on."""
+
+    def __init__(self, failures: dict[int, BaseException]) -> None:
+        super().__init__(f"{len(failures)} row(s) failed")
+        self.failures = failures

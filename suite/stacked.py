@@ -36,15 +36,7 @@ import torch
 from torch import Tensor
 
 from suite.context import BuildContext
-
-
-class RowsFailed(Exception):
-    """Raised by a stacked component when some of its rows failed: ``failures`` maps a row
-    (position among the rows the component was given) to its exception. The other rows go on."""
-
-    def __init__(self, failures: dict[int, BaseException]) -> None:
-        super().__init__(f"{len(failures)} row(s) failed")
-        self.failures = failures
+from suite.errors import RowsFailed
 
 
 @dataclass

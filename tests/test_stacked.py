@@ -296,6 +296,6 @@ def test_tracker_tags_the_engine_and_the_stack(tracking_uri, mlflow_client):
     tracker = Tracker("stacked", tracking_uri)
     for _, result in run_unit(specs, "cpu"):
         run_id = tracker.start_run(result.spec, get_registry())
-        tracker.finish(run_id, result, figure=False)
+        tracker.finish(run_id, result)
         tags = mlflow_client.get_run(run_id).data.tags
         assert tags[TAG_ENGINE] == "stacked" and tags[TAG_STACK] == result.stack

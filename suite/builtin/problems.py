@@ -40,6 +40,8 @@ def _split(n: int, val_fraction: float) -> int:
 class ClassificationProblem(Problem):
     """A problem with class labels: also logs the validation accuracy ``val_acc``."""
 
+    is_classifier = True  # read by its stacked implementation (which logs ``val_acc`` too)
+
     @torch.no_grad()
     def extra_metrics(self, model: nn.Module, step: int, context: Any) -> dict[str, float]:
         out = model(self.X_val)

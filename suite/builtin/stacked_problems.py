@@ -49,10 +49,8 @@ class ModuleProblemStack(ModuleStack):
     classification problems."""
 
     def __init__(self, problems: Sequence[Any], stack: StackContext) -> None:
-        from suite.builtin.problems import ClassificationProblem
-
         super().__init__(problems, stack)
-        self.classify = isinstance(problems[0], ClassificationProblem)
+        self.classify = getattr(problems[0], "is_classifier", False)
 
     def extra_metrics(self, params: Sequence[Tensor], step: int) -> dict[str, Tensor]:
         if not self.classify:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from suite.engine.loop import Built, RunResult, StopRun, build, divergence
+from suite.exec.signals import interrupted
 from suite.registry import FAMILIES, Registry, get_registry
 from suite.specs.spec import RunSpec
 from suite.stacked import RowsFailed, StackContext, StackedScheduler
@@ -288,6 +289,7 @@ class _StackTrainer:
         return out
 
     def _report(self, step: int, loss_sum: torch.Tensor | None, count: int) -> None:
+        interrupted()  # a safe point for a stop signal: between two evaluations
         metrics = self._evaluate(step, loss_sum, count)
         for pos, row in enumerate(self.rows):
             if not row.active:
