@@ -38,6 +38,11 @@ LIST = "Comma list = a grid axis."
               help=f"Any hyperparameter of any component, e.g. --set scheduler.eta_min=0.001. {LIST}")
 @click.option("--diverge-factor", type=float, default=None,
               help=f"Stop a run as diverged past F x its initial val loss (default {DEFAULT_DIVERGE_FACTOR:g}).")
+@click.option("--engine", type=click.Choice(["auto", "stacked", "loop"]), default="auto", show_default=True,
+              help="stacked: train compatible configurations as one batched model; loop: one at a time; "
+                   "auto: stack what can be stacked.")
+@click.option("--stack-size", type=click.IntRange(min=1), default=None, metavar="N",
+              help="At most N configurations per stack (default: what fits the device's memory).")
 @click.option("--force", is_flag=True, help="Run again specs that already have a completed run in MLflow.")
 @click.option("--dry-run", is_flag=True, help="Print the expanded runs and their count; run nothing.")
 @tracking_options
@@ -47,8 +52,8 @@ LIST = "Comma list = a grid axis."
 @click.option("--submit-only", is_flag=True,
               help="With --storage: enqueue the grid and exit; `suite worker` processes run it.")
 def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size, epochs, steps, eval_every, seed,
-        seeds, lr, momentum, weight_decay, sets, diverge_factor, force, dry_run, experiment, tracking_uri, device,
-        workers, quiet, storage, heartbeat, grace, study, submit_only) -> None:
+        seeds, lr, momentum, weight_decay, sets, diverge_factor, engine, stack_size, force, dry_run, experiment,
+        tracking_uri, device, workers, quiet, storage, heartbeat, grace, study, submit_only) -> None:
     """Run a configuration, a grid (comma lists, --seeds) or a BENCHMARK file, and log to MLflow.
 
     Runs already completed (same spec hash) are skipped unless --force; the exit code is 1 if
@@ -83,7 +88,7 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
             raise SpecError("--force cannot be combined with --storage: a shared grid reuses finished runs")
         _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet)
         return
-    _local(plan, registry, devices, tracking_uri, force, quiet)
+    _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size)
 
 
 def _print_dry_run(sections, total: int) -> None:
@@ -123,10 +128,11 @@ def _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submi
         sys.exit(1)
 
 
-def _local(plan, registry, devices, tracking_uri, force, quiet) -> None:
+def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size) -> None:
     from suite.api import runs
 
-    out, tracker = runs.run_local(plan, registry, devices, tracking_uri=tracking_uri, force=force, quiet=quiet)
+    out, tracker = runs.run_local(plan, registry, devices, tracking_uri=tracking_uri, force=force, quiet=quiet,
+                                  engine=engine, stack_size=stack_size)
     if out.reaped:
         click.echo(f"marked {len(out.reaped)} run(s) left RUNNING by a dead invocation as interrupted", err=True)
     single = not plan.wants_parent
