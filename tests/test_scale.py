@@ -271,8 +271,9 @@ def test_three_workers_share_studies_and_a_grid_through_postgres_and_mlflow_serv
 
 
 def kill_one_worker_mid_trial(tmp_path, cli, storage: str, tracking: str, kind: str, worker_args=()):
-    """Three workers on a grid or on tuning studies; SIGKILL one while its MLflow run is
-    running. Its trial is failed and retried: every spec / slot still runs exactly once."""
+    """Three workers on a grid or on tuning studies; SIGKILL one while its MLflow runs are
+    running (a worker may hold several trials at once: a stack of a grid's specs, a population of
+    a study's trials). Its trials are failed and retried: every spec / slot still runs exactly once."""
     if kind == "grid":
         specs = grid_specs(3, epochs=12)
         names = ["grid-kill"]
@@ -290,27 +291,36 @@ def kill_one_worker_mid_trial(tmp_path, cli, storage: str, tracking: str, kind: 
     owner = f"{platform.node()}:{victim.pid}"
 
     def victim_running():
-        return [r for e in client.search_experiments() for r in client.search_runs(
+        runs = [r for e in client.search_experiments() for r in client.search_runs(
             [e.experiment_id], f"tags.`suite.owner` = '{owner}' and attributes.status = 'RUNNING'")]
+        held = [t for n in names for t in optuna.load_study(study_name=n, storage=open_storage(storage)).get_trials(
+            deepcopy=False, states=(TrialState.RUNNING,)) if t.user_attrs.get("suite.worker", "").endswith(
+            f":{victim.pid}")]
+        return runs if runs and len(runs) == len(held) else []  # every trial it holds has its run started
 
-    (run,) = wait_for(victim_running, 120, "the victim to be in the middle of a run")
+    runs = wait_for(victim_running, 120, "the victim to be in the middle of its runs")
     victim.send_signal(signal.SIGKILL)
     done = finish(workers)
     assert victim.pid not in done
     if kind == "grid":
-        study = check_grid(storage, names[0], tracking, specs, killed=1)
-        (lost,) = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        assert lost.user_attrs[RUN_ID] == run.info.run_id
+        study = check_grid(storage, names[0], tracking, specs, killed=len(runs))
+        lost = {names[0]: study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        assert {t.user_attrs[RUN_ID] for t in lost[names[0]]} == {r.info.run_id for r in runs}
     else:
-        assert check_tune(storage, names, tracking, 4) == 1
-        study = optuna.load_study(study_name=run.data.tags["suite.study"], storage=open_storage(storage))
-        (lost,) = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        assert int(run.data.tags["suite.trial"]) == lost.number
-    retry = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("suite.retry_of") == [lost.number]]
-    assert len(retry) == 1 and retry[0].state != TrialState.FAIL
-    assert retry[0].user_attrs["suite.key"] == lost.user_attrs["suite.key"]
-    dead = client.get_run(run.info.run_id)
-    assert dead.info.status == "KILLED" and dead.data.tags["suite.status"] == "interrupted"
+        assert check_tune(storage, names, tracking, 4) == len(runs)
+        lost = {name: optuna.load_study(study_name=name, storage=open_storage(storage)).get_trials(
+            deepcopy=False, states=(TrialState.FAIL,)) for name in {r.data.tags["suite.study"] for r in runs}}
+        assert sorted((r.data.tags["suite.study"], int(r.data.tags["suite.trial"])) for r in runs) == sorted(
+            (name, t.number) for name, ts in lost.items() for t in ts)
+    for name, failed in lost.items():
+        trials = optuna.load_study(study_name=name, storage=open_storage(storage)).get_trials(deepcopy=False)
+        for one in failed:
+            retry = [t for t in trials if t.user_attrs.get("suite.retry_of") == [one.number]]
+            assert len(retry) == 1 and retry[0].state != TrialState.FAIL
+            assert retry[0].user_attrs["suite.key"] == one.user_attrs["suite.key"]
+    for run in runs:
+        dead = client.get_run(run.info.run_id)
+        assert dead.info.status == "KILLED" and dead.data.tags["suite.status"] == "interrupted"
 
 
 @pytest.mark.slow

@@ -138,8 +138,8 @@ class SharedOutcome:
 
 def run_shared(plan: RunPlan, devices: Sequence[str], *, storage: str | None, tracking_uri: str | None = None,
                heartbeat: int | None = None, grace: int | None = None, study: str | None = None,
-               submit_only: bool = False, quiet: bool = False,
-               echo: Callable[[str], None] = print) -> SharedOutcome:
+               submit_only: bool = False, quiet: bool = False, echo: Callable[[str], None] = print,
+               engine: str = "auto", stack_size: int | None = None) -> SharedOutcome:
     """Enqueue the plan as a grid study in ``storage`` (or join it), work on it here with a
     storage worker per device entry, then summarize from MLflow."""
     import optuna
@@ -160,7 +160,8 @@ def run_shared(plan: RunPlan, devices: Sequence[str], *, storage: str | None, tr
     if submit_only:
         return shared
     policy = HeartbeatPolicy(heartbeat or DEFAULT_HEARTBEAT, grace)
-    shared.worker_lines = work(url, [name], devices, quiet=quiet, policy=policy, echo=echo)
+    shared.worker_lines = work(url, [name], devices, quiet=quiet, policy=policy, echo=echo, engine=engine,
+                               stack_size=stack_size)
     tracker = Tracker(plan.experiment, tracking_uri)
     done = tracker.done_runs()
     parent = optuna.load_study(study_name=name, storage=open_storage(url)).user_attrs.get(STUDY_PARENT_RUN_ID)

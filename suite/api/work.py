@@ -27,12 +27,14 @@ class WorkTask:
     quiet: bool
     policy: HeartbeatPolicy
     wait: bool
+    engine: str = "auto"
+    stack_size: int | None = None
 
 
 def storage_worker(task: WorkTask, env: WorkerEnv) -> str:
     """Pool runner: one storage worker on this device until nothing is left; its summary line."""
     ctx = WorkerContext(device=env.local, tracking_uri=task.tracking_uri, quiet=task.quiet,
-                        echo=lambda line: env.emit("echo", line))
+                        echo=lambda line: env.emit("echo", line), engine=task.engine, stack_size=task.stack_size)
     return run_worker(task.storage, task.studies, ctx, heartbeat_policy=task.policy, wait=task.wait,
                       runners=KINDS).line()
 
@@ -54,11 +56,11 @@ class _EchoHandler:
 
 def work(storage: str, studies: Sequence[str], devices: Sequence[str], *, tracking_uri: str | None = None,
          quiet: bool = False, policy: HeartbeatPolicy | None = None, wait: bool = False,
-         echo: Callable[[str], None] = print) -> list[str]:
+         echo: Callable[[str], None] = print, engine: str = "auto", stack_size: int | None = None) -> list[str]:
     """One storage worker per device entry (in this process when there is one), each until no
     work is left (or forever with ``wait``); returns their summary lines, then one line per
     worker that died or raised."""
-    task = WorkTask(storage, tuple(studies), tracking_uri, quiet, policy or HeartbeatPolicy(), wait)
+    task = WorkTask(storage, tuple(studies), tracking_uri, quiet, policy or HeartbeatPolicy(), wait, engine, stack_size)
     handler = _EchoHandler(echo)
     Pool(devices, storage_worker, name="suite-storage-worker").run([task] * len(devices), handler)
     return [handler.lines[t] for t in sorted(handler.lines)] + handler.troubles

@@ -86,7 +86,7 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
     if storage is not None or study or submit_only:
         if force:
             raise SpecError("--force cannot be combined with --storage: a shared grid reuses finished runs")
-        _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet)
+        _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet, engine, stack_size)
         return
     _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size)
 
@@ -103,12 +103,13 @@ def _print_dry_run(sections, total: int) -> None:
     click.echo(f"{total} runs (dry run: nothing was run or logged)")
 
 
-def _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet) -> None:
+def _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet, engine,
+            stack_size) -> None:
     from suite.api import runs
 
     shared = runs.run_shared(plan, devices, storage=storage, tracking_uri=tracking_uri, heartbeat=heartbeat,
                              grace=grace, study=study, submit_only=submit_only, quiet=quiet,
-                             echo=lambda line: click.echo(line, err=True))
+                             echo=lambda line: click.echo(line, err=True), engine=engine, stack_size=stack_size)
     click.echo(f"grid study {shared.study!r}: {len(plan.specs)} runs, "
                f"{'enqueued in' if shared.created else 'already in'} {shared.storage}", err=True)
     if submit_only:

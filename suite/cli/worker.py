@@ -17,9 +17,14 @@ from suite.cli.common import storage_options
               help="CPU worker processes when no GPU is used (default: number of cores).")
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI (default: the one recorded in each study by its creator).")
+@click.option("--engine", type=click.Choice(["auto", "stacked", "loop"]), default="auto", show_default=True,
+              help="stacked: claim compatible runs together and train them as one batched model; loop: one at a time.")
+@click.option("--stack-size", type=click.IntRange(min=1), default=None, metavar="N",
+              help="At most N runs claimed and trained at once.")
 @click.option("--wait", is_flag=True, help="Keep polling for new work instead of exiting when none is left.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-trial output.")
-def worker(storage, heartbeat, grace, studies, device, workers, tracking_uri, wait, quiet) -> None:
+def worker(storage, heartbeat, grace, studies, device, workers, tracking_uri, engine, stack_size, wait,
+           quiet) -> None:
     """Join the suite's grids and tuning studies in --storage as a worker.
 
     Start this on as many machines as you like, each pointed at the same PostgreSQL URL: every
@@ -39,5 +44,6 @@ def worker(storage, heartbeat, grace, studies, device, workers, tracking_uri, wa
     click.echo(f"suite worker: {len(devices)} process(es) on {', '.join(sorted(set(devices)))} "
                f"working on {describe(url)}", err=True)
     for line in work(url, studies, devices, tracking_uri=tracking_uri, quiet=quiet,
-                     policy=HeartbeatPolicy(interval=heartbeat, grace=grace), wait=wait, echo=click.echo):
+                     policy=HeartbeatPolicy(interval=heartbeat, grace=grace), wait=wait, echo=click.echo,
+                     engine=engine, stack_size=stack_size):
         click.echo(line)

@@ -25,9 +25,12 @@ from typing import Any
 
 import optuna
 from mlflow.entities import RunStatus
+from optuna.trial import TrialState
 
 from suite.distributed.worker import WorkerContext
-from suite.engine.loop import RunResult, train
+from suite.engine.loop import RunResult
+from suite.engine.stacked import stack_key, stackable
+from suite.engine.units import MAX_STACK
 from suite.errors import StoreError, TrialFailed
 from suite.registry import get_registry
 from suite.specs.spec import RunSpec
@@ -44,13 +47,13 @@ from suite.vocab import (
     TAG_N_SPECS,
     TAG_OWNER,
     TAG_REUSED,
-    TAG_STATUS,
     TAG_STUDY,
     TAG_TOTAL,
     TAG_TRIAL,
     TRIAL_KEY,
     TRIAL_RUN_ID,
     TRIAL_SPEC,
+    TRIAL_STATUS,
     TRIAL_WORKER,
 )
 
@@ -132,37 +135,71 @@ class GridTrialRunner:
         if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
             self.tracker.mark(run_id, "interrupted", f"its worker stopped; retried as trial {trial.number}")
 
+    def group_key(self, frozen: Any) -> tuple | None:
+        """Trials with the same key train together as one stack (None: this one trains alone)."""
+        if self.ctx.engine == "loop":
+            return None
+        spec = RunSpec.from_json(frozen.user_attrs[TRIAL_SPEC])
+        return stack_key(spec) if stackable(spec, self.registry) else None
+
+    def max_batch(self) -> int:
+        """How many trials one batch may hold (``--stack-size``; default: a stack's default size)."""
+        return self.ctx.stack_size or MAX_STACK
+
     def __call__(self, trial: optuna.Trial) -> float:
-        spec = RunSpec.from_json(trial.user_attrs[TRIAL_SPEC])
-        self._kill_predecessor(trial.user_attrs.get(TRIAL_RUN_ID), trial)
-        done = self.tracker.done_run(spec.hash)
-        if done is not None:
+        ((state, value, message),) = self.batch([trial])
+        if state == TrialState.FAIL:
+            raise TrialFailed(message)
+        return value
+
+    def batch(self, trials: Sequence[optuna.Trial]) -> list[tuple[TrialState, float | None, str]]:
+        """Run the claimed trials' specs as one unit (a stack where they can stack), each logged
+        as its own MLflow run; returns each trial's (state, value, message)."""
+        from suite.engine.units import run_unit
+        from suite.report import tables  # matplotlib only when a run finishes
+
+        outcomes: list[tuple[TrialState, float | None, str] | None] = [None] * len(trials)
+        todo: list[int] = []
+        specs = [RunSpec.from_json(t.user_attrs[TRIAL_SPEC]) for t in trials]
+        for i, (trial, spec) in enumerate(zip(trials, specs, strict=True)):
+            self._kill_predecessor(trial.user_attrs.get(TRIAL_RUN_ID), trial)
+            done = self.tracker.done_run(spec.hash)
+            if done is None:
+                todo.append(i)
+                continue
             trial.set_user_attr(TRIAL_RUN_ID, done.info.run_id)
             trial.set_user_attr(TAG_REUSED, True)
             self.ctx.say(f"[{self.ctx.label}] {spec.name} [{spec.hash}]: already in MLflow, not run again")
-            return float(done.data.metrics.get("val_loss", math.inf))
-        run_id = self.tracker.start_run(
-            spec, self.registry, device=self.ctx.device, parent_run_id=self.parent,
-            tags={TAG_STUDY: self.study.study_name, TAG_TRIAL: trial.number, TRIAL_WORKER: self.ctx.label},
-        )
-        trial.set_user_attr(TRIAL_RUN_ID, run_id)
+            outcomes[i] = (TrialState.COMPLETE, float(done.data.metrics.get("val_loss", math.inf)), "")
+        run_ids: dict[int, str] = {}
         try:
-            result = train(spec, self.ctx.device, self.registry,
-                           lambda step, metrics: self.tracker.log_metrics(run_id, step, metrics))
-        except BaseException:
-            self.tracker.mark(run_id, "interrupted", "interrupted by the user or a signal")
-            raise
-        from suite.report import tables  # matplotlib only when a run finishes
+            for i in todo:
+                run_ids[i] = self.tracker.start_run(
+                    specs[i], self.registry, device=self.ctx.device, parent_run_id=self.parent,
+                    tags={TAG_STUDY: self.study.study_name, TAG_TRIAL: trials[i].number, TRIAL_WORKER: self.ctx.label},
+                )
+                trials[i].set_user_attr(TRIAL_RUN_ID, run_ids[i])
 
-        fig = tables.run_figure(result) if result.history else None
-        self.tracker.finish(run_id, result, figure=fig)
-        if fig is not None:
-            tables.close(fig)
-        trial.set_user_attr(TAG_STATUS, result.status)
-        self.ctx.say(f"[{self.ctx.label}] {spec.name} [{spec.hash}]: {result.status} in {result.seconds:.1f} s")
-        if result.status == "failed":
-            raise TrialFailed(result.reason)
-        return objective_value(result)
+            def on_eval(j: int, step: int, metrics: dict) -> None:
+                self.tracker.log_metrics(run_ids[todo[j]], step, metrics)
+
+            for j, result in run_unit([specs[i] for i in todo], self.ctx.device, self.registry, on_eval,
+                                      engine=self.ctx.engine):
+                i = todo[j]
+                fig = tables.run_figure(result) if result.history else None
+                self.tracker.finish(run_ids.pop(i), result, figure=fig)
+                if fig is not None:
+                    tables.close(fig)
+                trials[i].set_user_attr(TRIAL_STATUS, result.status)
+                self.ctx.say(f"[{self.ctx.label}] {result.spec.name} [{result.spec.hash}]: {result.status} "
+                             f"in {result.seconds:.1f} s")
+                outcomes[i] = ((TrialState.FAIL, None, result.reason) if result.status == "failed"
+                               else (TrialState.COMPLETE, objective_value(result), ""))
+        except BaseException:
+            for run_id in run_ids.values():
+                self.tracker.mark(run_id, "interrupted", "interrupted by the user or a signal")
+            raise
+        return outcomes  # type: ignore[return-value]
 
     def close(self) -> None:
         """The grid is done: end its parent run (idempotent; any worker may do it)."""

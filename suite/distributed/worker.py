@@ -30,7 +30,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +72,8 @@ class WorkerContext:
     label: str = field(default_factory=worker_label)
     salt: str = ""  # seeds samplers apart (default: the label); fixed for reproducible runs
     echo: Callable[[str], None] = print
+    engine: str = "auto"  # auto | stacked | loop: how a batch of claimed trials trains
+    stack_size: int | None = None  # at most this many trials claimed and trained at once
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -141,22 +143,48 @@ def claim(study: optuna.Study, storage: Any, study_id: int) -> optuna.Trial | No
     return None
 
 
+def claim_more(study: optuna.Study, storage: Any, study_id: int, same: Callable[[Any], bool],
+               limit: int) -> list[optuna.Trial]:
+    """Claim more WAITING trials for which ``same(frozen_trial)`` holds (trials that can train
+    together with one already claimed), as :func:`claim` does one: up to ``limit``, and at most
+    half of those waiting, so that other workers, here or elsewhere, find work too (guided
+    self-scheduling: batches shrink as the study empties)."""
+    out: list[optuna.Trial] = []
+    candidates = [f for f in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+                  if same(f)]
+    limit = min(limit, (len(candidates) + 1) // 2)
+    for frozen in candidates:
+        if len(out) >= limit:
+            break
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                out.append(optuna.Trial(study, trial_id))
+        except UpdateFinishedTrialError:
+            continue
+    return out
+
+
 @contextlib.contextmanager
-def heartbeat(storage: Any, trial_id: int, policy: HeartbeatPolicy | None) -> Iterator[None]:
-    """Record Optuna heartbeats for ``trial_id`` every ``policy.interval`` seconds meanwhile."""
+def heartbeat(storage: Any, trial_id: int | Sequence[int], policy: HeartbeatPolicy | None) -> Iterator[None]:
+    """Record Optuna heartbeats for ``trial_id`` (one or several) every ``policy.interval``
+    seconds meanwhile, from one thread."""
     if policy is None or not hasattr(storage, "record_heartbeat"):
         yield
         return
     stop = threading.Event()
 
+    ids = [trial_id] if isinstance(trial_id, int) else list(trial_id)
+
     def beat() -> None:
         while True:
-            with contextlib.suppress(Exception):  # a missed beat is retried at the next interval
-                storage.record_heartbeat(trial_id)
+            for one in ids:
+                with contextlib.suppress(Exception):  # a missed beat is retried at the next interval
+                    storage.record_heartbeat(one)
             if stop.wait(policy.interval):
                 return
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{ids[0]}", daemon=True)
     thread.start()
     try:
         yield
@@ -292,11 +320,15 @@ class Worker:
             trial = claim(study, self.storage, study_id)
             if trial is None:
                 continue
-            self._execute(name, study, trial, runner)
+            if hasattr(runner, "batch"):
+                self._execute_batch(name, study, study_id, trial, runner)
+            else:
+                self._execute(name, study, trial, runner)
             return True
         return False
 
-    def _execute(self, name: str, study: optuna.Study, trial: optuna.Trial, runner: TrialRunner) -> None:
+    def _prepare(self, name: str, study: optuna.Study, trial: optuna.Trial) -> bool:
+        """Label a claimed trial; drop it (and say False) if it duplicates an earlier one."""
         trial.set_user_attr(TRIAL_WORKER, self.ctx.label)
         lineage = self.storage.get_trial(trial._trial_id).system_attrs.get("retry_history")
         if lineage:  # set by Optuna's retry callback on the copy of a lost trial
@@ -306,8 +338,40 @@ class Worker:
             trial.set_user_attr(TRIAL_DUPLICATE_OF, earlier)
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             self.summary.states["duplicate (dropped)"] += 1
-            return
+            return False
         self.summary.trials[name] += 1
+        return True
+
+    def _execute_batch(self, name: str, study: optuna.Study, study_id: int, first: optuna.Trial,
+                       runner: Any) -> None:
+        """Claim the waiting trials that can train together with ``first`` (the runner's
+        ``group_key``; at most ``max_batch`` in all) and run them as one batch: a grid's stack
+        of specs, a tuning population."""
+        key = runner.group_key(self.storage.get_trial(first._trial_id))
+        limit = runner.max_batch() - 1 if key is not None else 0
+        more = claim_more(study, self.storage, study_id, lambda f: runner.group_key(f) == key, limit) if limit else []
+        trials = [t for t in [first, *more] if self._prepare(name, study, t)]
+        if not trials:
+            return
+        with heartbeat(self.storage, [t._trial_id for t in trials], self.policy):
+            try:
+                outcomes = runner.batch(trials)
+            except BaseException:  # interrupted, or the tracking store failed: not the runs' fault
+                for t in trials:
+                    self._give_back(study, t)
+                raise
+        for trial, (state, value, message) in zip(trials, outcomes, strict=True):
+            if message and state == TrialState.FAIL:
+                self.ctx.say(f"[{self.ctx.label}] {name} trial {trial.number} failed: {message}")
+            if state == TrialState.COMPLETE:
+                study.tell(trial, value, skip_if_finished=True)
+            else:
+                study.tell(trial, state=state, skip_if_finished=True)
+            self.summary.states[state.name.lower()] += 1
+
+    def _execute(self, name: str, study: optuna.Study, trial: optuna.Trial, runner: TrialRunner) -> None:
+        if not self._prepare(name, study, trial):
+            return
         state = TrialState.FAIL
         value: float | None = None
         with heartbeat(self.storage, trial._trial_id, self.policy):

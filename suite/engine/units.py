@@ -29,7 +29,7 @@ FALLBACK_MEMORY = 4 << 30
 
 
 def plan_units(specs: Sequence[RunSpec], registry: Any = None, *, engine: str = "auto",
-               stack_size: int | None = None, device: str = "cpu") -> list[list[int]]:
+               stack_size: int | None = None, device: str = "cpu", workers: int = 1) -> list[list[int]]:
     """Cut ``specs`` into work units; returns lists of indices into ``specs``, ordered by their
     first index.
 
@@ -40,6 +40,8 @@ def plan_units(specs: Sequence[RunSpec], registry: Any = None, *, engine: str = 
     :func:`default_stack_size`). A spec with a component that has no stacked implementation is
     a unit of its own and trains through the per-run loop, with ``stacked`` as with ``auto``
     (the loop is the fallback, never an error). ``loop``: every spec is its own unit.
+    With ``workers`` > 1 and no ``stack_size``, stacks are split until every worker has a unit
+    (a stack's cost grows with its rows, so halves on two workers finish sooner than one whole).
     """
     if engine not in ENGINES:
         raise SpecError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
@@ -58,6 +60,13 @@ def plan_units(specs: Sequence[RunSpec], registry: Any = None, *, engine: str = 
     for members in groups.values():
         size = stack_size or default_stack_size(specs[members[0]], device, registry)
         units += [members[j:j + size] for j in range(0, len(members), size)]
+    while stack_size is None and len(units) < workers:
+        largest = max(units, key=len)
+        if len(largest) < 2:
+            break
+        units.remove(largest)
+        half = (len(largest) + 1) // 2
+        units += [largest[:half], largest[half:]]
     return sorted(units, key=lambda u: u[0])
 
 

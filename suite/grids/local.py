@@ -98,7 +98,8 @@ def run_grid(
         )
     progress = Progress(len(todo), skipped=len(out.skipped), quiet=quiet)
     handler = _GridHandler(todo, tracker, registry, out, section_of, progress)
-    units = plan_units(todo, registry, engine=engine, stack_size=stack_size, device=devices[0] if devices else "cpu")
+    units = plan_units(todo, registry, engine=engine, stack_size=stack_size, device=devices[0] if devices else "cpu",
+                       workers=len(devices))
     payloads = [UnitTask([todo[i].to_json() for i in unit], unit, engine) for unit in units]
     handler.units = units
     progress.begin()
