@@ -14,6 +14,9 @@ from suite.specs.spec import parse_assignment
 
 DEFAULT_EPOCHS = "epochs:10"
 DEFAULT_STEPS = "steps:500"
+DEFAULT_TARGET_BUDGET = "steps:auto"  # steps-to-target: runs stop at the target
+TARGET_SEEDS = 3  # steps-to-target: default seeds per trial
+TARGET_REEVALUATE = 5  # steps-to-target: default fresh seeds per re-evaluated trial
 
 
 def _names(text: str, option: str) -> list[str]:
@@ -54,11 +57,15 @@ def _default_budget(registry: Registry, problem: str, fixed: dict[str, str]) -> 
 @click.option("--batch-size", "batch_sizes", default="8,64,512", show_default=True, help="Batch sizes.")
 @click.option("--trials", type=int, default=30, show_default=True, help="Trials per study (pruned included).")
 @click.option("--budget", default=None,
-              help=f"Each trial's budget: epochs:N or steps:N (default {DEFAULT_EPOCHS}; {DEFAULT_STEPS} "
-                   "for a problem without a data set).")
+              help=f"Each trial's budget: epochs:N, steps:N or steps:auto (default {DEFAULT_EPOCHS}; {DEFAULT_STEPS} "
+                   f"for a problem without a data set; {DEFAULT_TARGET_BUDGET} for steps-to-target: a cap per batch "
+                   "size, from the closed form where the problem has one, runs stopping at the target).")
 @click.option("--objective", default="final", show_default=True,
-              help="final | best | steps-to-target:X, of the validation loss (the averaged model's if any).")
-@click.option("--seeds", type=int, default=1, show_default=True, help="A trial's value is the mean over K seeds.")
+              help="final | best | steps-to-target:X, of the validation loss over the trial's seeds (the averaged "
+                   "model's if any); steps-to-target uses the expected risk where the problem knows it (nqm).")
+@click.option("--seeds", type=int, default=None,
+              help=f"A trial's value is read from the mean curve over K seeds (default 1; {TARGET_SEEDS} for "
+                   "steps-to-target).")
 @click.option("--space", "spaces", multiple=True, metavar="FAMILY.PARAM=SPACE",
               help="Override a declared search space: log:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:a,b.")
 @click.option("--set", "sets", multiple=True, metavar="FAMILY.PARAM=VALUE",
@@ -70,12 +77,15 @@ def _default_budget(registry: Registry, problem: str, fixed: dict[str, str]) -> 
 @click.option("--submit-only", is_flag=True,
               help="Create the studies and enqueue their trials, then exit: `suite worker` processes run them "
                    "(and a later `suite tune` with the same options writes the report).")
-@click.option("--reevaluate", type=int, default=0, show_default=True,
-              help="Re-run each study's best configuration on K fresh seeds (mean ± std).")
+@click.option("--reevaluate", type=int, default=None,
+              help="Re-run each study's top trials on K fresh seeds each; the best mean wins and is reported as "
+                   f"mean ± std (default 0; {TARGET_REEVALUATE} for steps-to-target).")
+@click.option("--reevaluate-top", type=int, default=3, show_default=True,
+              help="How many of each study's best trials --reevaluate re-runs.")
 @tracking_options
 def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, budget, objective, seeds, spaces,
-         sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, experiment,
-         tracking_uri, device, workers, quiet) -> None:
+         sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, reevaluate_top,
+         experiment, tracking_uri, device, workers, quiet) -> None:
     """Tune lr, momentum, weight decay (and schedule/averager parameters) per variant and batch size."""
     from suite.exec.devices import resolve_devices
     from suite.stores import HeartbeatPolicy, describe, normalize_storage
@@ -99,13 +109,18 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
         fixed[f"{family}.{param}"] = value
     if trials < 1:
         raise SuiteError(f"--trials={trials} is out of range: must be at least 1")
+    to_target = objective_obj.kind == "steps-to-target"
+    seeds = seeds if seeds is not None else TARGET_SEEDS if to_target else 1
+    reevaluate = reevaluate if reevaluate is not None else TARGET_REEVALUATE if to_target else 0
     if reevaluate < 0:
         raise SuiteError(f"--reevaluate={reevaluate} is out of range: must be at least 0")
+    if reevaluate_top < 1:
+        raise SuiteError(f"--reevaluate-top={reevaluate_top} is out of range: must be at least 1")
     if eval_every is not None and eval_every < 1:
         raise SuiteError(f"--eval-every={eval_every} is out of range: must be at least 1")
     plans = []
     for p in problems:
-        b = budget_obj or plan.Budget.parse(_default_budget(registry, p, fixed))
+        b = budget_obj or plan.Budget.parse(DEFAULT_TARGET_BUDGET if to_target else _default_budget(registry, p, fixed))
         plans += plan.plan_studies(
             registry, problems=[p], variant_list=plan.variants(choices), batch_sizes=sizes, budget=b,
             objective=objective_obj, seeds=seeds, fixed=fixed, space_overrides=space_overrides, eval_every=eval_every,
@@ -114,7 +129,7 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
     request = Request(plans=plans, trials=trials, pruner=pruner, study_seed=study_seed, storage=storage,
                       reevaluate=reevaluate, devices=devices, experiment=experiment or problems[0],
                       tracking_uri=tracking_uri, objective=objective_obj, submit_only=submit_only,
-                      heartbeat=HeartbeatPolicy(heartbeat, grace))
+                      heartbeat=HeartbeatPolicy(heartbeat, grace), reevaluate_top=reevaluate_top)
     echo = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
     outcome = run_session(request, registry, echo)
     if outcome is None:

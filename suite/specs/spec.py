@@ -32,8 +32,8 @@ class RunSpec:
     hash the same. Exactly one of ``epochs`` and ``steps`` is set. ``eval_every`` is in steps;
     ``None`` means once per epoch. ``eval_growth`` g (optional) evaluates on a geometric schedule
     instead: step 0, then every max(1, ⌊g · last evaluated step⌋) steps (at most ``eval_every``
-    apart when that is set), so any step is known to within a fraction g. A run whose validation loss grows past ``diverge_factor``
-    times its initial value (or becomes NaN/inf) stops as diverged.
+    apart when that is set), so any step is known to within a fraction g. A run whose validation
+    loss grows past ``diverge_factor`` times its initial value (or becomes NaN/inf) stops as diverged.
     """
 
     problem: str
