@@ -172,6 +172,10 @@ def test_trial_value_is_read_from_the_mean_curve_over_seeds():
     # steps-to-target: where the mean curve reaches the target, not where a seed dips below it
     assert Objective.parse("steps-to-target:0.4").trial_value(seeds) == 10.0
     assert Objective.parse("steps-to-target:0.3").trial_value(seeds) == pytest.approx(30 * 0.4 / 0.3)
+    # a stack of seeds stops once every seed and the mean have reached the target
+    obj = Objective.parse("steps-to-target:0.4")
+    assert obj.all_reached(seeds) and not Objective.parse("steps-to-target:0.3").all_reached(seeds)
+    assert not obj.all_reached([h[:2] for h in seeds]) and not Objective.parse("final").all_reached(seeds)
     # a seed stopped at its target holds its last value
     stopped = [_history([1.0, 0.2]), _history([1.0, 0.6, 0.4, 0.25])]
     assert Objective.parse("steps-to-target:0.25").trial_value(stopped) == 30.0  # (0.2 + 0.25) / 2

@@ -199,6 +199,15 @@ class Objective:
         """Whether a run with this history has reached the target (it may stop there)."""
         return self.stops_at_target and bool(history) and self.watched(history[-1][1]) <= self.target
 
+    def all_reached(self, histories: Sequence[History]) -> bool:
+        """Whether a stack of seeds (one history each, evaluated at the same steps) may stop:
+        every seed has reached the target at some evaluation and so has their mean curve, so
+        :meth:`trial_value` is exact from here on."""
+        if not self.stops_at_target or not histories or not all(histories):
+            return False
+        seeds_done = all(any(self.watched(m) <= self.target for _, m in h) for h in histories)
+        return seeds_done and any(v <= self.target for _, v in self.mean_curve(histories))
+
     def intermediate(self, history: History) -> float:
         """What is reported to the pruner after each evaluation (lower is better)."""
         if self.kind == "best":
