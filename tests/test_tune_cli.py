@@ -183,7 +183,12 @@ def test_seeds_reproducibility_and_reevaluation(cli, workdir, tmp_path, monkeypa
             assert t.value == pytest.approx(sum(t.user_attrs["suite.values"]) / 2)
     (parent,) = kinds(mlflow_client, "linreg", "study")
     reevals = kinds(mlflow_client, "linreg", "reeval")
-    assert sorted(r.data.params["seed"] for r in reevals) == ["10000", "10001"]
+    by_trial = {}
+    for r in reevals:  # the top 3 trials, each on the same 2 fresh seeds
+        by_trial.setdefault(int(r.data.tags["suite.reeval_of"]), []).append(r.data.params["seed"])
+    top = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)[:3]
+    assert {n: sorted(seeds) for n, seeds in by_trial.items()} == {t.number: ["10000", "10001"] for t in top}
+    assert len(top) >= 2
     assert {r.data.tags["mlflow.parentRunId"] for r in reevals} == {parent.info.run_id}
     assert parent.data.metrics["reeval_std"] >= 0 and "reeval_mean" in parent.data.metrics
 
@@ -237,3 +242,30 @@ def test_bad_options_are_one_line_errors(cli, workdir, args, fragment):
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], res.output
     assert not (workdir / ".suite").exists() and not (workdir / "mlflow.db").exists()  # nothing half-written
+
+
+@pytest.mark.slow
+def test_steps_to_target_defaults_on_a_problem_with_data(cli, workdir, mlflow_client):
+    """steps-to-target on linreg (no closed form): 3 seeds, steps:auto, evaluations 5% apart, runs
+    stopped at the target and completed, the top trials re-evaluated on 5 fresh seeds."""
+    out = cli("tune", "--problem", "linreg", "--optimizer", "sgd", "--workers", "1", "--batch-size", "32",
+              "--trials", "4", "--objective", "steps-to-target:0.5", "--study-seed", "1").output
+    (study,) = studies(workdir).values()
+    settings = study.user_attrs["suite.settings"]
+    assert settings["seeds"] == 3 and settings["eval_growth"] == 0.05 and "measure" in settings
+    budget = int(settings["budget"].removeprefix("steps:"))
+    assert budget == max(200, 20 * (800 // 32))  # linreg's 800 training examples, 20 epochs
+    runs = kinds(mlflow_client, "linreg", "trial")
+    at_target = [t for t in study.trials if t.state == TrialState.COMPLETE and t.value < budget]
+    assert at_target
+    for t in at_target:
+        mine = [r for r in runs if r.data.tags["suite.trial"] == str(t.number)]
+        assert len(mine) == 3
+        for r in mine:
+            assert r.data.tags["suite.status"] == "completed" and r.info.status == "FINISHED"
+            assert r.data.tags["suite.reason"].startswith("reached the target 0.5 at step")
+            steps = [m.step for m in mlflow_client.get_metric_history(r.info.run_id, "val_loss")]
+            assert max(steps) < budget and steps[:21] == list(range(min(21, len(steps))))
+    n_complete = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    assert len(kinds(mlflow_client, "linreg", "reeval")) == 5 * min(3, n_complete)
+    assert "on 5 fresh seeds" in out and "±" in out
