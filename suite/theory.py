@@ -12,7 +12,10 @@ Pure functions:
 * :func:`momentum_steady_risk` and :func:`momentum_risk` (the exact 3×3 moment recursion);
 * :func:`precond_steady_risk` (θ ← θ − α H^{−p} g);
 * :func:`ema_factor` and :func:`ema_steady_risk` (θ̃ ← γθ̃ + (1−γ)θ);
-* :func:`steps_lower_bound` (steps ≥ d / (2 L* B)).
+* :func:`steps_lower_bound` (steps ≥ d / (2 L* B));
+* :func:`precond_risk`, :func:`steps_to_target` and :func:`best_steps_to_target`: the first step
+  at which the expected risk of constant-lr (preconditioned) SGD reaches a target, and its
+  minimum over the learning rate (the closed-form optimum a tuner should find).
 
 :class:`MomentTracker` follows the exact second moments of a run step by step for whatever lr
 each step used (any schedule, heavy-ball momentum, diagonal preconditioning, weight decay and
@@ -118,6 +121,83 @@ def steps_lower_bound(dim: int, target: float, batch_size: int) -> float:
     """Lower bound on the steps any SGD-type method needs to reach risk ``target`` on the NQM
     with c = h: d / (2 L* B)."""
     return dim / (2 * target * batch_size)
+
+
+def precond_risk(lr: ArrayLike, p: float, h: ArrayLike, c: ArrayLike, batch_size: int, s0: ArrayLike,
+                 t: ArrayLike) -> Array:
+    """Expected risk per dimension after ``t`` steps of constant-lr preconditioned SGD
+    θ ← θ − α H^{−p} g from E[θ₀²] = ``s0`` (``p = 0``: plain SGD, :func:`sgd_risk`):
+    steady + (ℓ(0) − steady)·(1 − αh^{1−p})^{2t}, steady = αc h^{−p} / (2B(2 − αh^{1−p})).
+    ``lr`` and ``t`` may be column vectors (one row per learning rate) against ``h`` rows."""
+    h, c, lr = _f(h), _f(c), _f(lr)
+    a = lr * h ** (1 - p)
+    steady = lr * c * h**-p / (2 * batch_size * (2 - a))
+    start = 0.5 * h * _f(s0)
+    return steady + (start - steady) * ((1 - a) ** 2) ** _f(t)
+
+
+def steps_to_target(lrs: ArrayLike, h: ArrayLike, c: ArrayLike, batch_size: int, target: float, *, p: float = 0.0,
+                    s0: ArrayLike = 1.0) -> Array:
+    """For each constant learning rate in ``lrs``: the first step t at which the total expected
+    risk of (preconditioned) SGD is <= ``target`` (``inf`` where it never is: unstable, or a
+    steady state above the target). Found by doubling then bisection, which is exact when the
+    risk decreases in t (it does whenever the start is above the steady state, per dimension)."""
+    h, c = _f(h), _f(c)
+    lrs = np.atleast_1d(_f(lrs))[:, None]
+    a = lrs * h ** (1 - p)
+    stable = np.all((a > 0) & (a < 2), axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        steady = lrs * c * h**-p / (2 * batch_size * (2 - a))
+        excess = 0.5 * h * _f(s0) - steady
+        log_rate = np.log((1 - a) ** 2)  # the excess decays as exp(t · log_rate)
+    steady_total = np.where(stable, steady.sum(-1), np.inf)
+
+    def total(t: Array) -> Array:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return steady_total + (excess * np.exp(t[:, None] * log_rate)).sum(-1)
+
+    out = np.full(len(lrs), np.inf)
+    ok = stable & (steady_total < target)
+    if not ok.any():
+        return out
+    out[ok & (steady_total + excess.sum(-1) <= target)] = 0.0
+    todo = ok & ~(out == 0)
+    hi = np.ones(len(lrs))
+    while True:
+        above = todo & (total(hi) > target)
+        if not above.any():
+            break
+        hi = np.where(above, hi * 2, hi)
+    lo = np.where(hi > 1, hi // 2, 0.0)  # risk(lo) > target, risk(hi) <= target
+    while np.any(todo & (hi - lo > 1)):
+        mid = np.floor((lo + hi) / 2)
+        reached = total(mid) <= target
+        hi = np.where(todo & reached, mid, hi)
+        lo = np.where(todo & ~reached, mid, lo)
+    out[todo] = hi[todo]
+    return out
+
+
+def best_steps_to_target(h: ArrayLike, c: ArrayLike, batch_size: int, target: float, *, p: float = 0.0,
+                         s0: ArrayLike = 1.0, points: int = 200) -> tuple[float, float]:
+    """The fewest steps constant-lr (preconditioned) SGD needs to bring the expected risk to
+    ``target``, minimised over the learning rate, and that learning rate: ``(steps, lr)``.
+
+    A log grid over (10⁻⁶, 1) × the stability limit 2 / max h^{1−p}, refined between the
+    neighbours of the best point. With ``s0 = 1`` (θ₀ ~ N(0, I)) this is the closed-form optimum
+    of ``shared/reference/nqm.md``."""
+    h = _f(h)
+    cap = 2 / float(np.max(h ** (1 - p)))
+    grid = cap * np.logspace(-6, 0, points, endpoint=False)
+    steps = steps_to_target(grid, h, c, batch_size, target, p=p, s0=s0)
+    best_steps, best_lr = float(steps.min()), float(grid[np.argmin(steps)])
+    for i in np.argsort(steps, kind="stable")[:3]:  # refine between the neighbours of the best few
+        fine = np.linspace(grid[max(i - 1, 0)], grid[min(i + 1, points - 1)], points // 2)
+        fine_steps = steps_to_target(fine, h, c, batch_size, target, p=p, s0=s0)
+        j = int(np.argmin(fine_steps))
+        if fine_steps[j] < best_steps:
+            best_steps, best_lr = float(fine_steps[j]), float(fine[j])
+    return best_steps, best_lr
 
 
 class MomentTracker:

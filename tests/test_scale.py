@@ -204,7 +204,21 @@ def wait_for(predicate, timeout: float, what: str):
 GRID_FLAGS = ["--seeds", "4", "--batch-size", "16,32", "--epochs", "4", "--set", "problem.n=2000"]
 TUNE_FLAGS = ["--problem", "linreg", "--optimizer", "sgd", "--scheduler", "constant", "--batch-size", "16,64",
               "--trials", "4", "--pruner", "none", "--set", "problem.n=2000"]
-TUNE_STUDIES = ["linreg/sgd-constant-none-shuffle/b16", "linreg/sgd-constant-none-shuffle/b64"]
+
+
+def tune_studies(budget: str) -> list[str]:
+    """The names (with their settings hash) that `suite tune TUNE_FLAGS --budget BUDGET` gives its studies."""
+    from suite.registry import get_registry
+    from suite.tune.plan import Budget, Objective, plan_studies, variants
+
+    one = variants({"optimizer": ["sgd"], "scheduler": ["constant"], "averager": ["none"], "sampler": ["shuffle"]})
+    plans = plan_studies(get_registry(), problems=["linreg"], variant_list=one, batch_sizes=[16, 64],
+                         budget=Budget.parse(budget), objective=Objective("final"), seeds=1,
+                         fixed={"problem.n": "2000"})
+    return [p.name for p in plans]
+
+
+TUNE_STUDIES = tune_studies("epochs:2")
 
 
 def check_tune(storage_url: str, names, tracking_uri: str, n_trials: int) -> int:
@@ -281,7 +295,7 @@ def kill_one_worker_mid_trial(tmp_path, cli, storage: str, tracking: str, kind: 
             "--experiment", "scale-kill", "--tracking-uri", tracking, "--storage", storage, "--study", names[0],
             "--submit-only")
     else:
-        names = TUNE_STUDIES
+        names = tune_studies("epochs:15")
         cli("tune", *TUNE_FLAGS, "--budget", "epochs:15", "--experiment", "scale-kill-tune", "--tracking-uri",
             tracking, "--storage", storage, "--submit-only")
     workers = [start_worker(storage, tmp_path, *[a for n in names for a in ("--study", n)], *worker_args)

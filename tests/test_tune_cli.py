@@ -18,10 +18,16 @@ LINREG = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--budget", "epoc
 
 
 def studies(workdir, storage=None):
+    """The studies of a storage by name without the settings hash (``problem/variant/bB``)."""
     storage = storage or optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(workdir / ".suite" / "optuna.journal")))
-    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
-            for s in optuna.get_all_study_summaries(storage)}
+    found = {}
+    for s in optuna.get_all_study_summaries(storage):
+        name, dash, digest = s.study_name.rpartition("-")
+        assert dash and len(digest) == 6, s.study_name  # named with a short hash of its settings
+        assert name not in found, f"two studies of {name} in one storage"
+        found[name] = optuna.load_study(study_name=s.study_name, storage=storage)
+    return found
 
 
 def states(study):
@@ -49,9 +55,9 @@ def test_required_logistic_tuning(cli, workdir, mlflow_client):
     assert sum(states(s).count(TrialState.PRUNED) for s in found.values()) >= 1
 
     parents = kinds(mlflow_client, "logistic", "study")
-    assert sorted(p.data.tags["suite.study"] for p in parents) == sorted(names)
+    assert sorted(p.data.tags["suite.study"] for p in parents) == sorted(s.study_name for s in found.values())
     for parent in parents:
-        study = found[parent.data.tags["suite.study"]]
+        study = found[parent.data.tags["suite.study"].rpartition("-")[0]]
         kids = children(mlflow_client, "logistic", parent)
         assert len(kids) == 12 and {k.data.tags["suite.kind"] for k in kids} == {"trial"}
         by_trial = {int(k.data.tags["suite.trial"]): k for k in kids}
@@ -113,6 +119,7 @@ def test_rerun_adds_no_trials_and_more_trials_continue(cli, workdir, mlflow_clie
     assert {n: len(s.trials) for n, s in studies(workdir).items()} == {
         "linreg/sgd-constant-none-shuffle/b16": 4, "linreg/sgd-constant-none-shuffle/b64": 4}
     parents = {p.data.tags["suite.study"]: p.info.run_id for p in kinds(mlflow_client, "linreg", "study")}
+    assert {n.rpartition("-")[0] for n in parents} == set(studies(workdir))
     out = cli(*args[:-1], "4", "--quiet").output
     assert [len(s.trials) for s in studies(workdir).values()] == [4, 4]
     assert len(kinds(mlflow_client, "linreg", "trial")) == 8
@@ -124,14 +131,19 @@ def test_rerun_adds_no_trials_and_more_trials_continue(cli, workdir, mlflow_clie
     for p in again:
         assert len(children(mlflow_client, "linreg", p)) == 6
         assert p.data.tags["suite.trials_requested"] == "6" and p.info.status == "FINISHED"
-    # a study cannot be continued with other settings: its values would not compare
-    res = cli(*[a if a != "epochs:2" else "epochs:3" for a in args], ok=False)
-    assert res.exit_code == 2 and "exists with other settings" in res.output and "budget" in res.output
-    assert len(kinds(mlflow_client, "linreg", "trial")) == 12
-    # the same study names in another storage are other studies, with parents of their own
-    cli(*args[:-1], "2", "--storage", str(workdir / "other.journal"))
+    # other settings make other studies (their values would not compare), side by side in one storage
+    cli(*[a if a != "epochs:2" else "epochs:3" for a in args[:-1]], "2")
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(workdir / ".suite" / "optuna.journal")))
+    names = optuna.get_all_study_names(storage)
+    assert len(names) == 4 and len({n.rpartition("-")[0] for n in names}) == 2
+    assert sorted(len(optuna.load_study(study_name=n, storage=storage).trials) for n in names) == [2, 2, 6, 6]
     assert len(kinds(mlflow_client, "linreg", "study")) == 4
     assert len(kinds(mlflow_client, "linreg", "trial")) == 16
+    # the same study names in another storage are other studies, with parents of their own
+    cli(*args[:-1], "2", "--storage", str(workdir / "other.journal"))
+    assert len(kinds(mlflow_client, "linreg", "study")) == 6
+    assert len(kinds(mlflow_client, "linreg", "trial")) == 20
 
 
 @pytest.mark.slow
@@ -171,7 +183,12 @@ def test_seeds_reproducibility_and_reevaluation(cli, workdir, tmp_path, monkeypa
             assert t.value == pytest.approx(sum(t.user_attrs["suite.values"]) / 2)
     (parent,) = kinds(mlflow_client, "linreg", "study")
     reevals = kinds(mlflow_client, "linreg", "reeval")
-    assert sorted(r.data.params["seed"] for r in reevals) == ["10000", "10001"]
+    by_trial = {}
+    for r in reevals:  # the top 3 trials, each on the same 2 fresh seeds
+        by_trial.setdefault(int(r.data.tags["suite.reeval_of"]), []).append(r.data.params["seed"])
+    top = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)[:3]
+    assert {n: sorted(seeds) for n, seeds in by_trial.items()} == {t.number: ["10000", "10001"] for t in top}
+    assert len(top) >= 2
     assert {r.data.tags["mlflow.parentRunId"] for r in reevals} == {parent.info.run_id}
     assert parent.data.metrics["reeval_std"] >= 0 and "reeval_mean" in parent.data.metrics
 
@@ -215,6 +232,8 @@ def test_two_workers_share_the_studies(workdir, mlflow_client):
         (["--optimizer", "sgdd"], "did you mean 'sgd'"),
         (["--trials", "0"], "--trials=0"),
         (["--problem", "nqm", "--budget", "epochs:2"], "--budget steps:N"),
+        (["--budget", "steps:auto"], "steps:auto needs --objective steps-to-target"),
+        (["--reevaluate-top", "0"], "--reevaluate-top=0"),
     ],
 )
 def test_bad_options_are_one_line_errors(cli, workdir, args, fragment):
@@ -223,3 +242,30 @@ def test_bad_options_are_one_line_errors(cli, workdir, args, fragment):
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], res.output
     assert not (workdir / ".suite").exists() and not (workdir / "mlflow.db").exists()  # nothing half-written
+
+
+@pytest.mark.slow
+def test_steps_to_target_defaults_on_a_problem_with_data(cli, workdir, mlflow_client):
+    """steps-to-target on linreg (no closed form): 3 seeds, steps:auto, evaluations 5% apart, runs
+    stopped at the target and completed, the top trials re-evaluated on 5 fresh seeds."""
+    out = cli("tune", "--problem", "linreg", "--optimizer", "sgd", "--workers", "1", "--batch-size", "32",
+              "--trials", "4", "--objective", "steps-to-target:0.5", "--study-seed", "1").output
+    (study,) = studies(workdir).values()
+    settings = study.user_attrs["suite.settings"]
+    assert settings["seeds"] == 3 and settings["eval_growth"] == 0.05 and "measure" in settings
+    budget = int(settings["budget"].removeprefix("steps:"))
+    assert budget == max(200, 20 * (800 // 32))  # linreg's 800 training examples, 20 epochs
+    runs = kinds(mlflow_client, "linreg", "trial")
+    at_target = [t for t in study.trials if t.state == TrialState.COMPLETE and t.value < budget]
+    assert at_target
+    for t in at_target:
+        mine = [r for r in runs if r.data.tags["suite.trial"] == str(t.number)]
+        assert len(mine) == 3
+        for r in mine:
+            assert r.data.tags["suite.status"] == "completed" and r.info.status == "FINISHED"
+            assert r.data.tags["suite.reason"].startswith("reached the target 0.5 at step")
+            steps = [m.step for m in mlflow_client.get_metric_history(r.info.run_id, "val_loss")]
+            assert max(steps) < budget and steps[:21] == list(range(min(21, len(steps))))
+    n_complete = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    assert len(kinds(mlflow_client, "linreg", "reeval")) == 5 * min(3, n_complete)
+    assert "on 5 fresh seeds" in out and "±" in out

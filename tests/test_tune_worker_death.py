@@ -62,7 +62,9 @@ def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_cli
 
     again = suite_cmd(*ARGS, cwd=workdir)
     assert again.returncode == 0, again.stdout + again.stderr
-    study = optuna.load_study(study_name="linreg/sgd-constant-none-shuffle/b16", storage=open_storage(None))
+    (name,) = [n for n in optuna.get_all_study_names(open_storage(None))
+               if n.startswith("linreg/sgd-constant-none-shuffle/b16-")]
+    study = optuna.load_study(study_name=name, storage=open_storage(None))
     assert n_counted(study) == 4
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 4

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 
 from suite.engine.loop import RunResult
@@ -119,10 +122,11 @@ def test_plans_are_validated_before_anything_runs():
                                                           "averager": ["none"], "sampler": ["shuffle"]}),
               budget=Budget("epochs", 2), objective=Objective("final"), seeds=1)
     plans = plan_studies(reg, batch_sizes=[8, 64], **kw)
-    assert [p.name for p in plans] == [
+    assert [p.name.rpartition("-")[0] for p in plans] == [
         "linreg/sgd-constant-none-shuffle/b8", "linreg/sgd-constant-none-shuffle/b64",
         "linreg/sgd-cosine-none-shuffle/b8", "linreg/sgd-cosine-none-shuffle/b64",
     ]
+    assert all(re.fullmatch(r"[0-9a-f]{6}", p.name.rpartition("-")[2]) for p in plans)
     assert "scheduler.eta_min" in plans[2].space_dict and "scheduler.eta_min" not in plans[0].space_dict
     with pytest.raises(TuneError, match="out of range"):
         plan_studies(reg, batch_sizes=[5000], **kw)  # larger than the data
@@ -153,3 +157,126 @@ def test_interrupted_trials_do_not_count():
 def test_variant_names():
     v = Variant("sgd", "cosine", "ema", "shuffle")
     assert v.name == "sgd-cosine-ema-shuffle"
+
+
+# -- issue 13: honest objectives, study identity, steps:auto --------------------------------
+def _history(losses, key="val_loss", every=10):
+    return [(every * i, {"val_loss": 1.0, key: v}) for i, v in enumerate(losses)]
+
+
+def test_trial_value_is_read_from_the_mean_curve_over_seeds():
+    seeds = [_history([1.0, 0.6, 0.2, 0.5]), _history([1.0, 0.2, 0.6, 0.3])]  # mean: 1.0, 0.4, 0.4, 0.4
+    assert Objective.parse("final").trial_value(seeds) == pytest.approx(0.4)
+    # best: one checkpoint for all seeds, not the mean of each seed's best (0.2)
+    assert Objective.parse("best").trial_value(seeds) == pytest.approx(0.4)
+    # steps-to-target: where the mean curve reaches the target, not where a seed dips below it
+    assert Objective.parse("steps-to-target:0.4").trial_value(seeds) == 10.0
+    assert Objective.parse("steps-to-target:0.3").trial_value(seeds) == pytest.approx(30 * 0.4 / 0.3)
+    # a stack of seeds stops once every seed and the mean have reached the target
+    obj = Objective.parse("steps-to-target:0.4")
+    assert obj.all_reached(seeds) and not Objective.parse("steps-to-target:0.3").all_reached(seeds)
+    assert not obj.all_reached([h[:2] for h in seeds]) and not Objective.parse("final").all_reached(seeds)
+    # a seed stopped at its target holds its last value
+    stopped = [_history([1.0, 0.2]), _history([1.0, 0.6, 0.4, 0.25])]
+    assert Objective.parse("steps-to-target:0.25").trial_value(stopped) == 30.0  # (0.2 + 0.25) / 2
+    assert Objective.parse("steps-to-target:0.1").trial_value(stopped, 100) == pytest.approx(100 * 0.225 / 0.1)
+
+
+def test_steps_to_target_watches_the_expected_risk_where_the_problem_knows_it():
+    obj = Objective.parse("steps-to-target:0.5")
+    noisy = {"val_loss": 0.1, "theory_risk": 0.9}
+    assert obj.watched(noisy) == 0.9 and Objective.parse("final").watched(noisy) == 0.1
+    averaged = {"val_loss": 0.1, "theory_risk": 0.9, "avg_val_loss": 0.2, "theory_avg_risk": 0.4}
+    assert obj.watched(averaged) == 0.4 and Objective.parse("final").watched(averaged) == 0.2
+    assert obj.watched({"val_loss": 0.3}) == 0.3  # no theory: the measured loss
+    assert obj.reached([(5, noisy)]) is False and obj.reached([(5, averaged)]) is True
+    assert obj.eval_growth == 0.05 and Objective.parse("final").eval_growth is None
+
+
+def _plans(**kw):
+    args = dict(problems=["nqm"], variant_list=variants({"optimizer": ["sgd"], "scheduler": ["constant"],
+                                                         "averager": ["none"], "sampler": ["shuffle"]}),
+                batch_sizes=[4], budget=Budget("steps", 100), objective=Objective("final"), seeds=1)
+    args.update(kw)
+    return plan_studies(get_registry(), **args)
+
+
+def test_study_names_carry_everything_that_changes_a_trials_value():
+    (base,) = _plans()
+    assert re.fullmatch(r"nqm/sgd-constant-none-shuffle/b4-[0-9a-f]{6}", base.name)
+    assert base.legacy_name == "nqm/sgd-constant-none-shuffle/b4"
+    (same,) = _plans(fixed={"optimizer.momentum": "0.0"})
+    (same_again,) = _plans(fixed={"optimizer.momentum": 0})
+    assert same.name == same_again.name  # one setting however it is written
+    others = [same, *_plans(space_overrides={"optimizer.lr": "log:0.001:0.5"}),
+              *_plans(objective=Objective.parse("best")), *_plans(budget=Budget("steps", 200)),
+              *_plans(seeds=2), *_plans(eval_every=5), *_plans(fixed={"problem.dim": 32})]
+    names = [base.name, *(p.name for p in others)]
+    assert len(set(names)) == len(names), names
+    assert all(p.legacy_name == base.legacy_name for p in others)
+
+
+def test_steps_auto_scales_the_budget_with_the_batch_size():
+    from suite.theory import best_steps_to_target
+
+    obj = Objective.parse("steps-to-target:0.05")
+    plans = _plans(budget=Budget.parse("steps:auto"), objective=obj, batch_sizes=[4, 1024],
+                   fixed={"problem.dim": 32}, seeds=3)
+    h = 1 / np.arange(1, 33)
+    assert [p.budget.n for p in plans] == [4 * best_steps_to_target(h, h, 4, 0.05)[0], 56]  # 4 x 14 = 56 > 50
+    assert str(Budget.parse("steps:auto")) == "steps:auto" and plans[0].settings()["budget"] == "steps:1124"
+    assert plans[0].eval_growth == 0.05 and plans[0].spec(get_registry(), {}, 0).eval_growth == 0.05
+    (logistic,) = plan_studies(get_registry(), problems=["logistic"], variant_list=[plans[0].variant],
+                               batch_sizes=[8], budget=Budget.parse("steps:auto"), objective=obj, seeds=1)
+    assert logistic.budget.n == 20 * 800 // 8  # 20 epochs of the 800 training examples
+    with pytest.raises(TuneError, match="steps:auto needs --objective steps-to-target"):
+        _plans(budget=Budget.parse("steps:auto"))
+
+
+def test_old_studies_resume_under_their_old_name_when_their_settings_match():
+    import json
+
+    import optuna
+
+    from suite.tune.studies import resolve_names
+    from suite.vocab import STUDY_SETTINGS
+
+    def storage_with_old_study(settings):
+        storage = optuna.storages.InMemoryStorage()
+        study = optuna.create_study(storage=storage, study_name="nqm/sgd-constant-none-shuffle/b4")
+        study.set_user_attr(STUDY_SETTINGS, json.loads(json.dumps(settings)))
+        return storage
+
+    (final,) = _plans()
+    (to_target,) = _plans(objective=Objective.parse("steps-to-target:0.05"), seeds=3)
+    # what the suite stored before issue 13: no evaluation growth, no measure
+    old_final = {k: v for k, v in final.settings().items() if k not in ("eval_growth", "measure")}
+    old_target = {k: v for k, v in to_target.settings().items() if k not in ("eval_growth", "measure")}
+    assert old_final == final.settings()  # `final` is measured as before...
+    assert resolve_names(storage_with_old_study(old_final), [final])[0].name == final.legacy_name  # ...and resumes
+    # steps-to-target is measured differently now (expected risk, mean curve, 5% evaluations): a new study
+    assert resolve_names(storage_with_old_study(old_target), [to_target])[0].name == to_target.name
+    # another pinned value (the old names' collision): not that study either
+    (pinned,) = _plans(fixed={"optimizer.momentum": 0})
+    assert resolve_names(storage_with_old_study(old_final), [pinned])[0].name == pinned.name != final.legacy_name
+
+
+def test_the_winner_is_the_best_reevaluated_mean():
+    import optuna
+
+    from suite.tune.report import Reeval, summarize
+    from suite.tune.studies import top_trials
+    from suite.vocab import STUDY_OVERRIDES
+
+    (plan,) = _plans()
+    study = optuna.create_study()
+    for v in (36.0, 50.0, 60.0, 90.0):  # trial 0: the lucky draw
+        t = study.ask()
+        t.set_user_attr(STUDY_OVERRIDES, {"optimizer.lr": v / 100})
+        study.tell(t, v)
+    assert [t.number for t in top_trials(study, 3)] == [0, 1, 2]
+    reevals = {0: Reeval([600.0, 700.0]), 1: Reeval([55.0, 57.0]), 2: Reeval([], n_diverged=2)}
+    s = summarize(study, plan, reevals)
+    assert (s.best_number, s.best_value, s.best_params, s.reeval.mean) == (1, 50.0, {"optimizer.lr": 0.5}, 56.0)
+    assert s.n_reevaluated == 3 and "56 ± 1.4 on 2 fresh seeds, tuned 50" in s.cell()
+    assert summarize(study, plan).best_number == 0  # without re-evaluation: the tuned best

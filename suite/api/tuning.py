@@ -13,6 +13,9 @@ from suite.specs.spec import parse_assignment
 
 DEFAULT_EPOCHS = "epochs:10"
 DEFAULT_STEPS = "steps:500"
+DEFAULT_TARGET_BUDGET = "steps:auto"  # steps-to-target: runs stop at the target
+TARGET_SEEDS = 3  # steps-to-target: default seeds per trial
+TARGET_REEVALUATE = 5  # steps-to-target: default fresh seeds per re-evaluated trial
 
 
 def _names(text: str, option: str) -> list[str]:
@@ -47,10 +50,12 @@ def _default_budget(registry: Registry, problem: str, fixed: dict[str, str]) -> 
 def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: str = "sgd,precond",
                  scheduler: str = "constant", averager: str = "none", sampler: str = "shuffle",
                  batch_sizes: str = "8,64,512", trials: int = 30, budget: str | None = None,
-                 objective: str = "final", seeds: int = 1, spaces: Sequence[str] = (), sets: Sequence[str] = (),
+                 objective: str = "final", seeds: int | None = None, spaces: Sequence[str] = (),
+                 sets: Sequence[str] = (),
                  eval_every: int | None = None, pruner: str = "median", study_seed: int | None = None,
                  storage: str | None = None, heartbeat: int | None = None, grace: int | None = None,
-                 submit_only: bool = False, reevaluate: int = 0, experiment: str | None = None,
+                 submit_only: bool = False, reevaluate: int | None = None, reevaluate_top: int = 3,
+                 experiment: str | None = None,
                  tracking_uri: str | None = None, device: str = "auto", workers: int | None = None) -> Any:
     """The :class:`suite.tune.session.Request` of ``suite tune``'s options (same names and defaults)."""
     from suite.exec.devices import resolve_devices
@@ -74,13 +79,18 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
         fixed[f"{family}.{param}"] = value
     if trials < 1:
         raise SuiteError(f"--trials={trials} is out of range: must be at least 1")
+    to_target = objective_obj.kind == "steps-to-target"
+    seeds = seeds if seeds is not None else TARGET_SEEDS if to_target else 1
+    reevaluate = reevaluate if reevaluate is not None else TARGET_REEVALUATE if to_target else 0
     if reevaluate < 0:
         raise SuiteError(f"--reevaluate={reevaluate} is out of range: must be at least 0")
+    if reevaluate_top < 1:
+        raise SuiteError(f"--reevaluate-top={reevaluate_top} is out of range: must be at least 1")
     if eval_every is not None and eval_every < 1:
         raise SuiteError(f"--eval-every={eval_every} is out of range: must be at least 1")
     plans = []
     for p in problems:
-        b = budget_obj or plan.Budget.parse(_default_budget(registry, p, fixed))
+        b = budget_obj or plan.Budget.parse(DEFAULT_TARGET_BUDGET if to_target else _default_budget(registry, p, fixed))
         plans += plan.plan_studies(
             registry, problems=[p], variant_list=plan.variants(choices), batch_sizes=sizes, budget=b,
             objective=objective_obj, seeds=seeds, fixed=fixed, space_overrides=space_overrides, eval_every=eval_every,
@@ -89,7 +99,7 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
     return Request(plans=plans, trials=trials, pruner=pruner, study_seed=study_seed, storage=storage,
                    reevaluate=reevaluate, devices=devices, experiment=experiment or problems[0],
                    tracking_uri=tracking_uri, objective=objective_obj, submit_only=submit_only,
-                   heartbeat=HeartbeatPolicy(heartbeat or DEFAULT_HEARTBEAT, grace))
+                   heartbeat=HeartbeatPolicy(heartbeat or DEFAULT_HEARTBEAT, grace), reevaluate_top=reevaluate_top)
 
 
 def run(request: Any, registry: Registry, echo: Callable[[str], None] = print) -> Any:

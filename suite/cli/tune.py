@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from suite.api.tuning import DEFAULT_EPOCHS, DEFAULT_STEPS
+from suite.api.tuning import DEFAULT_EPOCHS, DEFAULT_STEPS, DEFAULT_TARGET_BUDGET, TARGET_REEVALUATE, TARGET_SEEDS
 from suite.cli.common import storage_options, tracking_options
 from suite.registry import get_registry
 
@@ -21,11 +21,15 @@ from suite.registry import get_registry
 @click.option("--batch-size", "batch_sizes", default="8,64,512", show_default=True, help="Batch sizes.")
 @click.option("--trials", type=int, default=30, show_default=True, help="Trials per study (pruned included).")
 @click.option("--budget", default=None,
-              help=f"Each trial's budget: epochs:N or steps:N (default {DEFAULT_EPOCHS}; {DEFAULT_STEPS} "
-                   "for a problem without a data set).")
+              help=f"Each trial's budget: epochs:N, steps:N or steps:auto (default {DEFAULT_EPOCHS}; {DEFAULT_STEPS} "
+                   f"for a problem without a data set; {DEFAULT_TARGET_BUDGET} for steps-to-target: a cap per batch "
+                   "size, from the closed form where the problem has one, runs stopping at the target).")
 @click.option("--objective", default="final", show_default=True,
-              help="final | best | steps-to-target:X, of the validation loss (the averaged model's if any).")
-@click.option("--seeds", type=int, default=1, show_default=True, help="A trial's value is the mean over K seeds.")
+              help="final | best | steps-to-target:X, of the validation loss over the trial's seeds (the averaged "
+                   "model's if any); steps-to-target uses the expected risk where the problem knows it (nqm).")
+@click.option("--seeds", type=int, default=None,
+              help=f"A trial's value is read from the mean curve over K seeds (default 1; {TARGET_SEEDS} for "
+                   "steps-to-target).")
 @click.option("--space", "spaces", multiple=True, metavar="FAMILY.PARAM=SPACE",
               help="Override a declared search space: log:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:a,b.")
 @click.option("--set", "sets", multiple=True, metavar="FAMILY.PARAM=VALUE",
@@ -37,12 +41,15 @@ from suite.registry import get_registry
 @click.option("--submit-only", is_flag=True,
               help="Create the studies and enqueue their trials, then exit: `suite worker` processes run them "
                    "(and a later `suite tune` with the same options writes the report).")
-@click.option("--reevaluate", type=int, default=0, show_default=True,
-              help="Re-run each study's best configuration on K fresh seeds (mean ± std).")
+@click.option("--reevaluate", type=int, default=None,
+              help="Re-run each study's top trials on K fresh seeds each; the best mean wins and is reported as "
+                   f"mean ± std (default 0; {TARGET_REEVALUATE} for steps-to-target).")
+@click.option("--reevaluate-top", type=int, default=3, show_default=True,
+              help="How many of each study's best trials --reevaluate re-runs.")
 @tracking_options
 def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, budget, objective, seeds, spaces,
-         sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, experiment,
-         tracking_uri, device, workers, quiet) -> None:
+         sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, reevaluate_top,
+         experiment, tracking_uri, device, workers, quiet) -> None:
     """Tune lr, momentum, weight decay (and schedule/averager parameters) per variant and batch size."""
     from suite.api import tuning
     from suite.stores import describe, normalize_storage
@@ -52,7 +59,8 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
         registry, problem=problem, optimizer=optimizer, scheduler=scheduler, averager=averager, sampler=sampler,
         batch_sizes=batch_sizes, trials=trials, budget=budget, objective=objective, seeds=seeds, spaces=spaces,
         sets=sets, eval_every=eval_every, pruner=pruner, study_seed=study_seed, storage=storage,
-        heartbeat=heartbeat, grace=grace, submit_only=submit_only, reevaluate=reevaluate, experiment=experiment,
+        heartbeat=heartbeat, grace=grace, submit_only=submit_only, reevaluate=reevaluate,
+        reevaluate_top=reevaluate_top, experiment=experiment,
         tracking_uri=tracking_uri, device=device, workers=workers)
     plans = request.plans
     echo = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))

@@ -243,6 +243,7 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
     problem, model, optimizer = built.problem, built.problem.model, built.optimizer
     total_steps = ctx.total_steps
     eval_every = spec.eval_every
+    next_eval = _eval_schedule(spec)
 
     lr_used = float(optimizer.param_groups[0]["lr"])
 
@@ -280,7 +281,7 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
             loss_sum += loss.detach() * len(idx)
             loss_count += len(idx)
             step += 1
-            if eval_every is not None and step % eval_every == 0:
+            if next_eval(step):
                 if not report(step, float(loss_sum) / loss_count):
                     return
                 last_val = result.history[-1][1]["val_loss"]
@@ -288,7 +289,7 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
                 loss_count = 0
             if step >= total_steps:
                 break
-        if eval_every is None and loss_count:
+        if eval_every is None and spec.eval_growth is None and loss_count:
             if not report(step, float(loss_sum) / loss_count):
                 return
             last_val = result.history[-1][1]["val_loss"]
@@ -300,6 +301,25 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
             break
     if loss_count:  # a last partial evaluation window
         report(step, float(loss_sum) / loss_count)
+
+
+def _eval_schedule(spec: RunSpec) -> Callable[[int], bool]:
+    """Whether to evaluate after ``step`` steps (besides epoch ends when neither ``eval_every``
+    nor ``eval_growth`` is set): every ``eval_every`` steps, or on the geometric schedule of
+    ``eval_growth`` (see :class:`RunSpec`)."""
+    if spec.eval_growth is None:
+        every = spec.eval_every
+        return lambda step: every is not None and step % every == 0
+    growth, cap, last = spec.eval_growth, spec.eval_every, [0]
+
+    def due(step: int) -> bool:
+        gap = max(1, math.floor(growth * last[0]))
+        if step - last[0] < (gap if cap is None else min(gap, cap)):
+            return False
+        last[0] = step
+        return True
+
+    return due
 
 
 def divergence(spec: RunSpec, history: Sequence[tuple[int, dict[str, float]]]) -> str | None:

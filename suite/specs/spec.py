@@ -30,8 +30,10 @@ class RunSpec:
     ``params`` holds every hyperparameter of every component as sorted ``("family.param",
     value)`` pairs, defaults included, so two specs that run the same thing compare equal and
     hash the same. Exactly one of ``epochs`` and ``steps`` is set. ``eval_every`` is in steps;
-    ``None`` means once per epoch. A run whose validation loss grows past ``diverge_factor``
-    times its initial value (or becomes NaN/inf) stops as diverged.
+    ``None`` means once per epoch. ``eval_growth`` g (optional) evaluates on a geometric schedule
+    instead: step 0, then every max(1, ⌊g · last evaluated step⌋) steps (at most ``eval_every``
+    apart when that is set), so any step is known to within a fraction g. A run whose validation
+    loss grows past ``diverge_factor`` times its initial value (or becomes NaN/inf) stops as diverged.
     """
 
     problem: str
@@ -46,11 +48,14 @@ class RunSpec:
     eval_every: int | None = None
     diverge_factor: float = DEFAULT_DIVERGE_FACTOR
     params: tuple[tuple[str, Any], ...] = field(default=())
+    eval_growth: float | None = None
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["params"] = dict(self.params)
+        if d["eval_growth"] is None:  # absent, so the specs of before it was added keep their hash
+            del d["eval_growth"]
         return d
 
     @classmethod
@@ -109,6 +114,8 @@ class RunSpec:
             out["steps"] = self.steps
         out["seed"] = self.seed
         out["eval_every"] = self.eval_every if self.eval_every is not None else "epoch"
+        if self.eval_growth is not None:
+            out["eval_growth"] = self.eval_growth
         out["diverge_factor"] = self.diverge_factor
         out.update(dict(self.params))
         return out
@@ -143,6 +150,7 @@ def resolve_spec(
     steps: int | None = None,
     eval_every: int | None = None,
     diverge_factor: float = DEFAULT_DIVERGE_FACTOR,
+    eval_growth: float | None = None,
 ) -> RunSpec:
     """Build a validated RunSpec from component names and ``family.param`` overrides.
 
@@ -168,6 +176,8 @@ def resolve_spec(
             raise SpecError(f"--{label}={value} is out of range: must be at least 1")
     if batch_size < 1:
         raise SpecError(f"--batch-size={batch_size} is out of range: must be at least 1")
+    if eval_growth is not None and not 0 < eval_growth < 1e6:
+        raise SpecError(f"eval growth {eval_growth} is out of range: must be > 0")
     if not diverge_factor > 1:
         raise SpecError(f"diverge factor {diverge_factor} is out of range: must be > 1")
     return RunSpec(
@@ -178,5 +188,6 @@ def resolve_spec(
         eval_every=eval_every,
         diverge_factor=float(diverge_factor),
         params=tuple(sorted(params.items())),
+        eval_growth=None if eval_growth is None else float(eval_growth),
         **comps,
     )

@@ -5,7 +5,9 @@ search space comes from the plugins' registrations, :attr:`suite.Param.space`), 
 RunSpec(s) with :func:`suite.specs.spec.resolve_spec` and trains them through the same engine as
 ``suite run`` (:func:`suite.engine.loop.train`). Each evaluation's validation loss is reported to
 the trial; when the pruner says so the ``on_eval`` callback raises
-:class:`suite.engine.loop.StopRun` and the trial is pruned. A run that diverges is recorded as a
+:class:`suite.engine.loop.StopRun` and the trial is pruned. With ``steps-to-target:X`` a seed's
+run also stops once it has reached the target (recorded as completed), and the trial's value is
+read from the mean curve over its seeds (:meth:`Objective.trial_value`). A run that diverges is recorded as a
 pruned trial (user attrs ``suite.status = "diverged"`` and ``suite.value``) and the study goes
 on; a run whose plugin code fails is a failed trial (``suite.status = "failed"``).
 
@@ -16,9 +18,11 @@ do not need MLflow at all.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,34 +57,96 @@ REEVAL_SEED_BASE = 10_000  # re-evaluation seeds start here: never used while tu
 # -- budget and objective ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Budget:
-    """How long each trial trains: ``epochs:N`` or ``steps:N``."""
+    """How long each trial trains: ``epochs:N``, ``steps:N`` or ``steps:auto`` (``n is None``:
+    resolved per study by :func:`auto_budget`, so one command covers every batch size)."""
 
     unit: str
-    n: int
+    n: int | None
 
     @classmethod
     def parse(cls, text: str) -> Budget:
         unit, _, n = text.strip().partition(":")
+        if unit == "steps" and n.strip() == "auto":
+            return cls("steps", None)
         if unit in ("epochs", "steps") and n.strip().isdigit() and int(n) >= 1:
             return cls(unit, int(n))
-        raise TuneError(f"malformed --budget {text!r}: write epochs:N or steps:N with N >= 1, e.g. epochs:5")
+        raise TuneError(
+            f"malformed --budget {text!r}: write epochs:N, steps:N with N >= 1 or steps:auto, e.g. epochs:5")
+
+    @property
+    def auto(self) -> bool:
+        return self.n is None
 
     def kwargs(self) -> dict[str, int]:
+        if self.n is None:
+            raise TuneError("steps:auto must be resolved for a study before it runs")  # a bug, not user input
         return {self.unit: self.n}
 
     def __str__(self) -> str:
-        return f"{self.unit}:{self.n}"
+        return f"{self.unit}:{'auto' if self.n is None else self.n}"
+
+
+AUTO_FACTOR = 4  # steps:auto on a problem with a closed form: this many times plain SGD's optimum
+AUTO_MIN_STEPS = 50
+AUTO_EPOCHS = 20  # steps:auto elsewhere: a generous cap, with stop-at-target doing the rest
+AUTO_MIN_STEPS_DATA = 200
+
+
+def auto_budget(registry: Registry, components: Mapping[str, str], fixed: Mapping[str, Any], batch_size: int,
+                objective: Objective) -> Budget:
+    """``steps:auto`` for one study: the same for every variant at a batch size (a fair budget).
+
+    On a problem with a closed form (``nqm``): :data:`AUTO_FACTOR` × the fewest steps plain
+    constant-lr SGD needs to bring the expected risk to the target (at least
+    :data:`AUTO_MIN_STEPS`). Elsewhere: :data:`AUTO_EPOCHS` epochs (at least
+    :data:`AUTO_MIN_STEPS_DATA` steps). Trials stop at the target, so a generous cap costs only
+    the trials that never reach it. Needs ``steps-to-target``: without a target nothing ends a run early.
+    """
+    import torch
+
+    from suite.builtin.nqm import NQMProblem
+    from suite.context import BuildContext
+    from suite.theory import best_steps_to_target
+
+    if objective.kind != "steps-to-target":
+        raise TuneError("--budget steps:auto needs --objective steps-to-target:X (runs stop at the target); "
+                        "give epochs:N or steps:N for another objective")
+    comp = registry.get("problem", components["problem"])
+    params = comp.resolve({k.partition(".")[2]: v for k, v in fixed.items() if k.startswith("problem.")})
+    problem = comp.build(BuildContext(seed=0, device=torch.device("cpu"), batch_size=batch_size), params)
+    if isinstance(problem, NQMProblem):
+        steps, _ = best_steps_to_target(problem.h_cpu.numpy(), problem.c_cpu.numpy(), batch_size, objective.target)
+        if not math.isfinite(steps):
+            raise TuneError(f"--objective {objective}: problem {components['problem']!r} cannot reach the target")
+        return Budget("steps", max(AUTO_MIN_STEPS, math.ceil(AUTO_FACTOR * steps)))
+    if problem.n_train is None:
+        raise TuneError(f"--budget steps:auto: problem {components['problem']!r} has no data set and no closed "
+                        "form; give steps:N")
+    per_epoch = max(1, problem.n_train // batch_size)
+    return Budget("steps", max(AUTO_MIN_STEPS_DATA, AUTO_EPOCHS * per_epoch))
+
+
+EVAL_GROWTH = 0.05  # steps-to-target: evaluations at most 5% of the step apart
+REACHED = "reached the target"  # the reason a run stopped at its target (recorded as completed)
+History = Sequence[tuple[int, Mapping[str, float]]]
 
 
 @dataclass(frozen=True)
 class Objective:
-    """What a trial minimises, from its run's evaluation history.
+    """What a trial minimises, from its seeds' evaluation histories.
 
-    The watched loss is ``avg_val_loss`` (the averaged model) when the run has an averager,
-    else ``val_loss``. ``final``: its last value; ``best``: its minimum over the run;
-    ``steps-to-target:X``: the first step at which it is <= X. A run that never reaches X
-    scores ``total_steps * loss / X`` (more than the budget, and smaller the closer it came),
-    so the sampler still learns which way is better.
+    ``final``: the last value; ``best``: the minimum over the run; ``steps-to-target:X``: the
+    first evaluated step at which the value is <= X, evaluated on a geometric schedule
+    (:data:`EVAL_GROWTH`) so the step is known to within 5%. A trial's value is read from the
+    *mean curve* over its seeds (:meth:`trial_value`), never from per-seed lucky dips.
+
+    The watched value (:meth:`watched`) is the validation loss, the averaged model's
+    (``avg_val_loss``) when the run has an averager. For ``steps-to-target`` it is the expected
+    risk where the problem knows it (``theory_risk``, ``theory_avg_risk`` for the average: the
+    ``nqm``), so noise cannot carry a run across the target early.
+
+    A run that never reaches X scores ``total_steps * loss / X`` (more than the budget, and
+    smaller the closer it came), so the sampler still learns which way is better.
     """
 
     kind: str
@@ -106,33 +172,93 @@ class Objective:
     def __str__(self) -> str:
         return f"{self.kind}:{self.target:g}" if self.target is not None else self.kind
 
-    @staticmethod
-    def watched(metrics: Mapping[str, float]) -> float:
-        """The loss a trial is judged on: the averaged model's where there is one."""
-        return float(metrics.get("avg_val_loss", metrics["val_loss"]))
+    @property
+    def stops_at_target(self) -> bool:
+        return self.kind == "steps-to-target"
 
-    def intermediate(self, history: Sequence[tuple[int, Mapping[str, float]]]) -> float:
+    @property
+    def eval_growth(self) -> float | None:
+        """The geometric evaluation schedule this objective needs (None: the run's own)."""
+        return EVAL_GROWTH if self.stops_at_target else None
+
+    def watched(self, metrics: Mapping[str, float]) -> float:
+        """The value a trial is judged on at one evaluation (see the class docstring)."""
+        averaged = "avg_val_loss" in metrics
+        if self.stops_at_target:
+            key = "theory_avg_risk" if averaged else "theory_risk"
+            if key in metrics:
+                return float(metrics[key])
+        return float(metrics["avg_val_loss"] if averaged else metrics["val_loss"])
+
+    def reached(self, history: History) -> bool:
+        """Whether a run with this history has reached the target (it may stop there)."""
+        return self.stops_at_target and bool(history) and self.watched(history[-1][1]) <= self.target
+
+    def all_reached(self, histories: Sequence[History]) -> bool:
+        """Whether a stack of seeds (one history each, evaluated at the same steps) may stop:
+        every seed has reached the target at some evaluation and so has their mean curve, so
+        :meth:`trial_value` is exact from here on."""
+        if not self.stops_at_target or not histories or not all(histories):
+            return False
+        seeds_done = all(any(self.watched(m) <= self.target for _, m in h) for h in histories)
+        return seeds_done and any(v <= self.target for _, v in self.mean_curve(histories))
+
+    def intermediate(self, history: History) -> float:
         """What is reported to the pruner after each evaluation (lower is better)."""
         if self.kind == "best":
             return min(self.watched(m) for _, m in history)
         return self.watched(history[-1][1])
 
-    def value(self, result: RunResult, total_steps: int) -> float:
-        """The trial value of a completed run."""
-        losses = [(step, self.watched(m)) for step, m in result.history]
+    def mean_curve(self, histories: Sequence[History]) -> list[tuple[int, float]]:
+        """The watched value averaged over seeds at every evaluated step. A seed whose run
+        stopped earlier (at the target) holds its last value: exact when every seed ran to the
+        same step (a stack of seeds stopped together), conservative otherwise, as the expected
+        risk keeps falling after the target."""
+        curves = [[(step, self.watched(m)) for step, m in h] for h in histories if h]
+        steps = sorted({step for c in curves for step, _ in c})
+        out, idx = [], [0] * len(curves)
+        for step in steps:
+            total = 0.0
+            for k, c in enumerate(curves):
+                while idx[k] + 1 < len(c) and c[idx[k] + 1][0] <= step:
+                    idx[k] += 1
+                total += c[idx[k]][1]
+            out.append((step, total / len(curves)))
+        return out
+
+    def trial_value(self, histories: Sequence[History], total_steps: int | None = None) -> float:
+        """A trial's value from the histories of its K seeds (one run each; a stack's rows):
+        ``final``/``best`` of the mean curve, or the first step at which it is <= the target.
+        A trial that never reaches the target ran its whole budget, ``total_steps`` (by default
+        the last evaluated step)."""
+        curve = self.mean_curve(histories)
         if self.kind == "final":
-            return losses[-1][1]
+            return curve[-1][1]
         if self.kind == "best":
-            return min(v for _, v in losses)
-        for step, v in losses:
+            return min(v for _, v in curve)
+        for step, v in curve:
             if v <= self.target:
                 return float(step)
-        return float(total_steps) * max(losses[-1][1], self.target) / self.target
+        total = curve[-1][0] if total_steps is None else total_steps
+        return float(total) * max(curve[-1][1], self.target) / self.target
+
+    def value(self, result: RunResult, total_steps: int | None = None) -> float:
+        """The value of one run (one seed)."""
+        return self.trial_value([result.history], total_steps)
+
+    def measure(self, seeds: int) -> str | None:
+        """How the value is measured where it differs from before issue 13 (stored with a
+        study, so older studies resume only where their values still compare); None: as before."""
+        if self.stops_at_target:
+            return "expected-risk-else-val-loss; mean-curve-over-seeds"
+        if self.kind == "best" and seeds > 1:
+            return "mean-curve-over-seeds"
+        return None
 
     @property
     def label(self) -> str:
         if self.kind == "steps-to-target":
-            return f"steps to val loss {self.target:g}"
+            return f"steps to loss {self.target:g} (expected risk where known; mean over seeds)"
         return f"{self.kind} val loss"
 
 
@@ -238,8 +364,11 @@ def check_space_overrides(registry: Registry, all_components: Iterable[Mapping[s
 class StudyPlan:
     """Everything that defines one study: its name, what it runs and what it optimises.
 
-    ``settings()`` is stored on the Optuna study; resuming a study with different settings is
-    an error (its old trial values would not be comparable with the new ones).
+    ``settings()`` is stored on the Optuna study and a short hash of it ends the study's name
+    (``nqm/sgd-constant-none-shuffle/b4-1a2b3c``): pinned values, spaces, objective, budget,
+    seeds and evaluation schedule all change a trial's value, so studies that differ in any of
+    them are different studies. ``study_name`` overrides the name (a study created before the
+    hash suffix, resumed under its old name: :func:`suite.tune.studies.resolve_names`).
     """
 
     problem: str
@@ -251,10 +380,23 @@ class StudyPlan:
     space: tuple[tuple[str, Space], ...]
     fixed: tuple[tuple[str, Any], ...] = ()
     eval_every: int | None = None
+    eval_growth: float | None = None
+    study_name: str | None = None
+
+    @property
+    def legacy_name(self) -> str:
+        """The name studies had before it carried a hash: ``problem/variant/bB``."""
+        return f"{self.problem}/{self.variant.name}/b{self.batch_size}"
+
+    @property
+    def digest(self) -> str:
+        """Six hex digits of the hash of :meth:`settings`."""
+        text = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:6]
 
     @property
     def name(self) -> str:
-        return f"{self.problem}/{self.variant.name}/b{self.batch_size}"
+        return self.study_name or f"{self.legacy_name}-{self.digest}"
 
     @property
     def space_dict(self) -> dict[str, Space]:
@@ -269,11 +411,14 @@ class StudyPlan:
             batch_size=self.batch_size,
             seed=seed,
             eval_every=self.eval_every,
+            eval_growth=self.eval_growth,
             **self.budget.kwargs(),
         )
 
     def settings(self) -> dict[str, Any]:
-        return {
+        """What changes a trial's value. Keys added since the first release appear only when
+        they differ from the old behaviour, so older studies keep their settings (and resume)."""
+        out = {
             "problem": self.problem,
             **{f: getattr(self.variant, f) for f in VARIANT_FAMILIES},
             "batch_size": self.batch_size,
@@ -284,6 +429,12 @@ class StudyPlan:
             "space": {k: s.to_dict() for k, s in self.space},
             "fixed": {k: v for k, v in self.fixed},
         }
+        if self.eval_growth is not None:
+            out["eval_growth"] = self.eval_growth
+        measure = self.objective.measure(self.seeds)
+        if measure is not None:
+            out["measure"] = measure
+        return out
 
 
 def plan_studies(
@@ -301,7 +452,8 @@ def plan_studies(
 ) -> list[StudyPlan]:
     """One plan per (problem, variant, batch size), validated: names, ``--set`` values, the
     space overrides, and one RunSpec per study built on the CPU (batch size against the data,
-    budget against the problem) before anything is stored or logged."""
+    budget against the problem) before anything is stored or logged. ``steps:auto`` is
+    resolved per (problem, batch size) by :func:`auto_budget`."""
     from suite.engine.loop import preflight
 
     fixed = dict(fixed)
@@ -311,14 +463,20 @@ def plan_studies(
     combos = [v.components(p) for p in problems for v in variant_list]
     check_space_overrides(registry, combos, space_overrides)
     plans = []
+    auto: dict[tuple[str, int], Budget] = {}
     for problem in problems:
         for variant in variant_list:
             comps = variant.components(problem)
             fixed_here = {k: _coerce(registry, comps, k, v) for k, v in fixed.items() if _has_param(registry, comps, k)}
             space = search_space(registry, comps, fixed_here, space_overrides)
             for b in batch_sizes:
-                plan = StudyPlan(problem, variant, int(b), budget, objective, seeds, tuple(space.items()),
-                                 tuple(sorted(fixed_here.items())), eval_every)
+                budget_here = budget
+                if budget.auto:
+                    if (problem, b) not in auto:
+                        auto[problem, b] = auto_budget(registry, comps, fixed_here, int(b), objective)
+                    budget_here = auto[problem, b]
+                plan = StudyPlan(problem, variant, int(b), budget_here, objective, seeds, tuple(space.items()),
+                                 tuple(sorted(fixed_here.items())), eval_every, objective.eval_growth)
                 spec = plan.spec(registry, {}, seed=0)
                 try:
                     preflight([spec], registry)
@@ -376,20 +534,19 @@ class TrialObjective:
             self._record(trial, "failed", None, str(exc))
             raise TrialFailed(str(exc)) from None
         trial.set_user_attr(TAG_SPEC_HASHES, [s.hash for s in specs])
-        values_per_seed: list[float] = []
+        results: list[RunResult] = []
         keys = [f"{plan.name}#{trial.number}#{i}" for i in range(len(specs))]
         state, value, reason = "COMPLETE", None, ""
         for i, spec in enumerate(specs):
             result = self._run(trial, spec, keys[i], prune=i == 0)
             if result.status == "completed":
-                total = result.history[-1][0] if result.history else 1
-                values_per_seed.append(plan.objective.value(result, total))
+                results.append(result)
                 continue
             if result.status == "stopped":
                 state, reason = "PRUNED", f"pruned at step {result.history[-1][0]}"
             elif result.status == "diverged":
                 state, reason = "PRUNED", f"diverged: {result.reason}"
-                value = Objective.watched(result.final) if result.history else None
+                value = plan.objective.watched(result.final) if result.history else None
                 self._record(trial, "diverged", value, result.reason)
             else:
                 state, reason = "FAIL", result.reason
@@ -397,9 +554,9 @@ class TrialObjective:
             keys = keys[: i + 1]
             break
         else:
-            value = sum(values_per_seed) / len(values_per_seed)
+            value = plan.objective.trial_value([r.history for r in results])
             self._record(trial, "completed", value, "")
-            trial.set_user_attr(TAG_VALUES, values_per_seed)
+            trial.set_user_attr(TAG_VALUES, [plan.objective.value(r) for r in results])
         self._finish_runs(trial, keys, state, value)
         self._echo_trial(trial, values, state, value, reason)
         if state == "PRUNED":
@@ -414,12 +571,18 @@ class TrialObjective:
         self.sink.start(key, plan.name, spec, "trial", {TAG_STUDY: plan.name, TAG_TRIAL: trial.number,
                                                         TAG_SEED_INDEX: seed_index, TAG_DEVICE: self.device})
         history: list[tuple[int, dict[str, float]]] = []
+        on_eval = stop_at_target(plan.objective, spec, history, self.sink, key)
+        limit = target_step_limit(trial.study) if prune and plan.objective.stops_at_target else None
 
-        def on_eval(step: int, metrics: dict[str, float]) -> None:
-            self.sink.eval(key, step, metrics)
-            history.append((step, metrics))
+        def on_eval_and_prune(step: int, metrics: dict[str, float]) -> None:
+            on_eval(step, metrics)
             if not prune or step == 0 or divergence(spec, history):
-                return  # a diverging run is stopped by the engine and recorded as diverged
+                return
+            if plan.objective.stops_at_target:
+                if limit is not None and step > limit:
+                    raise StopRun(f"pruned at step {step}: not at the target after more steps than the median "
+                                  f"completed trial needed ({limit:g})")
+                return
             v = plan.objective.intermediate(history)
             if not math.isfinite(v):
                 return
@@ -428,7 +591,7 @@ class TrialObjective:
                 raise StopRun(f"pruned by the {type(trial.study.pruner).__name__} at step {step}")
 
         try:
-            result = train(spec, self.device, self.registry, on_eval)
+            result = at_target_is_completed(train(spec, self.device, self.registry, on_eval_and_prune))
         except BaseException:
             self.sink.interrupted(key)
             raise
@@ -453,6 +616,49 @@ class TrialObjective:
         shown = " ".join(f"{short_name(k)}={format_value(v)}" for k, v in values.items())
         outcome = f"{value:.5g}" if state == "COMPLETE" else f"{state.lower()} ({reason})"
         self.sink.echo(f"[{self.plan.name}] trial {trial.number}: {outcome}  {shown}")
+
+
+def stop_at_target(objective: Objective, spec: RunSpec, history: list[tuple[int, dict[str, float]]],
+                   sink: TrialSink | None = None, key: str = "") -> Callable[[int, dict[str, float]], None]:
+    """An ``on_eval`` callback that records each evaluation in ``history`` (and to ``sink``)
+    and stops the run (:class:`StopRun` with reason :data:`REACHED`) once it has reached the
+    objective's target; pass the result through :func:`at_target_is_completed`. (With a stack
+    of seeds, stop the stack once every row has reached it.)"""
+
+    def on_eval(step: int, metrics: dict[str, float]) -> None:
+        if sink is not None:
+            sink.eval(key, step, metrics)
+        history.append((step, metrics))
+        if not divergence(spec, history) and objective.reached(history):
+            raise StopRun(f"{REACHED} {objective.target:g} at step {step}")
+
+    return on_eval
+
+
+PRUNE_AFTER = 3  # completed trials before steps-to-target trials are pruned
+
+
+def target_step_limit(study: optuna.Study) -> float | None:
+    """For ``steps-to-target``: the median value (steps) of the study's completed trials; a
+    trial still short of the target past it cannot end better than that median and is pruned
+    there. Loss-based pruning would compare losses at equal steps, which favours the fast
+    starters (a large lr) over the trials that reach the target first. None with ``--pruner
+    none`` or before :data:`PRUNE_AFTER` completed trials."""
+    if isinstance(study.pruner, optuna.pruners.NopPruner):
+        return None
+    done = sorted(t.value for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                  if t.value is not None)
+    if len(done) < PRUNE_AFTER:
+        return None
+    mid = len(done) // 2
+    return done[mid] if len(done) % 2 else (done[mid - 1] + done[mid]) / 2
+
+
+def at_target_is_completed(result: RunResult) -> RunResult:
+    """A run stopped at its target has completed (its value is known), not been pruned."""
+    if result.status == "stopped" and result.reason.startswith(REACHED):
+        result.status = "completed"
+    return result
 
 
 SHORT_NAMES = {"lr": "lr", "momentum": "β", "weight_decay": "λ"}

@@ -1,8 +1,10 @@
 """The tuning report: which choice wins at which batch size.
 
 One table per problem, a row per batch size, a column per variant; each cell holds the best
-value with its hyperparameters (and, after ``--reevaluate K``, the mean ± std over K fresh
-seeds). Saved as Markdown and CSV; figures of the best value and the best learning rate
+value with its hyperparameters. After ``--reevaluate K`` (the default for ``steps-to-target``)
+the study's top trials were re-run on K fresh seeds each and the winner is the best
+re-evaluated mean, shown as mean ± std: the best tuning draw alone is biased low (the winner's
+curse). Saved as Markdown and CSV; figures of the best value and the best learning rate
 against the batch size; Optuna's own history and importance plots per study.
 """
 
@@ -67,12 +69,16 @@ class StudySummary:
     best_number: int | None
     best_params: dict[str, Any]
     reeval: Reeval | None = None
+    n_reevaluated: int = 0  # trials re-evaluated; the winner (best_*) is the best re-evaluated mean
 
     def cell(self) -> str:
         if self.best_value is None:
             return f"— (no completed trial of {self.n_counted})"
         params = " ".join(f"{short_name(k)}={format_value(v)}" for k, v in self.best_params.items())
-        value = f"{self.reeval.text}, tuned {self.best_value:.4g}" if self.reeval else f"{self.best_value:.4g}"
+        value = f"{self.best_value:.4g}"
+        if self.reeval:
+            n = len(self.reeval.values) + self.reeval.n_diverged
+            value = f"{self.reeval.text} on {n} fresh seeds, tuned {self.best_value:.4g}"
         return f"{value} ({params})" if params else value
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,9 +88,18 @@ class StudySummary:
         return d
 
 
-def summarize(study: optuna.Study, plan: StudyPlan, reeval: Reeval | None = None) -> StudySummary:
+def summarize(study: optuna.Study, plan: StudyPlan, reevals: Mapping[int, Reeval] | None = None) -> StudySummary:
+    """What a study found. With ``reevals`` (trial number -> its re-evaluation) the winner is
+    the re-evaluated trial with the best mean (the tuned best when none has a value)."""
     trials = study.get_trials(deepcopy=False)
     best = best_trial(study)
+    reeval = None
+    if reevals:
+        scored = [(r.mean, number) for number, r in reevals.items() if r.values]
+        number = min(scored)[1] if scored else (best.number if best is not None else None)
+        if number is not None:
+            best = next(t for t in trials if t.number == number)
+            reeval = reevals.get(number)
     return StudySummary(
         name=plan.name, problem=plan.problem, variant=plan.variant.name, batch_size=plan.batch_size,
         n_counted=sum(counted(t) for t in trials),
@@ -96,6 +111,7 @@ def summarize(study: optuna.Study, plan: StudyPlan, reeval: Reeval | None = None
         best_number=None if best is None else best.number,
         best_params={} if best is None else best_values(best),
         reeval=reeval,
+        n_reevaluated=len(reevals or {}),
     )
 
 
@@ -120,7 +136,8 @@ def markdown(summaries: Sequence[StudySummary], objective_label: str) -> str:
             lines.append(f"| {b} | " + " | ".join(cells.get((b, v), "") for v in variants) + " |")
         winners = _winners(items, sizes)
         if len(variants) > 1 and winners:
-            basis = ("re-evaluated means" if all(s.reeval for s in items)
+            top = max(s.n_reevaluated for s in items)
+            basis = (f"re-evaluated means of each study's top {top} trials" if all(s.reeval for s in items)
                      else "best tuned values, one draw each: --reevaluate K gives mean ± std over fresh seeds")
             lines += ["", "Best variant per batch size: " + "; ".join(f"b{b}: {w}" for b, w in winners)
                       + f" ({basis})"]
@@ -149,12 +166,12 @@ def csv_text(summaries: Sequence[StudySummary]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["problem", "variant", "batch_size", "best_value", "best_trial", "trials", "complete", "pruned",
-                "failed", "diverged", "reeval_mean", "reeval_std", "reeval_n", *keys])
+                "failed", "diverged", "reeval_mean", "reeval_std", "reeval_n", "reeval_trials", *keys])
     for s in summaries:
         r = s.reeval
         w.writerow([s.problem, s.variant, s.batch_size, s.best_value, s.best_number, s.n_counted, s.n_complete,
                     s.n_pruned, s.n_failed, s.n_diverged, r.mean if r else "", r.std if r else "",
-                    len(r.values) if r else "", *[s.best_params.get(k, "") for k in keys]])
+                    len(r.values) if r else "", s.n_reevaluated or "", *[s.best_params.get(k, "") for k in keys]])
     return buf.getvalue()
 
 

@@ -4,7 +4,7 @@ report. Everything that can be refused is refused before anything is stored or l
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from suite.registry import Registry
@@ -12,7 +12,14 @@ from suite.stores import open_storage
 from suite.tracking.tracker import Tracker
 from suite.tune import report, slots, workers
 from suite.tune.plan import Objective, StudyPlan
-from suite.tune.studies import best_trial, check_settings, open_study, reevaluation_specs, storage_label
+from suite.tune.studies import (
+    check_settings,
+    open_study,
+    reevaluation_specs,
+    resolve_names,
+    storage_label,
+    top_trials,
+)
 from suite.tune.tracking import TrackerSink, finish_study_parent, finish_tune_run, start_tune_run, study_parent
 from suite.vocab import STUDY_UID, TAG_REEVAL_OF, TAG_STUDIES, TAG_STUDY
 
@@ -26,13 +33,14 @@ class Request:
     pruner: str
     study_seed: int | None
     storage: str | None
-    reevaluate: int
+    reevaluate: int  # fresh seeds per re-evaluated trial (0: none)
     devices: Sequence[str]
     experiment: str
     tracking_uri: str | None
     objective: Objective
     submit_only: bool = False
     heartbeat: Any = None  # suite.stores.HeartbeatPolicy of this invocation's workers
+    reevaluate_top: int = 3  # how many of each study's best trials are re-evaluated; the best mean wins
 
 
 @dataclass
@@ -54,6 +62,7 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(req.storage)
+    req = replace(req, plans=resolve_names(storage, req.plans))  # studies named before the settings hash
     check_settings(storage, req.plans)
     tracker = Tracker(req.experiment, req.tracking_uri)  # the experiment exists before any worker starts
     studies = {plan.name: open_study(storage, plan) for plan in req.plans}
@@ -107,31 +116,38 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
 
 
 def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, settings: workers.Settings,
-                troubles: list[str]) -> dict[str, report.Reeval]:
-    """Re-run each study's best configuration on K fresh seeds, spread over the workers."""
+                troubles: list[str]) -> dict[str, dict[int, report.Reeval]]:
+    """Re-run each study's top ``reevaluate_top`` trials on ``reevaluate`` fresh seeds each,
+    spread over the workers: ``{study: {trial number: Reeval}}`` (the winner is the best mean,
+    which resists the winner's curse of picking the luckiest tuning draw)."""
     import optuna
 
     jobs: list[workers.SpecJob] = []
-    keys: dict[str, list[str]] = {}
+    keys: dict[str, dict[int, list[str]]] = {}
     for plan in req.plans:
-        best = best_trial(optuna.load_study(study_name=plan.name, storage=storage))
-        if best is None:
-            continue
-        for spec in reevaluation_specs(plan, best, registry, req.reevaluate):
-            key = f"{plan.name}#reeval{best.number}#{spec.seed}"
-            tags = {TAG_STUDY: plan.name, TAG_REEVAL_OF: best.number}
-            jobs.append(workers.SpecJob(key, plan.name, spec, tags))
-            keys.setdefault(plan.name, []).append(key)
+        study = optuna.load_study(study_name=plan.name, storage=storage)
+        for trial in top_trials(study, req.reevaluate_top):
+            for spec in reevaluation_specs(plan, trial, registry, req.reevaluate):
+                key = f"{plan.name}#reeval{trial.number}#{spec.seed}"
+                tags = {TAG_STUDY: plan.name, TAG_REEVAL_OF: trial.number}
+                jobs.append(workers.SpecJob(key, plan.name, spec, tags, plan.objective))
+                keys.setdefault(plan.name, {}).setdefault(trial.number, []).append(key)
     troubles += workers.run(jobs, req.devices, settings, sink)
-    out = {}
-    for name, items in keys.items():
+    out: dict[str, dict[int, report.Reeval]] = {}
+    for name, by_trial in keys.items():
         plan = next(p for p in req.plans if p.name == name)
-        values, diverged = [], 0
-        for key in items:
-            result = sink.results.get(key)
-            if result is None or result.status != "completed":
-                diverged += 1
-                continue
-            values.append(plan.objective.value(result, result.history[-1][0]))
-        out[name] = report.Reeval(values, diverged)
+        for number, items in by_trial.items():
+            out.setdefault(name, {})[number] = reeval_of(plan.objective, [sink.results.get(k) for k in items])
     return out
+
+
+def reeval_of(objective: Objective, results: Sequence[Any]) -> report.Reeval:
+    """Per-seed values of a trial's re-evaluation runs (a seed that did not complete counts as
+    diverged). A run that went on past its target still has its value: the first step below it."""
+    values, diverged = [], 0
+    for result in results:
+        if result is None or result.status != "completed":
+            diverged += 1
+            continue
+        values.append(objective.value(result))
+    return report.Reeval(values, diverged)

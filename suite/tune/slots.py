@@ -67,7 +67,8 @@ def plan_of(study: optuna.Study) -> StudyPlan:
         problem=s["problem"], variant=Variant(*(s[f] for f in VARIANT_FAMILIES)), batch_size=int(s["batch_size"]),
         budget=Budget.parse(s["budget"]), objective=Objective.parse(s["objective"]), seeds=int(s["seeds"]),
         space=tuple((k, Space.from_dict(v)) for k, v in s["space"].items()),
-        fixed=tuple(sorted(s["fixed"].items())), eval_every=s["eval_every"],
+        fixed=tuple(sorted(s["fixed"].items())), eval_every=s["eval_every"], eval_growth=s.get("eval_growth"),
+        study_name=study.study_name,
     )
     return plan
 

@@ -13,6 +13,7 @@ import platform
 import uuid
 import warnings
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +53,31 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 def make_sampler(plan: StudyPlan, trials: int, study_seed: int | None, salt: str) -> optuna.samplers.TPESampler:
     """TPE, seeded from ``--study-seed``, the study's name and ``salt`` (worker and trials
     already done, so a resumed or parallel sampler does not repeat the same random points)."""
-    seed = None if study_seed is None else derive_seed(study_seed, f"{plan.name}|{salt}") % (2**32)
+    # seeded from the name without its hash suffix: the draws of studies named before it are kept
+    seed = None if study_seed is None else derive_seed(study_seed, f"{plan.legacy_name}|{salt}") % (2**32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=min(10, max(3, trials // 3)), multivariate=True, group=True,
         )
+
+
+def resolve_names(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPlan]) -> list[StudyPlan]:
+    """The plans, each under the name of the study it continues: a study created before names
+    carried a settings hash (``problem/variant/bB``) is resumed under that name when its stored
+    settings are the plan's; anything else gets (or continues) the hashed name."""
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    out = []
+    for plan in plans:
+        old = existing.get(plan.legacy_name)
+        if plan.name not in existing and old is not None and old.user_attrs.get(STUDY_SETTINGS) == _json(plan):
+            plan = replace(plan, study_name=plan.legacy_name)
+        out.append(plan)
+    return out
+
+
+def _json(plan: StudyPlan) -> dict[str, Any]:
+    return json.loads(json.dumps(plan.settings()))
 
 
 def check_settings(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPlan]) -> None:
@@ -68,7 +88,7 @@ def check_settings(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPl
         if plan.name not in existing:
             continue
         stored = existing[plan.name].user_attrs.get(STUDY_SETTINGS)
-        settings = json.loads(json.dumps(plan.settings()))
+        settings = _json(plan)
         if stored is not None and stored != settings:
             diff = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
             shown = "; ".join(f"{k}: stored {stored.get(k)!r}, now {settings.get(k)!r}" for k in diff)
@@ -83,7 +103,7 @@ def open_study(storage: optuna.storages.BaseStorage, plan: StudyPlan) -> optuna.
     :func:`check_settings` first)."""
     study = optuna.create_study(storage=storage, study_name=plan.name, direction="minimize", load_if_exists=True)
     if STUDY_SETTINGS not in study.user_attrs:
-        study.set_user_attr(STUDY_SETTINGS, json.loads(json.dumps(plan.settings())))
+        study.set_user_attr(STUDY_SETTINGS, _json(plan))
     if STUDY_UID not in study.user_attrs:
         study.set_user_attr(STUDY_UID, uuid.uuid4().hex)
     return study
@@ -125,6 +145,12 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best completed trial, or ``None`` if no trial completed."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     return min(done, key=lambda t: t.value) if done else None
+
+
+def top_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
+    """The ``n`` best completed trials, best first."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    return sorted(done, key=lambda t: (t.value, t.number))[:n]
 
 
 def best_values(trial: FrozenTrial) -> dict[str, Any]:

@@ -48,15 +48,22 @@ from suite.vocab import (
     TAG_VERSION,
 )
 
+METRICS_PER_BATCH = 900  # MLflow takes at most 1000 metrics per log_batch
+
 
 class TrackerSink:
-    """The :class:`suite.tune.plan.TrialSink` of the parent process: logs every event to MLflow."""
+    """The :class:`suite.tune.plan.TrialSink` of the parent process: logs every event to MLflow.
+
+    A run's metrics are written in batches (when ~:data:`METRICS_PER_BATCH` have gathered, and
+    when the run ends): a steps-to-target trial evaluates every few steps, and one database
+    write per evaluation would cost more than the training."""
 
     def __init__(self, tracker: Tracker, registry: Registry, parents: Mapping[str, str],
                  echo: Callable[[str], None]) -> None:
         self.tracker, self.registry, self.parents, self._echo = tracker, registry, parents, echo
         self.run_ids: dict[str, str] = {}
         self.results: dict[str, RunResult] = {}
+        self.pending: dict[str, list[Metric]] = {}
 
     def start(self, key: str, study: str, spec: RunSpec, kind: str, tags: dict[str, Any]) -> None:
         suffix = f"-t{tags[TAG_TRIAL]}" if TAG_TRIAL in tags else f"-{kind}"
@@ -66,17 +73,30 @@ class TrackerSink:
         )
 
     def eval(self, key: str, step: int, metrics: dict[str, float]) -> None:
-        self.tracker.log_metrics(self.run_ids[key], step, metrics)
+        ts = _now_ms()
+        batch = self.pending.setdefault(key, [])
+        batch += [Metric(k, float(v), ts, step) for k, v in metrics.items() if _loggable(v)]
+        if len(batch) >= METRICS_PER_BATCH:
+            self.flush(key)
+
+    def flush(self, key: str) -> None:
+        """Write the metrics of run ``key`` gathered so far."""
+        batch = self.pending.pop(key, [])
+        for i in range(0, len(batch), 1000):
+            self.tracker.client.log_batch(self.run_ids[key], metrics=batch[i : i + 1000])
 
     def done(self, key: str, result: RunResult) -> None:
+        self.flush(key)
         self.tracker.finish(self.run_ids[key], result)
         self.results[key] = result
 
     def tag(self, key: str, tags: dict[str, Any]) -> None:
+        self.flush(key)
         self.tracker.client.log_batch(self.run_ids[key], tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def interrupted(self, key: str) -> None:
         if key in self.run_ids:
+            self.flush(key)
             self.tracker.mark(self.run_ids[key], "interrupted", "interrupted before the run finished")
 
     def echo(self, line: str) -> None:
@@ -161,6 +181,15 @@ def finish_tune_run(tracker: Tracker, run_id: str, texts: Mapping[str, str], fig
         client.log_figure(run_id, fig, name)
     client.set_tag(run_id, TAG_STATUS, "completed")
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _loggable(v: Any) -> bool:
+    """A number MLflow stores (NaN included; ±inf not)."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(x) or math.isnan(x)
 
 
 def _now_ms() -> int:

@@ -34,6 +34,7 @@ class SpecJob:
     study: str
     spec: Any  # suite.specs.spec.RunSpec
     tags: dict
+    objective: Any = None  # suite.tune.plan.Objective: a run that reaches its target stops there
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class EmitSink:
 def run_job(task: JobTask, env: WorkerEnv) -> None:
     """Pool runner: run one tuning job in this worker."""
     from suite.engine.loop import train
+    from suite.tune.plan import at_target_is_completed, stop_at_target
     from suite.tune.slots import run_study_share
 
     job, sink = task.job, EmitSink(env)
@@ -82,8 +84,13 @@ def run_job(task: JobTask, env: WorkerEnv) -> None:
                         heartbeat=task.settings.heartbeat)
         return
     sink.start(job.key, job.study, job.spec, "reeval", job.tags)
+    if job.objective is not None and job.objective.stops_at_target:
+        on_eval = stop_at_target(job.objective, job.spec, [], sink, job.key)
+    else:
+        def on_eval(step: int, metrics: dict) -> None:
+            sink.eval(job.key, step, metrics)
     try:
-        result = train(job.spec, env.local, env.registry, lambda step, m: sink.eval(job.key, step, m))
+        result = at_target_is_completed(train(job.spec, env.local, env.registry, on_eval))
     except BaseException:
         sink.interrupted(job.key)
         raise
