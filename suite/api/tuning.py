@@ -16,6 +16,7 @@ DEFAULT_STEPS = "steps:500"
 DEFAULT_TARGET_BUDGET = "steps:auto"  # steps-to-target: runs stop at the target
 TARGET_SEEDS = 3  # steps-to-target: default seeds per trial
 TARGET_REEVALUATE = 5  # steps-to-target: default fresh seeds per re-evaluated trial
+DEFAULT_POPULATION = 8  # trials a worker asks Optuna for at once and trains as one stack (see the README)
 
 
 def _names(text: str, option: str) -> list[str]:
@@ -56,7 +57,8 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
                  storage: str | None = None, heartbeat: int | None = None, grace: int | None = None,
                  submit_only: bool = False, reevaluate: int | None = None, reevaluate_top: int = 3,
                  experiment: str | None = None,
-                 tracking_uri: str | None = None, device: str = "auto", workers: int | None = None) -> Any:
+                 tracking_uri: str | None = None, device: str = "auto", workers: int | None = None,
+                 population: int | None = None, engine: str = "auto") -> Any:
     """The :class:`suite.tune.session.Request` of ``suite tune``'s options (same names and defaults)."""
     from suite.exec.devices import resolve_devices
     from suite.stores import DEFAULT_HEARTBEAT, HeartbeatPolicy
@@ -84,6 +86,8 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
     reevaluate = reevaluate if reevaluate is not None else TARGET_REEVALUATE if to_target else 0
     if reevaluate < 0:
         raise SuiteError(f"--reevaluate={reevaluate} is out of range: must be at least 0")
+    if population is not None and population < 1:
+        raise SuiteError(f"--population={population} is out of range: must be at least 1")
     if reevaluate_top < 1:
         raise SuiteError(f"--reevaluate-top={reevaluate_top} is out of range: must be at least 1")
     if eval_every is not None and eval_every < 1:
@@ -99,7 +103,8 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
     return Request(plans=plans, trials=trials, pruner=pruner, study_seed=study_seed, storage=storage,
                    reevaluate=reevaluate, devices=devices, experiment=experiment or problems[0],
                    tracking_uri=tracking_uri, objective=objective_obj, submit_only=submit_only,
-                   heartbeat=HeartbeatPolicy(heartbeat or DEFAULT_HEARTBEAT, grace), reevaluate_top=reevaluate_top)
+                   heartbeat=HeartbeatPolicy(heartbeat or DEFAULT_HEARTBEAT, grace), reevaluate_top=reevaluate_top,
+                   population=population or DEFAULT_POPULATION, engine=engine)
 
 
 def run(request: Any, registry: Registry, echo: Callable[[str], None] = print) -> Any:

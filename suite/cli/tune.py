@@ -7,7 +7,14 @@ import sys
 
 import click
 
-from suite.api.tuning import DEFAULT_EPOCHS, DEFAULT_STEPS, DEFAULT_TARGET_BUDGET, TARGET_REEVALUATE, TARGET_SEEDS
+from suite.api.tuning import (
+    DEFAULT_EPOCHS,
+    DEFAULT_POPULATION,
+    DEFAULT_STEPS,
+    DEFAULT_TARGET_BUDGET,
+    TARGET_REEVALUATE,
+    TARGET_SEEDS,
+)
 from suite.cli.common import storage_options, tracking_options
 from suite.registry import get_registry
 
@@ -44,11 +51,17 @@ from suite.registry import get_registry
 @click.option("--reevaluate", type=int, default=None,
               help="Re-run each study's top trials on K fresh seeds each; the best mean wins and is reported as "
                    f"mean ± std (default 0; {TARGET_REEVALUATE} for steps-to-target).")
+@click.option("--population", type=int, default=None, metavar="K",
+              help="Trials each worker asks Optuna for at once and trains as one stack (default: "
+                   f"{DEFAULT_POPULATION}; 1 trains one trial at a time).")
+@click.option("--engine", type=click.Choice(["auto", "stacked", "loop"]), default="auto", show_default=True,
+              help="stacked: train a population as one batched model; loop: one run at a time.")
 @click.option("--reevaluate-top", type=int, default=3, show_default=True,
               help="How many of each study's best trials --reevaluate re-runs.")
 @tracking_options
 def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, budget, objective, seeds, spaces,
-         sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, reevaluate_top,
+         sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, population, engine,
+         reevaluate_top,
          experiment, tracking_uri, device, workers, quiet) -> None:
     """Tune lr, momentum, weight decay (and schedule/averager parameters) per variant and batch size."""
     from suite.api import tuning
@@ -60,7 +73,7 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
         batch_sizes=batch_sizes, trials=trials, budget=budget, objective=objective, seeds=seeds, spaces=spaces,
         sets=sets, eval_every=eval_every, pruner=pruner, study_seed=study_seed, storage=storage,
         heartbeat=heartbeat, grace=grace, submit_only=submit_only, reevaluate=reevaluate,
-        reevaluate_top=reevaluate_top, experiment=experiment,
+        reevaluate_top=reevaluate_top, population=population, engine=engine, experiment=experiment,
         tracking_uri=tracking_uri, device=device, workers=workers)
     plans = request.plans
     echo = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))

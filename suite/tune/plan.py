@@ -23,12 +23,13 @@ import itertools
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import optuna
+from optuna.trial import TrialState
 
-from suite.engine.loop import RunResult, StopRun, divergence, train
+from suite.engine.loop import RunResult, StopRun, divergence
 from suite.errors import SpecError, SuiteError, TrialFailed, TuneError
 from suite.params import Space
 from suite.registry import FAMILIES, Registry
@@ -513,6 +514,28 @@ class TrialSink(Protocol):
     def echo(self, line: str) -> None: ...
 
 
+@dataclass(eq=False)
+class _TrialRows:
+    """One trial of a population while it trains: its rows (one per seed) and how it ended."""
+
+    trial: optuna.Trial
+    values: dict[str, Any]
+    limit: float | None  # steps-to-target: prune past this many steps
+    rows: list[_Row] = field(default_factory=list)
+    ended: str = ""  # why its remaining rows stop (pruned, a sibling seed diverged)
+
+
+@dataclass(eq=False)
+class _Row:
+    """One seed of one trial: a row of the population's stack."""
+
+    trial: _TrialRows
+    spec: RunSpec
+    key: str
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    result: RunResult | None = None
+
+
 @dataclass
 class TrialObjective:
     """The Optuna objective of one study: suggest, resolve the RunSpecs, train, report, prune."""
@@ -523,80 +546,130 @@ class TrialObjective:
     sink: TrialSink
     worker: str = "main"
 
+    engine: str = "auto"  # how a population's runs train (suite.engine.units)
+
     def __call__(self, trial: optuna.Trial) -> float:
+        """One trial: a population of one (see :meth:`population`)."""
+        ((state, value, reason),) = self.population([trial])
+        if state == TrialState.PRUNED:
+            raise optuna.TrialPruned(reason)
+        if state == TrialState.FAIL:
+            raise TrialFailed(reason)
+        return value
+
+    def population(self, trials: Sequence[optuna.Trial]) -> list[tuple[TrialState, float | None, str]]:
+        """Train K trials (each on the plan's seeds) as one unit: one stack of K x seeds rows where
+        the components can stack. Each trial suggests its own values (the study's sampler; TPE
+        with a constant liar keeps a population's members apart), reports its first seed to the
+        pruner, and stops all its rows when it is pruned, diverges, fails, or (steps-to-target)
+        when every seed and their mean have reached the target. Returns each trial's
+        (state, value, reason) for Optuna."""
+        from suite.engine.units import run_unit
+
         plan = self.plan
-        values = {key: space.suggest(trial, key) for key, space in plan.space}
-        trial.set_user_attr(STUDY_OVERRIDES, values)
-        trial.set_user_attr(TRIAL_WORKER, self.worker)
-        try:
-            specs = [plan.spec(self.registry, values, seed) for seed in range(plan.seeds)]
-        except SuiteError as exc:  # a combination the component refuses, e.g. nesterov without momentum
-            self._record(trial, "failed", None, str(exc))
-            raise TrialFailed(str(exc)) from None
-        trial.set_user_attr(TAG_SPEC_HASHES, [s.hash for s in specs])
-        results: list[RunResult] = []
-        keys = [f"{plan.name}#{trial.number}#{i}" for i in range(len(specs))]
-        state, value, reason = "COMPLETE", None, ""
-        for i, spec in enumerate(specs):
-            result = self._run(trial, spec, keys[i], prune=i == 0)
-            if result.status == "completed":
-                results.append(result)
+        out: list[tuple[TrialState, float | None, str] | None] = [None] * len(trials)
+        rows: list[_Row] = []
+        for t_index, trial in enumerate(trials):
+            values = {key: space.suggest(trial, key) for key, space in plan.space}
+            trial.set_user_attr(STUDY_OVERRIDES, values)
+            trial.set_user_attr(TRIAL_WORKER, self.worker)
+            try:
+                specs = [plan.spec(self.registry, values, seed) for seed in range(plan.seeds)]
+            except SuiteError as exc:  # a combination the component refuses, e.g. nesterov without momentum
+                self._record(trial, "failed", None, str(exc))
+                self._echo_trial(trial, values, "FAIL", None, str(exc))
+                out[t_index] = (TrialState.FAIL, None, str(exc))
                 continue
-            if result.status == "stopped":
-                state, reason = "PRUNED", f"pruned at step {result.history[-1][0]}"
-            elif result.status == "diverged":
-                state, reason = "PRUNED", f"diverged: {result.reason}"
-                value = plan.objective.watched(result.final) if result.history else None
-                self._record(trial, "diverged", value, result.reason)
-            else:
-                state, reason = "FAIL", result.reason
-                self._record(trial, "failed", None, result.reason)
-            keys = keys[: i + 1]
-            break
+            trial.set_user_attr(TAG_SPEC_HASHES, [s.hash for s in specs])
+            limit = target_step_limit(trial.study) if plan.objective.stops_at_target else None
+            state = _TrialRows(trial, values, limit)
+            for spec in specs:
+                rows.append(_Row(state, spec, f"{plan.name}#{trial.number}#{spec.seed}"))
+        for row in rows:
+            self.sink.start(row.key, plan.name, row.spec, "trial", {
+                TAG_STUDY: plan.name, TAG_TRIAL: row.trial.trial.number, TAG_SEED_INDEX: row.spec.seed,
+                TAG_DEVICE: self.device})
+            row.trial.rows.append(row)
+
+        def on_eval(j: int, step: int, metrics: dict[str, float]) -> None:
+            row = rows[j]
+            self.sink.eval(row.key, step, metrics)
+            row.history.append((step, metrics))
+            self._judge(row, step)
+
+        running = {row.key for row in rows}
+        try:
+            for j, result in run_unit([r.spec for r in rows], self.device, self.registry, on_eval, engine=self.engine):
+                row = rows[j]
+                row.result = at_target_is_completed(result)
+                self.sink.done(row.key, row.result)
+                running.discard(row.key)
+        except BaseException:
+            for key in running:
+                self.sink.interrupted(key)
+            raise
+        for t_index, trial in enumerate(trials):
+            if out[t_index] is None:
+                state = next(r.trial for r in rows if r.trial.trial is trial)
+                out[t_index] = self._conclude(state)
+        return out  # type: ignore[return-value]
+
+    def _judge(self, row: _Row, step: int) -> None:
+        """After each evaluation of a row: stop it if its trial has ended, prune the trial
+        from its first seed, stop a trial whose seeds all reached the target."""
+        plan, state = self.plan, row.trial
+        if state.ended:
+            raise StopRun(state.ended)
+        if divergence(row.spec, row.history):
+            state.ended = f"seed {row.spec.seed} diverged"
+            return  # the engine stops and records this row as diverged
+        if plan.objective.all_reached([r.history for r in state.rows]):
+            raise StopRun(f"{REACHED} {plan.objective.target:g} at step {step}")
+        if row is not state.rows[0] or step == 0:
+            return
+        if plan.objective.stops_at_target:
+            if state.limit is not None and step > state.limit:
+                state.ended = (f"pruned at step {step}: not at the target after more steps than the median "
+                               f"completed trial needed ({state.limit:g})")
+                raise StopRun(state.ended)
+            return
+        v = plan.objective.intermediate(row.history)
+        if not math.isfinite(v):
+            return
+        state.trial.report(v, step)
+        if state.trial.should_prune():
+            state.ended = f"pruned by the {type(state.trial.study.pruner).__name__} at step {step}"
+            raise StopRun(state.ended)
+
+    def _conclude(self, state: _TrialRows) -> tuple[TrialState, float | None, str]:
+        """A trial's outcome from its rows' results: failed beats diverged beats pruned."""
+        plan, trial = self.plan, state.trial
+        results = [r.result for r in state.rows]
+        by_status = {r.status: r for r in reversed(results) if r is not None}
+        value: float | None = None
+        if "failed" in by_status:
+            reason = by_status["failed"].reason
+            self._record(trial, "failed", None, reason)
+            outcome = (TrialState.FAIL, None, reason)
+        elif "diverged" in by_status:
+            result = by_status["diverged"]
+            reason = f"diverged: {result.reason}"
+            value = plan.objective.watched(result.final) if result.history else None
+            self._record(trial, "diverged", value, result.reason)
+            outcome = (TrialState.PRUNED, None, reason)
+        elif "stopped" in by_status or any(r is None for r in results):
+            result = by_status.get("stopped")
+            reason = state.ended or (f"pruned at step {result.history[-1][0]}" if result and result.history
+                                     else "pruned")
+            outcome = (TrialState.PRUNED, None, reason)
         else:
             value = plan.objective.trial_value([r.history for r in results])
             self._record(trial, "completed", value, "")
             trial.set_user_attr(TAG_VALUES, [plan.objective.value(r) for r in results])
-        self._finish_runs(trial, keys, state, value)
-        self._echo_trial(trial, values, state, value, reason)
-        if state == "PRUNED":
-            raise optuna.TrialPruned(reason)
-        if state == "FAIL":
-            raise TrialFailed(reason)
-        return value
-
-    def _run(self, trial: optuna.Trial, spec: RunSpec, key: str, *, prune: bool) -> RunResult:
-        plan = self.plan
-        seed_index = spec.seed
-        self.sink.start(key, plan.name, spec, "trial", {TAG_STUDY: plan.name, TAG_TRIAL: trial.number,
-                                                        TAG_SEED_INDEX: seed_index, TAG_DEVICE: self.device})
-        history: list[tuple[int, dict[str, float]]] = []
-        on_eval = stop_at_target(plan.objective, spec, history, self.sink, key)
-        limit = target_step_limit(trial.study) if prune and plan.objective.stops_at_target else None
-
-        def on_eval_and_prune(step: int, metrics: dict[str, float]) -> None:
-            on_eval(step, metrics)
-            if not prune or step == 0 or divergence(spec, history):
-                return
-            if plan.objective.stops_at_target:
-                if limit is not None and step > limit:
-                    raise StopRun(f"pruned at step {step}: not at the target after more steps than the median "
-                                  f"completed trial needed ({limit:g})")
-                return
-            v = plan.objective.intermediate(history)
-            if not math.isfinite(v):
-                return
-            trial.report(v, step)
-            if trial.should_prune():
-                raise StopRun(f"pruned by the {type(trial.study.pruner).__name__} at step {step}")
-
-        try:
-            result = at_target_is_completed(train(spec, self.device, self.registry, on_eval_and_prune))
-        except BaseException:
-            self.sink.interrupted(key)
-            raise
-        self.sink.done(key, result)
-        return result
+            outcome = (TrialState.COMPLETE, value, "")
+        self._finish_runs(trial, [r.key for r in state.rows], outcome[0].name, value)
+        self._echo_trial(trial, state.values, outcome[0].name, value, outcome[2])
+        return outcome
 
     def _record(self, trial: optuna.Trial, status: str, value: float | None, reason: str) -> None:
         trial.set_user_attr(TRIAL_STATUS, status)

@@ -41,6 +41,8 @@ class Request:
     submit_only: bool = False
     heartbeat: Any = None  # suite.stores.HeartbeatPolicy of this invocation's workers
     reevaluate_top: int = 3  # how many of each study's best trials are re-evaluated; the best mean wins
+    population: int | None = None  # trials trained at once as one stack (None: the default)
+    engine: str = "auto"
 
 
 @dataclass
@@ -71,9 +73,9 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
                                        pruner=req.pruner, study_seed=req.study_seed, storage=label)
                for plan in req.plans}
     for plan in req.plans:  # enqueue the trials still to do, for any worker anywhere to claim
-        added = slots.share(studies[plan.name], trials=req.trials, pruner=req.pruner,
-                                 study_seed=req.study_seed, experiment=tracker.experiment_name,
-                                 tracking_uri=tracker.tracking_uri, parent_run_id=parents[plan.name])
+        added = slots.share(studies[plan.name], trials=req.trials, pruner=req.pruner, study_seed=req.study_seed,
+                            experiment=tracker.experiment_name, tracking_uri=tracker.tracking_uri,
+                            parent_run_id=parents[plan.name], population=req.population)
         if not added and not slots.n_slots_left(studies[plan.name]):
             echo(f"[{plan.name}] already holds {req.trials} trials")
     if req.submit_only:
@@ -87,7 +89,7 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
                 "objective": str(req.objective), "devices": ",".join(req.devices)},
     )
     sink = TrackerSink(tracker, registry, parents, echo)
-    settings = workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat)
+    settings = workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat, req.population, req.engine)
     n = len(req.devices)
     try:
         # every worker works on every study, each starting at another one

@@ -26,7 +26,15 @@ from optuna.trial import TrialState
 from suite.distributed.worker import Worker, WorkerContext, holds_key
 from suite.params import Space
 from suite.registry import get_registry
-from suite.tune.plan import VARIANT_FAMILIES, Budget, Objective, StudyPlan, TrialObjective, TrialSink, Variant
+from suite.tune.plan import (
+    VARIANT_FAMILIES,
+    Budget,
+    Objective,
+    StudyPlan,
+    TrialObjective,
+    TrialSink,
+    Variant,
+)
 from suite.tune.studies import make_pruner, make_sampler
 from suite.vocab import (
     STUDY_EXPERIMENT,
@@ -43,10 +51,13 @@ from suite.vocab import (
 
 
 def share(study: optuna.Study, *, trials: int, pruner: str, study_seed: int | None, experiment: str,
-          tracking_uri: str, parent_run_id: str) -> int:
+          tracking_uri: str, parent_run_id: str, population: int | None = None) -> int:
     """Make ``study`` workable by workers anywhere and enqueue the slots no trial holds;
     returns how many were enqueued."""
-    attrs = {STUDY_KIND: "tune", STUDY_TUNE: {"trials": trials, "pruner": pruner, "study_seed": study_seed},
+    tune = {"trials": trials, "pruner": pruner, "study_seed": study_seed}
+    if population is not None:
+        tune["population"] = population
+    attrs = {STUDY_KIND: "tune", STUDY_TUNE: tune,
              STUDY_EXPERIMENT: experiment, STUDY_TRACKING_URI: tracking_uri, STUDY_PARENT_RUN_ID: parent_run_id}
     for key, value in attrs.items():
         if study.user_attrs.get(key) != value:
@@ -96,12 +107,31 @@ class TuneTrialRunner:
             attrs = study.user_attrs
             self.tracker = Tracker(attrs[STUDY_EXPERIMENT], ctx.tracking_uri or attrs[STUDY_TRACKING_URI])
             sink = TrackerSink(self.tracker, registry, {self.plan.name: attrs[STUDY_PARENT_RUN_ID]}, ctx.say)
-        self.objective = TrialObjective(self.plan, registry, ctx.device, sink, worker=ctx.label)
+        self.objective = TrialObjective(self.plan, registry, ctx.device, sink, worker=ctx.label, engine=ctx.engine)
+        self.population_size = ctx.stack_size or int(tune.get("population") or 1)  # older studies: one at a time
+        components = self.plan.variant.components(self.plan.problem)
+        self.stackable = ctx.engine != "loop" and all(registry.get(f, n).stacked is not None
+                                                      for f, n in components.items())
 
     def __call__(self, trial: optuna.Trial) -> float:
         if self.tracker is not None:
             self._kill_predecessors(trial)
         return self.objective(trial)
+
+    def group_key(self, frozen: Any) -> str | None:
+        """Every slot of a study can train in one population, if its components stack."""
+        return self.plan.name if self.stackable else None
+
+    def max_batch(self) -> int:
+        """Trials per population (``--population``)."""
+        return self.population_size
+
+    def batch(self, trials: list[optuna.Trial]) -> list[tuple[TrialState, float | None, str]]:
+        """A population: the claimed slots sample their values and train as one stack."""
+        if self.tracker is not None:
+            for trial in trials:
+                self._kill_predecessors(trial)
+        return self.objective.population(trials)
 
     def _kill_predecessors(self, trial: optuna.Trial) -> None:
         """A retried trial: mark the runs its lost predecessors left RUNNING as interrupted."""
@@ -141,9 +171,9 @@ def n_slots_left(study: optuna.Study) -> int:
 
 
 def run_study_share(plan: StudyPlan, storage_url: str | None, *, sink: TrialSink, device: str, worker: int = 0,
-                    heartbeat: Any = None) -> None:
+                    heartbeat: Any = None, population: int | None = None, engine: str = "auto") -> None:
     """Work on ``plan``'s study here until none of its trials is waiting or running: claim its
-    enqueued slots one at a time (:mod:`suite.distributed.worker`, :mod:`suite.tune.slots`), together with
-    any other process or machine working on the same storage."""
-    ctx = WorkerContext(device=device, quiet=True, salt=f"w{worker}")
+    enqueued slots a population at a time (:mod:`suite.distributed.worker`), together with any
+    other process or machine working on the same storage."""
+    ctx = WorkerContext(device=device, quiet=True, salt=f"w{worker}", engine=engine, stack_size=population)
     Worker(storage_url, [plan.name], ctx, heartbeat_policy=heartbeat, runners={"tune": runner_with_sink(sink)}).run()

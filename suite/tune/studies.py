@@ -59,6 +59,7 @@ def make_sampler(plan: StudyPlan, trials: int, study_seed: int | None, salt: str
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=min(10, max(3, trials // 3)), multivariate=True, group=True,
+            constant_liar=True,  # a population's trials, asked together, stay apart
         )
 
 

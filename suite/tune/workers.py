@@ -45,6 +45,8 @@ class Settings:
     study_seed: int | None
     pruner: str
     heartbeat: Any = None  # suite.stores.HeartbeatPolicy
+    population: int | None = None  # trials per population (None: the study's, else the default)
+    engine: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ def run_job(task: JobTask, env: WorkerEnv) -> None:
     job, sink = task.job, EmitSink(env)
     if isinstance(job, StudyJob):
         run_study_share(job.plan, task.settings.storage, sink=sink, device=env.local, worker=env.wid,
-                        heartbeat=task.settings.heartbeat)
+                        heartbeat=task.settings.heartbeat, population=task.settings.population,
+                        engine=task.settings.engine)
         return
     sink.start(job.key, job.study, job.spec, "reeval", job.tags)
     if job.objective is not None and job.objective.stops_at_target:
