@@ -1,4 +1,4 @@
-"""The ``suite`` command line: ``suite list``, ``suite run``, ``suite tune``."""
+"""The ``suite`` command line: ``suite list``, ``suite run``, ``suite tune``, ``suite report``."""
 
 from __future__ import annotations
 
@@ -27,12 +27,13 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from suite.cli import list_cmd, run_cmd, tune_cmd, worker_cmd
+    from suite.cli import list_cmd, report_cmd, run_cmd, tune_cmd, worker_cmd
 
     main.add_command(list_cmd.list_components)
     main.add_command(run_cmd.run)
     main.add_command(tune_cmd.tune)
     main.add_command(worker_cmd.worker)
+    main.add_command(report_cmd.report)
 
 
 _register_commands()

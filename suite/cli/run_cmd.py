@@ -210,8 +210,8 @@ def grid_table(out) -> None:
     """The per-configuration table of a grid and the winner per batch size."""
     for line in tables.table_text(out.stats):
         click.echo(line)
-    wins = tables.winners(out.stats)
-    if wins:
-        click.echo("winner per batch size (lowest mean final val loss, own or averaged model):")
-        for section, bs, label, loss, which in wins:
-            click.echo(f"  {section:<20} batch {bs:>5}: {label}  ({loss:.4g}, {which})")
+    lines = tables.winner_lines(out.stats)
+    if lines:
+        click.echo(tables.WINNER_HEADER)
+        for line in lines:
+            click.echo(f"  {line}")
