@@ -75,11 +75,8 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
             lrs = ", ".join(f"{v:.3g}" for v in t.best_lrs().values())
             table.append([m, b, steps, lrs, ", ".join(f"{v:.3g}" for v in t.lrs)])
     doc.table(["method", "batch size", "steps to target (95% interval)", "best lr per seed", "lrs tried"], table)
-    for prefix in dict.fromkeys(r.section for r in sweep.records):
-        recs = runs.section(prefix)
-        doc.heading(f"{prefix}: curves", 3)
-        doc.figure(figures.curves_figure(runs, recs, prefix), f"curves_{prefix}",
-                   f"{prefix}: expected risk against steps for every lr tried, one panel per batch size")
+    doc.figure(figures.best_curves_figure(runs, sweep), "scaling_curves",
+               "Expected risk against steps at the best lr of each method and batch size (band: min–max over seeds)")
 
 
 def _configs(records: Sequence[RunRecord]) -> dict[tuple, list[RunRecord]]:

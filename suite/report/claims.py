@@ -22,6 +22,8 @@ from suite.report.stats import Estimate, fit_two, mean_interval, paired_differen
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
 HELP_RATIO = 0.8  # "helps": at least 20% fewer steps; "no help": less than that for sure
 LOG2_HELP = math.log2(HELP_RATIO)
+STEADY_TAIL = 0.5  # the steady state: the last half of a run's evaluations
+SAMPLING_METRIC = "dist_to_opt"
 
 
 @dataclass
@@ -79,13 +81,13 @@ def _ratio_text(est: Estimate) -> str:
 # -- 1. steady-state risk ∝ α/B ------------------------------------------------------------------
 def steady_state(runs: Runs) -> ClaimRow:
     claim, exp = "Steady-state risk of constant-lr SGD ∝ α/B", "steady_state (NQM)"
-    rule = ("fit log(risk) = a·log α + b·log B per seed on the mean val_loss over the last third of the run; "
+    rule = ("fit log(risk) = a·log α + b·log B per seed on the mean val_loss over the last half of the run; "
             "reproduced if a ∈ [0.75, 1.25] and b ∈ [−1.25, −0.75] (95% intervals over seeds), "
             "contradicted if either interval lies outside its range")
     recs = [r for r in runs.section("steady_state") if r.status == "completed"]
     per_seed: dict[int, list[tuple[float, float, float]]] = {}
     for r in recs:
-        v = tail_mean(runs.history(r, "val_loss"), 1 / 3)
+        v = tail_mean(runs.history(r, "val_loss"), STEADY_TAIL)
         if v and v > 0:
             per_seed.setdefault(r.seed, []).append((math.log(float(r.param("optimizer.lr"))), math.log(r.batch_size),
                                                     math.log(v)))
@@ -111,16 +113,16 @@ def steady_state(runs: Runs) -> ClaimRow:
 # -- 2. without replacement beats with replacement -------------------------------------------------
 def sampling(runs: Runs) -> ClaimRow:
     claim, exp = "Sampling without replacement (shuffling) beats sampling with replacement", "sampling (linreg)"
-    rule = ("paired over seeds: val_loss averaged over the second half of the run, with replacement − shuffle; "
-            "reproduced if the 95% interval is > 0, contradicted if < 0")
+    rule = ("paired over seeds: distance to the optimum averaged over the second half of the run (the noise "
+            "ball), with replacement − shuffle; reproduced if the 95% interval is > 0, contradicted if < 0")
     recs = runs.section("sampling")
-    shuffle = _by_seed(runs, [r for r in recs if r.param("sampler") == "shuffle"], "val_loss", 0.5)
-    repl = _by_seed(runs, [r for r in recs if r.param("sampler") == "replacement"], "val_loss", 0.5)
+    shuffle = _by_seed(runs, [r for r in recs if r.param("sampler") == "shuffle"], SAMPLING_METRIC, STEADY_TAIL)
+    repl = _by_seed(runs, [r for r in recs if r.param("sampler") == "replacement"], SAMPLING_METRIC, STEADY_TAIL)
     if not shuffle or not repl:
         return _missing(claim, exp, rule, "needs shuffle and replacement runs on the same seeds")
     d = paired_difference(repl, shuffle)
     worse = sum(1 for s in shuffle if s in repl and repl[s] > shuffle[s])
-    measured = (f"with − without replacement: {d.text('.3g', signed=True)} "
+    measured = (f"distance to optimum, with − without replacement: {d.text('.3g', signed=True)} "
                 f"(with replacement worse on {worse} of {d.n} seeds)")
     verdict = REPRODUCED if d.n >= 2 and d.low > 0 else CONTRADICTED if d.n >= 2 and d.high < 0 else INCONCLUSIVE
     return ClaimRow(claim, exp, measured, verdict, rule)
@@ -309,19 +311,20 @@ def weight_decay(runs: Runs) -> ClaimRow:
     claim = "Weight decay trades better conditioning against a shifted optimum"
     exp = "nqm_weight_decay (NQM, badly conditioned) + weight_decay (linreg)"
     rule = ("conditioning: NQM expected risk after the budget, largest λ vs λ = 0, paired log2 ratio interval < 0; "
-            "shift: linreg final distance to the unregularised optimum, largest λ − (λ = 0), paired interval > 0; "
+            "shift: linreg distance to the unregularised optimum (mean over the second half), "
+            "largest λ − (λ = 0), paired interval > 0; "
             "reproduced if both, contradicted if either is significant the other way")
     nqm, lin = runs.section("nqm_weight_decay"), runs.section("weight_decay")
     if not nqm or not lin:
         return _missing(claim, exp, rule, "needs both experiments")
 
-    def ends(recs: list[RunRecord], key: str) -> tuple[dict[int, float], dict[int, float], float]:
+    def ends(recs: list[RunRecord], key: str, tail: float | None) -> tuple[dict[int, float], dict[int, float], float]:
         lams = sorted({float(r.param("optimizer.weight_decay", 0.0)) for r in recs})
         pick = {lam: [r for r in recs if float(r.param("optimizer.weight_decay", 0.0)) == lam] for lam in lams}
-        return _by_seed(runs, pick[lams[0]], key), _by_seed(runs, pick[lams[-1]], key), lams[-1]
+        return _by_seed(runs, pick[lams[0]], key, tail), _by_seed(runs, pick[lams[-1]], key, tail), lams[-1]
 
-    n0, n1, nlam = ends(nqm, "theory_risk")
-    l0, l1, llam = ends(lin, "dist_to_opt")
+    n0, n1, nlam = ends(nqm, "theory_risk", None)
+    l0, l1, llam = ends(lin, "dist_to_opt", STEADY_TAIL)
     cond = _log2_ratio(n1, n0)
     shift = paired_difference(l1, l0)
     measured = (f"NQM risk λ={nlam:g} / λ=0: {_ratio_text(cond)}; linreg distance to optimum λ={llam:g} − λ=0: "

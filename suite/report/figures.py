@@ -140,7 +140,8 @@ def scaling_figures(sweep: Any, records: Sequence[RunRecord]):
                             rotation=90, fontsize=7, color=st["color"], va="top", ha="right")
         lrs = {b: tuned[(m, b)].best_lrs() for b in sizes}
         geo = [2 ** np.mean(np.log2(list(v.values()))) for v in lrs.values()]
-        spread = [(max(0.0, g - min(v.values())), max(0.0, max(v.values()) - g)) for g, v in zip(geo, lrs.values(), strict=True)]
+        spread = [(max(0.0, g - min(v.values())), max(0.0, max(v.values()) - g))
+                  for g, v in zip(geo, lrs.values(), strict=True)]
         ax2.errorbar(sizes, geo, yerr=np.array(spread).T, capsize=3, linestyle="--" if "+" in m else "-",
                      label=m, **st)
     ax.plot(fine, [dim / (2 * scaling.NQM_TARGET * b) for b in fine], color="0.6",
@@ -165,9 +166,9 @@ def scaling_figures(sweep: Any, records: Sequence[RunRecord]):
 
 
 def steady_state_figure(runs: Runs, records: Sequence[RunRecord]):
-    """Measured steady-state risk (mean of the last third of val_loss) against the closed form
+    """Measured steady-state risk (mean of the last half of val_loss) against the closed form
     Σ αc/(2B(2−αh)), one marker per (lr, B), the line y = x."""
-    from suite.report.claims import tail_mean
+    from suite.report.claims import STEADY_TAIL, tail_mean
     from suite.theory import sgd_steady_risk
 
     fig, ax = plt.subplots(figsize=(6, 5))
@@ -179,7 +180,7 @@ def steady_state_figure(runs: Runs, records: Sequence[RunRecord]):
         for b in sorted({r.batch_size for r in records}):
             group = [r for r in records if float(r.param("optimizer.lr")) == lr and r.batch_size == b
                      and r.status == "completed"]
-            vals = [v for v in (tail_mean(runs.history(r, "val_loss"), 1 / 3) for r in group) if v]
+            vals = [v for v in (tail_mean(runs.history(r, "val_loss"), STEADY_TAIL) for r in group) if v]
             if not vals:
                 continue
             dim, noise = scaling.nqm_setup(group[0])
@@ -194,9 +195,47 @@ def steady_state_figure(runs: Runs, records: Sequence[RunRecord]):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("closed-form steady-state risk Σ αc/(2B(2−αh))")
-    ax.set_ylabel("measured risk (mean of the last third)")
+    ax.set_ylabel("measured risk (mean of the last half)")
     ax.set_title("Steady state of constant-lr SGD (NQM): ∝ α/B", fontsize=10)
     ax.grid(alpha=0.3, which="both", linewidth=0.5)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def best_curves_figure(runs: Runs, sweep: Any):
+    """Per method, the expected risk against steps at its best lr, one line per batch size
+    (mean over seeds with a min–max band)."""
+    methods = sweep.methods
+    ncol = min(3, len(methods))
+    nrow = math.ceil(len(methods) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.9 * nrow), squeeze=False, sharey=True)
+    by_key: dict[tuple, list[RunRecord]] = {}
+    for r in sweep.records:
+        for method, _ in scaling.series_of(r):
+            by_key.setdefault((method, r.batch_size, float(r.param("optimizer.lr"))), []).append(r)
+    for ax, m in zip(axes.flat, methods, strict=False):
+        key = scaling.AVG_RISK if "+" in m else scaling.RISK
+        for i, b in enumerate(scaling.batch_sizes(sweep.tuned, m)):
+            lrs = list(sweep.tuned[(m, b)].best_lrs().values())
+            lr = max(set(lrs), key=lrs.count)
+            steps, mean, lo, hi = _band(runs, by_key.get((m, b, lr), []), key)
+            if not len(steps):
+                continue
+            st = style(i)
+            ax.plot(steps, mean, color=st["color"], marker=st["marker"], markevery=max(1, len(steps) // 8),
+                    markersize=4, linewidth=1.4, label=f"B={b}, lr {lr:.3g}")
+            ax.fill_between(steps, lo, hi, color=st["color"], alpha=0.15, linewidth=0)
+        ax.axhline(scaling.NQM_TARGET, color="0.5", linestyle=":", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_xscale("log")
+        ax.set_title(m, fontsize=10)
+        ax.set_xlabel("optimizer steps")
+        ax.grid(alpha=0.3, which="both", linewidth=0.5)
+        ax.legend(fontsize=7)
+    for ax in axes.flat[len(methods):]:
+        ax.set_visible(False)
+    axes[0, 0].set_ylabel("expected risk")
+    fig.suptitle("Each method at its best lr per batch size (dotted: the target)", fontsize=11)
     fig.tight_layout()
     return fig

@@ -292,7 +292,8 @@ def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _No
                 else:
                     family, _, param = key.partition(".")
                     if family not in FAMILIES or not param:
-                        raise ck.fail(knode, f"cannot tie {key!r}: tie batch_size, seed, steps, eval_every, a family or family.param")
+                        raise ck.fail(knode, f"cannot tie {key!r}: tie batch_size, seed, steps, eval_every, "
+                                             "a family or family.param")
                     ck.check_param(family, family_names(family), param, knode)
                 claim(key, knode)
                 if not isinstance(knode.value, list):
