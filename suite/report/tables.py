@@ -299,9 +299,12 @@ def winner_lines(stats: list[ConfigStats]) -> list[str]:
 
 
 def curves_figure(stats: list[ConfigStats], section: str):
-    """Validation loss against optimizer steps, one line per configuration (mean over seeds)."""
+    """Validation loss against optimizer steps, one line per configuration (mean over seeds); colour
+    and marker distinct for any number of lines."""
+    from suite.report.figures import style
+
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for c in (c for c in stats if c.section == section):
+    for i, c in enumerate(c for c in stats if c.section == section):
         by_step: dict[int, list[float]] = {}
         for r in c.rows:
             for step, v in r.curve:
@@ -310,7 +313,8 @@ def curves_figure(stats: list[ConfigStats], section: str):
         if by_step:
             steps = sorted(by_step)
             label = c.label if c.label.endswith(f"b{c.batch_size}") else f"{c.label} b={c.batch_size}"
-            ax.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], label=label)
+            ax.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], label=label,
+                    markevery=max(1, len(steps) // 8), markersize=4, **style(i))
     ax.set_xlabel("optimizer steps")
     ax.set_ylabel("validation loss (mean over seeds)")
     ax.set_yscale("log")
