@@ -81,7 +81,7 @@ def _sampling_runs(gap_per_seed):
         base = 0.2 + 0.05 * seed
         for sampler, v in (("shuffle", base), ("replacement", base + gap)):
             recs.append(_record("sampling", seed, {"sampler": sampler},
-                                histories={"val_loss": [(i, v) for i in range(10)]}))
+                                histories={"dist_to_opt": [(i, v) for i in range(10)]}))
     return Runs("x", "sqlite://", recs, None)
 
 
@@ -93,7 +93,7 @@ def _sampling_runs(gap_per_seed):
 def test_sampling_claim_verdicts(gaps, verdict):
     row = claims.sampling(_sampling_runs(gaps))
     assert row.verdict == verdict
-    assert "with − without replacement" in row.measured
+    assert "distance to optimum, with − without replacement" in row.measured
 
 
 def _sweep_runs(steps_of):

@@ -169,7 +169,8 @@ def _log_parent(tracker: Tracker, out: Outcome) -> None:
     md = tables.table_markdown(out.stats)
     lines = tables.winner_lines(out.stats)
     if lines:
-        md += f"\n## {tables.WINNER_HEADER}\n\n" + "".join(f"- {line}\n" for line in lines)
+        md += f"\n## {tables.WINNER_HEADER[0].upper()}{tables.WINNER_HEADER[1:]}\n\n"
+        md += "".join(f"- {line}\n" for line in lines)
     client.log_text(pid, md, "summary.md")
     client.log_text(pid, json.dumps([
         {"section": r.section, "spec_hash": r.spec.hash, "name": r.spec.name, "status": r.status, "reason": r.reason}
