@@ -35,8 +35,8 @@ test-fast: install
 bench: install
 	$(BIN)/suite run benchmarks/lecture.yaml --tracking-uri $(MLFLOW_TRACKING_URI)
 	@echo "Results: MLflow experiment 'lecture' at $(MLFLOW_TRACKING_URI): one child run per configuration and seed;"
-	@echo "the parent run holds summary.md / summary.csv (mean ± std over seeds, winner per batch size) and figures"
-	@echo "(curves/, batch_size/). Open them with: make ui   (then http://127.0.0.1:5000)"
+	@echo "the report (claims table with computed verdicts, paired comparisons, figures) is reports/lecture/report.html"
+	@echo "(and report.md), also logged on the parent run. Browse the runs with: make ui   (then http://127.0.0.1:5000)"
 
 # Speed benchmarks (tables measured side by side in one process; not tests): benchmarks/perf/*.py
 perf: install

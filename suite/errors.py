@@ -80,3 +80,7 @@ class RowsFailed(Exception):
     def __init__(self, failures: dict[int, BaseException]) -> None:
         super().__init__(f"{len(failures)} row(s) failed")
         self.failures = failures
+
+
+class ReportError(SuiteError):
+    """The report cannot be made from what the tracking store holds (one-line message)."""

@@ -211,3 +211,14 @@ def worker_label() -> str:
     import platform
 
     return f"{platform.node()}:{os.getpid()}"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``uri`` if given, else ``MLFLOW_TRACKING_URI``, else MLflow's default."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or _mlflow_default_uri()
+
+
+def _mlflow_default_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()

@@ -110,6 +110,15 @@ def check(plan: RunPlan, registry: Registry) -> None:
             raise SpecError(f"{plan.where[sec]}: {exc}" if plan.where.get(sec) else str(exc)) from None
 
 
+def write_plan_report(plan: RunPlan, tracking_uri: str, out_dir: str | Path | None = None) -> Path:
+    """The findings report of a benchmark file's runs (``reports/EXPERIMENT/report.html`` by
+    default), also logged on its parent run; returns the HTML's path."""
+    from suite.report.build import write_report
+
+    out = Path(out_dir) if out_dir is not None else Path("reports") / plan.experiment
+    return write_report(plan.experiment, tracking_uri, out, benchmark=plan.benchmark)
+
+
 def run_local(plan: RunPlan, registry: Registry, devices: Sequence[str], *, tracking_uri: str | None = None,
               force: bool = False, quiet: bool = False, engine: str = "auto", stack_size: int | None = None):
     """Run the plan's specs not done yet on ``devices``; returns the

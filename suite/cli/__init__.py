@@ -1,4 +1,4 @@
-"""The ``suite`` command line: ``suite list``, ``suite run``, ``suite tune``."""
+"""The ``suite`` command line: ``suite list``, ``suite run``, ``suite tune``, ``suite report``."""
 
 from __future__ import annotations
 
@@ -37,12 +37,13 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from suite.cli import listing, run, tune, worker
+    from suite.cli import listing, report, run, tune, worker
 
     main.add_command(listing.list_components)
     main.add_command(run.run)
     main.add_command(tune.tune)
     main.add_command(worker.worker)
+    main.add_command(report.report)
 
 
 _register_commands()

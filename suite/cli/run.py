@@ -145,6 +145,8 @@ def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_si
     if out.parent_run_id:
         where += f", parent run {out.parent_run_id}"
     click.echo(f"MLflow: {where} (browse with `make ui`)")
+    if plan.benchmark is not None and out.rows:
+        click.echo(f"report: {runs.write_plan_report(plan, tracker.tracking_uri)}")
     if out.failures:
         sys.exit(1)
     diverged = [r for r in out.results.values() if r.status == "diverged"]
@@ -184,8 +186,8 @@ def grid_table(out) -> None:
     """The per-configuration table of a grid and the winner per batch size."""
     for line in tables.table_text(out.stats):
         click.echo(line)
-    wins = tables.winners(out.stats)
-    if wins:
-        click.echo("winner per batch size (lowest mean final val loss, own or averaged model):")
-        for section, bs, label, loss, which in wins:
-            click.echo(f"  {section:<20} batch {bs:>5}: {label}  ({loss:.4g}, {which})")
+    lines = tables.winner_lines(out.stats)
+    if lines:
+        click.echo(tables.WINNER_HEADER)
+        for line in lines:
+            click.echo(f"  {line}")

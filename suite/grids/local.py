@@ -212,10 +212,10 @@ def log_summary(tracker: Tracker, out: GridOutcome) -> None:
     client, pid = tracker.client, out.parent_run_id
     client.log_text(pid, tables.table_csv(out.stats), "summary.csv")
     md = tables.table_markdown(out.stats)
-    wins = tables.winners(out.stats)
-    if wins:
-        md += "\n## Winner per batch size\n\n| section | batch | configuration | loss |\n|---|---|---|---|\n"
-        md += "".join(f"| {s} | {b} | {lab} | {loss:.4g} ({which}) |\n" for s, b, lab, loss, which in wins)
+    lines = tables.winner_lines(out.stats)
+    if lines:
+        md += f"\n## {tables.WINNER_HEADER[0].upper()}{tables.WINNER_HEADER[1:]}\n\n"
+        md += "".join(f"- {line}\n" for line in lines)
     client.log_text(pid, md, "summary.md")
     client.log_text(pid, json.dumps([
         {"section": r.section, "spec_hash": r.spec.hash, "name": r.spec.name, "status": r.status, "reason": r.reason}

@@ -211,9 +211,56 @@ def table_text(stats: list[ConfigStats]) -> list[str]:
     return lines
 
 
-def winners(stats: list[ConfigStats]) -> list[tuple[str, int, str, float, str]]:
-    """Per section and batch size, the configuration with the lowest mean final loss (its own
-    or its averaged model's): ``(section, batch_size, label, loss, which)``."""
+@dataclass
+class Comparison:
+    """One section and batch size: the configuration with the lowest mean final loss (its own or
+    its averaged model's), paired on seeds against each other configuration."""
+
+    section: str
+    batch_size: int
+    best: ConfigStats
+    loss: float
+    which: str  # "last" or "averaged"
+    against: list[tuple[ConfigStats, Any]]  # (other, Estimate of other - best, paired over seeds)
+    diverged_best: bool = False  # the best diverged on a seed another one completed
+
+    @property
+    def winner(self) -> bool:
+        """A winner only where every paired interval excludes zero on the side of the best."""
+        return (not self.diverged_best and bool(self.against)
+                and all(est.n >= 2 and est.low > 0 for _, est in self.against))
+
+    def text(self) -> str:
+        """One line: the winner, or "no significant difference" with the closest contender."""
+        head = f"{self.section} batch {self.batch_size}: "
+        if not self.against:
+            return head + f"{self.best.label} only"
+        other, est = min(self.against, key=lambda t: t[1].mean if math.isfinite(t[1].mean) else math.inf)
+        diff = f"{other.label} is worse by {est.text('.3g', signed=True)} (paired over {est.n} seeds)"
+        if self.winner:
+            return head + f"{self.best.label} ({self.loss:.4g}, {self.which}); next best {diff}"
+        why = f"; {self.best.label} diverged on a seed the others completed" if self.diverged_best else ""
+        return head + f"no significant difference: best mean {self.best.label} ({self.loss:.4g}, {self.which}), " \
+            + f"{diff}{why}"
+
+
+def _seed_values(c: ConfigStats, which: str) -> dict[int, float]:
+    key = "val_loss" if which == "last" else "avg_val_loss"
+    out: dict[int, float] = {}
+    for r in c.rows:
+        v = getattr(r, key)
+        if r.status == "completed" and v is not None:
+            out[r.spec.seed] = v
+        elif r.status == "diverged":
+            out[r.spec.seed] = math.inf
+    return out
+
+
+def comparisons(stats: list[ConfigStats]) -> list[Comparison]:
+    """Per section and batch size with at least two configurations: the best mean final loss,
+    paired on seeds (95% t interval of the difference) against each other configuration."""
+    from suite.report.stats import paired_difference
+
     out = []
     for section in dict.fromkeys(c.section for c in stats):
         sec = [c for c in stats if c.section == section]
@@ -222,14 +269,42 @@ def winners(stats: list[ConfigStats]) -> list[tuple[str, int, str, float, str]]:
             if len(scored) < 2:
                 continue
             (loss, which), best = min(scored, key=lambda t: t[0])
-            out.append((section, bs, best.label, loss, which))
+            mine = _seed_values(best, which)
+            against, diverged_best = [], False
+            for score, other in scored:
+                if other is best:
+                    continue
+                theirs = _seed_values(other, score[1])
+                if any(math.isinf(v) and math.isfinite(theirs.get(s, math.inf)) for s, v in mine.items()):
+                    diverged_best = True
+                against.append((other, paired_difference(theirs, mine)))
+            out.append(Comparison(section, bs, best, loss, which, against, diverged_best))
     return out
 
 
+def winners(stats: list[ConfigStats]) -> list[tuple[str, int, str, float, str]]:
+    """Per section and batch size, the configuration with the lowest mean final loss (its own
+    or its averaged model's) *where it beats every other one*: the 95% interval of the paired
+    difference over seeds excludes zero. ``(section, batch_size, label, loss, which)``; a batch
+    size within the noise has no entry (see :func:`winner_lines`)."""
+    return [(c.section, c.batch_size, c.best.label, c.loss, c.which) for c in comparisons(stats) if c.winner]
+
+
+WINNER_HEADER = "winner per batch size (paired over seeds, 95% interval; a winner only where it excludes 0):"
+
+
+def winner_lines(stats: list[ConfigStats]) -> list[str]:
+    """One line per section and batch size: its winner, or "no significant difference"."""
+    return [c.text() for c in comparisons(stats)]
+
+
 def curves_figure(stats: list[ConfigStats], section: str):
-    """Validation loss against optimizer steps, one line per configuration (mean over seeds)."""
+    """Validation loss against optimizer steps, one line per configuration (mean over seeds); colour
+    and marker distinct for any number of lines."""
+    from suite.report.style import style
+
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for c in (c for c in stats if c.section == section):
+    for i, c in enumerate(c for c in stats if c.section == section):
         by_step: dict[int, list[float]] = {}
         for r in c.rows:
             for step, v in r.curve:
@@ -238,7 +313,8 @@ def curves_figure(stats: list[ConfigStats], section: str):
         if by_step:
             steps = sorted(by_step)
             label = c.label if c.label.endswith(f"b{c.batch_size}") else f"{c.label} b={c.batch_size}"
-            ax.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], label=label)
+            ax.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], label=label,
+                    markevery=max(1, len(steps) // 8), markersize=4, **style(i))
     ax.set_xlabel("optimizer steps")
     ax.set_ylabel("validation loss (mean over seeds)")
     ax.set_yscale("log")

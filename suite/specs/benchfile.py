@@ -22,6 +22,7 @@ Schema (every key optional except ``experiments``)::
         params: {family.param: V or [V, ...]}       # hyperparameter axes
         tie:                                        # values that move together instead of crossing
           - {batch_size: [8, 64], optimizer.lr: [0.01, 0.08]}
+          - {batch_size: [32, 1024], steps: [1000, 200], eval_every: [40, 8]}   # a budget per batch size
 
 All axes of an experiment are crossed; each mapping under ``tie`` is one axis whose lists are
 zipped. A key may be given in one place only (an axis, a component grid, or a tie).
@@ -46,7 +47,7 @@ EXPERIMENT_KEYS = (
     "description", *FAMILIES, "batch_size", "seeds", "seed", "epochs", "steps", "eval_every",
     "diverge_factor", "params", "tie",
 )
-TIE_SCALARS = ("batch_size", "seed")
+TIE_SCALARS = ("batch_size", "seed", "steps", "eval_every")  # a budget may follow the batch size
 
 
 @dataclass
@@ -287,7 +288,8 @@ def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _No
                 else:
                     family, _, param = key.partition(".")
                     if family not in FAMILIES or not param:
-                        raise ck.fail(knode, f"cannot tie {key!r}: tie batch_size, seed, a family or family.param")
+                        raise ck.fail(knode, f"cannot tie {key!r}: tie batch_size, seed, steps, eval_every, "
+                                             "a family or family.param")
                     ck.check_param(family, family_names(family), param, knode)
                 claim(key, knode)
                 if not isinstance(knode.value, list):

@@ -10,7 +10,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import mlflow
 import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
@@ -20,7 +19,7 @@ import suite
 from suite.errors import SuiteError
 from suite.registry import FAMILIES, Registry
 from suite.specs.spec import RunSpec
-from suite.stores import check_tracking_uri
+from suite.stores import check_tracking_uri, resolve_tracking_uri
 from suite.vocab import (
     DONE_STATUSES,
     TAG_DEVICE,
@@ -45,11 +44,6 @@ MLFLOW_STATUS = {
     "failed": RunStatus.to_string(RunStatus.FAILED),
     "interrupted": RunStatus.to_string(RunStatus.KILLED),
 }
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """``uri`` if given, else ``MLFLOW_TRACKING_URI``, else MLflow's default."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
 class Tracker:

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from suite.report import tables
 from suite.tune.plan import StudyPlan, format_value, short_name
-from suite.tune.studies import best_trial, best_values, counted
+from suite.tune.results import best_trial, best_values, counted
 from suite.vocab import TRIAL_STATUS
 
 plt = tables.plt

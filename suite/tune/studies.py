@@ -25,7 +25,8 @@ from suite.errors import TuneError
 from suite.registry import Registry
 from suite.specs.spec import RunSpec
 from suite.tune.plan import REEVAL_SEED_BASE, StudyPlan
-from suite.vocab import STUDY_OVERRIDES, STUDY_SETTINGS, STUDY_UID, TRIAL_STATUS, TRIAL_WORKER
+from suite.tune.results import best_trial, best_values, counted, n_counted, top_trials  # noqa: F401
+from suite.vocab import STUDY_SETTINGS, STUDY_UID, TRIAL_WORKER
 
 DEFAULT_STORAGE_PATH = Path(".suite") / "optuna.journal"
 PRUNERS = ("median", "hyperband", "none")
@@ -116,18 +117,6 @@ def load_study(storage: optuna.storages.BaseStorage, plan: StudyPlan, *, trials:
                              sampler=make_sampler(plan, trials, study_seed, salt), pruner=make_pruner(pruner))
 
 
-def counted(trial: FrozenTrial) -> bool:
-    """Whether a trial counts towards ``--trials``: completed, pruned (diverged ones included)
-    or failed in plugin code. A trial cut short by an interruption does not count."""
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return trial.state == TrialState.FAIL and TRIAL_STATUS in trial.user_attrs
-
-
-def n_counted(study: optuna.Study) -> int:
-    return sum(counted(t) for t in study.get_trials(deepcopy=False))
-
-
 def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPlan], pids: set[str]) -> int:
     """Mark the trials that worker processes ``pids`` left running (killed, interrupted) as
     failed; they do not count towards ``--trials``, so a rerun redoes them."""
@@ -140,23 +129,6 @@ def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[Stu
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
                 n += 1
     return n
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best completed trial, or ``None`` if no trial completed."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    return min(done, key=lambda t: t.value) if done else None
-
-
-def top_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
-    """The ``n`` best completed trials, best first."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    return sorted(done, key=lambda t: (t.value, t.number))[:n]
-
-
-def best_values(trial: FrozenTrial) -> dict[str, Any]:
-    """The hyperparameter values (not Optuna's search coordinates) of a trial."""
-    return dict(trial.user_attrs.get(STUDY_OVERRIDES, {}))
 
 
 def reevaluation_specs(plan: StudyPlan, trial: FrozenTrial, registry: Registry, k: int) -> list[RunSpec]:

@@ -1,0 +1,39 @@
+"""``suite report``: the report of an experiment (or of a benchmark file's runs) from MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("target")
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+              help="MLflow tracking URI (default: MLflow's own, sqlite:///mlflow.db here).")
+@click.option("--experiment", default=None,
+              help="With a benchmark file: its MLflow experiment (default: the file's name).")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for report.html and report.md (default: ./reports/EXPERIMENT/).")
+@click.option("--no-log", is_flag=True, help="Do not log the report on the experiment's grid parent run.")
+def report(target, tracking_uri, experiment, out_dir, no_log) -> None:
+    """Write the report of TARGET: an MLflow experiment name, or a benchmark file (its runs).
+
+    The report (self-contained HTML plus Markdown) holds the lecture's claims with verdicts
+    computed from the runs, paired comparisons over seeds, and the figures; it is also logged on
+    the experiment's latest grid parent run (artifacts under report/)."""
+    from suite.report.build import write_report
+
+    benchmark = None
+    path = Path(target)
+    if target.endswith((".yaml", ".yml")) or path.is_file():
+        from suite.registry import get_registry
+        from suite.specs import benchfile
+
+        benchmark = path
+        exp = experiment or benchfile.load(path, get_registry()).name
+    else:
+        exp = experiment or target
+    out = out_dir or Path("reports") / exp
+    page = write_report(exp, tracking_uri, out, benchmark=benchmark, log=not no_log)
+    click.echo(f"report: {page}")

@@ -1,0 +1,198 @@
+"""Assemble the report of one experiment: claims, scaling, steady state, then each section with
+its table, its paired comparisons and its curves."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from suite.report import claims, figures, scaling
+from suite.report.document import Document
+from suite.report.optimum import optimum_loss
+from suite.report.reader import RunRecord, Runs
+from suite.report.stats import mean_interval, paired_difference
+
+STATUS_ORDER = ("completed", "diverged", "stopped", "failed", "interrupted")
+CONFIG_DROP = ("seed",)
+
+
+def build(runs: Runs, descriptions: dict[str, str] | None = None) -> Document:
+    """The whole report as a :class:`Document`."""
+    descriptions = descriptions or {}
+    doc = Document(f"sgd-suite report: {runs.experiment}")
+    counts: dict[str, int] = {}
+    for r in runs.records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    order = [s for s in STATUS_ORDER if s in counts] + [s for s in counts if s not in STATUS_ORDER]
+    status = ", ".join(f"{counts[s]} {s}" for s in order)
+    doc.para(f"MLflow experiment {runs.experiment!r} at {runs.tracking_uri}: {len(runs.records)} runs ({status}) in "
+             f"{len(runs.sections)} experiments. Generated {time.strftime('%Y-%m-%d %H:%M')}.")
+    doc.para("Intervals are 95% t intervals over seeds. Variants are compared paired on the same seeds: the mean "
+             "difference and its interval; where the interval covers 0 the report says 'no significant difference' "
+             "and names no winner.")
+
+    rows = claims.evaluate(runs)
+    doc.heading("The lecture's claims")
+    doc.para("Each verdict is computed from the runs by the rule in its row; none is written by hand.")
+    doc.table(["claim", "experiment", "measured", "verdict", "rule"],
+              [[c.claim, c.experiment, c.measured, c.verdict, c.rule] for c in rows])
+
+    sweep = claims.Sweep(runs)
+    if sweep.tuned:
+        _scaling_section(doc, runs, sweep)
+    steady = [r for r in runs.section("steady_state") if r.status == "completed"]
+    if steady:
+        doc.heading("Steady state against α/B")
+        doc.figure(figures.steady_state_figure(runs, steady), "steady_state",
+                   "Measured steady-state risk of constant-lr SGD against the NQM closed form (one marker per lr and "
+                   "batch size; on the line = as predicted)")
+
+    for section in runs.sections:
+        if section.startswith(scaling.SCALING_PREFIX):
+            continue
+        _section(doc, runs, section, descriptions.get(section, ""))
+    return doc
+
+
+def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
+    doc.heading("Batch-size scaling on the NQM, each method tuned")
+    doc.para(f"Steps for the expected risk to reach {scaling.NQM_TARGET:g} (theory_risk; theory_avg_risk for an "
+             "averaged model), at the best lr of each method, batch size and seed. Dotted: the NQM closed form with "
+             "the lr tuned on a fine grid; vertical dotted lines: its critical batch size B*.")
+    fig_steps, fig_lr = figures.scaling_figures(sweep, sweep.records)
+    doc.figure(fig_steps, "scaling_steps", "Steps to target against batch size (log-log), measured and closed form")
+    doc.figure(fig_lr, "scaling_best_lr", "Best learning rate against batch size, with its spread over seeds")
+    table = []
+    for m in sweep.methods:
+        for b in sweep.sizes(m):
+            t = sweep.tuned[(m, b)]
+            est = t.log2_steps()
+            steps = "not reached" if est.n == 0 else (
+                f"{2 ** est.mean:.0f}" + (f" [{2 ** est.low:.0f}, {2 ** est.high:.0f}]" if est.n > 1 else ""))
+            lrs = ", ".join(f"{v:.3g}" for v in t.best_lrs().values())
+            table.append([m, b, steps, lrs, ", ".join(f"{v:.3g}" for v in t.lrs)])
+    doc.table(["method", "batch size", "steps to target (95% interval)", "best lr per seed", "lrs tried"], table)
+    doc.figure(figures.best_curves_figure(runs, sweep), "scaling_curves",
+               "Expected risk against steps at the best lr of each method and batch size (band: min–max over seeds)")
+
+
+def _configs(records: Sequence[RunRecord]) -> dict[tuple, list[RunRecord]]:
+    out: dict[tuple, list[RunRecord]] = {}
+    for r in records:
+        out.setdefault(r.config(CONFIG_DROP), []).append(r)
+    return out
+
+
+def _pm(values: list[float]) -> str:
+    est = mean_interval(values)
+    if est.n == 0:
+        return "-"
+    sd = math.sqrt(sum((v - est.mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return f"{est.mean:.4g} ± {sd:.2g}"
+
+
+def _section(doc: Document, runs: Runs, section: str, description: str) -> None:
+    records = runs.section(section)
+    doc.heading(section)
+    if description:
+        doc.para(description)
+    varying = figures.varying_keys(records)
+    groups = _configs(records)
+    table = []
+    for cfg_records in groups.values():
+        r0 = cfg_records[0]
+        done = [r for r in cfg_records if r.status == "completed"]
+        val = [r.final["val_loss"] for r in done if "val_loss" in r.final]
+        avg = [r.final["avg_val_loss"] for r in done if "avg_val_loss" in r.final]
+        excess = [r.final["val_loss"] - opt for r in done if "val_loss" in r.final
+                  and (opt := optimum_loss(r)) is not None]
+        dist = [r.final["dist_to_opt"] for r in done if "dist_to_opt" in r.final]
+        table.append([figures.config_label(r0, varying), r0.batch_size, len(cfg_records),
+                      sum(r.status == "diverged" for r in cfg_records), _pm(val), _pm(avg), _pm(excess), _pm(dist)])
+    doc.table(["configuration", "batch", "seeds", "diverged", "final val loss (mean ± sd)", "averaged model",
+               "excess over the optimum's loss", "distance to optimum"], table)
+    doc.bullets(_comparison_lines(records, varying))
+    doc.figure(figures.curves_figure(runs, records, section), f"curves_{section}",
+               f"{section}: loss against steps (mean over seeds, min–max band; averaged model dashed)")
+
+
+def _comparison_lines(records: Sequence[RunRecord], varying: list[str]) -> list[str]:
+    """Per batch size: the best configuration paired on seeds against each other one."""
+    lines = []
+    for b in sorted({r.batch_size for r in records}):
+        groups = [g for g in _configs([r for r in records if r.batch_size == b]).values()]
+        if len(groups) < 2:
+            continue
+        scored = []
+        for g in groups:
+            vals = {r.seed: _score(r) for r in g}
+            finite = [v for v in vals.values() if math.isfinite(v)]
+            if finite:
+                scored.append((sum(finite) / len(finite), g, vals))
+        if len(scored) < 2:
+            continue
+        scored.sort(key=lambda t: t[0])
+        _, best, best_vals = scored[0]
+        label = figures.config_label(best[0], varying)
+        diffs = [(figures.config_label(g[0], varying), paired_difference(vals, best_vals)) for _, g, vals in scored[1:]]
+        best_diverged = any(math.isinf(v) for v in best_vals.values())
+        winner = not best_diverged and all(d.n >= 2 and d.low > 0 for _, d in diffs)
+        other, d = diffs[0]
+        detail = f"{other} − {label}: {d.text('.3g', signed=True)} (paired over {d.n} seeds)"
+        lines.append(f"batch {b}: " + (f"winner {label}; next best {detail}" if winner
+                                        else f"no significant difference between {label} and {other}: {detail}"))
+    return lines
+
+
+def _score(r: RunRecord) -> float:
+    """A run's final loss: the better of its own and its averaged model's (inf if diverged)."""
+    if r.status == "diverged":
+        return math.inf
+    vals = [r.final[k] for k in ("val_loss", "avg_val_loss") if k in r.final and math.isfinite(r.final[k])]
+    return min(vals) if vals else math.nan
+
+
+def write(runs: Runs, out_dir: Path, descriptions: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """Build the report and write report.html + report.md into ``out_dir``."""
+    return build(runs, descriptions).write(out_dir)
+
+
+def log_on_parent(runs: Runs, out_dir: Path) -> str | None:
+    """Log report.html, report.md and its figures on the experiment's latest grid parent run."""
+    if runs.parent_run_id is None or runs.client is None:
+        return None
+    client: Any = runs.client
+    client.log_artifact(runs.parent_run_id, str(out_dir / "report.html"), "report")
+    client.log_artifact(runs.parent_run_id, str(out_dir / "report.md"), "report")
+    client.log_artifacts(runs.parent_run_id, str(out_dir / "report_files"), "report/report_files")
+    return runs.parent_run_id
+
+
+def write_report(experiment: str, tracking_uri: str | None, out_dir: str | Path, *,
+                 benchmark: str | Path | None = None, log: bool = True) -> Path:
+    """Write ``report.html`` and ``report.md`` for MLflow experiment ``experiment`` into
+    ``out_dir`` and return the HTML's path; with ``log``, also log them as artifacts
+    (``report/``) on the experiment's latest grid parent run.
+
+    ``benchmark`` (a benchmark file) restricts the report to that file's runs and sections and
+    adds their descriptions. Raises :class:`suite.errors.SuiteError` for an unknown or empty
+    experiment."""
+    from suite.report.reader import read_runs
+
+    sections, descriptions = None, None
+    if benchmark is not None:
+        from suite.registry import get_registry
+        from suite.specs import benchfile
+
+        bench = benchfile.load(benchmark, get_registry())
+        sections = {s.name: [spec.hash for spec in s.specs] for s in bench.sections}
+        descriptions = {s.name: s.description for s in bench.sections}
+    runs = read_runs(experiment, tracking_uri, sections=sections)
+    out = Path(out_dir)
+    page, _ = write(runs, out, descriptions)
+    if log:
+        log_on_parent(runs, out)
+    return page

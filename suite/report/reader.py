@@ -1,0 +1,176 @@
+"""Read an experiment's runs back from MLflow into records the statistics and figures use.
+
+One :class:`RunRecord` per spec (the latest run of each spec hash, a finished one preferred):
+its section (experiment of the benchmark file), parsed params, status, final metrics and, on
+demand, metric histories (:meth:`Runs.history` calls ``get_metric_history`` once per run and key).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from suite.errors import ReportError
+from suite.vocab import DONE_STATUSES, TAG_HASH, TAG_KIND, TAG_REASON, TAG_SECTION, TAG_STATUS
+
+RUN_KIND = "run"
+GRID_KIND = "grid"
+BUDGET_KEYS = ("seed", "steps", "epochs", "eval_every")
+
+
+def parse_value(text: str) -> Any:
+    """An MLflow param (a string) back to the value it was logged from: int, float, bool, None
+    or the string itself."""
+    if text in ("None", "none"):
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+@dataclass
+class RunRecord:
+    """One run: what it was (params), how it ended (status) and what it measured (metrics)."""
+
+    run_id: str
+    section: str
+    spec_hash: str
+    status: str
+    params: dict[str, Any]
+    final: dict[str, float]
+    reason: str = ""
+    start_time: int = 0
+    histories: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return int(self.params.get("seed", 0))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.params.get("batch_size", 0))
+
+    @property
+    def ok(self) -> bool:
+        return self.status in DONE_STATUSES
+
+    def param(self, key: str, default: Any = None) -> Any:
+        return self.params.get(key, default)
+
+    def config(self, drop: Iterable[str] = ("seed",)) -> tuple[tuple[str, Any], ...]:
+        """The run's configuration as sorted pairs, without the keys in ``drop``."""
+        skip = set(drop)
+        return tuple(sorted((k, v) for k, v in self.params.items() if k not in skip))
+
+    def metric(self, key: str) -> float | None:
+        """The final value of ``key``: ``None`` if missing or not finite, ``inf`` for a diverged run."""
+        if self.status == "diverged":
+            return math.inf
+        v = self.final.get(key)
+        return float(v) if v is not None and math.isfinite(v) else None
+
+
+@dataclass
+class Runs:
+    """An experiment's runs, grouped by section in the order the sections were first seen."""
+
+    experiment: str
+    tracking_uri: str
+    records: list[RunRecord]
+    parent_run_id: str | None
+    client: Any = None
+
+    @property
+    def sections(self) -> list[str]:
+        return list(dict.fromkeys(r.section for r in self.records))
+
+    def section(self, name: str) -> list[RunRecord]:
+        return [r for r in self.records if r.section == name]
+
+    def with_prefix(self, prefix: str) -> list[RunRecord]:
+        return [r for r in self.records if r.section.startswith(prefix)]
+
+    def history(self, record: RunRecord, key: str) -> list[tuple[int, float]]:
+        """``(step, value)`` pairs of one metric of one run, fetched once and cached."""
+        if key not in record.histories:
+            hist = self.client.get_metric_history(record.run_id, key) if self.client is not None else []
+            record.histories[key] = sorted((int(m.step), float(m.value)) for m in hist)
+        return record.histories[key]
+
+
+def search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    """Every run matching ``filter_string`` (``search_runs`` page by page)."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=5000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dict[str, list[str]] | None = None
+              ) -> Runs:
+    """Load experiment ``experiment``'s runs: the latest run of each spec hash (a finished one
+    preferred), with its section tag, params and final metrics.
+
+    ``sections`` (section -> spec hashes, from a benchmark file) restricts the report to those
+    specs and assigns each to every section that lists it. Raises :class:`ReportError` for an
+    unknown or empty experiment."""
+    from mlflow import MlflowClient
+
+    from suite.stores import check_tracking_uri, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    check_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None or exp.lifecycle_stage == "deleted":
+        raise ReportError(f"MLflow experiment {experiment!r} does not exist at {uri}")
+    latest: dict[str, Any] = {}
+    for run in search_all(client, exp.experiment_id, f"tags.`{TAG_KIND}` = '{RUN_KIND}'"):
+        h = run.data.tags.get(TAG_HASH)
+        if not h:
+            continue
+        if h not in latest or _rank(run) > _rank(latest[h]):
+            latest[h] = run
+    if not latest:
+        raise ReportError(f"MLflow experiment {experiment!r} at {uri} has no runs to report on")
+    records: list[RunRecord] = []
+    if sections is None:
+        for run in sorted(latest.values(), key=lambda r: r.info.start_time):
+            records.append(_record(run, run.data.tags.get(TAG_SECTION, "runs")))
+    else:
+        for name, hashes in sections.items():
+            records.extend(_record(latest[h], name) for h in hashes if h in latest)
+        if not records:
+            raise ReportError(f"MLflow experiment {experiment!r} at {uri} has no runs of this benchmark file yet")
+    parents = search_all(client, exp.experiment_id, f"tags.`{TAG_KIND}` = '{GRID_KIND}'")
+    parent = max(parents, key=lambda r: r.info.start_time).info.run_id if parents else None
+    return Runs(experiment, uri, records, parent, client)
+
+
+def _rank(run: Any) -> tuple[bool, int]:
+    return run.data.tags.get(TAG_STATUS) in DONE_STATUSES, run.info.start_time
+
+
+def _record(run: Any, section: str) -> RunRecord:
+    tags = run.data.tags
+    return RunRecord(
+        run_id=run.info.run_id,
+        section=section,
+        spec_hash=tags.get(TAG_HASH, ""),
+        status=tags.get(TAG_STATUS, "unknown"),
+        params={k: parse_value(v) for k, v in run.data.params.items()},
+        final=dict(run.data.metrics),
+        reason=tags.get(TAG_REASON, ""),
+        start_time=run.info.start_time or 0,
+    )

@@ -1,0 +1,235 @@
+"""Batch-size scaling on the NQM: steps to a target risk, each method at its own best lr.
+
+The benchmark runs an lr sweep per (method, batch size) (sections named ``scaling…``). Here:
+
+* :func:`steps_to_target` reads the first step a run's *expected* risk (``theory_risk``, or
+  ``theory_avg_risk`` for its averaged model) reaches the target, interpolating log-linearly
+  between evaluations;
+* :func:`tune` picks, per (method, batch size, seed), the lr that reaches it in the fewest steps;
+* :func:`closed_form_steps` computes the same from the NQM closed forms (expected θ₀² = 1), with
+  the lr tuned on a fine grid, and :func:`critical_batch_size` the elbow of that curve.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from suite.report.reader import RunRecord, Runs
+from suite.report.stats import Estimate, mean_interval
+
+SCALING_PREFIX = "scaling"
+NQM_TARGET = 0.02  # expected risk to reach (the NQM paper's 0.01 at d = 10^4; the default d here is 100)
+RISK = "theory_risk"
+AVG_RISK = "theory_avg_risk"
+AVERAGED_NAMES = {"ema": "EMA", "swa": "SWA"}
+
+
+def method_of(record: RunRecord) -> str:
+    """A short name for the optimizer of a run: ``SGD``, ``momentum β=0.9``, ``precond p=0.5``."""
+    opt = record.param("optimizer")
+    if opt == "sgd":
+        beta = float(record.param("optimizer.momentum", 0.0) or 0.0)
+        return "SGD" if beta == 0 else f"momentum β={beta:g}"
+    if opt == "precond":
+        return f"precond p={float(record.param('optimizer.p', 0.0)):g}"
+    return str(opt)
+
+
+def series_of(record: RunRecord) -> list[tuple[str, str]]:
+    """The (method, metric) series one run provides: its iterate, and its averaged model if any."""
+    out = [(method_of(record), RISK)]
+    avg = record.param("averager")
+    if avg in AVERAGED_NAMES:
+        out.append((f"{method_of(record)} + {AVERAGED_NAMES[avg]}", AVG_RISK))
+    return out
+
+
+def steps_to_target(history: Sequence[tuple[int, float]], target: float) -> float:
+    """The first step at which ``history`` reaches ``target`` (log-linear interpolation between
+    evaluations); ``inf`` if it never does."""
+    prev: tuple[int, float] | None = None
+    for step, value in history:
+        if not math.isfinite(value):
+            return math.inf
+        if value <= target:
+            if prev is None or prev[1] <= 0 or value <= 0:
+                return float(step)
+            (s0, v0), (s1, v1) = prev, (step, value)
+            frac = (math.log(v0) - math.log(target)) / (math.log(v0) - math.log(v1))
+            return s0 + frac * (s1 - s0)
+        prev = (step, value)
+    return math.inf
+
+
+@dataclass
+class Tuned:
+    """One method at one batch size: per seed, each lr tried and the best one."""
+
+    method: str
+    batch_size: int
+    tried: dict[int, list[tuple[float, float, float]]] = field(default_factory=dict)  # seed -> (lr, steps, risk)
+
+    def best(self, seed: int) -> tuple[float, float]:
+        """(best lr, its steps) for one seed: fewest steps, then lowest final risk."""
+        lr, steps, _ = min(self.tried[seed], key=lambda t: (t[1], t[2]))
+        return lr, steps
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.tried)
+
+    def steps(self) -> dict[int, float]:
+        return {s: self.best(s)[1] for s in self.seeds}
+
+    def best_lrs(self) -> dict[int, float]:
+        return {s: self.best(s)[0] for s in self.seeds}
+
+    def log2_steps(self) -> Estimate:
+        return mean_interval(math.log2(v) for v in self.steps().values() if math.isfinite(v))
+
+    @property
+    def lrs(self) -> list[float]:
+        return sorted({lr for rows in self.tried.values() for lr, _, _ in rows})
+
+
+def tune(runs: Runs, records: Sequence[RunRecord], target: float = NQM_TARGET) -> dict[tuple[str, int], Tuned]:
+    """Steps to ``target`` for every (method, batch size, seed, lr) of ``records``, grouped."""
+    out: dict[tuple[str, int], Tuned] = {}
+    for r in records:
+        if r.status not in ("completed", "diverged"):
+            continue
+        for method, key in series_of(r):
+            if r.status == "diverged":
+                steps, final = math.inf, math.inf
+            else:
+                hist = runs.history(r, key)
+                steps = steps_to_target(hist, target)
+                final = hist[-1][1] if hist else math.inf
+            tuned = out.setdefault((method, r.batch_size), Tuned(method, r.batch_size))
+            tuned.tried.setdefault(r.seed, []).append((float(r.param("optimizer.lr")), steps, final))
+    return out
+
+
+def methods(tuned: dict[tuple[str, int], Tuned]) -> list[str]:
+    return list(dict.fromkeys(m for m, _ in tuned))
+
+
+def batch_sizes(tuned: dict[tuple[str, int], Tuned], method: str) -> list[int]:
+    return sorted(b for m, b in tuned if m == method)
+
+
+def nqm_setup(record: RunRecord) -> tuple[int, float]:
+    """(dim, noise) of an NQM run (the problem's defaults where not logged)."""
+    return int(record.param("problem.dim", 100)), float(record.param("problem.noise", 1.0))
+
+
+# -- closed forms ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Kind:
+    """What the closed form needs to know about a method."""
+
+    momentum: float = 0.0
+    p: float = 0.0
+
+    @classmethod
+    def of(cls, method: str) -> Kind | None:
+        """The closed-form kind of a method name from :func:`method_of`; ``None`` for an averaged
+        model or a method without a closed form here."""
+        if "+" in method:
+            return None
+        if method == "SGD":
+            return cls()
+        if method.startswith("momentum β="):
+            return cls(momentum=float(method.split("=")[1]))
+        if method.startswith("precond p="):
+            return cls(p=float(method.split("=")[1]))
+        return None
+
+    def lr_cap(self) -> float:
+        """The stability limit of the lr for h_max = 1."""
+        return 2 * (1 + self.momentum)
+
+
+def _first_crossing(kind: Kind, lrs: np.ndarray, h: np.ndarray, c: np.ndarray, batch_size: float, target: float,
+                    max_steps: int) -> np.ndarray:
+    """Per lr, the step the expected risk (E θ₀² = 1) first is at or below ``target``, up to the first lr
+    that gets there (the others stay inf: only the minimum is wanted)."""
+    a_lr = lrs[:, None] * h[None, :] ** (-kind.p)  # per-dimension lr
+    a = a_lr * h[None, :]
+    noise = a_lr**2 * c[None, :] / batch_size
+    out = np.full(len(lrs), np.inf)
+    if kind.momentum == 0:
+        s = np.ones_like(a)
+        for t in range(1, max_steps + 1):
+            s = (1 - a) ** 2 * s + noise
+            risk = 0.5 * (h * s).sum(1)
+            hit = (risk <= target) & np.isinf(out)
+            out[hit] = t
+            if hit.any():  # the first lr to cross is the best one
+                break
+        return out
+    beta = kind.momentum
+    xx, vv, xv = np.ones_like(a), np.zeros_like(a), np.zeros_like(a)  # E x², E v², E xv (v = θ_t − θ_{t−1})
+    for t in range(1, max_steps + 1):
+        nxx = (1 - a) ** 2 * xx + beta**2 * vv + 2 * beta * (1 - a) * xv + noise
+        nvv = a**2 * xx + beta**2 * vv - 2 * a * beta * xv + noise
+        nxv = -a * (1 - a) * xx + beta**2 * vv + beta * (1 - 2 * a) * xv + noise
+        xx, vv, xv = nxx, nvv, nxv
+        with np.errstate(over="ignore", invalid="ignore"):
+            risk = 0.5 * (h * xx).sum(1)
+        hit = (risk <= target) & np.isinf(out)
+        out[hit] = t
+        if hit.any():
+            break
+    return out
+
+
+def closed_form_steps(method: str, batch_size: float, dim: int, noise: float, target: float = NQM_TARGET,
+                      max_steps: int = 4000) -> tuple[float, float] | None:
+    """(steps, lr): the fewest steps to ``target`` over a fine lr grid (40 log-spaced lrs below
+    the stability cap), from the NQM closed forms; ``None`` for a method without one."""
+    kind = Kind.of(method)
+    if kind is None:
+        return None
+    h = 1.0 / np.arange(1, dim + 1)
+    c = noise * h
+    lrs = np.geomspace(1e-3, 0.999 * kind.lr_cap(), 40)
+    with np.errstate(over="ignore", invalid="ignore"):
+        steps = _first_crossing(kind, lrs, h, c, batch_size, target, max_steps)
+    i = int(np.argmin(steps))
+    return float(steps[i]), float(lrs[i])
+
+
+def critical_batch_size(method: str, smallest: float, dim: int, noise: float, target: float = NQM_TARGET,
+                        max_steps: int = 4000) -> float | None:
+    """Where the closed form's perfect-scaling line (steps ∝ 1/B through its value at
+    ``smallest``) meets its plateau (steps at B → ∞): the critical batch size."""
+    small = closed_form_steps(method, smallest, dim, noise, target, max_steps)
+    plateau = closed_form_steps(method, 1e12, dim, noise, target, max_steps)
+    if not small or not plateau or not all(map(math.isfinite, (small[0], plateau[0]))) or plateau[0] <= 0:
+        return None
+    return small[0] * smallest / plateau[0]
+
+
+def measured_critical_batch_size(tuned: dict[tuple[str, int], Tuned], method: str, efficiency: float = 0.5
+                                 ) -> int | None:
+    """The largest batch size up to which the measured steps (mean of log2 over seeds) stay within
+    1/``efficiency`` of perfect scaling from the smallest batch size."""
+    sizes = batch_sizes(tuned, method)
+    if not sizes:
+        return None
+    base = tuned[(method, sizes[0])].log2_steps().mean
+    if not math.isfinite(base):
+        return None
+    crit = sizes[0]
+    for b in sizes[1:]:
+        est = tuned[(method, b)].log2_steps().mean
+        ideal = base - math.log2(b / sizes[0])
+        if not math.isfinite(est) or est - ideal > -math.log2(efficiency):
+            break
+        crit = b
+    return crit

@@ -1,0 +1,202 @@
+"""suite report: paired statistics, claim verdicts, and the report end to end from a real MLflow store."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+
+import pytest
+
+from suite.report import claims, stats
+from suite.report.reader import RunRecord, Runs
+
+
+# -- statistics -------------------------------------------------------------------------------------
+def test_t_quantiles_match_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 5, 10, 29, 30, 31, 60, 200):
+        assert stats.t975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=2e-3)
+
+
+def test_paired_interval_by_hand_excludes_zero():
+    """Differences 1.0, 1.1, 0.9: mean 1, sd 0.1, half-width t(2)·0.1/√3 = 4.303·0.0577 = 0.2484."""
+    a = {0: 3.0, 1: 4.1, 2: 5.9}
+    b = {0: 2.0, 1: 3.0, 2: 5.0}
+    est = stats.paired_difference(a, b)
+    assert est.n == 3
+    assert est.mean == pytest.approx(1.0)
+    assert (est.low, est.high) == pytest.approx((1.0 - 0.24843, 1.0 + 0.24843), abs=1e-4)
+    assert est.significant
+
+
+def test_paired_interval_covering_zero_names_no_winner():
+    """Differences 0.5, 1.0, -1.5: mean 0, the interval covers 0."""
+    est = stats.paired_difference({0: 1.5, 1: 2.0, 2: 0.5}, {0: 1.0, 1: 1.0, 2: 2.0})
+    assert est.mean == pytest.approx(0.0)
+    assert est.covers_zero and not est.significant
+    assert stats.paired_difference({0: 1.0}, {0: 0.0}).n == 1  # one pair: no interval
+    assert stats.paired_difference({0: 1.0}, {0: 0.0}).covers_zero
+
+
+def test_pairing_cancels_seed_variation_that_mean_sd_hides():
+    """The issue's example: with replacement worse on every seed by a little, seeds differing a lot."""
+    shuffle = {0: 0.22, 1: 0.26, 2: 0.30}
+    repl = {0: 0.227, 1: 0.271, 2: 0.315}
+    assert stats.mean_interval(repl.values()).low < stats.mean_interval(shuffle.values()).high  # overlapping
+    assert stats.paired_difference(repl, shuffle).low > 0
+
+
+def _grid_stats(losses):
+    from suite.registry import get_registry
+    from suite.report import tables
+    from suite.specs import axes
+
+    specs = axes.expand(get_registry(), axes.product([axes.axis("optimizer.momentum", [0.0, 0.9]),
+                                                      axes.axis("seed", [0, 1, 2])]), {"epochs": 1})
+    rows = [tables.Row("s", sp, "completed", losses[sp.param("optimizer.momentum")][sp.seed]) for sp in specs]
+    return tables, tables.config_stats(rows)
+
+
+def test_tables_name_a_winner_only_where_the_paired_interval_excludes_zero():
+    tables, noisy = _grid_stats({0.0: [1.0, 2.0, 3.0], 0.9: [1.2, 1.5, 3.1]})  # diffs -0.2, +0.5, -0.1
+    assert tables.winners(noisy) == []
+    (line,) = tables.winner_lines(noisy)
+    assert "no significant difference" in line
+    tables, clear = _grid_stats({0.0: [1.0, 2.0, 3.0], 0.9: [1.1, 2.12, 3.09]})  # worse on every seed
+    assert [w[2] for w in tables.winners(clear)] == ["momentum=0.0"]
+    assert "momentum=0.0" in tables.winner_lines(clear)[0] and "no significant" not in tables.winner_lines(clear)[0]
+
+
+# -- claims on synthetic runs -------------------------------------------------------------------------
+def _record(section, seed, params, status="completed", histories=None, final=None):
+    return RunRecord(run_id=f"{section}-{seed}-{len(str(params))}-{id(params)}", section=section, spec_hash="",
+                     status=status, params={"seed": seed, "batch_size": params.pop("batch_size", 16), **params},
+                     final=final or {}, histories=histories or {})
+
+
+def _sampling_runs(gap_per_seed):
+    recs = []
+    for seed, gap in enumerate(gap_per_seed):
+        base = 0.2 + 0.05 * seed
+        for sampler, v in (("shuffle", base), ("replacement", base + gap)):
+            recs.append(_record("sampling", seed, {"sampler": sampler},
+                                histories={"dist_to_opt": [(i, v) for i in range(10)]}))
+    return Runs("x", "sqlite://", recs, None)
+
+
+@pytest.mark.parametrize(("gaps", "verdict"), [
+    ([0.007, 0.011, 0.015], claims.REPRODUCED),
+    ([-0.007, -0.011, -0.015], claims.CONTRADICTED),
+    ([0.01, -0.012, 0.003], claims.INCONCLUSIVE),
+])
+def test_sampling_claim_verdicts(gaps, verdict):
+    row = claims.sampling(_sampling_runs(gaps))
+    assert row.verdict == verdict
+    assert "distance to optimum, with − without replacement" in row.measured
+
+
+def _sweep_runs(steps_of):
+    """A scaling sweep where steps_of(method, B) is the steps to target at lr 1 (lr 0.5 twice as slow)."""
+    recs = []
+    for method, params in (("SGD", {"optimizer": "sgd", "optimizer.momentum": 0.0}),
+                           ("mom", {"optimizer": "sgd", "optimizer.momentum": 0.9})):
+        for b in (32, 1024):
+            for seed in (0, 1, 2):
+                for lr, slow in ((1.0, 1.0), (0.5, 2.0)):
+                    target = steps_of(method, b) * slow * (1 + 0.01 * seed)
+                    # the expected risk halves every target/6 steps from 0.02·2^6: reaches 0.02 at `target`
+                    hist = [(s, 0.02 * 2 ** (6 - 6 * s / target)) for s in range(0, int(4 * target), 5)]
+                    recs.append(_record(f"scaling_{method}", seed, {**params, "optimizer.lr": lr, "batch_size": b},
+                                        histories={"theory_risk": hist}))
+    return Runs("x", "sqlite://", recs, None)
+
+
+def test_momentum_claim_verdicts_from_a_synthetic_sweep():
+    helps_large = _sweep_runs(lambda m, b: {("SGD", 32): 400, ("mom", 32): 390, ("SGD", 1024): 80,
+                                            ("mom", 1024): 40}[(m, b)])
+    row = claims.momentum_large_batch(helps_large, claims.Sweep(helps_large))
+    assert row.verdict == claims.REPRODUCED, row
+    assert "B=1024: ×0.50" in row.measured
+    helps_small = _sweep_runs(lambda m, b: {("SGD", 32): 400, ("mom", 32): 200, ("SGD", 1024): 80,
+                                            ("mom", 1024): 40}[(m, b)])
+    assert claims.momentum_large_batch(helps_small, claims.Sweep(helps_small)).verdict == claims.CONTRADICTED
+    missing = Runs("x", "sqlite://", [], None)
+    row = claims.momentum_large_batch(missing, claims.Sweep(missing))
+    assert row.verdict == claims.INCONCLUSIVE and row.measured.startswith("no data")
+
+
+def test_steps_to_target_interpolates_between_evaluations():
+    from suite.report.scaling import steps_to_target
+
+    assert steps_to_target([(0, 1.0), (10, 0.1), (20, 0.01)], 0.1) == 10
+    assert steps_to_target([(0, 1.0), (10, 0.01)], 0.1) == pytest.approx(5.0)
+    assert math.isinf(steps_to_target([(0, 1.0), (10, 0.5)], 0.1))
+
+
+def test_closed_form_steps_match_perfect_scaling_then_plateau():
+    from suite.report.scaling import closed_form_steps, critical_batch_size
+
+    small, large, larger = (closed_form_steps("SGD", b, 100, 1.0)[0] for b in (8, 16, 4096))
+    assert small / large == pytest.approx(2.0, rel=0.1)  # perfect scaling at small B
+    assert larger < large and closed_form_steps("SGD", 8192, 100, 1.0)[0] == pytest.approx(larger, rel=0.05)
+    assert critical_batch_size("precond p=0.5", 32, 100, 1.0) > critical_batch_size("SGD", 32, 100, 1.0)
+
+
+# -- end to end ------------------------------------------------------------------------------------------
+BENCH = """
+name: tiny
+experiments:
+  sampling:
+    problem: linreg
+    epochs: 2
+    sampler: [shuffle, replacement]
+    params: {optimizer.lr: 0.05}
+    batch_size: 64
+    seeds: 2
+  steady_state:
+    problem: {nqm: {dim: 5}}
+    steps: 60
+    eval_every: 10
+    params: {optimizer.lr: [0.1, 0.2]}
+    averager: {none: {}, ema: {decay: 0.9}}
+    batch_size: [1, 4]
+    seeds: 2
+"""
+
+
+def test_report_end_to_end(cli, workdir, mlflow_client):
+    (workdir / "tiny.yaml").write_text(BENCH)
+    cli("run", "tiny.yaml", "--quiet", "--workers", "1")
+    out = cli("report", "tiny.yaml").output
+    page = workdir / "reports" / "tiny" / "report.html"
+    assert f"report: {page.relative_to(workdir)}" in out or str(page) in out
+    html = page.read_text()
+    md = (workdir / "reports" / "tiny" / "report.md").read_text()
+    # the claims table: a row per claim, each with a computed verdict
+    assert md.count("| inconclusive |") + md.count("| reproduced |") + md.count("| contradicted |") >= 11
+    assert "Steady-state risk of constant-lr SGD ∝ α/B" in md and "no data: needs both experiments" in md
+    # figures embedded (self-contained) and decodable PNGs
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", html)
+    assert len(images) >= 3
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    assert "http://" not in html and "https://" not in html
+    # excess over the optimum's loss where it is known (linreg), paired comparisons per batch size
+    sampling = md.split("## sampling")[1].split("##")[0]
+    assert re.search(r"\| sampler=shuffle \| 64 \| 2 \| 0 \| [0-9.e-]+ ± [0-9.e-]+ \| - \| [0-9.e-]+ ± ", sampling)
+    assert "batch 64:" in sampling
+    # logged on the grid parent run
+    exp = mlflow_client.get_experiment_by_name("tiny")
+    parent = mlflow_client.search_runs([exp.experiment_id], "tags.`suite.kind` = 'grid'")[0]
+    names = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/report.md"} <= names
+
+
+def test_report_bad_input_is_a_one_line_error(cli, workdir, mlflow_client):
+    result = cli("report", "nope", ok=False)
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    mlflow_client.create_experiment("empty")
+    result = cli("report", "empty", ok=False)
+    assert result.exit_code == 2 and "no runs" in result.output
+    assert not (workdir / "reports").exists()
