@@ -55,7 +55,8 @@ def test_sigterm_stops_suite_tune_the_same_way(workdir, mlflow_client, workers):
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("interrupted:"), err
     _trial_runs_interrupted(mlflow_client, "stop")
-    study = optuna.load_study(study_name="linreg/sgd-constant-none-shuffle/b16", storage=open_storage(None))
+    (name,) = optuna.get_all_study_names(open_storage(None))
+    study = optuna.load_study(study_name=name, storage=open_storage(None))
     assert not study.get_trials(states=(TrialState.RUNNING,)), "a trial was left RUNNING"
     _no_process_left(proc)
 
@@ -69,7 +70,8 @@ def test_sigterm_stops_suite_worker_the_same_way(workdir, mlflow_client, trackin
                                  mlflow_client, "stop", workdir)
     assert proc.returncode == 130, err
     _trial_runs_interrupted(mlflow_client, "stop")
-    study = optuna.load_study(study_name="linreg/sgd-constant-none-shuffle/b16", storage=open_storage(storage))
+    (name,) = optuna.get_all_study_names(open_storage(storage))
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
     trials = study.get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING], "a trial was left RUNNING"
     # the trial in hand was given back: failed, and enqueued again for the next worker

@@ -58,12 +58,18 @@ def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_cli
     assert "died" in out
     assert runs_of(mlflow_client, "killed", "attributes.status = 'RUNNING'") == []
     killed = runs_of(mlflow_client, "killed", "attributes.status = 'KILLED'")
-    assert len(killed) == 1 and killed[0].data.tags["suite.status"] == "interrupted"  # the lost trial's run
+    assert killed and all(r.data.tags["suite.status"] == "interrupted" for r in killed)
+    # exactly the runs of the trials the killed worker held (a worker holds a population of trials)
+    (name,) = [n for n in optuna.get_all_study_names(open_storage(None))
+               if n.startswith("linreg/sgd-constant-none-shuffle/b16-")]
+    held = [t for t in optuna.load_study(study_name=name, storage=open_storage(None)).get_trials(deepcopy=False)
+            if t.user_attrs.get("suite.worker", "").endswith(f":{workers[0]}")]
+    assert held and all(t.state == optuna.trial.TrialState.FAIL for t in held)
+    assert sorted(int(r.data.tags["suite.trial"]) for r in killed) == sorted(
+        t.number for t in held for _ in t.user_attrs["suite.spec_hashes"])
 
     again = suite_cmd(*ARGS, cwd=workdir)
     assert again.returncode == 0, again.stdout + again.stderr
-    (name,) = [n for n in optuna.get_all_study_names(open_storage(None))
-               if n.startswith("linreg/sgd-constant-none-shuffle/b16-")]
     study = optuna.load_study(study_name=name, storage=open_storage(None))
     assert n_counted(study) == 4
     states = [t.state for t in study.get_trials(deepcopy=False)]
