@@ -25,11 +25,14 @@ from typing import Any
 
 import optuna
 from mlflow.entities import RunStatus
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from suite.distributed.worker import WorkerContext
 from suite.engine.loop import RunResult, train
 from suite.errors import StoreError, TrialFailed
 from suite.registry import get_registry
+from suite.specs import naming
+from suite.specs.axes import varying_keys
 from suite.specs.spec import RunSpec
 from suite.stores import describe, open_storage
 from suite.tracking.tracker import Tracker
@@ -50,6 +53,7 @@ from suite.vocab import (
     TAG_TRIAL,
     TRIAL_KEY,
     TRIAL_RUN_ID,
+    TRIAL_RUN_NAME,
     TRIAL_SPEC,
     TRIAL_WORKER,
 )
@@ -69,6 +73,7 @@ def submit_grid(
     study_name: str | None = None,
     run_name: str | None = None,
     parent_tags: Mapping[str, Any] | None = None,
+    parent_params: Mapping[str, Any] | None = None,
 ) -> tuple[str, bool]:
     """Create the grid's study with one enqueued trial per distinct spec, or join it if the
     same grid is already there. Returns ``(study name, created)``.
@@ -93,6 +98,7 @@ def submit_grid(
     parent = tracker.start_parent(
         run_name or name,
         {TAG_STUDY: name, TAG_N_SPECS: len(unique), TAG_OWNER: "optuna-study", **(parent_tags or {})},
+        parent_params,
     )
     for key, value in {
         STUDY_KIND: "grid",
@@ -103,8 +109,10 @@ def submit_grid(
         TAG_TOTAL: len(unique),
     }.items():
         study.set_user_attr(key, value)
+    varying = varying_keys(unique)  # a run is named against the whole grid, which its worker does not see
     for spec in unique:
-        study.enqueue_trial({}, user_attrs={TRIAL_SPEC: spec.to_json(), TAG_HASH: spec.hash, TRIAL_KEY: spec.hash})
+        study.enqueue_trial({}, user_attrs={TRIAL_SPEC: spec.to_json(), TAG_HASH: spec.hash, TRIAL_KEY: spec.hash,
+                                            TRIAL_RUN_NAME: naming.run_name(spec, varying)})
     study.set_user_attr(STUDY_READY, True)
     return name, True
 
@@ -141,9 +149,11 @@ class GridTrialRunner:
             trial.set_user_attr(TAG_REUSED, True)
             self.ctx.say(f"[{self.ctx.label}] {spec.name} [{spec.hash}]: already in MLflow, not run again")
             return float(done.data.metrics.get("val_loss", math.inf))
+        name = trial.user_attrs.get(TRIAL_RUN_NAME)  # named against the whole grid when it was submitted
         run_id = self.tracker.start_run(
             spec, self.registry, device=self.ctx.device, parent_run_id=self.parent,
-            tags={TAG_STUDY: self.study.study_name, TAG_TRIAL: trial.number, TRIAL_WORKER: self.ctx.label},
+            tags={TAG_STUDY: self.study.study_name, TAG_TRIAL: trial.number, TRIAL_WORKER: self.ctx.label,
+                  **({MLFLOW_RUN_NAME: name} if name else {})},
         )
         trial.set_user_attr(TRIAL_RUN_ID, run_id)
         try:
