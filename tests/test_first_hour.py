@@ -16,6 +16,8 @@ from suite.errors import SpecError, SuiteError
 from suite.progress import Progress
 from suite.registry import get_registry
 from suite.specs import axes, naming
+from suite.tracking import ui
+from tests import browser
 from tests.conftest import runs_of
 
 GRID = ["run", "--problem", "nqm", "--optimizer", "sgd", "--lr", "0.5,0.1", "--momentum", "0,0.9", "--batch-size", "4",
@@ -128,3 +130,17 @@ def test_a_grid_in_mlflow_reads_at_a_glance(cli, workdir, mlflow_client):
     assert set(df.loc[df["seed"] == 0, "optimizer.lr"]) == {0.5, 0.1}
     assert (df["best_val_loss"] <= df["val_loss"] + 1e-12).all()
     assert list(df["history"].iloc[0].index[:2]) == [0, 10]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(browser.CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_mlflow_ui_opens_on_the_runs_table_with_distinct_names(cli, workdir, mlflow_client, tracking_uri):
+    out = json.loads(cli(*GRID, "--format", "json").output)
+    names = [r.info.run_name for r in runs_of(mlflow_client, "nqm", "tags.`suite.kind` = 'run'")]
+    with browser.mlflow_server(tracking_uri, workdir / "server.log") as base:
+        page = out["runs_url"].replace(ui.DEFAULT_UI, base)
+        text = browser.text_of(browser.chromium(page, workdir / "profile"))
+    assert "Run Name" in text and "Token Usage" not in text, text[:2000]  # the runs table, not GenAI's overview
+    assert "Group by: suite.config" in text and "best_val_loss" in text and "optimizer.lr" in text
+    for name in names:  # every run is listed, under its configuration, by a name of its own
+        assert text.count(name) == 1, (name, text[:3000])
