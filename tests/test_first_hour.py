@@ -144,3 +144,19 @@ def test_the_mlflow_ui_opens_on_the_runs_table_with_distinct_names(cli, workdir,
     assert "Group by: suite.config" in text and "best_val_loss" in text and "optimizer.lr" in text
     for name in names:  # every run is listed, under its configuration, by a name of its own
         assert text.count(name) == 1, (name, text[:3000])
+
+
+@pytest.mark.slow
+def test_a_tune_rerun_that_runs_nothing_logs_no_second_report(cli, workdir, mlflow_client):
+    args = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--budget", "epochs:1", "--batch-size", "16",
+            "--trials", "2", "--workers", "1", "--quiet", "--format", "json"]
+    first = json.loads(cli(*args).output)
+    (study,) = first["studies"]
+    assert study["name"] == "linreg/sgd-constant-none-shuffle/b16" and study["n_complete"] + study["n_pruned"] == 2
+    assert first["run_url"].endswith(f"/runs/{first['report_run_id']}?workflowType=machine_learning")
+    again = json.loads(cli(*args).output)
+    assert again["report_run_id"] == first["report_run_id"]
+    assert len(runs_of(mlflow_client, "linreg", "tags.`suite.kind` = 'tune'")) == 1
+    more = json.loads(cli(*[a if a != "2" else "3" for a in args]).output)  # one more trial: a new report
+    assert more["report_run_id"] != first["report_run_id"]
+    assert len(runs_of(mlflow_client, "linreg", "tags.`suite.kind` = 'tune'")) == 2
