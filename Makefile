@@ -14,8 +14,11 @@ MLFLOW_BACKEND_STORE_URI ?= $(LOCAL_MLFLOW_DB)
 MLFLOW_ARTIFACTS ?= $(CURDIR)/mlartifacts
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
+# `make dashboard`: optuna-dashboard on the Optuna study storage (suite tune's default journal file).
+SUITE_STORAGE ?= .suite/optuna.journal
+DASHBOARD_PORT ?= 8080
 
-.PHONY: install test test-fast bench perf tune ui postgres server lint clean
+.PHONY: install test test-fast bench perf tune ui dashboard postgres server lint clean
 
 install: $(STAMP)
 
@@ -23,7 +26,7 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg)
 	@echo "== installing sgd-suite into $(VENV) (first time: about a minute)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_PIN)"
-	@$(PIP) install -e '.[test,postgres]' $(foreach p,$(PLUGINS),-e ./$(p))
+	@$(PIP) install -e '.[test,postgres,dashboard]' $(foreach p,$(PLUGINS),-e ./$(p))
 	@touch $@
 
 test: install
@@ -47,6 +50,12 @@ tune: install
 
 ui: install
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI)
+
+# Every Optuna study (suite tune's, shared grids') side by side: http://127.0.0.1:$(DASHBOARD_PORT)
+dashboard: install
+	@case '$(SUITE_STORAGE)' in *://*) ;; *) test -e '$(SUITE_STORAGE)' || { \
+	  echo "no Optuna storage at $(SUITE_STORAGE): run suite tune first, or give SUITE_STORAGE=URL"; exit 2; } ;; esac
+	$(BIN)/optuna-dashboard '$(SUITE_STORAGE)' --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 # A local PostgreSQL (Debian packages; installed and started if needed) with databases for
 # Optuna studies (suite) and the MLflow server (mlflow). Prints `export SUITE_PG_URL=...`.

@@ -29,6 +29,19 @@ from suite.context import BuildContext  # noqa: E402
 from suite.params import Param, Space  # noqa: E402
 from suite.problem import Problem  # noqa: E402
 
+# The notebook API (suite.run, suite.tune, suite.results: DataFrames), imported on first use so that
+# ``import suite`` stays light for plugins.
+_NOTEBOOK_API = ("run", "tune", "results")
+
+
+def __getattr__(name: str):
+    if name in _NOTEBOOK_API:
+        from suite.api import notebook
+
+        return getattr(notebook, name)
+    raise AttributeError(f"module 'suite' has no attribute {name!r}")
+
+
 __all__ = [
     "BuildContext",
     "ENTRY_POINT_GROUP",
@@ -38,4 +51,7 @@ __all__ = [
     "Space",
     "__version__",
     "hookimpl",
+    "results",
+    "run",
+    "tune",
 ]

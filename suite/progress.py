@@ -1,14 +1,14 @@
 """Progress of a grid on stderr: done/total, failures, diverged and the ETA.
 
-On a terminal one line is redrawn in place; otherwise (CI logs, pipes) one line is printed per
-finished run. ``quiet`` prints nothing.
+On a terminal a tqdm bar (rate, elapsed, ETA; tqdm comes with Optuna) is redrawn in place;
+otherwise (CI logs, pipes) one plain line is printed per finished run. ``quiet`` prints nothing.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 
 def _clock(seconds: float) -> str:
@@ -17,7 +17,7 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """Counts finished runs of ``total`` and renders a one-line status."""
+    """Counts finished runs of ``total``: a tqdm bar on a terminal, a line per run in a log."""
 
     def __init__(self, total: int, *, skipped: int = 0, quiet: bool = False, stream: TextIO | None = None) -> None:
         self.total, self.skipped, self.quiet = total, skipped, quiet
@@ -25,6 +25,7 @@ class Progress:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.done = self.failed = self.diverged = 0
         self.start = time.monotonic()
+        self.bar: Any = None
 
     @property
     def eta(self) -> float | None:
@@ -32,18 +33,17 @@ class Progress:
             return None
         return (time.monotonic() - self.start) / self.done * (self.total - self.done)
 
-    def line(self, last: str = "") -> str:
-        width = 24
-        filled = int(width * self.done / self.total) if self.total else width
-        eta = self.eta
-        parts = [
-            f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}",
-            f"failed {self.failed}", f"diverged {self.diverged}",
-            f"elapsed {_clock(time.monotonic() - self.start)}",
-            f"eta {_clock(eta) if eta is not None else '?'}",
-        ]
+    def counts(self) -> str:
+        parts = [f"failed {self.failed}", f"diverged {self.diverged}"]
         if self.skipped:
-            parts.insert(1, f"skipped {self.skipped} done before")
+            parts.insert(0, f"skipped {self.skipped} done before")
+        return "  ".join(parts)
+
+    def line(self, last: str = "") -> str:
+        """The plain line of a log: counts, elapsed time, ETA and the last run."""
+        eta = self.eta
+        parts = [f"{self.done}/{self.total}", self.counts(), f"elapsed {_clock(time.monotonic() - self.start)}",
+                 f"eta {_clock(eta) if eta is not None else '?'}"]
         return "  ".join(parts) + (f"  | {last}" if last else "")
 
     def update(self, name: str, status: str) -> None:
@@ -55,21 +55,26 @@ class Progress:
             self.failed += 1
         if self.quiet:
             return
-        text = self.line(f"{name}: {status}")
-        if self.tty:
-            self.stream.write("\r\x1b[K" + text)
-            if self.done == self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(text + "\n")
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self.counts()}  | {name}: {status}", refresh=False)
+            self.bar.update(1)
+            return
+        self.stream.write(self.line(f"{name}: {status}") + "\n")
         self.stream.flush()
 
     def begin(self) -> None:
-        if not self.quiet and self.total:
-            self.stream.write(self.line("starting") + ("" if self.tty else "\n"))
-            self.stream.flush()
+        if self.quiet or not self.total:
+            return
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, file=self.stream, unit="run", dynamic_ncols=True, leave=True,
+                            postfix=self.counts())
+            return
+        self.stream.write(self.line("starting") + "\n")
+        self.stream.flush()
 
     def end(self) -> None:
-        if not self.quiet and self.tty and self.done < self.total:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -58,6 +58,14 @@ TAG_REUSED = "suite.reused"
 TAG_GRID_ID = "suite.grid_id"
 TAG_TOTAL = "suite.total"
 TAG_SPEC_HASHES = "suite.spec_hashes"
+TAG_CONFIG = "suite.config"  # a run's configuration without its seed: MLflow's "Group by" gives mean ± std over seeds
+
+# -- MLflow's own tags and UI state the suite writes ----------------------------------------------
+MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment tag: what the UI shows first
+EXPERIMENT_KIND_TRAINING = "custom_model_development"  # a model-training experiment: the runs table
+MLFLOW_NOTE = "mlflow.note.content"  # a run's (or experiment's) description in the UI
+MLFLOW_VIEW_STATE_PREFIX = "mlflow.sharedViewState."  # + key: a shared view of the runs table (experiment tag)
+MLFLOW_ML_WORKFLOW = "machine_learning"  # the UI's workflowType for model training (URL parameter)
 
 # -- Optuna study user attributes -------------------------------------------------------------
 STUDY_KIND = "suite.kind"  # grid | tune: how a worker runs the study's trials
@@ -81,3 +89,4 @@ TRIAL_DUPLICATE_OF = "suite.duplicate_of"
 TRIAL_SPEC = "suite.spec"  # a grid trial's RunSpec (JSON)
 TRIAL_RUN_ID = "suite.mlflow_run_id"
 TRIAL_SLOT = "suite.slot"
+TRIAL_RUN_NAME = "suite.run_name"  # a grid trial's MLflow run name (named against the whole grid)

@@ -12,7 +12,7 @@ from typing import Any
 from suite.errors import SpecError
 from suite.registry import Registry
 from suite.specs import axes, benchfile
-from suite.specs.spec import DEFAULT_COMPONENTS, RunSpec, parse_assignment
+from suite.specs.spec import DEFAULT_COMPONENTS, DEFAULT_DIVERGE_FACTOR, RunSpec, parse_assignment
 from suite.vocab import TAG_BENCHMARK
 
 FAMILIES_FLAGS = ("problem", "sampler", "optimizer", "scheduler", "averager")
@@ -33,6 +33,11 @@ class RunPlan:
     parent_tags: dict[str, Any] = field(default_factory=dict)
     benchmark: Path | None = None
     where: dict[str, str] = field(default_factory=dict)  # section -> "FILE:LINE" for errors
+    command: str | None = None  # how it was asked for (the command line): a param of the parent run
+
+    @property
+    def parent_params(self) -> dict[str, str]:
+        return {"command": self.command} if self.command else {}
 
     @property
     def specs(self) -> list[RunSpec]:
@@ -55,6 +60,43 @@ def plan_benchmark(path: Path, registry: Registry, experiment: str | None = None
         run_name=f"{bench.name} ({path})", parent_tags={TAG_BENCHMARK: str(path)}, benchmark=path,
         where={s.name: s.where(path) for s in bench.sections},
     )
+
+
+def is_spec_file(path: Path) -> bool:
+    """Whether ``path`` is a ``spec.yaml`` the suite logged with a run (it names its ``spec_hash``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "spec_hash" in data and "params" in data
+
+
+def plan_spec_file(path: Path, registry: Registry, experiment: str | None = None) -> RunPlan:
+    """The plan of a ``spec.yaml`` logged with an earlier run: the same run again (or, edited, a
+    new one), its values validated as on the command line."""
+    import yaml
+
+    from suite.specs.spec import resolve_spec
+
+    data = dict(yaml.safe_load(path.read_text()))
+    data.pop("spec_hash", None)
+    known = {"problem", "sampler", "optimizer", "scheduler", "averager", "batch_size", "seed", "epochs", "steps",
+             "eval_every", "diverge_factor", "params"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SpecError(f"{path}: unknown key {unknown[0]!r} in a run spec; keys: {', '.join(sorted(known))}")
+    try:
+        spec = resolve_spec(
+            registry, components={f: data.get(f) for f in FAMILIES_FLAGS}, overrides=dict(data.get("params") or {}),
+            batch_size=axes._int(data.get("batch_size", 32), "batch-size"), seed=axes._int(data.get("seed", 0), "seed"),
+            epochs=data.get("epochs"), steps=data.get("steps"), eval_every=data.get("eval_every"),
+            diverge_factor=axes._float(data.get("diverge_factor", DEFAULT_DIVERGE_FACTOR), "diverge-factor"),
+        )
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    return RunPlan(sections=[("spec", [spec])], experiment=experiment or spec.problem, run_name=spec.name)
 
 
 def plan_flags(registry: Registry, flags: Mapping[str, Any], sets: Sequence[str] = (),
@@ -128,7 +170,8 @@ def run_local(plan: RunPlan, registry: Registry, devices: Sequence[str], *, trac
 
     tracker = Tracker(plan.experiment, tracking_uri)
     out = run_grid(plan.sections, tracker, registry, devices, name=plan.run_name, force=force, quiet=quiet,
-                   parent=plan.wants_parent, parent_tags=plan.parent_tags, engine=engine, stack_size=stack_size)
+                   parent=plan.wants_parent, parent_tags=plan.parent_tags, parent_params=plan.parent_params,
+                   engine=engine, stack_size=stack_size)
     return out, tracker
 
 
@@ -155,16 +198,18 @@ def run_shared(plan: RunPlan, devices: Sequence[str], *, storage: str | None, tr
 
     from suite.api.work import work
     from suite.distributed.grid_study import submit_grid
-    from suite.grids.local import GridOutcome, collect_rows, log_summary
+    from suite.grids.local import GridOutcome, collect_rows, grid_axes, log_summary
     from suite.report import tables
     from suite.stores import DEFAULT_HEARTBEAT, HeartbeatPolicy, describe, normalize_storage, open_storage
+    from suite.tracking import ui
     from suite.tracking.tracker import Tracker
     from suite.vocab import FAILED, STUDY_PARENT_RUN_ID
 
     url = normalize_storage(storage)
     specs = plan.specs
     name, created = submit_grid(specs, url, experiment=plan.experiment, tracking_uri=tracking_uri, study_name=study,
-                                run_name=plan.run_name, parent_tags=plan.parent_tags)
+                                run_name=plan.run_name, parent_tags=plan.parent_tags,
+                                parent_params={**grid_axes(plan.sections), **plan.parent_params})
     shared = SharedOutcome(name, created, describe(url))
     if submit_only:
         return shared
@@ -178,6 +223,7 @@ def run_shared(plan: RunPlan, devices: Sequence[str], *, storage: str | None, tr
                       parent_run_id=parent)
     out.rows = collect_rows(plan.sections, out, tracker)
     out.stats = tables.config_stats(out.rows)
+    out.view = ui.share_view(tracker.client, tracker.experiment_id, axes.varying_keys(specs))
     shared.missing = [s for s in specs if s.hash not in done]
     if parent:
         log_summary(tracker, out)

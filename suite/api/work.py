@@ -14,7 +14,25 @@ from suite.exec.pool import Pool, WorkerEnv
 from suite.stores import HeartbeatPolicy
 from suite.tune.slots import TuneTrialRunner
 
-KINDS: dict[str, RunnerFactory] = {"grid": GridTrialRunner, "tune": TuneTrialRunner}
+
+def finish_study(tracker: Any, study: Any, plan: Any, parent_run_id: str) -> None:
+    """A tuning study worked on by ``suite worker``s is done: log its outcome to its parent run."""
+    from suite.tune import report
+    from suite.tune.tracking import finish_study_parent
+
+    summary = report.summarize(study, plan, None)
+    figs = report.study_figures(study)
+    finish_study_parent(tracker, parent_run_id, summary, figs)
+    report.close_all(figs)
+
+
+def tune_runner(study: Any, ctx: WorkerContext) -> TuneTrialRunner:
+    """The runner of a tuning study's trials in ``suite worker``: runs logged straight to the
+    study's MLflow experiment, its outcome logged when it is done."""
+    return TuneTrialRunner(study, ctx, on_close=finish_study)
+
+
+KINDS: dict[str, RunnerFactory] = {"grid": GridTrialRunner, "tune": tune_runner}
 
 
 @dataclass(frozen=True)

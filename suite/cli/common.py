@@ -51,3 +51,32 @@ def storage_options(f: Callable) -> Callable:
     ):
         f = opt(f)
     return f
+
+
+def format_option(f: Callable) -> Callable:
+    """``--format text|json``: a summary for people, or one JSON document for scripts."""
+    return click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+                        show_default=True, help="text, or json: one JSON document on stdout for scripts.")(f)
+
+
+def command_line(ctx: click.Context) -> str:
+    """The command as given, rebuilt from the options that were set (not their defaults)."""
+    import shlex
+
+    from suite.stores import describe
+
+    words = ["suite", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name == "storage" and value:
+            value = describe(value)  # no password in a param
+        if ctx.get_parameter_source(param.name) in (None, click.core.ParameterSource.DEFAULT) or value is None:
+            continue
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+        elif getattr(param, "is_flag", False):
+            words += [param.opts[0]] if value else []
+        else:
+            for v in value if getattr(param, "multiple", False) else [value]:
+                words += [param.opts[0], str(v)]
+    return shlex.join(words)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import click
 
-from suite.cli.common import storage_options, tracking_options
+from suite.cli.common import command_line, format_option, storage_options, tracking_options
 from suite.errors import SpecError
 from suite.registry import get_registry
 from suite.report import tables
@@ -20,6 +21,7 @@ LIST = "Comma list = a grid axis."
 
 @click.command()
 @click.argument("benchmark", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@format_option
 @click.option("--problem", default=None, help=f"Problem name(s) (see `suite list problem`; default linreg). {LIST}")
 @click.option("--sampler", default=None, help=f"Sampler name(s) (default shuffle). {LIST}")
 @click.option("--optimizer", default=None, help=f"Optimizer name(s) (default sgd). {LIST}")
@@ -51,10 +53,13 @@ LIST = "Comma list = a grid axis."
               help="With --storage: the grid study's name (default: grid-EXPERIMENT-<hash of the grid>).")
 @click.option("--submit-only", is_flag=True,
               help="With --storage: enqueue the grid and exit; `suite worker` processes run it.")
-def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size, epochs, steps, eval_every, seed,
-        seeds, lr, momentum, weight_decay, sets, diverge_factor, engine, stack_size, force, dry_run, experiment,
-        tracking_uri, device, workers, quiet, storage, heartbeat, grace, study, submit_only) -> None:
+def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averager, batch_size, epochs, steps,
+        eval_every, seed, seeds, lr, momentum, weight_decay, sets, diverge_factor, engine, stack_size, force, dry_run,
+        experiment, tracking_uri, device, workers, quiet, storage, heartbeat, grace, study, submit_only) -> None:
     """Run a configuration, a grid (comma lists, --seeds) or a BENCHMARK file, and log to MLflow.
+
+    BENCHMARK may also be the spec.yaml the suite logs with every run: the same run again (edit it
+    for a new one).
 
     Runs already completed (same spec hash) are skipped unless --force; the exit code is 1 if
     any run failed (in a grid a diverged run is a result, not a failure; a single configuration
@@ -75,9 +80,13 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
         if given:
             raise SpecError(f"{benchmark}: {', '.join(given)} cannot be combined with a benchmark file; "
                             "edit the file (or copy it) instead")
-        plan = runs.plan_benchmark(benchmark, registry, experiment)
+        if runs.is_spec_file(benchmark):
+            plan = runs.plan_spec_file(benchmark, registry, experiment)
+        else:
+            plan = runs.plan_benchmark(benchmark, registry, experiment)
     else:
         plan = runs.plan_flags(registry, flags, sets, experiment)
+    plan.command = command_line(click.get_current_context())
     runs.check(plan, registry)
     if dry_run:
         _print_dry_run(plan.sections, len(plan.specs))
@@ -86,9 +95,10 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
     if storage is not None or study or submit_only:
         if force:
             raise SpecError("--force cannot be combined with --storage: a shared grid reuses finished runs")
-        _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet, engine, stack_size)
+        _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet, engine, stack_size,
+                output_format)
         return
-    _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size)
+    _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size, output_format)
 
 
 def _print_dry_run(sections, total: int) -> None:
@@ -104,8 +114,8 @@ def _print_dry_run(sections, total: int) -> None:
 
 
 def _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet, engine,
-            stack_size) -> None:
-    from suite.api import runs
+            stack_size, output_format) -> None:
+    from suite.api import runs, summaries
 
     shared = runs.run_shared(plan, devices, storage=storage, tracking_uri=tracking_uri, heartbeat=heartbeat,
                              grace=grace, study=study, submit_only=submit_only, quiet=quiet,
@@ -118,41 +128,64 @@ def _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submi
     for line in shared.worker_lines:
         click.echo(line, err=True)
     out, missing = shared.outcome, shared.missing
-    not_done = f", {len(missing)} failed or not done" if missing else ""
-    click.echo(f"{len(plan.specs)} runs: {len(out.skipped)} done{not_done}")
-    grid_table(out)
-    click.echo(f"MLflow: experiment {plan.experiment!r} at {shared.tracker.tracking_uri}, parent run "
-               f"{out.parent_run_id} (browse with `make ui`)")
+    if output_format == "json":
+        click.echo(json.dumps(summaries.run_summary(plan, out, shared.tracker, missing=missing), indent=1))
+    else:
+        not_done = f", {len(missing)} failed or not done" if missing else ""
+        click.echo(f"{len(plan.specs)} runs: {len(out.skipped)} done{not_done}")
+        grid_table(out)
+        click.echo(f"MLflow: experiment {plan.experiment!r} at {shared.tracker.tracking_uri}, parent run "
+                   f"{out.parent_run_id}")
+        _where(shared.tracker, out)
     for s in missing:
         click.echo(f"FAILED or not done: {s.name} [{s.hash}]", err=True)
     if missing:
         sys.exit(1)
 
 
-def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size) -> None:
-    from suite.api import runs
+def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size, output_format) -> None:
+    from suite.api import runs, summaries
 
     out, tracker = runs.run_local(plan, registry, devices, tracking_uri=tracking_uri, force=force, quiet=quiet,
                                   engine=engine, stack_size=stack_size)
     if out.reaped:
         click.echo(f"marked {len(out.reaped)} run(s) left RUNNING by a dead invocation as interrupted", err=True)
     single = not plan.wants_parent
-    if single:
-        _single_summary(out, tracker)
+    if output_format == "json":
+        click.echo(json.dumps(summaries.run_summary(plan, out, tracker), indent=1))
     else:
-        _grid_summary(out, force)
-    where = f"experiment {tracker.experiment_name!r} at {tracker.tracking_uri}"
-    if out.parent_run_id:
-        where += f", parent run {out.parent_run_id}"
-    click.echo(f"MLflow: {where} (browse with `make ui`)")
+        if single:
+            _single_summary(out, tracker)
+        else:
+            _grid_summary(out, force)
+        where = f"experiment {tracker.experiment_name!r} at {tracker.tracking_uri}"
+        if out.parent_run_id:
+            where += f", parent run {out.parent_run_id}"
+        click.echo(f"MLflow: {where}")
+        _where(tracker, out)
     if plan.benchmark is not None and out.rows:
-        click.echo(f"report: {runs.write_plan_report(plan, tracker.tracking_uri)}")
+        report = runs.write_plan_report(plan, tracker.tracking_uri)
+        if output_format != "json":
+            click.echo(f"report: {report}")
     if out.failures:
         sys.exit(1)
     diverged = [r for r in out.results.values() if r.status == "diverged"]
     if single and diverged:  # one configuration asked for, and it diverged: say so and exit non-zero
         click.echo(f"run diverged: {diverged[0].reason}", err=True)
         sys.exit(1)
+
+
+def _where(tracker, out) -> None:
+    """The ``mlflow ui`` command that serves the store, and the URLs of the runs and of this run."""
+    from suite.tracking import ui
+
+    run_id = out.parent_run_id
+    if run_id is None and len(out.specs) == 1:
+        spec = out.specs[0]
+        earlier = out.skipped.get(spec.hash)
+        run_id = out.run_ids.get(spec.hash) or (earlier.info.run_id if earlier is not None else None)
+    for line in ui.where_lines(tracker.tracking_uri, tracker.experiment_id, view=out.view, run_id=run_id):
+        click.echo(line)
 
 
 def _single_summary(out, tracker) -> None:

@@ -3,6 +3,7 @@ which choice wins where."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -15,7 +16,7 @@ from suite.api.tuning import (
     TARGET_REEVALUATE,
     TARGET_SEEDS,
 )
-from suite.cli.common import storage_options, tracking_options
+from suite.cli.common import format_option, storage_options, tracking_options
 from suite.registry import get_registry
 
 
@@ -59,10 +60,10 @@ from suite.registry import get_registry
 @click.option("--reevaluate-top", type=int, default=3, show_default=True,
               help="How many of each study's best trials --reevaluate re-runs.")
 @tracking_options
+@format_option
 def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, budget, objective, seeds, spaces,
          sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, population, engine,
-         reevaluate_top,
-         experiment, tracking_uri, device, workers, quiet) -> None:
+         reevaluate_top, experiment, tracking_uri, device, workers, quiet, output_format) -> None:
     """Tune lr, momentum, weight decay (and schedule/averager parameters) per variant and batch size."""
     from suite.api import tuning
     from suite.stores import describe, normalize_storage
@@ -83,13 +84,23 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
         click.echo(f"{len(plans)} stud{'y' if len(plans) == 1 else 'ies'} ready in {where}; workers join with: "
                    f"suite worker --storage '{where}'")
         return
-    click.echo(outcome.markdown, nl=False)
     for line in outcome.troubles:
         click.echo(f"{line}; its unfinished trials are not counted: rerun the same command to complete them",
                    err=True)
-    studies = "1 study" if len(plans) == 1 else f"{len(plans)} studies"
-    click.echo(f"\n{studies} in Optuna storage {outcome.storage}; MLflow experiment "
-               f"{outcome.experiment!r} at {outcome.tracking_uri}: report on run {outcome.report_run_id} "
-               "(table.md, table.csv, figures; browse with `make ui`)")
+    if output_format == "json":
+        from suite.api.summaries import tune_summary
+
+        click.echo(json.dumps(tune_summary(outcome, outcome.experiment_id), indent=1))
+    else:
+        from suite.tracking import ui
+
+        click.echo(outcome.markdown, nl=False)
+        studies = "1 study" if len(plans) == 1 else f"{len(plans)} studies"
+        click.echo(f"\n{studies} in Optuna storage {outcome.storage}; MLflow experiment "
+                   f"{outcome.experiment!r} at {outcome.tracking_uri}: report on run {outcome.report_run_id} "
+                   "(table.md, table.csv, figures)")
+        for line in ui.where_lines(outcome.tracking_uri, outcome.experiment_id, run_id=outcome.report_run_id):
+            click.echo(line)
+        click.echo(f"compare the studies: optuna-dashboard '{outcome.storage}'  (or: make dashboard)")
     if outcome.troubles:
         sys.exit(1)

@@ -25,6 +25,7 @@ from typing import Any
 
 import optuna
 from mlflow.entities import RunStatus
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from optuna.trial import TrialState
 
 from suite.distributed.worker import WorkerContext
@@ -33,6 +34,8 @@ from suite.engine.stacked import stack_key, stackable
 from suite.engine.units import MAX_STACK
 from suite.errors import StoreError, TrialFailed
 from suite.registry import get_registry
+from suite.specs import naming
+from suite.specs.axes import varying_keys
 from suite.specs.spec import RunSpec
 from suite.stores import describe, open_storage
 from suite.tracking.tracker import Tracker
@@ -52,6 +55,7 @@ from suite.vocab import (
     TAG_TRIAL,
     TRIAL_KEY,
     TRIAL_RUN_ID,
+    TRIAL_RUN_NAME,
     TRIAL_SPEC,
     TRIAL_STATUS,
     TRIAL_WORKER,
@@ -72,6 +76,7 @@ def submit_grid(
     study_name: str | None = None,
     run_name: str | None = None,
     parent_tags: Mapping[str, Any] | None = None,
+    parent_params: Mapping[str, Any] | None = None,
 ) -> tuple[str, bool]:
     """Create the grid's study with one enqueued trial per distinct spec, or join it if the
     same grid is already there. Returns ``(study name, created)``.
@@ -96,6 +101,7 @@ def submit_grid(
     parent = tracker.start_parent(
         run_name or name,
         {TAG_STUDY: name, TAG_N_SPECS: len(unique), TAG_OWNER: "optuna-study", **(parent_tags or {})},
+        parent_params,
     )
     for key, value in {
         STUDY_KIND: "grid",
@@ -106,8 +112,10 @@ def submit_grid(
         TAG_TOTAL: len(unique),
     }.items():
         study.set_user_attr(key, value)
+    varying = varying_keys(unique)  # a run is named against the whole grid, which its worker does not see
     for spec in unique:
-        study.enqueue_trial({}, user_attrs={TRIAL_SPEC: spec.to_json(), TAG_HASH: spec.hash, TRIAL_KEY: spec.hash})
+        study.enqueue_trial({}, user_attrs={TRIAL_SPEC: spec.to_json(), TAG_HASH: spec.hash, TRIAL_KEY: spec.hash,
+                                            TRIAL_RUN_NAME: naming.run_name(spec, varying)})
     study.set_user_attr(STUDY_READY, True)
     return name, True
 
@@ -174,9 +182,11 @@ class GridTrialRunner:
         run_ids: dict[int, str] = {}
         try:
             for i in todo:
+                name = trials[i].user_attrs.get(TRIAL_RUN_NAME)  # named against the whole grid when submitted
                 run_ids[i] = self.tracker.start_run(
                     specs[i], self.registry, device=self.ctx.device, parent_run_id=self.parent,
-                    tags={TAG_STUDY: self.study.study_name, TAG_TRIAL: trials[i].number, TRIAL_WORKER: self.ctx.label},
+                    tags={TAG_STUDY: self.study.study_name, TAG_TRIAL: trials[i].number, TRIAL_WORKER: self.ctx.label,
+                          **({MLFLOW_RUN_NAME: name} if name else {})},
                 )
                 trials[i].set_user_attr(TRIAL_RUN_ID, run_ids[i])
 

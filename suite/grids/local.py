@@ -22,11 +22,14 @@ from suite.grids.units import UnitTask, train_unit
 from suite.progress import Progress
 from suite.registry import Registry
 from suite.report import tables
+from suite.specs.axes import varying_keys
 from suite.specs.spec import RunSpec
+from suite.tracking import ui
 from suite.tracking.tracker import Tracker
 from suite.vocab import (
     FAILED,
     INTERRUPTED,
+    MLFLOW_NOTE,
     TAG_N_FAILED,
     TAG_N_SKIPPED,
     TAG_N_SPECS,
@@ -36,6 +39,7 @@ from suite.vocab import (
 )
 
 Sections = Sequence[tuple[str, Sequence[RunSpec]]]
+NOTE_LIMIT = 7800  # MLflow keeps at most 8000 characters of a tag
 
 
 @dataclass
@@ -49,6 +53,8 @@ class GridOutcome:
     rows: list[tables.Row] = field(default_factory=list)
     stats: list[tables.ConfigStats] = field(default_factory=list)
     parent_run_id: str | None = None
+    run_ids: dict[str, str] = field(default_factory=dict)  # hash -> MLflow run id of this invocation's runs
+    view: str | None = None  # the key of the runs table's shared view in the MLflow UI (suite.tracking.ui)
 
     @property
     def failures(self) -> list[Any]:
@@ -74,6 +80,7 @@ def run_grid(
     quiet: bool = False,
     parent: bool = True,
     parent_tags: dict[str, Any] | None = None,
+    parent_params: dict[str, Any] | None = None,
     engine: str = "auto",
     stack_size: int | None = None,
 ) -> GridOutcome:
@@ -88,16 +95,21 @@ def run_grid(
     done = {} if force else tracker.done_runs()
     out.skipped = {s.hash: done[s.hash] for s in specs if s.hash in done}
     todo = [s for s in specs if s.hash not in done]
-    section_of = {}
+    section_of, varying = {}, {}
     for sec, sspecs in sections:
+        varying[sec] = varying_keys(sspecs)
         for s in sspecs:
             section_of.setdefault(s.hash, sec)
     if parent:
         out.parent_run_id = tracker.start_parent(
-            name, {TAG_N_SPECS: len(specs), TAG_N_SKIPPED: len(out.skipped), **(parent_tags or {})}
+            name, {TAG_N_SPECS: len(specs), TAG_N_SKIPPED: len(out.skipped), **(parent_tags or {})},
+            {**grid_axes(sections), **(parent_params or {})},
         )
+    shown = list(dict.fromkeys(k for keys in varying.values() for k in keys))
+    out.view = ui.share_view(tracker.client, tracker.experiment_id, shown)
     progress = Progress(len(todo), skipped=len(out.skipped), quiet=quiet)
     handler = _GridHandler(todo, tracker, registry, out, section_of, progress)
+    handler.varying = varying
     units = plan_units(todo, registry, engine=engine, stack_size=stack_size, device=devices[0] if devices else "cpu",
                        workers=len(devices))
     payloads = [UnitTask([todo[i].to_json() for i in unit], unit, engine) for unit in units]
@@ -132,14 +144,16 @@ class _GridHandler:
         self.todo, self.tracker, self.registry, self.out = todo, tracker, registry, out
         self.section_of, self.progress = section_of, progress
         self.units: list[list[int]] = []
+        self.varying: dict[str, list[str]] = {}  # section -> the keys that vary in it (they name its runs)
         self.run_ids: dict[int, str] = {}  # spec index -> MLflow run id
         self.in_flight: dict[int, str] = {}  # spec index -> run id, started and not finished
 
     def _start(self, index: int, device: str) -> None:
         spec = self.todo[index]
+        section = self.section_of[spec.hash]
         run_id = self.tracker.start_run(spec, self.registry, device=device, parent_run_id=self.out.parent_run_id,
-                                        tags={TAG_SECTION: self.section_of[spec.hash]})
-        self.run_ids[index] = self.in_flight[index] = run_id
+                                        tags={TAG_SECTION: section}, varying=self.varying.get(section, ()))
+        self.run_ids[index] = self.in_flight[index] = self.out.run_ids[spec.hash] = run_id
 
     def _done(self, index: int, result: Any) -> None:
         if index not in self.run_ids:  # its worker died before it could say it started
@@ -174,6 +188,23 @@ class _GridHandler:
                 self._done(index, RunResult(spec=spec, status=FAILED, reason=why, error=why, device=device))
 
 
+def grid_axes(sections: Sections) -> dict[str, str]:
+    """The parent run's params for the grid's axes: ``axis.<key>`` = the values it takes
+    (``axis.<section>.<key>`` in a benchmark file of several sections)."""
+    out = {}
+    for sec, specs in sections:
+        flats = [s.flat_params() for s in specs]
+        prefix = "axis." if len(sections) == 1 else f"axis.{sec}."
+        for key in varying_keys(specs, skip=()):
+            values = dict.fromkeys(_text(f[key]) for f in flats if key in f)
+            out[prefix + key] = ",".join(values)
+    return out
+
+
+def _text(value: Any) -> str:
+    return "None" if value is None else str(value)
+
+
 def _quietly(fn: Any, *args: Any) -> None:
     """Best effort while already failing: the original error is the one to tables."""
     try:
@@ -191,7 +222,8 @@ def collect_rows(sections: Sections, out: GridOutcome, tracker: Tracker) -> list
                 final = result.final
                 curve = [(s, m["val_loss"]) for s, m in result.history if "val_loss" in m]
                 rows.append(tables.Row(sec, spec, result.status, _num(final.get("val_loss")),
-                                       _num(final.get("avg_val_loss")), result.reason, "", curve))
+                                       _num(final.get("avg_val_loss")), result.reason, out.run_ids.get(spec.hash, ""),
+                                       curve))
                 continue
             run = out.skipped.get(spec.hash)
             if run is None:
@@ -217,6 +249,8 @@ def log_summary(tracker: Tracker, out: GridOutcome) -> None:
         md += f"\n## {tables.WINNER_HEADER[0].upper()}{tables.WINNER_HEADER[1:]}\n\n"
         md += "".join(f"- {line}\n" for line in lines)
     client.log_text(pid, md, "summary.md")
+    note = md if len(md) <= NOTE_LIMIT else md[:NOTE_LIMIT] + "\n\n(cut here: the whole table is summary.md)\n"
+    client.set_tag(pid, MLFLOW_NOTE, note)  # the parent run's description in the UI
     client.log_text(pid, json.dumps([
         {"section": r.section, "spec_hash": r.spec.hash, "name": r.spec.name, "status": r.status, "reason": r.reason}
         for r in out.rows

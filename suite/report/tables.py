@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend; elsewhere no display is needed
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,10 +18,14 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 import suite
 from suite.errors import SuiteError
 from suite.registry import FAMILIES, Registry
+from suite.specs import naming
 from suite.specs.spec import RunSpec
 from suite.stores import check_tracking_uri, resolve_tracking_uri
 from suite.vocab import (
     DONE_STATUSES,
+    EXPERIMENT_KIND_TRAINING,
+    MLFLOW_EXPERIMENT_KIND,
+    TAG_CONFIG,
     TAG_DEVICE,
     TAG_ENGINE,
     TAG_HASH,
@@ -60,11 +64,16 @@ class Tracker:
             if exp is None:
                 if not create:
                     raise SuiteError(f"MLflow experiment {experiment!r} does not exist at {self.tracking_uri}")
-                self.experiment_id = self.client.create_experiment(experiment)
+                # a model-training experiment: MLflow's UI opens it on the runs table
+                self.experiment_id = self.client.create_experiment(
+                    experiment, tags={MLFLOW_EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING})
             else:
                 if exp.lifecycle_stage == "deleted":
                     self.client.restore_experiment(exp.experiment_id)
                 self.experiment_id = exp.experiment_id
+                if MLFLOW_EXPERIMENT_KIND not in exp.tags:  # made by an earlier version; a user's choice stays
+                    self.client.set_experiment_tag(self.experiment_id, MLFLOW_EXPERIMENT_KIND,
+                                                   EXPERIMENT_KIND_TRAINING)
         except SuiteError:
             raise
         except Exception as exc:
@@ -84,10 +93,15 @@ class Tracker:
         parent_run_id: str | None = None,
         kind: str = "run",
         tags: Mapping[str, Any] | None = None,
+        varying: Sequence[str] = (),
     ) -> str:
-        """Create the MLflow run for ``spec`` with its params and tags; return the run id."""
+        """Create the MLflow run for ``spec`` with its params and tags; return the run id.
+
+        ``varying``: the keys that vary in the run's grid (:func:`suite.specs.axes.varying_keys`);
+        they name the run (:func:`suite.specs.naming.run_name`) and its ``suite.config`` tag."""
         all_tags: dict[str, Any] = {
-            MLFLOW_RUN_NAME: spec.name,
+            MLFLOW_RUN_NAME: naming.run_name(spec, varying),
+            TAG_CONFIG: naming.config_tag(spec, varying),
             TAG_HASH: spec.hash,
             TAG_STATUS: "running",
             TAG_VERSION: suite.__version__,
@@ -135,7 +149,7 @@ class Tracker:
         tags.append(RunTag(TAG_ENGINE, result.engine))
         if result.stack:
             tags.append(RunTag(TAG_STACK, result.stack))
-        self.client.log_batch(run_id, tags=tags)
+        self.client.log_batch(run_id, tags=tags, metrics=best_metrics(result.history))
         self.client.set_terminated(run_id, MLFLOW_STATUS[result.status])
 
     def mark(self, run_id: str, status: str, reason: str = "") -> None:
@@ -145,11 +159,15 @@ class Tracker:
         self.client.set_terminated(run_id, MLFLOW_STATUS[status])
 
     # -- grids: parent runs, resume --------------------------------------------------------
-    def start_parent(self, name: str, tags: Mapping[str, Any] | None = None) -> str:
-        """Create the parent run of one grid invocation (tag ``suite.kind=grid``)."""
+    def start_parent(self, name: str, tags: Mapping[str, Any] | None = None,
+                     params: Mapping[str, Any] | None = None) -> str:
+        """Create the parent run of one grid invocation (tag ``suite.kind=grid``; ``params``: the
+        command line and the grid's axes)."""
         all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "grid", TAG_STATUS: "running", TAG_VERSION: suite.__version__,
                     TAG_OWNER: owner(), TAG_HOST: platform.node(), **(tags or {})}
         run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
+        if params:
+            self.client.log_batch(run.info.run_id, params=[Param(k, _param_text(v)[:6000]) for k, v in params.items()])
         return run.info.run_id
 
     def search(self, filter_string: str = "") -> list[Any]:
@@ -220,6 +238,26 @@ def _not_zombie(pid: int) -> bool:
             return f.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return True
+
+
+def best_metrics(history: Sequence[tuple[int, Mapping[str, float]]]) -> list[Metric]:
+    """``best_val_loss`` (and ``best_avg_val_loss``): the lowest value over the run, logged at the
+    step it was reached, beside the last value MLflow shows as ``val_loss``."""
+    ts = int(time.time() * 1000)
+    out = []
+    for key in ("val_loss", "avg_val_loss"):
+        points = [(m[key], step) for step, m in history if key in m and _finite(m[key])]
+        if points:
+            value, step = min(points)
+            out.append(Metric(f"best_{key}", float(value), ts, step))
+    return out
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return float(v) == float(v) and abs(float(v)) != float("inf")
+    except (TypeError, ValueError):
+        return False
 
 
 def _param_text(value: Any) -> str:

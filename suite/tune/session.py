@@ -20,7 +20,14 @@ from suite.tune.studies import (
     storage_label,
     top_trials,
 )
-from suite.tune.tracking import TrackerSink, finish_study_parent, finish_tune_run, start_tune_run, study_parent
+from suite.tune.tracking import (
+    TrackerSink,
+    finish_study_parent,
+    finish_tune_run,
+    previous_report,
+    start_tune_run,
+    study_parent,
+)
 from suite.vocab import STUDY_UID, TAG_REEVAL_OF, TAG_STUDIES, TAG_STUDY
 
 
@@ -55,6 +62,7 @@ class TuneOutcome:
     tracking_uri: str
     report_run_id: str
     troubles: list[str]  # workers that died or raised
+    experiment_id: str | None = None
 
 
 def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -> TuneOutcome | None:
@@ -72,18 +80,25 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     parents = {plan.name: study_parent(tracker, plan, studies[plan.name].user_attrs[STUDY_UID], trials=req.trials,
                                        pruner=req.pruner, study_seed=req.study_seed, storage=label)
                for plan in req.plans}
+    added_any = False
     for plan in req.plans:  # enqueue the trials still to do, for any worker anywhere to claim
         added = slots.share(studies[plan.name], trials=req.trials, pruner=req.pruner, study_seed=req.study_seed,
                             experiment=tracker.experiment_name, tracking_uri=tracker.tracking_uri,
                             parent_run_id=parents[plan.name], population=req.population)
+        added_any = added_any or bool(added)
         if not added and not slots.n_slots_left(studies[plan.name]):
             echo(f"[{plan.name}] already holds {req.trials} trials")
     if req.submit_only:
         return None
     problems = list(dict.fromkeys(p.problem for p in req.plans))
-    report_run = start_tune_run(
+    studies_tag = ",".join(parents)[:4000]
+    idle = not added_any and not req.reevaluate and not any(slots.n_slots_left(s) for s in studies.values())
+    # a rerun that runs nothing reports on the run an earlier invocation left, not on a second one
+    report_run = previous_report(tracker, studies_tag) if idle else None
+    fresh = report_run is None
+    report_run = report_run or start_tune_run(
         tracker, f"tune-{'+'.join(problems)}",
-        tags={TAG_STUDIES: ",".join(parents)[:4000]},
+        tags={TAG_STUDIES: studies_tag},
         params={"studies": len(req.plans), "trials": req.trials, "pruner": req.pruner,
                 "study_seed": req.study_seed, "storage": label, "reevaluate": req.reevaluate,
                 "objective": str(req.objective), "devices": ",".join(req.devices)},
@@ -107,14 +122,15 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
         md = report.markdown(summaries, req.objective.label)
         csv_text = report.csv_text(summaries)
         figs = report.figures(summaries, req.objective.label)
-        finish_tune_run(tracker, report_run, {"table.md": md, "table.csv": csv_text}, figs)
+        if fresh:
+            finish_tune_run(tracker, report_run, {"table.md": md, "table.csv": csv_text}, figs)
         report.close_all(figs)
     except BaseException:
-        for run_id in [*parents.values(), report_run]:
+        for run_id in [*parents.values(), *([report_run] if fresh else [])]:
             tracker.mark(run_id, "interrupted", "tuning did not finish")
         raise
     return TuneOutcome(summaries, md, csv_text, label, tracker.experiment_name, tracker.tracking_uri, report_run,
-                   troubles)
+                       troubles, tracker.experiment_id)
 
 
 def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, settings: workers.Settings,

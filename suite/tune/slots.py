@@ -35,7 +35,7 @@ from suite.tune.plan import (
     TrialSink,
     Variant,
 )
-from suite.tune.studies import make_pruner, make_sampler
+from suite.tune.sampling import make_pruner, make_sampler
 from suite.vocab import (
     STUDY_EXPERIMENT,
     STUDY_KIND,
@@ -89,10 +89,11 @@ class TuneTrialRunner:
     same objective as ``suite tune`` (:class:`suite.tune.plan.TrialObjective`). Without a ``sink``
     the runs go straight to the study's MLflow experiment, children of its parent run."""
 
-    def __init__(self, study: optuna.Study, ctx: WorkerContext, sink: TrialSink | None = None) -> None:
+    def __init__(self, study: optuna.Study, ctx: WorkerContext, sink: TrialSink | None = None,
+                 on_close: Callable[..., None] | None = None) -> None:
         from suite.tune.tracking import TrackerSink
 
-        self.study, self.ctx = study, ctx
+        self.study, self.ctx, self.on_close = study, ctx, on_close
         self.plan = plan_of(study)
         tune = study.user_attrs[STUDY_TUNE]
         started = len([t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING])
@@ -144,19 +145,13 @@ class TuneTrialRunner:
                 self.tracker.mark(run.info.run_id, "interrupted", why)
 
     def close(self) -> None:
-        """The study is done: log its outcome to its parent run, if nobody has yet."""
-        if self.tracker is None:
-            return  # a `suite tune` session logs the outcome itself
-        from suite.tune import report
-        from suite.tune.tracking import finish_study_parent
-
-        parent = self.study.user_attrs[STUDY_PARENT_RUN_ID]
-        if self.tracker.client.get_run(parent).info.status != "RUNNING":
+        """The study is done: log its outcome to its parent run, if nobody has yet (with
+        ``on_close``, which ``suite worker`` gives; a `suite tune` session logs it itself)."""
+        if self.tracker is None or self.on_close is None:
             return
-        summary = report.summarize(self.study, self.plan, None)
-        figs = report.study_figures(self.study)
-        finish_study_parent(self.tracker, parent, summary, figs)
-        report.close_all(figs)
+        parent = self.study.user_attrs[STUDY_PARENT_RUN_ID]
+        if self.tracker.client.get_run(parent).info.status == "RUNNING":
+            self.on_close(self.tracker, self.study, self.plan, parent)
 
 
 def runner_with_sink(sink: TrialSink) -> Callable[[optuna.Study, WorkerContext], Any]:

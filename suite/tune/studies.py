@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import platform
 import uuid
-import warnings
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -20,16 +19,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from suite.context import derive_seed
 from suite.errors import TuneError
 from suite.registry import Registry
 from suite.specs.spec import RunSpec
 from suite.tune.plan import REEVAL_SEED_BASE, StudyPlan
 from suite.tune.results import best_trial, best_values, counted, n_counted, top_trials  # noqa: F401
+from suite.tune.sampling import make_pruner, make_sampler
 from suite.vocab import STUDY_SETTINGS, STUDY_UID, TRIAL_WORKER
 
 DEFAULT_STORAGE_PATH = Path(".suite") / "optuna.journal"
-PRUNERS = ("median", "hyperband", "none")
 
 
 # -- storage and studies --------------------------------------------------------------------
@@ -37,31 +35,6 @@ def storage_label(url: str | None) -> str:
     if url and "://" in url:
         return url
     return str(Path(url) if url else DEFAULT_STORAGE_PATH)
-
-
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    """``median`` (prune below the median of completed trials at the same step, after 3
-    completed trials), ``hyperband`` or ``none``."""
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise TuneError(f"unknown --pruner {name!r}: use {', '.join(PRUNERS)}")
-
-
-def make_sampler(plan: StudyPlan, trials: int, study_seed: int | None, salt: str) -> optuna.samplers.TPESampler:
-    """TPE, seeded from ``--study-seed``, the study's name and ``salt`` (worker and trials
-    already done, so a resumed or parallel sampler does not repeat the same random points)."""
-    # seeded from the name without its hash suffix: the draws of studies named before it are kept
-    seed = None if study_seed is None else derive_seed(study_seed, f"{plan.legacy_name}|{salt}") % (2**32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=min(10, max(3, trials // 3)), multivariate=True, group=True,
-            constant_liar=True,  # a population's trials, asked together, stay apart
-        )
 
 
 def resolve_names(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPlan]) -> list[StudyPlan]:

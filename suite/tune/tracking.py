@@ -27,6 +27,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 import suite
 from suite.engine.loop import RunResult
 from suite.registry import Registry
+from suite.specs import naming
 from suite.specs.spec import RunSpec
 from suite.tracking.tracker import Tracker
 from suite.vocab import (
@@ -38,6 +39,7 @@ from suite.vocab import (
     TAG_PRUNER,
     TAG_STATUS,
     TAG_STORAGE,
+    TAG_STUDIES,
     TAG_STUDY,
     TAG_STUDY_SEED,
     TAG_STUDY_UID,
@@ -66,10 +68,11 @@ class TrackerSink:
         self.pending: dict[str, list[Metric]] = {}
 
     def start(self, key: str, study: str, spec: RunSpec, kind: str, tags: dict[str, Any]) -> None:
-        suffix = f"-t{tags[TAG_TRIAL]}" if TAG_TRIAL in tags else f"-{kind}"
+        # within a study runs differ by trial (and seed): ``logistic sgd b64 t3 s0``, ``… reeval s7``
+        which = f"t{tags[TAG_TRIAL]}" if TAG_TRIAL in tags else kind
         self.run_ids[key] = self.tracker.start_run(
             spec, self.registry, device=str(tags.get(TAG_DEVICE, "cpu")), parent_run_id=self.parents[study],
-            kind=kind, tags={MLFLOW_RUN_NAME: spec.name + suffix, **tags},
+            kind=kind, tags={MLFLOW_RUN_NAME: f"{naming.config_label(spec)} {which} s{spec.seed}", **tags},
         )
 
     def eval(self, key: str, step: int, metrics: dict[str, float]) -> None:
@@ -170,6 +173,16 @@ def start_tune_run(tracker: Tracker, name: str, tags: Mapping[str, Any], params:
     run = tracker.client.create_run(tracker.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
     tracker.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return run.info.run_id
+
+
+def previous_report(tracker: Tracker, studies: str) -> str | None:
+    """The latest finished report run (``suite.kind=tune``) over the same studies, or None."""
+    found = tracker.client.search_runs(
+        [tracker.experiment_id],
+        f"tags.`{TAG_KIND}` = 'tune' AND tags.`{TAG_STUDIES}` = '{studies}' AND tags.`{TAG_STATUS}` = 'completed'",
+        max_results=1, order_by=["attributes.start_time DESC"],
+    )
+    return found[0].info.run_id if found else None
 
 
 def finish_tune_run(tracker: Tracker, run_id: str, texts: Mapping[str, str], figures: Mapping[str, Any]) -> None:
