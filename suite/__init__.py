@@ -11,6 +11,7 @@ through the ``suite.plugins`` entry-point group.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -25,9 +26,25 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from suite.context import BuildContext  # noqa: E402
 from suite.params import Param, Space  # noqa: E402
-from suite.problem import Problem  # noqa: E402
+
+if TYPE_CHECKING:
+    from suite.context import BuildContext
+    from suite.problem import Problem
+
+_TORCH_NAMES = {"BuildContext": "suite.context", "Problem": "suite.problem"}
+
+
+def __getattr__(name: str) -> Any:
+    """``BuildContext`` and ``Problem`` need torch: they are imported on first use, so that
+    ``suite --help`` and ``suite list`` start without it."""
+    if name in _TORCH_NAMES:
+        from importlib import import_module
+
+        value = getattr(import_module(_TORCH_NAMES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'suite' has no attribute {name!r}")
 
 __all__ = [
     "BuildContext",

@@ -53,11 +53,6 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
                  submit_only: bool = False, reevaluate: int = 0, experiment: str | None = None,
                  tracking_uri: str | None = None, device: str = "auto", workers: int | None = None) -> Any:
     """The :class:`suite.tune.session.Request` of ``suite tune``'s options (same names and defaults)."""
-    from suite.exec.devices import resolve_devices
-    from suite.stores import DEFAULT_HEARTBEAT, HeartbeatPolicy
-    from suite.tune import plan
-    from suite.tune.session import Request
-
     problems = _names(problem, "--problem")
     choices = {"optimizer": _names(optimizer, "--optimizer"), "scheduler": _names(scheduler, "--scheduler"),
                "averager": _names(averager, "--averager"), "sampler": _names(sampler, "--sampler")}
@@ -65,9 +60,6 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
         for name in names:
             registry.get(family, name)
     sizes = _sizes(batch_sizes)
-    budget_obj = plan.Budget.parse(budget) if budget is not None else None
-    objective_obj = plan.Objective.parse(objective)
-    space_overrides = dict(plan.parse_space_option(s) for s in spaces)
     fixed = {}
     for text in sets:
         family, param, value = parse_assignment(text)
@@ -78,6 +70,15 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
         raise SuiteError(f"--reevaluate={reevaluate} is out of range: must be at least 0")
     if eval_every is not None and eval_every < 1:
         raise SuiteError(f"--eval-every={eval_every} is out of range: must be at least 1")
+    # the checks above need no heavy import; suite.tune.plan imports optuna and the engine (torch)
+    from suite.exec.devices import resolve_devices
+    from suite.stores import DEFAULT_HEARTBEAT, HeartbeatPolicy
+    from suite.tune import plan
+    from suite.tune.session import Request
+
+    budget_obj = plan.Budget.parse(budget) if budget is not None else None
+    objective_obj = plan.Objective.parse(objective)
+    space_overrides = dict(plan.parse_space_option(s) for s in spaces)
     plans = []
     for p in problems:
         b = budget_obj or plan.Budget.parse(_default_budget(registry, p, fixed))

@@ -10,7 +10,6 @@ import click
 from suite.cli.common import storage_options, tracking_options
 from suite.errors import SpecError
 from suite.registry import get_registry
-from suite.report import tables
 from suite.specs import axes
 from suite.specs.spec import DEFAULT_DIVERGE_FACTOR
 from suite.vocab import TAG_STATUS
@@ -64,7 +63,6 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
     that storage: this command and any number of `suite worker` processes on other machines
     share it, each run done exactly once."""
     from suite.api import runs
-    from suite.exec.devices import resolve_devices
 
     registry = get_registry()
     flags = dict(problem=problem, sampler=sampler, optimizer=optimizer, scheduler=scheduler, averager=averager,
@@ -82,6 +80,8 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
     if dry_run:
         _print_dry_run(plan.sections, len(plan.specs))
         return
+    from suite.exec.devices import resolve_devices  # imports torch: after the flags are checked
+
     devices = resolve_devices(device, workers)
     if storage is not None or study or submit_only:
         if force:
@@ -153,6 +153,8 @@ def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_si
 
 
 def _single_summary(out, tracker) -> None:
+    from suite.report import tables
+
     (spec,) = out.specs
     if spec.hash in out.results:
         for line in tables.run_summary(out.results[spec.hash]):
@@ -181,6 +183,8 @@ def _grid_summary(out, force: bool) -> None:
 
 def grid_table(out) -> None:
     """The per-configuration table of a grid and the winner per batch size."""
+    from suite.report import tables
+
     for line in tables.table_text(out.stats):
         click.echo(line)
     wins = tables.winners(out.stats)
