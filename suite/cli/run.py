@@ -76,7 +76,11 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
         plan = runs.plan_benchmark(benchmark, registry, experiment)
     else:
         plan = runs.plan_flags(registry, flags, sets, experiment)
-    runs.check(plan, registry)
+    from suite.exec import phases
+
+    phases.import_engine()  # torch and the engine, timed: what a worker process would pay to start
+    with phases.CLOCK.phase("building"):
+        runs.check(plan, registry)
     if dry_run:
         _print_dry_run(plan.sections, len(plan.specs))
         return
@@ -88,7 +92,7 @@ def run(benchmark, problem, sampler, optimizer, scheduler, averager, batch_size,
             raise SpecError("--force cannot be combined with --storage: a shared grid reuses finished runs")
         _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet)
         return
-    _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size)
+    _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size, adaptive=workers is None)
 
 
 def _print_dry_run(sections, total: int) -> None:
@@ -128,11 +132,12 @@ def _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submi
         sys.exit(1)
 
 
-def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size) -> None:
+def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size, adaptive=False) -> None:
     from suite.api import runs
+    from suite.exec.phases import CLOCK
 
     out, tracker = runs.run_local(plan, registry, devices, tracking_uri=tracking_uri, force=force, quiet=quiet,
-                                  engine=engine, stack_size=stack_size)
+                                  engine=engine, stack_size=stack_size, adaptive=adaptive)
     if out.reaped:
         click.echo(f"marked {len(out.reaped)} run(s) left RUNNING by a dead invocation as interrupted", err=True)
     single = not plan.wants_parent
@@ -144,6 +149,9 @@ def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_si
     if out.parent_run_id:
         where += f", parent run {out.parent_run_id}"
     click.echo(f"MLflow: {where} (browse with `make ui`)")
+    if out.parent_run_id:
+        tracker.log_phases(out.parent_run_id, CLOCK.seconds())
+    click.echo(CLOCK.line())
     if out.failures:
         sys.exit(1)
     diverged = [r for r in out.results.values() if r.status == "diverged"]
