@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from suite.context import BuildContext
     from suite.problem import Problem
 
-_TORCH_NAMES = {"BuildContext": "suite.context", "Problem": "suite.problem"}
+_TORCH_NAMES = {"BuildContext": "context", "Problem": "problem"}  # name -> its module in this package
 
 
 def __getattr__(name: str) -> Any:
@@ -41,7 +41,7 @@ def __getattr__(name: str) -> Any:
     if name in _TORCH_NAMES:
         from importlib import import_module
 
-        value = getattr(import_module(_TORCH_NAMES[name]), name)
+        value = getattr(import_module(f"{__name__}.{_TORCH_NAMES[name]}"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'suite' has no attribute {name!r}")
