@@ -70,5 +70,10 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
     click.echo(f"\n{studies} in Optuna storage {outcome.storage}; MLflow experiment "
                f"{outcome.experiment!r} at {outcome.tracking_uri}: report on run {outcome.report_run_id} "
                "(table.md, table.csv, figures; browse with `make ui`)")
+    from suite.exec.phases import CLOCK
+    from suite.tracking.tracker import Tracker
+
+    Tracker(outcome.experiment, outcome.tracking_uri).log_phases(outcome.report_run_id, CLOCK.seconds())
+    click.echo(CLOCK.line())
     if outcome.troubles:
         sys.exit(1)

@@ -114,7 +114,9 @@ class Pool:
         propagates; the handler has then been told nothing more about the tasks in flight."""
         if not payloads:
             return
-        with stop_signals():
+        from suite.exec.phases import CLOCK
+
+        with stop_signals(), CLOCK.phase("training"):  # the handler's MLflow writes count as tracking
             if len(self.devices) == 1 or len(payloads) == 1:
                 self.decision = "in-process (one device entry or one task)"
                 self._inline(payloads, handler)
