@@ -41,9 +41,11 @@ bench: install
 	@echo "the report (claims table with computed verdicts, paired comparisons, figures) is reports/lecture/report.html"
 	@echo "(and report.md), also logged on the parent run. Browse the runs with: make ui   (then http://127.0.0.1:5000)"
 
-# Speed benchmarks (tables measured side by side in one process; not tests): benchmarks/perf/*.py
+# Speed benchmarks (tables measured side by side; not tests). whole.py installs benchopt in .venv-perf
+# (never in $(VENV)); benchmarks/perf/lecture_mwe.py is the lecture's script that whole.py times.
+PERF_SCRIPTS := benchmarks/perf/engine.py benchmarks/perf/whole.py
 perf: install
-	@for f in benchmarks/perf/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@for f in $(PERF_SCRIPTS); do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 tune: install
 	$(BIN)/suite tune --problem logistic

@@ -11,6 +11,7 @@ through the ``suite.plugins`` entry-point group.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -25,16 +26,29 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from suite.context import BuildContext  # noqa: E402
 from suite.params import Param, Space  # noqa: E402
-from suite.problem import Problem  # noqa: E402
+
+if TYPE_CHECKING:
+    from suite.context import BuildContext
+    from suite.problem import Problem
+
+_TORCH_NAMES = {"BuildContext": "context", "Problem": "problem"}  # name -> its module in this package
+
 
 # The notebook API (suite.run, suite.tune, suite.results: DataFrames), imported on first use so that
 # ``import suite`` stays light for plugins.
 _NOTEBOOK_API = ("run", "tune", "results")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
+    """``BuildContext`` and ``Problem`` need torch, and the notebook API MLflow and pandas: they
+    are imported on first use, so that ``suite --help`` and ``suite list`` start without them."""
+    if name in _TORCH_NAMES:
+        from importlib import import_module
+
+        value = getattr(import_module(f"{__name__}.{_TORCH_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
     if name in _NOTEBOOK_API:
         from suite.api import notebook
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -100,6 +101,45 @@ class BrokenPlugin:
     name: str
     distribution: str
     error: str
+
+
+class LazyCallable:
+    """A callable named ``"package.module:attribute"``, imported on its first call.
+
+    A plugin whose factories need heavy imports (torch) registers them this way, so that
+    loading the registry (``suite list``, flag validation) imports only the registrations; the
+    factory's module is imported by the first run that builds the component. It pickles as
+    its name."""
+
+    __slots__ = ("path", "_target")
+
+    def __init__(self, path: str) -> None:
+        if ":" not in path:
+            raise ValueError(f"a lazy callable is named 'package.module:attribute', got {path!r}")
+        self.path = path
+        self._target: Callable[..., Any] | None = None
+
+    def load(self) -> Callable[..., Any]:
+        """The named callable (imported once)."""
+        if self._target is None:
+            module, _, attr = self.path.partition(":")
+            self._target = functools.reduce(getattr, attr.split("."), importlib.import_module(module))
+        return self._target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.load()(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return LazyCallable, (self.path,)
+
+    def __repr__(self) -> str:
+        return f"<lazy {self.path}>"
+
+
+def lazy(path: str) -> LazyCallable:
+    """``lazy("pkg.mod:make_thing")``: a factory (or stacked implementation) imported when first
+    called. See :class:`LazyCallable`."""
+    return LazyCallable(path)
 
 
 def _closest(name: str, known: Iterable[str]) -> str:

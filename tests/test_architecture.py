@@ -132,3 +132,13 @@ def test_the_vocabulary_is_spelled_once():
                     if v in {"suite.plugins", "suite.cli"} or v.startswith("suite.dist."):
                         continue  # the entry-point group; a module path
                     raise AssertionError(f"{name} spells {v!r}; use the constant in suite/vocab.py")
+
+
+def test_no_package_shadows_the_notebook_api():
+    """``suite.run``, ``suite.tune`` and ``suite.results`` are functions: a subpackage or module
+    of that name would replace the function as soon as anything imported it."""
+    for name in ("run", "tune", "results"):
+        assert not (ROOT / name).is_dir() and not (ROOT / f"{name}.py").exists(), f"suite/{name} shadows suite.{name}()"
+    import suite.tuning.plan  # noqa: F401 - what the tuning path imports
+
+    assert callable(suite.tune) and callable(suite.run) and callable(suite.results)

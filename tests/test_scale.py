@@ -209,7 +209,7 @@ TUNE_FLAGS = ["--problem", "linreg", "--optimizer", "sgd", "--scheduler", "const
 def tune_studies(budget: str) -> list[str]:
     """The names (with their settings hash) that `suite tune TUNE_FLAGS --budget BUDGET` gives its studies."""
     from suite.registry import get_registry
-    from suite.tune.plan import Budget, Objective, plan_studies, variants
+    from suite.tuning.plan import Budget, Objective, plan_studies, variants
 
     one = variants({"optimizer": ["sgd"], "scheduler": ["constant"], "averager": ["none"], "sampler": ["shuffle"]})
     plans = plan_studies(get_registry(), problems=["linreg"], variant_list=one, batch_sizes=[16, 64],
@@ -225,7 +225,7 @@ def check_tune(storage_url: str, names, tracking_uri: str, n_trials: int) -> int
     """Each study holds exactly ``n_trials`` counted trials (one per slot), each with exactly one
     finished MLflow run under the study's parent; returns how many trials were lost (their
     worker died: failed, retried, their run KILLED)."""
-    from suite.tune.studies import counted
+    from suite.tuning.studies import counted
 
     client = MlflowClient(tracking_uri=tracking_uri)
     lost_total = 0

@@ -11,7 +11,7 @@ import pytest
 from suite.engine.loop import train
 from suite.registry import get_registry
 from suite.specs.spec import resolve_spec
-from suite.tune.plan import Budget, Objective, TrialObjective, plan_studies, variants
+from suite.tuning.plan import Budget, Objective, TrialObjective, plan_studies, variants
 
 NQM = {"problem": "nqm", "optimizer": "sgd"}
 

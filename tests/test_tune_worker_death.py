@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from suite.stores import open_storage
-from suite.tune.studies import n_counted
+from suite.tuning.studies import n_counted
 from tests.conftest import BIN, runs_of, suite_cmd
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 from suite.engine.loop import RunResult
 from suite.registry import get_registry
 from suite.specs.spec import resolve_spec
-from suite.tune.plan import (
+from suite.tuning.plan import (
     Budget,
     Objective,
     TuneError,
@@ -140,7 +140,7 @@ def test_interrupted_trials_do_not_count():
     import optuna
     from optuna.trial import TrialState
 
-    from suite.tune.studies import n_counted
+    from suite.tuning.studies import n_counted
     from suite.vocab import TRIAL_STATUS as ATTR_STATUS
 
     study = optuna.create_study()
@@ -238,7 +238,7 @@ def test_old_studies_resume_under_their_old_name_when_their_settings_match():
 
     import optuna
 
-    from suite.tune.studies import resolve_names
+    from suite.tuning.studies import resolve_names
     from suite.vocab import STUDY_SETTINGS
 
     def storage_with_old_study(settings):
@@ -264,8 +264,8 @@ def test_old_studies_resume_under_their_old_name_when_their_settings_match():
 def test_the_winner_is_the_best_reevaluated_mean():
     import optuna
 
-    from suite.tune.report import Reeval, summarize
-    from suite.tune.studies import top_trials
+    from suite.tuning.report import Reeval, summarize
+    from suite.tuning.studies import top_trials
     from suite.vocab import STUDY_OVERRIDES
 
     (plan,) = _plans()

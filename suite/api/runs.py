@@ -162,16 +162,23 @@ def write_plan_report(plan: RunPlan, tracking_uri: str, out_dir: str | Path | No
 
 
 def run_local(plan: RunPlan, registry: Registry, devices: Sequence[str], *, tracking_uri: str | None = None,
-              force: bool = False, quiet: bool = False, engine: str = "auto", stack_size: int | None = None):
+              force: bool = False, quiet: bool = False, engine: str = "auto", stack_size: int | None = None,
+              adaptive: bool = False):
     """Run the plan's specs not done yet on ``devices``; returns the
-    :class:`suite.grids.local.GridOutcome` and the :class:`suite.tracking.tracker.Tracker`."""
-    from suite.grids.local import run_grid
-    from suite.tracking.tracker import Tracker
+    :class:`suite.grids.local.GridOutcome` and the :class:`suite.tracking.tracker.Tracker`.
+    ``adaptive``: run in this process while workers would not pay off (measured)."""
+    from suite.exec.phases import CLOCK
+
+    with CLOCK.phase("reporting"):  # matplotlib
+        import suite.report.tables  # noqa: F401
+    with CLOCK.phase("tracking"):  # importing MLflow is part of what tracking costs
+        from suite.grids.local import run_grid
+        from suite.tracking.tracker import Tracker
 
     tracker = Tracker(plan.experiment, tracking_uri)
     out = run_grid(plan.sections, tracker, registry, devices, name=plan.run_name, force=force, quiet=quiet,
                    parent=plan.wants_parent, parent_tags=plan.parent_tags, parent_params=plan.parent_params,
-                   engine=engine, stack_size=stack_size)
+                   engine=engine, stack_size=stack_size, adaptive=adaptive)
     return out, tracker
 
 

@@ -1,5 +1,5 @@
 """``suite tune`` as a library: turn the command's options into a validated
-:class:`suite.tune.session.Request` (everything that can be refused is refused here, before
+:class:`suite.tuning.session.Request` (everything that can be refused is refused here, before
 anything is stored or logged), and run it."""
 
 from __future__ import annotations
@@ -59,12 +59,7 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
                  experiment: str | None = None,
                  tracking_uri: str | None = None, device: str = "auto", workers: int | None = None,
                  population: int | None = None, engine: str = "auto") -> Any:
-    """The :class:`suite.tune.session.Request` of ``suite tune``'s options (same names and defaults)."""
-    from suite.exec.devices import resolve_devices
-    from suite.stores import DEFAULT_HEARTBEAT, HeartbeatPolicy
-    from suite.tune import plan
-    from suite.tune.session import Request
-
+    """The :class:`suite.tuning.session.Request` of ``suite tune``'s options (same names and defaults)."""
     problems = _names(problem, "--problem")
     choices = {"optimizer": _names(optimizer, "--optimizer"), "scheduler": _names(scheduler, "--scheduler"),
                "averager": _names(averager, "--averager"), "sampler": _names(sampler, "--sampler")}
@@ -72,16 +67,13 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
         for name in names:
             registry.get(family, name)
     sizes = _sizes(batch_sizes)
-    budget_obj = plan.Budget.parse(budget) if budget is not None else None
-    objective_obj = plan.Objective.parse(objective)
-    space_overrides = dict(plan.parse_space_option(s) for s in spaces)
     fixed = {}
     for text in sets:
         family, param, value = parse_assignment(text)
         fixed[f"{family}.{param}"] = value
     if trials < 1:
         raise SuiteError(f"--trials={trials} is out of range: must be at least 1")
-    to_target = objective_obj.kind == "steps-to-target"
+    to_target = objective.strip().startswith("steps-to-target")  # parsed (and checked) below
     seeds = seeds if seeds is not None else TARGET_SEEDS if to_target else 1
     reevaluate = reevaluate if reevaluate is not None else TARGET_REEVALUATE if to_target else 0
     if reevaluate < 0:
@@ -92,6 +84,15 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
         raise SuiteError(f"--reevaluate-top={reevaluate_top} is out of range: must be at least 1")
     if eval_every is not None and eval_every < 1:
         raise SuiteError(f"--eval-every={eval_every} is out of range: must be at least 1")
+    # the checks above need no heavy import; suite.tuning.plan imports optuna and the engine (torch)
+    from suite.exec.devices import resolve_devices
+    from suite.stores import DEFAULT_HEARTBEAT, HeartbeatPolicy
+    from suite.tuning import plan
+    from suite.tuning.session import Request
+
+    budget_obj = plan.Budget.parse(budget) if budget is not None else None
+    objective_obj = plan.Objective.parse(objective)
+    space_overrides = dict(plan.parse_space_option(s) for s in spaces)
     plans = []
     for p in problems:
         b = budget_obj or plan.Budget.parse(DEFAULT_TARGET_BUDGET if to_target else _default_budget(registry, p, fixed))
@@ -108,7 +109,7 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
 
 
 def run(request: Any, registry: Registry, echo: Callable[[str], None] = print) -> Any:
-    """Run a tuning request to the end (see :func:`suite.tune.session.run_session`)."""
-    from suite.tune.session import run_session
+    """Run a tuning request to the end (see :func:`suite.tuning.session.run_session`)."""
+    from suite.tuning.session import run_session
 
     return run_session(request, registry, echo)

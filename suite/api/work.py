@@ -12,13 +12,13 @@ from suite.distributed.grid_study import GridTrialRunner
 from suite.distributed.worker import RunnerFactory, WorkerContext, run_worker
 from suite.exec.pool import Pool, WorkerEnv
 from suite.stores import HeartbeatPolicy
-from suite.tune.slots import TuneTrialRunner
+from suite.tuning.slots import TuneTrialRunner
 
 
 def finish_study(tracker: Any, study: Any, plan: Any, parent_run_id: str) -> None:
     """A tuning study worked on by ``suite worker``s is done: log its outcome to its parent run."""
-    from suite.tune import report
-    from suite.tune.tracking import finish_study_parent
+    from suite.tuning import report
+    from suite.tuning.tracking import finish_study_parent
 
     summary = report.summarize(study, plan, None)
     figs = report.study_figures(study)

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from suite import BuildContext, Problem
-from suite.builtin.averagers import swa_start_step
-from suite.builtin.optimizers import DiagonalPreconditioned
+from suite.builtin.averager_factories import swa_start_step
+from suite.builtin.optimizer_factories import DiagonalPreconditioned
 from suite.context import derive_seed
 from suite.theory import MomentTracker
 

@@ -1,15 +1,14 @@
-"""Built-in optimizers: ``sgd`` (torch.optim.SGD) and ``precond`` (diagonal preconditioning)."""
+"""Built-in optimizers: ``sgd`` (torch.optim.SGD) and ``precond`` (diagonal preconditioning).
+
+The registrations only. The factories (:mod:`suite.builtin.optimizer_factories`) and the stacked
+implementations need torch: they are imported when a run first builds the component
+(:func:`suite.registry.lazy`), so that ``suite list`` and flag validation start without torch.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
-import torch
-from torch import Tensor
-
-from suite import BuildContext, Param, Space, hookimpl
-from suite.builtin.stacked_components import precond_stack, sgd_stack
-from suite.errors import SpecError
+from suite import Param, Space, hookimpl
+from suite.registry import lazy
 
 LR = Param("lr", 0.01, "learning rate α", low=0.0, low_inclusive=False, space=Space.log(1e-4, 1.0))
 MOMENTUM = Param(
@@ -23,97 +22,26 @@ WEIGHT_DECAY = Param(
 POWER = Param("p", 0.5, "preconditioner power: P = diag(h)^p", low=0.0, high=1.0, space=Space.uniform(0.0, 1.0))
 
 
-def make_sgd(ctx: BuildContext, lr: float, momentum: float, weight_decay: float, nesterov: bool) -> torch.optim.SGD:
-    if nesterov and momentum == 0:
-        raise SpecError("optimizer.nesterov=true needs optimizer.momentum > 0")
-    return torch.optim.SGD(
-        ctx.model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
-    )
-
-
-class DiagonalPreconditioned(torch.optim.Optimizer):
-    """Diagonally preconditioned SGD: w ← w − α P⁻¹ g with P = diag(h)^p.
-
-    ``curvature`` holds one tensor h per parameter (same shapes). With weight decay λ and
-    heavy-ball momentum β, as ``torch.optim.SGD`` does them::
-
-        g ← ∇L + λw,   m ← βm + P⁻¹g (m = P⁻¹g at the first step),   w ← w − α m
-
-    p = 0 is plain SGD; p = 1 divides by the curvature itself (Newton's step on a diagonal
-    quadratic).
-    """
-
-    def __init__(
-        self,
-        params: Iterable[Tensor],
-        curvature: Sequence[Tensor],
-        lr: float = 0.01,
-        p: float = 0.5,
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-    ) -> None:
-        params = list(params)
-        curvature = list(curvature)
-        if len(params) != len(curvature) or any(x.shape != h.shape for x, h in zip(params, curvature, strict=True)):
-            raise SpecError("optimizer 'precond': the problem's curvature does not match its parameters' shapes")
-        if p > 0 and any(bool((h <= 0).any()) for h in curvature):
-            raise SpecError("optimizer 'precond': the problem's curvature has entries <= 0; use optimizer.p=0")
-        super().__init__(params, dict(lr=lr, p=p, momentum=momentum, weight_decay=weight_decay))
-        for x, h in zip(params, curvature, strict=True):
-            self.state[x]["inv_precond"] = h.detach().to(x.device, x.dtype) ** -p
-
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, beta, wd = group["lr"], group["momentum"], group["weight_decay"]
-            for x in group["params"]:
-                if x.grad is None:
-                    continue
-                state = self.state[x]
-                g = x.grad.add(x, alpha=wd) if wd else x.grad
-                u = g * state["inv_precond"]
-                if beta:
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = u.clone()
-                    else:
-                        buf.mul_(beta).add_(u)
-                    u = buf
-                x.add_(u, alpha=-lr)
-        return loss
-
-
-def make_precond(
-    ctx: BuildContext, lr: float, p: float, momentum: float, weight_decay: float
-) -> DiagonalPreconditioned:
-    problem = ctx.problem
-    if problem is None or problem.curvature is None:
-        name = ctx.spec.problem if ctx.spec is not None else "this problem"
-        raise SpecError(
-            f"optimizer 'precond' needs the problem's curvature, and problem {name!r} has none; "
-            f"use a problem that exposes it (nqm, linreg, logistic, mean) or another optimizer"
-        )
-    return DiagonalPreconditioned(ctx.model.parameters(), problem.curvature, lr=lr, p=p, momentum=momentum,
-                                  weight_decay=weight_decay)
-
-
 @hookimpl
 def suite_register_optimizers(register):
     register(
         name="sgd",
-        factory=make_sgd,
-        stacked=sgd_stack,
+        factory=lazy("suite.builtin.optimizer_factories:make_sgd"),
+        stacked=lazy("suite.builtin.stacked_components:sgd_stack"),
         description="SGD with heavy-ball momentum, Nesterov and weight decay (torch.optim.SGD)",
         params=[LR, MOMENTUM, WEIGHT_DECAY, Param("nesterov", False, "Nesterov momentum")],
     )
     register(
         name="precond",
-        factory=make_precond,
-        stacked=precond_stack,
+        factory=lazy("suite.builtin.optimizer_factories:make_precond"),
+        stacked=lazy("suite.builtin.stacked_components:precond_stack"),
         description="Diagonally preconditioned SGD w ← w − αP⁻¹g, P = diag(h)^p from the problem's curvature",
         params=[LR, POWER, MOMENTUM, WEIGHT_DECAY],
     )
+
+
+def __getattr__(name: str):
+    """The factories' names, imported on first use (``from suite.builtin.optimizers import ...``)."""
+    from importlib import import_module
+
+    return getattr(import_module("suite.builtin.optimizer_factories"), name)

@@ -11,7 +11,6 @@ import click
 from suite.cli.common import command_line, format_option, storage_options, tracking_options
 from suite.errors import SpecError
 from suite.registry import get_registry
-from suite.report import tables
 from suite.specs import axes
 from suite.specs.spec import DEFAULT_DIVERGE_FACTOR
 from suite.vocab import TAG_STATUS
@@ -69,7 +68,6 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
     that storage: this command and any number of `suite worker` processes on other machines
     share it, each run done exactly once."""
     from suite.api import runs
-    from suite.exec.devices import resolve_devices
 
     registry = get_registry()
     flags = dict(problem=problem, sampler=sampler, optimizer=optimizer, scheduler=scheduler, averager=averager,
@@ -87,10 +85,16 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
     else:
         plan = runs.plan_flags(registry, flags, sets, experiment)
     plan.command = command_line(click.get_current_context())
-    runs.check(plan, registry)
+    from suite.exec import phases
+
+    phases.import_engine()  # torch and the engine, timed: what a worker process would pay to start
+    with phases.CLOCK.phase("building"):
+        runs.check(plan, registry)
     if dry_run:
         _print_dry_run(plan.sections, len(plan.specs))
         return
+    from suite.exec.devices import resolve_devices  # imports torch: after the flags are checked
+
     devices = resolve_devices(device, workers)
     if storage is not None or study or submit_only:
         if force:
@@ -98,7 +102,8 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
         _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet, engine, stack_size,
                 output_format)
         return
-    _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size, output_format)
+    _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size, output_format,
+           adaptive=workers is None)
 
 
 def _print_dry_run(sections, total: int) -> None:
@@ -143,11 +148,13 @@ def _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submi
         sys.exit(1)
 
 
-def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size, output_format) -> None:
+def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size, output_format,
+           adaptive=False) -> None:
     from suite.api import runs, summaries
+    from suite.exec.phases import CLOCK
 
     out, tracker = runs.run_local(plan, registry, devices, tracking_uri=tracking_uri, force=force, quiet=quiet,
-                                  engine=engine, stack_size=stack_size)
+                                  engine=engine, stack_size=stack_size, adaptive=adaptive)
     if out.reaped:
         click.echo(f"marked {len(out.reaped)} run(s) left RUNNING by a dead invocation as interrupted", err=True)
     single = not plan.wants_parent
@@ -164,9 +171,13 @@ def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_si
         click.echo(f"MLflow: {where}")
         _where(tracker, out)
     if plan.benchmark is not None and out.rows:
-        report = runs.write_plan_report(plan, tracker.tracking_uri)
+        with CLOCK.phase("reporting"):
+            report = runs.write_plan_report(plan, tracker.tracking_uri)
         if output_format != "json":
             click.echo(f"report: {report}")
+    if out.parent_run_id:
+        tracker.log_phases(out.parent_run_id, CLOCK.seconds())
+    click.echo(CLOCK.line(), err=output_format == "json")
     if out.failures:
         sys.exit(1)
     diverged = [r for r in out.results.values() if r.status == "diverged"]
@@ -189,6 +200,8 @@ def _where(tracker, out) -> None:
 
 
 def _single_summary(out, tracker) -> None:
+    from suite.report import tables
+
     (spec,) = out.specs
     if spec.hash in out.results:
         for line in tables.run_summary(out.results[spec.hash]):
@@ -217,6 +230,8 @@ def _grid_summary(out, force: bool) -> None:
 
 def grid_table(out) -> None:
     """The per-configuration table of a grid and the winner per batch size."""
+    from suite.report import tables
+
     for line in tables.table_text(out.stats):
         click.echo(line)
     lines = tables.winner_lines(out.stats)

@@ -102,5 +102,10 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
         for line in ui.where_lines(outcome.tracking_uri, outcome.experiment_id, run_id=outcome.report_run_id):
             click.echo(line)
         click.echo(f"compare the studies: optuna-dashboard '{outcome.storage}'  (or: make dashboard)")
+    from suite.exec.phases import CLOCK
+    from suite.tracking.tracker import Tracker
+
+    Tracker(outcome.experiment, outcome.tracking_uri).log_phases(outcome.report_run_id, CLOCK.seconds())
+    click.echo(CLOCK.line(), err=output_format == "json")
     if outcome.troubles:
         sys.exit(1)

@@ -95,31 +95,67 @@ def cpu_threads(devices: Sequence[str]) -> int:
 class Pool:
     """Run tasks on one worker per device entry (in this process when there is one entry)."""
 
-    def __init__(self, devices: Sequence[str], runner: Runner, *, name: str = "suite-worker") -> None:
+    def __init__(self, devices: Sequence[str], runner: Runner, *, name: str = "suite-worker",
+                 adaptive: bool = False) -> None:
         if not devices:
             raise ValueError("a pool needs at least one device")
         self.devices, self.runner, self.name = list(devices), runner, name
+        self.adaptive = adaptive
         self.pids: set[int] = set()  # every worker process started, for callers that clean up after them
+        self.decision = ""  # how the last run() was dispatched, and why (measured costs), for the record
 
     def run(self, payloads: Sequence[Any], handler: Handler) -> None:
         """Run every payload (task id = its index) and return when all are done or lost.
+
+        With ``adaptive``, tasks run in this process one at a time while that is measured to be
+        cheaper than starting workers (see :func:`worth_workers`); the rest go to worker processes.
 
         ``KeyboardInterrupt`` (a stop signal, see :mod:`suite.exec.signals`) stops the workers and
         propagates; the handler has then been told nothing more about the tasks in flight."""
         if not payloads:
             return
-        with stop_signals():
+        from suite.exec.phases import CLOCK
+
+        with stop_signals(), CLOCK.phase("training"):  # the handler's MLflow writes count as tracking
             if len(self.devices) == 1 or len(payloads) == 1:
+                self.decision = "in-process (one device entry or one task)"
                 self._inline(payloads, handler)
+            elif self.adaptive:
+                self._adaptive(payloads, handler)
             else:
+                self.decision = f"{min(len(self.devices), len(payloads))} worker processes"
                 _Processes(self, handler).run(payloads)
 
-    def _inline(self, payloads: Sequence[Any], handler: Handler) -> None:
+    def _adaptive(self, payloads: Sequence[Any], handler: Handler) -> None:
+        """Run tasks here while the measured cost of the rest, here, is below what workers would
+        take (the measured start cost of one worker plus the rest shared between them)."""
+        import time
+
+        start_cost = worker_start_cost()
+        elapsed: list[float] = []
+        tid = 0
+        while tid < len(payloads):
+            rest = len(payloads) - tid
+            if elapsed and worth_workers(sum(elapsed) / len(elapsed) * rest, start_cost, min(len(self.devices), rest)):
+                self.decision = (f"{tid} task(s) in-process, then {min(len(self.devices), rest)} worker processes "
+                                 f"(measured: {sum(elapsed) / len(elapsed):.2f} s per task, worker start "
+                                 f"{start_cost:.2f} s)")
+                _Processes(self, handler, offset=tid).run(payloads[tid:])
+                return
+            t0 = time.perf_counter()
+            self._inline(payloads[tid:tid + 1], handler, offset=tid)
+            elapsed.append(time.perf_counter() - t0)
+            tid += 1
+        per_task = f"{sum(elapsed) / len(elapsed):.2f}" if elapsed else "?"
+        self.decision = (f"in-process (measured: {per_task} s per task, worker start {start_cost:.2f} s: "
+                         "workers would not pay off)")
+
+    def _inline(self, payloads: Sequence[Any], handler: Handler, offset: int = 0) -> None:
         device = self.devices[0]
         local = pin_device(device)
         if device == "cpu":
             _set_threads(cpu_threads([device]))
-        for tid, payload in enumerate(payloads):
+        for tid, payload in enumerate(payloads, offset):
             interrupted()
 
             def emit(kind: str, *args: Any, _tid: int = tid) -> None:
@@ -135,6 +171,21 @@ class Pool:
             handler.on_done(tid, result)
 
 
+def worth_workers(rest_here_s: float, start_cost_s: float, workers: int) -> bool:
+    """Whether ``workers`` processes finish the rest sooner than this process alone: the rest
+    takes ``rest_here_s`` here, and in workers one start (they start side by side) plus its share."""
+    return workers > 1 and start_cost_s + rest_here_s / workers < rest_here_s
+
+
+def worker_start_cost() -> float:
+    """Seconds a fresh worker process takes before it can train: measured in this process, as
+    what importing the engine and torch's optimizers cost it (recorded by
+    :func:`suite.exec.phases.import_engine`); a new process pays the same."""
+    from suite.exec import phases
+
+    return phases.import_engine()
+
+
 def _set_threads(n: int) -> None:
     import torch
 
@@ -145,10 +196,10 @@ def _set_threads(n: int) -> None:
 class _Processes:
     """The worker processes of one :meth:`Pool.run`."""
 
-    def __init__(self, pool: Pool, handler: Handler) -> None:
+    def __init__(self, pool: Pool, handler: Handler, offset: int = 0) -> None:
         import multiprocessing
 
-        self.pool, self.handler = pool, handler
+        self.pool, self.handler = pool, _Offset(handler, offset) if offset else handler
         self.ctx = multiprocessing.get_context("spawn")
         self.workers: dict[int, tuple[Any, str, Any]] = {}  # wid -> (process, device, pipe end)
         self.busy: dict[int, int] = {}  # wid -> task id
@@ -266,6 +317,22 @@ class _Processes:
                 p.join(timeout=5)
         for _, _, conn in self.workers.values():
             conn.close()
+
+
+class _Offset:
+    """A handler seen through task ids shifted by ``offset`` (the tasks already run in-process)."""
+
+    def __init__(self, handler: Handler, offset: int) -> None:
+        self.handler, self.offset = handler, offset
+
+    def on_event(self, tid: int, device: str, kind: str, args: tuple) -> None:
+        self.handler.on_event(tid + self.offset, device, kind, args)
+
+    def on_done(self, tid: int, result: Any) -> None:
+        self.handler.on_done(tid + self.offset, result)
+
+    def on_lost(self, tid: int, device: str, why: str) -> None:
+        self.handler.on_lost(tid + self.offset, device, why)
 
 
 def worker_main(runner: Runner, wid: int, device: str, threads: int, conn: Any, parent_pid: int) -> None:

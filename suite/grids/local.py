@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suite.engine.units import plan_units
+from suite.exec.phases import CLOCK
 from suite.exec.pool import Pool
 from suite.grids.units import UnitTask, train_unit
 from suite.progress import Progress
@@ -83,8 +84,12 @@ def run_grid(
     parent_params: dict[str, Any] | None = None,
     engine: str = "auto",
     stack_size: int | None = None,
+    adaptive: bool = False,
 ) -> GridOutcome:
     """Run every distinct spec of ``sections`` not done yet; return what happened.
+
+    ``adaptive``: the pool runs units in this process while that is measured to be cheaper than
+    starting worker processes (``suite run`` without ``--workers``; see :class:`suite.exec.pool.Pool`).
 
     ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :mod:`suite.exec.signals`)
     marks the runs in flight and the parent run as interrupted, then propagates.
@@ -110,13 +115,15 @@ def run_grid(
     progress = Progress(len(todo), skipped=len(out.skipped), quiet=quiet)
     handler = _GridHandler(todo, tracker, registry, out, section_of, progress)
     handler.varying = varying
-    units = plan_units(todo, registry, engine=engine, stack_size=stack_size, device=devices[0] if devices else "cpu",
-                       workers=len(devices))
+    with CLOCK.phase("building"):
+        units = plan_units(todo, registry, engine=engine, stack_size=stack_size,
+                           device=devices[0] if devices else "cpu", workers=len(devices))
     payloads = [UnitTask([todo[i].to_json() for i in unit], unit, engine) for unit in units]
     handler.units = units
     progress.begin()
     try:
-        Pool(devices, train_unit).run(payloads, handler)
+        with CLOCK.phase("training"):
+            Pool(devices, train_unit, adaptive=adaptive).run(payloads, handler)
     except BaseException as exc:  # Ctrl-C, SIGTERM, or the store/workers failing: leave nothing RUNNING
         status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
         reason = ("interrupted by a signal (Ctrl-C or SIGTERM)" if status == INTERRUPTED
@@ -129,10 +136,11 @@ def run_grid(
     finally:
         progress.end()
 
-    out.rows = collect_rows(sections, out, tracker)
-    out.stats = tables.config_stats(out.rows)
-    if out.parent_run_id:
-        log_summary(tracker, out)
+    with CLOCK.phase("reporting"):
+        out.rows = collect_rows(sections, out, tracker)
+        out.stats = tables.config_stats(out.rows)
+        if out.parent_run_id:
+            log_summary(tracker, out)
     return out
 
 

@@ -4,19 +4,20 @@ MLflow's own default (``sqlite:///mlflow.db`` in the working directory)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 import suite
 from suite.errors import SuiteError
+from suite.exec.phases import CLOCK
 from suite.registry import FAMILIES, Registry
 from suite.specs import naming
 from suite.specs.spec import RunSpec
@@ -32,6 +33,7 @@ from suite.vocab import (
     TAG_HOST,
     TAG_KIND,
     TAG_OWNER,
+    TAG_PHASE_SECONDS,
     TAG_REASON,
     TAG_SCHEDULER_INTERVAL,
     TAG_SECONDS,
@@ -50,15 +52,39 @@ MLFLOW_STATUS = {
 }
 
 
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit on one log_batch (metrics + params + tags <= 1000, tags <= 100)
+FLUSH_EVERY_S = 10.0  # a run's buffered metrics are written at least this often (live curves in the UI)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def tracking(method: F) -> F:
+    """Count the method's time to the ``tracking`` phase (:mod:`suite.exec.phases`)."""
+
+    @functools.wraps(method)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        with CLOCK.phase("tracking"):
+            return method(*args, **kwargs)
+
+    return timed  # type: ignore[return-value]
+
+
 class Tracker:
     """Logs runs to one MLflow experiment through ``MlflowClient`` (explicit run ids, so it is
-    safe to use from several worker processes at once)."""
+    safe to use from several worker processes at once).
 
+    Few round trips: a run is created with its tags, then its params in one batch; its
+    evaluations are buffered and written in batches (at its end, with its final tags, or when
+    :data:`FLUSH_EVERY_S` has passed), so the metric history is the same, in fewer calls."""
+
+    @tracking
     def __init__(self, experiment: str, tracking_uri: str | None = None, *, create: bool = True) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         check_tracking_uri(self.tracking_uri)  # an unreachable server: a one-line error in seconds
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_name = experiment
+        self._pending: dict[str, list[Metric]] = {}  # run id -> metrics not written yet
+        self._flushed: dict[str, float] = {}  # run id -> when its buffer was last written
         try:
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
@@ -84,6 +110,7 @@ class Tracker:
             ) from None
 
     # -- runs -----------------------------------------------------------------------------
+    @tracking
     def start_run(
         self,
         spec: RunSpec,
@@ -106,7 +133,7 @@ class Tracker:
             TAG_STATUS: "running",
             TAG_VERSION: suite.__version__,
             TAG_KIND: kind,
-            TAG_TORCH: torch.__version__,
+            TAG_TORCH: _torch_version(),
             TAG_DEVICE: device,
             TAG_HOST: platform.node(),
             TAG_OWNER: owner(),
@@ -126,15 +153,32 @@ class Tracker:
             self.client.log_batch(run_id, params=params[i : i + 100])
         return run_id
 
+    @tracking
     def log_metrics(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
-        """One batch call per evaluation (MLflow step = optimizer steps taken)."""
+        """Record one evaluation (MLflow step = optimizer steps taken); written in batches."""
         ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if _finite_or_nan(v)]
-        self.client.log_batch(run_id, metrics=batch)
+        pending = self._pending.setdefault(run_id, [])
+        pending += [Metric(k, float(v), ts, step) for k, v in metrics.items() if _finite_or_nan(v)]
+        last = self._flushed.setdefault(run_id, time.monotonic())
+        if len(pending) >= MAX_METRICS_PER_BATCH or time.monotonic() - last >= FLUSH_EVERY_S:
+            self.flush(run_id)
 
+    @tracking
+    def flush(self, run_id: str, tags: list[RunTag] | None = None) -> None:
+        """Write ``run_id``'s buffered metrics (and ``tags``) in as few ``log_batch`` calls as
+        MLflow's limits allow."""
+        metrics = self._pending.pop(run_id, [])
+        self._flushed[run_id] = time.monotonic()
+        tags = list(tags or [])
+        while metrics or tags:
+            room = MAX_METRICS_PER_BATCH - len(tags)
+            self.client.log_batch(run_id, metrics=metrics[:room], tags=tags)
+            metrics, tags = metrics[room:], []
+
+    @tracking
     def finish(self, run_id: str, result: Any, *, figure: Any = None) -> None:
         """Log a finished run's artifacts (with ``figure``, a matplotlib figure of its curves,
-        as ``curves.png``) and mark it with its status."""
+        as ``curves.png``), its buffered metrics, and mark it with its status."""
         spec: RunSpec = result.spec
         self.client.log_text(run_id, spec.to_yaml(), "spec.yaml")
         if result.final_params:
@@ -149,16 +193,27 @@ class Tracker:
         tags.append(RunTag(TAG_ENGINE, result.engine))
         if result.stack:
             tags.append(RunTag(TAG_STACK, result.stack))
-        self.client.log_batch(run_id, tags=tags, metrics=best_metrics(result.history))
+        self._pending.setdefault(run_id, []).extend(best_metrics(result.history))
+        self.flush(run_id, tags)
+        self._flushed.pop(run_id, None)
         self.client.set_terminated(run_id, MLFLOW_STATUS[result.status])
 
+    @tracking
     def mark(self, run_id: str, status: str, reason: str = "") -> None:
-        """Terminate a run that did not finish normally (interrupted, failed to start)."""
+        """Terminate a run that did not finish normally (interrupted, failed to start), with the
+        metrics it had logged."""
         tags = [RunTag(TAG_STATUS, status)] + ([RunTag(TAG_REASON, reason[:4000])] if reason else [])
-        self.client.log_batch(run_id, tags=tags)
+        self.flush(run_id, tags)
+        self._flushed.pop(run_id, None)
         self.client.set_terminated(run_id, MLFLOW_STATUS[status])
 
+    @tracking
+    def log_phases(self, run_id: str, seconds: Mapping[str, float]) -> None:
+        """Tag a parent run with where its invocation's time went (``suite.seconds.<phase>``)."""
+        self.client.log_batch(run_id, tags=[RunTag(TAG_PHASE_SECONDS[p], f"{s:.3f}") for p, s in seconds.items()])
+
     # -- grids: parent runs, resume --------------------------------------------------------
+    @tracking
     def start_parent(self, name: str, tags: Mapping[str, Any] | None = None,
                      params: Mapping[str, Any] | None = None) -> str:
         """Create the parent run of one grid invocation (tag ``suite.kind=grid``; ``params``: the
@@ -170,6 +225,7 @@ class Tracker:
             self.client.log_batch(run.info.run_id, params=[Param(k, _param_text(v)[:6000]) for k, v in params.items()])
         return run.info.run_id
 
+    @tracking
     def search(self, filter_string: str = "") -> list[Any]:
         """Every run of the experiment matching ``filter_string`` (all pages)."""
         runs: list[Any] = []
@@ -181,6 +237,7 @@ class Tracker:
             if not token:
                 return runs
 
+    @tracking
     def done_runs(self) -> dict[str, Any]:
         """The latest finished run per spec hash whose ``suite.status`` counts as done."""
         done: dict[str, Any] = {}
@@ -190,12 +247,14 @@ class Tracker:
                 done[h] = run
         return done
 
+    @tracking
     def done_run(self, spec_hash: str) -> Any | None:
         """The latest finished run of one spec that counts as done (see :meth:`done_runs`), or None."""
         runs = [r for r in self.search(f"tags.`{TAG_HASH}` = '{spec_hash}' and tags.`{TAG_KIND}` = 'run'")
                 if _is_done(r)]
         return max(runs, key=lambda r: r.info.start_time) if runs else None
 
+    @tracking
     def reap_orphans(self) -> list[str]:
         """Mark runs left RUNNING by a dead process on this host as interrupted (KILLED).
 
@@ -209,6 +268,12 @@ class Tracker:
             self.mark(run.info.run_id, "interrupted", f"its process ({host}:{pid}) died before it finished")
             reaped.append(run.info.run_id)
         return reaped
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 def _is_done(run: Any) -> bool:

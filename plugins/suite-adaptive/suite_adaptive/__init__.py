@@ -6,9 +6,14 @@ exactly as any third-party package would.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from suite import BuildContext, Param, Space, hookimpl
+from suite import Param, Space, hookimpl
+
+if TYPE_CHECKING:  # torch is imported when a factory runs, so that `suite list` does not need it
+    import torch
+
+    from suite import BuildContext
 
 __version__ = "0.1.0"
 
@@ -31,22 +36,30 @@ L2_CAUTION = "ℓ2 penalty λw added to the gradient before adaptive scaling: NO
 
 def make_adam(ctx: BuildContext, lr: float, beta1: float, beta2: float, eps: float,
               weight_decay: float) -> torch.optim.Adam:
+    import torch
+
     return torch.optim.Adam(ctx.model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps,
                             weight_decay=weight_decay)
 
 
 def make_adamw(ctx: BuildContext, lr: float, beta1: float, beta2: float, eps: float,
                weight_decay: float) -> torch.optim.AdamW:
+    import torch
+
     return torch.optim.AdamW(ctx.model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps,
                              weight_decay=weight_decay)
 
 
 def make_adagrad(ctx: BuildContext, lr: float, eps: float, weight_decay: float) -> torch.optim.Adagrad:
+    import torch
+
     return torch.optim.Adagrad(ctx.model.parameters(), lr=lr, eps=eps, weight_decay=weight_decay)
 
 
 def make_rmsprop(ctx: BuildContext, lr: float, alpha: float, eps: float, momentum: float,
                  weight_decay: float) -> torch.optim.RMSprop:
+    import torch
+
     return torch.optim.RMSprop(ctx.model.parameters(), lr=lr, alpha=alpha, eps=eps, momentum=momentum,
                                weight_decay=weight_decay)
 

@@ -5,15 +5,21 @@ Only the suite's public API is used (``suite.hookimpl``, ``suite.Param``, ``suit
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
-from suite import BuildContext, Param, Problem, hookimpl
+from suite import Param, hookimpl
+
+if TYPE_CHECKING:  # torch is imported when a factory runs, so that `suite list` does not need it
+    import torch
+    from torch import nn
+
+    from suite import BuildContext, Problem
 
 __version__ = "0.1.0"
 
 
 def _load(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
     from sklearn import datasets  # bundled CSVs, read from the installed package
 
     X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
@@ -22,6 +28,8 @@ def _load(name: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _split(X: torch.Tensor, y: torch.Tensor, val_fraction: float, split_seed: int, standardise_y: bool = False):
     """A fixed permutation split, standardised with the training split's statistics."""
+    import torch
+
     perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(split_seed))
     n_val = max(1, int(round(val_fraction * len(X))))
     tr, va = perm[n_val:], perm[:n_val]
@@ -35,24 +43,35 @@ def _split(X: torch.Tensor, y: torch.Tensor, val_fraction: float, split_seed: in
 
 def _init(seed: int, build):
     """Build a module with its initialisation drawn from the run seed only."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
 
 
-class _BCEOnLogits(nn.BCEWithLogitsLoss):
-    def forward(self, logits, target):
-        return super().forward(logits.squeeze(-1), target.to(logits.dtype))
+def _bce_on_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits.squeeze(-1), target.to(logits.dtype))
 
 
 def make_breast_cancer(ctx: BuildContext, val_fraction: float, split_seed: int) -> Problem:
+    from torch import nn
+
+    from suite import Problem
+
     X, y = _load("breast_cancer")
     train, val = _split(X, y.float(), val_fraction, split_seed)
     model = _init(ctx.seed, lambda: nn.Linear(X.shape[1], 1))
-    return Problem(model, _BCEOnLogits(), train=train, val=val)
+    return Problem(model, _bce_on_logits, train=train, val=val)
 
 
 def make_digits(ctx: BuildContext, val_fraction: float, split_seed: int, width: int, depth: int) -> Problem:
+    from torch import nn
+
+    from suite import Problem
+
     X, y = _load("digits")
     train, val = _split(X, y.long(), val_fraction, split_seed)
 
@@ -69,6 +88,11 @@ def make_digits(ctx: BuildContext, val_fraction: float, split_seed: int, width: 
 
 
 def make_diabetes(ctx: BuildContext, val_fraction: float, split_seed: int) -> Problem:
+    import torch
+    from torch import nn
+
+    from suite import Problem
+
     X, y = _load("diabetes")
     (Xt, yt), (Xv, yv) = _split(X, y.float(), val_fraction, split_seed, standardise_y=True)
     yt, yv = yt.unsqueeze(1), yv.unsqueeze(1)

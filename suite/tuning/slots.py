@@ -10,7 +10,7 @@ same slot at once, the higher-numbered copy is discarded when it is claimed (see
 :func:`suite.distributed.worker.duplicate_of`), so the count stays exact.
 
 Everything a remote ``suite worker`` needs to run a trial is stored on the study: its
-settings (``suite.settings``, from :meth:`suite.tune.plan.StudyPlan.settings`), the pruner, study
+settings (``suite.settings``, from :meth:`suite.tuning.plan.StudyPlan.settings`), the pruner, study
 seed and trial count (``suite.tune``), and where to log (experiment, tracking URI, the study's
 MLflow parent run).
 """
@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from suite.distributed.worker import Worker, WorkerContext, holds_key
 from suite.params import Space
 from suite.registry import get_registry
-from suite.tune.plan import (
+from suite.tuning.plan import (
     VARIANT_FAMILIES,
     Budget,
     Objective,
@@ -35,7 +35,7 @@ from suite.tune.plan import (
     TrialSink,
     Variant,
 )
-from suite.tune.sampling import make_pruner, make_sampler
+from suite.tuning.sampling import make_pruner, make_sampler
 from suite.vocab import (
     STUDY_EXPERIMENT,
     STUDY_KIND,
@@ -86,12 +86,12 @@ def plan_of(study: optuna.Study) -> StudyPlan:
 
 class TuneTrialRunner:
     """Runs the trials of one tuning study in one worker: the study's sampler and pruner, the
-    same objective as ``suite tune`` (:class:`suite.tune.plan.TrialObjective`). Without a ``sink``
+    same objective as ``suite tune`` (:class:`suite.tuning.plan.TrialObjective`). Without a ``sink``
     the runs go straight to the study's MLflow experiment, children of its parent run."""
 
     def __init__(self, study: optuna.Study, ctx: WorkerContext, sink: TrialSink | None = None,
                  on_close: Callable[..., None] | None = None) -> None:
-        from suite.tune.tracking import TrackerSink
+        from suite.tuning.tracking import TrackerSink
 
         self.study, self.ctx, self.on_close = study, ctx, on_close
         self.plan = plan_of(study)

@@ -10,9 +10,9 @@ from typing import Any
 from suite.registry import Registry
 from suite.stores import open_storage
 from suite.tracking.tracker import Tracker
-from suite.tune import report, slots, workers
-from suite.tune.plan import Objective, StudyPlan
-from suite.tune.studies import (
+from suite.tuning import report, slots, workers
+from suite.tuning.plan import Objective, StudyPlan
+from suite.tuning.studies import (
     check_settings,
     open_study,
     reevaluation_specs,
@@ -20,7 +20,7 @@ from suite.tune.studies import (
     storage_label,
     top_trials,
 )
-from suite.tune.tracking import (
+from suite.tuning.tracking import (
     TrackerSink,
     finish_study_parent,
     finish_tune_run,

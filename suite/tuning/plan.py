@@ -12,7 +12,7 @@ pruned trial (user attrs ``suite.status = "diverged"`` and ``suite.value``) and 
 on; a run whose plugin code fails is a failed trial (``suite.status = "failed"``).
 
 This module knows Optuna and the engine, not MLflow: what a trial runs is announced to a
-:class:`TrialSink` (the MLflow side lives in :mod:`suite.tune.tracking`), so worker processes
+:class:`TrialSink` (the MLflow side lives in :mod:`suite.tuning.tracking`), so worker processes
 do not need MLflow at all.
 """
 
@@ -369,7 +369,7 @@ class StudyPlan:
     (``nqm/sgd-constant-none-shuffle/b4-1a2b3c``): pinned values, spaces, objective, budget,
     seeds and evaluation schedule all change a trial's value, so studies that differ in any of
     them are different studies. ``study_name`` overrides the name (a study created before the
-    hash suffix, resumed under its old name: :func:`suite.tune.studies.resolve_names`).
+    hash suffix, resumed under its old name: :func:`suite.tuning.studies.resolve_names`).
     """
 
     problem: str

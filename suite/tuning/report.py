@@ -22,8 +22,8 @@ import optuna
 from optuna.trial import TrialState
 
 from suite.report import tables
-from suite.tune.plan import StudyPlan, format_value, short_name
-from suite.tune.results import best_trial, best_values, counted
+from suite.tuning.plan import StudyPlan, format_value, short_name
+from suite.tuning.results import best_trial, best_values, counted
 from suite.vocab import TRIAL_STATUS
 
 plt = tables.plt

@@ -54,7 +54,7 @@ METRICS_PER_BATCH = 900  # MLflow takes at most 1000 metrics per log_batch
 
 
 class TrackerSink:
-    """The :class:`suite.tune.plan.TrialSink` of the parent process: logs every event to MLflow.
+    """The :class:`suite.tuning.plan.TrialSink` of the parent process: logs every event to MLflow.
 
     A run's metrics are written in batches (when ~:data:`METRICS_PER_BATCH` have gathered, and
     when the run ends): a steps-to-target trial evaluates every few steps, and one database
@@ -142,7 +142,7 @@ def _space_text(d: Mapping[str, Any]) -> str:
 
 
 def finish_study_parent(tracker: Tracker, run_id: str, summary: Any, figures: Mapping[str, Any]) -> None:
-    """Log a study's outcome (a :class:`suite.tune.report.StudySummary`) to its parent run."""
+    """Log a study's outcome (a :class:`suite.tuning.report.StudySummary`) to its parent run."""
     client = tracker.client
     ts = _now_ms()
     step = summary.n_counted

@@ -1,5 +1,5 @@
 """Optuna studies of the tuner: storage, samplers and pruners, trial counting, working on a
-study (claiming its enqueued trials, :mod:`suite.tune.slots`), and reading the best
+study (claiming its enqueued trials, :mod:`suite.tuning.slots`), and reading the best
 configuration back.
 
 The storage is a journal file by default (``.suite/optuna.journal``; Optuna's journal file
@@ -22,9 +22,9 @@ from optuna.trial import FrozenTrial, TrialState
 from suite.errors import TuneError
 from suite.registry import Registry
 from suite.specs.spec import RunSpec
-from suite.tune.plan import REEVAL_SEED_BASE, StudyPlan
-from suite.tune.results import best_trial, best_values, counted, n_counted, top_trials  # noqa: F401
-from suite.tune.sampling import make_pruner, make_sampler
+from suite.tuning.plan import REEVAL_SEED_BASE, StudyPlan
+from suite.tuning.results import best_trial, best_values, counted, n_counted, top_trials  # noqa: F401
+from suite.tuning.sampling import make_pruner, make_sampler
 from suite.vocab import STUDY_SETTINGS, STUDY_UID, TRIAL_WORKER
 
 DEFAULT_STORAGE_PATH = Path(".suite") / "optuna.journal"

@@ -4,7 +4,7 @@ Each worker opens the shared Optuna storage and claims the studies' enqueued tri
 time (:mod:`suite.distributed.worker`), as ``suite worker`` processes on other machines do: the
 storage is the only coordination. Workers do not talk to MLflow: their runs' events (start,
 eval, done, tag, interrupted, echo) go to the parent process through the pool, and the parent's
-:class:`suite.tune.plan.TrialSink` (MLflow) is the tracking store's single writer.
+:class:`suite.tuning.plan.TrialSink` (MLflow) is the tracking store's single writer.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ SINK_METHODS = ("start", "eval", "done", "tag", "interrupted", "echo")
 class StudyJob:
     """Work on a study until none of its enqueued trials is waiting or running."""
 
-    plan: Any  # suite.tune.plan.StudyPlan
+    plan: Any  # suite.tuning.plan.StudyPlan
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class SpecJob:
     study: str
     spec: Any  # suite.specs.spec.RunSpec
     tags: dict
-    objective: Any = None  # suite.tune.plan.Objective: a run that reaches its target stops there
+    objective: Any = None  # suite.tuning.plan.Objective: a run that reaches its target stops there
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class JobTask:
 
 
 class EmitSink:
-    """A :class:`suite.tune.plan.TrialSink` that sends every call to the parent as a pool event;
+    """A :class:`suite.tuning.plan.TrialSink` that sends every call to the parent as a pool event;
     runs are tagged with the worker's device as the user named it (``cuda:1``, not the
     ``cuda:0`` an isolated worker sees)."""
 
@@ -77,8 +77,8 @@ class EmitSink:
 def run_job(task: JobTask, env: WorkerEnv) -> None:
     """Pool runner: run one tuning job in this worker."""
     from suite.engine.loop import train
-    from suite.tune.plan import at_target_is_completed, stop_at_target
-    from suite.tune.slots import run_study_share
+    from suite.tuning.plan import at_target_is_completed, stop_at_target
+    from suite.tuning.slots import run_study_share
 
     job, sink = task.job, EmitSink(env)
     if isinstance(job, StudyJob):
@@ -137,7 +137,7 @@ def run(jobs: Sequence[StudyJob | SpecJob], devices: Sequence[str], settings: Se
     Returns one line per job whose worker died or raised (its unfinished runs are marked
     interrupted and its running trials failed, so a rerun redoes them); the others go on."""
     from suite.stores import open_storage
-    from suite.tune.studies import fail_orphan_trials
+    from suite.tuning.studies import fail_orphan_trials
 
     tasks = [JobTask(job, settings) for job in jobs]
     handler = _SinkHandler(sink, tasks)

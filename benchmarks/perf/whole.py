@@ -1,0 +1,151 @@
+"""Whole-process timings (issue 12): each row times command A against command B as separate
+processes, alternating A and B, and reports the medians and the median of the per-pair ratios.
+
+Rows (targets in brackets):
+  a. the 16-configuration linreg grid: benchopt (benchmarks/benchopt-linreg, in .venv-perf) vs
+     `suite run` with full MLflow tracking                                            [suite <= 0.5x]
+  b. `suite --help` vs `python -c "import torch"`                                    [<= 0.15x]
+  c. 256 configurations of the lecture's minimal working example, `suite run --engine stacked`
+     vs `--engine loop`, MLflow included; plus the stacked run's own time breakdown   [>= 20x; tracking <= 10%]
+  d. `suite run` of the minimal working example vs the lecture's script (lecture_mwe.py)  [<= 1.0x]
+
+Usage: python benchmarks/perf/whole.py [--repeats N] [--rows abcd] [--loop-repeats N]
+benchopt is installed in .venv-perf (git-ignored), never in the project's environment; if it
+cannot be installed, row a says so and is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PERF_VENV = ROOT / ".venv-perf"
+PY = sys.executable
+SUITE = [PY, "-m", "suite.cli"]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+ENV.pop("MLFLOW_TRACKING_URI", None)
+
+GRID16 = ["run", "--problem", "linreg", "--optimizer", "sgd", "--lr", "0.01,0.1", "--momentum", "0,0.9",
+          "--batch-size", "8,64", "--seeds", "2", "--epochs", "5", "--force", "--quiet"]
+MWE = ["--problem", "linreg", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9", "--weight-decay", "1e-4",
+       "--scheduler", "cosine", "--set", "scheduler.eta_min=0.001", "--averager", "ema", "--set",
+       "averager.decay=0.99", "--batch-size", "32", "--epochs", "50", "--seed", "42"]
+GRID256 = ["run", "--problem", "linreg", "--optimizer", "sgd", "--lr", "0.01,0.03,0.1,0.3",
+           "--momentum", "0,0.5,0.9,0.95", "--weight-decay", "0,1e-4", "--scheduler", "cosine",
+           "--set", "scheduler.eta_min=0.001", "--averager", "ema", "--set", "averager.decay=0.9,0.99",
+           "--batch-size", "32", "--epochs", "50", "--seeds", "4", "--force", "--quiet"]
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=cwd, env=env or ENV, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {res.returncode}:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+    return wall, res.stdout
+
+
+def alternate(a: list[str], b: list[str], cwd: Path, repeats: int, env_a: dict | None = None) -> dict:
+    """Time A and B ``repeats`` times each, alternating (ABBA order), after one untimed warm-up of each."""
+    run(a, cwd, env_a)
+    run(b, cwd)
+    ta, tb, outs = [], [], []
+    for i in range(repeats):
+        order = [("a", a), ("b", b)] if i % 2 == 0 else [("b", b), ("a", a)]
+        for which, cmd in order:
+            wall, out = run(cmd, cwd, env_a if which == "a" else None)
+            (ta if which == "a" else tb).append(wall)
+            if which == "a":
+                outs.append(out)
+    ratios = [x / y for x, y in zip(ta, tb, strict=True)]
+    return {"a": statistics.median(ta), "b": statistics.median(tb), "ratio": statistics.median(ratios), "out": outs}
+
+
+def benchopt_ready() -> str | None:
+    """Install benchopt (and this torch) in .venv-perf if needed; None when ready, else why not."""
+    bench = PERF_VENV / "bin" / "benchopt"
+    if bench.exists():
+        return None
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(PERF_VENV)], check=True, capture_output=True)
+        import torch
+
+        subprocess.run([str(PERF_VENV / "bin" / "pip"), "install", "-q", f"torch=={torch.__version__.split('+')[0]}",
+                        "benchopt"], check=True, capture_output=True, text=True, timeout=1800)
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f"benchopt could not be installed in {PERF_VENV}: {exc}"
+    return None if bench.exists() else f"no benchopt executable in {PERF_VENV}"
+
+
+def time_line(stdout: str) -> str:
+    return next((ln for ln in stdout.splitlines() if ln.startswith("time: ")), "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--loop-repeats", type=int, default=1, help="repeats of row c (its loop side takes minutes)")
+    ap.add_argument("--rows", default="abcd")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="suite-perf-"))
+    table: list[tuple[str, str, str, str, str, str]] = []
+    notes: list[str] = []
+    try:
+        if "b" in args.rows:
+            r = alternate([*SUITE, "--help"], [PY, "-c", "import torch"], work, args.repeats)
+            table.append(("b", "suite --help / import torch", f"{r['a']:.2f}", f"{r['b']:.2f}", f"{r['ratio']:.3f}x",
+                          "<= 0.15x"))
+        if "d" in args.rows:
+            lecture = [PY, str(ROOT / "benchmarks/perf/lecture_mwe.py")]
+            r = alternate([*SUITE, "run", *MWE, "--force", "--quiet"], lecture, work, args.repeats)
+            table.append(("d", "suite run MWE / lecture script", f"{r['a']:.2f}", f"{r['b']:.2f}",
+                          f"{r['ratio']:.2f}x", "<= 1.0x"))
+            notes.append(f"d: suite's own breakdown: {time_line(r['out'][-1])}")
+        if "a" in args.rows:
+            why = benchopt_ready()
+            if why:
+                table.append(("a", "suite run 16-grid / benchopt", "-", "-", "skipped", "<= 0.5x"))
+                notes.append(f"a: skipped: {why}")
+            else:
+                bdir = work / "benchopt-linreg"
+                shutil.copytree(ROOT / "benchmarks" / "benchopt-linreg", bdir)
+                bcmd = [str(PERF_VENV / "bin" / "benchopt"), "run", str(bdir), "--no-plot", "--no-html", "-n", "1",
+                        "--no-cache"]
+                benv = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+                r = alternate(bcmd, [*SUITE, *GRID16], work, args.repeats, env_a=benv)
+                table.append(("a", "suite run 16-grid / benchopt", f"{r['b']:.2f}", f"{r['a']:.2f}",
+                              f"{1 / r['ratio']:.2f}x", "<= 0.5x"))
+        if "c" in args.rows:
+            r = alternate([*SUITE, *GRID256, "--engine", "loop"], [*SUITE, *GRID256, "--engine", "stacked"], work,
+                          args.loop_repeats)
+            table.append(("c", "256-grid loop / stacked", f"{r['a']:.1f}", f"{r['b']:.1f}", f"{r['ratio']:.1f}x",
+                          ">= 20x"))
+            _, out = run([*SUITE, *GRID256, "--engine", "stacked"], work)
+            line = time_line(out)
+            notes.append(f"c: stacked 256-grid breakdown: {line}")
+            try:
+                parts = dict((p.split(" s ")[1], float(p.split(" s ")[0])) for p in
+                             line.removeprefix("time: ").split(" (")[0].split(", "))
+                notes.append(f"c: MLflow writes (tracking) = {100 * parts['tracking'] / sum(parts.values()):.0f}% "
+                             "of wall time (target <= 10%)")
+            except (ValueError, IndexError, KeyError):
+                pass
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{'row':<4}{'A / B':<34}{'A s':>9}{'B s':>9}{'ratio':>10}  target")
+    for row in table:
+        print(f"{row[0]:<4}{row[1]:<34}{row[2]:>9}{row[3]:>9}{row[4]:>10}  {row[5]}")
+    for n in notes:
+        print(n)
+
+
+if __name__ == "__main__":
+    main()

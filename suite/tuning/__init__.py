@@ -1,0 +1,1 @@
+"""Tuning: Optuna studies per (problem, variant, batch size), trials in populations, reports."""

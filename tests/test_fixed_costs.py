@@ -1,0 +1,136 @@
+"""Fixed costs: a CLI that starts without torch, MLflow or Optuna; few MLflow round trips per run;
+a pool that runs in-process when workers would not pay off. (Speed itself: benchmarks/perf/whole.py.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from suite.engine.loop import RunResult
+from suite.exec import pool as pool_module
+from suite.exec.phases import Phases
+from suite.exec.pool import Pool, worth_workers
+from suite.registry import LazyCallable, get_registry
+from suite.specs.spec import resolve_spec
+from suite.tracking.tracker import Tracker
+
+HEAVY = ("torch", "mlflow", "optuna", "matplotlib")
+PROBE = """
+import json, sys
+from suite.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+heavy = [m for m in HEAVY if m in sys.modules]
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+""".replace("HEAVY", repr(HEAVY))
+
+
+@pytest.mark.parametrize("args, code", [
+    (["--help"], 0), (["run", "--help"], 0), (["tune", "--help"], 0), (["worker", "--help"], 0), (["list"], 0),
+    (["list", "optimizer", "--format", "json"], 0),
+    (["run", "--lr", "abc"], 2), (["run", "--problem", "nope"], 2), (["run", "--set", "optimizer.nope=1"], 2),
+    (["run", "--seeds", "x"], 2), (["tune", "--problem", "nope"], 2), (["tune", "--trials", "0"], 2),
+])
+def test_help_list_and_flag_errors_load_nothing_heavy(workdir, args, code):
+    res = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
+    probe = json.loads(res.stderr.strip().splitlines()[-1])
+    assert probe["code"] in (code, None if code == 0 else code), res.stderr
+    assert probe["heavy"] == [], f"suite {' '.join(args)} imported {probe['heavy']}"
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_builtin_factories_are_lazy_and_still_build():
+    comp = get_registry().get("optimizer", "sgd")
+    assert isinstance(comp.factory, LazyCallable) and isinstance(comp.stacked, LazyCallable)
+    from suite.builtin.optimizer_factories import make_sgd
+
+    assert comp.factory.load() is make_sgd
+    from suite.builtin.optimizers import DiagonalPreconditioned  # the old import path still works
+
+    assert DiagonalPreconditioned.__module__ == "suite.builtin.optimizer_factories"
+    with pytest.raises(ValueError, match="package.module:attribute"):
+        LazyCallable("no_colon")
+
+
+def _spec():
+    return resolve_spec(get_registry(), components={"problem": "linreg"}, batch_size=32, epochs=1)
+
+
+def test_a_run_takes_a_few_mlflow_calls_and_keeps_its_whole_metric_history(workdir):
+    tracker = Tracker("buffered", f"sqlite:///{workdir}/mlflow.db")
+    calls = []
+    real = tracker.client.log_batch
+    tracker.client.log_batch = lambda *a, **k: calls.append(k) or real(*a, **k)
+    spec = _spec()
+    run_id = tracker.start_run(spec, get_registry())
+    history = [(step, {"train_loss": 1.0 / (step + 1), "val_loss": 2.0 / (step + 1)}) for step in range(0, 1500, 10)]
+    for step, metrics in history:
+        tracker.log_metrics(run_id, step, metrics)
+    assert len(calls) == 1  # the params; the 300 metric values wait in the buffer
+    tracker.finish(run_id, RunResult(spec=spec, history=history, seconds=1.0))
+    assert len(calls) == 2  # ... and go with the final tags in one call (MLflow allows 1000 entities)
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    got = [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")]
+    assert sorted(got) == [(s, m["val_loss"]) for s, m in history]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["suite.status"] == "completed"
+
+
+def test_a_long_history_is_written_in_batches_within_mlflows_limits(workdir):
+    tracker = Tracker("limits", f"sqlite:///{workdir}/mlflow.db")
+    sizes = []
+    real = tracker.client.log_batch
+    tracker.client.log_batch = lambda *a, **k: sizes.append(len(k.get("metrics") or []) + len(k.get("tags") or [])) \
+        or real(*a, **k)
+    spec = _spec()
+    run_id = tracker.start_run(spec, get_registry())
+    for step in range(1200):
+        tracker.log_metrics(run_id, step, {"a": step, "b": -step})
+    tracker.mark(run_id, "interrupted", "stopped")  # an unfinished run keeps what it logged
+    assert max(sizes) <= 1000
+    assert len(MlflowClient(f"sqlite:///{workdir}/mlflow.db").get_metric_history(run_id, "b")) == 1200
+
+
+class _Recorder:
+    def __init__(self):
+        self.done, self.lost = [], []
+
+    def on_event(self, tid, device, kind, args):
+        pass
+
+    def on_done(self, tid, result):
+        self.done.append((tid, result))
+
+    def on_lost(self, tid, device, why):
+        self.lost.append(tid)
+
+
+def test_workers_pay_off_only_when_the_measured_rest_outweighs_their_start():
+    assert not worth_workers(rest_here_s=1.0, start_cost_s=5.0, workers=2)
+    assert worth_workers(rest_here_s=100.0, start_cost_s=5.0, workers=2)
+    assert not worth_workers(rest_here_s=100.0, start_cost_s=0.0, workers=1)
+
+
+def test_an_adaptive_pool_keeps_cheap_tasks_in_process(monkeypatch):
+    monkeypatch.setattr(pool_module, "worker_start_cost", lambda: 30.0)
+    rec = _Recorder()
+    pool = Pool(["cpu", "cpu"], lambda payload, env: payload * 2, adaptive=True)
+    pool.run(list(range(6)), rec)
+    assert sorted(rec.done) == [(i, 2 * i) for i in range(6)] and not rec.lost
+    assert not pool.pids and pool.decision.startswith("in-process")
+
+
+def test_phases_are_exclusive():
+    clock = Phases()
+    with clock.phase("training"):
+        with clock.phase("tracking"):
+            pass
+    s = clock.seconds()
+    assert s["training"] >= 0 and s["tracking"] >= 0 and s["startup"] > 0
+    assert "start-up" in clock.line() and "s in all" in clock.line()
