@@ -26,11 +26,12 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 from suite.context import BuildContext  # noqa: E402
-from suite.params import Param, Space  # noqa: E402
+from suite.params import DATA_SEED, Param, Space  # noqa: E402
 from suite.problem import Problem  # noqa: E402
 
 __all__ = [
     "BuildContext",
+    "DATA_SEED",
     "ENTRY_POINT_GROUP",
     "PROJECT_NAME",
     "Param",
