@@ -156,7 +156,8 @@ class Registry:
             self.broken.append(BrokenPlugin(
                 name or repr(plugin), distribution,
                 f"{attr} has no @hookimpl, so it registers nothing: decorate it with @suite.hookimpl "
-                f"(from suite import hookimpl){_closest(attr, hookspecs.FAMILIES.values())}",
+                "(from suite import hookimpl)"
+                + ("" if attr in hookspecs.FAMILIES.values() else _closest(attr, hookspecs.FAMILIES.values())),
             ))
 
     def collect(self) -> None:

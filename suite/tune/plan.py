@@ -74,48 +74,75 @@ class Budget:
 
 @dataclass(frozen=True)
 class Objective:
-    """What a trial minimises, from its run's evaluation history.
+    """What a trial optimises, from its run's evaluation history.
 
-    The watched loss is ``avg_val_loss`` (the averaged model) when the run has an averager,
-    else ``val_loss``. ``final``: its last value; ``best``: its minimum over the run;
-    ``steps-to-target:X``: the first step at which it is <= X. A run that never reaches X
-    scores ``total_steps * loss / X`` (more than the budget, and smaller the closer it came),
-    so the sampler still learns which way is better.
+    The watched metric is ``metric`` when one is given (any logged metric, e.g. ``val_acc`` or
+    ``avg_val_acc``, with its ``direction``: ``min`` or ``max``), else the loss: ``avg_val_loss``
+    (the averaged model) when the run has an averager, else ``val_loss`` (``min``). ``final``:
+    its last value; ``best``: its best value over the run; ``steps-to-target:X``: the first step
+    at which it is at least as good as X. A run that never reaches X scores ``total_steps * loss
+    / X`` (more than the budget, and smaller the closer it came), so the sampler still learns
+    which way is better (for ``max``: ``total_steps * X / value``).
     """
 
     kind: str
     target: float | None = None
+    metric: str | None = None
+    direction: str = "min"
 
     @classmethod
     def parse(cls, text: str) -> Objective:
-        kind, colon, rest = text.strip().partition(":")
-        if kind in ("final", "best") and not colon:
-            return cls(kind)
-        if kind == "steps-to-target" and colon:
+        """``final``, ``best`` or ``steps-to-target:X``, each optionally followed by
+        ``:METRIC:min`` or ``:METRIC:max`` (e.g. ``final:val_acc:max``)."""
+        kind, _, rest = text.strip().partition(":")
+        parts = rest.split(":") if rest else []
+        target: float | None = None
+        if kind == "steps-to-target" and parts:
             try:
-                target = float(rest)
+                target = float(parts.pop(0))
             except ValueError:
                 target = float("nan")
-            if math.isfinite(target) and target > 0:
-                return cls(kind, target)
+        metric, direction = None, "min"
+        if len(parts) == 2 and parts[0] and parts[1] in ("min", "max"):
+            metric, direction = parts
+            parts = []
+        ok = not parts and (kind in ("final", "best") or (
+            kind == "steps-to-target" and target is not None and math.isfinite(target)
+            and (target > 0 or direction == "max")))
+        if ok:
+            return cls(kind, target, metric, direction)
         raise TuneError(
-            f"malformed --objective {text!r}: use final, best or steps-to-target:X with X > 0 "
-            "(e.g. steps-to-target:0.3)"
+            f"malformed --objective {text!r}: use final, best or steps-to-target:X with X > 0, optionally "
+            "followed by :METRIC:min or :METRIC:max for any logged metric (e.g. steps-to-target:0.3, "
+            "final:val_acc:max)"
         )
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.target:g}" if self.target is not None else self.kind
+        text = f"{self.kind}:{self.target:g}" if self.target is not None else self.kind
+        return f"{text}:{self.metric}:{self.direction}" if self.metric else text
 
-    @staticmethod
-    def watched(metrics: Mapping[str, float]) -> float:
-        """The loss a trial is judged on: the averaged model's where there is one."""
+    @property
+    def study_direction(self) -> str:
+        """Optuna's direction for this objective: ``minimize`` or ``maximize``."""
+        return "maximize" if self.direction == "max" and self.kind != "steps-to-target" else "minimize"
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.direction == "max" else a < b
+
+    def watched(self, metrics: Mapping[str, float]) -> float:
+        """The metric a trial is judged on (the averaged model's loss where there is one, unless
+        a metric is named); NaN where the run did not log the named metric."""
+        if self.metric is not None:
+            return float(metrics.get(self.metric, math.nan))
         return float(metrics.get("avg_val_loss", metrics["val_loss"]))
 
     def intermediate(self, history: Sequence[tuple[int, Mapping[str, float]]]) -> float:
-        """What is reported to the pruner after each evaluation (lower is better)."""
+        """What is reported to the pruner after each evaluation (in the study's direction)."""
         if self.kind == "best":
-            return min(self.watched(m) for _, m in history)
-        return self.watched(history[-1][1])
+            best = max if self.direction == "max" else min
+            return best(self.watched(m) for _, m in history)
+        value = self.watched(history[-1][1])
+        return -value if self.kind == "steps-to-target" and self.direction == "max" else value
 
     def value(self, result: RunResult, total_steps: int) -> float:
         """The trial value of a completed run."""
@@ -123,17 +150,21 @@ class Objective:
         if self.kind == "final":
             return losses[-1][1]
         if self.kind == "best":
-            return min(v for _, v in losses)
+            return (max if self.direction == "max" else min)(v for _, v in losses)
         for step, v in losses:
-            if v <= self.target:
+            if v == self.target or self._better(v, self.target):
                 return float(step)
-        return float(total_steps) * max(losses[-1][1], self.target) / self.target
+        last = losses[-1][1]
+        if self.direction == "max":
+            return float(total_steps) * self.target / min(last, self.target) if last > 0 < self.target else math.inf
+        return float(total_steps) * max(last, self.target) / self.target
 
     @property
     def label(self) -> str:
+        name = self.metric.replace("_", " ") if self.metric else "val loss"
         if self.kind == "steps-to-target":
-            return f"steps to val loss {self.target:g}"
-        return f"{self.kind} val loss"
+            return f"steps to {name} {self.target:g}"
+        return f"{self.kind} {name}"
 
 
 # -- variants, search spaces and studies ----------------------------------------------------
@@ -389,7 +420,7 @@ class TrialObjective:
                 state, reason = "PRUNED", f"pruned at step {result.history[-1][0]}"
             elif result.status == "diverged":
                 state, reason = "PRUNED", f"diverged: {result.reason}"
-                value = Objective.watched(result.final) if result.history else None
+                value = plan.objective.watched(result.final) if result.history else None
                 self._record(trial, "diverged", value, result.reason)
             else:
                 state, reason = "FAIL", result.reason

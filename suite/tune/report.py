@@ -67,6 +67,7 @@ class StudySummary:
     best_number: int | None
     best_params: dict[str, Any]
     reeval: Reeval | None = None
+    maximize: bool = False  # the objective is a metric to maximise (e.g. final:val_acc:max)
 
     def cell(self) -> str:
         if self.best_value is None:
@@ -96,6 +97,7 @@ def summarize(study: optuna.Study, plan: StudyPlan, reeval: Reeval | None = None
         best_number=None if best is None else best.number,
         best_params={} if best is None else best_values(best),
         reeval=reeval,
+        maximize=plan.objective.study_direction == "maximize",
     )
 
 
@@ -133,7 +135,7 @@ def _winners(items: Sequence[StudySummary], sizes: Sequence[int]) -> list[tuple[
     for b in sizes:
         scored = [(_score(s), s.variant) for s in items if s.batch_size == b and _score(s) is not None]
         if scored:
-            out.append((b, min(scored)[1]))
+            out.append((b, (max if scored and items[0].maximize else min)(scored)[1]))
     return out
 
 

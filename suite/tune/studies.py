@@ -81,7 +81,8 @@ def check_settings(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPl
 def open_study(storage: optuna.storages.BaseStorage, plan: StudyPlan) -> optuna.Study:
     """Create the plan's study (with its settings and a uid) or load it (call
     :func:`check_settings` first)."""
-    study = optuna.create_study(storage=storage, study_name=plan.name, direction="minimize", load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=plan.name, direction=plan.objective.study_direction,
+                                load_if_exists=True)
     if STUDY_SETTINGS not in study.user_attrs:
         study.set_user_attr(STUDY_SETTINGS, json.loads(json.dumps(plan.settings())))
     if STUDY_UID not in study.user_attrs:
@@ -124,7 +125,9 @@ def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[Stu
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best completed trial, or ``None`` if no trial completed."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    return min(done, key=lambda t: t.value) if done else None
+    if not done:
+        return None
+    return (max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min)(done, key=lambda t: t.value)
 
 
 def best_values(trial: FrozenTrial) -> dict[str, Any]:
