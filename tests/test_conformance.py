@@ -77,7 +77,7 @@ def test_a_broken_plugin_fails_the_kit_saying_what_to_fix(tmp_path):
     out = res.stdout
     assert res.returncode == 1, out
     assert ("optimizer 'wrongtype' (suite-broken): optimizer 'wrongtype' from suite-broken returned dict; "
-            "a optimizer factory must return a torch.optim.Optimizer") in out
+            "an optimizer factory must return a torch.optim.Optimizer") in out
     assert "optimizer 'nanstep' (suite-broken): produced a non-finite or exploding loss" in out
     assert ("optimizer 'baddefault' (suite-broken): default lr=5.0 lies outside its search space "
             "log[0.0001, 1]; move the default into the space or widen the space") in out
