@@ -51,7 +51,7 @@ def _tiny(component, seed: int = 0):
     try:
         preflight([spec])
     except SuiteError as exc:
-        text = str(exc).removeprefix(f"{where(component)}: ")
+        text = str(exc).removeprefix(f"{where(component)}: ").removeprefix(f"{where(component)} ")
         _fail(component, f"suite run would refuse it: {text}")
     return spec
 
@@ -111,7 +111,7 @@ def test_factory_builds_torch_type(component):
         _fail(component, str(exc))
     except Exception as exc:  # noqa: BLE001 - report whatever the plugin raised
         _fail(component, f"building a tiny run raised {type(exc).__name__}: {exc}")
-    if component.family == "sampler":
+    if component.family == "sampler" and built.sampler is not None:
         try:
             batches = list(first_batches(built.sampler, limit=len(built.sampler)))
         except Exception as exc:  # noqa: BLE001 - report whatever the plugin raised
