@@ -109,6 +109,8 @@ def test_objective_on_any_metric_with_a_direction():
     assert Objective.parse("steps-to-target:0.85:val_acc:max").value(result, 10) == 5.0
     assert Objective.parse("steps-to-target:0.95:val_acc:max").value(result, 10) > 10
     assert Objective.parse("final").study_direction == "minimize"
+    with pytest.raises(TuneError, match="the runs do not log 'val_accc'; they log: val_acc, val_loss"):
+        Objective.parse("final:val_accc:max").value(result, 10)
     for bad in ("final:val_acc", "final:val_acc:up", "steps-to-target:x:val_acc:max", "worst"):
         with pytest.raises(TuneError, match="malformed --objective"):
             Objective.parse(bad)

@@ -146,6 +146,9 @@ class Objective:
 
     def value(self, result: RunResult, total_steps: int) -> float:
         """The trial value of a completed run."""
+        if self.metric is not None and result.history and self.metric not in result.history[-1][1]:
+            logged = ", ".join(sorted(result.history[-1][1]))
+            raise TuneError(f"--objective {self}: the runs do not log {self.metric!r}; they log: {logged}")
         losses = [(step, self.watched(m)) for step, m in result.history]
         if self.kind == "final":
             return losses[-1][1]
