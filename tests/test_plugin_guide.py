@@ -70,22 +70,22 @@ def test_the_worked_examples_run(tmp_path, workdir):
 
     kit = run_pytest("--suite-plugin=suite-examples", env=env, cwd=tmp_path)
     assert kit.returncode == 0 and "failed" not in kit.stdout, kit.stdout
-    assert "test_problem_contract[problem:ridge] PASSED" in run_pytest(
-        "--suite-plugin=suite-examples", "-v", "-k", "problem_contract", env=env, cwd=tmp_path).stdout
+    assert "1 passed" in run_pytest(  # the problem contract: optimum, curvature, true_params fit the model
+        "--suite-plugin=suite-examples", "-k", "problem_contract", env=env, cwd=tmp_path).stdout
 
     ran = suite_cmd("run", "--problem", "ridge", "--sampler", "stratified,normweighted", "--optimizer", "sgd,precond",
-                    "--epochs", "3", "--quiet", env=env, cwd=workdir)
+                    "--lr", "0.05", "--epochs", "5", "--quiet", env=env, cwd=workdir)
     assert ran.returncode == 0, ran.stderr
-    runs = runs_of(MlflowClient(), "ridge")
+    runs = runs_of(MlflowClient(), "ridge", "tags.`suite.kind` = 'run'")
     assert len(runs) == 4
     for run in runs:
         assert run.data.tags["suite.dist.problem"] == "suite-examples==0.1.0"
-        assert run.data.metrics["dist_to_opt"] < run.data.metrics["val_loss"] + 1  # the optimum is known
-        assert run.data.metrics["val_loss"] < 1.0
+        assert run.data.metrics["dist_to_opt"] < 0.2  # the optimum is known, and approached
+        assert run.data.metrics["val_loss"] < 0.4  # from 4.4 at the start; the noise floor is 0.25
 
     paired = suite_cmd("run", "--problem", "ridge", "--set", "problem.data_seed=0", "--seeds", "2", "--epochs", "1",
                        "--experiment", "paired", "--quiet", env=env, cwd=workdir)
     assert paired.returncode == 0, paired.stderr
-    paired_runs = runs_of(MlflowClient(), "paired")
+    paired_runs = runs_of(MlflowClient(), "paired", "tags.`suite.kind` = 'run'")
     assert sorted(r.data.params["seed"] for r in paired_runs) == ["0", "1"]
     assert {r.data.params["problem.data_seed"] for r in paired_runs} == {"0"}
