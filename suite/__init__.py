@@ -26,7 +26,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from suite.params import Param, Space  # noqa: E402
+from suite.params import DATA_SEED, Param, Space  # noqa: E402
 
 if TYPE_CHECKING:
     from suite.context import BuildContext
@@ -58,6 +58,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BuildContext",
+    "DATA_SEED",
     "ENTRY_POINT_GROUP",
     "PROJECT_NAME",
     "Param",

@@ -19,7 +19,9 @@ class BuildContext:
     A problem factory sees ``seed`` and ``device``; a sampler also ``problem`` and ``n``; an
     optimizer also ``model``; a scheduler also ``optimizer``; an averager everything.
     ``total_steps`` and ``total_epochs`` are the run's length (a scheduler whose length
-    defaults to "the whole run" uses the one matching its interval).
+    defaults to "the whole run" uses the one matching its interval). ``data_seed`` is the seed a
+    problem draws its data set from: the problem's ``data_seed`` hyperparameter where it has one
+    and it is set, else the run seed (so by default the data follows the run seed).
     """
 
     seed: int
@@ -35,6 +37,11 @@ class BuildContext:
     generator: torch.Generator | None = None
     spec: RunSpec | None = None
     extra: dict[str, Any] | None = None
+    data_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.data_seed is None:
+            self.data_seed = self.seed
 
 
 def derive_seed(seed: int, purpose: str) -> int:

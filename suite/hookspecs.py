@@ -30,13 +30,15 @@ Register = Callable[..., None]
 
 @hookspec
 def suite_register_problems(register: Register) -> None:
-    """Register problems. A problem factory returns a :class:`suite.Problem`."""
+    """Register problems. A problem factory returns a :class:`suite.Problem`. A problem without
+    a finite data set registers with ``dataset=False`` (its runs take sampler ``none``)."""
 
 
 @hookspec
 def suite_register_samplers(register: Register) -> None:
     """Register samplers. A sampler factory returns a ``torch.utils.data.Sampler`` that yields
-    lists of training-set indices (one list per mini-batch)."""
+    lists of training-set indices (one list per mini-batch), or for a weighted sampler pairs
+    ``(indices, weights)``: the engine then minimises ``mean(w_i * loss_i)``."""
 
 
 @hookspec

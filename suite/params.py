@@ -52,7 +52,8 @@ class Space:
         if self.kind not in ("log", "uniform", "int"):
             raise ParamError(f"unknown space kind {self.kind!r}: use log, uniform, int or choice")
         if self.low is None or self.high is None or not self.low < self.high:
-            raise ParamError(f"a {self.kind} space needs LOW < HIGH, got {self.low}:{self.high}")
+            article = "an" if self.kind == "int" else "a"
+            raise ParamError(f"{article} {self.kind} space needs LOW < HIGH, got {self.low}:{self.high}")
         if self.kind == "log" and self.low <= 0:
             raise ParamError(f"a log space needs LOW > 0, got {self.low}")
 
@@ -257,3 +258,10 @@ class Param:
             "space": self.space.to_dict() if self.space else None,
             "help": self.help,
         }
+
+
+DATA_SEED = Param(
+    "data_seed", None, "seed of the data set (none: the run seed, so the data follows --seed)", type=int, low=0,
+)
+"""The problem hyperparameter ``problem.data_seed``: a problem that declares it draws its data set
+from it when set, so runs with different seeds share one data set (paired comparisons)."""

@@ -6,6 +6,7 @@ its curvature, its true parameters). Everything else in a run is a torch type.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -73,6 +74,23 @@ class Problem:
         """
         return self.loss_fn(model(self.X_train[indices]), self.y_train[indices])
 
+    def example_losses(self, model: nn.Module, indices: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Each example's loss (a differentiable vector of ``len(indices)``) whose mean is
+        :meth:`batch_loss`; the engine weights it for a weighted sampler (``mean(w * losses)``).
+
+        Default: ``loss_fn`` with ``reduction="none"`` when it is a torch loss module (averaged
+        over each example's outputs), else ``loss_fn`` applied to each example alone
+        (``torch.func.vmap``). A problem that overrides :meth:`batch_loss` on a finite data set
+        overrides this too, or it cannot take weighted samplers."""
+        X, y = self.X_train[indices], self.y_train[indices]
+        out = model(X)
+        fn = self.loss_fn
+        if isinstance(fn, nn.modules.loss._Loss) and getattr(fn, "reduction", None) == "mean":
+            per = copy.copy(fn)
+            per.reduction = "none"
+            return per(out, y).reshape(len(indices), -1).mean(dim=1)
+        return torch.func.vmap(lambda o, t: fn(o[None], t[None]))(out, y)
+
     @torch.no_grad()
     def val_loss(self, model: nn.Module) -> float:
         """Validation loss of ``model`` (the lecture's stand-in for the population risk)."""
@@ -92,8 +110,14 @@ class Problem:
         :class:`suite.BuildContext`, so ``context.optimizer.param_groups`` hold the lr this step
         used. Default: nothing (the NQM follows its theoretical risk here)."""
 
+    def model_metrics(self, model: nn.Module) -> dict[str, float]:
+        """Metrics of a model alone (e.g. ``val_acc``), logged at each evaluation for the model
+        and, with an ``avg_`` prefix (``avg_val_acc``), for the averaged model. Default: none."""
+        return {}
+
     def extra_metrics(self, model: nn.Module, step: int, context: Any) -> dict[str, float]:
-        """Problem-specific metrics logged at each evaluation (e.g. a theoretical risk)."""
+        """Metrics of the run rather than of a model (e.g. the NQM's theoretical risk), logged at
+        each evaluation; the averaged model does not get them. Default: none."""
         return {}
 
     def learned_params(self, model: nn.Module) -> dict[str, Tensor]:

@@ -155,6 +155,7 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self._components: dict[str, dict[str, Component]] = {f: {} for f in FAMILIES}
         self.broken: list[BrokenPlugin] = []
+        self.conflicts: dict[tuple[str, str], list[str]] = {}  # (family, name) -> the distributions
         self._dists: dict[int, tuple[str, str]] = {}
 
     # -- loading --------------------------------------------------------------------------
@@ -191,6 +192,13 @@ class Registry:
             )
             return
         self._dists[id(plugin)] = (distribution, version)
+        for attr in _unmarked_hooks(plugin):
+            self.broken.append(BrokenPlugin(
+                name or repr(plugin), distribution,
+                f"{attr} has no @hookimpl, so it registers nothing: decorate it with @suite.hookimpl "
+                "(from suite import hookimpl)"
+                + ("" if attr in hookspecs.FAMILIES.values() else _closest(attr, hookspecs.FAMILIES.values())),
+            ))
 
     def collect(self) -> None:
         """Call every plugin's hooks and index what they register."""
@@ -198,13 +206,34 @@ class Registry:
             hook = getattr(self.pm.hook, hook_name)
             for impl in hook.get_hookimpls():  # registration order
                 dist, version = self._dists.get(id(impl.plugin), ("unknown", "unknown"))
-                register = functools.partial(self._register, family, dist, version)
+                register = functools.partial(self._register_or_record, family, dist, version, impl.plugin_name)
                 try:
                     impl.function(register=register)
-                except (DuplicateComponentError, RegistrationError):
-                    raise
                 except Exception as exc:
                     self.broken.append(BrokenPlugin(impl.plugin_name, dist, f"{hook_name}: {_one_line(exc)}"))
+
+    def _register_or_record(self, family: str, distribution: str, version: str, plugin_name: str,
+                            *args: Any, **kwargs: Any) -> None:
+        """``register`` as plugins see it: an invalid registration makes its plugin broken and a
+        name registered twice a conflict (only that name fails); the rest goes on."""
+        name = kwargs.get("name", args[0] if args else None)
+        key = (family, name) if isinstance(name, str) else None
+        if key in self.conflicts:
+            self.conflicts[key].append(distribution)
+            return
+        try:
+            self._register(family, distribution, version, *args, **kwargs)
+        except DuplicateComponentError:
+            first = self._components[family].pop(name)
+            self.conflicts[key] = [first.distribution, distribution]
+        except (RegistrationError, TypeError) as exc:
+            self.broken.append(BrokenPlugin(plugin_name, distribution, f"{_one_line(exc)}"))
+
+    def conflict_message(self, family: str, name: str) -> str:
+        """Why ``family name`` cannot be used: the distributions that all register it."""
+        dists = self.conflicts[(family, name)]
+        return (f"{family} {name!r} is registered twice: by {' and by '.join(dists)}; uninstall one of them "
+                "or rename the component")
 
     def _register(
         self,
@@ -268,10 +297,20 @@ class Registry:
         comps = self._family(family)
         if name in comps:
             return comps[name]
+        if (family, name) in self.conflicts:
+            raise DuplicateComponentError(self.conflict_message(family, name))
         known = ", ".join(sorted(comps)) or "none"
         raise UnknownComponentError(
-            f"unknown {family} {name!r}{_closest(name, comps)}; known {family}s: {known}"
+            f"unknown {family} {name!r}{_closest(name, comps)}; known {family}s: {known}{self._broken_hint()}"
         )
+
+    def _broken_hint(self) -> str:
+        """For an unknown name: the broken plugins that may have provided it."""
+        if not self.broken:
+            return ""
+        shown = "; ".join(f"{b.name} ({b.distribution}): {b.error}" for b in self.broken[:3])
+        more = f" and {len(self.broken) - 3} more" if len(self.broken) > 3 else ""
+        return f"; a broken plugin may have provided it (see suite list): {shown}{more}"
 
     def _family(self, family: str) -> dict[str, Component]:
         if family not in self._components:
@@ -280,6 +319,16 @@ class Registry:
                 f"families: {', '.join(FAMILIES)}"
             )
         return self._components[family]
+
+
+def _unmarked_hooks(plugin: object) -> list[str]:
+    """Functions of ``plugin`` named like a hook (``suite_register_*``) that lack ``@hookimpl``."""
+    out = []
+    for attr in dir(plugin):
+        fn = getattr(plugin, attr, None) if attr.startswith("suite_register") else None
+        if callable(fn) and not hasattr(fn, f"{PROJECT_NAME}_impl") and not hasattr(fn, f"{PROJECT_NAME}_spec"):
+            out.append(attr)
+    return out
 
 
 def _one_line(exc: BaseException) -> str:

@@ -36,7 +36,8 @@ import torch
 from torch import Tensor
 
 from suite.context import BuildContext
-from suite.errors import RowsFailed
+from suite.contract import split_batch
+from suite.errors import PluginContractError, RowsFailed
 
 
 @dataclass
@@ -118,6 +119,11 @@ class StackedProblem:
     def dist_to_opt(self, params: Sequence[Tensor]) -> Tensor | None:
         """Each row's distance to its optimum, or ``None`` where no row knows one."""
         return None
+
+    def model_metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
+        """Metrics of the stacked models ``params`` alone (K-vectors), as ``Problem.model_metrics``:
+        the engine asks them for the parameters and for the averaged ones (``avg_`` prefix)."""
+        return {}
 
     def extra_metrics(self, params: Sequence[Tensor], step: int) -> dict[str, Tensor]:
         """Problem-specific metrics at an evaluation (K-vectors), as ``Problem.extra_metrics``."""
@@ -241,6 +247,9 @@ class SamplerStack(StackedSampler):
 
     def epoch(self) -> Iterator[Tensor]:
         per_row = [list(s) for s in self.samplers]
+        if per_row and per_row[0] and split_batch(per_row[0][0])[1] is not None:
+            raise PluginContractError("a weighted sampler (batches of (indices, weights)) has no stacked "
+                                      "implementation: register it without stacked=, so its runs train in the loop")
         for batches in zip(*per_row, strict=True):
             yield torch.tensor(batches, dtype=torch.long).to(self.device, non_blocking=True)
 

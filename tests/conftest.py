@@ -98,7 +98,7 @@ def pip_install_target(pkg: Path, target: Path) -> dict[str, str]:
          "--target", str(target), str(pkg)],
         check=True, capture_output=True, text=True,
     )
-    return {"PYTHONPATH": str(target)}
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH", "")) if p)}
 
 
 def run_pytest(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600):

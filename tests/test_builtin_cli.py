@@ -82,7 +82,7 @@ def test_list_shows_the_whole_catalog_with_params_ranges_and_spaces(cli):
     for names in CATALOG.values():
         for name in names:
             assert f"  {name} " in table, name
-    assert "scheduler.warmup_steps" in table and "[steps per epoch]" in table
+    assert "scheduler.warmup_steps" in table and "[stepped every epoch]" in table
 
 
 def test_nqm_run_logs_theory_risk_next_to_the_measured_risk(cli, mlflow_client):

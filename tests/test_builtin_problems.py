@@ -98,7 +98,7 @@ def test_mlp_shapes_for_both_tasks():
     assert sum(isinstance(m, torch.nn.Linear) for m in cls.model) == 4
     assert cls.model(cls.X_val).shape == (len(cls.X_val), 4)
     assert set(cls.y_train.tolist()) <= {0, 1, 2, 3} and len(set(cls.y_train.tolist())) > 1
-    assert "val_acc" in cls.extra_metrics(cls.model, 0, None)
+    assert "val_acc" in cls.model_metrics(cls.model)
     reg = problem("mlp", task="regression")
     assert reg.model(reg.X_val).shape == reg.y_val.shape
     assert reg.val_loss(reg.model) > 0

@@ -76,8 +76,8 @@ def test_a_broken_plugin_fails_the_kit_saying_what_to_fix(tmp_path):
     res = run_pytest("--suite-plugin=suite-broken", "-rf", env=env, cwd=tmp_path)
     out = res.stdout
     assert res.returncode == 1, out
-    assert ("optimizer 'wrongtype' (suite-broken): optimizer 'wrongtype' from suite-broken returned dict; "
-            "a optimizer factory must return a torch.optim.Optimizer") in out
+    assert ("optimizer 'wrongtype' (suite-broken): suite run would refuse it: returned dict; "
+            "an optimizer factory must return a torch.optim.Optimizer") in out
     assert "optimizer 'nanstep' (suite-broken): produced a non-finite or exploding loss" in out
     assert ("optimizer 'baddefault' (suite-broken): default lr=5.0 lies outside its search space "
             "log[0.0001, 1]; move the default into the space or widen the space") in out
@@ -104,4 +104,60 @@ def test_a_plugin_whose_import_fails_is_listed_as_broken_and_the_rest_works(tmp_
     data = json.loads(suite_cmd("list", "--format", "json", env=env).stdout)
     assert {"family": "broken", "name": "suite_crash", "distribution": "suite-crash"}.items() <= \
         next(d for d in data if d["family"] == "broken").items()
+    assert suite_cmd("run", "--epochs", "1", "--quiet", env=env, cwd=workdir).returncode == 0
+
+
+CONTRACT_BREAKER = '''
+import torch
+from torch.utils.data import RandomSampler
+from suite import Param, hookimpl
+
+
+def make_ints(ctx):
+    return RandomSampler(range(ctx.n), generator=ctx.generator)
+
+
+def make_mismatch(ctx, lr):
+    return torch.optim.SGD(ctx.model.parameters(), lr=lr)
+
+
+@hookimpl
+def suite_register_samplers(register):
+    register(name="ints", factory=make_ints, description="yields single indices")
+
+
+@hookimpl
+def suite_register_optimizers(register):
+    register(name="mismatch", factory=make_mismatch, description="declares rate, takes lr",
+             params=[Param("rate", 0.1, low=0, low_inclusive=False)])
+    register(name="adam", factory=make_mismatch, description="a second adam", params=[Param("lr", 0.1)])
+
+
+def suite_register_schedulers(register):
+    register(name="forgotten", factory=lambda ctx: None, description="no hookimpl", interval="step")
+'''
+
+
+def test_every_contract_violation_is_one_fix_it_message_and_a_refused_run(tmp_path, workdir):
+    env = pip_install_target(
+        write_plugin_package(tmp_path / "src", "suite-breaker", "suite_breaker", CONTRACT_BREAKER), tmp_path / "site")
+    out = run_pytest("--suite-plugin=suite-breaker", env=env, cwd=tmp_path).stdout
+    ints = ("sampler 'ints' (suite-breaker): suite run would refuse it: yields single indices")
+    assert ints in out and "Traceback" not in out and "During handling" not in out
+    assert out.count("its factory(ctx, lr) does not match its declared hyperparameters (rate)") == 4  # 4 checks
+    assert out.count("suite_register_schedulers has no @hookimpl, so it registers nothing") == 1
+    assert out.count("optimizer 'adam' is registered twice: by suite-adaptive and by suite-breaker") == 1
+
+    refused = suite_cmd("run", "--sampler", "ints", "--epochs", "1", env=env, cwd=workdir)
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("Error: sampler 'ints' from suite-breaker: yields single indices")
+    assert not (workdir / "mlflow.db").exists()  # refused before anything was logged
+
+    listed = suite_cmd("list", env=env, cwd=workdir)
+    assert listed.returncode == 0 and "sgd" in listed.stdout
+    assert "conflict: optimizer 'adam' is registered twice: by suite-adaptive and by suite-breaker" in listed.stderr
+    assert "has no @hookimpl" in listed.stderr
+    clash = suite_cmd("run", "--optimizer", "adam", "--epochs", "1", env=env, cwd=workdir)
+    assert clash.returncode == 2 and "registered twice: by suite-adaptive and by suite-breaker" in clash.stderr
     assert suite_cmd("run", "--epochs", "1", "--quiet", env=env, cwd=workdir).returncode == 0

@@ -15,14 +15,22 @@ pytestmark = pytest.mark.slow
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 
 
-def guide_files() -> dict[str, str]:
-    """The files the guide shows, each a code block announced by ``<!-- file: NAME -->``."""
+def guide_files(package: str = "suite-signsgd") -> dict[str, str]:
+    """The files of one of the guide's packages, each a code block announced by
+    ``<!-- file: NAME -->`` (the first package) or ``<!-- file: PACKAGE/NAME -->``."""
     text = GUIDE.read_text()
-    return dict(re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", text, flags=re.S))
+    found = re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", text, flags=re.S)
+    out = {}
+    for path, content in found:
+        pkg, _, name = path.rpartition("/")
+        if (pkg or "suite-signsgd") == package:
+            out[name] = content
+    return out
 
 
-def test_the_guide_shows_a_complete_package():
+def test_the_guide_shows_complete_packages():
     assert set(guide_files()) == {"pyproject.toml", "setup.cfg", "suite_signsgd.py"}
+    assert set(guide_files("suite-examples")) == {"pyproject.toml", "setup.cfg", "suite_examples.py"}
 
 
 def test_following_the_guide_gives_a_working_plugin(tmp_path, workdir):
@@ -34,7 +42,7 @@ def test_following_the_guide_gives_a_working_plugin(tmp_path, workdir):
 
     kit = run_pytest("--suite-plugin=suite-signsgd", env=env, cwd=tmp_path)
     assert kit.returncode == 0, kit.stdout
-    assert "5 passed" in kit.stdout  # five checks for the one optimizer
+    assert "6 passed" in kit.stdout  # the distribution loads cleanly, five checks for the one optimizer
 
     ran = suite_cmd("run", "--optimizer", "signsgd", "--lr", "0.003", "--epochs", "3", "--quiet", env=env, cwd=workdir)
     assert ran.returncode == 0, ran.stderr
@@ -51,3 +59,33 @@ def test_following_the_guide_gives_a_working_plugin(tmp_path, workdir):
     trials = runs_of(MlflowClient(), "tuned", "tags.`suite.kind` = 'trial'")
     assert len(trials) == 3 and {r.data.params["optimizer"] for r in trials} == {"signsgd"}
     assert all("optimizer.lr" in r.data.params for r in trials)
+
+
+def test_the_worked_examples_run(tmp_path, workdir):
+    pkg = tmp_path / "suite-examples"
+    pkg.mkdir()
+    for name, content in guide_files("suite-examples").items():
+        (pkg / name).write_text(content)
+    env = pip_install_target(pkg, tmp_path / "site")
+
+    kit = run_pytest("--suite-plugin=suite-examples", env=env, cwd=tmp_path)
+    assert kit.returncode == 0 and "failed" not in kit.stdout, kit.stdout
+    assert "1 passed" in run_pytest(  # the problem contract: optimum, curvature, true_params fit the model
+        "--suite-plugin=suite-examples", "-k", "problem_contract", env=env, cwd=tmp_path).stdout
+
+    ran = suite_cmd("run", "--problem", "ridge", "--sampler", "stratified,normweighted", "--optimizer", "sgd,precond",
+                    "--lr", "0.05", "--epochs", "5", "--quiet", env=env, cwd=workdir)
+    assert ran.returncode == 0, ran.stderr
+    runs = runs_of(MlflowClient(), "ridge", "tags.`suite.kind` = 'run'")
+    assert len(runs) == 4
+    for run in runs:
+        assert run.data.tags["suite.dist.problem"] == "suite-examples==0.1.0"
+        assert run.data.metrics["dist_to_opt"] < 0.2  # the optimum is known, and approached
+        assert run.data.metrics["val_loss"] < 0.4  # from 4.4 at the start; the noise floor is 0.25
+
+    paired = suite_cmd("run", "--problem", "ridge", "--set", "problem.data_seed=0", "--seeds", "2", "--epochs", "1",
+                       "--experiment", "paired", "--quiet", env=env, cwd=workdir)
+    assert paired.returncode == 0, paired.stderr
+    paired_runs = runs_of(MlflowClient(), "paired", "tags.`suite.kind` = 'run'")
+    assert sorted(r.data.params["seed"] for r in paired_runs) == ["0", "1"]
+    assert {r.data.params["problem.data_seed"] for r in paired_runs} == {"0"}

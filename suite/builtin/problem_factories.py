@@ -1,25 +1,26 @@
 """Built-in problems: linreg, mean, logistic, mlp and the noisy quadratic model (nqm, in
-:mod:`suite.builtin.nqm`).
+:mod:`suite.builtin.nqm`): their factories, registered in :mod:`suite.builtin.problems` (lazily:
+this module imports torch).
 
 Every problem but ``linreg`` (which keeps the lecture's single stream so ``--seed 42``
 reproduces its numbers) draws its data from ``derive_seed(seed, "data")`` and its model's
 initialisation from ``derive_seed(seed, "init")``; the engine draws the sampling noise from a
 third stream, ``derive_seed(seed, "sampling")``. Each has a validation set or its exact risk.
 
-Registered in :mod:`suite.builtin.problems` (lazily: this module imports torch).
+``problem.data_seed`` (every problem with a data set) holds the data set fixed across seeds: set,
+the data come from ``derive_seed(data_seed, "data")`` (``linreg``: from ``data_seed``'s own
+stream, in the lecture's order) and only the initialisation and the sampling follow the seed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from suite import BuildContext, Problem
-from suite.builtin.nqm import make_nqm
 from suite.context import derive_seed
 
 
@@ -39,12 +40,13 @@ def _split(n: int, val_fraction: float) -> int:
 
 
 class ClassificationProblem(Problem):
-    """A problem with class labels: also logs the validation accuracy ``val_acc``."""
+    """A problem with class labels: also logs the validation accuracy ``val_acc`` (and the
+    averaged model's ``avg_val_acc``)."""
 
     is_classifier = True  # read by its stacked implementation (which logs ``val_acc`` too)
 
     @torch.no_grad()
-    def extra_metrics(self, model: nn.Module, step: int, context: Any) -> dict[str, float]:
+    def model_metrics(self, model: nn.Module) -> dict[str, float]:
         out = model(self.X_val)
         if out.shape[-1] == 1:  # one logit: binary
             pred = (out > 0).to(self.y_val.dtype)
@@ -54,19 +56,26 @@ class ClassificationProblem(Problem):
 
 
 # -- linreg ---------------------------------------------------------------------------------
-def make_linreg(ctx: BuildContext, n: int, d: int, noise: float, val_fraction: float) -> Problem:
+def make_linreg(ctx: BuildContext, n: int, d: int, noise: float, val_fraction: float,
+                data_seed: int | None = None) -> Problem:
     """The lecture's linear regression (its ``generate_data``), split train/val in order.
 
     The data and then the model's initialisation are drawn from one stream seeded with the run
-    seed, in the lecture's order, so ``--seed 42`` reproduces the lecture's true weights.
+    seed, in the lecture's order, so ``--seed 42`` reproduces the lecture's true weights. With
+    ``data_seed`` the data come from that stream instead (in the same order) and the
+    initialisation from ``derive_seed(seed, "init")``.
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ctx.seed)
+        torch.manual_seed(ctx.seed if data_seed is None else data_seed)
         w_true = torch.randn(d, 1)
         b_true = torch.randn(1)
         X = torch.randn(n, d)
         y = X @ w_true + b_true * torch.ones(n, 1) + noise * torch.randn(n, 1)
-        model = nn.Linear(d, 1)
+        if data_seed is None:
+            model = nn.Linear(d, 1)
+    if data_seed is not None:
+        with seeded(ctx.seed, "init"):
+            model = nn.Linear(d, 1)
     n_train = int((1 - val_fraction) * n)
     X_train, y_train = X[:n_train], y[:n_train]
     # Closed-form optimum of the training loss: least squares with an intercept column.
@@ -126,13 +135,13 @@ class MeanProblem(Problem):
         return float(0.5 * ((model.w - mu) ** 2).sum()) + 0.5 * len(mu) * self.sigma**2
 
 
-def make_mean(ctx: BuildContext, n: int, d: int, sigma: float) -> MeanProblem:
+def make_mean(ctx: BuildContext, n: int, d: int, sigma: float, data_seed: int | None = None) -> MeanProblem:
     """Mean estimation (lecture 6): x ~ N(μ, σ²I), μ ~ N(0, I) drawn from the data seed.
 
     The optimum of the training loss (``dist_to_opt``) is the sample mean; the population
     optimum μ is the true parameter.
     """
-    with seeded(ctx.seed, "data") as g:
+    with seeded(ctx.seed if data_seed is None else data_seed, "data") as g:
         mu = torch.randn(d, generator=g)
         x = mu + sigma * torch.randn(n, d, generator=g)
     with seeded(ctx.seed, "init"):
@@ -165,7 +174,8 @@ def logistic_optimum(X: Tensor, y: Tensor, iters: int = 100, tol: float = 1e-9) 
     return None
 
 
-def make_logistic(ctx: BuildContext, n: int, d: int, label_noise: float, val_fraction: float) -> Problem:
+def make_logistic(ctx: BuildContext, n: int, d: int, label_noise: float, val_fraction: float,
+                  data_seed: int | None = None) -> Problem:
     """Logistic regression (binary cross-entropy on logits) on synthetic data.
 
     A generating (w*, b*) ~ N(0, I) labels x ~ N(0, I) by the sign of w*·x + b*, and a
@@ -173,7 +183,7 @@ def make_logistic(ctx: BuildContext, n: int, d: int, label_noise: float, val_fra
     the optimum is found by Newton's method (``dist_to_opt``); the curvature is the diagonal
     of the Hessian there (at w = 0 when there is no finite optimum).
     """
-    with seeded(ctx.seed, "data") as g:
+    with seeded(ctx.seed if data_seed is None else data_seed, "data") as g:
         w_true = torch.randn(d, generator=g)
         b_true = torch.randn(1, generator=g)
         X = torch.randn(n, d, generator=g)
@@ -212,7 +222,7 @@ def relu_mlp(d_in: int, width: int, depth: int, d_out: int) -> nn.Sequential:
 
 def make_mlp(
     ctx: BuildContext, n: int, d: int, width: int, depth: int, task: str, classes: int, noise: float,
-    val_fraction: float,
+    val_fraction: float, data_seed: int | None = None,
 ) -> Problem:
     """A ReLU network fitting a random teacher network of the same shape.
 
@@ -221,7 +231,7 @@ def make_mlp(
     curvature.
     """
     d_out = classes if task == "classification" else 1
-    with seeded(ctx.seed, "data") as g:
+    with seeded(ctx.seed if data_seed is None else data_seed, "data") as g:
         teacher = relu_mlp(d, width, depth, d_out)
         X = torch.randn(n, d, generator=g)
         with torch.no_grad():
@@ -236,6 +246,3 @@ def make_mlp(
     cls = ClassificationProblem if task == "classification" else Problem
     loss = nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
     return cls(model, loss, train=(X[:n_train], y[:n_train]), val=(X[n_train:], y[n_train:]))
-
-
-__all__ = ["derive_seed", "make_linreg", "make_logistic", "make_mean", "make_mlp", "make_nqm"]

@@ -7,7 +7,7 @@ implementations need torch: they are imported when a run first builds the compon
 
 from __future__ import annotations
 
-from suite import Param, hookimpl
+from suite import DATA_SEED, Param, hookimpl
 from suite.registry import lazy
 
 VAL_FRACTION = Param("val_fraction", 0.2, "fraction held out for validation (the last examples)",
@@ -26,6 +26,7 @@ def suite_register_problems(register):
             Param("d", 5, "input dimension", low=1),
             Param("noise", 0.5, "standard deviation of the label noise", low=0.0),
             VAL_FRACTION,
+            DATA_SEED,
         ],
     )
     register(
@@ -37,6 +38,7 @@ def suite_register_problems(register):
             Param("n", 1000, "number of training examples", low=1),
             Param("d", 1, "dimension", low=1),
             Param("sigma", 1.0, "standard deviation of x around μ", low=0.0),
+            DATA_SEED,
         ],
     )
     register(
@@ -48,6 +50,7 @@ def suite_register_problems(register):
             Param("dim", 100, "dimension d (the paper uses 10⁴)", low=1),
             Param("noise", 1.0, "gradient covariance C = noise · H", low=0.0),
         ],
+        dataset=False,
     )
     register(
         name="logistic",
@@ -59,6 +62,7 @@ def suite_register_problems(register):
             Param("d", 10, "input dimension", low=1),
             Param("label_noise", 0.1, "fraction of labels flipped", low=0.0, high=0.5),
             VAL_FRACTION,
+            DATA_SEED,
         ],
     )
     register(
@@ -76,6 +80,7 @@ def suite_register_problems(register):
             Param("classes", 3, "classes (classification)", low=2),
             Param("noise", 0.1, "label noise std (regression)", low=0.0),
             VAL_FRACTION,
+            DATA_SEED,
         ],
     )
 

@@ -1,4 +1,5 @@
-"""Built-in samplers: shuffle, replacement, full.
+"""Built-in samplers: shuffle, replacement, full, importance (weighted batches), and none (for
+problems without a data set, such as nqm).
 
 The registrations only. The factories (:mod:`suite.builtin.sampler_factories`) and the stacked
 implementations need torch: they are imported when a run first builds the component
@@ -35,6 +36,22 @@ def suite_register_samplers(register):
         stacked=lazy("suite.builtin.stacked_components:full_stack"),
         description="Full batch: one batch of all n examples per epoch (gradient descent)",
         params=[Param("drop_last", False, "no effect: the single batch of all n is always complete")],
+    )
+    register(
+        name="importance",
+        factory=lazy("suite.builtin.sampler_factories:make_importance"),
+        description="Importance sampling ∝ per-example smoothness 1+‖x‖², weighted 1/(n·p) (unbiased)",
+        params=[
+            Param("mix", 0.5, "share of uniform sampling mixed in (bounds every weight by 1/mix)",
+                  low=0.0, high=1.0, low_inclusive=False),
+            DROP_LAST,
+        ],
+    )
+    register(
+        name="none",
+        factory=lazy("suite.builtin.sampler_factories:make_no_sampler"),
+        stacked=lazy("suite.builtin.sampler_factories:no_sampler_stack"),
+        description="No sampler: for problems without a data set (nqm), which draw their own gradient noise",
     )
 
 

@@ -52,7 +52,7 @@ class ModuleProblemStack(ModuleStack):
         super().__init__(problems, stack)
         self.classify = getattr(problems[0], "is_classifier", False)
 
-    def extra_metrics(self, params: Sequence[Tensor], step: int) -> dict[str, Tensor]:
+    def model_metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
         if not self.classify:
             return {}
         return {"val_acc": accuracy_rows(self.outputs(params, self.X_val[self.data_row]), self.y_val[self.data_row])}

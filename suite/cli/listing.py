@@ -22,6 +22,11 @@ def list_components(family: str | None, fmt: str) -> None:
             {"family": "broken", "name": b.name, "distribution": b.distribution, "error": b.error}
             for b in registry.broken
         ]
+        out += [
+            {"family": "conflict", "name": f"{fam} {name}", "distribution": ", ".join(dists),
+             "error": registry.conflict_message(fam, name)}
+            for (fam, name), dists in registry.conflicts.items()
+        ]
         click.echo(json.dumps(out, indent=2, default=str))
         return
     current = None
@@ -29,10 +34,12 @@ def list_components(family: str | None, fmt: str) -> None:
         if c.family != current:
             current = c.family
             click.secho(f"\n{c.family}s", bold=True)
-        extra = f" [steps per {c.interval}]" if c.interval else ""
+        extra = f" [stepped every {c.interval}]" if c.interval else ""
         click.echo(f"  {c.name:<14} {c.description}{extra}  ({c.distribution} {c.version})")
         for p in c.params:
             space = f"  tune: {p.space.describe()}" if p.space else ""
             click.echo(f"      {c.family}.{p.name:<16} default={p.default!s:<8} range {p.range_text}{space}")
     for b in registry.broken:
         click.secho(f"\nbroken plugin {b.name} ({b.distribution}): {b.error}", fg="red", err=True)
+    for fam, name in registry.conflicts:
+        click.secho(f"\nconflict: {registry.conflict_message(fam, name)}", fg="red", err=True)

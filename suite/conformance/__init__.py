@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from suite.registry import Component, Registry, get_registry
-from suite.specs.spec import RunSpec, resolve_spec
+from suite.specs.spec import NO_SAMPLER, RunSpec, resolve_spec
 
 TINY_PROBLEM = {"problem.n": 80, "problem.d": 3}
 TINY_STEPS = 6
@@ -37,12 +37,16 @@ def components_of(distribution: str, registry: Registry | None = None) -> list[C
 
 def tiny_spec(comp: Component, seed: int = 0, registry: Registry | None = None) -> RunSpec:
     """A few-step run that exercises ``comp`` with built-in partners on a tiny problem
-    (the lecture's linear regression with 80 examples, unless ``comp`` is the problem)."""
+    (the lecture's linear regression with 80 examples, unless ``comp`` is the problem; the NQM for
+    the sampler ``none`` of problems without a data set)."""
     registry = registry or get_registry()
     overrides = {} if comp.family == "problem" else dict(TINY_PROBLEM)
+    components = {comp.family: comp.name}
+    if comp.family == "sampler" and comp.name == NO_SAMPLER:  # the sampler of problems without data
+        components["problem"], overrides = "nqm", {"problem.dim": 3}
     return resolve_spec(
         registry,
-        components={comp.family: comp.name},
+        components=components,
         overrides=overrides,
         batch_size=TINY_BATCH,
         steps=TINY_STEPS,

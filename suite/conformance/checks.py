@@ -11,7 +11,16 @@ import pytest
 import torch
 
 from suite.conformance import TINY_BATCH, tiny_spec
-from suite.engine.loop import build, train
+from suite.contract import (
+    batch_violation,
+    first_batches,
+    loss_violation,
+    problem_violations,
+    signature_violation,
+    split_batch,
+    where,
+)
+from suite.engine.loop import build, preflight, takes_weights, train
 from suite.errors import SuiteError
 from suite.problem import Problem
 from suite.registry import get_registry
@@ -26,7 +35,39 @@ def only(*families: str):
 
 
 def _fail(component, text: str) -> None:
-    pytest.fail(f"{component.family} {component.name!r} ({component.distribution}): {text}", pytrace=False)
+    """Fail the check with one fix-it message (no traceback, no chained exception)."""
+    __tracebackhide__ = True
+    message = f"{component.family} {component.name!r} ({component.distribution}): {text}"
+    raise pytest.fail.Exception(message, pytrace=False) from None
+
+
+def _tiny(component, seed: int = 0):
+    """The tiny run of ``component``, checked as ``suite run`` checks it before running (a fix-it
+    failure where it cannot be set up or breaks the contract)."""
+    try:
+        spec = tiny_spec(component, seed=seed)
+    except SuiteError as exc:
+        _fail(component, f"cannot set up a tiny run with built-in partners: {exc}")
+    try:
+        preflight([spec])
+    except SuiteError as exc:
+        text = str(exc).removeprefix(f"{where(component)}: ").removeprefix(f"{where(component)} ")
+        _fail(component, f"suite run would refuse it: {text}")
+    return spec
+
+
+def test_distribution_loads_cleanly(distribution):
+    """Every plugin module of the distribution loads, every hook function carries @hookimpl,
+    every registration is valid and no name is registered by another distribution too."""
+    from suite.conformance import normalise
+
+    registry = get_registry()
+    want = normalise(distribution)
+    problems = [f"plugin {b.name}: {b.error}" for b in registry.broken if normalise(b.distribution) == want]
+    problems += [registry.conflict_message(fam, name) for (fam, name), dists in registry.conflicts.items()
+                 if want in {normalise(d) for d in dists}]
+    if problems:
+        pytest.fail(f"{distribution}: " + "; ".join(problems), pytrace=False)
 
 
 def test_registration_fields(component):
@@ -45,6 +86,9 @@ def test_registration_fields(component):
                 _fail(component, f"default is invalid: {exc}")
     if component.family == "scheduler" and component.interval not in ("step", "epoch"):
         _fail(component, "register with interval='step' or interval='epoch'")
+    wrong = signature_violation(component)
+    if wrong:
+        _fail(component, wrong)
 
 
 def test_defaults_inside_search_space(component):
@@ -60,26 +104,35 @@ def test_defaults_inside_search_space(component):
 
 def test_factory_builds_torch_type(component):
     """The factory builds on a tiny problem and returns the family's torch type."""
-    spec = tiny_spec(component)
+    spec = _tiny(component)
     try:
         built = build(spec, "cpu")
     except SuiteError as exc:
         _fail(component, str(exc))
     except Exception as exc:  # noqa: BLE001 - report whatever the plugin raised
         _fail(component, f"building a tiny run raised {type(exc).__name__}: {exc}")
-    if component.family == "sampler":
-        n = built.ctx.n
-        for batch in built.sampler:
-            idx = list(batch)
-            if not idx or not all(isinstance(i, int) and 0 <= i < n for i in idx):
-                _fail(component, f"batches must be non-empty lists of indices in [0, {n}), got {idx[:5]}")
+    if component.family == "sampler" and built.sampler is not None:
+        try:
+            batches = list(first_batches(built.sampler, limit=len(built.sampler)))
+        except Exception as exc:  # noqa: BLE001 - report whatever the plugin raised
+            _fail(component, f"iterating the sampler raised {type(exc).__name__}: {exc}")
+        for batch in batches:
+            wrong = batch_violation(batch, built.ctx.n)
+            if wrong:
+                _fail(component, wrong)
+        if len(batches) != len(built.sampler):
+            _fail(component, f"len(sampler) is {len(built.sampler)} but an epoch yields {len(batches)} batches: "
+                             "__len__ must count the batches of one epoch")
+        if any(split_batch(b)[1] is not None for b in batches) and not takes_weights(built.problem):
+            _fail(component, "yields weighted batches on a problem that cannot weight its examples")
 
 
 def test_few_steps_without_nan(component):
     """A few CPU steps complete with finite losses."""
-    result = train(tiny_spec(component), "cpu")
+    result = train(_tiny(component), "cpu")
     if result.status == "failed":
-        _fail(component, f"a {result.spec.budget_text} run raised {result.error}\n{result.traceback}")
+        _fail(component, f"a {result.spec.budget_text} run raised {result.error}; where, in its traceback:\n"
+                         f"{_plugin_frames(result.traceback)}")
     if result.status == "diverged" or not all(
         math.isfinite(v) for _, m in result.history for k, v in m.items() if k.endswith("loss")
     ):
@@ -89,8 +142,8 @@ def test_few_steps_without_nan(component):
 
 def test_deterministic_under_fixed_seed(component):
     """Two runs with the same seed give identical metrics."""
-    a = train(tiny_spec(component, seed=3), "cpu")
-    b = train(tiny_spec(component, seed=3), "cpu")
+    a = train(_tiny(component, seed=3), "cpu")
+    b = train(_tiny(component, seed=3), "cpu")
     if a.history != b.history:
         _fail(component, "two runs with the same seed differ: draw all randomness from the run seed "
                          "(ctx.seed) or the sampling generator (ctx.generator), never unseeded global state")
@@ -100,27 +153,27 @@ def test_deterministic_under_fixed_seed(component):
 def test_problem_contract(component):
     """Train and validation data (or an exact risk) and a loss that fits the model's outputs."""
     registry = get_registry()
-    spec = tiny_spec(component)
+    spec = _tiny(component)
     problem = registry.get("problem", component.name).build(
         build(spec, "cpu").ctx, spec.params_of("problem")
     )
-    assert isinstance(problem, Problem)
-    if problem.n_train is not None:
-        exact_risk = type(problem).val_loss is not Problem.val_loss  # e.g. `mean`: the population risk
-        if not exact_risk and (problem.X_val is None or problem.y_val is None or len(problem.X_val) == 0):
-            _fail(component, "a finite problem needs a validation set (val=(X_val, y_val)) or an exact val_loss")
-        if len(problem.X_train) != len(problem.y_train):
-            _fail(component, "X_train and y_train have different lengths")
-    idx = torch.arange(min(TINY_BATCH, problem.n_train or TINY_BATCH))
-    loss = problem.batch_loss(problem.model, idx, torch.Generator().manual_seed(0))
-    if not (isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.requires_grad):
-        _fail(component, "batch_loss must return a differentiable scalar tensor (does the loss fit the outputs?)")
-    loss.backward()
-    if not all(p.grad is not None for p in problem.model.parameters()):
-        _fail(component, "the loss does not reach every model parameter")
-    val = problem.val_loss(problem.model)
-    if not (isinstance(val, float) and math.isfinite(val)):
-        _fail(component, f"val_loss must return a finite float, got {val!r}")
+    if not isinstance(problem, Problem):
+        _fail(component, f"the factory returned {type(problem).__name__}, not a suite.Problem")
+    for wrong in problem_violations(problem):
+        _fail(component, wrong)
+    try:
+        wrong = loss_violation(problem, TINY_BATCH)
+    except Exception as exc:  # noqa: BLE001 - report whatever the plugin raised
+        wrong = f"computing the loss of a batch raised {type(exc).__name__}: {exc}"
+    if wrong:
+        _fail(component, wrong)
+    if problem.n_train is not None and takes_weights(problem):
+        idx = torch.arange(min(TINY_BATCH, problem.n_train))
+        per = problem.example_losses(problem.model, idx, torch.Generator().manual_seed(0))
+        mean = problem.batch_loss(problem.model, idx, torch.Generator().manual_seed(0))
+        if per.shape != idx.shape or not torch.allclose(per.mean(), mean, rtol=1e-4, atol=1e-6):
+            _fail(component, f"example_losses (shape {tuple(per.shape)}) must give one loss per example whose "
+                             "mean is batch_loss (weighted samplers use it)")
 
 
 STACKED_REL_TOL = 1e-4
@@ -136,7 +189,7 @@ def test_stacked_matches_per_run(component):
         pytest.skip(f"{component.family} {component.name!r} has no stacked implementation: "
                     "its specs train through the per-run loop")
     registry = get_registry()
-    specs = [tiny_spec(component, seed=s) for s in (0, 1, 2)]
+    specs = [_tiny(component, seed=s) for s in (0, 1, 2)]
     if not all(stackable(s, registry) for s in specs):
         pytest.skip("a partner component of the tiny run has no stacked implementation")
     results = dict(run_unit(specs, "cpu", registry, engine="stacked"))
@@ -158,3 +211,10 @@ def test_stacked_matches_per_run(component):
                                      f"{key} = {value!r} stacked vs {b[key]!r} alone (tolerance "
                                      f"{STACKED_REL_TOL:g} relative); each row must use its own spec's data, "
                                      "initialisation, hyperparameters and generator (ctx.generator)")
+
+
+def _plugin_frames(tb: str | None, keep: int = 6) -> str:
+    """The last lines of a traceback (the frames nearest the error), without its final line,
+    which the message already shows."""
+    lines = (tb or "").rstrip().splitlines()[1:-1]
+    return "\n".join(lines[-2 * keep:])

@@ -28,6 +28,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "distribution" in metafunc.fixturenames:
+        dists = metafunc.config.getoption("suite_plugin")
+        metafunc.parametrize("distribution", dists, ids=dists)
+        return
     if "component" not in metafunc.fixturenames:
         return
     from suite.conformance import components_of

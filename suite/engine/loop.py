@@ -22,11 +22,21 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import Sampler
 
 from suite.context import BuildContext, derive_seed
+from suite.contract import (
+    article,
+    batch_violation,
+    first_batches,
+    loss_violation,
+    problem_violations,
+    signature_violation,
+    split_batch,
+    where,
+)
 from suite.errors import PluginContractError, SpecError, StopRun, SuiteError
 from suite.exec.signals import interrupted
 from suite.problem import Problem
-from suite.registry import Registry, get_registry
-from suite.specs.spec import RunSpec
+from suite.registry import FAMILIES, Registry, get_registry
+from suite.specs.spec import NO_SAMPLER, RunSpec
 
 EvalCallback = Callable[[int, dict[str, float]], None]
 NQM_DEFAULT_EVALS = 50  # evaluations over a run of a problem without epochs
@@ -86,8 +96,7 @@ def check_factory_result(comp: Any, obj: Any) -> None:
     types, text = FACTORY_TYPES[comp.family]
     if not isinstance(obj, types):
         raise PluginContractError(
-            f"{comp.family} {comp.name!r} from {comp.distribution} returned {type(obj).__name__}; "
-            f"a {comp.family} factory must return {text}"
+            f"{where(comp)} returned {type(obj).__name__}; {article(comp.family)} factory must return {text}"
         )
 
 
@@ -101,7 +110,9 @@ def build(spec: RunSpec, device: str | torch.device = "cpu", registry: Registry 
     deterministic function of its parameters and seed; the stacked engine only reads it)."""
     registry = registry or get_registry()
     device = torch.device(device)
-    ctx = BuildContext(seed=spec.seed, device=device, batch_size=spec.batch_size, spec=spec)
+    data_seed = spec.params_of("problem").get("data_seed")
+    ctx = BuildContext(seed=spec.seed, device=device, batch_size=spec.batch_size, spec=spec,
+                       data_seed=spec.seed if data_seed is None else data_seed)
 
     def make(family: str) -> Any:
         comp = registry.get(family, spec.component(family))
@@ -121,6 +132,12 @@ def build(spec: RunSpec, device: str | torch.device = "cpu", registry: Registry 
     ctx.generator = torch.Generator().manual_seed(derive_seed(spec.seed, "sampling"))
 
     if problem.n_train is None:
+        if spec.sampler != NO_SAMPLER:
+            raise PluginContractError(
+                f"{where(registry.get('problem', spec.problem))} has no finite data set (train=None) but was given "
+                f"sampler {spec.sampler!r}; register the problem with dataset=False so its runs take sampler "
+                f"{NO_SAMPLER!r}"
+            )
         if spec.steps is None:
             raise SpecError(f"problem {spec.problem!r} has no finite data set: give its budget in --steps")
         sampler = None
@@ -151,32 +168,98 @@ def preflight(specs: Iterable[RunSpec], registry: Registry | None = None) -> Non
     its arguments) is reported before anything runs or is logged. Any other exception is a bug
     inside a plugin: it is left for the run itself to record (failed, with its traceback), so
     it does not stop the other runs of a grid."""
+    registry = registry or get_registry()
     seen: set[str] = set()
     for spec in specs:
         key = spec.with_seed(0).hash
         if key in seen:
             continue
         seen.add(key)
+        for family in FAMILIES:
+            comp = registry.get(family, spec.component(family))
+            wrong = signature_violation(comp)
+            if wrong:
+                raise PluginContractError(f"{where(comp)}: {wrong}")
         try:
-            build(spec, "cpu", registry)
+            built = build(spec, "cpu", registry)
         except SuiteError:
             raise
         except (ValueError, TypeError) as exc:
             raise SpecError(f"run {spec.name} cannot be built: {exc}") from None
         except Exception:  # a bug inside a plugin: the run records it with its traceback, the grid goes on
             continue
+        try:
+            check_built(built, registry)
+        except SuiteError:
+            raise
+        except Exception:  # as above: the run itself records the plugin's exception
+            continue
 
 
-def _batches(built: Built) -> Iterator[torch.Tensor]:
-    """One epoch of index batches (for a problem without data: ``steps_per_epoch`` dummies)."""
+def check_built(built: Built, registry: Registry) -> None:
+    """Raise :class:`PluginContractError` (naming the component and its distribution) where a
+    built run's problem or sampler breaks the contract (:mod:`suite.contract`)."""
+    spec = built.ctx.spec
+    problem_comp = registry.get("problem", spec.problem)
+    wrong = problem_violations(built.problem)
+    if wrong:
+        raise PluginContractError(f"{where(problem_comp)}: {wrong[0]}")
+    wrong_loss = loss_violation(built.problem, built.ctx.batch_size)
+    if wrong_loss:
+        raise PluginContractError(f"{where(problem_comp)}: {wrong_loss}")
+    if built.sampler is not None:
+        sampler_comp = registry.get("sampler", spec.sampler)
+        for batch in first_batches(built.sampler):
+            wrong_batch = batch_violation(batch, built.ctx.n)
+            if wrong_batch:
+                raise PluginContractError(f"{where(sampler_comp)}: {wrong_batch}")
+            if split_batch(batch)[1] is not None and not takes_weights(built.problem):
+                raise PluginContractError(
+                    f"{where(sampler_comp)} yields weighted batches, but problem {spec.problem!r} overrides "
+                    "batch_loss without example_losses: it cannot weight its examples"
+                )
+
+
+def takes_weights(problem: Problem) -> bool:
+    """Whether a weighted sampler can feed ``problem``: it keeps the default loss of a batch or
+    gives its own per-example losses."""
+    cls = type(problem)
+    return cls.batch_loss is Problem.batch_loss or cls.example_losses is not Problem.example_losses
+
+
+@dataclass
+class Batch:
+    """One mini-batch: training-set indices and, from a weighted sampler, one weight per index."""
+
+    indices: torch.Tensor
+    weights: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def batch_loss(problem: Problem, model: torch.nn.Module, batch: Batch, generator: torch.Generator | None
+               ) -> torch.Tensor:
+    """The loss a step minimises: the batch's mean loss, or for a weighted batch
+    ``mean(w_i * loss_i)`` (with weights ``1 / (n p_i)`` an unbiased estimate of the training loss)."""
+    if batch.weights is None:
+        return problem.batch_loss(model, batch.indices, generator)
+    losses = problem.example_losses(model, batch.indices, generator)
+    return (batch.weights.to(losses.dtype) * losses).mean()
+
+
+def batches(built: Built) -> Iterator[Batch]:
+    """One epoch of batches (for a problem without data: ``steps_per_epoch`` dummies)."""
     device = built.ctx.device
     if built.sampler is None:
-        dummy = torch.arange(built.ctx.batch_size, device=device)
+        dummy = Batch(torch.arange(built.ctx.batch_size, device=device))
         for _ in range(built.ctx.steps_per_epoch):
             yield dummy
         return
     for batch in built.sampler:
-        yield torch.as_tensor(batch, dtype=torch.long, device=device)
+        indices, weights = split_batch(batch)
+        yield Batch(torch.as_tensor(indices, dtype=torch.long, device=device),
+                    None if weights is None else torch.as_tensor(weights, device=device))
 
 
 def _evaluate(built: Built, step: int, train_loss: float, lr: float) -> dict[str, float]:
@@ -192,6 +275,7 @@ def _evaluate(built: Built, step: int, train_loss: float, lr: float) -> dict[str
     d = problem.dist_to_opt(model)
     if d is not None:
         metrics["dist_to_opt"] = d
+    metrics.update(problem.model_metrics(model))
     if built.averager is not None:
         avg_model = built.averager.module
         avg_model.eval()
@@ -199,6 +283,7 @@ def _evaluate(built: Built, step: int, train_loss: float, lr: float) -> dict[str
         d = problem.dist_to_opt(avg_model)
         if d is not None:
             metrics["avg_dist_to_opt"] = d
+        metrics.update({f"avg_{k}": v for k, v in problem.model_metrics(avg_model).items()})
     metrics.update(problem.extra_metrics(model, step, built.ctx))
     model.train()
     return metrics
@@ -267,9 +352,9 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
     loss_count = 0
     last_val = result.history[-1][1]["val_loss"]
     for _epoch in range(ctx.total_epochs):
-        for idx in _batches(built):
+        for idx in batches(built):
             optimizer.zero_grad(set_to_none=True)
-            loss = problem.batch_loss(model, idx, ctx.generator)
+            loss = batch_loss(problem, model, idx, ctx.generator)
             loss.backward()
             lr_used = float(optimizer.param_groups[0]["lr"])
             optimizer.step()

@@ -259,16 +259,20 @@ class _StackTrainer:
         d = problem.dist_to_opt(self.params)
         if d is not None:
             add("dist_to_opt", d)
+        for name, v in problem.model_metrics(self.params).items():
+            add(name, v)
         if self.averager is not None:
             add("avg_val_loss", problem.val_loss(self.averager.params))
             d = problem.dist_to_opt(self.averager.params)
             if d is not None:
                 add("avg_dist_to_opt", d)
+            for name, v in problem.model_metrics(self.averager.params).items():
+                add(f"avg_{name}", v)
         for name, v in problem.extra_metrics(self.params, step).items():
             add(name, v)
         table = torch.stack(values).cpu().tolist()  # the one host transfer of an evaluation
         missing = dict(problem.missing)
-        missing["avg_dist_to_opt"] = missing.get("dist_to_opt", set())
+        missing.update({f"avg_{k}": v for k, v in problem.missing.items()})
         epoch = step / self.rows[0].built.ctx.steps_per_epoch
         out = []
         for pos in range(K):

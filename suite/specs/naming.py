@@ -13,6 +13,7 @@ from suite.specs.spec import DEFAULT_COMPONENTS, RunSpec
 
 # The lecture's symbols for the optimizer's hyperparameters (α is written lr: everyone reads it).
 SYMBOLS = {"optimizer.lr": "lr", "optimizer.momentum": "β", "optimizer.weight_decay": "λ"}
+NO_SAMPLER = "none"
 # Components shown only when they are not the default (or when they vary in the grid).
 QUIET_DEFAULTS = {"scheduler": "constant", "averager": "none", "sampler": DEFAULT_COMPONENTS["sampler"]}
 SHOWN_ELSEWHERE = ("batch_size", "seed", "problem", "optimizer", "scheduler", "averager", "sampler")
@@ -41,6 +42,8 @@ def config_label(spec: RunSpec, varying: Iterable[str] = ()) -> str:
     parts = [spec.problem, spec.optimizer]
     for family in ("scheduler", "averager", "sampler"):
         name = spec.component(family)
+        if family == "sampler" and name == NO_SAMPLER:
+            continue  # a problem without a data set (nqm) takes no sampler
         if name != QUIET_DEFAULTS[family] or family in varying:
             parts.append(name)
     flat = spec.flat_params()

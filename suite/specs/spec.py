@@ -21,6 +21,7 @@ DEFAULT_COMPONENTS: dict[str, str] = {
     "averager": "none",
 }
 DEFAULT_DIVERGE_FACTOR = 1e3
+NO_SAMPLER = "none"  # the sampler of a problem registered with dataset=False (e.g. nqm): not applicable
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class RunSpec:
         parts = [self.problem, self.optimizer, self.scheduler]
         if self.averager != "none":
             parts.append(self.averager)
-        if self.sampler != DEFAULT_COMPONENTS["sampler"]:
+        if self.sampler not in (DEFAULT_COMPONENTS["sampler"], NO_SAMPLER):
             parts.append(self.sampler)
         return "-".join(parts) + f"-b{self.batch_size}-s{self.seed}"
 
@@ -139,6 +140,20 @@ def parse_assignment(text: str) -> tuple[str, str, str]:
     return family, param.strip(), value.strip()
 
 
+def _sampler_for(registry: Registry, problem: str, sampler: str) -> str:
+    """A problem without a data set (registered ``dataset=False``) takes no sampler: its runs
+    record sampler ``none``, and any sampler but the default is refused rather than ignored."""
+    has_data = registry.get("problem", problem).extra.get("dataset", True) is not False
+    if has_data and sampler == NO_SAMPLER:
+        raise SpecError(f"sampler {NO_SAMPLER!r} is for problems without a data set (such as nqm); "
+                        f"problem {problem!r} has one: choose a sampler (suite list sampler)")
+    if not has_data and sampler not in (DEFAULT_COMPONENTS["sampler"], NO_SAMPLER):
+        raise SpecError(f"sampler {sampler!r} does not apply to problem {problem!r}: it has no data set (the "
+                        f"problem draws its own gradient noise); leave --sampler out (its runs record sampler "
+                        f"{NO_SAMPLER!r})")
+    return NO_SAMPLER if not has_data else sampler
+
+
 def resolve_spec(
     registry: Registry,
     *,
@@ -158,6 +173,7 @@ def resolve_spec(
     batch size against the training-set size is checked by :func:`suite.engine.loop.preflight`).
     """
     comps = {**DEFAULT_COMPONENTS, **{k: v for k, v in (components or {}).items() if v is not None}}
+    comps["sampler"] = _sampler_for(registry, comps["problem"], comps["sampler"])
     per_family: dict[str, dict[str, Any]] = {f: {} for f in FAMILIES}
     for key, value in (overrides or {}).items():
         family, _, param = key.partition(".")

@@ -152,26 +152,47 @@ class Objective:
 
     kind: str
     target: float | None = None
+    metric: str | None = None  # any logged metric (e.g. val_acc); None: the loss (see above)
+    direction: str = "min"  # min | max, for a named metric
 
     @classmethod
     def parse(cls, text: str) -> Objective:
-        kind, colon, rest = text.strip().partition(":")
-        if kind in ("final", "best") and not colon:
-            return cls(kind)
-        if kind == "steps-to-target" and colon:
+        """``final``, ``best`` or ``steps-to-target:X``, each optionally followed by
+        ``:METRIC:min`` or ``:METRIC:max`` (e.g. ``final:val_acc:max``)."""
+        kind, _, rest = text.strip().partition(":")
+        parts = rest.split(":") if rest else []
+        target: float | None = None
+        if kind == "steps-to-target" and parts:
             try:
-                target = float(rest)
+                target = float(parts.pop(0))
             except ValueError:
                 target = float("nan")
-            if math.isfinite(target) and target > 0:
-                return cls(kind, target)
+        metric, direction = None, "min"
+        if len(parts) == 2 and parts[0] and parts[1] in ("min", "max"):
+            metric, direction = parts
+            parts = []
+        ok = not parts and (kind in ("final", "best") or (
+            kind == "steps-to-target" and target is not None and math.isfinite(target)
+            and (target > 0 or direction == "max")))
+        if ok:
+            return cls(kind, target, metric, direction)
         raise TuneError(
-            f"malformed --objective {text!r}: use final, best or steps-to-target:X with X > 0 "
-            "(e.g. steps-to-target:0.3)"
+            f"malformed --objective {text!r}: use final, best or steps-to-target:X with X > 0, optionally "
+            "followed by :METRIC:min or :METRIC:max for any logged metric (e.g. steps-to-target:0.3, "
+            "final:val_acc:max)"
         )
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.target:g}" if self.target is not None else self.kind
+        text = f"{self.kind}:{self.target:g}" if self.target is not None else self.kind
+        return f"{text}:{self.metric}:{self.direction}" if self.metric else text
+
+    @property
+    def study_direction(self) -> str:
+        """Optuna's direction for this objective: ``minimize`` or ``maximize`` (steps always minimize)."""
+        return "maximize" if self.direction == "max" and self.kind != "steps-to-target" else "minimize"
+
+    def _at_target(self, v: float) -> bool:
+        return v >= self.target if self.direction == "max" else v <= self.target
 
     @property
     def stops_at_target(self) -> bool:
@@ -183,7 +204,10 @@ class Objective:
         return EVAL_GROWTH if self.stops_at_target else None
 
     def watched(self, metrics: Mapping[str, float]) -> float:
-        """The value a trial is judged on at one evaluation (see the class docstring)."""
+        """The value a trial is judged on at one evaluation (see the class docstring); a named
+        metric the run did not log reads NaN."""
+        if self.metric is not None:
+            return float(metrics.get(self.metric, math.nan))
         averaged = "avg_val_loss" in metrics
         if self.stops_at_target:
             key = "theory_avg_risk" if averaged else "theory_risk"
@@ -193,7 +217,7 @@ class Objective:
 
     def reached(self, history: History) -> bool:
         """Whether a run with this history has reached the target (it may stop there)."""
-        return self.stops_at_target and bool(history) and self.watched(history[-1][1]) <= self.target
+        return self.stops_at_target and bool(history) and self._at_target(self.watched(history[-1][1]))
 
     def all_reached(self, histories: Sequence[History]) -> bool:
         """Whether a stack of seeds (one history each, evaluated at the same steps) may stop:
@@ -201,14 +225,15 @@ class Objective:
         :meth:`trial_value` is exact from here on."""
         if not self.stops_at_target or not histories or not all(histories):
             return False
-        seeds_done = all(any(self.watched(m) <= self.target for _, m in h) for h in histories)
-        return seeds_done and any(v <= self.target for _, v in self.mean_curve(histories))
+        seeds_done = all(any(self._at_target(self.watched(m)) for _, m in h) for h in histories)
+        return seeds_done and any(self._at_target(v) for _, v in self.mean_curve(histories))
 
     def intermediate(self, history: History) -> float:
-        """What is reported to the pruner after each evaluation (lower is better)."""
+        """What is reported to the pruner after each evaluation (in the study's direction)."""
         if self.kind == "best":
-            return min(self.watched(m) for _, m in history)
-        return self.watched(history[-1][1])
+            return (max if self.direction == "max" else min)(self.watched(m) for _, m in history)
+        value = self.watched(history[-1][1])
+        return -value if self.kind == "steps-to-target" and self.direction == "max" else value
 
     def mean_curve(self, histories: Sequence[History]) -> list[tuple[int, float]]:
         """The watched value averaged over seeds at every evaluated step. A seed whose run
@@ -236,15 +261,21 @@ class Objective:
         if self.kind == "final":
             return curve[-1][1]
         if self.kind == "best":
-            return min(v for _, v in curve)
+            return (max if self.direction == "max" else min)(v for _, v in curve)
         for step, v in curve:
-            if v <= self.target:
+            if self._at_target(v):
                 return float(step)
         total = curve[-1][0] if total_steps is None else total_steps
-        return float(total) * max(curve[-1][1], self.target) / self.target
+        last = curve[-1][1]
+        if self.direction == "max":
+            return float(total) * self.target / min(last, self.target) if last > 0 < self.target else math.inf
+        return float(total) * max(last, self.target) / self.target
 
     def value(self, result: RunResult, total_steps: int | None = None) -> float:
         """The value of one run (one seed)."""
+        if self.metric is not None and result.history and self.metric not in result.history[-1][1]:
+            logged = ", ".join(sorted(result.history[-1][1]))
+            raise TuneError(f"--objective {self}: the runs do not log {self.metric!r}; they log: {logged}")
         return self.trial_value([result.history], total_steps)
 
     def measure(self, seeds: int) -> str | None:
@@ -258,6 +289,9 @@ class Objective:
 
     @property
     def label(self) -> str:
+        if self.metric is not None:
+            name = self.metric.replace("_", " ")
+            return f"steps to {name} {self.target:g}" if self.kind == "steps-to-target" else f"{self.kind} {name}"
         if self.kind == "steps-to-target":
             return f"steps to loss {self.target:g} (expected risk where known; mean over seeds)"
         return f"{self.kind} val loss"

@@ -70,6 +70,7 @@ class StudySummary:
     best_params: dict[str, Any]
     reeval: Reeval | None = None
     n_reevaluated: int = 0  # trials re-evaluated; the winner (best_*) is the best re-evaluated mean
+    maximize: bool = False  # the objective is a metric to maximise (e.g. final:val_acc:max)
 
     def cell(self) -> str:
         if self.best_value is None:
@@ -112,6 +113,7 @@ def summarize(study: optuna.Study, plan: StudyPlan, reevals: Mapping[int, Reeval
         best_params={} if best is None else best_values(best),
         reeval=reeval,
         n_reevaluated=len(reevals or {}),
+        maximize=plan.objective.study_direction == "maximize",
     )
 
 
@@ -150,7 +152,7 @@ def _winners(items: Sequence[StudySummary], sizes: Sequence[int]) -> list[tuple[
     for b in sizes:
         scored = [(_score(s), s.variant) for s in items if s.batch_size == b and _score(s) is not None]
         if scored:
-            out.append((b, min(scored)[1]))
+            out.append((b, (max if scored and items[0].maximize else min)(scored)[1]))
     return out
 
 

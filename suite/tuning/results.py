@@ -24,9 +24,11 @@ def n_counted(study: optuna.Study) -> int:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best completed trial, or ``None`` if no trial completed."""
+    """The best completed trial (in the study's direction), or ``None`` if no trial completed."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    return min(done, key=lambda t: t.value) if done else None
+    if not done:
+        return None
+    return (max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min)(done, key=lambda t: t.value)
 
 
 def top_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:

@@ -76,7 +76,8 @@ def check_settings(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPl
 def open_study(storage: optuna.storages.BaseStorage, plan: StudyPlan) -> optuna.Study:
     """Create the plan's study (with its settings and a uid) or load it (call
     :func:`check_settings` first)."""
-    study = optuna.create_study(storage=storage, study_name=plan.name, direction="minimize", load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=plan.name, direction=plan.objective.study_direction,
+                                load_if_exists=True)
     if STUDY_SETTINGS not in study.user_attrs:
         study.set_user_attr(STUDY_SETTINGS, _json(plan))
     if STUDY_UID not in study.user_attrs:
