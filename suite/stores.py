@@ -21,6 +21,8 @@ import os
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +154,8 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
                             max_retry=heartbeat.max_retry
                         ),
                     )
-                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+                with store_lock(url):  # a fresh sqlite file: one process creates the tables
+                    return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
         except SQLAlchemyError as exc:
             from sqlalchemy.exc import IntegrityError, ProgrammingError
 
@@ -169,9 +172,111 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
     raise StoreError(f"cannot set up the Optuna storage {describe(url)!r}: {_one_line(last)}")
 
 
+TRACKING_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "http", "https", "databricks")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+STORE_LOCK_TIMEOUT = 120  # seconds to wait for another process creating or migrating the same store
+
+
+def _sqlite_fix(path: str) -> str:
+    target = Path(path).expanduser().resolve()
+    if target.suffix != ".db":
+        target = target / "mlflow.db"
+    return f"sqlite:///{target}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for any other URI)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme.lower() != "sqlite":
+        return None
+    path = rest[1:] if rest.startswith("/") else rest
+    return Path(path.partition("?")[0]) if path else None
+
+
+def check_tracking_shape(uri: str) -> None:
+    """Raise :class:`StoreError` (a one-line fix-it message) unless ``uri`` has the shape of a
+    usable MLflow tracking URI: ``sqlite:///FILE`` in an existing directory, a database URL, or a
+    server (``http(s)://HOST``). Plain paths and ``file:`` stores are refused: MLflow 3's
+    filesystem backend is in maintenance mode. Touches nothing."""
+    if not uri or not uri.strip():
+        raise StoreError("--tracking-uri is empty: give sqlite:///PATH/mlflow.db, a database URL or http://HOST:PORT")
+    if uri != uri.strip() or any(ch in uri for ch in "\n\r\t\x00"):
+        raise StoreError(f"--tracking-uri {uri!r} holds blanks or control characters")
+    scheme, sep, rest = uri.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme == "file":
+        path = rest if sep else uri.removeprefix("file:")
+        raise StoreError(
+            f"--tracking-uri {uri!r} is a filesystem store, and MLflow 3's filesystem backend is in maintenance "
+            f"mode: use a database file instead, e.g. --tracking-uri {_sqlite_fix(path or '.')}"
+        )
+    if scheme.split("+")[0] not in TRACKING_SCHEMES:
+        raise StoreError(
+            f"--tracking-uri {describe(uri)!r} has an unknown scheme {scheme!r}: give sqlite:///PATH, "
+            "postgresql://USER@HOST/DB or http(s)://HOST:PORT"
+        )
+    if scheme in ("http", "https") and not rest.split("/")[0]:
+        raise StoreError(f"--tracking-uri {uri!r} names no host: give http(s)://HOST:PORT")
+    if scheme != "sqlite":
+        return
+    path = sqlite_path(uri)
+    if path is None or str(path) in (":memory:", ""):
+        raise StoreError(f"--tracking-uri {uri!r} names no database file: give sqlite:///PATH/mlflow.db")
+    if path.is_dir():
+        raise StoreError(f"--tracking-uri {uri!r} is a directory: give a file in it, e.g. {_sqlite_fix(str(path))}")
+    if not path.parent.is_dir():
+        raise StoreError(f"--tracking-uri {uri!r}: the directory {str(path.parent)!r} does not exist; create it first")
+    if path.exists():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(SQLITE_MAGIC))
+        except OSError as exc:
+            raise StoreError(f"--tracking-uri {uri!r}: cannot read {str(path)!r}: {exc.strerror or exc}") from None
+        if head and head != SQLITE_MAGIC:
+            raise StoreError(f"--tracking-uri {uri!r}: {str(path)!r} is not an SQLite database")
+    elif not os.access(path.parent, os.W_OK):
+        raise StoreError(f"--tracking-uri {uri!r}: cannot create a database in {str(path.parent)!r} (not writable)")
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on a local store while it is created or migrated, so that several
+    processes starting at once on a fresh ``sqlite:///FILE`` (MLflow's schema migration, Optuna's
+    tables) take turns instead of colliding. The lock is ``FILE.lock`` next to the database
+    (``fcntl.flock``, released by the kernel if the holder dies); other stores need none here."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    import fcntl
+    import time
+
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield  # a read-only directory: nothing can be created there, so nothing to race on
+        return
+    try:
+        deadline = time.monotonic() + STORE_LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreError(f"the tracking store {uri!r} stayed locked by another process for "
+                                     f"{STORE_LOCK_TIMEOUT} s ({lock_path})") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def check_tracking_uri(uri: str) -> None:
-    """Raise :class:`StoreError` within seconds if the MLflow tracking ``uri`` is a server or a
-    database that cannot be reached. Local stores (``sqlite:///``, ``file:``, paths) pass."""
+    """Raise :class:`StoreError` within seconds if the MLflow tracking ``uri`` is malformed (see
+    :func:`check_tracking_shape`), or is a server or a database that cannot be reached."""
+    check_tracking_shape(uri)
     scheme = uri.partition("://")[0].lower() if "://" in uri else ""
     if scheme in ("http", "https"):
         health = uri.rstrip("/") + "/health"

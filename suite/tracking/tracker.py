@@ -20,7 +20,7 @@ import suite
 from suite.errors import SuiteError
 from suite.registry import FAMILIES, Registry
 from suite.specs.spec import RunSpec
-from suite.stores import check_tracking_uri
+from suite.stores import check_tracking_uri, store_lock
 from suite.vocab import (
     DONE_STATUSES,
     TAG_DEVICE,
@@ -58,19 +58,20 @@ class Tracker:
 
     def __init__(self, experiment: str, tracking_uri: str | None = None, *, create: bool = True) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        check_tracking_uri(self.tracking_uri)  # an unreachable server: a one-line error in seconds
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        check_tracking_uri(self.tracking_uri)  # malformed, or an unreachable server: a one-line error in seconds
         self.experiment_name = experiment
         try:
-            exp = self.client.get_experiment_by_name(experiment)
-            if exp is None:
-                if not create:
-                    raise SuiteError(f"MLflow experiment {experiment!r} does not exist at {self.tracking_uri}")
-                self.experiment_id = self.client.create_experiment(experiment)
-            else:
-                if exp.lifecycle_stage == "deleted":
-                    self.client.restore_experiment(exp.experiment_id)
-                self.experiment_id = exp.experiment_id
+            with store_lock(self.tracking_uri):  # several processes' first use of a fresh store take turns
+                self.client = MlflowClient(tracking_uri=self.tracking_uri)  # creates or migrates the schema
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    if not create:
+                        raise SuiteError(f"MLflow experiment {experiment!r} does not exist at {self.tracking_uri}")
+                    self.experiment_id = self._create_experiment(experiment)
+                else:
+                    if exp.lifecycle_stage == "deleted":
+                        self.client.restore_experiment(exp.experiment_id)
+                    self.experiment_id = exp.experiment_id
         except SuiteError:
             raise
         except Exception as exc:
@@ -79,6 +80,16 @@ class Tracker:
                 f"cannot reach the MLflow tracking store {self.tracking_uri!r}: {msg}; "
                 "check --tracking-uri / MLFLOW_TRACKING_URI"
             ) from None
+
+    def _create_experiment(self, name: str) -> str:
+        """Create experiment ``name``; if another process (on a shared server) created it first, use theirs."""
+        try:
+            return self.client.create_experiment(name)
+        except Exception:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     # -- runs -----------------------------------------------------------------------------
     def start_run(
