@@ -18,6 +18,7 @@ from typing import Any
 
 from suite.engine.units import plan_units
 from suite.exec.pool import Pool
+from suite.grids.claims import Claims
 from suite.grids.units import UnitTask, train_unit
 from suite.progress import Progress
 from suite.registry import Registry
@@ -45,6 +46,7 @@ class GridOutcome:
     specs: list[RunSpec]
     results: dict[str, Any] = field(default_factory=dict)  # hash -> RunResult of this invocation
     skipped: dict[str, Any] = field(default_factory=dict)  # hash -> MLflow run done earlier
+    elsewhere: set[str] = field(default_factory=set)  # hashes of skipped runs another invocation did meanwhile
     reaped: list[str] = field(default_factory=list)
     rows: list[tables.Row] = field(default_factory=list)
     stats: list[tables.ConfigStats] = field(default_factory=list)
@@ -84,6 +86,7 @@ def run_grid(
     """
     specs = distinct(sections)
     out = GridOutcome(specs=specs)
+    claims = Claims(tracker.tracking_uri, tracker.experiment_name)  # its clock starts before MLflow is read
     out.reaped = tracker.reap_orphans()
     done = {} if force else tracker.done_runs()
     out.skipped = {s.hash: done[s.hash] for s in specs if s.hash in done}
@@ -97,23 +100,27 @@ def run_grid(
             name, {TAG_N_SPECS: len(specs), TAG_N_SKIPPED: len(out.skipped), **(parent_tags or {})}
         )
     progress = Progress(len(todo), skipped=len(out.skipped), quiet=quiet)
-    handler = _GridHandler(todo, tracker, registry, out, section_of, progress)
-    units = plan_units(todo, registry, engine=engine, stack_size=stack_size, device=devices[0] if devices else "cpu")
-    payloads = [UnitTask([todo[i].to_json() for i in unit], unit, engine) for unit in units]
-    handler.units = units
     progress.begin()
+    handler = None
     try:
-        Pool(devices, train_unit).run(payloads, handler)
+        deferred = todo
+        while deferred:
+            handler = _GridHandler(deferred, tracker, registry, out, section_of, progress, claims, force)
+            units = plan_units(deferred, registry, engine=engine, stack_size=stack_size,
+                               device=devices[0] if devices else "cpu")
+            Pool(devices, train_unit).run(_ClaimedUnits(handler, units, engine), handler)
+            deferred = handler.await_others()
     except BaseException as exc:  # Ctrl-C, SIGTERM, or the store/workers failing: leave nothing RUNNING
         status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
         reason = ("interrupted by a signal (Ctrl-C or SIGTERM)" if status == INTERRUPTED
                   else f"the grid stopped: {type(exc).__name__}: {exc}")
-        for run_id in handler.in_flight.values():
+        for run_id in (handler.in_flight.values() if handler else ()):
             _quietly(tracker.mark, run_id, status, reason)
         if out.parent_run_id:
             _quietly(tracker.mark, out.parent_run_id, status, reason)
         raise
     finally:
+        claims.release_all()
         progress.end()
 
     out.rows = collect_rows(sections, out, tracker)
@@ -123,16 +130,77 @@ def run_grid(
     return out
 
 
+class _ClaimedUnits(Sequence):
+    """The pool's payloads, built as the pool hands each unit out: the unit's specs are claimed
+    then (see :mod:`suite.grids.claims`), and the task holds only those this invocation got."""
+
+    def __init__(self, handler: _GridHandler, units: list[list[int]], engine: str) -> None:
+        self.handler, self.units, self.engine = handler, units, engine
+        self.tasks: dict[int, UnitTask] = {}
+        handler.units = [[] for _ in units]
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, tid: int) -> UnitTask:  # type: ignore[override]
+        if tid not in self.tasks:
+            mine = [i for i in self.units[tid] if self.handler.claim(i)]
+            self.handler.units[tid] = mine
+            self.tasks[tid] = UnitTask([self.handler.todo[i].to_json() for i in mine], mine, self.engine)
+        return self.tasks[tid]
+
+    def __iter__(self):
+        return (self[tid] for tid in range(len(self)))
+
+
 class _GridHandler:
     """The parent's side of a grid: each worker event becomes an MLflow write (single writer)."""
 
     def __init__(self, todo: Sequence[RunSpec], tracker: Tracker, registry: Registry, out: GridOutcome,
-                 section_of: dict[str, str], progress: Progress) -> None:
+                 section_of: dict[str, str], progress: Progress, claims: Claims, force: bool = False) -> None:
         self.todo, self.tracker, self.registry, self.out = todo, tracker, registry, out
-        self.section_of, self.progress = section_of, progress
+        self.section_of, self.progress, self.claims, self.force = section_of, progress, claims, force
         self.units: list[list[int]] = []
         self.run_ids: dict[int, str] = {}  # spec index -> MLflow run id
         self.in_flight: dict[int, str] = {}  # spec index -> run id, started and not finished
+        self.others: list[int] = []  # spec indices another invocation holds
+
+    def claim(self, index: int) -> bool:
+        """Claim spec ``index`` for this invocation: False if another invocation holds it (it is
+        looked at again in :meth:`await_others`) or has finished it meanwhile."""
+        spec = self.todo[index]
+        if not self.claims.try_claim(spec.hash):
+            self.others.append(index)
+            return False
+        if self.claims.touched_since_start(spec.hash) and self._done_elsewhere(spec):
+            return False
+        self.claims.mark_claimed(spec.hash)
+        return True
+
+    def _done_elsewhere(self, spec: RunSpec) -> bool:
+        """Whether another invocation finished ``spec`` (then it is reported, not run, and released)."""
+        run = self.tracker.done_run(spec.hash)
+        if run is None or (self.force and run.info.start_time * 1_000_000 < self.claims.since):
+            return False
+        self.claims.release(spec.hash)
+        self.out.skipped[spec.hash] = run
+        self.out.elsewhere.add(spec.hash)
+        self.progress.update(spec.name, run.data.tags.get(TAG_STATUS, "completed"))
+        return True
+
+    def await_others(self) -> list[RunSpec]:
+        """Wait for the specs other invocations held; return those not done there (to be claimed
+        and run here next; no claim is held while waiting, so invocations never wait on each other)."""
+        todo = []
+        for index in self.others:
+            spec = self.todo[index]
+            self.claims.wait(spec.hash)
+            if not self._done_elsewhere(spec):
+                self.claims.release(spec.hash)
+                todo.append(spec)
+        if todo:
+            self.out.reaped += self.tracker.reap_orphans()  # the other invocation may have died
+        return todo
 
     def _start(self, index: int, device: str) -> None:
         spec = self.todo[index]
@@ -150,6 +218,7 @@ class _GridHandler:
         if fig is not None:
             tables.close(fig)
         self.out.results[result.spec.hash] = result
+        self.claims.release(result.spec.hash)  # its result is in MLflow: others may look it up
         self.progress.update(result.spec.name, result.status)
 
     def on_event(self, tid: int, device: str, kind: str, args: tuple) -> None:
