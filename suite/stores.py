@@ -72,6 +72,8 @@ def _one_line(exc: BaseException) -> str:
 def normalize_storage(url: str | None) -> str:
     """Check the form of an Optuna storage ``url`` (None: :data:`DEFAULT_STORAGE`) and return it
     canonical (``postgres://`` becomes ``postgresql://``). Raises :class:`StoreError`."""
+    if url is not None and not url.strip():
+        raise StoreError("--storage is empty: give a database URL or a journal file path (or leave it out)")
     url = (url or DEFAULT_STORAGE).strip()
     if "://" not in url:
         if not url.endswith(JOURNAL_SUFFIXES):
@@ -102,6 +104,14 @@ def normalize_storage(url: str | None) -> str:
     if parsed.get_backend_name() != "sqlite" and not parsed.host:
         raise StoreError(f"--storage {describe(url)!r} is malformed: it names no host")
     return url
+
+
+def check_name(value: str | None, option: str) -> None:
+    """Refuse a blank name (``--experiment``, ``--study``) or one with control characters."""
+    if value is None:
+        return
+    if not value.strip() or value != value.strip() or any(ord(ch) < 32 for ch in value):
+        raise StoreError(f"{option} {value!r} is blank or holds blanks or control characters: give a plain name")
 
 
 def is_database(url: str) -> bool:

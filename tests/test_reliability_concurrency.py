@@ -41,12 +41,15 @@ TUNE = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "32
 
 
 @pytest.mark.parametrize("command", [RUN, TUNE], ids=["run", "tune"])
-def test_four_simultaneous_first_starts_on_a_fresh_sqlite_store(workdir, mlflow_client, command):
+def test_four_simultaneous_first_starts_on_a_fresh_sqlite_store(workdir, tracking_uri, command):
+    from mlflow import MlflowClient
+
     assert not (workdir / "mlflow.db").exists()
     results = finish_all([start(*command, cwd=workdir) for _ in range(4)])
     for code, _stdout, stderr in results:
         assert code == 0, stderr
         assert "Traceback" not in stderr
+    mlflow_client = MlflowClient(tracking_uri=tracking_uri)
     if command is RUN:  # one spec, asked for four times at once: it runs once, the others report it
         assert len(completed_runs(mlflow_client, "linreg")) == 1
     else:  # four tunings of one study share its two trials

@@ -54,10 +54,13 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
                  tracking_uri: str | None = None, device: str = "auto", workers: int | None = None) -> Any:
     """The :class:`suite.tune.session.Request` of ``suite tune``'s options (same names and defaults)."""
     from suite.exec.devices import resolve_devices
-    from suite.stores import DEFAULT_HEARTBEAT, HeartbeatPolicy
+    from suite.specs.spec import MAX_BUDGET, MAX_SEED
+    from suite.stores import DEFAULT_HEARTBEAT, HeartbeatPolicy, check_name, check_tracking_uri, normalize_storage
+    from suite.tracking.tracker import resolve_tracking_uri
     from suite.tune import plan
     from suite.tune.session import Request
 
+    check_name(experiment, "--experiment")
     problems = _names(problem, "--problem")
     choices = {"optimizer": _names(optimizer, "--optimizer"), "scheduler": _names(scheduler, "--scheduler"),
                "averager": _names(averager, "--averager"), "sampler": _names(sampler, "--sampler")}
@@ -72,6 +75,13 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
     for text in sets:
         family, param, value = parse_assignment(text)
         fixed[f"{family}.{param}"] = value
+    if budget_obj is not None and budget_obj.n > MAX_BUDGET:
+        raise SuiteError(f"--budget {budget!r} is out of range: at most {MAX_BUDGET} {budget_obj.unit}")
+    both = sorted(set(fixed) & set(space_overrides))
+    if both:
+        raise SuiteError(f"{both[0]} is given by --set and by --space: pin it or search it, not both")
+    if study_seed is not None and not 0 <= study_seed <= MAX_SEED:
+        raise SuiteError(f"--study-seed={study_seed} is out of range: must be in [0, {MAX_SEED}]")
     if trials < 1:
         raise SuiteError(f"--trials={trials} is out of range: must be at least 1")
     if reevaluate < 0:
@@ -86,6 +96,8 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
             objective=objective_obj, seeds=seeds, fixed=fixed, space_overrides=space_overrides, eval_every=eval_every,
         )
     devices = resolve_devices(device, workers)
+    normalize_storage(storage)  # a malformed storage or tracking URI: refused before anything is stored
+    check_tracking_uri(resolve_tracking_uri(tracking_uri))
     return Request(plans=plans, trials=trials, pruner=pruner, study_seed=study_seed, storage=storage,
                    reevaluate=reevaluate, devices=devices, experiment=experiment or problems[0],
                    tracking_uri=tracking_uri, objective=objective_obj, submit_only=submit_only,

@@ -21,6 +21,8 @@ DEFAULT_COMPONENTS: dict[str, str] = {
     "averager": "none",
 }
 DEFAULT_DIVERGE_FACTOR = 1e3
+MAX_BUDGET = 10**9  # epochs or steps: more is a typo, not a run
+MAX_SEED = 2**32 - 1  # what every random generator (torch, numpy) accepts
 
 
 @dataclass(frozen=True)
@@ -164,12 +166,14 @@ def resolve_spec(
     if (epochs is None) == (steps is None):
         raise SpecError("give exactly one budget: --epochs N or --steps N")
     for label, value in (("epochs", epochs), ("steps", steps), ("eval-every", eval_every)):
-        if value is not None and value < 1:
-            raise SpecError(f"--{label}={value} is out of range: must be at least 1")
+        if value is not None and not 1 <= value <= MAX_BUDGET:
+            raise SpecError(f"--{label}={value} is out of range: must be in [1, {MAX_BUDGET}]")
+    if not 0 <= seed <= MAX_SEED:
+        raise SpecError(f"--seed={seed} is out of range: must be in [0, {MAX_SEED}]")
     if batch_size < 1:
         raise SpecError(f"--batch-size={batch_size} is out of range: must be at least 1")
-    if not diverge_factor > 1:
-        raise SpecError(f"diverge factor {diverge_factor} is out of range: must be > 1")
+    if not 1 < diverge_factor < float("inf"):
+        raise SpecError(f"--diverge-factor={diverge_factor} is out of range: must be > 1 and finite")
     return RunSpec(
         batch_size=int(batch_size),
         seed=int(seed),

@@ -49,7 +49,9 @@ MLFLOW_STATUS = {
 
 def resolve_tracking_uri(uri: str | None) -> str:
     """``uri`` if given, else ``MLFLOW_TRACKING_URI``, else MLflow's default."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    if uri is not None:
+        return uri  # as given, even empty: check_tracking_uri refuses a malformed one
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
 class Tracker:
