@@ -32,6 +32,7 @@ CONNECT_TIMEOUT = 5  # seconds, for every connection attempt made here
 DEFAULT_STORAGE = ".suite/optuna.journal"
 JOURNAL_SUFFIXES = (".journal", ".log")
 DEFAULT_HEARTBEAT = 10  # seconds between heartbeats of a running trial (database storages)
+JOURNAL_LOCK_GRACE = 30  # seconds: a journal lock older than this was left by a killed process
 MAX_RETRY = 3  # how often a trial of a dead worker is retried before it stays failed
 
 
@@ -129,6 +130,38 @@ def _engine_kwargs(url: str) -> dict:
     return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}, "pool_pre_ping": True}
 
 
+def repair_journal(path: Path, lock) -> bool:
+    """Drop a cut last line of the Optuna journal file ``path`` (a process killed while it
+    appended), under the journal's own ``lock``; True if one was dropped. Optuna appends each
+    batch of log lines whole, under that lock, so a file that does not end with a newline once
+    the lock is held holds an incomplete last write; Optuna would refuse every later line."""
+    if not _cut(path):
+        return False
+    from optuna.storages.journal._file import get_lock_file
+
+    with get_lock_file(lock):
+        if not _cut(path):
+            return False
+        data = path.read_bytes()
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+            f.flush()
+            os.fsync(f.fileno())
+    return True
+
+
+def _cut(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
+
+
 def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
     """Open the Optuna storage at ``url`` (None: :data:`DEFAULT_STORAGE`).
 
@@ -142,12 +175,16 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
     url = normalize_storage(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" chatter
     if not is_database(url):
-        from optuna.storages.journal import JournalFileBackend
+        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
         path = Path(url)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+            if path.is_dir():
+                raise StoreError(f"the journal file {url!r} is a directory: give a file path")
+            lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE)
+            repair_journal(path, lock)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
         except OSError as exc:
             raise StoreError(f"cannot open the journal file {url!r}: {exc.strerror or exc}") from None
     kwargs: dict = {}

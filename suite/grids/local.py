@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suite.engine.units import plan_units
+from suite.errors import StoreFailed, SuiteError
 from suite.exec.pool import Pool
 from suite.grids.claims import Claims
 from suite.grids.units import UnitTask, train_unit
@@ -65,7 +66,41 @@ def distinct(sections: Sections) -> list[RunSpec]:
     return list(seen.values())
 
 
-def run_grid(
+def run_grid(sections: Sections, tracker: Tracker, *args: Any, **kwargs: Any) -> GridOutcome:
+    """Run every distinct spec of ``sections`` not done yet; return what happened (see
+    :func:`_run_grid` for the arguments). The tracking store failing on the way (read-only,
+    disk full, database gone) ends the grid with one line (:class:`StoreFailed`); the runs
+    finished before stay recorded, and the same command again runs the rest."""
+    try:
+        return _run_grid(sections, tracker, *args, **kwargs)
+    except (KeyboardInterrupt, SuiteError):
+        raise
+    except Exception as exc:
+        if not store_failure(exc):
+            raise
+        text = " ".join(str(getattr(exc, "message", None) or exc).split())[:300]
+        raise StoreFailed(
+            f"the tracking store {tracker.tracking_uri} failed: {text}; the runs finished before stay recorded: "
+            "fix the store and run the same command again to run the rest"
+        ) from None
+
+
+def store_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the tracking store failing rather than a bug."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, (MlflowException, SQLAlchemyError, sqlite3.Error, OSError)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _run_grid(
     sections: Sections,
     tracker: Tracker,
     registry: Registry,
