@@ -44,6 +44,14 @@ class StoreError(SuiteError):
     """A storage URL or tracking URI is malformed, or its server cannot be reached."""
 
 
+class StoreFailed(SuiteError):
+    """The tracking store failed while a grid was writing to it (read-only, disk full, database
+    gone). Runs were logged, so this is a failure (exit code 1), not bad input: the runs finished
+    before stay recorded, and the same command again runs the rest."""
+
+    exit_code = 1
+
+
 class WorkerStartError(SuiteError):
     """Worker processes keep dying before they run anything (a plugin that fails in them, a
     device that cannot be initialised). Runs were logged, so this is a failure of the grid

@@ -51,6 +51,8 @@ class Space:
             return
         if self.kind not in ("log", "uniform", "int"):
             raise ParamError(f"unknown space kind {self.kind!r}: use log, uniform, int or choice")
+        if any(b is not None and not math.isfinite(b) for b in (self.low, self.high)):
+            raise ParamError(f"a {self.kind} space needs finite bounds, got {self.low}:{self.high}")
         if self.low is None or self.high is None or not self.low < self.high:
             article = "an" if self.kind == "int" else "a"
             raise ParamError(f"{article} {self.kind} space needs LOW < HIGH, got {self.low}:{self.high}")
@@ -242,6 +244,8 @@ class Param:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, float) and math.isnan(value):
                 raise ParamError(f"{label} is NaN")
+            if isinstance(value, float) and math.isinf(value):
+                raise ParamError(f"{label}={value!r} is not finite: give a finite number")
             bad = (
                 (self.low is not None and (value < self.low or (value == self.low and not self.low_inclusive)))
                 or (self.high is not None and (value > self.high or (value == self.high and not self.high_inclusive)))

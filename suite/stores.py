@@ -21,6 +21,8 @@ import os
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ CONNECT_TIMEOUT = 5  # seconds, for every connection attempt made here
 DEFAULT_STORAGE = ".suite/optuna.journal"
 JOURNAL_SUFFIXES = (".journal", ".log")
 DEFAULT_HEARTBEAT = 10  # seconds between heartbeats of a running trial (database storages)
+JOURNAL_LOCK_GRACE = 30  # seconds: a journal lock older than this was left by a killed process
 MAX_RETRY = 3  # how often a trial of a dead worker is retried before it stays failed
 
 
@@ -70,6 +73,8 @@ def _one_line(exc: BaseException) -> str:
 def normalize_storage(url: str | None) -> str:
     """Check the form of an Optuna storage ``url`` (None: :data:`DEFAULT_STORAGE`) and return it
     canonical (``postgres://`` becomes ``postgresql://``). Raises :class:`StoreError`."""
+    if url is not None and not url.strip():
+        raise StoreError("--storage is empty: give a database URL or a journal file path (or leave it out)")
     url = (url or DEFAULT_STORAGE).strip()
     if "://" not in url:
         if not url.endswith(JOURNAL_SUFFIXES):
@@ -102,6 +107,14 @@ def normalize_storage(url: str | None) -> str:
     return url
 
 
+def check_name(value: str | None, option: str) -> None:
+    """Refuse a blank name (``--experiment``, ``--study``) or one with control characters."""
+    if value is None:
+        return
+    if not value.strip() or value != value.strip() or any(ord(ch) < 32 for ch in value):
+        raise StoreError(f"{option} {value!r} is blank or holds blanks or control characters: give a plain name")
+
+
 def is_database(url: str) -> bool:
     """Whether a (normalized) storage URL is a database rather than a journal file."""
     return "://" in url
@@ -117,6 +130,38 @@ def _engine_kwargs(url: str) -> dict:
     return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}, "pool_pre_ping": True}
 
 
+def repair_journal(path: Path, lock) -> bool:
+    """Drop a cut last line of the Optuna journal file ``path`` (a process killed while it
+    appended), under the journal's own ``lock``; True if one was dropped. Optuna appends each
+    batch of log lines whole, under that lock, so a file that does not end with a newline once
+    the lock is held holds an incomplete last write; Optuna would refuse every later line."""
+    if not _cut(path):
+        return False
+    from optuna.storages.journal._file import get_lock_file
+
+    with get_lock_file(lock):
+        if not _cut(path):
+            return False
+        data = path.read_bytes()
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+            f.flush()
+            os.fsync(f.fileno())
+    return True
+
+
+def _cut(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
+
+
 def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
     """Open the Optuna storage at ``url`` (None: :data:`DEFAULT_STORAGE`).
 
@@ -130,12 +175,16 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
     url = normalize_storage(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" chatter
     if not is_database(url):
-        from optuna.storages.journal import JournalFileBackend
+        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
         path = Path(url)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+            if path.is_dir():
+                raise StoreError(f"the journal file {url!r} is a directory: give a file path")
+            lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE)
+            repair_journal(path, lock)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
         except OSError as exc:
             raise StoreError(f"cannot open the journal file {url!r}: {exc.strerror or exc}") from None
     kwargs: dict = {}
@@ -152,7 +201,8 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
                             max_retry=heartbeat.max_retry
                         ),
                     )
-                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+                with store_lock(url):  # a fresh sqlite file: one process creates the tables
+                    return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
         except SQLAlchemyError as exc:
             from sqlalchemy.exc import IntegrityError, ProgrammingError
 
@@ -169,9 +219,111 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
     raise StoreError(f"cannot set up the Optuna storage {describe(url)!r}: {_one_line(last)}")
 
 
+TRACKING_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "http", "https", "databricks")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+STORE_LOCK_TIMEOUT = 120  # seconds to wait for another process creating or migrating the same store
+
+
+def _sqlite_fix(path: str) -> str:
+    target = Path(path).expanduser().resolve()
+    if target.suffix != ".db":
+        target = target / "mlflow.db"
+    return f"sqlite:///{target}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for any other URI)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme.lower() != "sqlite":
+        return None
+    path = rest[1:] if rest.startswith("/") else rest
+    return Path(path.partition("?")[0]) if path else None
+
+
+def check_tracking_shape(uri: str) -> None:
+    """Raise :class:`StoreError` (a one-line fix-it message) unless ``uri`` has the shape of a
+    usable MLflow tracking URI: ``sqlite:///FILE`` in an existing directory, a database URL, or a
+    server (``http(s)://HOST``). Plain paths and ``file:`` stores are refused: MLflow 3's
+    filesystem backend is in maintenance mode. Touches nothing."""
+    if not uri or not uri.strip():
+        raise StoreError("--tracking-uri is empty: give sqlite:///PATH/mlflow.db, a database URL or http://HOST:PORT")
+    if uri != uri.strip() or any(ch in uri for ch in "\n\r\t\x00"):
+        raise StoreError(f"--tracking-uri {uri!r} holds blanks or control characters")
+    scheme, sep, rest = uri.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme == "file":
+        path = rest if sep else uri.removeprefix("file:")
+        raise StoreError(
+            f"--tracking-uri {uri!r} is a filesystem store, and MLflow 3's filesystem backend is in maintenance "
+            f"mode: use a database file instead, e.g. --tracking-uri {_sqlite_fix(path or '.')}"
+        )
+    if scheme.split("+")[0] not in TRACKING_SCHEMES:
+        raise StoreError(
+            f"--tracking-uri {describe(uri)!r} has an unknown scheme {scheme!r}: give sqlite:///PATH, "
+            "postgresql://USER@HOST/DB or http(s)://HOST:PORT"
+        )
+    if scheme in ("http", "https") and not rest.split("/")[0]:
+        raise StoreError(f"--tracking-uri {uri!r} names no host: give http(s)://HOST:PORT")
+    if scheme != "sqlite":
+        return
+    path = sqlite_path(uri)
+    if path is None or str(path) in (":memory:", ""):
+        raise StoreError(f"--tracking-uri {uri!r} names no database file: give sqlite:///PATH/mlflow.db")
+    if path.is_dir():
+        raise StoreError(f"--tracking-uri {uri!r} is a directory: give a file in it, e.g. {_sqlite_fix(str(path))}")
+    if not path.parent.is_dir():
+        raise StoreError(f"--tracking-uri {uri!r}: the directory {str(path.parent)!r} does not exist; create it first")
+    if path.exists():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(SQLITE_MAGIC))
+        except OSError as exc:
+            raise StoreError(f"--tracking-uri {uri!r}: cannot read {str(path)!r}: {exc.strerror or exc}") from None
+        if head and head != SQLITE_MAGIC:
+            raise StoreError(f"--tracking-uri {uri!r}: {str(path)!r} is not an SQLite database")
+    elif not os.access(path.parent, os.W_OK):
+        raise StoreError(f"--tracking-uri {uri!r}: cannot create a database in {str(path.parent)!r} (not writable)")
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on a local store while it is created or migrated, so that several
+    processes starting at once on a fresh ``sqlite:///FILE`` (MLflow's schema migration, Optuna's
+    tables) take turns instead of colliding. The lock is ``FILE.lock`` next to the database
+    (``fcntl.flock``, released by the kernel if the holder dies); other stores need none here."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    import fcntl
+    import time
+
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield  # a read-only directory: nothing can be created there, so nothing to race on
+        return
+    try:
+        deadline = time.monotonic() + STORE_LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreError(f"the tracking store {uri!r} stayed locked by another process for "
+                                     f"{STORE_LOCK_TIMEOUT} s ({lock_path})") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def check_tracking_uri(uri: str) -> None:
-    """Raise :class:`StoreError` within seconds if the MLflow tracking ``uri`` is a server or a
-    database that cannot be reached. Local stores (``sqlite:///``, ``file:``, paths) pass."""
+    """Raise :class:`StoreError` within seconds if the MLflow tracking ``uri`` is malformed (see
+    :func:`check_tracking_shape`), or is a server or a database that cannot be reached."""
+    check_tracking_shape(uri)
     scheme = uri.partition("://")[0].lower() if "://" in uri else ""
     if scheme in ("http", "https"):
         health = uri.rstrip("/") + "/health"
@@ -215,7 +367,9 @@ def worker_label() -> str:
 
 def resolve_tracking_uri(uri: str | None) -> str:
     """``uri`` if given, else ``MLFLOW_TRACKING_URI``, else MLflow's default."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or _mlflow_default_uri()
+    if uri is not None:
+        return uri  # as given, even empty: check_tracking_uri refuses a malformed one
+    return os.environ.get("MLFLOW_TRACKING_URI") or _mlflow_default_uri()
 
 
 def _mlflow_default_uri() -> str:

@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
-from suite.tuning.plan import Objective
 
 from suite.engine.loop import Batch, batch_loss, build, preflight, train
 from suite.engine.units import plan_units, run_unit
 from suite.errors import TuneError
 from suite.registry import get_registry
+from suite.tuning.plan import Objective
 from tests.builtin_helpers import full_grad, spec_of
 
 
@@ -119,8 +119,8 @@ def test_objective_on_any_metric_with_a_direction():
 @pytest.mark.slow
 def test_tune_maximises_val_acc(cli, workdir):
     from optuna.study import StudyDirection
-    from suite.tuning.studies import best_trial
 
+    from suite.tuning.studies import best_trial
     from tests.test_tune_cli import studies
 
     out = cli("tune", "--problem", "logistic", "--optimizer", "sgd", "--batch-size", "16", "--trials", "4",

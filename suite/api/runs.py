@@ -13,6 +13,7 @@ from suite.errors import SpecError
 from suite.registry import Registry
 from suite.specs import axes, benchfile
 from suite.specs.spec import DEFAULT_COMPONENTS, DEFAULT_DIVERGE_FACTOR, RunSpec, parse_assignment
+from suite.stores import check_name
 from suite.vocab import TAG_BENCHMARK
 
 FAMILIES_FLAGS = ("problem", "sampler", "optimizer", "scheduler", "averager")
@@ -54,6 +55,7 @@ class RunPlan:
 
 def plan_benchmark(path: Path, registry: Registry, experiment: str | None = None) -> RunPlan:
     """The plan of a benchmark file (validated as a whole; errors name the file and line)."""
+    check_name(experiment, "--experiment")
     bench = benchfile.load(path, registry)
     return RunPlan(
         sections=[(s.name, list(s.specs)) for s in bench.sections], experiment=experiment or bench.name,
@@ -68,7 +70,7 @@ def is_spec_file(path: Path) -> bool:
 
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # not a spec file: the benchmark loader says why
         return False
     return isinstance(data, dict) and "spec_hash" in data and "params" in data
 
@@ -106,6 +108,7 @@ def plan_flags(registry: Registry, flags: Mapping[str, Any], sets: Sequence[str]
     ``flags`` holds the values of ``--problem --sampler --optimizer --scheduler --averager
     --batch-size --epochs --steps --eval-every --seed --seeds --lr --momentum --weight-decay
     --diverge-factor`` (None where not given, as text where a comma list is allowed)."""
+    check_name(experiment, "--experiment")
     specs = grid_specs(registry, flags, sets)
     problems = sorted({s.problem for s in specs})
     exp = experiment or (problems[0] if len(problems) == 1 else "grid")
@@ -123,7 +126,11 @@ def grid_specs(registry: Registry, flags: Mapping[str, Any], sets: Sequence[str]
             hyper[SHORTCUTS[name]] = axes.split_list(str(flags[name]))
     for text in sets:
         family, param, value = parse_assignment(text)
-        hyper[f"{family}.{param}"] = axes.split_list(value)
+        key = f"{family}.{param}"
+        if key in hyper:
+            given = next((f"--{n.replace('_', '-')}" for n, k in SHORTCUTS.items() if k == key), "--set")
+            raise SpecError(f"{key} is given twice ({given} and --set {text!r}): give its values once, as a comma list")
+        hyper[key] = axes.split_list(value)
     grid_axes += [axes.axis(k, v) for k, v in hyper.items()]
     grid_axes.append(axes.axis("batch_size", axes.split_list(str(flags.get("batch_size") or DEFAULT_BATCH_SIZE))))
     if flags.get("seeds") is not None and flags.get("seed") is not None:
@@ -212,6 +219,7 @@ def run_shared(plan: RunPlan, devices: Sequence[str], *, storage: str | None, tr
     from suite.tracking.tracker import Tracker
     from suite.vocab import FAILED, STUDY_PARENT_RUN_ID
 
+    check_name(study, "--study")
     url = normalize_storage(storage)
     specs = plan.specs
     name, created = submit_grid(specs, url, experiment=plan.experiment, tracking_uri=tracking_uri, study_name=study,

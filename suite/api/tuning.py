@@ -52,14 +52,17 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
                  scheduler: str = "constant", averager: str = "none", sampler: str = "shuffle",
                  batch_sizes: str = "8,64,512", trials: int = 30, budget: str | None = None,
                  objective: str = "final", seeds: int | None = None, spaces: Sequence[str] = (),
-                 sets: Sequence[str] = (),
-                 eval_every: int | None = None, pruner: str = "median", study_seed: int | None = None,
-                 storage: str | None = None, heartbeat: int | None = None, grace: int | None = None,
-                 submit_only: bool = False, reevaluate: int | None = None, reevaluate_top: int = 3,
-                 experiment: str | None = None,
-                 tracking_uri: str | None = None, device: str = "auto", workers: int | None = None,
-                 population: int | None = None, engine: str = "auto") -> Any:
+                 sets: Sequence[str] = (), eval_every: int | None = None, pruner: str = "median",
+                 study_seed: int | None = None, storage: str | None = None, heartbeat: int | None = None,
+                 grace: int | None = None, submit_only: bool = False, reevaluate: int | None = None,
+                 reevaluate_top: int = 3, experiment: str | None = None, tracking_uri: str | None = None,
+                 device: str = "auto", workers: int | None = None, population: int | None = None,
+                 engine: str = "auto") -> Any:
     """The :class:`suite.tuning.session.Request` of ``suite tune``'s options (same names and defaults)."""
+    from suite.specs.spec import MAX_BUDGET, MAX_SEED
+    from suite.stores import check_name
+
+    check_name(experiment, "--experiment")
     problems = _names(problem, "--problem")
     choices = {"optimizer": _names(optimizer, "--optimizer"), "scheduler": _names(scheduler, "--scheduler"),
                "averager": _names(averager, "--averager"), "sampler": _names(sampler, "--sampler")}
@@ -71,6 +74,8 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
     for text in sets:
         family, param, value = parse_assignment(text)
         fixed[f"{family}.{param}"] = value
+    if study_seed is not None and not 0 <= study_seed <= MAX_SEED:
+        raise SuiteError(f"--study-seed={study_seed} is out of range: must be in [0, {MAX_SEED}]")
     if trials < 1:
         raise SuiteError(f"--trials={trials} is out of range: must be at least 1")
     to_target = objective.strip().startswith("steps-to-target")  # parsed (and checked) below
@@ -86,13 +91,24 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
         raise SuiteError(f"--eval-every={eval_every} is out of range: must be at least 1")
     # the checks above need no heavy import; suite.tuning.plan imports optuna and the engine (torch)
     from suite.exec.devices import resolve_devices
-    from suite.stores import DEFAULT_HEARTBEAT, HeartbeatPolicy
+    from suite.stores import (
+        DEFAULT_HEARTBEAT,
+        HeartbeatPolicy,
+        check_tracking_uri,
+        normalize_storage,
+        resolve_tracking_uri,
+    )
     from suite.tuning import plan
     from suite.tuning.session import Request
 
     budget_obj = plan.Budget.parse(budget) if budget is not None else None
     objective_obj = plan.Objective.parse(objective)
     space_overrides = dict(plan.parse_space_option(s) for s in spaces)
+    if budget_obj is not None and not budget_obj.auto and budget_obj.n > MAX_BUDGET:
+        raise SuiteError(f"--budget {budget!r} is out of range: at most {MAX_BUDGET} {budget_obj.unit}")
+    both = sorted(set(fixed) & set(space_overrides))
+    if both:
+        raise SuiteError(f"{both[0]} is given by --set and by --space: pin it or search it, not both")
     plans = []
     for p in problems:
         b = budget_obj or plan.Budget.parse(DEFAULT_TARGET_BUDGET if to_target else _default_budget(registry, p, fixed))
@@ -101,6 +117,8 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
             objective=objective_obj, seeds=seeds, fixed=fixed, space_overrides=space_overrides, eval_every=eval_every,
         )
     devices = resolve_devices(device, workers)
+    normalize_storage(storage)  # a malformed storage or tracking URI: refused before anything is stored
+    check_tracking_uri(resolve_tracking_uri(tracking_uri))
     return Request(plans=plans, trials=trials, pruner=pruner, study_seed=study_seed, storage=storage,
                    reevaluate=reevaluate, devices=devices, experiment=experiment or problems[0],
                    tracking_uri=tracking_uri, objective=objective_obj, submit_only=submit_only,

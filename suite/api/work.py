@@ -72,6 +72,14 @@ class _EchoHandler:
         self.troubles.append(f"worker on {device}: {why}")
 
 
+def check_studies(studies: Sequence[str]) -> None:
+    """Refuse a blank ``--study`` name (one line, exit code 2)."""
+    from suite.stores import check_name
+
+    for name in studies:
+        check_name(name, "--study")
+
+
 def work(storage: str, studies: Sequence[str], devices: Sequence[str], *, tracking_uri: str | None = None,
          quiet: bool = False, policy: HeartbeatPolicy | None = None, wait: bool = False,
          echo: Callable[[str], None] = print, engine: str = "auto", stack_size: int | None = None) -> list[str]:

@@ -19,6 +19,13 @@ class SuiteGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a flag click refused: one line too, with where to look
+            if exc.ctx is None or exc.ctx.command is self:
+                raise click.UsageError(exc.format_message().replace("\n", " ")) from None
+            text = f"{exc.format_message()} (see: {exc.ctx.command_path} --help)"
+            err = click.ClickException(text.replace("\n", " "))
+            err.exit_code = exc.exit_code
+            raise err from None
         except SuiteError as exc:
             err = click.ClickException(str(exc))
             err.exit_code = exc.exit_code

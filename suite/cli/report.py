@@ -22,8 +22,11 @@ def report(target, tracking_uri, experiment, out_dir, no_log) -> None:
     The report (self-contained HTML plus Markdown) holds the lecture's claims with verdicts
     computed from the runs, paired comparisons over seeds, and the figures; it is also logged on
     the experiment's latest grid parent run (artifacts under report/)."""
+    from suite.errors import SuiteError
     from suite.report.build import write_report
 
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise SuiteError(f"--out {str(out_dir)!r} is not a directory: give a directory for report.html and report.md")
     benchmark = None
     path = Path(target)
     if target.endswith((".yaml", ".yml")) or path.is_file():

@@ -222,7 +222,8 @@ def _grid_summary(out, force: bool) -> None:
     for r in out.results.values():
         counts[r.status] = counts.get(r.status, 0) + 1
     text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    click.echo(f"{len(out.specs)} runs: {fresh} run now ({text or 'none'}), {skipped} done before (skipped)")
+    meanwhile = f", {len(out.elsewhere)} of them by another invocation meanwhile" if out.elsewhere else ""
+    click.echo(f"{len(out.specs)} runs: {fresh} run now ({text or 'none'}), {skipped} done before (skipped){meanwhile}")
     grid_table(out)
     for r in out.failures:
         click.echo(f"FAILED {r.spec.name} [{r.spec.hash}]: {r.reason} (traceback.txt in its MLflow run)", err=True)

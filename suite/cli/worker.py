@@ -32,10 +32,11 @@ def worker(storage, heartbeat, grace, studies, device, workers, tracking_uri, en
     in the study, and a worker that dies has its trial failed and retried by another. Exits when
     nothing is left to do (or never, with --wait).
     """
-    from suite.api.work import work
+    from suite.api.work import check_studies, work
     from suite.exec.devices import resolve_devices
     from suite.stores import HeartbeatPolicy, check_tracking_uri, describe, normalize_storage, open_storage
 
+    check_studies(studies)
     url = normalize_storage(storage)
     open_storage(url)  # a one-line error now, not one per process, if it cannot be reached
     if tracking_uri:

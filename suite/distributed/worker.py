@@ -56,6 +56,7 @@ from suite.vocab import (
     TRIAL_KEY,
     TRIAL_RETRY_OF,
     TRIAL_STATUS,
+    TRIAL_VALUE,
     TRIAL_WORKER,
 )
 
@@ -288,6 +289,10 @@ class Worker:
             if host != here or not pid.isdigit() or _alive(int(pid)):
                 continue
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+            if TRIAL_STATUS in frozen.user_attrs:  # its run ended and was recorded; only the last write was lost
+                with contextlib.suppress(UpdateFinishedTrialError):
+                    self.storage.set_trial_state_values(trial_id, **_recorded_outcome(frozen))
+                continue
             try:
                 if self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                     retry(study, self.storage.get_trial(trial_id))
@@ -406,6 +411,17 @@ class Worker:
         close = getattr(runner, "close", None)
         if close is not None and not self._pending(name):
             close()
+
+
+def _recorded_outcome(frozen: Any) -> dict[str, Any]:
+    """The final state of a trial whose run ended (``suite.status`` set) but whose worker died
+    before telling Optuna (e.g. a journal line cut by a kill): what the worker would have told."""
+    status, value = frozen.user_attrs.get(TRIAL_STATUS), frozen.user_attrs.get(TRIAL_VALUE)
+    if status == "completed" and isinstance(value, (int, float)):
+        return {"state": TrialState.COMPLETE, "values": [float(value)]}
+    if status in ("diverged", "stopped"):
+        return {"state": TrialState.PRUNED}
+    return {"state": TrialState.FAIL}
 
 
 def run_worker(storage_url: str | None, studies: Iterable[str], ctx: WorkerContext, **kwargs: Any) -> Summary:

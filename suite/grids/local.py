@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suite.engine.units import plan_units
+from suite.errors import StoreFailed, SuiteError
 from suite.exec.phases import CLOCK
 from suite.exec.pool import Pool
+from suite.grids.claims import Claims
 from suite.grids.units import UnitTask, train_unit
 from suite.progress import Progress
 from suite.registry import Registry
@@ -50,6 +52,7 @@ class GridOutcome:
     specs: list[RunSpec]
     results: dict[str, Any] = field(default_factory=dict)  # hash -> RunResult of this invocation
     skipped: dict[str, Any] = field(default_factory=dict)  # hash -> MLflow run done earlier
+    elsewhere: set[str] = field(default_factory=set)  # hashes of skipped runs another invocation did meanwhile
     reaped: list[str] = field(default_factory=list)
     rows: list[tables.Row] = field(default_factory=list)
     stats: list[tables.ConfigStats] = field(default_factory=list)
@@ -70,7 +73,41 @@ def distinct(sections: Sections) -> list[RunSpec]:
     return list(seen.values())
 
 
-def run_grid(
+def run_grid(sections: Sections, tracker: Tracker, *args: Any, **kwargs: Any) -> GridOutcome:
+    """Run every distinct spec of ``sections`` not done yet; return what happened (see
+    :func:`_run_grid` for the arguments). The tracking store failing on the way (read-only,
+    disk full, database gone) ends the grid with one line (:class:`StoreFailed`); the runs
+    finished before stay recorded, and the same command again runs the rest."""
+    try:
+        return _run_grid(sections, tracker, *args, **kwargs)
+    except (KeyboardInterrupt, SuiteError):
+        raise
+    except Exception as exc:
+        if not store_failure(exc):
+            raise
+        text = " ".join(str(getattr(exc, "message", None) or exc).split())[:300]
+        raise StoreFailed(
+            f"the tracking store {tracker.tracking_uri} failed: {text}; the runs finished before stay recorded: "
+            "fix the store and run the same command again to run the rest"
+        ) from None
+
+
+def store_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the tracking store failing rather than a bug."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, (MlflowException, SQLAlchemyError, sqlite3.Error, OSError)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _run_grid(
     sections: Sections,
     tracker: Tracker,
     registry: Registry,
@@ -96,6 +133,7 @@ def run_grid(
     """
     specs = distinct(sections)
     out = GridOutcome(specs=specs)
+    claims = Claims(tracker.tracking_uri, tracker.experiment_name)  # its clock starts before MLflow is read
     out.reaped = tracker.reap_orphans()
     done = {} if force else tracker.done_runs()
     out.skipped = {s.hash: done[s.hash] for s in specs if s.hash in done}
@@ -113,27 +151,30 @@ def run_grid(
     shown = list(dict.fromkeys(k for keys in varying.values() for k in keys))
     out.view = ui.share_view(tracker.client, tracker.experiment_id, shown)
     progress = Progress(len(todo), skipped=len(out.skipped), quiet=quiet)
-    handler = _GridHandler(todo, tracker, registry, out, section_of, progress)
-    handler.varying = varying
-    with CLOCK.phase("building"):
-        units = plan_units(todo, registry, engine=engine, stack_size=stack_size,
-                           device=devices[0] if devices else "cpu", workers=len(devices))
-    payloads = [UnitTask([todo[i].to_json() for i in unit], unit, engine) for unit in units]
-    handler.units = units
     progress.begin()
+    handler = None
     try:
-        with CLOCK.phase("training"):
-            Pool(devices, train_unit, adaptive=adaptive).run(payloads, handler)
+        deferred = todo
+        while deferred:
+            handler = _GridHandler(deferred, tracker, registry, out, section_of, progress, claims, force)
+            handler.varying = varying
+            with CLOCK.phase("building"):
+                units = plan_units(deferred, registry, engine=engine, stack_size=stack_size,
+                                   device=devices[0] if devices else "cpu", workers=len(devices))
+            with CLOCK.phase("training"):
+                Pool(devices, train_unit, adaptive=adaptive).run(_ClaimedUnits(handler, units, engine), handler)
+            deferred = handler.await_others()
     except BaseException as exc:  # Ctrl-C, SIGTERM, or the store/workers failing: leave nothing RUNNING
         status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
         reason = ("interrupted by a signal (Ctrl-C or SIGTERM)" if status == INTERRUPTED
                   else f"the grid stopped: {type(exc).__name__}: {exc}")
-        for run_id in handler.in_flight.values():
+        for run_id in (handler.in_flight.values() if handler else ()):
             _quietly(tracker.mark, run_id, status, reason)
         if out.parent_run_id:
             _quietly(tracker.mark, out.parent_run_id, status, reason)
         raise
     finally:
+        claims.release_all()
         progress.end()
 
     with CLOCK.phase("reporting"):
@@ -144,17 +185,78 @@ def run_grid(
     return out
 
 
+class _ClaimedUnits(Sequence):
+    """The pool's payloads, built as the pool hands each unit out: the unit's specs are claimed
+    then (see :mod:`suite.grids.claims`), and the task holds only those this invocation got."""
+
+    def __init__(self, handler: _GridHandler, units: list[list[int]], engine: str) -> None:
+        self.handler, self.units, self.engine = handler, units, engine
+        self.tasks: dict[int, UnitTask] = {}
+        handler.units = [[] for _ in units]
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, tid: int) -> UnitTask:  # type: ignore[override]
+        if tid not in self.tasks:
+            mine = [i for i in self.units[tid] if self.handler.claim(i)]
+            self.handler.units[tid] = mine
+            self.tasks[tid] = UnitTask([self.handler.todo[i].to_json() for i in mine], mine, self.engine)
+        return self.tasks[tid]
+
+    def __iter__(self):
+        return (self[tid] for tid in range(len(self)))
+
+
 class _GridHandler:
     """The parent's side of a grid: each worker event becomes an MLflow write (single writer)."""
 
     def __init__(self, todo: Sequence[RunSpec], tracker: Tracker, registry: Registry, out: GridOutcome,
-                 section_of: dict[str, str], progress: Progress) -> None:
+                 section_of: dict[str, str], progress: Progress, claims: Claims, force: bool = False) -> None:
         self.todo, self.tracker, self.registry, self.out = todo, tracker, registry, out
-        self.section_of, self.progress = section_of, progress
+        self.section_of, self.progress, self.claims, self.force = section_of, progress, claims, force
         self.units: list[list[int]] = []
         self.varying: dict[str, list[str]] = {}  # section -> the keys that vary in it (they name its runs)
         self.run_ids: dict[int, str] = {}  # spec index -> MLflow run id
         self.in_flight: dict[int, str] = {}  # spec index -> run id, started and not finished
+        self.others: list[int] = []  # spec indices another invocation holds
+
+    def claim(self, index: int) -> bool:
+        """Claim spec ``index`` for this invocation: False if another invocation holds it (it is
+        looked at again in :meth:`await_others`) or has finished it meanwhile."""
+        spec = self.todo[index]
+        if not self.claims.try_claim(spec.hash):
+            self.others.append(index)
+            return False
+        if self.claims.touched_since_start(spec.hash) and self._done_elsewhere(spec):
+            return False
+        self.claims.mark_claimed(spec.hash)
+        return True
+
+    def _done_elsewhere(self, spec: RunSpec) -> bool:
+        """Whether another invocation finished ``spec`` (then it is reported, not run, and released)."""
+        run = self.tracker.done_run(spec.hash)
+        if run is None or (self.force and run.info.start_time * 1_000_000 < self.claims.since):
+            return False
+        self.claims.release(spec.hash)
+        self.out.skipped[spec.hash] = run
+        self.out.elsewhere.add(spec.hash)
+        self.progress.update(spec.name, run.data.tags.get(TAG_STATUS, "completed"))
+        return True
+
+    def await_others(self) -> list[RunSpec]:
+        """Wait for the specs other invocations held; return those not done there (to be claimed
+        and run here next; no claim is held while waiting, so invocations never wait on each other)."""
+        todo = []
+        for index in self.others:
+            spec = self.todo[index]
+            self.claims.wait(spec.hash)
+            if not self._done_elsewhere(spec):
+                self.claims.release(spec.hash)
+                todo.append(spec)
+        if todo:
+            self.out.reaped += self.tracker.reap_orphans()  # the other invocation may have died
+        return todo
 
     def _start(self, index: int, device: str) -> None:
         spec = self.todo[index]
@@ -173,6 +275,7 @@ class _GridHandler:
         if fig is not None:
             tables.close(fig)
         self.out.results[result.spec.hash] = result
+        self.claims.release(result.spec.hash)  # its result is in MLflow: others may look it up
         self.progress.update(result.spec.name, result.status)
 
     def on_event(self, tid: int, device: str, kind: str, args: tuple) -> None:

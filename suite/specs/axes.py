@@ -28,6 +28,7 @@ from suite.specs.spec import DEFAULT_DIVERGE_FACTOR, RunSpec, resolve_spec
 
 Point = dict[str, Any]
 Axis = list[Point]
+MAX_SEEDS = 100_000
 SCALAR_KEYS = ("batch_size", "seed", "epochs", "steps", "eval_every", "diverge_factor")
 
 
@@ -51,17 +52,18 @@ def parse_seeds(text: str | None) -> list[int]:
             seeds = [int(s) for s in split_list(t)]
         elif "-" in t[1:]:
             a, b = t.split("-", 1)
-            seeds = list(range(int(a), int(b) + 1))
-            if not seeds:
+            if not int(a) <= int(b) or int(b) - int(a) >= MAX_SEEDS:
                 raise ValueError
+            seeds = list(range(int(a), int(b) + 1))
         else:
             k = int(t)
-            if k < 1:
+            if not 1 <= k <= MAX_SEEDS:
                 raise ValueError
             seeds = list(range(k))
     except ValueError:
         raise SpecError(
-            f"--seeds {text!r} is malformed: write K (seeds 0..K-1), A-B (a range, A <= B) or a list 1,5,9"
+            f"--seeds {text!r} is malformed: write K (seeds 0..K-1), A-B (a range, A <= B) or a list 1,5,9, "
+            f"at most {MAX_SEEDS} seeds"
         ) from None
     if any(s < 0 for s in seeds):
         raise SpecError(f"--seeds {text!r}: seeds must be non-negative")

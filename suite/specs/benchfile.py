@@ -119,10 +119,17 @@ def load_yaml(path: Path) -> _Node:
     """Parse ``path`` into nodes that remember their lines; malformed YAML is a one-line error."""
     file = str(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise BenchFileError(f"{file}: cannot read the benchmark file: {exc.strerror}") from None
-    loader = yaml.SafeLoader(text)
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise BenchFileError(f"{file}:{line}: not a text file (UTF-8 YAML expected): byte {exc.start} "
+                             f"is {exc.object[exc.start]:#04x}") from None
+    try:
+        loader = yaml.SafeLoader(text)  # the reader refuses control characters here already
+    except yaml.YAMLError as exc:
+        raise BenchFileError(f"{file}: not a YAML text file: {' '.join(str(exc).split())}") from None
     try:
         root = loader.get_single_node()
         if root is None:

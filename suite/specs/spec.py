@@ -22,6 +22,8 @@ DEFAULT_COMPONENTS: dict[str, str] = {
 }
 DEFAULT_DIVERGE_FACTOR = 1e3
 NO_SAMPLER = "none"  # the sampler of a problem registered with dataset=False (e.g. nqm): not applicable
+MAX_BUDGET = 10**9  # epochs or steps: more is a typo, not a run
+MAX_SEED = 2**32 - 1  # what every random generator (torch, numpy) accepts
 
 
 @dataclass(frozen=True)
@@ -188,14 +190,16 @@ def resolve_spec(
     if (epochs is None) == (steps is None):
         raise SpecError("give exactly one budget: --epochs N or --steps N")
     for label, value in (("epochs", epochs), ("steps", steps), ("eval-every", eval_every)):
-        if value is not None and value < 1:
-            raise SpecError(f"--{label}={value} is out of range: must be at least 1")
+        if value is not None and not 1 <= value <= MAX_BUDGET:
+            raise SpecError(f"--{label}={value} is out of range: must be in [1, {MAX_BUDGET}]")
+    if not 0 <= seed <= MAX_SEED:
+        raise SpecError(f"--seed={seed} is out of range: must be in [0, {MAX_SEED}]")
     if batch_size < 1:
         raise SpecError(f"--batch-size={batch_size} is out of range: must be at least 1")
     if eval_growth is not None and not 0 < eval_growth < 1e6:
         raise SpecError(f"eval growth {eval_growth} is out of range: must be > 0")
-    if not diverge_factor > 1:
-        raise SpecError(f"diverge factor {diverge_factor} is out of range: must be > 1")
+    if not 1 < diverge_factor < float("inf"):
+        raise SpecError(f"--diverge-factor: diverge factor {diverge_factor} is out of range: must be > 1 and finite")
     return RunSpec(
         batch_size=int(batch_size),
         seed=int(seed),

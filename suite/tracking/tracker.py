@@ -21,7 +21,7 @@ from suite.exec.phases import CLOCK
 from suite.registry import FAMILIES, Registry
 from suite.specs import naming
 from suite.specs.spec import RunSpec
-from suite.stores import check_tracking_uri, resolve_tracking_uri
+from suite.stores import check_tracking_uri, resolve_tracking_uri, store_lock
 from suite.vocab import (
     DONE_STATUSES,
     EXPERIMENT_KIND_TRAINING,
@@ -80,26 +80,26 @@ class Tracker:
     @tracking
     def __init__(self, experiment: str, tracking_uri: str | None = None, *, create: bool = True) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        check_tracking_uri(self.tracking_uri)  # an unreachable server: a one-line error in seconds
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        _quiet_store_logs()
+        check_tracking_uri(self.tracking_uri)  # malformed, or an unreachable server: a one-line error in seconds
         self.experiment_name = experiment
         self._pending: dict[str, list[Metric]] = {}  # run id -> metrics not written yet
         self._flushed: dict[str, float] = {}  # run id -> when its buffer was last written
         try:
-            exp = self.client.get_experiment_by_name(experiment)
-            if exp is None:
-                if not create:
-                    raise SuiteError(f"MLflow experiment {experiment!r} does not exist at {self.tracking_uri}")
-                # a model-training experiment: MLflow's UI opens it on the runs table
-                self.experiment_id = self.client.create_experiment(
-                    experiment, tags={MLFLOW_EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING})
-            else:
-                if exp.lifecycle_stage == "deleted":
-                    self.client.restore_experiment(exp.experiment_id)
-                self.experiment_id = exp.experiment_id
-                if MLFLOW_EXPERIMENT_KIND not in exp.tags:  # made by an earlier version; a user's choice stays
-                    self.client.set_experiment_tag(self.experiment_id, MLFLOW_EXPERIMENT_KIND,
-                                                   EXPERIMENT_KIND_TRAINING)
+            with store_lock(self.tracking_uri):  # several processes' first use of a fresh store take turns
+                self.client = MlflowClient(tracking_uri=self.tracking_uri)  # creates or migrates the schema
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    if not create:
+                        raise SuiteError(f"MLflow experiment {experiment!r} does not exist at {self.tracking_uri}")
+                    self.experiment_id = self._create_experiment(experiment)
+                else:
+                    if exp.lifecycle_stage == "deleted":
+                        self.client.restore_experiment(exp.experiment_id)
+                    self.experiment_id = exp.experiment_id
+                    if MLFLOW_EXPERIMENT_KIND not in exp.tags:  # made by an earlier version; a user's choice stays
+                        self.client.set_experiment_tag(self.experiment_id, MLFLOW_EXPERIMENT_KIND,
+                                                       EXPERIMENT_KIND_TRAINING)
         except SuiteError:
             raise
         except Exception as exc:
@@ -108,6 +108,17 @@ class Tracker:
                 f"cannot reach the MLflow tracking store {self.tracking_uri!r}: {msg}; "
                 "check --tracking-uri / MLFLOW_TRACKING_URI"
             ) from None
+
+    def _create_experiment(self, name: str) -> str:
+        """Create experiment ``name``; if another process (on a shared server) created it first, use theirs."""
+        try:
+            # a model-training experiment: MLflow's UI opens it on the runs table
+            return self.client.create_experiment(name, tags={MLFLOW_EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING})
+        except Exception:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     # -- runs -----------------------------------------------------------------------------
     @tracking
@@ -274,6 +285,15 @@ def _torch_version() -> str:
     import torch
 
     return torch.__version__
+
+
+def _quiet_store_logs() -> None:
+    """MLflow's store logs its schema migration (INFO) and every database error with a traceback
+    (ERROR) before raising it; the suite reports a failing store in one line of its own."""
+    import logging
+
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _is_done(run: Any) -> bool:

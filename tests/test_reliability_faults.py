@@ -1,0 +1,126 @@
+"""Faults lose nothing: a tracking store that fails in the middle of a grid (read-only, disk
+full, database gone) ends the command with one clear line, the runs finished before stay
+finished, and the same command again runs the rest; the same for an Optuna journal whose last
+line was cut (a process killed while it wrote)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from suite.cli import main
+from suite.tracking.tracker import Tracker
+from tests.conftest import runs_of
+
+GRID = ["run", "--problem", "linreg", "--lr", "0.01,0.02,0.05,0.1", "--seeds", "3", "--epochs", "1",
+        "--engine", "loop", "--device", "cpu", "--workers", "1", "--quiet", "--experiment", "faulty"]
+FINISHED_BEFORE_FAULT = 4
+
+
+def read_only(db: Path) -> MlflowClient:
+    """A client whose connections open the store read-only: every write fails as on a read-only file."""
+    return MlflowClient(tracking_uri=f"sqlite:///file:{db}?mode=ro&uri=true")
+
+
+def disk_full(db: Path) -> MlflowClient:
+    """A client whose database may not grow by one more page: SQLite's 'database or disk is full'."""
+    from sqlalchemy import event
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}?timeout=29")
+    engine = client._tracking_client.store.engine
+    with engine.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+
+    @event.listens_for(engine, "connect")
+    def _full(dbapi_conn, _record):
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    engine.dispose()
+    return client
+
+
+def gone(db: Path) -> MlflowClient:
+    """A client whose database file disappears (moved away, as an unmounted share): its next
+    connection finds an empty file without MLflow's tables."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}?timeout=28")
+    db.rename(db.with_name("away.db"))
+    client._tracking_client.store.engine.dispose()
+    return client
+
+
+def come_back(db: Path, tracking_uri: str) -> None:
+    """The store is back (as a fresh process would find it: no connection of the faulty run kept)."""
+    if db.with_name("away.db").exists():
+        db.unlink(missing_ok=True)
+        db.with_name("away.db").rename(db)
+    MlflowClient(tracking_uri=tracking_uri)._tracking_client.store.engine.dispose()
+
+
+@pytest.mark.parametrize("fault", [read_only, disk_full, gone], ids=["read-only", "disk-full", "database-gone"])
+def test_a_store_failing_mid_grid_loses_nothing(workdir, tracking_uri, monkeypatch, fault):
+    db = workdir / "mlflow.db"
+    real_finish = Tracker.finish
+    finished, broken = [], []
+
+    def finish_then_fail(self, run_id, result, **kw):
+        if len(finished) == FINISHED_BEFORE_FAULT and not broken:
+            self.client = fault(db)  # the store breaks once, for the rest of this invocation
+            broken.append(fault)
+        real_finish(self, run_id, result, **kw)
+        finished.append(run_id)
+
+    monkeypatch.setattr(Tracker, "finish", finish_then_fail)
+    result = CliRunner().invoke(main, GRID)
+    monkeypatch.setattr(Tracker, "finish", real_finish)
+    come_back(db, tracking_uri)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert len(lines) == 1 and lines[0].startswith("Error: the tracking store"), result.stderr
+    assert "run the same command again" in lines[0]
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    runs = runs_of(client, "faulty", "tags.`suite.kind` = 'run'")
+    done = [r for r in runs if r.data.tags.get("suite.status") == "completed"]
+    n = len(done)  # a full disk fails the first write that needs a new page: at the fault or a little later
+    assert FINISHED_BEFORE_FAULT <= n < 12  # what finished before the fault stayed finished
+
+    rerun = CliRunner().invoke(main, GRID)
+    assert rerun.exit_code == 0, rerun.output
+    assert f"12 runs: {12 - n} run now ({12 - n} completed), {n} done before (skipped)" in rerun.stdout
+    runs = runs_of(client, "faulty", "tags.`suite.kind` = 'run'")
+    hashes = [r.data.tags["suite.spec_hash"] for r in runs if r.data.tags.get("suite.status") == "completed"]
+    assert len(hashes) == 12 and len(set(hashes)) == 12
+    assert not [r for r in runs if r.info.status == "RUNNING"]  # the run cut by the fault was reaped
+
+
+TUNE = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "16", "--trials", "4",
+        "--budget", "epochs:1", "--pruner", "none", "--device", "cpu", "--workers", "1", "--quiet", "--study-seed", "1"]
+
+
+def test_a_journal_whose_last_line_is_cut_is_repaired_and_the_tuning_completes(workdir, tracking_uri):
+    first = CliRunner().invoke(main, [*TUNE[:8], "2", *TUNE[9:]])  # 2 of the 4 trials
+    assert first.exit_code == 0, first.output
+    journal = workdir / ".suite" / "optuna.journal"
+    data = journal.read_bytes()
+    journal.write_bytes(data[:-25])  # the last write was cut: a process killed while appending
+    os.symlink(str(journal), str(journal) + ".lock")  # ... holding the journal's lock
+    rerun = CliRunner().invoke(main, TUNE)
+    assert rerun.exit_code == 0, rerun.output
+    assert "Traceback" not in rerun.output
+    import optuna
+
+    from suite.stores import open_storage
+
+    (summary,) = optuna.get_all_study_summaries(open_storage(str(journal)))
+    study = optuna.load_study(study_name=summary.study_name, storage=open_storage(str(journal)))
+    from suite.distributed.worker import holds_key
+
+    assert not [t for t in study.trials if not t.state.is_finished()]
+    held = sorted(t.user_attrs["suite.key"] for t in study.trials if holds_key(t))
+    assert held == ["slot-0", "slot-1", "slot-2", "slot-3"]  # exactly --trials results, each slot once
+    assert all("suite.status" in t.user_attrs for t in study.trials if holds_key(t))
+    assert journal.read_bytes().endswith(b"\n")
