@@ -140,10 +140,10 @@ class Pool:
                 self.decision = (f"{tid} task(s) in-process, then {min(len(self.devices), rest)} worker processes "
                                  f"(measured: {sum(elapsed) / len(elapsed):.2f} s per task, worker start "
                                  f"{start_cost:.2f} s)")
-                _Processes(self, handler, offset=tid).run(payloads[tid:])
+                _Processes(self, handler, offset=tid).run(_View(payloads, tid, len(payloads)))
                 return
             t0 = time.perf_counter()
-            self._inline(payloads[tid:tid + 1], handler, offset=tid)
+            self._inline(_View(payloads, tid, tid + 1), handler, offset=tid)
             elapsed.append(time.perf_counter() - t0)
             tid += 1
         per_task = f"{sum(elapsed) / len(elapsed):.2f}" if elapsed else "?"
@@ -184,6 +184,22 @@ def worker_start_cost() -> float:
     from suite.exec import phases
 
     return phases.import_engine()
+
+
+class _View(Sequence):
+    """``payloads[start:stop]`` without reading them: a payload is read only when its task is
+    handed out (a grid claims a unit's specs then; see :mod:`suite.grids.claims`)."""
+
+    def __init__(self, payloads: Sequence[Any], start: int, stop: int) -> None:
+        self.payloads, self.start, self.stop = payloads, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.payloads[self.start + i]
 
 
 def _set_threads(n: int) -> None:
