@@ -177,7 +177,8 @@ def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_si
             click.echo(f"report: {report}")
     if out.parent_run_id:
         tracker.log_phases(out.parent_run_id, CLOCK.seconds())
-    click.echo(CLOCK.line(), err=output_format == "json")
+    if output_format != "json":  # JSON stays parseable; the same figures are suite.seconds.* tags
+        click.echo(CLOCK.line())
     if out.failures:
         sys.exit(1)
     diverged = [r for r in out.results.values() if r.status == "diverged"]
