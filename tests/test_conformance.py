@@ -141,7 +141,8 @@ def suite_register_schedulers(register):
 def test_every_contract_violation_is_one_fix_it_message_and_a_refused_run(tmp_path, workdir):
     env = pip_install_target(
         write_plugin_package(tmp_path / "src", "suite-breaker", "suite_breaker", CONTRACT_BREAKER), tmp_path / "site")
-    out = run_pytest("--suite-plugin=suite-breaker", env=env, cwd=tmp_path).stdout
+    # -rN: no short summary, whose lines repeat a message or not depending on the terminal width
+    out = run_pytest("--suite-plugin=suite-breaker", "-rN", env=env, cwd=tmp_path).stdout
     ints = ("sampler 'ints' (suite-breaker): suite run would refuse it: yields single indices")
     assert ints in out and "Traceback" not in out and "During handling" not in out
     assert out.count("its factory(ctx, lr) does not match its declared hyperparameters (rate)") == 4  # 4 checks
