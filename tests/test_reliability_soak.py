@@ -4,6 +4,7 @@ each finished run (one progress line per run on a non-terminal stderr)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -18,6 +19,7 @@ N_LR, N_SEEDS = 10, 100  # 1,000 runs
 LRS = ",".join(f"{0.01 * (i + 1):g}" for i in range(N_LR))
 GRID = ["run", "--problem", "linreg", "--lr", LRS, "--seeds", str(N_SEEDS), "--epochs", "1", "--batch-size", "64",
         "--engine", "auto", "--device", "cpu", "--workers", "2", "--experiment", "soak"]
+PROGRESS = re.compile(r"^(\d+)/1000\s")  # "17/1000  failed 0  diverged 0  elapsed ..."
 
 
 def rss_mib(pid: int) -> float:
@@ -35,8 +37,9 @@ def test_a_grid_of_1000_runs_counts_exactly_and_its_parent_does_not_grow(workdir
     samples: dict[int, float] = {}  # finished runs -> parent's resident set (MiB)
     done = 0
     for line in proc.stderr:
-        if "] " in line and "/1000" in line:
-            done = int(line.split("] ")[1].split("/")[0])
+        finished = PROGRESS.match(line)
+        if finished:
+            done = int(finished[1])
             try:
                 samples[done] = rss_mib(proc.pid)
             except OSError:

@@ -138,6 +138,15 @@ def test_eval_every_and_step_budget():
     assert_stack_matches_loop([spec(overrides=SMALL, seed=s, eval_every=7, steps=40) for s in (0, 1)])
 
 
+@pytest.mark.parametrize("eval_every", [None, 9])
+def test_geometric_evaluation_schedule(eval_every):
+    """eval_growth (steps-to-target's schedule): every step at first, then 5% apart, capped by eval_every."""
+    results = assert_stack_matches_loop(
+        [spec(overrides=SMALL, seed=s, eval_growth=0.05, eval_every=eval_every, steps=60) for s in (0, 1)])
+    steps = [step for step, _ in results[0].history]
+    assert steps[:21] == list(range(21)) and steps[-1] == 60 and len(steps) < 60
+
+
 def test_logistic_with_val_acc():
     results = assert_stack_matches_loop([spec({"problem": "logistic"}, {"problem.n": 200, "optimizer.lr": lr}, seed=s)
                                          for lr in (0.1, 1.0) for s in (0, 1, 2)])

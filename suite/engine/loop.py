@@ -328,7 +328,7 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
     problem, model, optimizer = built.problem, built.problem.model, built.optimizer
     total_steps = ctx.total_steps
     eval_every = spec.eval_every
-    next_eval = _eval_schedule(spec)
+    next_eval = eval_schedule(spec)
 
     lr_used = float(optimizer.param_groups[0]["lr"])
 
@@ -388,7 +388,7 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
         report(step, float(loss_sum) / loss_count)
 
 
-def _eval_schedule(spec: RunSpec) -> Callable[[int], bool]:
+def eval_schedule(spec: RunSpec) -> Callable[[int], bool]:
     """Whether to evaluate after ``step`` steps (besides epoch ends when neither ``eval_every``
     nor ``eval_growth`` is set): every ``eval_every`` steps, or on the geometric schedule of
     ``eval_growth`` (see :class:`RunSpec`)."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from suite.engine.loop import Built, RunResult, StopRun, build, divergence
+from suite.engine.loop import Built, RunResult, StopRun, build, divergence, eval_schedule
 from suite.exec.signals import interrupted
 from suite.registry import FAMILIES, Registry, get_registry
 from suite.specs.spec import RunSpec
@@ -49,7 +49,7 @@ def stack_key(spec: RunSpec) -> tuple:
     return (
         spec.problem, tuple(sorted(spec.params_of("problem").items())),
         spec.sampler, tuple(sorted(spec.params_of("sampler").items())),
-        spec.batch_size, spec.epochs, spec.steps, spec.eval_every, spec.diverge_factor,
+        spec.batch_size, spec.epochs, spec.steps, spec.eval_every, spec.eval_growth, spec.diverge_factor,
         spec.optimizer, spec.averager,
     )
 
@@ -335,7 +335,8 @@ class _StackTrainer:
         """The loop; yields the rows that ended after each evaluation or scheduler step."""
         ctx = self.rows[0].built.ctx
         spec = ctx.spec
-        total_steps, eval_every = ctx.total_steps, spec.eval_every
+        total_steps, next_eval = ctx.total_steps, eval_schedule(spec)
+        per_epoch = spec.eval_every is None and spec.eval_growth is None
         params, problem, optimizer, averager = self.params, self.problem, self.optimizer, self.averager
         self.lr_used = self.lr_host
         step = 0
@@ -358,7 +359,7 @@ class _StackTrainer:
                 loss_sum += loss * idx.shape[1]
                 count += idx.shape[1]
                 step += 1
-                if eval_every is not None and step % eval_every == 0:
+                if next_eval(step):
                     self._report(step, loss_sum, count)
                     yield self.take_finished()
                     if not self._live():
@@ -367,7 +368,7 @@ class _StackTrainer:
                     count = 0
                 if step >= total_steps:
                     break
-            if eval_every is None and count:
+            if per_epoch and count:
                 self._report(step, loss_sum, count)
                 yield self.take_finished()
                 if not self._live():
