@@ -152,7 +152,8 @@ def test_a_tune_rerun_that_runs_nothing_logs_no_second_report(cli, workdir, mlfl
             "--trials", "2", "--workers", "1", "--quiet", "--format", "json"]
     first = json.loads(cli(*args).output)
     (study,) = first["studies"]
-    assert study["name"].startswith("linreg/sgd-constant-none-shuffle/b16-") and study["n_complete"] + study["n_pruned"] == 2
+    assert study["name"].startswith("linreg/sgd-constant-none-shuffle/b16-")
+    assert study["n_complete"] + study["n_pruned"] == 2
     assert first["run_url"].endswith(f"/runs/{first['report_run_id']}?workflowType=machine_learning")
     again = json.loads(cli(*args).output)
     assert again["report_run_id"] == first["report_run_id"]

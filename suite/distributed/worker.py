@@ -94,12 +94,19 @@ def register_kind(kind: str, factory: RunnerFactory) -> None:
 
 
 
+def run_failed(trial: Any) -> bool:
+    """Whether a FAIL trial failed through its own run (``suite.status`` says ``failed``), not
+    because its worker was lost or stopped, even after its run ended and was recorded."""
+    return trial.state == TrialState.FAIL and trial.user_attrs.get(TRIAL_STATUS) == "failed"
+
+
 def holds_key(trial: Any) -> bool:
     """Whether a trial stands for its ``suite.key``: it is waiting, running or done, or its run
-    failed. A trial that failed because its worker was lost does not (its retry does)."""
+    failed. A trial that failed because its worker was lost does not (its retry does), even if
+    its run had ended: its retry takes the recorded run over (a grid) or runs it again."""
     if trial.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return trial.state == TrialState.FAIL and TRIAL_STATUS in trial.user_attrs
+    return run_failed(trial)
 
 
 def duplicate_of(storage: Any, study_id: int, trial_id: int) -> int | None:
@@ -400,7 +407,7 @@ class Worker:
         """Fail a trial this worker cannot finish and enqueue it again, as if its worker were lost."""
         with contextlib.suppress(Exception):
             frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            if frozen.state == TrialState.FAIL and TRIAL_STATUS not in frozen.user_attrs:
+            if frozen.state == TrialState.FAIL and not run_failed(frozen):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, frozen)

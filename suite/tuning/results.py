@@ -8,15 +8,14 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from suite.vocab import STUDY_OVERRIDES, TRIAL_STATUS
+from suite.distributed.worker import run_failed
+from suite.vocab import STUDY_OVERRIDES
 
 
 def counted(trial: FrozenTrial) -> bool:
     """Whether a trial counts towards ``--trials``: completed, pruned (diverged ones included)
     or failed in plugin code. A trial cut short by an interruption does not count."""
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return trial.state == TrialState.FAIL and TRIAL_STATUS in trial.user_attrs
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or run_failed(trial)
 
 
 def n_counted(study: optuna.Study) -> int:
