@@ -17,6 +17,7 @@ from suite.exec.pool import Pool, worth_workers
 from suite.registry import LazyCallable, get_registry
 from suite.specs.spec import resolve_spec
 from suite.tracking.tracker import Tracker
+from tests.conftest import suite_cmd
 
 HEAVY = ("torch", "mlflow", "optuna", "matplotlib")
 PROBE = """
@@ -134,3 +135,45 @@ def test_phases_are_exclusive():
     s = clock.seconds()
     assert s["training"] >= 0 and s["tracking"] >= 0 and s["startup"] > 0
     assert "start-up" in clock.line() and "s in all" in clock.line()
+
+
+def _schema(db) -> tuple:
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        # (MLflow's migrations order a table's constraints differently from one store to the next)
+        tables = sorted((kind, name, sorted(line.strip(" ,") for line in (sql or "").splitlines()))
+                        for kind, name, sql in con.execute("SELECT type, name, sql FROM sqlite_master"))
+        version = con.execute("SELECT version_num FROM alembic_version").fetchall()
+        experiments = con.execute("SELECT experiment_id, name, artifact_location FROM experiments").fetchall()
+    return tables, version, experiments
+
+
+def test_a_new_store_is_a_copy_of_the_migrated_empty_one_and_equals_what_mlflow_makes(tmp_path):
+    """The first new sqlite store of an MLflow version is made by MLflow and kept, empty, in the
+    cache; later new stores are copies of it, indistinguishable from a store MLflow makes
+    (the same tables and schema version; a Default experiment with this directory's artifact
+    location). An existing store is never replaced."""
+    cache = tmp_path / "cache"
+    made = {}
+    for name, extra in [("first", {}), ("copied", {}), ("mlflows", {"SUITE_NO_STORE_TEMPLATE": "1"})]:
+        where = tmp_path / name
+        where.mkdir()
+        env = {"XDG_CACHE_HOME": str(cache), "MLFLOW_TRACKING_URI": f"sqlite:///{where / 'mlflow.db'}", **extra}
+        out = suite_cmd("run", "--problem", "linreg", "--epochs", "1", "--quiet", env=env, cwd=where)
+        assert out.returncode == 0, out.stderr
+        made[name] = _schema(where / "mlflow.db")
+        if name == "first":
+            (template,) = (cache / "sgd-suite").iterdir()
+            assert _schema(template)[2] == []  # the template holds no experiment
+    for name, (tables, version, experiments) in made.items():
+        assert tables == made["mlflows"][0] and version == made["mlflows"][1]
+        assert experiments == [(0, "Default", str(tmp_path / name / "mlruns" / "0")),
+                               (1, "linreg", str(tmp_path / name / "mlruns" / "1"))]
+    runs = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'copied' / 'mlflow.db'}").search_runs(["1"])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+    from suite.tracking.template import seed_new_store
+
+    assert not seed_new_store(f"sqlite:///{tmp_path / 'copied' / 'mlflow.db'}")  # an existing store stays
+    assert len(MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'copied' / 'mlflow.db'}").search_runs(["1"])) == 1

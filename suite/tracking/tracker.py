@@ -22,6 +22,7 @@ from suite.registry import FAMILIES, Registry
 from suite.specs import naming
 from suite.specs.spec import RunSpec
 from suite.stores import check_tracking_uri, resolve_tracking_uri, store_lock
+from suite.tracking.template import seed_new_store
 from suite.vocab import (
     DONE_STATUSES,
     EXPERIMENT_KIND_TRAINING,
@@ -87,6 +88,7 @@ class Tracker:
         self._flushed: dict[str, float] = {}  # run id -> when its buffer was last written
         try:
             with store_lock(self.tracking_uri):  # several processes' first use of a fresh store take turns
+                seed_new_store(self.tracking_uri)  # a new sqlite store: a copy of an empty migrated one
                 self.client = MlflowClient(tracking_uri=self.tracking_uri)  # creates or migrates the schema
                 exp = self.client.get_experiment_by_name(experiment)
                 if exp is None:
