@@ -29,8 +29,10 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg)
 	@$(PIP) install -e '.[test,postgres,dashboard]' $(foreach p,$(PLUGINS),-e ./$(p))
 	@touch $@
 
+# Tests run on up to 4 pytest-xdist workers (one per core); the slow end-to-end ones start first.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: install
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -107,3 +107,9 @@ def run_pytest(*args: str, env: dict | None = None, cwd: Path | None = None, tim
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=timeout,
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow end-to-end tests first (stable order otherwise): with ``-n`` workers (``make test``),
+    the long ones then overlap each other instead of leaving one worker alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -17,7 +17,6 @@ from suite.exec.pool import Pool, worth_workers
 from suite.registry import LazyCallable, get_registry
 from suite.specs.spec import resolve_spec
 from suite.tracking.tracker import Tracker
-from tests.conftest import suite_cmd
 
 HEAVY = ("torch", "mlflow", "optuna", "matplotlib")
 PROBE = """
@@ -149,31 +148,31 @@ def _schema(db) -> tuple:
     return tables, version, experiments
 
 
-def test_a_new_store_is_a_copy_of_the_migrated_empty_one_and_equals_what_mlflow_makes(tmp_path):
+def test_a_new_store_is_a_copy_of_the_migrated_empty_one_and_equals_what_mlflow_makes(tmp_path, monkeypatch):
     """The first new sqlite store of an MLflow version is made by MLflow and kept, empty, in the
-    cache; later new stores are copies of it, indistinguishable from a store MLflow makes
-    (the same tables and schema version; a Default experiment with this directory's artifact
-    location). An existing store is never replaced."""
+    cache; new stores are copies of it, indistinguishable from a store MLflow makes (the same
+    tables and schema version; a Default experiment with this directory's artifact location).
+    An existing store is never replaced."""
+    from suite.tracking.template import seed_new_store
+
     cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     made = {}
-    for name, extra in [("first", {}), ("copied", {}), ("mlflows", {"SUITE_NO_STORE_TEMPLATE": "1"})]:
+    for name, own in [("copy", None), ("mlflows", "1")]:
         where = tmp_path / name
         where.mkdir()
-        env = {"XDG_CACHE_HOME": str(cache), "MLFLOW_TRACKING_URI": f"sqlite:///{where / 'mlflow.db'}", **extra}
-        out = suite_cmd("run", "--problem", "linreg", "--epochs", "1", "--quiet", env=env, cwd=where)
-        assert out.returncode == 0, out.stderr
+        monkeypatch.chdir(where)
+        if own:
+            monkeypatch.setenv("SUITE_NO_STORE_TEMPLATE", own)
+        tracker = Tracker("linreg", f"sqlite:///{where / 'mlflow.db'}")
+        tracker.client.create_run(tracker.experiment_id)
         made[name] = _schema(where / "mlflow.db")
-        if name == "first":
-            (template,) = (cache / "sgd-suite").iterdir()
-            assert _schema(template)[2] == []  # the template holds no experiment
+    (template,) = (cache / "sgd-suite").iterdir()
+    assert _schema(template)[2] == []  # the template holds no experiment
     for name, (tables, version, experiments) in made.items():
         assert tables == made["mlflows"][0] and version == made["mlflows"][1]
         assert experiments == [(0, "Default", str(tmp_path / name / "mlruns" / "0")),
                                (1, "linreg", str(tmp_path / name / "mlruns" / "1"))]
-    runs = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'copied' / 'mlflow.db'}").search_runs(["1"])
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-
-    from suite.tracking.template import seed_new_store
-
-    assert not seed_new_store(f"sqlite:///{tmp_path / 'copied' / 'mlflow.db'}")  # an existing store stays
-    assert len(MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'copied' / 'mlflow.db'}").search_runs(["1"])) == 1
+    copy = f"sqlite:///{tmp_path / 'copy' / 'mlflow.db'}"
+    assert not seed_new_store(copy)  # an existing store stays as it is
+    assert len(MlflowClient(tracking_uri=copy).search_runs(["1"])) == 1
