@@ -29,10 +29,11 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg)
 	@$(PIP) install -e '.[test,postgres,dashboard]' $(foreach p,$(PLUGINS),-e ./$(p))
 	@touch $@
 
-# Tests run on up to 4 pytest-xdist workers (one per core); the slow end-to-end ones start first.
+# Tests run on up to 4 pytest-xdist workers (one per core), handed out one at a time, the slow
+# end-to-end ones first, so that they spread over the workers.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: install
-	$(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --maxschedchunk 1
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

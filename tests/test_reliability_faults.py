@@ -101,6 +101,7 @@ TUNE = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "16
         "--budget", "epochs:1", "--pruner", "none", "--device", "cpu", "--workers", "1", "--quiet", "--study-seed", "1"]
 
 
+@pytest.mark.slow
 def test_a_journal_whose_last_line_is_cut_is_repaired_and_the_tuning_completes(workdir, tracking_uri):
     first = CliRunner().invoke(main, [*TUNE[:8], "2", *TUNE[9:]])  # 2 of the 4 trials
     assert first.exit_code == 0, first.output

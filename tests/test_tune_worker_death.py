@@ -39,6 +39,21 @@ def worker_pids(parent: int) -> list[int]:
     return pids
 
 
+def running_worker(client, workers: list[int]) -> int:
+    """A worker holding trials whose runs are running (one worker may hold every running trial:
+    a population; the other may not have started any yet)."""
+    running = {r.data.tags["suite.trial"] for r in runs_of(
+        client, "killed", "tags.`suite.kind` = 'trial' and attributes.status = 'RUNNING'")}
+    (name,) = [n for n in optuna.get_all_study_names(open_storage(None))
+               if n.startswith("linreg/sgd-constant-none-shuffle/b16-")]
+    holders = {int(t.user_attrs["suite.worker"].rpartition(":")[2])
+               for t in optuna.load_study(study_name=name, storage=open_storage(None)).get_trials(deepcopy=False)
+               if str(t.number) in running and "suite.worker" in t.user_attrs}
+    found = sorted(holders & set(workers))
+    assert found, (running, holders, workers)
+    return found[0]
+
+
 def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_client):
     proc = subprocess.Popen([str(BIN / "suite"), *ARGS], cwd=workdir, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -49,7 +64,8 @@ def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_cli
             time.sleep(0.3)
         workers = worker_pids(proc.pid)
         assert len(workers) == 2, workers
-        os.kill(workers[0], signal.SIGKILL)
+        victim = running_worker(mlflow_client, workers)
+        os.kill(victim, signal.SIGKILL)
         out, _ = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
@@ -63,7 +79,7 @@ def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_cli
     (name,) = [n for n in optuna.get_all_study_names(open_storage(None))
                if n.startswith("linreg/sgd-constant-none-shuffle/b16-")]
     held = [t for t in optuna.load_study(study_name=name, storage=open_storage(None)).get_trials(deepcopy=False)
-            if t.user_attrs.get("suite.worker", "").endswith(f":{workers[0]}")]
+            if t.user_attrs.get("suite.worker", "").endswith(f":{victim}")]
     assert held and all(t.state == optuna.trial.TrialState.FAIL for t in held)
     assert sorted(int(r.data.tags["suite.trial"]) for r in killed) == sorted(
         t.number for t in held for _ in t.user_attrs["suite.spec_hashes"])
