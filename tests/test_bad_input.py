@@ -66,6 +66,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("run-diverge-factor-nan", [*RUN, "--diverge-factor", "nan"], "diverge"),
     ("run-diverge-factor-inf", [*RUN, "--diverge-factor", "inf"], "diverge"),
     ("run-diverge-factor-negative", [*RUN, "--diverge-factor", "-2"], "diverge"),
+    ("run-target-nan", [*RUN, "--target", "nan"], "--target"),
+    ("run-target-inf", [*RUN, "--target", "inf"], "--target"),
+    ("run-target-text", [*RUN, "--target", "low"], "--target"),
     # -- --set in every malformed shape
     ("run-set-no-equals", [*RUN, "--set", "optimizer.lr"], "optimizer.lr"),
     ("run-set-no-value", [*RUN, "--set", "optimizer.lr="], "optimizer.lr="),

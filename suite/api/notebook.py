@@ -20,7 +20,7 @@ from typing import Any
 from suite.errors import SpecError
 
 RUN_FLAGS = ("problem", "sampler", "optimizer", "scheduler", "averager", "batch_size", "epochs", "steps",
-             "eval_every", "seed", "seeds", "lr", "momentum", "weight_decay", "diverge_factor")
+             "eval_every", "seed", "seeds", "lr", "momentum", "weight_decay", "diverge_factor", "target")
 LIST_FLAGS = ("problem", "sampler", "optimizer", "scheduler", "averager", "batch_size", "lr", "momentum",
               "weight_decay", "seeds")
 META_COLUMNS = ("run_id", "name", "status", "mlflow_status", "kind", "config", "section", "spec_hash", "start_time",
@@ -35,7 +35,7 @@ def _flag_text(name: str, value: Any) -> Any:
         if name not in LIST_FLAGS:
             raise SpecError(f"{name}={list(value)!r}: {name} takes one value, not a list")
         return ",".join(str(v) for v in value)
-    return value if name in ("epochs", "steps", "eval_every", "seed", "diverge_factor") else str(value)
+    return value if name in ("epochs", "steps", "eval_every", "seed", "diverge_factor", "target") else str(value)
 
 
 def run(benchmark: str | None = None, *, sets: Sequence[str] = (), experiment: str | None = None,

@@ -85,7 +85,7 @@ def plan_spec_file(path: Path, registry: Registry, experiment: str | None = None
     data = dict(yaml.safe_load(path.read_text()))
     data.pop("spec_hash", None)
     known = {"problem", "sampler", "optimizer", "scheduler", "averager", "batch_size", "seed", "epochs", "steps",
-             "eval_every", "diverge_factor", "params"}
+             "eval_every", "diverge_factor", "target", "params"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SpecError(f"{path}: unknown key {unknown[0]!r} in a run spec; keys: {', '.join(sorted(known))}")
@@ -95,6 +95,7 @@ def plan_spec_file(path: Path, registry: Registry, experiment: str | None = None
             batch_size=axes._int(data.get("batch_size", 32), "batch-size"), seed=axes._int(data.get("seed", 0), "seed"),
             epochs=data.get("epochs"), steps=data.get("steps"), eval_every=data.get("eval_every"),
             diverge_factor=axes._float(data.get("diverge_factor", DEFAULT_DIVERGE_FACTOR), "diverge-factor"),
+            target=None if data.get("target") is None else axes._float(data["target"], "target"),
         )
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
@@ -107,7 +108,7 @@ def plan_flags(registry: Registry, flags: Mapping[str, Any], sets: Sequence[str]
 
     ``flags`` holds the values of ``--problem --sampler --optimizer --scheduler --averager
     --batch-size --epochs --steps --eval-every --seed --seeds --lr --momentum --weight-decay
-    --diverge-factor`` (None where not given, as text where a comma list is allowed)."""
+    --diverge-factor --target`` (None where not given, as text where a comma list is allowed)."""
     check_name(experiment, "--experiment")
     specs = grid_specs(registry, flags, sets)
     problems = sorted({s.problem for s in specs})
@@ -142,8 +143,9 @@ def grid_specs(registry: Registry, flags: Mapping[str, Any], sets: Sequence[str]
         scalars["epochs"] = DEFAULT_EPOCHS
     else:
         scalars.update(epochs=flags.get("epochs"), steps=flags.get("steps"))
-    if flags.get("diverge_factor") is not None:
-        scalars["diverge_factor"] = flags["diverge_factor"]
+    for key in ("diverge_factor", "target"):
+        if flags.get(key) is not None:
+            scalars[key] = flags[key]
     return axes.expand(registry, axes.product(grid_axes), {k: v for k, v in scalars.items() if v is not None})
 
 

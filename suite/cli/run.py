@@ -39,6 +39,9 @@ LIST = "Comma list = a grid axis."
               help=f"Any hyperparameter of any component, e.g. --set scheduler.eta_min=0.001. {LIST}")
 @click.option("--diverge-factor", type=float, default=None,
               help=f"Stop a run as diverged past F x its initial val loss (default {DEFAULT_DIVERGE_FACTOR:g}).")
+@click.option("--target", type=float, default=None, metavar="X",
+              help="A loss to reach: each run logs steps_to_target, the first evaluated step at which its "
+                   "expected risk (nqm) or else val loss was <= X (and avg_steps_to_target for an averaged model).")
 @click.option("--engine", type=click.Choice(["auto", "stacked", "loop"]), default="auto", show_default=True,
               help="stacked: train compatible configurations as one batched model; loop: one at a time; "
                    "auto: stack what can be stacked.")
@@ -53,7 +56,8 @@ LIST = "Comma list = a grid axis."
 @click.option("--submit-only", is_flag=True,
               help="With --storage: enqueue the grid and exit; `suite worker` processes run it.")
 def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averager, batch_size, epochs, steps,
-        eval_every, seed, seeds, lr, momentum, weight_decay, sets, diverge_factor, engine, stack_size, force, dry_run,
+        eval_every, seed, seeds, lr, momentum, weight_decay, sets, diverge_factor, target, engine, stack_size, force,
+        dry_run,
         experiment, tracking_uri, device, workers, quiet, storage, heartbeat, grace, study, submit_only) -> None:
     """Run a configuration, a grid (comma lists, --seeds) or a BENCHMARK file, and log to MLflow.
 
@@ -72,7 +76,8 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
     registry = get_registry()
     flags = dict(problem=problem, sampler=sampler, optimizer=optimizer, scheduler=scheduler, averager=averager,
                  batch_size=batch_size, epochs=epochs, steps=steps, eval_every=eval_every, seed=seed, seeds=seeds,
-                 lr=lr, momentum=momentum, weight_decay=weight_decay, diverge_factor=diverge_factor)
+                 lr=lr, momentum=momentum, weight_decay=weight_decay, diverge_factor=diverge_factor,
+                 target=target)
     if benchmark is not None:
         given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None] + (["--set"] if sets else [])
         if given:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from suite.engine.target import steps_to_target
 from suite.engine.units import plan_units
 from suite.errors import StoreFailed, SuiteError
 from suite.exec.phases import CLOCK
@@ -332,9 +333,10 @@ def collect_rows(sections: Sections, out: GridOutcome, tracker: Tracker) -> list
             if result is not None:
                 final = result.final
                 curve = [(s, m["val_loss"]) for s, m in result.history if "val_loss" in m]
+                reached = steps_to_target(result.history, spec.target) if spec.target is not None else {}
                 rows.append(tables.Row(sec, spec, result.status, _num(final.get("val_loss")),
                                        _num(final.get("avg_val_loss")), result.reason, out.run_ids.get(spec.hash, ""),
-                                       curve))
+                                       curve, reached.get("steps_to_target")))
                 continue
             run = out.skipped.get(spec.hash)
             if run is None:
@@ -343,7 +345,7 @@ def collect_rows(sections: Sections, out: GridOutcome, tracker: Tracker) -> list
             hist = tracker.client.get_metric_history(run.info.run_id, "val_loss")
             rows.append(tables.Row(sec, spec, run.data.tags.get(TAG_STATUS, "unknown"), _num(m.get("val_loss")),
                                    _num(m.get("avg_val_loss")), run.data.tags.get(TAG_REASON, ""),
-                                   run.info.run_id, [(h.step, h.value) for h in hist]))
+                                   run.info.run_id, [(h.step, h.value) for h in hist], _num(m.get("steps_to_target"))))
     return rows
 
 

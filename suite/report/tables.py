@@ -90,6 +90,7 @@ class Row:
     reason: str = ""
     run_id: str = ""
     curve: list[tuple[int, float]] = field(default_factory=list)
+    steps_to_target: float | None = None  # with a target (spec.target): the first step at it; None if not reached
 
 
 @dataclass
@@ -112,6 +113,19 @@ class ConfigStats:
         mean = sum(vals) / len(vals)
         std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
         return mean, std
+
+    def target_cell(self) -> str:
+        """Steps to the target over the seeds that reached it (mean ± std), and how many did;
+        empty without a target."""
+        if self.rows[0].spec.target is None:
+            return ""
+        done = [r for r in self.rows if r.status == "completed"]
+        stat = self.stat("steps_to_target")
+        reached = len(self._values("steps_to_target"))
+        if stat is None:
+            return "not reached"
+        text = f"{stat[0]:.4g} ± {stat[1]:.2g}"
+        return text if reached == len(done) else f"{text} ({reached}/{len(done)} reached)"
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.rows if r.status == status)
@@ -167,6 +181,13 @@ TABLE_HEADER = ["section", "configuration", "batch_size", "seeds", "diverged", "
                 "val_loss mean", "val_loss std", "avg_val_loss mean", "avg_val_loss std"]
 
 
+TARGET_HEADER = ["steps_to_target mean", "steps_to_target std", "reached"]
+
+
+def _with_target(stats: list[ConfigStats]) -> bool:
+    return any(c.rows[0].spec.target is not None for c in stats)
+
+
 def table_rows(stats: list[ConfigStats]) -> list[list[Any]]:
     """The summary table (one row per configuration), as plain values."""
     rows = []
@@ -175,37 +196,45 @@ def table_rows(stats: list[ConfigStats]) -> list[list[Any]]:
         rows.append([c.section, c.label, c.batch_size, len(c.rows), c.count("diverged"),
                      c.count("failed") + c.count("interrupted"),
                      *(v if v else ("", "")), *(a if a else ("", ""))])
+        if _with_target(stats):
+            t = c.stat("steps_to_target")
+            rows[-1] += [*(t if t else ("", "")), len(c._values("steps_to_target"))]
     return rows
 
 
 def table_csv(stats: list[ConfigStats]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(TABLE_HEADER)
+    w.writerow(TABLE_HEADER + (TARGET_HEADER if _with_target(stats) else []))
     w.writerows(table_rows(stats))
     return buf.getvalue()
 
 
 def table_markdown(stats: list[ConfigStats]) -> str:
+    target = _with_target(stats)
     head = ["section", "configuration", "batch", "seeds", "final val loss", "averaged model", "diverged", "failed"]
+    head += ["steps to target"] if target else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in stats:
         cells = [c.section, c.label, c.batch_size, len(c.rows), _pm(c.stat("val_loss")), _pm(c.stat("avg_val_loss")),
                  c.count("diverged"), c.count("failed") + c.count("interrupted")]
+        cells += [c.target_cell()] if target else []
         lines.append("| " + " | ".join(str(x).replace("|", "/") for x in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def table_text(stats: list[ConfigStats]) -> list[str]:
     """The terminal table: mean ± std over seeds of the final val loss and the averaged model's."""
-    head = ["configuration", "batch", "seeds", "final val loss", "averaged model", "notes"]
+    target = _with_target(stats)
+    head = ["configuration", "batch", "seeds", "final val loss", "averaged model"]
+    head += ["steps to target", "notes"] if target else ["notes"]
     lines: list[str] = []
     for section in dict.fromkeys(c.section for c in stats):
         body = []
         for c in (c for c in stats if c.section == section):
             notes = ", ".join(f"{c.count(s)} {s}" for s in ("diverged", "failed", "interrupted") if c.count(s))
             body.append([c.label, str(c.batch_size), str(len(c.rows)), _pm(c.stat("val_loss")) or "-",
-                         _pm(c.stat("avg_val_loss")) or "-", notes])
+                         _pm(c.stat("avg_val_loss")) or "-", *([c.target_cell() or "-"] if target else []), notes])
         widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
         lines.append(f"== {section}")
         lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())

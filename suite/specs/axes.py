@@ -29,7 +29,7 @@ from suite.specs.spec import DEFAULT_DIVERGE_FACTOR, RunSpec, resolve_spec
 Point = dict[str, Any]
 Axis = list[Point]
 MAX_SEEDS = 100_000
-SCALAR_KEYS = ("batch_size", "seed", "epochs", "steps", "eval_every", "diverge_factor")
+SCALAR_KEYS = ("batch_size", "seed", "epochs", "steps", "eval_every", "diverge_factor", "target")
 
 
 def split_list(text: str | None) -> list[str]:
@@ -125,6 +125,7 @@ def point_to_spec(registry: Registry, point: Mapping[str, Any]) -> RunSpec:
         steps=None if steps is None else _int(steps, "steps"),
         eval_every=None if point.get("eval_every") is None else _int(point["eval_every"], "eval-every"),
         diverge_factor=_float(point.get("diverge_factor", DEFAULT_DIVERGE_FACTOR), "diverge-factor"),
+        target=None if point.get("target") is None else _float(point["target"], "target"),
     )
 
 

@@ -19,6 +19,7 @@ Schema (every key optional except ``experiments``)::
         epochs: N  |  steps: N                      # the budget: exactly one
         eval_every: N                               # in steps (default: once per epoch)
         diverge_factor: F                           # stop as diverged past F x the initial loss
+        target: X                                   # log steps_to_target: the first step at loss <= X
         params: {family.param: V or [V, ...]}       # hyperparameter axes
         tie:                                        # values that move together instead of crossing
           - {batch_size: [8, 64], optimizer.lr: [0.01, 0.08]}
@@ -45,7 +46,7 @@ from suite.specs.spec import RunSpec
 TOP_KEYS = ("name", "description", "defaults", "experiments")
 EXPERIMENT_KEYS = (
     "description", *FAMILIES, "batch_size", "seeds", "seed", "epochs", "steps", "eval_every",
-    "diverge_factor", "params", "tie",
+    "diverge_factor", "target", "params", "tie",
 )
 TIE_SCALARS = ("batch_size", "seed", "steps", "eval_every")  # a budget may follow the batch size
 
@@ -329,7 +330,7 @@ def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _No
 
     if ("epochs" in body) == ("steps" in body):
         raise ck.fail(node, "give exactly one budget: epochs: N or steps: N (here or under defaults)")
-    for key in ("epochs", "steps", "eval_every", "diverge_factor"):
+    for key in ("epochs", "steps", "eval_every", "diverge_factor", "target"):
         if key in body:
             if isinstance(body[key].value, dict | list | bool) or body[key].value is None:
                 raise ck.fail(body[key], f"expected a number, got {_kind(body[key].value)}")

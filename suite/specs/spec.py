@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -37,6 +38,8 @@ class RunSpec:
     instead: step 0, then every max(1, ⌊g · last evaluated step⌋) steps (at most ``eval_every``
     apart when that is set), so any step is known to within a fraction g. A run whose validation
     loss grows past ``diverge_factor`` times its initial value (or becomes NaN/inf) stops as diverged.
+    ``target`` (optional) is a loss to reach: the run then logs ``steps_to_target``, the first
+    evaluated step at which it did (:mod:`suite.engine.target`); training is the same.
     """
 
     problem: str
@@ -52,13 +55,15 @@ class RunSpec:
     diverge_factor: float = DEFAULT_DIVERGE_FACTOR
     params: tuple[tuple[str, Any], ...] = field(default=())
     eval_growth: float | None = None
+    target: float | None = None
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["params"] = dict(self.params)
-        if d["eval_growth"] is None:  # absent, so the specs of before it was added keep their hash
-            del d["eval_growth"]
+        for key in ("eval_growth", "target"):
+            if d[key] is None:  # absent, so the specs of before they were added keep their hash
+                del d[key]
         return d
 
     @classmethod
@@ -119,6 +124,8 @@ class RunSpec:
         out["eval_every"] = self.eval_every if self.eval_every is not None else "epoch"
         if self.eval_growth is not None:
             out["eval_growth"] = self.eval_growth
+        if self.target is not None:
+            out["target"] = self.target
         out["diverge_factor"] = self.diverge_factor
         out.update(dict(self.params))
         return out
@@ -168,6 +175,7 @@ def resolve_spec(
     eval_every: int | None = None,
     diverge_factor: float = DEFAULT_DIVERGE_FACTOR,
     eval_growth: float | None = None,
+    target: float | None = None,
 ) -> RunSpec:
     """Build a validated RunSpec from component names and ``family.param`` overrides.
 
@@ -198,6 +206,8 @@ def resolve_spec(
         raise SpecError(f"--batch-size={batch_size} is out of range: must be at least 1")
     if eval_growth is not None and not 0 < eval_growth < 1e6:
         raise SpecError(f"eval growth {eval_growth} is out of range: must be > 0")
+    if target is not None and not math.isfinite(target):
+        raise SpecError(f"--target {target} is out of range: must be a finite number (a loss to reach)")
     if not 1 < diverge_factor < float("inf"):
         raise SpecError(f"--diverge-factor: diverge factor {diverge_factor} is out of range: must be > 1 and finite")
     return RunSpec(
@@ -209,5 +219,6 @@ def resolve_spec(
         diverge_factor=float(diverge_factor),
         params=tuple(sorted(params.items())),
         eval_growth=None if eval_growth is None else float(eval_growth),
+        target=None if target is None else float(target),
         **comps,
     )

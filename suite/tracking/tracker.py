@@ -16,6 +16,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 import suite
+from suite.engine.target import steps_to_target
 from suite.errors import SuiteError
 from suite.exec.phases import CLOCK
 from suite.registry import FAMILIES, Registry
@@ -206,7 +207,7 @@ class Tracker:
         tags.append(RunTag(TAG_ENGINE, result.engine))
         if result.stack:
             tags.append(RunTag(TAG_STACK, result.stack))
-        self._pending.setdefault(run_id, []).extend(best_metrics(result.history))
+        self._pending.setdefault(run_id, []).extend(best_metrics(result.history, spec.target))
         self.flush(run_id, tags)
         self._flushed.pop(run_id, None)
         self.client.set_terminated(run_id, MLFLOW_STATUS[result.status])
@@ -327,11 +328,14 @@ def _not_zombie(pid: int) -> bool:
         return True
 
 
-def best_metrics(history: Sequence[tuple[int, Mapping[str, float]]]) -> list[Metric]:
+def best_metrics(history: Sequence[tuple[int, Mapping[str, float]]], target: float | None = None) -> list[Metric]:
     """``best_val_loss`` (and ``best_avg_val_loss``): the lowest value over the run, logged at the
-    step it was reached, beside the last value MLflow shows as ``val_loss``."""
+    step it was reached, beside the last value MLflow shows as ``val_loss``; with a ``target``,
+    ``steps_to_target`` (and ``avg_steps_to_target``, see :mod:`suite.engine.target`)."""
     ts = int(time.time() * 1000)
     out = []
+    if target is not None:
+        out += [Metric(k, float(v), ts, v) for k, v in steps_to_target(history, target).items()]
     for key in ("val_loss", "avg_val_loss"):
         points = [(m[key], step) for step, m in history if key in m and _finite(m[key])]
         if points:

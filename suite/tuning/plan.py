@@ -30,6 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from suite.engine.loop import RunResult, StopRun, divergence
+from suite.engine.target import watched_key
 from suite.errors import SpecError, SuiteError, TrialFailed, TuneError
 from suite.params import Space
 from suite.registry import FAMILIES, Registry
@@ -209,10 +210,8 @@ class Objective:
         if self.metric is not None:
             return float(metrics.get(self.metric, math.nan))
         averaged = "avg_val_loss" in metrics
-        if self.stops_at_target:
-            key = "theory_avg_risk" if averaged else "theory_risk"
-            if key in metrics:
-                return float(metrics[key])
+        if self.stops_at_target:  # the expected risk where the problem knows it
+            return float(metrics[watched_key(metrics, averaged) or "val_loss"])
         return float(metrics["avg_val_loss"] if averaged else metrics["val_loss"])
 
     def reached(self, history: History) -> bool:
