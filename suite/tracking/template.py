@@ -48,7 +48,7 @@ def seed_new_store(uri: str) -> bool:
             os.link(tmp, path)  # atomic, and fails if the store appeared meanwhile
         finally:
             tmp.unlink(missing_ok=True)
-    except OSError:
+    except (OSError, sqlite3.Error):  # the template could not be made or copied: MLflow makes the store
         return False
     return True
 
