@@ -58,8 +58,9 @@ def test_grid_of_16_runs_under_one_parent(cli, mlflow_client):
     assert len(children(mlflow_client, "linreg")) == 16
 
 
+# stacks of 2: a stack's runs are written together when it ends, so 4 stacks finish at different times
 GRID = ["run", "--lr", "0.01,0.02", "--momentum", "0,0.5", "--batch-size", "4", "--seeds", "2", "--epochs", "4",
-        "--device", "cpu", "--workers", "2", "--experiment", "killed"]
+        "--device", "cpu", "--workers", "2", "--stack-size", "2", "--experiment", "killed"]
 
 
 def test_kill_9_mid_grid_then_rerun_finishes_with_one_completed_run_per_spec(workdir, mlflow_client):

@@ -155,25 +155,28 @@ def _run_grid(
     progress.begin()
     handler = None
     try:
-        deferred = todo
-        while deferred:
-            handler = _GridHandler(deferred, tracker, registry, out, section_of, progress, claims, force)
-            handler.varying = varying
-            with CLOCK.phase("building"):
-                units = plan_units(deferred, registry, engine=engine, stack_size=stack_size,
-                                   device=devices[0] if devices else "cpu", workers=len(devices))
-            with CLOCK.phase("training"):
-                Pool(devices, train_unit, adaptive=adaptive).run(_ClaimedUnits(handler, units, engine), handler)
-            deferred = handler.await_others()
-    except BaseException as exc:  # Ctrl-C, SIGTERM, or the store/workers failing: leave nothing RUNNING
-        status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
-        reason = ("interrupted by a signal (Ctrl-C or SIGTERM)" if status == INTERRUPTED
-                  else f"the grid stopped: {type(exc).__name__}: {exc}")
-        for run_id in (handler.in_flight.values() if handler else ()):
-            _quietly(tracker.mark, run_id, status, reason)
-        if out.parent_run_id:
-            _quietly(tracker.mark, out.parent_run_id, status, reason)
-        raise
+        with tracker.batched():  # a unit's runs are written together when it ends (one transaction)
+            try:
+                deferred = todo
+                while deferred:
+                    handler = _GridHandler(deferred, tracker, registry, out, section_of, progress, claims, force)
+                    handler.varying = varying
+                    with CLOCK.phase("building"):
+                        units = plan_units(deferred, registry, engine=engine, stack_size=stack_size,
+                                           device=devices[0] if devices else "cpu", workers=len(devices))
+                    with CLOCK.phase("training"):
+                        Pool(devices, train_unit, adaptive=adaptive).run(_ClaimedUnits(handler, units, engine),
+                                                                         handler)
+                    deferred = handler.await_others()
+            except BaseException as exc:  # Ctrl-C, SIGTERM, or the store/workers failing: leave nothing RUNNING
+                status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
+                reason = ("interrupted by a signal (Ctrl-C or SIGTERM)" if status == INTERRUPTED
+                          else f"the grid stopped: {type(exc).__name__}: {exc}")
+                for run_id in (handler.in_flight.values() if handler else ()):
+                    _quietly(tracker.mark, run_id, status, reason)
+                if out.parent_run_id:
+                    _quietly(tracker.mark, out.parent_run_id, status, reason)
+                raise
     finally:
         claims.release_all()
         progress.end()
@@ -221,6 +224,8 @@ class _GridHandler:
         self.run_ids: dict[int, str] = {}  # spec index -> MLflow run id
         self.in_flight: dict[int, str] = {}  # spec index -> run id, started and not finished
         self.others: list[int] = []  # spec indices another invocation holds
+        self.finished: list[str] = []  # hashes of runs finished since the last write
+        self.unwritten_starts = False
 
     def claim(self, index: int) -> bool:
         """Claim spec ``index`` for this invocation: False if another invocation holds it (it is
@@ -276,20 +281,33 @@ class _GridHandler:
         if fig is not None:
             tables.close(fig)
         self.out.results[result.spec.hash] = result
-        self.claims.release(result.spec.hash)  # its result is in MLflow: others may look it up
+        self.finished.append(result.spec.hash)
         self.progress.update(result.spec.name, result.status)
+
+    def _settle(self) -> None:
+        """Write the finished runs (see :meth:`Tracker.batched`), then release their claims: their
+        results are in MLflow, where other invocations may look them up."""
+        self.tracker.commit()
+        for spec_hash in self.finished:
+            self.claims.release(spec_hash)
+        self.finished.clear()
 
     def on_event(self, tid: int, device: str, kind: str, args: tuple) -> None:
         if kind == "start":
             self._start(args[0], device)
-        elif kind == "eval":
+            self.unwritten_starts = True
+            return
+        if self.unwritten_starts:  # a unit's runs appear in MLflow, RUNNING, once they have all started
+            self.unwritten_starts = False
+            self.tracker.commit()
+        if kind == "eval":
             index, step, metrics = args
             self.tracker.log_metrics(self.run_ids[index], step, metrics)
         elif kind == "done":
             self._done(*args)
 
     def on_done(self, tid: int, result: Any) -> None:
-        pass  # every spec of the unit has reported itself done
+        self._settle()  # every spec of the unit has reported itself done
 
     def on_lost(self, tid: int, device: str, why: str) -> None:
         from suite.engine.loop import RunResult
@@ -298,6 +316,7 @@ class _GridHandler:
             spec = self.todo[index]
             if spec.hash not in self.out.results:
                 self._done(index, RunResult(spec=spec, status=FAILED, reason=why, error=why, device=device))
+        self._settle()
 
 
 def grid_axes(sections: Sections) -> dict[str, str]:

@@ -80,7 +80,9 @@ class RunSpec:
         return cls.from_dict(json.loads(text))
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump({"spec_hash": self.hash, **self.to_dict()}, sort_keys=False)
+        # libyaml's dumper where PyYAML has it (the same text, 20x faster: one per run)
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+        return yaml.dump({"spec_hash": self.hash, **self.to_dict()}, Dumper=dumper, sort_keys=False)
 
     @property
     def hash(self) -> str:

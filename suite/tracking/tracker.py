@@ -5,10 +5,13 @@ MLflow's own default (``sqlite:///mlflow.db`` in the working directory)."""
 from __future__ import annotations
 
 import functools
+import io
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from mlflow import MlflowClient
@@ -23,6 +26,7 @@ from suite.registry import FAMILIES, Registry
 from suite.specs import naming
 from suite.specs.spec import RunSpec
 from suite.stores import check_tracking_uri, resolve_tracking_uri, store_lock
+from suite.tracking.bulk import PendingRun, SqlBulk, dict_text
 from suite.tracking.template import seed_new_store
 from suite.vocab import (
     DONE_STATUSES,
@@ -77,7 +81,10 @@ class Tracker:
 
     Few round trips: a run is created with its tags, then its params in one batch; its
     evaluations are buffered and written in batches (at its end, with its final tags, or when
-    :data:`FLUSH_EVERY_S` has passed), so the metric history is the same, in fewer calls."""
+    :data:`FLUSH_EVERY_S` has passed), so the metric history is the same, in fewer calls.
+
+    Fewer still inside :meth:`batched` on an MLflow SQL store: every write is queued and
+    :meth:`commit` writes all the queued runs in one transaction (:mod:`suite.tracking.bulk`)."""
 
     @tracking
     def __init__(self, experiment: str, tracking_uri: str | None = None, *, create: bool = True) -> None:
@@ -87,6 +94,9 @@ class Tracker:
         self.experiment_name = experiment
         self._pending: dict[str, list[Metric]] = {}  # run id -> metrics not written yet
         self._flushed: dict[str, float] = {}  # run id -> when its buffer was last written
+        self._queue: dict[str, PendingRun] | None = None  # inside batched(): run id -> its queued writes
+        self._bulk: SqlBulk | None = None
+        self._committed = time.monotonic()
         try:
             with store_lock(self.tracking_uri):  # several processes' first use of a fresh store take turns
                 seed_new_store(self.tracking_uri)  # a new sqlite store: a copy of an empty migrated one
@@ -160,9 +170,14 @@ class Tracker:
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         all_tags.update(tags or {})
-        run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
-        run_id = run.info.run_id
+        text_tags = {k: str(v) for k, v in all_tags.items()}
         params = [Param(k, _param_text(v)) for k, v in spec.flat_params().items()]
+        if self._queue is not None:
+            run_id = uuid.uuid4().hex
+            self._queue[run_id] = PendingRun(run_id, create=True, name=text_tags[MLFLOW_RUN_NAME],
+                                             start_time=int(time.time() * 1000), create_tags=text_tags, params=params)
+            return run_id
+        run_id = self.client.create_run(self.experiment_id, tags=text_tags).info.run_id
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i : i + 100])
         return run_id
@@ -173,6 +188,10 @@ class Tracker:
         ts = int(time.time() * 1000)
         pending = self._pending.setdefault(run_id, [])
         pending += [Metric(k, float(v), ts, step) for k, v in metrics.items() if _finite_or_nan(v)]
+        if self._queue is not None:
+            if time.monotonic() - self._committed >= FLUSH_EVERY_S:
+                self.commit()
+            return
         last = self._flushed.setdefault(run_id, time.monotonic())
         if len(pending) >= MAX_METRICS_PER_BATCH or time.monotonic() - last >= FLUSH_EVERY_S:
             self.flush(run_id)
@@ -184,6 +203,11 @@ class Tracker:
         metrics = self._pending.pop(run_id, [])
         self._flushed[run_id] = time.monotonic()
         tags = list(tags or [])
+        if self._queue is not None:
+            queued = self._queued(run_id)
+            queued.metrics += metrics
+            queued.tags.update((t.key, t.value) for t in tags)
+            return
         while metrics or tags:
             room = MAX_METRICS_PER_BATCH - len(tags)
             self.client.log_batch(run_id, metrics=metrics[:room], tags=tags)
@@ -194,12 +218,16 @@ class Tracker:
         """Log a finished run's artifacts (with ``figure``, a matplotlib figure of its curves,
         as ``curves.png``), its buffered metrics, and mark it with its status."""
         spec: RunSpec = result.spec
-        self.client.log_text(run_id, spec.to_yaml(), "spec.yaml")
+        self._artifact(run_id, "spec.yaml", spec.to_yaml())
         if result.final_params:
-            self.client.log_dict(run_id, result.final_params, "final_params.json")
+            self._artifact(run_id, "final_params.json", dict_text(result.final_params))
         if result.traceback:
-            self.client.log_text(run_id, result.traceback, "traceback.txt")
-        if figure is not None:
+            self._artifact(run_id, "traceback.txt", result.traceback)
+        if figure is not None and self._queue is not None:
+            png = io.BytesIO()
+            figure.savefig(png, format="png")
+            self._queued(run_id).artifacts["curves.png"] = png.getvalue()
+        elif figure is not None:
             self.client.log_figure(run_id, figure, "curves.png")
         tags = [RunTag(TAG_STATUS, result.status), RunTag(TAG_SECONDS, f"{result.seconds:.3f}")]
         if result.reason:
@@ -210,7 +238,7 @@ class Tracker:
         self._pending.setdefault(run_id, []).extend(best_metrics(result.history, spec.target))
         self.flush(run_id, tags)
         self._flushed.pop(run_id, None)
-        self.client.set_terminated(run_id, MLFLOW_STATUS[result.status])
+        self._terminate(run_id, MLFLOW_STATUS[result.status])
 
     @tracking
     def mark(self, run_id: str, status: str, reason: str = "") -> None:
@@ -219,7 +247,66 @@ class Tracker:
         tags = [RunTag(TAG_STATUS, status)] + ([RunTag(TAG_REASON, reason[:4000])] if reason else [])
         self.flush(run_id, tags)
         self._flushed.pop(run_id, None)
-        self.client.set_terminated(run_id, MLFLOW_STATUS[status])
+        self._terminate(run_id, MLFLOW_STATUS[status])
+
+    def _artifact(self, run_id: str, name: str, content: str) -> None:
+        if self._queue is not None:
+            self._queued(run_id).artifacts[name] = content
+        else:
+            self.client.log_text(run_id, content, name)
+
+    def _terminate(self, run_id: str, status: str) -> None:
+        if self._queue is not None:
+            queued = self._queued(run_id)
+            queued.status, queued.end_time = status, int(time.time() * 1000)
+        else:
+            self.client.set_terminated(run_id, status)
+
+    # -- batched writes (one transaction for many runs) ------------------------------------
+    def _queued(self, run_id: str) -> PendingRun:
+        assert self._queue is not None
+        return self._queue.setdefault(run_id, PendingRun(run_id))
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Queue every run write made inside, to be written by :meth:`commit` (by the caller at
+        safe points, here when :data:`FLUSH_EVERY_S` has passed, before any read of the store, and
+        on the way out, an exception included). Only on an MLflow SQL store; elsewhere (a
+        tracking server) the writes are made as they come."""
+        if self._queue is not None:
+            yield
+            return
+        if self._bulk is None:
+            self._bulk = SqlBulk.for_client(self.client, self.experiment_id)
+        if self._bulk is None:
+            yield
+            return
+        self._queue, self._committed = {}, time.monotonic()
+        try:
+            yield
+        except BaseException:
+            try:
+                self.commit()  # what finished before the failure stays recorded
+            except Exception:  # noqa: BLE001 - the original failure is the one to report
+                pass
+            raise
+        else:
+            self.commit()
+        finally:
+            self._queue = None
+
+    @tracking
+    def commit(self) -> None:
+        """Write everything queued inside :meth:`batched` in one transaction (a no-op outside)."""
+        if self._queue is None:
+            return
+        for run_id, metrics in self._pending.items():
+            self._queued(run_id).metrics += metrics
+        self._pending.clear()
+        queued, self._queue = list(self._queue.values()), {}
+        assert self._bulk is not None
+        self._bulk.write(self.client, queued)
+        self._committed = time.monotonic()
 
     @tracking
     def log_phases(self, run_id: str, seconds: Mapping[str, float]) -> None:
@@ -242,6 +329,7 @@ class Tracker:
     @tracking
     def search(self, filter_string: str = "") -> list[Any]:
         """Every run of the experiment matching ``filter_string`` (all pages)."""
+        self.commit()
         runs: list[Any] = []
         token = None
         while True:
