@@ -67,6 +67,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("run-diverge-factor-inf", [*RUN, "--diverge-factor", "inf"], "diverge"),
     ("run-diverge-factor-negative", [*RUN, "--diverge-factor", "-2"], "diverge"),
     ("run-target-nan", [*RUN, "--target", "nan"], "--target"),
+    ("run-metric-direction", [*RUN, "--metric", "val_acc:up"], "--metric"),
+    ("run-metric-empty", [*RUN, "--metric", ":max"], "--metric"),
     ("run-target-inf", [*RUN, "--target", "inf"], "--target"),
     ("run-target-text", [*RUN, "--target", "low"], "--target"),
     # -- --set in every malformed shape
@@ -216,6 +218,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("list-unknown-flag", ["list", "--all"], "--all"),
     ("report-unknown-experiment", ["report", "nosuch", "--no-log"], "nosuch"),
     ("report-out-is-a-file", ["report", "nosuch", "--out", "/dev/null"], "--out"),
+    ("report-metric-direction", ["report", "nosuch", "--metric", "val_loss:lower"], "--metric"),
     # -- the command itself
     ("command-unknown", ["runn"], "runn"),
 ]

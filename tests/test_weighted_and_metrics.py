@@ -132,3 +132,34 @@ def test_tune_maximises_val_acc(cli, workdir):
     assert len(values) >= 2 and all(0 <= v <= 1 for v in values)
     assert best_trial(study).value == max(values)
     assert "final val acc" in out
+
+
+# -- summaries and reports on any metric ------------------------------------------------------
+def _best_label(output: str) -> str:
+    """The configuration a summary line names best ("…: LABEL (…)" or "…best mean LABEL (…)")."""
+    line = next(x for x in output.splitlines() if "batch 16:" in x)
+    return line.split("best mean ")[-1].split("batch 16: ")[-1].split(" (")[0]
+
+
+def test_a_grid_summary_and_the_report_compare_by_any_metric_with_a_direction(cli, workdir):
+    grid = ["run", "--problem", "logistic", "--optimizer", "sgd", "--lr", "0.001,1.0", "--batch-size", "16",
+            "--seeds", "3", "--epochs", "3", "--experiment", "acc"]
+    by_acc = cli(*grid, "--metric", "val_acc:max").output
+    assert "final val_acc" in by_acc  # the compared metric gets its own columns
+    assert _best_label(by_acc) == "lr=1.0"  # the higher accuracy
+    worst = cli(*grid, "--metric", "val_acc:min").output  # the same runs (skipped), compared the other way
+    assert "6 done before" in worst and _best_label(worst) == "lr=0.001"
+
+    cli("report", "acc", "--metric", "val_acc:max", "--out", workdir / "rep")
+    md = (workdir / "rep" / "report.md").read_text()
+    assert "final val_acc (mean ± sd)" in md and "in val_acc (higher is better)" in md
+    line = next(x for x in md.splitlines() if "batch 16:" in x)
+    assert "lr=0.001 − lr=1.0 in val_acc" in line  # lr=1.0 is the best, the other is measured against it
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_a_bad_metric_is_refused_with_exit_2(cli, workdir, command):
+    args = ["run", "--problem", "logistic", "--epochs", "1"] if command == "run" else ["report", "acc"]
+    result = cli(*args, "--metric", "val_acc:up", ok=False)
+    assert result.exit_code == 2
+    assert "expected METRIC[:min|max]" in result.output and len(result.output.strip().splitlines()) == 1

@@ -11,6 +11,7 @@ from typing import Any
 
 from suite.errors import SpecError
 from suite.registry import Registry
+from suite.report.score import Score
 from suite.specs import axes, benchfile
 from suite.specs.spec import DEFAULT_COMPONENTS, DEFAULT_DIVERGE_FACTOR, RunSpec, parse_assignment
 from suite.stores import check_name
@@ -35,6 +36,7 @@ class RunPlan:
     benchmark: Path | None = None
     where: dict[str, str] = field(default_factory=dict)  # section -> "FILE:LINE" for errors
     command: str | None = None  # how it was asked for (the command line): a param of the parent run
+    by: Score = field(default_factory=Score)  # what the summary compares configurations by (--metric)
 
     @property
     def parent_params(self) -> dict[str, str]:
@@ -187,7 +189,7 @@ def run_local(plan: RunPlan, registry: Registry, devices: Sequence[str], *, trac
     tracker = Tracker(plan.experiment, tracking_uri)
     out = run_grid(plan.sections, tracker, registry, devices, name=plan.run_name, force=force, quiet=quiet,
                    parent=plan.wants_parent, parent_tags=plan.parent_tags, parent_params=plan.parent_params,
-                   engine=engine, stack_size=stack_size, adaptive=adaptive)
+                   engine=engine, stack_size=stack_size, adaptive=adaptive, by=plan.by)
     return out, tracker
 
 
@@ -239,7 +241,7 @@ def run_shared(plan: RunPlan, devices: Sequence[str], *, storage: str | None, tr
     out = GridOutcome(specs=list(specs), skipped={s.hash: done[s.hash] for s in specs if s.hash in done},
                       parent_run_id=parent)
     out.rows = collect_rows(plan.sections, out, tracker)
-    out.stats = tables.config_stats(out.rows)
+    out.stats = tables.config_stats(out.rows, plan.by)
     out.view = ui.share_view(tracker.client, tracker.experiment_id, axes.varying_keys(specs))
     shared.missing = [s for s in specs if s.hash not in done]
     if parent:

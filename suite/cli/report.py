@@ -16,13 +16,19 @@ import click
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for report.html and report.md (default: ./reports/EXPERIMENT/).")
 @click.option("--no-log", is_flag=True, help="Do not log the report on the experiment's grid parent run.")
-def report(target, tracking_uri, experiment, out_dir, no_log) -> None:
+@click.option("--metric", default=None, metavar="METRIC[:min|max]",
+              help="What the paired comparisons compare: any final metric the runs log and which way is better "
+                   "(default val_loss:min; e.g. val_acc:max).")
+def report(target, tracking_uri, experiment, out_dir, no_log, metric) -> None:
     """Write the report of TARGET: an MLflow experiment name, or a benchmark file (its runs).
 
     The report (self-contained HTML plus Markdown) holds the lecture's claims with verdicts
     computed from the runs, paired comparisons over seeds, and the figures; it is also logged on
     the experiment's latest grid parent run (artifacts under report/)."""
     from suite.errors import SuiteError
+    from suite.report.score import Score
+
+    by = Score.parse(metric)
     from suite.report.build import write_report
 
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
@@ -38,5 +44,5 @@ def report(target, tracking_uri, experiment, out_dir, no_log) -> None:
     else:
         exp = experiment or target
     out = out_dir or Path("reports") / exp
-    page = write_report(exp, tracking_uri, out, benchmark=benchmark, log=not no_log)
+    page = write_report(exp, tracking_uri, out, benchmark=benchmark, log=not no_log, by=by)
     click.echo(f"report: {page}")

@@ -11,6 +11,7 @@ import click
 from suite.cli.common import command_line, format_option, storage_options, tracking_options
 from suite.errors import SpecError
 from suite.registry import get_registry
+from suite.report.score import Score
 from suite.specs import axes
 from suite.specs.spec import DEFAULT_DIVERGE_FACTOR
 from suite.vocab import TAG_STATUS
@@ -42,6 +43,10 @@ LIST = "Comma list = a grid axis."
 @click.option("--target", type=float, default=None, metavar="X",
               help="A loss to reach: each run logs steps_to_target, the first evaluated step at which its "
                    "expected risk (nqm) or else val loss was <= X (and avg_steps_to_target for an averaged model).")
+@click.option("--metric", default=None, metavar="METRIC[:min|max]",
+              help="What the summary compares configurations by: any final metric the runs log and which way is "
+                   "better (default val_loss:min; e.g. val_acc:max); the better of the model's and its averaged "
+                   "model's (avg_METRIC).")
 @click.option("--engine", type=click.Choice(["auto", "stacked", "loop"]), default="auto", show_default=True,
               help="stacked: train compatible configurations as one batched model; loop: one at a time; "
                    "auto: stack what can be stacked.")
@@ -56,8 +61,8 @@ LIST = "Comma list = a grid axis."
 @click.option("--submit-only", is_flag=True,
               help="With --storage: enqueue the grid and exit; `suite worker` processes run it.")
 def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averager, batch_size, epochs, steps,
-        eval_every, seed, seeds, lr, momentum, weight_decay, sets, diverge_factor, target, engine, stack_size, force,
-        dry_run,
+        eval_every, seed, seeds, lr, momentum, weight_decay, sets, diverge_factor, target, metric, engine, stack_size,
+        force, dry_run,
         experiment, tracking_uri, device, workers, quiet, storage, heartbeat, grace, study, submit_only) -> None:
     """Run a configuration, a grid (comma lists, --seeds) or a BENCHMARK file, and log to MLflow.
 
@@ -73,6 +78,7 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
     share it, each run done exactly once."""
     from suite.api import runs
 
+    by = Score.parse(metric)  # a bad --metric exits 2 before anything is loaded
     registry = get_registry()
     flags = dict(problem=problem, sampler=sampler, optimizer=optimizer, scheduler=scheduler, averager=averager,
                  batch_size=batch_size, epochs=epochs, steps=steps, eval_every=eval_every, seed=seed, seeds=seeds,
@@ -90,6 +96,7 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
     else:
         plan = runs.plan_flags(registry, flags, sets, experiment)
     plan.command = command_line(click.get_current_context())
+    plan.by = by
     from suite.exec import phases
 
     phases.import_engine()  # torch and the engine, timed: what a worker process would pay to start

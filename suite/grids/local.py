@@ -26,6 +26,7 @@ from suite.grids.units import UnitTask, train_unit
 from suite.progress import Progress
 from suite.registry import Registry
 from suite.report import tables
+from suite.report.score import Score
 from suite.specs.axes import varying_keys
 from suite.specs.spec import RunSpec
 from suite.tracking import ui
@@ -123,11 +124,13 @@ def _run_grid(
     engine: str = "auto",
     stack_size: int | None = None,
     adaptive: bool = False,
+    by: Score | None = None,
 ) -> GridOutcome:
     """Run every distinct spec of ``sections`` not done yet; return what happened.
 
     ``adaptive``: the pool runs units in this process while that is measured to be cheaper than
     starting worker processes (``suite run`` without ``--workers``; see :class:`suite.exec.pool.Pool`).
+    ``by``: what the summary compares configurations by (default: the final val loss).
 
     ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :mod:`suite.exec.signals`)
     marks the runs in flight and the parent run as interrupted, then propagates.
@@ -183,7 +186,7 @@ def _run_grid(
 
     with CLOCK.phase("reporting"):
         out.rows = collect_rows(sections, out, tracker)
-        out.stats = tables.config_stats(out.rows)
+        out.stats = tables.config_stats(out.rows, by)
         if out.parent_run_id:
             log_summary(tracker, out)
     return out
@@ -353,18 +356,21 @@ def collect_rows(sections: Sections, out: GridOutcome, tracker: Tracker) -> list
                 final = result.final
                 curve = [(s, m["val_loss"]) for s, m in result.history if "val_loss" in m]
                 reached = steps_to_target(result.history, spec.target) if spec.target is not None else {}
-                rows.append(tables.Row(sec, spec, result.status, _num(final.get("val_loss")),
-                                       _num(final.get("avg_val_loss")), result.reason, out.run_ids.get(spec.hash, ""),
-                                       curve, reached.get("steps_to_target")))
+                rows.append(tables.Row(sec, spec, result.status, val_loss=_num(final.get("val_loss")),
+                                       avg_val_loss=_num(final.get("avg_val_loss")), reason=result.reason,
+                                       run_id=out.run_ids.get(spec.hash, ""), curve=curve,
+                                       steps_to_target=reached.get("steps_to_target"), final=dict(final)))
                 continue
             run = out.skipped.get(spec.hash)
             if run is None:
                 continue
             m = run.data.metrics
             hist = tracker.client.get_metric_history(run.info.run_id, "val_loss")
-            rows.append(tables.Row(sec, spec, run.data.tags.get(TAG_STATUS, "unknown"), _num(m.get("val_loss")),
-                                   _num(m.get("avg_val_loss")), run.data.tags.get(TAG_REASON, ""),
-                                   run.info.run_id, [(h.step, h.value) for h in hist], _num(m.get("steps_to_target"))))
+            rows.append(tables.Row(sec, spec, run.data.tags.get(TAG_STATUS, "unknown"),
+                                   val_loss=_num(m.get("val_loss")), avg_val_loss=_num(m.get("avg_val_loss")),
+                                   reason=run.data.tags.get(TAG_REASON, ""),
+                                   run_id=run.info.run_id, curve=[(h.step, h.value) for h in hist],
+                                   steps_to_target=_num(m.get("steps_to_target")), final=dict(m)))
     return rows
 
 

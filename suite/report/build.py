@@ -13,15 +13,17 @@ from suite.report import claims, figures, scaling
 from suite.report.document import Document
 from suite.report.optimum import optimum_loss
 from suite.report.reader import RunRecord, Runs
+from suite.report.score import Score
 from suite.report.stats import mean_interval, paired_difference
 
 STATUS_ORDER = ("completed", "diverged", "stopped", "failed", "interrupted")
 CONFIG_DROP = ("seed",)
 
 
-def build(runs: Runs, descriptions: dict[str, str] | None = None) -> Document:
-    """The whole report as a :class:`Document`."""
-    descriptions = descriptions or {}
+def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | None = None) -> Document:
+    """The whole report as a :class:`Document`; ``by``: what each section's paired comparisons
+    compare (default: the final val loss, lower is better)."""
+    descriptions, by = descriptions or {}, by or Score()
     doc = Document(f"sgd-suite report: {runs.experiment}")
     counts: dict[str, int] = {}
     for r in runs.records:
@@ -53,7 +55,7 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None) -> Document:
     for section in runs.sections:
         if section.startswith(scaling.SCALING_PREFIX):
             continue
-        _section(doc, runs, section, descriptions.get(section, ""))
+        _section(doc, runs, section, descriptions.get(section, ""), by)
     return doc
 
 
@@ -94,7 +96,7 @@ def _pm(values: list[float]) -> str:
     return f"{est.mean:.4g} ± {sd:.2g}"
 
 
-def _section(doc: Document, runs: Runs, section: str, description: str) -> None:
+def _section(doc: Document, runs: Runs, section: str, description: str, by: Score) -> None:
     records = runs.section(section)
     doc.heading(section)
     if description:
@@ -112,15 +114,18 @@ def _section(doc: Document, runs: Runs, section: str, description: str) -> None:
         dist = [r.final["dist_to_opt"] for r in done if "dist_to_opt" in r.final]
         table.append([figures.config_label(r0, varying), r0.batch_size, len(cfg_records),
                       sum(r.status == "diverged" for r in cfg_records), _pm(val), _pm(avg), _pm(excess), _pm(dist)])
+        if by.metric != "val_loss":
+            table[-1] += [_pm([r.final[k] for r in done if k in r.final]) for k in (by.metric, by.averaged)]
+    other = [f"final {by.metric} (mean ± sd)", f"averaged {by.metric}"] if by.metric != "val_loss" else []
     doc.table(["configuration", "batch", "seeds", "diverged", "final val loss (mean ± sd)", "averaged model",
-               "excess over the optimum's loss", "distance to optimum"], table)
-    doc.bullets(_comparison_lines(records, varying))
+               "excess over the optimum's loss", "distance to optimum", *other], table)
+    doc.bullets(_comparison_lines(records, varying, by))
     doc.figure(figures.curves_figure(runs, records, section), f"curves_{section}",
                f"{section}: loss against steps (mean over seeds, min–max band; averaged model dashed)")
 
 
-def _comparison_lines(records: Sequence[RunRecord], varying: list[str]) -> list[str]:
-    """Per batch size: the best configuration paired on seeds against each other one."""
+def _comparison_lines(records: Sequence[RunRecord], varying: list[str], by: Score) -> list[str]:
+    """Per batch size: the best configuration by ``by`` paired on seeds against each other one."""
     lines = []
     for b in sorted({r.batch_size for r in records}):
         groups = [g for g in _configs([r for r in records if r.batch_size == b]).values()]
@@ -128,7 +133,7 @@ def _comparison_lines(records: Sequence[RunRecord], varying: list[str]) -> list[
             continue
         scored = []
         for g in groups:
-            vals = {r.seed: _score(r) for r in g}
+            vals = {r.seed: by.of_run(r.final, r.status) for r in g}
             finite = [v for v in vals.values() if math.isfinite(v)]
             if finite:
                 scored.append((sum(finite) / len(finite), g, vals))
@@ -141,23 +146,17 @@ def _comparison_lines(records: Sequence[RunRecord], varying: list[str]) -> list[
         best_diverged = any(math.isinf(v) for v in best_vals.values())
         winner = not best_diverged and all(d.n >= 2 and d.low > 0 for _, d in diffs)
         other, d = diffs[0]
-        detail = f"{other} − {label}: {d.text('.3g', signed=True)} (paired over {d.n} seeds)"
+        what = "" if by.metric == "val_loss" else f" in {by.label}"
+        detail = f"{other} − {label}{what}: {d.text('.3g', signed=True)} (paired over {d.n} seeds)"
         lines.append(f"batch {b}: " + (f"winner {label}; next best {detail}" if winner
                                         else f"no significant difference between {label} and {other}: {detail}"))
     return lines
 
 
-def _score(r: RunRecord) -> float:
-    """A run's final loss: the better of its own and its averaged model's (inf if diverged)."""
-    if r.status == "diverged":
-        return math.inf
-    vals = [r.final[k] for k in ("val_loss", "avg_val_loss") if k in r.final and math.isfinite(r.final[k])]
-    return min(vals) if vals else math.nan
-
-
-def write(runs: Runs, out_dir: Path, descriptions: dict[str, str] | None = None) -> tuple[Path, Path]:
+def write(runs: Runs, out_dir: Path, descriptions: dict[str, str] | None = None,
+          by: Score | None = None) -> tuple[Path, Path]:
     """Build the report and write report.html + report.md into ``out_dir``."""
-    return build(runs, descriptions).write(out_dir)
+    return build(runs, descriptions, by).write(out_dir)
 
 
 def log_on_parent(runs: Runs, out_dir: Path) -> str | None:
@@ -172,14 +171,14 @@ def log_on_parent(runs: Runs, out_dir: Path) -> str | None:
 
 
 def write_report(experiment: str, tracking_uri: str | None, out_dir: str | Path, *,
-                 benchmark: str | Path | None = None, log: bool = True) -> Path:
+                 benchmark: str | Path | None = None, log: bool = True, by: Score | None = None) -> Path:
     """Write ``report.html`` and ``report.md`` for MLflow experiment ``experiment`` into
     ``out_dir`` and return the HTML's path; with ``log``, also log them as artifacts
     (``report/``) on the experiment's latest grid parent run.
 
     ``benchmark`` (a benchmark file) restricts the report to that file's runs and sections and
-    adds their descriptions. Raises :class:`suite.errors.SuiteError` for an unknown or empty
-    experiment."""
+    adds their descriptions; ``by``: what the paired comparisons compare. Raises
+    :class:`suite.errors.SuiteError` for an unknown or empty experiment."""
     from suite.report.reader import read_runs
 
     sections, descriptions = None, None
@@ -192,7 +191,7 @@ def write_report(experiment: str, tracking_uri: str | None, out_dir: str | Path,
         descriptions = {s.name: s.description for s in bench.sections}
     runs = read_runs(experiment, tracking_uri, sections=sections)
     out = Path(out_dir)
-    page, _ = write(runs, out, descriptions)
+    page, _ = write(runs, out, descriptions, by)
     if log:
         log_on_parent(runs, out)
     return page

@@ -11,6 +11,8 @@ from typing import Any
 
 import matplotlib
 
+from suite.report.score import Score
+
 if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend; elsewhere no display is needed
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -91,6 +93,7 @@ class Row:
     run_id: str = ""
     curve: list[tuple[int, float]] = field(default_factory=list)
     steps_to_target: float | None = None  # with a target (spec.target): the first step at it; None if not reached
+    final: dict[str, float] = field(default_factory=dict)  # every final metric (what --metric may compare by)
 
 
 @dataclass
@@ -102,9 +105,12 @@ class ConfigStats:
     variant: str
     batch_size: int
     rows: list[Row]
+    by: Score = field(default_factory=Score)  # what the configurations are compared by
 
     def _values(self, key: str) -> list[float]:
-        return [getattr(r, key) for r in self.rows if r.status == "completed" and getattr(r, key) is not None]
+        vals = [getattr(r, key, None) if key in Row.__dataclass_fields__ else r.final.get(key)
+                for r in self.rows if r.status == "completed"]
+        return [float(v) for v in vals if v is not None and math.isfinite(float(v))]
 
     def stat(self, key: str) -> tuple[float, float] | None:
         vals = self._values(key)
@@ -132,8 +138,10 @@ class ConfigStats:
 
     @property
     def score(self) -> tuple[float, str] | None:
-        """The best final loss of the configuration: its own or its averaged model's."""
-        cands = [(s[0], name) for name, s in (("last", self.stat("val_loss")), ("averaged", self.stat("avg_val_loss")))
+        """The configuration's best mean final value of :attr:`by` (its model's or its averaged
+        model's), signed (lower is better; see :mod:`suite.report.score`), and which it was."""
+        cands = [(self.by.signed(s[0]), name)
+                 for name, s in (("last", self.stat(self.by.metric)), ("averaged", self.stat(self.by.averaged)))
                  if s is not None]
         return min(cands) if cands else None
 
@@ -143,8 +151,9 @@ def _short(key: str, value: Any) -> str:
     return f"{name}={value}" if "." in key else str(value)
 
 
-def config_stats(rows: list[Row]) -> list[ConfigStats]:
-    """Group rows by section and configuration (everything but the seed), in first-seen order.
+def config_stats(rows: list[Row], by: Score | None = None) -> list[ConfigStats]:
+    """Group rows by section and configuration (everything but the seed), in first-seen order;
+    ``by``: what they are compared by (default: the final val loss, lower is better).
 
     A configuration's label names only what varies within its section; its *variant* drops the
     batch size and whatever is tied to it (a key with one value per batch size, e.g. an lr tied
@@ -169,7 +178,7 @@ def config_stats(rows: list[Row]) -> list[ConfigStats]:
             label = " ".join(_short(k, flat[k]) for k in varying if k != "batch_size" and k in flat)
             variant = " ".join(_short(k, flat[k]) for k in varying if k != "batch_size" and k not in tied and k in flat)
             out.append(ConfigStats(section, label or group[0].spec.name, variant or "all", group[0].spec.batch_size,
-                                   group))
+                                   group, by or Score()))
     return out
 
 
@@ -188,6 +197,12 @@ def _with_target(stats: list[ConfigStats]) -> bool:
     return any(c.rows[0].spec.target is not None for c in stats)
 
 
+def _other_metric(stats: list[ConfigStats]) -> Score | None:
+    """The compared metric where it is not the val loss the tables always show."""
+    by = stats[0].by if stats else Score()
+    return None if by.metric == "val_loss" else by
+
+
 def table_rows(stats: list[ConfigStats]) -> list[list[Any]]:
     """The summary table (one row per configuration), as plain values."""
     rows = []
@@ -199,13 +214,21 @@ def table_rows(stats: list[ConfigStats]) -> list[list[Any]]:
         if _with_target(stats):
             t = c.stat("steps_to_target")
             rows[-1] += [*(t if t else ("", "")), len(c._values("steps_to_target"))]
+        if by := _other_metric(stats):
+            m, a = c.stat(by.metric), c.stat(by.averaged)
+            rows[-1] += [*(m if m else ("", "")), *(a if a else ("", ""))]
     return rows
+
+
+def _metric_header(stats: list[ConfigStats]) -> list[str]:
+    by = _other_metric(stats)
+    return [f"{by.metric} mean", f"{by.metric} std", f"{by.averaged} mean", f"{by.averaged} std"] if by else []
 
 
 def table_csv(stats: list[ConfigStats]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(TABLE_HEADER + (TARGET_HEADER if _with_target(stats) else []))
+    w.writerow(TABLE_HEADER + (TARGET_HEADER if _with_target(stats) else []) + _metric_header(stats))
     w.writerows(table_rows(stats))
     return buf.getvalue()
 
@@ -214,11 +237,14 @@ def table_markdown(stats: list[ConfigStats]) -> str:
     target = _with_target(stats)
     head = ["section", "configuration", "batch", "seeds", "final val loss", "averaged model", "diverged", "failed"]
     head += ["steps to target"] if target else []
+    by = _other_metric(stats)
+    head += [f"final {by.metric}", f"averaged {by.metric}"] if by else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in stats:
         cells = [c.section, c.label, c.batch_size, len(c.rows), _pm(c.stat("val_loss")), _pm(c.stat("avg_val_loss")),
                  c.count("diverged"), c.count("failed") + c.count("interrupted")]
         cells += [c.target_cell()] if target else []
+        cells += [_pm(c.stat(by.metric)), _pm(c.stat(by.averaged))] if by else []
         lines.append("| " + " | ".join(str(x).replace("|", "/") for x in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -226,15 +252,18 @@ def table_markdown(stats: list[ConfigStats]) -> str:
 def table_text(stats: list[ConfigStats]) -> list[str]:
     """The terminal table: mean ± std over seeds of the final val loss and the averaged model's."""
     target = _with_target(stats)
+    by = _other_metric(stats)
     head = ["configuration", "batch", "seeds", "final val loss", "averaged model"]
-    head += ["steps to target", "notes"] if target else ["notes"]
+    head += ["steps to target"] if target else []
+    head += [f"final {by.metric}", f"averaged {by.metric}", "notes"] if by else ["notes"]
     lines: list[str] = []
     for section in dict.fromkeys(c.section for c in stats):
         body = []
         for c in (c for c in stats if c.section == section):
             notes = ", ".join(f"{c.count(s)} {s}" for s in ("diverged", "failed", "interrupted") if c.count(s))
             body.append([c.label, str(c.batch_size), str(len(c.rows)), _pm(c.stat("val_loss")) or "-",
-                         _pm(c.stat("avg_val_loss")) or "-", *([c.target_cell() or "-"] if target else []), notes])
+                         _pm(c.stat("avg_val_loss")) or "-", *([c.target_cell() or "-"] if target else []),
+                         *([_pm(c.stat(by.metric)) or "-", _pm(c.stat(by.averaged)) or "-"] if by else []), notes])
         widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
         lines.append(f"== {section}")
         lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
@@ -244,8 +273,9 @@ def table_text(stats: list[ConfigStats]) -> list[str]:
 
 @dataclass
 class Comparison:
-    """One section and batch size: the configuration with the lowest mean final loss (its own or
-    its averaged model's), paired on seeds against each other configuration."""
+    """One section and batch size: the configuration with the best mean final value of what the
+    configurations are compared by (:class:`Score`; its own or its averaged model's), paired on
+    seeds against each other configuration. ``loss`` is signed (lower is better)."""
 
     section: str
     batch_size: int
@@ -267,21 +297,23 @@ class Comparison:
         if not self.against:
             return head + f"{self.best.label} only"
         other, est = min(self.against, key=lambda t: t[1].mean if math.isfinite(t[1].mean) else math.inf)
+        by = self.best.by
         diff = f"{other.label} is worse by {est.text('.3g', signed=True)} (paired over {est.n} seeds)"
+        value = f"{by.shown(self.loss):.4g}, {self.which}" + ("" if by.metric == "val_loss" else f" {by.metric}")
         if self.winner:
-            return head + f"{self.best.label} ({self.loss:.4g}, {self.which}); next best {diff}"
+            return head + f"{self.best.label} ({value}); next best {diff}"
         why = f"; {self.best.label} diverged on a seed the others completed" if self.diverged_best else ""
-        return head + f"no significant difference: best mean {self.best.label} ({self.loss:.4g}, {self.which}), " \
-            + f"{diff}{why}"
+        return head + f"no significant difference: best mean {self.best.label} ({value}), {diff}{why}"
 
 
 def _seed_values(c: ConfigStats, which: str) -> dict[int, float]:
-    key = "val_loss" if which == "last" else "avg_val_loss"
+    """Signed final values per seed (see :class:`Score`); a diverged seed is +inf."""
+    key = c.by.metric if which == "last" else c.by.averaged
     out: dict[int, float] = {}
     for r in c.rows:
-        v = getattr(r, key)
+        v = r.final.get(key, getattr(r, key, None))
         if r.status == "completed" and v is not None:
-            out[r.spec.seed] = v
+            out[r.spec.seed] = c.by.signed(float(v))
         elif r.status == "diverged":
             out[r.spec.seed] = math.inf
     return out
@@ -318,7 +350,8 @@ def winners(stats: list[ConfigStats]) -> list[tuple[str, int, str, float, str]]:
     or its averaged model's) *where it beats every other one*: the 95% interval of the paired
     difference over seeds excludes zero. ``(section, batch_size, label, loss, which)``; a batch
     size within the noise has no entry (see :func:`winner_lines`)."""
-    return [(c.section, c.batch_size, c.best.label, c.loss, c.which) for c in comparisons(stats) if c.winner]
+    return [(c.section, c.batch_size, c.best.label, c.best.by.shown(c.loss), c.which)
+            for c in comparisons(stats) if c.winner]
 
 
 WINNER_HEADER = "winner per batch size (paired over seeds, 95% interval; a winner only where it excludes 0):"
