@@ -53,6 +53,9 @@ class MemorySink:
     def echo(self, line):
         pass
 
+    def settle(self):
+        pass
+
 
 def _plan(target, seeds=3, lr=0.3):
     (plan,) = plan_studies(

@@ -545,6 +545,7 @@ class TrialSink(Protocol):
     def tag(self, key: str, tags: dict[str, Any]) -> None: ...
     def interrupted(self, key: str) -> None: ...
     def echo(self, line: str) -> None: ...
+    def settle(self) -> None: ...  # what was announced is final (a population ended): a safe point to write
 
 
 @dataclass(eq=False)
@@ -645,6 +646,7 @@ class TrialObjective:
             if out[t_index] is None:
                 state = next(r.trial for r in rows if r.trial.trial is trial)
                 out[t_index] = self._conclude(state)
+        self.sink.settle()
         return out  # type: ignore[return-value]
 
     def _judge(self, row: _Row, step: int) -> None:

@@ -109,8 +109,9 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     try:
         # every worker works on every study, each starting at another one
         jobs = [workers.StudyJob(p) for _ in range(n) for p in req.plans]
-        troubles = workers.run(jobs, req.devices, settings, sink)
-        reevals = _reevaluate(req, registry, storage, sink, settings, troubles) if req.reevaluate else {}
+        with tracker.batched():  # a population's runs are written together (suite.tracking.bulk)
+            troubles = workers.run(jobs, req.devices, settings, sink)
+            reevals = _reevaluate(req, registry, storage, sink, settings, troubles) if req.reevaluate else {}
         summaries = []
         for plan in req.plans:
             study = studies[plan.name]

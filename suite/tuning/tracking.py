@@ -50,22 +50,26 @@ from suite.vocab import (
     TAG_VERSION,
 )
 
-METRICS_PER_BATCH = 900  # MLflow takes at most 1000 metrics per log_batch
-
 
 class TrackerSink:
     """The :class:`suite.tuning.plan.TrialSink` of the parent process: logs every event to MLflow.
 
-    A run's metrics are written in batches (when ~:data:`METRICS_PER_BATCH` have gathered, and
-    when the run ends): a steps-to-target trial evaluates every few steps, and one database
-    write per evaluation would cost more than the training."""
+    A run's metrics are buffered by the :class:`Tracker` (a steps-to-target trial evaluates every
+    few steps, and one database write per evaluation would cost more than the training). Inside
+    :meth:`Tracker.batched`, a population's runs are written together: once they have all
+    started (they appear, RUNNING), and when the population has ended (:meth:`settle`)."""
 
     def __init__(self, tracker: Tracker, registry: Registry, parents: Mapping[str, str],
                  echo: Callable[[str], None]) -> None:
         self.tracker, self.registry, self.parents, self._echo = tracker, registry, parents, echo
         self.run_ids: dict[str, str] = {}
         self.results: dict[str, RunResult] = {}
-        self.pending: dict[str, list[Metric]] = {}
+        self._unwritten_starts = False
+
+    def _write_starts(self) -> None:
+        if self._unwritten_starts:
+            self._unwritten_starts = False
+            self.tracker.commit()
 
     def start(self, key: str, study: str, spec: RunSpec, kind: str, tags: dict[str, Any]) -> None:
         # within a study runs differ by trial (and seed): ``logistic sgd b64 t3 s0``, ``… reeval s7``
@@ -74,33 +78,30 @@ class TrackerSink:
             spec, self.registry, device=str(tags.get(TAG_DEVICE, "cpu")), parent_run_id=self.parents[study],
             kind=kind, tags={MLFLOW_RUN_NAME: f"{naming.config_label(spec)} {which} s{spec.seed}", **tags},
         )
+        self._unwritten_starts = True
 
     def eval(self, key: str, step: int, metrics: dict[str, float]) -> None:
-        ts = _now_ms()
-        batch = self.pending.setdefault(key, [])
-        batch += [Metric(k, float(v), ts, step) for k, v in metrics.items() if _loggable(v)]
-        if len(batch) >= METRICS_PER_BATCH:
-            self.flush(key)
-
-    def flush(self, key: str) -> None:
-        """Write the metrics of run ``key`` gathered so far."""
-        batch = self.pending.pop(key, [])
-        for i in range(0, len(batch), 1000):
-            self.tracker.client.log_batch(self.run_ids[key], metrics=batch[i : i + 1000])
+        self._write_starts()
+        self.tracker.log_metrics(self.run_ids[key], step, {k: v for k, v in metrics.items() if _loggable(v)})
 
     def done(self, key: str, result: RunResult) -> None:
-        self.flush(key)
+        self._write_starts()
         self.tracker.finish(self.run_ids[key], result)
         self.results[key] = result
 
     def tag(self, key: str, tags: dict[str, Any]) -> None:
-        self.flush(key)
-        self.tracker.client.log_batch(self.run_ids[key], tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._write_starts()
+        self.tracker.flush(self.run_ids[key], [RunTag(k, str(v)) for k, v in tags.items()])
 
     def interrupted(self, key: str) -> None:
+        self._write_starts()
         if key in self.run_ids:
-            self.flush(key)
             self.tracker.mark(self.run_ids[key], "interrupted", "interrupted before the run finished")
+
+    def settle(self) -> None:
+        """Everything announced so far is final (a population has ended): write it."""
+        self._write_starts()
+        self.tracker.commit()
 
     def echo(self, line: str) -> None:
         self._echo(line)

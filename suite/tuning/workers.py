@@ -16,7 +16,7 @@ from typing import Any
 from suite.exec.pool import Pool, WorkerEnv
 from suite.vocab import TAG_DEVICE
 
-SINK_METHODS = ("start", "eval", "done", "tag", "interrupted", "echo")
+SINK_METHODS = ("start", "eval", "done", "tag", "interrupted", "echo", "settle")
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,7 @@ class _SinkHandler:
 
     def on_done(self, tid: int, result: Any) -> None:
         self.in_flight.pop(tid, None)
+        self.sink.settle()  # a re-evaluation run (or a study's share) has ended
 
     def on_lost(self, tid: int, device: str, why: str) -> None:
         self.interrupt(tid)
