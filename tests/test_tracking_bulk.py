@@ -13,6 +13,7 @@ from suite.engine.loop import RunResult
 from suite.registry import get_registry
 from suite.specs.spec import resolve_spec
 from suite.tracking.tracker import Tracker
+from tests.test_scale import needs_pg, pg_database  # noqa: F401 - pg_database is a fixture
 
 VOLATILE_TAGS = {"suite.seconds"}  # the rest must match key for key
 
@@ -77,8 +78,16 @@ def _read(client, run_id):
     }
 
 
-def test_a_batched_grid_reads_back_exactly_as_mlflows_own_calls_write_it(workdir):
-    uri = f"sqlite:///{workdir}/mlflow.db"
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[needs_pg, pytest.mark.slow])])
+def store_uri(request, workdir):
+    """An empty MLflow SQL store: sqlite here, and PostgreSQL where the tests have one (CI)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{workdir}/mlflow.db"
+    return request.getfixturevalue("pg_database")()
+
+
+def test_a_batched_grid_reads_back_exactly_as_mlflows_own_calls_write_it(store_uri):
+    uri = store_uri
     specs = _specs()
     plain = Tracker("plain", uri)
     plain_ids = _write(plain, specs)
