@@ -176,3 +176,32 @@ def test_a_new_store_is_a_copy_of_the_migrated_empty_one_and_equals_what_mlflow_
     copy = f"sqlite:///{tmp_path / 'copy' / 'mlflow.db'}"
     assert not seed_new_store(copy)  # an existing store stays as it is
     assert len(MlflowClient(tracking_uri=copy).search_runs(["1"])) == 1
+
+
+LAZY_DYNAMO = r"""
+import sys, torch
+import suite.engine.loop  # installs the shims
+from suite.engine.lazy_dynamo import CACHE
+from torch.optim import SGD, Optimizer
+w = torch.nn.Parameter(torch.zeros(3))
+opt = SGD([w], lr=0.1)
+opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))]})
+opt.zero_grad()
+state = opt.state_dict()
+opt.load_state_dict(state)
+before = "torch._dynamo" in sys.modules
+(w * 2).sum().backward()
+opt.step()  # torch's own step imports torch._dynamo
+after = "torch._dynamo" in sys.modules
+opt.zero_grad()  # now through torch's real dynamo.disable wrapper, cached in place of the shim
+real = getattr(Optimizer.zero_grad.__wrapped__, CACHE)
+print(before, after, real.__module__ or "", round(w.tolist()[0], 6), len(opt.param_groups))
+"""
+
+
+def test_building_optimizers_leaves_torch_dynamo_unimported_and_torch_takes_over_once_it_is():
+    out = subprocess.run([sys.executable, "-c", LAZY_DYNAMO], capture_output=True, text=True, check=True).stdout
+    before, after, wrapper_module, w, groups = out.split()
+    assert (before, after) == ("False", "True")
+    assert wrapper_module.startswith("torch._dynamo")  # torch's own disable wrapper now, not the suite's shim
+    assert (float(w), int(groups)) == (-0.2, 2)  # the optimizer works as ever

@@ -32,11 +32,14 @@ from suite.contract import (
     split_batch,
     where,
 )
+from suite.engine.lazy_dynamo import keep_dynamo_lazy
 from suite.errors import PluginContractError, SpecError, StopRun, SuiteError
 from suite.exec.signals import interrupted
 from suite.problem import Problem
 from suite.registry import FAMILIES, Registry, get_registry
 from suite.specs.spec import NO_SAMPLER, RunSpec
+
+keep_dynamo_lazy()  # building torch.optim optimizers no longer imports torch._dynamo (seconds)
 
 EvalCallback = Callable[[int, dict[str, float]], None]
 NQM_DEFAULT_EVALS = 50  # evaluations over a run of a problem without epochs

@@ -72,14 +72,14 @@ class Phases:
 
 
 CLOCK = Phases()
-# What a worker needs before it trains: torch, torch._dynamo (torch.optim's first optimizer imports
-# it: seconds), and the engine (named, not imported here: this module sits low in the import graph).
-ENGINE_MODULES = ("torch", "torch._dynamo", f"{__package__.rpartition('.')[0]}.engine.units")
+# What a worker needs before it trains: torch and the engine (named, not imported here: this module
+# sits low in the import graph). torch._dynamo is no longer among them: see suite.engine.lazy_dynamo.
+ENGINE_MODULES = ("torch", f"{__package__.rpartition('.')[0]}.engine.units")
 
 
 def import_engine() -> float:
-    """Import torch, its optimizers (which import ``torch._dynamo`` on first use) and the engine,
-    once; return the seconds that took (what any fresh worker process pays before it can train)."""
+    """Import torch and the engine, once; return the seconds that took (what any fresh worker
+    process pays before it can train)."""
     if CLOCK.engine_import_s is None:
         t0 = time.perf_counter()
         with CLOCK.phase("startup"):
