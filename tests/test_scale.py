@@ -291,26 +291,28 @@ def kill_one_worker_mid_trial(tmp_path, cli, storage: str, tracking: str, kind: 
     """Three workers on a grid or on tuning studies; SIGKILL one while its MLflow runs are
     running (a worker may hold several trials at once: a stack of a grid's specs, a population of
     a study's trials). Its trials are failed and retried: every spec / slot still runs exactly once."""
+    # budgets long enough (seconds per stack or population) that the victim is seen mid-run
     if kind == "grid":
-        specs = grid_specs(3, epochs=12)
+        specs = grid_specs(3, epochs=60)
         names = ["grid-kill"]
-        cli("run", "--batch-size", "16,32", "--seeds", "3", "--epochs", "12", "--set", "problem.n=2000",
+        cli("run", "--batch-size", "16,32", "--seeds", "3", "--epochs", "60", "--set", "problem.n=2000",
             "--experiment", "scale-kill", "--tracking-uri", tracking, "--storage", storage, "--study", names[0],
             "--submit-only")
     else:
-        names = tune_studies("epochs:15")
-        cli("tune", *TUNE_FLAGS, "--budget", "epochs:15", "--experiment", "scale-kill-tune", "--tracking-uri",
+        names = tune_studies("epochs:60")
+        cli("tune", *TUNE_FLAGS, "--budget", "epochs:60", "--experiment", "scale-kill-tune", "--tracking-uri",
             tracking, "--storage", storage, "--submit-only")
     workers = [start_worker(storage, tmp_path, *[a for n in names for a in ("--study", n)], *worker_args)
                for _ in range(3)]
     victim = workers[0]
     client = MlflowClient(tracking_uri=tracking)
     owner = f"{platform.node()}:{victim.pid}"
+    store = open_storage(storage)  # one connection pool for the polling below
 
     def victim_running():
         runs = [r for e in client.search_experiments() for r in client.search_runs(
             [e.experiment_id], f"tags.`suite.owner` = '{owner}' and attributes.status = 'RUNNING'")]
-        held = [t for n in names for t in optuna.load_study(study_name=n, storage=open_storage(storage)).get_trials(
+        held = [t for n in names for t in optuna.load_study(study_name=n, storage=store).get_trials(
             deepcopy=False, states=(TrialState.RUNNING,)) if t.user_attrs.get("suite.worker", "").endswith(
             f":{victim.pid}")]
         return runs if runs and len(runs) == len(held) else []  # every trial it holds has its run started

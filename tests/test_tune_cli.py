@@ -203,18 +203,20 @@ def test_seeds_reproducibility_and_reevaluation(cli, workdir, tmp_path, monkeypa
 @pytest.mark.slow
 def test_two_workers_share_the_studies(workdir, mlflow_client):
     """Two worker processes on one journal storage, logging through the parent (sqlite MLflow)."""
-    res = suite_cmd("tune", "--problem", "linreg", "--optimizer", "sgd", "--budget", "epochs:2",
-                    "--batch-size", "16,64", "--trials", "5", "--device", "cpu", "--workers", "2",
+    # two populations of 8 per study, long enough that the second worker is ready before the
+    # first has finished both studies
+    res = suite_cmd("tune", "--problem", "linreg", "--optimizer", "sgd", "--budget", "epochs:20",
+                    "--batch-size", "16,64", "--trials", "16", "--device", "cpu", "--workers", "2",
                     "--pruner", "hyperband", cwd=workdir)
     assert res.returncode == 0, res.stderr
     assert "database is locked" not in res.stderr + res.stdout
     found = studies(workdir)
-    assert [len(s.trials) for s in found.values()] == [5, 5]
+    assert [len(s.trials) for s in found.values()] == [16, 16]
     workers = {t.user_attrs["suite.worker"] for s in found.values() for t in s.trials}
     assert len(workers) == 2  # both workers ran trials
     for parent in kinds(mlflow_client, "linreg", "study"):
         kids = children(mlflow_client, "linreg", parent)
-        assert len(kids) == 5 and all(k.info.status in ("FINISHED", "FAILED") for k in kids)
+        assert len(kids) == 16 and all(k.info.status in ("FINISHED", "FAILED") for k in kids)
 
 
 @pytest.mark.parametrize(
