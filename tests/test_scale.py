@@ -323,7 +323,7 @@ def kill_one_worker_mid_trial(tmp_path, cli, storage: str, tracking: str, kind: 
     assert victim.pid not in done
     # What the victim held when it died: its trials that were failed (and retried). A run of one
     # may have ended just before the kill, its trial not yet told: the retry takes that run over.
-    lost = {name: [t for t in optuna.load_study(study_name=name, storage=open_storage(storage)).get_trials(
+    lost = {name: [t for t in optuna.load_study(study_name=name, storage=store).get_trials(
         deepcopy=False, states=(TrialState.FAIL,)) if t.user_attrs.get("suite.worker", "").endswith(
         f":{victim.pid}")] for name in names}
     lost = {name: failed for name, failed in lost.items() if failed}
@@ -343,7 +343,7 @@ def kill_one_worker_mid_trial(tmp_path, cli, storage: str, tracking: str, kind: 
         assert sorted((r.data.tags["suite.study"], int(r.data.tags["suite.trial"])) for r in cut) == sorted(
             (name, t.number) for name, ts in lost.items() for t in ts)
     for name, failed in lost.items():
-        trials = optuna.load_study(study_name=name, storage=open_storage(storage)).get_trials(deepcopy=False)
+        trials = optuna.load_study(study_name=name, storage=store).get_trials(deepcopy=False)
         for one in failed:
             retry = [t for t in trials if t.user_attrs.get("suite.retry_of") == [one.number]]
             assert len(retry) == 1 and retry[0].state != TrialState.FAIL

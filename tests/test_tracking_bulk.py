@@ -8,6 +8,8 @@ import math
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
 from suite.engine.loop import RunResult
 from suite.registry import get_registry
@@ -148,3 +150,19 @@ def test_a_read_inside_a_batch_sees_what_was_queued(workdir):
         run_id = tracker.start_run(spec, get_registry())
         tracker.finish(run_id, _result(spec, 1))
         assert tracker.done_run(spec.hash).info.run_id == run_id
+
+
+def test_a_failed_write_keeps_its_runs_queued_and_the_good_ones_are_written_one_by_one(workdir):
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    spec = _specs(1)[0]
+    tracker = Tracker("failed-write", uri)
+    store_errors = (SQLAlchemyError, MlflowException)
+    with pytest.raises(store_errors), tracker.batched():
+        good = tracker.start_run(spec, get_registry())
+        tracker.finish(good, _result(spec, 1))
+        tracker.mark("0" * 32, "interrupted", "a run the store does not have")  # its write must fail
+        with pytest.raises(store_errors):
+            tracker.commit()  # one transaction: nothing written, everything still queued
+        assert MlflowClient(uri).search_runs([tracker.experiment_id]) == []
+    (run,) = MlflowClient(uri).search_runs([tracker.experiment_id])
+    assert run.info.run_id == good and run.data.tags["suite.status"] == "completed"

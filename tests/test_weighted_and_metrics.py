@@ -154,7 +154,7 @@ def test_a_grid_summary_and_the_report_compare_by_any_metric_with_a_direction(cl
     md = (workdir / "rep" / "report.md").read_text()
     assert "final val_acc (mean ± sd)" in md and "in val_acc (higher is better)" in md
     line = next(x for x in md.splitlines() if "batch 16:" in x)
-    assert "lr=0.001 − lr=1.0 in val_acc" in line  # lr=1.0 is the best, the other is measured against it
+    assert "lr=1.0 − lr=0.001 in val_acc (higher is better): +0." in line  # the best's accuracy is higher
 
 
 @pytest.mark.parametrize("command", ["run", "report"])

@@ -169,7 +169,7 @@ def write_plan_report(plan: RunPlan, tracking_uri: str, out_dir: str | Path | No
     from suite.report.build import write_report
 
     out = Path(out_dir) if out_dir is not None else Path("reports") / plan.experiment
-    return write_report(plan.experiment, tracking_uri, out, benchmark=plan.benchmark)
+    return write_report(plan.experiment, tracking_uri, out, benchmark=plan.benchmark, by=plan.by)
 
 
 def run_local(plan: RunPlan, registry: Registry, devices: Sequence[str], *, tracking_uri: str | None = None,

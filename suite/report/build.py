@@ -147,7 +147,9 @@ def _comparison_lines(records: Sequence[RunRecord], varying: list[str], by: Scor
         winner = not best_diverged and all(d.n >= 2 and d.low > 0 for _, d in diffs)
         other, d = diffs[0]
         what = "" if by.metric == "val_loss" else f" in {by.label}"
-        detail = f"{other} − {label}{what}: {d.text('.3g', signed=True)} (paired over {d.n} seeds)"
+        # d is of signed scores (lower better): other − best for a min metric, best − other for max
+        first, second = (other, label) if by.direction == "min" else (label, other)
+        detail = f"{first} − {second}{what}: {d.text('.3g', signed=True)} (paired over {d.n} seeds)"
         lines.append(f"batch {b}: " + (f"winner {label}; next best {detail}" if winner
                                         else f"no significant difference between {label} and {other}: {detail}"))
     return lines

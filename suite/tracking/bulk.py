@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow.entities import Metric, Param
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH  # what MLflow's own calls allow
 
 MAX_FLOAT = 1.7976931348623157e308
 CHUNK = 400  # rows per statement where a statement binds several values per row (database parameter limits)
@@ -126,9 +127,10 @@ class SqlBulk:
                 "end_time": r.end_time, "deleted_time": None, "source_version": "",
                 "lifecycle_stage": LifecycleStage.ACTIVE,
             } for r in new])
-            tags = [{"run_uuid": r.run_id, "key": k, "value": v}
+            tags = [{"run_uuid": r.run_id, "key": k, "value": v[:MAX_TAG_VAL_LENGTH]}
                     for r in new for k, v in {**r.create_tags, **r.tags}.items()]
-            params = [{"run_uuid": r.run_id, "key": p.key, "value": p.value} for r in new for p in r.params]
+            params = [{"run_uuid": r.run_id, "key": p.key, "value": p.value[:MAX_PARAM_VAL_LENGTH]}
+                      for r in new for p in r.params]
             _insert(session, insert(SqlTag.__table__), tags)
             _insert(session, insert(SqlParam.__table__), params)
 
@@ -137,7 +139,8 @@ class SqlBulk:
         for chunk in _chunks(retag):
             pairs = [(i, k) for i, k, _ in chunk]
             session.execute(delete(SqlTag).where(tuple_(SqlTag.run_uuid, SqlTag.key).in_(pairs)))
-        _insert(session, insert(SqlTag.__table__), [{"run_uuid": i, "key": k, "value": v} for i, k, v in retag])
+        _insert(session, insert(SqlTag.__table__),
+                [{"run_uuid": i, "key": k, "value": v[:MAX_TAG_VAL_LENGTH]} for i, k, v in retag])
         ended = [{"run_uuid": r.run_id, "status": r.status, "end_time": r.end_time} for r in old if r.status]
         if ended:
             session.execute(update(SqlRun), ended)
@@ -176,12 +179,18 @@ class SqlBulk:
         _insert(session, insert(SqlLatestMetric.__table__), list(latest.values()))
 
 
+DIALECTS = ("sqlite", "postgresql", "mysql")  # those with row-value IN, which the writer's updates use
+
+
 def sql_store(client: Any) -> Any | None:
-    """``client``'s tracking store if it is MLflow's SQL store (sqlite, PostgreSQL, MySQL), else None."""
+    """``client``'s tracking store if it is MLflow's SQL store on sqlite, PostgreSQL or MySQL,
+    else None (SQL Server, a tracking server, a file store)."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    return store if isinstance(store, SqlAlchemyStore) else None
+    if not isinstance(store, SqlAlchemyStore) or getattr(store, "db_type", None) not in DIALECTS:
+        return None
+    return store
 
 
 PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}

@@ -288,10 +288,14 @@ class Tracker:
             try:
                 self.commit()  # what finished before the failure stays recorded
             except Exception:  # noqa: BLE001 - the original failure is the one to report
-                pass
+                self._commit_each()
             raise
         else:
-            self.commit()
+            try:
+                self.commit()
+            except BaseException:
+                self._commit_each()  # the runs that can be written are, and the failure is reported
+                raise
         finally:
             self._queue = None
 
@@ -305,8 +309,22 @@ class Tracker:
         self._pending.clear()
         queued, self._queue = list(self._queue.values()), {}
         assert self._bulk is not None
-        self._bulk.write(self.client, queued)
+        try:
+            self._bulk.write(self.client, queued)
+        except BaseException:
+            self._queue = {r.run_id: r for r in queued}  # not written: still queued (see batched())
+            raise
         self._committed = time.monotonic()
+
+    def _commit_each(self) -> None:
+        """After a failed :meth:`commit`: write each queued run in its own transaction, skipping
+        those that fail (a run the store does not have, or the store itself failing)."""
+        assert self._bulk is not None and self._queue is not None
+        for record in list(self._queue.values()):
+            try:
+                self._bulk.write(self.client, [record])
+            except Exception:  # noqa: BLE001 - best effort, run by run
+                continue
 
     @tracking
     def log_phases(self, run_id: str, seconds: Mapping[str, float]) -> None:
