@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from suite.exec.phases import CLOCK
 from suite.registry import Registry
 from suite.stores import open_storage
 from suite.tracking.tracker import Tracker
@@ -71,23 +72,24 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(req.storage)
-    req = replace(req, plans=resolve_names(storage, req.plans))  # studies named before the settings hash
-    check_settings(storage, req.plans)
-    tracker = Tracker(req.experiment, req.tracking_uri)  # the experiment exists before any worker starts
-    studies = {plan.name: open_study(storage, plan) for plan in req.plans}
-    label = storage_label(req.storage)
-    parents = {plan.name: study_parent(tracker, plan, studies[plan.name].user_attrs[STUDY_UID], trials=req.trials,
-                                       pruner=req.pruner, study_seed=req.study_seed, storage=label)
-               for plan in req.plans}
-    added_any = False
-    for plan in req.plans:  # enqueue the trials still to do, for any worker anywhere to claim
-        added = slots.share(studies[plan.name], trials=req.trials, pruner=req.pruner, study_seed=req.study_seed,
-                            experiment=tracker.experiment_name, tracking_uri=tracker.tracking_uri,
-                            parent_run_id=parents[plan.name], population=req.population)
-        added_any = added_any or bool(added)
-        if not added and not slots.n_slots_left(studies[plan.name]):
-            echo(f"[{plan.name}] already holds {req.trials} trials")
+    with CLOCK.phase("building"):  # the studies, their slots and parent runs (the MLflow calls count as tracking)
+        storage = open_storage(req.storage)
+        req = replace(req, plans=resolve_names(storage, req.plans))  # studies named before the settings hash
+        check_settings(storage, req.plans)
+        tracker = Tracker(req.experiment, req.tracking_uri)  # the experiment exists before any worker starts
+        studies = {plan.name: open_study(storage, plan) for plan in req.plans}
+        label = storage_label(req.storage)
+        parents = {plan.name: study_parent(tracker, plan, studies[plan.name].user_attrs[STUDY_UID], trials=req.trials,
+                                           pruner=req.pruner, study_seed=req.study_seed, storage=label)
+                   for plan in req.plans}
+        added_any = False
+        for plan in req.plans:  # enqueue the trials still to do, for any worker anywhere to claim
+            added = slots.share(studies[plan.name], trials=req.trials, pruner=req.pruner, study_seed=req.study_seed,
+                                experiment=tracker.experiment_name, tracking_uri=tracker.tracking_uri,
+                                parent_run_id=parents[plan.name], population=req.population)
+            added_any = added_any or bool(added)
+            if not added and not slots.n_slots_left(studies[plan.name]):
+                echo(f"[{plan.name}] already holds {req.trials} trials")
     if req.submit_only:
         return None
     problems = list(dict.fromkeys(p.problem for p in req.plans))
@@ -112,20 +114,21 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
         with tracker.batched():  # a population's runs are written together (suite.tracking.bulk)
             troubles = workers.run(jobs, req.devices, settings, sink)
             reevals = _reevaluate(req, registry, storage, sink, settings, troubles) if req.reevaluate else {}
-        summaries = []
-        for plan in req.plans:
-            study = studies[plan.name]
-            summary = report.summarize(study, plan, reevals.get(plan.name))
-            figs = report.study_figures(study)
-            finish_study_parent(tracker, parents[plan.name], summary, figs)
+        with CLOCK.phase("reporting"):  # tables and figures (their MLflow writes count as tracking)
+            summaries = []
+            for plan in req.plans:
+                study = studies[plan.name]
+                summary = report.summarize(study, plan, reevals.get(plan.name))
+                figs = report.study_figures(study)
+                finish_study_parent(tracker, parents[plan.name], summary, figs)
+                report.close_all(figs)
+                summaries.append(summary)
+            md = report.markdown(summaries, req.objective.label)
+            csv_text = report.csv_text(summaries)
+            figs = report.figures(summaries, req.objective.label)
+            if fresh:
+                finish_tune_run(tracker, report_run, {"table.md": md, "table.csv": csv_text}, figs)
             report.close_all(figs)
-            summaries.append(summary)
-        md = report.markdown(summaries, req.objective.label)
-        csv_text = report.csv_text(summaries)
-        figs = report.figures(summaries, req.objective.label)
-        if fresh:
-            finish_tune_run(tracker, report_run, {"table.md": md, "table.csv": csv_text}, figs)
-        report.close_all(figs)
     except BaseException:
         for run_id in [*parents.values(), *([report_run] if fresh else [])]:
             tracker.mark(run_id, "interrupted", "tuning did not finish")
