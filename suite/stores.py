@@ -182,6 +182,10 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_dir():
                 raise StoreError(f"the journal file {url!r} is a directory: give a file path")
+            # an absolute path: the lock is a symlink to the journal, and Optuna's release of a lock
+            # left by a killed process stats it; a relative target (.suite/optuna.journal) resolves
+            # from the symlink's own folder, the stat fails, and every waiter spins forever
+            path = path.resolve()
             lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE)
             repair_journal(path, lock)
             return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))

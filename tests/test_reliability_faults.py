@@ -125,3 +125,32 @@ def test_a_journal_whose_last_line_is_cut_is_repaired_and_the_tuning_completes(w
     assert held == ["slot-0", "slot-1", "slot-2", "slot-3"]  # exactly --trials results, each slot once
     assert all("suite.status" in t.user_attrs for t in study.trials if holds_key(t))
     assert journal.read_bytes().endswith(b"\n")
+
+
+STALE_LOCK = r"""
+import time
+import optuna
+from suite import stores
+stores.JOURNAL_LOCK_GRACE = 3  # seconds (30 in use): the test waits for it
+storage = stores.open_storage(".suite/optuna.journal")  # relative, like the default storage
+study = optuna.create_study(storage=storage, study_name="s")
+# a suite process killed while it held the journal's lock leaves it behind: take the lock as the
+# suite's own storage takes it (another open of the same journal), and never release it
+stores.open_storage(".suite/optuna.journal")._backend._lock.acquire()
+t0 = time.monotonic()
+study.enqueue_trial({})  # a write: waits out the grace period, then breaks the stale lock
+print(round(time.monotonic() - t0, 1), len(study.trials))
+"""
+
+
+def test_a_journal_lock_left_by_a_killed_process_is_broken_after_its_grace_period(tmp_path):
+    """Optuna breaks a lock older than its grace period by looking at the lock symlink's target:
+    with the default relative journal path that target did not resolve and every waiter spun
+    forever (a `suite tune` whose worker was killed mid-write hung)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", STALE_LOCK], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120).stdout.split()
+    waited, trials = float(out[0]), int(out[1])
+    assert 3 <= waited < 30 and trials == 1
