@@ -136,6 +136,18 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench-unknown-key", ["run", "{tmp}/unknown_key.yaml"], "optimiser"),
     ("bench-bad-value", ["run", "{tmp}/bad_value.yaml"], "optimizer.lr"),
     ("bench-with-flags", ["run", "{tmp}/good.yaml", "--lr", "0.1"], "--lr"),
+    # -- benchmark files with tuned experiments (tune:)
+    ("bench-tune-unknown-key", ["run", "{tmp}/tune_key.yaml"], "trails"),
+    ("bench-tune-pinned-list", ["run", "{tmp}/tune_list.yaml"], "tune_list.yaml:4"),
+    ("bench-tune-pinned-and-searched", ["run", "{tmp}/tune_both.yaml"], "optimizer.lr"),
+    ("bench-tune-under-defaults", ["run", "{tmp}/tune_defaults.yaml"], "defaults.tune"),
+    ("bench-tune-bad-pruner", ["tune", "{tmp}/tune_pruner.yaml"], "pruner"),
+    ("bench-tune-seeds-list", ["run", "{tmp}/tune_seeds.yaml"], "seeds"),
+    ("bench-tune-trials-zero", ["tune", "{tmp}/tune_trials.yaml"], "trials"),
+    ("bench-tune-bad-objective", ["tune", "{tmp}/tune_objective.yaml"], "tune_objective.yaml:2: experiments.a.tune"),
+    ("bench-tune-two-pins", ["run", "{tmp}/tune_pins.yaml"], "optimizer.weight_decay"),
+    ("bench-tune-nothing-to-tune", ["tune", "{tmp}/good.yaml"], "tune:"),
+    ("bench-tune-with-flags", ["tune", "{tmp}/tune_ok.yaml", "--trials", "3"], "--trials"),
     # -- suite tune
     ("tune-problem-unknown", [*TUNE, "--problem", "nope"], "nope"),
     ("tune-optimizer-empty", [*TUNE, "--optimizer", ""], "--optimizer"),
@@ -234,6 +246,19 @@ BENCH_FILES = {
     "unknown_key.yaml": b"experiments:\n  a:\n    optimiser: sgd\n",
     "bad_value.yaml": b"experiments:\n  a:\n    problem: linreg\n    epochs: 1\n    params: {optimizer.lr: inf}\n",
     "good.yaml": b"experiments:\n  a:\n    problem: linreg\n    epochs: 1\n",
+    "tune_ok.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {trials: 2}\n",
+    "tune_key.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {trails: 2}\n",
+    "tune_list.yaml": b"experiments:\n  a:\n    epochs: 1\n    params: {optimizer.momentum: [0.0, 0.9]}\n"
+                      b"    tune: {trials: 2}\n",
+    "tune_both.yaml": b"experiments:\n  a:\n    epochs: 1\n    params: {optimizer.lr: 0.1}\n"
+                      b"    tune: {space: {optimizer.lr: 'log:0.01:1'}}\n",
+    "tune_defaults.yaml": b"defaults:\n  tune: {trials: 2}\nexperiments:\n  a:\n    epochs: 1\n    tune: {}\n",
+    "tune_pruner.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {pruner: fast}\n",
+    "tune_seeds.yaml": b"experiments:\n  a:\n    epochs: 1\n    seeds: [1, 2]\n    tune: {trials: 2}\n",
+    "tune_trials.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {trials: 0}\n",
+    "tune_objective.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {objective: fastest}\n",
+    "tune_pins.yaml": b"experiments:\n  a:\n    epochs: 1\n    optimizer:\n      sgd: {weight_decay: 0.0}\n"
+                      b"      precond: {weight_decay: 0.1}\n    tune: {trials: 2}\n",
 }
 
 

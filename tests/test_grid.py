@@ -69,7 +69,14 @@ def test_shipped_benchmark_files_are_valid(tmp_path):
     reg = get_registry()
     for path in sorted((ROOT / "benchmarks").glob("*.yaml")):
         bench = benchfile.load(path, reg)
-        assert bench.sections and all(s.specs for s in bench.sections), path
+        assert bench.sections and all(s.specs or s.tune for s in bench.sections), path
+    from suite.api.tuning import plan_benchmark
+
+    lecture = benchfile.load(ROOT / "benchmarks" / "lecture.yaml", reg)  # its tuned experiments plan as studies
+    plans = [p for request in plan_benchmark(lecture, reg, device="cpu") for p in request.plans]
+    assert {s.name for s in lecture.tuned} == {"scaling_sgd", "scaling_momentum", "scaling_precond"}
+    assert len(plans) == 4 * 8 and {p.section for p in plans} == {s.name for s in lecture.tuned}
+    assert all(dict(p.space).keys() == {"optimizer.lr"} for p in plans)  # only the lr is tuned
     readme = (ROOT / "README.md").read_text()
     example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]  # the schema example in the README
     (tmp_path / "readme.yaml").write_text(example)

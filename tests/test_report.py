@@ -10,6 +10,8 @@ import pytest
 
 from suite.report import claims, stats
 from suite.report.reader import RunRecord, Runs
+from suite.report.scaling import steps_to_target
+from tests.conftest import runs_of
 
 
 # -- statistics -------------------------------------------------------------------------------------
@@ -126,9 +128,55 @@ def test_momentum_claim_verdicts_from_a_synthetic_sweep():
     assert row.verdict == claims.INCONCLUSIVE and row.measured.startswith("no data")
 
 
-def test_steps_to_target_interpolates_between_evaluations():
-    from suite.report.scaling import steps_to_target
+REEVAL_SEEDS = (10_000, 10_001, 10_002)
 
+
+def _study_runs(studies, space_high=4.0):
+    """Re-evaluation runs of tuned studies: ``studies[(method, B)]`` lists the re-evaluated trials
+    as (lr, steps to the 0.02 target) in trial-number order; each runs on the same fresh seeds."""
+    params_of = {"SGD": {"optimizer": "sgd", "optimizer.momentum": 0.0},
+                 "mom": {"optimizer": "sgd", "optimizer.momentum": 0.9}}
+    recs = []
+    for (method, b), trials in studies.items():
+        study = f"nqm/{method}/b{b}"
+        for number, (lr, steps) in enumerate(trials):
+            for i, seed in enumerate(REEVAL_SEEDS):
+                target = steps * (1 + 0.01 * i)
+                hist = [(t, 0.02 * 2 ** (6 - 6 * t / target)) for t in range(0, int(1.2 * target) + 2)]
+                rec = _record(f"scaling_{method}", seed, {**params_of[method], "optimizer.lr": lr, "batch_size": b},
+                              histories={"theory_risk": hist})
+                rec.study, rec.trial = study, number
+                rec.study_params = {"objective": "steps-to-target:0.02",
+                                    "space.optimizer.lr": f'{{"high": {space_high}, "kind": "log", "low": 0.01}}'}
+                recs.append(rec)
+    return Runs("x", "sqlite://", recs, None)
+
+
+def test_claims_from_tuned_studies_use_each_studys_reevaluated_winner():
+    # trial 0 is slow, trial 1 the best, trial 2 in between: the winner is trial 1 at every (method, B)
+    studies = {(m, b): [(lr / 2, 2 * steps), (lr, steps), (lr * 2, 1.5 * steps)]
+               for (m, b), (lr, steps) in {("SGD", 32): (0.25, 400), ("SGD", 256): (1.0, 100),
+                                           ("SGD", 1024): (1.0, 80), ("mom", 32): (0.1, 390),
+                                           ("mom", 256): (0.2, 60), ("mom", 1024): (0.2, 40)}.items()}
+    runs = _study_runs(studies)
+    sweep = claims.Sweep(runs)
+    assert sweep.target == 0.02
+    best = sweep.tuned[("SGD", 1024)]
+    assert best.from_study and best.best_lrs() == {s: 1.0 for s in REEVAL_SEEDS}
+    assert best.ranked == [1.0, 2.0, 0.5] and best.lr_top == 4.0
+    assert 2 ** best.log2_steps().mean == pytest.approx(80 * 1.01, rel=0.02)  # the winner's fresh-seed steps
+    row = claims.momentum_large_batch(runs, sweep)
+    assert row.verdict == claims.REPRODUCED, row
+    assert "B=1024: ×0.50" in row.measured
+    assert claims.momentum_smaller_lr(runs, sweep).verdict == claims.REPRODUCED
+    grows = claims.best_lr_grows(runs, sweep)  # 0.25 → 1 → 1, below the space's top 4: grows, then capped
+    assert grows.verdict == claims.REPRODUCED, grows
+    at_the_top = _study_runs(studies, space_high=2.0)  # the runner-up at lr 2 sits at the top: no cap shown
+    row = claims.best_lr_grows(at_the_top, claims.Sweep(at_the_top))
+    assert row.verdict == claims.INCONCLUSIVE and "no cap seen" in row.measured
+
+
+def test_steps_to_target_interpolates_between_evaluations():
     assert steps_to_target([(0, 1.0), (10, 0.1), (20, 0.01)], 0.1) == 10
     assert steps_to_target([(0, 1.0), (10, 0.01)], 0.1) == pytest.approx(5.0)
     assert math.isinf(steps_to_target([(0, 1.0), (10, 0.5)], 0.1))
@@ -200,3 +248,66 @@ def test_report_bad_input_is_a_one_line_error(cli, workdir, mlflow_client):
     result = cli("report", "empty", ok=False)
     assert result.exit_code == 2 and "no runs" in result.output
     assert not (workdir / "reports").exists()
+
+
+TUNED_BENCH = """
+name: tuned
+experiments:
+  plain:
+    problem: {nqm: {dim: 5}}
+    steps: 20
+    params: {optimizer.lr: [0.1, 0.2]}
+    batch_size: 8
+    seeds: 2
+  scaling_sgd:
+    description: SGD tuned by Optuna at each batch size
+    problem: {nqm: {dim: 8}}
+    optimizer:
+      sgd: {momentum: 0.0, weight_decay: 0.0}
+    batch_size: [8, 64]
+    seeds: 1
+    tune:
+      objective: steps-to-target:0.1
+      trials: 4
+      budget: steps:auto
+      space: {optimizer.lr: 'log:0.05:3'}
+      reevaluate: 2
+      reevaluate_top: 2
+      population: 4
+      study_seed: 0
+"""
+
+
+def test_a_benchmark_files_tuned_experiment_runs_as_optuna_studies_and_reports(cli, workdir, mlflow_client):
+    """`suite tune FILE` tunes only the file's tune: experiments (one Optuna study per variant and
+    batch size) and writes the file's report from the studies' re-evaluation runs; `suite run
+    FILE` runs the grids and reports on both."""
+    (workdir / "tuned.yaml").write_text(TUNED_BENCH)
+    out = cli("tune", "tuned.yaml", "--quiet", "--workers", "1").output
+    assert "report: reports/tuned/report.html" in out
+    reevals = runs_of(mlflow_client, "tuned", "tags.`suite.kind` = 'reeval'")
+    trials = runs_of(mlflow_client, "tuned", "tags.`suite.kind` = 'trial'")
+    assert len(reevals) == 2 * 2 * 2  # 2 studies × top 2 trials × 2 fresh seeds
+    assert len(trials) == 2 * 4  # 2 studies × 4 trials × 1 seed
+    assert {r.data.tags["suite.section"] for r in reevals + trials} == {"scaling_sgd"}
+    assert not runs_of(mlflow_client, "tuned", "tags.`suite.kind` = 'run'")  # the grid was not run
+    md = (workdir / "reports" / "tuned" / "report.md").read_text()
+    scaling = md.split("## Batch-size scaling")[1].split("\n## ")[0]
+    assert "tuned by Optuna at each batch size" in scaling and "expected risk to reach 0.1" in scaling
+    rows = re.findall(r"^\| SGD \| (\d+) \| (\d+)", scaling, re.M)
+    assert [b for b, _ in rows] == ["8", "64"] and all(int(steps) > 0 for _, steps in rows)
+    # the report's winner at each batch size is the re-evaluated trial with the fewest mean steps
+    for b, steps in rows:
+        per_trial: dict[str, list[float]] = {}
+        for r in reevals:
+            if r.data.params["batch_size"] == b:
+                hist = [(m.step, m.value) for m in mlflow_client.get_metric_history(r.info.run_id, "theory_risk")]
+                per_trial.setdefault(r.data.tags["suite.reeval_of"], []).append(steps_to_target(sorted(hist), 0.1))
+        best = min(2 ** (sum(math.log2(v) for v in vs) / len(vs)) for vs in per_trial.values())
+        assert int(steps) == round(best)
+    out = cli("run", "tuned.yaml", "--quiet", "--workers", "1").output
+    assert len(runs_of(mlflow_client, "tuned", "tags.`suite.kind` = 'run'")) == 4
+    assert len(runs_of(mlflow_client, "tuned", "tags.`suite.kind` = 'trial'")) == 8  # the studies were full
+    assert "report: reports/tuned/report.html" in out
+    md = (workdir / "reports" / "tuned" / "report.md").read_text()
+    assert "## plain" in md and "## Batch-size scaling" in md

@@ -37,6 +37,8 @@ class RunPlan:
     where: dict[str, str] = field(default_factory=dict)  # section -> "FILE:LINE" for errors
     command: str | None = None  # how it was asked for (the command line): a param of the parent run
     by: Score = field(default_factory=Score)  # what the summary compares configurations by (--metric)
+    bench: Any = None  # the suite.specs.benchfile.Benchmark of a benchmark file
+    tuning: list[Any] = field(default_factory=list)  # its tuned experiments' suite.tuning.session.Request list
 
     @property
     def parent_params(self) -> dict[str, str]:
@@ -60,10 +62,21 @@ def plan_benchmark(path: Path, registry: Registry, experiment: str | None = None
     check_name(experiment, "--experiment")
     bench = benchfile.load(path, registry)
     return RunPlan(
-        sections=[(s.name, list(s.specs)) for s in bench.sections], experiment=experiment or bench.name,
-        run_name=f"{bench.name} ({path})", parent_tags={TAG_BENCHMARK: str(path)}, benchmark=path,
-        where={s.name: s.where(path) for s in bench.sections},
+        sections=[(s.name, list(s.specs)) for s in bench.sections if s.tune is None],
+        experiment=experiment or bench.name, run_name=f"{bench.name} ({path})", parent_tags={TAG_BENCHMARK: str(path)},
+        benchmark=path, where={s.name: s.where(path) for s in bench.sections}, bench=bench,
     )
+
+
+def plan_tuning(plan: RunPlan, registry: Registry, **options: Any) -> None:
+    """Fill ``plan.tuning`` with the requests of a benchmark file's tuned experiments
+    (:func:`suite.api.tuning.plan_benchmark`; ``options``: storage, tracking_uri, device,
+    workers, engine, heartbeat, grace), validated before anything runs."""
+    if plan.bench is None or not plan.bench.tuned:
+        return
+    from suite.api import tuning
+
+    plan.tuning = tuning.plan_benchmark(plan.bench, registry, experiment=plan.experiment, **options)
 
 
 def is_spec_file(path: Path) -> bool:

@@ -126,6 +126,46 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
                    population=population or DEFAULT_POPULATION, engine=engine)
 
 
+def plan_benchmark(bench: Any, registry: Registry, *, storage: str | None = None, experiment: str | None = None,
+                   tracking_uri: str | None = None, device: str = "auto", workers: int | None = None,
+                   engine: str = "auto", heartbeat: int | None = None, grace: int | None = None,
+                   submit_only: bool = False) -> list[Any]:
+    """The tuning requests of a benchmark file's tuned experiments (``tune:``; a
+    :class:`suite.specs.benchfile.Benchmark`): one :class:`suite.tuning.session.Request` per
+    group of experiments that share their session settings (trials, pruner, seeds of the
+    samplers, re-evaluation, population), each study tagged with its experiment. Errors name
+    the file, line and experiment."""
+    from dataclasses import replace
+
+    from suite.errors import BenchFileError
+    from suite.specs.spec import DEFAULT_COMPONENTS
+
+    requests: dict[tuple, Any] = {}
+    for section in bench.tuned:
+        block = section.tune
+        choices = dict(block.choices)
+        names = {f: ",".join(choices.get(f) or (DEFAULT_COMPONENTS[f],))
+                 for f in ("optimizer", "scheduler", "averager", "sampler")}
+        try:
+            req = plan_request(
+                registry, problem=",".join(block.problems), **names,
+                batch_sizes=",".join(map(str, block.batch_sizes)), trials=block.trials, budget=block.budget,
+                objective=block.objective, seeds=block.seeds, spaces=block.spaces, sets=block.sets,
+                eval_every=block.eval_every, pruner=block.pruner, study_seed=block.study_seed, storage=storage,
+                reevaluate=block.reevaluate, reevaluate_top=block.reevaluate_top, population=block.population,
+                engine=engine, experiment=experiment or bench.name, tracking_uri=tracking_uri, device=device,
+                workers=workers, heartbeat=heartbeat, grace=grace, submit_only=submit_only)
+        except SuiteError as exc:
+            raise BenchFileError(f"{section.where(bench.path)}.tune: {exc}") from None
+        plans = [replace(p, section=section.name) for p in req.plans]
+        key = block.session_key()
+        if key in requests:
+            requests[key] = replace(requests[key], plans=[*requests[key].plans, *plans])
+        else:
+            requests[key] = replace(req, plans=plans)
+    return list(requests.values())
+
+
 def run(request: Any, registry: Registry, echo: Callable[[str], None] = print) -> Any:
     """Run a tuning request to the end (see :func:`suite.tuning.session.run_session`)."""
     from suite.tuning.session import run_session

@@ -102,8 +102,10 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
     phases.import_engine()  # torch and the engine, timed: what a worker process would pay to start
     with phases.CLOCK.phase("building"):
         runs.check(plan, registry)
+        runs.plan_tuning(plan, registry, storage=storage, tracking_uri=tracking_uri, device=device, workers=workers,
+                         engine=engine, heartbeat=heartbeat, grace=grace, submit_only=submit_only)
     if dry_run:
-        _print_dry_run(plan.sections, len(plan.specs))
+        _print_dry_run(plan.sections, len(plan.specs), plan.tuning)
         return
     from suite.exec.devices import resolve_devices  # imports torch: after the flags are checked
 
@@ -111,14 +113,14 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
     if storage is not None or study or submit_only:
         if force:
             raise SpecError("--force cannot be combined with --storage: a shared grid reuses finished runs")
-        _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet, engine, stack_size,
-                output_format)
+        _shared(plan, registry, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet, engine,
+                stack_size, output_format)
         return
     _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size, output_format,
            adaptive=workers is None)
 
 
-def _print_dry_run(sections, total: int) -> None:
+def _print_dry_run(sections, total: int, tuning=()) -> None:
     for sec, specs in sections:
         varying = axes.varying_keys(specs, skip=())
         if len(sections) > 1:
@@ -127,13 +129,32 @@ def _print_dry_run(sections, total: int) -> None:
             flat = spec.flat_params()
             shown = " ".join(f"{k}={flat[k]}" for k in varying if k in flat)
             click.echo(f"  {i:>4}. {spec.hash}  {spec.name}  {shown}".rstrip())
-    click.echo(f"{total} runs (dry run: nothing was run or logged)")
+    studies: dict[str, list] = {}
+    for request in tuning:
+        for p in request.plans:
+            studies.setdefault(p.section, []).append((p, request))
+    for sec, items in studies.items():
+        click.echo(f"== {sec}: {len(items)} Optuna studies (tuned)")
+        for i, (p, request) in enumerate(items, 1):
+            seeds = f"{p.seeds} seed{'s' if p.seeds != 1 else ''}"
+            click.echo(f"  {i:>4}. {p.name}  {request.trials} trials × {seeds}, {p.budget}, "
+                       f"tuning {', '.join(k for k, _ in p.space)}")
+    n_studies = sum(len(v) for v in studies.values())
+    also = f" and {n_studies} tuned studies" if n_studies else ""
+    click.echo(f"{total} runs{also} (dry run: nothing was run or logged)")
 
 
-def _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet, engine,
+def _shared(plan, registry, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet, engine,
             stack_size, output_format) -> None:
     from suite.api import runs, summaries
 
+    if not plan.specs:  # a benchmark file with tuned experiments only
+        tuned = _tune_sections(plan, registry, quiet, output_format, {})
+        if tuned and plan.benchmark is not None:
+            click.echo(f"report: {runs.write_plan_report(plan, tuned[0].tracking_uri)}")
+        if any(o.troubles for o in tuned):
+            sys.exit(1)
+        return
     shared = runs.run_shared(plan, devices, storage=storage, tracking_uri=tracking_uri, heartbeat=heartbeat,
                              grace=grace, study=study, submit_only=submit_only, quiet=quiet,
                              echo=lambda line: click.echo(line, err=True), engine=engine, stack_size=stack_size)
@@ -156,7 +177,10 @@ def _shared(plan, devices, storage, tracking_uri, heartbeat, grace, study, submi
         _where(shared.tracker, out)
     for s in missing:
         click.echo(f"FAILED or not done: {s.name} [{s.hash}]", err=True)
-    if missing:
+    tuned = _tune_sections(plan, registry, quiet, output_format, {})
+    if plan.benchmark is not None and not submit_only:
+        click.echo(f"report: {runs.write_plan_report(plan, shared.tracker.tracking_uri)}", err=output_format == "json")
+    if missing or any(o.troubles for o in tuned):
         sys.exit(1)
 
 
@@ -165,38 +189,59 @@ def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_si
     from suite.api import runs, summaries
     from suite.exec.phases import CLOCK
 
-    out, tracker = runs.run_local(plan, registry, devices, tracking_uri=tracking_uri, force=force, quiet=quiet,
-                                  engine=engine, stack_size=stack_size, adaptive=adaptive)
-    if out.reaped:
-        click.echo(f"marked {len(out.reaped)} run(s) left RUNNING by a dead invocation as interrupted", err=True)
+    out = tracker = None
+    data: dict = {}
     single = not plan.wants_parent
-    if output_format == "json":
-        click.echo(json.dumps(summaries.run_summary(plan, out, tracker), indent=1))
-    else:
-        if single:
-            _single_summary(out, tracker)
+    if plan.specs:
+        out, tracker = runs.run_local(plan, registry, devices, tracking_uri=tracking_uri, force=force, quiet=quiet,
+                                      engine=engine, stack_size=stack_size, adaptive=adaptive)
+        if out.reaped:
+            click.echo(f"marked {len(out.reaped)} run(s) left RUNNING by a dead invocation as interrupted", err=True)
+        if output_format == "json":
+            data = summaries.run_summary(plan, out, tracker)
         else:
-            _grid_summary(out, force)
-        where = f"experiment {tracker.experiment_name!r} at {tracker.tracking_uri}"
-        if out.parent_run_id:
-            where += f", parent run {out.parent_run_id}"
-        click.echo(f"MLflow: {where}")
-        _where(tracker, out)
-    if plan.benchmark is not None and out.rows:
+            if single:
+                _single_summary(out, tracker)
+            else:
+                _grid_summary(out, force)
+            where = f"experiment {tracker.experiment_name!r} at {tracker.tracking_uri}"
+            if out.parent_run_id:
+                where += f", parent run {out.parent_run_id}"
+            click.echo(f"MLflow: {where}")
+            _where(tracker, out)
+    tuned = _tune_sections(plan, registry, quiet, output_format, data)
+    if plan.benchmark is not None and ((out is not None and out.rows) or tuned):
         with CLOCK.phase("reporting"):
-            report = runs.write_plan_report(plan, tracker.tracking_uri)
+            report = runs.write_plan_report(plan, tracker.tracking_uri if tracker else tuned[0].tracking_uri)
         if output_format != "json":
             click.echo(f"report: {report}")
-    if out.parent_run_id:
+        data["report"] = str(report)
+    if output_format == "json":
+        click.echo(json.dumps(data, indent=1))
+    if out is not None and out.parent_run_id:
         tracker.log_phases(out.parent_run_id, CLOCK.seconds())
     if output_format != "json":  # JSON stays parseable; the same figures are suite.seconds.* tags
         click.echo(CLOCK.line())
-    if out.failures:
+    if (out is not None and out.failures) or any(o.troubles for o in tuned):
         sys.exit(1)
-    diverged = [r for r in out.results.values() if r.status == "diverged"]
+    diverged = [r for r in out.results.values() if r.status == "diverged"] if out is not None else []
     if single and diverged:  # one configuration asked for, and it diverged: say so and exit non-zero
         click.echo(f"run diverged: {diverged[0].reason}", err=True)
         sys.exit(1)
+
+
+def _tune_sections(plan, registry, quiet: bool, output_format: str, data: dict) -> list:
+    """Run a benchmark file's tuned experiments (after its grids), as ``suite tune FILE`` does."""
+    if not plan.tuning:
+        return []
+    from suite.api.summaries import tune_summary
+    from suite.cli.tune import run_requests
+
+    outcomes = run_requests(plan.tuning, registry, quiet=quiet, output_format="text" if output_format != "json"
+                            else "none")
+    if output_format == "json":
+        data["tuned"] = [tune_summary(o, o.experiment_id) for o in outcomes]
+    return outcomes
 
 
 def _where(tracker, out) -> None:

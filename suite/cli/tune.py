@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -21,6 +22,7 @@ from suite.registry import get_registry
 
 
 @click.command()
+@click.argument("benchmark", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--problem", default="logistic", show_default=True, help="Problem(s), comma-separated.")
 @click.option("--optimizer", default="sgd,precond", show_default=True, help="Optimizer variants, comma-separated.")
 @click.option("--scheduler", default="constant", show_default=True, help="Scheduler variants.")
@@ -61,14 +63,22 @@ from suite.registry import get_registry
               help="How many of each study's best trials --reevaluate re-runs.")
 @tracking_options
 @format_option
-def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, budget, objective, seeds, spaces,
-         sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, population, engine,
-         reevaluate_top, experiment, tracking_uri, device, workers, quiet, output_format) -> None:
-    """Tune lr, momentum, weight decay (and schedule/averager parameters) per variant and batch size."""
+def tune(benchmark, problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, budget, objective, seeds,
+         spaces, sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, population,
+         engine, reevaluate_top, experiment, tracking_uri, device, workers, quiet, output_format) -> None:
+    """Tune lr, momentum, weight decay (and schedule/averager parameters) per variant and batch size.
+
+    BENCHMARK: a benchmark file; its tuned experiments (those with a ``tune:`` block) are tuned
+    as the file says, and the file's report is written (``suite run`` on the file runs its grids
+    too)."""
     from suite.api import tuning
-    from suite.stores import describe, normalize_storage
 
     registry = get_registry()
+    if benchmark is not None:
+        _tune_benchmark(benchmark, registry, storage=storage, heartbeat=heartbeat, grace=grace, submit_only=submit_only,
+                        engine=engine, experiment=experiment, tracking_uri=tracking_uri, device=device,
+                        workers=workers, quiet=quiet, output_format=output_format)
+        return
     request = tuning.plan_request(
         registry, problem=problem, optimizer=optimizer, scheduler=scheduler, averager=averager, sampler=sampler,
         batch_sizes=batch_sizes, trials=trials, budget=budget, objective=objective, seeds=seeds, spaces=spaces,
@@ -76,22 +86,88 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
         heartbeat=heartbeat, grace=grace, submit_only=submit_only, reevaluate=reevaluate,
         reevaluate_top=reevaluate_top, population=population, engine=engine, experiment=experiment,
         tracking_uri=tracking_uri, device=device, workers=workers)
-    plans = request.plans
-    echo = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
-    outcome = tuning.run(request, registry, echo)
-    if outcome is None:
-        where = describe(normalize_storage(storage))
-        click.echo(f"{len(plans)} stud{'y' if len(plans) == 1 else 'ies'} ready in {where}; workers join with: "
-                   f"suite worker --storage '{where}'")
+    outcomes = run_requests([request], registry, quiet=quiet, output_format=output_format)
+    _log_time(outcomes, output_format)
+    if any(o.troubles for o in outcomes):
+        sys.exit(1)
+
+
+FILE_OPTIONS = ("storage", "heartbeat", "grace", "submit_only", "engine", "experiment", "tracking_uri", "device",
+                "workers", "quiet", "output_format", "benchmark")
+
+
+def _tune_benchmark(path: Path, registry, *, storage, heartbeat, grace, submit_only, engine, experiment, tracking_uri,
+                    device, workers, quiet, output_format) -> None:
+    """``suite tune FILE``: the file's tuned experiments, then the file's report."""
+    from click.core import ParameterSource
+
+    from suite.api import tuning
+    from suite.errors import SpecError
+    from suite.specs import benchfile
+
+    ctx = click.get_current_context()
+    given = [f"--{name.replace('_', '-')}" for name in ctx.params if name not in FILE_OPTIONS
+             and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+    if given:
+        raise SpecError(f"{path}: {', '.join(given)} cannot be combined with a benchmark file; its experiments' "
+                        "tune: blocks say how to tune (edit the file, or copy it)")
+    bench = benchfile.load(path, registry)
+    if not bench.tuned:
+        raise SpecError(f"{path}: no experiment has a tune: block, so there is nothing to tune; "
+                        f"`suite run {path}` runs its grids")
+    requests = tuning.plan_benchmark(bench, registry, storage=storage, experiment=experiment,
+                                     tracking_uri=tracking_uri, device=device, workers=workers, engine=engine,
+                                     heartbeat=heartbeat, grace=grace, submit_only=submit_only)
+    outcomes = run_requests(requests, registry, quiet=quiet, output_format="none" if output_format == "json"
+                            else output_format)
+    if submit_only:
         return
-    for line in outcome.troubles:
-        click.echo(f"{line}; its unfinished trials are not counted: rerun the same command to complete them",
-                   err=True)
+    from suite.exec.phases import CLOCK
+    from suite.report.build import write_report
+
+    exp = experiment or bench.name
+    with CLOCK.phase("reporting"):
+        page = write_report(exp, tracking_uri, Path("reports") / exp, benchmark=path)
     if output_format == "json":
         from suite.api.summaries import tune_summary
 
-        click.echo(json.dumps(tune_summary(outcome, outcome.experiment_id), indent=1))
+        click.echo(json.dumps({"tuned": [tune_summary(o, o.experiment_id) for o in outcomes], "report": str(page)},
+                              indent=1))
     else:
+        click.echo(f"report: {page}")
+    _log_time(outcomes, output_format)
+    if any(o.troubles for o in outcomes):
+        sys.exit(1)
+
+
+def run_requests(requests, registry, *, quiet: bool, output_format: str) -> list:
+    """Run tuning requests one after the other, printing each one's table (or its JSON; nothing
+    with ``output_format="none"``) as ``suite tune`` does; returns their outcomes (none for
+    requests that were only submitted)."""
+    from suite.api import tuning
+    from suite.stores import describe, normalize_storage
+
+    echo = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
+    outcomes = []
+    for request in requests:
+        plans = request.plans
+        outcome = tuning.run(request, registry, echo)
+        if outcome is None:
+            where = describe(normalize_storage(request.storage))
+            click.echo(f"{len(plans)} stud{'y' if len(plans) == 1 else 'ies'} ready in {where}; workers join with: "
+                       f"suite worker --storage '{where}'")
+            continue
+        outcomes.append(outcome)
+        for line in outcome.troubles:
+            click.echo(f"{line}; its unfinished trials are not counted: rerun the same command to complete them",
+                       err=True)
+        if output_format == "json":
+            from suite.api.summaries import tune_summary
+
+            click.echo(json.dumps(tune_summary(outcome, outcome.experiment_id), indent=1))
+            continue
+        if output_format == "none":  # the caller prints them (suite run --format json)
+            continue
         from suite.tracking import ui
 
         click.echo(outcome.markdown, nl=False)
@@ -102,11 +178,15 @@ def tune(problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, 
         for line in ui.where_lines(outcome.tracking_uri, outcome.experiment_id, run_id=outcome.report_run_id):
             click.echo(line)
         click.echo(f"compare the studies: optuna-dashboard '{outcome.storage}'  (or: make dashboard)")
+    return outcomes
+
+
+def _log_time(outcomes, output_format: str) -> None:
+    """The ``time:`` line, also logged as tags on each tuning report run."""
     from suite.exec.phases import CLOCK
     from suite.tracking.tracker import Tracker
 
-    Tracker(outcome.experiment, outcome.tracking_uri).log_phases(outcome.report_run_id, CLOCK.seconds())
-    if output_format != "json":  # JSON stays parseable; the same figures are suite.seconds.* tags
+    for outcome in outcomes:
+        Tracker(outcome.experiment, outcome.tracking_uri).log_phases(outcome.report_run_id, CLOCK.seconds())
+    if outcomes and output_format != "json":  # JSON stays parseable; the same figures are suite.seconds.* tags
         click.echo(CLOCK.line())
-    if outcome.troubles:
-        sys.exit(1)

@@ -61,8 +61,12 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
 
 def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
     doc.heading("Batch-size scaling on the NQM, each method tuned")
-    doc.para(f"Steps for the expected risk to reach {scaling.NQM_TARGET:g} (theory_risk; theory_avg_risk for an "
-             "averaged model), at the best lr of each method, batch size and seed. Dotted: the NQM closed form with "
+    studies = any(t.from_study for t in sweep.tuned.values())
+    how = ("each method tuned by Optuna at each batch size (one study each); the study's winner is the top trial "
+           "with the fewest mean steps when re-run on fresh seeds, and its steps are those re-runs'"
+           if studies else "at the best lr of each method, batch size and seed (an lr grid)")
+    doc.para(f"Steps for the expected risk to reach {sweep.target:g} (theory_risk; theory_avg_risk for an "
+             f"averaged model), {how}. Dotted: the NQM closed form with "
              "the lr tuned on a fine grid; vertical dotted lines: its critical batch size B*.")
     fig_steps, fig_lr = figures.scaling_figures(sweep, sweep.records)
     doc.figure(fig_steps, "scaling_steps", "Steps to target against batch size (log-log), measured and closed form")
@@ -74,9 +78,12 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
             est = t.log2_steps()
             steps = "not reached" if est.n == 0 else (
                 f"{2 ** est.mean:.0f}" + (f" [{2 ** est.low:.0f}, {2 ** est.high:.0f}]" if est.n > 1 else ""))
-            lrs = ", ".join(f"{v:.3g}" for v in t.best_lrs().values())
-            table.append([m, b, steps, lrs, ", ".join(f"{v:.3g}" for v in t.lrs)])
-    doc.table(["method", "batch size", "steps to target (95% interval)", "best lr per seed", "lrs tried"], table)
+            lrs = ", ".join(f"{v:.3g}" for v in t.lr_replicates().values())
+            tried = f"{len(t.seeds)} fresh seeds" if t.from_study else ", ".join(f"{v:.3g}" for v in t.lrs)
+            table.append([m, b, steps, lrs, tried])
+    best_lr = "best lr: winner, then the other re-evaluated trials" if studies else "best lr per seed"
+    doc.table(["method", "batch size", "steps to target (95% interval)", best_lr,
+               "re-evaluated on" if studies else "lrs tried"], table)
     doc.figure(figures.best_curves_figure(runs, sweep), "scaling_curves",
                "Expected risk against steps at the best lr of each method and batch size (band: min–max over seeds)")
 
@@ -183,15 +190,24 @@ def write_report(experiment: str, tracking_uri: str | None, out_dir: str | Path,
     :class:`suite.errors.SuiteError` for an unknown or empty experiment."""
     from suite.report.reader import read_runs
 
-    sections, descriptions = None, None
+    sections, descriptions, studies = None, None, None
     if benchmark is not None:
         from suite.registry import get_registry
         from suite.specs import benchfile
 
-        bench = benchfile.load(benchmark, get_registry())
-        sections = {s.name: [spec.hash for spec in s.specs] for s in bench.sections}
+        registry = get_registry()
+        bench = benchfile.load(benchmark, registry)
+        sections = {s.name: [spec.hash for spec in s.specs] for s in bench.sections if s.tune is None}
         descriptions = {s.name: s.description for s in bench.sections}
-    runs = read_runs(experiment, tracking_uri, sections=sections)
+        studies = {}
+        if bench.tuned:
+            from suite.api.tuning import plan_benchmark
+
+            for request in plan_benchmark(bench, registry, experiment=experiment, tracking_uri=tracking_uri,
+                                          device="cpu"):
+                for plan in request.plans:
+                    studies.setdefault(plan.section, []).append(plan.name)
+    runs = read_runs(experiment, tracking_uri, sections=sections, studies=studies)
     out = Path(out_dir)
     page, _ = write(runs, out, descriptions, by)
     if log:

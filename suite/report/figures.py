@@ -122,35 +122,35 @@ def scaling_figures(sweep: Any, records: Sequence[RunRecord]):
             hi = [2**e.high - 2**e.mean if math.isfinite(e.high) else 0 for _, e in pts]
             dash = "--" if "+" in m else "-"
             ax.errorbar(xs, ys, yerr=[lo, hi], capsize=3, linestyle=dash, label=f"{m} (measured)", **st)
-        theory = [scaling.closed_form_steps(m, b, dim, noise) for b in fine]
+        theory = [scaling.closed_form_steps(m, b, dim, noise, sweep.target) for b in fine]
         if all(t is not None for t in theory):
             ax.plot(fine, [t[0] for t in theory], linestyle=":", color=st["color"], linewidth=1.3,
                     label=f"{m} (NQM closed form)")
-            crit = scaling.critical_batch_size(m, all_sizes[0], dim, noise)
+            crit = scaling.critical_batch_size(m, all_sizes[0], dim, noise, sweep.target)
             if crit is not None and all_sizes[0] <= crit <= all_sizes[-1] * 4:
                 ax.axvline(crit, color=st["color"], linestyle=(0, (1, 3)), linewidth=1)
                 ax.annotate(f"B* ≈ {crit:.0f}", (crit, max(ys) if pts else 1.0),
                             rotation=90, fontsize=7, color=st["color"], va="top", ha="right")
-        lrs = {b: tuned[(m, b)].best_lrs() for b in sizes}
+        lrs = {b: tuned[(m, b)].lr_replicates() for b in sizes}
         geo = [2 ** np.mean(np.log2(list(v.values()))) for v in lrs.values()]
         spread = [(max(0.0, g - min(v.values())), max(0.0, max(v.values()) - g))
                   for g, v in zip(geo, lrs.values(), strict=True)]
         ax2.errorbar(sizes, geo, yerr=np.array(spread).T, capsize=3, linestyle="--" if "+" in m else "-",
                      label=m, **st)
-    ax.plot(fine, [dim / (2 * scaling.NQM_TARGET * b) for b in fine], color="0.6",
+    ax.plot(fine, [dim / (2 * sweep.target * b) for b in fine], color="0.6",
             linewidth=1, label="lower bound d/(2·L*·B)")
     for a in (ax, ax2):
         a.set_xscale("log", base=2)
         a.set_yscale("log")
         a.set_xlabel("batch size B")
         a.grid(alpha=0.3, which="both", linewidth=0.5)
-    ax.set_ylabel(f"steps to expected risk {scaling.NQM_TARGET:g}")
+    ax.set_ylabel(f"steps to expected risk {sweep.target:g}")
     ax.set_title(f"Steps to target, each method at its best lr (NQM d={dim}); B* = critical batch size",
                  fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     ax2.axhline(2.0, color="0.5", linestyle=":", linewidth=1)
     ax2.annotate("SGD stability cap 2/h_max", (all_sizes[0], 2.0), fontsize=7, color="0.4", va="bottom")
-    ax2.set_ylabel("best lr (geometric mean; bars: min–max over seeds)")
+    ax2.set_ylabel("best lr (geometric mean; bars: min–max over seeds or top trials)")
     ax2.set_title("Best learning rate against batch size", fontsize=10)
     ax2.legend(fontsize=7)
     fig1.tight_layout()
@@ -219,7 +219,7 @@ def best_curves_figure(runs: Runs, sweep: Any):
             ax.plot(steps, mean, color=st["color"], marker=st["marker"], markevery=max(1, len(steps) // 8),
                     markersize=4, linewidth=1.4, label=f"B={b}, lr {lr:.3g}")
             ax.fill_between(steps, lo, hi, color=st["color"], alpha=0.15, linewidth=0)
-        ax.axhline(scaling.NQM_TARGET, color="0.5", linestyle=":", linewidth=1)
+        ax.axhline(sweep.target, color="0.5", linestyle=":", linewidth=1)
         ax.set_yscale("log")
         ax.set_xscale("log")
         ax.set_title(m, fontsize=10)

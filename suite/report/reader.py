@@ -13,10 +13,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suite.errors import ReportError
-from suite.vocab import DONE_STATUSES, TAG_HASH, TAG_KIND, TAG_REASON, TAG_SECTION, TAG_STATUS
+from suite.vocab import (
+    DONE_STATUSES,
+    TAG_HASH,
+    TAG_KIND,
+    TAG_REASON,
+    TAG_REEVAL_OF,
+    TAG_SECTION,
+    TAG_STATUS,
+    TAG_STUDY,
+)
 
 RUN_KIND = "run"
 GRID_KIND = "grid"
+REEVAL_KIND = "reeval"  # a tuned study's top trial re-run on a fresh seed
+STUDY_KIND = "study"
+TUNE_KIND = "tune"
 BUDGET_KEYS = ("seed", "steps", "epochs", "eval_every")
 
 
@@ -48,6 +60,9 @@ class RunRecord:
     reason: str = ""
     start_time: int = 0
     histories: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    study: str = ""  # a tuned experiment's re-evaluation run: its Optuna study ...
+    trial: int | None = None  # ... the trial it re-evaluates ...
+    study_params: dict[str, Any] = field(default_factory=dict)  # ... and the study's settings (its parent's params)
 
     @property
     def seed(self) -> int:
@@ -117,14 +132,17 @@ def search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]
             return runs
 
 
-def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dict[str, list[str]] | None = None
-              ) -> Runs:
+def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dict[str, list[str]] | None = None,
+              studies: dict[str, list[str]] | None = None) -> Runs:
     """Load experiment ``experiment``'s runs: the latest run of each spec hash (a finished one
-    preferred), with its section tag, params and final metrics.
+    preferred), with its section tag, params and final metrics; and the re-evaluation runs of
+    the studies of tuned experiments (tag ``suite.section``): the latest run of each study,
+    trial and seed, carrying the study's settings.
 
     ``sections`` (section -> spec hashes, from a benchmark file) restricts the report to those
-    specs and assigns each to every section that lists it. Raises :class:`ReportError` for an
-    unknown or empty experiment."""
+    specs and assigns each to every section that lists it; ``studies`` (section -> study names)
+    likewise restricts the tuned experiments to the file's studies. Raises :class:`ReportError`
+    for an unknown or empty experiment."""
     from mlflow import MlflowClient
 
     from suite.stores import check_tracking_uri, resolve_tracking_uri
@@ -142,7 +160,8 @@ def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dic
             continue
         if h not in latest or _rank(run) > _rank(latest[h]):
             latest[h] = run
-    if not latest:
+    tuned = _tuned_records(client, exp.experiment_id, studies)
+    if not latest and not tuned:
         raise ReportError(f"MLflow experiment {experiment!r} at {uri} has no runs to report on")
     records: list[RunRecord] = []
     if sections is None:
@@ -151,11 +170,45 @@ def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dic
     else:
         for name, hashes in sections.items():
             records.extend(_record(latest[h], name) for h in hashes if h in latest)
-        if not records:
-            raise ReportError(f"MLflow experiment {experiment!r} at {uri} has no runs of this benchmark file yet")
+    records += tuned
+    if not records:
+        raise ReportError(f"MLflow experiment {experiment!r} at {uri} has no runs of this benchmark file yet")
     parents = search_all(client, exp.experiment_id, f"tags.`{TAG_KIND}` = '{GRID_KIND}'")
+    if not parents:  # only tuned experiments: the tuning session's run holds the report
+        parents = search_all(client, exp.experiment_id, f"tags.`{TAG_KIND}` = '{TUNE_KIND}'")
     parent = max(parents, key=lambda r: r.info.start_time).info.run_id if parents else None
     return Runs(experiment, uri, records, parent, client)
+
+
+def _tuned_records(client: Any, experiment_id: str, studies: dict[str, list[str]] | None) -> list[RunRecord]:
+    """The re-evaluation runs of tuned experiments' studies (all with a ``suite.section`` tag,
+    or those of ``studies``), one per (study, trial, seed), with their study's settings."""
+    wanted = {name: sec for sec, names in studies.items() for name in names} if studies is not None else None
+    if wanted is not None and not wanted:
+        return []
+    latest: dict[tuple[str, str, int], Any] = {}
+    for run in search_all(client, experiment_id, f"tags.`{TAG_KIND}` = '{REEVAL_KIND}'"):
+        tags = run.data.tags
+        study, section = tags.get(TAG_STUDY, ""), tags.get(TAG_SECTION)
+        if section is None or (wanted is not None and study not in wanted) or TAG_REEVAL_OF not in tags:
+            continue
+        key = (study, tags[TAG_REEVAL_OF], int(parse_value(run.data.params.get("seed", "0")) or 0))
+        if key not in latest or _rank(run) > _rank(latest[key]):
+            latest[key] = run
+    if not latest:
+        return []
+    settings = {}
+    for run in search_all(client, experiment_id, f"tags.`{TAG_KIND}` = '{STUDY_KIND}'"):
+        name = run.data.tags.get(TAG_STUDY)
+        if name in {k[0] for k in latest}:
+            settings[name] = {k: parse_value(v) for k, v in run.data.params.items()}
+    out = []
+    for (study, trial, _), run in sorted(latest.items(), key=lambda kv: kv[1].info.start_time):
+        section = wanted[study] if wanted is not None else run.data.tags[TAG_SECTION]
+        record = _record(run, section)
+        record.study, record.trial, record.study_params = study, int(trial), settings.get(study, {})
+        out.append(record)
+    return out
 
 
 def _rank(run: Any) -> tuple[bool, int]:

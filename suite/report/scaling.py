@@ -40,12 +40,13 @@ def method_of(record: RunRecord) -> str:
 
 
 def series_of(record: RunRecord) -> list[tuple[str, str]]:
-    """The (method, metric) series one run provides: its iterate, and its averaged model if any."""
+    """The (method, metric) series one run provides: its iterate, and its averaged model if any
+    (a tuned study's run: only the one its study tuned, the averaged model's if it has one)."""
     out = [(method_of(record), RISK)]
     avg = record.param("averager")
     if avg in AVERAGED_NAMES:
         out.append((f"{method_of(record)} + {AVERAGED_NAMES[avg]}", AVG_RISK))
-    return out
+    return out[-1:] if record.trial is not None else out
 
 
 def steps_to_target(history: Sequence[tuple[int, float]], target: float) -> float:
@@ -67,11 +68,33 @@ def steps_to_target(history: Sequence[tuple[int, float]], target: float) -> floa
 
 @dataclass
 class Tuned:
-    """One method at one batch size: per seed, each lr tried and the best one."""
+    """One method at one batch size: per seed, each lr tried and the best one.
+
+    From an lr grid (sections ``scaling…`` run as grids) every seed has its own best lr. From an
+    Optuna study (a tuned experiment) the best lr is the study's winner, the re-evaluated top
+    trial with the fewest mean steps, and ``tried[seed]`` holds its run on each fresh seed;
+    ``ranked`` holds every re-evaluated trial's lr, best first: the near-optimal lrs whose
+    spread stands for the best lr's uncertainty."""
 
     method: str
     batch_size: int
     tried: dict[int, list[tuple[float, float, float]]] = field(default_factory=dict)  # seed -> (lr, steps, risk)
+    ranked: list[float] = field(default_factory=list)  # Optuna: the re-evaluated trials' lrs, best first
+    ceiling: float | None = None  # Optuna: the top of the lr's search space
+
+    @property
+    def from_study(self) -> bool:
+        return bool(self.ranked)
+
+    def lr_replicates(self) -> dict[int, float]:
+        """Independent estimates of the best lr: per seed for an lr grid, per rank of the
+        re-evaluated trials for a study."""
+        return dict(enumerate(self.ranked)) if self.ranked else self.best_lrs()
+
+    @property
+    def lr_top(self) -> float:
+        """The largest lr the tuning could pick (the grid's top, or the search space's)."""
+        return self.ceiling if self.ceiling is not None else max(self.lrs)
 
     def best(self, seed: int) -> tuple[float, float]:
         """(best lr, its steps) for one seed: fewest steps, then lowest final risk."""
@@ -96,19 +119,80 @@ class Tuned:
         return sorted({lr for rows in self.tried.values() for lr, _, _ in rows})
 
 
+def study_target(records: Sequence[RunRecord]) -> float | None:
+    """The target of the tuned studies among ``records`` (``steps-to-target:X`` objectives), if
+    they share one."""
+    targets = {str(r.study_params.get("objective", "")) for r in records if r.trial is not None}
+    if len(targets) != 1:
+        return None
+    kind, _, value = targets.pop().partition(":")
+    try:
+        return float(value) if kind == "steps-to-target" else None
+    except ValueError:
+        return None
+
+
 def tune(runs: Runs, records: Sequence[RunRecord], target: float = NQM_TARGET) -> dict[tuple[str, int], Tuned]:
-    """Steps to ``target`` for every (method, batch size, seed, lr) of ``records``, grouped."""
+    """Steps to ``target`` for every (method, batch size, seed, lr) of ``records``, grouped:
+    lr grids by :func:`_from_grid`, tuned studies' re-evaluation runs by :func:`_from_studies`."""
+    out = _from_grid(runs, [r for r in records if r.trial is None], target)
+    out.update(_from_studies(runs, [r for r in records if r.trial is not None], target))
+    return out
+
+
+def _run_steps(runs: Runs, r: RunRecord, key: str, target: float) -> tuple[float, float]:
+    """(steps to ``target``, final value) of one run's ``key``; a diverged run never gets there."""
+    if r.status == "diverged":
+        return math.inf, math.inf
+    hist = runs.history(r, key)
+    return steps_to_target(hist, target), (hist[-1][1] if hist else math.inf)
+
+
+def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> dict[tuple[str, int], Tuned]:
+    """Per study, its re-evaluated trials ranked by (fresh seeds that missed the target, mean
+    log2 steps on the others); the best one's runs are the method's result at that batch size."""
+    by_study: dict[str, dict[int, list[RunRecord]]] = {}
+    for r in records:
+        if r.status in ("completed", "diverged"):
+            by_study.setdefault(r.study, {}).setdefault(r.trial, []).append(r)
+    out: dict[tuple[str, int], Tuned] = {}
+    for trials in by_study.values():
+        first = next(iter(trials.values()))[0]
+        (method, key), = series_of(first)
+        scored = []
+        for recs in trials.values():
+            per_seed = {r.seed: _run_steps(runs, r, key, target) for r in recs}
+            reached = [math.log2(s) for s, _ in per_seed.values() if 0 < s < math.inf]
+            missed = len(per_seed) - len(reached)
+            mean = sum(reached) / len(reached) if reached else math.inf
+            scored.append((missed, mean, float(recs[0].param("optimizer.lr")), per_seed))
+        scored.sort(key=lambda t: (t[0], t[1]))
+        _, _, lr, per_seed = scored[0]
+        tuned = Tuned(method, first.batch_size, ranked=[t[2] for t in scored], ceiling=_space_high(first))
+        for seed, (steps, final) in per_seed.items():
+            tuned.tried[seed] = [(lr, steps, final)]
+        out[(method, first.batch_size)] = tuned
+    return out
+
+
+def _space_high(record: RunRecord) -> float | None:
+    import json
+
+    text = record.study_params.get("space.optimizer.lr")
+    try:
+        return float(json.loads(text)["high"]) if isinstance(text, str) else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _from_grid(runs: Runs, records: Sequence[RunRecord], target: float) -> dict[tuple[str, int], Tuned]:
+    """Per (method, batch size, seed): every lr of the grid with its steps and final value."""
     out: dict[tuple[str, int], Tuned] = {}
     for r in records:
         if r.status not in ("completed", "diverged"):
             continue
         for method, key in series_of(r):
-            if r.status == "diverged":
-                steps, final = math.inf, math.inf
-            else:
-                hist = runs.history(r, key)
-                steps = steps_to_target(hist, target)
-                final = hist[-1][1] if hist else math.inf
+            steps, final = _run_steps(runs, r, key, target)
             tuned = out.setdefault((method, r.batch_size), Tuned(method, r.batch_size))
             tuned.tried.setdefault(r.seed, []).append((float(r.param("optimizer.lr")), steps, final))
     return out

@@ -46,19 +46,52 @@ from suite.specs.spec import RunSpec
 TOP_KEYS = ("name", "description", "defaults", "experiments")
 EXPERIMENT_KEYS = (
     "description", *FAMILIES, "batch_size", "seeds", "seed", "epochs", "steps", "eval_every",
-    "diverge_factor", "target", "params", "tie",
+    "diverge_factor", "target", "params", "tie", "tune",
 )
+TUNE_KEYS = ("objective", "trials", "budget", "space", "reevaluate", "reevaluate_top", "population", "pruner",
+             "study_seed", "eval_every")
+TUNE_INTS = ("trials", "reevaluate", "reevaluate_top", "population", "study_seed", "eval_every")
+TUNE_PRUNERS = ("median", "hyperband", "none")
 TIE_SCALARS = ("batch_size", "seed", "steps", "eval_every")  # a budget may follow the batch size
+
+
+@dataclass(frozen=True)
+class TuneBlock:
+    """A tuned experiment: what ``suite tune`` would be asked, as its options' values (checked
+    further, with the registry and Optuna, by :func:`suite.api.tuning.plan_section`)."""
+
+    problems: tuple[str, ...]
+    choices: tuple[tuple[str, tuple[str, ...]], ...]  # family -> component names (the variants' axes)
+    batch_sizes: tuple[int, ...]
+    sets: tuple[str, ...]  # pinned values, "family.param=value"
+    spaces: tuple[str, ...]  # space overrides, "family.param=SPACE"
+    objective: str = "final"
+    trials: int = 30
+    budget: str | None = None
+    seeds: int | None = None
+    reevaluate: int | None = None
+    reevaluate_top: int = 3
+    population: int | None = None
+    pruner: str = "median"
+    study_seed: int | None = None
+    eval_every: int | None = None
+
+    def session_key(self) -> tuple:
+        """What one tuning session shares: blocks with equal keys run in one session."""
+        return (self.objective, self.trials, self.pruner, self.study_seed, self.reevaluate, self.reevaluate_top,
+                self.population)
 
 
 @dataclass
 class Section:
-    """One named experiment of a benchmark file and the specs it expands to."""
+    """One named experiment of a benchmark file and the specs it expands to (none for a tuned
+    experiment, whose trials Optuna chooses: see :attr:`tune`)."""
 
     name: str
     description: str
     specs: list[RunSpec]
     line: int = 0  # where the experiment starts in the file
+    tune: TuneBlock | None = None
 
     def where(self, path: Path | str) -> str:
         """``file:line: experiments.NAME`` for error messages about this experiment."""
@@ -73,6 +106,11 @@ class Benchmark:
     name: str
     description: str
     sections: list[Section] = field(default_factory=list)
+
+    @property
+    def tuned(self) -> list[Section]:
+        """The experiments tuned by Optuna (``tune:``)."""
+        return [s for s in self.sections if s.tune is not None]
 
     @property
     def specs(self) -> list[RunSpec]:
@@ -227,10 +265,107 @@ def load(path: str | Path, registry: Registry) -> Benchmark:
         if "params" in defaults and "params" in body:
             params = {**ck.mapping(defaults["params"]), **ck.mapping(body["params"])}
             merged["params"] = _Node(params, body["params"].line, body["params"].path)
-        specs = _expand_experiment(ck, exp_name, exp_node, merged)
         desc = merged.get("description")
-        bench.sections.append(Section(exp_name, str(desc.value) if desc is not None else "", specs, exp_node.line))
+        desc_text = str(desc.value) if desc is not None else ""
+        if "tune" in body:
+            if "tune" in defaults:
+                raise ck.fail(defaults["tune"], "tune is given per experiment, not under defaults")
+            block = _tune_block(ck, exp_node, merged)
+            bench.sections.append(Section(exp_name, desc_text, [], exp_node.line, block))
+            continue
+        if "tune" in defaults:
+            raise ck.fail(defaults["tune"], "tune is given per experiment, not under defaults")
+        specs = _expand_experiment(ck, exp_name, exp_node, merged)
+        bench.sections.append(Section(exp_name, desc_text, specs, exp_node.line))
     return bench
+
+
+def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
+    """A tuned experiment's block: components (names, or names with pinned single values),
+    ``params`` pinned, batch sizes, ``seeds: K`` per trial, and the ``tune`` mapping."""
+    tune = ck.mapping(body["tune"], TUNE_KEYS)
+    for key in ("tie", "seed", "diverge_factor", "target"):
+        if key in body:
+            raise ck.fail(body[key], f"{key!r} has no meaning in a tuned experiment (one with 'tune'); remove it")
+    choices: dict[str, tuple[str, ...]] = {}
+    sets: dict[str, tuple[Any, _Node]] = {}
+
+    def pin(key: str, value: Any, where: _Node) -> None:
+        if key in sets and sets[key][0] != value:
+            raise ck.fail(where, f"{key} is pinned to {sets[key][0]!r} at line {sets[key][1].line} and to {value!r} "
+                                 "here; a tuned experiment pins one value per key (split it into two experiments)")
+        sets[key] = (value, where)
+
+    for family in FAMILIES:
+        if family not in body:
+            continue
+        fnode = body[family]
+        if isinstance(fnode.value, dict):
+            names = []
+            for comp_name, sub in fnode.value.items():
+                comp = ck.component(family, comp_name, sub)
+                names.append(comp.name)
+                for param, pnode in (ck.mapping(sub) if sub.value is not None else {}).items():
+                    if isinstance(pnode.value, list):
+                        raise ck.fail(pnode, "a tuned experiment pins single values; Optuna searches the rest "
+                                             "(give a range under tune.space)")
+                    ck.check_param(family, [comp.name], param, pnode)
+                    pin(f"{family}.{param}", pnode.value, pnode)
+        else:
+            names = [ck.component(family, n, fnode).name for n in ck.values(fnode)]
+        choices[family] = tuple(names)
+    for key, pnode in (ck.mapping(body["params"]).items() if "params" in body else ()):
+        family, _, param = key.partition(".")
+        if family not in FAMILIES or not param:
+            raise ck.fail(pnode, f"malformed hyperparameter key {key!r}: write family.param, "
+                                 f"family one of {', '.join(FAMILIES)}")
+        if isinstance(pnode.value, list | dict):
+            raise ck.fail(pnode, "a tuned experiment pins single values; Optuna searches the rest "
+                                 "(give a range under tune.space)")
+        ck.check_param(family, list(choices.get(family) or [_default_component(family)]), param, pnode)
+        pin(key, pnode.value, pnode)
+    sizes = ck.values(body["batch_size"]) if "batch_size" in body else [32]
+    if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in sizes):
+        raise ck.fail(body["batch_size"], f"batch sizes must be positive integers, got {sizes!r}")
+    seeds = None
+    if "seeds" in body:
+        snode = body["seeds"]
+        if isinstance(snode.value, bool) or not isinstance(snode.value, int) or snode.value < 1:
+            raise ck.fail(snode, "in a tuned experiment seeds is K, the seeds each trial's value is averaged over "
+                                 "(a positive integer)")
+        seeds = snode.value
+    kwargs: dict[str, Any] = {}
+    for key in TUNE_INTS:
+        if key in tune:
+            v, least = tune[key].value, 0 if key in ("reevaluate", "study_seed") else 1
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ck.fail(tune[key], f"expected an integer ≥ {least}, got {_kind(v)}")
+            kwargs[key] = v
+    examples = {"objective": "steps-to-target:0.05", "budget": "steps:auto", "pruner": "median"}
+    for key, example in examples.items():
+        if key in tune:
+            v = tune[key].value
+            if not isinstance(v, str) or not v.strip():
+                raise ck.fail(tune[key], f"expected text such as {example}, got {_kind(v)}")
+            kwargs[key] = v.strip()
+    if kwargs.get("pruner", "median") not in TUNE_PRUNERS:
+        raise ck.fail(tune["pruner"], f"unknown pruner {kwargs['pruner']!r}; one of {', '.join(TUNE_PRUNERS)}")
+    given_budget = [k for k in ("epochs", "steps") if k in body]
+    if "budget" not in kwargs and given_budget:
+        kwargs["budget"] = f"{given_budget[0]}:{body[given_budget[0]].value}"
+    spaces = []
+    for key, snode in (ck.mapping(tune["space"]).items() if "space" in tune else ()):
+        if key in sets:
+            raise ck.fail(snode, f"{key} is pinned (line {sets[key][1].line}) and searched here: pin it or search it")
+        if isinstance(snode.value, dict | list) or snode.value is None:
+            raise ck.fail(snode, "expected a space such as log:0.001:1, uniform:0:1, int:1:8 or choice:a,b")
+        spaces.append(f"{key}={snode.value}")
+    if "eval_every" in body and "eval_every" not in kwargs:
+        kwargs["eval_every"] = body["eval_every"].value
+    problems = choices.pop("problem", None) or (_default_component("problem"),)
+    return TuneBlock(problems=tuple(problems), choices=tuple(choices.items()), batch_sizes=tuple(dict.fromkeys(sizes)),
+                     sets=tuple(f"{k}={v}" for k, (v, _) in sets.items()), spaces=tuple(spaces), seeds=seeds,
+                     **kwargs)
 
 
 def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _Node]) -> list[RunSpec]:

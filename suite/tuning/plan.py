@@ -416,6 +416,7 @@ class StudyPlan:
     eval_every: int | None = None
     eval_growth: float | None = None
     study_name: str | None = None
+    section: str | None = None  # the benchmark file's experiment it belongs to (not part of its identity)
 
     @property
     def legacy_name(self) -> str:

@@ -102,7 +102,9 @@ def summarize(study: optuna.Study, plan: StudyPlan, reevals: Mapping[int, Reeval
             best = next(t for t in trials if t.number == number)
             reeval = reevals.get(number)
     return StudySummary(
-        name=plan.name, problem=plan.problem, variant=plan.variant.name, batch_size=plan.batch_size,
+        name=plan.name, problem=plan.problem, batch_size=plan.batch_size,
+        # a benchmark file's experiments may tune one variant with other pinned values: the experiment tells them apart
+        variant=f"{plan.section}: {plan.variant.name}" if getattr(plan, "section", None) else plan.variant.name,
         n_counted=sum(counted(t) for t in trials),
         n_complete=sum(t.state == TrialState.COMPLETE for t in trials),
         n_pruned=sum(t.state == TrialState.PRUNED for t in trials),

@@ -105,7 +105,8 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
                 "study_seed": req.study_seed, "storage": label, "reevaluate": req.reevaluate,
                 "objective": str(req.objective), "devices": ",".join(req.devices)},
     )
-    sink = TrackerSink(tracker, registry, parents, echo)
+    sink = TrackerSink(tracker, registry, parents, echo,
+                       sections={p.name: p.section for p in req.plans if p.section is not None})
     settings = workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat, req.population, req.engine)
     n = len(req.devices)
     try:

@@ -37,6 +37,7 @@ from suite.vocab import (
     TAG_KIND,
     TAG_PROBLEM,
     TAG_PRUNER,
+    TAG_SECTION,
     TAG_STATUS,
     TAG_STORAGE,
     TAG_STUDIES,
@@ -60,8 +61,9 @@ class TrackerSink:
     started (they appear, RUNNING), and when the population has ended (:meth:`settle`)."""
 
     def __init__(self, tracker: Tracker, registry: Registry, parents: Mapping[str, str],
-                 echo: Callable[[str], None]) -> None:
+                 echo: Callable[[str], None], sections: Mapping[str, str] | None = None) -> None:
         self.tracker, self.registry, self.parents, self._echo = tracker, registry, parents, echo
+        self.sections = dict(sections or {})  # study -> the benchmark file's experiment (tag suite.section)
         self.run_ids: dict[str, str] = {}
         self.results: dict[str, RunResult] = {}
         self._unwritten_starts = False
@@ -76,7 +78,8 @@ class TrackerSink:
         which = f"t{tags[TAG_TRIAL]}" if TAG_TRIAL in tags else kind
         self.run_ids[key] = self.tracker.start_run(
             spec, self.registry, device=str(tags.get(TAG_DEVICE, "cpu")), parent_run_id=self.parents[study],
-            kind=kind, tags={MLFLOW_RUN_NAME: f"{naming.config_label(spec)} {which} s{spec.seed}", **tags},
+            kind=kind, tags={MLFLOW_RUN_NAME: f"{naming.config_label(spec)} {which} s{spec.seed}", **tags,
+                             **({TAG_SECTION: self.sections[study]} if study in self.sections else {})},
         )
         self._unwritten_starts = True
 
@@ -128,7 +131,8 @@ def study_parent(tracker: Tracker, plan: Any, uid: str, *, trials: int, pruner: 
     all_tags = {MLFLOW_RUN_NAME: plan.name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_STUDY_UID: uid,
                 TAG_VERSION: suite.__version__,
                 TAG_PROBLEM: plan.problem, TAG_VARIANT: plan.variant.name,
-                TAG_BATCH_SIZE: plan.batch_size, **tags}
+                TAG_BATCH_SIZE: plan.batch_size, **tags,
+                **({TAG_SECTION: plan.section} if getattr(plan, "section", None) else {})}
     run = client.create_run(tracker.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
     settings = plan.settings()
     params = {k: v for k, v in settings.items() if k not in ("space", "fixed")}
