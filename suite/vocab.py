@@ -75,6 +75,7 @@ STUDY_READY = "suite.ready"  # set by the creator once every trial is enqueued
 STUDY_SETTINGS = "suite.settings"
 STUDY_OVERRIDES = "suite.overrides"
 STUDY_UID = "suite.uid"  # identifies a study across invocations (its MLflow parent run carries it)
+STUDY_REEVALS = "suite.reevals"  # {MLflow parent run: {trial: {seed: value or None (diverged)}}}: done re-evaluations
 STUDY_TUNE = "suite.tune"  # trials, pruner and study seed of a tuning study
 STUDY_EXPERIMENT = "suite.experiment"
 STUDY_TRACKING_URI = "suite.tracking_uri"

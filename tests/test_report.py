@@ -305,9 +305,15 @@ def test_a_benchmark_files_tuned_experiment_runs_as_optuna_studies_and_reports(c
                 per_trial.setdefault(r.data.tags["suite.reeval_of"], []).append(steps_to_target(sorted(hist), 0.1))
         best = min(2 ** (sum(math.log2(v) for v in vs) / len(vs)) for vs in per_trial.values())
         assert int(steps) == round(best)
+    (tune_run,) = runs_of(mlflow_client, "tuned", "tags.`suite.kind` = 'tune'")
+    cli("tune", "tuned.yaml", "--quiet", "--workers", "1")  # again: nothing to tune or re-evaluate
+    assert len(runs_of(mlflow_client, "tuned", "tags.`suite.kind` = 'reeval'")) == 8
+    (again,) = runs_of(mlflow_client, "tuned", "tags.`suite.kind` = 'tune'")  # its report run is reused
+    assert again.info.run_id == tune_run.info.run_id
     out = cli("run", "tuned.yaml", "--quiet", "--workers", "1").output
     assert len(runs_of(mlflow_client, "tuned", "tags.`suite.kind` = 'run'")) == 4
     assert len(runs_of(mlflow_client, "tuned", "tags.`suite.kind` = 'trial'")) == 8  # the studies were full
+    assert len(runs_of(mlflow_client, "tuned", "tags.`suite.kind` = 'reeval'")) == 8  # and re-evaluated
     assert "report: reports/tuned/report.html" in out
     md = (workdir / "reports" / "tuned" / "report.md").read_text()
     assert "## plain" in md and "## Batch-size scaling" in md

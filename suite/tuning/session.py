@@ -29,7 +29,7 @@ from suite.tuning.tracking import (
     start_tune_run,
     study_parent,
 )
-from suite.vocab import STUDY_UID, TAG_REEVAL_OF, TAG_STUDIES, TAG_STUDY
+from suite.vocab import STUDY_REEVALS, STUDY_UID, TAG_REEVAL_OF, TAG_STUDIES, TAG_STUDY
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,10 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
         return None
     problems = list(dict.fromkeys(p.problem for p in req.plans))
     studies_tag = ",".join(parents)[:4000]
-    idle = not added_any and not req.reevaluate and not any(slots.n_slots_left(s) for s in studies.values())
+    pending = any(slots.n_slots_left(s) for s in studies.values())  # trials waiting or running anywhere
+    idle = not added_any and not pending
+    if idle and req.reevaluate:  # the studies are full: their top trials are final, and maybe re-evaluated before
+        idle = not _reeval_jobs(req, registry, storage, parents)[0]
     # a rerun that runs nothing reports on the run an earlier invocation left, not on a second one
     report_run = previous_report(tracker, studies_tag) if idle else None
     fresh = report_run is None
@@ -113,23 +116,24 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
         # every worker works on every study, each starting at another one
         jobs = [workers.StudyJob(p) for _ in range(n) for p in req.plans]
         with tracker.batched():  # a population's runs are written together (suite.tracking.bulk)
-            troubles = workers.run(jobs, req.devices, settings, sink)
-            reevals = _reevaluate(req, registry, storage, sink, settings, troubles) if req.reevaluate else {}
+            troubles = workers.run(jobs, req.devices, settings, sink) if pending else []  # no worker for full studies
+            reevals = _reevaluate(req, registry, storage, sink, settings, troubles, parents) if req.reevaluate else {}
         with CLOCK.phase("reporting"):  # tables and figures (their MLflow writes count as tracking)
             summaries = []
             for plan in req.plans:
                 study = studies[plan.name]
                 summary = report.summarize(study, plan, reevals.get(plan.name))
-                figs = report.study_figures(study)
+                # a rerun that ran nothing keeps the figures an earlier invocation logged on the parent
+                figs = report.study_figures(study) if fresh else {}
                 finish_study_parent(tracker, parents[plan.name], summary, figs)
                 report.close_all(figs)
                 summaries.append(summary)
             md = report.markdown(summaries, req.objective.label)
             csv_text = report.csv_text(summaries)
-            figs = report.figures(summaries, req.objective.label)
             if fresh:
+                figs = report.figures(summaries, req.objective.label)
                 finish_tune_run(tracker, report_run, {"table.md": md, "table.csv": csv_text}, figs)
-            report.close_all(figs)
+                report.close_all(figs)
     except BaseException:
         for run_id in [*parents.values(), *([report_run] if fresh else [])]:
             tracker.mark(run_id, "interrupted", "tuning did not finish")
@@ -139,38 +143,75 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
 
 
 def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, settings: workers.Settings,
-                troubles: list[str]) -> dict[str, dict[int, report.Reeval]]:
+                troubles: list[str], parents: dict[str, str]) -> dict[str, dict[int, report.Reeval]]:
     """Re-run each study's top ``reevaluate_top`` trials on ``reevaluate`` fresh seeds each,
     spread over the workers: ``{study: {trial number: Reeval}}`` (the winner is the best mean,
-    which resists the winner's curse of picking the luckiest tuning draw)."""
+    which resists the winner's curse of picking the luckiest tuning draw).
+
+    A re-evaluation an earlier invocation finished for the same MLflow parent run is not run
+    again: its value is kept on the Optuna study (:data:`STUDY_REEVALS`; a trial's spec, seed
+    and budget are fixed by the study's settings, so the value would be the same)."""
+    jobs, keys, done, loaded = _reeval_jobs(req, registry, storage, parents)
+    if jobs:
+        troubles += workers.run(jobs, req.devices, settings, sink)
+    out: dict[str, dict[int, report.Reeval]] = {}
+    for name, by_trial in keys.items():
+        plan = next(p for p in req.plans if p.name == name)
+        fresh: dict[str, dict[str, float | None]] = {}
+        for number, items in by_trial.items():
+            values = []
+            for key in items:
+                if key not in done:
+                    result = sink.results.get(key)
+                    value = reeval_value(plan.objective, result)
+                    if result is not None and result.status in ("completed", "diverged"):  # a finished run: kept
+                        fresh.setdefault(str(number), {})[key.rpartition("#")[2]] = value
+                    done[key] = value
+                values.append(done[key])
+            out.setdefault(name, {})[number] = report.Reeval([v for v in values if v is not None],
+                                                            sum(v is None for v in values))
+        if fresh:
+            _keep_reevals(loaded[name], parents[name], fresh)
+    return out
+
+
+def _reeval_jobs(req: Request, registry: Registry, storage, parents: dict[str, str]):
+    """The re-evaluation runs still to do (``SpecJob`` list), every re-evaluation's key per study
+    and trial, the values of those done before (by key), and the loaded studies."""
     import optuna
 
     jobs: list[workers.SpecJob] = []
     keys: dict[str, dict[int, list[str]]] = {}
+    done: dict[str, float | None] = {}
+    loaded = {}
     for plan in req.plans:
-        study = optuna.load_study(study_name=plan.name, storage=storage)
+        study = loaded[plan.name] = optuna.load_study(study_name=plan.name, storage=storage)
+        cached = study.user_attrs.get(STUDY_REEVALS, {}).get(parents[plan.name], {})
         for trial in top_trials(study, req.reevaluate_top):
             for spec in reevaluation_specs(plan, trial, registry, req.reevaluate):
                 key = f"{plan.name}#reeval{trial.number}#{spec.seed}"
+                keys.setdefault(plan.name, {}).setdefault(trial.number, []).append(key)
+                if str(spec.seed) in cached.get(str(trial.number), {}):
+                    done[key] = cached[str(trial.number)][str(spec.seed)]
+                    continue
                 tags = {TAG_STUDY: plan.name, TAG_REEVAL_OF: trial.number}
                 jobs.append(workers.SpecJob(key, plan.name, spec, tags, plan.objective))
-                keys.setdefault(plan.name, {}).setdefault(trial.number, []).append(key)
-    troubles += workers.run(jobs, req.devices, settings, sink)
-    out: dict[str, dict[int, report.Reeval]] = {}
-    for name, by_trial in keys.items():
-        plan = next(p for p in req.plans if p.name == name)
-        for number, items in by_trial.items():
-            out.setdefault(name, {})[number] = reeval_of(plan.objective, [sink.results.get(k) for k in items])
-    return out
+    return jobs, keys, done, loaded
 
 
-def reeval_of(objective: Objective, results: Sequence[Any]) -> report.Reeval:
-    """Per-seed values of a trial's re-evaluation runs (a seed that did not complete counts as
-    diverged). A run that went on past its target still has its value: the first step below it."""
-    values, diverged = [], 0
-    for result in results:
-        if result is None or result.status != "completed":
-            diverged += 1
-            continue
-        values.append(objective.value(result))
-    return report.Reeval(values, diverged)
+def _keep_reevals(study, parent_run_id: str, fresh: dict[str, dict[str, float | None]]) -> None:
+    """Add finished re-evaluations to the study's record of them (for this MLflow parent run)."""
+    stored = dict(study.user_attrs.get(STUDY_REEVALS, {}))
+    mine = {k: dict(v) for k, v in stored.get(parent_run_id, {}).items()}
+    for number, seeds in fresh.items():
+        mine.setdefault(number, {}).update(seeds)
+    stored[parent_run_id] = mine
+    study.set_user_attr(STUDY_REEVALS, stored)
+
+
+def reeval_value(objective: Objective, result: Any) -> float | None:
+    """A re-evaluation run's value; ``None`` if it did not complete (counted as diverged). A run
+    that went on past its target still has its value: the first step below it."""
+    if result is None or result.status != "completed":
+        return None
+    return objective.value(result)
