@@ -40,7 +40,8 @@ test-fast: install
 
 bench: install
 	$(BIN)/suite run benchmarks/lecture.yaml --tracking-uri $(MLFLOW_TRACKING_URI)
-	@echo "Results: MLflow experiment 'lecture' at $(MLFLOW_TRACKING_URI): one child run per configuration and seed;"
+	@echo "Results: MLflow experiment 'lecture' at $(MLFLOW_TRACKING_URI): one child run per configuration and seed,"
+	@echo "and per trial of the Optuna studies (.suite/optuna.journal) that tune each method at each batch size;"
 	@echo "the report (claims table with computed verdicts, paired comparisons, figures) is reports/lecture/report.html"
 	@echo "(and report.md), also logged on the parent run. Browse the runs with: make ui   (then http://127.0.0.1:5000)"
 
