@@ -32,8 +32,8 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
     status = ", ".join(f"{counts[s]} {s}" for s in order)
     reevals = sum(r.trial is not None for r in runs.records)
     of_which = f"; {reevals} of them re-evaluate tuned trials on fresh seeds" if reevals else ""
-    doc.para(f"MLflow experiment {runs.experiment!r} at {runs.tracking_uri}: {len(runs.records)} runs ({status}{of_which}) "
-             f"in {len(runs.sections)} experiments. Generated {time.strftime('%Y-%m-%d %H:%M')}.")
+    doc.para(f"MLflow experiment {runs.experiment!r} at {runs.tracking_uri}: {len(runs.records)} runs "
+             f"({status}{of_which}) in {len(runs.sections)} experiments. Generated {time.strftime('%Y-%m-%d %H:%M')}.")
     doc.para("Intervals are 95% t intervals over seeds. Variants are compared paired on the same seeds: the mean "
              "difference and its interval; where the interval covers 0 the report says 'no significant difference' "
              "and names no winner.")
