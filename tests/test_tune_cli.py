@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from suite.theory import sgd_risk
-from tests.conftest import runs_of, suite_cmd
+from tests.conftest import BIN, runs_of, suite_cmd
 
 REQUIRED = ["tune", "--problem", "logistic", "--optimizer", "sgd", "--batch-size", "8,256", "--trials", "12",
             "--budget", "epochs:3"]
@@ -217,6 +218,19 @@ def test_two_workers_share_the_studies(workdir, mlflow_client):
     for parent in kinds(mlflow_client, "linreg", "study"):
         kids = children(mlflow_client, "linreg", parent)
         assert len(kids) == 16 and all(k.info.status in ("FINISHED", "FAILED") for k in kids)
+
+
+def test_without_workers_small_studies_run_in_this_process(workdir):
+    """No --workers: the studies run here while the measured time per study is below what a
+    worker process would take to start (its measured import cost), as suite run's grids do."""
+    proc = subprocess.Popen([str(BIN / "suite"), "tune", "--problem", "linreg", "--optimizer", "sgd", "--budget",
+                             "epochs:1", "--batch-size", "32,64", "--trials", "2", "--device", "cpu", "--quiet"],
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    pids = {t.user_attrs["suite.worker"].rpartition(":")[2] for s in studies(workdir).values() for t in s.trials}
+    assert pids == {str(proc.pid)}  # the command itself ran every trial: no worker process was started
+    assert all(len(s.trials) == 2 for s in studies(workdir).values())
 
 
 @pytest.mark.parametrize(

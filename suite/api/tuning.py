@@ -123,7 +123,7 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
                    reevaluate=reevaluate, devices=devices, experiment=experiment or problems[0],
                    tracking_uri=tracking_uri, objective=objective_obj, submit_only=submit_only,
                    heartbeat=HeartbeatPolicy(heartbeat or DEFAULT_HEARTBEAT, grace), reevaluate_top=reevaluate_top,
-                   population=population or DEFAULT_POPULATION, engine=engine)
+                   population=population or DEFAULT_POPULATION, engine=engine, adaptive=workers is None)
 
 
 def plan_benchmark(bench: Any, registry: Registry, *, storage: str | None = None, experiment: str | None = None,

@@ -51,6 +51,7 @@ class Request:
     reevaluate_top: int = 3  # how many of each study's best trials are re-evaluated; the best mean wins
     population: int | None = None  # trials trained at once as one stack (None: the default)
     engine: str = "auto"
+    adaptive: bool = False  # no --workers: run in this process while workers are measured not to pay off
 
 
 @dataclass
@@ -111,12 +112,13 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     sink = TrackerSink(tracker, registry, parents, echo,
                        sections={p.name: p.section for p in req.plans if p.section is not None})
     settings = workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat, req.population, req.engine)
-    n = len(req.devices)
+    # every worker works on every study (with --workers N: N shares of each; chosen by measured costs: one job per
+    # study, which a worker, once started, takes as a whole)
+    shares = 1 if req.adaptive else len(req.devices)
     try:
-        # every worker works on every study, each starting at another one
-        jobs = [workers.StudyJob(p) for _ in range(n) for p in req.plans]
+        jobs = [workers.StudyJob(p) for _ in range(shares) for p in req.plans]
         with tracker.batched():  # a population's runs are written together (suite.tracking.bulk)
-            troubles = workers.run(jobs, req.devices, settings, sink) if pending else []  # no worker for full studies
+            troubles = workers.run(jobs, req.devices, settings, sink, adaptive=req.adaptive) if pending else []
             reevals = _reevaluate(req, registry, storage, sink, settings, troubles, parents) if req.reevaluate else {}
         with CLOCK.phase("reporting"):  # tables and figures (their MLflow writes count as tracking)
             summaries = []
@@ -153,7 +155,7 @@ def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, se
     and budget are fixed by the study's settings, so the value would be the same)."""
     jobs, keys, done, loaded = _reeval_jobs(req, registry, storage, parents)
     if jobs:
-        troubles += workers.run(jobs, req.devices, settings, sink)
+        troubles += workers.run(jobs, req.devices, settings, sink, adaptive=req.adaptive)
     out: dict[str, dict[int, report.Reeval]] = {}
     for name, by_trial in keys.items():
         plan = next(p for p in req.plans if p.name == name)

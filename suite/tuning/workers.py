@@ -131,8 +131,10 @@ class _SinkHandler:
             self.sink.interrupted(key)
 
 
-def run(jobs: Sequence[StudyJob | SpecJob], devices: Sequence[str], settings: Settings, sink: Any) -> list[str]:
-    """Run ``jobs`` on one worker per device entry (in this process when there is one).
+def run(jobs: Sequence[StudyJob | SpecJob], devices: Sequence[str], settings: Settings, sink: Any,
+        adaptive: bool = False) -> list[str]:
+    """Run ``jobs`` on one worker per device entry (in this process when there is one; with
+    ``adaptive``, in this process while workers are measured not to pay off: :class:`Pool`).
     ``sink`` receives every event in this process.
 
     Returns one line per job whose worker died or raised (its unfinished runs are marked
@@ -142,7 +144,7 @@ def run(jobs: Sequence[StudyJob | SpecJob], devices: Sequence[str], settings: Se
 
     tasks = [JobTask(job, settings) for job in jobs]
     handler = _SinkHandler(sink, tasks)
-    pool = Pool(devices, run_job, name="suite-tune")
+    pool = Pool(devices, run_job, name="suite-tune", adaptive=adaptive)
     try:
         pool.run(tasks, handler)
     except BaseException:
