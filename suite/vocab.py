@@ -49,6 +49,7 @@ TAG_VARIANT = "suite.variant"
 TAG_PROBLEM = "suite.problem"
 TAG_BATCH_SIZE = "suite.batch_size"
 TAG_BEST_TRIAL = "suite.best_trial"
+TAG_REEVALUATED = "suite.reevaluated"  # on a study's parent: the trials its last invocation re-evaluated
 TAG_TRIALS = "suite.trials"
 TAG_TRIALS_REQUESTED = "suite.trials_requested"
 TAG_PRUNER = "suite.pruner"

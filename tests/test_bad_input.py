@@ -148,6 +148,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench-tune-two-pins", ["run", "{tmp}/tune_pins.yaml"], "optimizer.weight_decay"),
     ("bench-tune-nothing-to-tune", ["tune", "{tmp}/good.yaml"], "tune:"),
     ("bench-tune-with-flags", ["tune", "{tmp}/tune_ok.yaml", "--trials", "3"], "--trials"),
+    ("bench-tune-one-study-twice", ["run", "{tmp}/tune_twice.yaml"], "also made by experiment 'a'"),
+    ("bench-tune-eval-every-text", ["run", "{tmp}/tune_eval.yaml"], "experiments.a.eval_every"),
+    ("bench-tune-two-budgets", ["run", "{tmp}/tune_budgets.yaml"], "exactly one budget"),
     # -- suite tune
     ("tune-problem-unknown", [*TUNE, "--problem", "nope"], "nope"),
     ("tune-optimizer-empty", [*TUNE, "--optimizer", ""], "--optimizer"),
@@ -257,6 +260,10 @@ BENCH_FILES = {
     "tune_seeds.yaml": b"experiments:\n  a:\n    epochs: 1\n    seeds: [1, 2]\n    tune: {trials: 2}\n",
     "tune_trials.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {trials: 0}\n",
     "tune_objective.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {objective: fastest}\n",
+    "tune_twice.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {trials: 2}\n"
+                       b"  b:\n    epochs: 1\n    tune: {trials: 2}\n",
+    "tune_eval.yaml": b"experiments:\n  a:\n    epochs: 1\n    eval_every: x\n    tune: {trials: 2}\n",
+    "tune_budgets.yaml": b"experiments:\n  a:\n    epochs: 1\n    steps: 5\n    tune: {trials: 2}\n",
     "tune_pins.yaml": b"experiments:\n  a:\n    epochs: 1\n    optimizer:\n      sgd: {weight_decay: 0.0}\n"
                       b"      precond: {weight_decay: 0.1}\n    tune: {trials: 2}\n",
 }

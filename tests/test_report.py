@@ -171,6 +171,10 @@ def test_claims_from_tuned_studies_use_each_studys_reevaluated_winner():
     assert claims.momentum_smaller_lr(runs, sweep).verdict == claims.REPRODUCED
     grows = claims.best_lr_grows(runs, sweep)  # 0.25 → 1 → 1, below the space's top 4: grows, then capped
     assert grows.verdict == claims.REPRODUCED, grows
+    for rec in runs.records:  # the tuning session named trial 2 its winner: the report follows it
+        rec.study_best = 2
+    named = claims.Sweep(runs).tuned[("SGD", 1024)]
+    assert named.best_lrs() == {s: 2.0 for s in REEVAL_SEEDS} and named.ranked == [2.0, 1.0, 0.5]
     at_the_top = _study_runs(studies, space_high=2.0)  # the runner-up at lr 2 sits at the top: no cap shown
     row = claims.best_lr_grows(at_the_top, claims.Sweep(at_the_top))
     assert row.verdict == claims.INCONCLUSIVE and "no cap seen" in row.measured
@@ -317,3 +321,20 @@ def test_a_benchmark_files_tuned_experiment_runs_as_optuna_studies_and_reports(c
     assert "report: reports/tuned/report.html" in out
     md = (workdir / "reports" / "tuned" / "report.md").read_text()
     assert "## plain" in md and "## Batch-size scaling" in md
+
+
+def test_a_tuned_experiment_reports_studies_that_plain_suite_tune_made(cli, workdir, mlflow_client):
+    """The same studies made first by `suite tune` flags (runs without a section tag): the file's
+    `suite tune` finds them full and re-evaluated, runs nothing, and its report still holds them."""
+    (workdir / "tuned.yaml").write_text(TUNED_BENCH)
+    cli("tune", "--experiment", "tuned", "--problem", "nqm", "--set", "problem.dim=8", "--optimizer", "sgd",
+        "--set", "optimizer.momentum=0.0", "--set", "optimizer.weight_decay=0.0", "--space", "optimizer.lr=log:0.05:3",
+        "--objective", "steps-to-target:0.1", "--batch-size", "8,64", "--trials", "4", "--budget", "steps:auto",
+        "--seeds", "1", "--reevaluate", "2", "--reevaluate-top", "2", "--population", "4", "--study-seed", "0",
+        "--workers", "1", "--quiet")
+    before = len(runs_of(mlflow_client, "tuned"))
+    cli("tune", "tuned.yaml", "--quiet", "--workers", "1")
+    assert len(runs_of(mlflow_client, "tuned")) == before  # the same studies: nothing ran again
+    md = (workdir / "reports" / "tuned" / "report.md").read_text()
+    scaling = md.split("## Batch-size scaling")[1].split("\n## ")[0]
+    assert [b for b in re.findall(r"^\| SGD \| (\d+) \|", scaling, re.M)] == ["8", "64"]

@@ -280,3 +280,6 @@ def test_the_winner_is_the_best_reevaluated_mean():
     assert (s.best_number, s.best_value, s.best_params, s.reeval.mean) == (1, 50.0, {"optimizer.lr": 0.5}, 56.0)
     assert s.n_reevaluated == 3 and "56 ± 1.4 on 2 fresh seeds, tuned 50" in s.cell()
     assert summarize(study, plan).best_number == 0  # without re-evaluation: the tuned best
+    # a seed that diverged (or missed the target) counts before the mean of the others
+    s = summarize(study, plan, {0: Reeval([40.0], n_diverged=1), 1: Reeval([55.0, 57.0])})
+    assert s.best_number == 1 and s.reevaluated == (0, 1)

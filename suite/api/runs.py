@@ -68,17 +68,6 @@ def plan_benchmark(path: Path, registry: Registry, experiment: str | None = None
     )
 
 
-def plan_tuning(plan: RunPlan, registry: Registry, **options: Any) -> None:
-    """Fill ``plan.tuning`` with the requests of a benchmark file's tuned experiments
-    (:func:`suite.api.tuning.plan_benchmark`; ``options``: storage, tracking_uri, device,
-    workers, engine, heartbeat, grace), validated before anything runs."""
-    if plan.bench is None or not plan.bench.tuned:
-        return
-    from suite.api import tuning
-
-    plan.tuning = tuning.plan_benchmark(plan.bench, registry, experiment=plan.experiment, **options)
-
-
 def is_spec_file(path: Path) -> bool:
     """Whether ``path`` is a ``spec.yaml`` the suite logged with a run (it names its ``spec_hash``)."""
     import yaml
@@ -176,13 +165,15 @@ def check(plan: RunPlan, registry: Registry) -> None:
             raise SpecError(f"{plan.where[sec]}: {exc}" if plan.where.get(sec) else str(exc)) from None
 
 
-def write_plan_report(plan: RunPlan, tracking_uri: str, out_dir: str | Path | None = None) -> Path:
+def write_plan_report(plan: RunPlan, tracking_uri: str, out_dir: str | Path | None = None, *,
+                      studies: dict[str, list[str]] | None = None) -> Path:
     """The findings report of a benchmark file's runs (``reports/EXPERIMENT/report.html`` by
-    default), also logged on its parent run; returns the HTML's path."""
+    default), also logged on its parent run; returns the HTML's path. ``studies``: the Optuna
+    studies of its tuned experiments (:func:`suite.api.tuning.study_names`)."""
     from suite.report.build import write_report
 
     out = Path(out_dir) if out_dir is not None else Path("reports") / plan.experiment
-    return write_report(plan.experiment, tracking_uri, out, benchmark=plan.benchmark, by=plan.by)
+    return write_report(plan.experiment, tracking_uri, out, benchmark=plan.benchmark, by=plan.by, studies=studies)
 
 
 def run_local(plan: RunPlan, registry: Registry, devices: Sequence[str], *, tracking_uri: str | None = None,

@@ -141,6 +141,7 @@ def plan_benchmark(bench: Any, registry: Registry, *, storage: str | None = None
     from suite.specs.spec import DEFAULT_COMPONENTS
 
     requests: dict[tuple, Any] = {}
+    seen: dict[str, Any] = {}  # study name -> the experiment that makes it
     for section in bench.tuned:
         block = section.tune
         choices = dict(block.choices)
@@ -158,12 +159,109 @@ def plan_benchmark(bench: Any, registry: Registry, *, storage: str | None = None
         except SuiteError as exc:
             raise BenchFileError(f"{section.where(bench.path)}.tune: {exc}") from None
         plans = [replace(p, section=section.name) for p in req.plans]
+        for p in plans:  # two experiments that make one study would re-evaluate it twice and share its runs
+            if p.name in seen:
+                other = seen[p.name]
+                raise BenchFileError(f"{section.where(bench.path)}: its study {p.name} is also made by experiment "
+                                     f"{other.name!r} (line {other.line}): give the two experiments different settings "
+                                     "or merge them")
+            seen[p.name] = section
         key = block.session_key()
         if key in requests:
             requests[key] = replace(requests[key], plans=[*requests[key].plans, *plans])
         else:
             requests[key] = replace(req, plans=plans)
     return list(requests.values())
+
+
+def study_names(requests: Sequence[Any]) -> dict[str, list[str]]:
+    """Section -> the names its studies may have: the settings-hashed name, and the name a study
+    created before names carried a hash is resumed under (``problem/variant/bB``)."""
+    out: dict[str, list[str]] = {}
+    for request in requests:
+        for plan in request.plans:
+            out.setdefault(plan.section, []).extend([plan.name, plan.legacy_name])
+    return out
+
+
+Echo = Callable[[str], None]
+
+
+def plan_file_tuning(plan: Any, registry: Registry, **options: Any) -> None:
+    """Fill ``plan.tuning`` (a :class:`suite.api.runs.RunPlan` of a benchmark file) with the
+    requests of the file's tuned experiments (:func:`plan_benchmark`; ``options``: storage,
+    tracking_uri, device, workers, engine, heartbeat, grace, submit_only), validated before
+    anything runs."""
+    if plan.bench is not None and plan.bench.tuned:
+        plan.tuning = plan_benchmark(plan.bench, registry, experiment=plan.experiment, **options)
+
+
+def run_requests(requests: Sequence[Any], registry: Registry, *, out: Echo, err: Echo, progress: Echo,
+                 output_format: str = "text") -> list[Any]:
+    """Run tuning requests one after the other and say what each did as ``suite tune`` does
+    (``out``: its table, or its JSON; nothing with ``output_format="none"``; ``err``: workers that
+    died; ``progress``: each trial); returns their outcomes (none for requests only submitted)."""
+    import json
+
+    from suite.stores import describe, normalize_storage
+
+    outcomes = []
+    for request in requests:
+        plans = request.plans
+        outcome = run(request, registry, progress)
+        if outcome is None:
+            where = describe(normalize_storage(request.storage))
+            out(f"{len(plans)} stud{'y' if len(plans) == 1 else 'ies'} ready in {where}; workers join with: "
+                f"suite worker --storage '{where}'")
+            continue
+        outcomes.append(outcome)
+        for line in outcome.troubles:
+            err(f"{line}; its unfinished trials are not counted: rerun the same command to complete them")
+        if output_format == "json":
+            from suite.api.summaries import tune_summary
+
+            out(json.dumps(tune_summary(outcome, outcome.experiment_id), indent=1))
+        elif output_format != "none":  # "none": the caller prints them (suite run FILE --format json)
+            from suite.tracking import ui
+
+            studies = "1 study" if len(plans) == 1 else f"{len(plans)} studies"
+            where = ui.where_lines(outcome.tracking_uri, outcome.experiment_id, run_id=outcome.report_run_id)
+            stored = (f"{studies} in Optuna storage {outcome.storage}; MLflow experiment {outcome.experiment!r} at "
+                      f"{outcome.tracking_uri}: report on run {outcome.report_run_id} (table.md, table.csv, figures)")
+            dashboard = f"compare the studies: optuna-dashboard '{outcome.storage}'  (or: make dashboard)"
+            for line in [outcome.markdown.rstrip("\n"), "", stored, *where, dashboard]:
+                out(line)
+    return outcomes
+
+
+def run_tuned(plan: Any, registry: Registry, *, out: Echo, err: Echo, progress: Echo, output_format: str,
+              data: dict[str, Any]) -> list[Any]:
+    """Run a benchmark file's tuned experiments (``plan.tuning``; after its grids, for ``suite
+    run``); with ``--format json`` their summaries go into ``data["tuned"]`` instead of ``out``."""
+    if not plan.tuning:
+        return []
+    json_out = output_format == "json"
+    outcomes = run_requests(plan.tuning, registry, out=out, err=err, progress=progress,
+                            output_format="none" if json_out else output_format)
+    if json_out:
+        from suite.api.summaries import tune_summary
+
+        data["tuned"] = [tune_summary(o, o.experiment_id) for o in outcomes]
+    return outcomes
+
+
+def write_benchmark_report(plan: Any, tracking_uri: str, *, out: Echo, output_format: str,
+                           data: dict[str, Any]) -> None:
+    """Write a benchmark file's report (its grids and tuned experiments): its path goes into
+    ``data["report"]`` and, unless the output is JSON, to ``out``."""
+    from suite.api.runs import write_plan_report
+    from suite.exec.phases import CLOCK
+
+    with CLOCK.phase("reporting"):
+        page = write_plan_report(plan, tracking_uri, studies=study_names(plan.tuning))
+    data["report"] = str(page)
+    if output_format != "json":
+        out(f"report: {page}")
 
 
 def run(request: Any, registry: Registry, echo: Callable[[str], None] = print) -> Any:

@@ -80,3 +80,12 @@ def command_line(ctx: click.Context) -> str:
             for v in value if getattr(param, "multiple", False) else [value]:
                 words += [param.opts[0], str(v)]
     return shlex.join(words)
+
+
+def echoes(quiet: bool) -> dict:
+    """``out`` (stdout), ``err`` (stderr) and ``progress`` (stderr unless ``quiet``) for the
+    library functions that report as they go (:func:`suite.api.tuning.run_requests`)."""
+    def err(line: str) -> None:
+        click.echo(line, err=True)
+
+    return {"out": click.echo, "err": err, "progress": (lambda line: None) if quiet else err}

@@ -33,16 +33,20 @@ def report(target, tracking_uri, experiment, out_dir, no_log, metric) -> None:
 
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise SuiteError(f"--out {str(out_dir)!r} is not a directory: give a directory for report.html and report.md")
-    benchmark = None
+    benchmark, studies = None, None
     path = Path(target)
     if target.endswith((".yaml", ".yml")) or path.is_file():
+        from suite.api.tuning import plan_benchmark, study_names
         from suite.registry import get_registry
         from suite.specs import benchfile
 
-        benchmark = path
-        exp = experiment or benchfile.load(path, get_registry()).name
+        benchmark, registry = path, get_registry()
+        bench = benchfile.load(path, registry)
+        exp = experiment or bench.name
+        studies = study_names(plan_benchmark(bench, registry, experiment=exp, tracking_uri=tracking_uri,
+                                             device="cpu"))
     else:
         exp = experiment or target
     out = out_dir or Path("reports") / exp
-    page = write_report(exp, tracking_uri, out, benchmark=benchmark, log=not no_log, by=by)
+    page = write_report(exp, tracking_uri, out, benchmark=benchmark, log=not no_log, by=by, studies=studies)
     click.echo(f"report: {page}")

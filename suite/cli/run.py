@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from suite.cli.common import command_line, format_option, storage_options, tracking_options
+from suite.cli.common import command_line, echoes, format_option, storage_options, tracking_options
 from suite.errors import SpecError
 from suite.registry import get_registry
 from suite.report.score import Score
@@ -76,7 +76,7 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
     With --storage (e.g. postgresql://...), the grid becomes an Optuna study of enqueued runs in
     that storage: this command and any number of `suite worker` processes on other machines
     share it, each run done exactly once."""
-    from suite.api import runs
+    from suite.api import runs, tuning
 
     by = Score.parse(metric)  # a bad --metric exits 2 before anything is loaded
     registry = get_registry()
@@ -102,8 +102,9 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
     phases.import_engine()  # torch and the engine, timed: what a worker process would pay to start
     with phases.CLOCK.phase("building"):
         runs.check(plan, registry)
-        runs.plan_tuning(plan, registry, storage=storage, tracking_uri=tracking_uri, device=device, workers=workers,
-                         engine=engine, heartbeat=heartbeat, grace=grace, submit_only=submit_only)
+        tuning.plan_file_tuning(plan, registry, storage=storage, tracking_uri=tracking_uri, device=device,
+                                workers=workers, engine=engine, heartbeat=heartbeat, grace=grace,
+                                submit_only=submit_only)
     if dry_run:
         _print_dry_run(plan.sections, len(plan.specs), plan.tuning)
         return
@@ -140,18 +141,22 @@ def _print_dry_run(sections, total: int, tuning=()) -> None:
             click.echo(f"  {i:>4}. {p.name}  {request.trials} trials × {seeds}, {p.budget}, "
                        f"tuning {', '.join(k for k, _ in p.space)}")
     n_studies = sum(len(v) for v in studies.values())
-    also = f" and {n_studies} tuned studies" if n_studies else ""
+    also = f" and {n_studies} tuned stud{'y' if n_studies == 1 else 'ies'}" if n_studies else ""
     click.echo(f"{total} runs{also} (dry run: nothing was run or logged)")
 
 
 def _shared(plan, registry, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet, engine,
             stack_size, output_format) -> None:
-    from suite.api import runs, summaries
+    from suite.api import runs, summaries, tuning
 
+    data: dict = {}
     if not plan.specs:  # a benchmark file with tuned experiments only
-        tuned = _tune_sections(plan, registry, quiet, output_format, {})
-        if tuned and plan.benchmark is not None:
-            click.echo(f"report: {runs.write_plan_report(plan, tuned[0].tracking_uri)}")
+        tuned = tuning.run_tuned(plan, registry, output_format=output_format, data=data, **echoes(quiet))
+        if tuned:
+            tuning.write_benchmark_report(plan, tuned[0].tracking_uri, out=click.echo, output_format=output_format,
+                                          data=data)
+        if output_format == "json" and not submit_only:
+            click.echo(json.dumps(data, indent=1))
         if any(o.troubles for o in tuned):
             sys.exit(1)
         return
@@ -162,12 +167,13 @@ def _shared(plan, registry, devices, storage, tracking_uri, heartbeat, grace, st
                f"{'enqueued in' if shared.created else 'already in'} {shared.storage}", err=True)
     if submit_only:
         click.echo(f"workers join it with: suite worker --storage '{shared.storage}' --study {shared.study}")
+        tuning.run_tuned(plan, registry, output_format=output_format, data=data, **echoes(quiet))  # enqueued
         return
     for line in shared.worker_lines:
         click.echo(line, err=True)
     out, missing = shared.outcome, shared.missing
     if output_format == "json":
-        click.echo(json.dumps(summaries.run_summary(plan, out, shared.tracker, missing=missing), indent=1))
+        data.update(summaries.run_summary(plan, out, shared.tracker, missing=missing))
     else:
         not_done = f", {len(missing)} failed or not done" if missing else ""
         click.echo(f"{len(plan.specs)} runs: {len(out.skipped)} done{not_done}")
@@ -177,16 +183,19 @@ def _shared(plan, registry, devices, storage, tracking_uri, heartbeat, grace, st
         _where(shared.tracker, out)
     for s in missing:
         click.echo(f"FAILED or not done: {s.name} [{s.hash}]", err=True)
-    tuned = _tune_sections(plan, registry, quiet, output_format, {})
-    if plan.benchmark is not None and not submit_only:
-        click.echo(f"report: {runs.write_plan_report(plan, shared.tracker.tracking_uri)}", err=output_format == "json")
+    tuned = tuning.run_tuned(plan, registry, output_format=output_format, data=data, **echoes(quiet))
+    if plan.benchmark is not None:
+        tuning.write_benchmark_report(plan, shared.tracker.tracking_uri, out=click.echo, output_format=output_format,
+                                      data=data)
+    if output_format == "json":
+        click.echo(json.dumps(data, indent=1))
     if missing or any(o.troubles for o in tuned):
         sys.exit(1)
 
 
 def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_size, output_format,
            adaptive=False) -> None:
-    from suite.api import runs, summaries
+    from suite.api import runs, summaries, tuning
     from suite.exec.phases import CLOCK
 
     out = tracker = None
@@ -209,13 +218,10 @@ def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_si
                 where += f", parent run {out.parent_run_id}"
             click.echo(f"MLflow: {where}")
             _where(tracker, out)
-    tuned = _tune_sections(plan, registry, quiet, output_format, data)
+    tuned = tuning.run_tuned(plan, registry, output_format=output_format, data=data, **echoes(quiet))
     if plan.benchmark is not None and ((out is not None and out.rows) or tuned):
-        with CLOCK.phase("reporting"):
-            report = runs.write_plan_report(plan, tracker.tracking_uri if tracker else tuned[0].tracking_uri)
-        if output_format != "json":
-            click.echo(f"report: {report}")
-        data["report"] = str(report)
+        tuning.write_benchmark_report(plan, tracker.tracking_uri if tracker else tuned[0].tracking_uri, out=click.echo,
+                                      output_format=output_format, data=data)
     if output_format == "json":
         click.echo(json.dumps(data, indent=1))
     if out is not None and out.parent_run_id:
@@ -228,20 +234,6 @@ def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_si
     if single and diverged:  # one configuration asked for, and it diverged: say so and exit non-zero
         click.echo(f"run diverged: {diverged[0].reason}", err=True)
         sys.exit(1)
-
-
-def _tune_sections(plan, registry, quiet: bool, output_format: str, data: dict) -> list:
-    """Run a benchmark file's tuned experiments (after its grids), as ``suite tune FILE`` does."""
-    if not plan.tuning:
-        return []
-    from suite.api.summaries import tune_summary
-    from suite.cli.tune import run_requests
-
-    outcomes = run_requests(plan.tuning, registry, quiet=quiet, output_format="text" if output_format != "json"
-                            else "none")
-    if output_format == "json":
-        data["tuned"] = [tune_summary(o, o.experiment_id) for o in outcomes]
-    return outcomes
 
 
 def _where(tracker, out) -> None:

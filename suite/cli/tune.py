@@ -17,7 +17,7 @@ from suite.api.tuning import (
     TARGET_REEVALUATE,
     TARGET_SEEDS,
 )
-from suite.cli.common import format_option, storage_options, tracking_options
+from suite.cli.common import echoes, format_option, storage_options, tracking_options
 from suite.registry import get_registry
 
 
@@ -86,7 +86,7 @@ def tune(benchmark, problem, optimizer, scheduler, averager, sampler, batch_size
         heartbeat=heartbeat, grace=grace, submit_only=submit_only, reevaluate=reevaluate,
         reevaluate_top=reevaluate_top, population=population, engine=engine, experiment=experiment,
         tracking_uri=tracking_uri, device=device, workers=workers)
-    outcomes = run_requests([request], registry, quiet=quiet, output_format=output_format)
+    outcomes = tuning.run_requests([request], registry, output_format=output_format, **echoes(quiet))
     _log_time(outcomes, output_format)
     if any(o.troubles for o in outcomes):
         sys.exit(1)
@@ -101,9 +101,8 @@ def _tune_benchmark(path: Path, registry, *, storage, heartbeat, grace, submit_o
     """``suite tune FILE``: the file's tuned experiments, then the file's report."""
     from click.core import ParameterSource
 
-    from suite.api import tuning
+    from suite.api import runs, tuning
     from suite.errors import SpecError
-    from suite.specs import benchfile
 
     ctx = click.get_current_context()
     given = [f"--{name.replace('_', '-')}" for name in ctx.params if name not in FILE_OPTIONS
@@ -111,74 +110,23 @@ def _tune_benchmark(path: Path, registry, *, storage, heartbeat, grace, submit_o
     if given:
         raise SpecError(f"{path}: {', '.join(given)} cannot be combined with a benchmark file; its experiments' "
                         "tune: blocks say how to tune (edit the file, or copy it)")
-    bench = benchfile.load(path, registry)
-    if not bench.tuned:
+    plan = runs.plan_benchmark(path, registry, experiment)
+    if not plan.bench.tuned:
         raise SpecError(f"{path}: no experiment has a tune: block, so there is nothing to tune; "
                         f"`suite run {path}` runs its grids")
-    requests = tuning.plan_benchmark(bench, registry, storage=storage, experiment=experiment,
-                                     tracking_uri=tracking_uri, device=device, workers=workers, engine=engine,
-                                     heartbeat=heartbeat, grace=grace, submit_only=submit_only)
-    outcomes = run_requests(requests, registry, quiet=quiet, output_format="none" if output_format == "json"
-                            else output_format)
+    tuning.plan_file_tuning(plan, registry, storage=storage, tracking_uri=tracking_uri, device=device, workers=workers,
+                            engine=engine, heartbeat=heartbeat, grace=grace, submit_only=submit_only)
+    data: dict = {}
+    outcomes = tuning.run_tuned(plan, registry, output_format=output_format, data=data, **echoes(quiet))
     if submit_only:
         return
-    from suite.exec.phases import CLOCK
-    from suite.report.build import write_report
-
-    exp = experiment or bench.name
-    with CLOCK.phase("reporting"):
-        page = write_report(exp, tracking_uri, Path("reports") / exp, benchmark=path)
+    tuning.write_benchmark_report(plan, outcomes[0].tracking_uri, out=click.echo, output_format=output_format,
+                                  data=data)
     if output_format == "json":
-        from suite.api.summaries import tune_summary
-
-        click.echo(json.dumps({"tuned": [tune_summary(o, o.experiment_id) for o in outcomes], "report": str(page)},
-                              indent=1))
-    else:
-        click.echo(f"report: {page}")
+        click.echo(json.dumps(data, indent=1))
     _log_time(outcomes, output_format)
     if any(o.troubles for o in outcomes):
         sys.exit(1)
-
-
-def run_requests(requests, registry, *, quiet: bool, output_format: str) -> list:
-    """Run tuning requests one after the other, printing each one's table (or its JSON; nothing
-    with ``output_format="none"``) as ``suite tune`` does; returns their outcomes (none for
-    requests that were only submitted)."""
-    from suite.api import tuning
-    from suite.stores import describe, normalize_storage
-
-    echo = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
-    outcomes = []
-    for request in requests:
-        plans = request.plans
-        outcome = tuning.run(request, registry, echo)
-        if outcome is None:
-            where = describe(normalize_storage(request.storage))
-            click.echo(f"{len(plans)} stud{'y' if len(plans) == 1 else 'ies'} ready in {where}; workers join with: "
-                       f"suite worker --storage '{where}'")
-            continue
-        outcomes.append(outcome)
-        for line in outcome.troubles:
-            click.echo(f"{line}; its unfinished trials are not counted: rerun the same command to complete them",
-                       err=True)
-        if output_format == "json":
-            from suite.api.summaries import tune_summary
-
-            click.echo(json.dumps(tune_summary(outcome, outcome.experiment_id), indent=1))
-            continue
-        if output_format == "none":  # the caller prints them (suite run --format json)
-            continue
-        from suite.tracking import ui
-
-        click.echo(outcome.markdown, nl=False)
-        studies = "1 study" if len(plans) == 1 else f"{len(plans)} studies"
-        click.echo(f"\n{studies} in Optuna storage {outcome.storage}; MLflow experiment "
-                   f"{outcome.experiment!r} at {outcome.tracking_uri}: report on run {outcome.report_run_id} "
-                   "(table.md, table.csv, figures)")
-        for line in ui.where_lines(outcome.tracking_uri, outcome.experiment_id, run_id=outcome.report_run_id):
-            click.echo(line)
-        click.echo(f"compare the studies: optuna-dashboard '{outcome.storage}'  (or: make dashboard)")
-    return outcomes
 
 
 def _log_time(outcomes, output_format: str) -> None:

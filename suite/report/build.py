@@ -64,8 +64,9 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
 def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
     doc.heading("Batch-size scaling on the NQM, each method tuned")
     studies = any(t.from_study for t in sweep.tuned.values())
-    how = ("each method tuned by Optuna at each batch size (one study each); the study's winner is the top trial "
-           "with the fewest mean steps when re-run on fresh seeds, and its steps are those re-runs'"
+    how = ("each method tuned by Optuna at each batch size (one study each); the study's winner is the re-evaluated "
+           "top trial with the fewest fresh seeds that missed the target, then the fewest mean steps on them (the "
+           "trial its tuning session named), and its steps are those re-runs'"
            if studies else "at the best lr of each method, batch size and seed (an lr grid)")
     doc.para(f"Steps for the expected risk to reach {sweep.target:g} (theory_risk; theory_avg_risk for an "
              f"averaged model), {how}. Dotted: the NQM closed form with "
@@ -182,33 +183,28 @@ def log_on_parent(runs: Runs, out_dir: Path) -> str | None:
 
 
 def write_report(experiment: str, tracking_uri: str | None, out_dir: str | Path, *,
-                 benchmark: str | Path | None = None, log: bool = True, by: Score | None = None) -> Path:
+                 benchmark: str | Path | None = None, log: bool = True, by: Score | None = None,
+                 studies: dict[str, list[str]] | None = None) -> Path:
     """Write ``report.html`` and ``report.md`` for MLflow experiment ``experiment`` into
     ``out_dir`` and return the HTML's path; with ``log``, also log them as artifacts
-    (``report/``) on the experiment's latest grid parent run.
+    (``report/``) on the experiment's latest grid parent run (else its latest tuning run).
 
     ``benchmark`` (a benchmark file) restricts the report to that file's runs and sections and
-    adds their descriptions; ``by``: what the paired comparisons compare. Raises
-    :class:`suite.errors.SuiteError` for an unknown or empty experiment."""
+    adds their descriptions, and ``studies`` (section -> Optuna study names: its tuned
+    experiments', :func:`suite.api.tuning.study_names`) to those studies; ``by``: what the
+    paired comparisons compare. Raises :class:`suite.errors.SuiteError` for an unknown or empty
+    experiment."""
     from suite.report.reader import read_runs
 
-    sections, descriptions, studies = None, None, None
+    sections, descriptions = None, None
     if benchmark is not None:
         from suite.registry import get_registry
         from suite.specs import benchfile
 
-        registry = get_registry()
-        bench = benchfile.load(benchmark, registry)
+        bench = benchfile.load(benchmark, get_registry())
         sections = {s.name: [spec.hash for spec in s.specs] for s in bench.sections if s.tune is None}
         descriptions = {s.name: s.description for s in bench.sections}
-        studies = {}
-        if bench.tuned:
-            from suite.api.tuning import plan_benchmark
-
-            for request in plan_benchmark(bench, registry, experiment=experiment, tracking_uri=tracking_uri,
-                                          device="cpu"):
-                for plan in request.plans:
-                    studies.setdefault(plan.section, []).append(plan.name)
+        studies = studies or {}
     runs = read_runs(experiment, tracking_uri, sections=sections, studies=studies)
     out = Path(out_dir)
     page, _ = write(runs, out, descriptions, by)

@@ -15,10 +15,12 @@ from typing import Any
 from suite.errors import ReportError
 from suite.vocab import (
     DONE_STATUSES,
+    TAG_BEST_TRIAL,
     TAG_HASH,
     TAG_KIND,
     TAG_REASON,
     TAG_REEVAL_OF,
+    TAG_REEVALUATED,
     TAG_SECTION,
     TAG_STATUS,
     TAG_STUDY,
@@ -29,6 +31,7 @@ GRID_KIND = "grid"
 REEVAL_KIND = "reeval"  # a tuned study's top trial re-run on a fresh seed
 STUDY_KIND = "study"
 TUNE_KIND = "tune"
+PARENT_TAG = "mlflow.parentRunId"
 BUDGET_KEYS = ("seed", "steps", "epochs", "eval_every")
 
 
@@ -62,7 +65,8 @@ class RunRecord:
     histories: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     study: str = ""  # a tuned experiment's re-evaluation run: its Optuna study ...
     trial: int | None = None  # ... the trial it re-evaluates ...
-    study_params: dict[str, Any] = field(default_factory=dict)  # ... and the study's settings (its parent's params)
+    study_params: dict[str, Any] = field(default_factory=dict)  # ... the study's settings (its parent's params)
+    study_best: int | None = None  # ... and the trial the study's tuning session named its winner
 
     @property
     def seed(self) -> int:
@@ -181,32 +185,41 @@ def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dic
 
 
 def _tuned_records(client: Any, experiment_id: str, studies: dict[str, list[str]] | None) -> list[RunRecord]:
-    """The re-evaluation runs of tuned experiments' studies (all with a ``suite.section`` tag,
-    or those of ``studies``), one per (study, trial, seed), with their study's settings."""
+    """The re-evaluation runs of tuned experiments' studies (``studies``: section -> study names;
+    ``None``: every study whose parent run has a ``suite.section`` tag): for each study, the runs
+    under its latest parent run, of the trials that parent says its last invocation re-evaluated,
+    one per (trial, seed), with the study's settings and its winner."""
     wanted = {name: sec for sec, names in studies.items() for name in names} if studies is not None else None
     if wanted is not None and not wanted:
+        return []
+    parents: dict[str, Any] = {}  # study -> its latest parent run (another storage's study of that name: older)
+    for run in search_all(client, experiment_id, f"tags.`{TAG_KIND}` = '{STUDY_KIND}'"):
+        name = run.data.tags.get(TAG_STUDY)
+        if (name in wanted) if wanted is not None else (TAG_SECTION in run.data.tags):
+            if name not in parents or run.info.start_time > parents[name].info.start_time:
+                parents[name] = run
+    if not parents:
         return []
     latest: dict[tuple[str, str, int], Any] = {}
     for run in search_all(client, experiment_id, f"tags.`{TAG_KIND}` = '{REEVAL_KIND}'"):
         tags = run.data.tags
-        study, section = tags.get(TAG_STUDY, ""), tags.get(TAG_SECTION)
-        if section is None or (wanted is not None and study not in wanted) or TAG_REEVAL_OF not in tags:
+        parent = parents.get(tags.get(TAG_STUDY, ""))
+        if parent is None or tags.get(PARENT_TAG) != parent.info.run_id or TAG_REEVAL_OF not in tags:
             continue
-        key = (study, tags[TAG_REEVAL_OF], int(parse_value(run.data.params.get("seed", "0")) or 0))
+        now = parent.data.tags.get(TAG_REEVALUATED)
+        if now and tags[TAG_REEVAL_OF] not in now.split(","):  # a trial no longer among the top ones
+            continue
+        key = (tags[TAG_STUDY], tags[TAG_REEVAL_OF], int(parse_value(run.data.params.get("seed", "0")) or 0))
         if key not in latest or _rank(run) > _rank(latest[key]):
             latest[key] = run
-    if not latest:
-        return []
-    settings = {}
-    for run in search_all(client, experiment_id, f"tags.`{TAG_KIND}` = '{STUDY_KIND}'"):
-        name = run.data.tags.get(TAG_STUDY)
-        if name in {k[0] for k in latest}:
-            settings[name] = {k: parse_value(v) for k, v in run.data.params.items()}
     out = []
     for (study, trial, _), run in sorted(latest.items(), key=lambda kv: kv[1].info.start_time):
-        section = wanted[study] if wanted is not None else run.data.tags[TAG_SECTION]
-        record = _record(run, section)
-        record.study, record.trial, record.study_params = study, int(trial), settings.get(study, {})
+        parent = parents[study]
+        record = _record(run, wanted[study] if wanted is not None else parent.data.tags[TAG_SECTION])
+        record.study, record.trial = study, int(trial)
+        record.study_params = {k: parse_value(v) for k, v in parent.data.params.items()}
+        best = parent.data.tags.get(TAG_BEST_TRIAL)
+        record.study_best = int(best) if best and best.isdigit() else None
         out.append(record)
     return out
 

@@ -81,15 +81,12 @@ class Tuned:
     tried: dict[int, list[tuple[float, float, float]]] = field(default_factory=dict)  # seed -> (lr, steps, risk)
     ranked: list[float] = field(default_factory=list)  # Optuna: the re-evaluated trials' lrs, best first
     ceiling: float | None = None  # Optuna: the top of the lr's search space
-
-    @property
-    def from_study(self) -> bool:
-        return bool(self.ranked)
+    from_study: bool = False  # tuned by an Optuna study (else an lr grid)
 
     def lr_replicates(self) -> dict[int, float]:
         """Independent estimates of the best lr: per seed for an lr grid, per rank of the
         re-evaluated trials for a study."""
-        return dict(enumerate(self.ranked)) if self.ranked else self.best_lrs()
+        return dict(enumerate(self.ranked)) if self.from_study and self.ranked else self.best_lrs()
 
     @property
     def lr_top(self) -> float:
@@ -136,7 +133,10 @@ def tune(runs: Runs, records: Sequence[RunRecord], target: float = NQM_TARGET) -
     """Steps to ``target`` for every (method, batch size, seed, lr) of ``records``, grouped:
     lr grids by :func:`_from_grid`, tuned studies' re-evaluation runs by :func:`_from_studies`."""
     out = _from_grid(runs, [r for r in records if r.trial is None], target)
-    out.update(_from_studies(runs, [r for r in records if r.trial is not None], target))
+    for (method, b), tuned in _from_studies(runs, [r for r in records if r.trial is not None], target).items():
+        if (method, b) in out:  # a method both swept on an lr grid and tuned by a study: kept apart
+            method = tuned.method = f"{method} (tuned)"
+        out[(method, b)] = tuned
     return out
 
 
@@ -149,8 +149,11 @@ def _run_steps(runs: Runs, r: RunRecord, key: str, target: float) -> tuple[float
 
 
 def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> dict[tuple[str, int], Tuned]:
-    """Per study, its re-evaluated trials ranked by (fresh seeds that missed the target, mean
-    log2 steps on the others); the best one's runs are the method's result at that batch size."""
+    """Per study, its re-evaluated trials ranked by (fresh seeds that missed the target, mean log2
+    steps on the others), the winner first: the one its tuning session named (``study_best``),
+    which ranks them the same way on its objective, else the first. The winner's runs are the
+    method's result at that batch size; the lrs of the trials that tie with it on missed seeds
+    are the near-optimal lrs."""
     by_study: dict[str, dict[int, list[RunRecord]]] = {}
     for r in records:
         if r.status in ("completed", "diverged"):
@@ -160,17 +163,21 @@ def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> di
         first = next(iter(trials.values()))[0]
         (method, key), = series_of(first)
         scored = []
-        for recs in trials.values():
+        for number, recs in trials.items():
             per_seed = {r.seed: _run_steps(runs, r, key, target) for r in recs}
             reached = [math.log2(s) for s, _ in per_seed.values() if 0 < s < math.inf]
-            missed = len(per_seed) - len(reached)
             mean = sum(reached) / len(reached) if reached else math.inf
-            scored.append((missed, mean, float(recs[0].param("optimizer.lr")), per_seed))
+            scored.append((len(per_seed) - len(reached), mean, number, float(recs[0].param("optimizer.lr")), per_seed))
         scored.sort(key=lambda t: (t[0], t[1]))
-        _, _, lr, per_seed = scored[0]
-        tuned = Tuned(method, first.batch_size, ranked=[t[2] for t in scored], ceiling=_space_high(first))
-        for seed, (steps, final) in per_seed.items():
-            tuned.tried[seed] = [(lr, steps, final)]
+        named = [t for t in scored if t[2] == first.study_best and math.isfinite(t[1])]
+        winner = named[0] if named else scored[0]
+        near = [t for t in scored if t is not winner and t[0] == winner[0] and math.isfinite(t[1])]
+        tuned = Tuned(method, first.batch_size, ceiling=_space_high(first), from_study=True,
+                      ranked=[t[3] for t in [winner, *near] if math.isfinite(t[1])])
+        for seed, (steps, final) in winner[4].items():
+            tuned.tried[seed] = [(winner[3], steps, final)]
+        if (method, first.batch_size) in out:  # two experiments tune one method: tell them apart
+            method = tuned.method = f"{method} ({first.section})"
         out[(method, first.batch_size)] = tuned
     return out
 

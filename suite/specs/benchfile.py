@@ -58,7 +58,7 @@ TIE_SCALARS = ("batch_size", "seed", "steps", "eval_every")  # a budget may foll
 @dataclass(frozen=True)
 class TuneBlock:
     """A tuned experiment: what ``suite tune`` would be asked, as its options' values (checked
-    further, with the registry and Optuna, by :func:`suite.api.tuning.plan_section`)."""
+    further, with the registry and Optuna, by :func:`suite.api.tuning.plan_benchmark`)."""
 
     problems: tuple[str, ...]
     choices: tuple[tuple[str, tuple[str, ...]], ...]  # family -> component names (the variants' axes)
@@ -307,8 +307,10 @@ def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
                 names.append(comp.name)
                 for param, pnode in (ck.mapping(sub) if sub.value is not None else {}).items():
                     if isinstance(pnode.value, list):
-                        raise ck.fail(pnode, "a tuned experiment pins single values; Optuna searches the rest "
-                                             "(give a range under tune.space)")
+                        what = ("split the experiment into one per value" if family == "problem"
+                                else "give a range under tune.space")
+                        raise ck.fail(pnode, f"a tuned experiment pins single values; Optuna searches the rest "
+                                             f"({what})")
                     ck.check_param(family, [comp.name], param, pnode)
                     pin(f"{family}.{param}", pnode.value, pnode)
         else:
@@ -351,8 +353,13 @@ def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
     if kwargs.get("pruner", "median") not in TUNE_PRUNERS:
         raise ck.fail(tune["pruner"], f"unknown pruner {kwargs['pruner']!r}; one of {', '.join(TUNE_PRUNERS)}")
     given_budget = [k for k in ("epochs", "steps") if k in body]
+    if len(given_budget) == 2:
+        raise ck.fail(node, "give exactly one budget: epochs: N or steps: N (here or under defaults), or tune.budget")
     if "budget" not in kwargs and given_budget:
-        kwargs["budget"] = f"{given_budget[0]}:{body[given_budget[0]].value}"
+        bnode = body[given_budget[0]]
+        if isinstance(bnode.value, bool) or not isinstance(bnode.value, int) or bnode.value < 1:
+            raise ck.fail(bnode, f"expected a positive integer, got {_kind(bnode.value)}")
+        kwargs["budget"] = f"{given_budget[0]}:{bnode.value}"
     spaces = []
     for key, snode in (ck.mapping(tune["space"]).items() if "space" in tune else ()):
         if key in sets:
@@ -361,7 +368,10 @@ def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
             raise ck.fail(snode, "expected a space such as log:0.001:1, uniform:0:1, int:1:8 or choice:a,b")
         spaces.append(f"{key}={snode.value}")
     if "eval_every" in body and "eval_every" not in kwargs:
-        kwargs["eval_every"] = body["eval_every"].value
+        enode = body["eval_every"]
+        if isinstance(enode.value, bool) or not isinstance(enode.value, int) or enode.value < 1:
+            raise ck.fail(enode, f"expected a positive integer, got {_kind(enode.value)}")
+        kwargs["eval_every"] = enode.value
     problems = choices.pop("problem", None) or (_default_component("problem"),)
     return TuneBlock(problems=tuple(problems), choices=tuple(choices.items()), batch_sizes=tuple(dict.fromkeys(sizes)),
                      sets=tuple(f"{k}={v}" for k, (v, _) in sets.items()), spaces=tuple(spaces), seeds=seeds,

@@ -70,6 +70,7 @@ class StudySummary:
     best_params: dict[str, Any]
     reeval: Reeval | None = None
     n_reevaluated: int = 0  # trials re-evaluated; the winner (best_*) is the best re-evaluated mean
+    reevaluated: tuple[int, ...] = ()  # their numbers
     maximize: bool = False  # the objective is a metric to maximise (e.g. final:val_acc:max)
 
     def cell(self) -> str:
@@ -91,13 +92,15 @@ class StudySummary:
 
 def summarize(study: optuna.Study, plan: StudyPlan, reevals: Mapping[int, Reeval] | None = None) -> StudySummary:
     """What a study found. With ``reevals`` (trial number -> its re-evaluation) the winner is
-    the re-evaluated trial with the best mean (the tuned best when none has a value)."""
+    the re-evaluated trial with the fewest fresh seeds that diverged (or missed), then the best
+    mean on the others (the tuned best when none has a value)."""
     trials = study.get_trials(deepcopy=False)
     best = best_trial(study)
     reeval = None
     if reevals:
-        scored = [(r.mean, number) for number, r in reevals.items() if r.values]
-        number = min(scored)[1] if scored else (best.number if best is not None else None)
+        sign = -1.0 if plan.objective.study_direction == "maximize" else 1.0
+        scored = [(r.n_diverged, sign * r.mean, number) for number, r in reevals.items() if r.values]
+        number = min(scored)[2] if scored else (best.number if best is not None else None)
         if number is not None:
             best = next(t for t in trials if t.number == number)
             reeval = reevals.get(number)
@@ -114,7 +117,7 @@ def summarize(study: optuna.Study, plan: StudyPlan, reevals: Mapping[int, Reeval
         best_number=None if best is None else best.number,
         best_params={} if best is None else best_values(best),
         reeval=reeval,
-        n_reevaluated=len(reevals or {}),
+        n_reevaluated=len(reevals or {}), reevaluated=tuple(sorted(reevals or {})),
         maximize=plan.objective.study_direction == "maximize",
     )
 

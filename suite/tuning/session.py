@@ -154,26 +154,29 @@ def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, se
     again: its value is kept on the Optuna study (:data:`STUDY_REEVALS`; a trial's spec, seed
     and budget are fixed by the study's settings, so the value would be the same)."""
     jobs, keys, done, loaded = _reeval_jobs(req, registry, storage, parents)
-    if jobs:
-        troubles += workers.run(jobs, req.devices, settings, sink, adaptive=req.adaptive)
+    try:
+        if jobs:
+            troubles += workers.run(jobs, req.devices, settings, sink, adaptive=req.adaptive)
+    finally:  # what finished is kept even if the rest was interrupted
+        for name, by_trial in keys.items():
+            plan = next(p for p in req.plans if p.name == name)
+            fresh: dict[str, dict[str, float | None]] = {}
+            for number, items in by_trial.items():
+                for key in items:
+                    result = sink.results.get(key)
+                    if key not in done and result is not None and result.status in ("completed", "diverged"):
+                        fresh.setdefault(str(number), {})[key.rpartition("#")[2]] = reeval_value(plan.objective,
+                                                                                                 result)
+            if fresh:
+                _keep_reevals(loaded[name], parents[name], fresh)
     out: dict[str, dict[int, report.Reeval]] = {}
     for name, by_trial in keys.items():
         plan = next(p for p in req.plans if p.name == name)
-        fresh: dict[str, dict[str, float | None]] = {}
         for number, items in by_trial.items():
-            values = []
-            for key in items:
-                if key not in done:
-                    result = sink.results.get(key)
-                    value = reeval_value(plan.objective, result)
-                    if result is not None and result.status in ("completed", "diverged"):  # a finished run: kept
-                        fresh.setdefault(str(number), {})[key.rpartition("#")[2]] = value
-                    done[key] = value
-                values.append(done[key])
+            values = [done[key] if key in done else reeval_value(plan.objective, sink.results.get(key))
+                      for key in items]
             out.setdefault(name, {})[number] = report.Reeval([v for v in values if v is not None],
                                                             sum(v is None for v in values))
-        if fresh:
-            _keep_reevals(loaded[name], parents[name], fresh)
     return out
 
 

@@ -37,6 +37,7 @@ from suite.vocab import (
     TAG_KIND,
     TAG_PROBLEM,
     TAG_PRUNER,
+    TAG_REEVALUATED,
     TAG_SECTION,
     TAG_STATUS,
     TAG_STORAGE,
@@ -122,7 +123,8 @@ def study_parent(tracker: Tracker, plan: Any, uid: str, *, trials: int, pruner: 
         max_results=1, order_by=["attributes.start_time ASC"],
     )
     tags = {TAG_TRIALS_REQUESTED: trials, TAG_PRUNER: pruner, TAG_STUDY_SEED: study_seed,
-            TAG_STORAGE: storage, TAG_STATUS: "running"}
+            TAG_STORAGE: storage, TAG_STATUS: "running",
+            **({TAG_SECTION: plan.section} if getattr(plan, "section", None) else {})}
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
@@ -131,8 +133,7 @@ def study_parent(tracker: Tracker, plan: Any, uid: str, *, trials: int, pruner: 
     all_tags = {MLFLOW_RUN_NAME: plan.name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_STUDY_UID: uid,
                 TAG_VERSION: suite.__version__,
                 TAG_PROBLEM: plan.problem, TAG_VARIANT: plan.variant.name,
-                TAG_BATCH_SIZE: plan.batch_size, **tags,
-                **({TAG_SECTION: plan.section} if getattr(plan, "section", None) else {})}
+                TAG_BATCH_SIZE: plan.batch_size, **tags}
     run = client.create_run(tracker.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
     settings = plan.settings()
     params = {k: v for k, v in settings.items() if k not in ("space", "fixed")}
@@ -161,6 +162,8 @@ def finish_study_parent(tracker: Tracker, run_id: str, summary: Any, figures: Ma
             tags.append(RunTag(f"suite.best.{k}", str(v)))
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 metrics.append(Metric(f"best.{k}", float(v), ts, step))
+    if summary.reevaluated:
+        tags.append(RunTag(TAG_REEVALUATED, ",".join(map(str, summary.reevaluated))))
     if summary.reeval is not None:
         metrics += [Metric("reeval_mean", summary.reeval.mean, ts, step),
                     Metric("reeval_std", summary.reeval.std, ts, step)]
