@@ -198,7 +198,7 @@ def test_workers_that_cannot_start_end_the_grid_without_hanging(tmp_path, workdi
 
 @pytest.mark.parametrize("workers", ["2", "1"])  # worker processes; in-process
 def test_sigterm_marks_runs_in_flight_interrupted(workdir, mlflow_client, workers):
-    args = ["run", "--lr", "0.01,0.02", "--batch-size", "2", "--seeds", "2", "--epochs", "6", "--device", "cpu",
+    args = ["run", "--lr", "0.01,0.02", "--batch-size", "2", "--seeds", "2", "--epochs", "10", "--device", "cpu",
             "--workers", workers, "--experiment", "term", "--quiet"]
     proc = subprocess.Popen([str(BIN / "suite"), *args], cwd=workdir, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

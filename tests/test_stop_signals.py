@@ -77,3 +77,20 @@ def test_sigterm_stops_suite_worker_the_same_way(workdir, mlflow_client, trackin
     # the trial in hand was given back: failed, and enqueued again for the next worker
     assert len([t for t in trials if t.state == TrialState.WAITING]) == 4
     _no_process_left(proc)
+
+
+def test_a_stop_signal_after_the_last_safe_point_still_stops_the_command():
+    """A SIGTERM that arrives while the last unit's results are being written (no safe point
+    follows) is not swallowed: leaving the block raises, so the command stops (exit 130)."""
+    import os
+
+    from suite.exec.signals import stop_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with stop_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # delivered: the flag is set, and no safe point comes
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are restored
+    with stop_signals():  # a block without a signal ends normally
+        pass

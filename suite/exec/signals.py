@@ -58,10 +58,14 @@ def stop_signals(*, ignore_sigint: bool = False) -> Iterator[None]:
         yield
         return
     _State.depth += 1
+    late = None
     try:
         yield
+        late = _State.received  # a signal after the block's last safe point still stops the command
     finally:
         _State.depth -= 1
         for sig, old in previous.items():
             signal.signal(sig, old)
         _State.received = None
+    if late is not None and not ignore_sigint:  # (a worker process is stopped by its parent, which saw it)
+        raise KeyboardInterrupt(f"signal {late}")
