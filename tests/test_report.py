@@ -175,7 +175,7 @@ def test_claims_from_tuned_studies_use_each_studys_reevaluated_winner():
         rec.study_best = 2
     named = claims.Sweep(runs).tuned[("SGD", 1024)]
     assert named.best_lrs() == {s: 2.0 for s in REEVAL_SEEDS} and named.ranked == [2.0, 1.0, 0.5]
-    at_the_top = _study_runs(studies, space_high=2.0)  # the runner-up at lr 2 sits at the top: no cap shown
+    at_the_top = _study_runs(studies, space_high=1.0)  # the winner at lr 1 sits at the top of the space: no cap shown
     row = claims.best_lr_grows(at_the_top, claims.Sweep(at_the_top))
     assert row.verdict == claims.INCONCLUSIVE and "no cap seen" in row.measured
 
