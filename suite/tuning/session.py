@@ -83,14 +83,18 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
         parents = {plan.name: study_parent(tracker, plan, studies[plan.name].user_attrs[STUDY_UID], trials=req.trials,
                                            pruner=req.pruner, study_seed=req.study_seed, storage=label)
                    for plan in req.plans}
-        added_any = False
+        added_any, full = False, []
         for plan in req.plans:  # enqueue the trials still to do, for any worker anywhere to claim
             added = slots.share(studies[plan.name], trials=req.trials, pruner=req.pruner, study_seed=req.study_seed,
                                 experiment=tracker.experiment_name, tracking_uri=tracker.tracking_uri,
                                 parent_run_id=parents[plan.name], population=req.population)
             added_any = added_any or bool(added)
             if not added and not slots.n_slots_left(studies[plan.name]):
-                echo(f"[{plan.name}] already holds {req.trials} trials")
+                full.append(plan.name)
+        if len(full) == 1:
+            echo(f"[{full[0]}] already holds {req.trials} trials")
+        elif full:  # one line, not one per study
+            echo(f"{len(full)} of the {len(req.plans)} studies already hold {req.trials} trials each")
     if req.submit_only:
         return None
     problems = list(dict.fromkeys(p.problem for p in req.plans))
