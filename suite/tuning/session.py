@@ -185,17 +185,18 @@ def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, se
 
 
 def _reeval_jobs(req: Request, registry: Registry, storage, parents: dict[str, str]):
-    """The re-evaluation runs still to do (``SpecJob`` list), every re-evaluation's key per study
+    """The re-evaluation runs still to do (a ``SpecsJob`` per study), every re-evaluation's key per study
     and trial, the values of those done before (by key), and the loaded studies."""
     import optuna
 
-    jobs: list[workers.SpecJob] = []
+    jobs: list[workers.SpecsJob] = []  # one per study: its re-evaluations train as one stack
     keys: dict[str, dict[int, list[str]]] = {}
     done: dict[str, float | None] = {}
     loaded = {}
     for plan in req.plans:
         study = loaded[plan.name] = optuna.load_study(study_name=plan.name, storage=storage)
         cached = study.user_attrs.get(STUDY_REEVALS, {}).get(parents[plan.name], {})
+        runs: list[workers.SpecJob] = []
         for trial in top_trials(study, req.reevaluate_top):
             for spec in reevaluation_specs(plan, trial, registry, req.reevaluate):
                 key = f"{plan.name}#reeval{trial.number}#{spec.seed}"
@@ -204,7 +205,9 @@ def _reeval_jobs(req: Request, registry: Registry, storage, parents: dict[str, s
                     done[key] = cached[str(trial.number)][str(spec.seed)]
                     continue
                 tags = {TAG_STUDY: plan.name, TAG_REEVAL_OF: trial.number}
-                jobs.append(workers.SpecJob(key, plan.name, spec, tags, plan.objective))
+                runs.append(workers.SpecJob(key, plan.name, spec, tags, plan.objective))
+        if runs:
+            jobs.append(workers.SpecsJob(plan.name, tuple(runs)))
     return jobs, keys, done, loaded
 
 

@@ -38,6 +38,15 @@ class SpecJob:
 
 
 @dataclass(frozen=True)
+class SpecsJob:
+    """Train a study's re-evaluation runs (:class:`SpecJob` each) as one unit: one stack where
+    their components stack, each row stopping at its own target."""
+
+    study: str
+    runs: tuple[SpecJob, ...]
+
+
+@dataclass(frozen=True)
 class Settings:
     """What every worker needs besides its jobs."""
 
@@ -53,7 +62,7 @@ class Settings:
 class JobTask:
     """One job and the settings it runs with: the pool's payload."""
 
-    job: StudyJob | SpecJob
+    job: StudyJob | SpecJob | SpecsJob
     settings: Settings
 
 
@@ -76,7 +85,7 @@ class EmitSink:
 
 def run_job(task: JobTask, env: WorkerEnv) -> None:
     """Pool runner: run one tuning job in this worker."""
-    from suite.engine.loop import train
+    from suite.engine.units import run_unit
     from suite.tuning.plan import at_target_is_completed, stop_at_target
     from suite.tuning.slots import run_study_share
 
@@ -86,19 +95,26 @@ def run_job(task: JobTask, env: WorkerEnv) -> None:
                         heartbeat=task.settings.heartbeat, population=task.settings.population,
                         engine=task.settings.engine)
         return
-    sink.start(job.key, job.study, job.spec, "reeval", job.tags)
-    if job.objective is not None and job.objective.stops_at_target:
-        on_eval = stop_at_target(job.objective, job.spec, [], sink, job.key)
-    else:
-        def on_eval(step: int, metrics: dict) -> None:
-            sink.eval(job.key, step, metrics)
+    runs = job.runs if isinstance(job, SpecsJob) else (job,)
+    callbacks = []
+    for run in runs:
+        sink.start(run.key, run.study, run.spec, "reeval", run.tags)
+        if run.objective is not None and run.objective.stops_at_target:
+            callbacks.append(stop_at_target(run.objective, run.spec, [], sink, run.key))
+        else:
+            callbacks.append(lambda step, metrics, _key=run.key: sink.eval(_key, step, metrics))
+    running = {run.key for run in runs}
     try:
-        result = at_target_is_completed(train(job.spec, env.local, env.registry, on_eval))
+        for j, result in run_unit([run.spec for run in runs], env.local, env.registry,
+                                  lambda j, step, metrics: callbacks[j](step, metrics), engine=task.settings.engine):
+            result = at_target_is_completed(result)
+            result.device = env.device
+            sink.done(runs[j].key, result)
+            running.discard(runs[j].key)
     except BaseException:
-        sink.interrupted(job.key)
+        for key in sorted(running):
+            sink.interrupted(key)
         raise
-    result.device = env.device
-    sink.done(job.key, result)
 
 
 class _SinkHandler:
@@ -131,7 +147,7 @@ class _SinkHandler:
             self.sink.interrupted(key)
 
 
-def run(jobs: Sequence[StudyJob | SpecJob], devices: Sequence[str], settings: Settings, sink: Any,
+def run(jobs: Sequence[StudyJob | SpecJob | SpecsJob], devices: Sequence[str], settings: Settings, sink: Any,
         adaptive: bool = False) -> list[str]:
     """Run ``jobs`` on one worker per device entry (in this process when there is one; with
     ``adaptive``, in this process while workers are measured not to pay off: :class:`Pool`).
