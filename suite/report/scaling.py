@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -71,10 +72,10 @@ class Tuned:
     """One method at one batch size: per seed, each lr tried and the best one.
 
     From an lr grid (sections ``scaling…`` run as grids) every seed has its own best lr. From an
-    Optuna study (a tuned experiment) the best lr is the study's winner, the re-evaluated top
-    trial with the fewest mean steps, and ``tried[seed]`` holds its run on each fresh seed;
-    ``ranked`` holds every re-evaluated trial's lr, best first: the near-optimal lrs whose
-    spread stands for the best lr's uncertainty."""
+    Optuna study (a tuned experiment) the best lr is the study's winner (:func:`_from_studies`)
+    and ``tried[seed]`` holds its run on each fresh seed; ``ranked`` holds the lrs of the winner
+    and of the re-evaluated trials that tie with it on missed seeds, best first: the near-optimal
+    lrs whose spread stands for the best lr's uncertainty."""
 
     method: str
     batch_size: int
@@ -148,6 +149,16 @@ def _run_steps(runs: Runs, r: RunRecord, key: str, target: float) -> tuple[float
     return steps_to_target(hist, target), (hist[-1][1] if hist else math.inf)
 
 
+class _Scored(NamedTuple):
+    """A re-evaluated trial of a study, as :func:`_from_studies` ranks it."""
+
+    missed: int  # fresh seeds that did not reach the target
+    mean: float  # mean log2 steps on the others (inf if none reached it)
+    number: int
+    lr: float
+    per_seed: dict[int, tuple[float, float]]  # seed -> (steps, final value)
+
+
 def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> dict[tuple[str, int], Tuned]:
     """Per study, its re-evaluated trials ranked by (fresh seeds that missed the target, mean log2
     steps on the others), the winner first: the one its tuning session named (``study_best``),
@@ -167,15 +178,16 @@ def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> di
             per_seed = {r.seed: _run_steps(runs, r, key, target) for r in recs}
             reached = [math.log2(s) for s, _ in per_seed.values() if 0 < s < math.inf]
             mean = sum(reached) / len(reached) if reached else math.inf
-            scored.append((len(per_seed) - len(reached), mean, number, float(recs[0].param("optimizer.lr")), per_seed))
-        scored.sort(key=lambda t: (t[0], t[1]))
-        named = [t for t in scored if t[2] == first.study_best and math.isfinite(t[1])]
+            scored.append(_Scored(len(per_seed) - len(reached), mean, number, float(recs[0].param("optimizer.lr")),
+                                  per_seed))
+        scored.sort(key=lambda t: (t.missed, t.mean))
+        named = [t for t in scored if t.number == first.study_best and math.isfinite(t.mean)]
         winner = named[0] if named else scored[0]
-        near = [t for t in scored if t is not winner and t[0] == winner[0] and math.isfinite(t[1])]
+        near = [t for t in scored if t is not winner and t.missed == winner.missed and math.isfinite(t.mean)]
         tuned = Tuned(method, first.batch_size, ceiling=_space_high(first), from_study=True,
-                      ranked=[t[3] for t in [winner, *near] if math.isfinite(t[1])])
-        for seed, (steps, final) in winner[4].items():
-            tuned.tried[seed] = [(winner[3], steps, final)]
+                      ranked=[t.lr for t in [winner, *near] if math.isfinite(t.mean)])
+        for seed, (steps, final) in winner.per_seed.items():
+            tuned.tried[seed] = [(winner.lr, steps, final)]
         if (method, first.batch_size) in out:  # two experiments tune one method: tell them apart
             method = tuned.method = f"{method} ({first.section})"
         out[(method, first.batch_size)] = tuned
@@ -183,11 +195,14 @@ def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> di
 
 
 def _space_high(record: RunRecord) -> float | None:
+    """The top of the lr's search space of a study's run (from its parent's ``space.optimizer.lr``)."""
     import json
+
+    from suite.params import Space
 
     text = record.study_params.get("space.optimizer.lr")
     try:
-        return float(json.loads(text)["high"]) if isinstance(text, str) else None
+        return Space.from_dict(json.loads(text)).high if isinstance(text, str) else None
     except (ValueError, KeyError, TypeError):
         return None
 

@@ -216,6 +216,13 @@ class _Checker:
             raise self.fail(node, "the list is empty")
         return out
 
+    def integer(self, node: _Node, least: int = 1, what: str | None = None) -> int:
+        """``node``'s value as an integer ≥ ``least`` (``what``: the message when it is not)."""
+        v = node.value
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise self.fail(node, what or f"expected an integer ≥ {least}, got {_kind(v)}")
+        return v
+
     def component(self, family: str, name: Any, node: _Node):
         try:
             return self.registry.get(family, str(name))
@@ -290,7 +297,13 @@ def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
     choices: dict[str, tuple[str, ...]] = {}
     sets: dict[str, tuple[Any, _Node]] = {}
 
-    def pin(key: str, value: Any, where: _Node) -> None:
+    def pin(family: str, param: str, names: list[str], where: _Node) -> None:
+        """Pin ``family.param`` (of components ``names``) to ``where``'s single value."""
+        if isinstance(where.value, list | dict):
+            what = "split the experiment into one per value" if family == "problem" else "give a range under tune.space"
+            raise ck.fail(where, f"a tuned experiment pins single values; Optuna searches the rest ({what})")
+        ck.check_param(family, names, param, where)
+        key, value = f"{family}.{param}", where.value
         if key in sets and sets[key][0] != value:
             raise ck.fail(where, f"{key} is pinned to {sets[key][0]!r} at line {sets[key][1].line} and to {value!r} "
                                  "here; a tuned experiment pins one value per key (split it into two experiments)")
@@ -306,13 +319,7 @@ def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
                 comp = ck.component(family, comp_name, sub)
                 names.append(comp.name)
                 for param, pnode in (ck.mapping(sub) if sub.value is not None else {}).items():
-                    if isinstance(pnode.value, list):
-                        what = ("split the experiment into one per value" if family == "problem"
-                                else "give a range under tune.space")
-                        raise ck.fail(pnode, f"a tuned experiment pins single values; Optuna searches the rest "
-                                             f"({what})")
-                    ck.check_param(family, [comp.name], param, pnode)
-                    pin(f"{family}.{param}", pnode.value, pnode)
+                    pin(family, param, [comp.name], pnode)
         else:
             names = [ck.component(family, n, fnode).name for n in ck.values(fnode)]
         choices[family] = tuple(names)
@@ -321,28 +328,18 @@ def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
         if family not in FAMILIES or not param:
             raise ck.fail(pnode, f"malformed hyperparameter key {key!r}: write family.param, "
                                  f"family one of {', '.join(FAMILIES)}")
-        if isinstance(pnode.value, list | dict):
-            raise ck.fail(pnode, "a tuned experiment pins single values; Optuna searches the rest "
-                                 "(give a range under tune.space)")
-        ck.check_param(family, list(choices.get(family) or [_default_component(family)]), param, pnode)
-        pin(key, pnode.value, pnode)
+        pin(family, param, list(choices.get(family) or [_default_component(family)]), pnode)
     sizes = ck.values(body["batch_size"]) if "batch_size" in body else [32]
     if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in sizes):
         raise ck.fail(body["batch_size"], f"batch sizes must be positive integers, got {sizes!r}")
     seeds = None
     if "seeds" in body:
-        snode = body["seeds"]
-        if isinstance(snode.value, bool) or not isinstance(snode.value, int) or snode.value < 1:
-            raise ck.fail(snode, "in a tuned experiment seeds is K, the seeds each trial's value is averaged over "
-                                 "(a positive integer)")
-        seeds = snode.value
+        seeds = ck.integer(body["seeds"], what="in a tuned experiment seeds is K, the seeds each trial's value is "
+                                                "averaged over (a positive integer)")
     kwargs: dict[str, Any] = {}
     for key in TUNE_INTS:
         if key in tune:
-            v, least = tune[key].value, 0 if key in ("reevaluate", "study_seed") else 1
-            if isinstance(v, bool) or not isinstance(v, int) or v < least:
-                raise ck.fail(tune[key], f"expected an integer ≥ {least}, got {_kind(v)}")
-            kwargs[key] = v
+            kwargs[key] = ck.integer(tune[key], 0 if key in ("reevaluate", "study_seed") else 1)
     examples = {"objective": "steps-to-target:0.05", "budget": "steps:auto", "pruner": "median"}
     for key, example in examples.items():
         if key in tune:
@@ -356,10 +353,7 @@ def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
     if len(given_budget) == 2:
         raise ck.fail(node, "give exactly one budget: epochs: N or steps: N (here or under defaults), or tune.budget")
     if "budget" not in kwargs and given_budget:
-        bnode = body[given_budget[0]]
-        if isinstance(bnode.value, bool) or not isinstance(bnode.value, int) or bnode.value < 1:
-            raise ck.fail(bnode, f"expected a positive integer, got {_kind(bnode.value)}")
-        kwargs["budget"] = f"{given_budget[0]}:{bnode.value}"
+        kwargs["budget"] = f"{given_budget[0]}:{ck.integer(body[given_budget[0]])}"
     spaces = []
     for key, snode in (ck.mapping(tune["space"]).items() if "space" in tune else ()):
         if key in sets:
@@ -368,10 +362,7 @@ def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
             raise ck.fail(snode, "expected a space such as log:0.001:1, uniform:0:1, int:1:8 or choice:a,b")
         spaces.append(f"{key}={snode.value}")
     if "eval_every" in body and "eval_every" not in kwargs:
-        enode = body["eval_every"]
-        if isinstance(enode.value, bool) or not isinstance(enode.value, int) or enode.value < 1:
-            raise ck.fail(enode, f"expected a positive integer, got {_kind(enode.value)}")
-        kwargs["eval_every"] = enode.value
+        kwargs["eval_every"] = ck.integer(body["eval_every"])
     problems = choices.pop("problem", None) or (_default_component("problem"),)
     return TuneBlock(problems=tuple(problems), choices=tuple(choices.items()), batch_sizes=tuple(dict.fromkeys(sizes)),
                      sets=tuple(f"{k}={v}" for k, (v, _) in sets.items()), spaces=tuple(spaces), seeds=seeds,

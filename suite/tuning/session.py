@@ -101,8 +101,10 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     studies_tag = ",".join(parents)[:4000]
     pending = any(slots.n_slots_left(s) for s in studies.values())  # trials waiting or running anywhere
     idle = not added_any and not pending
-    if idle and req.reevaluate:  # the studies are full: their top trials are final, and maybe re-evaluated before
-        idle = not _reeval_jobs(req, registry, storage, parents)[0]
+    planned = None  # the re-evaluations, planned here when the studies are full (their top trials are final)
+    if idle and req.reevaluate:
+        planned = _reeval_jobs(req, registry, storage, parents)
+        idle = not planned[0]  # and maybe all re-evaluated before
     # a rerun that runs nothing reports on the run an earlier invocation left, not on a second one
     report_run = previous_report(tracker, studies_tag) if idle else None
     fresh = report_run is None
@@ -123,7 +125,9 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
         jobs = [workers.StudyJob(p) for _ in range(shares) for p in req.plans]
         with tracker.batched():  # a population's runs are written together (suite.tracking.bulk)
             troubles = workers.run(jobs, req.devices, settings, sink, adaptive=req.adaptive) if pending else []
-            reevals = _reevaluate(req, registry, storage, sink, settings, troubles, parents) if req.reevaluate else {}
+            reevals = (_reevaluate(req, sink, settings, troubles, parents,
+                                   planned or _reeval_jobs(req, registry, storage, parents))
+                       if req.reevaluate else {})
         with CLOCK.phase("reporting"):  # tables and figures (their MLflow writes count as tracking)
             summaries = []
             for plan in req.plans:
@@ -148,37 +152,36 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
                        troubles, tracker.experiment_id)
 
 
-def _reevaluate(req: Request, registry: Registry, storage, sink: TrackerSink, settings: workers.Settings,
-                troubles: list[str], parents: dict[str, str]) -> dict[str, dict[int, report.Reeval]]:
-    """Re-run each study's top ``reevaluate_top`` trials on ``reevaluate`` fresh seeds each,
-    spread over the workers: ``{study: {trial number: Reeval}}`` (the winner is the best mean,
-    which resists the winner's curse of picking the luckiest tuning draw).
+def _reevaluate(req: Request, sink: TrackerSink, settings: workers.Settings, troubles: list[str],
+                parents: dict[str, str], planned) -> dict[str, dict[int, report.Reeval]]:
+    """Re-run each study's top ``reevaluate_top`` trials on ``reevaluate`` fresh seeds each
+    (``planned`` by :func:`_reeval_jobs`), spread over the workers: ``{study: {trial number:
+    Reeval}}`` (the winner is the best mean, which resists the winner's curse of picking the
+    luckiest tuning draw).
 
     A re-evaluation an earlier invocation finished for the same MLflow parent run is not run
     again: its value is kept on the Optuna study (:data:`STUDY_REEVALS`; a trial's spec, seed
     and budget are fixed by the study's settings, so the value would be the same)."""
-    jobs, keys, done, loaded = _reeval_jobs(req, registry, storage, parents)
+    jobs, keys, done, loaded = planned
+    plans = {p.name: p for p in req.plans}
     try:
         if jobs:
             troubles += workers.run(jobs, req.devices, settings, sink, adaptive=req.adaptive)
     finally:  # what finished is kept even if the rest was interrupted
         for name, by_trial in keys.items():
-            plan = next(p for p in req.plans if p.name == name)
             fresh: dict[str, dict[str, float | None]] = {}
             for number, items in by_trial.items():
                 for key in items:
                     result = sink.results.get(key)
                     if key not in done and result is not None and result.status in ("completed", "diverged"):
-                        fresh.setdefault(str(number), {})[key.rpartition("#")[2]] = reeval_value(plan.objective,
-                                                                                                 result)
+                        done[key] = reeval_value(plans[name].objective, result)
+                        fresh.setdefault(str(number), {})[key.rpartition("#")[2]] = done[key]
             if fresh:
                 _keep_reevals(loaded[name], parents[name], fresh)
     out: dict[str, dict[int, report.Reeval]] = {}
     for name, by_trial in keys.items():
-        plan = next(p for p in req.plans if p.name == name)
         for number, items in by_trial.items():
-            values = [done[key] if key in done else reeval_value(plan.objective, sink.results.get(key))
-                      for key in items]
+            values = [done.get(key) for key in items]  # a run that did not finish counts as diverged
             out.setdefault(name, {})[number] = report.Reeval([v for v in values if v is not None],
                                                             sum(v is None for v in values))
     return out

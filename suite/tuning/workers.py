@@ -28,7 +28,8 @@ class StudyJob:
 
 @dataclass(frozen=True)
 class SpecJob:
-    """Train one RunSpec (re-evaluation of a best configuration) and report it as ``key``."""
+    """One run of a :class:`SpecsJob`: a RunSpec (re-evaluation of a best configuration),
+    reported as ``key``."""
 
     key: str
     study: str
@@ -62,7 +63,7 @@ class Settings:
 class JobTask:
     """One job and the settings it runs with: the pool's payload."""
 
-    job: StudyJob | SpecJob | SpecsJob
+    job: StudyJob | SpecsJob
     settings: Settings
 
 
@@ -95,7 +96,7 @@ def run_job(task: JobTask, env: WorkerEnv) -> None:
                         heartbeat=task.settings.heartbeat, population=task.settings.population,
                         engine=task.settings.engine)
         return
-    runs = job.runs if isinstance(job, SpecsJob) else (job,)
+    runs = job.runs
     callbacks = []
     for run in runs:
         sink.start(run.key, run.study, run.spec, "reeval", run.tags)
@@ -147,7 +148,7 @@ class _SinkHandler:
             self.sink.interrupted(key)
 
 
-def run(jobs: Sequence[StudyJob | SpecJob | SpecsJob], devices: Sequence[str], settings: Settings, sink: Any,
+def run(jobs: Sequence[StudyJob | SpecsJob], devices: Sequence[str], settings: Settings, sink: Any,
         adaptive: bool = False) -> list[str]:
     """Run ``jobs`` on one worker per device entry (in this process when there is one; with
     ``adaptive``, in this process while workers are measured not to pay off: :class:`Pool`).
