@@ -59,7 +59,7 @@ def test_grid_of_16_runs_under_one_parent(cli, mlflow_client):
 
 
 # stacks of 2: a stack's runs are written together when it ends, so 4 stacks finish at different times
-GRID = ["run", "--lr", "0.01,0.02", "--momentum", "0,0.5", "--batch-size", "4", "--seeds", "2", "--epochs", "4",
+GRID = ["run", "--lr", "0.01,0.02", "--momentum", "0,0.5", "--batch-size", "4", "--seeds", "2", "--epochs", "12",
         "--device", "cpu", "--workers", "2", "--stack-size", "2", "--experiment", "killed"]
 
 
