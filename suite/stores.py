@@ -376,7 +376,26 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or _mlflow_default_uri()
 
 
+def default_tracking_uri() -> str | None:
+    """MLflow's default tracking URI, without importing MLflow: ``sqlite:///<cwd>/mlflow.db``,
+    unless ``./mlruns`` holds a file store's experiments (then None: ask MLflow)."""
+    try:
+        with os.scandir("mlruns") as entries:
+            for entry in entries:
+                if entry.is_dir() and entry.name.isdigit() and os.path.lexists(os.path.join(entry.path, "meta.yaml")):
+                    return None
+    except OSError:
+        pass
+    path = os.path.abspath("mlflow.db")
+    if any(ch in path for ch in "%?#") or not path.isascii():
+        return None  # MLflow quotes such paths (pathname2url): let it name the store
+    return "sqlite:///" + path
+
+
 def _mlflow_default_uri() -> str:
+    uri = default_tracking_uri()  # MLflow's own rule, without importing MLflow
+    if uri is not None:
+        return uri
     import mlflow
 
     return mlflow.get_tracking_uri()

@@ -6,7 +6,9 @@ line was cut (a process killed while it wrote)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -21,13 +23,20 @@ GRID = ["run", "--problem", "linreg", "--lr", "0.01,0.02,0.05,0.1", "--seeds", "
 FINISHED_BEFORE_FAULT = 4
 
 
-def read_only(db: Path) -> MlflowClient:
-    """A client whose connections open the store read-only: every write fails as on a read-only file."""
+def read_only(db: Path, direct: bool) -> Any:
+    """A store whose connections open it read-only: every write fails as on a read-only file."""
+    if direct:
+        return sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
     return MlflowClient(tracking_uri=f"sqlite:///file:{db}?mode=ro&uri=true")
 
 
-def disk_full(db: Path) -> MlflowClient:
-    """A client whose database may not grow by one more page: SQLite's 'database or disk is full'."""
+def disk_full(db: Path, direct: bool) -> Any:
+    """A store that may not grow by one more page: SQLite's 'database or disk is full'."""
+    if direct:
+        conn = sqlite3.connect(db, isolation_level=None, timeout=29)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        return conn
     from sqlalchemy import event
 
     client = MlflowClient(tracking_uri=f"sqlite:///{db}?timeout=29")
@@ -43,13 +52,25 @@ def disk_full(db: Path) -> MlflowClient:
     return client
 
 
-def gone(db: Path) -> MlflowClient:
-    """A client whose database file disappears (moved away, as an unmounted share): its next
+def gone(db: Path, direct: bool) -> Any:
+    """A store whose database file disappears (moved away, as an unmounted share): its next
     connection finds an empty file without MLflow's tables."""
+    if direct:
+        db.rename(db.with_name("away.db"))
+        return sqlite3.connect(db, isolation_level=None, timeout=28)
     client = MlflowClient(tracking_uri=f"sqlite:///{db}?timeout=28")
     db.rename(db.with_name("away.db"))
     client._tracking_client.store.engine.dispose()
     return client
+
+
+def break_store(tracker: Tracker, db: Path, fault: Any) -> None:
+    """Break ``tracker``'s store with ``fault``, whichever way it writes: its sqlite3 connection
+    (:mod:`suite.tracking.direct`) or its MLflow client."""
+    if tracker.direct:
+        tracker._direct.db = fault(db, True)
+    else:
+        tracker._client = fault(db, False)
 
 
 def come_back(db: Path, tracking_uri: str) -> None:
@@ -60,15 +81,19 @@ def come_back(db: Path, tracking_uri: str) -> None:
     MlflowClient(tracking_uri=tracking_uri)._tracking_client.store.engine.dispose()
 
 
+@pytest.mark.parametrize("via", ["direct", "mlflow"])
 @pytest.mark.parametrize("fault", [read_only, disk_full, gone], ids=["read-only", "disk-full", "database-gone"])
-def test_a_store_failing_mid_grid_loses_nothing(workdir, tracking_uri, monkeypatch, fault):
+def test_a_store_failing_mid_grid_loses_nothing(workdir, tracking_uri, monkeypatch, fault, via):
+    if via == "mlflow":
+        monkeypatch.setenv("SUITE_TRACKING_VIA_MLFLOW", "1")  # every write through MLflow's client
     db = workdir / "mlflow.db"
     real_finish = Tracker.finish
     finished, broken = [], []
 
     def finish_then_fail(self, run_id, result, **kw):
         if len(finished) == FINISHED_BEFORE_FAULT and not broken:
-            self.client = fault(db)  # the store breaks once, for the rest of this invocation
+            break_store(self, db, fault)  # the store breaks once, for the rest of this invocation
+            assert self.direct == (via == "direct")
             broken.append(fault)
         real_finish(self, run_id, result, **kw)
         finished.append(run_id)

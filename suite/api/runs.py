@@ -246,7 +246,7 @@ def run_shared(plan: RunPlan, devices: Sequence[str], *, storage: str | None, tr
                       parent_run_id=parent)
     out.rows = collect_rows(plan.sections, out, tracker)
     out.stats = tables.config_stats(out.rows, plan.by)
-    out.view = ui.share_view(tracker.client, tracker.experiment_id, axes.varying_keys(specs))
+    out.view = ui.share_view(tracker.set_experiment_tag, axes.varying_keys(specs))
     shared.missing = [s for s in specs if s.hash not in done]
     if parent:
         log_summary(tracker, out)

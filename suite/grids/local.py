@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,12 +99,18 @@ def store_failure(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) is the tracking store failing rather than a bug."""
     import sqlite3
 
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import SQLAlchemyError
+    kinds: list[type] = [sqlite3.Error, OSError]
+    if "mlflow" in sys.modules:  # a store error can only be MLflow's or SQLAlchemy's if they are loaded
+        from mlflow.exceptions import MlflowException
 
+        kinds.append(MlflowException)
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        kinds.append(SQLAlchemyError)
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, (MlflowException, SQLAlchemyError, sqlite3.Error, OSError)):
+        if isinstance(exc, tuple(kinds)):
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
@@ -153,7 +160,7 @@ def _run_grid(
             {**grid_axes(sections), **(parent_params or {})},
         )
     shown = list(dict.fromkeys(k for keys in varying.values() for k in keys))
-    out.view = ui.share_view(tracker.client, tracker.experiment_id, shown)
+    out.view = ui.share_view(tracker.set_experiment_tag, shown)
     progress = Progress(len(todo), skipped=len(out.skipped), quiet=quiet)
     progress.begin()
     handler = None
@@ -365,7 +372,7 @@ def collect_rows(sections: Sections, out: GridOutcome, tracker: Tracker) -> list
             if run is None:
                 continue
             m = run.data.metrics
-            hist = tracker.client.get_metric_history(run.info.run_id, "val_loss")
+            hist = tracker.metric_history(run.info.run_id, "val_loss")
             rows.append(tables.Row(sec, spec, run.data.tags.get(TAG_STATUS, "unknown"),
                                    val_loss=_num(m.get("val_loss")), avg_val_loss=_num(m.get("avg_val_loss")),
                                    reason=run.data.tags.get(TAG_REASON, ""),
@@ -379,29 +386,34 @@ def _num(v: Any) -> float | None:
 
 
 def log_summary(tracker: Tracker, out: GridOutcome) -> None:
-    client, pid = tracker.client, out.parent_run_id
-    client.log_text(pid, tables.table_csv(out.stats), "summary.csv")
+    with tracker.writes():  # one transaction on a direct store
+        _log_summary(tracker, out)
+
+
+def _log_summary(tracker: Tracker, out: GridOutcome) -> None:
+    pid = out.parent_run_id
+    tracker.log_text(pid, tables.table_csv(out.stats), "summary.csv")
     md = tables.table_markdown(out.stats)
     lines = tables.winner_lines(out.stats)
     if lines:
         md += f"\n## {tables.WINNER_HEADER[0].upper()}{tables.WINNER_HEADER[1:]}\n\n"
         md += "".join(f"- {line}\n" for line in lines)
-    client.log_text(pid, md, "summary.md")
+    tracker.log_text(pid, md, "summary.md")
     note = md if len(md) <= NOTE_LIMIT else md[:NOTE_LIMIT] + "\n\n(cut here: the whole table is summary.md)\n"
-    client.set_tag(pid, MLFLOW_NOTE, note)  # the parent run's description in the UI
-    client.log_text(pid, json.dumps([
+    tracker.set_tags(pid, {MLFLOW_NOTE: note})  # the parent run's description in the UI
+    tracker.log_text(pid, json.dumps([
         {"section": r.section, "spec_hash": r.spec.hash, "name": r.spec.name, "status": r.status, "reason": r.reason}
         for r in out.rows
     ], indent=1), "runs.json")
     for section in dict.fromkeys(c.section for c in out.stats):
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in section)
         fig = tables.curves_figure(out.stats, section)
-        client.log_figure(pid, fig, f"curves/{safe}.png")
+        tracker.log_figure(pid, fig, f"curves/{safe}.png")
         tables.close(fig)
         fig = tables.batch_size_figure(out.stats, section)
         if fig is not None:
-            client.log_figure(pid, fig, f"batch_size/{safe}.png")
+            tracker.log_figure(pid, fig, f"batch_size/{safe}.png")
             tables.close(fig)
     failed = len(out.failures)
-    tracker.client.set_tag(pid, TAG_N_FAILED, str(failed))
+    tracker.set_tags(pid, {TAG_N_FAILED: str(failed)})
     tracker.mark(pid, "failed" if failed else "completed", f"{failed} run(s) failed" if failed else "")

@@ -12,50 +12,22 @@ both ways back through ``MlflowClient`` and compares them): the run row (``RUNNI
 terminated), its tags (``mlflow.runName`` included), params, the metric history with MLflow's
 sanitising (NaN stored as 0 with ``is_nan``; ±inf as ±max float) and de-duplication, and the
 latest value per metric by MLflow's rule (largest ``(step, timestamp, value)``).
-Artifacts go through MLflow's artifact repository for the run's artifact URI, before the
-transaction that makes the run visible.
+Artifacts are written first, before the transaction that makes the run visible
+(:func:`suite.tracking.direct.write_artifacts`). On a local sqlite store at a schema revision it
+was checked against, :mod:`suite.tracking.direct` writes the same rows without MLflow.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow.entities import Metric, Param
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH  # what MLflow's own calls allow
+from suite.tracking.direct import write_artifacts
+from suite.tracking.records import PendingRun, dict_text, merge_latest, run_rows, stale_latest
 
-MAX_FLOAT = 1.7976931348623157e308
+__all__ = ["CHUNK", "PendingRun", "SqlBulk", "dict_text", "sql_store"]
+
 CHUNK = 400  # rows per statement where a statement binds several values per row (database parameter limits)
-
-
-@dataclass
-class PendingRun:
-    """What is queued for one run until the next write.
-
-    ``create``: the run is not in the store yet (its start time, tags and params are here).
-    ``tags``: tags set after creation (they replace those of the same key). ``status`` and
-    ``end_time``: the run is terminated. ``artifacts``: file name -> text or bytes."""
-
-    run_id: str
-    create: bool = False
-    name: str = ""
-    start_time: int = 0
-    create_tags: dict[str, str] = field(default_factory=dict)
-    params: list[Param] = field(default_factory=list)
-    metrics: list[Metric] = field(default_factory=list)
-    tags: dict[str, str] = field(default_factory=dict)
-    status: str | None = None
-    end_time: int | None = None
-    artifacts: dict[str, str | bytes] = field(default_factory=dict)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.create or self.metrics or self.tags or self.status or self.artifacts)
 
 
 class SqlBulk:
@@ -89,94 +61,36 @@ class SqlBulk:
         store = sql_store(client)
         if store is None:
             raise TypeError(f"not an MLflow SQL store: {type(client._tracking_client.store).__name__}")
-        self._artifacts(runs)
+        write_artifacts(runs, self.artifact_uri)
         with store.ManagedSessionMaker(read_only=False) as session:
             self._rows(session, runs)
 
-    # -- artifacts -------------------------------------------------------------------------
-    def _artifacts(self, runs: Iterable[PendingRun]) -> None:
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        with tempfile.TemporaryDirectory(prefix="suite-artifacts-") as tmp:
-            for run in runs:
-                if not run.artifacts:
-                    continue
-                folder = os.path.join(tmp, run.run_id)
-                os.makedirs(folder)
-                for name, content in run.artifacts.items():
-                    path = os.path.join(folder, name)
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
-                    mode = "wb" if isinstance(content, bytes) else "w"
-                    with open(path, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
-                        f.write(content)
-                get_artifact_repository(self.artifact_uri(run.run_id)).log_artifacts(folder)
-
     # -- rows ------------------------------------------------------------------------------
     def _rows(self, session: Any, runs: Sequence[PendingRun]) -> None:
-        from mlflow.entities import LifecycleStage, RunStatus, SourceType
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
         from sqlalchemy import delete, insert, select, tuple_, update
 
-        new = [r for r in runs if r.create]
-        if new:
-            session.execute(insert(SqlRun.__table__), [{
-                "run_uuid": r.run_id, "name": r.name, "artifact_uri": self.artifact_uri(r.run_id),
-                "experiment_id": int(self.experiment_id), "source_type": SourceType.to_string(SourceType.UNKNOWN),
-                "source_name": "", "entry_point_name": "", "user_id": r.create_tags.get("mlflow.user", "unknown"),
-                "status": r.status or RunStatus.to_string(RunStatus.RUNNING), "start_time": r.start_time,
-                "end_time": r.end_time, "deleted_time": None, "source_version": "",
-                "lifecycle_stage": LifecycleStage.ACTIVE,
-            } for r in new])
-            tags = [{"run_uuid": r.run_id, "key": k, "value": v[:MAX_TAG_VAL_LENGTH]}
-                    for r in new for k, v in {**r.create_tags, **r.tags}.items()]
-            params = [{"run_uuid": r.run_id, "key": p.key, "value": p.value[:MAX_PARAM_VAL_LENGTH]}
-                      for r in new for p in r.params]
-            _insert(session, insert(SqlTag.__table__), tags)
-            _insert(session, insert(SqlParam.__table__), params)
-
-        old = [r for r in runs if not r.create]
-        retag = [(r.run_id, k, v) for r in old for k, v in r.tags.items()]
-        for chunk in _chunks(retag):
+        rows = run_rows(runs, self.experiment_id, self.artifact_uri)
+        if rows.runs:
+            session.execute(insert(SqlRun.__table__), rows.runs)
+        _insert(session, insert(SqlTag.__table__), rows.tags)
+        _insert(session, insert(SqlParam.__table__), rows.params)
+        for chunk in _chunks(rows.retag):
             pairs = [(i, k) for i, k, _ in chunk]
             session.execute(delete(SqlTag).where(tuple_(SqlTag.run_uuid, SqlTag.key).in_(pairs)))
-        _insert(session, insert(SqlTag.__table__),
-                [{"run_uuid": i, "key": k, "value": v[:MAX_TAG_VAL_LENGTH]} for i, k, v in retag])
-        ended = [{"run_uuid": r.run_id, "status": r.status, "end_time": r.end_time} for r in old if r.status]
-        if ended:
-            session.execute(update(SqlRun), ended)
-
-        metrics, latest = [], {}
-        for r in runs:
-            seen = set()
-            for m in r.metrics:
-                is_nan, value = _sanitize(m.value)
-                row = (m.key, m.timestamp, m.step, value, is_nan)
-                if row in seen:
-                    continue
-                seen.add(row)
-                metrics.append({"run_uuid": r.run_id, "key": m.key, "value": value, "timestamp": m.timestamp,
-                                "step": m.step, "is_nan": is_nan})
-                have = latest.get((r.run_id, m.key))
-                if have is None or (m.step, m.timestamp, value) > (have["step"], have["timestamp"], have["value"]):
-                    latest[(r.run_id, m.key)] = metrics[-1]
-        _insert(session, insert(SqlMetric.__table__), metrics)
-        new_ids = {r.run_id for r in new}
-        stale = [key for key in latest if key[0] not in new_ids]
-        for chunk in _chunks(stale):  # runs created earlier: keep what is already more recent
-            rows = session.execute(select(SqlLatestMetric.run_uuid, SqlLatestMetric.key, SqlLatestMetric.step,
-                                          SqlLatestMetric.timestamp, SqlLatestMetric.value)
-                                   .where(tuple_(SqlLatestMetric.run_uuid, SqlLatestMetric.key).in_(chunk))).all()
-            replace = []
-            for run_uuid, key, step, ts, value in rows:
-                mine = latest[(run_uuid, key)]
-                if (mine["step"], mine["timestamp"], mine["value"]) > (step, ts, value):
-                    replace.append((run_uuid, key))
-                else:
-                    del latest[(run_uuid, key)]
+        _insert(session, insert(SqlTag.__table__), [{"run_uuid": i, "key": k, "value": v} for i, k, v in rows.retag])
+        if rows.ended:
+            session.execute(update(SqlRun), rows.ended)
+        _insert(session, insert(SqlMetric.__table__), rows.metrics)
+        for chunk in _chunks(stale_latest(rows)):  # runs created earlier: keep what is already more recent
+            stored = session.execute(select(SqlLatestMetric.run_uuid, SqlLatestMetric.key, SqlLatestMetric.step,
+                                            SqlLatestMetric.timestamp, SqlLatestMetric.value)
+                                     .where(tuple_(SqlLatestMetric.run_uuid, SqlLatestMetric.key).in_(chunk))).all()
+            replace = merge_latest(rows, stored)
             if replace:
                 session.execute(delete(SqlLatestMetric)
                                 .where(tuple_(SqlLatestMetric.run_uuid, SqlLatestMetric.key).in_(replace)))
-        _insert(session, insert(SqlLatestMetric.__table__), list(latest.values()))
+        _insert(session, insert(SqlLatestMetric.__table__), list(rows.latest.values()))
 
 
 DIALECTS = ("sqlite", "postgresql", "mysql")  # those with row-value IN, which the writer's updates use
@@ -221,17 +135,3 @@ def _insert(session: Any, statement: Any, rows: list[dict]) -> None:
 def _chunks(items: list) -> Iterable[list]:
     for i in range(0, len(items), CHUNK):
         yield items[i : i + CHUNK]
-
-
-def _sanitize(value: float) -> tuple[bool, float]:
-    """MLflow's ``SqlAlchemyStore.sanitize_metric_value``: NaN -> (True, 0); ±inf -> ±max float."""
-    if math.isnan(value):
-        return True, 0.0
-    if math.isinf(value):
-        return False, MAX_FLOAT if value > 0 else -MAX_FLOAT
-    return False, float(value)
-
-
-def dict_text(value: Any) -> str:
-    """A dictionary as ``MlflowClient.log_dict`` writes a ``.json`` artifact."""
-    return json.dumps(value, indent=2, default=str)

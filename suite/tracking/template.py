@@ -55,12 +55,13 @@ def seed_new_store(uri: str) -> bool:
 
 def _template() -> Path:
     """The empty migrated store of this MLflow version, made on first use."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    from importlib.metadata import version
 
-    final = cache_dir() / f"mlflow-{mlflow.__version__}-empty.db"
+    final = cache_dir() / f"mlflow-{version('mlflow')}-empty.db"  # without importing MLflow (1.5-3 s)
     if final.exists():
         return final
+    from mlflow.tracking import MlflowClient
+
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
         made, empty = Path(tmp) / "made.db", Path(tmp) / "empty.db"

@@ -14,10 +14,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
 import suite
 from suite.engine.target import steps_to_target
 from suite.errors import SuiteError
@@ -26,7 +22,12 @@ from suite.registry import FAMILIES, Registry
 from suite.specs import naming
 from suite.specs.spec import RunSpec
 from suite.stores import check_tracking_uri, resolve_tracking_uri, store_lock
-from suite.tracking.bulk import PendingRun, SqlBulk, dict_text
+from suite.tracking.bulk import SqlBulk
+from suite.tracking.direct import DirectStore
+from suite.tracking.records import FAILED as MLFLOW_FAILED
+from suite.tracking.records import FINISHED, KILLED, Metric, PendingRun, RunParam, RunTag, dict_text, to_mlflow
+from suite.tracking.records import PARENT_RUN_TAG as MLFLOW_PARENT_RUN_ID
+from suite.tracking.records import RUN_NAME_TAG as MLFLOW_RUN_NAME
 from suite.tracking.template import seed_new_store
 from suite.vocab import (
     DONE_STATUSES,
@@ -50,11 +51,11 @@ from suite.vocab import (
 )
 
 MLFLOW_STATUS = {
-    "completed": RunStatus.to_string(RunStatus.FINISHED),
-    "stopped": RunStatus.to_string(RunStatus.FINISHED),
-    "diverged": RunStatus.to_string(RunStatus.FAILED),
-    "failed": RunStatus.to_string(RunStatus.FAILED),
-    "interrupted": RunStatus.to_string(RunStatus.KILLED),
+    "completed": FINISHED,
+    "stopped": FINISHED,
+    "diverged": MLFLOW_FAILED,
+    "failed": MLFLOW_FAILED,
+    "interrupted": KILLED,
 }
 
 
@@ -76,43 +77,44 @@ def tracking(method: F) -> F:
 
 
 class Tracker:
-    """Logs runs to one MLflow experiment through ``MlflowClient`` (explicit run ids, so it is
-    safe to use from several worker processes at once).
+    """Logs runs to one MLflow experiment (explicit run ids, so it is safe to use from several
+    worker processes at once).
 
     Few round trips: a run is created with its tags, then its params in one batch; its
     evaluations are buffered and written in batches (at its end, with its final tags, or when
     :data:`FLUSH_EVERY_S` has passed), so the metric history is the same, in fewer calls.
 
     Fewer still inside :meth:`batched` on an MLflow SQL store: every write is queued and
-    :meth:`commit` writes all the queued runs in one transaction (:mod:`suite.tracking.bulk`)."""
+    :meth:`commit` writes all the queued runs in one transaction (:mod:`suite.tracking.bulk`).
+
+    On a local sqlite store that :mod:`suite.tracking.direct` serves, MLflow is not even
+    imported: the experiment, the runs done or left running, and every write go through
+    ``sqlite3`` with MLflow's rows; each call's writes are one transaction. :attr:`client`, a
+    real ``MlflowClient``, is made on first use for everything else (reports, notebooks, studies).
+    ``direct=False`` makes every call go through MLflow's client."""
 
     @tracking
-    def __init__(self, experiment: str, tracking_uri: str | None = None, *, create: bool = True) -> None:
+    def __init__(self, experiment: str, tracking_uri: str | None = None, *, create: bool = True,
+                 direct: bool | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        _quiet_store_logs()
         check_tracking_uri(self.tracking_uri)  # malformed, or an unreachable server: a one-line error in seconds
         self.experiment_name = experiment
         self._pending: dict[str, list[Metric]] = {}  # run id -> metrics not written yet
         self._flushed: dict[str, float] = {}  # run id -> when its buffer was last written
         self._queue: dict[str, PendingRun] | None = None  # inside batched(): run id -> its queued writes
         self._bulk: SqlBulk | None = None
+        self._client: Any = None
+        self._direct: DirectStore | None = None
         self._committed = time.monotonic()
         try:
             with store_lock(self.tracking_uri):  # several processes' first use of a fresh store take turns
                 seed_new_store(self.tracking_uri)  # a new sqlite store: a copy of an empty migrated one
-                self.client = MlflowClient(tracking_uri=self.tracking_uri)  # creates or migrates the schema
-                exp = self.client.get_experiment_by_name(experiment)
-                if exp is None:
-                    if not create:
-                        raise SuiteError(f"MLflow experiment {experiment!r} does not exist at {self.tracking_uri}")
-                    self.experiment_id = self._create_experiment(experiment)
+                if direct is not False:
+                    self._direct = DirectStore.open(self.tracking_uri)
+                if self._direct is not None:
+                    self.experiment_id = self._direct_experiment(experiment, create)
                 else:
-                    if exp.lifecycle_stage == "deleted":
-                        self.client.restore_experiment(exp.experiment_id)
-                    self.experiment_id = exp.experiment_id
-                    if MLFLOW_EXPERIMENT_KIND not in exp.tags:  # made by an earlier version; a user's choice stays
-                        self.client.set_experiment_tag(self.experiment_id, MLFLOW_EXPERIMENT_KIND,
-                                                       EXPERIMENT_KIND_TRAINING)
+                    self.experiment_id = self._mlflow_experiment(experiment, create)
         except SuiteError:
             raise
         except Exception as exc:
@@ -121,6 +123,57 @@ class Tracker:
                 f"cannot reach the MLflow tracking store {self.tracking_uri!r}: {msg}; "
                 "check --tracking-uri / MLFLOW_TRACKING_URI"
             ) from None
+
+    @property
+    def client(self) -> Any:
+        """An ``MlflowClient`` for this store (made, and MLflow imported, on first use)."""
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            _quiet_store_logs()
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)  # creates or migrates the schema
+        return self._client
+
+    @property
+    def direct(self) -> bool:
+        """Whether this tracker writes the store without MLflow (:mod:`suite.tracking.direct`)."""
+        return self._direct is not None
+
+    def _missing(self, experiment: str) -> SuiteError:
+        return SuiteError(f"MLflow experiment {experiment!r} does not exist at {self.tracking_uri}")
+
+    def _mlflow_experiment(self, experiment: str, create: bool) -> str:
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            if not create:
+                raise self._missing(experiment)
+            return self._create_experiment(experiment)
+        if exp.lifecycle_stage == "deleted":
+            self.client.restore_experiment(exp.experiment_id)
+        if MLFLOW_EXPERIMENT_KIND not in exp.tags:  # made by an earlier version; a user's choice stays
+            self.client.set_experiment_tag(exp.experiment_id, MLFLOW_EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING)
+        return exp.experiment_id
+
+    def _direct_experiment(self, experiment: str, create: bool) -> str:
+        import sqlite3
+
+        assert self._direct is not None
+        found = self._direct.experiment(experiment)
+        if found is None:
+            if not create:
+                raise self._missing(experiment)
+            try:  # a model-training experiment: MLflow's UI opens it on the runs table
+                return self._direct.create_experiment(experiment, {MLFLOW_EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING})
+            except sqlite3.IntegrityError:  # another process created it first: use theirs
+                found = self._direct.experiment(experiment)
+                if found is None:
+                    raise
+        experiment_id, stage, tags = found
+        if stage == "deleted":
+            self.client.restore_experiment(experiment_id)  # MLflow also restores its runs
+        if MLFLOW_EXPERIMENT_KIND not in tags:  # made by an earlier version; a user's choice stays
+            self._direct.set_experiment_tag(experiment_id, MLFLOW_EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING)
+        return experiment_id
 
     def _create_experiment(self, name: str) -> str:
         """Create experiment ``name``; if another process (on a shared server) created it first, use theirs."""
@@ -132,6 +185,14 @@ class Tracker:
             if exp is None:
                 raise
             return exp.experiment_id
+
+    @tracking
+    def set_experiment_tag(self, key: str, value: str) -> None:
+        """Set one tag of the experiment."""
+        if self._direct is not None:
+            self._direct.set_experiment_tag(self.experiment_id, key, value)
+        else:
+            self.client.set_experiment_tag(self.experiment_id, key, value)
 
     # -- runs -----------------------------------------------------------------------------
     @tracking
@@ -170,16 +231,21 @@ class Tracker:
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         all_tags.update(tags or {})
-        text_tags = {k: str(v) for k, v in all_tags.items()}
-        params = [Param(k, _param_text(v)) for k, v in spec.flat_params().items()]
-        if self._queue is not None:
-            run_id = uuid.uuid4().hex
-            self._queue[run_id] = PendingRun(run_id, create=True, name=text_tags[MLFLOW_RUN_NAME],
-                                             start_time=int(time.time() * 1000), create_tags=text_tags, params=params)
-            return run_id
+        return self._create_run(all_tags, {k: _param_text(v) for k, v in spec.flat_params().items()})
+
+    def _create_run(self, tags: Mapping[str, Any], params: Mapping[str, str]) -> str:
+        text_tags = {k: str(v) for k, v in tags.items()}
+        with self.writes():
+            if self._queue is not None:
+                run_id = uuid.uuid4().hex
+                self._queue[run_id] = PendingRun(run_id, create=True, name=text_tags[MLFLOW_RUN_NAME],
+                                                 start_time=int(time.time() * 1000), create_tags=text_tags,
+                                                 params=[RunParam(k, v) for k, v in params.items()])
+                return run_id
         run_id = self.client.create_run(self.experiment_id, tags=text_tags).info.run_id
-        for i in range(0, len(params), 100):
-            self.client.log_batch(run_id, params=params[i : i + 100])
+        items = [RunParam(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, **to_mlflow(params=items[i : i + 100]))
         return run_id
 
     @tracking
@@ -188,84 +254,126 @@ class Tracker:
         ts = int(time.time() * 1000)
         pending = self._pending.setdefault(run_id, [])
         pending += [Metric(k, float(v), ts, step) for k, v in metrics.items() if _finite_or_nan(v)]
-        if self._queue is not None:
+        if self._queue is not None or self._direct is not None:
             if time.monotonic() - self._committed >= FLUSH_EVERY_S:
-                self.commit()
+                with self.writes():
+                    self.commit()
             return
         last = self._flushed.setdefault(run_id, time.monotonic())
         if len(pending) >= MAX_METRICS_PER_BATCH or time.monotonic() - last >= FLUSH_EVERY_S:
             self.flush(run_id)
 
     @tracking
-    def flush(self, run_id: str, tags: list[RunTag] | None = None) -> None:
-        """Write ``run_id``'s buffered metrics (and ``tags``) in as few ``log_batch`` calls as
-        MLflow's limits allow."""
+    def flush(self, run_id: str, tags: Sequence[Any] | None = None) -> None:
+        """Write ``run_id``'s buffered metrics (and ``tags``, records with ``key`` and ``value``)
+        in as few ``log_batch`` calls as MLflow's limits allow."""
         metrics = self._pending.pop(run_id, [])
         self._flushed[run_id] = time.monotonic()
-        tags = list(tags or [])
-        if self._queue is not None:
-            queued = self._queued(run_id)
-            queued.metrics += metrics
-            queued.tags.update((t.key, t.value) for t in tags)
-            return
+        tags = [RunTag(t.key, t.value) for t in tags or []]
+        with self.writes():
+            if self._queue is not None:
+                queued = self._queued(run_id)
+                queued.metrics += metrics
+                queued.tags.update((t.key, t.value) for t in tags)
+                return
         while metrics or tags:
             room = MAX_METRICS_PER_BATCH - len(tags)
-            self.client.log_batch(run_id, metrics=metrics[:room], tags=tags)
+            self.client.log_batch(run_id, **to_mlflow(metrics=metrics[:room], tags=tags))
             metrics, tags = metrics[room:], []
+
+    @tracking
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Set (or replace) tags of a run."""
+        self.flush(run_id, [RunTag(k, str(v)) for k, v in tags.items()])
 
     @tracking
     def finish(self, run_id: str, result: Any, *, figure: Any = None) -> None:
         """Log a finished run's artifacts (with ``figure``, a matplotlib figure of its curves,
         as ``curves.png``), its buffered metrics, and mark it with its status."""
         spec: RunSpec = result.spec
-        self._artifact(run_id, "spec.yaml", spec.to_yaml())
-        if result.final_params:
-            self._artifact(run_id, "final_params.json", dict_text(result.final_params))
-        if result.traceback:
-            self._artifact(run_id, "traceback.txt", result.traceback)
-        if figure is not None and self._queue is not None:
-            png = io.BytesIO()
-            figure.savefig(png, format="png")
-            self._queued(run_id).artifacts["curves.png"] = png.getvalue()
-        elif figure is not None:
-            self.client.log_figure(run_id, figure, "curves.png")
-        tags = [RunTag(TAG_STATUS, result.status), RunTag(TAG_SECONDS, f"{result.seconds:.3f}")]
-        if result.reason:
-            tags.append(RunTag(TAG_REASON, result.reason[:4000]))
-        tags.append(RunTag(TAG_ENGINE, result.engine))
-        if result.stack:
-            tags.append(RunTag(TAG_STACK, result.stack))
-        self._pending.setdefault(run_id, []).extend(best_metrics(result.history, spec.target))
-        self.flush(run_id, tags)
-        self._flushed.pop(run_id, None)
-        self._terminate(run_id, MLFLOW_STATUS[result.status])
+        with self.writes():
+            self.log_text(run_id, spec.to_yaml(), "spec.yaml")
+            if result.final_params:
+                self.log_text(run_id, dict_text(result.final_params), "final_params.json")
+            if result.traceback:
+                self.log_text(run_id, result.traceback, "traceback.txt")
+            if figure is not None:
+                self.log_figure(run_id, figure, "curves.png")
+            tags = [RunTag(TAG_STATUS, result.status), RunTag(TAG_SECONDS, f"{result.seconds:.3f}")]
+            if result.reason:
+                tags.append(RunTag(TAG_REASON, result.reason[:4000]))
+            tags.append(RunTag(TAG_ENGINE, result.engine))
+            if result.stack:
+                tags.append(RunTag(TAG_STACK, result.stack))
+            self._pending.setdefault(run_id, []).extend(best_metrics(result.history, spec.target))
+            self.flush(run_id, tags)
+            self._flushed.pop(run_id, None)
+            self._terminate(run_id, MLFLOW_STATUS[result.status])
 
     @tracking
     def mark(self, run_id: str, status: str, reason: str = "") -> None:
         """Terminate a run that did not finish normally (interrupted, failed to start), with the
         metrics it had logged."""
         tags = [RunTag(TAG_STATUS, status)] + ([RunTag(TAG_REASON, reason[:4000])] if reason else [])
-        self.flush(run_id, tags)
-        self._flushed.pop(run_id, None)
-        self._terminate(run_id, MLFLOW_STATUS[status])
+        with self.writes():
+            self.flush(run_id, tags)
+            self._flushed.pop(run_id, None)
+            self._terminate(run_id, MLFLOW_STATUS[status])
 
-    def _artifact(self, run_id: str, name: str, content: str) -> None:
-        if self._queue is not None:
-            self._queued(run_id).artifacts[name] = content
-        else:
-            self.client.log_text(run_id, content, name)
+    @tracking
+    def log_text(self, run_id: str, content: str, name: str) -> None:
+        """Write ``content`` as the run's artifact ``name`` (as ``MlflowClient.log_text``)."""
+        with self.writes():
+            if self._queue is not None:
+                self._queued(run_id).artifacts[name] = content
+                return
+        self.client.log_text(run_id, content, name)
+
+    @tracking
+    def log_figure(self, run_id: str, figure: Any, name: str) -> None:
+        """Write a matplotlib figure as the run's PNG artifact ``name`` (as ``MlflowClient.log_figure``)."""
+        with self.writes():
+            if self._queue is not None:
+                png = io.BytesIO()
+                figure.savefig(png, format="png")
+                self._queued(run_id).artifacts[name] = png.getvalue()
+                return
+        self.client.log_figure(run_id, figure, name)
 
     def _terminate(self, run_id: str, status: str) -> None:
-        if self._queue is not None:
-            queued = self._queued(run_id)
-            queued.status, queued.end_time = status, int(time.time() * 1000)
-        else:
-            self.client.set_terminated(run_id, status)
+        with self.writes():
+            if self._queue is not None:
+                queued = self._queued(run_id)
+                queued.status, queued.end_time = status, int(time.time() * 1000)
+                return
+        self.client.set_terminated(run_id, status)
 
     # -- batched writes (one transaction for many runs) ------------------------------------
     def _queued(self, run_id: str) -> PendingRun:
         assert self._queue is not None
         return self._queue.setdefault(run_id, PendingRun(run_id))
+
+    @contextmanager
+    def writes(self) -> Iterator[None]:
+        """Around one call's writes: on a direct store outside :meth:`batched`, they are queued
+        and written together (one transaction) when the call returns. Elsewhere a no-op."""
+        if self._queue is not None or self._direct is None:
+            yield
+            return
+        self._queue = {}
+        try:
+            yield
+            queued = list(self._queue.values())
+        finally:
+            self._queue = None
+        self._write(queued)
+
+    def _write(self, records: Sequence[PendingRun]) -> None:
+        if self._direct is not None:
+            self._direct.write(self.experiment_id, records)
+        else:
+            assert self._bulk is not None
+            self._bulk.write(self.client, records)
 
     @contextmanager
     def batched(self) -> Iterator[None]:
@@ -276,9 +384,9 @@ class Tracker:
         if self._queue is not None:
             yield
             return
-        if self._bulk is None:
+        if self._direct is None and self._bulk is None:
             self._bulk = SqlBulk.for_client(self.client, self.experiment_id)
-        if self._bulk is None:
+        if self._direct is None and self._bulk is None:
             yield
             return
         self._queue, self._committed = {}, time.monotonic()
@@ -308,9 +416,8 @@ class Tracker:
             self._queued(run_id).metrics += metrics
         self._pending.clear()
         queued, self._queue = list(self._queue.values()), {}
-        assert self._bulk is not None
         try:
-            self._bulk.write(self.client, queued)
+            self._write(queued)
         except BaseException:
             self._queue = {r.run_id: r for r in queued}  # not written: still queued (see batched())
             raise
@@ -319,17 +426,17 @@ class Tracker:
     def _commit_each(self) -> None:
         """After a failed :meth:`commit`: write each queued run in its own transaction, skipping
         those that fail (a run the store does not have, or the store itself failing)."""
-        assert self._bulk is not None and self._queue is not None
+        assert self._queue is not None
         for record in list(self._queue.values()):
             try:
-                self._bulk.write(self.client, [record])
+                self._write([record])
             except Exception:  # noqa: BLE001 - best effort, run by run
                 continue
 
     @tracking
     def log_phases(self, run_id: str, seconds: Mapping[str, float]) -> None:
         """Tag a parent run with where its invocation's time went (``suite.seconds.<phase>``)."""
-        self.client.log_batch(run_id, tags=[RunTag(TAG_PHASE_SECONDS[p], f"{s:.3f}") for p, s in seconds.items()])
+        self.set_tags(run_id, {TAG_PHASE_SECONDS[p]: f"{s:.3f}" for p, s in seconds.items()})
 
     # -- grids: parent runs, resume --------------------------------------------------------
     @tracking
@@ -339,14 +446,11 @@ class Tracker:
         command line and the grid's axes)."""
         all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "grid", TAG_STATUS: "running", TAG_VERSION: suite.__version__,
                     TAG_OWNER: owner(), TAG_HOST: platform.node(), **(tags or {})}
-        run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
-        if params:
-            self.client.log_batch(run.info.run_id, params=[Param(k, _param_text(v)[:6000]) for k, v in params.items()])
-        return run.info.run_id
+        return self._create_run(all_tags, {k: _param_text(v)[:6000] for k, v in (params or {}).items()})
 
     @tracking
     def search(self, filter_string: str = "") -> list[Any]:
-        """Every run of the experiment matching ``filter_string`` (all pages)."""
+        """Every run of the experiment matching ``filter_string`` (all pages; MLflow's search)."""
         self.commit()
         runs: list[Any] = []
         token = None
@@ -357,11 +461,29 @@ class Tracker:
             if not token:
                 return runs
 
+    def _runs(self, tags: Mapping[str, str], *, status: str | None = None) -> list[Any]:
+        """The experiment's runs with these tag values (and MLflow status)."""
+        if self._direct is not None:
+            self.commit()
+            return self._direct.runs(self.experiment_id, tags=tags, status=status)
+        where = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        if status is not None:
+            where.append(f"attributes.status = '{status}'")
+        return self.search(" and ".join(where))
+
+    @tracking
+    def metric_history(self, run_id: str, key: str) -> list[Any]:
+        """Every logged value of one metric of a run (``.step``, ``.value``, ``.timestamp``)."""
+        if self._direct is not None:
+            self.commit()
+            return self._direct.metric_history(run_id, key)
+        return self.client.get_metric_history(run_id, key)
+
     @tracking
     def done_runs(self) -> dict[str, Any]:
         """The latest finished run per spec hash whose ``suite.status`` counts as done."""
         done: dict[str, Any] = {}
-        for run in self.search(f"tags.`{TAG_KIND}` = 'run'"):
+        for run in self._runs({TAG_KIND: "run"}):
             h = run.data.tags.get(TAG_HASH)
             if h and _is_done(run) and (h not in done or run.info.start_time > done[h].info.start_time):
                 done[h] = run
@@ -370,8 +492,7 @@ class Tracker:
     @tracking
     def done_run(self, spec_hash: str) -> Any | None:
         """The latest finished run of one spec that counts as done (see :meth:`done_runs`), or None."""
-        runs = [r for r in self.search(f"tags.`{TAG_HASH}` = '{spec_hash}' and tags.`{TAG_KIND}` = 'run'")
-                if _is_done(r)]
+        runs = [r for r in self._runs({TAG_HASH: spec_hash, TAG_KIND: "run"}) if _is_done(r)]
         return max(runs, key=lambda r: r.info.start_time) if runs else None
 
     @tracking
@@ -381,7 +502,7 @@ class Tracker:
         A run's owner is the ``host:pid`` that logs it. Runs owned by a live process (another
         invocation still working) or by another host are left alone."""
         reaped = []
-        for run in self.search("attributes.status = 'RUNNING'"):
+        for run in self._runs({}, status="RUNNING"):
             host, _, pid = run.data.tags.get(TAG_OWNER, "").rpartition(":")
             if host != platform.node() or not pid.isdigit() or _alive(int(pid)):
                 continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -67,11 +67,12 @@ def view_state(params: Sequence[str]) -> dict:
             "orderByKey": "attributes.start_time", "orderByAsc": False}
 
 
-def share_view(client, experiment_id: str, params: Sequence[str]) -> str:
-    """Store the runs table's view for a grid varying ``params`` (idempotent); return its key."""
+def share_view(set_experiment_tag: Callable[[str, str], None], params: Sequence[str]) -> str:
+    """Store the runs table's view for a grid varying ``params`` through ``set_experiment_tag(key,
+    value)`` (:meth:`suite.tracking.tracker.Tracker.set_experiment_tag`; idempotent); return its key."""
     state = view_state(params)
     key = "suite-" + hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:10]
-    client.set_experiment_tag(experiment_id, MLFLOW_VIEW_STATE_PREFIX + key, json.dumps(state))
+    set_experiment_tag(MLFLOW_VIEW_STATE_PREFIX + key, json.dumps(state))
     return key
 
 

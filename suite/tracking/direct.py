@@ -1,0 +1,316 @@
+"""MLflow's sqlite store, read and written through the standard library's ``sqlite3``.
+
+Why: importing MLflow and its SQL store costs 2.4 s on a quiet 2-core machine (``python -X
+importtime``: ``mlflow`` 1.4 s, ``mlflow.store.tracking.sqlalchemy_store`` 0.9 s, more under
+load), which was a third of a 16-configuration grid's wall time and more than its training.
+What a grid needs from the store is small: its experiment, the runs done or left running, and
+its runs' rows. :class:`DirectStore` does exactly that on a local sqlite store, with the rows
+MLflow writes (:mod:`suite.tracking.records`, shared with :mod:`suite.tracking.bulk`), the
+connection settings MLflow's engine uses (foreign keys on, a 20 s busy timeout), and artifacts
+written where MLflow's local artifact repository puts them.
+
+It is used only where it is known to be right, and MLflow serves every other case:
+
+- the store is ``sqlite:///FILE`` and FILE exists (a new store is a copy of MLflow's own empty
+  one, :mod:`suite.tracking.template`);
+- its schema revision (``alembic_version``) is one this module was checked against
+  (:data:`VERIFIED_REVISIONS`; an older store is migrated by MLflow, a newer one read by it);
+- MLflow's workspaces are off and no server artifact root is set;
+- ``SUITE_TRACKING_VIA_MLFLOW`` is not set (it makes every write go through MLflow's client).
+
+``tests/test_tracking_direct.py`` writes the same runs through MLflow's client and through this
+module and compares every table row, and reads the direct store back through ``MlflowClient``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from suite.stores import sqlite_path
+from suite.tracking.records import (
+    ACTIVE,
+    MAX_EXPERIMENT_TAG_VAL_LENGTH,
+    Metric,
+    PendingRun,
+    artifact_uri,
+    merge_latest,
+    run_rows,
+    stale_latest,
+)
+
+VERIFIED_REVISIONS = frozenset({"dc11669786a5"})  # MLflow 3.17's schema head
+DISABLE_ENV = "SUITE_TRACKING_VIA_MLFLOW"
+BUSY_TIMEOUT_S = 20.0  # MLflow's sqlite engine: PRAGMA busy_timeout = 20000
+DEFAULT_WORKSPACE = "default"
+DEFAULT_EXPERIMENT = "Default"
+CHUNK = 400  # runs per IN (...) list (sqlite's bound-parameter limit)
+
+
+@dataclass
+class RunInfo:
+    """The run attributes the suite reads (named as ``mlflow.entities.RunInfo``'s)."""
+
+    run_id: str
+    run_name: str
+    experiment_id: str
+    status: str
+    start_time: int
+    end_time: int | None
+    artifact_uri: str
+    lifecycle_stage: str
+
+
+@dataclass
+class RunData:
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # latest value per key
+
+
+@dataclass
+class StoredRun:
+    """A run as read from the store, shaped as ``mlflow.entities.Run`` (``.info``, ``.data``)."""
+
+    info: RunInfo
+    data: RunData
+
+
+class DirectStore:
+    """One local MLflow sqlite store, opened with ``sqlite3`` (see the module docstring)."""
+
+    def __init__(self, path: Path, artifact_root: str) -> None:
+        self.path = path
+        self.artifact_root = artifact_root  # MLflow's default: ./mlruns of the working directory, absolute
+        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.execute("PRAGMA case_sensitive_like = true")
+
+    @classmethod
+    def open(cls, uri: str) -> DirectStore | None:
+        """The store at ``uri`` if this module serves it, else None (MLflow does)."""
+        path = sqlite_path(uri)
+        if path is None or not path.is_file() or os.environ.get(DISABLE_ENV):
+            return None
+        if _truthy(os.environ.get("MLFLOW_ENABLE_WORKSPACES")) or os.environ.get("_MLFLOW_SERVER_ARTIFACT_ROOT"):
+            return None
+        try:
+            store = cls(path, str(Path.cwd() / "mlruns"))
+            revision = store.db.execute("SELECT version_num FROM alembic_version").fetchall()
+        except sqlite3.Error:
+            return None
+        if [r[0] for r in revision] not in ([v] for v in VERIFIED_REVISIONS):
+            store.close()
+            return None
+        store._ensure_default_experiment()
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction (``BEGIN IMMEDIATE``: the write lock is taken first, so two
+        writers queue on the busy timeout instead of failing to upgrade a read lock)."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    # -- experiments -------------------------------------------------------------------------
+    def _ensure_default_experiment(self) -> None:
+        """MLflow's store adds experiment 0, ``Default``, when it opens a store without one."""
+        if self.db.execute("SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone():
+            return
+        now = _now_ms()
+        with contextlib.suppress(sqlite3.IntegrityError), self.transaction() as cur:
+            cur.execute("INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, "
+                        "creation_time, last_update_time, workspace) VALUES (0, ?, ?, ?, ?, ?, ?)",
+                        (DEFAULT_EXPERIMENT, f"{self.artifact_root}/0", ACTIVE, now, now, DEFAULT_WORKSPACE))
+
+    def experiment(self, name: str) -> tuple[str, str, dict[str, str]] | None:
+        """``(id, lifecycle stage, tags)`` of experiment ``name``, or None."""
+        row = self.db.execute("SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ? AND "
+                              "workspace = ?", (name, DEFAULT_WORKSPACE)).fetchone()
+        if row is None:
+            return None
+        tags = dict(self.db.execute("SELECT key, value FROM experiment_tags WHERE experiment_id = ?", (row[0],)))
+        return str(row[0]), row[1], tags
+
+    def experiment_location(self, experiment_id: str) -> str:
+        (location,) = self.db.execute("SELECT artifact_location FROM experiments WHERE experiment_id = ?",
+                                      (int(experiment_id),)).fetchone()
+        return location
+
+    def create_experiment(self, name: str, tags: Mapping[str, str]) -> str:
+        """Create experiment ``name`` with ``tags`` as ``SqlAlchemyStore.create_experiment`` does
+        (its artifact location: the artifact root / its id); raises ``sqlite3.IntegrityError`` if
+        it exists."""
+        now = _now_ms()
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, "
+                        "last_update_time, workspace) VALUES (?, NULL, ?, ?, ?, ?)",
+                        (name, ACTIVE, now, now, DEFAULT_WORKSPACE))
+            experiment_id = cur.lastrowid
+            cur.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                        (f"{self.artifact_root}/{experiment_id}", experiment_id))
+            cur.executemany("INSERT INTO experiment_tags (key, value, experiment_id) VALUES (?, ?, ?)",
+                            [(k, v, experiment_id) for k, v in tags.items()])
+        return str(experiment_id)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        """Set (or replace) one experiment tag, as ``SqlAlchemyStore.set_experiment_tag``."""
+        if len(value) > MAX_EXPERIMENT_TAG_VAL_LENGTH:
+            raise ValueError(f"experiment tag {key!r} is longer than {MAX_EXPERIMENT_TAG_VAL_LENGTH} characters")
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO experiment_tags (key, value, experiment_id) VALUES (?, ?, ?) "
+                        "ON CONFLICT (key, experiment_id) DO UPDATE SET value = excluded.value",
+                        (key, value, int(experiment_id)))
+
+    # -- runs: writes ----------------------------------------------------------------------------
+    def write(self, experiment_id: str, runs: Sequence[PendingRun]) -> None:
+        """Write ``runs``: artifacts first, then every row in one transaction."""
+        runs = [r for r in runs if not r.empty]
+        if not runs:
+            return
+        location = self.experiment_location(experiment_id)
+        write_artifacts(runs, lambda run_id: artifact_uri(location, run_id))
+        rows = run_rows(runs, experiment_id, lambda run_id: artifact_uri(location, run_id))
+        with self.transaction() as cur:
+            _insert(cur, "runs", rows.runs)
+            _insert(cur, "tags", rows.tags)
+            _insert(cur, "params", rows.params)
+            cur.executemany("DELETE FROM tags WHERE run_uuid = ? AND key = ?", [(i, k) for i, k, _ in rows.retag])
+            _insert(cur, "tags", [{"run_uuid": i, "key": k, "value": v} for i, k, v in rows.retag])
+            if rows.ended:
+                cur.executemany("UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?",
+                                [(e["status"], e["end_time"], e["run_uuid"]) for e in rows.ended])
+                if cur.rowcount != len(rows.ended):
+                    raise sqlite3.IntegrityError(f"{len(rows.ended) - cur.rowcount} run(s) to terminate are not "
+                                                 f"in the store {self.path}")
+            _insert(cur, "metrics", rows.metrics)
+            stale = stale_latest(rows)
+            wanted = set(stale)
+            for chunk in _chunks(sorted({run for run, _ in stale})):
+                stored = [r for r in cur.execute(
+                    "SELECT run_uuid, key, step, timestamp, value FROM latest_metrics WHERE run_uuid IN "
+                    f"({', '.join('?' for _ in chunk)})", chunk).fetchall() if (r[0], r[1]) in wanted]
+                cur.executemany("DELETE FROM latest_metrics WHERE run_uuid = ? AND key = ?",
+                                merge_latest(rows, stored))
+            _insert(cur, "latest_metrics", list(rows.latest.values()))
+
+    # -- runs: reads -----------------------------------------------------------------------------
+    def runs(self, experiment_id: str, *, tags: Mapping[str, str] | None = None,
+             status: str | None = None) -> list[StoredRun]:
+        """The experiment's active runs with these tag values (and status), with their tags,
+        params and latest metric values (as ``MlflowClient.search_runs`` returns them)."""
+        where = ["r.experiment_id = ?", "r.lifecycle_stage = ?"]
+        args: list[Any] = [int(experiment_id), ACTIVE]
+        if status is not None:
+            where.append("r.status = ?")
+            args.append(status)
+        for key, value in (tags or {}).items():
+            where.append("EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = ? AND t.value = ?)")
+            args += [key, value]
+        found = self.db.execute(
+            "SELECT run_uuid, name, experiment_id, status, start_time, end_time, artifact_uri, lifecycle_stage "
+            f"FROM runs r WHERE {' AND '.join(where)} ORDER BY start_time DESC, run_uuid", args).fetchall()
+        runs = {row[0]: StoredRun(RunInfo(row[0], row[1], str(row[2]), *row[3:]), RunData()) for row in found}
+        for chunk in _chunks(list(runs)):
+            marks = ", ".join("?" for _ in chunk)
+            for run_id, key, value in self.db.execute(
+                    f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({marks})", chunk):
+                runs[run_id].data.tags[key] = value
+            for run_id, key, value in self.db.execute(
+                    f"SELECT run_uuid, key, value FROM params WHERE run_uuid IN ({marks})", chunk):
+                runs[run_id].data.params[key] = value
+            for run_id, key, value, is_nan in self.db.execute(
+                    f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({marks})", chunk):
+                runs[run_id].data.metrics[key] = float("nan") if is_nan else value
+        return list(runs.values())
+
+    def metric_history(self, run_id: str, key: str) -> list[Metric]:
+        """Every logged value of one metric (as ``MlflowClient.get_metric_history``, in its order)."""
+        rows = self.db.execute("SELECT value, is_nan, timestamp, step FROM metrics WHERE run_uuid = ? AND key = ? "
+                               "ORDER BY timestamp, step, value", (run_id, key))
+        return [Metric(key, float("nan") if is_nan else value, ts, step) for value, is_nan, ts, step in rows]
+
+
+def write_artifacts(runs: Iterable[PendingRun], uri_of: Any) -> None:
+    """Write each run's queued artifacts under its artifact URI: straight into the folder for a
+    local one (where MLflow's local artifact repository copies them), else through MLflow's
+    artifact repository for that URI."""
+    remote = []
+    for run in runs:
+        if not run.artifacts:
+            continue
+        uri = uri_of(run.run_id)
+        folder = _local_path(uri)
+        if folder is None:
+            remote.append((uri, run))
+            continue
+        for name, content in run.artifacts.items():
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8")
+    if remote:
+        _remote_artifacts(remote)
+
+
+def _remote_artifacts(remote: list[tuple[str, PendingRun]]) -> None:
+    import tempfile
+
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with tempfile.TemporaryDirectory(prefix="suite-artifacts-") as tmp:
+        for uri, run in remote:
+            folder = Path(tmp) / run.run_id
+            write_artifacts([PendingRun(run.run_id, artifacts=run.artifacts)], lambda _id, f=folder: str(f))
+            get_artifact_repository(uri).log_artifacts(str(folder))
+
+
+def _local_path(uri: str) -> Path | None:
+    if uri.startswith("/"):
+        return Path(uri)
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(uri)
+        if parsed.netloc in ("", "localhost") and not parsed.query:
+            return Path(unquote(parsed.path))
+    return None
+
+
+def _insert(cur: sqlite3.Cursor, table: str, rows: list[dict]) -> None:
+    if not rows:
+        return
+    columns = list(rows[0])
+    cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                    [tuple(row[c] for c in columns) for row in rows])
+
+
+def _chunks(items: list) -> Iterator[list]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "y", "on")
+

@@ -1,0 +1,175 @@
+"""What the tracker writes, as plain Python: metrics, params and tags, a run's queued writes, and
+the table rows MLflow's SQL store keeps for them.
+
+Nothing here imports MLflow (importing it costs 1.5–3 s, more than a small grid's training), so
+the writers that share these rows (:mod:`suite.tracking.bulk` through SQLAlchemy,
+:mod:`suite.tracking.direct` through the standard library's ``sqlite3``) and the grid path load
+it only where MLflow itself is called. The values below are MLflow's own
+(``tests/test_tracking_direct.py`` checks them against the installed MLflow).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+MAX_PARAM_VAL_LENGTH = 6000  # mlflow.utils.validation
+MAX_TAG_VAL_LENGTH = 8000
+MAX_EXPERIMENT_TAG_VAL_LENGTH = 20000
+MAX_FLOAT = 1.7976931348623157e308
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"  # mlflow.entities.RunStatus
+ACTIVE, DELETED = "active", "deleted"  # mlflow.entities.LifecycleStage
+SOURCE_UNKNOWN = "UNKNOWN"  # mlflow.entities.SourceType.UNKNOWN
+RUN_NAME_TAG = "mlflow.runName"  # mlflow.utils.mlflow_tags
+PARENT_RUN_TAG = "mlflow.parentRunId"
+USER_TAG = "mlflow.user"
+ARTIFACTS_FOLDER = "artifacts"
+
+
+class Metric(NamedTuple):
+    """One metric value (as ``mlflow.entities.Metric``)."""
+
+    key: str
+    value: float
+    timestamp: int
+    step: int
+
+
+class RunParam(NamedTuple):
+    key: str
+    value: str
+
+
+class RunTag(NamedTuple):
+    key: str
+    value: str
+
+
+def to_mlflow(metrics: Iterable[Any] = (), params: Iterable[Any] = (), tags: Iterable[Any] = ()) -> dict[str, list]:
+    """The same records as MLflow's entity classes (``MlflowClient.log_batch`` keyword arguments)."""
+    from mlflow.entities import Metric as MlMetric
+    from mlflow.entities import Param as MlParam
+    from mlflow.entities import RunTag as MlRunTag
+
+    return {"metrics": [MlMetric(m.key, m.value, m.timestamp, m.step) for m in metrics],
+            "params": [MlParam(p.key, p.value) for p in params],
+            "tags": [MlRunTag(t.key, t.value) for t in tags]}
+
+
+@dataclass
+class PendingRun:
+    """What is queued for one run until the next write.
+
+    ``create``: the run is not in the store yet (its start time, tags and params are here).
+    ``tags``: tags set after creation (they replace those of the same key). ``status`` and
+    ``end_time``: the run is terminated. ``artifacts``: file name -> text or bytes."""
+
+    run_id: str
+    create: bool = False
+    name: str = ""
+    start_time: int = 0
+    create_tags: dict[str, str] = field(default_factory=dict)
+    params: list[RunParam] = field(default_factory=list)
+    metrics: list[Metric] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    status: str | None = None
+    end_time: int | None = None
+    artifacts: dict[str, str | bytes] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create or self.metrics or self.tags or self.status or self.artifacts)
+
+
+def sanitize(value: float) -> tuple[bool, float]:
+    """MLflow's ``SqlAlchemyStore.sanitize_metric_value``: NaN -> (True, 0); ±inf -> ±max float."""
+    if math.isnan(value):
+        return True, 0.0
+    if math.isinf(value):
+        return False, MAX_FLOAT if value > 0 else -MAX_FLOAT
+    return False, float(value)
+
+
+def dict_text(value: Any) -> str:
+    """A dictionary as ``MlflowClient.log_dict`` writes a ``.json`` artifact."""
+    return json.dumps(value, indent=2, default=str)
+
+
+def artifact_uri(experiment_location: str, run_id: str) -> str:
+    """Where MLflow puts a new run's artifacts (``SqlAlchemyStore.create_run``) under an
+    experiment whose artifact location is a local path or a URI without a query."""
+    return f"{experiment_location.rstrip('/')}/{run_id}/{ARTIFACTS_FOLDER}"
+
+
+@dataclass
+class RunRows:
+    """The table rows of a set of :class:`PendingRun` records, as MLflow's store writes them."""
+
+    runs: list[dict] = field(default_factory=list)  # new runs
+    tags: list[dict] = field(default_factory=list)  # of new runs
+    params: list[dict] = field(default_factory=list)
+    retag: list[tuple[str, str, str]] = field(default_factory=list)  # (run, key, value) of existing runs
+    ended: list[dict] = field(default_factory=list)  # status and end time of existing runs
+    metrics: list[dict] = field(default_factory=list)
+    latest: dict[tuple[str, str], dict] = field(default_factory=dict)  # (run, key) -> its latest metric row
+    new_ids: set[str] = field(default_factory=set)
+
+
+def run_rows(runs: Sequence[PendingRun], experiment_id: str, artifact_uri_of: Callable[[str], str]) -> RunRows:
+    """Every row ``runs`` add or change: the run rows (``RUNNING`` until terminated), tags
+    (``mlflow.runName`` included), params, the metric history with MLflow's sanitising and
+    de-duplication, and the latest value per metric by MLflow's rule (largest ``(step,
+    timestamp, value)``)."""
+    out = RunRows()
+    new = [r for r in runs if r.create]
+    out.new_ids = {r.run_id for r in new}
+    out.runs = [{
+        "run_uuid": r.run_id, "name": r.name, "artifact_uri": artifact_uri_of(r.run_id),
+        "experiment_id": int(experiment_id), "source_type": SOURCE_UNKNOWN,
+        "source_name": "", "entry_point_name": "", "user_id": r.create_tags.get(USER_TAG, "unknown"),
+        "status": r.status or RUNNING, "start_time": r.start_time,
+        "end_time": r.end_time, "deleted_time": None, "source_version": "",
+        "lifecycle_stage": ACTIVE,
+    } for r in new]
+    out.tags = [{"run_uuid": r.run_id, "key": k, "value": v[:MAX_TAG_VAL_LENGTH]}
+                for r in new for k, v in {**r.create_tags, **r.tags}.items()]
+    out.params = [{"run_uuid": r.run_id, "key": p.key, "value": p.value[:MAX_PARAM_VAL_LENGTH]}
+                  for r in new for p in r.params]
+    old = [r for r in runs if not r.create]
+    out.retag = [(r.run_id, k, v[:MAX_TAG_VAL_LENGTH]) for r in old for k, v in r.tags.items()]
+    out.ended = [{"run_uuid": r.run_id, "status": r.status, "end_time": r.end_time} for r in old if r.status]
+    for r in runs:
+        seen = set()
+        for m in r.metrics:
+            is_nan, value = sanitize(m.value)
+            row = (m.key, m.timestamp, m.step, value, is_nan)
+            if row in seen:
+                continue
+            seen.add(row)
+            out.metrics.append({"run_uuid": r.run_id, "key": m.key, "value": value, "timestamp": m.timestamp,
+                                "step": m.step, "is_nan": is_nan})
+            have = out.latest.get((r.run_id, m.key))
+            if have is None or (m.step, m.timestamp, value) > (have["step"], have["timestamp"], have["value"]):
+                out.latest[(r.run_id, m.key)] = out.metrics[-1]
+    return out
+
+
+def stale_latest(rows: RunRows) -> list[tuple[str, str]]:
+    """The (run, key) pairs of runs created earlier whose latest value the store already has."""
+    return [key for key in rows.latest if key[0] not in rows.new_ids]
+
+
+def merge_latest(rows: RunRows, stored: Iterable[tuple[str, str, int, int, float]]) -> list[tuple[str, str]]:
+    """Compare the store's latest rows ``(run, key, step, timestamp, value)`` with ``rows``': drop
+    from ``rows.latest`` those the store has more recent, and return those to replace."""
+    replace = []
+    for run_uuid, key, step, ts, value in stored:
+        mine = rows.latest[(run_uuid, key)]
+        if (mine["step"], mine["timestamp"], mine["value"]) > (step, ts, value):
+            replace.append((run_uuid, key))
+        else:
+            del rows.latest[(run_uuid, key)]
+    return replace
