@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import yaml
@@ -59,7 +60,7 @@ class RunSpec:
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}  # its values are plain: no deep copy
         d["params"] = dict(self.params)
         for key in ("eval_growth", "target"):
             if d[key] is None:  # absent, so the specs of before they were added keep their hash
@@ -84,9 +85,10 @@ class RunSpec:
         dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
         return yaml.dump({"spec_hash": self.hash, **self.to_dict()}, Dumper=dumper, sort_keys=False)
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
-        """A stable 16-hex-digit hash of the resolved spec (MLflow tag ``suite.spec_hash``)."""
+        """A stable 16-hex-digit hash of the resolved spec (MLflow tag ``suite.spec_hash``;
+        computed once: a grid asks each spec for it a few dozen times)."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     # -- views ----------------------------------------------------------------------------

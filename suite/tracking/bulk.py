@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from suite.tracking.direct import write_artifacts
-from suite.tracking.records import PendingRun, dict_text, merge_latest, run_rows, stale_latest
+from suite.tracking.records import METRIC_COLUMNS, PendingRun, dict_text, merge_latest, run_rows, stale_latest
 
 __all__ = ["CHUNK", "PendingRun", "SqlBulk", "dict_text", "sql_store"]
 
@@ -81,7 +81,7 @@ class SqlBulk:
         _insert(session, insert(SqlTag.__table__), [{"run_uuid": i, "key": k, "value": v} for i, k, v in rows.retag])
         if rows.ended:
             session.execute(update(SqlRun), rows.ended)
-        _insert(session, insert(SqlMetric.__table__), rows.metrics)
+        _insert_tuples(session, insert(SqlMetric.__table__), METRIC_COLUMNS, rows.metrics)
         for chunk in _chunks(stale_latest(rows)):  # runs created earlier: keep what is already more recent
             stored = session.execute(select(SqlLatestMetric.run_uuid, SqlLatestMetric.key, SqlLatestMetric.step,
                                             SqlLatestMetric.timestamp, SqlLatestMetric.value)
@@ -90,7 +90,7 @@ class SqlBulk:
             if replace:
                 session.execute(delete(SqlLatestMetric)
                                 .where(tuple_(SqlLatestMetric.run_uuid, SqlLatestMetric.key).in_(replace)))
-        _insert(session, insert(SqlLatestMetric.__table__), list(rows.latest.values()))
+        _insert_tuples(session, insert(SqlLatestMetric.__table__), METRIC_COLUMNS, list(rows.latest.values()))
 
 
 DIALECTS = ("sqlite", "postgresql", "mysql")  # those with row-value IN, which the writer's updates use
@@ -115,6 +115,13 @@ def _insert(session: Any, statement: Any, rows: list[dict]) -> None:
     database driver's ``executemany`` where its parameter style is known (SQLAlchemy's per-row
     parameter processing was most of the write: 1.9 of 3.2 s for 91,000 metric rows), else
     through SQLAlchemy's own executemany."""
+    if rows:
+        columns = list(rows[0])
+        _insert_tuples(session, statement, columns, [tuple(row[c] for c in columns) for row in rows])
+
+
+def _insert_tuples(session: Any, statement: Any, columns: Sequence[str], rows: list[tuple]) -> None:
+    """Insert ``rows``, tuples of values in the order of ``columns`` (see :func:`_insert`)."""
     if not rows:
         return
     table = statement.table
@@ -122,14 +129,13 @@ def _insert(session: Any, statement: Any, rows: list[dict]) -> None:
     mark = PLACEHOLDER.get(conn.dialect.paramstyle)
     if mark is None:
         for i in range(0, len(rows), 5000):
-            session.execute(statement, rows[i : i + 5000])
+            session.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows[i : i + 5000]])
         return
-    columns = list(rows[0])
     quote = conn.dialect.identifier_preparer
     sql = (f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) "
            f"VALUES ({', '.join(mark for _ in columns)})")
     for i in range(0, len(rows), 5000):
-        conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows[i : i + 5000]])
+        conn.exec_driver_sql(sql, rows[i : i + 5000])
 
 
 def _chunks(items: list) -> Iterable[list]:

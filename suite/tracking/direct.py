@@ -37,6 +37,7 @@ from suite.stores import sqlite_path
 from suite.tracking.records import (
     ACTIVE,
     MAX_EXPERIMENT_TAG_VAL_LENGTH,
+    METRIC_COLUMNS,
     Metric,
     PendingRun,
     artifact_uri,
@@ -91,6 +92,8 @@ class DirectStore:
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA foreign_keys = ON")
         self.db.execute("PRAGMA case_sensitive_like = true")
+        self.db.execute("PRAGMA cache_size = -65536")  # 64 MiB for this connection: a stack's 91,000 metric
+        # rows touch three B-trees, and the default 2 MiB spilled pages mid-transaction (0.65 -> 0.52 s)
 
     @classmethod
     def open(cls, uri: str) -> DirectStore | None:
@@ -198,7 +201,7 @@ class DirectStore:
                 if cur.rowcount != len(rows.ended):
                     raise sqlite3.IntegrityError(f"{len(rows.ended) - cur.rowcount} run(s) to terminate are not "
                                                  f"in the store {self.path}")
-            _insert(cur, "metrics", rows.metrics)
+            _insert_tuples(cur, "metrics", METRIC_COLUMNS, rows.metrics)
             stale = stale_latest(rows)
             wanted = set(stale)
             for chunk in _chunks(sorted({run for run, _ in stale})):
@@ -207,7 +210,7 @@ class DirectStore:
                     f"({', '.join('?' for _ in chunk)})", chunk).fetchall() if (r[0], r[1]) in wanted]
                 cur.executemany("DELETE FROM latest_metrics WHERE run_uuid = ? AND key = ?",
                                 merge_latest(rows, stored))
-            _insert(cur, "latest_metrics", list(rows.latest.values()))
+            _insert_tuples(cur, "latest_metrics", METRIC_COLUMNS, list(rows.latest.values()))
 
     # -- runs: reads -----------------------------------------------------------------------------
     def runs(self, experiment_id: str, *, tags: Mapping[str, str] | None = None,
@@ -295,11 +298,15 @@ def _local_path(uri: str) -> Path | None:
 
 
 def _insert(cur: sqlite3.Cursor, table: str, rows: list[dict]) -> None:
-    if not rows:
-        return
-    columns = list(rows[0])
-    cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
-                    [tuple(row[c] for c in columns) for row in rows])
+    if rows:
+        columns = list(rows[0])
+        _insert_tuples(cur, table, columns, [tuple(row[c] for c in columns) for row in rows])
+
+
+def _insert_tuples(cur: sqlite3.Cursor, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+    if rows:
+        cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                        rows)
 
 
 def _chunks(items: list) -> Iterator[list]:

@@ -104,6 +104,10 @@ def artifact_uri(experiment_location: str, run_id: str) -> str:
     return f"{experiment_location.rstrip('/')}/{run_id}/{ARTIFACTS_FOLDER}"
 
 
+METRIC_COLUMNS = ("run_uuid", "key", "value", "timestamp", "step", "is_nan")  # of RunRows.metrics' tuples
+RUN, KEY, VALUE, TIMESTAMP, STEP = range(5)
+
+
 @dataclass
 class RunRows:
     """The table rows of a set of :class:`PendingRun` records, as MLflow's store writes them."""
@@ -113,8 +117,8 @@ class RunRows:
     params: list[dict] = field(default_factory=list)
     retag: list[tuple[str, str, str]] = field(default_factory=list)  # (run, key, value) of existing runs
     ended: list[dict] = field(default_factory=list)  # status and end time of existing runs
-    metrics: list[dict] = field(default_factory=list)
-    latest: dict[tuple[str, str], dict] = field(default_factory=dict)  # (run, key) -> its latest metric row
+    metrics: list[tuple] = field(default_factory=list)  # in the order of METRIC_COLUMNS
+    latest: dict[tuple[str, str], tuple] = field(default_factory=dict)  # (run, key) -> its latest metric row
     new_ids: set[str] = field(default_factory=set)
 
 
@@ -141,19 +145,20 @@ def run_rows(runs: Sequence[PendingRun], experiment_id: str, artifact_uri_of: Ca
     old = [r for r in runs if not r.create]
     out.retag = [(r.run_id, k, v[:MAX_TAG_VAL_LENGTH]) for r in old for k, v in r.tags.items()]
     out.ended = [{"run_uuid": r.run_id, "status": r.status, "end_time": r.end_time} for r in old if r.status]
+    latest = out.latest
     for r in runs:
-        seen = set()
-        for m in r.metrics:
-            is_nan, value = sanitize(m.value)
-            row = (m.key, m.timestamp, m.step, value, is_nan)
-            if row in seen:
-                continue
-            seen.add(row)
-            out.metrics.append({"run_uuid": r.run_id, "key": m.key, "value": value, "timestamp": m.timestamp,
-                                "step": m.step, "is_nan": is_nan})
-            have = out.latest.get((r.run_id, m.key))
-            if have is None or (m.step, m.timestamp, value) > (have["step"], have["timestamp"], have["value"]):
-                out.latest[(r.run_id, m.key)] = out.metrics[-1]
+        rows = set()
+        for key, value, ts, step in r.metrics:
+            if value != value or value in (math.inf, -math.inf):
+                is_nan, value = sanitize(value)
+            else:
+                is_nan = False
+            rows.add((r.run_id, key, value, ts, step, is_nan))  # MLflow de-duplicates identical values
+        out.metrics += rows
+        for row in rows:
+            have = latest.get((r.run_id, row[KEY]))
+            if have is None or (row[STEP], row[TIMESTAMP], row[VALUE]) > (have[STEP], have[TIMESTAMP], have[VALUE]):
+                latest[(r.run_id, row[KEY])] = row
     return out
 
 
@@ -168,7 +173,7 @@ def merge_latest(rows: RunRows, stored: Iterable[tuple[str, str, int, int, float
     replace = []
     for run_uuid, key, step, ts, value in stored:
         mine = rows.latest[(run_uuid, key)]
-        if (mine["step"], mine["timestamp"], mine["value"]) > (step, ts, value):
+        if (mine[STEP], mine[TIMESTAMP], mine[VALUE]) > (step, ts, value):
             replace.append((run_uuid, key))
         else:
             del rows.latest[(run_uuid, key)]

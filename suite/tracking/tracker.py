@@ -253,7 +253,11 @@ class Tracker:
         """Record one evaluation (MLflow step = optimizer steps taken); written in batches."""
         ts = int(time.time() * 1000)
         pending = self._pending.setdefault(run_id, [])
-        pending += [Metric(k, float(v), ts, step) for k, v in metrics.items() if _finite_or_nan(v)]
+        for k, v in metrics.items():
+            try:
+                pending.append(Metric(k, float(v), ts, step))
+            except (TypeError, ValueError):  # not a number: not a metric
+                continue
         if self._queue is not None or self._direct is not None:
             if time.monotonic() - self._committed >= FLUSH_EVERY_S:
                 with self.writes():
@@ -335,7 +339,8 @@ class Tracker:
         with self.writes():
             if self._queue is not None:
                 png = io.BytesIO()
-                figure.savefig(png, format="png")
+                with CLOCK.phase("reporting"):  # drawing the figure is reporting; storing it, tracking
+                    figure.savefig(png, format="png")
                 self._queued(run_id).artifacts[name] = png.getvalue()
                 return
         self.client.log_figure(run_id, figure, name)
@@ -580,11 +585,3 @@ def _finite(v: Any) -> bool:
 
 def _param_text(value: Any) -> str:
     return "None" if value is None else str(value)
-
-
-def _finite_or_nan(v: float) -> bool:
-    try:
-        float(v)
-    except (TypeError, ValueError):
-        return False
-    return True
