@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from suite.engine.loop import RunResult
 from suite.exec import pool as pool_module
 from suite.exec.phases import Phases
-from suite.exec.pool import Pool, worth_workers
+from suite.exec.pool import Pool, switch_to_workers, worth_workers
 from suite.registry import LazyCallable, get_registry
 from suite.specs.spec import resolve_spec
 from suite.tracking.tracker import Tracker
@@ -115,6 +115,20 @@ def test_workers_pay_off_only_when_the_measured_rest_outweighs_their_start():
     assert not worth_workers(rest_here_s=1.0, start_cost_s=5.0, workers=2)
     assert worth_workers(rest_here_s=100.0, start_cost_s=5.0, workers=2)
     assert not worth_workers(rest_here_s=100.0, start_cost_s=0.0, workers=1)
+
+
+def test_the_first_tasks_warm_up_counts_as_a_workers_cost_not_as_a_tasks():
+    # the first of 6 studies took 1.2 s, the next 0.4 s: 4 more cost 1.6 s here; workers would
+    # pay a 1.5 s start and the 0.8 s warm-up again before sharing the 1.6 s
+    assert not switch_to_workers([1.2, 0.4], rest=4, start_cost_s=1.5, workers=2)
+    # the same warm-up before 40 tasks of 0.4 s: 16 s here against 1.5 + 0.8 + 8 s in two workers
+    assert switch_to_workers([1.2, 0.4], rest=40, start_cost_s=1.5, workers=2)
+    # one long task measured: it decides (a task that long outweighs its own share of start-up)
+    assert switch_to_workers([30.0], rest=255, start_cost_s=1.5, workers=2)
+    assert not switch_to_workers([0.5], rest=5, start_cost_s=1.5, workers=2)
+    assert not switch_to_workers([0.9], rest=255, start_cost_s=1.5, workers=2)  # shorter than a start: once more
+    assert switch_to_workers([0.9, 0.4], rest=254, start_cost_s=1.5, workers=2)
+    assert not switch_to_workers([], rest=5, start_cost_s=0.0, workers=2)
 
 
 def test_an_adaptive_pool_keeps_cheap_tasks_in_process(monkeypatch):

@@ -112,6 +112,11 @@ def _session(tracker: Tracker) -> list[str]:
     tracker.set_tags(parent, {"mlflow.note.content": "the note", "suite.n_failed": "0"})
     tracker.log_phases(parent, {"startup": 1.0, "training": 2.0})
     tracker.mark(parent, "completed")
+    tracker.set_status(parent, "RUNNING")  # reopened, as a resumed study's parent: its end time stays
+    tracker.log_batch(parent, [records.Metric("n_complete", 3, 1, 3), records.Metric("best_value", 0.5, 1, 3)],
+                      [records.RunTag("suite.trials", "3")])
+    assert tracker.run_status(parent) == "RUNNING"
+    tracker.set_status(parent, "FINISHED")
     return [parent, *ids]
 
 

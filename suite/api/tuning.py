@@ -90,6 +90,9 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
     if eval_every is not None and eval_every < 1:
         raise SuiteError(f"--eval-every={eval_every} is out of range: must be at least 1")
     # the checks above need no heavy import; suite.tuning.plan imports optuna and the engine (torch)
+    from suite.exec import phases
+
+    phases.import_engine()  # first, and timed: what a worker process would pay to start (see suite.exec.pool)
     from suite.exec.devices import resolve_devices
     from suite.stores import (
         DEFAULT_HEARTBEAT,

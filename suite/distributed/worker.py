@@ -202,12 +202,10 @@ def heartbeat(storage: Any, trial_id: int | Sequence[int], policy: HeartbeatPoli
 
 
 def suite_studies(storage: Any) -> dict[str, dict[str, Any]]:
-    """Every study in ``storage`` made by the suite: name -> user attributes."""
-    return {
-        s.study_name: s.user_attrs
-        for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-        if STUDY_KIND in s.user_attrs
-    }
+    """Every study in ``storage`` made by the suite: name -> user attributes. (The studies
+    alone: Optuna's study summaries also copy every trial of every study, 2.1 of a default
+    ``suite tune``'s 27 s when a worker asked before each population.)"""
+    return {s.study_name: s.user_attrs for s in storage.get_all_studies() if STUDY_KIND in s.user_attrs}
 
 
 class Worker:

@@ -136,9 +136,9 @@ class Pool:
         tid = 0
         while tid < len(payloads):
             rest = len(payloads) - tid
-            if elapsed and worth_workers(sum(elapsed) / len(elapsed) * rest, start_cost, min(len(self.devices), rest)):
+            if switch_to_workers(elapsed, rest, start_cost, min(len(self.devices), rest)):
                 self.decision = (f"{tid} task(s) in-process, then {min(len(self.devices), rest)} worker processes "
-                                 f"(measured: {sum(elapsed) / len(elapsed):.2f} s per task, worker start "
+                                 f"(measured: {', '.join(f'{e:.2f}' for e in elapsed)} s per task, worker start "
                                  f"{start_cost:.2f} s)")
                 _Processes(self, handler, offset=tid).run(_View(payloads, tid, len(payloads)))
                 return
@@ -175,6 +175,24 @@ def worth_workers(rest_here_s: float, start_cost_s: float, workers: int) -> bool
     """Whether ``workers`` processes finish the rest sooner than this process alone: the rest
     takes ``rest_here_s`` here, and in workers one start (they start side by side) plus its share."""
     return workers > 1 and start_cost_s + rest_here_s / workers < rest_here_s
+
+
+def switch_to_workers(elapsed: Sequence[float], rest: int, start_cost_s: float, workers: int) -> bool:
+    """Whether to hand the ``rest`` of the tasks to ``workers`` processes, given the seconds the
+    tasks run here so far took (``elapsed``).
+
+    The first task here pays one-time costs (lazy imports, the first use of each torch op and
+    sampler) that a fresh worker pays again, so it is not the price of a task: a task costs what
+    the later ones took, and a worker costs its measured start plus that first-task excess.
+    After one task, only a task longer than a worker's start decides (the warm-up is then small
+    beside the rest); a shorter one is measured once more."""
+    if not elapsed:
+        return False
+    if len(elapsed) == 1:
+        return elapsed[0] >= start_cost_s and worth_workers(elapsed[0] * rest, start_cost_s + elapsed[0], workers)
+    steady = sum(elapsed[1:]) / len(elapsed[1:])
+    warmup = max(0.0, elapsed[0] - steady)
+    return worth_workers(steady * rest, start_cost_s + warmup, workers)
 
 
 def worker_start_cost() -> float:

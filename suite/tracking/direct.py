@@ -196,8 +196,8 @@ class DirectStore:
             cur.executemany("DELETE FROM tags WHERE run_uuid = ? AND key = ?", [(i, k) for i, k, _ in rows.retag])
             _insert(cur, "tags", [{"run_uuid": i, "key": k, "value": v} for i, k, v in rows.retag])
             if rows.ended:
-                cur.executemany("UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?",
-                                [(e["status"], e["end_time"], e["run_uuid"]) for e in rows.ended])
+                cur.executemany("UPDATE runs SET status = ?, end_time = COALESCE(?, end_time) WHERE run_uuid = ?",
+                                [(e["status"], e.get("end_time"), e["run_uuid"]) for e in rows.ended])
                 if cur.rowcount != len(rows.ended):
                     raise sqlite3.IntegrityError(f"{len(rows.ended) - cur.rowcount} run(s) to terminate are not "
                                                  f"in the store {self.path}")
@@ -241,6 +241,12 @@ class DirectStore:
                     f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({marks})", chunk):
                 runs[run_id].data.metrics[key] = float("nan") if is_nan else value
         return list(runs.values())
+
+    def run_status(self, run_id: str) -> str:
+        row = self.db.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"run {run_id} is not in the store {self.path}")
+        return row[0]
 
     def metric_history(self, run_id: str, key: str) -> list[Metric]:
         """Every logged value of one metric (as ``MlflowClient.get_metric_history``, in its order)."""

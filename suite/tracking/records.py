@@ -116,7 +116,7 @@ class RunRows:
     tags: list[dict] = field(default_factory=list)  # of new runs
     params: list[dict] = field(default_factory=list)
     retag: list[tuple[str, str, str]] = field(default_factory=list)  # (run, key, value) of existing runs
-    ended: list[dict] = field(default_factory=list)  # status and end time of existing runs
+    ended: list[dict] = field(default_factory=list)  # status (and end time) of existing runs
     metrics: list[tuple] = field(default_factory=list)  # in the order of METRIC_COLUMNS
     latest: dict[tuple[str, str], tuple] = field(default_factory=dict)  # (run, key) -> its latest metric row
     new_ids: set[str] = field(default_factory=set)
@@ -144,7 +144,8 @@ def run_rows(runs: Sequence[PendingRun], experiment_id: str, artifact_uri_of: Ca
                   for r in new for p in r.params]
     old = [r for r in runs if not r.create]
     out.retag = [(r.run_id, k, v[:MAX_TAG_VAL_LENGTH]) for r in old for k, v in r.tags.items()]
-    out.ended = [{"run_uuid": r.run_id, "status": r.status, "end_time": r.end_time} for r in old if r.status]
+    out.ended = [{"run_uuid": r.run_id, "status": r.status, **({} if r.end_time is None else {"end_time": r.end_time})}
+                 for r in old if r.status]  # no end time: reopened (RUNNING), the old end time kept
     latest = out.latest
     for r in runs:
         rows = set()

@@ -25,7 +25,7 @@ from suite.stores import check_tracking_uri, resolve_tracking_uri, store_lock
 from suite.tracking.bulk import SqlBulk
 from suite.tracking.direct import DirectStore
 from suite.tracking.records import FAILED as MLFLOW_FAILED
-from suite.tracking.records import FINISHED, KILLED, Metric, PendingRun, RunParam, RunTag, dict_text, to_mlflow
+from suite.tracking.records import FINISHED, KILLED, RUNNING, Metric, PendingRun, RunParam, RunTag, dict_text, to_mlflow
 from suite.tracking.records import PARENT_RUN_TAG as MLFLOW_PARENT_RUN_ID
 from suite.tracking.records import RUN_NAME_TAG as MLFLOW_RUN_NAME
 from suite.tracking.template import seed_new_store
@@ -231,9 +231,10 @@ class Tracker:
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         all_tags.update(tags or {})
-        return self._create_run(all_tags, {k: _param_text(v) for k, v in spec.flat_params().items()})
+        return self.create_run(all_tags, {k: _param_text(v) for k, v in spec.flat_params().items()})
 
-    def _create_run(self, tags: Mapping[str, Any], params: Mapping[str, str]) -> str:
+    def create_run(self, tags: Mapping[str, Any], params: Mapping[str, str]) -> str:
+        """Create a run with these tags (``mlflow.runName`` among them) and params; return its id."""
         text_tags = {k: str(v) for k, v in tags.items()}
         with self.writes():
             if self._queue is not None:
@@ -312,7 +313,7 @@ class Tracker:
             self._pending.setdefault(run_id, []).extend(best_metrics(result.history, spec.target))
             self.flush(run_id, tags)
             self._flushed.pop(run_id, None)
-            self._terminate(run_id, MLFLOW_STATUS[result.status])
+            self.set_status(run_id, MLFLOW_STATUS[result.status])
 
     @tracking
     def mark(self, run_id: str, status: str, reason: str = "") -> None:
@@ -322,7 +323,7 @@ class Tracker:
         with self.writes():
             self.flush(run_id, tags)
             self._flushed.pop(run_id, None)
-            self._terminate(run_id, MLFLOW_STATUS[status])
+            self.set_status(run_id, MLFLOW_STATUS[status])
 
     @tracking
     def log_text(self, run_id: str, content: str, name: str) -> None:
@@ -345,13 +346,34 @@ class Tracker:
                 return
         self.client.log_figure(run_id, figure, name)
 
-    def _terminate(self, run_id: str, status: str) -> None:
+    @tracking
+    def set_status(self, run_id: str, status: str) -> None:
+        """Set a run's MLflow status: a final one (``FINISHED``, ``FAILED``, ``KILLED``) ends it
+        now; ``RUNNING`` reopens it (as ``MlflowClient.update_run``, its end time kept)."""
+        ended = status != RUNNING
         with self.writes():
             if self._queue is not None:
                 queued = self._queued(run_id)
-                queued.status, queued.end_time = status, int(time.time() * 1000)
+                queued.status, queued.end_time = status, int(time.time() * 1000) if ended else None
                 return
-        self.client.set_terminated(run_id, status)
+        if ended:
+            self.client.set_terminated(run_id, status)
+        else:
+            self.client.update_run(run_id, status=status)
+
+    @tracking
+    def log_batch(self, run_id: str, metrics: Sequence[Any] = (), tags: Sequence[Any] = ()) -> None:
+        """Log metric values (records with ``key``, ``value``, ``timestamp``, ``step``) and tags."""
+        self._pending.setdefault(run_id, []).extend(Metric(m.key, m.value, m.timestamp, m.step) for m in metrics)
+        self.flush(run_id, tags)
+
+    @tracking
+    def run_status(self, run_id: str) -> str:
+        """A run's MLflow status (``RUNNING``, ``FINISHED``, ...)."""
+        self.commit()  # a read sees what is queued
+        if self._direct is not None:
+            return self._direct.run_status(run_id)
+        return self.client.get_run(run_id).info.status
 
     # -- batched writes (one transaction for many runs) ------------------------------------
     def _queued(self, run_id: str) -> PendingRun:
@@ -451,7 +473,7 @@ class Tracker:
         command line and the grid's axes)."""
         all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "grid", TAG_STATUS: "running", TAG_VERSION: suite.__version__,
                     TAG_OWNER: owner(), TAG_HOST: platform.node(), **(tags or {})}
-        return self._create_run(all_tags, {k: _param_text(v)[:6000] for k, v in (params or {}).items()})
+        return self.create_run(all_tags, {k: _param_text(v)[:6000] for k, v in (params or {}).items()})
 
     @tracking
     def search(self, filter_string: str = "") -> list[Any]:
@@ -466,8 +488,10 @@ class Tracker:
             if not token:
                 return runs
 
-    def _runs(self, tags: Mapping[str, str], *, status: str | None = None) -> list[Any]:
-        """The experiment's runs with these tag values (and MLflow status)."""
+    @tracking
+    def find_runs(self, tags: Mapping[str, str], *, status: str | None = None) -> list[Any]:
+        """The experiment's active runs with these tag values (and MLflow status), with their
+        tags, params and latest metric values (as ``MlflowClient.search_runs``)."""
         if self._direct is not None:
             self.commit()
             return self._direct.runs(self.experiment_id, tags=tags, status=status)
@@ -488,7 +512,7 @@ class Tracker:
     def done_runs(self) -> dict[str, Any]:
         """The latest finished run per spec hash whose ``suite.status`` counts as done."""
         done: dict[str, Any] = {}
-        for run in self._runs({TAG_KIND: "run"}):
+        for run in self.find_runs({TAG_KIND: "run"}):
             h = run.data.tags.get(TAG_HASH)
             if h and _is_done(run) and (h not in done or run.info.start_time > done[h].info.start_time):
                 done[h] = run
@@ -497,7 +521,7 @@ class Tracker:
     @tracking
     def done_run(self, spec_hash: str) -> Any | None:
         """The latest finished run of one spec that counts as done (see :meth:`done_runs`), or None."""
-        runs = [r for r in self._runs({TAG_HASH: spec_hash, TAG_KIND: "run"}) if _is_done(r)]
+        runs = [r for r in self.find_runs({TAG_HASH: spec_hash, TAG_KIND: "run"}) if _is_done(r)]
         return max(runs, key=lambda r: r.info.start_time) if runs else None
 
     @tracking
@@ -507,7 +531,7 @@ class Tracker:
         A run's owner is the ``host:pid`` that logs it. Runs owned by a live process (another
         invocation still working) or by another host are left alone."""
         reaped = []
-        for run in self._runs({}, status="RUNNING"):
+        for run in self.find_runs({}, status="RUNNING"):
             host, _, pid = run.data.tags.get(TAG_OWNER, "").rpartition(":")
             if host != platform.node() or not pid.isdigit() or _alive(int(pid)):
                 continue

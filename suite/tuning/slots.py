@@ -137,10 +137,8 @@ class TuneTrialRunner:
     def _kill_predecessors(self, trial: optuna.Trial) -> None:
         """A retried trial: mark the runs its lost predecessors left RUNNING as interrupted."""
         for number in trial.user_attrs.get(TRIAL_RETRY_OF, []):
-            for run in self.tracker.search(
-                f"tags.`suite.study` = '{self.plan.name}' and tags.`suite.trial` = '{number}' "
-                "and attributes.status = 'RUNNING'"
-            ):
+            for run in self.tracker.find_runs({"suite.study": self.plan.name, "suite.trial": str(number)},
+                                              status="RUNNING"):
                 why = f"its worker was lost; retried as trial {trial.number}"
                 self.tracker.mark(run.info.run_id, "interrupted", why)
 
@@ -150,7 +148,7 @@ class TuneTrialRunner:
         if self.tracker is None or self.on_close is None:
             return
         parent = self.study.user_attrs[STUDY_PARENT_RUN_ID]
-        if self.tracker.client.get_run(parent).info.status == "RUNNING":
+        if self.tracker.run_status(parent) == "RUNNING":
             self.on_close(self.tracker, self.study, self.plan, parent)
 
 

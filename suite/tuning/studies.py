@@ -41,7 +41,7 @@ def resolve_names(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPla
     """The plans, each under the name of the study it continues: a study created before names
     carried a settings hash (``problem/variant/bB``) is resumed under that name when its stored
     settings are the plan's; anything else gets (or continues) the hashed name."""
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    existing = {s.study_name: s for s in storage.get_all_studies()}  # not their trials (summaries copy them)
     out = []
     for plan in plans:
         old = existing.get(plan.legacy_name)
@@ -58,7 +58,7 @@ def _json(plan: StudyPlan) -> dict[str, Any]:
 def check_settings(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPlan]) -> None:
     """Refuse to continue an existing study with other settings (its old trial values would not
     compare with the new ones). Creates nothing."""
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    existing = {s.study_name: s for s in storage.get_all_studies()}  # not their trials (summaries copy them)
     for plan in plans:
         if plan.name not in existing:
             continue

@@ -21,14 +21,13 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
-
 import suite
 from suite.engine.loop import RunResult
 from suite.registry import Registry
 from suite.specs import naming
 from suite.specs.spec import RunSpec
+from suite.tracking.records import FINISHED, RUNNING, Metric, RunTag, dict_text
+from suite.tracking.records import RUN_NAME_TAG as MLFLOW_RUN_NAME
 from suite.tracking.tracker import Tracker
 from suite.vocab import (
     TAG_BATCH_SIZE,
@@ -117,30 +116,25 @@ def study_parent(tracker: Tracker, plan: Any, uid: str, *, trials: int, pruner: 
 
     The parent is found by the Optuna study's uid (tag ``suite.study_uid``), not only by its
     name: a study of the same name in another storage gets a parent of its own."""
-    client = tracker.client
-    found = client.search_runs(
-        [tracker.experiment_id], f"tags.`{TAG_KIND}` = 'study' AND tags.`{TAG_STUDY_UID}` = '{uid}'",
-        max_results=1, order_by=["attributes.start_time ASC"],
-    )
+    found = sorted(tracker.find_runs({TAG_KIND: "study", TAG_STUDY_UID: uid}), key=lambda r: r.info.start_time)
     tags = {TAG_TRIALS_REQUESTED: trials, TAG_PRUNER: pruner, TAG_STUDY_SEED: study_seed,
             TAG_STORAGE: storage, TAG_STATUS: "running",
             **({TAG_SECTION: plan.section} if getattr(plan, "section", None) else {})}
     if found:
         run_id = found[0].info.run_id
-        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        with tracker.writes():
+            tracker.set_status(run_id, RUNNING)
+            tracker.set_tags(run_id, tags)
         return run_id
     all_tags = {MLFLOW_RUN_NAME: plan.name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_STUDY_UID: uid,
                 TAG_VERSION: suite.__version__,
                 TAG_PROBLEM: plan.problem, TAG_VARIANT: plan.variant.name,
                 TAG_BATCH_SIZE: plan.batch_size, **tags}
-    run = client.create_run(tracker.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
     settings = plan.settings()
     params = {k: v for k, v in settings.items() if k not in ("space", "fixed")}
     params.update({f"space.{k}": _space_text(v) for k, v in settings["space"].items()})
     params.update({f"fixed.{k}": v for k, v in settings["fixed"].items()})
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-    return run.info.run_id
+    return tracker.create_run(all_tags, {k: str(v) for k, v in params.items()})
 
 
 def _space_text(d: Mapping[str, Any]) -> str:
@@ -149,7 +143,6 @@ def _space_text(d: Mapping[str, Any]) -> str:
 
 def finish_study_parent(tracker: Tracker, run_id: str, summary: Any, figures: Mapping[str, Any]) -> None:
     """Log a study's outcome (a :class:`suite.tuning.report.StudySummary`) to its parent run."""
-    client = tracker.client
     ts = _now_ms()
     step = summary.n_counted
     metrics = [Metric("n_complete", summary.n_complete, ts, step), Metric("n_pruned", summary.n_pruned, ts, step),
@@ -167,41 +160,36 @@ def finish_study_parent(tracker: Tracker, run_id: str, summary: Any, figures: Ma
     if summary.reeval is not None:
         metrics += [Metric("reeval_mean", summary.reeval.mean, ts, step),
                     Metric("reeval_std", summary.reeval.std, ts, step)]
-    client.log_batch(run_id, metrics=metrics, tags=tags)
-    client.log_dict(run_id, summary.to_dict(), "best.json")
-    for name, fig in figures.items():
-        client.log_figure(run_id, fig, name)
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    with tracker.writes():  # one transaction on a direct store
+        tracker.log_batch(run_id, metrics, tags)
+        tracker.log_text(run_id, dict_text(summary.to_dict()), "best.json")
+        for name, fig in figures.items():
+            tracker.log_figure(run_id, fig, name)
+        tracker.set_status(run_id, FINISHED)
 
 
 def start_tune_run(tracker: Tracker, name: str, tags: Mapping[str, Any], params: Mapping[str, Any]) -> str:
     """The run of one ``suite tune`` invocation (``suite.kind=tune``), holding its report."""
     all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "tune", TAG_VERSION: suite.__version__, TAG_STATUS: "running",
                 **tags}
-    run = tracker.client.create_run(tracker.experiment_id, tags={k: str(v) for k, v in all_tags.items()})
-    tracker.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-    return run.info.run_id
+    return tracker.create_run(all_tags, {k: str(v)[:6000] for k, v in params.items()})
 
 
 def previous_report(tracker: Tracker, studies: str) -> str | None:
     """The latest finished report run (``suite.kind=tune``) over the same studies, or None."""
-    found = tracker.client.search_runs(
-        [tracker.experiment_id],
-        f"tags.`{TAG_KIND}` = 'tune' AND tags.`{TAG_STUDIES}` = '{studies}' AND tags.`{TAG_STATUS}` = 'completed'",
-        max_results=1, order_by=["attributes.start_time DESC"],
-    )
-    return found[0].info.run_id if found else None
+    found = tracker.find_runs({TAG_KIND: "tune", TAG_STUDIES: studies, TAG_STATUS: "completed"})
+    return max(found, key=lambda r: r.info.start_time).info.run_id if found else None
 
 
 def finish_tune_run(tracker: Tracker, run_id: str, texts: Mapping[str, str], figures: Mapping[str, Any]) -> None:
     """Log the invocation's report (tables as text, figures) and mark its run finished."""
-    client = tracker.client
-    for name, text in texts.items():
-        client.log_text(run_id, text, name)
-    for name, fig in figures.items():
-        client.log_figure(run_id, fig, name)
-    client.set_tag(run_id, TAG_STATUS, "completed")
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    with tracker.writes():  # one transaction on a direct store
+        for name, text in texts.items():
+            tracker.log_text(run_id, text, name)
+        for name, fig in figures.items():
+            tracker.log_figure(run_id, fig, name)
+        tracker.set_tags(run_id, {TAG_STATUS: "completed"})
+        tracker.set_status(run_id, FINISHED)
 
 
 def _loggable(v: Any) -> bool:
