@@ -44,6 +44,8 @@ from suite.vocab import (
     STUDY_SETTINGS,
     STUDY_TRACKING_URI,
     STUDY_TUNE,
+    TAG_STUDY,
+    TAG_TRIAL,
     TRIAL_KEY,
     TRIAL_RETRY_OF,
     TRIAL_SLOT,
@@ -137,7 +139,7 @@ class TuneTrialRunner:
     def _kill_predecessors(self, trial: optuna.Trial) -> None:
         """A retried trial: mark the runs its lost predecessors left RUNNING as interrupted."""
         for number in trial.user_attrs.get(TRIAL_RETRY_OF, []):
-            for run in self.tracker.find_runs({"suite.study": self.plan.name, "suite.trial": str(number)},
+            for run in self.tracker.find_runs({TAG_STUDY: self.plan.name, TAG_TRIAL: str(number)},
                                               status="RUNNING"):
                 why = f"its worker was lost; retried as trial {trial.number}"
                 self.tracker.mark(run.info.run_id, "interrupted", why)
