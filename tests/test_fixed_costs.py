@@ -219,3 +219,26 @@ def test_building_optimizers_leaves_torch_dynamo_unimported_and_torch_takes_over
     assert (before, after) == ("False", "True")
     assert wrapper_module.startswith("torch._dynamo")  # torch's own disable wrapper now, not the suite's shim
     assert (float(w), int(groups)) == (-0.2, 2)  # the optimizer works as ever
+
+
+ENTRY = """
+import atexit, sys
+atexit.register(lambda: print("exit handlers ran", flush=True))
+sys.argv = ["suite", *sys.argv[1:]]
+from suite.cli import entry
+entry()
+print("not reached")
+"""
+
+
+@pytest.mark.parametrize("args, code, shown", [
+    (["--version"], 0, "sgd-suite"),
+    (["run", "--problem", "nope"], 2, "Error: unknown problem 'nope'"),
+])
+def test_the_executable_ends_without_teardown_yet_keeps_exit_codes_output_and_exit_handlers(workdir, args, code,
+                                                                                            shown):
+    res = subprocess.run([sys.executable, "-c", ENTRY, *args], capture_output=True, text=True, timeout=120,
+                         cwd=workdir)
+    assert res.returncode == code, res.stderr
+    assert shown in res.stdout + res.stderr
+    assert res.stdout.rstrip().endswith("exit handlers ran") and "not reached" not in res.stdout

@@ -54,3 +54,53 @@ def _register_commands() -> None:
 
 
 _register_commands()
+
+
+def entry() -> None:
+    """The ``suite`` executable (and ``python -m suite.cli``): run the command, then end the
+    process without tearing the interpreter down.
+
+    Everything a command writes is written when it returns (runs committed, files closed), and
+    the exit handlers (``atexit``: logging, multiprocessing, ...) still run here; what is skipped
+    is the interpreter's own teardown, freeing every module and torch's C++ state one by one:
+    0.5–0.8 s measured after a 16-configuration grid had printed its last line (about a fifth of
+    its wall time). ``SUITE_FULL_EXIT=1`` keeps the ordinary exit. Commands called in-process
+    (click's ``CliRunner``, :func:`main`) are not affected."""
+    import os
+
+    if os.environ.get("SUITE_FULL_EXIT"):
+        main()
+        return
+    try:
+        main()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    _exit_now(code)
+
+
+def _exit_now(code: object) -> None:
+    """``sys.exit(code)``'s outcome (the code, or a message and 1) after the exit handlers, without
+    the interpreter's teardown."""
+    import atexit
+    import os
+    import sys
+    import threading
+
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    for thread in threading.enumerate():  # as the interpreter would: wait for non-daemon threads
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (suite ... | head): nothing more can be said
+            pass
+    os._exit(status)

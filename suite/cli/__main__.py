@@ -1,5 +1,5 @@
 """``python -m suite.cli``: the ``suite`` command."""
 
-from suite.cli import main
+from suite.cli import entry
 
-main()
+entry()
