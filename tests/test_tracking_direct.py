@@ -245,3 +245,23 @@ def test_every_case_it_does_not_serve_goes_through_mlflow(workdir, monkeypatch):
         with monkeypatch.context() as m:
             m.setenv(env, "true")
             assert not Tracker("a", uri).direct, env
+
+
+@pytest.mark.parametrize("via", ["direct", "sqlalchemy"])
+def test_a_value_logged_twice_is_kept_once_and_a_new_run_name_renames_the_run(workdir, via):
+    """As MLflow: a metric value repeated across two writes (same key, timestamp, step and value)
+    is skipped, not an error that would lose the write; setting ``mlflow.runName`` renames the run."""
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    tracker = Tracker("twice", uri, direct=via == "direct")
+    assert tracker.direct == (via == "direct")
+    with tracker.batched():
+        run_id = tracker.start_run(_specs(1)[0], get_registry())
+        tracker.log_batch(run_id, [records.Metric("m", 1.0, 123, 5)])
+        tracker.commit()
+        tracker.log_batch(run_id, [records.Metric("m", 1.0, 123, 5), records.Metric("m", 2.0, 124, 6)])
+        tracker.set_tags(run_id, {"mlflow.runName": "renamed"})
+        tracker.mark(run_id, "completed")
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "renamed"
+    assert sorted((m.step, m.value) for m in client.get_metric_history(run_id, "m")) == [(5, 1.0), (6, 2.0)]

@@ -81,7 +81,9 @@ class SqlBulk:
         _insert(session, insert(SqlTag.__table__), [{"run_uuid": i, "key": k, "value": v} for i, k, v in rows.retag])
         if rows.ended:
             session.execute(update(SqlRun), rows.ended)
-        _insert_tuples(session, insert(SqlMetric.__table__), METRIC_COLUMNS, rows.metrics)
+        for name, run_uuid in rows.renamed:
+            session.execute(update(SqlRun).where(SqlRun.run_uuid == run_uuid).values(name=name))
+        _insert_tuples(session, insert(SqlMetric.__table__), METRIC_COLUMNS, rows.metrics, ignore_duplicates=True)
         for chunk in _chunks(stale_latest(rows)):  # runs created earlier: keep what is already more recent
             stored = session.execute(select(SqlLatestMetric.run_uuid, SqlLatestMetric.key, SqlLatestMetric.step,
                                             SqlLatestMetric.timestamp, SqlLatestMetric.value)
@@ -108,6 +110,8 @@ def sql_store(client: Any) -> Any | None:
 
 
 PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+IGNORE = {"sqlite": ("INSERT OR IGNORE", ""), "postgresql": ("INSERT", " ON CONFLICT DO NOTHING"),
+          "mysql": ("INSERT IGNORE", "")}  # insert, skipping rows that duplicate a stored one
 
 
 def _insert(session: Any, statement: Any, rows: list[dict]) -> None:
@@ -120,20 +124,38 @@ def _insert(session: Any, statement: Any, rows: list[dict]) -> None:
         _insert_tuples(session, statement, columns, [tuple(row[c] for c in columns) for row in rows])
 
 
-def _insert_tuples(session: Any, statement: Any, columns: Sequence[str], rows: list[tuple]) -> None:
-    """Insert ``rows``, tuples of values in the order of ``columns`` (see :func:`_insert`)."""
+def _insert_tuples(session: Any, statement: Any, columns: Sequence[str], rows: list[tuple], *,
+                   ignore_duplicates: bool = False) -> None:
+    """Insert ``rows``, tuples of values in the order of ``columns`` (see :func:`_insert`).
+    ``ignore_duplicates``: a row equal to a stored one is skipped, as MLflow skips a metric value
+    logged twice (same key, timestamp, step and value)."""
     if not rows:
         return
     table = statement.table
     conn = session.connection()
     mark = PLACEHOLDER.get(conn.dialect.paramstyle)
+    verb, suffix = "INSERT", ""
+    if ignore_duplicates:
+        verb, suffix = IGNORE.get(conn.dialect.name, ("", ""))
+        if not verb:
+            mark = None  # a dialect without a known form: row by row below, skipping the duplicates
+    if mark is None and ignore_duplicates:
+        from sqlalchemy.exc import IntegrityError
+
+        for row in rows:
+            try:
+                with session.begin_nested():
+                    session.execute(statement, [dict(zip(columns, row, strict=True))])
+            except IntegrityError:
+                continue
+        return
     if mark is None:
         for i in range(0, len(rows), 5000):
             session.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows[i : i + 5000]])
         return
     quote = conn.dialect.identifier_preparer
-    sql = (f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) "
-           f"VALUES ({', '.join(mark for _ in columns)})")
+    sql = (f"{verb} INTO {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) "
+           f"VALUES ({', '.join(mark for _ in columns)}){suffix}")
     for i in range(0, len(rows), 5000):
         conn.exec_driver_sql(sql, rows[i : i + 5000])
 

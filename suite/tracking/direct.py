@@ -125,10 +125,11 @@ class DirectStore:
         cur.execute("BEGIN IMMEDIATE")
         try:
             yield cur
+            cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            if self.db.in_transaction:  # not when sqlite rolled back itself (a full disk, an I/O error)
+                self.db.execute("ROLLBACK")
             raise
-        cur.execute("COMMIT")
 
     # -- experiments -------------------------------------------------------------------------
     def _ensure_default_experiment(self) -> None:
@@ -195,13 +196,14 @@ class DirectStore:
             _insert(cur, "params", rows.params)
             cur.executemany("DELETE FROM tags WHERE run_uuid = ? AND key = ?", [(i, k) for i, k, _ in rows.retag])
             _insert(cur, "tags", [{"run_uuid": i, "key": k, "value": v} for i, k, v in rows.retag])
+            cur.executemany("UPDATE runs SET name = ? WHERE run_uuid = ?", rows.renamed)
             if rows.ended:
                 cur.executemany("UPDATE runs SET status = ?, end_time = COALESCE(?, end_time) WHERE run_uuid = ?",
                                 [(e["status"], e.get("end_time"), e["run_uuid"]) for e in rows.ended])
                 if cur.rowcount != len(rows.ended):
                     raise sqlite3.IntegrityError(f"{len(rows.ended) - cur.rowcount} run(s) to terminate are not "
                                                  f"in the store {self.path}")
-            _insert_tuples(cur, "metrics", METRIC_COLUMNS, rows.metrics)
+            _insert_tuples(cur, "metrics", METRIC_COLUMNS, rows.metrics, ignore_duplicates=True)
             stale = stale_latest(rows)
             wanted = set(stale)
             for chunk in _chunks(sorted({run for run, _ in stale})):
@@ -309,9 +311,13 @@ def _insert(cur: sqlite3.Cursor, table: str, rows: list[dict]) -> None:
         _insert_tuples(cur, table, columns, [tuple(row[c] for c in columns) for row in rows])
 
 
-def _insert_tuples(cur: sqlite3.Cursor, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+def _insert_tuples(cur: sqlite3.Cursor, table: str, columns: Sequence[str], rows: list[tuple], *,
+                   ignore_duplicates: bool = False) -> None:
+    """``ignore_duplicates``: a row equal to a stored one is skipped, as MLflow skips a metric value
+    logged twice (same key, timestamp, step and value)."""
     if rows:
-        cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+        verb = "INSERT OR IGNORE" if ignore_duplicates else "INSERT"
+        cur.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
                         rows)
 
 

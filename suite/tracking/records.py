@@ -116,6 +116,7 @@ class RunRows:
     tags: list[dict] = field(default_factory=list)  # of new runs
     params: list[dict] = field(default_factory=list)
     retag: list[tuple[str, str, str]] = field(default_factory=list)  # (run, key, value) of existing runs
+    renamed: list[tuple[str, str]] = field(default_factory=list)  # (name, run): mlflow.runName set again
     ended: list[dict] = field(default_factory=list)  # status (and end time) of existing runs
     metrics: list[tuple] = field(default_factory=list)  # in the order of METRIC_COLUMNS
     latest: dict[tuple[str, str], tuple] = field(default_factory=dict)  # (run, key) -> its latest metric row
@@ -131,7 +132,7 @@ def run_rows(runs: Sequence[PendingRun], experiment_id: str, artifact_uri_of: Ca
     new = [r for r in runs if r.create]
     out.new_ids = {r.run_id for r in new}
     out.runs = [{
-        "run_uuid": r.run_id, "name": r.name, "artifact_uri": artifact_uri_of(r.run_id),
+        "run_uuid": r.run_id, "name": r.tags.get(RUN_NAME_TAG, r.name), "artifact_uri": artifact_uri_of(r.run_id),
         "experiment_id": int(experiment_id), "source_type": SOURCE_UNKNOWN,
         "source_name": "", "entry_point_name": "", "user_id": r.create_tags.get(USER_TAG, "unknown"),
         "status": r.status or RUNNING, "start_time": r.start_time,
@@ -144,6 +145,7 @@ def run_rows(runs: Sequence[PendingRun], experiment_id: str, artifact_uri_of: Ca
                   for r in new for p in r.params]
     old = [r for r in runs if not r.create]
     out.retag = [(r.run_id, k, v[:MAX_TAG_VAL_LENGTH]) for r in old for k, v in r.tags.items()]
+    out.renamed = [(v, i) for i, k, v in out.retag if k == RUN_NAME_TAG]  # MLflow renames the run too
     out.ended = [{"run_uuid": r.run_id, "status": r.status, **({} if r.end_time is None else {"end_time": r.end_time})}
                  for r in old if r.status]  # no end time: reopened (RUNNING), the old end time kept
     latest = out.latest

@@ -236,6 +236,7 @@ class Tracker:
     def create_run(self, tags: Mapping[str, Any], params: Mapping[str, str]) -> str:
         """Create a run with these tags (``mlflow.runName`` among them) and params; return its id."""
         text_tags = {k: str(v) for k, v in tags.items()}
+        text_tags.setdefault(MLFLOW_RUN_NAME, f"run-{uuid.uuid4().hex[:8]}")  # MLflow names an unnamed run too
         with self.writes():
             if self._queue is not None:
                 run_id = uuid.uuid4().hex
@@ -503,8 +504,8 @@ class Tracker:
     @tracking
     def metric_history(self, run_id: str, key: str) -> list[Any]:
         """Every logged value of one metric of a run (``.step``, ``.value``, ``.timestamp``)."""
+        self.commit()  # a read sees what is queued
         if self._direct is not None:
-            self.commit()
             return self._direct.metric_history(run_id, key)
         return self.client.get_metric_history(run_id, key)
 
