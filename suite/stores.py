@@ -324,6 +324,17 @@ def store_lock(uri: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def quiet_store_logs() -> None:
+    """MLflow's store logs its schema migration (INFO) and every database error with a traceback
+    (ERROR) before raising it; the suite reports a failing store in one line of its own. Call it
+    before MLflow opens or makes a store, and again after importing MLflow (its import sets the
+    ``alembic`` logger's level)."""
+    import logging
+
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def check_tracking_uri(uri: str) -> None:
     """Raise :class:`StoreError` within seconds if the MLflow tracking ``uri`` is malformed (see
     :func:`check_tracking_shape`), or is a server or a database that cannot be reached."""

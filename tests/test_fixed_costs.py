@@ -4,8 +4,10 @@ a pool that runs in-process when workers would not pay off. (Speed itself: bench
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -17,6 +19,8 @@ from suite.exec.pool import Pool, switch_to_workers, worth_workers
 from suite.registry import LazyCallable, get_registry
 from suite.specs.spec import resolve_spec
 from suite.tracking.tracker import Tracker
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HEAVY = ("torch", "mlflow", "optuna", "matplotlib")
 PROBE = """
@@ -242,3 +246,15 @@ def test_the_executable_ends_without_teardown_yet_keeps_exit_codes_output_and_ex
     assert res.returncode == code, res.stderr
     assert shown in res.stdout + res.stderr
     assert res.stdout.rstrip().endswith("exit handlers ran") and "not reached" not in res.stdout
+
+
+def test_the_first_store_of_a_machine_is_made_silently(workdir, tmp_path):
+    """With no store template cached yet, MLflow makes one (its migrations log at INFO): a bad
+    experiment name is still one line on stderr, and exit code 2."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "empty-cache"), "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    res = subprocess.run([sys.executable, "-m", "suite.cli", "report", "nosuch", "--no-log"], cwd=workdir, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "nosuch" in res.stderr, res.stderr
+    assert list((tmp_path / "empty-cache" / "sgd-suite").glob("mlflow-*-empty.db"))  # the template was made

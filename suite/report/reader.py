@@ -149,10 +149,13 @@ def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dic
     for an unknown or empty experiment."""
     from mlflow import MlflowClient
 
-    from suite.stores import check_tracking_uri, resolve_tracking_uri
+    from suite.stores import check_tracking_uri, quiet_store_logs, resolve_tracking_uri
+    from suite.tracking.template import seed_new_store
 
     uri = resolve_tracking_uri(tracking_uri)
     check_tracking_uri(uri)
+    quiet_store_logs()
+    seed_new_store(uri)  # no store here yet: a copy of MLflow's empty one, not 63 migrations
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None or exp.lifecycle_stage == "deleted":

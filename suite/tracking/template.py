@@ -62,6 +62,9 @@ def _template() -> Path:
         return final
     from mlflow.tracking import MlflowClient
 
+    from suite.stores import quiet_store_logs
+
+    quiet_store_logs()  # MLflow's migrations log at INFO
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
         made, empty = Path(tmp) / "made.db", Path(tmp) / "empty.db"

@@ -21,7 +21,7 @@ from suite.exec.phases import CLOCK
 from suite.registry import FAMILIES, Registry
 from suite.specs import naming
 from suite.specs.spec import RunSpec
-from suite.stores import check_tracking_uri, resolve_tracking_uri, store_lock
+from suite.stores import check_tracking_uri, quiet_store_logs, resolve_tracking_uri, store_lock
 from suite.tracking.bulk import SqlBulk
 from suite.tracking.direct import DirectStore
 from suite.tracking.records import FAILED as MLFLOW_FAILED
@@ -97,6 +97,7 @@ class Tracker:
     def __init__(self, experiment: str, tracking_uri: str | None = None, *, create: bool = True,
                  direct: bool | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        quiet_store_logs()  # before MLflow makes a store here (a new store template) or opens one
         check_tracking_uri(self.tracking_uri)  # malformed, or an unreachable server: a one-line error in seconds
         self.experiment_name = experiment
         self._pending: dict[str, list[Metric]] = {}  # run id -> metrics not written yet
@@ -130,7 +131,7 @@ class Tracker:
         if self._client is None:
             from mlflow import MlflowClient
 
-            _quiet_store_logs()
+            quiet_store_logs()
             self._client = MlflowClient(tracking_uri=self.tracking_uri)  # creates or migrates the schema
         return self._client
 
@@ -545,15 +546,6 @@ def _torch_version() -> str:
     import torch
 
     return torch.__version__
-
-
-def _quiet_store_logs() -> None:
-    """MLflow's store logs its schema migration (INFO) and every database error with a traceback
-    (ERROR) before raising it; the suite reports a failing store in one line of its own."""
-    import logging
-
-    for name in ("mlflow.store.db.utils", "alembic"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _is_done(run: Any) -> bool:
