@@ -8,6 +8,8 @@ Rows (targets in brackets):
   c. 256 configurations of the lecture's minimal working example, `suite run --engine stacked`
      vs `--engine loop`, MLflow included; plus the stacked run's own time breakdown   [>= 20x; tracking <= 10%]
   d. `suite run` of the minimal working example vs the lecture's script (lecture_mwe.py)  [<= 1.0x]
+  e. the default `suite tune --problem logistic` at the end of wave 1 (commit 0eafecc, installed in
+     .venv-baseline) vs now, each run in a fresh directory                             [>= 3x]
 
 Usage: python benchmarks/perf/whole.py [--repeats N] [--rows abcd] [--loop-repeats N]
 benchopt is installed in .venv-perf (git-ignored), never in the project's environment; if it
@@ -85,6 +87,51 @@ def benchopt_ready() -> str | None:
     return None if bench.exists() else f"no benchopt executable in {PERF_VENV}"
 
 
+BASELINE = "0eafecc"  # the end of wave 1, the tuning yardstick of issue 13
+BASELINE_VENV = Path(os.environ.get("SUITE_PERF_BASELINE_VENV") or ROOT / ".venv-baseline")  # git-ignored
+
+
+def baseline_ready() -> str | None:
+    """Install commit BASELINE (from a git worktree) in .venv-baseline if needed; None when ready."""
+    suite = BASELINE_VENV / "bin" / "suite"
+    if suite.exists():
+        return None
+    tree = Path(tempfile.mkdtemp(prefix="suite-baseline-"))
+    try:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree / "src"), BASELINE],
+                       check=True, capture_output=True, text=True)
+        subprocess.run([sys.executable, "-m", "venv", str(BASELINE_VENV)], check=True, capture_output=True)
+        import torch
+
+        torch_pin = f"torch=={torch.__version__.split('+')[0]}"
+        subprocess.run([str(BASELINE_VENV / "bin" / "pip"), "install", "-q", torch_pin, str(tree / "src")],
+                       check=True, capture_output=True, text=True, timeout=1800)
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f"commit {BASELINE} could not be installed in {BASELINE_VENV}: {exc}"
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree / "src")],
+                       capture_output=True)
+        shutil.rmtree(tree, ignore_errors=True)
+    return None if suite.exists() else f"no suite executable in {BASELINE_VENV}"
+
+
+def alternate_fresh(a: list[str], b: list[str], work: Path, repeats: int, env_a: dict | None = None) -> dict:
+    """As :func:`alternate` (A, B, B, A, ...), each run in a new directory (a study run again
+    in the same directory would resume, not tune), with no warm-up run."""
+    ta, tb, outs = [], [], []
+    for i in range(2 * repeats):
+        which = "ab"[(i + i // 2) % 2]
+        cwd = work / f"{i:02d}-{which}"
+        cwd.mkdir()
+        wall, out = run(a if which == "a" else b, cwd, env_a if which == "a" else None)
+        (ta if which == "a" else tb).append(wall)
+        if which == "b":
+            outs.append(out)
+    ratios = [x / y for x, y in zip(ta, tb, strict=True)]
+    return {"a": statistics.median(ta), "b": statistics.median(tb), "ratio": statistics.median(ratios), "out": outs,
+            "all_a": ta, "all_b": tb}
+
+
 def time_line(stdout: str) -> str:
     return next((ln for ln in stdout.splitlines() if ln.startswith("time: ")), "")
 
@@ -93,7 +140,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loop-repeats", type=int, default=1, help="repeats of row c (its loop side takes minutes)")
-    ap.add_argument("--rows", default="abcd")
+    ap.add_argument("--rows", default="abcde")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="suite-perf-"))
     table: list[tuple[str, str, str, str, str, str]] = []
@@ -138,6 +185,21 @@ def main() -> None:
                              "of wall time (target <= 10%)")
             except (ValueError, IndexError, KeyError):
                 pass
+        if "e" in args.rows:
+            why = baseline_ready()
+            if why:
+                table.append(("e", "tune logistic: wave 1 / now", "-", "-", "skipped", ">= 3x"))
+                notes.append(f"e: skipped: {why}")
+            else:
+                tune = ["tune", "--problem", "logistic"]
+                own = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}  # the baseline imports its own code
+                r = alternate_fresh([str(BASELINE_VENV / "bin" / "suite"), *tune], [*SUITE, *tune], work, args.repeats,
+                                    env_a=own)
+                table.append(("e", "tune logistic: wave 1 / now", f"{r['a']:.1f}", f"{r['b']:.1f}",
+                              f"{r['ratio']:.1f}x", ">= 3x"))
+                notes.append(f"e: every run (s): wave 1 {', '.join(f'{t:.1f}' for t in r['all_a'])}; "
+                             f"now {', '.join(f'{t:.1f}' for t in r['all_b'])}")
+                notes.append(f"e: now's breakdown: {time_line(r['out'][-1])}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{'row':<4}{'A / B':<34}{'A s':>9}{'B s':>9}{'ratio':>10}  target")
