@@ -34,6 +34,7 @@ PY = sys.executable
 SUITE = [PY, "-m", "suite.cli"]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
 ENV.pop("MLFLOW_TRACKING_URI", None)
+BARE_ENV = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}  # for yardsticks that import their own code
 
 GRID16 = ["run", "--problem", "linreg", "--optimizer", "sgd", "--lr", "0.01,0.1", "--momentum", "0,0.9",
           "--batch-size", "8,64", "--seeds", "2", "--epochs", "5", "--force", "--quiet"]
@@ -132,6 +133,14 @@ def alternate_fresh(a: list[str], b: list[str], work: Path, repeats: int, env_a:
             "all_a": ta, "all_b": tb}
 
 
+def skipped(row: str, label: str, target: str, why: str | None, table: list, notes: list) -> bool:
+    """Record row ``row`` as skipped, and say why, when its yardstick is not ready (``why``)."""
+    if why:
+        table.append((row, label, "-", "-", "skipped", target))
+        notes.append(f"{row}: skipped: {why}")
+    return bool(why)
+
+
 def time_line(stdout: str) -> str:
     return next((ln for ln in stdout.splitlines() if ln.startswith("time: ")), "")
 
@@ -156,20 +165,15 @@ def main() -> None:
             table.append(("d", "suite run MWE / lecture script", f"{r['a']:.2f}", f"{r['b']:.2f}",
                           f"{r['ratio']:.2f}x", "<= 1.0x"))
             notes.append(f"d: suite's own breakdown: {time_line(r['out'][-1])}")
-        if "a" in args.rows:
-            why = benchopt_ready()
-            if why:
-                table.append(("a", "suite run 16-grid / benchopt", "-", "-", "skipped", "<= 0.5x"))
-                notes.append(f"a: skipped: {why}")
-            else:
-                bdir = work / "benchopt-linreg"
-                shutil.copytree(ROOT / "benchmarks" / "benchopt-linreg", bdir)
-                bcmd = [str(PERF_VENV / "bin" / "benchopt"), "run", str(bdir), "--no-plot", "--no-html", "-n", "1",
-                        "--no-cache"]
-                benv = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-                r = alternate(bcmd, [*SUITE, *GRID16], work, args.repeats, env_a=benv)
-                table.append(("a", "suite run 16-grid / benchopt", f"{r['b']:.2f}", f"{r['a']:.2f}",
-                              f"{1 / r['ratio']:.2f}x", "<= 0.5x"))
+        if "a" in args.rows and not skipped("a", "suite run 16-grid / benchopt", "<= 0.5x", benchopt_ready(),
+                                            table, notes):
+            bdir = work / "benchopt-linreg"
+            shutil.copytree(ROOT / "benchmarks" / "benchopt-linreg", bdir)
+            bcmd = [str(PERF_VENV / "bin" / "benchopt"), "run", str(bdir), "--no-plot", "--no-html", "-n", "1",
+                    "--no-cache"]
+            r = alternate(bcmd, [*SUITE, *GRID16], work, args.repeats, env_a=BARE_ENV)
+            table.append(("a", "suite run 16-grid / benchopt", f"{r['b']:.2f}", f"{r['a']:.2f}",
+                          f"{1 / r['ratio']:.2f}x", "<= 0.5x"))
         if "c" in args.rows:
             r = alternate([*SUITE, *GRID256, "--engine", "loop"], [*SUITE, *GRID256, "--engine", "stacked"], work,
                           args.loop_repeats)
@@ -185,21 +189,16 @@ def main() -> None:
                              "of wall time (target <= 10%)")
             except (ValueError, IndexError, KeyError):
                 pass
-        if "e" in args.rows:
-            why = baseline_ready()
-            if why:
-                table.append(("e", "tune logistic: wave 1 / now", "-", "-", "skipped", ">= 3x"))
-                notes.append(f"e: skipped: {why}")
-            else:
-                tune = ["tune", "--problem", "logistic"]
-                own = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}  # the baseline imports its own code
-                r = alternate_fresh([str(BASELINE_VENV / "bin" / "suite"), *tune], [*SUITE, *tune], work, args.repeats,
-                                    env_a=own)
-                table.append(("e", "tune logistic: wave 1 / now", f"{r['a']:.1f}", f"{r['b']:.1f}",
-                              f"{r['ratio']:.1f}x", ">= 3x"))
-                notes.append(f"e: every run (s): wave 1 {', '.join(f'{t:.1f}' for t in r['all_a'])}; "
-                             f"now {', '.join(f'{t:.1f}' for t in r['all_b'])}")
-                notes.append(f"e: now's breakdown: {time_line(r['out'][-1])}")
+        if "e" in args.rows and not skipped("e", "tune logistic: wave 1 / now", ">= 3x", baseline_ready(),
+                                            table, notes):
+            tune = ["tune", "--problem", "logistic"]
+            r = alternate_fresh([str(BASELINE_VENV / "bin" / "suite"), *tune], [*SUITE, *tune], work, args.repeats,
+                                env_a=BARE_ENV)
+            table.append(("e", "tune logistic: wave 1 / now", f"{r['a']:.1f}", f"{r['b']:.1f}",
+                          f"{r['ratio']:.1f}x", ">= 3x"))
+            notes.append(f"e: every run (s): wave 1 {', '.join(f'{t:.1f}' for t in r['all_a'])}; "
+                         f"now {', '.join(f'{t:.1f}' for t in r['all_b'])}")
+            notes.append(f"e: now's breakdown: {time_line(r['out'][-1])}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{'row':<4}{'A / B':<34}{'A s':>9}{'B s':>9}{'ratio':>10}  target")
