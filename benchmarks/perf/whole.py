@@ -68,8 +68,15 @@ def alternate(a: list[str], b: list[str], cwd: Path, repeats: int, env_a: dict |
             (ta if which == "a" else tb).append(wall)
             if which == "a":
                 outs.append(out)
+    return medians(ta, tb, outs)
+
+
+def medians(ta: list[float], tb: list[float], outs: list[str]) -> dict:
+    """The medians of A's and B's times and of the per-pair ratios, with every time and the
+    outputs kept (``outs``)."""
     ratios = [x / y for x, y in zip(ta, tb, strict=True)]
-    return {"a": statistics.median(ta), "b": statistics.median(tb), "ratio": statistics.median(ratios), "out": outs}
+    return {"a": statistics.median(ta), "b": statistics.median(tb), "ratio": statistics.median(ratios), "out": outs,
+            "all_a": ta, "all_b": tb}
 
 
 def benchopt_ready() -> str | None:
@@ -128,9 +135,7 @@ def alternate_fresh(a: list[str], b: list[str], work: Path, repeats: int, env_a:
         (ta if which == "a" else tb).append(wall)
         if which == "b":
             outs.append(out)
-    ratios = [x / y for x, y in zip(ta, tb, strict=True)]
-    return {"a": statistics.median(ta), "b": statistics.median(tb), "ratio": statistics.median(ratios), "out": outs,
-            "all_a": ta, "all_b": tb}
+    return medians(ta, tb, outs)
 
 
 def skipped(row: str, label: str, target: str, why: str | None, table: list, notes: list) -> bool:

@@ -23,7 +23,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from suite.tracking.direct import write_artifacts
-from suite.tracking.records import METRIC_COLUMNS, PendingRun, dict_text, merge_latest, run_rows, stale_latest
+from suite.tracking.records import (
+    METRIC_COLUMNS,
+    TAG_COLUMNS,
+    PendingRun,
+    dict_text,
+    merge_latest,
+    run_rows,
+    stale_latest,
+)
 
 __all__ = ["CHUNK", "PendingRun", "SqlBulk", "dict_text", "sql_store"]
 
@@ -73,17 +81,17 @@ class SqlBulk:
         rows = run_rows(runs, self.experiment_id, self.artifact_uri)
         if rows.runs:
             session.execute(insert(SqlRun.__table__), rows.runs)
-        _insert(session, insert(SqlTag.__table__), rows.tags)
-        _insert(session, insert(SqlParam.__table__), rows.params)
+        _insert(session, SqlTag.__table__, rows.tags)
+        _insert(session, SqlParam.__table__, rows.params)
         for chunk in _chunks(rows.retag):
             pairs = [(i, k) for i, k, _ in chunk]
             session.execute(delete(SqlTag).where(tuple_(SqlTag.run_uuid, SqlTag.key).in_(pairs)))
-        _insert(session, insert(SqlTag.__table__), [{"run_uuid": i, "key": k, "value": v} for i, k, v in rows.retag])
+        _insert_tuples(session, SqlTag.__table__, TAG_COLUMNS, rows.retag)
         if rows.ended:
             session.execute(update(SqlRun), rows.ended)
         for name, run_uuid in rows.renamed:
             session.execute(update(SqlRun).where(SqlRun.run_uuid == run_uuid).values(name=name))
-        _insert_tuples(session, insert(SqlMetric.__table__), METRIC_COLUMNS, rows.metrics, ignore_duplicates=True)
+        _insert_tuples(session, SqlMetric.__table__, METRIC_COLUMNS, rows.metrics, ignore_duplicates=True)
         for chunk in _chunks(stale_latest(rows)):  # runs created earlier: keep what is already more recent
             stored = session.execute(select(SqlLatestMetric.run_uuid, SqlLatestMetric.key, SqlLatestMetric.step,
                                             SqlLatestMetric.timestamp, SqlLatestMetric.value)
@@ -92,7 +100,7 @@ class SqlBulk:
             if replace:
                 session.execute(delete(SqlLatestMetric)
                                 .where(tuple_(SqlLatestMetric.run_uuid, SqlLatestMetric.key).in_(replace)))
-        _insert_tuples(session, insert(SqlLatestMetric.__table__), METRIC_COLUMNS, list(rows.latest.values()))
+        _insert_tuples(session, SqlLatestMetric.__table__, METRIC_COLUMNS, list(rows.latest.values()))
 
 
 DIALECTS = ("sqlite", "postgresql", "mysql")  # those with row-value IN, which the writer's updates use
@@ -111,53 +119,39 @@ def sql_store(client: Any) -> Any | None:
 
 PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 IGNORE = {"sqlite": ("INSERT OR IGNORE", ""), "postgresql": ("INSERT", " ON CONFLICT DO NOTHING"),
-          "mysql": ("INSERT IGNORE", "")}  # insert, skipping rows that duplicate a stored one
+          "mysql": ("INSERT IGNORE", "")}  # of each dialect in DIALECTS: insert, skipping duplicates of stored rows
 
 
-def _insert(session: Any, statement: Any, rows: list[dict]) -> None:
-    """Insert ``rows`` (dicts with the same keys) into ``statement``'s table: straight through the
-    database driver's ``executemany`` where its parameter style is known (SQLAlchemy's per-row
-    parameter processing was most of the write: 1.9 of 3.2 s for 91,000 metric rows), else
-    through SQLAlchemy's own executemany."""
+def _insert(session: Any, table: Any, rows: list[dict]) -> None:
+    """Insert ``rows`` (dicts with the same keys) into ``table`` (see :func:`_insert_tuples`)."""
     if rows:
         columns = list(rows[0])
-        _insert_tuples(session, statement, columns, [tuple(row[c] for c in columns) for row in rows])
+        _insert_tuples(session, table, columns, [tuple(row[c] for c in columns) for row in rows])
 
 
-def _insert_tuples(session: Any, statement: Any, columns: Sequence[str], rows: list[tuple], *,
+def _insert_tuples(session: Any, table: Any, columns: Sequence[str], rows: list[tuple], *,
                    ignore_duplicates: bool = False) -> None:
-    """Insert ``rows``, tuples of values in the order of ``columns`` (see :func:`_insert`).
-    ``ignore_duplicates``: a row equal to a stored one is skipped, as MLflow skips a metric value
-    logged twice (same key, timestamp, step and value)."""
+    """Insert ``rows``, tuples of values in the order of ``columns``: straight through the
+    database driver's ``executemany`` where its parameter style is known (SQLAlchemy's per-row
+    parameter processing was most of the write: 1.9 of 3.2 s for 91,000 metric rows), else
+    with named parameters through SQLAlchemy. ``ignore_duplicates``: a row equal to a stored one
+    is skipped, as MLflow skips a metric value logged twice (same key, timestamp, step, value)."""
     if not rows:
         return
-    table = statement.table
     conn = session.connection()
+    verb, suffix = IGNORE[conn.dialect.name] if ignore_duplicates else ("INSERT", "")
     mark = PLACEHOLDER.get(conn.dialect.paramstyle)
-    verb, suffix = "INSERT", ""
-    if ignore_duplicates:
-        verb, suffix = IGNORE.get(conn.dialect.name, ("", ""))
-        if not verb:
-            mark = None  # a dialect without a known form: row by row below, skipping the duplicates
-    if mark is None and ignore_duplicates:
-        from sqlalchemy.exc import IntegrityError
-
-        for row in rows:
-            try:
-                with session.begin_nested():
-                    session.execute(statement, [dict(zip(columns, row, strict=True))])
-            except IntegrityError:
-                continue
-        return
-    if mark is None:
-        for i in range(0, len(rows), 5000):
-            session.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows[i : i + 5000]])
-        return
+    names = [f"p{i}" for i in range(len(columns))]
     quote = conn.dialect.identifier_preparer
     sql = (f"{verb} INTO {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) "
-           f"VALUES ({', '.join(mark for _ in columns)}){suffix}")
+           f"VALUES ({', '.join(mark or f':{n}' for n in names)}){suffix}")
     for i in range(0, len(rows), 5000):
-        conn.exec_driver_sql(sql, rows[i : i + 5000])
+        if mark is not None:
+            conn.exec_driver_sql(sql, rows[i : i + 5000])
+        else:
+            from sqlalchemy import text
+
+            session.execute(text(sql), [dict(zip(names, row, strict=True)) for row in rows[i : i + 5000]])
 
 
 def _chunks(items: list) -> Iterable[list]:

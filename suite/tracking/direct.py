@@ -38,6 +38,7 @@ from suite.tracking.records import (
     ACTIVE,
     MAX_EXPERIMENT_TAG_VAL_LENGTH,
     METRIC_COLUMNS,
+    TAG_COLUMNS,
     Metric,
     PendingRun,
     artifact_uri,
@@ -89,6 +90,7 @@ class DirectStore:
     def __init__(self, path: Path, artifact_root: str) -> None:
         self.path = path
         self.artifact_root = artifact_root  # MLflow's default: ./mlruns of the working directory, absolute
+        self._locations: dict[str, str] = {}  # experiment id -> artifact location
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA foreign_keys = ON")
         self.db.execute("PRAGMA case_sensitive_like = true")
@@ -152,9 +154,11 @@ class DirectStore:
         return str(row[0]), row[1], tags
 
     def experiment_location(self, experiment_id: str) -> str:
-        (location,) = self.db.execute("SELECT artifact_location FROM experiments WHERE experiment_id = ?",
-                                      (int(experiment_id),)).fetchone()
-        return location
+        """The experiment's artifact location (read once: MLflow never changes it)."""
+        if experiment_id not in self._locations:
+            (self._locations[experiment_id],) = self.db.execute(
+                "SELECT artifact_location FROM experiments WHERE experiment_id = ?", (int(experiment_id),)).fetchone()
+        return self._locations[experiment_id]
 
     def create_experiment(self, name: str, tags: Mapping[str, str]) -> str:
         """Create experiment ``name`` with ``tags`` as ``SqlAlchemyStore.create_experiment`` does
@@ -188,14 +192,18 @@ class DirectStore:
         if not runs:
             return
         location = self.experiment_location(experiment_id)
-        write_artifacts(runs, lambda run_id: artifact_uri(location, run_id))
-        rows = run_rows(runs, experiment_id, lambda run_id: artifact_uri(location, run_id))
+
+        def uri_of(run_id: str) -> str:
+            return artifact_uri(location, run_id)
+
+        write_artifacts(runs, uri_of)
+        rows = run_rows(runs, experiment_id, uri_of)
         with self.transaction() as cur:
             _insert(cur, "runs", rows.runs)
             _insert(cur, "tags", rows.tags)
             _insert(cur, "params", rows.params)
             cur.executemany("DELETE FROM tags WHERE run_uuid = ? AND key = ?", [(i, k) for i, k, _ in rows.retag])
-            _insert(cur, "tags", [{"run_uuid": i, "key": k, "value": v} for i, k, v in rows.retag])
+            _insert_tuples(cur, "tags", TAG_COLUMNS, rows.retag)
             cur.executemany("UPDATE runs SET name = ? WHERE run_uuid = ?", rows.renamed)
             if rows.ended:
                 cur.executemany("UPDATE runs SET status = ?, end_time = COALESCE(?, end_time) WHERE run_uuid = ?",

@@ -69,7 +69,6 @@ class PendingRun:
 
     run_id: str
     create: bool = False
-    name: str = ""
     start_time: int = 0
     create_tags: dict[str, str] = field(default_factory=dict)
     params: list[RunParam] = field(default_factory=list)
@@ -105,6 +104,7 @@ def artifact_uri(experiment_location: str, run_id: str) -> str:
 
 
 METRIC_COLUMNS = ("run_uuid", "key", "value", "timestamp", "step", "is_nan")  # of RunRows.metrics' tuples
+TAG_COLUMNS = ("run_uuid", "key", "value")  # of RunRows.retag's tuples
 RUN, KEY, VALUE, TIMESTAMP, STEP = range(5)
 
 
@@ -131,8 +131,10 @@ def run_rows(runs: Sequence[PendingRun], experiment_id: str, artifact_uri_of: Ca
     out = RunRows()
     new = [r for r in runs if r.create]
     out.new_ids = {r.run_id for r in new}
+    tags_of = {r.run_id: {**r.create_tags, **r.tags} for r in new}
     out.runs = [{
-        "run_uuid": r.run_id, "name": r.tags.get(RUN_NAME_TAG, r.name), "artifact_uri": artifact_uri_of(r.run_id),
+        "run_uuid": r.run_id, "name": tags_of[r.run_id].get(RUN_NAME_TAG, ""),
+        "artifact_uri": artifact_uri_of(r.run_id),
         "experiment_id": int(experiment_id), "source_type": SOURCE_UNKNOWN,
         "source_name": "", "entry_point_name": "", "user_id": r.create_tags.get(USER_TAG, "unknown"),
         "status": r.status or RUNNING, "start_time": r.start_time,
@@ -140,7 +142,7 @@ def run_rows(runs: Sequence[PendingRun], experiment_id: str, artifact_uri_of: Ca
         "lifecycle_stage": ACTIVE,
     } for r in new]
     out.tags = [{"run_uuid": r.run_id, "key": k, "value": v[:MAX_TAG_VAL_LENGTH]}
-                for r in new for k, v in {**r.create_tags, **r.tags}.items()]
+                for r in new for k, v in tags_of[r.run_id].items()]
     out.params = [{"run_uuid": r.run_id, "key": p.key, "value": p.value[:MAX_PARAM_VAL_LENGTH]}
                   for r in new for p in r.params]
     old = [r for r in runs if not r.create]

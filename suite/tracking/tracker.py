@@ -241,8 +241,8 @@ class Tracker:
         with self.writes():
             if self._queue is not None:
                 run_id = uuid.uuid4().hex
-                self._queue[run_id] = PendingRun(run_id, create=True, name=text_tags[MLFLOW_RUN_NAME],
-                                                 start_time=int(time.time() * 1000), create_tags=text_tags,
+                self._queue[run_id] = PendingRun(run_id, create=True, start_time=int(time.time() * 1000),
+                                                 create_tags=text_tags,
                                                  params=[RunParam(k, v) for k, v in params.items()])
                 return run_id
         run_id = self.client.create_run(self.experiment_id, tags=text_tags).info.run_id
@@ -494,8 +494,8 @@ class Tracker:
     def find_runs(self, tags: Mapping[str, str], *, status: str | None = None) -> list[Any]:
         """The experiment's active runs with these tag values (and MLflow status), with their
         tags, params and latest metric values (as ``MlflowClient.search_runs``)."""
+        self.commit()  # a read sees what is queued
         if self._direct is not None:
-            self.commit()
             return self._direct.runs(self.experiment_id, tags=tags, status=status)
         where = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
         if status is not None:
