@@ -63,9 +63,11 @@ GRID = ["run", "--lr", "0.01,0.02", "--momentum", "0,0.5", "--batch-size", "4", 
         "--device", "cpu", "--workers", "2", "--stack-size", "2", "--experiment", "killed"]
 
 
-def test_kill_9_mid_grid_then_rerun_finishes_with_one_completed_run_per_spec(workdir, mlflow_client):
+@pytest.mark.parametrize("writer", ["auto", "always"])  # always: a writer process writes the runs (and dies too)
+def test_kill_9_mid_grid_then_rerun_finishes_with_one_completed_run_per_spec(workdir, mlflow_client, writer):
     proc = subprocess.Popen([str(BIN / "suite"), *GRID, "--quiet"], cwd=workdir, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "SUITE_TRACKING_WRITER": writer})
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
@@ -196,12 +198,14 @@ def test_workers_that_cannot_start_end_the_grid_without_hanging(tmp_path, workdi
     assert runs[0].info.status == "FAILED"
 
 
-@pytest.mark.parametrize("workers", ["2", "1"])  # worker processes; in-process
-def test_sigterm_marks_runs_in_flight_interrupted(workdir, mlflow_client, workers):
+# worker processes; in-process; in-process with a writer process writing the runs
+@pytest.mark.parametrize(("workers", "writer"), [("2", "auto"), ("1", "auto"), ("1", "always")])
+def test_sigterm_marks_runs_in_flight_interrupted(workdir, mlflow_client, workers, writer):
     args = ["run", "--lr", "0.01,0.02", "--batch-size", "2", "--seeds", "2", "--epochs", "10", "--device", "cpu",
             "--workers", workers, "--experiment", "term", "--quiet"]
     proc = subprocess.Popen([str(BIN / "suite"), *args], cwd=workdir, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SUITE_TRACKING_WRITER": writer})
     deadline = time.monotonic() + 120
     while not any(r.info.status == "RUNNING" for r in children(mlflow_client, "term")):
         assert proc.poll() is None and time.monotonic() < deadline, "no run started in time"

@@ -120,18 +120,23 @@ def _session(tracker: Tracker) -> list[str]:
     return [parent, *ids]
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["call-by-call", "batched"])
+@pytest.mark.parametrize("batched", [False, True, "writer"], ids=["call-by-call", "batched", "writer-process"])
 def test_a_grid_written_directly_is_row_for_row_what_mlflows_calls_write(tmp_path, monkeypatch, batched):
+    """``writer-process``: the direct tracker's writes inside batched() are made by a writer
+    process (suite.tracking.writer), the same rows."""
     stores = {}
     for via in ("mlflow", "direct"):
         root = tmp_path / via
         root.mkdir()
         monkeypatch.chdir(root)  # MLflow puts artifacts under ./mlruns of the working directory
+        monkeypatch.setenv("SUITE_TRACKING_WRITER", "always" if batched == "writer" else "never")
         tracker = Tracker("grid", f"sqlite:///{root}/mlflow.db", direct=via == "direct")
         assert tracker.direct == (via == "direct")
         if batched:
             with tracker.batched():
                 ids = _session(tracker)
+                writer = tracker.writer_pid
+            assert (writer is not None and writer != os.getpid()) == (batched == "writer" and via == "direct")
         else:
             ids = _session(tracker)
         stores[via] = (_dump(root / "mlflow.db", root, ids), _files(root, ids), root, ids)

@@ -45,17 +45,26 @@ class Phases:
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Count the block's time to ``name`` (and not to the phase it interrupts)."""
+        self.enter(name)
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def enter(self, name: str) -> None:
+        """Start counting time to ``name`` (:meth:`phase` without a context manager, for code
+        called thousands of times a second; every :meth:`enter` needs its :meth:`leave`)."""
         now = time.perf_counter()
         if self._stack:
             self.spent[self._stack[-1]] += now - self._since
         self._stack.append(name)
         self._since = now
-        try:
-            yield
-        finally:
-            now = time.perf_counter()
-            self.spent[self._stack.pop()] += now - self._since
-            self._since = now
+
+    def leave(self) -> None:
+        """Stop counting time to the phase of the last :meth:`enter`."""
+        now = time.perf_counter()
+        self.spent[self._stack.pop()] += now - self._since
+        self._since = now
 
     def seconds(self) -> dict[str, float]:
         """Seconds per phase so far; start-up is what no other phase claimed since the process began."""

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from suite.errors import WorkerStartError
+from suite.exec import cores
 from suite.exec.signals import interrupted, stop_signals
 
 POLL_S = 0.5
@@ -87,9 +88,10 @@ def pin_device(device: str, *, isolate: bool = False) -> str:
 
 
 def cpu_threads(devices: Sequence[str]) -> int:
-    """Torch threads per CPU worker, so that the CPU workers together use every core once."""
+    """Torch threads per CPU worker, so that the CPU workers together use every core once (less
+    a core a helper process holds, see :mod:`suite.exec.cores`)."""
     n_cpu = sum(1 for d in devices if d == "cpu")
-    return max(1, (os.cpu_count() or 1) // max(1, n_cpu))
+    return max(1, cores.available() // max(1, n_cpu))
 
 
 class Pool:

@@ -41,6 +41,14 @@ def _handler(signum: int, frame: Any) -> None:
     _State.received = signum
 
 
+def ignore_stop_signals() -> None:
+    """For a helper process whose parent handles the stop signals (the tracking store's writer,
+    :mod:`suite.tracking.writer`): Ctrl-C and SIGTERM reach it too, with its process group, and
+    it goes on with what its parent still sends while the parent marks its runs interrupted."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def stop_signals(*, ignore_sigint: bool = False) -> Iterator[None]:
     """Install the policy for the duration of the block (main thread only; elsewhere a no-op).

@@ -165,7 +165,9 @@ def _run_grid(
     progress.begin()
     handler = None
     try:
-        with tracker.batched():  # a unit's runs are written together when it ends (one transaction)
+        # a unit's runs are written together when it ends (one transaction); a writer process may
+        # still be writing the last of them while the summary below is drawn
+        with tracker.batched(settle=False):
             try:
                 deferred = todo
                 while deferred:
@@ -187,15 +189,23 @@ def _run_grid(
                 if out.parent_run_id:
                     _quietly(tracker.mark, out.parent_run_id, status, reason)
                 raise
+    except BaseException:
+        claims.release_all()  # batched() has written what could be
+        raise
     finally:
-        claims.release_all()
         progress.end()
 
-    with CLOCK.phase("reporting"):
-        out.rows = collect_rows(sections, out, tracker)
-        out.stats = tables.config_stats(out.rows, by)
-        if out.parent_run_id:
-            log_summary(tracker, out)
+    try:
+        with CLOCK.phase("reporting"):
+            out.rows = collect_rows(sections, out, tracker)
+            out.stats = tables.config_stats(out.rows, by)
+            if out.parent_run_id:
+                log_summary(tracker, out)
+    finally:
+        try:
+            tracker.settle()  # every run is in the store before its claim goes
+        finally:
+            claims.release_all()
     return out
 
 
@@ -295,12 +305,11 @@ class _GridHandler:
         self.progress.update(result.spec.name, result.status)
 
     def _settle(self) -> None:
-        """Write the finished runs (see :meth:`Tracker.batched`), then release their claims: their
-        results are in MLflow, where other invocations may look them up."""
+        """Write the finished runs (see :meth:`Tracker.batched`), and release their claims once
+        they are written: their results are then in MLflow, where other invocations look them up."""
         self.tracker.commit()
-        for spec_hash in self.finished:
-            self.claims.release(spec_hash)
-        self.finished.clear()
+        finished, self.finished = self.finished, []
+        self.tracker.after_write(lambda: [self.claims.release(spec_hash) for spec_hash in finished])
 
     def on_event(self, tid: int, device: str, kind: str, args: tuple) -> None:
         if kind == "start":

@@ -39,12 +39,11 @@ from suite.tracking.records import (
     MAX_EXPERIMENT_TAG_VAL_LENGTH,
     METRIC_COLUMNS,
     TAG_COLUMNS,
+    Deferred,
     Metric,
     PendingRun,
     artifact_uri,
-    merge_latest,
     run_rows,
-    stale_latest,
 )
 
 VERIFIED_REVISIONS = frozenset({"dc11669786a5"})  # MLflow 3.17's schema head
@@ -212,15 +211,14 @@ class DirectStore:
                     raise sqlite3.IntegrityError(f"{len(rows.ended) - cur.rowcount} run(s) to terminate are not "
                                                  f"in the store {self.path}")
             _insert_tuples(cur, "metrics", METRIC_COLUMNS, rows.metrics, ignore_duplicates=True)
-            stale = stale_latest(rows)
-            wanted = set(stale)
-            for chunk in _chunks(sorted({run for run, _ in stale})):
-                stored = [r for r in cur.execute(
-                    "SELECT run_uuid, key, step, timestamp, value FROM latest_metrics WHERE run_uuid IN "
-                    f"({', '.join('?' for _ in chunk)})", chunk).fetchall() if (r[0], r[1]) in wanted]
-                cur.executemany("DELETE FROM latest_metrics WHERE run_uuid = ? AND key = ?",
-                                merge_latest(rows, stored))
-            _insert_tuples(cur, "latest_metrics", METRIC_COLUMNS, list(rows.latest.values()))
+            # the latest value per (run, key): a stored one is replaced only by a later one, by MLflow's
+            # rule (largest step, then timestamp, then value), in one statement per row
+            cur.executemany(f"INSERT INTO latest_metrics ({', '.join(METRIC_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
+                            "ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value, "
+                            "timestamp = excluded.timestamp, step = excluded.step, is_nan = excluded.is_nan "
+                            "WHERE (excluded.step, excluded.timestamp, excluded.value) > "
+                            "(latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+                            list(rows.latest.values()))
 
     # -- runs: reads -----------------------------------------------------------------------------
     def runs(self, experiment_id: str, *, tags: Mapping[str, str] | None = None,
@@ -269,7 +267,7 @@ def write_artifacts(runs: Iterable[PendingRun], uri_of: Any) -> None:
     """Write each run's queued artifacts under its artifact URI: straight into the folder for a
     local one (where MLflow's local artifact repository copies them), else through MLflow's
     artifact repository for that URI."""
-    remote = []
+    remote, made = [], set()
     for run in runs:
         if not run.artifacts:
             continue
@@ -280,11 +278,13 @@ def write_artifacts(runs: Iterable[PendingRun], uri_of: Any) -> None:
             continue
         for name, content in run.artifacts.items():
             path = folder / name
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent not in made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
             if isinstance(content, bytes):
                 path.write_bytes(content)
             else:
-                path.write_text(content, encoding="utf-8")
+                path.write_text(content.text() if isinstance(content, Deferred) else content, encoding="utf-8")
     if remote:
         _remote_artifacts(remote)
 

@@ -4,12 +4,14 @@ MLflow's own default (``sqlite:///mlflow.db`` in the working directory)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import platform
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -17,18 +19,32 @@ from typing import Any, TypeVar
 import suite
 from suite.engine.target import steps_to_target
 from suite.errors import SuiteError
+from suite.exec import cores
 from suite.exec.phases import CLOCK
 from suite.registry import FAMILIES, Registry
 from suite.specs import naming
-from suite.specs.spec import RunSpec
+from suite.specs.spec import RunSpec, yaml_text
 from suite.stores import check_tracking_uri, quiet_store_logs, resolve_tracking_uri, store_lock
 from suite.tracking.bulk import SqlBulk
 from suite.tracking.direct import DirectStore
 from suite.tracking.records import FAILED as MLFLOW_FAILED
-from suite.tracking.records import FINISHED, KILLED, RUNNING, Metric, PendingRun, RunParam, RunTag, dict_text, to_mlflow
+from suite.tracking.records import (
+    FINISHED,
+    KILLED,
+    RUNNING,
+    Deferred,
+    Metric,
+    MetricRow,
+    PendingRun,
+    RunParam,
+    RunTag,
+    dict_text,
+    to_mlflow,
+)
 from suite.tracking.records import PARENT_RUN_TAG as MLFLOW_PARENT_RUN_ID
 from suite.tracking.records import RUN_NAME_TAG as MLFLOW_RUN_NAME
 from suite.tracking.template import seed_new_store
+from suite.tracking.writer import WriterProcess, merge_runs
 from suite.vocab import (
     DONE_STATUSES,
     EXPERIMENT_KIND_TRAINING,
@@ -61,6 +77,10 @@ MLFLOW_STATUS = {
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit on one log_batch (metrics + params + tags <= 1000, tags <= 100)
 FLUSH_EVERY_S = 10.0  # a run's buffered metrics are written at least this often (live curves in the UI)
+STREAM_EVERY_S = 0.05  # with a writer process, queued writes are handed to it when it is idle, this often at most
+WRITER_AFTER_S = 0.02  # a write inside batched() this slow moves the rest to a writer process
+WRITER_MIN_ROWS = 2000  # and so does one of this many rows (sqlite here: 5-10 us a row, so 10-20 ms)
+WRITER_ENV = "SUITE_TRACKING_WRITER"  # auto (the default), always, never
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,8 +90,11 @@ def tracking(method: F) -> F:
 
     @functools.wraps(method)
     def timed(*args: Any, **kwargs: Any) -> Any:
-        with CLOCK.phase("tracking"):
+        CLOCK.enter("tracking")  # not CLOCK.phase: a generator's context costs 2 us, per metric logged
+        try:
             return method(*args, **kwargs)
+        finally:
+            CLOCK.leave()
 
     return timed  # type: ignore[return-value]
 
@@ -91,7 +114,15 @@ class Tracker:
     imported: the experiment, the runs done or left running, and every write go through
     ``sqlite3`` with MLflow's rows; each call's writes are one transaction. :attr:`client`, a
     real ``MlflowClient``, is made on first use for everything else (reports, notebooks, studies).
-    ``direct=False`` makes every call go through MLflow's client."""
+    ``direct=False`` makes every call go through MLflow's client.
+
+    Inside :meth:`batched` on such a store, once one write has taken :data:`WRITER_AFTER_S` or
+    more (on a machine with a core to spare), the writes go to a writer process
+    (:mod:`suite.tracking.writer`) and training goes on while they are made: queued writes are
+    handed over whenever it is idle (at most every :data:`STREAM_EVERY_S`: a writer that is
+    behind gets bigger batches, which it writes faster per row), and reads, the end of :meth:`batched` and
+    ``commit(wait=True)`` wait for them. :meth:`after_write` runs a callback once what was
+    committed so far is in the store. ``SUITE_TRACKING_WRITER=always|never`` overrides the rule."""
 
     @tracking
     def __init__(self, experiment: str, tracking_uri: str | None = None, *, create: bool = True,
@@ -100,13 +131,17 @@ class Tracker:
         quiet_store_logs()  # before MLflow makes a store here (a new store template) or opens one
         check_tracking_uri(self.tracking_uri)  # malformed, or an unreachable server: a one-line error in seconds
         self.experiment_name = experiment
-        self._pending: dict[str, list[Metric]] = {}  # run id -> metrics not written yet
+        self._pending: dict[str, list[MetricRow]] = {}  # run id -> metrics not written yet (plain tuples)
         self._flushed: dict[str, float] = {}  # run id -> when its buffer was last written
         self._queue: dict[str, PendingRun] | None = None  # inside batched(): run id -> its queued writes
         self._bulk: SqlBulk | None = None
         self._client: Any = None
         self._direct: DirectStore | None = None
         self._committed = time.monotonic()
+        self._writer: WriterProcess | None = None
+        self._writer_done: Callable[[], Any] = lambda: None  # ends the writer process (once)
+        self._writer_off = False  # a writer failed once: this tracker writes itself from then on
+        self._last_write_s = 0.0  # how long the last write in this process took
         try:
             with store_lock(self.tracking_uri):  # several processes' first use of a fresh store take turns
                 seed_new_store(self.tracking_uri)  # a new sqlite store: a copy of an empty migrated one
@@ -134,6 +169,12 @@ class Tracker:
             quiet_store_logs()
             self._client = MlflowClient(tracking_uri=self.tracking_uri)  # creates or migrates the schema
         return self._client
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The pid of the writer process this tracker hands its writes to now (see the class
+        docstring), or None while it writes them itself."""
+        return self._writer.proc.pid if self._writer is not None else None
 
     @property
     def direct(self) -> bool:
@@ -258,11 +299,15 @@ class Tracker:
         pending = self._pending.setdefault(run_id, [])
         for k, v in metrics.items():
             try:
-                pending.append(Metric(k, float(v), ts, step))
+                pending.append((k, float(v), ts, step))  # a plain tuple: see records.MetricRow
             except (TypeError, ValueError):  # not a number: not a metric
                 continue
         if self._queue is not None or self._direct is not None:
-            if time.monotonic() - self._committed >= FLUSH_EVERY_S:
+            if self._writer is not None:
+                due = self._writer.idle and time.monotonic() - self._committed >= STREAM_EVERY_S
+            else:
+                due = time.monotonic() - self._committed >= FLUSH_EVERY_S
+            if due:
                 with self.writes():
                     self.commit()
             return
@@ -299,9 +344,10 @@ class Tracker:
         as ``curves.png``), its buffered metrics, and mark it with its status."""
         spec: RunSpec = result.spec
         with self.writes():
-            self.log_text(run_id, spec.to_yaml(), "spec.yaml")
+            # the texts are made where they are written (a writer process, see suite.tracking.writer)
+            self.log_text(run_id, Deferred(yaml_text, spec.yaml_data()), "spec.yaml")
             if result.final_params:
-                self.log_text(run_id, dict_text(result.final_params), "final_params.json")
+                self.log_text(run_id, Deferred(dict_text, result.final_params), "final_params.json")
             if result.traceback:
                 self.log_text(run_id, result.traceback, "traceback.txt")
             if figure is not None:
@@ -328,13 +374,13 @@ class Tracker:
             self.set_status(run_id, MLFLOW_STATUS[status])
 
     @tracking
-    def log_text(self, run_id: str, content: str, name: str) -> None:
+    def log_text(self, run_id: str, content: str | Deferred, name: str) -> None:
         """Write ``content`` as the run's artifact ``name`` (as ``MlflowClient.log_text``)."""
         with self.writes():
             if self._queue is not None:
                 self._queued(run_id).artifacts[name] = content
                 return
-        self.client.log_text(run_id, content, name)
+        self.client.log_text(run_id, content.text() if isinstance(content, Deferred) else content, name)
 
     @tracking
     def log_figure(self, run_id: str, figure: Any, name: str) -> None:
@@ -366,13 +412,13 @@ class Tracker:
     @tracking
     def log_batch(self, run_id: str, metrics: Sequence[Any] = (), tags: Sequence[Any] = ()) -> None:
         """Log metric values (records with ``key``, ``value``, ``timestamp``, ``step``) and tags."""
-        self._pending.setdefault(run_id, []).extend(Metric(m.key, m.value, m.timestamp, m.step) for m in metrics)
+        self._pending.setdefault(run_id, []).extend((m.key, m.value, m.timestamp, m.step) for m in metrics)
         self.flush(run_id, tags)
 
     @tracking
     def run_status(self, run_id: str) -> str:
         """A run's MLflow status (``RUNNING``, ``FINISHED``, ...)."""
-        self.commit()  # a read sees what is queued
+        self.commit(wait=True)  # a read sees what is queued
         if self._direct is not None:
             return self._direct.run_status(run_id)
         return self.client.get_run(run_id).info.status
@@ -398,18 +444,25 @@ class Tracker:
         self._write(queued)
 
     def _write(self, records: Sequence[PendingRun]) -> None:
+        if self._writer is not None:  # after what the writer process has (batched(settle=False))
+            self.settle()
         if self._direct is not None:
+            t0 = time.perf_counter()
             self._direct.write(self.experiment_id, records)
+            self._last_write_s = time.perf_counter() - t0
         else:
             assert self._bulk is not None
             self._bulk.write(self.client, records)
 
     @contextmanager
-    def batched(self) -> Iterator[None]:
+    def batched(self, *, settle: bool = True) -> Iterator[None]:
         """Queue every run write made inside, to be written by :meth:`commit` (by the caller at
         safe points, here when :data:`FLUSH_EVERY_S` has passed, before any read of the store, and
         on the way out, an exception included). Only on an MLflow SQL store; elsewhere (a
-        tracking server) the writes are made as they come."""
+        tracking server) the writes are made as they come.
+
+        ``settle=False``: a writer process may still be writing on the way out (not after an
+        exception); the next read or write of this tracker, or :meth:`settle`, waits for it."""
         if self._queue is not None:
             yield
             return
@@ -419,38 +472,118 @@ class Tracker:
             yield
             return
         self._queue, self._committed = {}, time.monotonic()
+        if self._writer_mode() == "always":
+            self._start_writer()
         try:
             yield
         except BaseException:
             try:
-                self.commit()  # what finished before the failure stays recorded
+                self.commit(wait=True)  # what finished before the failure stays recorded
             except Exception:  # noqa: BLE001 - the original failure is the one to report
                 self._commit_each()
+            self._stop_writer()
             raise
         else:
             try:
-                self.commit()
+                self.commit(wait=settle)
             except BaseException:
                 self._commit_each()  # the runs that can be written are, and the failure is reported
+                self._stop_writer()
                 raise
+            if settle:
+                self._stop_writer()
         finally:
             self._queue = None
 
     @tracking
-    def commit(self) -> None:
-        """Write everything queued inside :meth:`batched` in one transaction (a no-op outside)."""
+    def commit(self, *, wait: bool = False) -> None:
+        """Write everything queued inside :meth:`batched` in one transaction.
+
+        With a writer process the transaction is its to make: ``wait`` returns only once it is
+        made (and raises if it failed); without ``wait`` a failure is raised by a later call."""
+        if self._queue is not None:
+            for run_id, metrics in self._pending.items():
+                self._queued(run_id).metrics += metrics
+            self._pending.clear()
+            queued, self._queue = list(self._queue.values()), {}
+            if self._writer is None and self._writer_mode() == "auto" and _rows(queued) >= WRITER_MIN_ROWS:
+                self._start_writer()
+            if self._writer is not None:
+                if any(not r.empty for r in queued):
+                    self._writer.submit(self.experiment_id, queued)
+            else:
+                try:
+                    self._write(queued)
+                except BaseException:
+                    self._queue = {r.run_id: r for r in queued}  # not written: still queued (see batched())
+                    raise
+                if self._last_write_s >= WRITER_AFTER_S and self._writer_mode() == "auto":
+                    self._start_writer()  # later writes go to a writer process (see the class docstring)
+            self._committed = time.monotonic()
+        if self._writer is not None:
+            self._writer.poll()
+            if wait or self._writer.failed:
+                self._await_writer()
+
+    @tracking
+    def settle(self) -> None:
+        """Wait until every write is in the store (see ``batched(settle=False)``), and raise if
+        one failed (the runs that can be written are, one by one)."""
+        self.commit(wait=True)
         if self._queue is None:
+            self._stop_writer()
+
+    def after_write(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every write committed so far is in the store (now, without a
+        writer process; else from a later tracker call)."""
+        if self._writer is None:
+            callback()
+        else:
+            self._writer.when_written(callback)
+
+    def _writer_mode(self) -> str:
+        """``auto``, ``always`` or ``never`` (a writer process; :data:`WRITER_ENV`)."""
+        if self._direct is None or self._writer_off or (os.cpu_count() or 1) < 2:
+            return "never"
+        mode = os.environ.get(WRITER_ENV, "auto").strip().lower()
+        return mode if mode in ("always", "never") else "auto"
+
+    def _start_writer(self) -> None:
+        assert self._direct is not None
+        if self._writer is None:
+            self._writer = WriterProcess(self._direct.path, self._direct.artifact_root)
+            cores.reserve()  # training gives the writer a core (suite.exec.cores)
+            self._writer_done = weakref.finalize(self, _end_writer, self._writer)
+
+    def _stop_writer(self) -> None:
+        if self._writer is not None:
+            self._writer = None
+            self._writer_done()
+
+    def _await_writer(self) -> None:
+        """Wait for the writer process. If it failed, write what it did not here, where the
+        failure is raised as before (inside :meth:`batched` with the records queued again, else
+        after writing them run by run), and stop using one."""
+        writer = self._writer
+        assert writer is not None
+        unwritten, callbacks = writer.wait()
+        if not unwritten:
             return
-        for run_id, metrics in self._pending.items():
-            self._queued(run_id).metrics += metrics
-        self._pending.clear()
-        queued, self._queue = list(self._queue.values()), {}
+        self._stop_writer()
+        self._writer_off = True
+        records = merge_runs(unwritten)
         try:
-            self._write(queued)
+            self._write(records)
         except BaseException:
-            self._queue = {r.run_id: r for r in queued}  # not written: still queued (see batched())
+            if self._queue is not None:  # still queued (see batched())
+                self._queue = {r.run_id: r for r in merge_runs([*records, *self._queue.values()])}
+            else:
+                for record in records:
+                    with contextlib.suppress(Exception):
+                        self._write([record])
             raise
-        self._committed = time.monotonic()
+        for callback in callbacks:
+            callback()
 
     def _commit_each(self) -> None:
         """After a failed :meth:`commit`: write each queued run in its own transaction, skipping
@@ -480,7 +613,7 @@ class Tracker:
     @tracking
     def search(self, filter_string: str = "") -> list[Any]:
         """Every run of the experiment matching ``filter_string`` (all pages; MLflow's search)."""
-        self.commit()
+        self.commit(wait=True)
         runs: list[Any] = []
         token = None
         while True:
@@ -494,7 +627,7 @@ class Tracker:
     def find_runs(self, tags: Mapping[str, str], *, status: str | None = None) -> list[Any]:
         """The experiment's active runs with these tag values (and MLflow status), with their
         tags, params and latest metric values (as ``MlflowClient.search_runs``)."""
-        self.commit()  # a read sees what is queued
+        self.commit(wait=True)  # a read sees what is queued
         if self._direct is not None:
             return self._direct.runs(self.experiment_id, tags=tags, status=status)
         where = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
@@ -505,7 +638,7 @@ class Tracker:
     @tracking
     def metric_history(self, run_id: str, key: str) -> list[Any]:
         """Every logged value of one metric of a run (``.step``, ``.value``, ``.timestamp``)."""
-        self.commit()  # a read sees what is queued
+        self.commit(wait=True)  # a read sees what is queued
         if self._direct is not None:
             return self._direct.metric_history(run_id, key)
         return self.client.get_metric_history(run_id, key)
@@ -540,6 +673,17 @@ class Tracker:
             self.mark(run.info.run_id, "interrupted", f"its process ({host}:{pid}) died before it finished")
             reaped.append(run.info.run_id)
         return reaped
+
+
+def _rows(records: Sequence[PendingRun]) -> int:
+    """About how many table rows writing ``records`` adds or changes."""
+    return sum(1 + len(r.create_tags) + len(r.params) + len(r.metrics) + len(r.tags) for r in records)
+
+
+def _end_writer(writer: WriterProcess) -> None:
+    """End a writer process (its input; it exits once it has answered) and give back its core."""
+    writer.close()
+    cores.release()
 
 
 def _torch_version() -> str:

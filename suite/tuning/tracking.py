@@ -102,9 +102,10 @@ class TrackerSink:
             self.tracker.mark(self.run_ids[key], "interrupted", "interrupted before the run finished")
 
     def settle(self) -> None:
-        """Everything announced so far is final (a population has ended): write it."""
+        """Everything announced so far is final (a population has ended): write it, before its
+        trials are told to Optuna."""
         self._write_starts()
-        self.tracker.commit()
+        self.tracker.commit(wait=True)
 
     def echo(self, line: str) -> None:
         self._echo(line)

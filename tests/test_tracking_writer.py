@@ -1,0 +1,177 @@
+"""The writer process (:mod:`suite.tracking.writer`): a tracker on a local sqlite store hands its
+writes to it inside ``batched()``; a failure there is raised where it always was, with nothing
+lost; a writer that dies is replaced by the tracker writing itself; callbacks wait for the write;
+training gives the writer a core; and the child imports neither torch nor MLflow.
+
+(Row-for-row equality with MLflow's own writes: ``tests/test_tracking_direct.py``, writer-process;
+a grid killed with SIGKILL or stopped by SIGTERM while a writer runs: ``tests/test_grid_run.py``.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from suite.exec import cores
+from suite.registry import get_registry
+from suite.tracking import records
+from suite.tracking.tracker import Tracker
+from tests.test_tracking_bulk import _history, _result, _specs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def writer_always(monkeypatch):
+    monkeypatch.setenv("SUITE_TRACKING_WRITER", "always")
+
+
+def _gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rpartition(")")[2].split()[0] == "Z":  # exited, not yet reaped
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def _values(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_a_batch_the_writer_cannot_write_fails_as_before_and_the_rest_is_written(workdir, tracking_uri,
+                                                                                 writer_always):
+    """A batch that fails in the writer (here: it ends a run the store does not have) is raised
+    by the tracker as the same error its own write raises; the batches sent after it are taken
+    back, and every run that can be written is written (run by run, as batched() always did)."""
+    tracker = Tracker("failing", tracking_uri)
+    spec = _specs(1)[0]
+    with pytest.raises(sqlite3.IntegrityError, match="not in the store"):
+        with tracker.batched():
+            pid = tracker.writer_pid
+            assert pid is not None
+            run_id = tracker.start_run(spec, get_registry())
+            tracker.commit()  # the writer creates the run
+            tracker.log_metrics(run_id, 1, {"val_loss": 1.0})
+            tracker.set_status("0" * 32, "FINISHED")  # a run that is not in the store: this batch fails
+            tracker.commit()
+            tracker.log_metrics(run_id, 2, {"val_loss": 0.5})
+            tracker.commit()  # sent after the failure: refused by the writer, taken back
+            tracker.finish(run_id, _result(spec, 0))
+    assert tracker.writer_pid is None and _gone(pid)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["suite.status"] == "completed"
+    assert _values(client, run_id, "val_loss") == [(1, 1.0), (2, 0.5)]  # nothing of the refused batches lost
+    assert "best_val_loss" in run.data.metrics  # nor of the run's end, queued after the failure
+
+
+def test_a_writer_that_dies_is_replaced_by_the_tracker_writing_itself(workdir, tracking_uri, writer_always):
+    tracker = Tracker("killed", tracking_uri)
+    specs = _specs(3)
+    with tracker.batched():
+        ids = [tracker.start_run(spec, get_registry()) for spec in specs]
+        tracker.commit(wait=True)
+        os.kill(tracker.writer_pid, signal.SIGKILL)
+        for spec, run_id in zip(specs, ids, strict=True):
+            for step, m in _history(0):
+                tracker.log_metrics(run_id, step, m)
+            tracker.commit()
+            tracker.finish(run_id, _result(spec, 0))
+    assert tracker.writer_pid is None
+    client = MlflowClient(tracking_uri)
+    for run_id in ids:
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and len(_values(client, run_id, "train_loss")) == len(_history(0))
+
+
+def test_after_write_waits_until_the_writer_has_written(workdir, tracking_uri, writer_always):
+    """What a grid does before it releases a spec's claim: the callback runs once the write is in
+    the store, not when it is handed over (here the store is locked by another connection)."""
+    tracker = Tracker("claims", tracking_uri)
+    called = []
+    blocker = sqlite3.connect(workdir / "mlflow.db", isolation_level=None)
+    with tracker.batched():
+        run_id = tracker.start_run(_specs(1)[0], get_registry())
+        blocker.execute("BEGIN IMMEDIATE")  # the writer's transaction waits for this one
+        tracker.commit()
+        tracker.after_write(lambda: called.append(run_id))
+        time.sleep(0.5)
+        tracker.commit()
+        assert called == []
+        blocker.execute("ROLLBACK")
+        tracker.commit(wait=True)
+        assert called == [run_id]
+    assert MlflowClient(tracking_uri).get_run(run_id).info.status == "RUNNING"
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a writer process takes a core only where there are two")
+def test_training_gives_the_writer_a_core(workdir, tracking_uri, writer_always):
+    import torch
+
+    all_cores = cores.available()
+    tracker = Tracker("cores", tracking_uri)
+    with tracker.batched():
+        assert tracker.writer_pid is not None
+        assert cores.available() == all_cores - 1
+        assert torch.get_num_threads() <= all_cores - 1
+    assert cores.available() == all_cores
+
+
+def test_batched_settle_false_leaves_the_last_writes_to_a_later_read(workdir, tracking_uri, writer_always):
+    tracker = Tracker("later", tracking_uri)
+    spec = _specs(1)[0]
+    with tracker.batched(settle=False):
+        run_id = tracker.start_run(spec, get_registry())
+        tracker.finish(run_id, _result(spec, 0))
+    assert tracker.run_status(run_id) == "FINISHED"  # a read waits for the writer
+    tracker.settle()
+    assert tracker.writer_pid is None
+
+
+def test_the_writer_process_imports_neither_torch_nor_mlflow(tmp_path):
+    """The child imports the writer module and what its messages need to be read (records, and
+    the spec's YAML for a deferred spec.yaml): none of the heavy libraries."""
+    code = (
+        "import pickle, sys\n"
+        "from suite.tracking import writer\n"
+        "from suite.tracking.records import Deferred, PendingRun\n"
+        "from suite.specs.spec import yaml_text\n"
+        "batch = [PendingRun('r', artifacts={'spec.yaml': Deferred(yaml_text, {'a': 1})})]\n"
+        "pickle.loads(pickle.dumps(('1', writer.wire(batch))))\n"
+        "heavy = ('torch', 'mlflow', 'sqlalchemy', 'optuna', 'matplotlib', 'numpy', 'pandas')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", "import json\n" + code], cwd=tmp_path, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == []
+
+
+def test_merged_batches_keep_every_write_in_order():
+    first = records.PendingRun("a", create=True, start_time=1, create_tags={"x": "1"},
+                               params=[records.RunParam("p", "1")], metrics=[("m", 1.0, 1, 1)])
+    second = records.PendingRun("a", metrics=[("m", 2.0, 2, 2)], tags={"x": "2"}, status="FINISHED", end_time=5)
+    third = records.PendingRun("b", metrics=[("m", 3.0, 3, 3)])
+    fourth = records.PendingRun("a", status="RUNNING", artifacts={"f": "t"})
+    from suite.tracking.writer import merge_runs
+
+    a, b = merge_runs([first, second, third, fourth])
+    assert (a.run_id, a.create, a.create_tags, a.tags) == ("a", True, {"x": "1"}, {"x": "2"})
+    assert a.metrics == [("m", 1.0, 1, 1), ("m", 2.0, 2, 2)] and a.params == [records.RunParam("p", "1")]
+    assert (a.status, a.end_time, a.artifacts) == ("RUNNING", None, {"f": "t"})
+    assert b.metrics == [("m", 3.0, 3, 3)]
+    assert first.metrics == [("m", 1.0, 1, 1)]  # the records merged are not changed
