@@ -10,6 +10,9 @@ Rows (targets in brackets):
   d. `suite run` of the minimal working example vs the lecture's script (lecture_mwe.py)  [<= 1.0x]
   e. the default `suite tune --problem logistic` at the end of wave 1 (commit 0eafecc, installed in
      .venv-baseline) vs now, each run in a fresh directory                             [>= 3x]
+  f. `make bench`'s job at the end of wave 1: its benchmarks/lecture.yaml (109 runs), run by wave 1
+     (0eafecc) vs now, each in a fresh directory; plus today's make bench job (the current
+     benchmarks/lecture.yaml, far more runs and 32 Optuna studies) once, for the record  [>= 5x]
 
 Usage: python benchmarks/perf/whole.py [--repeats N] [--rows abcd] [--loop-repeats N]
 benchopt is installed in .venv-perf (git-ignored), never in the project's environment; if it
@@ -123,13 +126,14 @@ def baseline_ready() -> str | None:
     return None if suite.exists() else f"no suite executable in {BASELINE_VENV}"
 
 
-def alternate_fresh(a: list[str], b: list[str], work: Path, repeats: int, env_a: dict | None = None) -> dict:
+def alternate_fresh(a: list[str], b: list[str], work: Path, repeats: int, env_a: dict | None = None,
+                    row: str = "") -> dict:
     """As :func:`alternate` (A, B, B, A, ...), each run in a new directory (a study run again
     in the same directory would resume, not tune), with no warm-up run."""
     ta, tb, outs = [], [], []
     for i in range(2 * repeats):
         which = "ab"[(i + i // 2) % 2]
-        cwd = work / f"{i:02d}-{which}"
+        cwd = work / f"{row}{i:02d}-{which}"
         cwd.mkdir()
         wall, out = run(a if which == "a" else b, cwd, env_a if which == "a" else None)
         (ta if which == "a" else tb).append(wall)
@@ -154,7 +158,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loop-repeats", type=int, default=1, help="repeats of row c (its loop side takes minutes)")
-    ap.add_argument("--rows", default="abcde")
+    ap.add_argument("--rows", default="abcdef")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="suite-perf-"))
     table: list[tuple[str, str, str, str, str, str]] = []
@@ -204,6 +208,22 @@ def main() -> None:
             notes.append(f"e: every run (s): wave 1 {', '.join(f'{t:.1f}' for t in r['all_a'])}; "
                          f"now {', '.join(f'{t:.1f}' for t in r['all_b'])}")
             notes.append(f"e: now's breakdown: {time_line(r['out'][-1])}")
+        if "f" in args.rows and not skipped("f", "wave 1's make bench: wave 1 / now", ">= 5x", baseline_ready(),
+                                            table, notes):
+            old_file = work / "lecture-wave1.yaml"
+            old_file.write_text(subprocess.run(["git", "-C", str(ROOT), "show", f"{BASELINE}:benchmarks/lecture.yaml"],
+                                               check=True, capture_output=True, text=True).stdout)
+            bench = ["run", str(old_file), "--quiet"]
+            r = alternate_fresh([str(BASELINE_VENV / "bin" / "suite"), *bench], [*SUITE, *bench], work,
+                                max(1, args.repeats - 1), env_a=BARE_ENV, row="f")
+            table.append(("f", "wave 1's make bench: wave 1 / now", f"{r['a']:.1f}", f"{r['b']:.1f}",
+                          f"{r['ratio']:.1f}x", ">= 5x"))
+            notes.append(f"f: every run (s): wave 1 {', '.join(f'{t:.1f}' for t in r['all_a'])}; "
+                         f"now {', '.join(f'{t:.1f}' for t in r['all_b'])}; now's breakdown: {time_line(r['out'][-1])}")
+            today = work / "today"
+            today.mkdir()
+            wall, out = run([*SUITE, "run", str(ROOT / "benchmarks" / "lecture.yaml"), "--quiet"], today)
+            notes.append(f"f: today's make bench job (benchmarks/lecture.yaml), once: {wall:.1f} s; {time_line(out)}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{'row':<4}{'A / B':<34}{'A s':>9}{'B s':>9}{'ratio':>10}  target")
