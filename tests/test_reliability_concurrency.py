@@ -3,6 +3,7 @@ started twice is run once (the invocations share it through claims, see suite/gr
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -17,9 +18,9 @@ from tests.conftest import BIN, runs_of
 pytestmark = pytest.mark.slow
 
 
-def start(*args: str, cwd) -> subprocess.Popen:
+def start(*args: str, cwd, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "suite"), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, env={**os.environ, **(env or {})})
 
 
 def finish_all(procs: list[subprocess.Popen], timeout: float = 600) -> list[tuple[int, str, str]]:
@@ -61,8 +62,13 @@ GRID = ["run", "--problem", "linreg", "--lr", "0.01,0.02,0.05,0.1,0.2,0.3", "--b
         "--epochs", "30", "--engine", "loop", "--device", "cpu", "--experiment", "shared"]
 
 
-def test_two_simultaneous_invocations_of_one_grid_share_it(workdir, mlflow_client):
-    (a_code, a_out, a_err), (b_code, b_out, b_err) = finish_all([start(*GRID, cwd=workdir), start(*GRID, cwd=workdir)])
+# always: each invocation's runs are written by a writer process, and a spec's claim is released
+# only once its run is written: an invocation waiting for the other's specs must not hold its own
+@pytest.mark.parametrize("writer", ["auto", "always"])
+def test_two_simultaneous_invocations_of_one_grid_share_it(workdir, mlflow_client, writer):
+    env = {"SUITE_TRACKING_WRITER": writer}
+    (a_code, a_out, a_err), (b_code, b_out, b_err) = finish_all([start(*GRID, cwd=workdir, env=env),
+                                                                 start(*GRID, cwd=workdir, env=env)], timeout=300)
     assert a_code == 0, a_err
     assert b_code == 0, b_err
     hashes = [r.data.tags["suite.spec_hash"] for r in completed_runs(mlflow_client, "shared")]

@@ -8,12 +8,12 @@ a grid killed with SIGKILL or stopped by SIGTERM while a writer runs: ``tests/te
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,9 +41,12 @@ def _gone(pid: int, timeout: float = 10) -> bool:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rpartition(")")[2].split()[0] == "Z":  # exited, not yet reaped
-                return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rpartition(")")[2].split()[0] == "Z":  # exited, not yet reaped
+                    return True
+        except OSError:  # reaped meanwhile
+            return True
         time.sleep(0.05)
     return False
 
@@ -123,6 +126,7 @@ def test_training_gives_the_writer_a_core(workdir, tracking_uri, writer_always):
     import torch
 
     all_cores = cores.available()
+    torch.set_num_threads(all_cores)
     tracker = Tracker("cores", tracking_uri)
     with tracker.batched():
         assert tracker.writer_pid is not None
@@ -132,33 +136,56 @@ def test_training_gives_the_writer_a_core(workdir, tracking_uri, writer_always):
 
 
 def test_batched_settle_false_leaves_the_last_writes_to_a_later_read(workdir, tracking_uri, writer_always):
+    """The grid's way: batched() returns with its last batch still being written (here the store
+    is locked by another connection meanwhile); a read waits for it, and settle() ends the writer."""
     tracker = Tracker("later", tracking_uri)
     spec = _specs(1)[0]
+    blocker = sqlite3.connect(workdir / "mlflow.db", isolation_level=None, check_same_thread=False)
     with tracker.batched(settle=False):
         run_id = tracker.start_run(spec, get_registry())
         tracker.finish(run_id, _result(spec, 0))
-    assert tracker.run_status(run_id) == "FINISHED"  # a read waits for the writer
+        blocker.execute("BEGIN IMMEDIATE")
+    assert tracker.writer_pid is not None  # still writing
+    unlock = threading.Timer(0.5, lambda: blocker.execute("ROLLBACK"))
+    unlock.start()
+    t0 = time.monotonic()
+    assert tracker.run_status(run_id) == "FINISHED"  # the read waited for the writer
+    assert time.monotonic() - t0 >= 0.4
+    unlock.join()
     tracker.settle()
     assert tracker.writer_pid is None
 
 
-def test_the_writer_process_imports_neither_torch_nor_mlflow(tmp_path):
-    """The child imports the writer module and what its messages need to be read (records, and
-    the spec's YAML for a deferred spec.yaml): none of the heavy libraries."""
-    code = (
-        "import pickle, sys\n"
-        "from suite.tracking import writer\n"
-        "from suite.tracking.records import Deferred, PendingRun\n"
-        "from suite.specs.spec import yaml_text\n"
-        "batch = [PendingRun('r', artifacts={'spec.yaml': Deferred(yaml_text, {'a': 1})})]\n"
-        "pickle.loads(pickle.dumps(('1', writer.wire(batch))))\n"
-        "heavy = ('torch', 'mlflow', 'sqlalchemy', 'optuna', 'matplotlib', 'numpy', 'pandas')\n"
-        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
-    )
-    res = subprocess.run([sys.executable, "-c", "import json\n" + code], cwd=tmp_path, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout) == []
+def test_the_writer_process_imports_neither_torch_nor_mlflow(workdir, tracking_uri):
+    """The child itself, run as the tracker runs it, under ``python -X importtime``: it writes a
+    batch that creates a run with a spec.yaml made there, and imports none of the heavy libraries."""
+    import pickle
+
+    from suite.specs.spec import yaml_text
+    from suite.tracking.writer import wire
+
+    tracker = Tracker("child", tracking_uri)
+    run_id = "c" * 32
+    batch = [records.PendingRun(run_id, create=True, start_time=1, create_tags={"mlflow.runName": "child"},
+                                artifacts={"spec.yaml": records.Deferred(yaml_text, {"spec_hash": "x", "seed": 3})})]
+    acks, child_acks = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "suite.tracking.writer",
+                             str(tracker._direct.path), tracker._direct.artifact_root, str(os.getpid()),
+                             str(child_acks)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(child_acks,),
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(child_acks)
+    data = pickle.dumps((tracker.experiment_id, wire(batch)))
+    _, err = proc.communicate(len(data).to_bytes(8, "little") + data, timeout=120)
+    with os.fdopen(acks, "rb") as f:
+        assert pickle.load(f) == (1, True)
+    assert proc.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in err.decode().splitlines()
+                if line.startswith("import time:")}
+    assert "sqlite3" in imported and "suite" in imported  # what it needs (the importtime lines are there)
+    assert not imported & {"torch", "mlflow", "sqlalchemy", "optuna", "matplotlib", "numpy", "pandas"}
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(run_id).info.run_name == "child"
+    assert Path(client.download_artifacts(run_id, "spec.yaml")).read_text() == "spec_hash: x\nseed: 3\n"
 
 
 def test_merged_batches_keep_every_write_in_order():
@@ -175,3 +202,25 @@ def test_merged_batches_keep_every_write_in_order():
     assert (a.status, a.end_time, a.artifacts) == ("RUNNING", None, {"f": "t"})
     assert b.metrics == [("m", 3.0, 3, 3)]
     assert first.metrics == [("m", 1.0, 1, 1)]  # the records merged are not changed
+
+
+def test_a_batch_written_but_not_confirmed_is_written_again_without_harm(workdir, tracking_uri):
+    """A writer that dies between its commit and its answer: the tracker writes the batch again
+    itself, and the run it created is not created twice (the rest of its rows are the same)."""
+    from copy import deepcopy
+
+    tracker = Tracker("unconfirmed", tracking_uri)
+    run_id = "d" * 32
+    batch = [records.PendingRun(run_id, create=True, start_time=1, create_tags={"mlflow.runName": "once", "a": "1"},
+                                params=[records.RunParam("p", "1")], metrics=[("m", 1.0, 5, 1), ("m", 2.0, 6, 2)],
+                                tags={"b": "2"}, status="FINISHED", end_time=9)]
+    tracker._write(deepcopy(batch))  # what the writer did before it died
+    before = _tables(workdir / "mlflow.db")
+    tracker._write(tracker._direct_rewrite(deepcopy(batch)))  # what the tracker does with the unconfirmed batch
+    assert _tables(workdir / "mlflow.db") == before
+
+
+def _tables(db: Path) -> dict[str, list]:
+    with sqlite3.connect(db) as conn:
+        return {t: sorted(map(repr, conn.execute(f"SELECT * FROM {t}")))
+                for t in ("runs", "tags", "params", "metrics", "latest_metrics")}

@@ -12,6 +12,7 @@ import os
 import sys
 
 _reserved = 0
+_torch_threads: int | None = None  # torch's threads before reserve() brought them down
 
 
 def available() -> int:
@@ -22,14 +23,20 @@ def available() -> int:
 def reserve() -> None:
     """Take one core for a helper process: from now on training uses one core fewer, and a torch
     already running more threads than that is brought down to it."""
-    global _reserved
+    global _reserved, _torch_threads
     _reserved += 1
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() > available():
+        if _torch_threads is None:
+            _torch_threads = torch.get_num_threads()
         torch.set_num_threads(available())
 
 
 def release() -> None:
-    """Give back a core taken by :func:`reserve` (the next unit of training uses it again)."""
-    global _reserved
+    """Give back a core taken by :func:`reserve`, and torch the threads it had before."""
+    global _reserved, _torch_threads
     _reserved = max(0, _reserved - 1)
+    torch = sys.modules.get("torch")
+    if not _reserved and _torch_threads is not None and torch is not None:
+        torch.set_num_threads(_torch_threads)
+        _torch_threads = None

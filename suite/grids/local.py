@@ -273,6 +273,8 @@ class _GridHandler:
     def await_others(self) -> list[RunSpec]:
         """Wait for the specs other invocations held; return those not done there (to be claimed
         and run here next; no claim is held while waiting, so invocations never wait on each other)."""
+        if self.others:  # this invocation's runs are written first, and so their claims released
+            self.tracker.settle()
         todo = []
         for index in self.others:
             spec = self.todo[index]

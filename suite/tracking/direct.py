@@ -250,6 +250,14 @@ class DirectStore:
                 runs[run_id].data.metrics[key] = float("nan") if is_nan else value
         return list(runs.values())
 
+    def existing_runs(self, run_ids: Sequence[str]) -> set[str]:
+        """Those of ``run_ids`` the store has."""
+        found: set[str] = set()
+        for chunk in _chunks(list(run_ids)):
+            found.update(r for (r,) in self.db.execute(
+                f"SELECT run_uuid FROM runs WHERE run_uuid IN ({', '.join('?' for _ in chunk)})", chunk))
+        return found
+
     def run_status(self, run_id: str) -> str:
         row = self.db.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
         if row is None:

@@ -182,8 +182,12 @@ def run_rows(runs: Sequence[PendingRun], experiment_id: str, artifact_uri_of: Ca
         # metrics table's two run indexes: sqlite inserts them 10% faster than in any other.
         rows = sorted(set(zip(repeat(r.run_id), keys, values, stamps, steps, flags)), key=_HISTORY_ORDER)
         out.metrics += rows
-        # the latest value per key, by MLflow's rule: the last of its key in that order
-        out.latest.update({(r.run_id, row[KEY]): row for row in rows})
+        # the latest value per key, by MLflow's rule: the last of its key in that order, and of two
+        # records of one run, the larger
+        for key, row in {(r.run_id, row[KEY]): row for row in rows}.items():
+            have = out.latest.get(key)
+            if have is None or _HISTORY_ORDER(row)[1:] > _HISTORY_ORDER(have)[1:]:
+                out.latest[key] = row
     return out
 
 

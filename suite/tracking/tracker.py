@@ -141,6 +141,7 @@ class Tracker:
         self._writer: WriterProcess | None = None
         self._writer_done: Callable[[], Any] = lambda: None  # ends the writer process (once)
         self._writer_off = False  # a writer failed once: this tracker writes itself from then on
+        self._batched = False  # inside batched() (not a single call's writes())
         self._last_write_s = 0.0  # how long the last write in this process took
         try:
             with store_lock(self.tracking_uri):  # several processes' first use of a fresh store take turns
@@ -471,10 +472,10 @@ class Tracker:
         if self._direct is None and self._bulk is None:
             yield
             return
-        self._queue, self._committed = {}, time.monotonic()
-        if self._writer_mode() == "always":
-            self._start_writer()
+        self._queue, self._committed, self._batched = {}, time.monotonic(), True
         try:
+            if self._writer_mode() == "always":
+                self._start_writer()
             yield
         except BaseException:
             try:
@@ -493,7 +494,7 @@ class Tracker:
             if settle:
                 self._stop_writer()
         finally:
-            self._queue = None
+            self._queue, self._batched = None, False
 
     @tracking
     def commit(self, *, wait: bool = False) -> None:
@@ -506,19 +507,21 @@ class Tracker:
                 self._queued(run_id).metrics += metrics
             self._pending.clear()
             queued, self._queue = list(self._queue.values()), {}
-            if self._writer is None and self._writer_mode() == "auto" and _rows(queued) >= WRITER_MIN_ROWS:
-                self._start_writer()
-            if self._writer is not None:
-                if any(not r.empty for r in queued):
-                    self._writer.submit(self.experiment_id, queued)
-            else:
-                try:
+            try:
+                if self._writer is None and self._writer_mode() == "auto" and _rows(queued) >= WRITER_MIN_ROWS:
+                    self._start_writer()
+                if self._writer is not None:
+                    if any(not r.empty for r in queued):
+                        self._submit(queued)
+                else:
                     self._write(queued)
-                except BaseException:
-                    self._queue = {r.run_id: r for r in queued}  # not written: still queued (see batched())
-                    raise
-                if self._last_write_s >= WRITER_AFTER_S and self._writer_mode() == "auto":
-                    self._start_writer()  # later writes go to a writer process (see the class docstring)
+                    if self._last_write_s >= WRITER_AFTER_S and self._writer_mode() == "auto":
+                        self._start_writer()  # later writes go to a writer process (see the class docstring)
+            except BaseException:
+                if self._queue is not None:  # not written: still queued (see batched()), after what the
+                    # writer gave back meanwhile (older)
+                    self._queue = {r.run_id: r for r in merge_runs([*self._queue.values(), *queued])}
+                raise
             self._committed = time.monotonic()
         if self._writer is not None:
             self._writer.poll()
@@ -541,9 +544,23 @@ class Tracker:
         else:
             self._writer.when_written(callback)
 
+    def _submit(self, queued: list[PendingRun]) -> None:
+        """Hand ``queued`` to the writer process; if that cannot be done (a record that does not
+        pickle), stop using one: what it has is waited for, and ``queued`` written here."""
+        assert self._writer is not None
+        try:
+            self._writer.submit(self.experiment_id, queued)
+            return
+        except Exception:  # noqa: BLE001 - written here instead, where a real failure is raised
+            self._await_writer()
+            self._stop_writer()
+            self._writer_off = True
+        self._write(queued)
+
     def _writer_mode(self) -> str:
-        """``auto``, ``always`` or ``never`` (a writer process; :data:`WRITER_ENV`)."""
-        if self._direct is None or self._writer_off or (os.cpu_count() or 1) < 2:
+        """``auto``, ``always`` or ``never`` (a writer process; :data:`WRITER_ENV`): never outside
+        :meth:`batched`, on a store MLflow writes, after a writer failed, or on one core."""
+        if not self._batched or self._direct is None or self._writer_off or (os.cpu_count() or 1) < 2:
             return "never"
         mode = os.environ.get(WRITER_ENV, "auto").strip().lower()
         return mode if mode in ("always", "never") else "auto"
@@ -551,9 +568,24 @@ class Tracker:
     def _start_writer(self) -> None:
         assert self._direct is not None
         if self._writer is None:
-            self._writer = WriterProcess(self._direct.path, self._direct.artifact_root)
+            try:
+                self._writer = WriterProcess(self._direct.path, self._direct.artifact_root)
+            except OSError:  # no process to be had (a limit on processes or files): write here
+                self._writer_off = True
+                return
             cores.reserve()  # training gives the writer a core (suite.exec.cores)
             self._writer_done = weakref.finalize(self, _end_writer, self._writer)
+
+    def _direct_rewrite(self, records: list[PendingRun]) -> list[PendingRun]:
+        """Records the writer did not confirm, to be written here: it may have written some and
+        died before it said so. Every row a record writes again is the same, except a new run's
+        row, tags and params (written in one transaction): a run the store has is not created again."""
+        assert self._direct is not None
+        there = self._direct.existing_runs([r.run_id for r in records if r.create])
+        for r in records:
+            if r.run_id in there:
+                r.create, r.tags, r.create_tags, r.params = False, {**r.create_tags, **r.tags}, {}, []
+        return records
 
     def _stop_writer(self) -> None:
         if self._writer is not None:
@@ -571,7 +603,7 @@ class Tracker:
             return
         self._stop_writer()
         self._writer_off = True
-        records = merge_runs(unwritten)
+        records = self._direct_rewrite(merge_runs(unwritten))
         try:
             self._write(records)
         except BaseException:

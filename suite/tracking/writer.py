@@ -36,7 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from suite.exec.signals import ignore_stop_signals
+from suite.exec.signals import ignore_stop_signals, stop_signals_held
 from suite.tracking.records import PendingRun
 
 Batch = list[PendingRun]
@@ -83,10 +83,18 @@ class WriterProcess:
     :meth:`wait` run the callbacks of batches the child has written, in the calling thread."""
 
     def __init__(self, db_path: Path, artifact_root: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(db_path), artifact_root, str(os.getpid())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        )
+        acks, child_acks = os.pipe()  # answers on a pipe of their own: nothing the child prints can mix in
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(db_path), artifact_root, str(os.getpid()), str(child_acks)],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(child_acks,),
+            )
+        except BaseException:
+            os.close(acks)
+            raise
+        finally:
+            os.close(child_acks)
+        self._acks = os.fdopen(acks, "rb")
         self._sent = 0  # batches submitted
         self._acked = 0  # batches the child has answered (in order)
         self._batches: dict[int, Batch] = {}  # seq -> records, until written
@@ -115,7 +123,7 @@ class WriterProcess:
         """Hand ``records`` to the child, to be written in one transaction."""
         batch = list(records)
         data = pickle.dumps((experiment_id, wire(batch)), protocol=pickle.HIGHEST_PROTOCOL)
-        with self._cond:
+        with stop_signals_held(), self._cond:  # a second Ctrl-C must not leave a batch counted and not sent
             self._sent += 1
             self._batches[self._sent] = batch
             if self._ended:  # nobody to write it: not written
@@ -165,11 +173,10 @@ class WriterProcess:
     def close(self) -> None:
         """End the child's input; it exits once it has answered what it was sent."""
         with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            self._outbox.append(None)
-            self._cond.notify_all()
+            if not self._closed:
+                self._closed = True
+                self._outbox.append(None)
+                self._cond.notify_all()
 
     # -- the two threads ------------------------------------------------------------------------
     def _send(self) -> None:
@@ -191,11 +198,9 @@ class WriterProcess:
                 return
 
     def _receive(self) -> None:
-        stdout = self.proc.stdout
-        assert stdout is not None
         while True:
             try:
-                seq, ok = pickle.load(stdout)
+                seq, ok = pickle.load(self._acks)
             except Exception:  # noqa: BLE001 - end of input, or a child that died mid-answer
                 break
             with self._cond:
@@ -209,8 +214,10 @@ class WriterProcess:
             if self._acked < self._sent and not self._unwritten:
                 self._unwritten.append(self._acked + 1)
             self._acked = self._sent
-            self._closed = self._ended = True
+            self._ended = True
+            self._outbox.append(None)  # and the sender stops
             self._cond.notify_all()
+        self._acks.close()
         self.proc.wait()
 
 
@@ -236,14 +243,15 @@ def _read(stream: BinaryIO) -> Any:
 
 
 def main(argv: Sequence[str]) -> None:
-    """The child: write each batch read from stdin; answer ``(seq, written)`` on stdout."""
-    db_path, artifact_root, parent = argv
+    """The child: write each batch read from stdin; answer ``(seq, written)`` on the file
+    descriptor it is given."""
+    db_path, artifact_root, parent, acks = argv
     ignore_stop_signals()
     _die_with_parent(int(parent))
     from suite.tracking.direct import DirectStore
 
     store = DirectStore(Path(db_path), artifact_root)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdin, out = sys.stdin.buffer, os.fdopen(int(acks), "wb")
     seq, failed = 0, False
     while True:
         message = _read(stdin)
@@ -257,8 +265,8 @@ def main(argv: Sequence[str]) -> None:
                 store.write(experiment_id, records)
             except Exception:  # noqa: BLE001 - the parent writes it again itself, and reports the failure
                 failed = True
-        pickle.dump((seq, not failed), stdout)
-        stdout.flush()
+        pickle.dump((seq, not failed), out)
+        out.flush()
     store.close()
 
 
