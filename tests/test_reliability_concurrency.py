@@ -119,3 +119,22 @@ def test_a_grid_waits_for_specs_another_invocation_holds_then_reports_or_runs_th
     assert "24 runs: 18 run now (18 completed), 6 done before (skipped), 6 of them by another invocation" in stdout
     hashes = [r.data.tags["suite.spec_hash"] for r in completed_runs(mlflow_client, "held")]
     assert len(hashes) == 24 and len(set(hashes)) == 24
+
+
+def test_two_invocations_each_waiting_for_the_others_spec_both_finish(workdir, mlflow_client):
+    """Two specs, two invocations started together, each writing through a writer process: each
+    runs one spec and then waits for the other's. A claim is released once its run is written,
+    and an invocation that waits first writes its own runs: neither waits on the other forever."""
+    grid = ["run", "--problem", "linreg", "--lr", "0.01,0.02", "--epochs", "40", "--engine", "loop", "--device",
+            "cpu", "--workers", "1", "--quiet", "--experiment", "pair"]
+    env = {"SUITE_TRACKING_WRITER": "always"}
+    procs = [start(*grid, cwd=workdir, env=env), start(*grid, cwd=workdir, env=env)]
+    try:
+        results = finish_all(procs, timeout=120)
+    finally:
+        for p in procs:
+            p.kill()
+    for code, _stdout, stderr in results:
+        assert code == 0, stderr
+    hashes = [r.data.tags["suite.spec_hash"] for r in completed_runs(mlflow_client, "pair")]
+    assert len(hashes) == 2 and len(set(hashes)) == 2

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -282,7 +285,8 @@ experiments:
 """
 
 
-def test_a_benchmark_files_tuned_experiment_runs_as_optuna_studies_and_reports(cli, workdir, mlflow_client):
+def test_a_benchmark_files_tuned_experiment_runs_as_optuna_studies_and_reports(cli, workdir, mlflow_client,
+                                                                              monkeypatch):
     """`suite tune FILE` tunes only the file's tune: experiments (one Optuna study per variant and
     batch size) and writes the file's report from the studies' re-evaluation runs; `suite run
     FILE` runs the grids and reports on both."""
@@ -321,6 +325,7 @@ def test_a_benchmark_files_tuned_experiment_runs_as_optuna_studies_and_reports(c
     assert "report: reports/tuned/report.html" in out
     md = (workdir / "reports" / "tuned" / "report.md").read_text()
     assert "## plain" in md and "## Batch-size scaling" in md
+    _same_report_both_ways(workdir, monkeypatch, "tuned", "tuned.yaml")
 
 
 def test_a_tuned_experiment_reports_studies_that_plain_suite_tune_made(cli, workdir, mlflow_client):
@@ -338,3 +343,30 @@ def test_a_tuned_experiment_reports_studies_that_plain_suite_tune_made(cli, work
     md = (workdir / "reports" / "tuned" / "report.md").read_text()
     scaling = md.split("## Batch-size scaling")[1].split("\n## ")[0]
     assert [b for b in re.findall(r"^\| SGD \| (\d+) \|", scaling, re.M)] == ["8", "64"]
+
+
+def _same_report_both_ways(workdir: Path, monkeypatch, experiment: str, bench: str) -> None:
+    """The report read through the direct sqlite store (the default on a local store, without
+    MLflow) and through MlflowClient: the same records and the same Markdown."""
+    from suite.report.build import write_report
+    from suite.report.reader import read_runs
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    direct = read_runs(experiment, uri)
+    md_direct = write_report(experiment, uri, workdir / "r-direct", benchmark=bench, log=False).with_suffix(".md")
+    with monkeypatch.context() as m:
+        m.setenv("SUITE_TRACKING_VIA_MLFLOW", "1")
+        via = read_runs(experiment, uri)
+        md_via = write_report(experiment, uri, workdir / "r-mlflow", benchmark=bench, log=False).with_suffix(".md")
+    assert type(direct.source).__name__ == "_DirectSource" and type(via.source).__name__ == "_MlflowSource"
+    assert direct.parent_run_id == via.parent_run_id
+    assert [dataclasses.asdict(r) for r in direct.records] == [dataclasses.asdict(r) for r in via.records]
+    for a, b in zip(direct.records, via.records, strict=True):
+        assert direct.history(a, "val_loss") == via.history(b, "val_loss")
+    assert md_direct.read_text() == md_via.read_text()
+
+
+def test_a_report_reads_the_same_runs_without_mlflow_as_through_it(cli, workdir, monkeypatch):
+    (workdir / "tiny.yaml").write_text(BENCH)
+    cli("run", "tiny.yaml", "--quiet", "--workers", "1")
+    _same_report_both_ways(workdir, monkeypatch, "tiny", "tiny.yaml")

@@ -7,7 +7,6 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from suite.report import claims, figures, scaling
 from suite.report.document import Document
@@ -173,12 +172,12 @@ def write(runs: Runs, out_dir: Path, descriptions: dict[str, str] | None = None,
 
 def log_on_parent(runs: Runs, out_dir: Path) -> str | None:
     """Log report.html, report.md and its figures on the experiment's latest grid parent run."""
-    if runs.parent_run_id is None or runs.client is None:
+    if runs.parent_run_id is None or runs.source is None:
         return None
-    client: Any = runs.client
-    client.log_artifact(runs.parent_run_id, str(out_dir / "report.html"), "report")
-    client.log_artifact(runs.parent_run_id, str(out_dir / "report.md"), "report")
-    client.log_artifacts(runs.parent_run_id, str(out_dir / "report_files"), "report/report_files")
+    files = [(out_dir / "report.html", "report"), (out_dir / "report.md", "report")]
+    files += [(f, (Path("report/report_files") / f.parent.relative_to(out_dir / "report_files")).as_posix())
+              for f in sorted((out_dir / "report_files").rglob("*")) if f.is_file()]
+    runs.log_files(runs.parent_run_id, files)
     return runs.parent_run_id
 
 

@@ -2,7 +2,11 @@
 
 One :class:`RunRecord` per spec (the latest run of each spec hash, a finished one preferred):
 its section (experiment of the benchmark file), parsed params, status, final metrics and, on
-demand, metric histories (:meth:`Runs.history` calls ``get_metric_history`` once per run and key).
+demand, metric histories (:meth:`Runs.history` reads one per run and key, once).
+
+Where the tracker writes the store itself (a local sqlite store, :mod:`suite.tracking.direct`),
+it is read the same way, without importing MLflow (1.5–2.5 s); anywhere else through
+``MlflowClient``. Both give the same records (``tests/test_report.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from suite.errors import ReportError
@@ -104,7 +109,7 @@ class Runs:
     tracking_uri: str
     records: list[RunRecord]
     parent_run_id: str | None
-    client: Any = None
+    source: Any = None  # where they were read: _DirectSource or _MlflowSource
 
     @property
     def sections(self) -> list[str]:
@@ -119,21 +124,69 @@ class Runs:
     def history(self, record: RunRecord, key: str) -> list[tuple[int, float]]:
         """``(step, value)`` pairs of one metric of one run, fetched once and cached."""
         if key not in record.histories:
-            hist = self.client.get_metric_history(record.run_id, key) if self.client is not None else []
+            hist = self.source.history(record.run_id, key) if self.source is not None else []
             record.histories[key] = sorted((int(m.step), float(m.value)) for m in hist)
         return record.histories[key]
 
+    def log_files(self, run_id: str, files: Iterable[tuple[Path, str]]) -> None:
+        """Log each ``(file, artifact folder)`` as an artifact of run ``run_id``."""
+        self.source.log_files(run_id, list(files))
 
-def search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
-    """Every run matching ``filter_string`` (``search_runs`` page by page)."""
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], filter_string, max_results=5000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+
+class _MlflowSource:
+    """An experiment's runs through ``MlflowClient``."""
+
+    def __init__(self, uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def experiment_id(self, name: str) -> str | None:
+        exp = self.client.get_experiment_by_name(name)
+        return None if exp is None or exp.lifecycle_stage == "deleted" else exp.experiment_id
+
+    def runs(self, experiment_id: str, kind: str) -> list[Any]:
+        """The active runs of tag ``suite.kind`` = ``kind`` (``search_runs`` page by page)."""
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs([experiment_id], f"tags.`{TAG_KIND}` = '{kind}'", max_results=5000,
+                                           page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def history(self, run_id: str, key: str) -> list[Any]:
+        return self.client.get_metric_history(run_id, key)
+
+    def log_files(self, run_id: str, files: list[tuple[Path, str]]) -> None:
+        for path, folder in files:
+            self.client.log_artifact(run_id, str(path), folder)
+
+
+class _DirectSource:
+    """The same, from a local sqlite store read with ``sqlite3`` (:class:`DirectStore`)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def experiment_id(self, name: str) -> str | None:
+        found = self.store.experiment(name)
+        return None if found is None or found[1] == "deleted" else found[0]
+
+    def runs(self, experiment_id: str, kind: str) -> list[Any]:
+        return self.store.runs(experiment_id, tags={TAG_KIND: kind})
+
+    def history(self, run_id: str, key: str) -> list[Any]:
+        return self.store.metric_history(run_id, key)
+
+    def log_files(self, run_id: str, files: list[tuple[Path, str]]) -> None:
+        from suite.tracking.direct import write_artifacts
+        from suite.tracking.records import PendingRun
+
+        record = PendingRun(run_id, artifacts={f"{folder}/{path.name}": path.read_bytes() for path, folder in files})
+        write_artifacts([record], lambda _run_id: self.store.artifact_uri(run_id))
 
 
 def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dict[str, list[str]] | None = None,
@@ -147,27 +200,27 @@ def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dic
     specs and assigns each to every section that lists it; ``studies`` (section -> study names)
     likewise restricts the tuned experiments to the file's studies. Raises :class:`ReportError`
     for an unknown or empty experiment."""
-    from mlflow import MlflowClient
-
     from suite.stores import check_tracking_uri, quiet_store_logs, resolve_tracking_uri
+    from suite.tracking.direct import DirectStore
     from suite.tracking.template import seed_new_store
 
     uri = resolve_tracking_uri(tracking_uri)
     check_tracking_uri(uri)
     quiet_store_logs()
     seed_new_store(uri)  # no store here yet: a copy of MLflow's empty one, not 63 migrations
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None or exp.lifecycle_stage == "deleted":
+    store = DirectStore.open(uri)
+    source: Any = _DirectSource(store) if store is not None else _MlflowSource(uri)
+    experiment_id = source.experiment_id(experiment)
+    if experiment_id is None:
         raise ReportError(f"MLflow experiment {experiment!r} does not exist at {uri}")
     latest: dict[str, Any] = {}
-    for run in search_all(client, exp.experiment_id, f"tags.`{TAG_KIND}` = '{RUN_KIND}'"):
+    for run in source.runs(experiment_id, RUN_KIND):
         h = run.data.tags.get(TAG_HASH)
         if not h:
             continue
         if h not in latest or _rank(run) > _rank(latest[h]):
             latest[h] = run
-    tuned = _tuned_records(client, exp.experiment_id, studies)
+    tuned = _tuned_records(source, experiment_id, studies)
     if not latest and not tuned:
         raise ReportError(f"MLflow experiment {experiment!r} at {uri} has no runs to report on")
     records: list[RunRecord] = []
@@ -180,14 +233,14 @@ def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dic
     records += tuned
     if not records:
         raise ReportError(f"MLflow experiment {experiment!r} at {uri} has no runs of this benchmark file yet")
-    parents = search_all(client, exp.experiment_id, f"tags.`{TAG_KIND}` = '{GRID_KIND}'")
+    parents = source.runs(experiment_id, GRID_KIND)
     if not parents:  # only tuned experiments: the tuning session's run holds the report
-        parents = search_all(client, exp.experiment_id, f"tags.`{TAG_KIND}` = '{TUNE_KIND}'")
+        parents = source.runs(experiment_id, TUNE_KIND)
     parent = max(parents, key=lambda r: r.info.start_time).info.run_id if parents else None
-    return Runs(experiment, uri, records, parent, client)
+    return Runs(experiment, uri, records, parent, source)
 
 
-def _tuned_records(client: Any, experiment_id: str, studies: dict[str, list[str]] | None) -> list[RunRecord]:
+def _tuned_records(source: Any, experiment_id: str, studies: dict[str, list[str]] | None) -> list[RunRecord]:
     """The re-evaluation runs of tuned experiments' studies (``studies``: section -> study names;
     ``None``: every study whose parent run has a ``suite.section`` tag): for each study, the runs
     under its latest parent run, of the trials that parent says its last invocation re-evaluated,
@@ -196,7 +249,7 @@ def _tuned_records(client: Any, experiment_id: str, studies: dict[str, list[str]
     if wanted is not None and not wanted:
         return []
     parents: dict[str, Any] = {}  # study -> its latest parent run (another storage's study of that name: older)
-    for run in search_all(client, experiment_id, f"tags.`{TAG_KIND}` = '{STUDY_KIND}'"):
+    for run in source.runs(experiment_id, STUDY_KIND):
         name = run.data.tags.get(TAG_STUDY)
         if (name in wanted) if wanted is not None else (TAG_SECTION in run.data.tags):
             if name not in parents or run.info.start_time > parents[name].info.start_time:
@@ -204,7 +257,7 @@ def _tuned_records(client: Any, experiment_id: str, studies: dict[str, list[str]
     if not parents:
         return []
     latest: dict[tuple[str, str, int], Any] = {}
-    for run in search_all(client, experiment_id, f"tags.`{TAG_KIND}` = '{REEVAL_KIND}'"):
+    for run in source.runs(experiment_id, REEVAL_KIND):
         tags = run.data.tags
         parent = parents.get(tags.get(TAG_STUDY, ""))
         if parent is None or tags.get(PARENT_TAG) != parent.info.run_id or TAG_REEVAL_OF not in tags:

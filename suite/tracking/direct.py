@@ -250,6 +250,13 @@ class DirectStore:
                 runs[run_id].data.metrics[key] = float("nan") if is_nan else value
         return list(runs.values())
 
+    def artifact_uri(self, run_id: str) -> str:
+        """Where run ``run_id``'s artifacts are (its ``artifact_uri``)."""
+        row = self.db.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"run {run_id} is not in the store {self.path}")
+        return row[0]
+
     def existing_runs(self, run_ids: Sequence[str]) -> set[str]:
         """Those of ``run_ids`` the store has."""
         found: set[str] = set()
