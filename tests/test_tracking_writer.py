@@ -174,10 +174,10 @@ def test_the_writer_process_imports_neither_torch_nor_mlflow(workdir, tracking_u
                              str(child_acks)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(child_acks,),
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     os.close(child_acks)
-    data = pickle.dumps((tracker.experiment_id, wire(batch)))
+    data = pickle.dumps((7, tracker.experiment_id, wire(batch)))
     _, err = proc.communicate(len(data).to_bytes(8, "little") + data, timeout=120)
     with os.fdopen(acks, "rb") as f:
-        assert pickle.load(f) == (1, True)
+        assert pickle.load(f) == (7, True)  # the batch's number, and written
     assert proc.returncode == 0
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in err.decode().splitlines()
                 if line.startswith("import time:")}

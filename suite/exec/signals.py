@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,22 +39,6 @@ def _handler(signum: int, frame: Any) -> None:
     if _State.received is not None:
         raise KeyboardInterrupt(f"signal {signum}")
     _State.received = signum
-
-
-@contextlib.contextmanager
-def stop_signals_held() -> Iterator[None]:
-    """Hold the stop signals back for a few lines that must not be cut in the middle (bookkeeping
-    shared with another thread); one that arrives meanwhile is handled when the block ends.
-    Main thread, POSIX; elsewhere a no-op."""
-    mask = getattr(signal, "pthread_sigmask", None)
-    if mask is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = mask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        mask(signal.SIG_SETMASK, old)
 
 
 def ignore_stop_signals() -> None:

@@ -4,7 +4,6 @@ MLflow's own default (``sqlite:///mlflow.db`` in the working directory)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import os
@@ -610,18 +609,20 @@ class Tracker:
             if self._queue is not None:  # still queued (see batched())
                 self._queue = {r.run_id: r for r in merge_runs([*records, *self._queue.values()])}
             else:
-                for record in records:
-                    with contextlib.suppress(Exception):
-                        self._write([record])
+                self._write_each(records)
             raise
         for callback in callbacks:
             callback()
 
     def _commit_each(self) -> None:
-        """After a failed :meth:`commit`: write each queued run in its own transaction, skipping
-        those that fail (a run the store does not have, or the store itself failing)."""
+        """After a failed :meth:`commit`: write each queued run in its own transaction."""
         assert self._queue is not None
-        for record in list(self._queue.values()):
+        self._write_each(list(self._queue.values()))
+
+    def _write_each(self, records: Sequence[PendingRun]) -> None:
+        """Write each record in its own transaction, skipping those that fail (a run the store
+        does not have, or the store itself failing)."""
+        for record in records:
             try:
                 self._write([record])
             except Exception:  # noqa: BLE001 - best effort, run by run

@@ -25,6 +25,8 @@ so the rows are exactly those of a write in the training process.
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import pickle
 import signal
@@ -36,7 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from suite.exec.signals import ignore_stop_signals, stop_signals_held
+from suite.exec.signals import ignore_stop_signals
 from suite.tracking.records import PendingRun
 
 Batch = list[PendingRun]
@@ -95,11 +97,11 @@ class WriterProcess:
         finally:
             os.close(child_acks)
         self._acks = os.fdopen(acks, "rb")
-        self._sent = 0  # batches submitted
-        self._acked = 0  # batches the child has answered (in order)
-        self._batches: dict[int, Batch] = {}  # seq -> records, until written
-        self._unwritten: list[int] = []  # seqs the child answered "not written"
-        self._callbacks: dict[int, list[Callable[[], None]]] = {}
+        self._seqs = itertools.count(1)  # a batch's number, sent with it and answered with it
+        self._batches: dict[int, Batch] = {}  # seq -> records, until the child has written them
+        self._pending: set[int] = set()  # seqs sent and not answered yet
+        self._refused: set[int] = set()  # seqs the child did not write (it writes nothing after a failure)
+        self._callbacks: list[tuple[int, Callable[[], None]]] = []  # (the last seq it waits for, callback)
         self._cond = threading.Condition()
         self._outbox: list[bytes | None] = []
         self._closed = False
@@ -111,42 +113,50 @@ class WriterProcess:
     def failed(self) -> bool:
         """Whether the child has refused a batch (then it writes nothing more)."""
         with self._cond:
-            return bool(self._unwritten)
+            return bool(self._refused)
 
     @property
     def idle(self) -> bool:
         """Whether every batch submitted has been answered."""
         with self._cond:
-            return self._acked == self._sent
+            return not self._pending
 
     def submit(self, experiment_id: str, records: Sequence[PendingRun]) -> None:
-        """Hand ``records`` to the child, to be written in one transaction."""
+        """Hand ``records`` to the child, to be written in one transaction.
+
+        The steps are ordered so that a ``KeyboardInterrupt`` between any two of them (a second
+        Ctrl-C) leaves nothing to wait for that will not come: a batch is waited for only once
+        it is in the outbox, and its records are kept before that, to be handed back."""
         batch = list(records)
-        data = pickle.dumps((experiment_id, wire(batch)), protocol=pickle.HIGHEST_PROTOCOL)
-        with stop_signals_held(), self._cond:  # a second Ctrl-C must not leave a batch counted and not sent
-            self._sent += 1
-            self._batches[self._sent] = batch
+        seq = next(self._seqs)
+        data = pickle.dumps((seq, experiment_id, wire(batch)), protocol=pickle.HIGHEST_PROTOCOL)
+        with self._cond:
+            self._batches[seq] = batch
             if self._ended:  # nobody to write it: not written
-                self._unwritten = self._unwritten or [self._sent]
-                self._acked = self._sent
+                self._refused.add(seq)
             else:
                 self._outbox.append(data)
+                self._pending.add(seq)
             self._cond.notify_all()
 
     def when_written(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from :meth:`poll` or :meth:`wait`) once everything submitted so far
         is written; now if it is."""
         with self._cond:
-            if self._acked < self._sent:
-                self._callbacks.setdefault(self._sent, []).append(callback)
+            if self._batches:
+                self._callbacks.append((max(self._batches), callback))
                 return
         callback()
+
+    def _due(self, last: int) -> bool:
+        """Whether every batch up to ``last`` is written (a callback waiting for them may run)."""
+        return not any(seq <= last for seq in self._batches)
 
     def poll(self) -> None:
         """Run the callbacks of the batches written since the last call (never waits)."""
         with self._cond:
-            done = [seq for seq in self._callbacks if seq <= self._acked and not self._refused(seq)]
-            calls = [cb for seq in sorted(done) for cb in self._callbacks.pop(seq)]
+            calls = [cb for last, cb in self._callbacks if self._due(last)]
+            self._callbacks = [(last, cb) for last, cb in self._callbacks if not self._due(last)]
         for cb in calls:
             cb()
 
@@ -155,20 +165,18 @@ class WriterProcess:
         records not written (a batch that failed and every one after it, in order) and the
         callbacks that wait for them; after a failure the child is stopped."""
         with self._cond:
-            while self._acked < self._sent:
+            while self._pending:
                 self._cond.wait()
-            refused = [seq for seq in range(1, self._sent + 1) if self._refused(seq)]
+            refused = sorted(self._refused)
             records = [r for seq in refused for r in self._batches.pop(seq)]
-            pending = [cb for seq in sorted(self._callbacks) if self._refused(seq) for cb in self._callbacks[seq]]
-            for seq in refused:
-                self._callbacks.pop(seq, None)
+            self._refused.clear()
+            first = refused[0] if refused else math.inf  # the refused batches are the last ones
+            waiting = [cb for last, cb in self._callbacks if last >= first]
+            self._callbacks = [(last, cb) for last, cb in self._callbacks if last < first]
         self.poll()
         if refused:
             self.close()
-        return records, pending
-
-    def _refused(self, seq: int) -> bool:
-        return bool(self._unwritten) and seq >= self._unwritten[0]
+        return records, waiting
 
     def close(self) -> None:
         """End the child's input; it exits once it has answered what it was sent."""
@@ -204,16 +212,15 @@ class WriterProcess:
             except Exception:  # noqa: BLE001 - end of input, or a child that died mid-answer
                 break
             with self._cond:
-                self._acked = seq
-                if not ok and not self._unwritten:
-                    self._unwritten.append(seq)
-                if ok and seq in self._batches and not self._unwritten:
-                    del self._batches[seq]
+                self._pending.discard(seq)
+                if ok:
+                    self._batches.pop(seq, None)
+                else:
+                    self._refused.add(seq)
                 self._cond.notify_all()
-        with self._cond:  # the child has exited: what it did not answer is not written
-            if self._acked < self._sent and not self._unwritten:
-                self._unwritten.append(self._acked + 1)
-            self._acked = self._sent
+        with self._cond:  # the child has exited: what it did not write is not written
+            self._refused.update(self._batches)
+            self._pending.clear()
             self._ended = True
             self._outbox.append(None)  # and the sender stops
             self._cond.notify_all()
@@ -252,13 +259,12 @@ def main(argv: Sequence[str]) -> None:
 
     store = DirectStore(Path(db_path), artifact_root)
     stdin, out = sys.stdin.buffer, os.fdopen(int(acks), "wb")
-    seq, failed = 0, False
+    failed = False
     while True:
         message = _read(stdin)
         if message is None:
             break
-        seq += 1
-        experiment_id, records = message
+        seq, experiment_id, records = message
         records = unwire(records)
         if not failed:
             try:
