@@ -35,6 +35,7 @@ TAG_N_SPECS = "suite.n_specs"
 TAG_N_SKIPPED = "suite.n_skipped"
 TAG_N_FAILED = "suite.n_failed"
 TAG_SECONDS = "suite.seconds"
+TAG_DISPATCH = "suite.dispatch"  # on a grid's parent run: how its units were run (in-process or workers) and why
 PHASES = ("startup", "building", "training", "tracking", "reporting")  # where an invocation's time went
 TAG_PHASE_SECONDS = {p: f"suite.seconds.{p}" for p in PHASES}  # on the parent run of `suite run` / `suite tune`
 TAG_STUDY = "suite.study"  # the Optuna study a trial run belongs to

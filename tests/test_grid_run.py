@@ -239,5 +239,11 @@ def test_quick_benchmark_file_runs_and_reports_per_section(cli, mlflow_client):
     assert parent.data.tags["suite.benchmark"].endswith("quick.yaml")
     md = Path(mlflow_client.download_artifacts(parent.info.run_id, "summary.md")).read_text()
     assert "Winner per batch size" in md and "- momentum batch 8: " in md and "- momentum batch 64: " in md
-    figs = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id, "curves")}
-    assert figs == {"curves/momentum.png", "curves/averaging.png"}
+    # the loss curves are the report's (one panel per batch size), on the same parent run; the
+    # summary does not draw a second, coarser set
+    figs = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id, "report/report_files")}
+    assert {"report/report_files/curves_momentum.png", "report/report_files/curves_averaging.png"} <= figs
+    assert not mlflow_client.list_artifacts(parent.info.run_id, "curves")
+    # final loss against batch size where a section has more than one (averaging has one)
+    sizes = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id, "batch_size")}
+    assert sizes == {"batch_size/momentum.png"}

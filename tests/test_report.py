@@ -374,3 +374,25 @@ def test_a_report_reads_the_same_runs_without_mlflow_as_through_it(cli, workdir,
     (workdir / "tiny.yaml").write_text(BENCH)
     cli("run", "tiny.yaml", "--quiet", "--workers", "1")
     _same_report_both_ways(workdir, monkeypatch, "tiny", "tiny.yaml")
+
+
+def test_report_figures_label_log_axes_in_plain_text_with_fixed_margins():
+    """Log-axis tick labels are matplotlib's own (10⁻², 3×10⁻¹, 2⁵) in Unicode rather than
+    mathtext, and the margins are set in inches, whatever the figure's size."""
+    import matplotlib.pyplot as plt
+
+    from suite.report.style import finish_figure
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot([4, 8, 32, 1024], [0.012, 0.3, 2.5, 9.0])
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_ylim(0.2, 0.9)  # less than a decade: matplotlib labels the minor ticks too
+    finish_figure(fig, left=1.0, bottom=0.5)
+    fig.canvas.draw()
+    ys = [t.get_text() for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels() if t.get_text()]
+    xs = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert ys and xs and not any("$" in t for t in ys + xs)
+    assert "3×10⁻¹" in ys and "2⁵" in xs
+    assert fig.subplotpars.left == pytest.approx(1.0 / 8) and fig.subplotpars.bottom == pytest.approx(0.5 / 4)
+    plt.close(fig)

@@ -283,3 +283,20 @@ def test_the_winner_is_the_best_reevaluated_mean():
     # a seed that diverged (or missed the target) counts before the mean of the others
     s = summarize(study, plan, {0: Reeval([40.0], n_diverged=1), 1: Reeval([55.0, 57.0])})
     assert s.best_number == 1 and s.reevaluated == (0, 1)
+
+
+def test_optunas_figures_leave_the_processs_matplotlib_style_as_it_was():
+    """Optuna's matplotlib plots switch to the ggplot style with ``plt.style.use``; the figures
+    drawn after them in the same process (the findings report's) keep the default look."""
+    import matplotlib
+    import optuna
+
+    from suite.tuning.report import study_figures
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))  # in memory
+    study.optimize(lambda t: t.suggest_float("lr", 0.01, 1.0, log=True) + t.suggest_float("wd", 0.0, 0.1), n_trials=4)
+    before = {k: matplotlib.rcParams[k] for k in ("axes.facecolor", "axes.grid", "font.size", "axes.labelsize")}
+    figs = study_figures(study)
+    assert set(figs) == {"optuna_history.png", "optuna_importance.png"}
+    assert figs["optuna_history.png"].axes[0].get_facecolor() != matplotlib.colors.to_rgba(before["axes.facecolor"])
+    assert {k: matplotlib.rcParams[k] for k in before} == before

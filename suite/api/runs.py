@@ -193,7 +193,8 @@ def run_local(plan: RunPlan, registry: Registry, devices: Sequence[str], *, trac
     tracker = Tracker(plan.experiment, tracking_uri)
     out = run_grid(plan.sections, tracker, registry, devices, name=plan.run_name, force=force, quiet=quiet,
                    parent=plan.wants_parent, parent_tags=plan.parent_tags, parent_params=plan.parent_params,
-                   engine=engine, stack_size=stack_size, adaptive=adaptive, by=plan.by)
+                   engine=engine, stack_size=stack_size, adaptive=adaptive, by=plan.by,
+                   curves=plan.benchmark is None)  # a benchmark file's report draws the curves
     return out, tracker
 
 
@@ -249,7 +250,7 @@ def run_shared(plan: RunPlan, devices: Sequence[str], *, storage: str | None, tr
     out.view = ui.share_view(tracker.set_experiment_tag, axes.varying_keys(specs))
     shared.missing = [s for s in specs if s.hash not in done]
     if parent:
-        log_summary(tracker, out)
+        log_summary(tracker, out, curves=plan.benchmark is None)  # a benchmark file's report draws the curves
         if shared.missing:
             tracker.mark(parent, FAILED, f"{len(shared.missing)} run(s) failed or not done")
     shared.outcome, shared.tracker = out, tracker

@@ -36,6 +36,7 @@ from suite.vocab import (
     FAILED,
     INTERRUPTED,
     MLFLOW_NOTE,
+    TAG_DISPATCH,
     TAG_N_FAILED,
     TAG_N_SKIPPED,
     TAG_N_SPECS,
@@ -62,6 +63,7 @@ class GridOutcome:
     parent_run_id: str | None = None
     run_ids: dict[str, str] = field(default_factory=dict)  # hash -> MLflow run id of this invocation's runs
     view: str | None = None  # the key of the runs table's shared view in the MLflow UI (suite.tracking.ui)
+    dispatch: list[str] = field(default_factory=list)  # how each pass of the pool ran its units, and why
 
     @property
     def failures(self) -> list[Any]:
@@ -132,12 +134,15 @@ def _run_grid(
     stack_size: int | None = None,
     adaptive: bool = False,
     by: Score | None = None,
+    curves: bool = True,
 ) -> GridOutcome:
     """Run every distinct spec of ``sections`` not done yet; return what happened.
 
     ``adaptive``: the pool runs units in this process while that is measured to be cheaper than
     starting worker processes (``suite run`` without ``--workers``; see :class:`suite.exec.pool.Pool`).
     ``by``: what the summary compares configurations by (default: the final val loss).
+    ``curves``: the summary draws each section's loss curves on the parent run (``curves/``);
+    off where a findings report follows, whose own per-batch-size curves land on the same run.
 
     ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :mod:`suite.exec.signals`)
     marks the runs in flight and the parent run as interrupted, then propagates.
@@ -177,8 +182,10 @@ def _run_grid(
                         units = plan_units(deferred, registry, engine=engine, stack_size=stack_size,
                                            device=devices[0] if devices else "cpu", workers=len(devices))
                     with CLOCK.phase("training"):
-                        Pool(devices, train_unit, adaptive=adaptive).run(_ClaimedUnits(handler, units, engine),
-                                                                         handler)
+                        pool = Pool(devices, train_unit, adaptive=adaptive)
+                        pool.run(_ClaimedUnits(handler, units, engine), handler)
+                    if pool.decision:
+                        out.dispatch.append(f"{len(units)} unit(s): {pool.decision}")
                     deferred = handler.await_others()
             except BaseException as exc:  # Ctrl-C, SIGTERM, or the store/workers failing: leave nothing RUNNING
                 status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
@@ -200,7 +207,7 @@ def _run_grid(
             out.rows = collect_rows(sections, out, tracker)
             out.stats = tables.config_stats(out.rows, by)
             if out.parent_run_id:
-                log_summary(tracker, out)
+                log_summary(tracker, out, curves=curves)
     finally:
         try:
             tracker.settle()  # every run is in the store before its claim goes
@@ -396,12 +403,14 @@ def _num(v: Any) -> float | None:
     return float(v) if v is not None and math.isfinite(float(v)) else None
 
 
-def log_summary(tracker: Tracker, out: GridOutcome) -> None:
+def log_summary(tracker: Tracker, out: GridOutcome, *, curves: bool = True) -> None:
+    """Log the grid's summary on its parent run: tables, winners, figures (``curves``: each
+    section's loss curves too), then its final status."""
     with tracker.writes():  # one transaction on a direct store
-        _log_summary(tracker, out)
+        _log_summary(tracker, out, curves)
 
 
-def _log_summary(tracker: Tracker, out: GridOutcome) -> None:
+def _log_summary(tracker: Tracker, out: GridOutcome, curves: bool) -> None:
     pid = out.parent_run_id
     tracker.log_text(pid, tables.table_csv(out.stats), "summary.csv")
     md = tables.table_markdown(out.stats)
@@ -418,13 +427,15 @@ def _log_summary(tracker: Tracker, out: GridOutcome) -> None:
     ], indent=1), "runs.json")
     for section in dict.fromkeys(c.section for c in out.stats):
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in section)
-        fig = tables.curves_figure(out.stats, section)
-        tracker.log_figure(pid, fig, f"curves/{safe}.png")
-        tables.close(fig)
+        if curves:
+            fig = tables.curves_figure(out.stats, section)
+            tracker.log_figure(pid, fig, f"curves/{safe}.png")
+            tables.close(fig)
         fig = tables.batch_size_figure(out.stats, section)
         if fig is not None:
             tracker.log_figure(pid, fig, f"batch_size/{safe}.png")
             tables.close(fig)
     failed = len(out.failures)
-    tracker.set_tags(pid, {TAG_N_FAILED: str(failed)})
+    tracker.set_tags(pid, {TAG_N_FAILED: str(failed), **({TAG_DISPATCH: "; ".join(out.dispatch)[:5000]}
+                                                         if out.dispatch else {})})
     tracker.mark(pid, "failed" if failed else "completed", f"{failed} run(s) failed" if failed else "")

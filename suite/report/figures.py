@@ -20,7 +20,14 @@ import numpy as np  # noqa: E402
 
 from suite.report import scaling  # noqa: E402
 from suite.report.reader import RunRecord, Runs  # noqa: E402
-from suite.report.style import style  # noqa: E402
+from suite.report.style import LEGEND_ROW_IN, finish_figure, legend_columns, style  # noqa: E402
+
+PANEL_MIN_WIDTH_IN = 6.8  # a figure of one panel is still wide enough for its title on one line
+
+
+def panels_size(ncol: int, nrow: int) -> tuple[float, float]:
+    """Width and height, in inches, of a figure of ``nrow`` × ``ncol`` panels."""
+    return max(PANEL_MIN_WIDTH_IN, 5.2 * ncol), 3.9 * nrow
 
 
 def close(fig: Any) -> None:
@@ -34,9 +41,12 @@ def config_label(record: RunRecord, varying: Sequence[str]) -> str:
 
 def varying_keys(records: Sequence[RunRecord], skip: Sequence[str] = ("seed", "batch_size", "steps", "eval_every")
                  ) -> list[str]:
-    """The params that take more than one value among ``records`` (besides ``skip``)."""
+    """The params that take more than one value among ``records`` (besides ``skip``). A
+    hyperparameter that only some components have counts only where it differs between records
+    that have it (the component's name already tells the others apart), as in run names
+    (:func:`suite.specs.axes.varying_keys`)."""
     keys = dict.fromkeys(k for r in records for k in r.params)
-    return [k for k in keys if k not in skip and len({repr(r.params.get(k)) for r in records}) > 1]
+    return [k for k in keys if k not in skip and len({repr(r.params[k]) for r in records if k in r.params}) > 1]
 
 
 def _band(runs: Runs, records: Sequence[RunRecord], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -66,7 +76,7 @@ def curves_figure(runs: Runs, records: Sequence[RunRecord], title: str):
     varying = varying_keys(records)
     ncol = min(3, len(sizes))
     nrow = math.ceil(len(sizes) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.9 * nrow), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrow, ncol, figsize=panels_size(ncol, nrow), squeeze=False, sharey=True)
     configs = list(dict.fromkeys(r.config(("seed", "batch_size", "steps", "eval_every")) for r in records))
     for ax, b in zip(axes.flat, sizes, strict=False):
         for i, cfg in enumerate(configs):
@@ -93,12 +103,20 @@ def curves_figure(runs: Runs, records: Sequence[RunRecord], title: str):
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    entries: dict[str, Any] = {}  # every configuration, whichever panel it first appears in
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    labels, handles = list(entries), list(entries.values())
+    legend_in = 0.0
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+        width, height = fig.get_size_inches()
+        cols = legend_columns(labels, width)
+        legend_in = math.ceil(len(labels) / cols) * LEGEND_ROW_IN + 0.15
+        fig.set_size_inches(width, height + legend_in)  # the legend gets room of its own below the panels
+        fig.legend(handles, labels, loc="lower center", ncol=cols, fontsize=8, frameon=False)
     fig.suptitle(f"{title}: mean over seeds, band = min–max over seeds, averaged model dashed", fontsize=11)
-    rows_of_legend = math.ceil(len(labels) / 4) if handles else 0
-    fig.tight_layout(rect=(0, 0.04 * rows_of_legend / max(nrow, 1) + 0.02, 1, 0.95))
+    finish_figure(fig, bottom=0.55 + legend_in, top=0.65, wspace=0.08, hspace=0.35)
     return fig
 
 
@@ -150,11 +168,11 @@ def scaling_figures(sweep: Any, records: Sequence[RunRecord]):
     ax.legend(fontsize=7, ncol=2)
     ax2.axhline(2.0, color="0.5", linestyle=":", linewidth=1)
     ax2.annotate("SGD stability cap 2/h_max", (all_sizes[0], 2.0), fontsize=7, color="0.4", va="bottom")
-    ax2.set_ylabel("best lr (geometric mean; bars: min–max over seeds or top trials)")
-    ax2.set_title("Best learning rate against batch size", fontsize=10)
+    ax2.set_ylabel("best lr (geometric mean, min–max bars)")
+    ax2.set_title("Best learning rate against batch size (bars: over seeds or top trials)", fontsize=10)
     ax2.legend(fontsize=7)
-    fig1.tight_layout()
-    fig2.tight_layout()
+    finish_figure(fig1)
+    finish_figure(fig2, left=1.0)
     return fig1, fig2
 
 
@@ -192,7 +210,7 @@ def steady_state_figure(runs: Runs, records: Sequence[RunRecord]):
     ax.set_title("Steady state of constant-lr SGD (NQM): ∝ α/B", fontsize=10)
     ax.grid(alpha=0.3, which="both", linewidth=0.5)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    finish_figure(fig)
     return fig
 
 
@@ -202,7 +220,7 @@ def best_curves_figure(runs: Runs, sweep: Any):
     methods = sweep.methods
     ncol = min(3, len(methods))
     nrow = math.ceil(len(methods) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.9 * nrow), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrow, ncol, figsize=panels_size(ncol, nrow), squeeze=False, sharey=True)
     by_key: dict[tuple, list[RunRecord]] = {}
     for r in sweep.records:
         for method, _ in scaling.series_of(r):
@@ -230,5 +248,5 @@ def best_curves_figure(runs: Runs, sweep: Any):
         ax.set_visible(False)
     axes[0, 0].set_ylabel("expected risk")
     fig.suptitle("Each method at its best lr per batch size (dotted: the target)", fontsize=11)
-    fig.tight_layout()
+    finish_figure(fig, top=0.65, wspace=0.08, hspace=0.35)
     return fig

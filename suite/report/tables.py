@@ -17,6 +17,8 @@ if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend; elsew
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from suite.report.style import finish_figure  # noqa: E402
+
 
 def close(fig: Any) -> None:
     plt.close(fig)
@@ -38,7 +40,7 @@ def run_figure(result: Any):
     ax_lr.plot(steps, [m["lr"] for _, m in result.history])
     ax_lr.set_xlabel("optimizer steps")
     ax_lr.set_ylabel("learning rate")
-    fig.tight_layout()
+    finish_figure(fig, hspace=0.12)
     return fig
 
 
@@ -385,7 +387,7 @@ def curves_figure(stats: list[ConfigStats], section: str):
     ax.set_title(section)
     if ax.lines and len(ax.lines) <= 24:
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    finish_figure(fig)
     return fig
 
 
@@ -409,5 +411,5 @@ def batch_size_figure(stats: list[ConfigStats], section: str):
     ax.set_title(section)
     if ax.lines or ax.containers:
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    finish_figure(fig)
     return fig

@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from suite.report import tables
+from suite.report.style import finish_figure
 from suite.tuning.plan import StudyPlan, format_value, short_name
 from suite.tuning.results import best_trial, best_values, counted
 from suite.vocab import TRIAL_STATUS
@@ -201,7 +202,7 @@ def figures(summaries: Sequence[StudySummary], objective_label: str) -> dict[str
         ax.set_ylabel(f"best {objective_label}")
         ax.set_title(f"{problem}: tuned value per batch size")
         ax.legend(fontsize="small")
-        fig.tight_layout()
+        finish_figure(fig)
         out[f"{problem}_best_value_vs_batch_size.png"] = fig
 
         lr_items = [s for s in items if isinstance(s.best_params.get("optimizer.lr"), float)]
@@ -217,7 +218,7 @@ def figures(summaries: Sequence[StudySummary], objective_label: str) -> dict[str
             ax.set_ylabel("best learning rate")
             ax.set_title(f"{problem}: tuned learning rate per batch size")
             ax.legend(fontsize="small")
-            fig.tight_layout()
+            finish_figure(fig)
             out[f"{problem}_best_lr_vs_batch_size.png"] = fig
     return out
 
@@ -233,7 +234,9 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return out
-    with warnings.catch_warnings():
+    # Optuna's plots switch matplotlib to its ggplot style for good (plt.style.use); the context
+    # gives every later figure of the process (the findings report's) its own style back
+    with warnings.catch_warnings(), plt.rc_context():
         warnings.simplefilter("ignore")
         try:
             out["optuna_history.png"] = ovm.plot_optimization_history(study).figure
@@ -244,8 +247,9 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
                 out["optuna_importance.png"] = ovm.plot_param_importances(study).figure
             except Exception:
                 pass
-    for fig in out.values():
-        fig.tight_layout()
+        for fig in out.values():  # texts (parameter names) the suite does not control: measured
+            if fig.get_layout_engine() is None:  # one that has a layout engine is laid out when saved
+                fig.tight_layout()
     return out
 
 
