@@ -273,7 +273,10 @@ class DirectStore:
 
     def metric_history(self, run_id: str, key: str) -> list[Metric]:
         """Every logged value of one metric (as ``MlflowClient.get_metric_history``, in its order)."""
-        rows = self.db.execute("SELECT value, is_nan, timestamp, step FROM metrics WHERE run_uuid = ? AND key = ? "
+        # "+key": sqlite's planner would otherwise walk the primary key's index (key, timestamp,
+        # step, ...) through every run's values of the key to save a sort, 14 against 0.3 ms a
+        # read in a store of 680,000 values; this way it finds the run's rows by its run index
+        rows = self.db.execute("SELECT value, is_nan, timestamp, step FROM metrics WHERE run_uuid = ? AND +key = ? "
                                "ORDER BY timestamp, step, value", (run_id, key))
         return [Metric(key, float("nan") if is_nan else value, ts, step) for value, is_nan, ts, step in rows]
 
