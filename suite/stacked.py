@@ -59,10 +59,22 @@ class StackContext:
         """The K-vector of hyperparameter ``family.name`` over the rows, on the stack's device."""
         return torch.tensor([s.params_of(family)[name] for s in self.specs], dtype=dtype, device=self.device)
 
+    rows: slice | None = None  # in a block's context: which rows of the whole stack it holds
+
     def subset(self, rows: Sequence[int]) -> StackContext:
         """The context of some rows (e.g. those sharing one scheduler component)."""
         return StackContext(self.device, [self.specs[r] for r in rows], [self.ctxs[r] for r in rows],
                             self.problem, self.extra)
+
+    def block(self, rows: slice) -> StackContext:
+        """The context of a block of consecutive rows that share an optimizer or averager
+        component (a stack may mix them): its parameters are views of those rows."""
+        return StackContext(self.device, self.specs[rows], self.ctxs[rows], self.problem, self.extra, rows)
+
+    def initial_params(self) -> list[Tensor]:
+        """The stacked problem's initial parameters, ``[K, ...]``, of this context's rows."""
+        params = self.problem.params
+        return list(params) if self.rows is None else [p[self.rows] for p in params]
 
     def data_rows(self) -> tuple[list[int], Tensor]:
         """For problems whose data depends only on the problem's parameters and the seed:
@@ -176,6 +188,43 @@ class StackedAverager:
 
     def update(self, params: Sequence[Tensor], step: int) -> None:
         raise NotImplementedError
+
+
+class BlockOptimizer(StackedOptimizer):
+    """A stack whose rows use more than one optimizer component: each block of consecutive rows
+    sharing one is updated by that component's stacked implementation, on views of its rows
+    (``None``: a block whose adapter failed; its rows are no longer updated)."""
+
+    def __init__(self, blocks: Sequence[tuple[slice, StackedOptimizer | None]]) -> None:
+        self.blocks = list(blocks)
+
+    def step(self, params: Sequence[Tensor], grads: Sequence[Tensor], lr: Tensor) -> None:
+        for rows, impl in self.blocks:
+            if impl is not None:
+                impl.step([p[rows] for p in params], [g[rows] for g in grads], lr[rows])
+
+
+class BlockAverager(StackedAverager):
+    """A stack whose rows use more than one averager component, ``none`` included: each block
+    of consecutive rows sharing one is averaged by that component's stacked implementation.
+    ``params`` are ``[K, ...]``: a row without an average shows its current parameters, and
+    ``without`` names those rows, whose averaged metrics are not logged."""
+
+    def __init__(self, blocks: Sequence[tuple[slice, StackedAverager | None]], current: Sequence[Tensor]) -> None:
+        self.blocks = list(blocks)
+        self.current = list(current)
+        self.without = {r for rows, impl in self.blocks if impl is None
+                        for r in range(rows.start, rows.stop)}
+
+    def update(self, params: Sequence[Tensor], step: int) -> None:
+        for rows, impl in self.blocks:
+            if impl is not None:
+                impl.update([p[rows] for p in params], step)
+
+    @property
+    def params(self) -> list[Tensor]:  # type: ignore[override]
+        return [torch.cat([impl.params[i] if impl is not None else cur[rows].detach() for rows, impl in self.blocks])
+                for i, cur in enumerate(self.current)]
 
 
 # -- generic adapters --------------------------------------------------------------------------

@@ -127,6 +127,22 @@ def test_averagers(averager, variants):
     assert all("avg_val_loss" in m and "avg_dist_to_opt" in m for r in results.values() for _, m in r.history)
 
 
+def test_optimizers_and_averagers_of_every_kind_share_one_stack():
+    """The lecture's comparisons at one batch size (optimizer × averager) train as one stack:
+    its rows are ordered by component, each block is updated by its own component's stacked
+    implementation, and every row is the run its spec gives alone; averaged metrics and
+    parameters only where there is an average."""
+    hyper = {**SMALL, "optimizer.lr": 0.05, "optimizer.momentum": 0.9}
+    specs = [spec({"optimizer": opt, "averager": avg}, {**hyper, **extra}, seed=s)
+             for opt, extra in (("precond", {"optimizer.p": 0.5}), ("sgd", {})) for avg in ("ema", "none", "swa")
+             for s in (0, 1)]
+    results = assert_stack_matches_loop(specs)
+    for i, s in enumerate(specs):
+        averaged = s.averager != "none"
+        assert all(("avg_val_loss" in m) == averaged for _, m in results[i].history)
+        assert ("averaged" in results[i].final_params) == averaged
+
+
 @pytest.mark.parametrize("sampler", ["shuffle", "replacement", "full"])
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_samplers(sampler, drop_last):
@@ -172,6 +188,17 @@ def test_nqm_with_theory_risk(averager, optimizer, params):
     ])
     has_theory = not params.get("optimizer.nesterov")
     assert all(("theory_risk" in m) == has_theory for r in results.values() for _, m in r.history)
+
+
+def test_nqm_theory_in_a_stack_of_every_optimizer_and_averager():
+    results = assert_stack_matches_loop([
+        spec({"problem": "nqm", "averager": avg, "optimizer": opt}, {"optimizer.lr": 0.3, "optimizer.momentum": 0.5,
+                                                                     **extra}, seed=s, steps=60, batch_size=4)
+        for opt, extra in (("precond", {"optimizer.p": 0.5}), ("sgd", {})) for avg in ("ema", "none", "swa")
+        for s in (0, 1)
+    ])
+    for r in results.values():
+        assert all("theory_risk" in m and ("theory_avg_risk" in m) == (r.spec.averager != "none") for _, m in r.history)
 
 
 def test_nqm_rows_with_and_without_theory_in_one_stack():
@@ -247,6 +274,12 @@ def _test_registry():
         register(name="unstacked", factory=lambda ctx, lr: torch.optim.SGD(ctx.model.parameters(), lr=lr),
                  description="SGD without a stacked implementation", params=[Param("lr", 0.01, low=0)])
 
+        def brittle(optimizers, stack):
+            raise RuntimeError("brittle stacked adapter")
+
+        register(name="brittle", factory=lambda ctx, lr: torch.optim.SGD(ctx.model.parameters(), lr=lr),
+                 description="SGD whose stacked adapter raises", params=[Param("lr", 0.01, low=0)], stacked=brittle)
+
     return Registry.from_entry_points(extra_plugins=[
         (_plugin(suite_register_schedulers=schedulers, suite_register_optimizers=optimizers), "stack-test", "0.1")])
 
@@ -263,6 +296,17 @@ def test_an_exception_in_one_specs_component_fails_only_that_spec():
     for i in (0, 3):
         assert_same_run(results[i], train(specs[i], "cpu", reg))
     assert_same_run(results[1], train(specs[1], "cpu", reg))  # the loop fails it at the same point
+
+
+def test_an_optimizers_adapter_failing_in_a_mixed_stack_fails_only_its_block():
+    reg = _test_registry()
+    specs = [spec({"optimizer": opt}, SMALL, registry=reg, seed=s) for opt in ("brittle", "sgd") for s in (0, 1)]
+    assert plan_units(specs, reg) == [[0, 1, 2, 3]]
+    results = dict(run_unit(specs, "cpu", reg, engine="stacked"))
+    assert [results[i].status for i in range(4)] == ["failed", "failed", "completed", "completed"]
+    assert "brittle stacked adapter" in results[0].error
+    for i in (2, 3):
+        assert_same_run(results[i], train(specs[i], "cpu", reg))
 
 
 def test_a_component_without_stacked_implementation_runs_through_the_loop_in_the_same_unit_list():
@@ -287,8 +331,10 @@ def test_plan_units_groups_compatible_specs_and_caps_the_stack_size():
     with pytest.raises(SpecError, match="unknown engine"):
         plan_units(specs, engine="fast")
     mixed = [spec(overrides=SMALL), spec({"averager": "ema"}, SMALL), spec({"problem": "mean"}),
-             spec({"scheduler": "cosine"}, SMALL)]
-    assert plan_units(mixed) == [[0, 3], [1], [2]]
+             spec({"scheduler": "cosine"}, SMALL), spec({"optimizer": "precond"}, SMALL)]
+    # one stack per problem; its rows ordered by optimizer, then averager (ema < none), so that
+    # each component updates a block of consecutive rows
+    assert plan_units(mixed) == [[4, 1, 0, 3], [2]]
 
 
 def test_a_single_spec_is_a_stack_of_one_on_a_device_string():

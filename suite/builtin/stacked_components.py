@@ -189,7 +189,7 @@ class LerpAverage(StackedAverager):
     """An iterate average w̃ ← lerp(w̃, w, weight_t), starting from the initial parameters."""
 
     def __init__(self, stack: StackContext) -> None:
-        self.params = [p.detach().clone() for p in stack.problem.params]
+        self.params = [p.detach().clone() for p in stack.initial_params()]
 
     def weight(self, step: int) -> Tensor | None:
         raise NotImplementedError

@@ -179,8 +179,9 @@ class NQMStack(StackedProblem):
             self.blends = [t.blend for t in live]
             self.tracker = _stacked_tracker([t.tracker for t in live], device)
             self.theory_index = torch.tensor(self.theory_rows, device=device)
-            if not self.tracker.average:
-                self.missing["theory_avg_risk"] = set(range(len(problems)))
+            # rows without an iterate average (a stack may mix averagers) have no averaged risk
+            self.missing["theory_avg_risk"] |= {r for r, t in zip(self.theory_rows, live, strict=True)
+                                                if not t.tracker.average}
 
     def batch_loss(self, params: Sequence[Tensor], indices: Tensor) -> Tensor:
         (theta,) = params
@@ -198,6 +199,9 @@ class NQMStack(StackedProblem):
 
     def on_step(self, step: int, lr: Tensor) -> None:
         if self.tracker is None:
+            return
+        if not self.tracker.average:  # no iterate average to blend into
+            MomentTracker.step(self.tracker, lr[self.theory_index][:, None])
             return
         blend = torch.tensor([b(step) for b in self.blends], dtype=torch.float64).to(self.device, non_blocking=True)
         MomentTracker.step(self.tracker, lr[self.theory_index][:, None], blend[:, None])
@@ -230,7 +234,7 @@ def _stacked_tracker(trackers: Sequence[MomentTracker], device: torch.device) ->
         arrays = [torch.tensor(np.broadcast_to(getattr(t, name), t.h.shape), dtype=torch.float64) for t in trackers]
         setattr(stacked, name, torch.stack(arrays).to(device))
     stacked.beta = torch.tensor([t.beta for t in trackers], dtype=torch.float64, device=device)[:, None]
-    stacked.average = trackers[0].average
+    stacked.average = any(t.average for t in trackers)  # rows without one blend with γ = 1: left as they start
     stacked.steps = 0
     return stacked
 

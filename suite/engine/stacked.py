@@ -31,7 +31,7 @@ from suite.engine.loop import Built, RunResult, StopRun, build, divergence, eval
 from suite.exec.signals import interrupted
 from suite.registry import FAMILIES, Registry, get_registry
 from suite.specs.spec import RunSpec
-from suite.stacked import RowsFailed, StackContext, StackedScheduler
+from suite.stacked import BlockAverager, BlockOptimizer, RowsFailed, StackContext, StackedScheduler
 
 UnitEval = Callable[[int, int, dict[str, float]], None]
 
@@ -43,15 +43,21 @@ def stackable(spec: RunSpec, registry: Registry) -> bool:
 
 def stack_key(spec: RunSpec) -> tuple:
     """Specs with equal keys can share a stack: the same problem and sampler (with their
-    parameters), batch size, budget, evaluation schedule, divergence rule, optimizer and averager
-    components. Hyperparameters of the optimizer, scheduler and averager, the scheduler itself
-    and the seed may differ."""
+    parameters), batch size, budget, evaluation schedule and divergence rule. The optimizer,
+    scheduler and averager (components and hyperparameters) and the seed may differ: a stack's
+    rows are ordered by :func:`block_key`, and each block of rows sharing an optimizer or an
+    averager component is served by that component's stacked implementation."""
     return (
         spec.problem, tuple(sorted(spec.params_of("problem").items())),
         spec.sampler, tuple(sorted(spec.params_of("sampler").items())),
         spec.batch_size, spec.epochs, spec.steps, spec.eval_every, spec.eval_growth, spec.diverge_factor,
-        spec.optimizer, spec.averager,
     )
+
+
+def block_key(spec: RunSpec) -> tuple[str, str]:
+    """The order of a stack's rows: rows with the same optimizer, then averager, component are
+    consecutive, so that each component updates a view of its rows."""
+    return spec.optimizer, spec.averager
 
 
 def stack_id(specs: Sequence[RunSpec]) -> str:
@@ -159,9 +165,13 @@ class _StackTrainer:
         self.sampler = None
         if builts[0].sampler is not None:
             self.sampler = self._adapter("sampler")([b.sampler for b in builts], stack)
-        self.optimizer = self._adapter("optimizer")([b.optimizer for b in builts], stack)
         self.params = [p.detach().clone().to(device).requires_grad_(True) for p in self.problem.params]
-        self.averager = self._adapter("averager")([b.averager for b in builts], stack)
+        opt_blocks = self._blocks("optimizer", [b.optimizer for b in builts], stack)
+        self.optimizer = opt_blocks[0][1] if len(opt_blocks) == 1 else BlockOptimizer(opt_blocks)
+        avg_blocks = self._blocks("averager", [b.averager for b in builts], stack)
+        self.averager = (avg_blocks[0][1] if len(avg_blocks) == 1
+                         else BlockAverager(avg_blocks, self.params))
+        self.no_average = self.averager.without if isinstance(self.averager, BlockAverager) else set()
         self.lr_host = [float(b.optimizer.param_groups[0]["lr"]) for b in builts]
         self.groups: list[_SchedulerGroup] = []
         by_name: dict[str, list[int]] = {}
@@ -177,6 +187,27 @@ class _StackTrainer:
                 continue
             self.groups.append(_SchedulerGroup(sched, positions, comp.interval or "epoch"))
         self._refresh_lr()
+
+    def _blocks(self, family: str, objects: list[Any], stack: StackContext) -> list[tuple[slice, Any]]:
+        """``(rows, stacked implementation)`` for each block of consecutive rows sharing a
+        component of ``family``. One block is the whole stack, and its adapter's exception
+        fails every row (the caller's); in a stack of several, it fails only its block's rows,
+        which are then left as they are."""
+        names = [r.built.ctx.spec.component(family) for r in self.rows]
+        starts = [i for i in range(len(names)) if i == 0 or names[i] != names[i - 1]]
+        if len(starts) == 1:
+            return [(slice(0, len(names)), self.registry.get(family, names[0]).stacked(objects, stack))]
+        blocks: list[tuple[slice, Any]] = []
+        for start, stop in zip(starts, [*starts[1:], len(names)], strict=True):
+            rows = slice(start, stop)
+            try:
+                impl = self.registry.get(family, names[start]).stacked(objects[rows], stack.block(rows))
+            except Exception as exc:  # this component's adapter: only its rows fail
+                for pos in range(start, stop):
+                    self._end(pos, exc)
+                impl = None
+            blocks.append((rows, impl))
+        return blocks
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _end(self, pos: int, exc: BaseException | None = None) -> None:
@@ -227,7 +258,7 @@ class _StackTrainer:
 
     def _final_params(self, pos: int) -> dict[str, dict[str, list]]:
         out = {"learned": _flat(self.problem.learned_params(self.params, pos))}
-        if self.averager is not None:
+        if self.averager is not None and pos not in self.no_average:
             out["averaged"] = _flat(self.problem.learned_params(self.averager.params, pos))
         true = self.rows[pos].built.problem.true_params
         if true is not None:
@@ -273,6 +304,10 @@ class _StackTrainer:
         table = torch.stack(values).cpu().tolist()  # the one host transfer of an evaluation
         missing = dict(problem.missing)
         missing.update({f"avg_{k}": v for k, v in problem.missing.items()})
+        if self.no_average:  # rows of a mixed stack without an average log no averaged metric
+            for name in names:
+                if name.startswith("avg_"):
+                    missing[name] = set(missing.get(name, ())) | self.no_average
         epoch = step / self.rows[0].built.ctx.steps_per_epoch
         out = []
         for pos in range(K):

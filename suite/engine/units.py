@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from suite.engine.loop import RunResult, build, train
-from suite.engine.stacked import stack_key, stackable, train_stack
+from suite.engine.stacked import block_key, stack_key, stackable, train_stack
 from suite.errors import SpecError
 from suite.registry import Registry, get_registry
 from suite.specs.spec import RunSpec
@@ -31,11 +31,12 @@ FALLBACK_MEMORY = 4 << 30
 def plan_units(specs: Sequence[RunSpec], registry: Any = None, *, engine: str = "auto",
                stack_size: int | None = None, device: str = "cpu", workers: int = 1) -> list[list[int]]:
     """Cut ``specs`` into work units; returns lists of indices into ``specs``, ordered by their
-    first index.
+    lowest index.
 
     ``auto`` and ``stacked`` group specs with the same :func:`suite.engine.stacked.stack_key`
     (problem and its parameters, sampler and its parameters, batch size, budget, evaluation
-    schedule, divergence factor, optimizer and averager components) into stacks of at most
+    schedule, divergence factor), ordered by optimizer then averager component
+    (:func:`suite.engine.stacked.block_key`), into stacks of at most
     ``stack_size`` specs (default: what fits in ``device``'s memory, see
     :func:`default_stack_size`). A spec with a component that has no stacked implementation is
     a unit of its own and trains through the per-run loop, with ``stacked`` as with ``auto``
@@ -58,6 +59,7 @@ def plan_units(specs: Sequence[RunSpec], registry: Any = None, *, engine: str = 
         else:
             units.append([i])
     for members in groups.values():
+        members.sort(key=lambda i: block_key(specs[i]))  # stable: seeds and the like keep their order
         size = stack_size or default_stack_size(specs[members[0]], device, registry)
         units += [members[j:j + size] for j in range(0, len(members), size)]
     while stack_size is None and len(units) < workers:
@@ -67,7 +69,7 @@ def plan_units(specs: Sequence[RunSpec], registry: Any = None, *, engine: str = 
         units.remove(largest)
         half = (len(largest) + 1) // 2
         units += [largest[:half], largest[half:]]
-    return sorted(units, key=lambda u: u[0])
+    return sorted(units, key=min)
 
 
 def run_unit(specs: Sequence[RunSpec], device: Any = "cpu", registry: Any = None, on_eval: UnitEval | None = None,
