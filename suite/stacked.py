@@ -28,7 +28,7 @@ conformance kit checks it). It must not synchronise with the host between evalua
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,41 +190,63 @@ class StackedAverager:
         raise NotImplementedError
 
 
+def _each_block(blocks: list[tuple[slice, Any]], call: Callable[[slice, Any], None]) -> None:
+    """``call(rows, impl)`` for every live block; a block that raises is dropped (its rows are no
+    longer served) and its rows, or those its :class:`RowsFailed` names, are reported together
+    in one :class:`RowsFailed` (positions in the whole stack) once every other block has run."""
+    failures: dict[int, BaseException] = {}
+    for b, (rows, impl) in enumerate(blocks):
+        if impl is None:
+            continue
+        try:
+            call(rows, impl)
+        except RowsFailed as failed:
+            failures.update({rows.start + j: exc for j, exc in failed.failures.items()})
+        except Exception as exc:  # this component: every row of its block fails
+            failures.update(dict.fromkeys(range(rows.start, rows.stop), exc))
+            blocks[b] = (rows, None)
+    if failures:
+        raise RowsFailed(failures)
+
+
 class BlockOptimizer(StackedOptimizer):
     """A stack whose rows use more than one optimizer component: each block of consecutive rows
     sharing one is updated by that component's stacked implementation, on views of its rows
-    (``None``: a block whose adapter failed; its rows are no longer updated)."""
+    (``None``: a block whose component failed; its rows are no longer updated). An exception
+    fails only its block's rows (:class:`RowsFailed`, positions in the whole stack)."""
 
     def __init__(self, blocks: Sequence[tuple[slice, StackedOptimizer | None]]) -> None:
         self.blocks = list(blocks)
 
     def step(self, params: Sequence[Tensor], grads: Sequence[Tensor], lr: Tensor) -> None:
-        for rows, impl in self.blocks:
-            if impl is not None:
-                impl.step([p[rows] for p in params], [g[rows] for g in grads], lr[rows])
+        _each_block(self.blocks, lambda rows, impl: impl.step([p[rows] for p in params], [g[rows] for g in grads],
+                                                              lr[rows]))
 
 
 class BlockAverager(StackedAverager):
     """A stack whose rows use more than one averager component, ``none`` included: each block
     of consecutive rows sharing one is averaged by that component's stacked implementation.
     ``params`` are ``[K, ...]``: a row without an average shows its current parameters, and
-    ``without`` names those rows, whose averaged metrics are not logged."""
+    ``without`` names those rows, whose averaged metrics are not logged. An exception fails only
+    its block's rows, as in :class:`BlockOptimizer`."""
 
     def __init__(self, blocks: Sequence[tuple[slice, StackedAverager | None]], current: Sequence[Tensor]) -> None:
         self.blocks = list(blocks)
         self.current = list(current)
         self.without = {r for rows, impl in self.blocks if impl is None
                         for r in range(rows.start, rows.stop)}
+        self._params: list[Tensor] | None = None  # assembled once per optimizer step at most
 
     def update(self, params: Sequence[Tensor], step: int) -> None:
-        for rows, impl in self.blocks:
-            if impl is not None:
-                impl.update([p[rows] for p in params], step)
+        self._params = None  # the rows' parameters moved (this is called after every optimizer step)
+        _each_block(self.blocks, lambda rows, impl: impl.update([p[rows] for p in params], step))
 
     @property
     def params(self) -> list[Tensor]:  # type: ignore[override]
-        return [torch.cat([impl.params[i] if impl is not None else cur[rows].detach() for rows, impl in self.blocks])
-                for i, cur in enumerate(self.current)]
+        if self._params is None:
+            self._params = [torch.cat([impl.params[i] if impl is not None else cur[rows].detach()
+                                       for rows, impl in self.blocks]) for i, cur in enumerate(self.current)]
+        return self._params
 
 
 # -- generic adapters --------------------------------------------------------------------------

@@ -280,8 +280,43 @@ def _test_registry():
         register(name="brittle", factory=lambda ctx, lr: torch.optim.SGD(ctx.model.parameters(), lr=lr),
                  description="SGD whose stacked adapter raises", params=[Param("lr", 0.01, low=0)], stacked=brittle)
 
+        def stumbling(optimizers, stack):
+            impl = get_registry().get("optimizer", "sgd").stacked(optimizers, stack)
+            calls = []
+
+            def step(params, grads, lr):
+                calls.append(1)
+                if len(calls) == 3:
+                    raise RuntimeError("stumbled at step 3")
+                type(impl).step(impl, params, grads, lr)
+
+            impl.step = step
+            return impl
+
+        register(name="stumbling", factory=lambda ctx, lr: torch.optim.SGD(ctx.model.parameters(), lr=lr),
+                 description="SGD whose stacked step raises at step 3", params=[Param("lr", 0.01, low=0)],
+                 stacked=stumbling)
+
+    def averagers(register):
+        ema = get_registry().get("averager", "ema")
+
+        def whole_stack(averagers, stack):  # the contract before stacks mixed averagers: every row's start
+            impl = ema.stacked(averagers, stack)
+            impl.params = [p.detach().clone() for p in stack.problem.params]
+            return impl
+
+        register(name="legacy", factory=ema.factory, description="EMA starting from every row of the stack",
+                 params=list(ema.params), stacked=whole_stack)
+
+        def fragile(averagers, stack):
+            raise RuntimeError("fragile averager adapter")
+
+        register(name="fragile", factory=ema.factory, description="EMA whose stacked adapter raises",
+                 params=list(ema.params), stacked=fragile)
+
     return Registry.from_entry_points(extra_plugins=[
-        (_plugin(suite_register_schedulers=schedulers, suite_register_optimizers=optimizers), "stack-test", "0.1")])
+        (_plugin(suite_register_schedulers=schedulers, suite_register_optimizers=optimizers,
+                 suite_register_averagers=averagers), "stack-test", "0.1")])
 
 
 def test_an_exception_in_one_specs_component_fails_only_that_spec():
@@ -307,6 +342,38 @@ def test_an_optimizers_adapter_failing_in_a_mixed_stack_fails_only_its_block():
     assert "brittle stacked adapter" in results[0].error
     for i in (2, 3):
         assert_same_run(results[i], train(specs[i], "cpu", reg))
+
+
+def test_an_optimizer_raising_mid_training_in_a_mixed_stack_fails_only_its_block():
+    reg = _test_registry()
+    specs = [spec({"optimizer": opt}, SMALL, registry=reg, seed=s) for opt in ("sgd", "stumbling") for s in (0, 1)]
+    assert plan_units(specs, reg) == [[0, 1, 2, 3]]
+    results = dict(run_unit(specs, "cpu", reg, engine="stacked"))
+    assert [results[i].status for i in range(4)] == ["completed", "completed", "failed", "failed"]
+    assert "stumbled at step 3" in results[2].error and "stumbled at step 3" in results[3].traceback
+    for i in (0, 1):
+        assert_same_run(results[i], train(specs[i], "cpu", reg))
+
+
+def test_an_averager_holding_every_row_of_a_mixed_stack_fails_its_block_with_a_fix_it_message():
+    reg = _test_registry()
+    specs = [spec({"averager": avg}, SMALL, registry=reg, seed=s) for avg in ("legacy", "none") for s in (0, 1)]
+    results = dict(run_unit(specs, "cpu", reg, engine="stacked"))
+    assert [results[i].status for i in range(4)] == ["failed", "failed", "completed", "completed"]
+    assert "stack.initial_params()" in results[0].error
+    for i in (2, 3):
+        assert_same_run(results[i], train(specs[i], "cpu", reg))
+    alone = dict(run_unit(specs[:2], "cpu", reg, engine="stacked"))  # the whole stack: its rows are all there
+    assert [alone[i].status for i in range(2)] == ["completed", "completed"]
+
+
+def test_a_block_that_failed_first_keeps_its_own_error_when_a_shared_adapter_fails_later():
+    reg = _test_registry()
+    specs = [spec({"optimizer": opt, "averager": "fragile"}, SMALL, registry=reg, seed=0) for opt in ("brittle", "sgd")]
+    results = dict(run_unit(specs, "cpu", reg, engine="stacked"))
+    assert [results[i].status for i in range(2)] == ["failed", "failed"]
+    assert "brittle stacked adapter" in results[0].error  # its own optimizer's, not the averager's
+    assert "fragile averager adapter" in results[1].error
 
 
 def test_a_component_without_stacked_implementation_runs_through_the_loop_in_the_same_unit_list():

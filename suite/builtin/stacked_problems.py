@@ -234,7 +234,7 @@ def _stacked_tracker(trackers: Sequence[MomentTracker], device: torch.device) ->
         arrays = [torch.tensor(np.broadcast_to(getattr(t, name), t.h.shape), dtype=torch.float64) for t in trackers]
         setattr(stacked, name, torch.stack(arrays).to(device))
     stacked.beta = torch.tensor([t.beta for t in trackers], dtype=torch.float64, device=device)[:, None]
-    stacked.average = any(t.average for t in trackers)  # rows without one blend with γ = 1: left as they start
+    stacked.average = any(t.average for t in trackers)  # rows without one run it with γ = 1; it is not reported
     stacked.steps = 0
     return stacked
 

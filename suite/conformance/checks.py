@@ -192,10 +192,27 @@ def test_stacked_matches_per_run(component):
     specs = [_tiny(component, seed=s) for s in (0, 1, 2)]
     if not all(stackable(s, registry) for s in specs):
         pytest.skip("a partner component of the tiny run has no stacked implementation")
-    results = dict(run_unit(specs, "cpu", registry, engine="stacked"))
+    _same_as_alone(component, specs, dict(run_unit(specs, "cpu", registry, engine="stacked")))
+    partner = _block_partner(component)
+    if partner is not None:  # a stack may mix optimizers or averagers: then the component serves a block of rows
+        mixed = [*specs, *(tiny_spec(registry.get(component.family, partner), seed=s) for s in (0, 1))]
+        _same_as_alone(component, mixed, dict(run_unit(mixed, "cpu", registry, engine="stacked")),
+                       f" in a stack shared with {component.family} {partner!r}")
+
+
+def _block_partner(component) -> str | None:
+    """The built-in component of the same family that the check's second stack mixes in (a
+    stack may mix optimizers, and averagers: the checked one then serves a block of its rows)."""
+    choices = {"optimizer": ("sgd", "precond"), "averager": ("none", "ema")}.get(component.family)
+    if choices is None:
+        return None
+    return choices[0] if component.name != choices[0] else choices[1]
+
+
+def _same_as_alone(component, specs, results, how: str = "") -> None:
     for i, spec in enumerate(specs):
         got, ref = results[i], train(spec, "cpu")
-        where = f"seed {spec.seed}"
+        where = f"{spec.component(component.family)}, seed {spec.seed}{how}"
         if got.status != ref.status:
             _fail(component, f"stacked: {where} ended {got.status} ({got.reason}), alone it ended {ref.status} "
                              f"({ref.reason})\n{got.traceback or ''}")
@@ -210,7 +227,8 @@ def test_stacked_matches_per_run(component):
                     _fail(component, f"stacked implementation differs from the per-run one: {where}, step {step}, "
                                      f"{key} = {value!r} stacked vs {b[key]!r} alone (tolerance "
                                      f"{STACKED_REL_TOL:g} relative); each row must use its own spec's data, "
-                                     "initialisation, hyperparameters and generator (ctx.generator)")
+                                     "initialisation, hyperparameters and generator (ctx.generator), and a "
+                                     "component given a block of a stack only its rows (stack.initial_params())")
 
 
 def _plugin_frames(tb: str | None, keep: int = 6) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from suite.engine.loop import Built, RunResult, StopRun, build, divergence, eval_schedule
+from suite.errors import PluginContractError
 from suite.exec.signals import interrupted
 from suite.registry import FAMILIES, Registry, get_registry
 from suite.specs.spec import RunSpec
@@ -125,7 +126,8 @@ def train_stack(
         trainer.assemble()
     except Exception as exc:  # a shared component's adapter: every row it serves fails
         for row in rows:
-            _fail(results[row.index], exc)
+            if row.active:  # (a row a block's adapter failed already keeps its own error)
+                _fail(results[row.index], exc)
             yield done(row.index)
         return
     yield from (done(i) for i in trainer.take_finished())
@@ -202,6 +204,8 @@ class _StackTrainer:
             rows = slice(start, stop)
             try:
                 impl = self.registry.get(family, names[start]).stacked(objects[rows], stack.block(rows))
+                if family == "averager" and impl is not None:
+                    _check_block_rows(names[start], impl.params, stop - start)
             except Exception as exc:  # this component's adapter: only its rows fail
                 for pos in range(start, stop):
                     self._end(pos, exc)
@@ -218,6 +222,11 @@ class _StackTrainer:
         if exc is not None:
             _fail(self.results[row.index], exc)
         self.finished.append(row.index)
+
+    def _fail_rows(self, failed: RowsFailed) -> None:
+        """End the rows a component reported failed (positions in the stack); the others go on."""
+        for pos, exc in failed.failures.items():
+            self._end(pos, exc)
 
     def take_finished(self, all_inactive: bool = False) -> list[int]:
         if all_inactive:
@@ -386,9 +395,15 @@ class _StackTrainer:
                 loss, grads = problem.loss_and_grads(params, idx)
                 self.lr_used = self.lr_host
                 with torch.no_grad():
-                    optimizer.step(params, grads, self.lr)
+                    try:
+                        optimizer.step(params, grads, self.lr)
+                    except RowsFailed as failed:  # some rows' component (a block of a mixed stack)
+                        self._fail_rows(failed)
                     if averager is not None:
-                        averager.update(params, step + 1)
+                        try:
+                            averager.update(params, step + 1)
+                        except RowsFailed as failed:
+                            self._fail_rows(failed)
                     problem.on_step(step + 1, self.lr64)
                 self._step_schedulers("step")
                 loss_sum += loss * idx.shape[1]
@@ -417,6 +432,15 @@ class _StackTrainer:
         if count:
             self._report(step, loss_sum, count)
             yield self.take_finished()
+
+
+def _check_block_rows(name: str, params: Sequence[torch.Tensor], rows: int) -> None:
+    """An averager serving a block of a mixed stack must hold that block's rows only."""
+    for p in params:
+        if p.shape[0] != rows:
+            raise PluginContractError(
+                f"averager {name!r}: its stacked adapter holds {p.shape[0]} rows where its block of the stack has "
+                f"{rows}; take the starting point from stack.initial_params(), not stack.problem.params")
 
 
 def _flat(params: dict[str, torch.Tensor]) -> dict[str, list]:
