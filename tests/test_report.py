@@ -240,6 +240,9 @@ def test_report_end_to_end(cli, workdir, mlflow_client):
     sampling = md.split("## sampling")[1].split("##")[0]
     assert re.search(r"\| sampler=shuffle \| 64 \| 2 \| 0 \| [0-9.e-]+ ± [0-9.e-]+ \| - \| [0-9.e-]+ ± ", sampling)
     assert "batch 64:" in sampling
+    # a component's name is shown as given: the averager "none", not Python's None
+    steady = md.split("## steady_state")[1].split("##")[0]
+    assert "averager=none" in steady and "averager=ema" in steady and "None" not in steady
     # logged on the grid parent run
     exp = mlflow_client.get_experiment_by_name("tiny")
     parent = mlflow_client.search_runs([exp.experiment_id], "tags.`suite.kind` = 'grid'")[0]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.errors import ReportError
+from suite.hookspecs import FAMILIES as COMPONENT_FAMILIES
 from suite.vocab import (
     DONE_STATUSES,
     TAG_BEST_TRIAL,
@@ -291,7 +292,8 @@ def _record(run: Any, section: str) -> RunRecord:
         section=section,
         spec_hash=tags.get(TAG_HASH, ""),
         status=tags.get(TAG_STATUS, "unknown"),
-        params={k: parse_value(v) for k, v in run.data.params.items()},
+        # a component's name stays a name (the averager "none" is not None)
+        params={k: v if k in COMPONENT_FAMILIES else parse_value(v) for k, v in run.data.params.items()},
         final=dict(run.data.metrics),
         reason=tags.get(TAG_REASON, ""),
         start_time=run.info.start_time or 0,
