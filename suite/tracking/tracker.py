@@ -304,7 +304,8 @@ class Tracker:
                 continue
         if self._queue is not None or self._direct is not None:
             if self._writer is not None:
-                due = self._writer.idle and time.monotonic() - self._committed >= STREAM_EVERY_S
+                # the clock first: asking the writer takes its lock, once per metric logged otherwise
+                due = time.monotonic() - self._committed >= STREAM_EVERY_S and self._writer.idle
             else:
                 due = time.monotonic() - self._committed >= FLUSH_EVERY_S
             if due:
