@@ -59,17 +59,17 @@ class StackContext:
         """The K-vector of hyperparameter ``family.name`` over the rows, on the stack's device."""
         return torch.tensor([s.params_of(family)[name] for s in self.specs], dtype=dtype, device=self.device)
 
-    rows: slice | None = None  # in a block's context: which rows of the whole stack it holds
+    rows: slice | list[int] | None = None  # in a subset's context: which rows of the whole stack it holds
 
-    def subset(self, rows: Sequence[int]) -> StackContext:
-        """The context of some rows (e.g. those sharing one scheduler component)."""
-        return StackContext(self.device, [self.specs[r] for r in rows], [self.ctxs[r] for r in rows],
-                            self.problem, self.extra)
-
-    def block(self, rows: slice) -> StackContext:
-        """The context of a block of consecutive rows that share an optimizer or averager
-        component (a stack may mix them): its parameters are views of those rows."""
-        return StackContext(self.device, self.specs[rows], self.ctxs[rows], self.problem, self.extra, rows)
+    def subset(self, rows: slice | Sequence[int]) -> StackContext:
+        """The context of some rows: those sharing one scheduler component (any positions), or a
+        block of consecutive rows sharing an optimizer or averager component (a slice; a stack
+        may mix them, and the block's parameters are views of those rows)."""
+        if isinstance(rows, slice):
+            return StackContext(self.device, self.specs[rows], self.ctxs[rows], self.problem, self.extra, rows)
+        rows = list(rows)
+        return StackContext(self.device, [self.specs[r] for r in rows], [self.ctxs[r] for r in rows], self.problem,
+                            self.extra, rows)
 
     def initial_params(self) -> list[Tensor]:
         """The stacked problem's initial parameters, ``[K, ...]``, of this context's rows."""

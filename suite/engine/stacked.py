@@ -203,7 +203,7 @@ class _StackTrainer:
         for start, stop in zip(starts, [*starts[1:], len(names)], strict=True):
             rows = slice(start, stop)
             try:
-                impl = self.registry.get(family, names[start]).stacked(objects[rows], stack.block(rows))
+                impl = self.registry.get(family, names[start]).stacked(objects[rows], stack.subset(rows))
                 if family == "averager" and impl is not None:
                     _check_block_rows(names[start], impl.params, stop - start)
             except Exception as exc:  # this component's adapter: only its rows fail
