@@ -21,13 +21,22 @@ import numpy as np  # noqa: E402
 from suite.report import scaling  # noqa: E402
 from suite.report.reader import RunRecord, Runs  # noqa: E402
 from suite.report.style import LEGEND_ROW_IN, finish_figure, legend_columns, style  # noqa: E402
+from suite.specs.axes import varying_in  # noqa: E402
 
 PANEL_MIN_WIDTH_IN = 6.8  # a figure of one panel is still wide enough for its title on one line
+PANEL_MARGINS = {"top": 0.65, "wspace": 0.08, "hspace": 0.35}  # a suptitle above; panels share their y axis
 
 
-def panels_size(ncol: int, nrow: int) -> tuple[float, float]:
-    """Width and height, in inches, of a figure of ``nrow`` × ``ncol`` panels."""
-    return max(PANEL_MIN_WIDTH_IN, 5.2 * ncol), 3.9 * nrow
+def panels(n: int) -> tuple[Any, np.ndarray]:
+    """A figure of ``n`` panels sharing their y axis, three to a row (a panel left over is
+    hidden): ``(figure, axes)``, the axes a 2-d array."""
+    ncol = min(3, n)
+    nrow = math.ceil(n / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(max(PANEL_MIN_WIDTH_IN, 5.2 * ncol), 3.9 * nrow), squeeze=False,
+                             sharey=True)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes
 
 
 def close(fig: Any) -> None:
@@ -41,12 +50,9 @@ def config_label(record: RunRecord, varying: Sequence[str]) -> str:
 
 def varying_keys(records: Sequence[RunRecord], skip: Sequence[str] = ("seed", "batch_size", "steps", "eval_every")
                  ) -> list[str]:
-    """The params that take more than one value among ``records`` (besides ``skip``). A
-    hyperparameter that only some components have counts only where it differs between records
-    that have it (the component's name already tells the others apart), as in run names
-    (:func:`suite.specs.axes.varying_keys`)."""
-    keys = dict.fromkeys(k for r in records for k in r.params)
-    return [k for k in keys if k not in skip and len({repr(r.params[k]) for r in records if k in r.params}) > 1]
+    """The params that take more than one value among ``records`` (besides ``skip``), by the rule
+    run names use (:func:`suite.specs.axes.varying_in`)."""
+    return varying_in([r.params for r in records], skip=skip)
 
 
 def _band(runs: Runs, records: Sequence[RunRecord], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -74,9 +80,7 @@ def curves_figure(runs: Runs, records: Sequence[RunRecord], title: str):
     metric, avg_metric, ylabel = curve_metrics(records)
     sizes = sorted({r.batch_size for r in records})
     varying = varying_keys(records)
-    ncol = min(3, len(sizes))
-    nrow = math.ceil(len(sizes) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=panels_size(ncol, nrow), squeeze=False, sharey=True)
+    fig, axes = panels(len(sizes))
     configs = list(dict.fromkeys(r.config(("seed", "batch_size", "steps", "eval_every")) for r in records))
     for ax, b in zip(axes.flat, sizes, strict=False):
         for i, cfg in enumerate(configs):
@@ -99,8 +103,6 @@ def curves_figure(runs: Runs, records: Sequence[RunRecord], title: str):
         ax.set_title(f"batch size {b}", fontsize=10)
         ax.set_xlabel("optimizer steps")
         ax.grid(alpha=0.3, which="both", linewidth=0.5)
-    for ax in axes.flat[len(sizes):]:
-        ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
     entries: dict[str, Any] = {}  # every configuration, whichever panel it first appears in
@@ -116,7 +118,7 @@ def curves_figure(runs: Runs, records: Sequence[RunRecord], title: str):
         fig.set_size_inches(width, height + legend_in)  # the legend gets room of its own below the panels
         fig.legend(handles, labels, loc="lower center", ncol=cols, fontsize=8, frameon=False)
     fig.suptitle(f"{title}: mean over seeds, band = min–max over seeds, averaged model dashed", fontsize=11)
-    finish_figure(fig, bottom=0.55 + legend_in, top=0.65, wspace=0.08, hspace=0.35)
+    finish_figure(fig, bottom=0.55 + legend_in, **PANEL_MARGINS)
     return fig
 
 
@@ -218,9 +220,7 @@ def best_curves_figure(runs: Runs, sweep: Any):
     """Per method, the expected risk against steps at its best lr, one line per batch size
     (mean over seeds with a min–max band)."""
     methods = sweep.methods
-    ncol = min(3, len(methods))
-    nrow = math.ceil(len(methods) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=panels_size(ncol, nrow), squeeze=False, sharey=True)
+    fig, axes = panels(len(methods))
     by_key: dict[tuple, list[RunRecord]] = {}
     for r in sweep.records:
         for method, _ in scaling.series_of(r):
@@ -244,9 +244,7 @@ def best_curves_figure(runs: Runs, sweep: Any):
         ax.set_xlabel("optimizer steps")
         ax.grid(alpha=0.3, which="both", linewidth=0.5)
         ax.legend(fontsize=7)
-    for ax in axes.flat[len(methods):]:
-        ax.set_visible(False)
     axes[0, 0].set_ylabel("expected risk")
     fig.suptitle("Each method at its best lr per batch size (dotted: the target)", fontsize=11)
-    finish_figure(fig, top=0.65, wspace=0.08, hspace=0.35)
+    finish_figure(fig, **PANEL_MARGINS)
     return fig

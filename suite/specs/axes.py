@@ -153,10 +153,14 @@ def config_key(spec: RunSpec) -> str:
     return spec.with_seed(0).hash
 
 
-def varying_keys(specs: Iterable[RunSpec], *, skip: tuple[str, ...] = ("seed",)) -> list[str]:
-    """The ``flat_params`` keys whose value differs between ``specs``. A hyperparameter that only
-    some components have counts only where it differs between specs that have it (the component
-    name already tells the others apart)."""
-    flats = [s.flat_params() for s in specs]
-    keys = list(dict.fromkeys(k for f in flats for k in f if k not in skip))
-    return [k for k in keys if len({repr(f[k]) for f in flats if k in f}) > 1]
+def varying_keys(specs: Iterable[RunSpec], *, skip: Sequence[str] = ("seed",)) -> list[str]:
+    """The ``flat_params`` keys whose value differs between ``specs`` (see :func:`varying_in`)."""
+    return varying_in([s.flat_params() for s in specs], skip=skip)
+
+
+def varying_in(params: Sequence[Mapping[str, Any]], *, skip: Sequence[str] = ()) -> list[str]:
+    """The keys whose value differs between the ``params`` mappings, in first-seen order. A
+    hyperparameter that only some components have counts only where it differs between the
+    mappings that have it (the component name already tells the others apart)."""
+    keys = list(dict.fromkeys(k for f in params for k in f if k not in skip))
+    return [k for k in keys if len({repr(f[k]) for f in params if k in f}) > 1]
