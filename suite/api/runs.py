@@ -56,6 +56,12 @@ class RunPlan:
         """A benchmark file or a grid gets a parent run; a single configuration does not."""
         return self.benchmark is not None or len(self.specs) > 1
 
+    @property
+    def summary_curves(self) -> bool:
+        """Whether the grid summary draws each section's loss curves on the parent run: not for a
+        benchmark file, whose findings report puts its own, per batch size, on the same run."""
+        return self.benchmark is None
+
 
 def plan_benchmark(path: Path, registry: Registry, experiment: str | None = None) -> RunPlan:
     """The plan of a benchmark file (validated as a whole; errors name the file and line)."""
@@ -194,7 +200,7 @@ def run_local(plan: RunPlan, registry: Registry, devices: Sequence[str], *, trac
     out = run_grid(plan.sections, tracker, registry, devices, name=plan.run_name, force=force, quiet=quiet,
                    parent=plan.wants_parent, parent_tags=plan.parent_tags, parent_params=plan.parent_params,
                    engine=engine, stack_size=stack_size, adaptive=adaptive, by=plan.by,
-                   curves=plan.benchmark is None)  # a benchmark file's report draws the curves
+                   curves=plan.summary_curves)
     return out, tracker
 
 
@@ -250,7 +256,7 @@ def run_shared(plan: RunPlan, devices: Sequence[str], *, storage: str | None, tr
     out.view = ui.share_view(tracker.set_experiment_tag, axes.varying_keys(specs))
     shared.missing = [s for s in specs if s.hash not in done]
     if parent:
-        log_summary(tracker, out, curves=plan.benchmark is None)  # a benchmark file's report draws the curves
+        log_summary(tracker, out, curves=plan.summary_curves)
         if shared.missing:
             tracker.mark(parent, FAILED, f"{len(shared.missing)} run(s) failed or not done")
     shared.outcome, shared.tracker = out, tracker
