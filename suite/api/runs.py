@@ -76,40 +76,69 @@ def plan_benchmark(path: Path, registry: Registry, experiment: str | None = None
 
 def is_spec_file(path: Path) -> bool:
     """Whether ``path`` is a ``spec.yaml`` the suite logged with a run (it names its ``spec_hash``)."""
-    import yaml
+    from suite.errors import BenchFileError
+    from suite.specs import yamlfile
 
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # not a spec file: the benchmark loader says why
+        data = yamlfile.read(path, "spec file").value
+    except BenchFileError:  # not a spec file: the benchmark loader says why
         return False
     return isinstance(data, dict) and "spec_hash" in data and "params" in data
 
 
+SPEC_SCALARS = ("batch_size", "seed", "epochs", "steps", "eval_every", "diverge_factor", "target")
+
+
 def plan_spec_file(path: Path, registry: Registry, experiment: str | None = None) -> RunPlan:
     """The plan of a ``spec.yaml`` logged with an earlier run: the same run again (or, edited, a
-    new one), its values validated as on the command line."""
-    import yaml
-
+    new one), its values validated as on the command line (a value of the wrong shape is a
+    one-line :class:`SpecError` naming the file, line and key)."""
+    from suite.specs import yamlfile
     from suite.specs.spec import resolve_spec
 
-    data = dict(yaml.safe_load(path.read_text()))
+    check_name(experiment, "--experiment")
+    root = yamlfile.read(path, "spec file")
+    data = dict(root.value)
     data.pop("spec_hash", None)
-    known = {"problem", "sampler", "optimizer", "scheduler", "averager", "batch_size", "seed", "epochs", "steps",
-             "eval_every", "diverge_factor", "target", "params"}
+    known = {*FAMILIES_FLAGS, *SPEC_SCALARS, "params"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SpecError(f"{path}: unknown key {unknown[0]!r} in a run spec; keys: {', '.join(sorted(known))}")
+
+    def fail(key: str, what: str) -> SpecError:
+        return SpecError(f"{path}:{data[key].line}: {key}: expected {what}, got {_shape(data[key].value)}")
+
+    for key in (*FAMILIES_FLAGS, *SPEC_SCALARS):
+        if key in data and isinstance(data[key].value, dict | list | bool):
+            raise fail(key, "a name" if key in FAMILIES_FLAGS else "a number")
+    params = data["params"].value if "params" in data else {}
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise fail("params", "a mapping of family.param: value")
+    for key, node in params.items():
+        if isinstance(node.value, dict | list):
+            raise SpecError(f"{path}:{node.line}: params.{key}: expected one value, got {_shape(node.value)}")
+    value = {k: n.value for k, n in data.items() if k != "params"}
     try:
         spec = resolve_spec(
-            registry, components={f: data.get(f) for f in FAMILIES_FLAGS}, overrides=dict(data.get("params") or {}),
-            batch_size=axes._int(data.get("batch_size", 32), "batch-size"), seed=axes._int(data.get("seed", 0), "seed"),
-            epochs=data.get("epochs"), steps=data.get("steps"), eval_every=data.get("eval_every"),
-            diverge_factor=axes._float(data.get("diverge_factor", DEFAULT_DIVERGE_FACTOR), "diverge-factor"),
-            target=None if data.get("target") is None else axes._float(data["target"], "target"),
+            registry, components={f: None if value.get(f) is None else str(value[f]) for f in FAMILIES_FLAGS},
+            overrides={k: n.value for k, n in params.items()},
+            batch_size=axes._int(value.get("batch_size", 32), "batch-size"),
+            seed=axes._int(value.get("seed", 0), "seed"),
+            epochs=None if value.get("epochs") is None else axes._int(value["epochs"], "epochs"),
+            steps=None if value.get("steps") is None else axes._int(value["steps"], "steps"),
+            eval_every=None if value.get("eval_every") is None else axes._int(value["eval_every"], "eval-every"),
+            diverge_factor=axes._float(value.get("diverge_factor", DEFAULT_DIVERGE_FACTOR), "diverge-factor"),
+            target=None if value.get("target") is None else axes._float(value["target"], "target"),
         )
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
     return RunPlan(sections=[("spec", [spec])], experiment=experiment or spec.problem, run_name=spec.name)
+
+
+def _shape(value: Any) -> str:
+    return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) else repr(value)
 
 
 def plan_flags(registry: Registry, flags: Mapping[str, Any], sets: Sequence[str] = (),

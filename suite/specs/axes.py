@@ -24,6 +24,7 @@ from typing import Any
 
 from suite.errors import SpecError
 from suite.registry import FAMILIES, Registry
+from suite.specs import limits
 from suite.specs.spec import DEFAULT_DIVERGE_FACTOR, RunSpec, resolve_spec
 
 Point = dict[str, Any]
@@ -86,7 +87,9 @@ def tied_axis(values: Mapping[str, Sequence[Any]], *, where: str = "tie") -> Axi
 
 
 def product(axes: Sequence[Axis]) -> list[Point]:
-    """The cross product of axes: one merged point per combination (an empty axis is skipped)."""
+    """The cross product of axes: one merged point per combination (an empty axis is skipped).
+    Counted first: past :func:`suite.specs.limits.max_runs` points it is refused before any is built."""
+    limits.check_runs(limits.product_size(axes))
     merged = []
     for combo in itertools.product(*[a for a in axes if a]):
         point: Point = {}

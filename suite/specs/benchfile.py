@@ -36,11 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from suite.errors import BenchFileError, SpecError, SuiteError
 from suite.registry import FAMILIES, Registry
-from suite.specs import axes
+from suite.specs import axes, limits, yamlfile
 from suite.specs.spec import RunSpec
 
 TOP_KEYS = ("name", "description", "defaults", "experiments")
@@ -123,72 +121,20 @@ class Benchmark:
 
 
 # -- YAML with line numbers ----------------------------------------------------------------
-class _Node:
-    """A YAML value with the line of its key (or of itself) for error messages."""
-
-    __slots__ = ("value", "line", "path")
-
-    def __init__(self, value: Any, line: int, path: str) -> None:
-        self.value, self.line, self.path = value, line, path
-
-
-def _convert(node: yaml.Node, path: str, loader: yaml.SafeLoader, file: str) -> _Node:
-    line = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, _Node] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node)
-            if not isinstance(key, str | int | float):
-                where = f"{file}:{key_node.start_mark.line + 1}: {path or 'top level'}"
-                raise BenchFileError(f"{where}: keys must be names")
-            key = str(key)
-            sub = f"{path}.{key}" if path else key
-            if key in out:
-                raise BenchFileError(f"{file}:{key_node.start_mark.line + 1}: {sub}: given twice")
-            child = _convert(value_node, sub, loader, file)
-            child.line = key_node.start_mark.line + 1
-            out[key] = child
-        return _Node(out, line, path)
-    if isinstance(node, yaml.SequenceNode):
-        return _Node([_convert(n, f"{path}[{i}]", loader, file) for i, n in enumerate(node.value)], line, path)
-    return _Node(loader.construct_object(node), line, path)
+_Node = yamlfile.Node
 
 
 def load_yaml(path: Path) -> _Node:
-    """Parse ``path`` into nodes that remember their lines; malformed YAML is a one-line error."""
-    file = str(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise BenchFileError(f"{file}: cannot read the benchmark file: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise BenchFileError(f"{file}:{line}: not a text file (UTF-8 YAML expected): byte {exc.start} "
-                             f"is {exc.object[exc.start]:#04x}") from None
-    try:
-        loader = yaml.SafeLoader(text)  # the reader refuses control characters here already
-    except yaml.YAMLError as exc:
-        raise BenchFileError(f"{file}: not a YAML text file: {' '.join(str(exc).split())}") from None
-    try:
-        root = loader.get_single_node()
-        if root is None:
-            raise BenchFileError(f"{file}:1: the file is empty; it needs an 'experiments' mapping")
-        return _convert(root, "", loader, file)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        what = " ".join(str(exc.problem or exc.context or "malformed").split())
-        raise BenchFileError(f"{file}:{line}: malformed YAML: {what}") from None
-    except yaml.YAMLError as exc:
-        raise BenchFileError(f"{file}: malformed YAML: {' '.join(str(exc).split())}") from None
-    finally:
-        loader.dispose()
+    """Parse ``path`` into nodes that remember their lines, within :mod:`suite.specs.yamlfile`'s
+    limits; malformed YAML is a one-line error."""
+    return yamlfile.read(path, "benchmark file", needs="an 'experiments' mapping")
 
 
 # -- validation and expansion ----------------------------------------------------------------
 class _Checker:
     def __init__(self, file: str, registry: Registry) -> None:
         self.file, self.registry = file, registry
+        self.runs = 0  # the runs of the experiments expanded so far (bounded by limits.max_runs)
 
     def fail(self, node: _Node, message: str) -> BenchFileError:
         return BenchFileError(f"{self.file}:{node.line}: {node.path or 'top level'}: {message}")
@@ -397,7 +343,11 @@ def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _No
                     for param, pnode in ck.mapping(sub).items():
                         ck.check_param(family, [comp.name], param, pnode)
                         sub_axes.append(axes.axis(f"{family}.{param}", ck.values(pnode)))
-                points += [{family: comp.name, **pt} for pt in axes.product(sub_axes)] or [{family: comp.name}]
+                try:
+                    sub_points = axes.product(sub_axes)
+                except SpecError as exc:
+                    raise ck.fail(sub, str(exc)) from None
+                points += [{family: comp.name, **pt} for pt in sub_points] or [{family: comp.name}]
             grid_axes.append(points)
         else:
             names = [ck.component(family, n, fnode).name for n in ck.values(fnode)]
@@ -473,9 +423,13 @@ def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _No
             scalars[key] = body[key].value
 
     try:
-        return axes.expand(ck.registry, axes.product(grid_axes), scalars)
+        limits.check_runs(ck.runs + limits.product_size(grid_axes),
+                          f"the file's experiments up to {name!r}" if ck.runs else "the experiment")
+        specs = axes.expand(ck.registry, axes.product(grid_axes), scalars)
     except SuiteError as exc:
         raise ck.fail(node, str(exc)) from None
+    ck.runs += len(specs)
+    return specs
 
 
 def _default_component(family: str) -> str:
