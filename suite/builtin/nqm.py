@@ -142,6 +142,9 @@ class NQMTheory:
 
 def make_nqm(ctx: BuildContext, dim: int, noise: float) -> NQMProblem:
     """The NQM with h_i = 1/i (i = 1..dim), C = noise · H and θ₀ ~ N(0, I) from the init seed."""
+    from suite.builtin.sizes import check_fits
+
+    check_fits("nqm", 16 * dim * 8, f"dim={dim}")  # a dozen float64 vectors of dim (h, C, θ, noise, ...)
     h = 1.0 / torch.arange(1, dim + 1, dtype=torch.float32)
     g = torch.Generator().manual_seed(derive_seed(ctx.seed, "init"))
     theta0 = torch.randn(dim, generator=g)

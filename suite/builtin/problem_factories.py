@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from suite import BuildContext, Problem
+from suite.builtin.sizes import check_fits
 from suite.context import derive_seed
 
 
@@ -65,6 +66,8 @@ def make_linreg(ctx: BuildContext, n: int, d: int, noise: float, val_fraction: f
     ``data_seed`` the data come from that stream instead (in the same order) and the
     initialisation from ``derive_seed(seed, "init")``.
     """
+    # the data in float32, the least-squares system in float64 (and lstsq's copy), its squares
+    check_fits("linreg", n * (d + 2) * (4 + 8 + 8 + 4), f"n={n}, d={d}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed if data_seed is None else data_seed)
         w_true = torch.randn(d, 1)
@@ -141,6 +144,7 @@ def make_mean(ctx: BuildContext, n: int, d: int, sigma: float, data_seed: int | 
     The optimum of the training loss (``dist_to_opt``) is the sample mean; the population
     optimum μ is the true parameter.
     """
+    check_fits("mean", 2 * n * d * 4, f"n={n}, d={d}")
     with seeded(ctx.seed if data_seed is None else data_seed, "data") as g:
         mu = torch.randn(d, generator=g)
         x = mu + sigma * torch.randn(n, d, generator=g)
@@ -183,6 +187,8 @@ def make_logistic(ctx: BuildContext, n: int, d: int, label_noise: float, val_fra
     the optimum is found by Newton's method (``dist_to_opt``); the curvature is the diagonal
     of the Hessian there (at w = 0 when there is no finite optimum).
     """
+    # the data in float32, Newton's system in float64 (the design matrix, its squares, the Hessian)
+    check_fits("logistic", n * (d + 2) * (4 + 8 + 8) + 3 * (d + 1) ** 2 * 8, f"n={n}, d={d}")
     with seeded(ctx.seed if data_seed is None else data_seed, "data") as g:
         w_true = torch.randn(d, generator=g)
         b_true = torch.randn(1, generator=g)
@@ -230,6 +236,11 @@ def make_mlp(
     Regression: the teacher's standardised output plus N(0, noise²) (MSE). No known optimum or
     curvature.
     """
+    d_out = classes if task == "classification" else 1
+    weights = d * width + depth * width * width + (width if depth else d) * d_out
+    # the data and the teacher's activations on all of it; teacher and model weights
+    check_fits("mlp", n * (d + 2 * max(width, d_out) + 1) * 4 + 2 * weights * 4,
+               f"n={n}, d={d}, width={width}, depth={depth}")
     d_out = classes if task == "classification" else 1
     with seeded(ctx.seed if data_seed is None else data_seed, "data") as g:
         teacher = relu_mlp(d, width, depth, d_out)

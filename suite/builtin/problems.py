@@ -74,7 +74,7 @@ def suite_register_problems(register):
             Param("n", 2000, "number of examples (train + validation)", low=2),
             Param("d", 10, "input dimension", low=1),
             Param("width", 32, "hidden units per layer", low=1),
-            Param("depth", 2, "hidden layers", low=0),
+            Param("depth", 2, "hidden layers", low=0, high=1000),
             Param("task", "classification", "classification (cross-entropy) or regression (MSE)",
                   choices=("classification", "regression")),
             Param("classes", 3, "classes (classification)", low=2),

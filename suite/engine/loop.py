@@ -37,7 +37,7 @@ from suite.errors import PluginContractError, SpecError, StopRun, SuiteError
 from suite.exec.signals import interrupted
 from suite.problem import Problem
 from suite.registry import FAMILIES, Registry, get_registry
-from suite.specs.spec import NO_SAMPLER, RunSpec
+from suite.specs.spec import NO_SAMPLER, RunSpec, check_representable
 
 keep_dynamo_lazy()  # building torch.optim optimizers no longer imports torch._dynamo (seconds)
 
@@ -191,6 +191,9 @@ def preflight(specs: Iterable[RunSpec], registry: Registry | None = None) -> Non
             raise SpecError(f"run {spec.name} cannot be built: {exc}") from None
         except Exception:  # a bug inside a plugin: the run records it with its traceback, the grid goes on
             continue
+        for p in built.problem.model.parameters():  # the hyperparameters against the dtype they act on
+            check_representable(spec, p.dtype)
+            break
         try:
             check_built(built, registry)
         except SuiteError:

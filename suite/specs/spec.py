@@ -235,3 +235,25 @@ def yaml_text(data: Mapping[str, Any]) -> str:
     same text, 20x faster, and there is one per run)."""
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return yaml.dump(dict(data), Dumper=dumper, sort_keys=False)
+
+
+def check_representable(spec: RunSpec, dtype: Any) -> None:
+    """Refuse a hyperparameter (of the optimizer, scheduler, averager or sampler) that the dtype
+    of the parameters it acts on cannot hold: past its largest value (``--lr 1e308`` on float32
+    parameters), or a non-zero value that rounds to zero. ``dtype``: a ``torch.dtype``, whatever the
+    built problem's parameters hold (float32 for the built-in problems). One line, :class:`SpecError`."""
+    import torch
+
+    if not dtype.is_floating_point:
+        return
+    info = torch.finfo(dtype)
+    name = str(dtype).removeprefix("torch.")
+    for key, value in spec.params:
+        if key.startswith("problem.") or not isinstance(value, float) or not math.isfinite(value):
+            continue
+        if abs(value) > info.max:
+            raise SpecError(f"{key}={value!r} is beyond {name} (largest {info.max:.4g}), the dtype of the parameters "
+                            f"of problem {spec.problem!r}: give a value within it")
+        if value != 0 and float(torch.tensor(value, dtype=dtype)) == 0:
+            raise SpecError(f"{key}={value!r} rounds to 0 in {name} (smallest {info.tiny:.4g}), the dtype of the "
+                            f"parameters of problem {spec.problem!r}: give a larger value")
