@@ -75,9 +75,9 @@ class Space:
                 return cls("choice", choices=tuple(_parse_scalar(c) for c in rest.split(",")))
             low, high = rest.split(":")
             if kind == "int":
-                return cls("int", int(low), int(high), transform=transform)
+                return cls("int", to_number(low, int), to_number(high, int), transform=transform)
             if kind in ("log", "uniform"):
-                return cls(kind, float(low), float(high), transform=transform)  # type: ignore[arg-type]
+                return cls(kind, to_number(low), to_number(high), transform=transform)  # type: ignore[arg-type]
         except ParamError:
             raise
         except ValueError:
@@ -143,6 +143,15 @@ class Space:
         return d
 
 
+def to_number(text: str, kind: type = float) -> Any:
+    """``kind(text)`` (``int`` or ``float``) for a number as people write it: Python's own
+    conversions also accept ``1_0`` (as 10) and digits of other scripts (``١٠``), which are
+    refused here (``ValueError``), as any other malformed number."""
+    if not text.isascii() or "_" in text:
+        raise ValueError(f"{text!r} is not a plain number")
+    return kind(text)
+
+
 def _parse_scalar(text: str) -> Any:
     t = text.strip()
     low = t.lower()
@@ -154,7 +163,7 @@ def _parse_scalar(text: str) -> Any:
         return None
     for conv in (int, float):
         try:
-            return conv(t)
+            return to_number(t, conv)
         except ValueError:
             pass
     return t
@@ -220,6 +229,8 @@ class Param:
             if self.type is bool:
                 if not isinstance(value, bool):
                     raise ValueError
+            elif self.type in (int, float) and isinstance(value, str):  # _parse_scalar found no number in it
+                raise ValueError
             elif self.type is int:
                 if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                     raise ValueError

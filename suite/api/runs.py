@@ -207,8 +207,16 @@ def write_plan_report(plan: RunPlan, tracking_uri: str, out_dir: str | Path | No
     studies of its tuned experiments (:func:`suite.api.tuning.study_names`)."""
     from suite.report.build import write_report
 
-    out = Path(out_dir) if out_dir is not None else Path("reports") / plan.experiment
+    out = Path(out_dir) if out_dir is not None else report_dir(plan.experiment)
     return write_report(plan.experiment, tracking_uri, out, benchmark=plan.benchmark, by=plan.by, studies=studies)
+
+
+def report_dir(experiment: str) -> Path:
+    """Where an experiment's report goes by default: ``reports/NAME``, the name made a single
+    safe path component (:func:`suite.specs.naming.file_name`), so it stays under ``reports/``."""
+    from suite.specs.naming import file_name
+
+    return Path("reports") / file_name(experiment)
 
 
 def run_local(plan: RunPlan, registry: Registry, devices: Sequence[str], *, tracking_uri: str | None = None,

@@ -7,6 +7,31 @@ from collections.abc import Callable
 import click
 
 FAMILY_FLAGS = ("problem", "sampler", "optimizer", "scheduler", "averager")
+
+
+class _PlainNumber:
+    """A click number type that takes numbers as people write them: Python's ``int`` and
+    ``float`` also read ``1_0`` as 10 and digits of other scripts (:func:`suite.params.to_number`)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and (not value.isascii() or "_" in value):
+            self.fail(f"{value!r} is not a plain number (digits, no underscores)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class Int(_PlainNumber, click.types.IntParamType):
+    """``click.INT`` for plain numbers."""
+
+
+class Float(_PlainNumber, click.types.FloatParamType):
+    """``click.FLOAT`` for plain numbers."""
+
+
+class IntRange(_PlainNumber, click.IntRange):
+    """``click.IntRange`` for plain numbers."""
+
+
+INT, FLOAT = Int(), Float()
 SHORTCUTS = {"lr": "optimizer.lr", "momentum": "optimizer.momentum", "weight_decay": "optimizer.weight_decay"}
 
 
@@ -21,7 +46,7 @@ def tracking_options(f: Callable) -> Callable:
             ),
             click.option("--device", default="auto", show_default=True,
                          help="auto, cpu, cuda, or a list such as cuda:0,cuda:1."),
-            click.option("--workers", type=int, default=None,
+            click.option("--workers", type=INT, default=None,
                          help="CPU worker processes when no GPU is used (default: number of cores)."),
             click.option("--quiet", "-q", is_flag=True, help="No progress output (for CI)."),
         ]
@@ -42,9 +67,9 @@ def storage_options(f: Callable) -> Callable:
                 help="Optuna storage: postgresql://user:pw@host:5432/db to share the work with other machines, "
                      f"sqlite:///file.db, or a journal file (default {DEFAULT_STORAGE}).",
             ),
-            click.option("--heartbeat", type=click.IntRange(min=1), default=DEFAULT_HEARTBEAT, show_default=True,
+            click.option("--heartbeat", type=IntRange(min=1), default=DEFAULT_HEARTBEAT, show_default=True,
                          help="Seconds between heartbeats of a running trial (database storages)."),
-            click.option("--grace", type=click.IntRange(min=1), default=None,
+            click.option("--grace", type=IntRange(min=1), default=None,
                          help="Seconds without a heartbeat after which a trial counts as lost: it is failed "
                               "and retried (default: 3 x --heartbeat)."),
         ]

@@ -29,6 +29,7 @@ def report(target, tracking_uri, experiment, out_dir, no_log, metric) -> None:
     from suite.report.score import Score
 
     by = Score.parse(metric)
+    from suite.api.runs import report_dir
     from suite.report.build import write_report
 
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
@@ -47,6 +48,6 @@ def report(target, tracking_uri, experiment, out_dir, no_log, metric) -> None:
                                              device="cpu"))
     else:
         exp = experiment or target
-    out = out_dir or Path("reports") / exp
+    out = out_dir or report_dir(exp)
     page = write_report(exp, tracking_uri, out, benchmark=benchmark, log=not no_log, by=by, studies=studies)
     click.echo(f"report: {page}")

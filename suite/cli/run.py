@@ -8,7 +8,16 @@ from pathlib import Path
 
 import click
 
-from suite.cli.common import command_line, echoes, format_option, storage_options, tracking_options
+from suite.cli.common import (
+    FLOAT,
+    INT,
+    IntRange,
+    command_line,
+    echoes,
+    format_option,
+    storage_options,
+    tracking_options,
+)
 from suite.errors import SpecError
 from suite.registry import get_registry
 from suite.report.score import Score
@@ -28,19 +37,19 @@ LIST = "Comma list = a grid axis."
 @click.option("--scheduler", default=None, help=f"Scheduler name(s) (default constant). {LIST}")
 @click.option("--averager", default=None, help=f"Averager name(s) (default none). {LIST}")
 @click.option("--batch-size", default=None, help=f"Batch size(s) (default 32). {LIST}")
-@click.option("--epochs", type=int, default=None, help="Budget in epochs (default 10 unless --steps).")
-@click.option("--steps", type=int, default=None, help="Budget in optimizer steps.")
-@click.option("--eval-every", type=int, default=None, help="Evaluate every K steps (default: once per epoch).")
-@click.option("--seed", type=int, default=None, help="One seed (default 0).")
+@click.option("--epochs", type=INT, default=None, help="Budget in epochs (default 10 unless --steps).")
+@click.option("--steps", type=INT, default=None, help="Budget in optimizer steps.")
+@click.option("--eval-every", type=INT, default=None, help="Evaluate every K steps (default: once per epoch).")
+@click.option("--seed", type=INT, default=None, help="One seed (default 0).")
 @click.option("--seeds", default=None, help="Several seeds: K means 0..K-1, A-B a range, or a list 1,5,9.")
 @click.option("--lr", default=None, help=f"Shortcut for --set optimizer.lr=α. {LIST}")
 @click.option("--momentum", default=None, help=f"Shortcut for --set optimizer.momentum=β. {LIST}")
 @click.option("--weight-decay", default=None, help=f"Shortcut for --set optimizer.weight_decay=λ. {LIST}")
 @click.option("--set", "sets", multiple=True, metavar="FAMILY.PARAM=V[,V...]",
               help=f"Any hyperparameter of any component, e.g. --set scheduler.eta_min=0.001. {LIST}")
-@click.option("--diverge-factor", type=float, default=None,
+@click.option("--diverge-factor", type=FLOAT, default=None,
               help=f"Stop a run as diverged past F x its initial val loss (default {DEFAULT_DIVERGE_FACTOR:g}).")
-@click.option("--target", type=float, default=None, metavar="X",
+@click.option("--target", type=FLOAT, default=None, metavar="X",
               help="A loss to reach: each run logs steps_to_target, the first evaluated step at which its "
                    "expected risk (nqm) or else val loss was <= X (and avg_steps_to_target for an averaged model).")
 @click.option("--metric", default=None, metavar="METRIC[:min|max]",
@@ -50,7 +59,7 @@ LIST = "Comma list = a grid axis."
 @click.option("--engine", type=click.Choice(["auto", "stacked", "loop"]), default="auto", show_default=True,
               help="stacked: train compatible configurations as one batched model; loop: one at a time; "
                    "auto: stack what can be stacked.")
-@click.option("--stack-size", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--stack-size", type=IntRange(min=1), default=None, metavar="N",
               help="At most N configurations per stack (default: what fits the device's memory).")
 @click.option("--force", is_flag=True, help="Run again specs that already have a completed run in MLflow.")
 @click.option("--dry-run", is_flag=True, help="Print the expanded runs and their count; run nothing.")

@@ -17,7 +17,7 @@ from suite.api.tuning import (
     TARGET_REEVALUATE,
     TARGET_SEEDS,
 )
-from suite.cli.common import echoes, format_option, storage_options, tracking_options
+from suite.cli.common import INT, echoes, format_option, storage_options, tracking_options
 from suite.registry import get_registry
 
 
@@ -29,7 +29,7 @@ from suite.registry import get_registry
 @click.option("--averager", default="none", show_default=True, help="Averager variants.")
 @click.option("--sampler", default="shuffle", show_default=True, help="Sampler variants.")
 @click.option("--batch-size", "batch_sizes", default="8,64,512", show_default=True, help="Batch sizes.")
-@click.option("--trials", type=int, default=30, show_default=True, help="Trials per study (pruned included).")
+@click.option("--trials", type=INT, default=30, show_default=True, help="Trials per study (pruned included).")
 @click.option("--budget", default=None,
               help=f"Each trial's budget: epochs:N, steps:N or steps:auto (default {DEFAULT_EPOCHS}; {DEFAULT_STEPS} "
                    f"for a problem without a data set; {DEFAULT_TARGET_BUDGET} for steps-to-target: a cap per batch "
@@ -37,29 +37,29 @@ from suite.registry import get_registry
 @click.option("--objective", default="final", show_default=True,
               help="final | best | steps-to-target:X, of the validation loss over the trial's seeds (the averaged "
                    "model's if any); steps-to-target uses the expected risk where the problem knows it (nqm).")
-@click.option("--seeds", type=int, default=None,
+@click.option("--seeds", type=INT, default=None,
               help=f"A trial's value is read from the mean curve over K seeds (default 1; {TARGET_SEEDS} for "
                    "steps-to-target).")
 @click.option("--space", "spaces", multiple=True, metavar="FAMILY.PARAM=SPACE",
               help="Override a declared search space: log:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:a,b.")
 @click.option("--set", "sets", multiple=True, metavar="FAMILY.PARAM=VALUE",
               help="Fix a hyperparameter (it is then not tuned), e.g. --set optimizer.momentum=0.")
-@click.option("--eval-every", type=int, default=None, help="Evaluate (and report to the pruner) every K steps.")
+@click.option("--eval-every", type=INT, default=None, help="Evaluate (and report to the pruner) every K steps.")
 @click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True)
-@click.option("--study-seed", type=int, default=None, help="Seed of the samplers: makes the tuning reproducible.")
+@click.option("--study-seed", type=INT, default=None, help="Seed of the samplers: makes the tuning reproducible.")
 @storage_options
 @click.option("--submit-only", is_flag=True,
               help="Create the studies and enqueue their trials, then exit: `suite worker` processes run them "
                    "(and a later `suite tune` with the same options writes the report).")
-@click.option("--reevaluate", type=int, default=None,
+@click.option("--reevaluate", type=INT, default=None,
               help="Re-run each study's top trials on K fresh seeds each; the best mean wins and is reported as "
                    f"mean ± std (default 0; {TARGET_REEVALUATE} for steps-to-target).")
-@click.option("--population", type=int, default=None, metavar="K",
+@click.option("--population", type=INT, default=None, metavar="K",
               help="Trials each worker asks Optuna for at once and trains as one stack (default: "
                    f"{DEFAULT_POPULATION}; 1 trains one trial at a time).")
 @click.option("--engine", type=click.Choice(["auto", "stacked", "loop"]), default="auto", show_default=True,
               help="stacked: train a population as one batched model; loop: one run at a time.")
-@click.option("--reevaluate-top", type=int, default=3, show_default=True,
+@click.option("--reevaluate-top", type=INT, default=3, show_default=True,
               help="How many of each study's best trials --reevaluate re-runs.")
 @tracking_options
 @format_option

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from suite.cli.common import storage_options
+from suite.cli.common import INT, IntRange, storage_options
 
 
 @click.command("worker")
@@ -13,13 +13,13 @@ from suite.cli.common import storage_options
               help="Work on this study only (repeatable; default: every suite study in the storage).")
 @click.option("--device", default="auto", show_default=True,
               help="auto, cpu, cuda, or a list such as cuda:0,cuda:1: one worker process per entry.")
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", type=INT, default=None,
               help="CPU worker processes when no GPU is used (default: number of cores).")
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI (default: the one recorded in each study by its creator).")
 @click.option("--engine", type=click.Choice(["auto", "stacked", "loop"]), default="auto", show_default=True,
               help="stacked: claim compatible runs together and train them as one batched model; loop: one at a time.")
-@click.option("--stack-size", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--stack-size", type=IntRange(min=1), default=None, metavar="N",
               help="At most N runs claimed and trained at once.")
 @click.option("--wait", is_flag=True, help="Keep polling for new work instead of exiting when none is left.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-trial output.")

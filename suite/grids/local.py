@@ -29,6 +29,7 @@ from suite.registry import Registry
 from suite.report import tables
 from suite.report.score import Score
 from suite.specs.axes import varying_keys
+from suite.specs.naming import file_name
 from suite.specs.spec import RunSpec
 from suite.tracking import ui
 from suite.tracking.tracker import Tracker
@@ -426,7 +427,7 @@ def _log_summary(tracker: Tracker, out: GridOutcome, curves: bool) -> None:
         for r in out.rows
     ], indent=1), "runs.json")
     for section in dict.fromkeys(c.section for c in out.stats):
-        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in section)
+        safe = file_name(section)
         if curves:
             fig = tables.curves_figure(out.stats, section)
             tracker.log_figure(pid, fig, f"curves/{safe}.png")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from suite.specs.naming import file_name
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
@@ -63,8 +65,7 @@ class Document:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
         plt.close(fig)
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-        self.blocks.append(Block("figure", text=caption, png=buf.getvalue(), name=f"{safe}.png"))
+        self.blocks.append(Block("figure", text=caption, png=buf.getvalue(), name=f"{file_name(name)}.png"))
 
     # -- renderers ---------------------------------------------------------------------------------
     def markdown(self, figure_dir: str) -> str:

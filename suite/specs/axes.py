@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from suite.errors import SpecError
+from suite.params import to_number
 from suite.registry import FAMILIES, Registry
 from suite.specs import limits
 from suite.specs.spec import DEFAULT_DIVERGE_FACTOR, RunSpec, resolve_spec
@@ -50,14 +51,14 @@ def parse_seeds(text: str | None) -> list[int]:
     t = str(text).strip()
     try:
         if "," in t:
-            seeds = [int(s) for s in split_list(t)]
+            seeds = [to_number(s, int) for s in split_list(t)]
         elif "-" in t[1:]:
-            a, b = t.split("-", 1)
-            if not int(a) <= int(b) or int(b) - int(a) >= MAX_SEEDS:
+            a, b = (to_number(x.strip(), int) for x in t.split("-", 1))
+            if not a <= b or b - a >= MAX_SEEDS:
                 raise ValueError
-            seeds = list(range(int(a), int(b) + 1))
+            seeds = list(range(a, b + 1))
         else:
-            k = int(t)
+            k = to_number(t, int)
             if not 1 <= k <= MAX_SEEDS:
                 raise ValueError
             seeds = list(range(k))
@@ -136,7 +137,7 @@ def _int(value: Any, label: str) -> int:
     if isinstance(value, bool):
         raise SpecError(f"--{label}={value!r} is malformed: expected an integer")
     try:
-        f = float(value)
+        f = to_number(value.strip()) if isinstance(value, str) else float(value)
         if f != int(f):
             raise ValueError
         return int(f)
@@ -146,7 +147,7 @@ def _int(value: Any, label: str) -> int:
 
 def _float(value: Any, label: str) -> float:
     try:
-        return float(value)
+        return to_number(value.strip()) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
         raise SpecError(f"--{label}={value!r} is malformed: expected a number") from None
 

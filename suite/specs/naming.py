@@ -6,6 +6,8 @@ The hash stays a run's identity; the name is for people reading MLflow's runs ta
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,6 +19,22 @@ NO_SAMPLER = "none"
 # Components shown only when they are not the default (or when they vary in the grid).
 QUIET_DEFAULTS = {"scheduler": "constant", "averager": "none", "sampler": DEFAULT_COMPONENTS["sampler"]}
 SHOWN_ELSEWHERE = ("batch_size", "seed", "problem", "optimizer", "scheduler", "averager", "sampler")
+MAX_FILE_NAME = 100  # characters of a name made from a name (a file system allows 255 bytes)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def file_name(name: str) -> str:
+    """``name`` (an experiment, a section, a figure's title) as one path component that stays
+    where it is put: every run of characters other than ASCII letters, digits, ``_ . -`` becomes
+    ``_`` (so no ``/``, NUL or blank), leading dots are dropped (no ``.``, ``..`` or hidden file),
+    and a name longer than :data:`MAX_FILE_NAME` keeps its start and a hash of the whole.
+    ``/tmp/x`` -> ``_tmp_x``; ``../../x`` -> ``_.._x``; ``loss curves b32`` -> ``loss_curves_b32``.
+    The one rule for report directories, figure files and artifact paths."""
+    safe = _UNSAFE.sub("_", name).lstrip(".") or "_"
+    if len(safe) > MAX_FILE_NAME:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        safe = f"{safe[: MAX_FILE_NAME - 9]}-{digest}"
+    return safe
 
 
 def value_text(value: Any) -> str:

@@ -169,6 +169,12 @@ def _sampler_for(registry: Registry, problem: str, sampler: str) -> str:
     return NO_SAMPLER if not has_data else sampler
 
 
+def loss_target_ok(target: float) -> bool:
+    """Whether ``target`` is a loss a run can be asked to reach (``suite run --target``,
+    ``suite tune --objective steps-to-target:X``): finite and > 0 (a loss is never below 0)."""
+    return math.isfinite(target) and target > 0
+
+
 def resolve_spec(
     registry: Registry,
     *,
@@ -212,8 +218,8 @@ def resolve_spec(
         raise SpecError(f"--batch-size={batch_size} is out of range: must be at least 1")
     if eval_growth is not None and not 0 < eval_growth < 1e6:
         raise SpecError(f"eval growth {eval_growth} is out of range: must be > 0")
-    if target is not None and not math.isfinite(target):
-        raise SpecError(f"--target {target} is out of range: must be a finite number (a loss to reach)")
+    if target is not None and not loss_target_ok(target):
+        raise SpecError(f"--target {target} is out of range: must be a finite number > 0 (a loss to reach)")
     if not 1 < diverge_factor < float("inf"):
         raise SpecError(f"--diverge-factor: diverge factor {diverge_factor} is out of range: must be > 1 and finite")
     return RunSpec(

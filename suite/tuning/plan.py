@@ -32,9 +32,9 @@ from optuna.trial import TrialState
 from suite.engine.loop import RunResult, StopRun, divergence
 from suite.engine.target import watched_key
 from suite.errors import SpecError, SuiteError, TrialFailed, TuneError
-from suite.params import Space
+from suite.params import Space, to_number
 from suite.registry import FAMILIES, Registry
-from suite.specs.spec import RunSpec, resolve_spec
+from suite.specs.spec import RunSpec, loss_target_ok, resolve_spec
 from suite.vocab import (
     STUDY_OVERRIDES,
     TAG_DEVICE,
@@ -70,7 +70,7 @@ class Budget:
         unit, _, n = text.strip().partition(":")
         if unit == "steps" and n.strip() == "auto":
             return cls("steps", None)
-        if unit in ("epochs", "steps") and n.strip().isdigit() and int(n) >= 1:
+        if unit in ("epochs", "steps") and n.strip().isascii() and n.strip().isdigit() and int(n) >= 1:
             return cls(unit, int(n))
         raise TuneError(
             f"malformed --budget {text!r}: write epochs:N, steps:N with N >= 1 or steps:auto, e.g. epochs:5")
@@ -165,7 +165,7 @@ class Objective:
         target: float | None = None
         if kind == "steps-to-target" and parts:
             try:
-                target = float(parts.pop(0))
+                target = to_number(parts.pop(0))
             except ValueError:
                 target = float("nan")
         metric, direction = None, "min"
@@ -173,8 +173,8 @@ class Objective:
             metric, direction = parts
             parts = []
         ok = not parts and (kind in ("final", "best") or (
-            kind == "steps-to-target" and target is not None and math.isfinite(target)
-            and (target > 0 or direction == "max")))
+            kind == "steps-to-target" and target is not None
+            and (loss_target_ok(target) or (direction == "max" and math.isfinite(target)))))
         if ok:
             return cls(kind, target, metric, direction)
         raise TuneError(
