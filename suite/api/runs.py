@@ -190,14 +190,20 @@ def grid_specs(registry: Registry, flags: Mapping[str, Any], sets: Sequence[str]
 
 def check(plan: RunPlan, registry: Registry) -> None:
     """Build each distinct configuration once, so a configuration that cannot work is refused
-    (:class:`SpecError`, naming the file and line of a benchmark file) before anything runs."""
+    (:class:`SpecError`, naming the file and line of a benchmark file) before anything runs, and
+    so is a ``--metric`` (``plan.by``) that none of the runs logs."""
     from suite.engine.loop import preflight
 
+    logged: set[str] | None = set()
     for sec, specs in plan.sections:
         try:
-            preflight(specs, registry)
+            names = preflight(specs, registry)
         except SpecError as exc:
             raise SpecError(f"{plan.where[sec]}: {exc}" if plan.where.get(sec) else str(exc)) from None
+        logged = None if names is None or logged is None else logged | names
+    if logged and not {plan.by.metric, plan.by.averaged} & logged:
+        raise SpecError(f"--metric {plan.by.metric!r}: the runs log no such metric; they log "
+                        f"{', '.join(sorted(logged))}")
 
 
 def write_plan_report(plan: RunPlan, tracking_uri: str, out_dir: str | Path | None = None, *,

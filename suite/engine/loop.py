@@ -165,14 +165,18 @@ def build(spec: RunSpec, device: str | torch.device = "cpu", registry: Registry 
     return Built(ctx, problem, sampler, optimizer, scheduler, sched_comp.interval or "epoch", averager)
 
 
-def preflight(specs: Iterable[RunSpec], registry: Registry | None = None) -> None:
+def preflight(specs: Iterable[RunSpec], registry: Registry | None = None) -> set[str] | None:
     """Build each distinct configuration once on the CPU, so a configuration that cannot work
     (batch size larger than the data, a budget the problem cannot use, a factory that refuses
     its arguments) is reported before anything runs or is logged. Any other exception is a bug
     inside a plugin: it is left for the run itself to record (failed, with its traceback), so
-    it does not stop the other runs of a grid."""
+    it does not stop the other runs of a grid.
+
+    Returns the names of the metrics the runs log (each configuration evaluated once at its
+    start), or None where a configuration could not be evaluated."""
     registry = registry or get_registry()
     seen: set[str] = set()
+    metrics: set[str] | None = set()
     for spec in specs:
         key = spec.with_seed(0).hash
         if key in seen:
@@ -190,16 +194,33 @@ def preflight(specs: Iterable[RunSpec], registry: Registry | None = None) -> Non
         except (ValueError, TypeError) as exc:
             raise SpecError(f"run {spec.name} cannot be built: {exc}") from None
         except Exception:  # a bug inside a plugin: the run records it with its traceback, the grid goes on
+            metrics = None
             continue
         for p in built.problem.model.parameters():  # the hyperparameters against the dtype they act on
             check_representable(spec, p.dtype)
             break
         try:
             check_built(built, registry)
+            if metrics is not None:
+                metrics |= logged_metrics(built)
         except SuiteError:
             raise
         except Exception:  # as above: the run itself records the plugin's exception
+            metrics = None
             continue
+    return metrics
+
+
+def logged_metrics(built: Built) -> set[str]:
+    """The names of the metrics a run of ``built`` logs (its first evaluation's, and what the
+    tracker and steps-to-target add)."""
+    from suite.engine.target import TARGET_METRICS
+
+    names = set(_evaluate(built, 0, 0.0, 0.0))
+    names |= {f"best_{k}" for k in ("val_loss", "avg_val_loss") if k in names}
+    if built.ctx.spec.target is not None:
+        names |= {name for name, _, _ in TARGET_METRICS}
+    return names
 
 
 def check_built(built: Built, registry: Registry) -> None:

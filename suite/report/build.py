@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from suite.errors import ReportError
 from suite.report import claims, figures, scaling
 from suite.report.document import Document
 from suite.report.optimum import optimum_loss
@@ -164,6 +165,15 @@ def _comparison_lines(records: Sequence[RunRecord], varying: list[str], by: Scor
     return lines
 
 
+def check_metric(runs: Runs, by: Score | None) -> None:
+    """Refuse a ``--metric`` that none of the experiment's runs logged (one line listing those
+    they did), before anything is written."""
+    logged = {k for r in runs.records for k in r.final}
+    if by is not None and logged and not {by.metric, by.averaged} & logged:
+        raise ReportError(f"--metric {by.metric!r}: the runs of this experiment log no such metric; they log "
+                          f"{', '.join(sorted(logged))}")
+
+
 def write(runs: Runs, out_dir: Path, descriptions: dict[str, str] | None = None,
           by: Score | None = None) -> tuple[Path, Path]:
     """Build the report and write report.html + report.md into ``out_dir``."""
@@ -205,6 +215,7 @@ def write_report(experiment: str, tracking_uri: str | None, out_dir: str | Path,
         descriptions = {s.name: s.description for s in bench.sections}
         studies = studies or {}
     runs = read_runs(experiment, tracking_uri, sections=sections, studies=studies)
+    check_metric(runs, by)
     out = Path(out_dir)
     page, _ = write(runs, out, descriptions, by)
     if log:

@@ -196,6 +196,8 @@ def load(path: str | Path, registry: Registry) -> Benchmark:
     if "experiments" not in top:
         raise ck.fail(root, "missing key 'experiments' (a mapping of named experiments)")
     name = top.get("name")
+    if name is not None:
+        check_experiment_name(ck, name)
     bench = Benchmark(
         path=path,
         name=str(name.value) if name is not None and name.value else path.stem,
@@ -231,6 +233,24 @@ def load(path: str | Path, registry: Registry) -> Benchmark:
         specs = _expand_experiment(ck, exp_name, exp_node, merged)
         bench.sections.append(Section(exp_name, desc_text, specs, exp_node.line))
     return bench
+
+
+MAX_NAME = 500  # MLflow's limit on an experiment's name
+
+
+def check_experiment_name(ck: _Checker, node: _Node) -> None:
+    """The file's ``name`` (its MLflow experiment, and its report directory's name): plain text,
+    not blank, without control characters, at most :data:`MAX_NAME` characters."""
+    v = node.value
+    if v is None:
+        return
+    if isinstance(v, dict | list | bool):
+        raise ck.fail(node, f"expected a name, got {_kind(v)}")
+    text = str(v)
+    if not text.strip() or text != text.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ck.fail(node, "the name is blank or holds blanks at its ends or control characters: give a plain name")
+    if len(text) > MAX_NAME:
+        raise ck.fail(node, f"the name has {len(text):,} characters, more than MLflow's {MAX_NAME}: give a shorter one")
 
 
 def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
