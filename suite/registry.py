@@ -249,8 +249,10 @@ class Registry:
         **extra: Any,
     ) -> None:
         where = f"{family} {name!r} from {distribution}"
-        if not isinstance(name, str) or not name.strip() or "," in name or " " in name:
-            raise RegistrationError(f"{where}: a name must be a non-empty word without commas or spaces")
+        if (not isinstance(name, str) or not name.strip() or any(ch in name for ch in ", /\\")
+                or name.startswith(".") or any(ord(ch) < 32 or ord(ch) == 127 for ch in name)):
+            raise RegistrationError(f"{where}: a name must be a non-empty word without commas, spaces, slashes, "
+                                    "control characters or a leading dot")
         if not callable(factory):
             raise RegistrationError(f"{where}: factory must be callable")
         if stacked is not None and not callable(stacked):

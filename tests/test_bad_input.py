@@ -1,16 +1,30 @@
-"""Every bad input gets one line and exit code 2, and nothing is logged or stored.
+"""Every bad input gets one line and exit code 2, in bounded time and memory, and nothing is
+written: no MLflow store, no ``.suite/``, no ``reports/``, not a file more than the case was given.
 
 One table, one row per bad input: the command line, and a piece of text the single stderr line
-must hold (the offending flag or key). ``{tmp}`` in an argument is the test's working directory,
-where :func:`files` puts the broken benchmark files and stores the rows refer to."""
+must hold (the offending flag, key or file). ``{tmp}`` in an argument is the case's own working
+directory, where the benchmark files, spec files and stores the row names are put; rows of
+:data:`ENV_CASES` also set environment variables, rows of :data:`PLUGIN_CASES` install a hostile
+plugin package (:data:`HOSTILE_PLUGIN`) first.
+
+Each case runs as its own process under a memory limit and a hang guard: the test process imports
+the suite once, then forks one child per case (two at a time), which sets ``RLIMIT_AS`` to
+1 GiB above what it already maps, arms ``alarm()`` (:data:`HANG_GUARD_S`, generous: it catches a
+hang, it is not a speed claim), and runs the ``suite`` command in-process."""
 
 from __future__ import annotations
 
+import os
+import re
+import resource
+import signal
 import sqlite3
+import sys
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from suite.cli import main
 
@@ -18,6 +32,11 @@ RUN = ["run", "--problem", "linreg", "--epochs", "1", "--device", "cpu"]
 TUNE = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "8", "--trials", "1",
         "--budget", "epochs:1", "--device", "cpu"]
 WORKER = ["worker", "--device", "cpu"]
+GB = 1024**3
+HANG_GUARD_S = 120
+PARALLEL = 2
+THOUSAND = ",".join(f"{(i + 1) / 1000:g}" for i in range(1000))
+MOMENTA = ",".join(f"{i / 1001:.6f}" for i in range(1000))
 
 CASES: list[tuple[str, list[str], str]] = [
     # -- suite run: components and the budget
@@ -238,6 +257,121 @@ CASES: list[tuple[str, list[str], str]] = [
     ("command-unknown", ["runn"], "runn"),
 ]
 
+
+# -- issue 28: bounded work, paths, small things
+CASES += [
+    ("run-grid-too-large", [*RUN, "--lr", THOUSAND, "--momentum", MOMENTA, "--weight-decay", THOUSAND],
+     "SUITE_MAX_RUNS"),
+    ("run-grid-too-large-dry-run", [*RUN, "--dry-run", "--lr", THOUSAND, "--momentum", MOMENTA,
+                                    "--weight-decay", THOUSAND], "1,000,000,000 runs"),
+    ("bench-grid-too-large", ["run", "{tmp}/huge_grid.yaml", "--dry-run"], "huge_grid.yaml"),
+    ("bench-yaml-billion-laughs", ["run", "{tmp}/laughs.yaml"], "laughs.yaml:"),
+    ("bench-yaml-recursive-alias", ["run", "{tmp}/cycle.yaml"], "recursive alias"),
+    ("bench-yaml-deep", ["run", "{tmp}/deep.yaml"], "deep.yaml:1: nested deeper"),
+    ("bench-yaml-8mb", ["run", "{tmp}/big.yaml"], "big.yaml"),
+    ("run-problem-n-huge", [*RUN, "--set", "problem.n=1e11"], "n=100000000000"),
+    ("run-problem-d-huge", [*RUN, "--set", "problem.d=1e9"], "d=1000000000"),
+    ("run-lr-above-float32", [*RUN, "--lr", "1e308"], "float32"),
+    ("spec-params-list", ["run", "{tmp}/spec_params_list.yaml"], "spec_params_list.yaml:3: params"),
+    ("spec-params-number", ["run", "{tmp}/spec_params_number.yaml"], "spec_params_number.yaml:3: params"),
+    ("spec-problem-list", ["run", "{tmp}/spec_problem_list.yaml"], "spec_problem_list.yaml:2: problem"),
+    ("run-metric-unknown", [*RUN, "--metric", "val_los"], "val_loss"),
+    ("run-target-negative", [*RUN, "--target", "-1"], "--target"),
+    ("run-lr-underscore", [*RUN, "--lr", "1_0"], "optimizer.lr"),
+    # -- 30+ more: numbers as Python reads them but people do not write them
+    ("run-epochs-underscore", ["run", "--epochs", "1_0"], "--epochs"),
+    ("run-seed-other-digits", [*RUN, "--seed", "\u0661"], "--seed"),
+    ("run-batch-size-underscore", [*RUN, "--batch-size", "1_6"], "batch-size"),
+    ("run-seeds-underscore", [*RUN, "--seeds", "1_0"], "--seeds"),
+    ("run-diverge-factor-underscore", [*RUN, "--diverge-factor", "1_0"], "--diverge-factor"),
+    ("run-target-zero", [*RUN, "--target", "0"], "--target"),
+    ("run-lr-rounds-to-zero", [*RUN, "--lr", "1e-50"], "rounds to 0"),
+    ("run-momentum-above-float32", [*RUN, "--scheduler", "cosine", "--set", "scheduler.eta_min=1e300"],
+     "scheduler.eta_min"),
+    ("run-nqm-dim-huge", ["run", "--problem", "nqm", "--steps", "1", "--set", "problem.dim=1e12"], "dim="),
+    ("run-mlp-too-wide", ["run", "--problem", "mlp", "--epochs", "1", "--set", "problem.width=1000000",
+                          "--set", "problem.depth=100"], "width=1000000"),
+    ("run-mlp-too-deep", ["run", "--problem", "mlp", "--epochs", "1", "--set", "problem.depth=5000"], "depth"),
+    ("run-metric-unknown-dry-run", [*RUN, "--metric", "val_acc:max", "--dry-run"], "val_acc"),
+    ("tune-lr-above-float32", [*TUNE, "--set", "optimizer.lr=1e308"], "float32"),
+    ("tune-budget-other-digits", [*TUNE, "--budget", "steps:\u00b2"], "--budget"),
+    ("tune-space-underscore", [*TUNE, "--space", "optimizer.lr=log:1_0:2_0"], "optimizer.lr"),
+    ("tune-objective-target-underscore", [*TUNE, "--objective", "steps-to-target:1_0"], "--objective"),
+    ("tune-trials-underscore", [*TUNE, "--trials", "1_0"], "--trials"),
+    ("worker-workers-underscore", [*WORKER, "--workers", "1_0"], "--workers"),
+    # -- benchmark files
+    ("bench-sub-grid-too-large", ["run", "{tmp}/huge_sub_grid.yaml"], "huge_sub_grid.yaml"),
+    ("bench-yaml-int-too-long", ["run", "{tmp}/digits.yaml"], "digits.yaml:1"),
+    ("bench-yaml-bad-date", ["run", "{tmp}/date.yaml"], "date.yaml:1"),
+    ("bench-yaml-complex-key", ["run", "{tmp}/complex_key.yaml"], "keys must be names"),
+    ("bench-name-nul", ["run", "{tmp}/name_nul.yaml"], "name_nul.yaml:1: name"),
+    ("bench-name-too-long", ["run", "{tmp}/name_long.yaml"], "name_long.yaml:1: name"),
+    ("bench-name-a-list", ["run", "{tmp}/name_list.yaml"], "name_list.yaml:1: name"),
+    ("bench-not-a-regular-file", ["run", "/dev/zero"], "/dev/zero"),
+    ("bench-seeds-underscore", ["run", "{tmp}/seeds_underscore.yaml"], "seeds"),
+    ("report-benchmark-laughs", ["report", "{tmp}/laughs.yaml"], "laughs.yaml"),
+    # -- spec.yaml
+    ("spec-param-value-list", ["run", "{tmp}/spec_value_list.yaml"], "params.optimizer.lr"),
+    ("spec-epochs-list", ["run", "{tmp}/spec_epochs_list.yaml"], "epochs"),
+    ("spec-problem-number", ["run", "{tmp}/spec_problem_number.yaml"], "5"),
+    ("spec-unknown-key", ["run", "{tmp}/spec_unknown.yaml"], "colour"),
+    ("spec-lr-above-float32", ["run", "{tmp}/spec_lr_huge.yaml"], "float32"),
+    ("spec-experiment-blank", ["run", "{tmp}/spec_ok.yaml", "--experiment", " "], "--experiment"),
+]
+
+# (id, environment variables, command line, text of the line)
+ENV_CASES: list[tuple[str, dict[str, str], list[str], str]] = [
+    ("env-max-runs-text", {"SUITE_MAX_RUNS": "many"}, [*RUN], "SUITE_MAX_RUNS"),
+    ("env-max-runs-zero", {"SUITE_MAX_RUNS": "0"}, [*RUN], "SUITE_MAX_RUNS"),
+    ("env-max-runs-exceeded", {"SUITE_MAX_RUNS": "2"}, [*RUN, "--lr", "0.1,0.2,0.3"], "limit of 2"),
+    ("env-max-runs-bench-total", {"SUITE_MAX_RUNS": "3"}, ["run", "{tmp}/two_experiments.yaml"], "limit of 3"),
+    ("env-max-yaml-bytes", {"SUITE_MAX_YAML_BYTES": "10"}, ["run", "{tmp}/good.yaml"], "SUITE_MAX_YAML_BYTES"),
+    ("env-max-yaml-bytes-negative", {"SUITE_MAX_YAML_BYTES": "-1"}, ["run", "{tmp}/good.yaml"],
+     "SUITE_MAX_YAML_BYTES"),
+    ("env-tracking-uri-plain-path", {"MLFLOW_TRACKING_URI": "some/dir"}, [*RUN], "sqlite:///"),
+    ("env-storage-malformed", {"SUITE_STORAGE": "nostore"}, [*RUN], "--storage"),
+]
+
+# (id, command line, text of the line): with HOSTILE_PLUGIN installed
+PLUGIN_CASES: list[tuple[str, list[str], str]] = [
+    ("plugin-name-with-slash", [*RUN, "--problem", "up/../evil"], "up/../evil"),
+    ("plugin-factory-refuses", [*RUN, "--problem", "refuses"], "cannot be built"),
+    ("plugin-factory-wrong-type", [*RUN, "--problem", "wrongtype"], "wrongtype"),
+    ("plugin-default-out-of-range", [*RUN, "--optimizer", "baddefault"], "baddefault"),
+    ("plugin-lr-above-its-float32", [*RUN, "--optimizer", "anylr", "--set", "optimizer.lr=1e300"], "float32"),
+]
+
+HOSTILE_PLUGIN = """\
+import torch
+from suite import Param, hookimpl
+
+
+def _refuses(ctx, **kw):
+    raise ValueError("this problem refuses to be built")
+
+
+def _wrong(ctx, **kw):
+    return "not a problem"
+
+
+def _sgd(ctx, lr):
+    return torch.optim.SGD(ctx.model.parameters(), lr=lr)
+
+
+@hookimpl
+def suite_register_problems(register):
+    register(name="up/../evil", factory=_refuses, description="a name that is a path")
+    register(name="refuses", factory=_refuses, description="a factory that raises ValueError")
+    register(name="wrongtype", factory=_wrong, description="a factory that returns a string")
+
+
+@hookimpl
+def suite_register_optimizers(register):
+    register(name="anylr", factory=_sgd, description="no upper bound on lr", params=[Param("lr", 0.1, "", low=0.0)])
+    register(name="baddefault", factory=_sgd, description="a default outside its own range",
+             params=[Param("lr", 5.0, "", low=0.0, high=1.0)])
+"""
+
 BENCH_FILES = {
     "empty.yaml": b"",
     "blank.yaml": b"\n\n   \n",
@@ -266,16 +400,201 @@ BENCH_FILES = {
     "tune_budgets.yaml": b"experiments:\n  a:\n    epochs: 1\n    steps: 5\n    tune: {trials: 2}\n",
     "tune_pins.yaml": b"experiments:\n  a:\n    epochs: 1\n    optimizer:\n      sgd: {weight_decay: 0.0}\n"
                       b"      precond: {weight_decay: 0.1}\n    tune: {trials: 2}\n",
+    "huge_grid.yaml": ("experiments:\n  a:\n    problem: linreg\n    epochs: 1\n    params:\n"
+                       f"      optimizer.lr: [{THOUSAND}]\n      optimizer.momentum: [{MOMENTA}]\n"
+                       f"      optimizer.weight_decay: [{THOUSAND}]\n").encode(),
+    "huge_sub_grid.yaml": ("experiments:\n  a:\n    epochs: 1\n    optimizer:\n      sgd:\n"
+                           f"        lr: [{THOUSAND}]\n        momentum: [{MOMENTA}]\n").encode(),
+    "laughs.yaml": ("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+                    + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10))
+                    + "experiments: {e: {epochs: 1, params: {optimizer.lr: *a9}}}\n").encode(),
+    "cycle.yaml": b"experiments: &a {e: *a}\n",
+    "deep.yaml": b"experiments: " + b"[" * 20000 + b"]" * 20000 + b"\n",
+    "big.yaml": b"experiments:\n" + b"  # padding to eight megabytes ................................\n" * 130_000,
+    "digits.yaml": b"experiments: {e: {epochs: " + b"9" * 5000 + b"}}\n",
+    "date.yaml": b"experiments: {e: {epochs: 2001-13-45}}\n",
+    "complex_key.yaml": b"experiments:\n  ? [a, b]\n  : {epochs: 1}\n",
+    "name_nul.yaml": b'name: "a\\0b"\nexperiments: {e: {epochs: 1}}\n',
+    "name_long.yaml": b"name: " + b"x" * 600 + b"\nexperiments: {e: {epochs: 1}}\n",
+    "name_list.yaml": b"name: [a, b]\nexperiments: {e: {epochs: 1}}\n",
+    "seeds_underscore.yaml": b"experiments: {e: {epochs: 1, seeds: '1_0'}}\n",
+    "two_experiments.yaml": b"experiments:\n  a: {epochs: 1, params: {optimizer.lr: [0.1, 0.2]}}\n"
+                            b"  b: {epochs: 1, params: {optimizer.lr: [0.3, 0.4]}}\n",
+    "spec_ok.yaml": b"spec_hash: x\nproblem: linreg\nparams: {}\nepochs: 1\n",
+    "spec_params_list.yaml": b"spec_hash: x\nproblem: linreg\nparams: [1, 2]\nepochs: 1\n",
+    "spec_params_number.yaml": b"spec_hash: x\nproblem: linreg\nparams: 5\nepochs: 1\n",
+    "spec_problem_list.yaml": b"spec_hash: x\nproblem: [linreg, nqm]\nparams: {}\nepochs: 1\n",
+    "spec_value_list.yaml": b"spec_hash: x\nproblem: linreg\nparams: {optimizer.lr: [0.1, 0.2]}\nepochs: 1\n",
+    "spec_epochs_list.yaml": b"spec_hash: x\nproblem: linreg\nparams: {}\nepochs: [1]\n",
+    "spec_problem_number.yaml": b"spec_hash: x\nproblem: 5\nparams: {}\nepochs: 1\n",
+    "spec_unknown.yaml": b"spec_hash: x\nproblem: linreg\nparams: {}\nepochs: 1\ncolour: red\n",
+    "spec_lr_huge.yaml": b"spec_hash: x\nproblem: linreg\nparams: {optimizer.lr: 1.0e+300}\nepochs: 1\n",
 }
 
 
-def files(root: Path) -> None:
-    """The broken benchmark files and stores that rows refer to as ``{tmp}/NAME``."""
-    for name, data in BENCH_FILES.items():
-        (root / name).write_bytes(data)
-    (root / "adir").mkdir()
-    (root / "adir.journal").mkdir()
-    (root / "notes.txt").write_text("not a database\n")
+FILE_ARG = re.compile(r"\{tmp\}/([^/\s]+)")
+DIRS = ("adir", "adir.journal")
+
+
+@dataclass
+class Case:
+    """One row: its id, command line, the text its line must hold, and what it runs under."""
+
+    id: str
+    argv: list[str]
+    names: str
+    env: dict[str, str] = field(default_factory=dict)
+    plugin: bool = False
+
+
+@dataclass
+class Outcome:
+    """What one case's process did: its exit (or the signal that ended it), its output, and
+    the files its working directory held before and after."""
+
+    code: int | None
+    signal: int | None
+    stdout: str
+    stderr: str
+    before: set[str]
+    after: set[str]
+    root: Path
+
+
+ALL = ([Case(i, a, n) for i, a, n in CASES] + [Case(i, a, n, env=e) for i, e, a, n in ENV_CASES]
+       + [Case(i, a, n, plugin=True) for i, a, n in PLUGIN_CASES])
+
+
+def files(root: Path, argv: list[str]) -> None:
+    """The benchmark files, spec files and stores that ``argv`` names as ``{tmp}/NAME``."""
+    for arg in argv:
+        for name in FILE_ARG.findall(arg):
+            if name in BENCH_FILES:
+                (root / name).write_bytes(BENCH_FILES[name])
+            elif name in DIRS:
+                (root / name).mkdir(exist_ok=True)
+            elif name == "notes.txt":
+                (root / name).write_text("not a database\n")
+
+
+def install_plugin(root: Path) -> Path:
+    """:data:`HOSTILE_PLUGIN` as an installed distribution (a module and its ``.dist-info``
+    with a ``suite.plugins`` entry point) in a folder to put on ``sys.path``."""
+    site = root / "site"
+    info = site / "hostile_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "hostile_plugin.py").write_text(HOSTILE_PLUGIN)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hostile-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[suite.plugins]\nhostile = hostile_plugin\n")
+    return site
+
+
+def listing(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _warm() -> None:
+    """Import once, in the test process, what the commands import, so each forked case starts
+    at once (a child inherits the imported modules)."""
+    import mlflow  # noqa: F401
+    import optuna  # noqa: F401
+    import torch  # noqa: F401
+
+    import suite.api.runs  # noqa: F401
+    import suite.api.tuning  # noqa: F401
+    import suite.engine.loop  # noqa: F401
+    import suite.report.build  # noqa: F401
+    from suite.registry import get_registry
+
+    get_registry()
+
+
+def _vm_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize in /proc/self/status")
+
+
+def _child(case: Case, root: Path, site: Path) -> None:
+    """In the forked process: run ``case`` in ``root`` under the memory limit and the hang guard,
+    then end the process with the command's exit code (never returning into pytest)."""
+    code = 70
+    try:
+        out = open(root.parent / f"{root.name}.out", "w")  # noqa: SIM115 - the process ends with os._exit
+        err = open(root.parent / f"{root.name}.err", "w")  # noqa: SIM115
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.stdout, sys.stderr = out, err
+        os.chdir(root)
+        for key in ("SUITE_STORAGE", "SUITE_MAX_RUNS", "SUITE_MAX_YAML_BYTES"):
+            os.environ.pop(key, None)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
+        os.environ.update(case.env)
+        if case.plugin:
+            from suite.registry import get_registry
+
+            sys.path.insert(0, str(site))
+            get_registry.cache_clear()
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + GB, hard))
+        signal.alarm(HANG_GUARD_S)
+        args = [a.replace("{tmp}", str(root)) for a in case.argv]
+        try:
+            main.main(args, prog_name="suite", standalone_mode=True)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - reported as the case's output, never raised into pytest
+        traceback.print_exc()
+        code = 71
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        os._exit(code)
+
+
+def run_cases(cases: list[Case], base: Path) -> dict[str, Outcome]:
+    """Fork one process per case, :data:`PARALLEL` at a time; wait for each (the hang guard
+    ends a hung one)."""
+    _warm()
+    site = install_plugin(base)
+    pending, running, done = list(cases), {}, {}
+    while pending or running:
+        while pending and len(running) < PARALLEL:
+            case = pending.pop(0)
+            root = base / case.id
+            root.mkdir()
+            files(root, case.argv)
+            before = listing(root)
+            pid = os.fork()
+            if pid == 0:
+                _child(case, root, site)
+            running[pid] = (case, root, before)
+        pid, status = os.waitpid(-1, 0)
+        if pid not in running:
+            continue
+        case, root, before = running.pop(pid)
+        done[case.id] = Outcome(
+            code=os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
+            signal=os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            stdout=(base / f"{case.id}.out").read_text(errors="replace"),
+            stderr=(base / f"{case.id}.err").read_text(errors="replace"),
+            before=before, after=listing(root), root=root,
+        )
+    return done
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, tmp_path_factory) -> dict[str, Outcome]:
+    """Every selected case run once, in forked processes."""
+    wanted = {item.callspec.id for item in request.session.items
+              if item.module is request.module and hasattr(item, "callspec")}
+    return run_cases([c for c in ALL if c.id in wanted], tmp_path_factory.mktemp("bad_input"))
 
 
 def nothing_stored(root: Path) -> list[str]:
@@ -295,26 +614,41 @@ def nothing_stored(root: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(("argv", "names"), [pytest.param(a, n, id=i) for i, a, n in CASES])
-def test_bad_input_is_one_line_and_exit_2(workdir, argv, names):
-    files(workdir)
-    args = [a.replace("{tmp}", str(workdir)) for a in argv]
-    result = CliRunner().invoke(main, args)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert len(lines) == 1, result.stderr
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in ALL])
+def test_bad_input_is_one_line_and_exit_2(outcomes, case):
+    out = outcomes[case.id]
+    assert out.signal is None, (f"ended by signal {out.signal}"
+                                + (" (the hang guard)" if out.signal == signal.SIGALRM else ""), out.stderr)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.code == 2, (out.code, out.stdout, out.stderr)
+    assert len(lines) == 1, out.stderr
     assert lines[0].startswith("Error: ")
-    assert names.replace("{tmp}", str(workdir)).lower() in lines[0].lower()
-    assert result.stdout == ""
-    assert nothing_stored(workdir) == []
+    assert case.names.replace("{tmp}", str(out.root)).lower() in lines[0].lower()
+    assert out.stdout == ""
+    written = out.after - out.before
+    assert not written, f"written: {sorted(written)}"
+    assert not {"mlflow.db", ".suite", "reports"} & out.after
+    assert nothing_stored(out.root) == []
 
 
 def test_the_table_covers_every_flag_of_every_command():
     import click
 
-    used = {a for _, argv, _ in CASES for a in argv if a.startswith("--")}
+    used = {a for c in ALL for a in c.argv if a.startswith("--")}
     for name, cmd in main.commands.items():
         flags = {opt for p in cmd.params if isinstance(p, click.Option) for opt in p.opts if opt.startswith("--")}
         missing = flags - used - {"--help", "--quiet", "--dry-run", "--submit-only", "--force", "--wait"}
         assert not missing, f"suite {name}: no bad-input case for {sorted(missing)}"
     assert len(CASES) >= 50
+
+
+def test_the_table_holds_the_issue_cases_and_thirty_more():
+    """Issue 28's cases are rows, and at least thirty more beside them and the earlier table."""
+    issue = {"run-grid-too-large", "run-grid-too-large-dry-run", "bench-grid-too-large", "bench-yaml-billion-laughs",
+             "bench-yaml-recursive-alias", "bench-yaml-deep", "bench-yaml-8mb", "run-problem-n-huge",
+             "run-problem-d-huge", "run-lr-above-float32", "spec-params-list", "spec-params-number",
+             "spec-problem-list", "run-metric-unknown", "run-target-negative", "run-lr-underscore"}
+    ids = [c.id for c in ALL]
+    assert len(ids) == len(set(ids))
+    assert issue <= set(ids)
+    assert len(ids) >= 200 + len(issue) + 30

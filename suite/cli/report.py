@@ -48,6 +48,19 @@ def report(target, tracking_uri, experiment, out_dir, no_log, metric) -> None:
                                              device="cpu"))
     else:
         exp = experiment or target
+    _check_store_exists(exp, tracking_uri)
     out = out_dir or report_dir(exp)
     page = write_report(exp, tracking_uri, out, benchmark=benchmark, log=not no_log, by=by, studies=studies)
     click.echo(f"report: {page}")
+
+
+def _check_store_exists(experiment: str, tracking_uri: str | None) -> None:
+    """A report reads a store: refuse a ``sqlite:///FILE`` that is not there (one line), rather
+    than create an empty store to find no experiment in it."""
+    from suite.errors import SuiteError
+    from suite.stores import resolve_tracking_uri, sqlite_path
+
+    path = sqlite_path(resolve_tracking_uri(tracking_uri))
+    if path is not None and not path.exists():
+        raise SuiteError(f"MLflow experiment {experiment!r} does not exist: there is no MLflow store at {path} "
+                         "(run it first, or give --tracking-uri)")

@@ -38,10 +38,10 @@ def worker(storage, heartbeat, grace, studies, device, workers, tracking_uri, en
 
     check_studies(studies)
     url = normalize_storage(storage)
-    open_storage(url)  # a one-line error now, not one per process, if it cannot be reached
     if tracking_uri:
         check_tracking_uri(tracking_uri)
     devices = resolve_devices(device, workers)
+    open_storage(url)  # after every flag is checked (it may create a journal file), before any process starts
     click.echo(f"suite worker: {len(devices)} process(es) on {', '.join(sorted(set(devices)))} "
                f"working on {describe(url)}", err=True)
     for line in work(url, studies, devices, tracking_uri=tracking_uri, quiet=quiet,
