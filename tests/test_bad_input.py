@@ -500,10 +500,17 @@ def _warm() -> None:
     import optuna  # noqa: F401
     import torch  # noqa: F401
 
+    import optuna.storages.journal  # noqa: F401
+    import sqlalchemy  # noqa: F401
+
     import suite.api.runs  # noqa: F401
     import suite.api.tuning  # noqa: F401
+    import suite.api.work  # noqa: F401
     import suite.engine.loop  # noqa: F401
+    import suite.exec.devices  # noqa: F401
     import suite.report.build  # noqa: F401
+    import suite.stores  # noqa: F401
+    import suite.tracking.tracker  # noqa: F401
     from suite.registry import get_registry
 
     get_registry()
@@ -539,6 +546,7 @@ def _child(case: Case, root: Path, site: Path) -> None:
             get_registry.cache_clear()
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + GB, hard))
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # whatever the test process set: the alarm ends the child
         signal.alarm(HANG_GUARD_S)
         args = [a.replace("{tmp}", str(root)) for a in case.argv]
         try:
