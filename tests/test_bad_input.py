@@ -299,6 +299,10 @@ CASES += [
     ("tune-objective-target-underscore", [*TUNE, "--objective", "steps-to-target:1_0"], "--objective"),
     ("tune-trials-underscore", [*TUNE, "--trials", "1_0"], "--trials"),
     ("worker-workers-underscore", [*WORKER, "--workers", "1_0"], "--workers"),
+    ("tune-trials-huge", [*TUNE, "--trials", "1000000000"], "SUITE_MAX_RUNS"),
+    ("tune-seeds-huge", [*TUNE, "--seeds", "1000000000"], "SUITE_MAX_RUNS"),
+    ("tune-reevaluate-huge", [*TUNE, "--reevaluate", "1000000000"], "SUITE_MAX_RUNS"),
+    ("bench-tune-trials-huge", ["tune", "{tmp}/tune_huge.yaml"], "SUITE_MAX_RUNS"),
     # -- benchmark files
     ("bench-sub-grid-too-large", ["run", "{tmp}/huge_sub_grid.yaml"], "huge_sub_grid.yaml"),
     ("bench-yaml-int-too-long", ["run", "{tmp}/digits.yaml"], "digits.yaml:1"),
@@ -409,6 +413,7 @@ BENCH_FILES = {
                     + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10))
                     + "experiments: {e: {epochs: 1, params: {optimizer.lr: *a9}}}\n").encode(),
     "cycle.yaml": b"experiments: &a {e: *a}\n",
+    "tune_huge.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {trials: 1000000000}\n",
     "deep.yaml": b"experiments: " + b"[" * 20000 + b"]" * 20000 + b"\n",
     "big.yaml": b"experiments:\n" + b"  # padding to eight megabytes ................................\n" * 130_000,
     "digits.yaml": b"experiments: {e: {epochs: " + b"9" * 5000 + b"}}\n",

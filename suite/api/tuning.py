@@ -119,6 +119,10 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
             registry, problems=[p], variant_list=plan.variants(choices), batch_sizes=sizes, budget=b,
             objective=objective_obj, seeds=seeds, fixed=fixed, space_overrides=space_overrides, eval_every=eval_every,
         )
+    from suite.specs import limits
+
+    limits.check_runs(len(plans) * (trials * seeds + reevaluate * reevaluate_top),
+                      f"the tuning ({len(plans)} studies of {trials} trials × {seeds} seeds, and re-evaluations)")
     devices = resolve_devices(device, workers)
     normalize_storage(storage)  # a malformed storage or tracking URI: refused before anything is stored
     check_tracking_uri(resolve_tracking_uri(tracking_uri))

@@ -40,6 +40,7 @@ from suite.errors import BenchFileError, SpecError, SuiteError
 from suite.registry import FAMILIES, Registry
 from suite.specs import axes, limits, yamlfile
 from suite.specs.spec import RunSpec
+from suite.stores import check_name
 
 TOP_KEYS = ("name", "description", "defaults", "experiments")
 EXPERIMENT_KEYS = (
@@ -247,8 +248,10 @@ def check_experiment_name(ck: _Checker, node: _Node) -> None:
     if isinstance(v, dict | list | bool):
         raise ck.fail(node, f"expected a name, got {_kind(v)}")
     text = str(v)
-    if not text.strip() or text != text.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        raise ck.fail(node, "the name is blank or holds blanks at its ends or control characters: give a plain name")
+    try:
+        check_name(text, "the name")
+    except SuiteError as exc:
+        raise ck.fail(node, str(exc)) from None
     if len(text) > MAX_NAME:
         raise ck.fail(node, f"the name has {len(text):,} characters, more than MLflow's {MAX_NAME}: give a shorter one")
 
