@@ -299,6 +299,8 @@ CASES += [
     ("tune-objective-target-underscore", [*TUNE, "--objective", "steps-to-target:1_0"], "--objective"),
     ("tune-trials-underscore", [*TUNE, "--trials", "1_0"], "--trials"),
     ("worker-workers-underscore", [*WORKER, "--workers", "1_0"], "--workers"),
+    ("run-workers-huge", [*RUN, "--workers", "1000000000000"], "--workers"),
+    ("worker-workers-huge", [*WORKER, "--workers", "1000000000000"], "--workers"),
     ("tune-trials-huge", [*TUNE, "--trials", "1000000000"], "SUITE_MAX_RUNS"),
     ("tune-seeds-huge", [*TUNE, "--seeds", "1000000000"], "SUITE_MAX_RUNS"),
     ("tune-reevaluate-huge", [*TUNE, "--reevaluate", "1000000000"], "SUITE_MAX_RUNS"),
@@ -503,10 +505,9 @@ def _warm() -> None:
     at once (a child inherits the imported modules)."""
     import mlflow  # noqa: F401
     import optuna  # noqa: F401
-    import torch  # noqa: F401
-
     import optuna.storages.journal  # noqa: F401
     import sqlalchemy  # noqa: F401
+    import torch  # noqa: F401
 
     import suite.api.runs  # noqa: F401
     import suite.api.tuning  # noqa: F401

@@ -19,6 +19,9 @@ def cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+MAX_WORKERS = 1024  # worker processes on one machine: more is a typo (and a list of that many)
+
+
 def resolve_devices(device: str = "auto", workers: int | None = None, *, gpus: int | None = None) -> list[str]:
     """One entry per worker process, each the device that worker is pinned to.
 
@@ -27,8 +30,8 @@ def resolve_devices(device: str = "auto", workers: int | None = None, *, gpus: i
     ``cpu`` with ``workers=3`` -> ``["cpu", "cpu", "cpu"]``.
     """
     n_gpu = cuda_count() if gpus is None else gpus
-    if workers is not None and workers < 1:
-        raise SpecError(f"--workers={workers} is out of range: must be at least 1")
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise SpecError(f"--workers={workers} is out of range: must be in [1, {MAX_WORKERS}]")
     n_cpu = workers or os.cpu_count() or 1
     text = (device or "auto").strip().lower()
     if text == "auto":
