@@ -36,7 +36,7 @@ def report(target, tracking_uri, experiment, out_dir, no_log, metric) -> None:
         raise SuiteError(f"--out {str(out_dir)!r} is not a directory: give a directory for report.html and report.md")
     benchmark, studies = None, None
     path = Path(target)
-    if target.endswith((".yaml", ".yml")) or path.is_file():
+    if target.endswith((".yaml", ".yml")) or _is_file(path):
         from suite.api.tuning import plan_benchmark, study_names
         from suite.registry import get_registry
         from suite.specs import benchfile
@@ -64,3 +64,11 @@ def _check_store_exists(experiment: str, tracking_uri: str | None) -> None:
     if path is not None and not path.exists():
         raise SuiteError(f"MLflow experiment {experiment!r} does not exist: there is no MLflow store at {path} "
                          "(run it first, or give --tracking-uri)")
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; a name no file can have (too long, NUL) is not one."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False

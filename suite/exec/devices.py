@@ -49,7 +49,7 @@ def resolve_devices(device: str = "auto", workers: int | None = None, *, gpus: i
             devices.append("cpu")
             continue
         name, _, index = part.partition(":")
-        if name != "cuda" or not index.isdigit():
+        if name != "cuda" or not index.isascii() or not index.isdigit() or len(index) > 6:
             raise SpecError(f"--device {device!r} is malformed: use auto, cpu, cuda, or a list like cuda:0,cuda:1")
         if int(index) >= n_gpu:
             raise SpecError(

@@ -70,7 +70,8 @@ class Budget:
         unit, _, n = text.strip().partition(":")
         if unit == "steps" and n.strip() == "auto":
             return cls("steps", None)
-        if unit in ("epochs", "steps") and n.strip().isascii() and n.strip().isdigit() and int(n) >= 1:
+        digits = n.strip()
+        if unit in ("epochs", "steps") and digits.isascii() and digits.isdigit() and len(digits) < 20 and int(n) >= 1:
             return cls(unit, int(n))
         raise TuneError(
             f"malformed --budget {text!r}: write epochs:N, steps:N with N >= 1 or steps:auto, e.g. epochs:5")
