@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,3 +53,20 @@ def derive_seed(seed: int, purpose: str) -> int:
 
     digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run a block on one torch intra-op thread (restored afterwards). For many small operations
+    in a row, such as building and checking each configuration of a grid once before it runs:
+    on a busy machine each small op on two threads waits for the other core (a least-squares
+    solve of 800 × 6 measured 21 ms on two threads, 0.03 ms on one)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

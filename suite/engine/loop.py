@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import Sampler
 
-from suite.context import BuildContext, derive_seed
+from suite.context import BuildContext, derive_seed, one_thread
 from suite.contract import (
     article,
     batch_violation,
@@ -174,7 +174,11 @@ def preflight(specs: Iterable[RunSpec], registry: Registry | None = None) -> set
 
     Returns the names of the metrics the runs log (each configuration evaluated once at its
     start), or None where a configuration could not be evaluated."""
-    registry = registry or get_registry()
+    with one_thread():  # thousands of small builds: threads only wait for each other (suite.context.one_thread)
+        return _preflight(specs, registry or get_registry())
+
+
+def _preflight(specs: Iterable[RunSpec], registry: Registry) -> set[str] | None:
     seen: set[str] = set()
     metrics: set[str] | None = set()
     for spec in specs:
