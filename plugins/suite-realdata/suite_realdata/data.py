@@ -30,17 +30,23 @@ def load_sklearn(name: str) -> tuple[Tensor, Tensor]:
     return torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y)
 
 
-def split(X: Tensor, y: Tensor, val_fraction: float, split_seed: int, test_fraction: float = 0.0,
-          standardise_y: bool = False) -> Splits:
-    """A fixed permutation (``split_seed``) cut into test, validation and training examples,
-    standardised with the training split's statistics."""
+def cut(n: int, seed: int, val_fraction: float, test_fraction: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """Disjoint training, validation and test indices covering ``range(n)``: a fixed permutation
+    (``seed``) whose first ``test_fraction`` is the test split and next ``val_fraction`` the
+    validation split (at least one example)."""
     if val_fraction + test_fraction >= 1:
         raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction:g} leaves no training "
                          "examples: make their sum less than 1")
-    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(split_seed))
-    n_test = int(round(test_fraction * len(X)))
-    n_val = max(1, int(round(val_fraction * len(X))))
-    te, va, tr = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_test = int(round(test_fraction * n))
+    n_val = max(1, int(round(val_fraction * n)))
+    return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]
+
+
+def split(X: Tensor, y: Tensor, val_fraction: float, split_seed: int, test_fraction: float = 0.0,
+          standardise_y: bool = False) -> Splits:
+    """:func:`cut` applied to ``(X, y)``, standardised with the training split's statistics."""
+    tr, va, te = cut(len(X), split_seed, val_fraction, test_fraction)
     mean, std = X[tr].mean(0), X[tr].std(0)
     std = torch.where(std > 1e-6, std, torch.ones_like(std))  # constant columns (digits' borders)
     Xs = (X - mean) / std
@@ -81,9 +87,5 @@ def mnist1d_splits(num_samples: int, data_seed: int, val_fraction: float, split_
     into training and validation examples. The generator already centres the signals and scales
     them to unit variance."""
     X, y, X_test, y_test = mnist1d(num_samples, data_seed)
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction={val_fraction:g} must lie strictly between 0 and 1")
-    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(split_seed))
-    n_val = max(1, int(round(val_fraction * len(X))))
-    va, tr = perm[:n_val], perm[n_val:]
+    tr, va, _ = cut(len(X), split_seed, val_fraction)
     return Splits((X[tr], y[tr]), (X[va], y[va]), (X_test, y_test))
