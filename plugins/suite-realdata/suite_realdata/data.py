@@ -82,10 +82,12 @@ def mnist1d(num_samples: int, data_seed: int) -> tuple[Tensor, Tensor, Tensor, T
     return x(d["x"]), y(d["y"]), x(d["x_test"]), y(d["y_test"])
 
 
+@functools.lru_cache(maxsize=8)
 def mnist1d_splits(num_samples: int, data_seed: int, val_fraction: float, split_seed: int) -> Splits:
     """MNIST-1D's test split as the package cuts it; its training part cut again (``split_seed``)
     into training and validation examples. The generator already centres the signals and scales
-    them to unit variance."""
+    them to unit variance. Cached per process like :func:`mnist1d` (every run of a grid shares
+    the tensors, which nothing modifies)."""
     X, y, X_test, y_test = mnist1d(num_samples, data_seed)
     tr, va, _ = cut(len(X), split_seed, val_fraction)
     return Splits((X[tr], y[tr]), (X[va], y[va]), (X_test, y_test))

@@ -1,15 +1,17 @@
-"""The classifiers, stacked: K networks as one ``torch.func`` model (``functional_call`` under
-``vmap``; a vmapped ``conv1d`` runs as one grouped convolution). All rows share one data set
-(it depends only on the problem's parameters, which a stack shares), and the accuracies and the
-test split's metrics are computed for all rows at once."""
+"""The classifiers, stacked: K networks as one batched model. An MLP runs as batched matrix
+products (``baddbmm``), any other network (the CNN) through ``torch.func`` (``functional_call``
+under ``vmap``; a vmapped ``conv1d`` runs as one grouped convolution). All rows share one data
+set (it depends only on the problem's parameters, which a stack shares); the cross-entropy, the
+accuracies and the test split's metrics are computed for all rows at once."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from suite.stacked import ModuleStack, StackContext, stack_rows
 
@@ -17,6 +19,24 @@ from suite.stacked import ModuleStack, StackContext, stack_rows
 def accuracy_rows(logits: Tensor, y: Tensor) -> Tensor:
     """Each row's accuracy (a K-vector) from logits ``[K, N, C]`` and classes ``[K, N]``."""
     return (logits.argmax(dim=-1) == y).float().mean(dim=1)
+
+
+def cross_entropy_rows(logits: Tensor, y: Tensor) -> Tensor:
+    """Each row's mean cross-entropy (a K-vector) from logits ``[K, N, C]`` and classes ``[K, N]``."""
+    K, N, C = logits.shape
+    return F.cross_entropy(logits.reshape(K * N, C), y.reshape(K * N), reduction="none").view(K, N).mean(dim=1)
+
+
+def mlp_layers(model: nn.Module, names: list[str]) -> list[tuple[int, int]] | None:
+    """For an ``nn.Sequential`` of ``Linear`` layers with a ``ReLU`` between each two (the
+    plugin's MLPs): the positions in ``names`` of each layer's weight and bias; else ``None``."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    kinds = [type(m) for m in model]
+    expected = [nn.Linear if i % 2 == 0 else nn.ReLU for i in range(len(kinds))]
+    if kinds != expected or len(kinds) % 2 == 0 or any(m.bias is None for m in model[::2]):
+        return None
+    return [(names.index(f"{j}.weight"), names.index(f"{j}.bias")) for j in range(0, len(kinds), 2)]
 
 
 class ClassifierStack(ModuleStack):
@@ -28,9 +48,26 @@ class ClassifierStack(ModuleStack):
     def __init__(self, problems: Sequence[Any], stack: StackContext) -> None:
         super().__init__(problems, stack)
         K = stack.size
+        self.layers = mlp_layers(problems[0].model, self.names)
         self.X_test = stack_rows([problems[0].X_test], stack.device).expand(K, *problems[0].X_test.shape)
         self.y_test = stack_rows([problems[0].y_test], stack.device).expand(K, *problems[0].y_test.shape)
         self.X_val_rows, self.y_val_rows = self.X_val[self.data_row], self.y_val[self.data_row]
+
+    def outputs(self, params: Sequence[Tensor], X: Tensor) -> Tensor:
+        if self.layers is None:
+            return super().outputs(params, X)
+        h = X
+        for i, (w, b) in enumerate(self.layers):
+            h = torch.baddbmm(params[b].unsqueeze(1), h, params[w].transpose(1, 2))
+            if i < len(self.layers) - 1:
+                h = torch.relu(h)
+        return h
+
+    def loss_on(self, params: Sequence[Tensor], X: Tensor, y: Tensor) -> Tensor:
+        return cross_entropy_rows(self.outputs(params, X), y)
+
+    def batch_loss(self, params: Sequence[Tensor], indices: Tensor) -> Tensor:
+        return self.loss_on(params, self.X[0][indices], self.y[0][indices])  # one data set: no row gather
 
     def val_loss(self, params: Sequence[Tensor]) -> Tensor:
         return self.loss_on(params, self.X_val_rows, self.y_val_rows)
@@ -40,8 +77,7 @@ class ClassifierStack(ModuleStack):
 
     def final_metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
         out = self.outputs(params, self.X_test)
-        loss = F.cross_entropy(out.transpose(1, 2), self.y_test, reduction="none").mean(dim=1)
-        return {"test_loss": loss, "test_acc": accuracy_rows(out, self.y_test)}
+        return {"test_loss": cross_entropy_rows(out, self.y_test), "test_acc": accuracy_rows(out, self.y_test)}
 
 
 def classifier_stack(problems: Sequence[Any], stack: StackContext) -> ClassifierStack:
