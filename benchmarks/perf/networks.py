@@ -2,17 +2,18 @@
 for an MLP of width <= 32 on MNIST-1D, at least 8x the loop engine per configuration at K=64).
 
 Each configuration: batch size 64, ``--steps`` steps (300), evaluated every 100 steps; a stack's
-configurations differ in seed and learning rate. The loop engine trains ``--loop-runs`` of them one
-after the other (time per configuration: their mean); the stacked engine trains K of them as one
-stack (time per configuration: the stack's time / K). Both include building the runs (the
-MNIST-1D data are generated once per process, before timing) and run on ``--threads`` torch
-threads (default one, as the issue's prototype). Not a test: run
-``python benchmarks/perf/networks.py`` and read the table.
+configurations differ in seed and learning rate. The loop engine (A) trains ``--loop-runs`` of
+them one after the other (time per configuration: their mean); the stacked engine (B) trains K of
+them as one stack (time per configuration: the stack's time / K). A and B alternate
+``--repeats`` times; the table shows medians. Both include building the runs (the MNIST-1D data
+are generated once per process, before timing) and run on ``--threads`` torch threads (default
+one, as the issue's prototype). Not a test: ``make perf`` runs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=64)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--loop-runs", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default=None, help="a substring of the configurations to run")
@@ -59,15 +61,18 @@ def main() -> None:
         train(warm[0], args.device)
         list(run_unit(warm, args.device, registry, engine="stacked"))
         loop_specs = specs(name, args.loop_runs, args.steps)
-        t = time.perf_counter()
-        for s in loop_specs:
-            assert train(s, args.device).status == "completed"
-        loop = (time.perf_counter() - t) / len(loop_specs)
         stack = specs(name, args.k, args.steps)
-        t = time.perf_counter()
-        results = list(run_unit(stack, args.device, registry, engine="stacked"))
-        stacked = (time.perf_counter() - t) / len(stack)
-        assert all(r.engine == "stacked" for _, r in results)
+        loops, stacks = [], []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            for s in loop_specs:
+                assert train(s, args.device).status == "completed"
+            loops.append((time.perf_counter() - t) / len(loop_specs))
+            t = time.perf_counter()
+            results = list(run_unit(stack, args.device, registry, engine="stacked"))
+            stacks.append((time.perf_counter() - t) / len(stack))
+            assert all(r.engine == "stacked" for _, r in results)
+        loop, stacked = statistics.median(loops), statistics.median(stacks)
         print(f"| {name} | {1000 * loop:.1f} | {1000 * stacked:.1f} | {loop / stacked:.1f}x |", flush=True)
 
 
