@@ -118,6 +118,7 @@ def test_stacked_rows_equal_their_runs_alone_with_accuracy_and_test_metrics(prob
     assert adam[-1][1]["val_loss"] < adam[0][1]["val_loss"]  # it learns
 
 
+@pytest.mark.slow
 def test_test_metrics_are_logged_once_at_the_last_step(cli, tracking_uri):
     cli("run", "--problem", "digits", "--optimizer", "sgd", "--lr", "0.1", "--batch-size", "64", "--epochs", "2",
         "--seeds", "2", "--experiment", "nets", "--quiet")
