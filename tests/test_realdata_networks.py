@@ -95,12 +95,12 @@ def test_the_cnn_is_three_stride_two_convolutions_and_a_readout():
 
 @pytest.mark.parametrize("problem, overrides", NETWORKS)
 def test_stacked_rows_equal_their_runs_alone_with_accuracy_and_test_metrics(problem, overrides):
-    rows = [("sgd", {"optimizer.lr": "0.05", "optimizer.momentum": "0.9"}, 0),
-            ("sgd", {"optimizer.lr": "0.2"}, 1),
-            ("adam", {"optimizer.lr": "0.01", "optimizer.beta1": "0.8"}, 2)]
-    specs = [resolve_spec(get_registry(), components={"problem": problem, "optimizer": opt},
+    rows = [("sgd", "none", {"optimizer.lr": "0.05", "optimizer.momentum": "0.9"}, 0),
+            ("sgd", "ema", {"optimizer.lr": "0.2", "averager.decay": "0.5"}, 1),
+            ("adam", "none", {"optimizer.lr": "0.01", "optimizer.beta1": "0.8"}, 2)]
+    specs = [resolve_spec(get_registry(), components={"problem": problem, "optimizer": opt, "averager": avg},
                           overrides={**overrides, **hp}, batch_size=16, steps=12, eval_every=4, seed=seed)
-             for opt, hp, seed in rows]
+             for opt, avg, hp, seed in rows]
     stacked = dict(run_unit(specs, "cpu", get_registry(), engine="stacked"))
     for i, spec in enumerate(specs):
         got, ref = stacked[i], train(spec, "cpu")
@@ -113,7 +113,9 @@ def test_stacked_rows_equal_their_runs_alone_with_accuracy_and_test_metrics(prob
             for key in a:
                 assert math.isclose(a[key], b[key], rel_tol=STACKED_TOL, abs_tol=1e-6), (spec.optimizer, key)
         assert {"val_acc", "val_loss"} <= ref.final.keys()
-        assert set(ref.final_metrics) == {"test_loss", "test_acc"}
+        averaged = {"avg_val_acc", "avg_test_acc"} & {*ref.final, *ref.final_metrics}
+        assert averaged == ({"avg_val_acc", "avg_test_acc"} if spec.averager == "ema" else set())
+        assert {"test_loss", "test_acc"} <= set(ref.final_metrics)
     adam = stacked[2].history
     assert adam[-1][1]["val_loss"] < adam[0][1]["val_loss"]  # it learns
 

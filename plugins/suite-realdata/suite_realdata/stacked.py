@@ -1,6 +1,7 @@
 """The classifiers, stacked: K networks as one batched model. An MLP runs as batched matrix
-products (``baddbmm``), any other network (the CNN) through ``torch.func`` (``functional_call``
-under ``vmap``; a vmapped ``conv1d`` runs as one grouped convolution). All rows share one data
+products (``baddbmm``) with its gradients in closed form, any other network (the CNN) through
+``torch.func`` (``functional_call`` under ``vmap``; a vmapped ``conv1d`` runs as one grouped
+convolution) and autograd. All rows share one data
 set (it depends only on the problem's parameters, which a stack shares); the cross-entropy, the
 accuracies and the test split's metrics are computed for all rows at once."""
 
@@ -52,6 +53,7 @@ class ClassifierStack(ModuleStack):
         self.X_test = stack_rows([problems[0].X_test], stack.device).expand(K, *problems[0].X_test.shape)
         self.y_test = stack_rows([problems[0].y_test], stack.device).expand(K, *problems[0].y_test.shape)
         self.X_val_rows, self.y_val_rows = self.X_val[self.data_row], self.y_val[self.data_row]
+        self._val_cache: tuple[list[Tensor], list[int], Tensor] | None = None
 
     def outputs(self, params: Sequence[Tensor], X: Tensor) -> Tensor:
         if self.layers is None:
@@ -63,17 +65,57 @@ class ClassifierStack(ModuleStack):
                 h = torch.relu(h)
         return h
 
+    def loss_and_grads(self, params: Sequence[Tensor], indices: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """For an MLP in closed form (:meth:`mlp_loss_and_grads`); any other network: autograd."""
+        if self.layers is None:
+            return super().loss_and_grads(params, indices)
+        return self.mlp_loss_and_grads(params, indices)
+
+    @torch.no_grad()
+    def mlp_loss_and_grads(self, params: Sequence[Tensor], indices: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The MLP's loss and gradients without autograd: d loss / d logits = (softmax − one-hot) / B,
+        then back through each layer (``bmm``) and ReLU mask."""
+        y = self.y[0][indices]
+        inputs, h = [], self.X[0][indices]
+        for i, (w, b) in enumerate(self.layers):
+            inputs.append(h)
+            h = torch.baddbmm(params[b].unsqueeze(1), h, params[w].transpose(1, 2))
+            if i < len(self.layers) - 1:
+                h = torch.relu(h)
+        logp = torch.log_softmax(h, dim=-1)
+        target = y.unsqueeze(-1)
+        loss = -logp.gather(-1, target).squeeze(-1).mean(dim=1)
+        g = logp.exp().scatter_add_(-1, target, torch.full_like(logp[..., :1], -1.0)).div_(y.shape[1])
+        grads: list[Tensor] = [torch.empty(0)] * len(params)
+        for i in reversed(range(len(self.layers))):
+            w, b = self.layers[i]
+            grads[w], grads[b] = torch.bmm(g.transpose(1, 2), inputs[i]), g.sum(dim=1)
+            if i > 0:
+                g = torch.bmm(g, params[w]).mul_(inputs[i] > 0)
+        return loss, grads
+
     def loss_on(self, params: Sequence[Tensor], X: Tensor, y: Tensor) -> Tensor:
         return cross_entropy_rows(self.outputs(params, X), y)
 
     def batch_loss(self, params: Sequence[Tensor], indices: Tensor) -> Tensor:
         return self.loss_on(params, self.X[0][indices], self.y[0][indices])  # one data set: no row gather
 
+    def val_outputs(self, params: Sequence[Tensor]) -> Tensor:
+        """The outputs on the validation split, computed once per evaluation for ``val_loss`` and
+        ``val_acc`` (kept while ``params`` are the same tensors, unmodified: ``_version``)."""
+        versions = [p._version for p in params]
+        cached = self._val_cache
+        if cached is None or len(cached[0]) != len(params) or cached[1] != versions or any(
+                a is not b for a, b in zip(cached[0], params, strict=True)):
+            # the cache holds the tensors themselves: a freed tensor's id cannot come back as a false hit
+            cached = self._val_cache = (list(params), versions, self.outputs(params, self.X_val_rows))
+        return cached[2]
+
     def val_loss(self, params: Sequence[Tensor]) -> Tensor:
-        return self.loss_on(params, self.X_val_rows, self.y_val_rows)
+        return cross_entropy_rows(self.val_outputs(params), self.y_val_rows)
 
     def model_metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
-        return {"val_acc": accuracy_rows(self.outputs(params, self.X_val_rows), self.y_val_rows)}
+        return {"val_acc": accuracy_rows(self.val_outputs(params), self.y_val_rows)}
 
     def final_metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
         out = self.outputs(params, self.X_test)
