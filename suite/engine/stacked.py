@@ -277,7 +277,12 @@ class _StackTrainer:
     def complete(self) -> list[int]:
         """Mark the rows still live as completed, with their final parameters and metrics."""
         live = [pos for pos, row in enumerate(self.rows) if row.active]
-        final = self._final_metrics() if live else []
+        try:
+            final = self._final_metrics() if live else []
+        except Exception as exc:  # the problem's final_metrics, shared by every row: as the loop, they fail
+            for pos in live:
+                self._end(pos, exc)
+            return self.take_finished()
         for pos in live:
             result = self.results[self.rows[pos].index]
             result.final_params = self._final_params(pos)
@@ -290,7 +295,7 @@ class _StackTrainer:
         """Each row's :meth:`~suite.stacked.StackedProblem.final_metrics` (and ``avg_`` ones of
         the averaged rows), in one host transfer."""
         problem, K = self.problem, len(self.rows)
-        tables = {name: v for name, v in problem.final_metrics(self.params).items()}
+        tables = dict(problem.final_metrics(self.params))
         if self.averager is not None:
             tables.update({f"avg_{k}": v for k, v in problem.final_metrics(self.averager.params).items()})
         if not tables:
