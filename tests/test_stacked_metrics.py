@@ -40,6 +40,11 @@ class Regression(Problem):
         return {"test_mae": float((model(self.X_test) - self.y_test).abs().mean())}
 
 
+class UnreadableTest(Regression):
+    def final_metrics(self, model: nn.Module) -> dict[str, float]:
+        raise RuntimeError("the test split is unreadable")
+
+
 class ForgetfulStack(ModuleStack):
     """A stacked problem of one's own that does not return the model's metrics (the old behaviour)."""
 
@@ -56,6 +61,8 @@ class Plugin:
         register(name="forgetful", factory=lambda ctx, n: Regression(ctx.seed, n), params=params,
                  description="its stacked implementation drops val_mae",
                  stacked=lambda problems, stack: ForgetfulStack(problems, stack))
+        register(name="unreadable", factory=lambda ctx, n: UnreadableTest(ctx.seed, n), params=params,
+                 description="its final_metrics raises", stacked=module_stack)
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +107,11 @@ def test_the_kit_says_what_to_implement_for_a_dropped_metric(registry, monkeypat
     assert "problem 'forgetful' (test-metrics): stacked: forgetful, seed 0 logs" in message
     assert "the stack does not log val_mae: return each from the problem's stacked implementation" in message
     assert "model_metrics(params)" in message and "final_metrics(params)" in message
+
+
+def test_final_metrics_that_raise_fail_the_run_in_both_engines(registry):
+    specs = _specs(registry, "unreadable")[:2]
+    stacked = dict(run_unit(specs, "cpu", registry, engine="stacked"))
+    for i, spec in enumerate(specs):
+        for result in (stacked[i], train(spec, "cpu", registry)):
+            assert result.status == "failed" and result.error == "RuntimeError: the test split is unreadable"
