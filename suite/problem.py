@@ -115,6 +115,12 @@ class Problem:
         and, with an ``avg_`` prefix (``avg_val_acc``), for the averaged model. Default: none."""
         return {}
 
+    def final_metrics(self, model: nn.Module) -> dict[str, float]:
+        """Metrics of the trained model reported once, when the run completes (e.g. the loss and
+        accuracy on a held-out test split that neither training nor tuning looks at), and with an
+        ``avg_`` prefix for the averaged model. Default: none."""
+        return {}
+
     def extra_metrics(self, model: nn.Module, step: int, context: Any) -> dict[str, float]:
         """Metrics of the run rather than of a model (e.g. the NQM's theoretical risk), logged at
         each evaluation; the averaged model does not get them. Default: none."""

@@ -11,7 +11,8 @@ and trains what the adapters return. Tensors carry a leading dimension K (one ro
 hyperparameters are K-vectors (:meth:`StackContext.hyper`). Each family returns:
 
 * problem: a :class:`StackedProblem` (:func:`module_stack` stacks any ``nn.Module`` problem
-  that keeps :class:`suite.Problem`'s default loss and validation loss);
+  that keeps :class:`suite.Problem`'s default loss and validation loss, with its
+  ``model_metrics`` and ``final_metrics``);
 * sampler: a :class:`StackedSampler` (:func:`sampler_stack` iterates the per-run samplers);
 * optimizer: a :class:`StackedOptimizer`;
 * scheduler: a :class:`StackedScheduler` (:class:`ProxyScheduler` steps the per-run torch
@@ -28,6 +29,7 @@ conformance kit checks it). It must not synchronise with the host between evalua
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,6 +141,12 @@ class StackedProblem:
 
     def extra_metrics(self, params: Sequence[Tensor], step: int) -> dict[str, Tensor]:
         """Problem-specific metrics at an evaluation (K-vectors), as ``Problem.extra_metrics``."""
+        return {}
+
+    def final_metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
+        """Metrics of the trained models ``params`` reported once, when the rows complete
+        (K-vectors), as ``Problem.final_metrics`` (e.g. a held-out test split's loss); the engine
+        asks them for the parameters and for the averaged ones (``avg_`` prefix)."""
         return {}
 
     def on_step(self, step: int, lr: Tensor) -> None:
@@ -334,7 +342,15 @@ class ModuleStack(StackedProblem):
     """Any finite problem that keeps :class:`suite.Problem`'s default ``batch_loss``,
     ``val_loss`` and ``dist_to_opt``, stacked with ``torch.func``: the K models' parameters
     are stacked (``stack_module_state``) and one ``vmap`` of ``functional_call`` runs all rows.
-    Rows sharing a seed share their data set."""
+    Rows sharing a seed share their data set (all rows share one where ``data_follows_seed`` is
+    false: a subclass for a problem whose data depend only on its parameters says so).
+
+    The problem's ``model_metrics`` and ``final_metrics`` are carried: where its class overrides
+    them, each row's parameters are loaded into that row's per-run model and its own method is
+    called (:meth:`per_row_metrics`; a subclass overrides :meth:`model_metrics` or
+    :meth:`final_metrics` with a vmapped computation where it has one)."""
+
+    data_follows_seed = True
 
     def __init__(self, problems: Sequence[Any], stack: StackContext) -> None:
         super().__init__()
@@ -342,13 +358,17 @@ class ModuleStack(StackedProblem):
 
         first = problems[0]
         device = stack.device
+        self.device = device
         self.problems = list(problems)
         models = [p.model for p in problems]
         params, buffers = stack_module_state(models)
         self.names = list(params)
         self.params = [params[n].detach().to(device) for n in self.names]
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
-        reps, self.data_row = stack.data_rows()
+        if self.data_follows_seed:
+            reps, self.data_row = stack.data_rows()
+        else:
+            reps, self.data_row = [0], torch.zeros(stack.size, dtype=torch.long, device=device)
         self.X = stack_rows([problems[r].X_train for r in reps], device)
         self.y = stack_rows([problems[r].y_train for r in reps], device)
         self.X_val = stack_rows([problems[r].X_val for r in reps], device)
@@ -379,18 +399,57 @@ class ModuleStack(StackedProblem):
         """The K models' outputs on ``X`` (``[K, N, ...]``)."""
         return self._forward(self._pd(params), self.buffers, X)
 
+    def loss_on(self, params: Sequence[Tensor], X: Tensor, y: Tensor) -> Tensor:
+        """Each row's mean loss on its own examples ``X[k]``, ``y[k]`` (a K-vector)."""
+        return self._loss(self._pd(params), self.buffers, X, y)
+
     def batch_loss(self, params: Sequence[Tensor], indices: Tensor) -> Tensor:
         rows = self.data_row[:, None]
-        return self._loss(self._pd(params), self.buffers, self.X[rows, indices], self.y[rows, indices])
+        return self.loss_on(params, self.X[rows, indices], self.y[rows, indices])
 
     def val_loss(self, params: Sequence[Tensor]) -> Tensor:
-        return self._loss(self._pd(params), self.buffers, self.X_val[self.data_row], self.y_val[self.data_row])
+        return self.loss_on(params, self.X_val[self.data_row], self.y_val[self.data_row])
 
     def dist_to_opt(self, params: Sequence[Tensor]) -> Tensor | None:
         if self.optimum is None:
             return None
         sq = sum(((p - o) ** 2).reshape(len(p), -1).sum(1).double() for p, o in zip(params, self.optimum, strict=True))
         return sq.sqrt()
+
+    def model_metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
+        """The per-run problems' ``model_metrics``, row by row (:meth:`per_row_metrics`)."""
+        return self.per_row_metrics("model_metrics", params)
+
+    def final_metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
+        """The per-run problems' ``final_metrics``, row by row (:meth:`per_row_metrics`)."""
+        return self.per_row_metrics("final_metrics", params)
+
+    @torch.no_grad()
+    def per_row_metrics(self, method: str, params: Sequence[Tensor]) -> dict[str, Tensor]:
+        """``problem.<method>(model)`` of each row's per-run problem, with the row's parameters
+        loaded into its per-run model (in eval mode, as the loop evaluates), as K-vectors
+        (float64). A metric some rows do not return is NaN there and listed in ``missing``.
+        Nothing is evaluated where the problem's class keeps :class:`suite.Problem`'s method."""
+        from suite.problem import Problem
+
+        if all(getattr(type(p), method) is getattr(Problem, method) for p in self.problems):
+            return {}
+        rows: list[dict[str, float]] = []
+        for r, problem in enumerate(self.problems):
+            model = problem.model
+            for p, stacked in zip(model.parameters(), params, strict=True):
+                p.copy_(stacked[r])
+            was_training = model.training
+            model.eval()
+            rows.append(dict(getattr(problem, method)(model)))
+            model.train(was_training)
+        names = list(dict.fromkeys(name for row in rows for name in row))
+        out = {}
+        for name in names:
+            out[name] = torch.tensor([float(row.get(name, math.nan)) for row in rows], dtype=torch.float64,
+                                     device=self.device)
+            self.missing[name] = {r for r, row in enumerate(rows) if name not in row}
+        return out
 
     def learned_params(self, params: Sequence[Tensor], row: int) -> dict[str, Tensor]:
         """Row ``row``'s parameters, named by its own problem's ``learned_params``."""
@@ -399,7 +458,8 @@ class ModuleStack(StackedProblem):
 
 def module_stack(problems: Sequence[Any], stack: StackContext) -> ModuleStack:
     """The stacked adapter for finite ``nn.Module`` problems using the default loss and
-    validation loss (``stacked=suite.stacked.module_stack``)."""
+    validation loss (``stacked=suite.stacked.module_stack``); it carries the problem's
+    ``model_metrics`` and ``final_metrics`` (see :class:`ModuleStack`)."""
     return ModuleStack(problems, stack)
 
 

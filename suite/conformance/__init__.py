@@ -53,3 +53,23 @@ def tiny_spec(comp: Component, seed: int = 0, registry: Registry | None = None) 
         eval_every=2,
         seed=seed,
     )
+
+
+def metric_mismatch_advice(stacked: set[str], alone: set[str]) -> str:
+    """What to implement when a stacked row logs other metrics than its spec alone: the
+    :class:`suite.stacked.StackedProblem` method that returns each missing one, or ``missing``
+    for rows that should not log one."""
+    parts = []
+    lacking, extra = sorted(alone - stacked), sorted(stacked - alone)
+    if lacking:
+        parts.append(
+            f"the stack does not log {', '.join(lacking)}: return each from the problem's stacked implementation "
+            "as a K-vector, from the StackedProblem method matching the Problem method that logs it alone "
+            "(model_metrics(params), which the engine also asks for the averaged parameters: the avg_ metrics; "
+            "extra_metrics(params, step); final_metrics(params); dist_to_opt(params)); a problem stacked with "
+            "suite.stacked.module_stack gets its model_metrics and final_metrics row by row, so a stacked "
+            "problem class of your own must implement them itself (or subclass ModuleStack)")
+    if extra:
+        parts.append(f"the stack logs {', '.join(extra)}, which the run alone does not: list the rows that lack a "
+                     "metric in StackedProblem.missing (metric name -> set of rows)")
+    return "; ".join(parts)

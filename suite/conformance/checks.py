@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from suite.conformance import TINY_BATCH, tiny_spec
+from suite.conformance import TINY_BATCH, metric_mismatch_advice, tiny_spec
 from suite.contract import (
     batch_violation,
     first_batches,
@@ -181,7 +181,7 @@ STACKED_REL_TOL = 1e-4
 
 def test_stacked_matches_per_run(component):
     """A stacked implementation gives every row of a stack the numbers of its spec trained alone
-    (every metric at every evaluation within 1e-4 relative, the same status)."""
+    (every metric at every evaluation, and the final metrics, within 1e-4 relative, the same status)."""
     from suite.engine.stacked import stackable
     from suite.engine.units import run_unit
 
@@ -218,9 +218,12 @@ def _same_as_alone(component, specs, results, how: str = "") -> None:
                              f"({ref.reason})\n{got.traceback or ''}")
         if [s for s, _ in got.history] != [s for s, _ in ref.history]:
             _fail(component, f"stacked: {where} evaluated at other steps than alone")
-        for (step, a), (_, b) in zip(got.history, ref.history, strict=True):
+        pairs = [(s, a, b) for (s, a), (_, b) in zip(got.history, ref.history, strict=True)]
+        pairs.append((pairs[-1][0] if pairs else 0, got.final_metrics, ref.final_metrics))  # reported once, at the end
+        for step, a, b in pairs:
             if a.keys() != b.keys():
-                _fail(component, f"stacked: {where} logs {sorted(a)} at step {step}, alone {sorted(b)}")
+                _fail(component, f"stacked: {where} logs {sorted(a)} at step {step}, alone {sorted(b)}; "
+                                 + metric_mismatch_advice(set(a), set(b)))
             for key, value in a.items():
                 if not (math.isclose(value, b[key], rel_tol=STACKED_REL_TOL, abs_tol=1e-6)
                         or (math.isnan(value) and math.isnan(b[key]))):

@@ -65,6 +65,7 @@ class RunResult:
     seconds: float = 0.0
     engine: str = "loop"
     stack: str | None = None
+    final_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def final(self) -> dict[str, float]:
@@ -320,6 +321,18 @@ def _evaluate(built: Built, step: int, train_loss: float, lr: float) -> dict[str
     return metrics
 
 
+@torch.no_grad()
+def _final_metrics(built: Built) -> dict[str, float]:
+    """The problem's ``final_metrics`` of the trained model (and ``avg_`` ones of the average)."""
+    problem, model = built.problem, built.problem.model
+    model.eval()
+    out = dict(problem.final_metrics(model))
+    if built.averager is not None:
+        built.averager.module.eval()
+        out.update({f"avg_{k}": v for k, v in problem.final_metrics(built.averager.module).items()})
+    return out
+
+
 def _param_dict(model: torch.nn.Module, problem: Problem) -> dict[str, list]:
     return {k: v.reshape(-1).tolist() for k, v in problem.learned_params(model).items()}
 
@@ -343,6 +356,8 @@ def train(
             result.final_params["averaged"] = _param_dict(built.averager.module, problem)
         if problem.true_params is not None:
             result.final_params["true"] = {k: v.reshape(-1).tolist() for k, v in problem.true_params.items()}
+        if result.status == "completed":
+            result.final_metrics = _final_metrics(built)
     except StopRun as stop:
         result.status, result.reason = "stopped", stop.reason
     except Exception as exc:  # plugin code may raise anything; isolate it

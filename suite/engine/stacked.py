@@ -275,12 +275,36 @@ class _StackTrainer:
         return out
 
     def complete(self) -> list[int]:
-        """Mark the rows still live as completed, with their final parameters."""
-        for pos, row in enumerate(self.rows):
-            if row.active:
-                self.results[row.index].final_params = self._final_params(pos)
-                self._end(pos)
+        """Mark the rows still live as completed, with their final parameters and metrics."""
+        live = [pos for pos, row in enumerate(self.rows) if row.active]
+        try:
+            final = self._final_metrics() if live else []
+        except Exception as exc:  # the problem's final_metrics, shared by every row: as the loop, they fail
+            for pos in live:
+                self._end(pos, exc)
+            return self.take_finished()
+        for pos in live:
+            result = self.results[self.rows[pos].index]
+            result.final_params = self._final_params(pos)
+            result.final_metrics = final[pos]
+            self._end(pos)
         return self.take_finished()
+
+    @torch.no_grad()
+    def _final_metrics(self) -> list[dict[str, float]]:
+        """Each row's :meth:`~suite.stacked.StackedProblem.final_metrics` (and ``avg_`` ones of
+        the averaged rows), in one host transfer."""
+        problem, K = self.problem, len(self.rows)
+        tables = dict(problem.final_metrics(self.params))
+        if self.averager is not None:
+            tables.update({f"avg_{k}": v for k, v in problem.final_metrics(self.averager.params).items()})
+        if not tables:
+            return [{} for _ in range(K)]
+        names = list(tables)
+        table = torch.stack([tables[n].detach().reshape(K).to(torch.float64) for n in names]).cpu().tolist()
+        missing = {n: set(problem.missing.get(n.removeprefix("avg_"), ()))
+                   | (self.no_average if n.startswith("avg_") else set()) for n in names}
+        return [{n: table[j][pos] for j, n in enumerate(names) if pos not in missing[n]} for pos in range(K)]
 
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()

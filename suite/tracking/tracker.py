@@ -360,6 +360,7 @@ class Tracker:
             if result.stack:
                 tags.append(RunTag(TAG_STACK, result.stack))
             self._pending.setdefault(run_id, []).extend(best_metrics(result.history, spec.target))
+            self._pending[run_id].extend(final_metrics(result))
             self.flush(run_id, tags)
             self._flushed.pop(run_id, None)
             self.set_status(run_id, MLFLOW_STATUS[result.status])
@@ -769,6 +770,13 @@ def best_metrics(history: Sequence[tuple[int, Mapping[str, float]]], target: flo
             value, step = min(points)
             out.append(Metric(f"best_{key}", float(value), ts, step))
     return out
+
+
+def final_metrics(result: Any) -> list[Metric]:
+    """A completed run's ``final_metrics`` (e.g. ``test_loss``), logged once at its last step."""
+    ts = int(time.time() * 1000)
+    step = result.history[-1][0] if result.history else 0
+    return [Metric(k, float(v), ts, step) for k, v in getattr(result, "final_metrics", {}).items()]
 
 
 def _finite(v: Any) -> bool:

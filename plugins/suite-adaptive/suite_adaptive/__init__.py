@@ -1,7 +1,8 @@
 """Adaptive optimizers from torch.optim, registered as sgd-suite plugins.
 
-Only the suite's public API is used (``suite.hookimpl``, ``suite.Param``, ``suite.Space``),
-exactly as any third-party package would.
+Only the suite's public API is used (``suite.hookimpl``, ``suite.Param``, ``suite.Space``,
+``suite.stacked``), exactly as any third-party package would. ``adam`` and ``adamw`` have one
+stacked implementation (:mod:`suite_adaptive.stacked`), the worked example of docs/plugins.md §7.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from suite import Param, Space, hookimpl
+from suite.registry import lazy
 
 if TYPE_CHECKING:  # torch is imported when a factory runs, so that `suite list` does not need it
     import torch
@@ -16,6 +18,8 @@ if TYPE_CHECKING:  # torch is imported when a factory runs, so that `suite list`
     from suite import BuildContext
 
 __version__ = "0.1.0"
+
+ADAM_STACK = lazy("suite_adaptive.stacked:adam_stack")  # one stacked Adam for adam and adamw
 
 
 def _lr(default: float) -> Param:
@@ -71,6 +75,7 @@ def suite_register_optimizers(register):
         factory=make_adam,
         description="Adam (torch.optim.Adam); its weight_decay is an l2 penalty, not decoupled decay",
         params=[_lr(1e-3), BETA1, BETA2, EPS, _weight_decay(L2_CAUTION)],
+        stacked=ADAM_STACK,
     )
     register(
         name="adamw",
@@ -78,6 +83,7 @@ def suite_register_optimizers(register):
         description="AdamW (torch.optim.AdamW): Adam with decoupled weight decay w <- (1-αλ)w",
         params=[_lr(1e-3), BETA1, BETA2, EPS,
                 _weight_decay("decoupled weight decay λ: w ← (1-αλ)w, as in SGD", default=0.01)],
+        stacked=ADAM_STACK,
     )
     register(
         name="adagrad",
