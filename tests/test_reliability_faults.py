@@ -6,6 +6,7 @@ line was cut (a process killed while it wrote)."""
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -81,11 +82,17 @@ def come_back(db: Path, tracking_uri: str) -> None:
     MlflowClient(tracking_uri=tracking_uri)._tracking_client.store.engine.dispose()
 
 
+CAUSE = {read_only: "is read-only", disk_full: "is full", gone: "was deleted or moved while the run was writing"}
+
+
 @pytest.mark.parametrize("via", ["direct", "mlflow"])
 @pytest.mark.parametrize("fault", [read_only, disk_full, gone], ids=["read-only", "disk-full", "database-gone"])
 def test_a_store_failing_mid_grid_loses_nothing(workdir, tracking_uri, monkeypatch, fault, via):
     if via == "mlflow":
         monkeypatch.setenv("SUITE_TRACKING_VIA_MLFLOW", "1")  # every write through MLflow's client
+    # the fault breaks this process's connection, so this process must be the one that writes: a
+    # writer process (suite.tracking.writer) would start, or not, on how long a write took
+    monkeypatch.setenv("SUITE_TRACKING_WRITER", "never")
     db = workdir / "mlflow.db"
     real_finish = Tracker.finish
     finished, broken = [], []
@@ -106,12 +113,15 @@ def test_a_store_failing_mid_grid_loses_nothing(workdir, tracking_uri, monkeypat
     assert result.exit_code == 1, (result.output, result.exception)
     assert len(lines) == 1 and lines[0].startswith("Error: the tracking store"), result.stderr
     assert "run the same command again" in lines[0]
+    assert CAUSE[fault] in lines[0], lines[0]  # the cause, named as such
 
     client = MlflowClient(tracking_uri=tracking_uri)
     runs = runs_of(client, "faulty", "tags.`suite.kind` = 'run'")
     done = [r for r in runs if r.data.tags.get("suite.status") == "completed"]
     n = len(done)  # a full disk fails the first write that needs a new page: at the fault or a little later
     assert FINISHED_BEFORE_FAULT <= n < 12  # what finished before the fault stayed finished
+    if fault is not gone:  # the line says how many are recorded, and it is true
+        assert re.search(rf"; {n} of the \d+ runs this command started are recorded as finished:", lines[0]), lines[0]
 
     rerun = CliRunner().invoke(main, GRID)
     assert rerun.exit_code == 0, rerun.output

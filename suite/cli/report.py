@@ -25,10 +25,34 @@ def report(target, tracking_uri, experiment, out_dir, no_log, metric) -> None:
     The report (self-contained HTML plus Markdown) holds the lecture's claims with verdicts
     computed from the runs, paired comparisons over seeds, and the figures; it is also logged on
     the experiment's latest grid parent run (artifacts under report/)."""
-    from suite.errors import SuiteError
+    from suite.errors import ReportError, SuiteError
     from suite.report.score import Score
+    from suite.stores import resolve_tracking_uri
+    from suite.tracking import diagnose
 
     by = Score.parse(metric)
+    try:
+        _report(target, tracking_uri, experiment, out_dir, no_log, by)
+    except SuiteError:
+        raise
+    except Exception as exc:  # a store that cannot be read or written: one line, exit code 2, no traceback
+        if isinstance(exc, OSError) and exc.filename and not _in_store(str(exc.filename), tracking_uri):
+            raise ReportError(f"cannot write {exc.filename}: {exc.strerror or exc}") from None
+        if not diagnose.store_failure(exc):
+            raise
+        raise ReportError(diagnose.cause(exc, resolve_tracking_uri(tracking_uri)).line) from None
+
+
+def _in_store(filename: str, tracking_uri: str | None) -> bool:
+    """Whether ``filename`` is the local store's file or lies beside it (its journal, its lock)."""
+    from suite.stores import resolve_tracking_uri, sqlite_path
+
+    path = sqlite_path(resolve_tracking_uri(tracking_uri))
+    return path is not None and Path(filename).resolve().parent == path.resolve().parent
+
+
+def _report(target, tracking_uri, experiment, out_dir, no_log, by) -> None:
+    from suite.errors import SuiteError
     from suite.report.build import write_report
 
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():

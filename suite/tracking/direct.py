@@ -14,7 +14,9 @@ It is used only where it is known to be right, and MLflow serves every other cas
 - the store is ``sqlite:///FILE`` and FILE exists (a new store is a copy of MLflow's own empty
   one, :mod:`suite.tracking.template`);
 - its schema revision (``alembic_version``) is one this module was checked against
-  (:data:`VERIFIED_REVISIONS`; an older store is migrated by MLflow, a newer one read by it);
+  (:data:`VERIFIED_REVISIONS`). A store at another revision that the installed MLflow accepts
+  (its own head) is left to MLflow; one that MLflow refuses too (older: ``mlflow db upgrade``;
+  newer: another MLflow) is refused here with the line :mod:`suite.tracking.diagnose` gives;
 - MLflow's workspaces are off and no server artifact root is set;
 - ``SUITE_TRACKING_VIA_MLFLOW`` is not set (it makes every write go through MLflow's client).
 
@@ -98,7 +100,9 @@ class DirectStore:
 
     @classmethod
     def open(cls, uri: str) -> DirectStore | None:
-        """The store at ``uri`` if this module serves it, else None (MLflow does)."""
+        """The store at ``uri`` if this module serves it, else None (MLflow does). Raises
+        :class:`~suite.errors.StoreError` for a store at a schema revision the installed MLflow
+        refuses too (:func:`suite.tracking.diagnose.schema_problem`)."""
         path = sqlite_path(uri)
         if path is None or not path.is_file() or os.environ.get(DISABLE_ENV):
             return None
@@ -111,6 +115,13 @@ class DirectStore:
             return None
         if [r[0] for r in revision] not in ([v] for v in VERIFIED_REVISIONS):
             store.close()
+            if len(revision) == 1:
+                from suite.errors import StoreError
+                from suite.tracking.diagnose import schema_problem
+
+                problem = schema_problem(uri, revision[0][0])
+                if problem is not None:  # MLflow would refuse it too: say why, without importing MLflow
+                    raise StoreError(problem.line)
             return None
         store._ensure_default_experiment()
         return store

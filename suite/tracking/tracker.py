@@ -17,13 +17,14 @@ from typing import Any, TypeVar
 
 import suite
 from suite.engine.target import steps_to_target
-from suite.errors import SuiteError
+from suite.errors import StoreError, SuiteError
 from suite.exec import cores
 from suite.exec.phases import CLOCK
 from suite.registry import FAMILIES, Registry
 from suite.specs import naming
 from suite.specs.spec import RunSpec, yaml_text
 from suite.stores import check_tracking_uri, quiet_store_logs, resolve_tracking_uri, store_lock
+from suite.tracking import diagnose
 from suite.tracking.bulk import SqlBulk
 from suite.tracking.direct import DirectStore
 from suite.tracking.records import FAILED as MLFLOW_FAILED
@@ -153,12 +154,9 @@ class Tracker:
                     self.experiment_id = self._mlflow_experiment(experiment, create)
         except SuiteError:
             raise
-        except Exception as exc:
-            msg = " ".join(str(exc).split())[:300]
-            raise SuiteError(
-                f"cannot reach the MLflow tracking store {self.tracking_uri!r}: {msg}; "
-                "check --tracking-uri / MLFLOW_TRACKING_URI"
-            ) from None
+        except Exception as exc:  # before any run: a one-line cause and what to do (exit code 2)
+            raise StoreError(diagnose.cause(exc, self.tracking_uri).line) from None
+        diagnose.note_opened(self.tracking_uri)  # a store file moved away later is then told as such
 
     @property
     def client(self) -> Any:
