@@ -189,3 +189,36 @@ def test_a_journal_lock_left_by_a_killed_process_is_broken_after_its_grace_perio
                          timeout=120).stdout.split()
     waited, trials = float(out[0]), int(out[1])
     assert 3 <= waited < 30 and trials == 1
+
+
+def test_a_store_file_moved_away_mid_grid_is_named_as_such_and_no_empty_store_takes_its_place(
+        workdir, tracking_uri, monkeypatch):
+    """The move reaches every connection: the writer process's (forced on here) and this one's."""
+    monkeypatch.setenv("SUITE_TRACKING_WRITER", "always")
+    db, away = workdir / "mlflow.db", workdir / "away.db"
+    real_finish = Tracker.finish
+    finished = []
+
+    def finish_then_move(self, run_id, result, **kw):
+        if len(finished) == FINISHED_BEFORE_FAULT and not away.exists():
+            db.rename(away)  # as `mv`, or an unmounted share: the open connections keep the old file
+        real_finish(self, run_id, result, **kw)
+        finished.append(run_id)
+
+    monkeypatch.setattr(Tracker, "finish", finish_then_move)
+    result = CliRunner().invoke(main, GRID)
+    monkeypatch.setattr(Tracker, "finish", real_finish)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert len(lines) == 1 and f"the store file {db} was deleted or moved while the run was writing" in lines[0]
+    assert "put the file back" in lines[0] and "run the same command again" in lines[0]
+    assert "readonly" not in lines[0] and "stay recorded" not in lines[0]
+    assert not db.exists()  # no empty store was made where the old one was
+
+    away.rename(db)
+    runs = runs_of(MlflowClient(tracking_uri=tracking_uri), "faulty", "tags.`suite.kind` = 'run'")
+    n = len([r for r in runs if r.data.tags.get("suite.status") == "completed"])
+    assert n <= FINISHED_BEFORE_FAULT  # what the writer had committed before the move, no more
+    rerun = CliRunner().invoke(main, GRID)
+    assert rerun.exit_code == 0, rerun.output
+    assert f"12 runs: {12 - n} run now ({12 - n} completed), {n} done before (skipped)" in rerun.stdout

@@ -128,7 +128,7 @@ def quick_check(path: Path) -> str | None:
         if _name(exc) in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in str(exc) or "not a database" in str(exc):
             return str(exc)
         return None
-    return None if rows == ["ok"] else "; ".join(rows)
+    return None if rows == ["ok"] else "; ".join(" ".join(str(r).split()) for r in rows)  # one line
 
 
 def cause(exc: BaseException, uri: str) -> Diagnosis:
@@ -204,10 +204,13 @@ def grid_fault(exc: BaseException, uri: str, started: list[str]) -> SuiteError:
     if not started:
         return StoreError(f"{why.what}; no run was started: {why.todo}, then run the command again")
     path = sqlite_path(uri)
-    kept = None if path is None or moved(path) else recorded(path, started)
-    said = (f"{kept} of the {len(started)} runs this command started are recorded as finished" if kept is not None
-            else "the runs committed before it stay recorded")
-    return StoreFailed(f"the tracking store {describe(uri)} failed while the grid ran: {why.what}; {said}: "
+    if path is not None and moved(path):  # where the runs are is what the cause says
+        said = ""
+    else:
+        kept = None if path is None else recorded(path, started)
+        said = (f"; {kept} of the {len(started)} runs this command started are recorded as finished"
+                if kept is not None else "; the runs committed before it stay recorded")
+    return StoreFailed(f"the tracking store {describe(uri)} failed while the grid ran: {why.what}{said}: "
                        f"{why.todo}, then run the same command again to run the rest")
 
 
