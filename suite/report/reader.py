@@ -200,7 +200,8 @@ def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dic
     ``sections`` (section -> spec hashes, from a benchmark file) restricts the report to those
     specs and assigns each to every section that lists it; ``studies`` (section -> study names)
     likewise restricts the tuned experiments to the file's studies. Raises :class:`ReportError`
-    for an unknown or empty experiment."""
+    for an unknown or empty experiment, or a local store that does not exist (none is made), and
+    :class:`~suite.errors.StoreError` for a store at a schema revision MLflow refuses."""
     from suite.stores import check_tracking_uri, quiet_store_logs, resolve_tracking_uri, sqlite_path
     from suite.tracking.direct import DirectStore
 
