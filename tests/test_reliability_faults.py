@@ -222,3 +222,27 @@ def test_a_store_file_moved_away_mid_grid_is_named_as_such_and_no_empty_store_ta
     rerun = CliRunner().invoke(main, GRID)
     assert rerun.exit_code == 0, rerun.output
     assert f"12 runs: {12 - n} run now ({12 - n} completed), {n} done before (skipped)" in rerun.stdout
+
+
+def test_a_store_failing_mid_tuning_ends_it_with_one_line_and_exit_1(workdir, tracking_uri, monkeypatch):
+    monkeypatch.setenv("SUITE_TRACKING_WRITER", "never")  # this process's connection is the one broken
+    db = workdir / "mlflow.db"
+    real_finish = Tracker.finish
+    finished = []
+
+    def finish_then_fail(self, run_id, result, **kw):
+        if len(finished) == 2 and self.direct:
+            break_store(self, db, read_only)
+        real_finish(self, run_id, result, **kw)
+        finished.append(run_id)
+
+    monkeypatch.setattr(Tracker, "finish", finish_then_fail)
+    result = CliRunner().invoke(main, [*TUNE, "--population", "1"])
+    monkeypatch.setattr(Tracker, "finish", real_finish)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert len(lines) == 1 and lines[0].startswith("Error: the tracking store"), result.stderr
+    assert "failed while the tuning ran" in lines[0] and "is read-only" in lines[0]
+    assert "run the same command again" in lines[0]
+    rerun = CliRunner().invoke(main, TUNE)
+    assert rerun.exit_code == 0, rerun.output

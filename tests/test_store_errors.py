@@ -209,11 +209,12 @@ def in_namespace(script: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 SUITE_GRID = " ".join([str(BIN / "suite"), *GRID])
+SUITE_TUNE = " ".join([str(BIN / "suite"), *TUNE, "--quiet"])
 
 
 @pytest.mark.slow
 @needs_unshare
-def test_a_read_only_store_and_a_full_disk_exit_2_before_any_run(workdir, made):
+def test_a_read_only_store_and_a_full_disk_exit_2_before_any_run_or_trial(workdir, made):
     ro, full = workdir / "ro", workdir / "full"
     ro.mkdir()
     full.mkdir()
@@ -222,13 +223,16 @@ def test_a_read_only_store_and_a_full_disk_exit_2_before_any_run(workdir, made):
     read_only = in_namespace(
         f"mount --bind {ro} {ro}; mount -o remount,bind,ro {ro}; "
         f"exec {SUITE_GRID} --tracking-uri sqlite:///{ro}/mlflow.db", workdir)
+    tune_read_only = in_namespace(
+        f"mount --bind {ro} {ro}; mount -o remount,bind,ro {ro}; exec {SUITE_TUNE} --experiment kept "
+        f"--tracking-uri sqlite:///{ro}/mlflow.db --storage {workdir}/optuna.journal", workdir)
     # a file system with no space left: a small tmpfs holding the store, filled up
     size = (made.stat().st_size // 4096 + 64) * 4096
     disk_full = in_namespace(
         f"mount -t tmpfs -o size={size} tmpfs {full}; cp {made} {full}/mlflow.db; "
         f"dd if=/dev/zero of={full}/filler bs=4096 2>/dev/null || true; "
         f"exec {SUITE_GRID} --tracking-uri sqlite:///{full}/mlflow.db", workdir)
-    for proc, says in ((read_only, "is read-only"), (disk_full, "is full")):
+    for proc, says in ((read_only, "is read-only"), (tune_read_only, "is read-only"), (disk_full, "is full")):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
         assert len(lines) == 1 and says in lines[0] and "no run was started" in lines[0], proc.stderr

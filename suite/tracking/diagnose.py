@@ -1,7 +1,7 @@
 """Why a tracking store failed, told in one line that names the cause and says what to do.
 
 Used where a store open or write fails (:class:`suite.tracking.tracker.Tracker`, the grid's fault
-handling in :mod:`suite.grids.local`, :func:`suite.report.reader.read_runs`). The causes it tells
+handling in :mod:`suite.grids.local`, the tuning session, ``suite report``). The causes it tells
 apart, first match wins:
 
 - **another schema revision**: MLflow refuses a store whose ``alembic_version`` is not its own
@@ -32,10 +32,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from suite.errors import StoreError, StoreFailed, SuiteError
-from suite.stores import describe, sqlite_path
+from suite.stores import describe, resolve_tracking_uri, sqlite_path
 
 MAX_DETAIL = 300  # characters of a store's own message kept in a line (cut at a word)
-_REVISION = re.compile(r"^(down_)?revision\s*=\s*['\"]?([0-9A-Za-z_]+|None)['\"]?", re.M)
+_REVISION = re.compile(r"^(down_)?revision\s*=\s*(.+)$", re.M)  # down_revision may be a tuple (a merge)
 _FOUND = re.compile(r"found version (\S+?),")
 _opened: dict[Path, tuple[int, int]] = {}  # a local store's file -> (device, inode) when it was opened
 
@@ -53,8 +53,9 @@ def mlflow_revisions() -> tuple[str | None, frozenset[str]]:
     known: set[str] = set()
     parents: set[str] = set()
     for script in folder.glob("*.py"):
-        for down, rev in _REVISION.findall(script.read_text(encoding="utf-8", errors="replace")):
-            (parents if down else known).add(rev)
+        for down, value in _REVISION.findall(script.read_text(encoding="utf-8", errors="replace")):
+            ids = set(re.findall(r"['\"]([0-9A-Za-z_]+)['\"]", value))
+            (parents if down else known).update(ids)
     heads = known - parents
     return (next(iter(heads)) if len(heads) == 1 else None), frozenset(known)
 
@@ -200,18 +201,57 @@ def grid_fault(exc: BaseException, uri: str, started: list[str]) -> SuiteError:
     runs the grid had started. Before any (the store refused the grid's first writes): a
     :class:`StoreError`, exit code 2. After: a :class:`StoreFailed`, exit code 1, that says how
     many of them the store holds as finished, read back from it where it is a local file."""
-    why = cause(exc, uri)
     if not started:
-        return StoreError(f"{why.what}; no run was started: {why.todo}, then run the command again")
+        return refused(exc, uri)
     path = sqlite_path(uri)
-    if path is not None and moved(path):  # where the runs are is what the cause says
-        said = ""
-    else:
-        kept = None if path is None else recorded(path, started)
-        said = (f"; {kept} of the {len(started)} runs this command started are recorded as finished"
-                if kept is not None else "; the runs committed before it stay recorded")
-    return StoreFailed(f"the tracking store {describe(uri)} failed while the grid ran: {why.what}{said}: "
-                       f"{why.todo}, then run the same command again to run the rest")
+    kept = None if path is None or moved(path) else recorded(path, started)
+    said = None if kept is None else f"{kept} of the {len(started)} runs this command started are recorded as finished"
+    return failed(exc, uri, "the grid", said)
+
+
+def refused(exc: BaseException, uri: str) -> StoreError:
+    """The error for a store that failed before any run started (exit code 2)."""
+    why = cause(exc, uri)
+    return StoreError(f"{why.what}; no run was started: {why.todo}, then run the command again")
+
+
+def failed(exc: BaseException, uri: str, during: str, said: str | None = None) -> StoreFailed:
+    """The error for a store that failed while ``during`` ran (exit code 1). ``said``: what the
+    store is known to hold (default: that what was committed before stays recorded, unless the
+    store file was moved away, where the cause says where it is)."""
+    why = cause(exc, uri)
+    path = sqlite_path(uri)
+    if said is None and not (path is not None and moved(path)):
+        said = "what was committed before it stays recorded"
+    return StoreFailed(f"the tracking store {describe(uri)} failed while {during} ran: {why.what}"
+                       f"{'; ' + said if said else ''}: {why.todo}, then run the same command again to run the rest")
+
+
+@contextlib.contextmanager
+def before_start(uri: str | None) -> Iterator[None]:
+    """Around what a command does before its first run starts: a store failure there is
+    :func:`refused` (exit code 2)."""
+    try:
+        yield
+    except (KeyboardInterrupt, SuiteError):
+        raise
+    except Exception as exc:
+        if not store_failure(exc):
+            raise
+        raise refused(exc, resolve_tracking_uri(uri)) from None
+
+
+@contextlib.contextmanager
+def while_running(uri: str | None, during: str) -> Iterator[None]:
+    """Around a command's runs: a store failure there has :func:`failed` (exit code 1)."""
+    try:
+        yield
+    except (KeyboardInterrupt, SuiteError):
+        raise
+    except Exception as exc:
+        if not store_failure(exc):
+            raise
+        raise failed(exc, resolve_tracking_uri(uri), during) from None
 
 
 def recorded(path: Path, run_ids: list[str]) -> int | None:
