@@ -272,5 +272,5 @@ def run(request: Any, registry: Registry, echo: Callable[[str], None] = print) -
     from suite.tracking import diagnose
     from suite.tuning.session import run_session
 
-    with diagnose.while_running(request.tracking_uri, "the tuning"):  # a store failing mid-run: exit code 1
+    with diagnose.told(request.tracking_uri, "the tuning"):  # a store failing mid-run: exit code 1
         return run_session(request, registry, echo)

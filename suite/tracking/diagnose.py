@@ -228,9 +228,10 @@ def failed(exc: BaseException, uri: str, during: str, said: str | None = None) -
 
 
 @contextlib.contextmanager
-def before_start(uri: str | None) -> Iterator[None]:
-    """Around what a command does before its first run starts: a store failure there is
-    :func:`refused` (exit code 2)."""
+def told(uri: str | None, during: str | None = None) -> Iterator[None]:
+    """Around part of a command: a store failure there becomes one line. ``during`` None (what
+    comes before the first run): :func:`refused`, exit code 2; else (``during`` names what runs,
+    e.g. ``"the tuning"``): :func:`failed`, exit code 1."""
     try:
         yield
     except (KeyboardInterrupt, SuiteError):
@@ -238,20 +239,8 @@ def before_start(uri: str | None) -> Iterator[None]:
     except Exception as exc:
         if not store_failure(exc):
             raise
-        raise refused(exc, resolve_tracking_uri(uri)) from None
-
-
-@contextlib.contextmanager
-def while_running(uri: str | None, during: str) -> Iterator[None]:
-    """Around a command's runs: a store failure there has :func:`failed` (exit code 1)."""
-    try:
-        yield
-    except (KeyboardInterrupt, SuiteError):
-        raise
-    except Exception as exc:
-        if not store_failure(exc):
-            raise
-        raise failed(exc, resolve_tracking_uri(uri), during) from None
+        uri = resolve_tracking_uri(uri)
+        raise (refused(exc, uri) if during is None else failed(exc, uri, during)) from None
 
 
 def recorded(path: Path, run_ids: list[str]) -> int | None:
