@@ -64,10 +64,23 @@ def describe(url: str) -> str:
         return f"{scheme}://{rest.rpartition('@')[2]}" if "@" in rest else url
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    text = " ".join(text.split())
-    return text.split(" (Background on this error")[0][:300]
+MAX_DETAIL = 300  # characters of a store's own message kept in a line
+
+
+def one_line(exc: BaseException) -> str:
+    """A store error's own message on one line (the driver's, under SQLAlchemy's wrapper), without
+    SQLAlchemy's statement and background link, cut at a word after :data:`MAX_DETAIL` characters."""
+    text = str(getattr(exc, "orig", None) or getattr(exc, "message", None) or exc)
+    text = " ".join(text.split()).split(" [SQL: ")[0].split(" (Background on this error")[0]
+    return cut(text or type(exc).__name__)
+
+
+def cut(text: str, limit: int = MAX_DETAIL) -> str:
+    """``text`` cut at a word boundary after ``limit`` characters (an ellipsis marks the cut)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+
 
 
 def normalize_storage(url: str | None) -> str:
@@ -94,7 +107,7 @@ def normalize_storage(url: str | None) -> str:
         parsed.get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise StoreError(
-            f"--storage {describe(url)!r} is malformed ({_one_line(exc)}): give a database URL such as "
+            f"--storage {describe(url)!r} is malformed ({one_line(exc)}): give a database URL such as "
             "postgresql://user:password@host:5432/db or sqlite:///optuna.db, or a journal file path"
         ) from None
     except ImportError as exc:
@@ -111,7 +124,7 @@ def check_name(value: str | None, option: str) -> None:
     """Refuse a blank name (``--experiment``, ``--study``) or one with control characters."""
     if value is None:
         return
-    if len(value) > MAX_EXPERIMENT_NAME:  # MLflow's bound on experiment names (Optuna's on studies: 512)
+    if option == "--experiment":
         check_experiment_name(value, option)
     if not value.strip() or value != value.strip() or any(ord(ch) < 32 for ch in value):
         raise StoreError(f"{option} {value!r} is blank or holds blanks or control characters: give a plain name")
@@ -216,13 +229,13 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
             # (a duplicate key in PostgreSQL's catalog); the tables exist on the next try.
             if not isinstance(exc, (IntegrityError, ProgrammingError)):
                 raise StoreError(
-                    f"cannot reach the Optuna storage {describe(url)!r}: {_one_line(exc)}; "
+                    f"cannot reach the Optuna storage {describe(url)!r}: {one_line(exc)}; "
                     "check the URL, that the database server runs and accepts this user"
                 ) from None
             last = exc
         except optuna.exceptions.StorageInternalError as exc:
-            raise StoreError(f"cannot use the Optuna storage {describe(url)!r}: {_one_line(exc)}") from None
-    raise StoreError(f"cannot set up the Optuna storage {describe(url)!r}: {_one_line(last)}")
+            raise StoreError(f"cannot use the Optuna storage {describe(url)!r}: {one_line(exc)}") from None
+    raise StoreError(f"cannot set up the Optuna storage {describe(url)!r}: {one_line(last)}")
 
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "http", "https", "databricks")
@@ -399,7 +412,7 @@ def check_tracking_uri(uri: str, *, write: bool = True) -> None:
             engine.dispose()
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(
-                f"cannot reach the MLflow tracking database {describe(uri)!r}: {_one_line(exc)}; "
+                f"cannot reach the MLflow tracking database {describe(uri)!r}: {one_line(exc)}; "
                 "fix --tracking-uri / MLFLOW_TRACKING_URI"
             ) from None
 

@@ -32,9 +32,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from suite.errors import StoreError, StoreFailed, SuiteError
-from suite.stores import describe, resolve_tracking_uri, sqlite_path
+from suite.stores import cut, describe, resolve_tracking_uri, sqlite_path
+from suite.stores import one_line as detail
 
-MAX_DETAIL = 300  # characters of a store's own message kept in a line (cut at a word)
 _REVISION = re.compile(r"^(down_)?revision\s*=\s*(.+)$", re.M)  # down_revision may be a tuple (a merge)
 _FOUND = re.compile(r"found version (\S+?),")
 _opened: dict[Path, tuple[int, int]] = {}  # a local store's file -> (device, inode) when it was opened
@@ -162,7 +162,7 @@ def _cause(exc: BaseException, uri: str) -> Diagnosis:
                              "put the file back there (with no file there, the next run starts a new, empty store)")
         damage = quick_check(path) if path.is_file() else None
         if damage is not None or name in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
-            return Diagnosis(f"the store file {path} is corrupt (PRAGMA quick_check: {_cut(damage or str(sql))})",
+            return Diagnosis(f"the store file {path} is corrupt (PRAGMA quick_check: {cut(damage or str(sql))})",
                              f"restore it from a backup, or recover what is left: sqlite3 {path} .recover | "
                              "sqlite3 NEW.db")
     errno = next((e.errno for e in _chain(exc) if isinstance(e, OSError) and e.errno), None)
@@ -263,20 +263,6 @@ def recorded(path: Path, run_ids: list[str]) -> int | None:
     except sqlite3.Error:
         return None
     return n
-
-
-def detail(exc: BaseException) -> str:
-    """A store error's own message on one line, without SQLAlchemy's background link, cut at a
-    word boundary after :data:`MAX_DETAIL` characters."""
-    text = str(getattr(exc, "orig", None) or getattr(exc, "message", None) or exc)
-    text = " ".join(text.split()).split(" [SQL: ")[0].split(" (Background on this error")[0]
-    return _cut(text or type(exc).__name__)
-
-
-def _cut(text: str) -> str:
-    if len(text) <= MAX_DETAIL:
-        return text
-    return text[:MAX_DETAIL].rsplit(" ", 1)[0].rstrip(",;:") + " …"
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:
