@@ -61,7 +61,17 @@ def stamp(pid: int) -> str | None:
 def label(pid: int | None = None) -> str:
     """The label of process ``pid`` (default: this one): ``host:stamp:pid``, or ``host:pid``
     where no stamp can be read."""
-    pid = os.getpid() if pid is None else pid
+    if pid is None or pid == os.getpid():
+        return _own(os.getpid())  # read once: every run a process starts carries it
+    return _label(pid)
+
+
+@lru_cache(maxsize=2)
+def _own(pid: int) -> str:
+    return _label(pid)
+
+
+def _label(pid: int) -> str:
     mark = stamp(pid)
     return f"{platform.node()}:{mark}:{pid}" if mark else f"{platform.node()}:{pid}"
 
