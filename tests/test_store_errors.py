@@ -3,9 +3,8 @@
 than the installed MLflow, with what to do; a corrupt store is named as corrupt; a store fault
 before any run started exits 2, and `suite report` never prints a traceback for a store.
 
-Every store here is real: made by the installed MLflow (through the suite, whose new stores are
-copies of one MLflow made), then altered the way the world alters them (its ``alembic_version``
-row, a page overwritten, a read-only mount, a full file system)."""
+Every store here is real: made by the installed MLflow, then altered the way the world alters
+them (its ``alembic_version`` row, a page overwritten, a read-only mount, a full file system)."""
 
 from __future__ import annotations
 
@@ -112,10 +111,13 @@ def refused_in_place(root: Path, *args: str, says: str) -> str:
 # -- a store at another schema revision ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> Path:
-    """A real store with an experiment of two runs, made once for the module."""
+    """A real store with an experiment of two runs, made once for the module by the installed
+    MLflow itself (not a copy of the suite's template)."""
     root = tmp_path_factory.mktemp("made")
     uri = f"sqlite:///{root}/mlflow.db"
-    result = CliRunner().invoke(main, [*GRID, "--tracking-uri", uri])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SUITE_NO_STORE_TEMPLATE", "1")
+        result = CliRunner().invoke(main, [*GRID, "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
     return root / "mlflow.db"
 
