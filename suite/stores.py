@@ -64,10 +64,23 @@ def describe(url: str) -> str:
         return f"{scheme}://{rest.rpartition('@')[2]}" if "@" in rest else url
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    text = " ".join(text.split())
-    return text.split(" (Background on this error")[0][:300]
+MAX_DETAIL = 300  # characters of a store's own message kept in a line
+
+
+def one_line(exc: BaseException) -> str:
+    """A store error's own message on one line (the driver's, under SQLAlchemy's wrapper), without
+    SQLAlchemy's statement and background link, cut at a word after :data:`MAX_DETAIL` characters."""
+    text = str(getattr(exc, "orig", None) or getattr(exc, "message", None) or exc)
+    text = " ".join(text.split()).split(" [SQL: ")[0].split(" (Background on this error")[0]
+    return cut(text or type(exc).__name__)
+
+
+def cut(text: str, limit: int = MAX_DETAIL) -> str:
+    """``text`` cut at a word boundary after ``limit`` characters (an ellipsis marks the cut)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+
 
 
 def normalize_storage(url: str | None) -> str:
@@ -94,7 +107,7 @@ def normalize_storage(url: str | None) -> str:
         parsed.get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise StoreError(
-            f"--storage {describe(url)!r} is malformed ({_one_line(exc)}): give a database URL such as "
+            f"--storage {describe(url)!r} is malformed ({one_line(exc)}): give a database URL such as "
             "postgresql://user:password@host:5432/db or sqlite:///optuna.db, or a journal file path"
         ) from None
     except ImportError as exc:
@@ -111,6 +124,8 @@ def check_name(value: str | None, option: str) -> None:
     """Refuse a blank name (``--experiment``, ``--study``) or one with control characters."""
     if value is None:
         return
+    if option == "--experiment":
+        check_experiment_name(value, option)
     if not value.strip() or value != value.strip() or any(ord(ch) < 32 for ch in value):
         raise StoreError(f"{option} {value!r} is blank or holds blanks or control characters: give a plain name")
 
@@ -214,13 +229,13 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
             # (a duplicate key in PostgreSQL's catalog); the tables exist on the next try.
             if not isinstance(exc, (IntegrityError, ProgrammingError)):
                 raise StoreError(
-                    f"cannot reach the Optuna storage {describe(url)!r}: {_one_line(exc)}; "
+                    f"cannot reach the Optuna storage {describe(url)!r}: {one_line(exc)}; "
                     "check the URL, that the database server runs and accepts this user"
                 ) from None
             last = exc
         except optuna.exceptions.StorageInternalError as exc:
-            raise StoreError(f"cannot use the Optuna storage {describe(url)!r}: {_one_line(exc)}") from None
-    raise StoreError(f"cannot set up the Optuna storage {describe(url)!r}: {_one_line(last)}")
+            raise StoreError(f"cannot use the Optuna storage {describe(url)!r}: {one_line(exc)}") from None
+    raise StoreError(f"cannot set up the Optuna storage {describe(url)!r}: {one_line(last)}")
 
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "http", "https", "databricks")
@@ -236,12 +251,34 @@ def _sqlite_fix(path: str) -> str:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///PATH`` URI (None for any other URI)."""
+    """The database file of a ``sqlite:///PATH`` URI (also ``sqlite:///file:PATH?...&uri=true``,
+    SQLAlchemy's form for sqlite's own URI parameters); None for any other URI."""
     scheme, sep, rest = uri.partition("://")
     if not sep or scheme.lower() != "sqlite":
         return None
     path = rest[1:] if rest.startswith("/") else rest
-    return Path(path.partition("?")[0]) if path else None
+    path, _, query = path.partition("?")
+    if path.startswith("file:") and "uri=true" in query.lower().split("&"):
+        path = path.removeprefix("file:")
+    return Path(path) if path else None
+
+
+def read_only_uri(uri: str) -> bool:
+    """Whether a ``sqlite:`` URI asks for the store read-only (``mode=ro`` or ``immutable=1``)."""
+    if not uri.lower().startswith("sqlite:"):
+        return False
+    query = uri.partition("?")[2].lower().split("&")
+    return "mode=ro" in query or "immutable=1" in query
+
+
+MAX_EXPERIMENT_NAME = 500  # MLflow's limit (mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH)
+
+
+def check_experiment_name(name: str, option: str = "the experiment name") -> None:
+    """Refuse an experiment name MLflow would refuse: longer than :data:`MAX_EXPERIMENT_NAME`."""
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise StoreError(f"{option} {name[:40]!r}… is {len(name)} characters long; MLflow allows at most "
+                         f"{MAX_EXPERIMENT_NAME}: give a shorter name")
 
 
 def check_tracking_shape(uri: str) -> None:
@@ -270,6 +307,9 @@ def check_tracking_shape(uri: str) -> None:
         raise StoreError(f"--tracking-uri {uri!r} names no host: give http(s)://HOST:PORT")
     if scheme != "sqlite":
         return
+    if rest and not rest.startswith("/"):  # SQLAlchemy (so MLflow) refuses it: sqlite://HOST is no file
+        raise StoreError(f"--tracking-uri {uri!r} is not a valid SQLite URL: give sqlite:///RELATIVE/PATH.db "
+                         "(three slashes) or sqlite:////ABSOLUTE/PATH.db (four)")
     path = sqlite_path(uri)
     if path is None or str(path) in (":memory:", ""):
         raise StoreError(f"--tracking-uri {uri!r} names no database file: give sqlite:///PATH/mlflow.db")
@@ -335,10 +375,14 @@ def quiet_store_logs() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def check_tracking_uri(uri: str) -> None:
+def check_tracking_uri(uri: str, *, write: bool = True) -> None:
     """Raise :class:`StoreError` within seconds if the MLflow tracking ``uri`` is malformed (see
-    :func:`check_tracking_shape`), or is a server or a database that cannot be reached."""
+    :func:`check_tracking_shape`), or is a server or a database that cannot be reached; with
+    ``write`` (a command that logs runs), also if it asks for the store read-only."""
     check_tracking_shape(uri)
+    if write and read_only_uri(uri):
+        raise StoreError(f"--tracking-uri {uri!r} opens the store read-only (mode=ro or immutable=1), and this "
+                         "command writes runs to it: drop that parameter, or give a writable store")
     scheme = uri.partition("://")[0].lower() if "://" in uri else ""
     if scheme in ("http", "https"):
         health = uri.rstrip("/") + "/health"
@@ -368,16 +412,16 @@ def check_tracking_uri(uri: str) -> None:
             engine.dispose()
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(
-                f"cannot reach the MLflow tracking database {describe(uri)!r}: {_one_line(exc)}; "
+                f"cannot reach the MLflow tracking database {describe(uri)!r}: {one_line(exc)}; "
                 "fix --tracking-uri / MLFLOW_TRACKING_URI"
             ) from None
 
 
 def worker_label() -> str:
-    """``host:pid`` of this process, as recorded on the trials and runs it works on."""
-    import platform
+    """The label of this process (:func:`suite.owners.label`), as recorded on the trials and runs it works on."""
+    from suite.owners import label
 
-    return f"{platform.node()}:{os.getpid()}"
+    return label()
 
 
 def resolve_tracking_uri(uri: str | None) -> str:

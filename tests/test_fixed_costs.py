@@ -249,12 +249,13 @@ def test_the_executable_ends_without_teardown_yet_keeps_exit_codes_output_and_ex
 
 
 def test_the_first_store_of_a_machine_is_made_silently(workdir, tmp_path):
-    """With no store template cached yet, MLflow makes one (its migrations log at INFO): a bad
-    experiment name is still one line on stderr, and exit code 2."""
+    """With no store template cached yet, MLflow makes one (its migrations log at INFO): a quiet
+    run's stderr stays empty. (`suite report` on a missing store makes none: docs/stores.md.)"""
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "empty-cache"), "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    res = subprocess.run([sys.executable, "-m", "suite.cli", "report", "nosuch", "--no-log"], cwd=workdir, env=env,
+    res = subprocess.run([sys.executable, "-m", "suite.cli", "run", "--problem", "linreg", "--epochs", "1",
+                          "--engine", "loop", "--device", "cpu", "--workers", "1", "--quiet"], cwd=workdir, env=env,
                          capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2, res.stderr
-    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "nosuch" in res.stderr, res.stderr
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""
     assert list((tmp_path / "empty-cache" / "sgd-suite").glob("mlflow-*-empty.db"))  # the template was made

@@ -6,6 +6,7 @@ line was cut (a process killed while it wrote)."""
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -81,11 +82,17 @@ def come_back(db: Path, tracking_uri: str) -> None:
     MlflowClient(tracking_uri=tracking_uri)._tracking_client.store.engine.dispose()
 
 
+CAUSE = {read_only: "is read-only", disk_full: "is full", gone: "was deleted or moved while the run was writing"}
+
+
 @pytest.mark.parametrize("via", ["direct", "mlflow"])
 @pytest.mark.parametrize("fault", [read_only, disk_full, gone], ids=["read-only", "disk-full", "database-gone"])
 def test_a_store_failing_mid_grid_loses_nothing(workdir, tracking_uri, monkeypatch, fault, via):
     if via == "mlflow":
         monkeypatch.setenv("SUITE_TRACKING_VIA_MLFLOW", "1")  # every write through MLflow's client
+    # the fault breaks this process's connection, so this process must be the one that writes: a
+    # writer process (suite.tracking.writer) would start, or not, on how long a write took
+    monkeypatch.setenv("SUITE_TRACKING_WRITER", "never")
     db = workdir / "mlflow.db"
     real_finish = Tracker.finish
     finished, broken = [], []
@@ -106,12 +113,15 @@ def test_a_store_failing_mid_grid_loses_nothing(workdir, tracking_uri, monkeypat
     assert result.exit_code == 1, (result.output, result.exception)
     assert len(lines) == 1 and lines[0].startswith("Error: the tracking store"), result.stderr
     assert "run the same command again" in lines[0]
+    assert CAUSE[fault] in lines[0], lines[0]  # the cause, named as such
 
     client = MlflowClient(tracking_uri=tracking_uri)
     runs = runs_of(client, "faulty", "tags.`suite.kind` = 'run'")
     done = [r for r in runs if r.data.tags.get("suite.status") == "completed"]
     n = len(done)  # a full disk fails the first write that needs a new page: at the fault or a little later
     assert FINISHED_BEFORE_FAULT <= n < 12  # what finished before the fault stayed finished
+    if fault is not gone:  # the line says how many are recorded, and it is true
+        assert re.search(rf"; {n} of the \d+ runs this command started are recorded as finished:", lines[0]), lines[0]
 
     rerun = CliRunner().invoke(main, GRID)
     assert rerun.exit_code == 0, rerun.output
@@ -179,3 +189,60 @@ def test_a_journal_lock_left_by_a_killed_process_is_broken_after_its_grace_perio
                          timeout=120).stdout.split()
     waited, trials = float(out[0]), int(out[1])
     assert 3 <= waited < 30 and trials == 1
+
+
+def test_a_store_file_moved_away_mid_grid_is_named_as_such_and_no_empty_store_takes_its_place(
+        workdir, tracking_uri, monkeypatch):
+    """The move reaches every connection: the writer process's (forced on here) and this one's."""
+    monkeypatch.setenv("SUITE_TRACKING_WRITER", "always")
+    db, away = workdir / "mlflow.db", workdir / "away.db"
+    real_finish = Tracker.finish
+    finished = []
+
+    def finish_then_move(self, run_id, result, **kw):
+        if len(finished) == FINISHED_BEFORE_FAULT and not away.exists():
+            db.rename(away)  # as `mv`, or an unmounted share: the open connections keep the old file
+        real_finish(self, run_id, result, **kw)
+        finished.append(run_id)
+
+    monkeypatch.setattr(Tracker, "finish", finish_then_move)
+    result = CliRunner().invoke(main, GRID)
+    monkeypatch.setattr(Tracker, "finish", real_finish)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert len(lines) == 1 and f"the store file {db} was deleted or moved while the run was writing" in lines[0]
+    assert "put the file back" in lines[0] and "run the same command again" in lines[0]
+    assert "readonly" not in lines[0] and "stay recorded" not in lines[0]
+    assert not db.exists()  # no empty store was made where the old one was
+
+    away.rename(db)
+    runs = runs_of(MlflowClient(tracking_uri=tracking_uri), "faulty", "tags.`suite.kind` = 'run'")
+    n = len([r for r in runs if r.data.tags.get("suite.status") == "completed"])
+    assert n <= FINISHED_BEFORE_FAULT  # what the writer had committed before the move, no more
+    rerun = CliRunner().invoke(main, GRID)
+    assert rerun.exit_code == 0, rerun.output
+    assert f"12 runs: {12 - n} run now ({12 - n} completed), {n} done before (skipped)" in rerun.stdout
+
+
+def test_a_store_failing_mid_tuning_ends_it_with_one_line_and_exit_1(workdir, tracking_uri, monkeypatch):
+    monkeypatch.setenv("SUITE_TRACKING_WRITER", "never")  # this process's connection is the one broken
+    db = workdir / "mlflow.db"
+    real_finish = Tracker.finish
+    finished = []
+
+    def finish_then_fail(self, run_id, result, **kw):
+        if len(finished) == 2 and self.direct:
+            break_store(self, db, read_only)
+        real_finish(self, run_id, result, **kw)
+        finished.append(run_id)
+
+    monkeypatch.setattr(Tracker, "finish", finish_then_fail)
+    result = CliRunner().invoke(main, [*TUNE, "--population", "1"])
+    monkeypatch.setattr(Tracker, "finish", real_finish)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert len(lines) == 1 and lines[0].startswith("Error: the tracking store"), result.stderr
+    assert "failed while the tuning ran" in lines[0] and "is read-only" in lines[0]
+    assert "run the same command again" in lines[0]
+    rerun = CliRunner().invoke(main, TUNE)
+    assert rerun.exit_code == 0, rerun.output

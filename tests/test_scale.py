@@ -9,7 +9,6 @@ PostgreSQL comes from ``SUITE_TEST_PG_URL`` (a role allowed to create databases;
 from __future__ import annotations
 
 import os
-import platform
 import re
 import signal
 import socket
@@ -26,6 +25,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from suite import owners
 from suite.distributed.worker import Worker, WorkerContext, register_kind
 from suite.registry import get_registry
 from suite.specs.spec import resolve_spec
@@ -306,7 +306,7 @@ def kill_one_worker_mid_trial(tmp_path, cli, storage: str, tracking: str, kind: 
                for _ in range(3)]
     victim = workers[0]
     client = MlflowClient(tracking_uri=tracking)
-    owner = f"{platform.node()}:{victim.pid}"
+    owner = owners.label(victim.pid)  # the tag the worker gives its runs (host, start, pid)
     store = open_storage(storage)  # one connection pool for the polling below
 
     def victim_running():

@@ -273,6 +273,8 @@ def write_benchmark_report(plan: Any, tracking_uri: str, *, out: Echo, output_fo
 
 def run(request: Any, registry: Registry, echo: Callable[[str], None] = print) -> Any:
     """Run a tuning request to the end (see :func:`suite.tuning.session.run_session`)."""
+    from suite.tracking import diagnose
     from suite.tuning.session import run_session
 
-    return run_session(request, registry, echo)
+    with diagnose.told(request.tracking_uri, "the tuning"):  # a store failing mid-run: exit code 1
+        return run_session(request, registry, echo)

@@ -25,11 +25,35 @@ def report(target, tracking_uri, experiment, out_dir, no_log, metric) -> None:
     The report (self-contained HTML plus Markdown) holds the lecture's claims with verdicts
     computed from the runs, paired comparisons over seeds, and the figures; it is also logged on
     the experiment's latest grid parent run (artifacts under report/)."""
-    from suite.errors import SuiteError
+    from suite.errors import ReportError, SuiteError
     from suite.report.score import Score
+    from suite.stores import resolve_tracking_uri
+    from suite.tracking import diagnose
 
     by = Score.parse(metric)
+    try:
+        _report(target, tracking_uri, experiment, out_dir, no_log, by)
+    except SuiteError:
+        raise
+    except Exception as exc:  # a store that cannot be read or written: one line, exit code 2, no traceback
+        if isinstance(exc, OSError) and exc.filename and not _in_store(str(exc.filename), tracking_uri):
+            raise ReportError(f"cannot write {exc.filename}: {exc.strerror or exc}") from None
+        if not diagnose.store_failure(exc):
+            raise
+        raise ReportError(diagnose.cause(exc, resolve_tracking_uri(tracking_uri)).line) from None
+
+
+def _in_store(filename: str, tracking_uri: str | None) -> bool:
+    """Whether ``filename`` is the local store's file or lies beside it (its journal, its lock)."""
+    from suite.stores import resolve_tracking_uri, sqlite_path
+
+    path = sqlite_path(resolve_tracking_uri(tracking_uri))
+    return path is not None and Path(filename).resolve().parent == path.resolve().parent
+
+
+def _report(target, tracking_uri, experiment, out_dir, no_log, by) -> None:
     from suite.api.runs import report_dir
+    from suite.errors import SuiteError
     from suite.report.build import write_report
 
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
@@ -48,22 +72,9 @@ def report(target, tracking_uri, experiment, out_dir, no_log, metric) -> None:
                                              device="cpu"))
     else:
         exp = experiment or target
-    _check_store_exists(exp, tracking_uri)
     out = out_dir or report_dir(exp)
     page = write_report(exp, tracking_uri, out, benchmark=benchmark, log=not no_log, by=by, studies=studies)
     click.echo(f"report: {page}")
-
-
-def _check_store_exists(experiment: str, tracking_uri: str | None) -> None:
-    """A report reads a store: refuse a ``sqlite:///FILE`` that is not there (one line), rather
-    than create an empty store to find no experiment in it."""
-    from suite.errors import SuiteError
-    from suite.stores import resolve_tracking_uri, sqlite_path
-
-    path = sqlite_path(resolve_tracking_uri(tracking_uri))
-    if path is not None and not path.exists():
-        raise SuiteError(f"MLflow experiment {experiment!r} does not exist: there is no MLflow store at {path} "
-                         "(run it first, or give --tracking-uri)")
 
 
 def _is_file(path: Path) -> bool:

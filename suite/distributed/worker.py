@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import threading
 import time
 import warnings
@@ -278,20 +277,19 @@ class Worker:
         """Fail the trials whose worker is gone, and enqueue each again (Optuna's retry callback).
 
         A database storage knows through Optuna's heartbeat. A journal file (one host) has no
-        heartbeat: there a RUNNING trial whose worker (``host:pid``) is this host's and no
-        longer alive is lost."""
+        heartbeat: there a RUNNING trial whose worker (its label, :mod:`suite.owners`) is this
+        host's and no longer alive, or whose pid another process now holds, is lost."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if self.database:
                 optuna.storages.fail_stale_trials(study)
                 return
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-        from suite.tracking.tracker import _alive
+        from suite import owners
 
-        here = platform.node()
         for frozen in self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            host, _, pid = frozen.user_attrs.get(TRIAL_WORKER, "").rpartition(":")
-            if host != here or not pid.isdigit() or _alive(int(pid)):
+            label = frozen.user_attrs.get(TRIAL_WORKER, "")
+            if not owners.gone(label):
                 continue
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
             if TRIAL_STATUS in frozen.user_attrs:  # its run ended and was recorded; only the last write was lost
@@ -302,7 +300,7 @@ class Worker:
                 if self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                     retry(study, self.storage.get_trial(trial_id))
                     self.ctx.say(f"[{self.ctx.label}] trial {frozen.number} of {study.study_name}: its worker "
-                                 f"{host}:{pid} is gone; failed and enqueued again")
+                                 f"{label} is gone; failed and enqueued again")
             except UpdateFinishedTrialError:
                 continue  # another worker got there first
 

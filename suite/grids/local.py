@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from suite.engine.target import steps_to_target
 from suite.engine.units import plan_units
-from suite.errors import StoreFailed, SuiteError
+from suite.errors import SuiteError
 from suite.exec.phases import CLOCK
 from suite.exec.pool import Pool
 from suite.grids.claims import Claims
@@ -31,7 +30,7 @@ from suite.report.score import Score
 from suite.specs.axes import varying_keys
 from suite.specs.naming import file_name
 from suite.specs.spec import RunSpec
-from suite.tracking import ui
+from suite.tracking import diagnose, ui
 from suite.tracking.tracker import Tracker
 from suite.vocab import (
     FAILED,
@@ -82,41 +81,19 @@ def distinct(sections: Sections) -> list[RunSpec]:
 def run_grid(sections: Sections, tracker: Tracker, *args: Any, **kwargs: Any) -> GridOutcome:
     """Run every distinct spec of ``sections`` not done yet; return what happened (see
     :func:`_run_grid` for the arguments). The tracking store failing on the way (read-only,
-    disk full, database gone) ends the grid with one line (:class:`StoreFailed`); the runs
-    finished before stay recorded, and the same command again runs the rest."""
+    disk full, moved away, corrupt) ends the grid with one line that names the cause
+    (:func:`suite.tracking.diagnose.grid_fault`): before any run started, a :class:`StoreError`
+    (exit code 2); later a :class:`StoreFailed` (exit code 1) that says how many of the runs
+    started are recorded; the same command again runs the rest."""
+    out = GridOutcome(specs=distinct(sections))
     try:
-        return _run_grid(sections, tracker, *args, **kwargs)
+        return _run_grid(sections, tracker, *args, out=out, **kwargs)
     except (KeyboardInterrupt, SuiteError):
         raise
     except Exception as exc:
-        if not store_failure(exc):
+        if not diagnose.store_failure(exc):
             raise
-        text = " ".join(str(getattr(exc, "message", None) or exc).split())[:300]
-        raise StoreFailed(
-            f"the tracking store {tracker.tracking_uri} failed: {text}; the runs finished before stay recorded: "
-            "fix the store and run the same command again to run the rest"
-        ) from None
-
-
-def store_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is the tracking store failing rather than a bug."""
-    import sqlite3
-
-    kinds: list[type] = [sqlite3.Error, OSError]
-    if "mlflow" in sys.modules:  # a store error can only be MLflow's or SQLAlchemy's if they are loaded
-        from mlflow.exceptions import MlflowException
-
-        kinds.append(MlflowException)
-    if "sqlalchemy" in sys.modules:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        kinds.append(SQLAlchemyError)
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, tuple(kinds)):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
+        raise diagnose.grid_fault(exc, tracker.tracking_uri, list(out.run_ids.values())) from None
 
 
 def _run_grid(
@@ -136,6 +113,7 @@ def _run_grid(
     adaptive: bool = False,
     by: Score | None = None,
     curves: bool = True,
+    out: GridOutcome,
 ) -> GridOutcome:
     """Run every distinct spec of ``sections`` not done yet; return what happened.
 
@@ -148,8 +126,7 @@ def _run_grid(
     ``KeyboardInterrupt`` (Ctrl-C or SIGTERM, see :mod:`suite.exec.signals`)
     marks the runs in flight and the parent run as interrupted, then propagates.
     """
-    specs = distinct(sections)
-    out = GridOutcome(specs=specs)
+    specs = out.specs
     claims = Claims(tracker.tracking_uri, tracker.experiment_name)  # its clock starts before MLflow is read
     out.reaped = tracker.reap_orphans()
     done = {} if force else tracker.done_runs()

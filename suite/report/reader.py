@@ -200,15 +200,18 @@ def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dic
     ``sections`` (section -> spec hashes, from a benchmark file) restricts the report to those
     specs and assigns each to every section that lists it; ``studies`` (section -> study names)
     likewise restricts the tuned experiments to the file's studies. Raises :class:`ReportError`
-    for an unknown or empty experiment."""
-    from suite.stores import check_tracking_uri, quiet_store_logs, resolve_tracking_uri
+    for an unknown or empty experiment, or a local store that does not exist (none is made), and
+    :class:`~suite.errors.StoreError` for a store at a schema revision MLflow refuses."""
+    from suite.stores import check_tracking_uri, quiet_store_logs, resolve_tracking_uri, sqlite_path
     from suite.tracking.direct import DirectStore
-    from suite.tracking.template import seed_new_store
 
     uri = resolve_tracking_uri(tracking_uri)
-    check_tracking_uri(uri)
+    check_tracking_uri(uri, write=False)
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():  # nothing to report on, and no empty store is made
+        raise ReportError(f"MLflow experiment {experiment!r} does not exist: there is no tracking store at {path}; "
+                          "give the store with --tracking-uri / MLFLOW_TRACKING_URI, or run suite run first")
     quiet_store_logs()
-    seed_new_store(uri)  # no store here yet: a copy of MLflow's empty one, not 63 migrations
     store = DirectStore.open(uri)
     source: Any = _DirectSource(store) if store is not None else _MlflowSource(uri)
     experiment_id = source.experiment_id(experiment)

@@ -14,9 +14,14 @@ It is used only where it is known to be right, and MLflow serves every other cas
 - the store is ``sqlite:///FILE`` and FILE exists (a new store is a copy of MLflow's own empty
   one, :mod:`suite.tracking.template`);
 - its schema revision (``alembic_version``) is one this module was checked against
-  (:data:`VERIFIED_REVISIONS`; an older store is migrated by MLflow, a newer one read by it);
+  (:data:`VERIFIED_REVISIONS`). A store at another revision that the installed MLflow accepts
+  (its own head) is left to MLflow; one that MLflow refuses too (older: ``mlflow db upgrade``;
+  newer: another MLflow) is refused here with the line :mod:`suite.tracking.diagnose` gives;
 - MLflow's workspaces are off and no server artifact root is set;
 - ``SUITE_TRACKING_VIA_MLFLOW`` is not set (it makes every write go through MLflow's client).
+
+A URI that asks for the store read-only (``?mode=ro``, ``?immutable=1``) opens it read-only: a
+report reads it; a command that writes runs refuses it (:func:`suite.stores.check_tracking_uri`).
 
 ``tests/test_tracking_direct.py`` writes the same runs through MLflow's client and through this
 module and compares every table row, and reads the direct store back through ``MlflowClient``.
@@ -33,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suite.stores import sqlite_path
+from suite.stores import read_only_uri, sqlite_path
 from suite.tracking.records import (
     ACTIVE,
     MAX_EXPERIMENT_TAG_VAL_LENGTH,
@@ -86,11 +91,16 @@ class StoredRun:
 class DirectStore:
     """One local MLflow sqlite store, opened with ``sqlite3`` (see the module docstring)."""
 
-    def __init__(self, path: Path, artifact_root: str) -> None:
+    def __init__(self, path: Path, artifact_root: str, *, read_only: bool = False) -> None:
         self.path = path
         self.artifact_root = artifact_root  # MLflow's default: ./mlruns of the working directory, absolute
+        self.read_only = read_only  # opened with sqlite's mode=ro: every write fails
         self._locations: dict[str, str] = {}  # experiment id -> artifact location
-        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        # mode=rw: never create the file. A store moved away before a connection is made (a writer
+        # process starting) must not be replaced by an empty file, which the next run would take as a new store
+        target = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rw'}"
+        self.db = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False,
+                                  uri=True)
         self.db.execute("PRAGMA foreign_keys = ON")
         self.db.execute("PRAGMA case_sensitive_like = true")
         self.db.execute("PRAGMA cache_size = -65536")  # 64 MiB for this connection: a stack's 91,000 metric
@@ -98,21 +108,31 @@ class DirectStore:
 
     @classmethod
     def open(cls, uri: str) -> DirectStore | None:
-        """The store at ``uri`` if this module serves it, else None (MLflow does)."""
+        """The store at ``uri`` if this module serves it, else None (MLflow does). Raises
+        :class:`~suite.errors.StoreError` for a store at a schema revision the installed MLflow
+        refuses too (:func:`suite.tracking.diagnose.schema_problem`)."""
         path = sqlite_path(uri)
         if path is None or not path.is_file() or os.environ.get(DISABLE_ENV):
             return None
         if _truthy(os.environ.get("MLFLOW_ENABLE_WORKSPACES")) or os.environ.get("_MLFLOW_SERVER_ARTIFACT_ROOT"):
             return None
         try:
-            store = cls(path, str(Path.cwd() / "mlruns"))
+            store = cls(path, str(Path.cwd() / "mlruns"), read_only=read_only_uri(uri))
             revision = store.db.execute("SELECT version_num FROM alembic_version").fetchall()
         except sqlite3.Error:
             return None
         if [r[0] for r in revision] not in ([v] for v in VERIFIED_REVISIONS):
             store.close()
+            if len(revision) == 1:
+                from suite.errors import StoreError
+                from suite.tracking.diagnose import schema_problem
+
+                problem = schema_problem(uri, revision[0][0])
+                if problem is not None:  # MLflow would refuse it too: say why, without importing MLflow
+                    raise StoreError(problem.line)
             return None
-        store._ensure_default_experiment()
+        if not store.read_only:
+            store._ensure_default_experiment()
         return store
 
     def close(self) -> None:

@@ -16,14 +16,22 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import suite
+from suite import owners
 from suite.engine.target import steps_to_target
-from suite.errors import SuiteError
+from suite.errors import StoreError, SuiteError
 from suite.exec import cores
 from suite.exec.phases import CLOCK
 from suite.registry import FAMILIES, Registry
 from suite.specs import naming
 from suite.specs.spec import RunSpec, yaml_text
-from suite.stores import check_tracking_uri, quiet_store_logs, resolve_tracking_uri, store_lock
+from suite.stores import (
+    check_experiment_name,
+    check_tracking_uri,
+    quiet_store_logs,
+    resolve_tracking_uri,
+    store_lock,
+)
+from suite.tracking import diagnose
 from suite.tracking.bulk import SqlBulk
 from suite.tracking.direct import DirectStore
 from suite.tracking.records import FAILED as MLFLOW_FAILED
@@ -128,7 +136,9 @@ class Tracker:
                  direct: bool | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         quiet_store_logs()  # before MLflow makes a store here (a new store template) or opens one
-        check_tracking_uri(self.tracking_uri)  # malformed, or an unreachable server: a one-line error in seconds
+        # malformed, read-only (mode=ro), or an unreachable server: a one-line error in seconds
+        check_tracking_uri(self.tracking_uri, write=create)
+        check_experiment_name(experiment)  # what MLflow refuses, refused on the direct path too
         self.experiment_name = experiment
         self._pending: dict[str, list[MetricRow]] = {}  # run id -> metrics not written yet (plain tuples)
         self._flushed: dict[str, float] = {}  # run id -> when its buffer was last written
@@ -153,12 +163,9 @@ class Tracker:
                     self.experiment_id = self._mlflow_experiment(experiment, create)
         except SuiteError:
             raise
-        except Exception as exc:
-            msg = " ".join(str(exc).split())[:300]
-            raise SuiteError(
-                f"cannot reach the MLflow tracking store {self.tracking_uri!r}: {msg}; "
-                "check --tracking-uri / MLFLOW_TRACKING_URI"
-            ) from None
+        except Exception as exc:  # before any run: a one-line cause and what to do (exit code 2)
+            raise StoreError(diagnose.cause(exc, self.tracking_uri).line) from None
+        diagnose.note_opened(self.tracking_uri)  # a store file moved away later is then told as such
 
     @property
     def client(self) -> Any:
@@ -698,14 +705,15 @@ class Tracker:
     def reap_orphans(self) -> list[str]:
         """Mark runs left RUNNING by a dead process on this host as interrupted (KILLED).
 
-        A run's owner is the ``host:pid`` that logs it. Runs owned by a live process (another
-        invocation still working) or by another host are left alone."""
+        A run's owner is the label of the process that logs it (:mod:`suite.owners`: host, pid
+        and the process's start). Runs owned by a live process (another invocation still working)
+        or by another host are left alone; a pid now held by another process is no owner."""
         reaped = []
         for run in self.find_runs({}, status="RUNNING"):
-            host, _, pid = run.data.tags.get(TAG_OWNER, "").rpartition(":")
-            if host != platform.node() or not pid.isdigit() or _alive(int(pid)):
+            label = run.data.tags.get(TAG_OWNER, "")
+            if not owners.gone(label):
                 continue
-            self.mark(run.info.run_id, "interrupted", f"its process ({host}:{pid}) died before it finished")
+            self.mark(run.info.run_id, "interrupted", f"its process ({label}) died before it finished")
             reaped.append(run.info.run_id)
         return reaped
 
@@ -732,28 +740,8 @@ def _is_done(run: Any) -> bool:
 
 
 def owner() -> str:
-    """``host:pid`` of this process: the tag that tells a live run from an orphan."""
-    return f"{platform.node()}:{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a previous invocation with our pid cannot still be running
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _not_zombie(pid)
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return True
+    """The label of this process (:func:`suite.owners.label`): the tag that tells a live run from an orphan."""
+    return owners.label()
 
 
 def best_metrics(history: Sequence[tuple[int, Mapping[str, float]]], target: float | None = None) -> list[Metric]:

@@ -10,6 +10,7 @@ from typing import Any
 from suite.exec.phases import CLOCK
 from suite.registry import Registry
 from suite.stores import open_storage
+from suite.tracking import diagnose
 from suite.tracking.tracker import Tracker
 from suite.tuning import report, slots, workers
 from suite.tuning.plan import Objective, StudyPlan
@@ -73,7 +74,8 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with CLOCK.phase("building"):  # the studies, their slots and parent runs (the MLflow calls count as tracking)
+    # the studies, their slots and parent runs (the MLflow calls count as tracking); a store failing here: exit code 2
+    with CLOCK.phase("building"), diagnose.told(req.tracking_uri):
         storage = open_storage(req.storage)
         req = replace(req, plans=resolve_names(storage, req.plans))  # studies named before the settings hash
         check_settings(storage, req.plans)

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from suite import owners
 from suite.errors import TuneError
 from suite.registry import Registry
 from suite.specs.spec import RunSpec
@@ -98,8 +99,8 @@ def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[Stu
     for name in dict.fromkeys(p.name for p in plans):
         study = optuna.load_study(study_name=name, storage=storage)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            host, _, pid = t.user_attrs.get(TRIAL_WORKER, "").rpartition(":")
-            if host == platform.node() and pid in pids:
+            owner = owners.parse(t.user_attrs.get(TRIAL_WORKER, ""))
+            if owner is not None and owner.host == platform.node() and str(owner.pid) in pids:
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
                 n += 1
     return n
