@@ -40,6 +40,7 @@ from suite.errors import BenchFileError, SpecError, SuiteError
 from suite.registry import FAMILIES, Registry
 from suite.specs import axes, limits, yamlfile
 from suite.specs.spec import RunSpec
+from suite.stores import check_experiment_name as check_name_length
 from suite.stores import check_name
 
 TOP_KEYS = ("name", "description", "defaults", "experiments")
@@ -236,12 +237,10 @@ def load(path: str | Path, registry: Registry) -> Benchmark:
     return bench
 
 
-MAX_NAME = 500  # MLflow's limit on an experiment's name
-
-
 def check_experiment_name(ck: _Checker, node: _Node) -> None:
     """The file's ``name`` (its MLflow experiment, and its report directory's name): plain text,
-    not blank, without control characters, at most :data:`MAX_NAME` characters."""
+    not blank, without control characters, within MLflow's length limit
+    (:func:`suite.stores.check_experiment_name`)."""
     v = node.value
     if v is None:
         return
@@ -250,10 +249,9 @@ def check_experiment_name(ck: _Checker, node: _Node) -> None:
     text = str(v)
     try:
         check_name(text, "the name")
+        check_name_length(text, "the name")
     except SuiteError as exc:
         raise ck.fail(node, str(exc)) from None
-    if len(text) > MAX_NAME:
-        raise ck.fail(node, f"the name has {len(text):,} characters, more than MLflow's {MAX_NAME}: give a shorter one")
 
 
 def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
