@@ -12,8 +12,7 @@ submission, waiting on the lock or started later, fills up):
   name, held on a connection of its own. The server drops it when that connection closes, and,
   with the session's TCP keepalives set here, within about a minute when the holder's machine
   vanishes.
-- SQLite database file: ``fcntl.flock`` on ``FILE.lock`` beside it (the file
-  :func:`suite.stores.store_lock` uses while the tables are created).
+- SQLite database file: ``fcntl.flock`` on ``FILE.enqueue.lock`` beside it.
 - Journal file: ``fcntl.flock`` on the journal file itself. (Optuna's own journal lock, a
   symlink, cannot be held across its appends, and one left by a killed process is broken only
   after its grace period.)
@@ -29,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +37,7 @@ import optuna
 
 from suite.distributed.worker import holds_key
 from suite.errors import StoreError
-from suite.stores import CONNECT_TIMEOUT, describe, is_database, normalize_storage, sqlite_path
+from suite.stores import CONNECT_TIMEOUT, describe, exclusive_flock, is_database, normalize_storage, sqlite_path
 from suite.vocab import STUDY_READY, TRIAL_KEY
 
 LOCK_TIMEOUT = 120  # seconds to wait for another process enqueueing the same study
@@ -68,7 +66,7 @@ def enqueue_lock(storage_url: str | None, study_name: str) -> Iterator[None]:
         with _advisory_lock(url, study_name):
             yield
     elif backend == "sqlite" and (path := sqlite_path(url)) is not None and str(path) not in ("", ":memory:"):
-        with _flock(path.with_name(path.name + ".lock"), f"the storage {url!r}"):
+        with _flock(path.with_name(path.name + ".enqueue.lock"), f"the storage {url!r}"):
             yield
     else:
         yield
@@ -76,23 +74,15 @@ def enqueue_lock(storage_url: str | None, study_name: str) -> Iterator[None]:
 
 @contextmanager
 def _flock(path: Path, what: str) -> Iterator[None]:
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StoreError(f"{what} stayed locked by another process enqueueing trials for "
-                                     f"{LOCK_TIMEOUT} s ({path}); check that no suite process hangs") from None
-                time.sleep(0.02)
+    try:  # a journal file exists (its storage is open); an SQLite file's lock file may not yet
+        fd = os.open(path, os.O_RDONLY) if path.exists() else os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise StoreError(f"cannot lock {what} to enqueue trials ({path}: {exc.strerror or exc}); "
+                         "check that its folder is writable") from None
+    busy = (f"{what} stayed locked by another process enqueueing trials for {LOCK_TIMEOUT} s ({path}); "
+            "check that no suite process hangs")
+    with exclusive_flock(fd, LOCK_TIMEOUT, busy):
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 @contextmanager
