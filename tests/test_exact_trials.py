@@ -158,3 +158,32 @@ def test_simultaneous_suite_tune_invocations_finish_exactly_the_trials_asked(sto
     assert Counter(t.user_attrs.get(TRIAL_KEY) for t in trials) == slot_keys(4)
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert len(runs_of(mlflow_client, "linreg", "tags.`suite.kind` = 'trial'")) == 4
+
+
+def test_a_grid_submission_cut_mid_enqueue_leaves_a_study_the_next_submission_fills(workdir, tracking_uri,
+                                                                                     monkeypatch):
+    """A shared grid's first submission stops after 2 of its 4 specs (here an interrupt; a kill
+    loses the lock the same way, see above): the next one joins the study it set up, enqueues the
+    other 2 and marks it ready."""
+    from suite.api import runs
+    from suite.distributed.grid_study import submit_grid
+    from suite.registry import get_registry
+    from suite.vocab import STUDY_READY
+
+    specs = runs.plan_flags(get_registry(), dict(problem="linreg", lr="0.01,0.02", seeds="2", epochs=1)).specs
+    url = str(workdir / "grid.journal")
+    enqueue = optuna.Study.enqueue_trial
+
+    def cut(self, *args, **kwargs):
+        if len(self.get_trials(deepcopy=False)) == 2:
+            raise KeyboardInterrupt
+        enqueue(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", cut)
+    with pytest.raises(KeyboardInterrupt):
+        submit_grid(specs, url, experiment="cut", study_name="cut")
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", enqueue)
+    assert len(keys(open_storage(url), "cut")) == 2
+    assert submit_grid(specs, url, experiment="cut", study_name="cut") == ("cut", False)
+    assert keys(open_storage(url), "cut") == Counter(s.hash for s in specs)
+    assert optuna.load_study(study_name="cut", storage=open_storage(url)).user_attrs[STUDY_READY]
