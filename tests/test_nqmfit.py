@@ -87,3 +87,36 @@ def test_fitted_nqm_of_the_papers_nqm_predicts_its_closed_form():
     assert 4 < sgd.critical < 4096
     assert adam.critical > sgd.critical  # preconditioning extends perfect scaling
     assert mom.steps[-1] < 0.8 * sgd.steps[-1]  # momentum helps at large B
+
+
+# -- end to end ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_nqm_fit_end_to_end_logs_the_fit_and_the_prediction(cli, mlflow_client):
+    import json
+
+    from tests.conftest import runs_of
+
+    res = cli("nqm", "fit", "--problem", "mnist1d_mlp", "--set", "problem.width=8", "--reference-steps", "30",
+              "--examples", "64", "--top-k", "4", "--batch-sizes", "8,64,512", "--experiment", "fit")
+    assert "B*" in res.output and "SGD" in res.output
+    (run,) = runs_of(mlflow_client, "fit", "tags.`suite.kind` = 'nqm_fit'")
+    assert run.info.status == "FINISHED" and run.data.params["problem"] == "mnist1d_mlp"
+    eig = [m.value for m in mlflow_client.get_metric_history(run.info.run_id, "nqm.eigenvalue")]
+    assert len(eig) == 4 and eig == sorted(eig, reverse=True)
+    steps = {m.step: m.value for m in mlflow_client.get_metric_history(run.info.run_id, "pred.steps.SGD")}
+    assert sorted(steps) == [8, 64, 512] and steps[8] > steps[64] > 0
+    summary = json.loads(open(mlflow_client.download_artifacts(run.info.run_id, "nqm_fit.json")).read())
+    assert summary["request"]["checkpoint_steps"] == 3 and summary["parameters"] < 1000  # width 8
+    assert [p["method"] for p in summary["predictions"]][0] == "SGD"
+    (checkpoint,) = runs_of(mlflow_client, "fit", "tags.`suite.nqm_fit` = 'checkpoint'")
+    assert checkpoint.info.run_id == run.data.params["checkpoint_run"]
+
+
+def test_nqm_fit_refuses_bad_input_in_one_line(cli):
+    for args, needle in ((["--problem", "mnist1d_mlp", "--set", "optimizer.lr=1"], "problem hyperparameters only"),
+                         (["--problem", "mnist1d_mlp", "--batch-sizes", "64,8"], "--batch-sizes"),
+                         (["--problem", "mnist1d_mlp", "--target-fraction", "2"], "--target-fraction"),
+                         (["--problem", "no_such_problem"], "no_such_problem")):
+        res = cli("nqm", "fit", *args, ok=False)
+        assert res.exit_code == 2, res.output
+        assert needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
