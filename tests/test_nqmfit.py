@@ -112,11 +112,15 @@ def test_nqm_fit_end_to_end_logs_the_fit_and_the_prediction(cli, mlflow_client):
     assert checkpoint.info.run_id == run.data.params["checkpoint_run"]
 
 
-def test_nqm_fit_refuses_bad_input_in_one_line(cli):
+def test_nqm_fit_refuses_bad_input_in_one_line(cli, workdir):
     for args, needle in ((["--problem", "mnist1d_mlp", "--set", "optimizer.lr=1"], "problem hyperparameters only"),
                          (["--problem", "mnist1d_mlp", "--batch-sizes", "64,8"], "--batch-sizes"),
                          (["--problem", "mnist1d_mlp", "--target-fraction", "2"], "--target-fraction"),
+                         (["--problem", "mnist1d_mlp", "--top-k", "8", "--lanczos-iters", "4"], "--lanczos-iters"),
+                         (["--problem", "mnist1d_mlp", "--set", "problem.width=-3"], "problem.width"),
+                         (["--problem", "digits", "--batch-size", "100000"], "--batch-size"),
                          (["--problem", "no_such_problem"], "no_such_problem")):
         res = cli("nqm", "fit", *args, ok=False)
         assert res.exit_code == 2, res.output
         assert needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (workdir / "mlflow.db").exists()  # refused before anything was logged

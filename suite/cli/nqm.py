@@ -53,7 +53,7 @@ def fit(problem, sets, lr, batch_size, reference_steps, checkpoint_fraction, see
     import json
 
     from suite.errors import SpecError
-    from suite.nqmfit.fit import FitRequest, log_fit, table
+    from suite.nqmfit.fit import FitRequest, checkpoint_spec, log_fit, table
     from suite.nqmfit.fit import fit as run_fit
     from suite.registry import get_registry
     from suite.specs.spec import parse_assignment
@@ -70,7 +70,7 @@ def fit(problem, sets, lr, batch_size, reference_steps, checkpoint_fraction, see
                      examples=examples, batch_sizes=_sizes(batch_sizes), target_fraction=target_fraction)
     req.check()
     registry = get_registry()
-    registry.get("problem", problem)  # an unknown name: a one-line error before anything runs
+    checkpoint_spec(req, registry)  # a configuration that cannot work: a one-line error before anything is logged
     tracker = Tracker(experiment or f"nqm-fit-{problem}", tracking_uri)
     checkpoint, res = run_fit(req, registry)
     run_id = log_fit(tracker, checkpoint, res)

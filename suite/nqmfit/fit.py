@@ -59,6 +59,9 @@ class FitRequest:
             raise SpecError(f"--target-fraction={self.target_fraction} is out of range: must be in (0, 1)")
         if self.top_k < 2:
             raise SpecError(f"--top-k={self.top_k} is out of range: must be at least 2 (the tail fit needs two)")
+        if self.lanczos_iters is not None and self.lanczos_iters < self.top_k:
+            raise SpecError(f"--lanczos-iters={self.lanczos_iters} is out of range: must be at least --top-k "
+                            f"({self.top_k})")
         if self.examples < 2:
             raise SpecError(f"--examples={self.examples} is out of range: must be at least 2")
         sizes = list(self.batch_sizes)
@@ -97,13 +100,18 @@ class FitResult:
         }
 
 
-def _spec(req: FitRequest, registry: Registry):
+def checkpoint_spec(req: FitRequest, registry: Registry):
+    """The checkpoint run's spec (plain SGD), checked and built once (:func:`suite.engine.loop.preflight`):
+    a configuration that cannot work is a one-line error before anything is logged."""
+    from suite.engine.loop import preflight
     from suite.specs.spec import resolve_spec
 
     overrides = {f"problem.{k}": v for k, v in req.problem_params.items()}
     overrides["optimizer.lr"] = req.lr
-    return resolve_spec(registry, components={"problem": req.problem, "optimizer": "sgd"}, overrides=overrides,
+    spec = resolve_spec(registry, components={"problem": req.problem, "optimizer": "sgd"}, overrides=overrides,
                         batch_size=req.batch_size, seed=req.seed, steps=req.checkpoint_steps)
+    preflight([spec], registry)
+    return spec
 
 
 def train_checkpoint(req: FitRequest, registry: Registry):
@@ -111,7 +119,7 @@ def train_checkpoint(req: FitRequest, registry: Registry):
     the suite's loop engine."""
     from suite.engine.loop import build, train
 
-    spec = _spec(req, registry)
+    spec = checkpoint_spec(req, registry)
     result = train(spec, "cpu", registry)
     if result.status != "completed":
         raise SpecError(f"the checkpoint run {result.status} ({result.reason}); lower --lr or change the problem")
