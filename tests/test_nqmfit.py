@@ -119,6 +119,7 @@ def test_nqm_fit_refuses_bad_input_in_one_line(cli, workdir):
                          (["--problem", "mnist1d_mlp", "--top-k", "8", "--lanczos-iters", "4"], "--lanczos-iters"),
                          (["--problem", "mnist1d_mlp", "--set", "problem.width=-3"], "problem.width"),
                          (["--problem", "digits", "--batch-size", "100000"], "--batch-size"),
+                         (["--problem", "digits", "--batch-sizes", "8,4096"], "training examples"),
                          (["--problem", "no_such_problem"], "no_such_problem")):
         res = cli("nqm", "fit", *args, ok=False)
         assert res.exit_code == 2, res.output

@@ -36,8 +36,8 @@ def _sizes(text: str) -> list[int]:
               help="Lanczos steps (default 2·top-k + 20).")
 @click.option("--examples", type=int, default=1024, show_default=True,
               help="Training examples the curvature and the noise are measured on.")
-@click.option("--batch-sizes", default="8,16,32,64,128,256,512,1024,2048,4096", show_default=True,
-              help="Batch sizes to predict at (increasing).")
+@click.option("--batch-sizes", default=None,
+              help="Batch sizes to predict at (increasing; default 8,16,...,4096 up to the training set's size).")
 @click.option("--target-fraction", type=float, default=0.1, show_default=True,
               help="Target: this fraction of the fitted NQM's risk at the checkpoint.")
 @click.option("--experiment", default=None, help="MLflow experiment (default: nqm-fit-PROBLEM).")
@@ -67,7 +67,8 @@ def fit(problem, sets, lr, batch_size, reference_steps, checkpoint_fraction, see
         params[param] = value
     req = FitRequest(problem, params, lr=lr, batch_size=batch_size, reference_steps=reference_steps,
                      checkpoint_fraction=checkpoint_fraction, seed=seed, top_k=top_k, lanczos_iters=lanczos_iters,
-                     examples=examples, batch_sizes=_sizes(batch_sizes), target_fraction=target_fraction)
+                     examples=examples,
+                     batch_sizes=None if batch_sizes is None else _sizes(batch_sizes), target_fraction=target_fraction)
     req.check()
     registry = get_registry()
     checkpoint_spec(req, registry)  # a configuration that cannot work: a one-line error before anything is logged

@@ -44,7 +44,7 @@ class FitRequest:
     top_k: int = 20
     lanczos_iters: int | None = None
     examples: int = 1024
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES
+    batch_sizes: Sequence[int] | None = None  # default: DEFAULT_BATCH_SIZES up to the training set's size
     target_fraction: float = 0.1
 
     @property
@@ -64,7 +64,7 @@ class FitRequest:
                             f"({self.top_k})")
         if self.examples < 2:
             raise SpecError(f"--examples={self.examples} is out of range: must be at least 2")
-        sizes = list(self.batch_sizes)
+        sizes = list(self.batch_sizes if self.batch_sizes is not None else DEFAULT_BATCH_SIZES)
         if len(sizes) < 2 or sizes != sorted(set(sizes)) or sizes[0] < 1:
             raise SpecError("--batch-sizes must be at least two increasing positive integers, e.g. 8,16,32")
 
@@ -103,7 +103,7 @@ class FitResult:
 def checkpoint_spec(req: FitRequest, registry: Registry):
     """The checkpoint run's spec (plain SGD), checked and built once (:func:`suite.engine.loop.preflight`):
     a configuration that cannot work is a one-line error before anything is logged."""
-    from suite.engine.loop import preflight
+    from suite.engine.loop import build, preflight
     from suite.specs.spec import resolve_spec
 
     overrides = {f"problem.{k}": v for k, v in req.problem_params.items()}
@@ -111,6 +111,15 @@ def checkpoint_spec(req: FitRequest, registry: Registry):
     spec = resolve_spec(registry, components={"problem": req.problem, "optimizer": "sgd"}, overrides=overrides,
                         batch_size=req.batch_size, seed=req.seed, steps=req.checkpoint_steps)
     preflight([spec], registry)
+    n_train = build(spec, "cpu", registry).problem.n_train  # built once already: its data are cached
+    if n_train is None:
+        raise SpecError(f"problem {req.problem!r} has no finite data set; nqm fit needs one (a network on data)")
+    if req.batch_sizes is None:
+        req.batch_sizes = [b for b in DEFAULT_BATCH_SIZES if b <= n_train]
+    elif max(req.batch_sizes) > n_train:
+        raise SpecError(f"--batch-sizes: {max(req.batch_sizes)} exceeds the {n_train} training examples of "
+                        f"{req.problem!r}; give batch sizes up to {n_train}")
+    req.check()
     return spec
 
 
@@ -124,8 +133,6 @@ def train_checkpoint(req: FitRequest, registry: Registry):
     if result.status != "completed":
         raise SpecError(f"the checkpoint run {result.status} ({result.reason}); lower --lr or change the problem")
     problem = build(spec, "cpu", registry).problem
-    if problem.n_train is None:
-        raise SpecError(f"problem {req.problem!r} has no finite data set; nqm fit needs one (a network on data)")
     learned = result.final_params["learned"]
     with torch.no_grad():
         for name, p in problem.model.named_parameters():
