@@ -203,12 +203,12 @@ def log_fit(tracker: Any, checkpoint: tuple[Any, Any], res: FitResult) -> str:
     """Log the checkpoint run (as any run) and the fit as a run of kind ``nqm_fit``: eigenvalues
     and noise per direction (step = the direction's rank), predicted steps per method (step = B),
     the critical batch sizes, the exponents, and ``nqm_fit.json`` and ``prediction.txt``."""
-    from suite.vocab import TAG_KIND, TAG_STATUS
+    from suite.vocab import TAG_KIND, TAG_NQM_FIT, TAG_STATUS
 
     spec, result = checkpoint
     from suite.registry import get_registry
 
-    ck_id = tracker.start_run(spec, get_registry(), tags={"suite.nqm_fit": "checkpoint"})
+    ck_id = tracker.start_run(spec, get_registry(), tags={TAG_NQM_FIT: "checkpoint"})
     for step, metrics in result.history:
         tracker.log_metrics(ck_id, step, metrics)
     tracker.finish(ck_id, result)
