@@ -239,7 +239,6 @@ class WriterProcess:
 
 # -- the child ------------------------------------------------------------------------------------
 PIPE_BYTES = 1 << 20  # the input pipe's size where Linux lets it grow (what is in it is drained on the parent's death)
-HOOK_ENV = "SUITE_WRITER_HOOK"  # tests: a file the child appends "<seqs>\n" to after each commit
 
 
 class _Inbox:
@@ -314,7 +313,6 @@ def main(argv: Sequence[str]) -> None:
 
     store = DirectStore(Path(db_path), artifact_root)
     inbox, out = _Inbox(sys.stdin.fileno()), os.fdopen(int(acks), "wb")
-    hook = os.environ.get(HOOK_ENV)
     failed = orphan = False
     while True:
         inbox.read_available()
@@ -333,9 +331,6 @@ def main(argv: Sequence[str]) -> None:
                     store.write(experiment_id, records)
                 except Exception:  # noqa: BLE001 - the parent writes it again itself, and reports the failure
                     failed = True
-            if hook and not failed:
-                with open(hook, "a") as f:
-                    f.write(" ".join(map(str, seqs)) + "\n")
             try:
                 for seq in seqs:
                     pickle.dump((seq, not failed), out)
