@@ -5,6 +5,7 @@ and off; and the same command again finishes the rest. The store is read with ``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -60,7 +61,11 @@ def kill_at(args: list[str], cwd: Path, env: dict[str, str], pattern: re.Pattern
     finally:
         proc.kill()
         proc.wait()
-    wait_for_session(proc.pid)
+        try:
+            wait_for_session(proc.pid)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # anything left of a failed wait
     assert len(seen) == n, f"it ended after {len(seen)} of the {n} lines waited for"
     return seen
 
