@@ -38,7 +38,7 @@ def grid(part: int | None, engine: str) -> list[str]:
 
 
 RUN_LINE = re.compile(r"^\d+/\d+ .*\| (?P<name>.+): (?P<status>\w+)$")  # the progress line of a finished run
-TRIALS = 8
+TRIALS = 4
 TRIAL_LINE = re.compile(r"^\[(?P<study>[^\]]+)\] trial (?P<number>\d+): (?P<outcome>\S+)")
 HANG_GUARD_S = 300  # catches a hang; not a speed claim
 
