@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import Any, Protocol
 
 from suite.errors import WorkerStartError
 from suite.exec import cores
-from suite.exec.signals import interrupted, stop_signals
+from suite.exec.signals import interrupted, on_parent_death, stop_signals
 
 POLL_S = 0.5
 MAX_FAILED_STARTS = 3
@@ -374,7 +373,7 @@ class _Offset:
 def worker_main(runner: Runner, wid: int, device: str, threads: int, conn: Any, parent_pid: int) -> None:
     """A worker process: pin to ``device``, say it is ready, then run the tasks it is handed
     until it gets ``None`` (or its parent goes away)."""
-    die_with_parent()
+    on_parent_death()
     local = pin_device(device, isolate=True)
     with stop_signals(ignore_sigint=True):  # Ctrl-C reaches the parent, which stops us
         if device == "cpu":
@@ -403,14 +402,3 @@ def worker_main(runner: Runner, wid: int, device: str, threads: int, conn: Any, 
                 conn.send(("done", tid, result))
         except (EOFError, BrokenPipeError, KeyboardInterrupt):
             return  # the parent is gone, or stopped us
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass

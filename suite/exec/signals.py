@@ -11,7 +11,9 @@ and kills what is still alive a few seconds later. The command then exits with c
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,6 +49,29 @@ def ignore_stop_signals() -> None:
     it goes on with what its parent still sends while the parent marks its runs interrupted."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def on_parent_death(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (``PR_SET_PDEATHSIG``;
+    a no-op elsewhere, where a child learns it from the end of its input)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+
+
+def wake_on_parent_death(parent: int, wake: int) -> None:
+    """For a child that must finish its work when its parent dies (the tracking store's writer):
+    the parent's death sends SIGUSR1, whose handler does nothing but write to the file
+    descriptor ``wake`` (Python's wakeup fd), so that a ``select`` on ``wake`` returns. If
+    ``parent`` died before this was set up, ``wake`` is written at once."""
+    signal.set_wakeup_fd(wake, warn_on_full_buffer=False)
+    signal.signal(signal.SIGUSR1, lambda *_: None)
+    on_parent_death(signal.SIGUSR1)
+    if os.getppid() != parent:  # the parent died before the line above
+        os.write(wake, b"\0")
 
 
 @contextlib.contextmanager

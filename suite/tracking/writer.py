@@ -36,7 +36,6 @@ import math
 import os
 import pickle
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -46,7 +45,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from suite.exec.signals import ignore_stop_signals
+from suite.exec.signals import ignore_stop_signals, wake_on_parent_death
 from suite.tracking.records import PendingRun
 
 Batch = list[PendingRun]
@@ -276,20 +275,6 @@ class _Inbox:
         return out
 
 
-def _parent_death_wakes(parent: int, wake: int) -> None:
-    """Have the parent's death wake the loop (Linux ``PR_SET_PDEATHSIG`` with SIGUSR1, a signal
-    that only writes to ``wake``); the end of the input pipe does too, everywhere."""
-    signal.set_wakeup_fd(wake, warn_on_full_buffer=False)
-    signal.signal(signal.SIGUSR1, lambda *_: None)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGUSR1)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before the line above
-        os.write(wake, b"\0")
-
-
 def _groups(messages: list[Any]) -> Iterator[tuple[str, list[int], Batch]]:
     """Consecutive messages of one experiment as one batch: ``(experiment id, seqs, records)``."""
     for experiment_id, run in itertools.groupby(messages, key=lambda m: m[1]):
@@ -308,7 +293,7 @@ def main(argv: Sequence[str]) -> None:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
-    _parent_death_wakes(int(parent), wake_w)
+    wake_on_parent_death(int(parent), wake_w)
     from suite.tracking.direct import DirectStore
 
     store = DirectStore(Path(db_path), artifact_root)
