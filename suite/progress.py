@@ -47,7 +47,8 @@ class Progress:
         return "  ".join(parts) + (f"  | {last}" if last else "")
 
     def update(self, name: str, status: str) -> None:
-        """Count one finished run (``status`` as in :class:`suite.engine.loop.RunResult`)."""
+        """Count one finished run (``status`` as in :class:`suite.engine.loop.RunResult`); call it
+        once the run is in the store: a user who reads "completed" takes it as kept."""
         self.done += 1
         if status == "diverged":
             self.diverged += 1

@@ -341,29 +341,38 @@ def store_lock(uri: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    import fcntl
-    import time
-
     lock_path = path.with_name(path.name + ".lock")
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:
         yield  # a read-only directory: nothing can be created there, so nothing to race on
         return
+    busy = f"the tracking store {uri!r} stayed locked by another process for {STORE_LOCK_TIMEOUT} s ({lock_path})"
+    with exclusive_flock(fd, STORE_LOCK_TIMEOUT, busy):
+        yield
+
+
+@contextmanager
+def exclusive_flock(fd: int, timeout: float, busy: str) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on the open file ``fd`` (closed on leaving, which releases
+    it; the kernel releases it if the holder dies), waiting at most ``timeout`` seconds for
+    another holder; past that a :class:`StoreError` with the message ``busy``."""
+    import fcntl
+    import time
+
     try:
-        deadline = time.monotonic() + STORE_LOCK_TIMEOUT
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise StoreError(f"the tracking store {uri!r} stayed locked by another process for "
-                                     f"{STORE_LOCK_TIMEOUT} s ({lock_path})") from None
-                time.sleep(0.05)
+                    raise StoreError(busy) from None
+                time.sleep(0.02)
         yield
     finally:
-        os.close(fd)  # releases the lock
+        os.close(fd)
 
 
 def quiet_store_logs() -> None:

@@ -36,6 +36,7 @@ TAG_N_SKIPPED = "suite.n_skipped"
 TAG_N_FAILED = "suite.n_failed"
 TAG_SECONDS = "suite.seconds"
 TAG_DISPATCH = "suite.dispatch"  # on a grid's parent run: how its units were run (in-process or workers) and why
+TAG_NQM_FIT = "suite.nqm_fit"  # on the checkpoint run that `suite nqm fit` fits its NQM at
 PHASES = ("startup", "building", "training", "optuna", "tracking", "reporting")  # where an invocation's time went
 TAG_PHASE_SECONDS = {p: f"suite.seconds.{p}" for p in PHASES}  # on the parent run of `suite run` / `suite tune`
 TAG_STUDY = "suite.study"  # the Optuna study a trial run belongs to

@@ -14,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import BIN, pip_install_target, runs_of, suite_cmd, write_plugin_package
+from tests.test_kill_events import RUN_LINE, kill_at
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,31 +66,9 @@ GRID = ["run", "--lr", "0.01,0.02", "--momentum", "0,0.5", "--batch-size", "4", 
 
 @pytest.mark.parametrize("writer", ["auto", "always"])  # always: a writer process writes the runs (and dies too)
 def test_kill_9_mid_grid_then_rerun_finishes_with_one_completed_run_per_spec(workdir, mlflow_client, writer):
-    proc = subprocess.Popen([str(BIN / "suite"), *GRID, "--quiet"], cwd=workdir, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "SUITE_TRACKING_WRITER": writer})
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            done = [r for r in children(mlflow_client, "killed") if r.data.tags.get("suite.status") == "completed"]
-            if len(done) >= 2:
-                break
-            assert proc.poll() is None, "the grid finished before it could be killed"
-            time.sleep(0.3)
-        else:
-            pytest.fail("no run completed in time")
-        os.kill(proc.pid, signal.SIGKILL)  # the command only: its workers must not outlive it
-        proc.wait()
-        deadline = time.monotonic() + 10
-        while alive := subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True, text=True).stdout:
-            assert time.monotonic() < deadline, f"workers outlived the killed command: {alive}"
-            time.sleep(0.2)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the whole group, in case anything is left
-        except ProcessLookupError:
-            pass
-        proc.wait()
+    # killed right after its 2nd run is reported done (an event on its stderr, not a clock); its
+    # workers must not outlive it, and a writer process exits once it has written what it received
+    kill_at(GRID, workdir, {"SUITE_TRACKING_WRITER": writer}, RUN_LINE, 2)
     before = children(mlflow_client, "killed")
     n_completed_before = sum(r.data.tags["suite.status"] == "completed" for r in before)
     assert 2 <= n_completed_before < 8

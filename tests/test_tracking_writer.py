@@ -24,6 +24,7 @@ from suite.exec import cores
 from suite.registry import get_registry
 from suite.tracking import records
 from suite.tracking.tracker import Tracker
+from tests.conftest import runs_of
 from tests.test_tracking_bulk import _history, _result, _specs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,3 +225,48 @@ def _tables(db: Path) -> dict[str, list]:
     with sqlite3.connect(db) as conn:
         return {t: sorted(map(repr, conn.execute(f"SELECT * FROM {t}")))
                 for t in ("runs", "tags", "params", "metrics", "latest_metrics")}
+
+
+SENDER = """
+import os, pickle, subprocess, sys
+from suite.tracking import records
+from suite.tracking.writer import wire
+
+db, root, experiment_id, n = sys.argv[1:]
+acks, child_acks = os.pipe()
+proc = subprocess.Popen([sys.executable, "-m", "suite.tracking.writer", db, root, str(os.getpid()), str(child_acks)],
+                        stdin=subprocess.PIPE, pass_fds=(child_acks,))
+for i in range(int(n)):
+    batch = [records.PendingRun(f"{i:032x}", create=True, start_time=1, create_tags={"mlflow.runName": f"r{i}"},
+                                metrics=[("val_loss", 1.0 / (i + 1), 1, 0)], status="FINISHED", end_time=2)]
+    data = pickle.dumps((i + 1, experiment_id, wire(batch)))
+    proc.stdin.write(len(data).to_bytes(8, "little") + data)
+proc.stdin.flush()
+print(proc.pid, flush=True)  # every batch is in the writer's pipe
+sys.stdin.read()  # until it is killed
+"""
+
+
+def test_a_writer_whose_parent_is_killed_writes_every_batch_it_received_then_exits(workdir, tracking_uri):
+    """``kill -9`` of the parent while the writer holds batches it could not write yet (the
+    store is locked by another connection): the writer writes all of them, then exits."""
+    tracker = Tracker("orphaned", tracking_uri)
+    blocker = sqlite3.connect(workdir / "mlflow.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # nothing can be written until the parent is dead
+    parent = subprocess.Popen([sys.executable, "-c", SENDER, str(tracker._direct.path), tracker._direct.artifact_root,
+                               tracker.experiment_id, "20"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    writer = int(parent.stdout.readline())
+    writer_exit = os.pidfd_open(writer)
+    parent.kill()
+    parent.wait()
+    blocker.execute("ROLLBACK")
+    import select
+
+    ready, _, _ = select.select([writer_exit], [], [], 120)  # a hang guard, not a timing window
+    os.close(writer_exit)
+    assert ready, "the orphaned writer did not exit"
+    client = MlflowClient(tracking_uri)
+    runs = runs_of(client, "orphaned")
+    assert sorted(r.info.run_name for r in runs) == sorted(f"r{i}" for i in range(20))
+    assert all(r.info.status == "FINISHED" and r.data.metrics["val_loss"] > 0 for r in runs)

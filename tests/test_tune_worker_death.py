@@ -58,9 +58,11 @@ def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_cli
     proc = subprocess.Popen([str(BIN / "suite"), *ARGS], cwd=workdir, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and len(runs_of(mlflow_client, "killed", "tags.`suite.kind` = 'trial' "
-                                                                            "and attributes.status = 'RUNNING'")) < 2:
+        deadline = time.monotonic() + 120  # a hang guard: the event is two trial runs RUNNING in the store
+        running = "tags.`suite.kind` = 'trial' and attributes.status = 'RUNNING'"
+        while len(runs_of(mlflow_client, "killed", running)) < 2:
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "no two trials started"
             time.sleep(0.3)
         workers = worker_pids(proc.pid)
         assert len(workers) == 2, workers

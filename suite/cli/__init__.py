@@ -1,4 +1,5 @@
-"""The ``suite`` command line: ``suite list``, ``suite run``, ``suite tune``, ``suite report``."""
+"""The ``suite`` command line: ``suite list``, ``suite run``, ``suite tune``, ``suite report``,
+``suite nqm fit``."""
 
 from __future__ import annotations
 
@@ -44,13 +45,14 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from suite.cli import listing, report, run, tune, worker
+    from suite.cli import listing, nqm, report, run, tune, worker
 
     main.add_command(listing.list_components)
     main.add_command(run.run)
     main.add_command(tune.tune)
     main.add_command(worker.worker)
     main.add_command(report.report)
+    main.add_command(nqm.nqm)
 
 
 _register_commands()

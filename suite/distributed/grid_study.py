@@ -3,10 +3,11 @@
 Design: each RunSpec of the grid is one enqueued trial (no params; user attributes
 ``suite.spec`` = the spec's JSON and ``suite.spec_hash``). Workers (:mod:`suite.distributed.worker`) claim
 WAITING trials through the storage, run the spec through the engine, log one MLflow run as a
-child of the grid's parent run, and tell the trial the final ``val_loss``. Only the process
-that *creates* the study enqueues (study names are unique in the storage, so two submitters
-cannot both create it); the study is marked ready once every spec is in, and a later
-submission of the same grid joins it. The MLflow run is the result, the trial is the ticket:
+child of the grid's parent run, and tell the trial the final ``val_loss``. A submission sets the
+study up (its parent run and attributes) if nobody has, and enqueues the specs no trial holds,
+under the storage's lock (:mod:`suite.distributed.enqueue`): submissions started together enqueue
+each spec once, and one that was killed mid-way leaves a study the next submission fills up. The
+study is marked ready once every spec is in. The MLflow run is the result, the trial is the ticket:
 
 - a spec with a finished MLflow run (``suite.status`` completed or diverged, same
   ``suite.spec_hash``, same experiment) is not run again: the trial completes with that
@@ -28,6 +29,7 @@ from mlflow.entities import RunStatus
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from optuna.trial import TrialState
 
+from suite.distributed.enqueue import enqueue_lock, enqueue_missing
 from suite.distributed.worker import WorkerContext
 from suite.engine.loop import RunResult
 from suite.engine.stacked import stack_key, stackable
@@ -44,7 +46,6 @@ from suite.vocab import (
     STUDY_GRID_ID,
     STUDY_KIND,
     STUDY_PARENT_RUN_ID,
-    STUDY_READY,
     STUDY_TRACKING_URI,
     TAG_HASH,
     TAG_N_SPECS,
@@ -53,7 +54,6 @@ from suite.vocab import (
     TAG_STUDY,
     TAG_TOTAL,
     TAG_TRIAL,
-    TRIAL_KEY,
     TRIAL_RUN_ID,
     TRIAL_RUN_NAME,
     TRIAL_SPEC,
@@ -79,7 +79,8 @@ def submit_grid(
     parent_params: Mapping[str, Any] | None = None,
 ) -> tuple[str, bool]:
     """Create the grid's study with one enqueued trial per distinct spec, or join it if the
-    same grid is already there. Returns ``(study name, created)``.
+    same grid is already there (enqueueing the specs no trial holds). Returns ``(study name,
+    created)``: created is whether this call set the study up.
 
     Raises :class:`StoreError` if ``study_name`` exists in the storage with a different grid.
     """
@@ -88,36 +89,29 @@ def submit_grid(
     name = study_name or f"grid-{experiment}-{gid}"
     storage = open_storage(storage_url)
     tracker = Tracker(experiment, tracking_uri)  # checks the tracking server, creates the experiment
-    try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage)
-        if study.user_attrs.get(STUDY_GRID_ID) != gid:
+    study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True)
+    varying = varying_keys(unique)  # a run is named against the whole grid, which its worker does not see
+    wanted = [(spec.hash, {TRIAL_SPEC: spec.to_json(), TAG_HASH: spec.hash,
+                           TRIAL_RUN_NAME: naming.run_name(spec, varying)}) for spec in unique]
+    with enqueue_lock(storage_url, name):
+        attrs = study.user_attrs
+        if attrs.get(STUDY_GRID_ID, gid) != gid or attrs.get(STUDY_KIND, "grid") != "grid":
             raise StoreError(
                 f"study {name!r} in {describe(str(storage_url))} holds another grid; choose a new --study name"
-            ) from None
-        return name, False
-    # The parent run belongs to the study, not to this process: no host:pid owner to reap it by.
-    parent = tracker.start_parent(
-        run_name or name,
-        {TAG_STUDY: name, TAG_N_SPECS: len(unique), TAG_OWNER: "optuna-study", **(parent_tags or {})},
-        parent_params,
-    )
-    for key, value in {
-        STUDY_KIND: "grid",
-        STUDY_GRID_ID: gid,
-        STUDY_EXPERIMENT: experiment,
-        STUDY_TRACKING_URI: tracker.tracking_uri,
-        STUDY_PARENT_RUN_ID: parent,
-        TAG_TOTAL: len(unique),
-    }.items():
-        study.set_user_attr(key, value)
-    varying = varying_keys(unique)  # a run is named against the whole grid, which its worker does not see
-    for spec in unique:
-        study.enqueue_trial({}, user_attrs={TRIAL_SPEC: spec.to_json(), TAG_HASH: spec.hash, TRIAL_KEY: spec.hash,
-                                            TRIAL_RUN_NAME: naming.run_name(spec, varying)})
-    study.set_user_attr(STUDY_READY, True)
-    return name, True
+            )
+        created = STUDY_PARENT_RUN_ID not in attrs
+        if created:  # the parent run belongs to the study, not to this process: no host:pid owner to reap it by
+            parent = tracker.start_parent(
+                run_name or name,
+                {TAG_STUDY: name, TAG_N_SPECS: len(unique), TAG_OWNER: "optuna-study", **(parent_tags or {})},
+                parent_params,
+            )
+            for key, value in {STUDY_KIND: "grid", STUDY_GRID_ID: gid, STUDY_EXPERIMENT: experiment,
+                               STUDY_TRACKING_URI: tracker.tracking_uri, TAG_TOTAL: len(unique),
+                               STUDY_PARENT_RUN_ID: parent}.items():  # the parent last: it says "set up"
+                study.set_user_attr(key, value)
+        enqueue_missing(study, wanted)
+    return name, created
 
 
 def objective_value(result: RunResult) -> float:

@@ -27,6 +27,7 @@ from suite.progress import Progress
 from suite.registry import Registry
 from suite.report import tables
 from suite.report.score import Score
+from suite.specs import naming
 from suite.specs.axes import varying_keys
 from suite.specs.naming import file_name
 from suite.specs.spec import RunSpec
@@ -145,7 +146,7 @@ def _run_grid(
     shown = list(dict.fromkeys(k for keys in varying.values() for k in keys))
     out.view = ui.share_view(tracker.set_experiment_tag, shown)
     progress = Progress(len(todo), skipped=len(out.skipped), quiet=quiet)
-    progress.begin()
+    progress.begin()  # a run is counted once it is in the store (see _GridHandler._settle)
     handler = None
     try:
         # a unit's runs are written together when it ends (one transaction); a writer process may
@@ -175,10 +176,9 @@ def _run_grid(
                     _quietly(tracker.mark, out.parent_run_id, status, reason)
                 raise
     except BaseException:
+        progress.end()
         claims.release_all()  # batched() has written what could be
         raise
-    finally:
-        progress.end()
 
     try:
         with CLOCK.phase("reporting"):
@@ -188,8 +188,9 @@ def _run_grid(
                 log_summary(tracker, out, curves=curves)
     finally:
         try:
-            tracker.settle()  # every run is in the store before its claim goes
+            tracker.settle()  # every run is in the store before its claim goes (and is counted)
         finally:
+            progress.end()
             claims.release_all()
     return out
 
@@ -229,7 +230,7 @@ class _GridHandler:
         self.run_ids: dict[int, str] = {}  # spec index -> MLflow run id
         self.in_flight: dict[int, str] = {}  # spec index -> run id, started and not finished
         self.others: list[int] = []  # spec indices another invocation holds
-        self.finished: list[str] = []  # hashes of runs finished since the last write
+        self.finished: list[tuple[str, str, str]] = []  # (hash, name, status) of runs finished since the last write
         self.unwritten_starts = False
 
     def claim(self, index: int) -> bool:
@@ -252,7 +253,7 @@ class _GridHandler:
         self.claims.release(spec.hash)
         self.out.skipped[spec.hash] = run
         self.out.elsewhere.add(spec.hash)
-        self.progress.update(spec.name, run.data.tags.get(TAG_STATUS, "completed"))
+        self.progress.update(self.run_name(spec), run.data.tags.get(TAG_STATUS, "completed"))
         return True
 
     def await_others(self) -> list[RunSpec]:
@@ -288,15 +289,24 @@ class _GridHandler:
         if fig is not None:
             tables.close(fig)
         self.out.results[result.spec.hash] = result
-        self.finished.append(result.spec.hash)
-        self.progress.update(result.spec.name, result.status)
+        self.finished.append((result.spec.hash, self.run_name(result.spec), result.status))
+
+    def run_name(self, spec: RunSpec) -> str:
+        """The run's name as MLflow shows it (the keys that vary in its section name it)."""
+        return naming.run_name(spec, self.varying.get(self.section_of[spec.hash], ()))
 
     def _settle(self) -> None:
-        """Write the finished runs (see :meth:`Tracker.batched`), and release their claims once
-        they are written: their results are then in MLflow, where other invocations look them up."""
+        """Write the finished runs (see :meth:`Tracker.batched`). Once they are in the store,
+        count them as done (progress) and release their claims: their results are then in
+        MLflow, where other invocations look them up."""
         self.tracker.commit()
         finished, self.finished = self.finished, []
-        self.tracker.after_write(lambda: [self.claims.release(spec_hash) for spec_hash in finished])
+        self.tracker.after_write(lambda: self._written(finished))
+
+    def _written(self, finished: Sequence[tuple[str, str, str]]) -> None:
+        for spec_hash, name, status in finished:
+            self.claims.release(spec_hash)
+            self.progress.update(name, status)
 
     def on_event(self, tid: int, device: str, kind: str, args: tuple) -> None:
         if kind == "start":

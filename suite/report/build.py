@@ -70,7 +70,9 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
            if studies else "at the best lr of each method, batch size and seed (an lr grid)")
     doc.para(f"Steps for the expected risk to reach {sweep.target:g} (theory_risk; theory_avg_risk for an "
              f"averaged model), {how}. Dotted: the NQM closed form with "
-             "the lr tuned on a fine grid; vertical dotted lines: its critical batch size B*.")
+             "the lr tuned on a fine grid; vertical dotted lines: its critical batch size B*, where the steps are "
+             "twice what perfect scaling from the smallest batch size predicts (the same definition as the "
+             "measured one in the claims table).")
     fig_steps, fig_lr = figures.scaling_figures(sweep, sweep.records)
     doc.figure(fig_steps, "scaling_steps", "Steps to target against batch size (log-log), measured and closed form")
     doc.figure(fig_lr, "scaling_best_lr", "Best learning rate against batch size, with its spread over seeds")

@@ -146,7 +146,7 @@ def scaling_figures(sweep: Any, records: Sequence[RunRecord]):
         if all(t is not None for t in theory):
             ax.plot(fine, [t[0] for t in theory], linestyle=":", color=st["color"], linewidth=1.3,
                     label=f"{m} (NQM closed form)")
-            crit = scaling.critical_batch_size(m, all_sizes[0], dim, noise, sweep.target)
+            crit = scaling.predicted_critical_batch_size(m, all_sizes[0], dim, noise, sweep.target)
             if crit is not None and all_sizes[0] <= crit <= all_sizes[-1] * 4:
                 ax.axvline(crit, color=st["color"], linestyle=(0, (1, 3)), linewidth=1)
                 ax.annotate(f"B* ≈ {crit:.0f}", (crit, max(ys) if pts else 1.0),
@@ -165,7 +165,8 @@ def scaling_figures(sweep: Any, records: Sequence[RunRecord]):
         a.set_xlabel("batch size B")
         a.grid(alpha=0.3, which="both", linewidth=0.5)
     ax.set_ylabel(f"steps to expected risk {sweep.target:g}")
-    ax.set_title(f"Steps to target, each method at its best lr (NQM d={dim}); B* = critical batch size",
+    ax.set_title(f"Steps to target, each method at its best lr (NQM d={dim}); B* = predicted critical batch size "
+                 "(2× perfect scaling)",
                  fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     ax2.axhline(2.0, color="0.5", linestyle=":", linewidth=1)

@@ -7,7 +7,10 @@ The benchmark runs an lr sweep per (method, batch size) (sections named ``scalin
   between evaluations;
 * :func:`tune` picks, per (method, batch size, seed), the lr that reaches it in the fewest steps;
 * :func:`closed_form_steps` computes the same from the NQM closed forms (expected θ₀² = 1), with
-  the lr tuned on a fine grid, and :func:`critical_batch_size` the elbow of that curve.
+  the lr tuned on a fine grid;
+* :func:`predicted_critical_batch_size` and :func:`measured_critical_batch_size` apply the one
+  definition of :func:`suite.critical.critical_batch_size` (50% efficiency against perfect
+  scaling from the smallest batch size) to the closed-form curve and to the measured one.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from suite.critical import critical_batch_size
 from suite.report.reader import RunRecord, Runs
 from suite.report.stats import Estimate, mean_interval
 
@@ -310,32 +314,34 @@ def closed_form_steps(method: str, batch_size: float, dim: int, noise: float, ta
     return float(steps[i]), float(lrs[i])
 
 
-def critical_batch_size(method: str, smallest: float, dim: int, noise: float, target: float = NQM_TARGET,
-                        max_steps: int = 4000) -> float | None:
-    """Where the closed form's perfect-scaling line (steps ∝ 1/B through its value at
-    ``smallest``) meets its plateau (steps at B → ∞): the critical batch size."""
-    small = closed_form_steps(method, smallest, dim, noise, target, max_steps)
-    plateau = closed_form_steps(method, 1e12, dim, noise, target, max_steps)
-    if not small or not plateau or not all(map(math.isfinite, (small[0], plateau[0]))) or plateau[0] <= 0:
-        return None
-    return small[0] * smallest / plateau[0]
+def predicted_critical_batch_size(method: str, smallest: float, dim: int, noise: float, target: float = NQM_TARGET,
+                                  max_steps: int = 4000, per_doubling: int = 4, doublings: int = 24) -> float | None:
+    """The critical batch size of the closed form's curve (:func:`suite.critical.critical_batch_size`),
+    from ``smallest`` upward on a grid of ``per_doubling`` batch sizes per doubling, evaluated until
+    the curve crosses 50% efficiency (``inf`` if not within ``doublings`` doublings; ``None`` for a
+    method without a closed form)."""
+    sizes: list[float] = []
+    steps: list[float] = []
+    for k in range(doublings * per_doubling + 1):
+        b = smallest * 2 ** (k / per_doubling)
+        res = closed_form_steps(method, b, dim, noise, target, max_steps)
+        if res is None:
+            return None
+        sizes.append(b)
+        steps.append(res[0])
+        crit = critical_batch_size(sizes, steps)
+        if crit is None or math.isfinite(crit):
+            return crit
+    return math.inf
 
 
 def measured_critical_batch_size(tuned: dict[tuple[str, int], Tuned], method: str, efficiency: float = 0.5
-                                 ) -> int | None:
-    """The largest batch size up to which the measured steps (mean of log2 over seeds) stay within
-    1/``efficiency`` of perfect scaling from the smallest batch size."""
+                                 ) -> float | None:
+    """The critical batch size (:func:`suite.critical.critical_batch_size`) of the measured curve:
+    per batch size, the steps 2^(mean log2 steps over seeds); ``inf`` when the curve stays above
+    ``efficiency`` up to the largest batch size measured."""
     sizes = batch_sizes(tuned, method)
     if not sizes:
         return None
-    base = tuned[(method, sizes[0])].log2_steps().mean
-    if not math.isfinite(base):
-        return None
-    crit = sizes[0]
-    for b in sizes[1:]:
-        est = tuned[(method, b)].log2_steps().mean
-        ideal = base - math.log2(b / sizes[0])
-        if not math.isfinite(est) or est - ideal > -math.log2(efficiency):
-            break
-        crit = b
-    return crit
+    steps = [2 ** tuned[(method, b)].log2_steps().mean for b in sizes]
+    return critical_batch_size(sizes, steps, efficiency)

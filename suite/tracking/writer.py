@@ -10,33 +10,41 @@ A process can, on the second core.
 How: :class:`WriterProcess` starts ``python -m suite.tracking.writer`` (the standard library,
 :mod:`suite.tracking.direct` and :mod:`suite.tracking.records`; neither torch nor MLflow), hands it
 batches of :class:`~suite.tracking.records.PendingRun` records, and gets one acknowledgement per
-batch, in order. The child writes each batch as :meth:`DirectStore.write` does (one transaction),
-so the rows are exactly those of a write in the training process.
+batch, in order. The child writes as :meth:`DirectStore.write` does (one transaction), so the
+rows are exactly those of a write in the training process; every batch that came while it was
+writing goes into its next transaction (:func:`merge_runs`), so a writer that falls behind
+writes bigger batches, which cost less per row, and catches up.
 
 - **Failures are handled where they always were.** After a batch fails, the child writes nothing
   more and reports every later batch as not written; the tracker takes all of them back and
   writes them itself (:meth:`WriterProcess.wait`), where the failure is raised as before.
 - **Signals** (Ctrl-C, SIGTERM) are the training process's to handle: the child ignores them and
   writes what it is sent while the parent marks its runs interrupted.
-- **The child dies with its parent** (Linux ``PR_SET_PDEATHSIG``; elsewhere it stops at the end
-  of its input): a batch not acknowledged when the parent is killed is lost, as a batch not yet
-  committed was before; runs it left ``RUNNING`` are reaped as interrupted by the next invocation.
+- **When its parent dies** (even by ``kill -9``) the child writes every batch it has received
+  in full, then exits: the end of its input tells it, and on Linux ``PR_SET_PDEATHSIG`` sends
+  it SIGUSR1, which only wakes it (its input may stay open in a process the parent left).
+  Only a batch the parent was still sending is lost, and nothing in it was reported written
+  (:meth:`WriterProcess.when_written`); runs left ``RUNNING`` are reaped as interrupted by the
+  next invocation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from suite.exec.signals import ignore_stop_signals
 from suite.tracking.records import PendingRun
@@ -101,9 +109,10 @@ class WriterProcess:
         self._batches: dict[int, Batch] = {}  # seq -> records, until the child has written them
         self._pending: set[int] = set()  # seqs sent and not answered yet
         self._refused: set[int] = set()  # seqs the child did not write (it writes nothing after a failure)
-        self._callbacks: list[tuple[int, Callable[[], None]]] = []  # (the last seq it waits for, callback)
+        # (the last seq it waits for, callback), in the order of their seqs
+        self._callbacks: deque[tuple[int, Callable[[], None]]] = deque()
         self._cond = threading.Condition()
-        self._outbox: list[bytes | None] = []
+        self._outbox: deque[bytes | None] = deque()
         self._closed = False
         self._ended = False  # the child has exited
         threading.Thread(target=self._send, name="suite-writer-send", daemon=True).start()
@@ -122,7 +131,8 @@ class WriterProcess:
             return not self._pending
 
     def submit(self, experiment_id: str, records: Sequence[PendingRun]) -> None:
-        """Hand ``records`` to the child, to be written in one transaction.
+        """Hand ``records`` to the child, to be written in one transaction (with what else is
+        waiting for the child then).
 
         The steps are ordered so that a ``KeyboardInterrupt`` between any two of them (a second
         Ctrl-C) leaves nothing to wait for that will not come: a batch is waited for only once
@@ -144,19 +154,18 @@ class WriterProcess:
         is written; now if it is."""
         with self._cond:
             if self._batches:
-                self._callbacks.append((max(self._batches), callback))
+                self._callbacks.append((next(reversed(self._batches)), callback))  # the newest batch
                 return
         callback()
 
-    def _due(self, last: int) -> bool:
-        """Whether every batch up to ``last`` is written (a callback waiting for them may run)."""
-        return not any(seq <= last for seq in self._batches)
-
     def poll(self) -> None:
-        """Run the callbacks of the batches written since the last call (never waits)."""
+        """Run the callbacks of the batches written since the last call (never waits; its cost
+        does not grow with the batches still to write: the child answers them in order)."""
+        calls = []
         with self._cond:
-            calls = [cb for last, cb in self._callbacks if self._due(last)]
-            self._callbacks = [(last, cb) for last, cb in self._callbacks if not self._due(last)]
+            oldest = next(iter(self._batches), math.inf)  # the oldest batch not written yet
+            while self._callbacks and self._callbacks[0][0] < oldest:
+                calls.append(self._callbacks.popleft()[1])
         for cb in calls:
             cb()
 
@@ -172,7 +181,7 @@ class WriterProcess:
             self._refused.clear()
             first = refused[0] if refused else math.inf  # the refused batches are the last ones
             waiting = [cb for last, cb in self._callbacks if last >= first]
-            self._callbacks = [(last, cb) for last, cb in self._callbacks if last < first]
+            self._callbacks = deque((last, cb) for last, cb in self._callbacks if last < first)
         self.poll()
         if refused:
             self.close()
@@ -194,7 +203,7 @@ class WriterProcess:
             with self._cond:
                 while not self._outbox:
                     self._cond.wait()
-                data = self._outbox.pop(0)
+                data = self._outbox.popleft()
             try:
                 if data is None:
                     stdin.close()
@@ -229,50 +238,105 @@ class WriterProcess:
 
 
 # -- the child ------------------------------------------------------------------------------------
-def _die_with_parent(parent: int) -> None:
+PIPE_BYTES = 1 << 20  # the input pipe's size where Linux lets it grow (what is in it is drained on the parent's death)
+
+
+class _Inbox:
+    """The child's input: length-prefixed pickles on a pipe, read as far as they have come."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buf, self.eof = fd, bytearray(), False
+        os.set_blocking(fd, False)
+        with contextlib.suppress(OSError, AttributeError):  # Linux only; a bigger pipe holds a bigger backlog
+            import fcntl
+
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+    def read_available(self) -> None:
+        """Read what the pipe holds now (never waits); note its end."""
+        while not self.eof:
+            try:
+                chunk = os.read(self.fd, PIPE_BYTES)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self.eof = True
+            self.buf += chunk
+
+    def messages(self) -> list[Any]:
+        """The complete messages read so far (a message the parent was cut off in stays unread)."""
+        out, at = [], 0
+        while len(self.buf) - at >= 8:
+            size = int.from_bytes(self.buf[at : at + 8], "little")
+            if len(self.buf) - at - 8 < size:
+                break
+            out.append(pickle.loads(self.buf[at + 8 : at + 8 + size]))
+            at += 8 + size
+        del self.buf[:at]
+        return out
+
+
+def _parent_death_wakes(parent: int, wake: int) -> None:
+    """Have the parent's death wake the loop (Linux ``PR_SET_PDEATHSIG`` with SIGUSR1, a signal
+    that only writes to ``wake``); the end of the input pipe does too, everywhere."""
+    signal.set_wakeup_fd(wake, warn_on_full_buffer=False)
+    signal.signal(signal.SIGUSR1, lambda *_: None)
     if sys.platform.startswith("linux"):
         import ctypes
 
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGUSR1)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before the line above
-        os._exit(0)
+        os.write(wake, b"\0")
 
 
-def _read(stream: BinaryIO) -> Any:
-    head = stream.read(8)
-    if len(head) < 8:
-        return None
-    data = stream.read(int.from_bytes(head, "little"))
-    return pickle.loads(data)
+def _groups(messages: list[Any]) -> Iterator[tuple[str, list[int], Batch]]:
+    """Consecutive messages of one experiment as one batch: ``(experiment id, seqs, records)``."""
+    for experiment_id, run in itertools.groupby(messages, key=lambda m: m[1]):
+        run = list(run)
+        records = [r for _, _, batch in run for r in unwire(batch)]
+        yield experiment_id, [seq for seq, _, _ in run], merge_runs(records) if len(run) > 1 else records
 
 
 def main(argv: Sequence[str]) -> None:
-    """The child: write each batch read from stdin; answer ``(seq, written)`` on the file
-    descriptor it is given."""
+    """The child: write what it reads from stdin, everything that came while it was writing in
+    one transaction; answer ``(seq, written)`` per batch on the file descriptor it is given.
+    When its parent dies (the input ends, or SIGUSR1 comes) it writes every batch it has
+    received in full, then exits."""
     db_path, artifact_root, parent, acks = argv
     ignore_stop_signals()
-    _die_with_parent(int(parent))
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    _parent_death_wakes(int(parent), wake_w)
     from suite.tracking.direct import DirectStore
 
     store = DirectStore(Path(db_path), artifact_root)
-    stdin, out = sys.stdin.buffer, os.fdopen(int(acks), "wb")
-    failed = False
+    inbox, out = _Inbox(sys.stdin.fileno()), os.fdopen(int(acks), "wb")
+    failed = orphan = False
     while True:
-        message = _read(stdin)
-        if message is None:
-            break
-        seq, experiment_id, records = message
-        records = unwire(records)
-        if not failed:
+        inbox.read_available()
+        messages = inbox.messages()
+        if not messages:
+            if inbox.eof or orphan:
+                break
+            select.select([inbox.fd, wake_r], [], [])
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 512)
+            orphan = orphan or os.getppid() != int(parent)  # then: what is in the pipe, and no more
+            continue
+        for experiment_id, seqs, records in _groups(messages):
+            if not failed:
+                try:
+                    store.write(experiment_id, records)
+                except Exception:  # noqa: BLE001 - the parent writes it again itself, and reports the failure
+                    failed = True
             try:
-                store.write(experiment_id, records)
-            except Exception:  # noqa: BLE001 - the parent writes it again itself, and reports the failure
-                failed = True
-        pickle.dump((seq, not failed), out)
-        out.flush()
+                for seq in seqs:
+                    pickle.dump((seq, not failed), out)
+                out.flush()
+            except OSError:  # the parent is gone: nobody to answer, and the rest is still written
+                orphan = True
     store.close()
 
 

@@ -617,7 +617,7 @@ class TrialObjective:
                 specs = [plan.spec(self.registry, values, seed) for seed in range(plan.seeds)]
             except SuiteError as exc:  # a combination the component refuses, e.g. nesterov without momentum
                 self._record(trial, "failed", None, str(exc))
-                self._echo_trial(trial, values, "FAIL", None, str(exc))
+                self.sink.echo(self._trial_line(trial, values, "FAIL", None, str(exc)))
                 out[t_index] = (TrialState.FAIL, None, str(exc))
                 continue
             with CLOCK.phase("optuna"):
@@ -653,11 +653,15 @@ class TrialObjective:
             for key in running:
                 self.sink.interrupted(key)
             raise
+        lines = []
         for t_index, trial in enumerate(trials):
             if out[t_index] is None:
                 state = next(r.trial for r in rows if r.trial.trial is trial)
-                out[t_index] = self._conclude(state)
+                out[t_index], line = self._conclude(state)
+                lines.append(line)
         self.sink.settle()
+        for line in lines:  # a trial is reported once its runs are in the store
+            self.sink.echo(line)
         return out  # type: ignore[return-value]
 
     def _judge(self, row: _Row, step: int) -> None:
@@ -692,8 +696,9 @@ class TrialObjective:
             state.ended = f"pruned by the {type(state.trial.study.pruner).__name__} at step {step}"
             raise StopRun(state.ended)
 
-    def _conclude(self, state: _TrialRows) -> tuple[TrialState, float | None, str]:
-        """A trial's outcome from its rows' results: failed beats diverged beats pruned."""
+    def _conclude(self, state: _TrialRows) -> tuple[tuple[TrialState, float | None, str], str]:
+        """A trial's outcome from its rows' results (failed beats diverged beats pruned), and
+        its line for the user."""
         plan, trial = self.plan, state.trial
         results = [r.result for r in state.rows]
         by_status = {r.status: r for r in reversed(results) if r is not None}
@@ -720,8 +725,7 @@ class TrialObjective:
                 trial.set_user_attr(TAG_VALUES, [plan.objective.value(r) for r in results])
             outcome = (TrialState.COMPLETE, value, "")
         self._finish_runs(trial, [r.key for r in state.rows], outcome[0].name, value)
-        self._echo_trial(trial, state.values, outcome[0].name, value, outcome[2])
-        return outcome
+        return outcome, self._trial_line(trial, state.values, outcome[0].name, value, outcome[2])
 
     def _record(self, trial: optuna.Trial, status: str, value: float | None, reason: str) -> None:
         with CLOCK.phase("optuna"):
@@ -737,11 +741,11 @@ class TrialObjective:
         for key in keys:
             self.sink.tag(key, tags)
 
-    def _echo_trial(self, trial: optuna.Trial, values: Mapping[str, Any], state: str, value: float | None,
-                    reason: str) -> None:
+    def _trial_line(self, trial: optuna.Trial, values: Mapping[str, Any], state: str, value: float | None,
+                    reason: str) -> str:
         shown = " ".join(f"{short_name(k)}={format_value(v)}" for k, v in values.items())
         outcome = f"{value:.5g}" if state == "COMPLETE" else f"{state.lower()} ({reason})"
-        self.sink.echo(f"[{self.plan.name}] trial {trial.number}: {outcome}  {shown}")
+        return f"[{self.plan.name}] trial {trial.number}: {outcome}  {shown}"
 
 
 def stop_at_target(objective: Objective, spec: RunSpec, history: list[tuple[int, dict[str, float]]],

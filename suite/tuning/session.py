@@ -87,8 +87,9 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
                    for plan in req.plans}
         added_any, full = False, []
         for plan in req.plans:  # enqueue the trials still to do, for any worker anywhere to claim
-            added = slots.share(studies[plan.name], trials=req.trials, pruner=req.pruner, study_seed=req.study_seed,
-                                experiment=tracker.experiment_name, tracking_uri=tracker.tracking_uri,
+            added = slots.share(studies[plan.name], req.storage, trials=req.trials, pruner=req.pruner,
+                                study_seed=req.study_seed, experiment=tracker.experiment_name,
+                                tracking_uri=tracker.tracking_uri,
                                 parent_run_id=parents[plan.name], population=req.population)
             added_any = added_any or bool(added)
             if not added and not slots.n_slots_left(studies[plan.name]):

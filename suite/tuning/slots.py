@@ -5,9 +5,11 @@ attributes ``suite.slot`` = k and ``suite.key`` = ``slot-k``), and workers only 
 trials (:mod:`suite.distributed.worker`), never create new ones. A claimed slot samples its params from
 the study's sampler as any trial would (nothing is fixed). A slot whose worker died is failed
 and enqueued again with the same slot number; a later invocation tops up the slots that no
-trial holds any more (``--trials`` raised, trials interrupted). If two invocations top up the
-same slot at once, the higher-numbered copy is discarded when it is claimed (see
-:func:`suite.distributed.worker.duplicate_of`), so the count stays exact.
+trial holds any more (``--trials`` raised, trials interrupted). Reading which slots are held and
+enqueueing the others happens under the storage's own lock (:mod:`suite.distributed.enqueue`),
+so any number of invocations started at once, here or on other machines, enqueue each slot
+once; a copy enqueued anyway (a storage without such a lock) is discarded when it is claimed
+(:func:`suite.distributed.worker.duplicate_of`).
 
 Everything a remote ``suite worker`` needs to run a trial is stored on the study: its
 settings (``suite.settings``, from :meth:`suite.tuning.plan.StudyPlan.settings`), the pruner, study
@@ -23,7 +25,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from suite.distributed.worker import Worker, WorkerContext, holds_key
+from suite.distributed.enqueue import enqueue_lock, enqueue_missing
+from suite.distributed.worker import Worker, WorkerContext
 from suite.params import Space
 from suite.registry import get_registry
 from suite.tuning.plan import (
@@ -40,22 +43,21 @@ from suite.vocab import (
     STUDY_EXPERIMENT,
     STUDY_KIND,
     STUDY_PARENT_RUN_ID,
-    STUDY_READY,
     STUDY_SETTINGS,
     STUDY_TRACKING_URI,
     STUDY_TUNE,
     TAG_STUDY,
     TAG_TRIAL,
-    TRIAL_KEY,
     TRIAL_RETRY_OF,
     TRIAL_SLOT,
 )
 
 
-def share(study: optuna.Study, *, trials: int, pruner: str, study_seed: int | None, experiment: str,
-          tracking_uri: str, parent_run_id: str, population: int | None = None) -> int:
-    """Make ``study`` workable by workers anywhere and enqueue the slots no trial holds;
-    returns how many were enqueued."""
+def share(study: optuna.Study, storage_url: str | None, *, trials: int, pruner: str, study_seed: int | None,
+          experiment: str, tracking_uri: str, parent_run_id: str, population: int | None = None) -> int:
+    """Make ``study`` (in the storage at ``storage_url``) workable by workers anywhere and
+    enqueue the slots no trial holds, atomically across processes; returns how many were
+    enqueued."""
     tune = {"trials": trials, "pruner": pruner, "study_seed": study_seed}
     if population is not None:
         tune["population"] = population
@@ -64,13 +66,8 @@ def share(study: optuna.Study, *, trials: int, pruner: str, study_seed: int | No
     for key, value in attrs.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
-    held = {t.user_attrs.get(TRIAL_SLOT) for t in study.get_trials(deepcopy=False) if holds_key(t)}
-    missing = [k for k in range(trials) if k not in held]
-    for k in missing:
-        study.enqueue_trial({}, user_attrs={TRIAL_SLOT: k, TRIAL_KEY: f"slot-{k}"})
-    if not study.user_attrs.get(STUDY_READY):
-        study.set_user_attr(STUDY_READY, True)
-    return len(missing)
+    with enqueue_lock(storage_url, study.study_name):
+        return enqueue_missing(study, [(f"slot-{k}", {TRIAL_SLOT: k}) for k in range(trials)])
 
 
 def plan_of(study: optuna.Study) -> StudyPlan:
