@@ -10,6 +10,9 @@ deleted, study attributes, and a trial told finished. fsync flushes the whole fi
 trial is told finished everything it wrote before is durable too; what a power cut can take is
 the tail of a trial still running (or its claim), which is run again anyway, and slots
 enqueued since, which the next `suite tune` tops up.
+
+Off switch: ``SUITE_JOURNAL_FSYNC=every`` (or an Optuna without the private lock helper this
+module uses) gives Optuna's own backend, which fsyncs every record: :func:`backend`.
 """
 
 from __future__ import annotations
@@ -19,13 +22,19 @@ import os
 from typing import Any
 
 from optuna.storages.journal import JournalFileBackend
-from optuna.storages.journal._file import get_lock_file  # Optuna 5's lock helper for the file backend
-from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 
-DURABLE_OPS = frozenset({JournalOperation.CREATE_STUDY, JournalOperation.DELETE_STUDY,
-                         JournalOperation.SET_STUDY_USER_ATTR, JournalOperation.SET_STUDY_SYSTEM_ATTR,
-                         JournalOperation.DISCARD_TRIALS})
+try:  # Optuna 5's private helpers; without them Optuna's own backend serves (see backend())
+    from optuna.storages.journal._file import get_lock_file
+    from optuna.storages.journal._storage import JournalOperation
+except ImportError:  # pragma: no cover - an Optuna that moved them
+    get_lock_file = JournalOperation = None  # type: ignore[assignment,misc]
+
+FSYNC_ENV = "SUITE_JOURNAL_FSYNC"  # "every": Optuna's backend, an fsync per record
+
+DURABLE_OPS = frozenset() if JournalOperation is None else frozenset({
+    JournalOperation.CREATE_STUDY, JournalOperation.DELETE_STUDY, JournalOperation.SET_STUDY_USER_ATTR,
+    JournalOperation.SET_STUDY_SYSTEM_ATTR, JournalOperation.DISCARD_TRIALS})
 
 
 def durable(log: dict[str, Any]) -> bool:
@@ -47,3 +56,11 @@ class JournalBackend(JournalFileBackend):
             f.flush()
             if any(durable(log) for log in logs):
                 os.fsync(f.fileno())
+
+
+def backend(path: str, lock: Any) -> JournalFileBackend:
+    """The journal backend for ``path``: :class:`JournalBackend`, or Optuna's own where
+    ``SUITE_JOURNAL_FSYNC=every`` asks for it or this Optuna lacks the helpers it needs."""
+    if os.environ.get(FSYNC_ENV, "").strip().lower() == "every" or get_lock_file is None:
+        return JournalFileBackend(path, lock_obj=lock)
+    return JournalBackend(path, lock_obj=lock)

@@ -192,7 +192,7 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
     if not is_database(url):
         from optuna.storages.journal import JournalFileSymlinkLock
 
-        from suite.journal import JournalBackend
+        from suite import journal
 
         path = Path(url)
         try:
@@ -205,7 +205,7 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
             path = path.resolve()
             lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE)
             repair_journal(path, lock)
-            return optuna.storages.JournalStorage(JournalBackend(str(path), lock_obj=lock))  # fsyncs what counts
+            return optuna.storages.JournalStorage(journal.backend(str(path), lock))  # fsyncs what counts
         except OSError as exc:
             raise StoreError(f"cannot open the journal file {url!r}: {exc.strerror or exc}") from None
     kwargs: dict = {}
