@@ -190,7 +190,9 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
     url = normalize_storage(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" chatter
     if not is_database(url):
-        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+        from optuna.storages.journal import JournalFileSymlinkLock
+
+        from suite import journal
 
         path = Path(url)
         try:
@@ -203,7 +205,7 @@ def open_storage(url: str | None, heartbeat: HeartbeatPolicy | None = None):
             path = path.resolve()
             lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE)
             repair_journal(path, lock)
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+            return optuna.storages.JournalStorage(journal.backend(str(path), lock))  # fsyncs what counts
         except OSError as exc:
             raise StoreError(f"cannot open the journal file {url!r}: {exc.strerror or exc}") from None
     kwargs: dict = {}

@@ -218,6 +218,10 @@ def test_two_workers_share_the_studies(workdir, mlflow_client):
     for parent in kinds(mlflow_client, "linreg", "study"):
         kids = children(mlflow_client, "linreg", parent)
         assert len(kids) == 16 and all(k.info.status in ("FINISHED", "FAILED") for k in kids)
+    # the workers' asks, tells, reports and journal writes are Optuna's own phase of the time: line
+    (tune,) = kinds(mlflow_client, "linreg", "tune")
+    assert float(tune.data.tags["suite.seconds.optuna"]) > 0
+    assert " s optuna, " in next(ln for ln in res.stdout.splitlines() if ln.startswith("time: "))
 
 
 def test_without_workers_small_studies_run_in_this_process(workdir):

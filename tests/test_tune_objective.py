@@ -41,6 +41,10 @@ class MemorySink:
     def eval(self, key, step, metrics):
         self.evals[key].append((step, metrics))
 
+    def eval_rows(self, rows):
+        for key, step, metrics in rows:
+            self.eval(key, step, metrics)
+
     def done(self, key, result):
         self.results[key] = result
 

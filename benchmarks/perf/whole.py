@@ -13,6 +13,8 @@ Rows (targets in brackets):
   f. `make bench`'s job at the end of wave 1: its benchmarks/lecture.yaml (109 runs), run by wave 1
      (0eafecc) vs now, each in a fresh directory; plus today's make bench job (the current
      benchmarks/lecture.yaml, far more runs and 32 Optuna studies) once, for the record  [>= 5x]
+  g. the default `suite tune --problem logistic` with `--population 1` vs the default population,
+     each in a fresh directory: whole process [>= 2x] and the training phase of the `time:` line [>= 4x]
 
 Usage: python benchmarks/perf/whole.py [--repeats N] [--rows abcd] [--loop-repeats N]
 benchopt is installed in .venv-perf (git-ignored), never in the project's environment; if it
@@ -127,19 +129,22 @@ def baseline_ready() -> str | None:
 
 
 def alternate_fresh(a: list[str], b: list[str], work: Path, repeats: int, env_a: dict | None = None,
-                    row: str = "") -> dict:
+                    row: str = "", keep_a: bool = False) -> dict:
     """As :func:`alternate` (A, B, B, A, ...), each run in a new directory (a study run again
-    in the same directory would resume, not tune), with no warm-up run."""
-    ta, tb, outs = [], [], []
+    in the same directory would resume, not tune), with no warm-up run. With ``keep_a``, A's
+    outputs are kept too (``out_a``)."""
+    ta, tb, outs, outs_a = [], [], [], []
     for i in range(2 * repeats):
         which = "ab"[(i + i // 2) % 2]
         cwd = work / f"{row}{i:02d}-{which}"
         cwd.mkdir()
         wall, out = run(a if which == "a" else b, cwd, env_a if which == "a" else None)
         (ta if which == "a" else tb).append(wall)
-        if which == "b":
-            outs.append(out)
-    return medians(ta, tb, outs)
+        (outs if which == "b" else outs_a).append(out)
+    r = medians(ta, tb, outs)
+    if keep_a:
+        r["out_a"] = outs_a
+    return r
 
 
 def skipped(row: str, label: str, target: str, why: str | None, table: list, notes: list) -> bool:
@@ -154,11 +159,20 @@ def time_line(stdout: str) -> str:
     return next((ln for ln in stdout.splitlines() if ln.startswith("time: ")), "")
 
 
+def phase_seconds(line: str) -> dict[str, float]:
+    """``{phase: seconds}`` from a ``time:`` line (empty if there is none)."""
+    try:
+        return {p.split(" s ", 1)[1]: float(p.split(" s ", 1)[0])
+                for p in line.removeprefix("time: ").split(" (")[0].split(", ")}
+    except (ValueError, IndexError):
+        return {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loop-repeats", type=int, default=1, help="repeats of row c (its loop side takes minutes)")
-    ap.add_argument("--rows", default="abcdef")
+    ap.add_argument("--rows", default="abcdefg")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="suite-perf-"))
     table: list[tuple[str, str, str, str, str, str]] = []
@@ -191,13 +205,10 @@ def main() -> None:
             _, out = run([*SUITE, *GRID256, "--engine", "stacked"], work)
             line = time_line(out)
             notes.append(f"c: stacked 256-grid breakdown: {line}")
-            try:
-                parts = dict((p.split(" s ")[1], float(p.split(" s ")[0])) for p in
-                             line.removeprefix("time: ").split(" (")[0].split(", "))
+            parts = phase_seconds(line)
+            if "tracking" in parts:
                 notes.append(f"c: MLflow writes (tracking) = {100 * parts['tracking'] / sum(parts.values()):.0f}% "
                              "of wall time (target <= 10%)")
-            except (ValueError, IndexError, KeyError):
-                pass
         if "e" in args.rows and not skipped("e", "tune logistic: wave 1 / now", ">= 3x", baseline_ready(),
                                             table, notes):
             tune = ["tune", "--problem", "logistic"]
@@ -224,6 +235,21 @@ def main() -> None:
             today.mkdir()
             wall, out = run([*SUITE, "run", str(ROOT / "benchmarks" / "lecture.yaml"), "--quiet"], today)
             notes.append(f"f: today's make bench job (benchmarks/lecture.yaml), once: {wall:.1f} s; {time_line(out)}")
+        if "g" in args.rows:
+            tune = [*SUITE, "tune", "--problem", "logistic"]
+            r = alternate_fresh([*tune, "--population", "1"], tune, work, args.repeats, row="g", keep_a=True)
+            table.append(("g", "tune logistic: population 1 / default", f"{r['a']:.1f}", f"{r['b']:.1f}",
+                          f"{r['ratio']:.1f}x", ">= 2x"))
+            train_a = [phase_seconds(time_line(o)).get("training", float("nan")) for o in r["out_a"]]
+            train_b = [phase_seconds(time_line(o)).get("training", float("nan")) for o in r["out"]]
+            tr = medians(train_a, train_b, [])
+            table.append(("g", "  training phase only", f"{tr['a']:.1f}", f"{tr['b']:.1f}", f"{tr['ratio']:.1f}x",
+                          ">= 4x"))
+            notes.append(f"g: every run (s): population 1 {', '.join(f'{t:.1f}' for t in r['all_a'])}; "
+                         f"default {', '.join(f'{t:.1f}' for t in r['all_b'])}")
+            notes.append(f"g: population 1's breakdown: {time_line(r['out_a'][-1])}")
+            notes.append(f"g: default's breakdown: {time_line(r['out'][-1])}")
+            notes.append(f"g: load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{'row':<4}{'A / B':<34}{'A s':>9}{'B s':>9}{'ratio':>10}  target")

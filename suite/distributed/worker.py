@@ -38,6 +38,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from suite.errors import StoreError, TrialFailed
+from suite.exec.phases import CLOCK
 from suite.exec.signals import interrupted
 from suite.stores import (
     MAX_RETRY,
@@ -324,8 +325,9 @@ class Worker:
     def _run_one(self, names: list[str]) -> bool:
         for name in names:
             study, study_id, runner = self._open(name)
-            self._fail_lost_trials(study, study_id)
-            trial = claim(study, self.storage, study_id)
+            with CLOCK.phase("optuna"):  # the storage's reads and the claim's write
+                self._fail_lost_trials(study, study_id)
+                trial = claim(study, self.storage, study_id)
             if trial is None:
                 continue
             if hasattr(runner, "batch"):
@@ -355,10 +357,12 @@ class Worker:
         """Claim the waiting trials that can train together with ``first`` (the runner's
         ``group_key``; at most ``max_batch`` in all) and run them as one batch: a grid's stack
         of specs, a tuning population."""
-        key = runner.group_key(self.storage.get_trial(first._trial_id))
-        limit = runner.max_batch() - 1 if key is not None else 0
-        more = claim_more(study, self.storage, study_id, lambda f: runner.group_key(f) == key, limit) if limit else []
-        trials = [t for t in [first, *more] if self._prepare(name, study, t)]
+        with CLOCK.phase("optuna"):
+            key = runner.group_key(self.storage.get_trial(first._trial_id))
+            limit = runner.max_batch() - 1 if key is not None else 0
+            more = (claim_more(study, self.storage, study_id, lambda f: runner.group_key(f) == key, limit)
+                    if limit else [])
+            trials = [t for t in [first, *more] if self._prepare(name, study, t)]
         if not trials:
             return
         with heartbeat(self.storage, [t._trial_id for t in trials], self.policy):
@@ -371,10 +375,11 @@ class Worker:
         for trial, (state, value, message) in zip(trials, outcomes, strict=True):
             if message and state == TrialState.FAIL:
                 self.ctx.say(f"[{self.ctx.label}] {name} trial {trial.number} failed: {message}")
-            if state == TrialState.COMPLETE:
-                study.tell(trial, value, skip_if_finished=True)
-            else:
-                study.tell(trial, state=state, skip_if_finished=True)
+            with CLOCK.phase("optuna"):
+                if state == TrialState.COMPLETE:
+                    study.tell(trial, value, skip_if_finished=True)
+                else:
+                    study.tell(trial, state=state, skip_if_finished=True)
             self.summary.states[state.name.lower()] += 1
 
     def _execute(self, name: str, study: optuna.Study, trial: optuna.Trial, runner: TrialRunner) -> None:

@@ -1,7 +1,8 @@
-"""Where one invocation's time went: start-up, building, training, tracking and reporting.
+"""Where one invocation's time went: start-up, building, training, Optuna, tracking and reporting.
 
 One clock per process (:data:`CLOCK`). Code marks what it does with ``with CLOCK.phase(name):``;
-phases nest exclusively (time spent tracking inside training counts as tracking only). What no
+phases nest exclusively (time spent tracking inside training counts as tracking only; Optuna's
+asks, tells, sampling, pruning and storage writes inside training count as ``optuna``). What no
 phase claims, from the process's start (imports, plugin loading, planning), is start-up.
 ``suite run`` and ``suite tune`` print :meth:`Phases.line` at the end and tag their parent run
 with :meth:`Phases.seconds` (tags ``suite.seconds.<phase>``).
@@ -65,6 +66,14 @@ class Phases:
         now = time.perf_counter()
         self.spent[self._stack.pop()] += now - self._since
         self._since = now
+
+    def reassign(self, src: str, dst: str, seconds: float) -> float:
+        """Move up to ``seconds`` already counted to ``src`` over to ``dst`` (for time measured in
+        worker processes while this one waited in ``src``); returns what was moved."""
+        moved = max(0.0, min(seconds, self.spent[src]))
+        self.spent[src] -= moved
+        self.spent[dst] += moved
+        return moved
 
     def seconds(self) -> dict[str, float]:
         """Seconds per phase so far; start-up is what no other phase claimed since the process began."""

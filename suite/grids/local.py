@@ -316,9 +316,8 @@ class _GridHandler:
         if self.unwritten_starts:  # a unit's runs appear in MLflow, RUNNING, once they have all started
             self.unwritten_starts = False
             self.tracker.commit()
-        if kind == "eval":
-            index, step, metrics = args
-            self.tracker.log_metrics(self.run_ids[index], step, metrics)
+        if kind == "evals":  # a unit's evaluation step, all its rows at once
+            self.tracker.log_metrics_rows([(self.run_ids[index], step, metrics) for index, step, metrics in args[0]])
         elif kind == "done":
             self._done(*args)
 

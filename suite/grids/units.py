@@ -20,17 +20,20 @@ class UnitTask:
 
 def train_unit(task: UnitTask, env: WorkerEnv) -> None:
     """Pool runner: train ``task``'s specs on the worker's device; emit ``start`` for each spec,
-    ``eval`` per evaluation and ``done`` with each :class:`suite.engine.loop.RunResult`."""
+    ``evals`` per evaluation step of the unit (a list of ``(index, step, metrics)``: one event for
+    a stack's rows) and ``done`` with each :class:`suite.engine.loop.RunResult`."""
+    from suite.engine.evalbatch import EvalBatches
     from suite.engine.units import run_unit
     from suite.specs.spec import RunSpec
 
     specs = [RunSpec.from_json(s) for s in task.specs_json]
     for index in task.indices:
         env.emit("start", index)
-
-    def on_eval(j: int, step: int, metrics: dict) -> None:
-        env.emit("eval", task.indices[j], step, metrics)
-
-    for j, result in run_unit(specs, env.local, env.registry, on_eval, engine=task.engine):
-        result.device = env.device
-        env.emit("done", task.indices[j], result)
+    batches = EvalBatches(lambda rows: env.emit("evals", [(task.indices[j], step, m) for j, step, m in rows]))
+    try:
+        for j, result in run_unit(specs, env.local, env.registry, batches.add, engine=task.engine):
+            batches.flush()  # a run's evaluations before its end
+            result.device = env.device
+            env.emit("done", task.indices[j], result)
+    finally:  # what was evaluated before an interruption is recorded too
+        batches.flush()

@@ -299,16 +299,24 @@ class Tracker:
             self.client.log_batch(run_id, **to_mlflow(params=items[i : i + 100]))
         return run_id
 
-    @tracking
     def log_metrics(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
         """Record one evaluation (MLflow step = optimizer steps taken); written in batches."""
+        self.log_metrics_rows([(run_id, step, metrics)])
+
+    @tracking
+    def log_metrics_rows(self, rows: Sequence[tuple[str, int, Mapping[str, float]]]) -> None:
+        """Record evaluations of several runs at once, ``(run_id, step, metrics)`` each (a stack's
+        evaluation step); written in batches, as :meth:`log_metrics` writes one."""
         ts = int(time.time() * 1000)
-        pending = self._pending.setdefault(run_id, [])
-        for k, v in metrics.items():
-            try:
-                pending.append((k, float(v), ts, step))  # a plain tuple: see records.MetricRow
-            except (TypeError, ValueError):  # not a number: not a metric
-                continue
+        for run_id, step, metrics in rows:
+            pending = self._pending.setdefault(run_id, [])
+            for k, v in metrics.items():
+                try:
+                    pending.append((k, float(v), ts, step))  # a plain tuple: see records.MetricRow
+                except (TypeError, ValueError):  # not a number: not a metric
+                    continue
+        if not rows:
+            return
         if self._queue is not None or self._direct is not None:
             if self._writer is not None:
                 # the clock first: asking the writer takes its lock, once per metric logged otherwise
@@ -319,9 +327,10 @@ class Tracker:
                 with self.writes():
                     self.commit()
             return
-        last = self._flushed.setdefault(run_id, time.monotonic())
-        if len(pending) >= MAX_METRICS_PER_BATCH or time.monotonic() - last >= FLUSH_EVERY_S:
-            self.flush(run_id)
+        for run_id in dict.fromkeys(r[0] for r in rows):
+            last = self._flushed.setdefault(run_id, time.monotonic())
+            if len(self._pending.get(run_id, ())) >= MAX_METRICS_PER_BATCH or time.monotonic() - last >= FLUSH_EVERY_S:
+                self.flush(run_id)
 
     @tracking
     def flush(self, run_id: str, tags: Sequence[Any] | None = None) -> None:

@@ -29,9 +29,11 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import TrialState
 
+from suite.engine.evalbatch import EvalBatches
 from suite.engine.loop import RunResult, StopRun, divergence
 from suite.engine.target import watched_key
 from suite.errors import SpecError, SuiteError, TrialFailed, TuneError
+from suite.exec.phases import CLOCK
 from suite.params import Space, to_number
 from suite.registry import FAMILIES, Registry
 from suite.specs.spec import RunSpec, loss_target_ok, resolve_spec
@@ -543,6 +545,7 @@ class TrialSink(Protocol):
 
     def start(self, key: str, study: str, spec: RunSpec, kind: str, tags: dict[str, Any]) -> None: ...
     def eval(self, key: str, step: int, metrics: dict[str, float]) -> None: ...
+    def eval_rows(self, rows: list[tuple[str, int, dict[str, float]]]) -> None: ...  # (key, step, metrics) each
     def done(self, key: str, result: RunResult) -> None: ...
     def tag(self, key: str, tags: dict[str, Any]) -> None: ...
     def interrupted(self, key: str) -> None: ...
@@ -606,9 +609,10 @@ class TrialObjective:
         out: list[tuple[TrialState, float | None, str] | None] = [None] * len(trials)
         rows: list[_Row] = []
         for t_index, trial in enumerate(trials):
-            values = {key: space.suggest(trial, key) for key, space in plan.space}
-            trial.set_user_attr(STUDY_OVERRIDES, values)
-            trial.set_user_attr(TRIAL_WORKER, self.worker)
+            with CLOCK.phase("optuna"):  # the sampler's proposal (TPE, constant liar) and its storage writes
+                values = {key: space.suggest(trial, key) for key, space in plan.space}
+                trial.set_user_attr(STUDY_OVERRIDES, values)
+                trial.set_user_attr(TRIAL_WORKER, self.worker)
             try:
                 specs = [plan.spec(self.registry, values, seed) for seed in range(plan.seeds)]
             except SuiteError as exc:  # a combination the component refuses, e.g. nesterov without momentum
@@ -616,8 +620,9 @@ class TrialObjective:
                 self.sink.echo(self._trial_line(trial, values, "FAIL", None, str(exc)))
                 out[t_index] = (TrialState.FAIL, None, str(exc))
                 continue
-            trial.set_user_attr(TAG_SPEC_HASHES, [s.hash for s in specs])
-            limit = target_step_limit(trial.study) if plan.objective.stops_at_target else None
+            with CLOCK.phase("optuna"):
+                trial.set_user_attr(TAG_SPEC_HASHES, [s.hash for s in specs])
+                limit = target_step_limit(trial.study) if plan.objective.stops_at_target else None
             state = _TrialRows(trial, values, limit)
             for spec in specs:
                 rows.append(_Row(state, spec, f"{plan.name}#{trial.number}#{spec.seed}"))
@@ -627,20 +632,24 @@ class TrialObjective:
                 TAG_DEVICE: self.device})
             row.trial.rows.append(row)
 
+        batches = EvalBatches(lambda evals: self.sink.eval_rows([(rows[j].key, step, m) for j, step, m in evals]))
+
         def on_eval(j: int, step: int, metrics: dict[str, float]) -> None:
             row = rows[j]
-            self.sink.eval(row.key, step, metrics)
+            batches.add(j, step, metrics)  # tracked one evaluation step of the stack at a time
             row.history.append((step, metrics))
             self._judge(row, step)
 
         running = {row.key for row in rows}
         try:
             for j, result in run_unit([r.spec for r in rows], self.device, self.registry, on_eval, engine=self.engine):
+                batches.flush()
                 row = rows[j]
                 row.result = at_target_is_completed(result)
                 self.sink.done(row.key, row.result)
                 running.discard(row.key)
         except BaseException:
+            batches.flush()
             for key in running:
                 self.sink.interrupted(key)
             raise
@@ -677,8 +686,13 @@ class TrialObjective:
         v = plan.objective.intermediate(row.history)
         if not math.isfinite(v):
             return
-        state.trial.report(v, step)
-        if state.trial.should_prune():
+        CLOCK.enter("optuna")  # the pruner's report and verdict (a storage write and a read)
+        try:
+            state.trial.report(v, step)
+            prune = state.trial.should_prune()
+        finally:
+            CLOCK.leave()
+        if prune:
             state.ended = f"pruned by the {type(state.trial.study.pruner).__name__} at step {step}"
             raise StopRun(state.ended)
 
@@ -707,16 +721,18 @@ class TrialObjective:
         else:
             value = plan.objective.trial_value([r.history for r in results])
             self._record(trial, "completed", value, "")
-            trial.set_user_attr(TAG_VALUES, [plan.objective.value(r) for r in results])
+            with CLOCK.phase("optuna"):
+                trial.set_user_attr(TAG_VALUES, [plan.objective.value(r) for r in results])
             outcome = (TrialState.COMPLETE, value, "")
         self._finish_runs(trial, [r.key for r in state.rows], outcome[0].name, value)
         return outcome, self._trial_line(trial, state.values, outcome[0].name, value, outcome[2])
 
     def _record(self, trial: optuna.Trial, status: str, value: float | None, reason: str) -> None:
-        trial.set_user_attr(TRIAL_STATUS, status)
-        trial.set_user_attr(TRIAL_VALUE, value if value is not None and math.isfinite(value) else None)
-        if reason:
-            trial.set_user_attr(TAG_REASON, reason[:1000])
+        with CLOCK.phase("optuna"):
+            trial.set_user_attr(TRIAL_STATUS, status)
+            trial.set_user_attr(TRIAL_VALUE, value if value is not None and math.isfinite(value) else None)
+            if reason:
+                trial.set_user_attr(TAG_REASON, reason[:1000])
 
     def _finish_runs(self, trial: optuna.Trial, keys: list[str], state: str, value: float | None) -> None:
         tags: dict[str, Any] = {TAG_TRIAL_STATE: state}

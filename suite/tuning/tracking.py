@@ -84,8 +84,13 @@ class TrackerSink:
         self._unwritten_starts = True
 
     def eval(self, key: str, step: int, metrics: dict[str, float]) -> None:
+        self.eval_rows([(key, step, metrics)])
+
+    def eval_rows(self, rows: list[tuple[str, int, dict[str, float]]]) -> None:
+        """Several runs' evaluations, ``(key, step, metrics)`` each (a population's evaluation step)."""
         self._write_starts()
-        self.tracker.log_metrics(self.run_ids[key], step, {k: v for k, v in metrics.items() if _loggable(v)})
+        self.tracker.log_metrics_rows([(self.run_ids[key], step, {k: v for k, v in metrics.items() if _loggable(v)})
+                                       for key, step, metrics in rows])
 
     def done(self, key: str, result: RunResult) -> None:
         self._write_starts()

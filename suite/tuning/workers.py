@@ -9,14 +9,16 @@ eval, done, tag, interrupted, echo) go to the parent process through the pool, a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from suite.exec.phases import CLOCK
 from suite.exec.pool import Pool, WorkerEnv
 from suite.vocab import TAG_DEVICE
 
-SINK_METHODS = ("start", "eval", "done", "tag", "interrupted", "echo", "settle")
+SINK_METHODS = ("start", "eval", "eval_rows", "done", "tag", "interrupted", "echo", "settle")
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,15 @@ class EmitSink:
         return lambda *args: self.env.emit(method, *args)
 
 
-def run_job(task: JobTask, env: WorkerEnv) -> None:
+@dataclass(frozen=True)
+class OptunaShare:
+    """What a study job spent in Optuna (asks, tells, sampling, pruning, storage), in which process."""
+
+    pid: int
+    seconds: float
+
+
+def run_job(task: JobTask, env: WorkerEnv) -> OptunaShare | None:
     """Pool runner: run one tuning job in this worker."""
     from suite.engine.units import run_unit
     from suite.tuning.plan import at_target_is_completed, stop_at_target
@@ -92,10 +102,11 @@ def run_job(task: JobTask, env: WorkerEnv) -> None:
 
     job, sink = task.job, EmitSink(env)
     if isinstance(job, StudyJob):
+        before = CLOCK.spent["optuna"]
         run_study_share(job.plan, task.settings.storage, sink=sink, device=env.local, worker=env.wid,
                         heartbeat=task.settings.heartbeat, population=task.settings.population,
                         engine=task.settings.engine)
-        return
+        return OptunaShare(os.getpid(), CLOCK.spent["optuna"] - before)
     runs = job.runs
     callbacks = []
     for run in runs:
@@ -126,6 +137,7 @@ class _SinkHandler:
         self.sink, self.jobs = sink, jobs
         self.in_flight: dict[int, set[str]] = {}
         self.troubles: list[str] = []
+        self.optuna_s: dict[int, float] = {}  # per worker process (not this one: its clock counts itself)
 
     def on_event(self, tid: int, device: str, kind: str, args: tuple) -> None:
         keys = self.in_flight.setdefault(tid, set())
@@ -137,6 +149,8 @@ class _SinkHandler:
 
     def on_done(self, tid: int, result: Any) -> None:
         self.in_flight.pop(tid, None)
+        if isinstance(result, OptunaShare) and result.pid != os.getpid():
+            self.optuna_s[result.pid] = self.optuna_s.get(result.pid, 0.0) + result.seconds
         self.sink.settle()  # a re-evaluation run (or a study's share) has ended
 
     def on_lost(self, tid: int, device: str, why: str) -> None:
@@ -169,6 +183,8 @@ def run(jobs: Sequence[StudyJob | SpecsJob], devices: Sequence[str], settings: S
             handler.interrupt(tid)
         raise
     finally:
+        if handler.optuna_s:  # the workers ran side by side: their mean Optuna time is this process's share of waiting
+            CLOCK.reassign("training", "optuna", sum(handler.optuna_s.values()) / len(handler.optuna_s))
         if pool.pids:
             plans = [t.job.plan for t in tasks if isinstance(t.job, StudyJob)]
             fail_orphan_trials(open_storage(settings.storage), plans, {str(pid) for pid in pool.pids})
