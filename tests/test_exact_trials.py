@@ -5,8 +5,8 @@ invocation is killed while it enqueues.
 The races are run by real processes against the real storage: each racer (``RACER`` below)
 enqueues a study's slots as :func:`suite.tuning.slots.share` does, and all racers of a round are
 released by one event (a line written to each one's stdin), ten rounds per storage. Whole `suite
-tune` invocations, started back to back, race once on a journal file and once on PostgreSQL (each
-costs seconds of start-up).
+tune` invocations race ten rounds of 2-4 on a journal file and on PostgreSQL: forked from one
+process that imported the suite once, released together by one event (a pipe closed).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from suite.stores import open_storage
 from suite.vocab import TRIAL_KEY
-from tests.conftest import BIN, runs_of
+from tests.conftest import runs_of
 from tests.test_scale import PG_URL, pg_database  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.slow
@@ -139,25 +139,102 @@ def test_an_invocation_killed_mid_enqueue_leaves_a_study_the_next_one_fills(stor
         stop([second])
 
 
-TUNE = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "32", "--trials", "4", "--budget",
-        "epochs:1", "--pruner", "none", "--device", "cpu", "--workers", "1", "--quiet"]
+TUNE = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "32", "--trials", "2", "--budget",
+        "steps:1", "--pruner", "none", "--device", "cpu", "--workers", "1", "--quiet"]
+TUNE_TRIALS = 2
+
+# One runner process per storage kind: it imports the suite once (and what tune imports lazily),
+# then for each round forks one child per racer (ROUND_RACERS[i] of them), each running the real
+# click command `suite tune ...` in-process (what the `suite` executable runs) with its own MLflow
+# store, on the round's own storage (a fresh journal file or PostgreSQL database: one study, the
+# same for all racers of the round). The children first block on one pipe; the runner releases
+# them all at once by closing its end (one event), then waits for each and prints one JSON line of
+# their exit codes. A child still running after HANG_GUARD_S is ended by its alarm.
+RUNNER = r"""
+import json, os, signal, sys, traceback
+from suite.cli import main
+
+urls, root, argv, racers = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+# what tune imports (lazily), imported here once; nothing is run here, so no thread pool is forked
+import matplotlib.pyplot, optuna.importance, optuna.visualization.matplotlib, sklearn.ensemble  # noqa
+import suite.api.tuning, suite.engine.loop, suite.stores, suite.tracking.tracker, suite.tuning.report  # noqa
+from suite.registry import get_registry
+get_registry()
+for i, n in enumerate(racers):
+    gate_r, gate_w = os.pipe()
+    pids = []
+    for k in range(n):
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                os.close(gate_w)
+                out = open(os.path.join(root, f"r{i}-{k}.out"), "w")
+                err = open(os.path.join(root, f"r{i}-{k}.err"), "w")
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+                sys.stdout, sys.stderr = out, err
+                signal.alarm(int(os.environ["HANG_GUARD_S"]))
+                os.read(gate_r, 1)  # returns b"" when the runner closes its end: all start together
+                args = [*argv, "--storage", urls[i], "--experiment", f"r{i}",
+                        "--tracking-uri", f"sqlite:///{root}/mlflow-{i}-{k}.db"]
+                try:
+                    main.main(args, prog_name="suite", standalone_mode=True)
+                    code = 0
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+                code = 71
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        pids.append(pid)
+    os.close(gate_r)
+    os.close(gate_w)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    print(json.dumps(codes), flush=True)
+"""
+ROUND_RACERS = [2, 3, 4, 2, 3, 4, 2, 3, 4, 3]
+HANG_GUARD_S = 300  # a hang guard for one racer, never reached by a passing round
 
 
-@pytest.mark.parametrize("storage_url", ["journal", "postgresql"], indirect=True)
-def test_simultaneous_suite_tune_invocations_finish_exactly_the_trials_asked(storage_url, workdir, mlflow_client):
-    """Two whole invocations, started back to back: the study holds each slot once, every trial
-    completed, and MLflow one trial run per slot."""
-    procs = [subprocess.Popen([str(BIN / "suite"), *TUNE, "--storage", storage_url], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err
-    storage = open_storage(storage_url)
-    (name,) = [s.study_name for s in storage.get_all_studies()]
-    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-    assert Counter(t.user_attrs.get(TRIAL_KEY) for t in trials) == slot_keys(4)
-    assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert len(runs_of(mlflow_client, "linreg", "tags.`suite.kind` = 'trial'")) == 4
+@pytest.mark.parametrize("kind", ["journal", "postgresql"])
+def test_simultaneous_suite_tune_invocations_finish_exactly_the_trials_asked(kind, request, tmp_path):
+    """Ten rounds of 2-4 whole `suite tune` invocations of one study, all released at once: every
+    invocation succeeds, the study holds each slot once, every trial completed, and MLflow one
+    trial run per slot (across the racers' stores)."""
+    from mlflow import MlflowClient
+
+    if kind == "journal":
+        urls = [str(tmp_path / f"r{i}.journal") for i in range(len(ROUND_RACERS))]
+    elif not PG_URL:
+        pytest.skip("no PostgreSQL: set SUITE_TEST_PG_URL (CI does)")
+    else:
+        make = request.getfixturevalue("pg_database")
+        urls = [make() for _ in ROUND_RACERS]
+    out = subprocess.run(
+        [sys.executable, "-c", RUNNER, json.dumps(urls), str(tmp_path), json.dumps(TUNE), json.dumps(ROUND_RACERS)],
+        capture_output=True, text=True,
+        env={**os.environ, "HANG_GUARD_S": str(HANG_GUARD_S), "OMP_NUM_THREADS": "1"},  # no OpenMP pool to fork
+        cwd=tmp_path, timeout=len(ROUND_RACERS) * HANG_GUARD_S,  # a hang guard: each round ends by its alarms
+    )
+    assert out.returncode == 0, out.stderr
+    rounds = [json.loads(line) for line in out.stdout.splitlines()[-len(ROUND_RACERS):]]
+    assert len(rounds) == len(ROUND_RACERS)
+    for i, codes in enumerate(rounds):
+        errs = {k: (tmp_path / f"r{i}-{k}.err").read_text() for k in range(ROUND_RACERS[i])}
+        assert codes == [0] * ROUND_RACERS[i], (i, errs)
+        storage = open_storage(urls[i])
+        (name,) = [s.study_name for s in storage.get_all_studies()]
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        assert Counter(t.user_attrs.get(TRIAL_KEY) for t in trials) == slot_keys(TUNE_TRIALS), (i, errs)
+        assert all(t.state == TrialState.COMPLETE for t in trials), (i, errs)
+        runs = [r for k in range(ROUND_RACERS[i])
+                for r in runs_of(MlflowClient(f"sqlite:///{tmp_path}/mlflow-{i}-{k}.db"), f"r{i}",
+                                 "tags.`suite.kind` = 'trial'")]
+        assert len(runs) == TUNE_TRIALS, i
 
 
 def test_a_grid_submission_cut_mid_enqueue_leaves_a_study_the_next_submission_fills(workdir, tracking_uri,
