@@ -93,3 +93,41 @@ def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_cli
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 4
     assert optuna.trial.TrialState.RUNNING not in states
+
+
+CLAIM_AND_WAIT = """
+import sys
+import optuna
+from suite.distributed.worker import claim
+from suite.stores import HeartbeatPolicy, open_storage
+storage = open_storage(sys.argv[1], HeartbeatPolicy(1, 2))
+(name,) = optuna.get_all_study_names(storage)
+study = optuna.load_study(study_name=name, storage=storage)
+assert claim(study, storage, storage.get_study_id_from_name(name)) is not None
+print("claimed", flush=True)
+sys.stdin.read()  # killed here: after its claim, before it labels the trial or runs its heartbeat thread
+"""
+
+
+def test_a_trial_claimed_by_a_worker_killed_before_its_heartbeat_thread_is_retried(workdir):
+    """A rerun neither hangs on nor loses a trial whose claimant died right after claiming it
+    (Optuna fails only trials that have a heartbeat: the claim records the first one)."""
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    args = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "16", "--trials", "2",
+            "--budget", "epochs:1", "--workers", "1", "--device", "cpu", "--storage", storage,
+            "--heartbeat", "1", "--grace", "2", "--quiet"]
+    submitted = suite_cmd(*args, "--submit-only", cwd=workdir)
+    assert submitted.returncode == 0, submitted.stderr
+    claimant = subprocess.Popen([str(BIN / "python"), "-c", CLAIM_AND_WAIT, storage], cwd=workdir,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert claimant.stdout is not None and claimant.stdout.readline() == "claimed\n"
+    finally:
+        claimant.kill()
+        claimant.wait()
+    rerun = suite_cmd(*args, cwd=workdir, timeout=300)  # the guard catches a hang; not a speed claim
+    assert rerun.returncode == 0, rerun.stderr
+    (name,) = optuna.get_all_study_names(storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert n_counted(study) == 2
+    assert [t.state for t in study.get_trials() if t.number == 0] == [optuna.trial.TrialState.FAIL]  # the lost one

@@ -143,11 +143,8 @@ def claim(study: optuna.Study, storage: Any, study_id: int) -> optuna.Trial | No
     The storage lets exactly one of several concurrent claimants succeed for each trial."""
     for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-        try:
-            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, trial_id)
-        except UpdateFinishedTrialError:
-            continue
+        if _take(storage, trial_id):
+            return optuna.Trial(study, trial_id)
     return None
 
 
@@ -165,12 +162,26 @@ def claim_more(study: optuna.Study, storage: Any, study_id: int, same: Callable[
         if len(out) >= limit:
             break
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-        try:
-            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                out.append(optuna.Trial(study, trial_id))
-        except UpdateFinishedTrialError:
-            continue
+        if _take(storage, trial_id):
+            out.append(optuna.Trial(study, trial_id))
     return out
+
+
+def _take(storage: Any, trial_id: int) -> bool:
+    """Move WAITING trial ``trial_id`` to RUNNING; False if another claimant got it first.
+
+    On a storage with Optuna's heartbeat, the trial's first heartbeat is recorded before the
+    claim: Optuna counts a RUNNING trial as stale only once it has a heartbeat, so a process
+    killed between its claim and its first beat would otherwise leave a trial that no one ever
+    fails and retries, and that every later worker waits on. (A beat on a trial that stays
+    WAITING, its claimant killed first or beaten to it, is ignored until the trial runs, and the
+    next claimant beats afresh.)"""
+    if getattr(storage, "get_heartbeat_interval", lambda: None)() is not None:
+        storage.record_heartbeat(trial_id)
+    try:
+        return storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
+    except UpdateFinishedTrialError:
+        return False
 
 
 @contextlib.contextmanager
