@@ -99,20 +99,22 @@ CLAIM_AND_WAIT = """
 import sys
 import optuna
 from suite.distributed.worker import claim
-from suite.stores import HeartbeatPolicy, open_storage
+from suite.stores import HeartbeatPolicy, open_storage, worker_label
 storage = open_storage(sys.argv[1], HeartbeatPolicy(1, 2))
 (name,) = optuna.get_all_study_names(storage)
 study = optuna.load_study(study_name=name, storage=storage)
-assert claim(study, storage, storage.get_study_id_from_name(name)) is not None
+assert claim(study, storage, storage.get_study_id_from_name(name), worker_label()) is not None
 print("claimed", flush=True)
 sys.stdin.read()  # killed here: after its claim, before it labels the trial or runs its heartbeat thread
 """
 
 
-def test_a_trial_claimed_by_a_worker_killed_before_its_heartbeat_thread_is_retried(workdir):
-    """A rerun neither hangs on nor loses a trial whose claimant died right after claiming it
-    (Optuna fails only trials that have a heartbeat: the claim records the first one)."""
-    storage = f"sqlite:///{workdir / 'optuna.db'}"
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_trial_claimed_by_a_worker_killed_before_its_heartbeat_thread_is_retried(workdir, kind):
+    """A rerun neither hangs on nor loses a trial whose claimant died right after claiming it.
+    A database storage: Optuna fails only trials that have a heartbeat, and the claim records the
+    first one. A journal file: a lost trial is found by its worker's label, set with the claim."""
+    storage = f"sqlite:///{workdir / 'optuna.db'}" if kind == "sqlite" else str(workdir / "optuna.journal")
     args = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "16", "--trials", "2",
             "--budget", "epochs:1", "--workers", "1", "--device", "cpu", "--storage", storage,
             "--heartbeat", "1", "--grace", "2", "--quiet"]
@@ -127,7 +129,7 @@ def test_a_trial_claimed_by_a_worker_killed_before_its_heartbeat_thread_is_retri
         claimant.wait()
     rerun = suite_cmd(*args, cwd=workdir, timeout=300)  # the guard catches a hang; not a speed claim
     assert rerun.returncode == 0, rerun.stderr
-    (name,) = optuna.get_all_study_names(storage)
-    study = optuna.load_study(study_name=name, storage=storage)
+    (name,) = optuna.get_all_study_names(open_storage(storage))
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
     assert n_counted(study) == 2
     assert [t.state for t in study.get_trials() if t.number == 0] == [optuna.trial.TrialState.FAIL]  # the lost one

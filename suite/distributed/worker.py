@@ -138,18 +138,19 @@ class Summary:
         return f"worker {self.label}: {sum(self.trials.values())} trial(s) ({per})" + (f"; {ends}" if ends else "")
 
 
-def claim(study: optuna.Study, storage: Any, study_id: int) -> optuna.Trial | None:
+def claim(study: optuna.Study, storage: Any, study_id: int, label: str | None = None) -> optuna.Trial | None:
     """Move one WAITING trial of ``study`` to RUNNING and return it, or None if none is left.
-    The storage lets exactly one of several concurrent claimants succeed for each trial."""
+    The storage lets exactly one of several concurrent claimants succeed for each trial.
+    ``label`` (the claimant's, :mod:`suite.owners`): see :func:`_take`."""
     for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-        if _take(storage, trial_id):
+        if _take(storage, trial_id, label):
             return optuna.Trial(study, trial_id)
     return None
 
 
 def claim_more(study: optuna.Study, storage: Any, study_id: int, same: Callable[[Any], bool],
-               limit: int) -> list[optuna.Trial]:
+               limit: int, label: str | None = None) -> list[optuna.Trial]:
     """Claim more WAITING trials for which ``same(frozen_trial)`` holds (trials that can train
     together with one already claimed), as :func:`claim` does one: up to ``limit``, and at most
     half of those waiting, so that other workers, here or elsewhere, find work too (guided
@@ -162,12 +163,12 @@ def claim_more(study: optuna.Study, storage: Any, study_id: int, same: Callable[
         if len(out) >= limit:
             break
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-        if _take(storage, trial_id):
+        if _take(storage, trial_id, label):
             out.append(optuna.Trial(study, trial_id))
     return out
 
 
-def _take(storage: Any, trial_id: int) -> bool:
+def _take(storage: Any, trial_id: int, label: str | None = None) -> bool:
     """Move WAITING trial ``trial_id`` to RUNNING; False if another claimant got it first.
 
     On a storage with Optuna's heartbeat, the trial's first heartbeat is recorded before the
@@ -175,9 +176,18 @@ def _take(storage: Any, trial_id: int) -> bool:
     killed between its claim and its first beat would otherwise leave a trial that no one ever
     fails and retries, and that every later worker waits on. (A beat on a trial that stays
     WAITING, its claimant killed first or beaten to it, is ignored until the trial runs, and the
-    next claimant beats afresh.)"""
+    next claimant beats afresh.)
+
+    A storage without a heartbeat (a journal file) finds a lost trial by its worker's label
+    instead, so the claimant's ``label`` is set before the claim for the same reason: a trial
+    RUNNING with no label would never be found lost. Two claimants may label one WAITING trial;
+    the winner labels it again once it holds it (:meth:`Worker._prepare`), and until then a
+    trial whose winner was killed is found lost once the other labeller has ended (or is the
+    process that looks)."""
     if getattr(storage, "get_heartbeat_interval", lambda: None)() is not None:
         storage.record_heartbeat(trial_id)
+    elif label is not None:
+        storage.set_trial_user_attr(trial_id, TRIAL_WORKER, label)
     try:
         return storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
     except UpdateFinishedTrialError:
@@ -338,7 +348,7 @@ class Worker:
             study, study_id, runner = self._open(name)
             with CLOCK.phase("optuna"):  # the storage's reads and the claim's write
                 self._fail_lost_trials(study, study_id)
-                trial = claim(study, self.storage, study_id)
+                trial = claim(study, self.storage, study_id, self.ctx.label)
             if trial is None:
                 continue
             if hasattr(runner, "batch"):
@@ -371,7 +381,8 @@ class Worker:
         with CLOCK.phase("optuna"):
             key = runner.group_key(self.storage.get_trial(first._trial_id))
             limit = runner.max_batch() - 1 if key is not None else 0
-            more = (claim_more(study, self.storage, study_id, lambda f: runner.group_key(f) == key, limit)
+            more = (claim_more(study, self.storage, study_id, lambda f: runner.group_key(f) == key, limit,
+                               self.ctx.label)
                     if limit else [])
             trials = [t for t in [first, *more] if self._prepare(name, study, t)]
         if not trials:
