@@ -96,7 +96,7 @@ def stored_runs(workdir: Path) -> list[dict]:
     """Every run of the store with its MLflow status, the tags read here and its val_loss history size."""
     if not (workdir / "mlflow.db").exists():  # before the first invocation made it
         return []
-    db = sqlite3.connect(f"file:{workdir / 'mlflow.db'}?mode=ro", uri=True)
+    db = sqlite3.connect(workdir / "mlflow.db")  # read-write: after a kill -9 sqlite may have a hot journal to recover
     try:
         tags: dict[str, dict[str, str]] = {}
         for run, key, value in db.execute("SELECT run_uuid, key, value FROM tags"):
