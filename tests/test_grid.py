@@ -77,8 +77,8 @@ def test_shipped_benchmark_files_are_valid(tmp_path):
     assert {s.name for s in lecture.tuned} == {"scaling_sgd", "scaling_momentum", "scaling_precond"}
     assert len(plans) == 4 * 8 and {p.section for p in plans} == {s.name for s in lecture.tuned}
     assert all(dict(p.space).keys() == {"optimizer.lr"} for p in plans)  # only the lr is tuned
-    readme = (ROOT / "README.md").read_text()
-    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]  # the schema example in the README
+    readme = (ROOT / "docs" / "guide.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]  # the schema example in the guide
     (tmp_path / "readme.yaml").write_text(example)
     assert len(benchfile.load(tmp_path / "readme.yaml", reg).specs) == 72
     quick = benchfile.load(ROOT / "benchmarks" / "quick.yaml", reg)
