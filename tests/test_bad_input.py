@@ -326,6 +326,18 @@ CASES += [
     ("spec-unknown-key", ["run", "{tmp}/spec_unknown.yaml"], "colour"),
     ("spec-lr-above-float32", ["run", "{tmp}/spec_lr_huge.yaml"], "float32"),
     ("spec-experiment-blank", ["run", "{tmp}/spec_ok.yaml", "--experiment", " "], "--experiment"),
+    # -- stores: what MLflow refuses, the direct path refuses before anything is written (the store
+    # faults that need a read-only mount or a full disk are in tests/test_store_errors.py)
+    ("run-experiment-too-long", [*RUN, "--experiment", "x" * 10_000], "at most 500"),
+    ("tune-experiment-too-long", [*TUNE, "--experiment", "x" * 10_000], "at most 500"),
+    ("run-uri-two-slashes", [*RUN, "--tracking-uri", "sqlite://mlflow.db"], "not a valid SQLite URL"),
+    ("tune-uri-two-slashes", [*TUNE, "--tracking-uri", "sqlite://mlflow.db"], "not a valid SQLite URL"),
+    ("run-uri-read-only", [*RUN, "--tracking-uri", "sqlite:///mlflow.db?mode=ro"], "read-only"),
+    ("run-uri-read-only-sqlite-uri", [*RUN, "--tracking-uri", "sqlite:///file:mlflow.db?mode=ro&uri=true"],
+     "read-only"),
+    ("run-uri-immutable", [*RUN, "--tracking-uri", "sqlite:///mlflow.db?immutable=1"], "read-only"),
+    ("tune-uri-read-only", [*TUNE, "--tracking-uri", "sqlite:///mlflow.db?mode=ro"], "read-only"),
+    ("report-no-store", ["report", "nosuch"], "no tracking store"),
 ]
 
 # (id, environment variables, command line, text of the line)
@@ -664,7 +676,8 @@ def test_the_table_holds_the_issue_cases_and_thirty_more():
     issue = {"run-grid-too-large", "run-grid-too-large-dry-run", "bench-grid-too-large", "bench-yaml-billion-laughs",
              "bench-yaml-recursive-alias", "bench-yaml-deep", "bench-yaml-8mb", "run-problem-n-huge",
              "run-problem-d-huge", "run-lr-above-float32", "spec-params-list", "spec-params-number",
-             "spec-problem-list", "run-metric-unknown", "run-target-negative", "run-lr-underscore"}
+             "spec-problem-list", "run-metric-unknown", "run-target-negative", "run-lr-underscore",
+             "run-experiment-too-long", "bench-name-too-long", "run-uri-two-slashes", "run-uri-read-only"}
     ids = [c.id for c in ALL]
     assert len(ids) == len(set(ids))
     assert issue <= set(ids)

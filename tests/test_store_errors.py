@@ -1,7 +1,7 @@
-"""Store errors tell the truth, in one line: what MLflow refuses is refused on the direct path too
-(exit code 2, nothing written); a store at another schema revision is named as older or newer
-than the installed MLflow, with what to do; a corrupt store is named as corrupt; a store fault
-before any run started exits 2, and `suite report` never prints a traceback for a store.
+"""Store errors tell the truth, in one line: the direct path's limits are MLflow's (what MLflow refuses is
+refused on the direct path too: rows of ``tests/test_bad_input.py``); a store at another schema revision is
+named as older or newer than the installed MLflow, with what to do; a corrupt store is named as corrupt; a
+store fault before any run started exits 2, and `suite report` never prints a traceback for a store.
 
 Every store here is real: made by the installed MLflow, then altered the way the world alters
 them (its ``alembic_version`` row, a page overwritten, a read-only mount, a full file system)."""
@@ -22,7 +22,8 @@ from tests.conftest import BIN
 
 GRID = ["run", "--problem", "linreg", "--lr", "0.01,0.02", "--epochs", "1", "--engine", "loop", "--device", "cpu",
         "--workers", "1", "--quiet", "--experiment", "kept"]
-LONG = "x" * 10_000
+TUNE = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "8", "--trials", "1",
+        "--budget", "epochs:1", "--device", "cpu"]
 
 
 def invoke(*args: str):
@@ -31,49 +32,7 @@ def invoke(*args: str):
     return result, lines
 
 
-def left_behind(root: Path) -> list[str]:
-    """What a refused command wrote: a store, the suite's own folder, reports."""
-    return sorted(p.name for p in root.iterdir() if p.name in ("mlflow.db", ".suite", "reports", "mlruns"))
-
-
-def refused(root: Path, *args: str, says: str) -> str:
-    result, lines = invoke(*args)
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert says in lines[0], lines[0]
-    assert result.stdout == ""
-    assert left_behind(root) == []
-    return lines[0]
-
-
-# -- what MLflow refuses, the direct path refuses: one line, exit code 2, nothing written ------------
-BENCH = "name: {name}\ndefaults:\n  problem: linreg\n  epochs: 1\nexperiments:\n  a:\n    batch_size: 8\n"
-TUNE = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "8", "--trials", "1",
-        "--budget", "epochs:1", "--device", "cpu"]
-RUN = ["run", "--problem", "linreg", "--epochs", "1", "--device", "cpu"]
-AGREEMENT = [
-    ("run-experiment-too-long", [*RUN, "--experiment", LONG], "at most 500"),
-    ("tune-experiment-too-long", [*TUNE, "--experiment", LONG], "at most 500"),
-    ("bench-name-too-long", ["run", "{tmp}/long.yaml"], "at most 500"),
-    ("run-uri-two-slashes", [*RUN, "--tracking-uri", "sqlite://mlflow.db"], "not a valid SQLite URL"),
-    ("tune-uri-two-slashes", [*TUNE, "--tracking-uri", "sqlite://mlflow.db"], "not a valid SQLite URL"),
-    ("run-uri-read-only", [*RUN, "--tracking-uri", "sqlite:///mlflow.db?mode=ro"], "read-only"),
-    ("run-uri-read-only-sqlite-uri", [*RUN, "--tracking-uri", "sqlite:///file:mlflow.db?mode=ro&uri=true"],
-     "read-only"),
-    ("run-uri-immutable", [*RUN, "--tracking-uri", "sqlite:///mlflow.db?immutable=1"], "read-only"),
-    ("tune-uri-read-only", [*TUNE, "--tracking-uri", "sqlite:///mlflow.db?mode=ro"], "read-only"),
-    ("report-no-store", ["report", "nosuch"], "no tracking store"),
-]
-
-
-@pytest.mark.parametrize(("argv", "says"), [pytest.param(a, s, id=i) for i, a, s in AGREEMENT])
-def test_what_mlflow_refuses_is_refused_before_anything_is_written(workdir, monkeypatch, argv, says):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # MLflow's default store: ./mlflow.db, not there yet
-    (workdir / "long.yaml").write_text(BENCH.format(name=LONG))
-    refused(workdir, *[a.replace("{tmp}", str(workdir)) for a in argv], says=says)
-    (workdir / "long.yaml").unlink()
-
-
+# -- the direct path's limits are MLflow's (the refusals themselves are rows of tests/test_bad_input.py)
 def test_the_direct_paths_limits_are_mlflows(tmp_path):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
