@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -518,3 +519,27 @@ def test_a_trial_lost_after_its_run_ended_is_retried_not_dropped(tmp_path):
     assert ran == ["a"]
     states = [(t.state, t.user_attrs.get("suite.retry_of")) for t in study.get_trials(deepcopy=False)]
     assert states == [(TrialState.FAIL, None), (TrialState.COMPLETE, [0])]
+
+
+@pytest.mark.slow
+@needs_pg
+@pytest.mark.parametrize("engine", ["stacked", "loop"])
+def test_every_run_reported_finished_on_a_tracking_server_survives_kill_9(tmp_path, mlflow_server, engine):
+    """On an http store "completed" is printed once the run's writes are flushed to the server:
+    ``kill -9`` right after the Nth such line (seeded) loses none of the runs printed."""
+    from tests.test_kill_events import GRID_SPECS, RUN_LINE, grid, kill_at
+
+    n = random.Random(f"http-{engine}").randint(1, GRID_SPECS - 1)
+    args = [*grid(0, engine), "--experiment", f"kill-http-{engine}", "--tracking-uri", mlflow_server]
+    reported = {line["name"]: line["status"] for line in kill_at(args, tmp_path, {}, RUN_LINE, n)}
+    assert len(reported) == n
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name(f"kill-http-{engine}")
+    runs = client.search_runs([experiment.experiment_id], "tags.`suite.kind` = 'run'", max_results=1000)
+    stored = {r.info.run_name: r for r in runs}
+    for name, status in reported.items():
+        run = stored.get(name)
+        assert run is not None, f"{name} was printed as {status} and is not on the server"
+        assert run.info.status == "FINISHED" and run.data.tags["suite.status"] == status
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) > 1
+        assert "best_val_loss" in run.data.metrics
