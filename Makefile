@@ -54,8 +54,12 @@ perf: install
 tune: install
 	$(BIN)/suite tune --problem logistic
 
+# MLflow 3.17's UI starts a job runner and its huey workers (about 7 processes of 250 MB) for GenAI
+# jobs the suite never submits: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false leaves them out.
+UI_PORT ?= 5000
 ui: install
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) \
+	  --backend-store-uri $(MLFLOW_TRACKING_URI)
 
 # Every Optuna study (suite tune's, shared grids') side by side: http://127.0.0.1:$(DASHBOARD_PORT)
 dashboard: install

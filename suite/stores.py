@@ -379,9 +379,14 @@ def quiet_store_logs() -> None:
     """MLflow's store logs its schema migration (INFO) and every database error with a traceback
     (ERROR) before raising it; the suite reports a failing store in one line of its own. Call it
     before MLflow opens or makes a store, and again after importing MLflow (its import sets the
-    ``alembic`` logger's level)."""
+    ``alembic`` logger's level).
+
+    It also keeps MLflow from printing "View run … at: URL" on stdout for every run it ends on a
+    tracking server (which breaks ``--format json``, and costs a request per run): the suite
+    prints where its runs are itself."""
     import logging
 
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 

@@ -543,3 +543,17 @@ def test_every_run_reported_finished_on_a_tracking_server_survives_kill_9(tmp_pa
         assert run.info.status == "FINISHED" and run.data.tags["suite.status"] == status
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) > 1
         assert "best_val_loss" in run.data.metrics
+
+
+@needs_pg
+def test_json_output_stays_json_on_a_tracking_server(tmp_path, mlflow_server):
+    """MLflow prints "View run … at: URL" on stdout for each run it ends on a server; the suite's
+    ``--format json`` output must still parse."""
+    import json
+
+    out = subprocess.run([str(BIN / "suite"), "run", "--problem", "linreg", "--lr", "0.01,0.02", "--epochs", "1",
+                          "--device", "cpu", "--experiment", "json-http", "--tracking-uri", mlflow_server,
+                          "--format", "json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["total"] == result["ran_now"] == len(result["runs"]) == 2

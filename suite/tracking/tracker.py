@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import suite
 from suite import owners
 from suite.engine.target import steps_to_target
 from suite.errors import StoreError, SuiteError
@@ -33,6 +32,7 @@ from suite.stores import (
 )
 from suite.tracking import diagnose
 from suite.tracking.bulk import SqlBulk
+from suite.tracking.context import context_tags
 from suite.tracking.direct import DirectStore
 from suite.tracking.records import FAILED as MLFLOW_FAILED
 from suite.tracking.records import (
@@ -69,8 +69,6 @@ from suite.vocab import (
     TAG_SECONDS,
     TAG_STACK,
     TAG_STATUS,
-    TAG_TORCH,
-    TAG_VERSION,
 )
 
 MLFLOW_STATUS = {
@@ -265,9 +263,7 @@ class Tracker:
             TAG_CONFIG: naming.config_tag(spec, varying),
             TAG_HASH: spec.hash,
             TAG_STATUS: "running",
-            TAG_VERSION: suite.__version__,
             TAG_KIND: kind,
-            TAG_TORCH: _torch_version(),
             TAG_DEVICE: device,
             TAG_HOST: platform.node(),
             TAG_OWNER: owner(),
@@ -284,7 +280,7 @@ class Tracker:
 
     def create_run(self, tags: Mapping[str, Any], params: Mapping[str, str]) -> str:
         """Create a run with these tags (``mlflow.runName`` among them) and params; return its id."""
-        text_tags = {k: str(v) for k, v in tags.items()}
+        text_tags = {**context_tags(), **{k: str(v) for k, v in tags.items()}}
         text_tags.setdefault(MLFLOW_RUN_NAME, f"run-{uuid.uuid4().hex[:8]}")  # MLflow names an unnamed run too
         with self.writes():
             if self._queue is not None:
@@ -657,7 +653,7 @@ class Tracker:
                      params: Mapping[str, Any] | None = None) -> str:
         """Create the parent run of one grid invocation (tag ``suite.kind=grid``; ``params``: the
         command line and the grid's axes)."""
-        all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "grid", TAG_STATUS: "running", TAG_VERSION: suite.__version__,
+        all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "grid", TAG_STATUS: "running",
                     TAG_OWNER: owner(), TAG_HOST: platform.node(), **(tags or {})}
         return self.create_run(all_tags, {k: _param_text(v)[:6000] for k, v in (params or {}).items()})
 
@@ -736,12 +732,6 @@ def _end_writer(writer: WriterProcess) -> None:
     """End a writer process (its input; it exits once it has answered) and give back its core."""
     writer.close()
     cores.release()
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__
 
 
 def _is_done(run: Any) -> bool:

@@ -21,7 +21,6 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import suite
 from suite.engine.loop import RunResult
 from suite.registry import Registry
 from suite.specs import naming
@@ -48,7 +47,6 @@ from suite.vocab import (
     TAG_TRIALS,
     TAG_TRIALS_REQUESTED,
     TAG_VARIANT,
-    TAG_VERSION,
 )
 
 
@@ -133,7 +131,6 @@ def study_parent(tracker: Tracker, plan: Any, uid: str, *, trials: int, pruner: 
             tracker.set_tags(run_id, tags)
         return run_id
     all_tags = {MLFLOW_RUN_NAME: plan.name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_STUDY_UID: uid,
-                TAG_VERSION: suite.__version__,
                 TAG_PROBLEM: plan.problem, TAG_VARIANT: plan.variant.name,
                 TAG_BATCH_SIZE: plan.batch_size, **tags}
     settings = plan.settings()
@@ -176,7 +173,7 @@ def finish_study_parent(tracker: Tracker, run_id: str, summary: Any, figures: Ma
 
 def start_tune_run(tracker: Tracker, name: str, tags: Mapping[str, Any], params: Mapping[str, Any]) -> str:
     """The run of one ``suite tune`` invocation (``suite.kind=tune``), holding its report."""
-    all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "tune", TAG_VERSION: suite.__version__, TAG_STATUS: "running",
+    all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "tune", TAG_STATUS: "running",
                 **tags}
     return tracker.create_run(all_tags, {k: str(v)[:6000] for k, v in params.items()})
 
