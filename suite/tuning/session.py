@@ -30,7 +30,7 @@ from suite.tuning.tracking import (
     start_tune_run,
     study_parent,
 )
-from suite.vocab import STUDY_REEVALS, STUDY_UID, TAG_REEVAL_OF, TAG_STUDIES, TAG_STUDY
+from suite.vocab import STUDY_REEVALS, STUDY_UID, TAG_REEVAL_OF, TAG_STUDIES, TAG_STUDY, TAG_STUDY_INDEX
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def _reeval_jobs(req: Request, registry: Registry, storage, parents: dict[str, s
                 if str(spec.seed) in cached.get(str(trial.number), {}):
                     done[key] = cached[str(trial.number)][str(spec.seed)]
                     continue
-                tags = {TAG_STUDY: plan.name, TAG_REEVAL_OF: trial.number}
+                tags = {TAG_STUDY: plan.name, TAG_REEVAL_OF: trial.number, TAG_STUDY_INDEX: plan.study_index}
                 runs.append(workers.SpecJob(key, plan.name, spec, tags, plan.objective))
         if runs:
             jobs.append(workers.SpecsJob(plan.name, tuple(runs)))

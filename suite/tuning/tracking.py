@@ -42,6 +42,7 @@ from suite.vocab import (
     TAG_STORAGE,
     TAG_STUDIES,
     TAG_STUDY,
+    TAG_STUDY_INDEX,
     TAG_STUDY_SEED,
     TAG_STUDY_UID,
     TAG_TRIAL,
@@ -135,7 +136,7 @@ def study_parent(tracker: Tracker, plan: Any, uid: str, *, trials: int, pruner: 
     all_tags = {MLFLOW_RUN_NAME: plan.name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_STUDY_UID: uid,
                 TAG_VERSION: suite.__version__,
                 TAG_PROBLEM: plan.problem, TAG_VARIANT: plan.variant.name,
-                TAG_BATCH_SIZE: plan.batch_size, **tags}
+                TAG_BATCH_SIZE: plan.batch_size, TAG_STUDY_INDEX: getattr(plan, "study_index", 0), **tags}
     settings = plan.settings()
     params = {k: v for k, v in settings.items() if k not in ("space", "fixed")}
     params.update({f"space.{k}": _space_text(v) for k, v in settings["space"].items()})
