@@ -185,8 +185,9 @@ def _reevaluate(req: Request, sink: TrackerSink, settings: workers.Settings, tro
     for name, by_trial in keys.items():
         for number, items in by_trial.items():
             values = [done.get(key) for key in items]  # a run that did not finish counts as diverged
-            out.setdefault(name, {})[number] = report.Reeval([v for v in values if v is not None],
-                                                            sum(v is None for v in values))
+            out.setdefault(name, {})[number] = report.Reeval(
+                [v for v in values if v is not None], sum(v is None for v in values),
+                per_seed={int(key.rpartition("#")[2]): done.get(key) for key in items})
     return out
 
 
