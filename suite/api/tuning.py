@@ -114,6 +114,13 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
     both = sorted(set(fixed) & set(space_overrides))
     if both:
         raise SuiteError(f"{both[0]} is given by --set and by --space: pin it or search it, not both")
+    from suite.specs import limits
+
+    cells = len(problems) * len(plan.variants(choices)) * len(sizes)  # counted before R × cells plans are made
+    per = f"{studies} studies per cell, " if studies > 1 else ""
+    limits.check_runs(cells * studies * (trials * seeds + reevaluate * reevaluate_top),
+                      f"the tuning ({cells * studies} studies ({per}{trials} trials × {seeds} seeds each), and "
+                      "re-evaluations)")
     plans = []
     for p in problems:
         b = budget_obj or plan.Budget.parse(DEFAULT_TARGET_BUDGET if to_target else _default_budget(registry, p, fixed))
@@ -122,12 +129,6 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
             objective=objective_obj, seeds=seeds, fixed=fixed, space_overrides=space_overrides, eval_every=eval_every,
             studies=studies,
         )
-    from suite.specs import limits
-
-    per = f"{studies} studies per cell, " if studies > 1 else ""  # len(plans) counts every study of every cell
-    limits.check_runs(len(plans) * (trials * seeds + reevaluate * reevaluate_top),
-                      f"the tuning ({len(plans)} studies ({per}{trials} trials × {seeds} seeds each), and "
-                      "re-evaluations)")
     devices = resolve_devices(device, workers)
     normalize_storage(storage)  # a malformed storage or tracking URI: refused before anything is stored
     check_tracking_uri(resolve_tracking_uri(tracking_uri))
