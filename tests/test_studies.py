@@ -170,3 +170,48 @@ def test_suite_tune_with_three_studies_end_to_end(cli, workdir, mlflow_client):
         suffix = re.search(r"/s(\d+)$", r.data.tags["suite.study"])
         assert r.data.tags["suite.study_index"] == (suffix.group(1) if suffix else "0")
     assert "median of 3 studies" in out
+
+
+# -- the report on a sweep of several studies per cell -------------------------------------------------
+def _sweep_of_studies(steps_of, spread=(0.8, 1.0, 1.5)):
+    """Re-evaluation runs of R = len(spread) studies per (method, B): study k's winner takes
+    steps_of(method, B) × spread[k] steps (× 1.00, 1.01, 1.02 on the 3 fresh seeds) at lr 0.1·(k+1)."""
+    from suite.report.reader import RunRecord, Runs
+
+    params_of = {"SGD": {"optimizer": "sgd", "optimizer.momentum": 0.0},
+                 "mom": {"optimizer": "sgd", "optimizer.momentum": 0.9}}
+    recs = []
+    for method in params_of:
+        for b in (32, 1024):
+            for k, factor in enumerate(spread):
+                for i, seed in enumerate((10_000, 10_001, 10_002)):
+                    target = steps_of(method, b) * factor * (1 + 0.01 * i)
+                    hist = [(t, 0.02 * 2 ** (6 - 6 * t / target)) for t in range(0, int(1.2 * target) + 2)]
+                    rec = RunRecord(run_id=f"{method}{b}{k}{seed}", section=f"scaling_{method}", spec_hash="",
+                                    status="completed", histories={"theory_risk": hist}, final={},
+                                    params={"seed": seed, "batch_size": b, **params_of[method],
+                                            "optimizer.lr": 0.1 * (k + 1)})
+                    rec.study, rec.trial, rec.study_index = f"nqm/{method}/b{b}" + (f"/s{k}" if k else ""), 0, k
+                    rec.study_params = {"objective": "steps-to-target:0.02"}
+                    recs.append(rec)
+    return Runs("x", "sqlite://", recs, None)
+
+
+def test_a_cell_of_three_studies_is_their_median_and_claims_pair_on_study_and_seed():
+    from suite.report import claims
+
+    runs = _sweep_of_studies(lambda m, b: {("SGD", 32): 400, ("mom", 32): 390, ("SGD", 1024): 80,
+                                           ("mom", 1024): 40}[(m, b)])
+    sweep = claims.Sweep(runs)
+    mom = "momentum β=0.9"
+    assert sorted(sweep.tuned) == [("SGD", 32), ("SGD", 1024), (mom, 32), (mom, 1024)]  # one cell each
+    cell = sweep.tuned[("SGD", 1024)]
+    assert sorted(cell.studies) == [0, 1, 2] and cell.lr_replicates() == pytest.approx({0: 0.1, 1: 0.2, 2: 0.3})
+    est = cell.log2_steps()
+    assert 2 ** est.mean == pytest.approx(80 * 1.01, rel=0.02)  # the median study (× 1.0)
+    assert est.covers == stats.STUDIES_AND_SEEDS and 2 ** est.low < 80 < 80 * 1.5 < 2 ** est.high * 1.1
+    ratio = sweep.ratio(mom, "SGD", 1024)
+    assert 2 ** ratio.mean == pytest.approx(0.5, rel=0.01) and ratio.studies == 3
+    row = claims.momentum_large_batch(runs, sweep)
+    assert row.verdict == claims.REPRODUCED, row
+    assert "bootstrap over 3 studies and seeds" in row.measured and "97.5%" in row.rule

@@ -97,7 +97,7 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
             table.append([m, b, steps, lrs, tried])
     best_lr = ("best lr: per study's winner (several studies), else the winner, then the other re-evaluated trials"
                if studies else "best lr per seed")
-    doc.table(["method", "batch size", "steps to target (95% interval)", best_lr,
+    doc.table(["method", "batch size", "steps to target (95% interval; what it covers)", best_lr,
                "re-evaluated on" if studies else "lrs tried"], table)
     doc.figure(figures.best_curves_figure(runs, sweep), "scaling_curves",
                "Expected risk against steps at the best lr of each method and batch size (band: min–max over seeds)")
