@@ -10,7 +10,8 @@
   counts, ``best.json`` and Optuna's history and importance plots.
 * Trial runs: children of their study's parent, logged exactly like ``suite run`` runs
   (:class:`suite.tracking.Tracker`) with ``suite.kind=trial`` and tags ``suite.study``,
-  ``suite.trial``, ``suite.seed_index``, ``suite.trial_state`` and ``suite.trial_value``.
+  ``suite.trial``, ``suite.seed_index``, ``suite.study_index``, ``suite.trial_state`` and ``suite.trial_value``
+  (``suite.study_index`` also on the study parent and the re-evaluation runs).
 * Re-evaluation runs: children of the parent with ``suite.kind=reeval``.
 """
 
