@@ -1,4 +1,4 @@
-"""Optuna tuning: one study per (problem, variant, batch size); each trial *is* a RunSpec.
+"""Optuna tuning: R independent studies (default 1) per (problem, variant, batch size); each trial *is* a RunSpec.
 
 A trial asks Optuna for a value of every tunable hyperparameter of the study's components (the
 search space comes from the plugins' registrations, :attr:`suite.Param.space`), resolves the
@@ -405,8 +405,10 @@ class StudyPlan:
     ``settings()`` is stored on the Optuna study and a short hash of it ends the study's name
     (``nqm/sgd-constant-none-shuffle/b4-1a2b3c``): pinned values, spaces, objective, budget,
     seeds and evaluation schedule all change a trial's value, so studies that differ in any of
-    them are different studies. ``study_name`` overrides the name (a study created before the
-    hash suffix, resumed under its old name: :func:`suite.tuning.studies.resolve_names`).
+    them are different studies. The R independent studies of a cell (``--studies R``) share the
+    hash; study index k > 0 adds ``/sk`` (``…/b4-1a2b3c/s1``) and seeds its sampler apart.
+    ``study_name`` overrides the name (a study created before the hash suffix, resumed under its
+    old name: :func:`suite.tuning.studies.resolve_names`).
     """
 
     problem: str
