@@ -4,6 +4,7 @@ that uses the report's test."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -115,6 +116,9 @@ def test_best_variant_only_where_the_paired_interval_excludes_no_difference():
     close += [_summary("c", k, {s: 100.0 + 5 * k + i + (3.0 if (k + i) % 2 else -3.2)
                                 for i, s in enumerate(seeds)}) for k in range(3)]
     tie = winners(close, 8)
+    log2 = {v: {s.study_index: {k: math.log2(x) for k, x in s.reeval.per_seed.items()} for s in close
+                if s.variant == v} for v in ("a", "c")}
+    assert stats.paired_studies(log2["a"], log2["c"]).covers_zero  # the report's test on the same values
     assert tie.variant is None and tie.text in ("no significant difference: c vs a",
                                                 "no significant difference: a vs c")
     md = markdown(close, "final val loss")
