@@ -82,7 +82,7 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
              "measured one in the claims table).")
     fig_steps, fig_lr = figures.scaling_figures(sweep, sweep.records)
     doc.figure(fig_steps, "scaling_steps", "Steps to target against batch size (log-log), measured and closed form")
-    doc.figure(fig_lr, "scaling_best_lr", "Best learning rate against batch size, with its spread over seeds")
+    doc.figure(fig_lr, "scaling_best_lr", "Best learning rate against batch size, its spread over seeds or studies")
     table = []
     for m in sweep.methods:
         for b in sweep.sizes(m):
