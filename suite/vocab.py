@@ -49,6 +49,7 @@ TAG_TRIAL_STATE = "suite.trial_state"
 TAG_TRIAL_VALUE = "suite.trial_value"
 TAG_REEVAL_OF = "suite.reeval_of"
 TAG_SEED_INDEX = "suite.seed_index"
+TAG_STUDY_INDEX = "suite.study_index"  # which of a cell's R independent studies (--studies R) a run belongs to
 TAG_VARIANT = "suite.variant"
 TAG_PROBLEM = "suite.problem"
 TAG_BATCH_SIZE = "suite.batch_size"

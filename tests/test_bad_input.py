@@ -170,6 +170,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench-tune-one-study-twice", ["run", "{tmp}/tune_twice.yaml"], "also made by experiment 'a'"),
     ("bench-tune-eval-every-text", ["run", "{tmp}/tune_eval.yaml"], "experiments.a.eval_every"),
     ("bench-tune-two-budgets", ["run", "{tmp}/tune_budgets.yaml"], "exactly one budget"),
+    ("bench-tune-studies-zero", ["tune", "{tmp}/tune_studies.yaml"], "tune_studies.yaml:4: experiments.a.tune.studies"),
+    ("bench-tune-studies-text", ["run", "{tmp}/tune_studies_text.yaml"], "experiments.a.tune.studies"),
     # -- suite tune
     ("tune-problem-unknown", [*TUNE, "--problem", "nope"], "nope"),
     ("tune-optimizer-empty", [*TUNE, "--optimizer", ""], "--optimizer"),
@@ -190,6 +192,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("tune-objective-target-nan", [*TUNE, "--objective", "steps-to-target:nan"], "--objective"),
     ("tune-objective-target-negative", [*TUNE, "--objective", "steps-to-target:-1"], "--objective"),
     ("tune-seeds-zero", [*TUNE, "--seeds", "0"], "--seeds"),
+    ("tune-studies-zero", [*TUNE, "--studies", "0"], "--studies"),
+    ("tune-studies-text", [*TUNE, "--studies", "three"], "--studies"),
     ("tune-eval-every-zero", [*TUNE, "--eval-every", "0"], "--eval-every"),
     ("tune-pruner-unknown", [*TUNE, "--pruner", "random"], "--pruner"),
     ("tune-study-seed-negative", [*TUNE, "--study-seed", "-1"], "--study-seed"),
@@ -307,6 +311,8 @@ CASES += [
     ("tune-trials-huge", [*TUNE, "--trials", "1000000000"], "SUITE_MAX_RUNS"),
     ("tune-seeds-huge", [*TUNE, "--seeds", "1000000000"], "SUITE_MAX_RUNS"),
     ("tune-reevaluate-huge", [*TUNE, "--reevaluate", "1000000000"], "SUITE_MAX_RUNS"),
+    ("tune-studies-huge", [*TUNE, "--studies", "1000000000"], "SUITE_MAX_RUNS"),
+    ("bench-tune-studies-huge", ["tune", "{tmp}/tune_studies_huge.yaml"], "SUITE_MAX_RUNS"),
     ("bench-tune-trials-huge", ["tune", "{tmp}/tune_huge.yaml"], "SUITE_MAX_RUNS"),
     # -- benchmark files
     ("bench-sub-grid-too-large", ["run", "{tmp}/huge_sub_grid.yaml"], "huge_sub_grid.yaml"),
@@ -414,6 +420,9 @@ BENCH_FILES = {
     "tune_pruner.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {pruner: fast}\n",
     "tune_seeds.yaml": b"experiments:\n  a:\n    epochs: 1\n    seeds: [1, 2]\n    tune: {trials: 2}\n",
     "tune_trials.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {trials: 0}\n",
+    "tune_studies.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {trials: 2, studies: 0}\n",
+    "tune_studies_text.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {studies: three}\n",
+    "tune_studies_huge.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {trials: 2, studies: 1000000000}\n",
     "tune_objective.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {objective: fastest}\n",
     "tune_twice.yaml": b"experiments:\n  a:\n    epochs: 1\n    tune: {trials: 2}\n"
                        b"  b:\n    epochs: 1\n    tune: {trials: 2}\n",

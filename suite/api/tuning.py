@@ -57,7 +57,7 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
                  grace: int | None = None, submit_only: bool = False, reevaluate: int | None = None,
                  reevaluate_top: int = 3, experiment: str | None = None, tracking_uri: str | None = None,
                  device: str = "auto", workers: int | None = None, population: int | None = None,
-                 engine: str = "auto") -> Any:
+                 engine: str = "auto", studies: int = 1) -> Any:
     """The :class:`suite.tuning.session.Request` of ``suite tune``'s options (same names and defaults)."""
     from suite.specs.spec import MAX_BUDGET, MAX_SEED
     from suite.stores import check_name
@@ -78,6 +78,8 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
         raise SuiteError(f"--study-seed={study_seed} is out of range: must be in [0, {MAX_SEED}]")
     if trials < 1:
         raise SuiteError(f"--trials={trials} is out of range: must be at least 1")
+    if studies < 1:
+        raise SuiteError(f"--studies={studies} is out of range: must be at least 1")
     to_target = objective.strip().startswith("steps-to-target")  # parsed (and checked) below
     seeds = seeds if seeds is not None else TARGET_SEEDS if to_target else 1
     reevaluate = reevaluate if reevaluate is not None else TARGET_REEVALUATE if to_target else 0
@@ -112,17 +114,21 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
     both = sorted(set(fixed) & set(space_overrides))
     if both:
         raise SuiteError(f"{both[0]} is given by --set and by --space: pin it or search it, not both")
+    from suite.specs import limits
+
+    cells = len(problems) * len(plan.variants(choices)) * len(sizes)  # counted before R × cells plans are made
+    per = f"{studies} studies per cell, " if studies > 1 else ""
+    limits.check_runs(cells * studies * (trials * seeds + reevaluate * reevaluate_top),
+                      f"the tuning ({cells * studies} studies ({per}{trials} trials × {seeds} seeds each), and "
+                      "re-evaluations)")
     plans = []
     for p in problems:
         b = budget_obj or plan.Budget.parse(DEFAULT_TARGET_BUDGET if to_target else _default_budget(registry, p, fixed))
         plans += plan.plan_studies(
             registry, problems=[p], variant_list=plan.variants(choices), batch_sizes=sizes, budget=b,
             objective=objective_obj, seeds=seeds, fixed=fixed, space_overrides=space_overrides, eval_every=eval_every,
+            studies=studies,
         )
-    from suite.specs import limits
-
-    limits.check_runs(len(plans) * (trials * seeds + reevaluate * reevaluate_top),
-                      f"the tuning ({len(plans)} studies of {trials} trials × {seeds} seeds, and re-evaluations)")
     devices = resolve_devices(device, workers)
     normalize_storage(storage)  # a malformed storage or tracking URI: refused before anything is stored
     check_tracking_uri(resolve_tracking_uri(tracking_uri))
@@ -161,8 +167,8 @@ def plan_benchmark(bench: Any, registry: Registry, *, storage: str | None = None
                 objective=block.objective, seeds=block.seeds, spaces=block.spaces, sets=block.sets,
                 eval_every=block.eval_every, pruner=block.pruner, study_seed=block.study_seed, storage=storage,
                 reevaluate=block.reevaluate, reevaluate_top=block.reevaluate_top, population=block.population,
-                engine=engine, experiment=experiment or bench.name, tracking_uri=tracking_uri, device=device,
-                workers=workers, heartbeat=heartbeat, grace=grace, submit_only=submit_only)
+                studies=block.studies, engine=engine, experiment=experiment or bench.name, tracking_uri=tracking_uri,
+                device=device, workers=workers, heartbeat=heartbeat, grace=grace, submit_only=submit_only)
         except SuiteError as exc:
             raise BenchFileError(f"{section.where(bench.path)}.tune: {exc}") from None
         plans = [replace(p, section=section.name) for p in req.plans]

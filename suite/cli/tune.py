@@ -47,6 +47,9 @@ from suite.registry import get_registry
 @click.option("--eval-every", type=INT, default=None, help="Evaluate (and report to the pruner) every K steps.")
 @click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True)
 @click.option("--study-seed", type=INT, default=None, help="Seed of the samplers: makes the tuning reproducible.")
+@click.option("--studies", type=INT, default=1, show_default=True, metavar="R",
+              help="Independent studies per variant and batch size, each with its own sampler seed; the report's "
+                   "value is the median over them and its interval covers the tuning as well as the seeds.")
 @storage_options
 @click.option("--submit-only", is_flag=True,
               help="Create the studies and enqueue their trials, then exit: `suite worker` processes run them "
@@ -64,8 +67,8 @@ from suite.registry import get_registry
 @tracking_options
 @format_option
 def tune(benchmark, problem, optimizer, scheduler, averager, sampler, batch_sizes, trials, budget, objective, seeds,
-         spaces, sets, eval_every, pruner, study_seed, storage, heartbeat, grace, submit_only, reevaluate, population,
-         engine, reevaluate_top, experiment, tracking_uri, device, workers, quiet, output_format) -> None:
+         spaces, sets, eval_every, pruner, study_seed, studies, storage, heartbeat, grace, submit_only, reevaluate,
+         population, engine, reevaluate_top, experiment, tracking_uri, device, workers, quiet, output_format) -> None:
     """Tune lr, momentum, weight decay (and schedule/averager parameters) per variant and batch size.
 
     BENCHMARK: a benchmark file; its tuned experiments (those with a ``tune:`` block) are tuned
@@ -82,7 +85,7 @@ def tune(benchmark, problem, optimizer, scheduler, averager, sampler, batch_size
     request = tuning.plan_request(
         registry, problem=problem, optimizer=optimizer, scheduler=scheduler, averager=averager, sampler=sampler,
         batch_sizes=batch_sizes, trials=trials, budget=budget, objective=objective, seeds=seeds, spaces=spaces,
-        sets=sets, eval_every=eval_every, pruner=pruner, study_seed=study_seed, storage=storage,
+        sets=sets, eval_every=eval_every, pruner=pruner, study_seed=study_seed, studies=studies, storage=storage,
         heartbeat=heartbeat, grace=grace, submit_only=submit_only, reevaluate=reevaluate,
         reevaluate_top=reevaluate_top, population=population, engine=engine, experiment=experiment,
         tracking_uri=tracking_uri, device=device, workers=workers)

@@ -34,9 +34,14 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
     of_which = f"; {reevals} of them re-evaluate tuned trials on fresh seeds" if reevals else ""
     doc.para(f"MLflow experiment {runs.experiment!r} at {runs.tracking_uri}: {len(runs.records)} runs "
              f"({status}{of_which}) in {len(runs.sections)} experiments. Generated {time.strftime('%Y-%m-%d %H:%M')}.")
-    doc.para("Intervals are 95% t intervals over seeds. Variants are compared paired on the same seeds: the mean "
-             "difference and its interval; where the interval covers 0 the report says 'no significant difference' "
-             "and names no winner.")
+    doc.para("Intervals are 95% t intervals over seeds, except in tuned experiments with several independent "
+             "studies per cell: there a cell's value is the median over studies of each study's winner's mean on "
+             "the fresh seeds, and its interval a 95% bootstrap over studies and seeds (2000 resamples of the "
+             "studies, then of the seeds within each), so it covers the tuning too; with one study the interval "
+             "covers the seeds only. Variants are compared paired on the same seeds (and study index): the "
+             "difference and its interval; where the interval covers 0 the report says 'no significant "
+             "difference' and names no winner. A claim that rests on k cells reads each at level 1 − 0.05/k "
+             "(Bonferroni).")
 
     rows = claims.evaluate(runs)
     doc.heading("The lecture's claims")
@@ -64,7 +69,9 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
 def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
     doc.heading("Batch-size scaling on the NQM, each method tuned")
     studies = any(t.from_study for t in sweep.tuned.values())
-    how = ("each method tuned by Optuna at each batch size (one study each); the study's winner is the re-evaluated "
+    most = max((len(t.studies) for t in sweep.tuned.values()), default=0)
+    count = f"{most} independent studies each, the median over them" if most > 1 else "one study each"
+    how = (f"each method tuned by Optuna at each batch size ({count}); a study's winner is the re-evaluated "
            "top trial with the fewest fresh seeds that missed the target, then the fewest mean steps on them (the "
            "trial its tuning session named), and its steps are those re-runs'"
            if studies else "at the best lr of each method, batch size and seed (an lr grid)")
@@ -75,7 +82,7 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
              "measured one in the claims table).")
     fig_steps, fig_lr = figures.scaling_figures(sweep, sweep.records)
     doc.figure(fig_steps, "scaling_steps", "Steps to target against batch size (log-log), measured and closed form")
-    doc.figure(fig_lr, "scaling_best_lr", "Best learning rate against batch size, with its spread over seeds")
+    doc.figure(fig_lr, "scaling_best_lr", "Best learning rate against batch size, its spread over seeds or studies")
     table = []
     for m in sweep.methods:
         for b in sweep.sizes(m):
@@ -83,11 +90,14 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
             est = t.log2_steps()
             steps = "not reached" if est.n == 0 else (
                 f"{2 ** est.mean:.0f}" + (f" [{2 ** est.low:.0f}, {2 ** est.high:.0f}]" if est.n > 1 else ""))
+            steps += f" ({est.label})" if est.n > 1 else ""
             lrs = ", ".join(f"{v:.3g}" for v in t.lr_replicates().values())
-            tried = f"{len(t.seeds)} fresh seeds" if t.from_study else ", ".join(f"{v:.3g}" for v in t.lrs)
+            tried = (f"{len(t.seeds)} fresh seeds" + (f" × {len(t.studies)} studies" if len(t.studies) > 1 else "")
+                     if t.from_study else ", ".join(f"{v:.3g}" for v in t.lrs))
             table.append([m, b, steps, lrs, tried])
-    best_lr = "best lr: winner, then the other re-evaluated trials" if studies else "best lr per seed"
-    doc.table(["method", "batch size", "steps to target (95% interval)", best_lr,
+    best_lr = ("best lr: per study's winner (several studies), else the winner, then the other re-evaluated trials"
+               if studies else "best lr per seed")
+    doc.table(["method", "batch size", "steps to target (95% interval; what it covers)", best_lr,
                "re-evaluated on" if studies else "lrs tried"], table)
     doc.figure(figures.best_curves_figure(runs, sweep), "scaling_curves",
                "Expected risk against steps at the best lr of each method and batch size (band: min–max over seeds)")

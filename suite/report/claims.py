@@ -17,7 +17,17 @@ from dataclasses import dataclass
 
 from suite.report import scaling
 from suite.report.reader import RunRecord, Runs
-from suite.report.stats import STEADY_TAIL, Estimate, fit_two, mean_interval, paired_difference, slope, tail_mean
+from suite.report.stats import (
+    LEVEL,
+    STEADY_TAIL,
+    Estimate,
+    bonferroni,
+    fit_two,
+    mean_interval,
+    paired_difference,
+    slope,
+    tail_mean,
+)
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
 HELP_RATIO = 0.8  # "helps": at least 20% fewer steps; "no help": less than that for sure
@@ -136,9 +146,17 @@ class Sweep:
     def common_sizes(self, a: str, b: str) -> list[int]:
         return sorted(set(self.sizes(a)) & set(self.sizes(b)))
 
-    def ratio(self, a: str, b: str, batch_size: int) -> Estimate:
-        """log2(steps of a / steps of b) at their own best lrs, paired over seeds."""
-        return _log2_ratio(self.tuned[(a, batch_size)].steps(), self.tuned[(b, batch_size)].steps())
+    def ratio(self, a: str, b: str, batch_size: int, level: float = LEVEL) -> Estimate:
+        """log2(steps of a / steps of b) at their own best lrs, paired on (study index, fresh seed)
+        (:func:`suite.report.scaling.log2_ratio`: over several studies, the interval covers the tuning)."""
+        return scaling.log2_ratio(self.tuned[(a, batch_size)], self.tuned[(b, batch_size)], level)
+
+    def lr_ratio(self, a: str, b: str, batch_size: int) -> Estimate:
+        """log2(best lr of a / best lr of b): paired per study where both have several, else per seed."""
+        ta, tb = self.tuned[(a, batch_size)], self.tuned[(b, batch_size)]
+        several = len(ta.study_lrs) > 1 and len(tb.study_lrs) > 1
+        la, lb = (ta.study_lrs, tb.study_lrs) if several else (ta.best_lrs(), tb.best_lrs())
+        return paired_difference({k: math.log2(v) for k, v in la.items()}, {k: math.log2(v) for k, v in lb.items()})
 
 
 EXP_SWEEP = "scaling_* (NQM, lr tuned per method and batch size, steps to the target expected risk)"
@@ -147,7 +165,10 @@ EXP_SWEEP = "scaling_* (NQM, lr tuned per method and batch size, steps to the ta
 def _helps_only_at(sweep: Sweep, claim: str, method: str | None, base: str | None, where: str) -> ClaimRow:
     """"``method`` helps (vs ``base``) only at ``where`` ('large' or 'small') batch sizes"."""
     at_b, off_b = ("largest", "smallest") if where == "large" else ("smallest", "largest")
-    rule = (f"steps of each method at its own best lr, paired over seeds; 'helps' = ratio interval below "
+    level = bonferroni(2)  # the verdict rests on two cells
+    rule = (f"steps of each method at its own best lr, paired on (study, fresh seed), each interval at "
+            f"{level:.1%} (Bonferroni over the 2 batch sizes; a two-level bootstrap over studies and seeds where "
+            f"there are several studies, else a t interval over seeds); 'helps' = ratio interval below "
             f"{HELP_RATIO}, 'no help' = ratio interval above {HELP_RATIO}; reproduced if it helps at the "
             f"{at_b} and not at the {off_b} batch size, contradicted if it helps at the {off_b} or "
             f"is not faster (interval ≥ 1) at the {at_b}")
@@ -157,12 +178,12 @@ def _helps_only_at(sweep: Sweep, claim: str, method: str | None, base: str | Non
     if len(sizes) < 2:
         return _missing(claim, EXP_SWEEP, rule, "needs ≥ 2 batch sizes")
     small, large = sizes[0], sizes[-1]
-    at = {small: sweep.ratio(method, base, small), large: sweep.ratio(method, base, large)}
+    at = {small: sweep.ratio(method, base, small, level), large: sweep.ratio(method, base, large, level)}
     target, off = (large, small) if where == "large" else (small, large)
     helps = at[target].n >= 2 and at[target].high < LOG2_HELP
     no_help_off = at[off].n >= 2 and at[off].low > LOG2_HELP
     measured = (f"steps {method} / {base}: B={small}: {_ratio_text(at[small])}; "
-                f"B={large}: {_ratio_text(at[large])}")
+                f"B={large}: {_ratio_text(at[large])} ({at[large].label})")
     if helps and no_help_off:
         verdict = REPRODUCED
     elif (at[off].n >= 2 and at[off].high < LOG2_HELP) or (at[target].n >= 2 and at[target].low >= 0):
@@ -192,8 +213,7 @@ def momentum_smaller_lr(runs: Runs, sweep: Sweep) -> ClaimRow:
         return _missing(claim, EXP_SWEEP, rule, "needs SGD and momentum in the scaling sweep")
     per_b = []
     for b in sweep.common_sizes(mom, base):
-        d = paired_difference({s: math.log2(v) for s, v in sweep.tuned[(mom, b)].best_lrs().items()},
-                              {s: math.log2(v) for s, v in sweep.tuned[(base, b)].best_lrs().items()})
+        d = sweep.lr_ratio(mom, base, b)
         if d.n:
             per_b.append(d.mean)
     est = mean_interval(per_b)
@@ -275,21 +295,21 @@ def best_lr_grows(runs: Runs, sweep: Sweep) -> ClaimRow:
 
 def perfect_scaling(runs: Runs, sweep: Sweep) -> ClaimRow:
     claim = "Steps to target scale perfectly with the batch size, then plateau"
-    rule = ("SGD at its best lr; slope of log2(steps) on log2(B) per seed between the two smallest and between the "
-            "two largest batch sizes; reproduced if the first interval ⊂ [−1.3, −0.7] and the second ⊂ [−0.3, 0.3], "
+    rule = ("SGD at its best lr; slope of log2(steps) on log2(B), paired on (study, fresh seed), between the two "
+            "smallest and between the two largest batch sizes, each interval at 97.5% (Bonferroni over the 2); "
+            "reproduced if the first interval ⊂ [−1.3, −0.7] and the second ⊂ [−0.3, 0.3], "
             "contradicted if the first lies above −0.7 (no perfect scaling)")
     if "SGD" not in sweep.methods or len(sweep.sizes("SGD")) < 3:
         return _missing(claim, EXP_SWEEP, rule, "needs SGD at ≥ 3 batch sizes")
     sizes = sweep.sizes("SGD")
 
     def pair_slope(b0: int, b1: int) -> Estimate:
-        s0, s1 = sweep.tuned[("SGD", b0)].steps(), sweep.tuned[("SGD", b1)].steps()
-        d = _log2_ratio(s1, s0)
+        d = scaling.log2_ratio(sweep.tuned[("SGD", b1)], sweep.tuned[("SGD", b0)], bonferroni(2))
         k = math.log2(b1 / b0)
-        return Estimate(d.mean / k, d.low / k, d.high / k, d.n)
+        return Estimate(d.mean / k, d.low / k, d.high / k, d.n, d.covers, d.studies, d.level)
 
     first, last = pair_slope(sizes[0], sizes[1]), pair_slope(sizes[-2], sizes[-1])
-    steps = ", ".join(f"B={b}: {_geo(v for v in sweep.tuned[('SGD', b)].steps().values()):.0f}" for b in sizes)
+    steps = ", ".join(f"B={b}: {2 ** sweep.tuned[('SGD', b)].log2_steps().mean:.0f}" for b in sizes)
     measured = (f"steps {steps}; slope B={sizes[0]}→{sizes[1]}: {first.text('.2f')}, "
                 f"B={sizes[-2]}→{sizes[-1]}: {last.text('.2f')}")
     if first.n >= 2 and first.within(-1.3, -0.7) and last.within(-0.3, 0.3):

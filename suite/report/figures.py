@@ -172,7 +172,7 @@ def scaling_figures(sweep: Any, records: Sequence[RunRecord]):
     ax2.axhline(2.0, color="0.5", linestyle=":", linewidth=1)
     ax2.annotate("SGD stability cap 2/h_max", (all_sizes[0], 2.0), fontsize=7, color="0.4", va="bottom")
     ax2.set_ylabel("best lr (geometric mean, min–max bars)")
-    ax2.set_title("Best learning rate against batch size (bars: over seeds or top trials)", fontsize=10)
+    ax2.set_title("Best learning rate against batch size (bars: over seeds, studies or top trials)", fontsize=10)
     ax2.legend(fontsize=7)
     finish_figure(fig1)
     finish_figure(fig2, left=1.0)

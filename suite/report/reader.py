@@ -30,6 +30,7 @@ from suite.vocab import (
     TAG_SECTION,
     TAG_STATUS,
     TAG_STUDY,
+    TAG_STUDY_INDEX,
 )
 
 RUN_KIND = "run"
@@ -73,6 +74,7 @@ class RunRecord:
     trial: int | None = None  # ... the trial it re-evaluates ...
     study_params: dict[str, Any] = field(default_factory=dict)  # ... the study's settings (its parent's params)
     study_best: int | None = None  # ... and the trial the study's tuning session named its winner
+    study_index: int = 0  # ... which of its cell's independent studies it is (``--studies R``)
 
     @property
     def seed(self) -> int:
@@ -280,6 +282,8 @@ def _tuned_records(source: Any, experiment_id: str, studies: dict[str, list[str]
         record.study_params = {k: parse_value(v) for k, v in parent.data.params.items()}
         best = parent.data.tags.get(TAG_BEST_TRIAL)
         record.study_best = int(best) if best and best.isdigit() else None
+        index = run.data.tags.get(TAG_STUDY_INDEX, "0")
+        record.study_index = int(index) if index.isdigit() else 0
         out.append(record)
     return out
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from suite.critical import critical_batch_size
 from suite.report.reader import RunRecord, Runs
-from suite.report.stats import Estimate, mean_interval
+from suite.report.stats import LEVEL, Estimate, paired_studies, study_estimate
 
 SCALING_PREFIX = "scaling"
 NQM_TARGET = 0.02  # expected risk to reach (the NQM paper's 0.01 at d = 10^4; the default d here is 100)
@@ -75,11 +75,13 @@ def steps_to_target(history: Sequence[tuple[int, float]], target: float) -> floa
 class Tuned:
     """One method at one batch size: per seed, each lr tried and the best one.
 
-    From an lr grid (sections ``scaling…`` run as grids) every seed has its own best lr. From an
-    Optuna study (a tuned experiment) the best lr is the study's winner (:func:`_from_studies`)
-    and ``tried[seed]`` holds its run on each fresh seed; ``ranked`` holds the lrs of the winner
-    and of the re-evaluated trials that tie with it on missed seeds, best first: the near-optimal
-    lrs whose spread stands for the best lr's uncertainty."""
+    From an lr grid (sections ``scaling…`` run as grids) every seed has its own best lr. From
+    Optuna studies (a tuned experiment, R independent studies per cell) each study's best lr is
+    its winner (:func:`_from_studies`): ``studies[k][seed]`` holds study k's winner's run on each
+    fresh seed (the same seeds in every study) and ``study_lrs[k]`` its lr; ``tried[seed]``
+    holds the median study's winner; ``ranked`` holds the lrs of that winner and of its
+    re-evaluated trials that tie with it on missed seeds, best first: the near-optimal lrs whose
+    spread stands for the best lr's uncertainty when there is one study."""
 
     method: str
     batch_size: int
@@ -87,11 +89,23 @@ class Tuned:
     ranked: list[float] = field(default_factory=list)  # Optuna: the re-evaluated trials' lrs, best first
     ceiling: float | None = None  # Optuna: the top of the lr's search space
     from_study: bool = False  # tuned by an Optuna study (else an lr grid)
+    studies: dict[int, dict[int, tuple[float, float]]] = field(default_factory=dict)  # study -> seed -> (steps, final)
+    study_lrs: dict[int, float] = field(default_factory=dict)  # study -> its winner's lr
 
     def lr_replicates(self) -> dict[int, float]:
-        """Independent estimates of the best lr: per seed for an lr grid, per rank of the
-        re-evaluated trials for a study."""
+        """Independent estimates of the best lr: per seed for an lr grid, per study for several
+        studies, per rank of the re-evaluated trials for one study."""
+        if len(self.study_lrs) > 1:
+            return dict(self.study_lrs)
         return dict(enumerate(self.ranked)) if self.from_study and self.ranked else self.best_lrs()
+
+    def log2_by_study(self) -> dict[int, dict[int, float]]:
+        """log2 steps per study and seed (an lr grid: one "study", each seed at its best lr);
+        a seed that never reached the target is left out."""
+        if self.studies:
+            return {k: {seed: math.log2(v) for seed, (v, _) in runs.items() if 0 < v < math.inf}
+                    for k, runs in self.studies.items()}
+        return {0: {seed: math.log2(v) for seed, v in self.steps().items() if 0 < v < math.inf}}
 
     @property
     def lr_top(self) -> float:
@@ -113,8 +127,17 @@ class Tuned:
     def best_lrs(self) -> dict[int, float]:
         return {s: self.best(s)[0] for s in self.seeds}
 
-    def log2_steps(self) -> Estimate:
-        return mean_interval(math.log2(v) for v in self.steps().values() if math.isfinite(v))
+    def log2_steps(self, level: float = LEVEL) -> Estimate:
+        """Mean log2 steps over seeds; over several studies the median of the studies' means, its
+        interval covering studies and seeds (:func:`suite.report.stats.study_estimate`)."""
+        return study_estimate(self.log2_by_study(), level)
+
+
+def log2_ratio(a: Tuned, b: Tuned, level: float = LEVEL) -> Estimate:
+    """log2(steps of ``a`` / steps of ``b``), paired on (study index, fresh seed): the median over
+    studies of the per-study mean, with the two-level bootstrap interval (the t interval over
+    seeds for one study) (:func:`suite.report.stats.paired_studies`)."""
+    return paired_studies(a.log2_by_study(), b.log2_by_study(), level)
 
     @property
     def lrs(self) -> list[float]:
@@ -166,14 +189,15 @@ class _Scored(NamedTuple):
 def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> dict[tuple[str, int], Tuned]:
     """Per study, its re-evaluated trials ranked by (fresh seeds that missed the target, mean log2
     steps on the others), the winner first: the one its tuning session named (``study_best``),
-    which ranks them the same way on its objective, else the first. The winner's runs are the
-    method's result at that batch size; the lrs of the trials that tie with it on missed seeds
-    are the near-optimal lrs."""
+    which ranks them the same way on its objective, else the first. The R studies of a cell
+    (experiment, method, batch size; study index 0..R-1) make one :class:`Tuned`: each study's
+    winner's runs (``studies``), and the median study's in ``tried``, with the lrs of its trials
+    that tie with it on missed seeds as the near-optimal lrs."""
     by_study: dict[str, dict[int, list[RunRecord]]] = {}
     for r in records:
         if r.status in ("completed", "diverged"):
             by_study.setdefault(r.study, {}).setdefault(r.trial, []).append(r)
-    out: dict[tuple[str, int], Tuned] = {}
+    cells: dict[tuple[str, str, int], dict[int, tuple[_Scored, list[_Scored], RunRecord]]] = {}
     for trials in by_study.values():
         first = next(iter(trials.values()))[0]
         (method, key), = series_of(first)
@@ -188,13 +212,20 @@ def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> di
         named = [t for t in scored if t.number == first.study_best and math.isfinite(t.mean)]
         winner = named[0] if named else scored[0]
         near = [t for t in scored if t is not winner and t.missed == winner.missed and math.isfinite(t.mean)]
-        tuned = Tuned(method, first.batch_size, ceiling=_space_high(first), from_study=True,
-                      ranked=[t.lr for t in [winner, *near] if math.isfinite(t.mean)])
+        cells.setdefault((first.section, method, first.batch_size), {})[first.study_index] = (winner, near, first)
+    out: dict[tuple[str, int], Tuned] = {}
+    for (section, method, b), studies in cells.items():
+        order = sorted(studies, key=lambda k: (studies[k][0].missed, studies[k][0].mean, k))
+        winner, near, first = studies[order[(len(order) - 1) // 2]]  # the median study
+        tuned = Tuned(method, b, ceiling=_space_high(first), from_study=True,
+                      ranked=[t.lr for t in [winner, *near] if math.isfinite(t.mean)],
+                      studies={k: dict(w.per_seed) for k, (w, _, _) in sorted(studies.items())},
+                      study_lrs={k: w.lr for k, (w, _, _) in sorted(studies.items())})
         for seed, (steps, final) in winner.per_seed.items():
             tuned.tried[seed] = [(winner.lr, steps, final)]
-        if (method, first.batch_size) in out:  # two experiments tune one method: tell them apart
-            method = tuned.method = f"{method} ({first.section})"
-        out[(method, first.batch_size)] = tuned
+        if (method, b) in out:  # two experiments tune one method: tell them apart
+            method = tuned.method = f"{method} ({section})"
+        out[(method, b)] = tuned
     return out
 
 
@@ -338,8 +369,8 @@ def predicted_critical_batch_size(method: str, smallest: float, dim: int, noise:
 def measured_critical_batch_size(tuned: dict[tuple[str, int], Tuned], method: str, efficiency: float = 0.5
                                  ) -> float | None:
     """The critical batch size (:func:`suite.critical.critical_batch_size`) of the measured curve:
-    per batch size, the steps 2^(mean log2 steps over seeds); ``inf`` when the curve stays above
-    ``efficiency`` up to the largest batch size measured."""
+    per batch size, the steps 2^(mean log2 steps over seeds; the median over studies); ``inf``
+    when the curve stays above ``efficiency`` up to the largest batch size measured."""
     sizes = batch_sizes(tuned, method)
     if not sizes:
         return None

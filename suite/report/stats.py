@@ -1,10 +1,19 @@
-"""Statistics for comparisons over seeds: means with 95% t intervals, paired differences, slopes.
+"""Statistics for comparisons over seeds and tuning studies: means with 95% t intervals, paired
+differences, the two-level bootstrap over studies and seeds, slopes.
 
 Variants of one experiment run on the same seeds, so they are compared *paired*: the difference
 on each seed, then the mean of those differences with its 95% t interval. Data-set variation
 between seeds cancels out of a paired difference, which is why it can show a real difference
 that two overlapping "mean ± std" hide, and why a difference within the noise shows as an
 interval covering 0 ("no significant difference").
+
+A tuned cell (method × batch size) is R independent tuning studies, each winner re-run on the
+same fresh seeds (:func:`study_estimate`): its value is the median over studies of each
+study's mean over seeds, and its interval a two-level percentile bootstrap (resample studies,
+then seeds within each), so it covers the tuning as well as the seeds. Two methods are
+compared paired on (study index, fresh seed) (:func:`paired_studies`). With one study the
+interval is the t interval over seeds, and says that it covers the seeds only. A claim that
+rests on k cells reads each cell's interval at level 1 − 0.05/k (Bonferroni, :func:`bonferroni`).
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 # Two-sided 95% quantiles of Student's t, t_{0.975, df}, df = 1..30.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -30,14 +41,64 @@ def t975(df: int) -> float:
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
+def t_quantile(q: float, df: int) -> float:
+    """The ``q`` quantile (0.5 < q < 1) of Student's t with ``df`` degrees of freedom: :func:`t975`
+    at 0.975, else the CDF (Simpson's rule on the density, 4096 intervals) inverted by bisection
+    (error < 1e-4 for q ≤ 0.999)."""
+    if df < 1:
+        raise ValueError("a t interval needs at least 1 degree of freedom (2 values)")
+    if q == 0.975:
+        return t975(df)
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(t: float) -> float:
+        u = np.linspace(0.0, t, 4097)
+        f = np.exp(log_c - (df + 1) / 2 * np.log1p(u * u / df))
+        return 0.5 + (u[1] - u[0]) / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < q:
+        hi *= 2
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+LEVEL = 0.95  # every interval's level, before a correction for multiple comparisons
+SEEDS = "seeds"
+STUDIES_AND_SEEDS = "studies and seeds"
+
+
+def bonferroni(cells: int, level: float = LEVEL) -> float:
+    """The level of each of ``cells`` intervals that one claim rests on (Bonferroni): the claim's
+    error rate stays ≤ 1 − ``level``."""
+    return 1 - (1 - level) / max(1, cells)
+
+
 @dataclass(frozen=True)
 class Estimate:
-    """A mean with its 95% interval over ``n`` values (``low``/``high`` infinite when n < 2)."""
+    """A mean (for several tuning studies: the median over studies of each study's mean) with its
+    interval over ``n`` values (``low``/``high`` infinite when n < 2); ``covers``: what the interval
+    covers (:data:`SEEDS`, or :data:`STUDIES_AND_SEEDS` for ``studies`` ≥ 2)."""
 
     mean: float
     low: float
     high: float
     n: int
+    covers: str = SEEDS
+    studies: int = 1
+    level: float = LEVEL
+
+    @property
+    def label(self) -> str:
+        """What the interval is: ``95% t interval over seeds``, ``95% bootstrap over studies and
+        seeds``; one study says that the tuning is not covered."""
+        pct = f"{self.level * 100:.4g}%"
+        if self.covers == STUDIES_AND_SEEDS:
+            return f"{pct} bootstrap over {self.studies} studies and seeds"
+        return f"{pct} t interval over seeds" + (" (1 study: the tuning is not covered)" if self.studies == 1
+                                                  and self.covers == SEEDS else "")
 
     @property
     def covers_zero(self) -> bool:
@@ -64,18 +125,58 @@ class Estimate:
         return f"{self.mean:{sign}{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
 
 
-def mean_interval(values: Iterable[float]) -> Estimate:
-    """Mean and 95% t interval of ``values`` (finite values only)."""
+def mean_interval(values: Iterable[float], level: float = LEVEL) -> Estimate:
+    """Mean and t interval (95% unless ``level``) of ``values`` (finite values only)."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     if not vals:
-        return Estimate(math.nan, -math.inf, math.inf, 0)
+        return Estimate(math.nan, -math.inf, math.inf, 0, level=level)
     n = len(vals)
     mean = sum(vals) / n
     if n < 2:
-        return Estimate(mean, -math.inf, math.inf, n)
+        return Estimate(mean, -math.inf, math.inf, n, level=level)
     sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
-    half = t975(n - 1) * sd / math.sqrt(n)
-    return Estimate(mean, mean - half, mean + half, n)
+    half = t_quantile(1 - (1 - level) / 2, n - 1) * sd / math.sqrt(n)
+    return Estimate(mean, mean - half, mean + half, n, level=level)
+
+
+StudyValues = Mapping[int, Mapping[int, float]]  # study index -> fresh seed -> value
+RESAMPLES = 2000
+BOOTSTRAP_SEED = 0  # the bootstrap is seeded: a report computed twice reads the same
+
+
+def study_estimate(values: StudyValues, level: float = LEVEL, resamples: int = RESAMPLES,
+                   seed: int = BOOTSTRAP_SEED) -> Estimate:
+    """A tuned cell's value from its studies' re-evaluated winners (``study -> seed -> value``,
+    finite values only): the median over studies of each study's mean over its seeds, with a
+    two-level percentile bootstrap interval (``resamples`` times: draw the studies with
+    replacement, then each drawn study's seeds with replacement; the median of those means).
+    With one study: its mean and the t interval over its seeds (which does not cover the tuning,
+    and says so: :attr:`Estimate.label`)."""
+    studies = {k: np.array([float(v) for v in vs.values() if v is not None and math.isfinite(v)])
+               for k, vs in values.items()}
+    studies = {k: v for k, v in studies.items() if len(v)}
+    if len(studies) < 2:
+        only = next(iter(studies.values()), np.array([]))
+        return mean_interval(only.tolist(), level)
+    arrays = list(studies.values())
+    r, n = len(arrays), sum(len(a) for a in arrays)
+    point = float(np.median([a.mean() for a in arrays]))
+    rng = np.random.default_rng(seed)
+    # means[s, b, j]: study s's seeds resampled for position j of bootstrap sample b
+    means = np.stack([a[rng.integers(0, len(a), size=(resamples, r, len(a)))].mean(axis=2) for a in arrays])
+    pick = rng.integers(0, r, size=(resamples, r))
+    medians = np.median(np.take_along_axis(means, pick[None], axis=0)[0], axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(medians, [tail, 1 - tail])
+    return Estimate(point, float(low), float(high), n, STUDIES_AND_SEEDS, r, level)
+
+
+def paired_studies(a: StudyValues, b: StudyValues, level: float = LEVEL) -> Estimate:
+    """``a − b`` paired on (study index, seed): per study the differences on the seeds both have
+    finite values for, then :func:`study_estimate` of them. Positive: ``a`` is larger."""
+    diffs = {k: {s: a[k][s] - b[k][s] for s in a[k] if s in b[k] and _finite(a[k][s]) and _finite(b[k][s])}
+             for k in a if k in b}
+    return study_estimate(diffs, level)
 
 
 def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> Estimate:

@@ -49,8 +49,8 @@ EXPERIMENT_KEYS = (
     "diverge_factor", "target", "params", "tie", "tune",
 )
 TUNE_KEYS = ("objective", "trials", "budget", "space", "reevaluate", "reevaluate_top", "population", "pruner",
-             "study_seed", "eval_every")
-TUNE_INTS = ("trials", "reevaluate", "reevaluate_top", "population", "study_seed", "eval_every")
+             "study_seed", "eval_every", "studies")
+TUNE_INTS = ("trials", "reevaluate", "reevaluate_top", "population", "study_seed", "eval_every", "studies")
 TUNE_PRUNERS = ("median", "hyperband", "none")
 TIE_SCALARS = ("batch_size", "seed", "steps", "eval_every")  # a budget may follow the batch size
 
@@ -75,6 +75,7 @@ class TuneBlock:
     pruner: str = "median"
     study_seed: int | None = None
     eval_every: int | None = None
+    studies: int = 1  # independent studies per (variant, batch size), each with its own sampler seed
 
     def session_key(self) -> tuple:
         """What one tuning session shares: blocks with equal keys run in one session."""

@@ -1,4 +1,4 @@
-"""Optuna tuning: one study per (problem, variant, batch size); each trial *is* a RunSpec.
+"""Optuna tuning: R independent studies (default 1) per (problem, variant, batch size); each trial *is* a RunSpec.
 
 A trial asks Optuna for a value of every tunable hyperparameter of the study's components (the
 search space comes from the plugins' registrations, :attr:`suite.Param.space`), resolves the
@@ -23,7 +23,7 @@ import itertools
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import optuna
@@ -44,6 +44,7 @@ from suite.vocab import (
     TAG_SEED_INDEX,
     TAG_SPEC_HASHES,
     TAG_STUDY,
+    TAG_STUDY_INDEX,
     TAG_TRIAL,
     TAG_TRIAL_STATE,
     TAG_TRIAL_VALUE,
@@ -404,8 +405,10 @@ class StudyPlan:
     ``settings()`` is stored on the Optuna study and a short hash of it ends the study's name
     (``nqm/sgd-constant-none-shuffle/b4-1a2b3c``): pinned values, spaces, objective, budget,
     seeds and evaluation schedule all change a trial's value, so studies that differ in any of
-    them are different studies. ``study_name`` overrides the name (a study created before the
-    hash suffix, resumed under its old name: :func:`suite.tuning.studies.resolve_names`).
+    them are different studies. The R independent studies of a cell (``--studies R``) share the
+    hash; study index k > 0 adds ``/sk`` (``…/b4-1a2b3c/s1``) and seeds its sampler apart.
+    ``study_name`` overrides the name (a study created before the hash suffix, resumed under its
+    old name: :func:`suite.tuning.studies.resolve_names`).
     """
 
     problem: str
@@ -420,21 +423,33 @@ class StudyPlan:
     eval_growth: float | None = None
     study_name: str | None = None
     section: str | None = None  # the benchmark file's experiment it belongs to (not part of its identity)
+    study_index: int = 0  # which of the cell's R independent studies (``--studies R``): its own sampler seed
+
+    @property
+    def index_suffix(self) -> str:
+        """``/sK`` for study index K > 0 (``""`` for the first study: names from before
+        ``--studies`` are kept, so those stores resume)."""
+        return f"/s{self.study_index}" if self.study_index else ""
 
     @property
     def legacy_name(self) -> str:
-        """The name studies had before it carried a hash: ``problem/variant/bB``."""
-        return f"{self.problem}/{self.variant.name}/b{self.batch_size}"
+        """The name studies had before it carried a hash: ``problem/variant/bB`` (and the
+        study index's suffix, which also seeds each study's sampler apart)."""
+        return f"{self.problem}/{self.variant.name}/b{self.batch_size}{self.index_suffix}"
 
     @property
     def digest(self) -> str:
-        """Six hex digits of the hash of :meth:`settings`."""
-        text = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"), default=str)
+        """Six hex digits of the hash of :meth:`settings` (without the study index: the R
+        studies of a cell share it, and their names differ by :attr:`index_suffix`)."""
+        settings = {k: v for k, v in self.settings().items() if k != "study_index"}
+        text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:6]
 
     @property
     def name(self) -> str:
-        return self.study_name or f"{self.legacy_name}-{self.digest}"
+        """``problem/variant/bB-digest``, then ``/sK`` for study index K > 0."""
+        base = f"{self.problem}/{self.variant.name}/b{self.batch_size}"
+        return self.study_name or f"{base}-{self.digest}{self.index_suffix}"
 
     @property
     def space_dict(self) -> dict[str, Space]:
@@ -472,6 +487,8 @@ class StudyPlan:
         measure = self.objective.measure(self.seeds)
         if measure is not None:
             out["measure"] = measure
+        if self.study_index:
+            out["study_index"] = self.study_index
         return out
 
 
@@ -487,17 +504,21 @@ def plan_studies(
     fixed: Mapping[str, Any] = (),
     space_overrides: Mapping[str, str] = (),
     eval_every: int | None = None,
+    studies: int = 1,
 ) -> list[StudyPlan]:
-    """One plan per (problem, variant, batch size), validated: names, ``--set`` values, the
-    space overrides, and one RunSpec per study built on the CPU (batch size against the data,
-    budget against the problem) before anything is stored or logged. ``steps:auto`` is
-    resolved per (problem, batch size) by :func:`auto_budget`."""
+    """``studies`` plans per (problem, variant, batch size) (study indices 0..studies-1, each
+    study with its own sampler seed), validated: names, ``--set`` values, the space overrides,
+    and one RunSpec per cell built on the CPU (batch size against the data, budget against the
+    problem) before anything is stored or logged. ``steps:auto`` is resolved per (problem,
+    batch size) by :func:`auto_budget`."""
     from suite.engine.loop import preflight
 
     fixed = dict(fixed)
     space_overrides = dict(space_overrides)
     if seeds < 1:
         raise TuneError(f"--seeds={seeds} is out of range: must be at least 1")
+    if studies < 1:
+        raise TuneError(f"--studies={studies} is out of range: must be at least 1")
     combos = [v.components(p) for p in problems for v in variant_list]
     check_space_overrides(registry, combos, space_overrides)
     plans = []
@@ -520,7 +541,7 @@ def plan_studies(
                     preflight([spec], registry)
                 except SpecError as exc:
                     raise TuneError(str(exc).replace("--steps", "--budget steps:N")) from None
-                plans.append(plan)
+                plans += [plan if i == 0 else replace(plan, study_index=i) for i in range(studies)]
     for key in fixed:  # a --set that no component has is a typo
         if not any(_has_param(registry, c, key) for c in combos):
             family, _, name = key.partition(".")
@@ -629,7 +650,7 @@ class TrialObjective:
         for row in rows:
             self.sink.start(row.key, plan.name, row.spec, "trial", {
                 TAG_STUDY: plan.name, TAG_TRIAL: row.trial.trial.number, TAG_SEED_INDEX: row.spec.seed,
-                TAG_DEVICE: self.device})
+                TAG_STUDY_INDEX: plan.study_index, TAG_DEVICE: self.device})
             row.trial.rows.append(row)
 
         batches = EvalBatches(lambda evals: self.sink.eval_rows([(rows[j].key, step, m) for j, step, m in evals]))

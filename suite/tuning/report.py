@@ -15,7 +15,7 @@ import io
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
@@ -36,6 +36,7 @@ class Reeval:
 
     values: list[float]
     n_diverged: int = 0
+    per_seed: dict[int, float | None] = field(default_factory=dict)  # fresh seed -> value (None: diverged)
 
     @property
     def mean(self) -> float:
@@ -73,6 +74,7 @@ class StudySummary:
     n_reevaluated: int = 0  # trials re-evaluated; the winner (best_*) is the best re-evaluated mean
     reevaluated: tuple[int, ...] = ()  # their numbers
     maximize: bool = False  # the objective is a metric to maximise (e.g. final:val_acc:max)
+    study_index: int = 0  # which of its cell's independent studies (``--studies R``)
 
     def cell(self) -> str:
         if self.best_value is None:
@@ -119,7 +121,7 @@ def summarize(study: optuna.Study, plan: StudyPlan, reevals: Mapping[int, Reeval
         best_params={} if best is None else best_values(best),
         reeval=reeval,
         n_reevaluated=len(reevals or {}), reevaluated=tuple(sorted(reevals or {})),
-        maximize=plan.objective.study_direction == "maximize",
+        maximize=plan.objective.study_direction == "maximize", study_index=plan.study_index,
     )
 
 
@@ -131,35 +133,116 @@ def _by_problem(summaries: Sequence[StudySummary]) -> dict[str, list[StudySummar
 
 
 def markdown(summaries: Sequence[StudySummary], objective_label: str) -> str:
-    """One Markdown table per problem: a row per batch size, a column per variant."""
+    """One Markdown table per problem: a row per batch size, a column per variant (a cell of
+    several studies: the median over them, with its interval), and the best variant per batch
+    size by the report's test (:func:`winners`)."""
     parts = []
     for problem, items in _by_problem(summaries).items():
         variants = list(dict.fromkeys(s.variant for s in items))
         sizes = sorted({s.batch_size for s in items})
-        cells = {(s.batch_size, s.variant): s.cell() for s in items}
-        lines = [f"### {problem}: {objective_label} (lower is better)", "",
+        cells = {(b, v): _cell([s for s in items if s.batch_size == b and s.variant == v])
+                 for b in sizes for v in variants}
+        lines = [f"### {problem}: {objective_label} ({'higher' if items[0].maximize else 'lower'} is better)", "",
                  "| batch size | " + " | ".join(variants) + " |",
                  "|---:|" + "---|" * len(variants)]
         for b in sizes:
             lines.append(f"| {b} | " + " | ".join(cells.get((b, v), "") for v in variants) + " |")
-        winners = _winners(items, sizes)
-        if len(variants) > 1 and winners:
-            top = max(s.n_reevaluated for s in items)
-            basis = (f"re-evaluated means of each study's top {top} trials" if all(s.reeval for s in items)
-                     else "best tuned values, one draw each: --reevaluate K gives mean ± std over fresh seeds")
-            lines += ["", "Best variant per batch size: " + "; ".join(f"b{b}: {w}" for b, w in winners)
+        if len(variants) > 1:
+            found = [(b, winners(items, b)) for b in sizes]
+            basis = next((w.basis for _, w in found if w.basis), "")
+            lines += ["", "Best variant per batch size: " + "; ".join(f"b{b}: {w.text}" for b, w in found)
                       + f" ({basis})"]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
-def _winners(items: Sequence[StudySummary], sizes: Sequence[int]) -> list[tuple[int, str]]:
-    out = []
-    for b in sizes:
-        scored = [(_score(s), s.variant) for s in items if s.batch_size == b and _score(s) is not None]
-        if scored:
-            out.append((b, (max if scored and items[0].maximize else min)(scored)[1]))
+def _cell(studies: Sequence[StudySummary]) -> str:
+    """One study's cell, or the median over a cell's studies with its interval."""
+    if len(studies) <= 1:
+        return studies[0].cell() if studies else ""
+    est, log = _estimate(_values(studies), log=_positive(studies))
+    if est.n == 0:
+        return f"— (no completed trial in {len(studies)} studies)"
+    show = (lambda x: f"{2 ** x:.4g}") if log else (lambda x: f"{x:.4g}")
+    interval = f" [{show(est.low)}, {show(est.high)}]" if math.isfinite(est.low) and math.isfinite(est.high) else ""
+    per = ", ".join(show(_estimate({0: v}, log)[0].mean) for v in _values(studies).values())
+    return f"{show(est.mean)}{interval}, median of {len(studies)} studies ({per}; {est.label})"
+
+
+@dataclass(frozen=True)
+class Winner:
+    """The best variant at a batch size, or why none is named (:func:`winners`)."""
+
+    text: str  # the variant, or "no significant difference: A vs B"
+    basis: str = ""  # how it was tested
+    variant: str | None = None  # the winner, if one is named
+
+
+def _values(studies: Sequence[StudySummary]) -> dict[int, dict[int, float]]:
+    """study index -> fresh seed -> the value of the study's winner (its re-evaluations; without
+    them its tuned best value, as one "seed")."""
+    out: dict[int, dict[int, float]] = {}
+    for s in studies:
+        if s.reeval is not None and s.reeval.per_seed:
+            out[s.study_index] = {k: v for k, v in s.reeval.per_seed.items() if v is not None}
+        elif s.reeval is not None and s.reeval.values:  # re-evaluations from before their seeds were kept
+            out[s.study_index] = dict(enumerate(s.reeval.values))
+        elif s.reeval is None and s.best_value is not None:
+            out[s.study_index] = {-1: s.best_value}
     return out
+
+
+def _positive(studies: Sequence[StudySummary]) -> bool:
+    """Compare on log2 (ratios) where every value is positive (steps, losses), else on differences."""
+    vals = [v for d in _values(studies).values() for v in d.values()]
+    return bool(vals) and all(v > 0 and math.isfinite(v) for v in vals)
+
+
+StudyValues = Mapping[int, Mapping[int, float]]  # study index -> fresh seed -> value
+
+
+def _estimate(values: StudyValues, log: bool, other: StudyValues | None = None) -> tuple[Any, str]:
+    """(estimate, scale word) of ``values`` (or of ``values − other``, paired) on the log2 scale or not."""
+    from suite.report.stats import paired_studies, study_estimate
+
+    def tr(d: Mapping[int, Mapping[int, float]]) -> dict[int, dict[int, float]]:
+        return {k: {s: math.log2(v) if log else v for s, v in vs.items() if not log or v > 0} for k, vs in d.items()}
+
+    est = study_estimate(tr(values)) if other is None else paired_studies(tr(values), tr(other))
+    return est, "log2 ratio" if log else "difference"
+
+
+def winners(items: Sequence[StudySummary], batch_size: int) -> Winner:
+    """The best variant at ``batch_size`` by the report's test: each variant's value over its
+    studies and fresh seeds (:func:`suite.report.stats.study_estimate`), and a winner only where
+    its paired interval (on study index and fresh seed; log2 ratios where values are positive)
+    against every other variant excludes "no difference"; otherwise the variant that blocks it."""
+    here = [s for s in items if s.batch_size == batch_size]
+    variants = list(dict.fromkeys(s.variant for s in here))
+    values = {v: _values([s for s in here if s.variant == v]) for v in variants}
+    values = {v: d for v, d in values.items() if d}
+    if len(values) < 2:
+        return Winner(next(iter(values)) if values else "no completed trial", variant=next(iter(values), None))
+    maximize = here[0].maximize
+    log = _positive(here)
+    point = {v: _estimate(d, log)[0].mean for v, d in values.items()}
+    order = sorted(values, key=lambda v: -point[v] if maximize else point[v])
+    basis, blocker = "", None
+    for cand in order:
+        tests = {o: _estimate(values[cand], log, values[o]) for o in order if o != cand}
+        ests = {o: e for o, (e, _) in tests.items()}
+        scale = next(iter(tests.values()))[1]
+        label = next((e.label for e in ests.values() if e.n > 1), "no interval: one value each")
+        basis = (f"paired on study and fresh seed, {scale}, {label}; a winner only where its interval against "
+                 "every other variant excludes no difference")
+        if all((e.low > 0) if maximize else (e.high < 0) for e in ests.values()):
+            return Winner(cand, basis, cand)
+        if cand == order[0]:
+            blocker = next((o for o, e in ests.items() if e.covers_zero), None)
+    best = order[0]
+    if blocker is None:
+        return Winner(f"no significant winner: {best} leads, but its intervals disagree", basis)
+    return Winner(f"no significant difference: {best} vs {blocker}", basis)
 
 
 def _score(s: StudySummary) -> float | None:
@@ -173,12 +256,12 @@ def csv_text(summaries: Sequence[StudySummary]) -> str:
     keys = list(dict.fromkeys(k for s in summaries for k in s.best_params))
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["problem", "variant", "batch_size", "best_value", "best_trial", "trials", "complete", "pruned",
-                "failed", "diverged", "reeval_mean", "reeval_std", "reeval_n", "reeval_trials", *keys])
+    w.writerow(["problem", "variant", "batch_size", "study_index", "best_value", "best_trial", "trials", "complete",
+                "pruned", "failed", "diverged", "reeval_mean", "reeval_std", "reeval_n", "reeval_trials", *keys])
     for s in summaries:
         r = s.reeval
-        w.writerow([s.problem, s.variant, s.batch_size, s.best_value, s.best_number, s.n_counted, s.n_complete,
-                    s.n_pruned, s.n_failed, s.n_diverged, r.mean if r else "", r.std if r else "",
+        w.writerow([s.problem, s.variant, s.batch_size, s.study_index, s.best_value, s.best_number, s.n_counted,
+                    s.n_complete, s.n_pruned, s.n_failed, s.n_diverged, r.mean if r else "", r.std if r else "",
                     len(r.values) if r else "", s.n_reevaluated or "", *[s.best_params.get(k, "") for k in keys]])
     return buf.getvalue()
 
@@ -191,8 +274,14 @@ def figures(summaries: Sequence[StudySummary], objective_label: str) -> dict[str
         variants = list(dict.fromkeys(s.variant for s in items))
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for v in variants:
-            pts = sorted((s.batch_size, _score(s), s) for s in items if s.variant == v and _score(s) is not None)
+            pts = sorted(((s.batch_size, _score(s), s) for s in items if s.variant == v and _score(s) is not None),
+                         key=lambda p: (p[0], p[1]))
             if not pts:
+                continue
+            sizes = sorted({b for b, _, _ in pts})
+            if len(sizes) < len(pts):  # several studies per cell: the median over them
+                ys = [statistics.median(y for b2, y, _ in pts if b2 == b) for b in sizes]
+                ax.plot(sizes, ys, marker="o", label=f"{v} (median over studies)")
                 continue
             err = [s.reeval.std if s.reeval and s.reeval.values else 0.0 for _, _, s in pts]
             ax.errorbar([b for b, _, _ in pts], [y for _, y, _ in pts], yerr=err, marker="o", capsize=3, label=v)

@@ -30,7 +30,7 @@ from suite.tuning.tracking import (
     start_tune_run,
     study_parent,
 )
-from suite.vocab import STUDY_REEVALS, STUDY_UID, TAG_REEVAL_OF, TAG_STUDIES, TAG_STUDY
+from suite.vocab import STUDY_REEVALS, STUDY_UID, TAG_REEVAL_OF, TAG_STUDIES, TAG_STUDY, TAG_STUDY_INDEX
 
 
 @dataclass(frozen=True)
@@ -185,8 +185,9 @@ def _reevaluate(req: Request, sink: TrackerSink, settings: workers.Settings, tro
     for name, by_trial in keys.items():
         for number, items in by_trial.items():
             values = [done.get(key) for key in items]  # a run that did not finish counts as diverged
-            out.setdefault(name, {})[number] = report.Reeval([v for v in values if v is not None],
-                                                            sum(v is None for v in values))
+            out.setdefault(name, {})[number] = report.Reeval(
+                [v for v in values if v is not None], sum(v is None for v in values),
+                per_seed={int(key.rpartition("#")[2]): done.get(key) for key in items})
     return out
 
 
@@ -210,7 +211,7 @@ def _reeval_jobs(req: Request, registry: Registry, storage, parents: dict[str, s
                 if str(spec.seed) in cached.get(str(trial.number), {}):
                     done[key] = cached[str(trial.number)][str(spec.seed)]
                     continue
-                tags = {TAG_STUDY: plan.name, TAG_REEVAL_OF: trial.number}
+                tags = {TAG_STUDY: plan.name, TAG_REEVAL_OF: trial.number, TAG_STUDY_INDEX: plan.study_index}
                 runs.append(workers.SpecJob(key, plan.name, spec, tags, plan.objective))
         if runs:
             jobs.append(workers.SpecsJob(plan.name, tuple(runs)))

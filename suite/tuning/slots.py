@@ -78,7 +78,7 @@ def plan_of(study: optuna.Study) -> StudyPlan:
         budget=Budget.parse(s["budget"]), objective=Objective.parse(s["objective"]), seeds=int(s["seeds"]),
         space=tuple((k, Space.from_dict(v)) for k, v in s["space"].items()),
         fixed=tuple(sorted(s["fixed"].items())), eval_every=s["eval_every"], eval_growth=s.get("eval_growth"),
-        study_name=study.study_name,
+        study_name=study.study_name, study_index=int(s.get("study_index", 0)),
     )
     return plan
 

@@ -10,7 +10,8 @@
   counts, ``best.json`` and Optuna's history and importance plots.
 * Trial runs: children of their study's parent, logged exactly like ``suite run`` runs
   (:class:`suite.tracking.Tracker`) with ``suite.kind=trial`` and tags ``suite.study``,
-  ``suite.trial``, ``suite.seed_index``, ``suite.trial_state`` and ``suite.trial_value``.
+  ``suite.trial``, ``suite.seed_index``, ``suite.study_index``, ``suite.trial_state`` and ``suite.trial_value``
+  (``suite.study_index`` also on the study parent and the re-evaluation runs).
 * Re-evaluation runs: children of the parent with ``suite.kind=reeval``.
 """
 
@@ -41,6 +42,7 @@ from suite.vocab import (
     TAG_STORAGE,
     TAG_STUDIES,
     TAG_STUDY,
+    TAG_STUDY_INDEX,
     TAG_STUDY_SEED,
     TAG_STUDY_UID,
     TAG_TRIAL,
@@ -132,7 +134,7 @@ def study_parent(tracker: Tracker, plan: Any, uid: str, *, trials: int, pruner: 
         return run_id
     all_tags = {MLFLOW_RUN_NAME: plan.name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_STUDY_UID: uid,
                 TAG_PROBLEM: plan.problem, TAG_VARIANT: plan.variant.name,
-                TAG_BATCH_SIZE: plan.batch_size, **tags}
+                TAG_BATCH_SIZE: plan.batch_size, TAG_STUDY_INDEX: getattr(plan, "study_index", 0), **tags}
     settings = plan.settings()
     params = {k: v for k, v in settings.items() if k not in ("space", "fixed")}
     params.update({f"space.{k}": _space_text(v) for k, v in settings["space"].items()})
