@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from suite.errors import ReportError
-from suite.report import claims, figures, scaling
+from suite.report import claims, figures, protocol, scaling
 from suite.report.document import Document
 from suite.report.optimum import optimum_loss
 from suite.report.reader import RunRecord, Runs
 from suite.report.score import Score
 from suite.report.stats import mean_interval, paired_difference
+from suite.tuning import edges
 
 STATUS_ORDER = ("completed", "diverged", "stopped", "failed", "interrupted")
 CONFIG_DROP = ("seed",)
@@ -45,8 +46,11 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
               [[c.claim, c.experiment, c.measured, c.verdict, c.rule] for c in rows])
 
     sweep = claims.Sweep(runs)
+    found = protocol.study_edges(runs.records, {t.winner.study: t.winner for t in sweep.tuned.values() if t.winner})
     if sweep.tuned:
-        _scaling_section(doc, runs, sweep)
+        _scaling_section(doc, runs, sweep, found)
+    if any(r.trial is not None for r in runs.records):
+        protocol.section(doc, runs.records, found)
     steady = [r for r in runs.section("steady_state") if r.status == "completed"]
     if steady:
         doc.heading("Steady state against α/B")
@@ -61,7 +65,7 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
     return doc
 
 
-def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
+def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep, found: dict[str, tuple]) -> None:
     doc.heading("Batch-size scaling on the NQM, each method tuned")
     studies = any(t.from_study for t in sweep.tuned.values())
     how = ("each method tuned by Optuna at each batch size (one study each); the study's winner is the re-evaluated "
@@ -84,6 +88,7 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
             steps = "not reached" if est.n == 0 else (
                 f"{2 ** est.mean:.0f}" + (f" [{2 ** est.low:.0f}, {2 ** est.high:.0f}]" if est.n > 1 else ""))
             lrs = ", ".join(f"{v:.3g}" for v in t.lr_replicates().values())
+            lrs += edges.marks(found.get(t.winner.study, ())) if t.winner else ""
             tried = f"{len(t.seeds)} fresh seeds" if t.from_study else ", ".join(f"{v:.3g}" for v in t.lrs)
             table.append([m, b, steps, lrs, tried])
     best_lr = "best lr: winner, then the other re-evaluated trials" if studies else "best lr per seed"

@@ -73,6 +73,7 @@ class RunRecord:
     trial: int | None = None  # ... the trial it re-evaluates ...
     study_params: dict[str, Any] = field(default_factory=dict)  # ... the study's settings (its parent's params)
     study_best: int | None = None  # ... and the trial the study's tuning session named its winner
+    study_tags: dict[str, str] = field(default_factory=dict)  # ... and its parent's tags (trials, edges)
 
     @property
     def seed(self) -> int:
@@ -280,6 +281,7 @@ def _tuned_records(source: Any, experiment_id: str, studies: dict[str, list[str]
         record.study_params = {k: parse_value(v) for k, v in parent.data.params.items()}
         best = parent.data.tags.get(TAG_BEST_TRIAL)
         record.study_best = int(best) if best and best.isdigit() else None
+        record.study_tags = dict(parent.data.tags)
         out.append(record)
     return out
 

@@ -87,6 +87,7 @@ class Tuned:
     ranked: list[float] = field(default_factory=list)  # Optuna: the re-evaluated trials' lrs, best first
     ceiling: float | None = None  # Optuna: the top of the lr's search space
     from_study: bool = False  # tuned by an Optuna study (else an lr grid)
+    winner: RunRecord | None = None  # Optuna: a run of the study's winner (its params, its study's settings)
 
     def lr_replicates(self) -> dict[int, float]:
         """Independent estimates of the best lr: per seed for an lr grid, per rank of the
@@ -189,7 +190,7 @@ def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> di
         winner = named[0] if named else scored[0]
         near = [t for t in scored if t is not winner and t.missed == winner.missed and math.isfinite(t.mean)]
         tuned = Tuned(method, first.batch_size, ceiling=_space_high(first), from_study=True,
-                      ranked=[t.lr for t in [winner, *near] if math.isfinite(t.mean)])
+                      ranked=[t.lr for t in [winner, *near] if math.isfinite(t.mean)], winner=trials[winner.number][0])
         for seed, (steps, final) in winner.per_seed.items():
             tuned.tried[seed] = [(winner.lr, steps, final)]
         if (method, first.batch_size) in out:  # two experiments tune one method: tell them apart
