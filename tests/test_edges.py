@@ -10,6 +10,7 @@ import pytest
 
 from suite import Param, hookimpl
 from suite.builtin.stability import nqm_lr_cap
+from suite.contract import lr_cap_violation
 from suite.params import Space
 from suite.registry import Registry, get_registry
 from suite.report import protocol
@@ -163,6 +164,13 @@ def test_a_bad_cap_declaration_is_refused_naming_the_plugin():
 
     with pytest.raises(TuneError, match=r"problem 'bowl' from suite-bowl: its lr_cap failed .*\(ZeroDivisionError"):
         search_space(_plugin_registry(failing), {**NQM, "problem": "bowl"}, PLAIN)
+    # the conformance kit's check, at every installed optimizer's defaults
+    reg = _plugin_registry(failing)
+    assert "raised ZeroDivisionError: width 0" in lr_cap_violation(reg.get("problem", "bowl"),
+                                                                   reg.components("optimizer"))
+    reg = _plugin_registry(lambda problem, optimizer, params: -1.0)
+    assert "lr_cap gave -1.0 for optimizer" in lr_cap_violation(reg.get("problem", "bowl"), reg.components("optimizer"))
+    assert lr_cap_violation(get_registry().get("problem", "nqm"), get_registry().components("optimizer")) is None
 
 
 # -- the report -----------------------------------------------------------------------------------
