@@ -61,6 +61,27 @@ def test_an_end_that_is_the_parameters_own_bound_is_no_edge():
         "optimizer.lr@high", "optimizer.p@high", "optimizer.momentum@high"]
 
 
+def test_an_lr_space_that_reaches_the_stability_cap_has_no_edge_at_its_top():
+    """lecture.yaml's momentum space log:0.005:4 reaches the NQM's cap 2(1+β) = 3.8 at β = 0.9: a winner
+    at 3.5 is near the top, but no optimum lies above the cap. A top below the cap is an edge."""
+    limits = edges.stability_limits(get_registry(), NQM, {"optimizer.momentum": 0.9, "optimizer.weight_decay": 0.0})
+    assert limits == {"optimizer.lr": pytest.approx(3.8)}
+    assert edges.find({"optimizer.lr": 3.5}, {"optimizer.lr": Space.log(0.005, 4.0)}, limits=limits) == ()
+    (below,) = edges.find({"optimizer.lr": 2.9}, {"optimizer.lr": Space.log(0.005, 3.0)}, limits=limits)
+    assert below.flag == "optimizer.lr@high"
+    assert edges.stability_limits(get_registry(), {**NQM, "problem": "linreg"}, {}) == {}  # no cap declared
+
+
+def test_the_advice_widens_no_further_than_the_parameters_own_bounds():
+    reg = get_registry()
+    (p,) = edges.find({"optimizer.p": 0.21}, {"optimizer.p": Space.uniform(0.2, 0.6)},
+                      edges.params_of(reg, {"optimizer": "precond"}))
+    assert edges.option(p.widened()) == "uniform:0:0.6"  # not uniform:-0.2:0.6: p >= 0
+    (lr,) = edges.find({"optimizer.lr": 0.0011}, {"optimizer.lr": Space.log(1e-3, 0.1)},
+                       edges.params_of(reg, {"optimizer": "sgd"}))
+    assert edges.option(lr.widened()) == "log:0.0001:0.1"
+
+
 def test_the_tag_and_the_warning_say_which_parameter_which_end_and_how_to_widen():
     found = edges.find({"optimizer.lr": 0.97, "optimizer.weight_decay": 1.1e-6},
                        {"optimizer.lr": LR, "optimizer.weight_decay": Space.log(1e-6, 0.1, off=0.0)})

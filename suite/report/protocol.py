@@ -40,11 +40,16 @@ def spaces(record: RunRecord) -> dict[str, Space]:
 
 def winner_edges(record: RunRecord, registry: Any = None) -> tuple[edges.Edge, ...]:
     """The edges of the winner ``record`` (one of its runs) in its study's search space;
-    ``registry`` (where given) leaves out the ends that are the parameters' own bounds."""
+    ``registry`` (where given) leaves out the ends that are the parameters' own bounds or the
+    problem's lr stability cap."""
     space = spaces(record)
     values = {k: record.param(k) for k in space}
-    params = edges.params_of(registry, {f: str(record.param(f)) for f in COMPONENT_FAMILIES}) if registry else None
-    return edges.find(values, space, params)
+    if registry is None:
+        return edges.find(values, space)
+    components = {f: str(record.param(f)) for f in COMPONENT_FAMILIES}
+    pinned = {k: v for k, v in record.params.items() if k.startswith(("problem.", "optimizer."))}
+    return edges.find(values, space, edges.params_of(registry, components),
+                      edges.stability_limits(registry, components, pinned))
 
 
 def winners(records: Sequence[RunRecord], chosen: Mapping[str, RunRecord] = ()) -> dict[str, RunRecord]:

@@ -5,8 +5,9 @@ coordinate (1−β for momentum, as ``--space`` writes it), lies within a factor
 :data:`LOG_FACTOR` of an end of a log space, or within :data:`LINEAR_FRACTION` of the range
 of an end of a uniform or int space (a value exactly at the threshold is at the edge). A
 choice space, a value switched off (weight decay's ``off``) and an end that is the
-hyperparameter's own bound (p = 1 of ``precond``, β = 0), where the space cannot be widened,
-have no edge. ``suite tune`` prints a warning and tags the study's parent run
+hyperparameter's own bound (p = 1 of ``precond``, β = 0), or the top of an lr space at or
+above the problem's stability cap (:mod:`suite.tuning.caps`), where the optimum cannot lie
+beyond, have no edge. ``suite tune`` prints a warning and tags the study's parent run
 (:data:`suite.vocab.TAG_BEST_AT_EDGE`); the report marks the cell.
 """
 
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from suite.errors import SuiteError
 from suite.params import Param, Space
+from suite.tuning import caps
 from suite.vocab import BEST_AT_EDGE_NONE, EDGE_HIGH, EDGE_LOW
 
 LOG_FACTOR = 1.25
@@ -36,6 +38,7 @@ class Edge:
     side: str  # EDGE_LOW or EDGE_HIGH
     value: Any
     space: Space
+    param: Param | None = field(default=None, compare=False, repr=False)  # bounds the advice, where known
 
     @property
     def flag(self) -> str:
@@ -50,6 +53,10 @@ class Edge:
         else:
             step = WIDEN_LINEAR * (high - low)
             low, high = (low - step, high) if self.side == EDGE_LOW else (low, high + step)
+        p = self.param
+        if p is not None and self.space.transform == "identity":  # no further than the parameter's own bounds
+            low = low if p.low is None else max(low, float(p.low))
+            high = high if p.high is None else min(high, float(p.high))
         if self.space.kind == "int":
             low, high = int(low), int(high)
         return Space(self.space.kind, low, high, transform=self.space.transform, off=self.space.off)
@@ -98,9 +105,12 @@ def side(space: Space, value: Any) -> str | None:
     return EDGE_HIGH if near_high else None
 
 
-def closed(space: Space, param: Param | None, end: str) -> bool:
-    """Whether the ``end`` of ``space`` is ``param``'s own bound, so the space cannot widen
-    there: a value just beyond it is invalid for the parameter."""
+def closed(space: Space, param: Param | None, end: str, limit: float | None = None) -> bool:
+    """Whether the ``end`` of ``space`` cannot be widened: a value just beyond it is invalid for
+    ``param``, or (the top of an lr space) it reaches the stability ``limit``, above which no
+    optimum lies."""
+    if end == EDGE_HIGH and limit is not None and space.transform == "identity" and space.high >= limit:
+        return True
     if param is None or space.kind == "choice":
         return False
     low, high = float(space.low), float(space.high)
@@ -117,18 +127,18 @@ def closed(space: Space, param: Param | None, end: str) -> bool:
     return False
 
 
-def find(values: Mapping[str, Any], spaces: Mapping[str, Space],
-         params: Mapping[str, Param] | None = None) -> tuple[Edge, ...]:
+def find(values: Mapping[str, Any], spaces: Mapping[str, Space], params: Mapping[str, Param] | None = None,
+         limits: Mapping[str, float] | None = None) -> tuple[Edge, ...]:
     """The edges of a winner (``values``: ``family.param`` -> its value) in its ``spaces``;
-    ``params`` (``family.param`` -> :class:`Param`, where known) leaves out the ends that are
-    the parameters' own bounds."""
+    ``params`` (``family.param`` -> :class:`Param`, where known) and ``limits`` (``family.param``
+    -> the largest stable value: :func:`stability_limits`) leave out the ends that cannot widen."""
     out = []
     for key, space in spaces.items():
         if key not in values:
             continue
-        end = side(space, values[key])
-        if end is not None and not closed(space, (params or {}).get(key), end):
-            out.append(Edge(key, end, values[key], space))
+        end, param = side(space, values[key]), (params or {}).get(key)
+        if end is not None and not closed(space, param, end, (limits or {}).get(key)):
+            out.append(Edge(key, end, values[key], space, param))
     return tuple(out)
 
 
@@ -168,6 +178,18 @@ def warning(flagged: Sequence[tuple[str, Sequence[Edge]]]) -> str:
             f"lie beyond it ({cells}): widen the space, e.g. {' '.join(advice.values())}")
 
 
+def stability_limits(registry: Any, components: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, float]:
+    """``{"optimizer.lr": cap}``: the problem's declared lr stability cap (:mod:`suite.tuning.caps`) at
+    a winner's ``values`` (``family.param`` -> value, pinned ones included); empty where none is known."""
+    try:
+        cap = caps.lr_cap(registry, components, {k: v for k, v in values.items() if k != caps.LR}, {})
+    except SuiteError:  # a component no longer installed, or a failing declaration: no limit known
+        return {}
+    return {caps.LR: cap} if cap is not None else {}
+
+
 def of_study(plan: Any, values: Mapping[str, Any], registry: Any) -> tuple[Edge, ...]:
     """The edges of a study's winner (``values``) in its plan's (:class:`suite.tuning.plan.StudyPlan`) space."""
-    return find(values, plan.space_dict, params_of(registry, plan.variant.components(plan.problem)))
+    components = plan.variant.components(plan.problem)
+    return find(values, plan.space_dict, params_of(registry, components),
+                stability_limits(registry, components, {**dict(plan.fixed), **values}))
