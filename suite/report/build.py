@@ -94,6 +94,9 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep, found: dict
     best_lr = "best lr: winner, then the other re-evaluated trials" if studies else "best lr per seed"
     doc.table(["method", "batch size", "steps to target (95% interval)", best_lr,
                "re-evaluated on" if studies else "lrs tried"], table)
+    if studies:
+        doc.para("Each cell's space, trials, budget, studies and seeds, and the winners at an edge of their search "
+                 "space (⚠): the Tuning protocol below.")
     doc.figure(figures.best_curves_figure(runs, sweep), "scaling_curves",
                "Expected risk against steps at the best lr of each method and batch size (band: min–max over seeds)")
 

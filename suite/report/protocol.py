@@ -124,7 +124,7 @@ def section(doc: Document, records: Sequence[RunRecord], found: Mapping[str, tup
     doc.para("How each tuned cell (experiment, variant, batch size) was tuned, as its studies' MLflow parent runs "
              "record it: the space searched, the trials each study counted (completed, pruned or diverged), a "
              "trial's budget, the independent studies per cell, the seeds each trial's value is read from, and the "
-             "fresh seeds its top trials were re-run on (the cell's value is the winner's mean on them).")
+             "fresh seeds its top trials were re-run on (the cell's value comes from its winner's runs on them).")
     doc.table(HEADER, rows(records))
     by_study = {r.study: r for r in records if r.trial is not None}
     flagged = [f"{r.section} {variant_of(r)} B={r.batch_size} ({study}): {', '.join(e.text() for e in found[study])}"
@@ -142,7 +142,10 @@ def section(doc: Document, records: Sequence[RunRecord], found: Mapping[str, tup
 def study_edges(records: Sequence[RunRecord],
                 chosen: Mapping[str, RunRecord] = ()) -> dict[str, tuple[edges.Edge, ...]]:
     """Study -> the edges of its winner (:func:`winners`), against the installed components' bounds."""
+    found = winners(records, chosen)
+    if not found:  # no tuned experiment: the plugins need not load
+        return {}
     from suite.registry import get_registry
 
     registry = get_registry()
-    return {study: winner_edges(r, registry) for study, r in winners(records, chosen).items()}
+    return {study: winner_edges(r, registry) for study, r in found.items()}
