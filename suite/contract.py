@@ -144,6 +144,24 @@ def loss_violation(problem: Problem, batch_size: int) -> str | None:
     return None
 
 
+def lr_cap_violation(problem: Any, optimizers: Sequence[Any]) -> str | None:
+    """Whether a problem's declared ``lr_cap`` (registered ``lr_cap=fn``), called at the defaults
+    of the problem and of each of ``optimizers``, gives a positive, finite lr or None."""
+    declared = problem.extra.get("lr_cap")
+    if declared is None:
+        return None
+    params = {p.name: p.default for p in problem.params}
+    for opt in optimizers:
+        try:
+            cap = declared(params, opt.name, {p.name: p.default for p in opt.params})
+        except Exception as exc:  # a plugin's code: report whatever it raised
+            return (f"lr_cap(problem params, {opt.name!r}, its params) raised {type(exc).__name__}: {exc}; "
+                    "return None for an optimizer it does not know")
+        if cap is not None and not (isinstance(cap, (int, float)) and math.isfinite(cap) and cap > 0):
+            return f"lr_cap gave {cap!r} for optimizer {opt.name!r}: give a positive, finite lr, or None"
+    return None
+
+
 def first_batches(sampler: Any, limit: int = 8) -> Sequence[Any]:
     """The first ``limit`` batches of one epoch of ``sampler`` (for checking)."""
     out = []

@@ -31,7 +31,8 @@ Register = Callable[..., None]
 @hookspec
 def suite_register_problems(register: Register) -> None:
     """Register problems. A problem factory returns a :class:`suite.Problem`. A problem without
-    a finite data set registers with ``dataset=False`` (its runs take sampler ``none``)."""
+    a finite data set registers with ``dataset=False`` (its runs take sampler ``none``); one that
+    knows its learning-rate stability cap declares ``lr_cap=fn`` (:mod:`suite.tuning.caps`)."""
 
 
 @hookspec

@@ -266,6 +266,9 @@ class Registry:
         names = [p.name for p in params]
         if len(set(names)) != len(names):
             raise RegistrationError(f"{where}: duplicate hyperparameter names in {names}")
+        if extra.get("lr_cap") is not None and (family != "problem" or not callable(extra["lr_cap"])):
+            raise RegistrationError(f"{where}: lr_cap is a problem's, and callable: lr_cap(problem_params, optimizer, "
+                                    "optimizer_params) -> the largest stable lr, or None (see docs/plugins.md)")
         if family == "scheduler" and interval not in SCHEDULER_INTERVALS:
             raise RegistrationError(f"{where}: schedulers must say interval='step' or interval='epoch'")
         existing = self._components[family].get(name)

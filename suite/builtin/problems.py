@@ -8,6 +8,7 @@ implementations need torch: they are imported when a run first builds the compon
 from __future__ import annotations
 
 from suite import DATA_SEED, Param, hookimpl
+from suite.builtin.stability import nqm_lr_cap
 from suite.registry import lazy
 
 VAL_FRACTION = Param("val_fraction", 0.2, "fraction held out for validation (the last examples)",
@@ -51,6 +52,7 @@ def suite_register_problems(register):
             Param("noise", 1.0, "gradient covariance C = noise · H", low=0.0),
         ],
         dataset=False,
+        lr_cap=nqm_lr_cap,  # the tuned lr's space reaches 2× the stability cap (suite.tuning.caps)
     )
     register(
         name="logistic",

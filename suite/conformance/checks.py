@@ -15,6 +15,7 @@ from suite.contract import (
     batch_violation,
     first_batches,
     loss_violation,
+    lr_cap_violation,
     problem_violations,
     signature_violation,
     split_batch,
@@ -147,6 +148,14 @@ def test_deterministic_under_fixed_seed(component):
     if a.history != b.history:
         _fail(component, "two runs with the same seed differ: draw all randomness from the run seed "
                          "(ctx.seed) or the sampling generator (ctx.generator), never unseeded global state")
+
+
+@only("problem")
+def test_declared_lr_cap(component):
+    """A declared lr stability cap (``lr_cap=``) is a positive lr, or None, for every installed optimizer."""
+    wrong = lr_cap_violation(component, get_registry().components("optimizer"))
+    if wrong:
+        _fail(component, wrong)
 
 
 @only("problem")

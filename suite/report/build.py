@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from suite.errors import ReportError
-from suite.report import claims, figures, scaling
+from suite.report import claims, figures, protocol, scaling
 from suite.report.document import Document
 from suite.report.optimum import optimum_loss
 from suite.report.reader import RunRecord, Runs
 from suite.report.score import Score
 from suite.report.stats import mean_interval, paired_difference
+from suite.tuning import edges
 
 STATUS_ORDER = ("completed", "diverged", "stopped", "failed", "interrupted")
 CONFIG_DROP = ("seed",)
@@ -50,8 +51,11 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
               [[c.claim, c.experiment, c.measured, c.verdict, c.rule] for c in rows])
 
     sweep = claims.Sweep(runs)
+    found = protocol.study_edges(runs.records, {t.winner.study: t.winner for t in sweep.tuned.values() if t.winner})
     if sweep.tuned:
-        _scaling_section(doc, runs, sweep)
+        _scaling_section(doc, runs, sweep, found)
+    if any(r.trial is not None for r in runs.records):
+        protocol.section(doc, runs.records, found)
     steady = [r for r in runs.section("steady_state") if r.status == "completed"]
     if steady:
         doc.heading("Steady state against α/B")
@@ -66,7 +70,7 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
     return doc
 
 
-def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
+def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep, found: dict[str, tuple]) -> None:
     doc.heading("Batch-size scaling on the NQM, each method tuned")
     studies = any(t.from_study for t in sweep.tuned.values())
     most = max((len(t.studies) for t in sweep.tuned.values()), default=0)
@@ -94,11 +98,15 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep) -> None:
             lrs = ", ".join(f"{v:.3g}" for v in t.lr_replicates().values())
             tried = (f"{len(t.seeds)} fresh seeds" + (f" × {len(t.studies)} studies" if len(t.studies) > 1 else "")
                      if t.from_study else ", ".join(f"{v:.3g}" for v in t.lrs))
+            lrs += edges.marks(found.get(t.winner.study, ())) if t.winner else ""
             table.append([m, b, steps, lrs, tried])
     best_lr = ("best lr: per study's winner (several studies), else the winner, then the other re-evaluated trials"
                if studies else "best lr per seed")
     doc.table(["method", "batch size", "steps to target (95% interval; what it covers)", best_lr,
                "re-evaluated on" if studies else "lrs tried"], table)
+    if studies:
+        doc.para("Each cell's space, trials, budget, studies and seeds, and the winners at an edge of their search "
+                 "space (⚠): the Tuning protocol below.")
     doc.figure(figures.best_curves_figure(runs, sweep), "scaling_curves",
                "Expected risk against steps at the best lr of each method and batch size (band: min–max over seeds)")
 

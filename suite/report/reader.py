@@ -75,6 +75,7 @@ class RunRecord:
     study_params: dict[str, Any] = field(default_factory=dict)  # ... the study's settings (its parent's params)
     study_best: int | None = None  # ... and the trial the study's tuning session named its winner
     study_index: int = 0  # ... which of its cell's independent studies it is (``--studies R``)
+    study_tags: dict[str, str] = field(default_factory=dict)  # ... and its parent's tags (trials, edges)
 
     @property
     def seed(self) -> int:
@@ -284,6 +285,7 @@ def _tuned_records(source: Any, experiment_id: str, studies: dict[str, list[str]
         record.study_best = int(best) if best and best.isdigit() else None
         index = run.data.tags.get(TAG_STUDY_INDEX, "0")
         record.study_index = int(index) if index.isdigit() else 0
+        record.study_tags = dict(parent.data.tags)
         out.append(record)
     return out
 

@@ -91,6 +91,7 @@ class Tuned:
     from_study: bool = False  # tuned by an Optuna study (else an lr grid)
     studies: dict[int, dict[int, tuple[float, float]]] = field(default_factory=dict)  # study -> seed -> (steps, final)
     study_lrs: dict[int, float] = field(default_factory=dict)  # study -> its winner's lr
+    winner: RunRecord | None = None  # Optuna: a run of the study's winner (its params, its study's settings)
 
     def lr_replicates(self) -> dict[int, float]:
         """Independent estimates of the best lr: per seed for an lr grid, per study for several
@@ -197,7 +198,7 @@ def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> di
     for r in records:
         if r.status in ("completed", "diverged"):
             by_study.setdefault(r.study, {}).setdefault(r.trial, []).append(r)
-    cells: dict[tuple[str, str, int], dict[int, tuple[_Scored, list[_Scored], RunRecord]]] = {}
+    cells: dict[tuple[str, str, int], dict[int, tuple[_Scored, list[_Scored], RunRecord, RunRecord]]] = {}
     for trials in by_study.values():
         first = next(iter(trials.values()))[0]
         (method, key), = series_of(first)
@@ -212,15 +213,16 @@ def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> di
         named = [t for t in scored if t.number == first.study_best and math.isfinite(t.mean)]
         winner = named[0] if named else scored[0]
         near = [t for t in scored if t is not winner and t.missed == winner.missed and math.isfinite(t.mean)]
-        cells.setdefault((first.section, method, first.batch_size), {})[first.study_index] = (winner, near, first)
+        cells.setdefault((first.section, method, first.batch_size), {})[first.study_index] = (
+            winner, near, first, trials[winner.number][0])
     out: dict[tuple[str, int], Tuned] = {}
     for (section, method, b), studies in cells.items():
         order = sorted(studies, key=lambda k: (studies[k][0].missed, studies[k][0].mean, k))
-        winner, near, first = studies[order[(len(order) - 1) // 2]]  # the median study
+        winner, near, first, run = studies[order[(len(order) - 1) // 2]]  # the median study
         tuned = Tuned(method, b, ceiling=_space_high(first), from_study=True,
                       ranked=[t.lr for t in [winner, *near] if math.isfinite(t.mean)],
-                      studies={k: dict(w.per_seed) for k, (w, _, _) in sorted(studies.items())},
-                      study_lrs={k: w.lr for k, (w, _, _) in sorted(studies.items())})
+                      studies={k: dict(w.per_seed) for k, (w, *_) in sorted(studies.items())},
+                      study_lrs={k: w.lr for k, (w, *_) in sorted(studies.items())}, winner=run)
         for seed, (steps, final) in winner.per_seed.items():
             tuned.tried[seed] = [(winner.lr, steps, final)]
         if (method, b) in out:  # two experiments tune one method: tell them apart

@@ -37,6 +37,7 @@ from suite.exec.phases import CLOCK
 from suite.params import Space, to_number
 from suite.registry import FAMILIES, Registry
 from suite.specs.spec import RunSpec, loss_target_ok, resolve_spec
+from suite.tuning import caps
 from suite.vocab import (
     STUDY_OVERRIDES,
     TAG_DEVICE,
@@ -350,6 +351,8 @@ def search_space(
     A parameter is tuned when its registration declares a space (or ``overrides`` gives one)
     and ``fixed`` (``--set``) does not pin it. The problem's parameters are never tuned.
     ``overrides`` are ``--space`` texts; they keep the declared transform (1-β for momentum).
+    A problem that declares an lr stability cap sets the top of a declared lr space
+    (:mod:`suite.tuning.caps`).
     """
     fixed = dict(fixed)
     overrides = dict(overrides)
@@ -369,7 +372,7 @@ def search_space(
                     raise TuneError(f"malformed --space {key}={overrides[key]}: {exc}") from None
             if s is not None:
                 space[key] = s
-    return space
+    return caps.capped(registry, components, fixed, space, overrides)  # the problem's lr stability cap
 
 
 def _check_space_values(space: Space, param: Any, key: str) -> None:

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from suite.report import tables
 from suite.report.style import finish_figure
+from suite.tuning import edges
 from suite.tuning.plan import StudyPlan, format_value, short_name
 from suite.tuning.results import best_trial, best_values, counted
 from suite.vocab import TRIAL_STATUS
@@ -75,6 +76,7 @@ class StudySummary:
     reevaluated: tuple[int, ...] = ()  # their numbers
     maximize: bool = False  # the objective is a metric to maximise (e.g. final:val_acc:max)
     study_index: int = 0  # which of its cell's independent studies (``--studies R``)
+    edges: tuple[Any, ...] = ()  # the winner's ends of its search space (suite.tuning.edges.Edge)
 
     def cell(self) -> str:
         if self.best_value is None:
@@ -84,10 +86,11 @@ class StudySummary:
         if self.reeval:
             n = len(self.reeval.values) + self.reeval.n_diverged
             value = f"{self.reeval.text} on {n} fresh seeds, tuned {self.best_value:.4g}"
-        return f"{value} ({params})" if params else value
+        return (f"{value} ({params})" if params else value) + edges.marks(self.edges, short_name)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["edges"] = [e.flag for e in self.edges]
         if self.reeval is not None:
             d["reeval"].update(mean=self.reeval.mean, std=self.reeval.std)
         return d
@@ -152,6 +155,9 @@ def markdown(summaries: Sequence[StudySummary], objective_label: str) -> str:
             basis = next((w.basis for _, w in found if w.basis), "")
             lines += ["", "Best variant per batch size: " + "; ".join(f"b{b}: {w.text}" for b, w in found)
                       + f" ({basis})"]
+        flagged = [(f"b{s.batch_size} {s.variant}", s.edges) for s in items if s.edges]
+        if flagged:
+            lines += ["", edges.warning(flagged)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

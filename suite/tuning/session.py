@@ -12,7 +12,7 @@ from suite.registry import Registry
 from suite.stores import open_storage
 from suite.tracking import diagnose
 from suite.tracking.tracker import Tracker
-from suite.tuning import report, slots, workers
+from suite.tuning import edges, report, slots, workers
 from suite.tuning.plan import Objective, StudyPlan
 from suite.tuning.studies import (
     check_settings,
@@ -136,6 +136,7 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
             for plan in req.plans:
                 study = studies[plan.name]
                 summary = report.summarize(study, plan, reevals.get(plan.name))
+                summary.edges = edges.of_study(plan, summary.best_params, registry)
                 # a rerun that ran nothing keeps the figures an earlier invocation logged on the parent
                 figs = report.study_figures(study) if fresh else {}
                 finish_study_parent(tracker, parents[plan.name], summary, figs)

@@ -6,7 +6,8 @@
   (``suite.trials_requested``, ``suite.pruner``, ``suite.study_seed``). The same parent is
   found and reused when a study is resumed. At the end of each invocation it gets the best
   value and params (metrics ``best_value``, ``best.<family.param>`` with step = trials so far,
-  so their history shows how the best evolved; tags ``suite.best.<family.param>``), the trial
+  so their history shows how the best evolved; tags ``suite.best.<family.param>``; tag
+  ``suite.best_at_edge``: the winner's ends of its search space, :mod:`suite.tuning.edges`), the trial
   counts, ``best.json`` and Optuna's history and importance plots.
 * Trial runs: children of their study's parent, logged exactly like ``suite run`` runs
   (:class:`suite.tracking.Tracker`) with ``suite.kind=trial`` and tags ``suite.study``,
@@ -29,8 +30,10 @@ from suite.specs.spec import RunSpec
 from suite.tracking.records import FINISHED, RUNNING, Metric, RunTag, dict_text
 from suite.tracking.records import RUN_NAME_TAG as MLFLOW_RUN_NAME
 from suite.tracking.tracker import Tracker
+from suite.tuning import edges
 from suite.vocab import (
     TAG_BATCH_SIZE,
+    TAG_BEST_AT_EDGE,
     TAG_BEST_TRIAL,
     TAG_DEVICE,
     TAG_KIND,
@@ -160,6 +163,7 @@ def finish_study_parent(tracker: Tracker, run_id: str, summary: Any, figures: Ma
             tags.append(RunTag(f"suite.best.{k}", str(v)))
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 metrics.append(Metric(f"best.{k}", float(v), ts, step))
+        tags.append(RunTag(TAG_BEST_AT_EDGE, edges.tag_value(summary.edges)))
     if summary.reevaluated:
         tags.append(RunTag(TAG_REEVALUATED, ",".join(map(str, summary.reevaluated))))
     if summary.reeval is not None:
