@@ -236,7 +236,7 @@ def test_report_end_to_end(cli, workdir, mlflow_client):
     md = (workdir / "reports" / "tiny" / "report.md").read_text()
     # the claims table: a row per claim, each with a computed verdict
     assert md.count("| inconclusive |") + md.count("| reproduced |") + md.count("| contradicted |") >= 11
-    assert "Steady-state risk of constant-lr SGD ∝ α/B" in md and "no data: needs both experiments" in md
+    assert "Steady-state risk of constant-lr SGD ∝ α/B" in md and "no data: needs ≥ 3 values of λ" in md
     # figures embedded (self-contained) and decodable PNGs
     images = re.findall(r"src='data:image/png;base64,([^']+)'", html)
     assert len(images) >= 3

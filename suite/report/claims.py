@@ -386,11 +386,14 @@ def inverse_time_rate(runs: Runs) -> ClaimRow:
 
 
 def evaluate(runs: Runs) -> list[ClaimRow]:
-    """Every claim's row, in the lecture's order."""
+    """Every claim's row, in the lecture's order (with those of :mod:`suite.report.lecture_claims`)."""
+    from suite.report import lecture_claims as more  # it builds on this module's rows and helpers
+
     sweep = Sweep(runs)
-    plain: list[Callable[[Runs], ClaimRow]] = [steady_state, sampling]
+    plain: list[Callable[[Runs], ClaimRow]] = [steady_state, sampling, more.momentum_steady_factor]
     swept = [momentum_large_batch, momentum_smaller_lr, ema_small_batch, precond_large_batch]
     rows = [f(runs) for f in plain] + [f(runs, sweep) for f in swept]
-    rows += [weight_decay(runs), schedules_noise_ball(runs), inverse_time_rate(runs)]
+    rows += [more.weight_decay_interior(runs), schedules_noise_ball(runs), inverse_time_rate(runs)]
     rows += [best_lr_grows(runs, sweep), perfect_scaling(runs, sweep)]
+    rows += [more.ema_improves(runs), more.mwe_weights(runs)]
     return rows
