@@ -53,6 +53,58 @@ def test_momentum_factor_without_sgd_is_missing():
     assert row.verdict == claims.INCONCLUSIVE and row.measured.startswith("no data")
 
 
+# -- SGD against full batch in wall-clock time ------------------------------------------------------------
+def _wallclock_runs(seconds_per_step):
+    """Runs where SGD (lr 0.2 / 0.1) reaches 10% of its start's distance at step 10 / 20 and full batch
+    (lr 0.5 / 0.2) at step 1 / 5; ``seconds_per_step[seed] = (SGD's, full batch's)``."""
+    recs = []
+    for seed, per_step in enumerate(seconds_per_step):
+        for sampler, lrs, cost in (("shuffle", ((0.2, 10), (0.1, 20)), per_step[0]),
+                                   ("full", ((0.5, 1), (0.2, 5)), per_step[1])):
+            for lr, reach in lrs:
+                dist = [(s, 4.0 * (0.09 if s >= reach else 1 - 0.9 * s / reach)) for s in range(41)]
+                clock = [(s, cost * s) for s in range(41)]
+                recs.append(_record(lecture_claims.WALLCLOCK_SECTION, seed, {"sampler": sampler, "optimizer.lr": lr},
+                                    histories={"dist_to_opt": dist, "train_seconds": clock}))
+    return _runs(recs)
+
+
+@pytest.mark.parametrize(("per_step", "verdict", "ratio"), [
+    ([(5e-5 * (1 + 0.1 * s), 3e-3) for s in range(7)], claims.REPRODUCED, "×0.2"),
+    ([(5e-5 * (1 + 0.1 * s), 2e-4) for s in range(7)], claims.CONTRADICTED, "×3"),
+    ([(5e-5, 3e-3)] * 5, claims.INCONCLUSIVE, "×0.17 (no interval)"),  # 5 seeds: too few for the interval
+    ([(5e-5, 3e-3), (5e-5, 1e-4)] * 4, claims.INCONCLUSIVE, "×0.91 [0.17, 5.00]"),  # faster on half the seeds, slower on half
+])
+def test_wallclock_verdicts(per_step, verdict, ratio):
+    row = lecture_claims.wallclock(_wallclock_runs(per_step))
+    assert row.verdict == verdict, row
+    assert "SGD (B=16) lr 0.2: 10 steps" in row.measured and "full batch lr 0.5: 1 steps" in row.measured
+    assert f"time SGD / full batch: {ratio}" in row.measured
+
+
+def test_median_interval_is_the_sign_tests():
+    assert lecture_claims.median_interval([9, 1, 8, 2, 7, 3, 6, 4, 5]) == (5, 2, 8)  # x(2), x(8): 96% for n = 9
+    med, low, high = lecture_claims.median_interval([1.0, 2.0, 3.0, 4.0, 5.0])  # n = 5: no order statistics do
+    assert med == 3.0 and (low, high) == (float("-inf"), float("inf"))
+
+
+@pytest.mark.parametrize("engine", ["loop", "stacked"])
+def test_runs_log_their_training_time_at_each_evaluation(engine):
+    from suite.engine.loop import train
+    from suite.engine.units import run_unit
+    from suite.registry import get_registry
+    from suite.specs.spec import resolve_spec
+
+    specs = [resolve_spec(get_registry(), components={}, overrides={"problem.n": 200, "optimizer.lr": lr},
+                          batch_size=16, epochs=3, seed=0) for lr in (0.05, 0.1)]
+    results = [train(specs[0], "cpu")] if engine == "loop" else [r for _, r in run_unit(specs, "cpu", engine="stacked")]
+    for r in results:
+        assert [s for s, _ in r.clock] == [s for s, _ in r.history]  # one reading per evaluation
+        seconds = [v for _, v in r.clock]
+        assert seconds[0] >= 0 and seconds == sorted(seconds) and seconds[-1] > 0
+        assert all("train_seconds" not in m for _, m in r.history)  # apart from the deterministic history
+
+
 # -- weight decay's interior optimum -----------------------------------------------------------------
 def _decay_runs(risk_of):
     recs = []
@@ -142,7 +194,7 @@ def test_mwe_without_its_run_is_missing():
 
 
 # -- end to end -----------------------------------------------------------------------------------------
-NEW_SECTIONS = ("mwe", "mwe_orders", "averaging", "momentum_steady_state", "nqm_weight_decay")
+NEW_SECTIONS = ("mwe", "mwe_orders", "averaging", "momentum_steady_state", "nqm_weight_decay", "wallclock")
 
 
 @pytest.mark.slow
@@ -150,6 +202,9 @@ def test_new_sections_of_the_lecture_end_to_end(cli, workdir):
     """`suite run` of the lecture's sections for these claims, then `suite report`: each row's verdict."""
     bench = yaml.safe_load((Path(__file__).parents[1] / "benchmarks" / "lecture.yaml").read_text())
     bench["experiments"] = {k: bench["experiments"][k] for k in NEW_SECTIONS}
+    clock = bench["experiments"]["wallclock"]  # smaller here: its verdict is checked, not its outcome
+    clock["problem"] = {"linreg": {"n": 5000, "d": 20}}
+    clock["tie"][0] = {"seed": list(range(6)), "problem.data_seed": list(range(6))}
     bench["name"] = "claims"
     (workdir / "claims.yaml").write_text(yaml.safe_dump(bench, allow_unicode=True, sort_keys=False))
     cli("run", "claims.yaml", "--quiet")
@@ -163,3 +218,6 @@ def test_new_sections_of_the_lecture_end_to_end(cli, workdir):
     assert rows["Evaluating the EMA of the iterates consistently improves on the last iterate"] == claims.CONTRADICTED
     mwe = next(k for k in rows if k.startswith("The minimal working example"))
     assert rows[mwe] == claims.REPRODUCED
+    wallclock = rows["Mini-batch SGD reaches an approximate solution faster than full-batch GD in wall-clock time"]
+    assert wallclock in (claims.REPRODUCED, claims.CONTRADICTED, claims.INCONCLUSIVE)  # timed: either way
+    assert "time SGD / full batch: ×" in md and "(median over 6 seeds" in md

@@ -390,7 +390,7 @@ def evaluate(runs: Runs) -> list[ClaimRow]:
     from suite.report import lecture_claims as more  # it builds on this module's rows and helpers
 
     sweep = Sweep(runs)
-    plain: list[Callable[[Runs], ClaimRow]] = [steady_state, sampling, more.momentum_steady_factor]
+    plain: list[Callable[[Runs], ClaimRow]] = [steady_state, more.wallclock, sampling, more.momentum_steady_factor]
     swept = [momentum_large_batch, momentum_smaller_lr, ema_small_batch, precond_large_batch]
     rows = [f(runs) for f in plain] + [f(runs, sweep) for f in swept]
     rows += [more.weight_decay_interior(runs), schedules_noise_ball(runs), inverse_time_rate(runs)]

@@ -30,9 +30,11 @@ from suite.report.claims import (
 )
 from suite.report.reader import RunRecord, Runs
 from suite.report.stats import STEADY_TAIL, Estimate, mean_interval, t975
+from suite.vocab import TRAIN_SECONDS
 
 MOMENTUM_SECTION = "momentum_steady_state"
 WALLCLOCK_SECTION = "wallclock"
+WALLCLOCK_ACCURACY = 0.1  # "an approximate solution": within 10% of the start's distance to the optimum
 WEIGHT_DECAY_SECTION = "nqm_weight_decay"
 AVERAGING_SECTION = "averaging"
 MWE_SECTION, MWE_ORDERS_SECTION = "mwe", "mwe_orders"
@@ -101,6 +103,101 @@ def _closed_momentum_factor(record: RunRecord, lr: float, beta: float, batch_siz
     c = float(record.param("problem.noise", 1.0)) * h
     return float(theory.momentum_steady_risk(lr, beta, h, c, batch_size).sum()
                  / theory.sgd_steady_risk(lr, h, c, batch_size).sum())
+
+
+# -- SGD against full-batch GD in wall-clock time ------------------------------------------------------
+def wallclock(runs: Runs) -> ClaimRow:
+    claim = "Mini-batch SGD reaches an approximate solution faster than full-batch GD in wall-clock time"
+    exp = (f"{WALLCLOCK_SECTION} (linreg, shuffled mini-batches vs full batch over one lr grid; each seed its own "
+           "data set, the methods' runs alternating)")
+    rule = (f"accuracy: dist_to_opt ≤ {WALLCLOCK_ACCURACY:g} × its start; each method at its own best lr of the "
+            "grid (fewest median steps to the accuracy over seeds); time to accuracy = the first evaluated step "
+            "there × the run's seconds per step (train_seconds, evaluations excluded, over all its steps); SGD / "
+            "full batch paired by seed: median of the ratios with its 95% distribution-free interval (sign-test "
+            "order statistics, ≥ 6 seeds); reproduced if the interval is < 1, contradicted if > 1")
+    recs = runs.section(WALLCLOCK_SECTION)
+    by_method = _groups(recs, "sampler")
+    full = by_method.get(("full",), [])
+    mini = [r for (sampler,), rs in by_method.items() if sampler != "full" for r in rs]
+    if not full or not mini:
+        return _missing(claim, exp, rule, "needs full-batch and mini-batch runs on the same seeds")
+    best = {name: _fastest(runs, rs) for name, rs in (("SGD", mini), ("GD", full))}
+    if any(b is None for b in best.values()):
+        return _missing(claim, exp, rule, "a method never reached the accuracy")
+    (sgd_lr, sgd), (gd_lr, gd) = best["SGD"], best["GD"]  # type: ignore[misc]
+    seeds = sorted(set(sgd) & set(gd))
+    ratios = [math.log2(sgd[s][1] / gd[s][1]) for s in seeds if 0 < gd[s][1] < math.inf and sgd[s][1] < math.inf]
+    med, low, high = median_interval(ratios)
+    b = mini[0].batch_size
+
+    def median_of(values: Iterable[float]) -> float:
+        return median_interval(list(values))[0]
+
+    parts = [f"{name} lr {lr:g}: {median_of(x[0] for x in ts.values()):.0f} steps, "
+             f"{1000 * median_of(x[1] for x in ts.values()):.3g} ms" for name, lr, ts in
+             ((f"SGD (B={b})", sgd_lr, sgd), ("full batch", gd_lr, gd))]
+    interval = f"[{2 ** low:.2f}, {2 ** high:.2f}]" if math.isfinite(low) and math.isfinite(high) else "(no interval)"
+    measured = (f"median to the accuracy: {'; '.join(parts)}; time SGD / full batch: ×{2 ** med:.2f} {interval} "
+                f"(median over {len(ratios)} seeds; a stacked run's time is its share of its stack's)")
+    if len(ratios) >= 6 and high < 0:
+        verdict = REPRODUCED
+    elif len(ratios) >= 6 and low > 0:
+        verdict = CONTRADICTED
+    else:
+        verdict = INCONCLUSIVE
+    return ClaimRow(claim, exp, measured, verdict, rule)
+
+
+def _to_accuracy(runs: Runs, record: RunRecord) -> tuple[float, float]:
+    """(steps, seconds) to reach ``WALLCLOCK_ACCURACY`` × the start's distance to the optimum:
+    the first evaluated step there, times the run's training seconds per step (over all its steps:
+    a time measured over the whole run, not over a few milliseconds that one preemption of a busy
+    machine can double); (inf, inf) if the run never got there."""
+    if record.status not in ("completed", "diverged"):
+        return math.inf, math.inf
+    dist = runs.history(record, "dist_to_opt")
+    clock = runs.history(record, TRAIN_SECONDS)
+    if not dist or not clock or clock[-1][0] <= 0:
+        return math.inf, math.inf
+    goal = WALLCLOCK_ACCURACY * dist[0][1]
+    step = next((s for s, v in dist if v <= goal), None)
+    if step is None:
+        return math.inf, math.inf
+    last_step, seconds = clock[-1]
+    return float(step), step * seconds / last_step
+
+
+def _fastest(runs: Runs, records: list[RunRecord]) -> tuple[float, dict[int, tuple[float, float]]] | None:
+    """The lr whose runs need the fewest steps to the accuracy (median over seeds; then the least
+    median time), with each seed's (steps, seconds) at it; None if no lr gets there."""
+    by_lr: dict[float, dict[int, tuple[float, float]]] = {}
+    for r in records:
+        by_lr.setdefault(float(r.param("optimizer.lr")), {})[r.seed] = _to_accuracy(runs, r)
+    ranked = sorted(by_lr, key=lambda lr: (median_interval([v[0] for v in by_lr[lr].values()])[0],
+                                           median_interval([v[1] for v in by_lr[lr].values()])[0]))
+    if not ranked or not math.isfinite(median_interval([v[0] for v in by_lr[ranked[0]].values()])[0]):
+        return None
+    return ranked[0], by_lr[ranked[0]]
+
+
+def median_interval(values: list[float]) -> tuple[float, float, float]:
+    """The median of ``values`` with its 95% distribution-free interval: the order statistics
+    x(k), x(n+1−k) with the largest k such that P(Binomial(n, ½) < k) ≤ 2.5% (coverage ≥ 95%);
+    infinite ends below 6 values (nan median for none). Infinite values count as the largest."""
+    xs = sorted(values)
+    n = len(xs)
+    if n == 0:
+        return math.nan, -math.inf, math.inf
+    med = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    k, tail = 0, 0.0
+    while True:
+        tail += math.comb(n, k) / 2**n  # P(Binomial(n, ½) ≤ k)
+        if tail > 0.025:
+            break
+        k += 1
+    if k == 0:
+        return med, -math.inf, math.inf
+    return med, xs[k - 1], xs[n - k]
 
 
 # -- weight decay: the best λ inside its range ----------------------------------------------------
