@@ -73,7 +73,7 @@ def _wallclock_runs(seconds_per_step):
     ([(5e-5 * (1 + 0.1 * s), 3e-3) for s in range(7)], claims.REPRODUCED, "×0.2"),
     ([(5e-5 * (1 + 0.1 * s), 2e-4) for s in range(7)], claims.CONTRADICTED, "×3"),
     ([(5e-5, 3e-3)] * 5, claims.INCONCLUSIVE, "×0.17 (no interval)"),  # 5 seeds: too few for the interval
-    ([(5e-5, 3e-3), (5e-5, 1e-4)] * 4, claims.INCONCLUSIVE, "×0.91 [0.17, 5.00]"),  # faster on half the seeds, slower on half
+    ([(5e-5, 3e-3), (5e-5, 1e-4)] * 4, claims.INCONCLUSIVE, "×0.91 [0.17, 5.00]"),  # faster on half, slower on half
 ])
 def test_wallclock_verdicts(per_step, verdict, ratio):
     row = lecture_claims.wallclock(_wallclock_runs(per_step))

@@ -112,7 +112,7 @@ def wallclock(runs: Runs) -> ClaimRow:
            "data set, the methods' runs alternating)")
     rule = (f"accuracy: dist_to_opt ≤ {WALLCLOCK_ACCURACY:g} × its start; each method at its own best lr of the "
             "grid (fewest median steps to the accuracy over seeds); time to accuracy = the first evaluated step "
-            "there × the run's seconds per step (train_seconds, evaluations excluded, over all its steps); SGD / "
+            "there × the run's median seconds per step (from train_seconds, evaluations excluded); SGD / "
             "full batch paired by seed: median of the ratios with its 95% distribution-free interval (sign-test "
             "order statistics, ≥ 6 seeds); reproduced if the interval is < 1, contradicted if > 1")
     recs = runs.section(WALLCLOCK_SECTION)
@@ -150,21 +150,21 @@ def wallclock(runs: Runs) -> ClaimRow:
 
 def _to_accuracy(runs: Runs, record: RunRecord) -> tuple[float, float]:
     """(steps, seconds) to reach ``WALLCLOCK_ACCURACY`` × the start's distance to the optimum:
-    the first evaluated step there, times the run's training seconds per step (over all its steps:
-    a time measured over the whole run, not over a few milliseconds that one preemption of a busy
-    machine can double); (inf, inf) if the run never got there."""
+    the first evaluated step there, times the run's median training seconds per step between
+    evaluations (robust to a step a busy machine preempted, and to once-an-epoch costs such as a
+    shuffle); (inf, inf) if the run never got there."""
     if record.status not in ("completed", "diverged"):
         return math.inf, math.inf
     dist = runs.history(record, "dist_to_opt")
     clock = runs.history(record, TRAIN_SECONDS)
-    if not dist or not clock or clock[-1][0] <= 0:
+    per_step = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(clock, clock[1:], strict=False) if s1 > s0]
+    if not dist or not per_step:
         return math.inf, math.inf
     goal = WALLCLOCK_ACCURACY * dist[0][1]
     step = next((s for s, v in dist if v <= goal), None)
     if step is None:
         return math.inf, math.inf
-    last_step, seconds = clock[-1]
-    return float(step), step * seconds / last_step
+    return float(step), step * median_interval(per_step)[0]
 
 
 def _fastest(runs: Runs, records: list[RunRecord]) -> tuple[float, dict[int, tuple[float, float]]] | None:
