@@ -209,8 +209,8 @@ def weight_decay_interior(runs: Runs) -> ClaimRow:
             "> 0 each; contradicted if it is an end of the grid and every other λ is worse than it, paired and "
             "significant")
     recs = runs.section(WEIGHT_DECAY_SECTION)
-    by = {float(lam or 0.0): _by_seed(runs, rs, "val_loss") for (lam,), rs in _groups(recs, "optimizer.weight_decay")
-          .items()}
+    groups = _groups(recs, "optimizer.weight_decay")
+    by = {float(lam or 0.0): _by_seed(runs, rs, "val_loss") for (lam,), rs in groups.items()}
     lams = sorted(by)
     if len(lams) < 3:
         return _missing(claim, exp, rule, "needs ≥ 3 values of λ")
