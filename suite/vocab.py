@@ -37,6 +37,7 @@ TAG_N_SPECS = "suite.n_specs"
 TAG_N_SKIPPED = "suite.n_skipped"
 TAG_N_FAILED = "suite.n_failed"
 TAG_SECONDS = "suite.seconds"
+TRAIN_SECONDS = "train_seconds"  # metric: seconds spent training up to each evaluation, evaluations excluded
 TAG_DISPATCH = "suite.dispatch"  # on a grid's parent run: how its units were run (in-process or workers) and why
 TAG_NQM_FIT = "suite.nqm_fit"  # on the checkpoint run that `suite nqm fit` fits its NQM at
 PHASES = ("startup", "building", "training", "optuna", "tracking", "reporting")  # where an invocation's time went

@@ -196,3 +196,12 @@ def test_summary_groups_seeds_and_follows_a_variant_across_batch_sizes():
     fig = tables.batch_size_figure(stats, "s")
     assert len(fig.axes[0].containers) == 2  # one errorbar line per variant
     tables.close(fig)
+
+
+def test_seeds_in_a_tie_replace_the_defaults_seeds(tmp_path):
+    """A tie may move the seed with a problem parameter (each seed its own data set); the defaults' seeds
+    then step aside, as they do for an experiment's own `seeds:`."""
+    (tmp_path / "b.yaml").write_text("defaults:\n  epochs: 1\n  seeds: 3\nexperiments:\n  a:\n    tie:\n"
+                                     "      - {seed: [5, 6], problem.data_seed: [5, 6]}\n")
+    bench = benchfile.load(tmp_path / "b.yaml", get_registry())
+    assert sorted((s.seed, s.param("problem.data_seed")) for s in bench.specs) == [(5, 5), (6, 6)]

@@ -236,7 +236,7 @@ def test_report_end_to_end(cli, workdir, mlflow_client):
     md = (workdir / "reports" / "tiny" / "report.md").read_text()
     # the claims table: a row per claim, each with a computed verdict
     assert md.count("| inconclusive |") + md.count("| reproduced |") + md.count("| contradicted |") >= 11
-    assert "Steady-state risk of constant-lr SGD ∝ α/B" in md and "no data: needs both experiments" in md
+    assert "Steady-state risk of constant-lr SGD ∝ α/B" in md and "no data: needs ≥ 3 values of λ" in md
     # figures embedded (self-contained) and decodable PNGs
     images = re.findall(r"src='data:image/png;base64,([^']+)'", html)
     assert len(images) >= 3
@@ -372,6 +372,11 @@ def _same_report_both_ways(workdir: Path, monkeypatch, experiment: str, bench: s
     assert [dataclasses.asdict(r) for r in direct.records] == [dataclasses.asdict(r) for r in via.records]
     for a, b in zip(direct.records, via.records, strict=True):
         assert direct.history(a, "val_loss") == via.history(b, "val_loss")
+    first, second = direct.records[0], via.records[0]  # a run's artifact, read either way; a missing one is None
+    assert direct.artifact_text(first, "final_params.json") == via.artifact_text(second, "final_params.json")
+    assert '"learned"' in (direct.artifact_text(first, "final_params.json") or "")
+    assert direct.artifact_text(first, "nope.json") is None and via.artifact_text(second, "nope.json") is None
+
     def text(md: Path) -> str:  # the same but for the minute each was written in
         return re.sub(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d\.", "Generated (time).", md.read_text(), count=1)
 

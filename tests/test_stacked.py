@@ -421,3 +421,22 @@ def test_tracker_tags_the_engine_and_the_stack(tracking_uri, mlflow_client):
         tracker.finish(run_id, result)
         tags = mlflow_client.get_run(run_id).data.tags
         assert tags[TAG_ENGINE] == "stacked" and tags[TAG_STACK] == result.stack
+
+
+def test_nqm_with_an_optimum_away_from_zero():
+    """θ* ~ N(0, s²I): the stack matches the loop; the risk and the distance are measured from θ*; the
+    closed form (the moments of θ − θ*) is logged without weight decay and, with it, not at all."""
+    results = assert_stack_matches_loop([
+        spec({"problem": "nqm"}, {"problem.dim": 20, "problem.optimum": 0.5, "optimizer.lr": 0.5,
+                                  "optimizer.weight_decay": wd}, seed=s, steps=60, batch_size=4, eval_every=10)
+        for wd in (0.0, 0.1) for s in (0, 1)
+    ])
+    centred = train(spec({"problem": "nqm"}, {"problem.dim": 20, "optimizer.lr": 0.5}, seed=0, steps=60,
+                         batch_size=4, eval_every=10), "cpu")
+    for r in results.values():
+        start = r.history[0][1]
+        assert start["val_loss"] != centred.history[0][1]["val_loss"]  # the same θ0, another optimum
+        if r.spec.param("optimizer.weight_decay") == 0.0:
+            assert start["theory_risk"] == pytest.approx(start["val_loss"], rel=1e-6)  # E[risk | θ0] at step 0
+        else:
+            assert all("theory_risk" not in m for _, m in r.history)

@@ -32,18 +32,22 @@ class NQMModel(nn.Module):
 
 
 class NQMProblem(Problem):
-    """The noisy quadratic model (``shared/reference/nqm.md``): L(θ) = ½ Σ h_i θ_i².
+    """The noisy quadratic model (``shared/reference/nqm.md``): L(θ) = ½ Σ h_i (θ_i − θ*_i)².
 
-    A mini-batch of size B has gradient Hθ + ε, ε_i ~ N(0, c_i / B), c = noise · h. There is
-    no data set (``n_train is None``): the engine feeds dummy index batches of size B.
-    ``val_loss`` is the exact risk.
+    A mini-batch of size B has gradient H(θ − θ*) + ε, ε_i ~ N(0, c_i / B), c = noise · h. The
+    optimum θ* is 0 unless given (weight decay then pulls away from it). There is no data set
+    (``n_train is None``): the engine feeds dummy index batches of size B. ``val_loss`` is the
+    exact risk.
     """
 
-    def __init__(self, h: Tensor, noise: float, theta0: Tensor) -> None:
+    def __init__(self, h: Tensor, noise: float, theta0: Tensor, theta_star: Tensor | None = None) -> None:
+        star = torch.zeros_like(h) if theta_star is None else theta_star.to(h.dtype)
         super().__init__(
             NQMModel(theta0), loss_fn=None,  # type: ignore[arg-type]
-            curvature=[h], optimum=[torch.zeros_like(h)],
+            curvature=[h], optimum=[star],
         )
+        self.star_cpu = star.double()
+        self.centred = theta_star is None or not bool(theta_star.any())  # θ* = 0: the closed forms apply as they are
         self.h_cpu = h.double()
         self.c_cpu = noise * self.h_cpu
         self.noise = noise
@@ -60,11 +64,15 @@ class NQMProblem(Problem):
         batch = len(indices)
         eps = torch.randn(self.h_cpu.shape, generator=generator, dtype=torch.float64) * (self.c_cpu / batch).sqrt()
         eps = eps.to(device=theta.device, dtype=theta.dtype)
-        return 0.5 * (self.h * theta**2).sum() + (eps * theta).sum()
+        if self.centred:
+            return 0.5 * (self.h * theta**2).sum() + (eps * theta).sum()
+        return 0.5 * (self.h * (theta - self.optimum[0]) ** 2).sum() + (eps * theta).sum()
 
     @torch.no_grad()
     def val_loss(self, model: nn.Module) -> float:
-        return float(0.5 * (self.h * model.theta.double() ** 2).sum())
+        if self.centred:
+            return float(0.5 * (self.h * model.theta.double() ** 2).sum())
+        return float(0.5 * (self.h.double() * (model.theta.double() - self.optimum[0].double()) ** 2).sum())
 
     def learned_params(self, model: nn.Module) -> dict[str, Tensor]:
         return {"theta": model.theta.detach().cpu()}
@@ -100,11 +108,14 @@ class NQMTheory:
     @classmethod
     def for_run(cls, problem: NQMProblem, ctx: Any) -> NQMTheory | None:
         """The theory of a run of ``sgd`` (heavy-ball, no Nesterov) or ``precond``, with the
-        ``none``, ``ema`` or ``swa`` averager; ``None`` for anything else."""
+        ``none``, ``ema`` or ``swa`` averager, its moments those of θ − θ*; ``None`` for anything
+        else, and for weight decay towards 0 with an optimum θ* ≠ 0 (that needs first moments)."""
         opt, spec = ctx.optimizer, ctx.spec
         if opt is None or spec is None:
             return None
         group = opt.param_groups[0]
+        if not problem.centred and group["weight_decay"]:
+            return None
         h = problem.h_cpu.numpy()
         if type(opt) is torch.optim.SGD:
             if group["nesterov"] or group["dampening"] or group.get("maximize"):
@@ -124,7 +135,8 @@ class NQMTheory:
         else:
             blend = lambda t: 1.0  # noqa: E731
         tracker = MomentTracker(
-            h, problem.c_cpu.numpy(), ctx.batch_size, problem.theta0.numpy(), momentum=group["momentum"],
+            h, problem.c_cpu.numpy(), ctx.batch_size, (problem.theta0 - problem.star_cpu).numpy(),
+            momentum=group["momentum"],
             weight_decay=group["weight_decay"], scale=scale, average=averager in ("ema", "swa"),
         )
         return cls(tracker, opt, blend)
@@ -140,12 +152,16 @@ class NQMTheory:
         return out
 
 
-def make_nqm(ctx: BuildContext, dim: int, noise: float) -> NQMProblem:
-    """The NQM with h_i = 1/i (i = 1..dim), C = noise · H and θ₀ ~ N(0, I) from the init seed."""
+def make_nqm(ctx: BuildContext, dim: int, noise: float, optimum: float = 0.0) -> NQMProblem:
+    """The NQM with h_i = 1/i (i = 1..dim), C = noise · H, θ₀ ~ N(0, I) from the init seed and
+    θ* ~ N(0, optimum² I) from the optimum seed (θ* = 0 when ``optimum`` is 0)."""
     from suite.builtin.sizes import check_fits
 
     check_fits("nqm", 16 * dim * 8, f"dim={dim}")  # a dozen float64 vectors of dim (h, C, θ, noise, ...)
     h = 1.0 / torch.arange(1, dim + 1, dtype=torch.float32)
     g = torch.Generator().manual_seed(derive_seed(ctx.seed, "init"))
     theta0 = torch.randn(dim, generator=g)
-    return NQMProblem(h, noise, theta0)
+    star = None
+    if optimum:
+        star = optimum * torch.randn(dim, generator=torch.Generator().manual_seed(derive_seed(ctx.seed, "optimum")))
+    return NQMProblem(h, noise, theta0, star)

@@ -50,6 +50,7 @@ def suite_register_problems(register):
         params=[
             Param("dim", 100, "dimension d (the paper uses 10⁴)", low=1),
             Param("noise", 1.0, "gradient covariance C = noise · H", low=0.0),
+            Param("optimum", 0.0, "scale s of the optimum θ* ~ N(0, s²I) (0: θ* = 0)", low=0.0),
         ],
         dataset=False,
         lr_cap=nqm_lr_cap,  # the tuned lr's space reaches 2× the stability cap (suite.tuning.caps)

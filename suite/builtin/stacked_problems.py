@@ -166,6 +166,8 @@ class NQMStack(StackedProblem):
         self.names = ["theta"]
         self.params = [stack_rows([p.model.theta for p in problems], device)]
         self.h = first.h.to(device)
+        self.centred = all(p.centred for p in problems)
+        self.star = stack_rows([p.optimum[0] for p in problems], device)
         self.noise_scale = (first.c_cpu / stack.ctxs[0].batch_size).sqrt()
         self.generators = [c.generator for c in stack.ctxs]
         self.device = device
@@ -187,15 +189,19 @@ class NQMStack(StackedProblem):
         (theta,) = params
         eps = torch.stack([torch.randn(self.h.shape, generator=g, dtype=torch.float64) for g in self.generators])
         eps = (eps * self.noise_scale).to(device=self.device, dtype=theta.dtype, non_blocking=True)
-        return 0.5 * (self.h * theta**2).sum(-1) + (eps * theta).sum(-1)
+        if self.centred:
+            return 0.5 * (self.h * theta**2).sum(-1) + (eps * theta).sum(-1)
+        return 0.5 * (self.h * (theta - self.star) ** 2).sum(-1) + (eps * theta).sum(-1)
 
     def val_loss(self, params: Sequence[Tensor]) -> Tensor:
         (theta,) = params
-        return 0.5 * (self.h * theta.double() ** 2).sum(-1)
+        if self.centred:
+            return 0.5 * (self.h * theta.double() ** 2).sum(-1)
+        return 0.5 * (self.h.double() * (theta.double() - self.star.double()) ** 2).sum(-1)
 
     def dist_to_opt(self, params: Sequence[Tensor]) -> Tensor | None:
         (theta,) = params
-        return (theta**2).sum(-1).double().sqrt()
+        return ((theta - self.star) ** 2).sum(-1).double().sqrt()
 
     def on_step(self, step: int, lr: Tensor) -> None:
         if self.tracker is None:

@@ -52,6 +52,9 @@ class RunResult:
     ``engine`` is the engine that trained it (``loop`` or ``stacked``) and ``stack`` the id of
     the stack it was trained in (``None`` for the loop). A stacked run's ``seconds`` is its share
     of the stack's wall time (the stack's time until the run ended, divided by the stack size).
+    ``clock`` holds, at each evaluated step, the seconds spent training so far, evaluations
+    excluded (a stacked run's: its share of its stack's, likewise); it is logged as the metric
+    ``train_seconds``, apart from ``history``, which is deterministic.
     """
 
     spec: RunSpec
@@ -66,11 +69,31 @@ class RunResult:
     engine: str = "loop"
     stack: str | None = None
     final_metrics: dict[str, float] = field(default_factory=dict)
+    clock: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def final(self) -> dict[str, float]:
         """The last evaluation's metrics (empty if the run never evaluated)."""
         return self.history[-1][1] if self.history else {}
+
+
+class TrainClock:
+    """Wall-clock seconds spent training, evaluations excluded: :meth:`lap` as an evaluation
+    starts, :meth:`resume` once it is done. ``share`` scales the time (a stack's rows: 1/K)."""
+
+    def __init__(self, device: torch.device, share: float = 1.0) -> None:
+        self.device, self.share, self.total = device, share, 0.0
+        self.since = time.perf_counter()
+
+    def lap(self) -> float:
+        """The seconds trained so far (waiting for the device's queued work first)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.total += (time.perf_counter() - self.since) * self.share
+        return self.total
+
+    def resume(self) -> None:
+        self.since = time.perf_counter()
 
 
 @dataclass
@@ -377,8 +400,10 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
     next_eval = eval_schedule(spec)
 
     lr_used = float(optimizer.param_groups[0]["lr"])
+    clock = TrainClock(ctx.device)
 
     def report(step: int, train_loss: float) -> bool:
+        result.clock.append((step, clock.lap()))
         interrupted()  # a safe point for a stop signal: between two evaluations
         metrics = _evaluate(built, step, train_loss, lr_used)
         result.history.append((step, metrics))
@@ -388,6 +413,7 @@ def _train_loop(built: Built, result: RunResult, on_eval: EvalCallback | None) -
         if reason:
             result.status, result.reason = "diverged", reason
             return False
+        clock.resume()
         return True
 
     step = 0

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from suite.engine.loop import Built, RunResult, StopRun, build, divergence, eval_schedule
+from suite.engine.loop import Built, RunResult, StopRun, TrainClock, build, divergence, eval_schedule
 from suite.errors import PluginContractError
 from suite.exec.signals import interrupted
 from suite.registry import FAMILIES, Registry, get_registry
@@ -361,6 +361,7 @@ class _StackTrainer:
         return out
 
     def _report(self, step: int, loss_sum: torch.Tensor | None, count: int) -> None:
+        trained = self.clock.lap()
         interrupted()  # a safe point for a stop signal: between two evaluations
         metrics = self._evaluate(step, loss_sum, count)
         for pos, row in enumerate(self.rows):
@@ -368,6 +369,7 @@ class _StackTrainer:
                 continue
             result, m = self.results[row.index], metrics[pos]
             result.history.append((step, m))
+            result.clock.append((step, trained))
             try:
                 if self.on_eval is not None:
                     self.on_eval(row.index, step, m)
@@ -385,6 +387,7 @@ class _StackTrainer:
                 self._end(pos)
             else:
                 row.last_val = m["val_loss"]
+        self.clock.resume()
 
     # -- training ---------------------------------------------------------------------------
     def _batches(self) -> Iterator[torch.Tensor]:
@@ -407,6 +410,7 @@ class _StackTrainer:
         per_epoch = spec.eval_every is None and spec.eval_growth is None
         params, problem, optimizer, averager = self.params, self.problem, self.optimizer, self.averager
         self.lr_used = self.lr_host
+        self.clock = TrainClock(self.device, 1 / len(self.rows))  # each row's share of the stack's time
         step = 0
         self._report(0, None, 1)
         yield self.take_finished()

@@ -6,7 +6,7 @@ that finds its experiment's runs (by section name), measures, and applies its ru
 intervals over seeds. A claim whose runs are missing is inconclusive and says so.
 
 Sections read (``benchmarks/lecture.yaml``): ``steady_state``, ``sampling``, ``scaling_*``,
-``weight_decay`` with ``nqm_weight_decay``, ``schedules``.
+``schedules``; the claims of :mod:`suite.report.lecture_claims` read their own.
 """
 
 from __future__ import annotations
@@ -326,38 +326,7 @@ def _geo(values) -> float:
     return 2 ** (sum(math.log2(v) for v in vals) / len(vals)) if vals else math.inf
 
 
-# -- weight decay, schedules ---------------------------------------------------------------------
-def weight_decay(runs: Runs) -> ClaimRow:
-    claim = "Weight decay trades better conditioning against a shifted optimum"
-    exp = "nqm_weight_decay (NQM, badly conditioned) + weight_decay (linreg)"
-    rule = ("conditioning: NQM expected risk after the budget, largest λ vs λ = 0, paired log2 ratio interval < 0; "
-            "shift: linreg distance to the unregularised optimum (mean over the second half), "
-            "largest λ − (λ = 0), paired interval > 0; "
-            "reproduced if both, contradicted if either is significant the other way")
-    nqm, lin = runs.section("nqm_weight_decay"), runs.section("weight_decay")
-    if not nqm or not lin:
-        return _missing(claim, exp, rule, "needs both experiments")
-
-    def ends(recs: list[RunRecord], key: str, tail: float | None) -> tuple[dict[int, float], dict[int, float], float]:
-        lams = sorted({float(r.param("optimizer.weight_decay", 0.0)) for r in recs})
-        pick = {lam: [r for r in recs if float(r.param("optimizer.weight_decay", 0.0)) == lam] for lam in lams}
-        return _by_seed(runs, pick[lams[0]], key, tail), _by_seed(runs, pick[lams[-1]], key, tail), lams[-1]
-
-    n0, n1, nlam = ends(nqm, "theory_risk", None)
-    l0, l1, llam = ends(lin, "dist_to_opt", STEADY_TAIL)
-    cond = _log2_ratio(n1, n0)
-    shift = paired_difference(l1, l0)
-    measured = (f"NQM risk λ={nlam:g} / λ=0: {_ratio_text(cond)}; linreg distance to optimum λ={llam:g} − λ=0: "
-                f"{shift.text('.3g', signed=True)}")
-    if cond.n >= 2 and shift.n >= 2 and cond.high < 0 and shift.low > 0:
-        verdict = REPRODUCED
-    elif (cond.n >= 2 and cond.low > 0) or (shift.n >= 2 and shift.high < 0):
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
-    return ClaimRow(claim, exp, measured, verdict, rule)
-
-
+# -- schedules ----------------------------------------------------------------------------------
 def _schedules(runs: Runs) -> dict[str, list[RunRecord]]:
     out: dict[str, list[RunRecord]] = {}
     for r in runs.section("schedules"):
@@ -406,11 +375,14 @@ def inverse_time_rate(runs: Runs) -> ClaimRow:
 
 
 def evaluate(runs: Runs) -> list[ClaimRow]:
-    """Every claim's row, in the lecture's order."""
+    """Every claim's row, in the lecture's order (with those of :mod:`suite.report.lecture_claims`)."""
+    from suite.report import lecture_claims as more  # it builds on this module's rows and helpers
+
     sweep = Sweep(runs)
-    plain: list[Callable[[Runs], ClaimRow]] = [steady_state, sampling]
+    plain: list[Callable[[Runs], ClaimRow]] = [steady_state, more.wallclock, sampling, more.momentum_steady_factor]
     swept = [momentum_large_batch, momentum_smaller_lr, ema_small_batch, precond_large_batch]
     rows = [f(runs) for f in plain] + [f(runs, sweep) for f in swept]
-    rows += [weight_decay(runs), schedules_noise_ball(runs), inverse_time_rate(runs)]
+    rows += [more.weight_decay_interior(runs), schedules_noise_ball(runs), inverse_time_rate(runs)]
     rows += [best_lr_grows(runs, sweep), perfect_scaling(runs, sweep)]
+    rows += [more.ema_improves(runs), more.mwe_weights(runs)]
     return rows

@@ -12,7 +12,7 @@ it is read the same way, without importing MLflow (1.5–2.5 s); anywhere else t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ class RunRecord:
     reason: str = ""
     start_time: int = 0
     histories: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    artifacts: dict[str, str | None] = field(default_factory=dict)  # text artifacts read so far (None: absent)
     study: str = ""  # a tuned experiment's re-evaluation run: its Optuna study ...
     trial: int | None = None  # ... the trial it re-evaluates ...
     study_params: dict[str, Any] = field(default_factory=dict)  # ... the study's settings (its parent's params)
@@ -132,6 +133,13 @@ class Runs:
             record.histories[key] = sorted((int(m.step), float(m.value)) for m in hist)
         return record.histories[key]
 
+    def artifact_text(self, record: RunRecord, name: str) -> str | None:
+        """The text of one of a run's artifacts (e.g. ``final_params.json``), read once and
+        cached; ``None`` where the run has none of that name."""
+        if name not in record.artifacts:
+            record.artifacts[name] = self.source.artifact_text(record.run_id, name) if self.source is not None else None
+        return record.artifacts[name]
+
     def log_files(self, run_id: str, files: Iterable[tuple[Path, str]]) -> None:
         """Log each ``(file, artifact folder)`` as an artifact of run ``run_id``."""
         self.source.log_files(run_id, list(files))
@@ -164,6 +172,9 @@ class _MlflowSource:
     def history(self, run_id: str, key: str) -> list[Any]:
         return self.client.get_metric_history(run_id, key)
 
+    def artifact_text(self, run_id: str, name: str) -> str | None:
+        return _downloaded_text(lambda dst: self.client.download_artifacts(run_id, name, dst))
+
     def log_files(self, run_id: str, files: list[tuple[Path, str]]) -> None:
         for path, folder in files:
             self.client.log_artifact(run_id, str(path), folder)
@@ -185,12 +196,38 @@ class _DirectSource:
     def history(self, run_id: str, key: str) -> list[Any]:
         return self.store.metric_history(run_id, key)
 
+    def artifact_text(self, run_id: str, name: str) -> str | None:
+        from suite.tracking.direct import local_artifact_path
+
+        folder = local_artifact_path(self.store.artifact_uri(run_id))
+        if folder is None:  # artifacts on a remote store: through MLflow's artifact repository
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            repo = get_artifact_repository(self.store.artifact_uri(run_id))
+            return _downloaded_text(lambda dst: repo.download_artifacts(name, dst))
+        path = folder / name
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
     def log_files(self, run_id: str, files: list[tuple[Path, str]]) -> None:
         from suite.tracking.direct import write_artifacts
         from suite.tracking.records import PendingRun
 
         record = PendingRun(run_id, artifacts={f"{folder}/{path.name}": path.read_bytes() for path, folder in files})
         write_artifacts([record], lambda _run_id: self.store.artifact_uri(run_id))
+
+
+def _downloaded_text(download: Callable[[str], str]) -> str | None:
+    """The text of an artifact ``download(folder)`` copies into a temporary folder (returning
+    its path); ``None`` where the run has no such artifact."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="suite-report-") as tmp:
+        try:
+            return Path(download(tmp)).read_text(encoding="utf-8")
+        except (OSError, MlflowException):  # no such artifact
+            return None
 
 
 def read_runs(experiment: str, tracking_uri: str | None = None, *, sections: dict[str, list[str]] | None = None,

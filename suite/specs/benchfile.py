@@ -5,7 +5,7 @@ Schema (every key optional except ``experiments``)::
 
     name: lecture            # MLflow experiment (default: the file's stem)
     description: text
-    defaults:                # merged under every experiment (an experiment's budget replaces it)
+    defaults:                # merged under every experiment (an experiment's budget or seeds replace them)
       <experiment keys>
     experiments:
       <experiment name>:     # one named comparison; its runs form one section of the summary
@@ -216,7 +216,7 @@ def load(path: str | Path, registry: Registry) -> Benchmark:
         if "epochs" in body or "steps" in body:
             merged.pop("epochs", None)
             merged.pop("steps", None)
-        if "seed" in body or "seeds" in body:
+        if "seed" in body or "seeds" in body or _ties_seed(body):
             merged.pop("seed", None)
             merged.pop("seeds", None)
         merged.update(body)
@@ -236,6 +236,12 @@ def load(path: str | Path, registry: Registry) -> Benchmark:
         specs = _expand_experiment(ck, exp_name, exp_node, merged)
         bench.sections.append(Section(exp_name, desc_text, specs, exp_node.line))
     return bench
+
+
+def _ties_seed(body: dict[str, _Node]) -> bool:
+    """Whether an experiment gives its seeds in a ``tie`` (they then replace the defaults' too)."""
+    ties = body["tie"].value if "tie" in body else None
+    return isinstance(ties, list) and any(isinstance(t.value, dict) and "seed" in t.value for t in ties)
 
 
 def check_experiment_name(ck: _Checker, node: _Node) -> None:

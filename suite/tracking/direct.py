@@ -310,7 +310,7 @@ def write_artifacts(runs: Iterable[PendingRun], uri_of: Any) -> None:
         if not run.artifacts:
             continue
         uri = uri_of(run.run_id)
-        folder = _local_path(uri)
+        folder = local_artifact_path(uri)
         if folder is None:
             remote.append((uri, run))
             continue
@@ -339,7 +339,8 @@ def _remote_artifacts(remote: list[tuple[str, PendingRun]]) -> None:
             get_artifact_repository(uri).log_artifacts(str(folder))
 
 
-def _local_path(uri: str) -> Path | None:
+def local_artifact_path(uri: str) -> Path | None:
+    """The folder of a local artifact URI (a path or ``file://``); ``None`` for a remote one."""
     if uri.startswith("/"):
         return Path(uri)
     if uri.startswith("file://"):

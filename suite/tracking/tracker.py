@@ -69,6 +69,7 @@ from suite.vocab import (
     TAG_SECONDS,
     TAG_STACK,
     TAG_STATUS,
+    TRAIN_SECONDS,
 )
 
 MLFLOW_STATUS = {
@@ -373,6 +374,7 @@ class Tracker:
                 tags.append(RunTag(TAG_STACK, result.stack))
             self._pending.setdefault(run_id, []).extend(best_metrics(result.history, spec.target))
             self._pending[run_id].extend(final_metrics(result))
+            self._pending[run_id].extend(clock_metrics(result))
             self.flush(run_id, tags)
             self._flushed.pop(run_id, None)
             self.set_status(run_id, MLFLOW_STATUS[result.status])
@@ -764,6 +766,13 @@ def final_metrics(result: Any) -> list[Metric]:
     ts = int(time.time() * 1000)
     step = result.history[-1][0] if result.history else 0
     return [Metric(k, float(v), ts, step) for k, v in getattr(result, "final_metrics", {}).items()]
+
+
+def clock_metrics(result: Any) -> list[Metric]:
+    """``train_seconds`` at each evaluated step: the seconds spent training so far, evaluations
+    excluded (:class:`suite.engine.loop.RunResult`'s ``clock``)."""
+    ts = int(time.time() * 1000)
+    return [Metric(TRAIN_SECONDS, float(v), ts, step) for step, v in getattr(result, "clock", [])]
 
 
 def _finite(v: Any) -> bool:
