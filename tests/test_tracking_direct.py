@@ -239,17 +239,23 @@ def test_default_tracking_uri_is_mlflows(tmp_path, monkeypatch):
 def test_every_case_it_does_not_serve_goes_through_mlflow(workdir, monkeypatch):
     uri = f"sqlite:///{workdir}/mlflow.db"
     assert Tracker("a", uri).direct
-    monkeypatch.setattr(direct, "VERIFIED_REVISIONS", frozenset({"0000000000"}))  # a revision it was not checked on
+    for env in ("SUITE_TRACKING_VIA_MLFLOW", "MLFLOW_ENABLE_WORKSPACES", "_MLFLOW_SERVER_ARTIFACT_ROOT"):
+        with monkeypatch.context() as m:
+            m.setenv(env, "true")
+            assert not Tracker("a", uri).direct, env
+    assert Tracker("a", uri).direct
+    db = sqlite3.connect(f"{workdir}/mlflow.db")  # a table whose columns it was not checked on (MLflow's ORM
+    db.executescript("ALTER TABLE experiment_tags RENAME TO old_tags;"  # does not mind the declared type)
+                     "CREATE TABLE experiment_tags (key VARCHAR(250) NOT NULL, value VARCHAR(5000), "
+                     "experiment_id INTEGER NOT NULL, PRIMARY KEY (key, experiment_id), "
+                     "FOREIGN KEY(experiment_id) REFERENCES experiments (experiment_id));"
+                     "INSERT INTO experiment_tags SELECT * FROM old_tags; DROP TABLE old_tags;")
+    db.close()
     tracker = Tracker("b", uri)
     assert not tracker.direct
     run_id = tracker.start_run(_specs(1)[0], get_registry())
     tracker.finish(run_id, RunResult(spec=_specs(1)[0], history=_history(0), seconds=1.0))
     assert MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
-    monkeypatch.undo()
-    for env in ("SUITE_TRACKING_VIA_MLFLOW", "MLFLOW_ENABLE_WORKSPACES", "_MLFLOW_SERVER_ARTIFACT_ROOT"):
-        with monkeypatch.context() as m:
-            m.setenv(env, "true")
-            assert not Tracker("a", uri).direct, env
 
 
 @pytest.mark.parametrize("via", ["direct", "sqlalchemy"])

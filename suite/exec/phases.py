@@ -42,6 +42,7 @@ class Phases:
         self._stack: list[str] = []
         self._since = 0.0
         self.engine_import_s: float | None = None
+        self.notes: list[str] = []  # said once on the line (e.g. a fast path not taken, and why)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -81,12 +82,18 @@ class Phases:
         out["startup"] += max(0.0, process_age() - sum(self.spent.values()))
         return out
 
+    def note(self, text: str) -> None:
+        """Say ``text`` once, at the end of :meth:`line` (what made this invocation slower than it
+        would have been)."""
+        if text not in self.notes:
+            self.notes.append(text)
+
     def line(self) -> str:
-        """``time: 2.1 s start-up, 0.3 s building, ... (5.0 s in all)``."""
+        """``time: 2.1 s start-up, 0.3 s building, ... (5.0 s in all)``, then the notes."""
         s = self.seconds()
         names = {"startup": "start-up"}
         parts = ", ".join(f"{s[p]:.1f} s {names.get(p, p)}" for p in PHASES)
-        return f"time: {parts} ({sum(s.values()):.1f} s in all)"
+        return f"time: {parts} ({sum(s.values()):.1f} s in all)" + "".join(f"; {n}" for n in self.notes)
 
 
 CLOCK = Phases()

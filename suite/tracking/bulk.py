@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from suite.exec.phases import CLOCK
+from suite.tracking import schema
 from suite.tracking.direct import write_artifacts
 from suite.tracking.records import (
     METRIC_COLUMNS,
@@ -50,7 +52,12 @@ class SqlBulk:
     def for_client(cls, client: Any, experiment_id: str) -> SqlBulk | None:
         """A writer if ``client``'s store is MLflow's SQL store, else None (a tracking server or
         a file store: the tracker then makes MLflow's own calls)."""
-        if sql_store(client) is None:
+        store = sql_store(client)
+        if store is None:
+            return None
+        why = _schema_mismatch(store)
+        if why is not None:
+            CLOCK.note(f"tracking through MLflow's own calls, not in bulk: the store's {why}")
             return None
         return cls(experiment_id, client.get_experiment(experiment_id).artifact_location)
 
@@ -115,6 +122,20 @@ def sql_store(client: Any) -> Any | None:
     if not isinstance(store, SqlAlchemyStore) or getattr(store, "db_type", None) not in DIALECTS:
         return None
     return store
+
+
+def _schema_mismatch(store: Any) -> str | None:
+    """Why the rows :class:`SqlBulk` writes would not be right in ``store`` (its tables' columns,
+    :mod:`suite.tracking.schema`), or None; checked once per database."""
+    url = str(getattr(store, "db_uri", id(store)))
+    if url not in _CHECKED:
+        engine = getattr(store, "engine", None)
+        _CHECKED[url] = ("MLflow's store has no engine to inspect" if engine is None
+                         else schema.mismatch(schema.sqlalchemy_columns(engine), types=False))
+    return _CHECKED[url]
+
+
+_CHECKED: dict[str, str | None] = {}
 
 
 PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}

@@ -13,10 +13,11 @@ It is used only where it is known to be right, and MLflow serves every other cas
 
 - the store is ``sqlite:///FILE`` and FILE exists (a new store is a copy of MLflow's own empty
   one, :mod:`suite.tracking.template`);
-- its schema revision (``alembic_version``) is one this module was checked against
-  (:data:`VERIFIED_REVISIONS`). A store at another revision that the installed MLflow accepts
-  (its own head) is left to MLflow; one that MLflow refuses too (older: ``mlflow db upgrade``;
-  newer: another MLflow) is refused here with the line :mod:`suite.tracking.diagnose` gives;
+- the tables it writes have the columns it was checked against (:mod:`suite.tracking.schema`),
+  at any schema revision the installed MLflow accepts (its own head, or
+  :data:`VERIFIED_REVISIONS`). A store whose tables differ is left to MLflow (said once on the
+  ``time:`` line); one at a revision MLflow refuses too (older: ``mlflow db upgrade``; newer:
+  another MLflow) is refused here with the line :mod:`suite.tracking.diagnose` gives;
 - MLflow's workspaces are off and no server artifact root is set;
 - ``SUITE_TRACKING_VIA_MLFLOW`` is not set (it makes every write go through MLflow's client).
 
@@ -38,7 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from suite.exec.phases import CLOCK
 from suite.stores import read_only_uri, sqlite_path
+from suite.tracking import schema
 from suite.tracking.records import (
     ACTIVE,
     MAX_EXPERIMENT_TAG_VAL_LENGTH,
@@ -121,15 +124,22 @@ class DirectStore:
             revision = store.db.execute("SELECT version_num FROM alembic_version").fetchall()
         except sqlite3.Error:
             return None
-        if [r[0] for r in revision] not in ([v] for v in VERIFIED_REVISIONS):
+        if len(revision) != 1:
             store.close()
-            if len(revision) == 1:
-                from suite.errors import StoreError
-                from suite.tracking.diagnose import schema_problem
+            return None
+        if revision[0][0] not in VERIFIED_REVISIONS:
+            from suite.tracking.diagnose import schema_problem
 
-                problem = schema_problem(uri, revision[0][0])
-                if problem is not None:  # MLflow would refuse it too: say why, without importing MLflow
-                    raise StoreError(problem.line)
+            problem = schema_problem(uri, revision[0][0])
+            if problem is not None:  # MLflow would refuse it too: say why, without importing MLflow
+                store.close()
+                from suite.errors import StoreError
+
+                raise StoreError(problem.line)
+        why = schema.mismatch(schema.sqlite_columns(store.db))
+        if why is not None:  # MLflow's own calls serve it (they know its tables)
+            store.close()
+            CLOCK.note(f"tracking through MLflow, not the fast path: the store's {why}")
             return None
         if not store.read_only:
             store._ensure_default_experiment()
