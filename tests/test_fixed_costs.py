@@ -225,6 +225,61 @@ def test_building_optimizers_leaves_torch_dynamo_unimported_and_torch_takes_over
     assert (float(w), int(groups)) == (-0.2, 2)  # the optimizer works as ever
 
 
+LAZY_DYNAMO_FALLBACKS = """
+import sys, torch
+from suite.engine import lazy_dynamo
+from torch.optim import SGD, Optimizer
+case = sys.argv[1]
+if case == "renamed":  # torch's wrapper caches under another name than the suite looks for
+    lazy_dynamo.CACHE = "__dynamo_disable_v2"
+print(lazy_dynamo.keep_dynamo_lazy())
+w = torch.nn.Parameter(torch.zeros(3))
+opt = SGD([w], lr=0.1)
+(w * 2).sum().backward()
+opt.step()  # imports torch._dynamo
+if case == "signature":  # building the real wrapper the suite's way fails (torch builds it another way now)
+    import torch._dynamo
+    real_disable, calls = torch._dynamo.disable, []
+    def disable(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise TypeError("disable() got an unexpected keyword argument 'wrapping'")
+        return real_disable(*args, **kwargs)
+    torch._dynamo.disable = disable
+opt.zero_grad()
+opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))]})
+cached = getattr(Optimizer.zero_grad.__wrapped__, "__dynamo_disable", None)
+print(round(w.tolist()[0], 6), len(opt.param_groups), (getattr(cached, "__module__", "") or "").split(".")[1])
+"""
+
+
+@pytest.mark.parametrize("case, shims", [("renamed", "0"), ("signature", "4")])
+def test_lazy_dynamo_falls_back_to_torchs_own_path_when_torch_changed(case, shims):
+    """Torch's cache renamed: no shim at all. Torch's ``disable`` built another way: the shim hands
+    the call to torch's own wrapper, which caches torch's real wrapper; never an exception."""
+    out = subprocess.run([sys.executable, "-c", LAZY_DYNAMO_FALLBACKS, case], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    installed, w, groups, wrapper = out.stdout.split()
+    assert installed == shims
+    assert (float(w), int(groups), wrapper) == (-0.2, 2, "_dynamo")  # torch's own disable wrapper is cached
+
+
+FAST_EXIT_FALLBACK = """
+import atexit, sys, threading
+atexit.register(lambda: print("exit handlers ran", flush=True))
+del threading._shutdown  # a Python whose private exit hook moved
+from suite.cli import _exit_now
+_exit_now(3)
+"""
+
+
+def test_the_fast_exit_falls_back_to_pythons_ordinary_exit_when_its_hooks_moved():
+    res = subprocess.run([sys.executable, "-c", FAST_EXIT_FALLBACK], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 3, res.stderr
+    assert res.stdout.strip() == "exit handlers ran" and "Traceback" not in res.stderr
+
+
 ENTRY = """
 import atexit, sys
 atexit.register(lambda: print("exit handlers ran", flush=True))

@@ -96,8 +96,11 @@ def _exit_now(code: object) -> None:
     else:
         print(code, file=sys.stderr)
         status = 1
-    threading._shutdown()  # as the interpreter's exit: thread pools' exit hooks, then non-daemon threads
-    atexit._run_exitfuncs()
+    shutdown, exit_hooks = getattr(threading, "_shutdown", None), getattr(atexit, "_run_exitfuncs", None)
+    if not (callable(shutdown) and callable(exit_hooks)):  # Python's private hooks moved: its ordinary exit
+        sys.exit(code)
+    shutdown()  # as the interpreter's exit: thread pools' exit hooks, then non-daemon threads
+    exit_hooks()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -17,8 +17,10 @@ then on behaviour is exactly torch's. ``SUITE_EAGER_DYNAMO=1`` leaves torch unto
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -27,26 +29,54 @@ CACHE = "__dynamo_disable"  # the attribute torch._compile._disable_dynamo cache
 
 
 def keep_dynamo_lazy() -> int:
-    """Install the shims (see the module docstring); return how many methods got one."""
+    """Install the shims (see the module docstring); return how many methods got one.
+
+    Torch's private parts are checked first, never assumed: a method gets a shim only if it is
+    the wrapper ``torch._compile._disable_dynamo`` makes and that wrapper still looks its cache up
+    under :data:`CACHE`. Otherwise nothing is installed and torch's own path runs (start-up is
+    only slower)."""
     if os.environ.get("SUITE_EAGER_DYNAMO") or "torch._dynamo" in sys.modules:
         return 0
     from torch.optim import Optimizer
 
+    inner = _torch_wrapper_code()
+    if inner is None:
+        return 0
     done = 0
     for name in WRAPPED_METHODS:
-        fn = getattr(getattr(Optimizer, name, None), "__wrapped__", None)
-        if fn is not None and getattr(fn, CACHE, None) is None:
-            setattr(fn, CACHE, _shim(fn))
+        method = getattr(Optimizer, name, None)
+        fn = getattr(method, "__wrapped__", None)
+        if fn is not None and getattr(method, "__code__", None) is inner and getattr(fn, CACHE, None) is None:
+            setattr(fn, CACHE, _shim(fn, method))
             done += 1
     return done
 
 
-def _shim(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _torch_wrapper_code() -> Any:
+    """The code of the wrapper ``torch._compile._disable_dynamo`` makes, if it still caches under
+    :data:`CACHE`; else None."""
+    try:
+        from torch import _compile
+    except ImportError:
+        return None
+    outer = getattr(getattr(_compile, "_disable_dynamo", None), "__code__", None)
+    for const in getattr(outer, "co_consts", ()):
+        if isinstance(const, types.CodeType) and CACHE in const.co_consts:
+            return const
+    return None
+
+
+def _shim(fn: Callable[..., Any], wrapper: Callable[..., Any]) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
         dynamo = sys.modules.get("torch._dynamo")
         if dynamo is None:
             return fn(*args, **kwargs)
-        real = dynamo.disable(fn, True, wrapping=False)  # what torch._disable_dynamo would have made
+        try:
+            real = dynamo.disable(fn, True, wrapping=False)  # what torch._disable_dynamo would have made
+        except TypeError:  # torch builds it another way now: let torch's own wrapper do it, from now on
+            with contextlib.suppress(AttributeError):
+                delattr(fn, CACHE)
+            return wrapper(*args, **kwargs)
         setattr(fn, CACHE, real)
         return real(*args, **kwargs)
 
