@@ -22,11 +22,11 @@ DASHBOARD_PORT ?= 8080
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg)
+$(STAMP): setup.cfg pyproject.toml constraints.txt $(wildcard plugins/*/setup.cfg)
 	@echo "== installing sgd-suite into $(VENV) (first time: about a minute)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_PIN)"
-	@$(PIP) install -e '.[test,postgres,dashboard]' $(foreach p,$(PLUGINS),-e ./$(p))
+	@$(PIP) install -c constraints.txt -e '.[test,postgres,dashboard]' $(foreach p,$(PLUGINS),-e ./$(p))
 	@touch $@
 
 # Tests run on up to 4 pytest-xdist workers (one per core), handed out one at a time, the slow
