@@ -13,9 +13,13 @@ Pure functions:
 * :func:`precond_steady_risk` (θ ← θ − α H^{−p} g);
 * :func:`ema_factor` and :func:`ema_steady_risk` (θ̃ ← γθ̃ + (1−γ)θ);
 * :func:`steps_lower_bound` (steps ≥ d / (2 L* B));
-* :func:`precond_risk`, :func:`steps_to_target` and :func:`best_steps_to_target`: the first step
-  at which the expected risk of constant-lr (preconditioned) SGD reaches a target, and its
-  minimum over the learning rate (the closed-form optimum a tuner should find).
+* :func:`precond_risk` (constant-lr preconditioned SGD at any t);
+* :func:`moment_recursion` (:class:`MomentRecursion`), :func:`first_steps` and
+  :func:`steps_to_target`: the exact second-moment recursion of constant-hyperparameter SGD,
+  preconditioned SGD, heavy-ball momentum and the EMA of the iterates, and the first step at which
+  its expected risk reaches a target;
+* :func:`optimum` (and :func:`best_steps_to_target` for SGD): the fewest such steps minimised over
+  the tuned hyperparameters (the lr, or the lr and β), the exact optimum a tuner should find.
 
 :class:`MomentTracker` follows the exact second moments of a run step by step for whatever lr
 each step used (any schedule, heavy-ball momentum, diagonal preconditioning, weight decay and
@@ -389,7 +393,7 @@ def optimum(h: ArrayLike, c: ArrayLike, batch_size: float, target: float, *, p: 
 
     if tune_momentum:
         box = np.array([[floor, 0.0], [-3.0, 0.0]])
-        points = [(1 - 5 * int(floor), 13), (9, 9), (9, 9), (9, 9), (9, 9)]
+        points = [(1 - 5 * int(floor), 13), (7, 7), (7, 7), (7, 7), (7, 7)]
     else:
         box = np.array([[floor, 0.0], [0.0, 0.0]])
         points = [(1 - 10 * int(floor), 1), (21, 1), (21, 1), (21, 1)] if stepwise else [(200, 1), (50, 1), (50, 1)]
