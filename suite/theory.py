@@ -13,9 +13,13 @@ Pure functions:
 * :func:`precond_steady_risk` (θ ← θ − α H^{−p} g);
 * :func:`ema_factor` and :func:`ema_steady_risk` (θ̃ ← γθ̃ + (1−γ)θ);
 * :func:`steps_lower_bound` (steps ≥ d / (2 L* B));
-* :func:`precond_risk`, :func:`steps_to_target` and :func:`best_steps_to_target`: the first step
-  at which the expected risk of constant-lr (preconditioned) SGD reaches a target, and its
-  minimum over the learning rate (the closed-form optimum a tuner should find).
+* :func:`precond_risk` (constant-lr preconditioned SGD at any t);
+* :func:`moment_recursion` (:class:`MomentRecursion`), :func:`first_steps` and
+  :func:`steps_to_target`: the exact second-moment recursion of constant-hyperparameter SGD,
+  preconditioned SGD, heavy-ball momentum and the EMA of the iterates, and the first step at which
+  its expected risk reaches a target;
+* :func:`optimum` (and :func:`best_steps_to_target` for SGD): the fewest such steps minimised over
+  the tuned hyperparameters (the lr, or the lr and β), the exact optimum a tuner should find.
 
 :class:`MomentTracker` follows the exact second moments of a run step by step for whatever lr
 each step used (any schedule, heavy-ball momentum, diagonal preconditioning, weight decay and
@@ -23,6 +27,10 @@ an iterate average with any blend weights); the ``nqm`` problem uses it to log `
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -136,68 +144,317 @@ def precond_risk(lr: ArrayLike, p: float, h: ArrayLike, c: ArrayLike, batch_size
     return steady + (start - steady) * ((1 - a) ** 2) ** _f(t)
 
 
-def steps_to_target(lrs: ArrayLike, h: ArrayLike, c: ArrayLike, batch_size: int, target: float, *, p: float = 0.0,
-                    s0: ArrayLike = 1.0) -> Array:
-    """For each constant learning rate in ``lrs``: the first step t at which the total expected
-    risk of (preconditioned) SGD is <= ``target`` (``inf`` where it never is: unstable, or a
-    steady state above the target). Found by doubling then bisection, which is exact when the
-    risk decreases in t (it does whenever the start is above the steady state, per dimension)."""
+# -- exact steps to a target, and their optimum over the tuned hyperparameters ---------------------
+@dataclass(frozen=True)
+class MomentRecursion:
+    """The exact second moments of constant-hyperparameter NQM runs, one row per setting.
+
+    Per dimension a step is linear in the variables u = (θ, m, θ̃) (the momentum buffer m only
+    with momentum, the EMA θ̃ only with one) plus noise: u' = A u + e ε with ε ~ N(0, c/B), so
+    the k second moments z = vech E[u uᵀ] follow the affine map z' = M z + b exactly. The EMA's
+    first update copies θ (γ₁ = 0, as ``AveragedModel`` does), so step 1 has a map of its own
+    (``first``). The risk is Σ ``weight`` · z: ½ h E θ², or ½ h E θ̃² for the EMA. Arrays are
+    component-first: z [k, S, d] for S settings and d dimensions, M [k, k, S, d].
+    """
+
+    step: tuple[Array, Array]  # (M [k, k, S, d], b [k, S, d])
+    first: tuple[Array, Array]  # the map of step 1
+    z0: Array  # [k, S, d]
+    weight: Array  # [k, d]
+
+    @property
+    def settings(self) -> int:
+        return self.z0.shape[1]
+
+    def risk(self, z: Array) -> Array:
+        """Total expected risk of each setting (row) of the moments ``z``."""
+        return np.einsum("kd,ksd->s", self.weight, z)
+
+    def rows(self, rows: Array) -> MomentRecursion:
+        """The recursion of some of the settings."""
+        return MomentRecursion((self.step[0][:, :, rows], self.step[1][:, rows]),
+                               (self.first[0][:, :, rows], self.first[1][:, rows]), self.z0[:, rows], self.weight)
+
+    def advance(self, z: Array, t: int) -> Array:
+        """The moments after step ``t`` (1-based) from those before it."""
+        M, b = self.first if t == 1 else self.step
+        return np.stack([sum(M[i, j] * z[j] for j in range(len(z))) + b[i] for i in range(len(z))])
+
+    def risks(self, steps: int) -> Array:
+        """Expected risk of every setting at steps 0..``steps``: an array ``[S, steps + 1]``."""
+        z, out = self.z0, [self.risk(self.z0)]
+        for t in range(1, steps + 1):
+            z = self.advance(z, t)
+            out.append(self.risk(z))
+        return np.stack(out, -1)
+
+    def stable(self) -> Array:
+        """Per setting: every dimension's map contracts (spectral radius < 1)."""
+        M = np.moveaxis(self.step[0], (0, 1), (-2, -1))
+        if not np.all(np.isfinite(M)):
+            return np.zeros(self.settings, dtype=bool)
+        radius = np.abs(M[..., 0, 0]) if M.shape[-1] == 1 else np.abs(np.linalg.eigvals(M)).max(-1)
+        return np.all(radius < 1, axis=-1)
+
+
+def _second_moments(A: Array, e: Array, var: Array) -> tuple[Array, Array]:
+    """The affine map (M, b) of vech E[u uᵀ] under u' = A u + e ε, Var ε = ``var`` (per dimension);
+    A [n, n, S, d], e [n, S, d]."""
+    n = len(A)
+    pairs = [(i, j) for i in range(n) for j in range(i, n)]
+    M = np.zeros((len(pairs), len(pairs), *A.shape[2:]))
+    b = np.zeros((len(pairs), *A.shape[2:]))
+    for P, (i, j) in enumerate(pairs):
+        b[P] = var * e[i] * e[j]
+        for Q, (k, l) in enumerate(pairs):
+            M[P, Q] = A[i, k] * A[j, l] + (A[i, l] * A[j, k] if k != l else 0.0)
+    return M, b
+
+
+def moment_recursion(lrs: ArrayLike, h: ArrayLike, c: ArrayLike, batch_size: float, *, p: float = 0.0,
+                     momentum: ArrayLike = 0.0, ema: float | None = None, s0: ArrayLike = 1.0) -> MomentRecursion:
+    """The :class:`MomentRecursion` of constant-lr runs θ ← θ − α H^{−p} m, m ← βm + g (heavy ball;
+    β = 0: SGD), from E θ₀² = ``s0``, m₀ = 0, one setting per entry of ``lrs`` (``momentum``
+    broadcast against it). ``ema``: the risk read is that of the EMA θ̃ ← γθ̃ + (1−γ)θ with
+    γ = ``ema`` (θ̃₀ = θ₀; the first update copies θ₁), as the ``ema`` averager computes it."""
     h, c = _f(h), _f(c)
-    lrs = np.atleast_1d(_f(lrs))[:, None]
-    a = lrs * h ** (1 - p)
-    stable = np.all((a > 0) & (a < 2), axis=-1)
+    lr = np.atleast_1d(_f(lrs))
+    beta = np.broadcast_to(_f(momentum), lr.shape)[:, None]
+    a = lr[:, None] * h ** -p  # per-dimension lr, [S, d]
+    with_m, with_avg = bool(np.any(beta != 0)), ema is not None
+    n = 1 + with_m + with_avg
+
+    def step_map(gamma: float) -> tuple[Array, Array]:
+        A = np.zeros((n, n, *a.shape))
+        e = np.zeros((n, *a.shape))
+        A[0, 0], e[0] = 1 - a * h, -a
+        if with_m:  # m' = hθ + βm + ε, θ' = θ − a m'
+            A[0, 1] = -a * beta
+            A[1, 0], A[1, 1], e[1] = h, beta, 1.0
+        if with_avg:  # θ̃' = γθ̃ + (1−γ)θ'
+            A[-1] = (1 - gamma) * A[0]
+            A[-1, -1] += gamma
+            e[-1] = (1 - gamma) * e[0]
+        return _second_moments(A, e, c / batch_size)
+
+    pairs = [(i, j) for i in range(n) for j in range(i, n)]
+    s0 = np.broadcast_to(_f(s0), h.shape)
+    z0 = np.zeros((len(pairs), *a.shape))
+    avg = n - 1 if with_avg else 0  # the variable whose risk is read
+    for P, (i, j) in enumerate(pairs):
+        if {i, j} <= {0, avg}:  # θ̃₀ = θ₀
+            z0[P] = s0
+    weight = np.zeros((len(pairs), len(h)))
+    weight[pairs.index((avg, avg))] = 0.5 * h
+    step = step_map(float(ema) if with_avg else 0.0)
+    return MomentRecursion(step, step_map(0.0) if with_avg else step, z0, weight)
+
+
+def _monotone_rows(rec: MomentRecursion) -> Array:
+    """Rows whose risk provably never rises: one moment per dimension (plain or preconditioned SGD,
+    z' = m z + b with 0 ≤ m < 1) started at or above its fixed point b / (1 − m) in every dimension."""
+    if len(rec.z0) != 1:
+        return np.zeros(rec.settings, dtype=bool)
+    m, b = rec.step[0][0, 0], rec.step[1][0]
     with np.errstate(divide="ignore", invalid="ignore"):
-        steady = lrs * c * h**-p / (2 * batch_size * (2 - a))
-        excess = 0.5 * h * _f(s0) - steady
-        log_rate = np.log((1 - a) ** 2)  # the excess decays as exp(t · log_rate)
-    steady_total = np.where(stable, steady.sum(-1), np.inf)
+        return np.all((m < 1) & (rec.z0[0] >= b / (1 - m)), axis=-1)
+
+
+def _bisect(rec: MomentRecursion, target: float) -> tuple[Array, Array]:
+    """(first step at or below ``target``, the risk the step before) of a monotone recursion: the closed form
+    z(t) = z* + (z₀ − z*) mᵗ, by doubling then bisection (exact for a non-increasing risk)."""
+    m, b = rec.step[0][0, 0], rec.step[1][0]
+    fixed = b / (1 - m)
+    start, w = rec.z0[0] - fixed, rec.weight[0]
+    steady = (w * fixed).sum(-1)
+
+    with np.errstate(divide="ignore"):
+        log_m = np.log(m)
 
     def total(t: Array) -> Array:
-        with np.errstate(over="ignore", invalid="ignore"):
-            return steady_total + (excess * np.exp(t[:, None] * log_rate)).sum(-1)
+        with np.errstate(invalid="ignore"):
+            decay = np.where(t[:, None] == 0, 1.0, np.exp(t[:, None] * log_m))  # mᵗ (m = 0 included)
+        return steady + (w * start * decay).sum(-1)
 
-    out = np.full(len(lrs), np.inf)
-    ok = stable & (steady_total < target)
-    if not ok.any():
-        return out
-    out[ok & (steady_total + excess.sum(-1) <= target)] = 0.0
-    todo = ok & ~(out == 0)
-    hi = np.ones(len(lrs))
-    while True:
-        above = todo & (total(hi) > target)
-        if not above.any():
-            break
-        hi = np.where(above, hi * 2, hi)
-    lo = np.where(hi > 1, hi // 2, 0.0)  # risk(lo) > target, risk(hi) <= target
-    while np.any(todo & (hi - lo > 1)):
+    steps, risk = np.full(len(steady), np.inf), np.full(len(steady), np.inf)
+    ok = steady < target
+    hi = np.ones(len(steady))
+    while np.any(above := ok & (total(hi) > target)):
+        hi = np.where(above, 2 * hi, hi)
+    lo = np.where(hi > 1, hi // 2, 0.0)  # risk(lo) > target (or lo = 0), risk(hi) <= target
+    while np.any(ok & (hi - lo > 1)):
         mid = np.floor((lo + hi) / 2)
         reached = total(mid) <= target
-        hi = np.where(todo & reached, mid, hi)
-        lo = np.where(todo & ~reached, mid, lo)
-    out[todo] = hi[todo]
-    return out
+        hi, lo = np.where(ok & reached, mid, hi), np.where(ok & ~reached, mid, lo)
+    steps[ok] = hi[ok]
+    risk[ok] = total(np.maximum(hi - 1, 0))[ok]
+    return steps, risk
 
 
-def best_steps_to_target(h: ArrayLike, c: ArrayLike, batch_size: int, target: float, *, p: float = 0.0,
-                         s0: ArrayLike = 1.0, points: int = 200) -> tuple[float, float]:
+PRUNE_AFTER = 2000
+
+
+def _scan(rec: MomentRecursion, target: float, limit: float, near: float | None) -> tuple[Array, Array]:
+    """(first step at or below ``target``, the risk the step before) of each setting, step by step up to
+    ``limit`` (exact for any recursion). A setting is dropped once the risk its noise alone has
+    built up since step 1 (a lower bound on its risk that never falls) is above the target (with
+    ``near``, only in a scan longer than :data:`PRUNE_AFTER` steps: a speed-up, not a result). With
+    ``near`` it stops once t > (1 + ``near``) × the fewest steps a setting has needed, + 1 (those
+    that have not got there are left at inf: only the best are wanted)."""
+    steps, risk = np.full(rec.settings, np.inf), np.full(rec.settings, np.inf)
+    live = np.arange(rec.settings)
+    prune = near is None or limit > PRUNE_AFTER  # a long scan: worth the noise moments' cost
+    z, before = rec.z0, rec.risk(rec.z0)
+    noise = np.zeros_like(z)  # the moments the noise of steps 2..t alone adds, from zero
+    t = 0
+    while len(live) and t < limit:
+        t += 1
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = rec.advance(z, t)
+            r = rec.risk(z)
+            if prune and t > 1:
+                noise = rec.advance(noise, t)
+            hit = r <= target
+            keep = ~hit & np.isfinite(r) & ~(rec.risk(noise) > target)
+        steps[live[hit]], risk[live[hit]] = t, before[hit]
+        before = r
+        if hit.any() and near is not None:
+            limit = min(limit, math.floor((1 + near) * t) + 1)
+        if not keep.all():
+            rows = np.flatnonzero(keep)
+            live, z, noise, before, rec = live[rows], z[:, rows], noise[:, rows], before[rows], rec.rows(rows)
+    return steps, risk
+
+
+def first_steps(rec: MomentRecursion, target: float, max_steps: float = math.inf,
+                near: float | None = None) -> tuple[Array, Array]:
+    """Per setting of ``rec``: (the first step t at which the total expected risk is <= ``target``,
+    the risk at t − 1: how near it is to needing a step fewer), exactly. ``inf`` where it never
+    is: an unstable setting, or not within ``max_steps``. Settings whose risk provably never rises
+    (:func:`_monotone_rows`) are bisected on their closed form (any t, however large); all others
+    are followed step by step. With ``near`` a step-by-step setting that needs more than
+    (1 + ``near``) × the fewest steps any needs, + 1, is left at inf (a search for the minimum
+    needs only the settings near it)."""
+    steps, risk = np.full(rec.settings, np.inf), np.full(rec.settings, np.inf)
+    r0 = rec.risk(rec.z0)
+    at_start = r0 <= target
+    steps[at_start], risk[at_start] = 0.0, 0.0
+    todo = ~at_start & rec.stable()
+    mono = todo & _monotone_rows(rec)
+    if mono.any():
+        steps[mono], risk[mono] = _bisect(rec.rows(mono), target)
+    rest = np.flatnonzero(todo & ~mono)
+    if len(rest):
+        fewest = steps.min()
+        limit = max_steps if near is None or math.isinf(fewest) else min(max_steps, math.floor((1 + near) * fewest) + 1)
+        steps[rest], risk[rest] = _scan(rec.rows(rest), target, limit, near)
+    return steps, risk
+
+
+def steps_to_target(lrs: ArrayLike, h: ArrayLike, c: ArrayLike, batch_size: float, target: float, *, p: float = 0.0,
+                    s0: ArrayLike = 1.0, momentum: ArrayLike = 0.0, ema: float | None = None,
+                    max_steps: float = 10**6) -> Array:
+    """For each constant learning rate in ``lrs``: the first step t at which the total expected
+    risk is <= ``target`` (``inf`` where it never is: unstable, a steady state above the target,
+    or not within ``max_steps``), for (preconditioned) SGD, heavy-ball momentum ``momentum`` and
+    the EMA ``ema`` of the iterates (:func:`moment_recursion`; :func:`first_steps`)."""
+    rec = moment_recursion(lrs, h, c, batch_size, p=p, momentum=momentum, ema=ema, s0=s0)
+    return first_steps(rec, target, max_steps)[0]
+
+
+class Optimum(NamedTuple):
+    """The fewest steps to a target over the tuned hyperparameters, and where they are."""
+
+    steps: float
+    lr: float
+    momentum: float
+
+
+def optimum(h: ArrayLike, c: ArrayLike, batch_size: float, target: float, *, p: float = 0.0, momentum: float = 0.0,
+            ema: float | None = None, tune_momentum: bool = False, s0: ArrayLike = 1.0,
+            max_steps: float | None = None) -> Optimum:
+    """The exact optimum of a tuned NQM method: the fewest steps for the expected risk (of the
+    EMA's iterate with ``ema``) to reach ``target``, minimised over the lr (and over the momentum
+    β ∈ [0, 0.999] with ``tune_momentum``; else β = ``momentum``), and that lr and β.
+
+    The steps of each setting are exact (:func:`first_steps`). The search (:func:`_grid_search`): a
+    log grid of the lr over (10⁻⁶, 1) × the stability cap 2(1+β) / max h^{1−p} (200 points; for a
+    method followed step by step 10 points per decade from 10⁻⁴, or lower where 1% of plain SGD's
+    best lr is lower; with ``tune_momentum`` 5 per decade against 1 − β on a log grid over
+    [10⁻³, 1], 4 per decade), then rounds of finer grids around the best few points.
+    ``tests/test_theory_optima.py`` holds it within 1% of brute-force searches on grids 10 to 50
+    times finer. Step-by-step methods are followed up to ``max_steps`` (default: 4 × plain SGD's
+    optimum + the EMA's lag 2 / (1 − γ) + 100)."""
+    h, c = _f(h), _f(c)
+    top = float(np.max(h ** (1 - p)))
+    stepwise = ema is not None or tune_momentum or momentum != 0
+    floor = -6.0  # log10 of the smallest lr / cap searched
+    if stepwise:
+        sgd = optimum(h, c, batch_size, target, p=p, s0=s0)
+        floor = min(-4.0, math.floor(math.log10(0.01 * sgd.lr * top / 2))) if math.isfinite(sgd.lr) else floor
+        if max_steps is None:
+            max_steps = 4 * sgd.steps + 100 + (2 / (1 - ema) if ema is not None else 0)
+    max_steps = math.inf if max_steps is None else max_steps
+
+    def evaluate(coords: Array, limit: float) -> tuple[Array, Array]:
+        beta = 1 - 10 ** coords[:, 1] if tune_momentum else np.full(len(coords), momentum)
+        lrs = 10 ** coords[:, 0] * 2 * (1 + beta) / top
+        rec = moment_recursion(lrs, h, c, batch_size, p=p, momentum=beta, ema=ema, s0=s0)
+        return first_steps(rec, target, limit, near=NEAR)
+
+    if tune_momentum:
+        box = np.array([[floor, 0.0], [-3.0, 0.0]])
+        points = [(1 - 5 * int(floor), 13), (7, 7), (7, 7), (7, 7), (7, 7)]
+    else:
+        box = np.array([[floor, 0.0], [0.0, 0.0]])
+        points = [(1 - 10 * int(floor), 1), (21, 1), (21, 1), (21, 1)] if stepwise else [(200, 1), (50, 1), (50, 1)]
+    best = _grid_search(evaluate, box, points, max_steps)
+    if best is None:
+        return Optimum(math.inf, math.nan, math.nan)
+    steps, (x, u) = best
+    beta = 1 - 10**u if tune_momentum else momentum
+    return Optimum(steps, float(10**x * 2 * (1 + beta) / top), float(beta))
+
+
+NEAR = 0.1  # the search keeps the settings within 10% (+ 1 step) of the fewest steps
+BEAM = 4  # ... and refines around the best few of them
+
+
+def _grid_search(evaluate, box: Array, points: list[tuple[int, int]], max_steps: float) -> tuple[float, Array] | None:
+    """Minimise ``evaluate`` (coords [S, 2], a step limit -> (steps, risk the step before)) over
+    ``box`` ([[lo, hi]] per axis): a grid of ``points[0]``, then for each later entry a grid of that
+    many points on the box of one cell of the last grid around each of the :data:`BEAM` best points
+    of the last grid (fewest steps, then the lowest risk the step before: the nearest to a step
+    fewer). Returns (steps, coords) of the best, ``None`` if none gets there."""
+    best: tuple[float, float, Array] | None = None
+    boxes = [(box[:, 0], box[:, 1])]
+    for n in points:
+        grids, cells = [], []
+        for lo, hi in boxes:
+            axes = [np.linspace(lo[k], hi[k], n[k]) for k in range(2)]
+            grids.append(np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], -1))
+            cells.append(np.broadcast_to([(hi[k] - lo[k]) / max(n[k] - 1, 1) for k in range(2)], grids[-1].shape))
+        coords, cell = np.concatenate(grids), np.concatenate(cells)
+        limit = max_steps if best is None else min(max_steps, math.floor((1 + NEAR) * best[0]) + 1)
+        steps, risk = evaluate(coords, limit)
+        order = [i for i in np.lexsort((risk, steps)) if math.isfinite(steps[i])][:BEAM]
+        if not order:
+            break
+        if best is None or (steps[order[0]], risk[order[0]]) < best[:2]:
+            best = (float(steps[order[0]]), float(risk[order[0]]), coords[order[0]])
+        boxes = [(np.maximum(coords[i] - cell[i], box[:, 0]), np.minimum(coords[i] + cell[i], box[:, 1]))
+                 for i in order]
+    return None if best is None else (best[0], best[2])
+
+
+def best_steps_to_target(h: ArrayLike, c: ArrayLike, batch_size: float, target: float, *, p: float = 0.0,
+                         s0: ArrayLike = 1.0) -> tuple[float, float]:
     """The fewest steps constant-lr (preconditioned) SGD needs to bring the expected risk to
-    ``target``, minimised over the learning rate, and that learning rate: ``(steps, lr)``.
-
-    A log grid over (10⁻⁶, 1) × the stability limit 2 / max h^{1−p}, refined between the
-    neighbours of the best point. With ``s0 = 1`` (θ₀ ~ N(0, I)) this is the closed-form optimum
-    of ``shared/reference/nqm.md``."""
-    h = _f(h)
-    cap = 2 / float(np.max(h ** (1 - p)))
-    grid = cap * np.logspace(-6, 0, points, endpoint=False)
-    steps = steps_to_target(grid, h, c, batch_size, target, p=p, s0=s0)
-    best_steps, best_lr = float(steps.min()), float(grid[np.argmin(steps)])
-    for i in np.argsort(steps, kind="stable")[:3]:  # refine between the neighbours of the best few
-        fine = np.linspace(grid[max(i - 1, 0)], grid[min(i + 1, points - 1)], points // 2)
-        fine_steps = steps_to_target(fine, h, c, batch_size, target, p=p, s0=s0)
-        j = int(np.argmin(fine_steps))
-        if fine_steps[j] < best_steps:
-            best_steps, best_lr = float(fine_steps[j]), float(fine[j])
-    return best_steps, best_lr
+    ``target``, minimised over the learning rate, and that learning rate: ``(steps, lr)``
+    (:func:`optimum`). With ``s0 = 1`` (θ₀ ~ N(0, I)) this is the closed-form optimum of
+    ``shared/reference/nqm.md``."""
+    best = optimum(h, c, batch_size, target, p=p, s0=s0)
+    return best.steps, best.lr
 
 
 class MomentTracker:

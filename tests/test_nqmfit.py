@@ -81,7 +81,7 @@ def test_fitted_nqm_of_the_papers_nqm_predicts_its_closed_form():
     (sgd, mom, adam) = predict(nqm, [4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096], target)
     for b, steps in zip(sgd.batch_sizes, sgd.steps, strict=True):
         assert steps == pytest.approx(best_steps_to_target(h, h, b, target)[0], rel=0.05)
-    for b, steps in zip(mom.batch_sizes, mom.steps, strict=True):  # the report's stepped recursion, its own lr grid
+    for b, steps in zip(mom.batch_sizes, mom.steps, strict=True):  # the fitted (binned) NQM against the exact one
         if b in (32, 256, 4096):
             assert steps == pytest.approx(closed_form_steps("momentum β=0.9", b, d, 1.0, target, 20000)[0], rel=0.1)
     assert 4 < sgd.critical < 4096

@@ -14,7 +14,6 @@ NQM's risk at the start.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,43 +79,12 @@ def fit_nqm(top_h: np.ndarray, top_c: np.ndarray, dim: int, noise_trace: float, 
     return FittedNQM(h, c, sigma2 * w, tail_law, q, tail_noise, sigma2)
 
 
-def _first_step(risk_at, target: float, limit: int = 2**40) -> float:
-    """The first t whose risk is at or below ``target``, by doubling then bisection (exact when the
-    risk decreases in t); ``inf`` past ``limit``."""
-    if risk_at(0) <= target:
-        return 0.0
-    hi = 1
-    while risk_at(hi) > target:
-        hi *= 2
-        if hi > limit:
-            return math.inf
-    lo = hi // 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if risk_at(mid) <= target:
-            hi = mid
-        else:
-            lo = mid
-    return float(hi)
-
-
-def momentum_steps(nqm: FittedNQM, batch_size: float, target: float, beta: float = MOMENTUM,
-                   points: int = 40) -> tuple[float, float]:
-    """(fewest steps, lr) of heavy-ball momentum with constant lr over a log grid below its
-    stability cap 2(1+β)/h_max, from the exact moment recursion (:func:`suite.theory.momentum_risk`);
-    the first crossing found by doubling and bisection (an underdamped risk that oscillates
-    around the target may be found a little late)."""
-    cap = 2 * (1 + beta) / float(nqm.h.max())
-    best = (math.inf, math.nan)
-    for lr in cap * np.geomspace(1e-4, 0.999, points):
-        steady = float(theory.momentum_steady_risk(lr, beta, nqm.h, nqm.c, batch_size).sum())
-        if not steady < target:
-            continue
-        steps = _first_step(lambda t, lr=lr: float(theory.momentum_risk(lr, beta, nqm.h, nqm.c, batch_size,
-                                                                         nqm.s0, int(t)).sum()), target)
-        if steps < best[0]:
-            best = (steps, float(lr))
-    return best
+def momentum_steps(nqm: FittedNQM, batch_size: float, target: float, beta: float = MOMENTUM) -> tuple[float, float]:
+    """(fewest steps, lr) of heavy-ball momentum with constant lr: the exact optimum of
+    :func:`suite.theory.optimum` (the moment recursion followed step by step, the lr searched up to
+    its stability cap 2(1+β)/h_max)."""
+    best = theory.optimum(nqm.h, nqm.c, batch_size, target, momentum=beta, s0=nqm.s0)
+    return best.steps, best.lr
 
 
 METHODS = ("SGD", f"momentum β={MOMENTUM:g}", f"Adam as precond p={ADAM_P:g}")

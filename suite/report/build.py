@@ -80,9 +80,9 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep, found: dict
            "trial its tuning session named), and its steps are those re-runs'"
            if studies else "at the best lr of each method, batch size and seed (an lr grid)")
     doc.para(f"Steps for the expected risk to reach {sweep.target:g} (theory_risk; theory_avg_risk for an "
-             f"averaged model), {how}. Dotted: the NQM closed form with "
-             "the lr tuned on a fine grid; vertical dotted lines: its critical batch size B*, where the steps are "
-             "twice what perfect scaling from the smallest batch size predicts (the same definition as the "
+             f"averaged model), {how}. Dotted: the NQM closed form's exact optimum (the fewest steps over the "
+             "hyperparameters the method tunes); vertical dotted lines: its critical batch size B*, where the steps "
+             "are twice what perfect scaling from the smallest batch size predicts (the same definition as the "
              "measured one in the claims table).")
     fig_steps, fig_lr = figures.scaling_figures(sweep, sweep.records)
     doc.figure(fig_steps, "scaling_steps", "Steps to target against batch size (log-log), measured and closed form")
@@ -99,16 +99,35 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep, found: dict
             tried = (f"{len(t.seeds)} fresh seeds" + (f" × {len(t.studies)} studies" if len(t.studies) > 1 else "")
                      if t.from_study else ", ".join(f"{v:.3g}" for v in t.lrs))
             lrs += edges.marks(found.get(t.winner.study, ())) if t.winner else ""
-            table.append([m, b, steps, lrs, tried])
+            table.append([m, b, steps, lrs, tried, *_optimum_cells(sweep, t)])
     best_lr = ("best lr: per study's winner (several studies), else the winner, then the other re-evaluated trials"
                if studies else "best lr per seed")
     doc.table(["method", "batch size", "steps to target (95% interval; what it covers)", best_lr,
-               "re-evaluated on" if studies else "lrs tried"], table)
+               "re-evaluated on" if studies else "lrs tried", *OPTIMUM_COLUMNS], table)
+    doc.para(OPTIMUM_NOTE)
     if studies:
         doc.para("Each cell's space, trials, budget, studies and seeds, and the winners at an edge of their search "
                  "space (⚠): the Tuning protocol below.")
     doc.figure(figures.best_curves_figure(runs, sweep), "scaling_curves",
                "Expected risk against steps at the best lr of each method and batch size (band: min–max over seeds)")
+
+
+OPTIMUM_COLUMNS = ["exact optimum: steps (lr, β)", "regret"]
+OPTIMUM_NOTE = ("Exact optimum: the fewest steps for the expected risk (E θ₀² = 1) to reach the target, minimised "
+                "over the hyperparameters the method tunes (the lr; for 'β tuned' the lr and β), from the exact "
+                "moment recursion (suite.theory.optimum). Regret: the cell's steps over the optimum's (1 = the "
+                "tuning found the optimum; each run starts from its own θ₀, so a cell can come out below 1).")
+
+
+def _optimum_cells(sweep: claims.Sweep, tuned: scaling.Tuned) -> list[str]:
+    """A tuned cell's exact optimum and regret (:func:`suite.report.scaling.regret`); '-' without a closed form."""
+    dim, noise = scaling.nqm_setup(sweep.records[0])
+    best = scaling.closed_form_optimum(tuned.method, tuned.batch_size, dim, noise, sweep.target)
+    reg = scaling.regret(tuned, dim, noise, sweep.target)
+    if best is None or reg is None:
+        return ["-", "-"]
+    beta = f", β={best.momentum:.3g}" if best.momentum else ""
+    return [f"{best.steps:.0f} (lr={best.lr:.3g}{beta})", f"×{reg:.2f}" if math.isfinite(reg) else "not reached"]
 
 
 def _configs(records: Sequence[RunRecord]) -> dict[tuple, list[RunRecord]]:

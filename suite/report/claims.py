@@ -12,6 +12,7 @@ Sections read (``benchmarks/lecture.yaml``): ``steady_state``, ``sampling``, ``s
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -321,6 +322,29 @@ def perfect_scaling(runs: Runs, sweep: Sweep) -> ClaimRow:
     return ClaimRow(claim, EXP_SWEEP, measured, verdict, rule)
 
 
+REGRET_OK = 1.10  # issue 25's target: each tuned NQM cell within 10% of the exact optimum's steps
+
+
+def tuning_regret(runs: Runs, sweep: Sweep) -> ClaimRow:
+    """How far the tuning is from the exact optimum: the median and worst regret over the NQM's
+    tuned cells (:func:`suite.report.scaling.regret`), the worst cell named."""
+    claim = "The tuning finds the optimum: every tuned NQM cell within 10% of the exact optimum's steps"
+    rule = ("regret = a cell's steps (2^(mean log2 steps) over its seeds) / the exact optimum's steps (NQM closed "
+            "form, E θ₀² = 1, minimised over the hyperparameters the method tunes); median and worst over the cells "
+            f"with a closed form; reproduced if the worst ≤ {REGRET_OK:g}, contradicted if above")
+    if not sweep.tuned:
+        return _missing(claim, EXP_SWEEP, rule, "no tuned NQM cells")
+    dim, noise = scaling.nqm_setup(sweep.records[0])
+    regrets = {key: r for key, t in sweep.tuned.items()
+               if (r := scaling.regret(t, dim, noise, sweep.target)) is not None}
+    if not regrets:
+        return _missing(claim, EXP_SWEEP, rule, "no tuned cell of a method with a closed form")
+    (method, b), worst = max(regrets.items(), key=lambda kv: kv[1])
+    median = statistics.median(regrets.values())
+    measured = (f"regret over {len(regrets)} cells: median ×{median:.2f}, worst ×{worst:.2f} ({method} at B={b})")
+    return ClaimRow(claim, EXP_SWEEP, measured, REPRODUCED if worst <= REGRET_OK else CONTRADICTED, rule)
+
+
 def _geo(values) -> float:
     vals = [v for v in values if v and math.isfinite(v) and v > 0]
     return 2 ** (sum(math.log2(v) for v in vals) / len(vals)) if vals else math.inf
@@ -385,4 +409,5 @@ def evaluate(runs: Runs) -> list[ClaimRow]:
     rows += [more.weight_decay_interior(runs), schedules_noise_ball(runs), inverse_time_rate(runs)]
     rows += [best_lr_grows(runs, sweep), perfect_scaling(runs, sweep)]
     rows += [more.ema_improves(runs), more.mwe_weights(runs)]
+    rows.append(tuning_regret(runs, sweep))
     return rows

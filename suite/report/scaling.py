@@ -6,8 +6,9 @@ The benchmark runs an lr sweep per (method, batch size) (sections named ``scalin
   ``theory_avg_risk`` for its averaged model) reaches the target, interpolating log-linearly
   between evaluations;
 * :func:`tune` picks, per (method, batch size, seed), the lr that reaches it in the fewest steps;
-* :func:`closed_form_steps` computes the same from the NQM closed forms (expected θ₀² = 1), with
-  the lr tuned on a fine grid;
+* :func:`closed_form_steps` computes the same from the NQM closed forms (expected θ₀² = 1): the
+  exact optimum of :func:`suite.theory.optimum` over the hyperparameters the method tunes;
+* :func:`regret` is a tuned cell's measured steps over that optimum;
 * :func:`predicted_critical_batch_size` and :func:`measured_critical_batch_size` apply the one
   definition of :func:`suite.critical.critical_batch_size` (50% efficiency against perfect
   scaling from the smallest batch size) to the closed-form curve and to the measured one.
@@ -16,8 +17,10 @@ The benchmark runs an lr sweep per (method, batch size) (sections named ``scalin
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -25,6 +28,7 @@ import numpy as np
 from suite.critical import critical_batch_size
 from suite.report.reader import RunRecord, Runs
 from suite.report.stats import LEVEL, Estimate, paired_studies, study_estimate
+from suite.theory import Optimum, optimum
 
 SCALING_PREFIX = "scaling"
 NQM_TARGET = 0.02  # expected risk to reach (the NQM paper's 0.01 at d = 10^4; the default d here is 100)
@@ -34,8 +38,11 @@ AVERAGED_NAMES = {"ema": "EMA", "swa": "SWA"}
 
 
 def method_of(record: RunRecord) -> str:
-    """A short name for the optimizer of a run: ``SGD``, ``momentum β=0.9``, ``precond p=0.5``."""
+    """A short name for the optimizer of a run: ``SGD``, ``momentum β=0.9``, ``precond p=0.5``, and
+    ``momentum β tuned`` for a study that tunes the momentum with the lr."""
     opt = record.param("optimizer")
+    if opt == "sgd" and record.trial is not None and "space.optimizer.momentum" in record.study_params:
+        return "momentum β tuned"
     if opt == "sgd":
         beta = float(record.param("optimizer.momentum", 0.0) or 0.0)
         return "SGD" if beta == 0 else f"momentum β={beta:g}"
@@ -50,7 +57,9 @@ def series_of(record: RunRecord) -> list[tuple[str, str]]:
     out = [(method_of(record), RISK)]
     avg = record.param("averager")
     if avg in AVERAGED_NAMES:
-        out.append((f"{method_of(record)} + {AVERAGED_NAMES[avg]}", AVG_RISK))
+        decay = f" γ={float(record.param('averager.decay')):g}" if avg == "ema" and record.param("averager.decay") \
+            is not None else ""
+        out.append((f"{method_of(record)} + {AVERAGED_NAMES[avg]}{decay}", AVG_RISK))
     return out[-1:] if record.trial is not None else out
 
 
@@ -277,78 +286,62 @@ class Kind:
 
     momentum: float = 0.0
     p: float = 0.0
+    ema: float | None = None  # the EMA's decay γ, when the method's risk is its EMA's
+    tune_momentum: bool = False  # β tuned with the lr
 
     @classmethod
     def of(cls, method: str) -> Kind | None:
-        """The closed-form kind of a method name from :func:`method_of`; ``None`` for an averaged
-        model or a method without a closed form here."""
-        if "+" in method:
-            return None
+        """The closed-form kind of a method name from :func:`series_of` (a suffix in parentheses
+        ignored); ``None`` for a method without a closed form here (SWA, Adam, ...)."""
+        method = re.sub(r" \(.*\)$", "", method)
+        base, _, avg = method.partition(" + ")
+        if avg:
+            kind = cls.of(base)
+            return replace(kind, ema=float(avg[len("EMA γ="):])) if kind and avg.startswith("EMA γ=") else None
         if method == "SGD":
             return cls()
+        if method == "momentum β tuned":
+            return cls(tune_momentum=True)
         if method.startswith("momentum β="):
             return cls(momentum=float(method.split("=")[1]))
         if method.startswith("precond p="):
             return cls(p=float(method.split("=")[1]))
         return None
 
-    def lr_cap(self) -> float:
-        """The stability limit of the lr for h_max = 1."""
-        return 2 * (1 + self.momentum)
 
-
-def _first_crossing(kind: Kind, lrs: np.ndarray, h: np.ndarray, c: np.ndarray, batch_size: float, target: float,
-                    max_steps: int) -> np.ndarray:
-    """Per lr, the step the expected risk (E θ₀² = 1) first is at or below ``target``, up to the first lr
-    that gets there (the others stay inf: only the minimum is wanted)."""
-    a_lr = lrs[:, None] * h[None, :] ** (-kind.p)  # per-dimension lr
-    a = a_lr * h[None, :]
-    noise = a_lr**2 * c[None, :] / batch_size
-    out = np.full(len(lrs), np.inf)
-    if kind.momentum == 0:
-        s = np.ones_like(a)
-        for t in range(1, max_steps + 1):
-            s = (1 - a) ** 2 * s + noise
-            risk = 0.5 * (h * s).sum(1)
-            hit = (risk <= target) & np.isinf(out)
-            out[hit] = t
-            if hit.any():  # the first lr to cross is the best one
-                break
-        return out
-    beta = kind.momentum
-    xx, vv, xv = np.ones_like(a), np.zeros_like(a), np.zeros_like(a)  # E x², E v², E xv (v = θ_t − θ_{t−1})
-    for t in range(1, max_steps + 1):
-        nxx = (1 - a) ** 2 * xx + beta**2 * vv + 2 * beta * (1 - a) * xv + noise
-        nvv = a**2 * xx + beta**2 * vv - 2 * a * beta * xv + noise
-        nxv = -a * (1 - a) * xx + beta**2 * vv + beta * (1 - 2 * a) * xv + noise
-        xx, vv, xv = nxx, nvv, nxv
-        with np.errstate(over="ignore", invalid="ignore"):
-            risk = 0.5 * (h * xx).sum(1)
-        hit = (risk <= target) & np.isinf(out)
-        out[hit] = t
-        if hit.any():
-            break
-    return out
-
-
-def closed_form_steps(method: str, batch_size: float, dim: int, noise: float, target: float = NQM_TARGET,
-                      max_steps: int = 4000) -> tuple[float, float] | None:
-    """(steps, lr): the fewest steps to ``target`` over a fine lr grid (40 log-spaced lrs below
-    the stability cap), from the NQM closed forms; ``None`` for a method without one."""
+@lru_cache(maxsize=4096)
+def closed_form_optimum(method: str, batch_size: float, dim: int, noise: float, target: float = NQM_TARGET,
+                        max_steps: float | None = None) -> Optimum | None:
+    """The exact optimum (:func:`suite.theory.optimum`: fewest steps to ``target``, its lr and β) of
+    ``method`` on the NQM with h_i = 1/i, C = ``noise`` · H and E θ₀² = 1; ``None`` for a method
+    without a closed form. ``max_steps``: as :func:`suite.theory.optimum`'s."""
     kind = Kind.of(method)
     if kind is None:
         return None
     h = 1.0 / np.arange(1, dim + 1)
-    c = noise * h
-    lrs = np.geomspace(1e-3, 0.999 * kind.lr_cap(), 40)
-    with np.errstate(over="ignore", invalid="ignore"):
-        steps = _first_crossing(kind, lrs, h, c, batch_size, target, max_steps)
-    i = int(np.argmin(steps))
-    return float(steps[i]), float(lrs[i])
+    return optimum(h, noise * h, batch_size, target, p=kind.p, momentum=kind.momentum, ema=kind.ema,
+                   tune_momentum=kind.tune_momentum, max_steps=max_steps)
+
+
+def closed_form_steps(method: str, batch_size: float, dim: int, noise: float, target: float = NQM_TARGET,
+                      max_steps: float | None = None) -> tuple[float, float] | None:
+    """(steps, lr) of :func:`closed_form_optimum`; ``None`` for a method without a closed form."""
+    best = closed_form_optimum(method, batch_size, dim, noise, target, max_steps)
+    return None if best is None else (best.steps, best.lr)
+
+
+def regret(tuned: Tuned, dim: int, noise: float, target: float = NQM_TARGET) -> float | None:
+    """A tuned cell's measured steps (2^(mean log2 steps over its seeds); ``inf`` if none reached the
+    target) over the exact optimum's steps; ``None`` for a method without a closed form."""
+    best = closed_form_optimum(tuned.method, tuned.batch_size, dim, noise, target)
+    if best is None or not 0 < best.steps < math.inf:
+        return None
+    est = tuned.log2_steps()
+    return 2**est.mean / best.steps if est.n else math.inf
 
 
 def predicted_critical_batch_size(method: str, smallest: float, dim: int, noise: float, target: float = NQM_TARGET,
-                                  max_steps: int = 4000, per_doubling: int = 4, doublings: int = 24) -> float | None:
+                                  per_doubling: int = 4, doublings: int = 24) -> float | None:
     """The critical batch size of the closed form's curve (:func:`suite.critical.critical_batch_size`),
     from ``smallest`` upward on a grid of ``per_doubling`` batch sizes per doubling, evaluated until
     the curve crosses 50% efficiency (``inf`` if not within ``doublings`` doublings; ``None`` for a
@@ -357,7 +350,7 @@ def predicted_critical_batch_size(method: str, smallest: float, dim: int, noise:
     steps: list[float] = []
     for k in range(doublings * per_doubling + 1):
         b = smallest * 2 ** (k / per_doubling)
-        res = closed_form_steps(method, b, dim, noise, target, max_steps)
+        res = closed_form_steps(method, b, dim, noise, target)
         if res is None:
             return None
         sizes.append(b)
