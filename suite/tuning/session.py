@@ -122,10 +122,10 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
                        sections={p.name: p.section for p in req.plans if p.section is not None})
     settings = workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat, req.population, req.engine)
     # every worker works on every study (with --workers N: N shares of each; chosen by measured costs: one job per
-    # study, which a worker, once started, takes as a whole)
+    # study, which a worker, once started, takes as a whole); studies that share a stack key train as one stack
     shares = 1 if req.adaptive else len(req.devices)
     try:
-        jobs = [workers.StudyJob(p) for _ in range(shares) for p in req.plans]
+        jobs = workers.study_jobs(req.plans, registry, shares=shares, engine=req.engine)
         with tracker.batched():  # a population's runs are written together (suite.tracking.bulk)
             troubles = workers.run(jobs, req.devices, settings, sink, adaptive=req.adaptive) if pending else []
             reevals = (_reevaluate(req, sink, settings, troubles, parents,

@@ -37,6 +37,7 @@ from suite.tuning.plan import (
     TrialObjective,
     TrialSink,
     Variant,
+    train_populations,
 )
 from suite.tuning.sampling import make_pruner, make_sampler
 from suite.vocab import (
@@ -133,6 +134,18 @@ class TuneTrialRunner:
                 self._kill_predecessors(trial)
         return self.objective.population(trials)
 
+    @staticmethod
+    def batch_group(parts: list[tuple[TuneTrialRunner, list[optuna.Trial]]]
+                    ) -> list[list[tuple[TrialState, float | None, str]]]:
+        """Several studies' populations (one runner and its claimed slots each) trained as one
+        unit: rows that stack form one stack across the studies (:func:`train_populations`);
+        each trial is still judged, pruned and told to its own study."""
+        for runner, trials in parts:
+            if runner.tracker is not None:
+                for trial in trials:
+                    runner._kill_predecessors(trial)
+        return train_populations([(runner.objective, trials) for runner, trials in parts])
+
     def _kill_predecessors(self, trial: optuna.Trial) -> None:
         """A retried trial: mark the runs its lost predecessors left RUNNING as interrupted."""
         for number in trial.user_attrs.get(TRIAL_RETRY_OF, []):
@@ -169,3 +182,15 @@ def run_study_share(plan: StudyPlan, storage_url: str | None, *, sink: TrialSink
     other process or machine working on the same storage."""
     ctx = WorkerContext(device=device, quiet=True, salt=f"w{worker}", engine=engine, stack_size=population)
     Worker(storage_url, [plan.name], ctx, heartbeat_policy=heartbeat, runners={"tune": runner_with_sink(sink)}).run()
+
+
+def run_group_share(plans: list[StudyPlan], storage_url: str | None, *, sink: TrialSink, device: str,
+                    worker: int = 0, heartbeat: Any = None, population: int | None = None,
+                    engine: str = "auto") -> None:
+    """Work on several studies here at once until none of their trials is waiting or running:
+    each round claims a population from every study that has waiting slots and trains them as
+    one stack (:meth:`TuneTrialRunner.batch_group`; the studies share their problem, batch size,
+    budget and evaluation schedule: :func:`suite.tuning.workers.shared_groups`)."""
+    ctx = WorkerContext(device=device, quiet=True, salt=f"w{worker}", engine=engine, stack_size=population)
+    Worker(storage_url, [p.name for p in plans], ctx, heartbeat_policy=heartbeat,
+           runners={"tune": runner_with_sink(sink)}, shared=True).run()
