@@ -64,6 +64,7 @@ class _Runner:
 
     rounds: list[dict[str, list[int]]] = []
     on_round = None
+    keys: dict[str, str] = {}  # a study's share key (default: one for all)
 
     def __init__(self, study, ctx):
         self.study = study
@@ -76,6 +77,9 @@ class _Runner:
 
     def max_batch(self):
         return SLOTS
+
+    def share_key(self):
+        return _Runner.keys.get(self.study.study_name, "one")
 
     @staticmethod
     def batch_group(parts):
@@ -96,7 +100,7 @@ def _studies(url, n=3):
             study.enqueue_trial({})
         study.set_user_attr(STUDY_READY, True)
     register_kind(KIND, _Runner)
-    _Runner.rounds, _Runner.on_round = [], None
+    _Runner.rounds, _Runner.on_round, _Runner.keys = [], None, {}
     return storage, names
 
 
@@ -118,6 +122,17 @@ def test_a_shared_worker_claims_from_every_study_and_leaves_work_in_each_for_ano
         study = optuna.load_study(study_name=name, storage=storage)
         assert [(t.state, t.value) for t in study.get_trials()] == [
             (TrialState.COMPLETE, float(n)) for n in range(SLOTS)]
+
+
+def test_a_round_holds_only_studies_with_the_first_claimed_studys_share_key(tmp_path):
+    url = str(tmp_path / "shared.journal")
+    storage, names = _studies(url)
+    _Runner.keys = {names[1]: "other"}
+    Worker(url, names, WorkerContext(quiet=True, label="a"), shared=True).run()
+    assert all(sorted(r) in ([names[0], names[2]], [names[1]]) for r in _Runner.rounds), _Runner.rounds
+    assert [sorted(r) for r in _Runner.rounds[:2]] == [[names[0], names[2]], [names[0], names[2]]]
+    for name in names:
+        assert _states(storage, name) == Counter({TrialState.COMPLETE: SLOTS})
 
 
 def test_an_interrupted_shared_round_gives_back_every_claimed_trial_of_every_study(tmp_path):

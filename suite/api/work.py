@@ -13,6 +13,7 @@ from suite.distributed.worker import RunnerFactory, WorkerContext, run_worker
 from suite.exec.pool import Pool, WorkerEnv
 from suite.stores import HeartbeatPolicy
 from suite.tuning.slots import TuneTrialRunner
+from suite.tuning.workers import sharing_on
 
 
 def finish_study(tracker: Any, study: Any, plan: Any, parent_run_id: str) -> None:
@@ -54,7 +55,7 @@ def storage_worker(task: WorkTask, env: WorkerEnv) -> str:
     ctx = WorkerContext(device=env.local, tracking_uri=task.tracking_uri, quiet=task.quiet,
                         echo=lambda line: env.emit("echo", line), engine=task.engine, stack_size=task.stack_size)
     return run_worker(task.storage, task.studies, ctx, heartbeat_policy=task.policy, wait=task.wait,
-                      runners=KINDS).line()
+                      runners=KINDS, shared=sharing_on()).line()
 
 
 class _EchoHandler:

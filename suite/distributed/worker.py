@@ -420,16 +420,21 @@ class Worker:
 
     def _run_shared(self, names: list[str]) -> bool:
         """One round over several studies at once: claim a batch from every study with waiting
-        trials (each as :meth:`_execute_batch` would, so that other workers find work in every
-        study too) and train them together through the runners' ``batch_group`` (a tuning
-        population of each study in one stack). Each trial is told to its own study. Studies
-        whose runner has no ``batch_group`` are worked on one at a time (:meth:`_run_one`)."""
+        trials whose runner's ``share_key()`` is the first claimed study's (each as
+        :meth:`_execute_batch` would, so that other workers find work in every study too) and
+        train them together through the runners' ``batch_group`` (a tuning population of each
+        study in one stack). Each trial is told to its own study. A study whose key is None
+        trains alone; studies whose runner has no ``batch_group`` are worked on one at a time
+        (:meth:`_run_one`)."""
         together = [n for n in names if hasattr(self._open(n)[2], "batch_group")]
         if not together:
             return self._run_one(names)
         claimed = []  # (name, study, trials, runner)
+        key: Any = None  # the first claimed study's share_key: only studies with the same one join it
         for name in together:
             study, study_id, runner = self._open(name)
+            if claimed and (key is None or _share_key(runner) != key):
+                continue
             with CLOCK.phase("optuna"):
                 self._fail_lost_trials(study, study_id)
                 first = claim(study, self.storage, study_id, self.ctx.label)
@@ -438,6 +443,7 @@ class Worker:
             trials = self._claim_batch(name, study, study_id, first, runner)
             if trials:
                 claimed.append((name, study, trials, runner))
+                key = key if len(claimed) > 1 else _share_key(runner)
         if not claimed:  # nothing waiting in the studies trained together: the others, one at a time
             rest = [n for n in names if n not in together]
             return bool(rest) and self._run_one(rest)
@@ -491,6 +497,12 @@ class Worker:
         close = getattr(runner, "close", None)
         if close is not None and not self._pending(name):
             close()
+
+
+def _share_key(runner: Any) -> Any:
+    """The key under which a runner's study trains with others in one round (None: alone)."""
+    share_key = getattr(runner, "share_key", None)
+    return share_key() if share_key is not None else None
 
 
 def _recorded_outcome(frozen: Any) -> dict[str, Any]:

@@ -127,6 +127,18 @@ class TuneTrialRunner:
         """Trials per population (``--population``)."""
         return self.population_size
 
+    def share_key(self) -> tuple | None:
+        """Studies with one key train their populations as one stack (:meth:`batch_group`): the
+        stack key of the study's runs (:func:`suite.tuning.workers.share_key`); None where they
+        do not stack, or with the loop engine."""
+        from suite.tuning.workers import share_key
+
+        if not self.stackable:
+            return None
+        if not hasattr(self, "_share_key"):
+            self._share_key = share_key(self.plan, get_registry())
+        return self._share_key
+
     def batch(self, trials: list[optuna.Trial]) -> list[tuple[TrialState, float | None, str]]:
         """A population: the claimed slots sample their values and train as one stack."""
         if self.tracker is not None:
