@@ -196,3 +196,22 @@ def test_three_studies_share_stacks_and_give_what_they_give_alone(cli, workdir, 
     alone, stacks_alone = _tuned(cli, MlflowClient())
     assert len(stacks_alone) == 6 and all(len(studies) == 1 for studies in stacks_alone.values())
     assert alone == shared  # the same params, values and pruner reports: a stack's rows are exact
+
+
+@pytest.mark.slow
+def test_suite_worker_trains_submitted_studies_in_shared_stacks(cli, workdir, mlflow_client):
+    """`suite tune --submit-only`, then `suite worker` (as on another machine): its runs go straight to
+    each study's MLflow parent, and the studies still share stacks, with exact trial counts."""
+    cli(*TUNE, "--submit-only")
+    cli("worker", "--workers", "1", "--quiet")
+    storage = open_storage(None)
+    names = optuna.get_all_study_names(storage)
+    assert len(names) == 3
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert Counter(t.state for t in study.get_trials()) == Counter({TrialState.COMPLETE: 4})
+    stacks: dict[str, set[str]] = {}
+    trial_runs = runs_of(mlflow_client, "sh", "tags.`suite.kind` = 'trial'")
+    for run in trial_runs:
+        stacks.setdefault(run.data.tags["suite.stack"], set()).add(run.data.tags["suite.study"])
+    assert len(trial_runs) == 12 and len(stacks) == 2 and all(len(s) == 3 for s in stacks.values()), stacks
