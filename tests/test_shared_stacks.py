@@ -40,7 +40,8 @@ def test_studies_with_one_stack_key_form_one_group_per_batch_size():
 
 def test_sharing_off_or_the_loop_engine_or_a_lone_study_gives_one_job_per_study(monkeypatch):
     plans = _plans()
-    for jobs in (study_jobs(plans, get_registry(), shared=False), study_jobs(plans, get_registry(), engine="loop")):
+    for jobs in (study_jobs(plans, get_registry(), shared=False), study_jobs(plans, get_registry(), engine="loop"),
+                 study_jobs(plans, get_registry(), population=1)):  # --population 1: one trial at a time
         assert [j.plan for j in jobs] == list(plans)
     monkeypatch.setenv("SUITE_SHARED_STACKS", "0")
     assert all(isinstance(j, StudyJob) for j in study_jobs(plans, get_registry()))

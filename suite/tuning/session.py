@@ -125,7 +125,7 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     # study, which a worker, once started, takes as a whole); studies that share a stack key train as one stack
     shares = 1 if req.adaptive else len(req.devices)
     try:
-        jobs = workers.study_jobs(req.plans, registry, shares=shares, engine=req.engine)
+        jobs = workers.study_jobs(req.plans, registry, shares=shares, engine=req.engine, population=req.population)
         with tracker.batched():  # a population's runs are written together (suite.tracking.bulk)
             troubles = workers.run(jobs, req.devices, settings, sink, adaptive=req.adaptive) if pending else []
             reevals = (_reevaluate(req, sink, settings, troubles, parents,

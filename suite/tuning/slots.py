@@ -130,10 +130,10 @@ class TuneTrialRunner:
     def share_key(self) -> tuple | None:
         """Studies with one key train their populations as one stack (:meth:`batch_group`): the
         stack key of the study's runs (:func:`suite.tuning.workers.share_key`); None where they
-        do not stack, or with the loop engine."""
+        do not stack, with the loop engine, or one trial at a time (``--population 1``)."""
         from suite.tuning.workers import share_key
 
-        if not self.stackable:
+        if not self.stackable or self.population_size == 1:
             return None
         if not hasattr(self, "_share_key"):
             self._share_key = share_key(self.plan, get_registry())

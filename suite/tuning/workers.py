@@ -57,12 +57,12 @@ def share_key(plan: Any, registry: Any) -> tuple | None:
 
 
 def study_jobs(plans: Sequence[Any], registry: Any, *, shares: int = 1, engine: str = "auto",
-               shared: bool | None = None) -> list[StudyJob | StudyGroupJob]:
+               population: int | None = None, shared: bool | None = None) -> list[StudyJob | StudyGroupJob]:
     """The jobs that train ``plans``' trials, ``shares`` of each (one per worker): a
     :class:`StudyGroupJob` for every set of two or more studies with one :func:`share_key`
-    (unless sharing is off: ``shared=False``, :func:`sharing_on`, or the loop engine), a
-    :class:`StudyJob` for each other study."""
-    shared = sharing_on() if shared is None else shared
+    (unless sharing is off: ``shared=False``, :func:`sharing_on`, the loop engine, or
+    ``--population 1``, one trial at a time), a :class:`StudyJob` for each other study."""
+    shared = (sharing_on() if shared is None else shared) and population != 1
     groups: dict[Any, list[Any]] = {}
     for i, plan in enumerate(plans):
         key = share_key(plan, registry) if shared and engine != "loop" else None
