@@ -598,6 +598,7 @@ class _Row:
     key: str
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     result: RunResult | None = None
+    reached: bool = False  # steps-to-target: some evaluation of this row is at the target
 
 
 @dataclass
@@ -677,12 +678,14 @@ class TrialObjective:
         """After each evaluation of a row: stop it if its trial has ended, prune the trial
         from its first seed, stop a trial whose seeds all reached the target."""
         plan, state = self.plan, row.trial
+        if plan.objective.stops_at_target and not row.reached:  # kept as it goes: all_reached scans histories
+            row.reached = plan.objective._at_target(plan.objective.watched(row.history[-1][1]))
         if state.ended:
             raise StopRun(state.ended)
         if divergence(row.spec, row.history):
             state.ended = f"seed {row.spec.seed} diverged"
             return  # the engine stops and records this row as diverged
-        if plan.objective.all_reached([r.history for r in state.rows]):
+        if all(r.reached for r in state.rows) and plan.objective.all_reached([r.history for r in state.rows]):
             raise StopRun(f"{REACHED} {plan.objective.target:g} at step {step}")
         if row is not state.rows[0] or step == 0:
             return
