@@ -158,7 +158,8 @@ def test_an_interrupted_shared_round_gives_back_every_claimed_trial_of_every_stu
 TUNE = ["tune", "--experiment", "sh", "--problem", "nqm", "--set", "problem.dim=8", "--optimizer", "sgd",
         "--set", "optimizer.momentum=0.0", "--set", "optimizer.weight_decay=0.0", "--space", "optimizer.lr=log:0.01:1",
         "--batch-size", "8", "--trials", "4", "--budget", "steps:30", "--eval-every", "10", "--seeds", "1",
-        "--reevaluate", "0", "--population", "2", "--study-seed", "0", "--studies", "3", "--quiet"]
+        "--reevaluate", "1", "--reevaluate-top", "1", "--population", "2", "--study-seed", "0", "--studies", "3",
+        "--quiet"]
 
 
 def _tuned(cli, mlflow_client):
@@ -177,26 +178,35 @@ def _tuned(cli, mlflow_client):
             s: v for s, v in losses.items() if s in trial.intermediate_values}
         stacks.setdefault(tags["suite.stack"], set()).add(tags["suite.study"])
     assert sum(len(v) for v in trials.values()) == len(runs_of(mlflow_client, "sh", "tags.`suite.kind` = 'trial'"))
-    return {name: {n: (t.params, t.value, t.intermediate_values) for n, t in ts.items()}
-            for name, ts in trials.items()}, stacks
+    reevals, reeval_stacks = {}, {}  # each study's winner re-run on a fresh seed
+    for run in runs_of(mlflow_client, "sh", "tags.`suite.kind` = 'reeval'"):
+        tags = run.data.tags
+        reevals[tags["suite.study"], tags["suite.reeval_of"]] = run.data.metrics
+        reeval_stacks.setdefault(tags["suite.stack"], set()).add(tags["suite.study"])
+    assert len(reevals) == len(trials)
+    return {"trials": {name: {n: (t.params, t.value, t.intermediate_values) for n, t in ts.items()}
+                       for name, ts in trials.items()}, "reevals": reevals}, [stacks, reeval_stacks]
 
 
 @pytest.mark.slow
 def test_three_studies_share_stacks_and_give_what_they_give_alone(cli, workdir, mlflow_client, tmp_path_factory,
                                                                   monkeypatch):
-    shared, stacks = _tuned(cli, mlflow_client)
-    assert len(shared) == 3 and all(len(ts) == 4 for ts in shared.values())  # exact trial counts
-    assert all(t[1] is not None for ts in shared.values() for t in ts.values())
+    shared, (stacks, reeval_stacks) = _tuned(cli, mlflow_client)
+    trials = shared["trials"]
+    assert len(trials) == 3 and all(len(ts) == 4 for ts in trials.values())  # exact trial counts
+    assert all(t[1] is not None for ts in trials.values() for t in ts.values())
     assert len(stacks) == 2 and all(len(studies) == 3 for studies in stacks.values())  # 2 rounds, 3 studies each
+    assert [len(studies) for studies in reeval_stacks.values()] == [3]  # the re-evaluations too
 
     monkeypatch.chdir(tmp_path_factory.mktemp("alone"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.getbasetemp()}/alone.db")
     monkeypatch.setenv("SUITE_SHARED_STACKS", "0")
     from mlflow import MlflowClient
 
-    alone, stacks_alone = _tuned(cli, MlflowClient())
+    alone, (stacks_alone, reeval_stacks_alone) = _tuned(cli, MlflowClient())
     assert len(stacks_alone) == 6 and all(len(studies) == 1 for studies in stacks_alone.values())
-    assert alone == shared  # the same params, values and pruner reports: a stack's rows are exact
+    assert [len(studies) for studies in reeval_stacks_alone.values()] == [1, 1, 1]
+    assert alone == shared  # the same params, values, pruner reports and re-evaluations: a stack's rows are exact
 
 
 @pytest.mark.slow

@@ -193,11 +193,12 @@ def _reevaluate(req: Request, sink: TrackerSink, settings: workers.Settings, tro
 
 
 def _reeval_jobs(req: Request, registry: Registry, storage, parents: dict[str, str]):
-    """The re-evaluation runs still to do (a ``SpecsJob`` per study), every re-evaluation's key per study
+    """The re-evaluation runs still to do (a ``SpecsJob`` per study, or per group of studies that share a
+    stack when one worker trains them), every re-evaluation's key per study
     and trial, the values of those done before (by key), and the loaded studies."""
     import optuna
 
-    jobs: list[workers.SpecsJob] = []  # one per study: its re-evaluations train as one stack
+    jobs: list[workers.SpecsJob] = []  # one per study (or group): its re-evaluations train as one stack
     keys: dict[str, dict[int, list[str]]] = {}
     done: dict[str, float | None] = {}
     loaded = {}
@@ -216,6 +217,11 @@ def _reeval_jobs(req: Request, registry: Registry, storage, parents: dict[str, s
                 runs.append(workers.SpecJob(key, plan.name, spec, tags, plan.objective))
         if runs:
             jobs.append(workers.SpecsJob(plan.name, tuple(runs)))
+    if len(jobs) > 1 and (req.adaptive or len(req.devices) == 1):  # one worker: studies that share, share a stack
+        groups = workers.study_jobs(req.plans, registry, engine=req.engine, population=req.population)
+        group_of = {p.name: i for i, job in enumerate(groups) if isinstance(job, workers.StudyGroupJob)
+                    for p in job.plans}
+        jobs = workers.merged_specs_jobs(jobs, group_of.get)
     return jobs, keys, done, loaded
 
 

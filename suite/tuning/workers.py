@@ -100,6 +100,18 @@ class SpecsJob:
     runs: tuple[SpecJob, ...]
 
 
+def merged_specs_jobs(jobs: Sequence[SpecsJob], key_of: Any) -> list[SpecsJob]:
+    """The re-evaluations of studies with one share key (``key_of(study name)``, None: alone)
+    merged into one :class:`SpecsJob`: they train as one stack, each run still its own study's."""
+    groups: dict[Any, list[SpecsJob]] = {}
+    for i, job in enumerate(jobs):
+        key = key_of(job.study)
+        groups.setdefault(("one", i) if key is None else key, []).append(job)
+    return [group[0] if len(group) == 1 else SpecsJob("+".join(j.study for j in group),
+                                                      tuple(run for j in group for run in j.runs))
+            for group in groups.values()]
+
+
 @dataclass(frozen=True)
 class Settings:
     """What every worker needs besides its jobs."""
