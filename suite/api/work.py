@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.distributed.grid_study import GridTrialRunner
-from suite.distributed.worker import RunnerFactory, WorkerContext, run_worker
+from suite.distributed.worker import RunnerFactory, WorkerContext, run_worker, sharing_on
 from suite.exec.pool import Pool, WorkerEnv
 from suite.stores import HeartbeatPolicy
 from suite.tuning.slots import TuneTrialRunner
-from suite.tuning.workers import sharing_on
 
 
 def finish_study(tracker: Any, study: Any, plan: Any, parent_run_id: str) -> None:

@@ -61,6 +61,13 @@ from suite.vocab import (
 )
 
 READY_TIMEOUT = 60.0  # how long a worker waits for a named study to appear and be ready
+SHARED_STACKS_ENV = "SUITE_SHARED_STACKS"  # 0: a worker works on one study at a time (no shared rounds)
+
+
+def sharing_on() -> bool:
+    """Whether studies that can share a stack do (``SUITE_SHARED_STACKS``, on unless ``0``):
+    :meth:`Worker._run_shared` rounds, and ``suite tune``'s groups of studies."""
+    return os.environ.get(SHARED_STACKS_ENV, "1").strip() != "0"
 
 
 @dataclass

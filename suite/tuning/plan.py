@@ -760,6 +760,17 @@ class TrialObjective:
         return f"[{self.plan.name}] trial {trial.number}: {outcome}  {shown}"
 
 
+def share_key(plan: Any, registry: Any) -> tuple | None:
+    """The studies with one key train their populations as one stack: the stacked engine's
+    :func:`suite.engine.stacked.stack_key` of the study's runs (problem and its parameters,
+    sampler, batch size, budget, evaluation schedule). None: the study's components do not
+    stack (it trains alone)."""
+    from suite.engine.stacked import stack_key, stackable
+
+    spec = plan.spec(registry, {}, seed=0)
+    return stack_key(spec) if stackable(spec, registry) else None
+
+
 Outcome = tuple[TrialState, float | None, str]  # what Optuna is told of a trial: state, value, reason
 
 

@@ -37,6 +37,7 @@ from suite.tuning.plan import (
     TrialObjective,
     TrialSink,
     Variant,
+    share_key,
     train_populations,
 )
 from suite.tuning.sampling import make_pruner, make_sampler
@@ -129,10 +130,8 @@ class TuneTrialRunner:
 
     def share_key(self) -> tuple | None:
         """Studies with one key train their populations as one stack (:meth:`batch_group`): the
-        stack key of the study's runs (:func:`suite.tuning.workers.share_key`); None where they
+        stack key of the study's runs (:func:`suite.tuning.plan.share_key`); None where they
         do not stack, with the loop engine, or one trial at a time (``--population 1``)."""
-        from suite.tuning.workers import share_key
-
         if not self.stackable or self.population_size == 1:
             return None
         if not hasattr(self, "_share_key"):

@@ -34,34 +34,18 @@ class StudyGroupJob:
     running: each round a population of every study, trained as one stack
     (:func:`suite.tuning.plan.train_populations`); each trial is told to its own study."""
 
-    plans: tuple[Any, ...]  # suite.tuning.plan.StudyPlan each, all with one share_key
-
-
-SHARED_STACKS_ENV = "SUITE_SHARED_STACKS"  # 0: every study trains its own stacks
-
-
-def sharing_on() -> bool:
-    """Whether studies that can share a stack do (``SUITE_SHARED_STACKS``, on unless ``0``)."""
-    return os.environ.get(SHARED_STACKS_ENV, "1").strip() != "0"
-
-
-def share_key(plan: Any, registry: Any) -> tuple | None:
-    """The studies with one key train their populations as one stack: the stacked engine's
-    :func:`suite.engine.stacked.stack_key` of the study's runs (problem and its parameters,
-    sampler, batch size, budget, evaluation schedule). None: the study's components do not
-    stack (it trains alone)."""
-    from suite.engine.stacked import stack_key, stackable
-
-    spec = plan.spec(registry, {}, seed=0)
-    return stack_key(spec) if stackable(spec, registry) else None
+    plans: tuple[Any, ...]  # suite.tuning.plan.StudyPlan each, all with one suite.tuning.plan.share_key
 
 
 def study_jobs(plans: Sequence[Any], registry: Any, *, shares: int = 1, engine: str = "auto",
                population: int | None = None, shared: bool | None = None) -> list[StudyJob | StudyGroupJob]:
     """The jobs that train ``plans``' trials, ``shares`` of each (one per worker): a
-    :class:`StudyGroupJob` for every set of two or more studies with one :func:`share_key`
-    (unless sharing is off: ``shared=False``, :func:`sharing_on`, the loop engine, or
+    :class:`StudyGroupJob` for every set of two or more studies with one :func:`suite.tuning.plan.share_key`
+    (unless sharing is off: ``shared=False``, :func:`suite.distributed.worker.sharing_on`, the loop engine, or
     ``--population 1``, one trial at a time), a :class:`StudyJob` for each other study."""
+    from suite.distributed.worker import sharing_on
+    from suite.tuning.plan import share_key
+
     shared = (sharing_on() if shared is None else shared) and population != 1
     groups: dict[Any, list[Any]] = {}
     for i, plan in enumerate(plans):
