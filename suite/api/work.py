@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.distributed.grid_study import GridTrialRunner
-from suite.distributed.worker import RunnerFactory, WorkerContext, run_worker
+from suite.distributed.worker import RunnerFactory, WorkerContext, run_worker, sharing_on
 from suite.exec.pool import Pool, WorkerEnv
 from suite.stores import HeartbeatPolicy
 from suite.tuning.slots import TuneTrialRunner
@@ -54,7 +54,7 @@ def storage_worker(task: WorkTask, env: WorkerEnv) -> str:
     ctx = WorkerContext(device=env.local, tracking_uri=task.tracking_uri, quiet=task.quiet,
                         echo=lambda line: env.emit("echo", line), engine=task.engine, stack_size=task.stack_size)
     return run_worker(task.storage, task.studies, ctx, heartbeat_policy=task.policy, wait=task.wait,
-                      runners=KINDS).line()
+                      runners=KINDS, shared=sharing_on()).line()
 
 
 class _EchoHandler:

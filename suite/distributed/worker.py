@@ -61,6 +61,13 @@ from suite.vocab import (
 )
 
 READY_TIMEOUT = 60.0  # how long a worker waits for a named study to appear and be ready
+SHARED_STACKS_ENV = "SUITE_SHARED_STACKS"  # 0: a worker works on one study at a time (no shared rounds)
+
+
+def sharing_on() -> bool:
+    """Whether studies that can share a stack do (``SUITE_SHARED_STACKS``, on unless ``0``):
+    :meth:`Worker._run_shared` rounds, and ``suite tune``'s groups of studies."""
+    return os.environ.get(SHARED_STACKS_ENV, "1").strip() != "0"
 
 
 @dataclass
@@ -237,6 +244,8 @@ class Worker:
     work instead of exiting. A worker does not exit while trials of its studies are RUNNING
     elsewhere: if their worker died (heartbeat gone stale; with a journal file, its process on
     this host gone), this worker fails and retries them, so nothing is left running forever.
+    With ``shared``, each round claims from every study at once and trains the batches together
+    (:meth:`_run_shared`: studies whose populations share one stack).
     """
 
     def __init__(
@@ -250,6 +259,7 @@ class Worker:
         poll: float = 1.0,
         max_trials: int | None = None,
         runners: dict[str, RunnerFactory] | None = None,
+        shared: bool = False,
     ) -> None:
         self.url = normalize_storage(storage_url)
         self.database = is_database(self.url)
@@ -260,6 +270,7 @@ class Worker:
         self.wait, self.poll, self.max_trials = wait, poll, max_trials
         self.summary = Summary(self.ctx.label)
         self.runners = runners or {}
+        self.shared = shared  # claim from all studies at once and train their batches together
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no link per run
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._studies: dict[str, tuple[optuna.Study, int, TrialRunner]] = {}
@@ -333,7 +344,7 @@ class Worker:
         while self.max_trials is None or sum(self.summary.trials.values()) < self.max_trials:
             interrupted()  # a safe point for a stop signal: between two trials
             names = self._ready_studies(started)
-            if self._run_one(names):
+            if (self._run_shared(names) if self.shared else self._run_one(names)):
                 continue
             waiting_for_named = len(names) < len(self.names)
             if not self.wait and not waiting_for_named and not any(self._pending(n) for n in names):
@@ -378,13 +389,7 @@ class Worker:
         """Claim the waiting trials that can train together with ``first`` (the runner's
         ``group_key``; at most ``max_batch`` in all) and run them as one batch: a grid's stack
         of specs, a tuning population."""
-        with CLOCK.phase("optuna"):
-            key = runner.group_key(self.storage.get_trial(first._trial_id))
-            limit = runner.max_batch() - 1 if key is not None else 0
-            more = (claim_more(study, self.storage, study_id, lambda f: runner.group_key(f) == key, limit,
-                               self.ctx.label)
-                    if limit else [])
-            trials = [t for t in [first, *more] if self._prepare(name, study, t)]
+        trials = self._claim_batch(name, study, study_id, first, runner)
         if not trials:
             return
         with heartbeat(self.storage, [t._trial_id for t in trials], self.policy):
@@ -394,6 +399,22 @@ class Worker:
                 for t in trials:
                     self._give_back(study, t)
                 raise
+        self._tell_batch(name, study, trials, outcomes)
+
+    def _claim_batch(self, name: str, study: optuna.Study, study_id: int, first: optuna.Trial,
+                     runner: Any) -> list[optuna.Trial]:
+        """``first`` and the waiting trials claimed to train with it (see :meth:`_execute_batch`),
+        labelled, duplicates dropped."""
+        with CLOCK.phase("optuna"):
+            key = runner.group_key(self.storage.get_trial(first._trial_id))
+            limit = runner.max_batch() - 1 if key is not None else 0
+            more = (claim_more(study, self.storage, study_id, lambda f: runner.group_key(f) == key, limit,
+                               self.ctx.label)
+                    if limit else [])
+            return [t for t in [first, *more] if self._prepare(name, study, t)]
+
+    def _tell_batch(self, name: str, study: optuna.Study, trials: list[optuna.Trial], outcomes: Any) -> None:
+        """Tell ``study`` how each of a batch's trials ended: ``(state, value, message)`` each."""
         for trial, (state, value, message) in zip(trials, outcomes, strict=True):
             if message and state == TrialState.FAIL:
                 self.ctx.say(f"[{self.ctx.label}] {name} trial {trial.number} failed: {message}")
@@ -403,6 +424,48 @@ class Worker:
                 else:
                     study.tell(trial, state=state, skip_if_finished=True)
             self.summary.states[state.name.lower()] += 1
+
+    def _run_shared(self, names: list[str]) -> bool:
+        """One round over several studies at once: claim a batch from every study with waiting
+        trials whose runner's ``share_key()`` is the first claimed study's (each as
+        :meth:`_execute_batch` would, so that other workers find work in every study too) and
+        train them together through the runners' ``batch_group`` (a tuning population of each
+        study in one stack). Each trial is told to its own study. A study whose key is None
+        trains alone; studies whose runner has no ``batch_group`` are worked on one at a time
+        (:meth:`_run_one`)."""
+        together = [n for n in names if hasattr(self._open(n)[2], "batch_group")]
+        if not together:
+            return self._run_one(names)
+        claimed = []  # (name, study, trials, runner)
+        key: Any = None  # the first claimed study's share_key: only studies with the same one join it
+        for name in together:
+            study, study_id, runner = self._open(name)
+            if claimed and (key is None or _share_key(runner) != key):
+                continue
+            with CLOCK.phase("optuna"):
+                self._fail_lost_trials(study, study_id)
+                first = claim(study, self.storage, study_id, self.ctx.label)
+            if first is None:
+                continue
+            trials = self._claim_batch(name, study, study_id, first, runner)
+            if trials:
+                claimed.append((name, study, trials, runner))
+                key = key if len(claimed) > 1 else _share_key(runner)
+        if not claimed:  # nothing waiting in the studies trained together: the others, one at a time
+            rest = [n for n in names if n not in together]
+            return bool(rest) and self._run_one(rest)
+        ids = [t._trial_id for _, _, trials, _ in claimed for t in trials]
+        with heartbeat(self.storage, ids, self.policy):
+            try:
+                outcomes = claimed[0][3].batch_group([(runner, trials) for _, _, trials, runner in claimed])
+            except BaseException:  # interrupted, or the tracking store failed: not the runs' fault
+                for _, study, trials, _ in claimed:
+                    for t in trials:
+                        self._give_back(study, t)
+                raise
+        for (name, study, trials, _), part in zip(claimed, outcomes, strict=True):
+            self._tell_batch(name, study, trials, part)
+        return True
 
     def _execute(self, name: str, study: optuna.Study, trial: optuna.Trial, runner: TrialRunner) -> None:
         if not self._prepare(name, study, trial):
@@ -441,6 +504,12 @@ class Worker:
         close = getattr(runner, "close", None)
         if close is not None and not self._pending(name):
             close()
+
+
+def _share_key(runner: Any) -> Any:
+    """The key under which a runner's study trains with others in one round (None: alone)."""
+    share_key = getattr(runner, "share_key", None)
+    return share_key() if share_key is not None else None
 
 
 def _recorded_outcome(frozen: Any) -> dict[str, Any]:

@@ -586,6 +586,7 @@ class _TrialRows:
     limit: float | None  # steps-to-target: prune past this many steps
     rows: list[_Row] = field(default_factory=list)
     ended: str = ""  # why its remaining rows stop (pruned, a sibling seed diverged)
+    owner: Any = None  # the TrialObjective (its study) that judges and concludes it
 
 
 @dataclass(eq=False)
@@ -597,6 +598,7 @@ class _Row:
     key: str
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     result: RunResult | None = None
+    reached: bool = False  # steps-to-target: some evaluation of this row is at the target
 
 
 @dataclass
@@ -626,11 +628,15 @@ class TrialObjective:
         with a constant liar keeps a population's members apart), reports its first seed to the
         pruner, and stops all its rows when it is pruned, diverges, fails, or (steps-to-target)
         when every seed and their mean have reached the target. Returns each trial's
-        (state, value, reason) for Optuna."""
-        from suite.engine.units import run_unit
+        (state, value, reason) for Optuna. (Several studies' populations at once:
+        :func:`train_populations`.)"""
+        return train_populations([(self, trials)])[0]
 
+    def _rows(self, trials: Sequence[optuna.Trial]) -> tuple[list[Outcome | None], list[_Row]]:
+        """Each trial suggests its values and becomes its seeds' rows (announced to the sink); a
+        trial whose values a component refuses fails here (its outcome is filled in)."""
         plan = self.plan
-        out: list[tuple[TrialState, float | None, str] | None] = [None] * len(trials)
+        out: list[Outcome | None] = [None] * len(trials)
         rows: list[_Row] = []
         for t_index, trial in enumerate(trials):
             with CLOCK.phase("optuna"):  # the sampler's proposal (TPE, constant liar) and its storage writes
@@ -647,7 +653,7 @@ class TrialObjective:
             with CLOCK.phase("optuna"):
                 trial.set_user_attr(TAG_SPEC_HASHES, [s.hash for s in specs])
                 limit = target_step_limit(trial.study) if plan.objective.stops_at_target else None
-            state = _TrialRows(trial, values, limit)
+            state = _TrialRows(trial, values, limit, owner=self)
             for spec in specs:
                 rows.append(_Row(state, spec, f"{plan.name}#{trial.number}#{spec.seed}"))
         for row in rows:
@@ -655,49 +661,31 @@ class TrialObjective:
                 TAG_STUDY: plan.name, TAG_TRIAL: row.trial.trial.number, TAG_SEED_INDEX: row.spec.seed,
                 TAG_STUDY_INDEX: plan.study_index, TAG_DEVICE: self.device})
             row.trial.rows.append(row)
+        return out, rows
 
-        batches = EvalBatches(lambda evals: self.sink.eval_rows([(rows[j].key, step, m) for j, step, m in evals]))
-
-        def on_eval(j: int, step: int, metrics: dict[str, float]) -> None:
-            row = rows[j]
-            batches.add(j, step, metrics)  # tracked one evaluation step of the stack at a time
-            row.history.append((step, metrics))
-            self._judge(row, step)
-
-        running = {row.key for row in rows}
-        try:
-            for j, result in run_unit([r.spec for r in rows], self.device, self.registry, on_eval, engine=self.engine):
-                batches.flush()
-                row = rows[j]
-                row.result = at_target_is_completed(result)
-                self.sink.done(row.key, row.result)
-                running.discard(row.key)
-        except BaseException:
-            batches.flush()
-            for key in running:
-                self.sink.interrupted(key)
-            raise
+    def _outcomes(self, trials: Sequence[optuna.Trial], out: list[Outcome | None],
+                  rows: Sequence[_Row]) -> tuple[list[Outcome], list[str]]:
+        """Every trial's outcome once its rows have trained, and the lines to show for them."""
         lines = []
         for t_index, trial in enumerate(trials):
             if out[t_index] is None:
                 state = next(r.trial for r in rows if r.trial.trial is trial)
                 out[t_index], line = self._conclude(state)
                 lines.append(line)
-        self.sink.settle()
-        for line in lines:  # a trial is reported once its runs are in the store
-            self.sink.echo(line)
-        return out  # type: ignore[return-value]
+        return out, lines  # type: ignore[return-value]
 
     def _judge(self, row: _Row, step: int) -> None:
         """After each evaluation of a row: stop it if its trial has ended, prune the trial
         from its first seed, stop a trial whose seeds all reached the target."""
         plan, state = self.plan, row.trial
+        if plan.objective.stops_at_target and not row.reached:  # kept as it goes: all_reached scans histories
+            row.reached = plan.objective._at_target(plan.objective.watched(row.history[-1][1]))
         if state.ended:
             raise StopRun(state.ended)
         if divergence(row.spec, row.history):
             state.ended = f"seed {row.spec.seed} diverged"
             return  # the engine stops and records this row as diverged
-        if plan.objective.all_reached([r.history for r in state.rows]):
+        if all(r.reached for r in state.rows) and plan.objective.all_reached([r.history for r in state.rows]):
             raise StopRun(f"{REACHED} {plan.objective.target:g} at step {step}")
         if row is not state.rows[0] or step == 0:
             return
@@ -770,6 +758,74 @@ class TrialObjective:
         shown = " ".join(f"{short_name(k)}={format_value(v)}" for k, v in values.items())
         outcome = f"{value:.5g}" if state == "COMPLETE" else f"{state.lower()} ({reason})"
         return f"[{self.plan.name}] trial {trial.number}: {outcome}  {shown}"
+
+
+def share_key(plan: Any, registry: Any) -> tuple | None:
+    """The studies with one key train their populations as one stack: the stacked engine's
+    :func:`suite.engine.stacked.stack_key` of the study's runs (problem and its parameters,
+    sampler, batch size, budget, evaluation schedule). None: the study's components do not
+    stack (it trains alone)."""
+    from suite.engine.stacked import stack_key, stackable
+
+    spec = plan.spec(registry, {}, seed=0)
+    return stack_key(spec) if stackable(spec, registry) else None
+
+
+Outcome = tuple[TrialState, float | None, str]  # what Optuna is told of a trial: state, value, reason
+
+
+def train_populations(parts: Sequence[tuple[TrialObjective, Sequence[optuna.Trial]]]) -> list[list[Outcome]]:
+    """Train the populations of one or more studies as one unit (``parts``: each study's
+    objective and its claimed trials): rows that stack (:func:`suite.engine.stacked.stack_key`:
+    the same problem, batch size, budget, evaluation schedule) form one stack across studies.
+    Each trial is still judged by its own study: suggested by its sampler, reported to and pruned
+    by its pruner, concluded with its objective, and each row is its own run (announced to its
+    objective's sink). Returns each part's outcomes, in order."""
+    from suite.engine.units import run_unit
+
+    if not parts:
+        return []
+    prepared = [objective._rows(trials) for objective, trials in parts]
+    rows = [row for _, part_rows in prepared for row in part_rows]
+    sinks: dict[int, tuple[TrialSink, EvalBatches]] = {}  # one batch per sink (a study's MLflow, or the pool)
+    for objective, _ in parts:
+        if id(objective.sink) not in sinks:
+            sinks[id(objective.sink)] = (objective.sink, EvalBatches(
+                lambda evals, _sink=objective.sink: _sink.eval_rows([(rows[j].key, step, m) for j, step, m in evals])))
+    batches_of = [sinks[id(row.trial.owner.sink)][1] for row in rows]
+
+    def on_eval(j: int, step: int, metrics: dict[str, float]) -> None:
+        row = rows[j]
+        batches_of[j].add(j, step, metrics)  # tracked one evaluation step of the stack at a time
+        row.history.append((step, metrics))
+        row.trial.owner._judge(row, step)
+
+    def flush() -> None:
+        for _, batches in sinks.values():
+            batches.flush()
+
+    first = parts[0][0]
+    running = {row.key: row for row in rows}
+    try:
+        for j, result in run_unit([r.spec for r in rows], first.device, first.registry, on_eval, engine=first.engine):
+            flush()
+            row = rows[j]
+            row.result = at_target_is_completed(result)
+            row.trial.owner.sink.done(row.key, row.result)
+            running.pop(row.key)
+    except BaseException:
+        flush()
+        for key, row in running.items():
+            row.trial.owner.sink.interrupted(key)
+        raise
+    concluded = [objective._outcomes(trials, out, part_rows)
+                 for (objective, trials), (out, part_rows) in zip(parts, prepared, strict=True)]
+    for sink, _ in sinks.values():
+        sink.settle()
+    for (objective, _), (_, lines) in zip(parts, concluded, strict=True):
+        for line in lines:  # a trial is reported once its runs are in the store
+            objective.sink.echo(line)
+    return [out for out, _ in concluded]
 
 
 def stop_at_target(objective: Objective, spec: RunSpec, history: list[tuple[int, dict[str, float]]],

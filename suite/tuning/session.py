@@ -122,10 +122,10 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
                        sections={p.name: p.section for p in req.plans if p.section is not None})
     settings = workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat, req.population, req.engine)
     # every worker works on every study (with --workers N: N shares of each; chosen by measured costs: one job per
-    # study, which a worker, once started, takes as a whole)
+    # study, which a worker, once started, takes as a whole); studies that share a stack key train as one stack
     shares = 1 if req.adaptive else len(req.devices)
     try:
-        jobs = [workers.StudyJob(p) for _ in range(shares) for p in req.plans]
+        jobs = workers.study_jobs(req.plans, registry, shares=shares, engine=req.engine, population=req.population)
         with tracker.batched():  # a population's runs are written together (suite.tracking.bulk)
             troubles = workers.run(jobs, req.devices, settings, sink, adaptive=req.adaptive) if pending else []
             reevals = (_reevaluate(req, sink, settings, troubles, parents,
@@ -193,11 +193,12 @@ def _reevaluate(req: Request, sink: TrackerSink, settings: workers.Settings, tro
 
 
 def _reeval_jobs(req: Request, registry: Registry, storage, parents: dict[str, str]):
-    """The re-evaluation runs still to do (a ``SpecsJob`` per study), every re-evaluation's key per study
+    """The re-evaluation runs still to do (a ``SpecsJob`` per study, or per group of studies that share a
+    stack when one worker trains them), every re-evaluation's key per study
     and trial, the values of those done before (by key), and the loaded studies."""
     import optuna
 
-    jobs: list[workers.SpecsJob] = []  # one per study: its re-evaluations train as one stack
+    jobs: list[workers.SpecsJob] = []  # one per study (or group): its re-evaluations train as one stack
     keys: dict[str, dict[int, list[str]]] = {}
     done: dict[str, float | None] = {}
     loaded = {}
@@ -216,6 +217,11 @@ def _reeval_jobs(req: Request, registry: Registry, storage, parents: dict[str, s
                 runs.append(workers.SpecJob(key, plan.name, spec, tags, plan.objective))
         if runs:
             jobs.append(workers.SpecsJob(plan.name, tuple(runs)))
+    if len(jobs) > 1 and (req.adaptive or len(req.devices) == 1):  # one worker: studies that share, share a stack
+        groups = workers.study_jobs(req.plans, registry, engine=req.engine, population=req.population)
+        group_of = {p.name: i for i, job in enumerate(groups) if isinstance(job, workers.StudyGroupJob)
+                    for p in job.plans}
+        jobs = workers.merged_specs_jobs(jobs, group_of.get)
     return jobs, keys, done, loaded
 
 

@@ -37,6 +37,8 @@ from suite.tuning.plan import (
     TrialObjective,
     TrialSink,
     Variant,
+    share_key,
+    train_populations,
 )
 from suite.tuning.sampling import make_pruner, make_sampler
 from suite.vocab import (
@@ -126,12 +128,34 @@ class TuneTrialRunner:
         """Trials per population (``--population``)."""
         return self.population_size
 
+    def share_key(self) -> tuple | None:
+        """Studies with one key train their populations as one stack (:meth:`batch_group`): the
+        stack key of the study's runs (:func:`suite.tuning.plan.share_key`); None where they
+        do not stack, with the loop engine, or one trial at a time (``--population 1``)."""
+        if not self.stackable or self.population_size == 1:
+            return None
+        if not hasattr(self, "_share_key"):
+            self._share_key = share_key(self.plan, get_registry())
+        return self._share_key
+
     def batch(self, trials: list[optuna.Trial]) -> list[tuple[TrialState, float | None, str]]:
         """A population: the claimed slots sample their values and train as one stack."""
         if self.tracker is not None:
             for trial in trials:
                 self._kill_predecessors(trial)
         return self.objective.population(trials)
+
+    @staticmethod
+    def batch_group(parts: list[tuple[TuneTrialRunner, list[optuna.Trial]]]
+                    ) -> list[list[tuple[TrialState, float | None, str]]]:
+        """Several studies' populations (one runner and its claimed slots each) trained as one
+        unit: rows that stack form one stack across the studies (:func:`train_populations`);
+        each trial is still judged, pruned and told to its own study."""
+        for runner, trials in parts:
+            if runner.tracker is not None:
+                for trial in trials:
+                    runner._kill_predecessors(trial)
+        return train_populations([(runner.objective, trials) for runner, trials in parts])
 
     def _kill_predecessors(self, trial: optuna.Trial) -> None:
         """A retried trial: mark the runs its lost predecessors left RUNNING as interrupted."""
@@ -169,3 +193,15 @@ def run_study_share(plan: StudyPlan, storage_url: str | None, *, sink: TrialSink
     other process or machine working on the same storage."""
     ctx = WorkerContext(device=device, quiet=True, salt=f"w{worker}", engine=engine, stack_size=population)
     Worker(storage_url, [plan.name], ctx, heartbeat_policy=heartbeat, runners={"tune": runner_with_sink(sink)}).run()
+
+
+def run_group_share(plans: list[StudyPlan], storage_url: str | None, *, sink: TrialSink, device: str,
+                    worker: int = 0, heartbeat: Any = None, population: int | None = None,
+                    engine: str = "auto") -> None:
+    """Work on several studies here at once until none of their trials is waiting or running:
+    each round claims a population from every study that has waiting slots and trains them as
+    one stack (:meth:`TuneTrialRunner.batch_group`; the studies share their problem, batch size,
+    budget and evaluation schedule: :func:`suite.tuning.workers.shared_groups`)."""
+    ctx = WorkerContext(device=device, quiet=True, salt=f"w{worker}", engine=engine, stack_size=population)
+    Worker(storage_url, [p.name for p in plans], ctx, heartbeat_policy=heartbeat,
+           runners={"tune": runner_with_sink(sink)}, shared=True).run()

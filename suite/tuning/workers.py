@@ -29,6 +29,41 @@ class StudyJob:
 
 
 @dataclass(frozen=True)
+class StudyGroupJob:
+    """Work on several studies at once until none of their enqueued trials is waiting or
+    running: each round a population of every study, trained as one stack
+    (:func:`suite.tuning.plan.train_populations`); each trial is told to its own study."""
+
+    plans: tuple[Any, ...]  # suite.tuning.plan.StudyPlan each, all with one suite.tuning.plan.share_key
+
+
+def study_jobs(plans: Sequence[Any], registry: Any, *, shares: int = 1, engine: str = "auto",
+               population: int | None = None, shared: bool | None = None) -> list[StudyJob | StudyGroupJob]:
+    """The jobs that train ``plans``' trials, ``shares`` of each (one per worker): a
+    :class:`StudyGroupJob` for every set of two or more studies with one :func:`suite.tuning.plan.share_key`
+    (unless sharing is off: ``shared=False``, :func:`suite.distributed.worker.sharing_on`, the loop engine, or
+    ``--population 1``, one trial at a time), a :class:`StudyJob` for each other study."""
+    from suite.distributed.worker import sharing_on
+    from suite.tuning.plan import share_key
+
+    shared = (sharing_on() if shared is None else shared) and population != 1
+    groups: dict[Any, list[Any]] = {}
+    for i, plan in enumerate(plans):
+        key = share_key(plan, registry) if shared and engine != "loop" else None
+        groups.setdefault(("one", i) if key is None else key, []).append(plan)
+    units: list[StudyJob | StudyGroupJob] = [
+        StudyGroupJob(tuple(group)) if len(group) > 1 else StudyJob(group[0]) for group in groups.values()]
+    return [job for _ in range(shares) for job in units]
+
+
+def job_plans(job: Any) -> tuple[Any, ...]:
+    """The study plans a job works on (none for re-evaluations)."""
+    if isinstance(job, StudyJob):
+        return (job.plan,)
+    return job.plans if isinstance(job, StudyGroupJob) else ()
+
+
+@dataclass(frozen=True)
 class SpecJob:
     """One run of a :class:`SpecsJob`: a RunSpec (re-evaluation of a best configuration),
     reported as ``key``."""
@@ -49,6 +84,18 @@ class SpecsJob:
     runs: tuple[SpecJob, ...]
 
 
+def merged_specs_jobs(jobs: Sequence[SpecsJob], key_of: Any) -> list[SpecsJob]:
+    """The re-evaluations of studies with one share key (``key_of(study name)``, None: alone)
+    merged into one :class:`SpecsJob`: they train as one stack, each run still its own study's."""
+    groups: dict[Any, list[SpecsJob]] = {}
+    for i, job in enumerate(jobs):
+        key = key_of(job.study)
+        groups.setdefault(("one", i) if key is None else key, []).append(job)
+    return [group[0] if len(group) == 1 else SpecsJob("+".join(j.study for j in group),
+                                                      tuple(run for j in group for run in j.runs))
+            for group in groups.values()]
+
+
 @dataclass(frozen=True)
 class Settings:
     """What every worker needs besides its jobs."""
@@ -65,7 +112,7 @@ class Settings:
 class JobTask:
     """One job and the settings it runs with: the pool's payload."""
 
-    job: StudyJob | SpecsJob
+    job: StudyJob | StudyGroupJob | SpecsJob
     settings: Settings
 
 
@@ -98,14 +145,17 @@ def run_job(task: JobTask, env: WorkerEnv) -> OptunaShare | None:
     """Pool runner: run one tuning job in this worker."""
     from suite.engine.units import run_unit
     from suite.tuning.plan import at_target_is_completed, stop_at_target
-    from suite.tuning.slots import run_study_share
+    from suite.tuning.slots import run_group_share, run_study_share
 
     job, sink = task.job, EmitSink(env)
-    if isinstance(job, StudyJob):
+    if isinstance(job, (StudyJob, StudyGroupJob)):
         before = CLOCK.spent["optuna"]
-        run_study_share(job.plan, task.settings.storage, sink=sink, device=env.local, worker=env.wid,
-                        heartbeat=task.settings.heartbeat, population=task.settings.population,
-                        engine=task.settings.engine)
+        kw = dict(sink=sink, device=env.local, worker=env.wid, heartbeat=task.settings.heartbeat,
+                  population=task.settings.population, engine=task.settings.engine)
+        if isinstance(job, StudyJob):
+            run_study_share(job.plan, task.settings.storage, **kw)
+        else:
+            run_group_share(list(job.plans), task.settings.storage, **kw)
         return OptunaShare(os.getpid(), CLOCK.spent["optuna"] - before)
     runs = job.runs
     callbacks = []
@@ -162,7 +212,7 @@ class _SinkHandler:
             self.sink.interrupted(key)
 
 
-def run(jobs: Sequence[StudyJob | SpecsJob], devices: Sequence[str], settings: Settings, sink: Any,
+def run(jobs: Sequence[StudyJob | StudyGroupJob | SpecsJob], devices: Sequence[str], settings: Settings, sink: Any,
         adaptive: bool = False) -> list[str]:
     """Run ``jobs`` on one worker per device entry (in this process when there is one; with
     ``adaptive``, in this process while workers are measured not to pay off: :class:`Pool`).
@@ -186,6 +236,6 @@ def run(jobs: Sequence[StudyJob | SpecsJob], devices: Sequence[str], settings: S
         if handler.optuna_s:  # the workers ran side by side: their mean Optuna time is this process's share of waiting
             CLOCK.reassign("training", "optuna", sum(handler.optuna_s.values()) / len(handler.optuna_s))
         if pool.pids:
-            plans = [t.job.plan for t in tasks if isinstance(t.job, StudyJob)]
+            plans = list(dict.fromkeys(p for t in tasks for p in job_plans(t.job)))
             fail_orphan_trials(open_storage(settings.storage), plans, {str(pid) for pid in pool.pids})
     return handler.troubles
