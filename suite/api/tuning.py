@@ -271,10 +271,14 @@ def write_benchmark_report(plan: Any, tracking_uri: str, *, out: Echo, output_fo
     from suite.exec.phases import CLOCK
 
     with CLOCK.phase("reporting"):
-        page = write_plan_report(plan, tracking_uri, studies=study_names(plan.tuning))
+        lines: list[str] = []
+        page = write_plan_report(plan, tracking_uri, studies=study_names(plan.tuning), echo=lines.append)
     data["report"] = str(page)
+    data["claims"] = lines[0] if lines else ""
     if output_format != "json":
         out(f"report: {page}")
+        if lines:
+            out(lines[0])
 
 
 def run(request: Any, registry: Registry, echo: Callable[[str], None] = print) -> Any:
