@@ -111,3 +111,36 @@ def test_report_shows_power_and_flags_an_underpowered_claim():
 def test_wilson_interval(successes, n, low, high):
     lo, hi = power.wilson(successes, n)
     assert lo == pytest.approx(low, abs=1e-3) and hi == pytest.approx(high, abs=1e-3)
+
+
+def _steady_runs(scatter, seeds):
+    """steady_state runs whose tail risk is the NQM closed form's times a seeded log-normal scatter."""
+    from suite import theory
+    from tests.test_report import _record
+
+    h = 1.0 / np.arange(1, 11)
+    rng = np.random.default_rng(5)
+    recs = []
+    for seed in range(seeds):
+        for lr in (0.1, 0.2, 0.4):
+            for b in (1, 4, 16):
+                risk = theory.sgd_steady_risk(lr, h, h, b).sum() * np.exp(scatter * rng.standard_normal())
+                recs.append(_record("steady_state", seed, {"optimizer.lr": lr, "batch_size": b, "problem.dim": 10},
+                                    histories={"val_loss": [(i, float(risk)) for i in range(10)]}))
+    return Runs("x", "sqlite://", recs, None)
+
+
+def test_closed_form_power_of_the_steady_state_claim():
+    from suite.report import power_nqm
+
+    tight = power_nqm.steady_state_power(_steady_runs(0.02, 8), draws=DRAWS)
+    loose = power_nqm.steady_state_power(_steady_runs(0.5, 3), draws=DRAWS)
+    assert tight.value >= 0.97 and tight.reproduced == tight.decisive
+    assert loose.value < 0.8 and loose.underpowered and power_nqm.METHOD in loose.text()
+    runs = _steady_runs(0.5, 3)
+    doc = build.build(runs)
+    table = next(b for b in doc.blocks if b.kind == "table" and "verdict" in b.header)
+    row = next(r for r in table.rows if r[1].startswith("steady_state"))
+    cell = row[table.header.index("power")]
+    assert "bootstrap over seeds" in cell and power_nqm.METHOD in cell
+    assert "Steady-state risk" in doc.summary and "underpowered" in doc.summary

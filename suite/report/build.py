@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from suite.errors import ReportError
-from suite.report import claims, figures, power, protocol, scaling
+from suite.report import claims, figures, power, power_nqm, protocol, scaling
 from suite.report.document import Document
 from suite.report.optimum import optimum_loss
 from suite.report.reader import RunRecord, Runs
@@ -46,13 +46,14 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
 
     rows = claims.evaluate(runs)
     powers = power.powers(claims.evaluate, runs)
-    doc.summary = power.summary(rows, powers)
+    closed = power_nqm.closed_form_powers(runs, rows)
+    doc.summary = power.summary(rows, powers, closed)
     doc.heading("The lecture's claims")
     doc.para("Each verdict is computed from the runs by the rule in its row; none is written by hand.")
     doc.para(power.HOW)
     doc.table(["claim", "experiment", "measured", "verdict", "power", "rule"],
-              [[c.claim, c.experiment, c.measured, c.verdict, p.text(), c.rule] for c, p in zip(rows, powers,
-                                                                                               strict=True)])
+              [[c.claim, c.experiment, c.measured, c.verdict, power.cell(p, closed.get(i)), c.rule]
+               for i, (c, p) in enumerate(zip(rows, powers, strict=True))])
 
     sweep = claims.Sweep(runs)
     found = protocol.study_edges(runs.records, {t.winner.study: t.winner for t in sweep.tuned.values() if t.winner})

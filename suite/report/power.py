@@ -39,7 +39,9 @@ HOW = (f"Power: the probability that a claim's experiment gives a decisive verdi
        "studies and fresh seeds, the same draw for every cell), the claim's own rule is re-applied to the draw, "
        "and the power is the fraction of decisive draws, with its 95% Wilson interval over the draws (the "
        f"Monte-Carlo error). A claim below {TARGET:g} is flagged '{UNDERPOWERED}': its verdict would not "
-       f"reliably come out decisive on a repeat of the experiment.")
+       f"reliably come out decisive on a repeat of the experiment. Where the NQM has a closed form (the "
+       "steady-state claim) the column also gives the power on experiments simulated from it: the closed form's "
+       "risks plus the measured seed-to-seed scatter, the claim's rule applied to each.")
 
 
 @dataclass(frozen=True)
@@ -165,10 +167,19 @@ def method_of(row: ClaimRow) -> str:
     return STUDIES_METHOD if row.experiment.startswith(SCALING_PREFIX) else SEEDS_METHOD
 
 
-def summary(rows: Sequence[ClaimRow], found: Sequence[Power]) -> str:
-    """One line: the verdict counts and the claims below the target power."""
+def cell(found: Power, closed: Power | None = None) -> str:
+    """A row's power cell: the bootstrap's, then the closed form's where the claim has one."""
+    return found.text() + (f"; {closed.text()}" if closed is not None else "")
+
+
+def summary(rows: Sequence[ClaimRow], found: Sequence[Power], closed: dict[int, Power] | None = None) -> str:
+    """One line: the verdict counts and the claims below the target power (by the bootstrap, or
+    by ``closed``: row index -> its closed-form power)."""
+    closed = closed or {}
     counts = {v: sum(r.verdict == v for r in rows) for v in dict.fromkeys(r.verdict for r in rows)}
-    low = [f"{r.claim} ({p.value:.2f})" for r, p in zip(rows, found, strict=True) if p.underpowered]
+    low = [f"{r.claim} ({min(p.value, closed[i].value if i in closed else 1.0):.2f})"
+           for i, (r, p) in enumerate(zip(rows, found, strict=True))
+           if p.underpowered or (i in closed and closed[i].underpowered)]
     without = sum(not p.draws for p in found)
     text = f"claims: {', '.join(f'{n} {v}' for v, n in counts.items())}"
     text += f" ({without} without runs)" if without else ""
