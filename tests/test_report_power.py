@@ -144,3 +144,16 @@ def test_closed_form_power_of_the_steady_state_claim():
     cell = row[table.header.index("power")]
     assert "bootstrap over seeds" in cell and power_nqm.METHOD in cell
     assert "Steady-state risk" in doc.summary and "underpowered" in doc.summary
+
+
+def test_sections_on_the_same_seeds_share_a_draw():
+    a, b = _sampling_runs(_gaps(1.0, 6)), _sampling_runs(_gaps(2.0, 6, seed=4))
+    recs = a.records + [replace(r, section="other", run_id=r.run_id + "-b") for r in b.records]
+    drawn = power.resample(Runs("x", "sqlite://", recs, None), np.random.default_rng(7))
+    origin = {r.run_id: r.seed for r in recs}
+
+    def mapping(section):
+        return {r.seed: origin[r.run_id] for r in drawn.records if r.section == section}
+
+    assert mapping("sampling") == mapping("other")  # label -> the same original seed
+    assert len(set(mapping("sampling").values())) < 6  # a real draw with repeats (seeded)

@@ -2,7 +2,8 @@
 contradicted), estimated from the runs themselves by a bootstrap.
 
 A draw resamples the experiment: in each section of plain runs its seeds with replacement (every
-run of a drawn seed comes along, so the variants of one seed stay paired), and across the tuned
+run of a drawn seed comes along, so the variants of one seed stay paired; sections on the same
+seeds share the draw, so they stay paired with each other), and across the tuned
 cells their study indices and their fresh seeds with replacement (the same draw for every cell,
 so methods stay paired on (study, seed)). A seed or study drawn twice is relabelled, so the
 resampled runs present distinct seeds and studies again and the paired statistics still pair.
@@ -87,19 +88,24 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 
 
 def resample(runs: Runs, rng: np.random.Generator) -> Runs:
-    """One bootstrap draw of ``runs``: seeds per section of plain runs, and (study index, fresh
-    seed) across the tuned cells, drawn with replacement; a repeated seed or study gets a fresh
-    label (the first draw of each keeps its own), so every drawn replicate is a distinct one."""
+    """One bootstrap draw of ``runs``: seeds per section of plain runs (one draw for the sections
+    run on the same seeds, so they stay paired across sections too), and (study index, fresh seed)
+    across the tuned cells, drawn with replacement; a repeated seed or study gets a fresh label
+    (the first draw of each keeps its own), so every drawn replicate is a distinct one."""
     taken = {r.seed for r in runs.records}
     fresh = iter(range(max(taken, default=0) + 1, 2**62))
     out: list[RunRecord] = []
     plain = [r for r in runs.records if r.trial is None]
+    draws: dict[tuple[int, ...], list[tuple[int, int]]] = {}  # sections on the same seeds share a draw
     for section in dict.fromkeys(r.section for r in plain):
         by_seed: dict[int, list[RunRecord]] = {}
         for r in plain:
             if r.section == section:
                 by_seed.setdefault(r.seed, []).append(r)
-        for seed, label in _draw(sorted(by_seed), rng, fresh):
+        pool = tuple(sorted(by_seed))
+        if pool not in draws:
+            draws[pool] = _draw(pool, rng, fresh)
+        for seed, label in draws[pool]:
             out += [_relabel(r, label) for r in by_seed[seed]]
     tuned = [r for r in runs.records if r.trial is not None]
     if tuned:
