@@ -237,6 +237,9 @@ def test_report_end_to_end(cli, workdir, mlflow_client):
     # the claims table: a row per claim, each with a computed verdict
     assert md.count("| inconclusive |") + md.count("| reproduced |") + md.count("| contradicted |") >= 11
     assert "Steady-state risk of constant-lr SGD ∝ α/B" in md and "no data: needs ≥ 3 values of λ" in md
+    # each claim's power in the table, and the one-line summary on the command line
+    assert "| power |" in md and "(bootstrap over seeds, 200 draws)" in md and "n/a (no runs to resample)" in md
+    assert re.search(r"^claims: \d+ ", out, re.M)
     # figures embedded (self-contained) and decodable PNGs
     images = re.findall(r"src='data:image/png;base64,([^']+)'", html)
     assert len(images) >= 3

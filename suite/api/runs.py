@@ -207,14 +207,17 @@ def check(plan: RunPlan, registry: Registry) -> None:
 
 
 def write_plan_report(plan: RunPlan, tracking_uri: str, out_dir: str | Path | None = None, *,
-                      studies: dict[str, list[str]] | None = None) -> Path:
+                      studies: dict[str, list[str]] | None = None,
+                      echo: Callable[[str], None] | None = None) -> Path:
     """The findings report of a benchmark file's runs (``reports/EXPERIMENT/report.html`` by
     default), also logged on its parent run; returns the HTML's path. ``studies``: the Optuna
-    studies of its tuned experiments (:func:`suite.api.tuning.study_names`)."""
+    studies of its tuned experiments (:func:`suite.api.tuning.study_names`); ``echo``: handed the
+    one-line claims summary."""
     from suite.report.build import write_report
 
     out = Path(out_dir) if out_dir is not None else report_dir(plan.experiment)
-    return write_report(plan.experiment, tracking_uri, out, benchmark=plan.benchmark, by=plan.by, studies=studies)
+    return write_report(plan.experiment, tracking_uri, out, benchmark=plan.benchmark, by=plan.by, studies=studies,
+                        echo=echo)
 
 
 def report_dir(experiment: str) -> Path:

@@ -266,15 +266,20 @@ def run_tuned(plan: Any, registry: Registry, *, out: Echo, err: Echo, progress: 
 def write_benchmark_report(plan: Any, tracking_uri: str, *, out: Echo, output_format: str,
                            data: dict[str, Any]) -> None:
     """Write a benchmark file's report (its grids and tuned experiments): its path goes into
-    ``data["report"]`` and, unless the output is JSON, to ``out``."""
+    ``data["report"]`` and its one-line claims summary (verdicts, underpowered claims) into
+    ``data["claims"]``, both also to ``out`` unless the output is JSON."""
     from suite.api.runs import write_plan_report
     from suite.exec.phases import CLOCK
 
     with CLOCK.phase("reporting"):
-        page = write_plan_report(plan, tracking_uri, studies=study_names(plan.tuning))
+        lines: list[str] = []
+        page = write_plan_report(plan, tracking_uri, studies=study_names(plan.tuning), echo=lines.append)
     data["report"] = str(page)
+    data["claims"] = lines[0] if lines else ""
     if output_format != "json":
         out(f"report: {page}")
+        if lines:
+            out(lines[0])
 
 
 def run(request: Any, registry: Registry, echo: Callable[[str], None] = print) -> Any:

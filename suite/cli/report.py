@@ -73,7 +73,8 @@ def _report(target, tracking_uri, experiment, out_dir, no_log, by) -> None:
     else:
         exp = experiment or target
     out = out_dir or report_dir(exp)
-    page = write_report(exp, tracking_uri, out, benchmark=benchmark, log=not no_log, by=by, studies=studies)
+    page = write_report(exp, tracking_uri, out, benchmark=benchmark, log=not no_log, by=by, studies=studies,
+                        echo=click.echo)
     click.echo(f"report: {page}")
 
 

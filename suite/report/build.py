@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from suite.errors import ReportError
-from suite.report import claims, figures, protocol, scaling
+from suite.report import claims, figures, power, power_nqm, protocol, scaling
 from suite.report.document import Document
 from suite.report.optimum import optimum_loss
 from suite.report.reader import RunRecord, Runs
@@ -45,10 +45,15 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
              "(Bonferroni).")
 
     rows = claims.evaluate(runs)
+    powers = power.powers(claims.evaluate, runs)
+    closed = power_nqm.closed_form_powers(runs, rows)
+    doc.summary = power.summary(rows, powers, closed)
     doc.heading("The lecture's claims")
     doc.para("Each verdict is computed from the runs by the rule in its row; none is written by hand.")
-    doc.table(["claim", "experiment", "measured", "verdict", "rule"],
-              [[c.claim, c.experiment, c.measured, c.verdict, c.rule] for c in rows])
+    doc.para(power.HOW)
+    doc.table(["claim", "experiment", "measured", "verdict", "power", "rule"],
+              [[c.claim, c.experiment, c.measured, c.verdict, power.cell(p, closed.get(i)), c.rule]
+               for i, (c, p) in enumerate(zip(rows, powers, strict=True))])
 
     sweep = claims.Sweep(runs)
     found = protocol.study_edges(runs.records, {t.winner.study: t.winner for t in sweep.tuned.values() if t.winner})
@@ -232,7 +237,7 @@ def log_on_parent(runs: Runs, out_dir: Path) -> str | None:
 
 def write_report(experiment: str, tracking_uri: str | None, out_dir: str | Path, *,
                  benchmark: str | Path | None = None, log: bool = True, by: Score | None = None,
-                 studies: dict[str, list[str]] | None = None) -> Path:
+                 studies: dict[str, list[str]] | None = None, echo: Callable[[str], None] | None = None) -> Path:
     """Write ``report.html`` and ``report.md`` for MLflow experiment ``experiment`` into
     ``out_dir`` and return the HTML's path; with ``log``, also log them as artifacts
     (``report/``) on the experiment's latest grid parent run (else its latest tuning run).
@@ -240,7 +245,8 @@ def write_report(experiment: str, tracking_uri: str | None, out_dir: str | Path,
     ``benchmark`` (a benchmark file) restricts the report to that file's runs and sections and
     adds their descriptions, and ``studies`` (section -> Optuna study names: its tuned
     experiments', :func:`suite.api.tuning.study_names`) to those studies; ``by``: what the
-    paired comparisons compare. Raises :class:`suite.errors.SuiteError` for an unknown or empty
+    paired comparisons compare; ``echo`` is handed the one-line claims summary (verdict counts, the
+    claims below the target power). Raises :class:`suite.errors.SuiteError` for an unknown or empty
     experiment."""
     from suite.report.reader import read_runs
 
@@ -256,7 +262,10 @@ def write_report(experiment: str, tracking_uri: str | None, out_dir: str | Path,
     runs = read_runs(experiment, tracking_uri, sections=sections, studies=studies)
     check_metric(runs, by)
     out = Path(out_dir)
-    page, _ = write(runs, out, descriptions, by)
+    doc = build(runs, descriptions, by)
+    page, _ = doc.write(out)
+    if echo is not None and doc.summary:
+        echo(doc.summary)
     if log:
         log_on_parent(runs, out)
     return page

@@ -44,6 +44,7 @@ class Document:
     def __init__(self, title: str) -> None:
         self.title = title
         self.blocks: list[Block] = [Block("h1", title)]
+        self.summary = ""  # one line on the findings, for the command line (the claims' verdicts and power)
 
     def heading(self, text: str, level: int = 2) -> None:
         self.blocks.append(Block(f"h{level}", text))
