@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from suite.report import build, claims, power
+from suite.report import build, claims, lecture_claims, power
 from suite.report.reader import Runs
 from tests.test_report import _sampling_runs, _study_runs
 
@@ -83,8 +83,8 @@ def test_tuned_cells_resample_studies_and_seeds_together():
         assert len({k for k, _, _ in found}) == 2 and len({s for _, s, _ in found}) == 2
         assert len({seed for _, _, seed in found}) == 3
     assert len({frozenset((k, seed) for k, _, seed in f) for f in cells.values()}) == 1
-    p = power.powers(claims.evaluate, runs, draws=20, seed=0)
-    rows = claims.evaluate(runs)
+    p = power.powers(lecture_claims.evaluate, runs, draws=20, seed=0)
+    rows = lecture_claims.evaluate(runs)
     at = next(i for i, row in enumerate(rows) if row.claim.startswith("Momentum helps only"))
     assert rows[at].verdict == claims.REPRODUCED
     assert p[at].method == power.STUDIES_METHOD and p[at].value == 1.0

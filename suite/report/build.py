@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from suite.errors import ReportError
-from suite.report import claims, figures, power, power_nqm, protocol, scaling
+from suite.report import claims, figures, lecture_claims, power, power_nqm, protocol, scaling
 from suite.report.document import Document
 from suite.report.optimum import optimum_loss
 from suite.report.reader import RunRecord, Runs
@@ -44,8 +44,8 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
              "difference' and names no winner. A claim that rests on k cells reads each at level 1 − 0.05/k "
              "(Bonferroni).")
 
-    rows = claims.evaluate(runs)
-    powers = power.powers(claims.evaluate, runs)
+    rows = lecture_claims.evaluate(runs)
+    powers = power.powers(lecture_claims.evaluate, runs)
     closed = power_nqm.closed_form_powers(runs, rows)
     doc.summary = power.summary(rows, powers, closed)
     doc.heading("The lecture's claims")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from suite.report import scaling
@@ -396,18 +395,3 @@ def inverse_time_rate(runs: Runs) -> ClaimRow:
     verdict = REPRODUCED if est.n >= 2 and est.high < -0.75 else CONTRADICTED if est.n >= 2 and est.low > -0.75 \
         else INCONCLUSIVE
     return ClaimRow(claim, exp, measured, verdict, rule)
-
-
-def evaluate(runs: Runs) -> list[ClaimRow]:
-    """Every claim's row, in the lecture's order (with those of :mod:`suite.report.lecture_claims`)."""
-    from suite.report import lecture_claims as more  # it builds on this module's rows and helpers
-
-    sweep = Sweep(runs)
-    plain: list[Callable[[Runs], ClaimRow]] = [steady_state, more.wallclock, sampling, more.momentum_steady_factor]
-    swept = [momentum_large_batch, momentum_smaller_lr, ema_small_batch, precond_large_batch]
-    rows = [f(runs) for f in plain] + [f(runs, sweep) for f in swept]
-    rows += [more.weight_decay_interior(runs), schedules_noise_ball(runs), inverse_time_rate(runs)]
-    rows += [best_lr_grows(runs, sweep), perfect_scaling(runs, sweep)]
-    rows += [more.ema_improves(runs), more.mwe_weights(runs)]
-    rows.append(tuning_regret(runs, sweep))
-    return rows

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from suite import theory
+from suite.report import claims
 from suite.report.claims import (
     CONTRADICTED,
     INCONCLUSIVE,
@@ -317,3 +318,17 @@ def _prediction_interval(values: list[float]) -> tuple[float, float] | None:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = t975(n - 1) * sd * math.sqrt(1 + 1 / n)
     return mean - half, mean + half
+
+
+def evaluate(runs: Runs) -> list[ClaimRow]:
+    """Every claim's row, in the lecture's order: those of :mod:`suite.report.claims` and this module's."""
+    sweep = claims.Sweep(runs)
+    plain: list[Callable[[Runs], ClaimRow]] = [claims.steady_state, wallclock, claims.sampling, momentum_steady_factor]
+    swept = [claims.momentum_large_batch, claims.momentum_smaller_lr, claims.ema_small_batch,
+             claims.precond_large_batch]
+    rows = [f(runs) for f in plain] + [f(runs, sweep) for f in swept]
+    rows += [weight_decay_interior(runs), claims.schedules_noise_ball(runs), claims.inverse_time_rate(runs)]
+    rows += [claims.best_lr_grows(runs, sweep), claims.perfect_scaling(runs, sweep)]
+    rows += [ema_improves(runs), mwe_weights(runs)]
+    rows.append(claims.tuning_regret(runs, sweep))
+    return rows
