@@ -109,6 +109,10 @@ class Tuned:
             return dict(self.study_lrs)
         return dict(enumerate(self.ranked)) if self.from_study and self.ranked else self.best_lrs()
 
+    @property
+    def lrs(self) -> list[float]:
+        return sorted({lr for rows in self.tried.values() for lr, _, _ in rows})
+
     def log2_by_study(self) -> dict[int, dict[int, float]]:
         """log2 steps per study and seed (an lr grid: one "study", each seed at its best lr);
         a seed that never reached the target is left out."""
@@ -148,10 +152,6 @@ def log2_ratio(a: Tuned, b: Tuned, level: float = LEVEL) -> Estimate:
     studies of the per-study mean, with the two-level bootstrap interval (the t interval over
     seeds for one study) (:func:`suite.report.stats.paired_studies`)."""
     return paired_studies(a.log2_by_study(), b.log2_by_study(), level)
-
-    @property
-    def lrs(self) -> list[float]:
-        return sorted({lr for rows in self.tried.values() for lr, _, _ in rows})
 
 
 def study_target(records: Sequence[RunRecord]) -> float | None:
