@@ -180,7 +180,9 @@ def test_workers_that_cannot_start_end_the_grid_without_hanging(tmp_path, workdi
 # worker processes; in-process; in-process with a writer process writing the runs
 @pytest.mark.parametrize(("workers", "writer"), [("2", "auto"), ("1", "auto"), ("1", "always")])
 def test_sigterm_marks_runs_in_flight_interrupted(workdir, mlflow_client, workers, writer):
-    args = ["run", "--lr", "0.01,0.02", "--batch-size", "2", "--seeds", "2", "--epochs", "10", "--device", "cpu",
+    # Runs far longer than any machine needs to see one RUNNING (the signal ends them): a run seen
+    # RUNNING is in flight however late the store is read, never one that has just finished.
+    args = ["run", "--lr", "0.01,0.02", "--batch-size", "2", "--seeds", "2", "--epochs", "100000", "--device", "cpu",
             "--workers", workers, "--experiment", "term", "--quiet"]
     proc = subprocess.Popen([str(BIN / "suite"), *args], cwd=workdir, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
