@@ -39,19 +39,30 @@ def worker_pids(parent: int) -> list[int]:
     return pids
 
 
-def running_worker(client, workers: list[int]) -> int:
-    """A worker holding trials whose runs are running (one worker may hold every running trial:
-    a population; the other may not have started any yet)."""
-    running = {r.data.tags["suite.trial"] for r in runs_of(
-        client, "killed", "tags.`suite.kind` = 'trial' and attributes.status = 'RUNNING'")}
+def running_worker(workers: list[int]) -> int:
+    """A worker holding a trial Optuna has as running (one worker may hold every running trial:
+    a population; the other may not have started any yet). Called with the workers stopped
+    (SIGSTOP), so that what the storage says still holds when the victim is killed."""
     (name,) = [n for n in optuna.get_all_study_names(open_storage(None))
                if n.startswith("linreg/sgd-constant-none-shuffle/b16-")]
     holders = {int(t.user_attrs["suite.worker"].rpartition(":")[2])
                for t in optuna.load_study(study_name=name, storage=open_storage(None)).get_trials(deepcopy=False)
-               if str(t.number) in running and "suite.worker" in t.user_attrs}
+               if t.state == optuna.trial.TrialState.RUNNING and "suite.worker" in t.user_attrs}
     found = sorted(holders & set(workers))
-    assert found, (running, holders, workers)
+    assert found, (holders, workers)
     return found[0]
+
+
+def signal_each(pids: list[int], sig: int) -> list[int]:
+    """Send ``sig`` to each pid still alive; return those it reached."""
+    reached = []
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            reached.append(pid)
+        except ProcessLookupError:
+            continue
+    return reached
 
 
 def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_client):
@@ -66,8 +77,14 @@ def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_cli
             time.sleep(0.3)
         workers = worker_pids(proc.pid)
         assert len(workers) == 2, workers
-        victim = running_worker(mlflow_client, workers)
-        os.kill(victim, signal.SIGKILL)
+        # Stop both workers, so that none finishes or exits between reading the storage and the kill
+        # (on a loaded machine a trial seen running in the store may already be done).
+        stopped = signal_each(workers, signal.SIGSTOP)
+        try:
+            victim = running_worker(stopped)
+            os.kill(victim, signal.SIGKILL)
+        finally:
+            signal_each(stopped, signal.SIGCONT)
         out, _ = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
