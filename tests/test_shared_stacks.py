@@ -15,7 +15,7 @@ from suite.registry import get_registry
 from suite.stores import open_storage
 from suite.tuning.plan import Budget, Objective, plan_studies, variants
 from suite.tuning.workers import StudyGroupJob, StudyJob, study_jobs
-from suite.vocab import STUDY_KIND, STUDY_READY
+from suite.vocab import STUDY_KIND, STUDY_READY, TRAIN_SECONDS
 from tests.conftest import runs_of
 
 
@@ -181,7 +181,9 @@ def _tuned(cli, mlflow_client):
     reevals, reeval_stacks = {}, {}  # each study's winner re-run on a fresh seed
     for run in runs_of(mlflow_client, "sh", "tags.`suite.kind` = 'reeval'"):
         tags = run.data.tags
-        reevals[tags["suite.study"], tags["suite.reeval_of"]] = run.data.metrics
+        # every metric but the wall clock (train_seconds: a stack's time is shared among its rows)
+        reevals[tags["suite.study"], tags["suite.reeval_of"]] = {
+            k: v for k, v in run.data.metrics.items() if k != TRAIN_SECONDS}
         reeval_stacks.setdefault(tags["suite.stack"], set()).add(tags["suite.study"])
     assert len(reevals) == len(trials)
     return {"trials": {name: {n: (t.params, t.value, t.intermediate_values) for n, t in ts.items()}
