@@ -49,13 +49,18 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
     closed = power_nqm.closed_form_powers(runs, rows)
     doc.summary = power.summary(rows, powers, closed)
     doc.heading("The lecture's claims")
-    doc.para("Each verdict is computed from the runs by the rule in its row; none is written by hand.")
+    sweep = claims.Sweep(runs)
+    theory = power_nqm.closed_form(runs, sweep)
+    doc.para("Each verdict is computed from the runs by the rule in its row; none is written by hand. "
+             "Closed form: the same rule applied to the NQM closed form instead of the runs (each tuned cell at "
+             "its exact optimum, read as the runs read their steps; no spread), and whether it agrees with the "
+             "measured verdict; '—' where the claim has no closed form here.")
     doc.para(power.HOW)
-    doc.table(["claim", "experiment", "measured", "verdict", "power", "rule"],
-              [[c.claim, c.experiment, c.measured, c.verdict, power.cell(p, closed.get(i)), c.rule]
+    doc.table(["claim", "experiment", "measured", "verdict", "closed form", "power", "rule"],
+              [[c.claim, c.experiment, c.measured, c.verdict, _theory_cell(c, theory.get(c.claim)),
+                power.cell(p, closed.get(i)), c.rule]
                for i, (c, p) in enumerate(zip(rows, powers, strict=True))])
 
-    sweep = claims.Sweep(runs)
     found = protocol.study_edges(runs.records, {t.winner.study: t.winner for t in sweep.tuned.values() if t.winner})
     if sweep.tuned:
         _scaling_section(doc, runs, sweep, found)
@@ -73,6 +78,15 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
             continue
         _section(doc, runs, section, descriptions.get(section, ""), by)
     return doc
+
+
+def _theory_cell(measured: claims.ClaimRow, theory: claims.ClaimRow | None) -> str:
+    """The closed form's verdict on a claim, and whether the measurement agrees with it."""
+    if theory is None:
+        return "—"
+    if theory.verdict == measured.verdict:
+        return f"{theory.verdict} (agrees)"
+    return f"{theory.verdict}: disagrees with the measured verdict ({theory.measured})"
 
 
 def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep, found: dict[str, tuple]) -> None:
@@ -110,6 +124,8 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep, found: dict
     doc.table(["method", "batch size", "steps to target (95% interval; what it covers)", best_lr,
                "re-evaluated on" if studies else "lrs tried", *OPTIMUM_COLUMNS], table)
     doc.para(OPTIMUM_NOTE)
+    if (note := _coverage_note(sweep)) is not None:
+        doc.para(note)
     if studies:
         doc.para("Each cell's space, trials, budget, studies and seeds, and the winners at an edge of their search "
                  "space (⚠): the Tuning protocol below.")
@@ -117,22 +133,41 @@ def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep, found: dict
                "Expected risk against steps at the best lr of each method and batch size (band: min–max over seeds)")
 
 
-OPTIMUM_COLUMNS = ["exact optimum: steps (lr, β)", "regret"]
+OPTIMUM_COLUMNS = ["exact optimum: steps (lr, β)", "read as the runs", "regret"]
 OPTIMUM_NOTE = ("Exact optimum: the fewest steps for the expected risk (E θ₀² = 1) to reach the target, minimised "
                 "over the hyperparameters the method tunes (the lr; for 'β tuned' the lr and β), from the exact "
-                "moment recursion (suite.theory.optimum). Regret: the cell's steps over the optimum's (1 = the "
-                "tuning found the optimum; each run starts from its own θ₀, so a cell can come out below 1).")
+                "moment recursion (suite.theory.optimum), in whole steps. Read as the runs: the same optimum's "
+                "expected risk sampled at the cell's evaluation steps and interpolated log-linearly, as each run's "
+                "steps are (suite.report.scaling.reference): the value a cell is held against. Regret: the cell's "
+                "steps over that (1 = the tuning found the optimum; each run starts from its own θ₀, so a cell can "
+                "come out below 1).")
 
 
 def _optimum_cells(sweep: claims.Sweep, tuned: scaling.Tuned) -> list[str]:
-    """A tuned cell's exact optimum and regret (:func:`suite.report.scaling.regret`); '-' without a closed form."""
+    """A tuned cell's exact optimum, that optimum read as its runs read their steps, and its regret
+    (:func:`suite.report.scaling.regret`); '-' without a closed form."""
     dim, noise = scaling.nqm_setup(sweep.records[0])
     best = scaling.closed_form_optimum(tuned.method, tuned.batch_size, dim, noise, sweep.target)
+    ref = scaling.reference(tuned, dim, noise, sweep.target)
     reg = scaling.regret(tuned, dim, noise, sweep.target)
-    if best is None or reg is None:
-        return ["-", "-"]
+    if best is None or ref is None or reg is None:
+        return ["-", "-", "-"]
     beta = f", β={best.momentum:.3g}" if best.momentum else ""
-    return [f"{best.steps:.0f} (lr={best.lr:.3g}{beta})", f"×{reg:.2f}" if math.isfinite(reg) else "not reached"]
+    return [f"{best.steps:.0f} (lr={best.lr:.3g}{beta})", f"{ref.steps:.1f}",
+            f"×{reg:.2f}" if math.isfinite(reg) else "not reached"]
+
+
+def _coverage_note(sweep: claims.Sweep) -> str | None:
+    """The closed form against the paired method/method intervals (:func:`suite.report.scaling.coverage`)."""
+    dim, noise = scaling.nqm_setup(sweep.records[0])
+    found = scaling.coverage(sweep.tuned, dim, noise, sweep.target)
+    if found is None:
+        return None
+    inside, total, outside = found
+    misses = "; ".join(outside)
+    return (f"Theory against measurement: the closed-form ratio of two methods' steps (each read as the runs) lies "
+            f"inside {inside} of the {total} paired 95% intervals that compare two methods with a closed form at "
+            f"one batch size ({inside / total:.0%})" + (f"; outside: {misses}." if misses else "."))
 
 
 def _configs(records: Sequence[RunRecord]) -> dict[tuple, list[RunRecord]]:

@@ -137,6 +137,18 @@ class Sweep:
         self.tuned = scaling.tune(runs, self.records, self.target) if self.records else {}
         self.methods = scaling.methods(self.tuned)
 
+    def closed_form(self) -> Sweep:
+        """The sweep the NQM closed form predicts: each cell at its exact optimum as the runs read it
+        (:func:`suite.report.scaling.as_closed_form`, no spread), cells without a closed form left out.
+        A claim's rule applied to it gives the closed form's verdict."""
+        out = Sweep.__new__(Sweep)
+        out.records, out.target = self.records, self.target
+        dim, noise = scaling.nqm_setup(self.records[0]) if self.records else (0, 0.0)
+        cells = {key: scaling.as_closed_form(t, dim, noise, self.target) for key, t in self.tuned.items()}
+        out.tuned = {key: t for key, t in cells.items() if t is not None}
+        out.methods = scaling.methods(out.tuned)
+        return out
+
     def find(self, prefix: str) -> str | None:
         return next((m for m in self.methods if m.startswith(prefix)), None)
 
@@ -395,3 +407,7 @@ def inverse_time_rate(runs: Runs) -> ClaimRow:
     verdict = REPRODUCED if est.n >= 2 and est.high < -0.75 else CONTRADICTED if est.n >= 2 and est.low > -0.75 \
         else INCONCLUSIVE
     return ClaimRow(claim, exp, measured, verdict, rule)
+
+
+SWEPT = (momentum_large_batch, momentum_smaller_lr, ema_small_batch, precond_large_batch, best_lr_grows,
+         perfect_scaling)  # the claims read off the tuned NQM sweep

@@ -324,11 +324,10 @@ def evaluate(runs: Runs) -> list[ClaimRow]:
     """Every claim's row, in the lecture's order: those of :mod:`suite.report.claims` and this module's."""
     sweep = claims.Sweep(runs)
     plain: list[Callable[[Runs], ClaimRow]] = [claims.steady_state, wallclock, claims.sampling, momentum_steady_factor]
-    swept = [claims.momentum_large_batch, claims.momentum_smaller_lr, claims.ema_small_batch,
-             claims.precond_large_batch]
-    rows = [f(runs) for f in plain] + [f(runs, sweep) for f in swept]
+    rows = [f(runs) for f in plain] + [f(runs, sweep) for f in claims.SWEPT[:4]]
     rows += [weight_decay_interior(runs), claims.schedules_noise_ball(runs), claims.inverse_time_rate(runs)]
-    rows += [claims.best_lr_grows(runs, sweep), claims.perfect_scaling(runs, sweep)]
+    rows += [f(runs, sweep) for f in claims.SWEPT[4:]]
     rows += [ema_improves(runs), mwe_weights(runs)]
     rows.append(claims.tuning_regret(runs, sweep))
     return rows
+

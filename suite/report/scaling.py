@@ -8,7 +8,9 @@ The benchmark runs an lr sweep per (method, batch size) (sections named ``scalin
 * :func:`tune` picks, per (method, batch size, seed), the lr that reaches it in the fewest steps;
 * :func:`closed_form_steps` computes the same from the NQM closed forms (expected θ₀² = 1): the
   exact optimum of :func:`suite.theory.optimum` over the hyperparameters the method tunes;
-* :func:`regret` is a tuned cell's measured steps over that optimum;
+* :func:`reference` reads that optimum as the runs read their steps (:func:`closed_form_as_measured`:
+  on their evaluation steps, interpolated the same way), the value a cell is held against;
+* :func:`regret` is a tuned cell's measured steps over its reference;
 * :func:`predicted_critical_batch_size` and :func:`measured_critical_batch_size` apply the one
   definition of :func:`suite.critical.critical_batch_size` (50% efficiency against perfect
   scaling from the smallest batch size) to the closed-form curve and to the measured one.
@@ -21,6 +23,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from itertools import combinations
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +31,7 @@ import numpy as np
 from suite.critical import critical_batch_size
 from suite.report.reader import RunRecord, Runs
 from suite.report.stats import LEVEL, Estimate, paired_studies, study_estimate
-from suite.theory import Optimum, optimum
+from suite.theory import Optimum, moment_recursion, optimum
 
 SCALING_PREFIX = "scaling"
 NQM_TARGET = 0.02  # expected risk to reach (the NQM paper's 0.01 at d = 10^4; the default d here is 100)
@@ -101,6 +104,7 @@ class Tuned:
     studies: dict[int, dict[int, tuple[float, float]]] = field(default_factory=dict)  # study -> seed -> (steps, final)
     study_lrs: dict[int, float] = field(default_factory=dict)  # study -> its winner's lr
     winner: RunRecord | None = None  # Optuna: a run of the study's winner (its params, its study's settings)
+    evals: tuple[int, ...] = ()  # the steps at which its runs evaluate the risk (those of its first run read)
 
     def lr_replicates(self) -> dict[int, float]:
         """Independent estimates of the best lr: per seed for an lr grid, per study for several
@@ -186,6 +190,11 @@ def _run_steps(runs: Runs, r: RunRecord, key: str, target: float) -> tuple[float
     return steps_to_target(hist, target), (hist[-1][1] if hist else math.inf)
 
 
+def _eval_steps(runs: Runs, r: RunRecord, key: str) -> tuple[int, ...]:
+    """The steps at which run ``r`` evaluated ``key`` (a diverged run's: none, it stopped early)."""
+    return () if r.status == "diverged" else tuple(step for step, _ in runs.history(r, key))
+
+
 class _Scored(NamedTuple):
     """A re-evaluated trial of a study, as :func:`_from_studies` ranks it."""
 
@@ -231,7 +240,8 @@ def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> di
         tuned = Tuned(method, b, ceiling=_space_high(first), from_study=True,
                       ranked=[t.lr for t in [winner, *near] if math.isfinite(t.mean)],
                       studies={k: dict(w.per_seed) for k, (w, *_) in sorted(studies.items())},
-                      study_lrs={k: w.lr for k, (w, *_) in sorted(studies.items())}, winner=run)
+                      study_lrs={k: w.lr for k, (w, *_) in sorted(studies.items())}, winner=run,
+                      evals=_eval_steps(runs, run, series_of(run)[0][1]))
         for seed, (steps, final) in winner.per_seed.items():
             tuned.tried[seed] = [(winner.lr, steps, final)]
         if (method, b) in out:  # two experiments tune one method: tell them apart
@@ -262,6 +272,7 @@ def _from_grid(runs: Runs, records: Sequence[RunRecord], target: float) -> dict[
         for method, key in series_of(r):
             steps, final = _run_steps(runs, r, key, target)
             tuned = out.setdefault((method, r.batch_size), Tuned(method, r.batch_size))
+            tuned.evals = tuned.evals or _eval_steps(runs, r, key)
             tuned.tried.setdefault(r.seed, []).append((float(r.param("optimizer.lr")), steps, final))
     return out
 
@@ -330,10 +341,85 @@ def closed_form_steps(method: str, batch_size: float, dim: int, noise: float, ta
     return None if best is None else (best.steps, best.lr)
 
 
+SPREAD = 41  # lrs tried around the exact optimum's, over a factor √2 either way, to read it as the runs do
+
+
+@lru_cache(maxsize=1024)
+def closed_form_as_measured(method: str, batch_size: float, dim: int, noise: float, target: float,
+                            evals: tuple[int, ...]) -> Optimum | None:
+    """The exact optimum read as the runs read their steps: its expected risk (the moment recursion
+    of :func:`suite.theory.moment_recursion`) sampled at the runs' evaluation steps ``evals`` and
+    interpolated log-linearly by :func:`steps_to_target`, minimised over the lr around the optimum's
+    (its β kept). :func:`closed_form_optimum` counts whole steps (the first step at or below the
+    target), which reads up to a step later than the interpolation the runs use: at 14 steps, 4%
+    apart. Without ``evals`` (or if none of these lrs gets there): :func:`closed_form_optimum`."""
+    best = closed_form_optimum(method, batch_size, dim, noise, target)
+    kind = Kind.of(method)
+    if best is None or kind is None or not evals or not 0 < best.steps < math.inf:
+        return best
+    within = [t for t in evals if t <= 2 * best.steps + 2]  # the crossing of any lr near the optimum's is well inside
+    evals = tuple(evals[: len(within) + 1])
+    h = 1.0 / np.arange(1, dim + 1)
+    lrs = best.lr * 2 ** np.linspace(-0.5, 0.5, SPREAD)
+    rec = moment_recursion(lrs, h, noise * h, batch_size, p=kind.p, momentum=best.momentum, ema=kind.ema)
+    with np.errstate(over="ignore", invalid="ignore"):
+        risks = rec.risks(max(evals))
+    steps = [steps_to_target([(t, float(row[t])) for t in evals], target) for row in risks]
+    i = int(np.argmin(steps))
+    return Optimum(steps[i], float(lrs[i]), best.momentum) if math.isfinite(steps[i]) else best
+
+
+def reference(tuned: Tuned, dim: int, noise: float, target: float = NQM_TARGET) -> Optimum | None:
+    """The closed form a tuned cell is held against: :func:`closed_form_as_measured` on the cell's
+    evaluation steps; ``None`` for a method without a closed form."""
+    return closed_form_as_measured(tuned.method, tuned.batch_size, dim, noise, target, tuned.evals)
+
+
+def as_closed_form(tuned: Tuned, dim: int, noise: float, target: float = NQM_TARGET) -> Tuned | None:
+    """The cell the closed form predicts: every study and fresh seed of ``tuned`` at its
+    :func:`reference` (its steps and lr, no spread), so that a claim's own rule can be applied to
+    the closed form; ``None`` for a method without one."""
+    best = reference(tuned, dim, noise, target)
+    if best is None or not 0 < best.steps < math.inf:
+        return None
+    seeds = tuned.seeds or [0, 1]
+    return replace(tuned, tried={s: [(best.lr, best.steps, target)] for s in seeds},
+                   ranked=[best.lr] * len(tuned.ranked),
+                   studies={k: {s: (best.steps, target) for s in seeds} for k in tuned.studies},
+                   study_lrs={k: best.lr for k in tuned.study_lrs})
+
+
+def coverage(tuned: dict[tuple[str, int], Tuned], dim: int, noise: float, target: float = NQM_TARGET,
+             level: float = LEVEL) -> tuple[int, int, list[str]] | None:
+    """The closed form held against the measured comparisons: of the paired intervals of
+    log2(steps of a / steps of b) (:func:`log2_ratio`, every pair of methods with a closed form, at
+    every batch size both have), how many contain the ratio of their :func:`reference` steps, how
+    many there are, and each one that does not ("a / b at B=…: measured …, closed form …");
+    ``None`` where there is no such pair."""
+    names = methods(tuned)
+    inside, total, outside = 0, 0, []
+    for a, b in combinations(names, 2):
+        for size in sorted(set(batch_sizes(tuned, a)) & set(batch_sizes(tuned, b))):
+            ra, rb = reference(tuned[(a, size)], dim, noise, target), reference(tuned[(b, size)], dim, noise, target)
+            if ra is None or rb is None or not (0 < ra.steps < math.inf and 0 < rb.steps < math.inf):
+                continue
+            est = log2_ratio(tuned[(a, size)], tuned[(b, size)], level)
+            if est.n < 2:
+                continue
+            truth = math.log2(ra.steps / rb.steps)
+            total += 1
+            if est.low <= truth <= est.high:
+                inside += 1
+            else:
+                outside.append(f"{a} / {b} at B={size}: measured ×{2 ** est.mean:.3f} "
+                               f"[{2 ** est.low:.3f}, {2 ** est.high:.3f}], closed form ×{2 ** truth:.3f}")
+    return (inside, total, outside) if total else None
+
+
 def regret(tuned: Tuned, dim: int, noise: float, target: float = NQM_TARGET) -> float | None:
     """A tuned cell's measured steps (2^(mean log2 steps over its seeds); ``inf`` if none reached the
-    target) over the exact optimum's steps; ``None`` for a method without a closed form."""
-    best = closed_form_optimum(tuned.method, tuned.batch_size, dim, noise, target)
+    target) over its :func:`reference`'s steps; ``None`` for a method without a closed form."""
+    best = reference(tuned, dim, noise, target)
     if best is None or not 0 < best.steps < math.inf:
         return None
     est = tuned.log2_steps()
