@@ -17,6 +17,8 @@ MLFLOW_PORT ?= 5000
 # `make dashboard`: optuna-dashboard on the Optuna study storage (suite tune's default journal file).
 SUITE_STORAGE ?= .suite/optuna.journal
 DASHBOARD_PORT ?= 8080
+# `make bench BENCH_FLAGS=--verbose`: a line per run and per trial
+BENCH_FLAGS ?=
 
 .PHONY: install test test-fast bench perf tune ui dashboard postgres server lint clean
 
@@ -38,12 +40,11 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Its output ends with the claims summary, the report's path and the MLflow URL of the runs table;
+# `make ui` serves that URL. --verbose: a line per run and per trial instead of progress bars.
 bench: install
-	$(BIN)/suite run benchmarks/lecture.yaml --tracking-uri $(MLFLOW_TRACKING_URI)
-	@echo "Results: MLflow experiment 'lecture' at $(MLFLOW_TRACKING_URI): one child run per configuration and seed,"
-	@echo "and per trial of the Optuna studies (.suite/optuna.journal) that tune each method at each batch size;"
-	@echo "the report (claims table with computed verdicts, paired comparisons, figures) is reports/lecture/report.html"
-	@echo "(and report.md), also logged on the parent run. Browse the runs with: make ui   (then http://127.0.0.1:5000)"
+	@echo "== make bench: benchmarks/lecture.yaml (grids, then Optuna studies in .suite/optuna.journal) into $(MLFLOW_TRACKING_URI)"
+	@$(BIN)/suite run benchmarks/lecture.yaml --tracking-uri $(MLFLOW_TRACKING_URI) $(BENCH_FLAGS)
 
 # Speed benchmarks (tables measured side by side; not tests). whole.py installs benchopt in .venv-perf
 # (never in $(VENV)); benchmarks/perf/lecture_mwe.py is the lecture's script that whole.py times.

@@ -39,20 +39,23 @@ def test_run_names_tell_the_runs_of_a_grid_apart():
     assert naming.config_tag(specs[0], varying) == naming.config_tag(specs[0].with_seed(7), varying)
 
 
-def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log():
+def test_progress_is_a_bar_on_a_terminal_one_line_in_a_log_and_a_line_per_run_with_verbose():
     class Tty(io.StringIO):
         def isatty(self):
             return True
 
-    log, tty = io.StringIO(), Tty()
-    for stream in (log, tty):
-        p = Progress(3, stream=stream)
+    log, verbose_log, tty = io.StringIO(), io.StringIO(), Tty()
+    for stream, verbose in ((log, False), (verbose_log, True), (tty, False)):
+        p = Progress(3, stream=stream, verbose=verbose)
         p.begin()
         for status in ("completed", "diverged", "failed"):
             p.update("nqm sgd b4 s0", status)
         p.end()
-    lines = log.getvalue().splitlines()
+    (line,) = log.getvalue().splitlines()  # a log gets one line, at the end
+    assert line.startswith("3/3 runs") and "failed 1" in line and "diverged 1" in line
+    lines = verbose_log.getvalue().splitlines()  # --verbose: a line per run
     assert len(lines) == 4 and lines[-1].startswith("3/3") and "failed 1" in lines[-1] and "diverged 1" in lines[-1]
+    assert lines[-1].endswith("| nqm sgd b4 s0: failed")
     bar = tty.getvalue()
     assert "\r" in bar and "3/3" in bar and "failed 1" in bar and "\n" not in bar.rstrip("\n")  # redrawn in place
 

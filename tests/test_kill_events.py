@@ -44,9 +44,10 @@ HANG_GUARD_S = 300  # catches a hang; not a speed claim
 
 
 def kill_at(args: list[str], cwd: Path, env: dict[str, str], pattern: re.Pattern, n: int) -> list[re.Match]:
-    """Run ``suite *args``; SIGKILL it right after the ``n``-th stderr line matching ``pattern``;
+    """Run ``suite *args --verbose`` (a line per run and per trial); SIGKILL it right after the
+    ``n``-th stderr line matching ``pattern``;
     wait until every process it started has exited. Returns the matching lines it printed."""
-    proc = subprocess.Popen([str(BIN / "suite"), *args], cwd=cwd, env={**os.environ, **env},
+    proc = subprocess.Popen([str(BIN / "suite"), *args, "--verbose"], cwd=cwd, env={**os.environ, **env},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     seen = []
     try:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 N_LR, N_SEEDS = 10, 100  # 1,000 runs
 LRS = ",".join(f"{0.01 * (i + 1):g}" for i in range(N_LR))
 GRID = ["run", "--problem", "linreg", "--lr", LRS, "--seeds", str(N_SEEDS), "--epochs", "1", "--batch-size", "64",
-        "--engine", "auto", "--device", "cpu", "--workers", "2", "--experiment", "soak"]
+        "--engine", "auto", "--device", "cpu", "--workers", "2", "--experiment", "soak", "--verbose"]  # a line per run
 PROGRESS = re.compile(r"^(\d+)/1000\s")  # "17/1000  failed 0  diverged 0  elapsed ..."
 
 

@@ -5,11 +5,14 @@ anything is stored or logged), and run it."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from suite.errors import SuiteError
 from suite.registry import Registry
 from suite.specs.spec import parse_assignment
+
+if TYPE_CHECKING:
+    from suite.progress import Progress
 
 DEFAULT_EPOCHS = "epochs:10"
 DEFAULT_STEPS = "steps:500"
@@ -210,10 +213,12 @@ def plan_file_tuning(plan: Any, registry: Registry, **options: Any) -> None:
 
 
 def run_requests(requests: Sequence[Any], registry: Registry, *, out: Echo, err: Echo, progress: Echo,
-                 output_format: str = "text") -> list[Any]:
+                 output_format: str = "text", bar: Callable[[str], Progress] | None = None) -> list[Any]:
     """Run tuning requests one after the other and say what each did as ``suite tune`` does
     (``out``: its table, or its JSON; nothing with ``output_format="none"``; ``err``: workers that
-    died; ``progress``: each trial); returns their outcomes (none for requests only submitted)."""
+    died; ``progress``: what the tuning says as it goes, and each trial unless ``bar`` is given:
+    ``bar(label)`` makes the :class:`suite.progress.Progress` that counts a request's trials);
+    returns their outcomes (none for requests only submitted)."""
     import json
 
     from suite.stores import describe, normalize_storage
@@ -221,7 +226,7 @@ def run_requests(requests: Sequence[Any], registry: Registry, *, out: Echo, err:
     outcomes = []
     for request in requests:
         plans = request.plans
-        outcome = run(request, registry, progress)
+        outcome = run(request, registry, progress, bar(request_label(request)) if bar is not None else None)
         if outcome is None:
             where = describe(normalize_storage(request.storage))
             out(f"{len(plans)} stud{'y' if len(plans) == 1 else 'ies'} ready in {where}; workers join with: "
@@ -234,6 +239,10 @@ def run_requests(requests: Sequence[Any], registry: Registry, *, out: Echo, err:
             from suite.api.summaries import tune_summary
 
             out(json.dumps(tune_summary(outcome, outcome.experiment_id), indent=1))
+        elif output_format == "brief":  # a benchmark file's: the table is in its report
+            out(f"tuned {request_label(request)} in Optuna storage {outcome.storage}: the studies' table is in the "
+                f"report and on MLflow run {outcome.report_run_id} (table.md); compare them: "
+                f"optuna-dashboard '{outcome.storage}'")
         elif output_format != "none":  # "none": the caller prints them (suite run FILE --format json)
             from suite.tracking import ui
 
@@ -247,15 +256,23 @@ def run_requests(requests: Sequence[Any], registry: Registry, *, out: Echo, err:
     return outcomes
 
 
+def request_label(request: Any) -> str:
+    """A tuning request in a few words: its benchmark-file experiments (else problems) and
+    number of studies."""
+    names = list(dict.fromkeys(p.section or p.problem for p in request.plans))
+    n = len(request.plans)
+    return f"{', '.join(names)}: {n} stud{'y' if n == 1 else 'ies'}"
+
+
 def run_tuned(plan: Any, registry: Registry, *, out: Echo, err: Echo, progress: Echo, output_format: str,
-              data: dict[str, Any]) -> list[Any]:
+              data: dict[str, Any], bar: Callable[[str], Progress] | None = None) -> list[Any]:
     """Run a benchmark file's tuned experiments (``plan.tuning``; after its grids, for ``suite
     run``); with ``--format json`` their summaries go into ``data["tuned"]`` instead of ``out``."""
     if not plan.tuning:
         return []
     json_out = output_format == "json"
     outcomes = run_requests(plan.tuning, registry, out=out, err=err, progress=progress,
-                            output_format="none" if json_out else output_format)
+                            output_format="none" if json_out else output_format, bar=bar)
     if json_out:
         from suite.api.summaries import tune_summary
 
@@ -263,29 +280,30 @@ def run_tuned(plan: Any, registry: Registry, *, out: Echo, err: Echo, progress: 
     return outcomes
 
 
-def write_benchmark_report(plan: Any, tracking_uri: str, *, out: Echo, output_format: str,
-                           data: dict[str, Any]) -> None:
+def write_benchmark_report(plan: Any, tracking_uri: str, *, output_format: str, data: dict[str, Any]) -> list[str]:
     """Write a benchmark file's report (its grids and tuned experiments): its path goes into
     ``data["report"]`` and its one-line claims summary (verdicts, underpowered claims) into
-    ``data["claims"]``, both also to ``out`` unless the output is JSON."""
+    ``data["claims"]``. Returns, unless the output is JSON, the lines that end the command's
+    output: the claims summary, each claim's verdict, the report's path."""
     from suite.api.runs import write_plan_report
     from suite.exec.phases import CLOCK
+    from suite.report.verdict_lines import claim_lines
 
     with CLOCK.phase("reporting"):
         lines: list[str] = []
         page = write_plan_report(plan, tracking_uri, studies=study_names(plan.tuning), echo=lines.append)
     data["report"] = str(page)
     data["claims"] = lines[0] if lines else ""
-    if output_format != "json":
-        out(f"report: {page}")
-        if lines:
-            out(lines[0])
+    if output_format == "json":
+        return []
+    verdicts = [f"  {line}" for line in claim_lines(page.with_name("report.md"))]
+    return [*lines[:1], *verdicts, f"report: {page}  (per-experiment tables, the studies' table, figures)"]
 
 
-def run(request: Any, registry: Registry, echo: Callable[[str], None] = print) -> Any:
+def run(request: Any, registry: Registry, echo: Callable[[str], None] = print, trials: Progress | None = None) -> Any:
     """Run a tuning request to the end (see :func:`suite.tuning.session.run_session`)."""
     from suite.tracking import diagnose
     from suite.tuning.session import run_session
 
     with diagnose.told(request.tracking_uri, "the tuning"):  # a store failing mid-run: exit code 1
-        return run_session(request, registry, echo)
+        return run_session(request, registry, echo, trials)

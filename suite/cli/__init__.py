@@ -53,6 +53,14 @@ def _register_commands() -> None:
     main.add_command(worker.worker)
     main.add_command(report.report)
     main.add_command(nqm.nqm)
+    from suite.cli.common import verbose_option
+
+    def leaves(group: click.Group):
+        for cmd in group.commands.values():
+            yield from leaves(cmd) if isinstance(cmd, click.Group) else [cmd]
+
+    for cmd in leaves(main):  # --verbose: one definition, every command
+        cmd.params.append(verbose_option())
 
 
 _register_commands()

@@ -107,10 +107,39 @@ def command_line(ctx: click.Context) -> str:
     return shlex.join(words)
 
 
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    from suite import progress
+
+    progress.VERBOSE = bool(value)  # for this invocation: every Progress it draws
+    return value
+
+
+def verbose_option() -> click.Option:
+    """``--verbose``/``-v``, one definition that every command carries (added by
+    :func:`suite.cli._register_commands`): a line per finished run and per trial instead of the
+    progress bars (:data:`suite.progress.VERBOSE`)."""
+    return click.Option(["--verbose", "-v"], is_flag=True, expose_value=False, callback=_set_verbose,
+                        help="A line per finished run and per trial, instead of progress bars.")
+
+
+def verbose() -> bool:
+    """Whether this invocation was given ``--verbose``."""
+    from suite import progress
+
+    return progress.VERBOSE
+
+
 def echoes(quiet: bool) -> dict:
-    """``out`` (stdout), ``err`` (stderr) and ``progress`` (stderr unless ``quiet``) for the
-    library functions that report as they go (:func:`suite.api.tuning.run_requests`)."""
+    """``out`` (stdout), ``err`` (stderr), ``progress`` (stderr unless ``quiet``) and ``bar`` (a
+    :class:`suite.progress.Progress` of a set of studies' trials: a bar, or a line per trial
+    with ``--verbose``) for the library functions that report as they go
+    (:func:`suite.api.tuning.run_requests`)."""
+    from suite.progress import Progress
+
     def err(line: str) -> None:
         click.echo(line, err=True)
 
-    return {"out": click.echo, "err": err, "progress": (lambda line: None) if quiet else err}
+    def bar(label: str) -> Progress:
+        return Progress(0, quiet=quiet, unit="trial", label=label)
+
+    return {"out": click.echo, "err": err, "progress": (lambda line: None) if quiet else err, "bar": bar}

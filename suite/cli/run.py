@@ -17,6 +17,7 @@ from suite.cli.common import (
     format_option,
     storage_options,
     tracking_options,
+    verbose,
 )
 from suite.errors import SpecError
 from suite.registry import get_registry
@@ -160,17 +161,18 @@ def _shared(plan, registry, devices, storage, tracking_uri, heartbeat, grace, st
 
     data: dict = {}
     if not plan.specs:  # a benchmark file with tuned experiments only
-        tuned = tuning.run_tuned(plan, registry, output_format=output_format, data=data, **echoes(quiet))
+        tuned = tuning.run_tuned(plan, registry, output_format=_tuned_format(plan, output_format), data=data,
+                                 **echoes(quiet))
         if tuned:
-            tuning.write_benchmark_report(plan, tuned[0].tracking_uri, out=click.echo, output_format=output_format,
-                                          data=data)
+            ending = tuning.write_benchmark_report(plan, tuned[0].tracking_uri, output_format=output_format, data=data)
+            _end(ending, tuned[0].tracking_uri, tuned[0].experiment_id)
         if output_format == "json" and not submit_only:
             click.echo(json.dumps(data, indent=1))
         if any(o.troubles for o in tuned):
             sys.exit(1)
         return
     shared = runs.run_shared(plan, devices, storage=storage, tracking_uri=tracking_uri, heartbeat=heartbeat,
-                             grace=grace, study=study, submit_only=submit_only, quiet=quiet,
+                             grace=grace, study=study, submit_only=submit_only, quiet=quiet or not verbose(),
                              echo=lambda line: click.echo(line, err=True), engine=engine, stack_size=stack_size)
     click.echo(f"grid study {shared.study!r}: {len(plan.specs)} runs, "
                f"{'enqueued in' if shared.created else 'already in'} {shared.storage}", err=True)
@@ -178,6 +180,7 @@ def _shared(plan, registry, devices, storage, tracking_uri, heartbeat, grace, st
         click.echo(f"workers join it with: suite worker --storage '{shared.storage}' --study {shared.study}")
         tuning.run_tuned(plan, registry, output_format=output_format, data=data, **echoes(quiet))  # enqueued
         return
+    brief = _tuned_format(plan, output_format) == "brief"
     for line in shared.worker_lines:
         click.echo(line, err=True)
     out, missing = shared.outcome, shared.missing
@@ -186,16 +189,21 @@ def _shared(plan, registry, devices, storage, tracking_uri, heartbeat, grace, st
     else:
         not_done = f", {len(missing)} failed or not done" if missing else ""
         click.echo(f"{len(plan.specs)} runs: {len(out.skipped)} done{not_done}")
-        grid_table(out)
-        click.echo(f"MLflow: experiment {plan.experiment!r} at {shared.tracker.tracking_uri}, parent run "
-                   f"{out.parent_run_id}")
-        _where(shared.tracker, out)
+        if brief:
+            _grid_pointer(out)
+        else:
+            grid_table(out)
+            click.echo(f"MLflow: experiment {plan.experiment!r} at {shared.tracker.tracking_uri}, parent run "
+                       f"{out.parent_run_id}")
+            _where(shared.tracker, out)
     for s in missing:
         click.echo(f"FAILED or not done: {s.name} [{s.hash}]", err=True)
-    tuned = tuning.run_tuned(plan, registry, output_format=output_format, data=data, **echoes(quiet))
+    tuned = tuning.run_tuned(plan, registry, output_format=_tuned_format(plan, output_format), data=data,
+                             **echoes(quiet))
     if plan.benchmark is not None:
-        tuning.write_benchmark_report(plan, shared.tracker.tracking_uri, out=click.echo, output_format=output_format,
-                                      data=data)
+        ending = tuning.write_benchmark_report(plan, shared.tracker.tracking_uri, output_format=output_format,
+                                               data=data)
+        _end(ending, shared.tracker.tracking_uri, shared.tracker.experiment_id, out)
     if output_format == "json":
         click.echo(json.dumps(data, indent=1))
     if missing or any(o.troubles for o in tuned):
@@ -210,6 +218,7 @@ def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_si
     out = tracker = None
     data: dict = {}
     single = not plan.wants_parent
+    brief = _tuned_format(plan, output_format) == "brief"
     if plan.specs:
         out, tracker = runs.run_local(plan, registry, devices, tracking_uri=tracking_uri, force=force, quiet=quiet,
                                       engine=engine, stack_size=stack_size, adaptive=adaptive)
@@ -221,28 +230,63 @@ def _local(plan, registry, devices, tracking_uri, force, quiet, engine, stack_si
             if single:
                 _single_summary(out, tracker)
             else:
-                _grid_summary(out, force)
-            where = f"experiment {tracker.experiment_name!r} at {tracker.tracking_uri}"
-            if out.parent_run_id:
-                where += f", parent run {out.parent_run_id}"
-            click.echo(f"MLflow: {where}")
-            _where(tracker, out)
-    tuned = tuning.run_tuned(plan, registry, output_format=output_format, data=data, **echoes(quiet))
+                _grid_summary(out, force, table=not brief)
+            if not brief:  # a benchmark file's output ends with where to look
+                click.echo(f"MLflow: {_experiment_line(tracker, out)}")
+                _where(tracker, out)
+    tuned = tuning.run_tuned(plan, registry, output_format=_tuned_format(plan, output_format), data=data,
+                             **echoes(quiet))
+    ending: list[str] = []
     if plan.benchmark is not None and ((out is not None and out.rows) or tuned):
-        tuning.write_benchmark_report(plan, tracker.tracking_uri if tracker else tuned[0].tracking_uri, out=click.echo,
-                                      output_format=output_format, data=data)
+        ending = tuning.write_benchmark_report(plan, tracker.tracking_uri if tracker else tuned[0].tracking_uri,
+                                               output_format=output_format, data=data)
     if output_format == "json":
         click.echo(json.dumps(data, indent=1))
     if out is not None and out.parent_run_id:
         tracker.log_phases(out.parent_run_id, CLOCK.seconds())
     if output_format != "json":  # JSON stays parseable; the same figures are suite.seconds.* tags
         click.echo(CLOCK.line())
+    if brief and tracker is not None:
+        _end(ending, tracker.tracking_uri, tracker.experiment_id, out, tracker)
+    elif brief and tuned:
+        _end(ending, tuned[0].tracking_uri, tuned[0].experiment_id)
     if (out is not None and out.failures) or any(o.troubles for o in tuned):
         sys.exit(1)
     diverged = [r for r in out.results.values() if r.status == "diverged"] if out is not None else []
     if single and diverged:  # one configuration asked for, and it diverged: say so and exit non-zero
         click.echo(f"run diverged: {diverged[0].reason}", err=True)
         sys.exit(1)
+
+
+def _tuned_format(plan, output_format: str) -> str:
+    """How a run's tuned experiments report: ``brief`` (a pointer to the report) for a benchmark
+    file's text output, else ``output_format``."""
+    return "brief" if plan.benchmark is not None and output_format == "text" else output_format
+
+
+def _experiment_line(tracker, out) -> str:
+    where = f"experiment {tracker.experiment_name!r} at {tracker.tracking_uri}"
+    return where + (f", parent run {out.parent_run_id}" if out is not None and out.parent_run_id else "")
+
+
+def _end(ending: list[str], tracking_uri: str, experiment_id: str, out=None, tracker=None) -> None:
+    """A benchmark file's last lines: the claims summary and verdicts, the report's path, then
+    the MLflow experiment and its runs table's URL in the grid's saved view."""
+    from suite.tracking import ui
+
+    for line in ending:
+        click.echo(line)
+    if tracker is not None:
+        click.echo(f"MLflow: {_experiment_line(tracker, out)}")
+    view = out.view if out is not None else None
+    for line in ui.where_lines(tracking_uri, experiment_id, view=view):
+        click.echo(line)
+
+
+def _grid_pointer(out) -> None:
+    """Where a benchmark file's per-experiment tables are (instead of printing them)."""
+    on = f" and summary.md on parent run {out.parent_run_id}" if out.parent_run_id else ""
+    click.echo(f"per-experiment tables (configurations, winner per batch size): the report's sections{on}")
 
 
 def _where(tracker, out) -> None:
@@ -275,7 +319,7 @@ def _single_summary(out, tracker) -> None:
         click.echo("  final " + "  ".join(f"{k}={m[k]:.6f}" for k in shown))
 
 
-def _grid_summary(out, force: bool) -> None:
+def _grid_summary(out, force: bool, table: bool = True) -> None:
     fresh, skipped = len(out.results), len(out.skipped)
     counts = {}
     for r in out.results.values():
@@ -283,7 +327,10 @@ def _grid_summary(out, force: bool) -> None:
     text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     meanwhile = f", {len(out.elsewhere)} of them by another invocation meanwhile" if out.elsewhere else ""
     click.echo(f"{len(out.specs)} runs: {fresh} run now ({text or 'none'}), {skipped} done before (skipped){meanwhile}")
-    grid_table(out)
+    if table:
+        grid_table(out)
+    else:
+        _grid_pointer(out)
     for r in out.failures:
         click.echo(f"FAILED {r.spec.name} [{r.spec.hash}]: {r.reason} (traceback.txt in its MLflow run)", err=True)
 

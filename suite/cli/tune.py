@@ -120,14 +120,18 @@ def _tune_benchmark(path: Path, registry, *, storage, heartbeat, grace, submit_o
     tuning.plan_file_tuning(plan, registry, storage=storage, tracking_uri=tracking_uri, device=device, workers=workers,
                             engine=engine, heartbeat=heartbeat, grace=grace, submit_only=submit_only)
     data: dict = {}
-    outcomes = tuning.run_tuned(plan, registry, output_format=output_format, data=data, **echoes(quiet))
+    brief = "brief" if output_format == "text" else output_format  # the studies' table is in the report
+    outcomes = tuning.run_tuned(plan, registry, output_format=brief, data=data, **echoes(quiet))
     if submit_only:
         return
-    tuning.write_benchmark_report(plan, outcomes[0].tracking_uri, out=click.echo, output_format=output_format,
-                                  data=data)
+    ending = tuning.write_benchmark_report(plan, outcomes[0].tracking_uri, output_format=output_format, data=data)
     if output_format == "json":
         click.echo(json.dumps(data, indent=1))
     _log_time(outcomes, output_format)
+    from suite.tracking import ui
+
+    for line in [*ending, *ui.where_lines(outcomes[0].tracking_uri, outcomes[0].experiment_id)]:
+        click.echo(line)
     if any(o.troubles for o in outcomes):
         sys.exit(1)
 

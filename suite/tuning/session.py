@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from suite.exec.phases import CLOCK
 from suite.registry import Registry
@@ -31,6 +31,9 @@ from suite.tuning.tracking import (
     study_parent,
 )
 from suite.vocab import STUDY_REEVALS, STUDY_UID, TAG_REEVAL_OF, TAG_STUDIES, TAG_STUDY, TAG_STUDY_INDEX
+
+if TYPE_CHECKING:
+    from suite.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,11 @@ class TuneOutcome:
     experiment_id: str | None = None
 
 
-def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -> TuneOutcome | None:
+def run_session(req: Request, registry: Registry, echo: Callable[[str], None],
+                trials: Progress | None = None) -> TuneOutcome | None:
     """Run a tuning request to the end and report it (see ``suite tune --help``). With
-    ``submit_only``, only create the studies and enqueue their trials (None is returned)."""
+    ``submit_only``, only create the studies and enqueue their trials (None is returned).
+    ``echo`` is told what happens, and each trial's line unless ``trials`` counts them."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -118,7 +123,8 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
                 "study_seed": req.study_seed, "storage": label, "reevaluate": req.reevaluate,
                 "objective": str(req.objective), "devices": ",".join(req.devices)},
     )
-    sink = TrackerSink(tracker, registry, parents, echo,
+    sink = TrackerSink(tracker, registry, parents,
+                       echo if trials is None else (lambda line: trials.tick(line, trial_status(line))),
                        sections={p.name: p.section for p in req.plans if p.section is not None})
     settings = workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat, req.population, req.engine)
     # every worker works on every study (with --workers N: N shares of each; chosen by measured costs: one job per
@@ -127,7 +133,7 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
     try:
         jobs = workers.study_jobs(req.plans, registry, shares=shares, engine=req.engine, population=req.population)
         with tracker.batched():  # a population's runs are written together (suite.tracking.bulk)
-            troubles = workers.run(jobs, req.devices, settings, sink, adaptive=req.adaptive) if pending else []
+            troubles = _run_trials(jobs, req, settings, sink, list(studies.values()), trials) if pending else []
             reevals = (_reevaluate(req, sink, settings, troubles, parents,
                                    planned or _reeval_jobs(req, registry, storage, parents))
                        if req.reevaluate else {})
@@ -154,6 +160,27 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None]) -
         raise
     return TuneOutcome(summaries, md, csv_text, label, tracker.experiment_name, tracker.tracking_uri, report_run,
                        troubles, tracker.experiment_id)
+
+
+def trial_status(line: str) -> str:
+    """A trial line's outcome for a :class:`suite.progress.Progress`: failed, diverged (pruned as
+    diverged) or completed (a value, or pruned)."""
+    outcome = line.partition("] trial ")[2].partition(": ")[2]
+    if outcome.startswith("fail"):
+        return "failed"
+    return "diverged" if outcome.startswith("pruned (diverged") else "completed"
+
+
+def _run_trials(jobs: list, req: Request, settings: workers.Settings, sink: TrackerSink, studies: list,
+                trials: Progress | None) -> list[str]:
+    """Train the studies' waiting trials (``trials``: counts them as they finish)."""
+    if trials is not None:
+        trials.begin(sum(slots.n_slots_left(s) for s in studies))
+    try:
+        return workers.run(jobs, req.devices, settings, sink, adaptive=req.adaptive)
+    finally:
+        if trials is not None:
+            trials.end()
 
 
 def _reevaluate(req: Request, sink: TrackerSink, settings: workers.Settings, troubles: list[str],
