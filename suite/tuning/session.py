@@ -16,6 +16,7 @@ from suite.tuning import edges, report, slots, workers
 from suite.tuning.plan import Objective, StudyPlan
 from suite.tuning.studies import (
     check_settings,
+    label_keys,
     open_study,
     reevaluation_specs,
     resolve_names,
@@ -125,7 +126,8 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None],
     )
     sink = TrackerSink(tracker, registry, parents,
                        echo if trials is None else (lambda line: trials.tick(line, trial_status(line))),
-                       sections={p.name: p.section for p in req.plans if p.section is not None})
+                       sections={p.name: p.section for p in req.plans if p.section is not None},
+                       labels={p.name: label_keys(p) for p in req.plans})
     settings = workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat, req.population, req.engine)
     # every worker works on every study (with --workers N: N shares of each; chosen by measured costs: one job per
     # study, which a worker, once started, takes as a whole); studies that share a stack key train as one stack

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import uuid
+import warnings
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from suite import owners
 from suite.errors import TuneError
 from suite.registry import Registry
 from suite.specs.spec import RunSpec
-from suite.tuning.plan import REEVAL_SEED_BASE, StudyPlan
+from suite.tuning.plan import REEVAL_SEED_BASE, StudyPlan, format_value, short_name
 from suite.tuning.results import best_trial, best_values, counted, n_counted, top_trials  # noqa: F401
 from suite.tuning.sampling import make_pruner, make_sampler
 from suite.vocab import STUDY_SETTINGS, STUDY_UID, TRIAL_WORKER
@@ -79,6 +80,10 @@ def open_study(storage: optuna.storages.BaseStorage, plan: StudyPlan) -> optuna.
     :func:`check_settings` first)."""
     study = optuna.create_study(storage=storage, study_name=plan.name, direction=plan.objective.study_direction,
                                 load_if_exists=True)
+    if study.metric_names != [plan.objective.label]:  # optuna-dashboard's name for the objective
+        with warnings.catch_warnings():  # experimental in Optuna since 3.2, and used as documented
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([plan.objective.label])
     if STUDY_SETTINGS not in study.user_attrs:
         study.set_user_attr(STUDY_SETTINGS, _json(plan))
     if STUDY_UID not in study.user_attrs:
@@ -104,6 +109,23 @@ def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[Stu
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
                 n += 1
     return n
+
+
+def pinned_keys(plan: StudyPlan) -> list[str]:
+    """The study's pinned hyperparameters that switch something on (not 0, False or empty; a 0 is a
+    component's "off", as momentum 0): what tells variants of one method apart, as β=0.9."""
+    return [k for k, v in plan.fixed if v not in (0, False, None, "")]
+
+
+def label_keys(plan: StudyPlan) -> list[str]:
+    """What its runs' names show beside the components: the tuned and the pinned hyperparameters."""
+    return [*dict(plan.space), *pinned_keys(plan)]
+
+
+def pinned_text(plan: StudyPlan) -> str:
+    """``β=0.9`` (the pinned values of :func:`pinned_keys`), or ``""``."""
+    fixed = dict(plan.fixed)
+    return " ".join(f"{short_name(k)}={format_value(fixed[k])}" for k in pinned_keys(plan))
 
 
 def reevaluation_specs(plan: StudyPlan, trial: FrozenTrial, registry: Registry, k: int) -> list[RunSpec]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from suite.engine.loop import RunResult
@@ -31,6 +31,7 @@ from suite.tracking.records import FINISHED, RUNNING, Metric, RunTag, dict_text
 from suite.tracking.records import RUN_NAME_TAG as MLFLOW_RUN_NAME
 from suite.tracking.tracker import Tracker
 from suite.tuning import edges
+from suite.tuning.studies import pinned_text
 from suite.vocab import (
     TAG_BATCH_SIZE,
     TAG_BEST_AT_EDGE,
@@ -64,9 +65,11 @@ class TrackerSink:
     started (they appear, RUNNING), and when the population has ended (:meth:`settle`)."""
 
     def __init__(self, tracker: Tracker, registry: Registry, parents: Mapping[str, str],
-                 echo: Callable[[str], None], sections: Mapping[str, str] | None = None) -> None:
+                 echo: Callable[[str], None], sections: Mapping[str, str] | None = None,
+                 labels: Mapping[str, Sequence[str]] | None = None) -> None:
         self.tracker, self.registry, self.parents, self._echo = tracker, registry, parents, echo
         self.sections = dict(sections or {})  # study -> the benchmark file's experiment (tag suite.section)
+        self.labels = dict(labels or {})  # study -> the hyperparameters its runs' names show (tuned, pinned)
         self.run_ids: dict[str, str] = {}
         self.results: dict[str, RunResult] = {}
         self._unwritten_starts = False
@@ -77,11 +80,13 @@ class TrackerSink:
             self.tracker.commit()
 
     def start(self, key: str, study: str, spec: RunSpec, kind: str, tags: dict[str, Any]) -> None:
-        # within a study runs differ by trial (and seed): ``logistic sgd b64 t3 s0``, ``… reeval s7``
+        # within a study runs differ by trial (and seed), across studies by their pinned and tuned
+        # values: ``nqm sgd lr=0.117 β=0.9 b64 t3 s0``, ``… reeval s7``
         which = f"t{tags[TAG_TRIAL]}" if TAG_TRIAL in tags else kind
+        label = naming.config_label(spec, self.labels.get(study, ()))
         self.run_ids[key] = self.tracker.start_run(
             spec, self.registry, device=str(tags.get(TAG_DEVICE, "cpu")), parent_run_id=self.parents[study],
-            kind=kind, tags={MLFLOW_RUN_NAME: f"{naming.config_label(spec)} {which} s{spec.seed}", **tags,
+            kind=kind, tags={MLFLOW_RUN_NAME: f"{label} {which} s{spec.seed}", **tags,
                              **({TAG_SECTION: self.sections[study]} if study in self.sections else {})},
         )
         self._unwritten_starts = True
@@ -135,7 +140,8 @@ def study_parent(tracker: Tracker, plan: Any, uid: str, *, trials: int, pruner: 
             tracker.set_status(run_id, RUNNING)
             tracker.set_tags(run_id, tags)
         return run_id
-    all_tags = {MLFLOW_RUN_NAME: plan.name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_STUDY_UID: uid,
+    name = f"{plan.name} {pinned_text(plan)}".strip()  # the pinned values tell variants of one method apart
+    all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "study", TAG_STUDY: plan.name, TAG_STUDY_UID: uid,
                 TAG_PROBLEM: plan.problem, TAG_VARIANT: plan.variant.name,
                 TAG_BATCH_SIZE: plan.batch_size, TAG_STUDY_INDEX: getattr(plan, "study_index", 0), **tags}
     settings = plan.settings()
