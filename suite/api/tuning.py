@@ -191,12 +191,15 @@ def plan_benchmark(bench: Any, registry: Registry, *, storage: str | None = None
 
 
 def study_names(requests: Sequence[Any]) -> dict[str, list[str]]:
-    """Section -> the names its studies may have: the settings-hashed name, and the name a study
-    created before names carried a hash is resumed under (``problem/variant/bB``)."""
+    """Section -> the names its studies may have: the name with the pinned values, the
+    settings-hashed name of studies created before, and the name a study created before names
+    carried a hash is resumed under (``problem/variant/bB``)."""
+    from suite.tuning.studies import readable_name
+
     out: dict[str, list[str]] = {}
     for request in requests:
         for plan in request.plans:
-            out.setdefault(plan.section, []).extend([plan.name, plan.legacy_name])
+            out.setdefault(plan.section, []).extend(dict.fromkeys([readable_name(plan), plan.name, plan.legacy_name]))
     return out
 
 

@@ -132,6 +132,8 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
 
 
 def _print_dry_run(sections, total: int, tuning=()) -> None:
+    from suite.tuning.studies import readable_name
+
     for sec, specs in sections:
         varying = axes.varying_keys(specs, skip=())
         if len(sections) > 1:
@@ -148,7 +150,7 @@ def _print_dry_run(sections, total: int, tuning=()) -> None:
         click.echo(f"== {sec}: {len(items)} Optuna studies (tuned)")
         for i, (p, request) in enumerate(items, 1):
             seeds = f"{p.seeds} seed{'s' if p.seeds != 1 else ''}"
-            click.echo(f"  {i:>4}. {p.name}  {request.trials} trials × {seeds}, {p.budget}, "
+            click.echo(f"  {i:>4}. {readable_name(p)}  {request.trials} trials × {seeds}, {p.budget}, "
                        f"tuning {', '.join(k for k, _ in p.space)}")
     n_studies = sum(len(v) for v in studies.values())
     also = f" and {n_studies} tuned stud{'y' if n_studies == 1 else 'ies'}" if n_studies else ""

@@ -40,17 +40,32 @@ def storage_label(url: str | None) -> str:
 
 
 def resolve_names(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPlan]) -> list[StudyPlan]:
-    """The plans, each under the name of the study it continues: a study created before names
-    carried a settings hash (``problem/variant/bB``) is resumed under that name when its stored
-    settings are the plan's; anything else gets (or continues) the hashed name."""
+    """The plans, each under the name of the study it continues, else under its
+    :func:`readable_name`: a study of that name; a study named as before names carried its pinned
+    values (``problem/variant/bB-hash``); a study created before names carried a settings hash
+    (``problem/variant/bB``) when its stored settings are the plan's."""
     existing = {s.study_name: s for s in storage.get_all_studies()}  # not their trials (summaries copy them)
     out = []
     for plan in plans:
-        old = existing.get(plan.legacy_name)
-        if plan.name not in existing and old is not None and old.user_attrs.get(STUDY_SETTINGS) == _json(plan):
+        readable, old = readable_name(plan), existing.get(plan.legacy_name)
+        if readable not in existing and plan.name in existing:
+            pass  # the hashed name it has had since
+        elif readable not in existing and old is not None and old.user_attrs.get(STUDY_SETTINGS) == _json(plan):
             plan = replace(plan, study_name=plan.legacy_name)
+        elif plan.study_name is None and readable != plan.name:
+            plan = replace(plan, study_name=readable)
         out.append(plan)
     return out
+
+
+def readable_name(plan: StudyPlan) -> str:
+    """The study's name with its pinned values (:func:`pinned_text`), which tell variants of one
+    method apart: ``nqm/sgd-constant-none-shuffle/β=0.9/b64-1a2b3c`` (``/sK`` for study index K > 0);
+    the plan's own name where nothing is pinned on."""
+    pinned = pinned_text(plan).replace(" ", ",")
+    if plan.study_name is not None or not pinned:
+        return plan.name
+    return f"{plan.problem}/{plan.variant.name}/{pinned}/b{plan.batch_size}-{plan.digest}{plan.index_suffix}"
 
 
 def _json(plan: StudyPlan) -> dict[str, Any]:
@@ -112,9 +127,10 @@ def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[Stu
 
 
 def pinned_keys(plan: StudyPlan) -> list[str]:
-    """The study's pinned hyperparameters that switch something on (not 0, False or empty; a 0 is a
-    component's "off", as momentum 0): what tells variants of one method apart, as β=0.9."""
-    return [k for k, v in plan.fixed if v not in (0, False, None, "")]
+    """The study's pinned method hyperparameters that switch something on (not 0, False or empty; a 0
+    is a component's "off", as momentum 0): what tells variants of one method apart, as β=0.9. The
+    problem's are left out: every variant of a cell shares them."""
+    return [k for k, v in plan.fixed if v not in (0, False, None, "") and not k.startswith("problem.")]
 
 
 def label_keys(plan: StudyPlan) -> list[str]:
