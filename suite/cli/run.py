@@ -187,6 +187,7 @@ def _shared(plan, registry, devices, storage, tracking_uri, heartbeat, grace, st
         not_done = f", {len(missing)} failed or not done" if missing else ""
         click.echo(f"{len(plan.specs)} runs: {len(out.skipped)} done{not_done}")
         grid_table(out)
+        unstable_note(out)
         click.echo(f"MLflow: experiment {plan.experiment!r} at {shared.tracker.tracking_uri}, parent run "
                    f"{out.parent_run_id}")
         _where(shared.tracker, out)
@@ -284,8 +285,18 @@ def _grid_summary(out, force: bool) -> None:
     meanwhile = f", {len(out.elsewhere)} of them by another invocation meanwhile" if out.elsewhere else ""
     click.echo(f"{len(out.specs)} runs: {fresh} run now ({text or 'none'}), {skipped} done before (skipped){meanwhile}")
     grid_table(out)
+    unstable_note(out)
     for r in out.failures:
         click.echo(f"FAILED {r.spec.name} [{r.spec.hash}]: {r.reason} (traceback.txt in its MLflow run)", err=True)
+
+
+def unstable_note(out) -> None:
+    """The grid summary's line on the stacked runs of this invocation outside the exactness promise."""
+    from suite.engine.exactness import unstable_line
+
+    line = unstable_line(list(out.results.values()))
+    if line:
+        click.echo(f"UNSTABLE: {line}")
 
 
 def grid_table(out) -> None:
