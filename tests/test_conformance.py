@@ -162,3 +162,100 @@ def test_every_contract_violation_is_one_fix_it_message_and_a_refused_run(tmp_pa
     clash = suite_cmd("run", "--optimizer", "adam", "--epochs", "1", env=env, cwd=workdir)
     assert clash.returncode == 2 and "registered twice: by suite-adaptive and by suite-breaker" in clash.stderr
     assert suite_cmd("run", "--epochs", "1", "--quiet", env=env, cwd=workdir).returncode == 0
+
+
+WRONG_STACKS = '''
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from suite import Param, Space, hookimpl
+from suite.stacked import StackedAverager, StackedOptimizer, per_row
+
+
+class RowZeroSGD(StackedOptimizer):
+    """Mutant: every row steps with row 0's lr, momentum and weight decay."""
+
+    def __init__(self, optimizers, stack):
+        group = optimizers[0].param_groups[0]
+        self.lr, self.momentum, self.decay = group["lr"], group["momentum"], group["weight_decay"]
+        self.buffers = None
+
+    def step(self, params, grads, lr):
+        first = self.buffers is None
+        self.buffers = self.buffers or []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            g = g + self.decay * p
+            if first:
+                self.buffers.append(g.clone())
+            else:
+                self.buffers[i].mul_(self.momentum).add_(g)
+            p.sub_(self.lr * self.buffers[i])
+
+
+class EMA(StackedAverager):
+    """An EMA of the iterates; ``decay`` is a K-vector, or (mutant) row 0's value for every row."""
+
+    def __init__(self, stack, decay):
+        self.params = [p.detach().clone() for p in stack.initial_params()]
+        self.rate = 1 - decay
+
+    def update(self, params, step):
+        for avg, p in zip(self.params, params):
+            avg.lerp_(p.detach(), 1.0 if step == 1 else per_row(self.rate, avg) if torch.is_tensor(self.rate)
+                      else self.rate)
+
+
+def row_zero_ema(averagers, stack):
+    return EMA(stack, stack.specs[0].params_of("averager")["decay"])
+
+
+def per_row_ema(averagers, stack):
+    return EMA(stack, stack.hyper("averager", "decay"))
+
+
+def make_sgd(ctx, lr, momentum, weight_decay):
+    return torch.optim.SGD(ctx.model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def make_ema(ctx, decay):
+    return AveragedModel(ctx.model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+
+DECAY = [Param("decay", 0.9, low=0.0, high=1.0, high_inclusive=False, space=Space.uniform(0.5, 0.95))]
+
+
+@hookimpl
+def suite_register_optimizers(register):
+    register(name="rowzero_sgd", factory=make_sgd, description="SGD whose stack broadcasts row 0's values",
+             params=[Param("lr", 0.05, low=0.0, low_inclusive=False, space=Space.log(1e-3, 0.3)),
+                     Param("momentum", 0.5, low=0.0, high=1.0, high_inclusive=False, space=Space.uniform(0.0, 0.9)),
+                     Param("weight_decay", 0.01, low=0.0, space=Space.log(1e-3, 0.1))],
+             stacked=RowZeroSGD)
+
+
+@hookimpl
+def suite_register_averagers(register):
+    register(name="rowzero_ema", factory=make_ema, description="EMA whose stack uses row 0's decay",
+             params=DECAY, stacked=row_zero_ema)
+    register(name="per_row_ema", factory=make_ema, description="EMA with each row's own decay",
+             params=DECAY, stacked=per_row_ema)
+'''
+
+
+def test_the_kit_fails_stacks_that_broadcast_one_rows_values_and_names_the_hyperparameter(tmp_path):
+    """Mutation test of the kit's stacked check: an optimizer whose stack gives every row row 0's
+    hyperparameters, and an averager whose stack uses row 0's decay, both fail it (each naming the
+    hyperparameter and how to fix it); the same averager reading its rows' own decays passes."""
+    env = pip_install_target(write_plugin_package(tmp_path / "src", "suite-wrongstacks", "suite_wrongstacks",
+                                                  WRONG_STACKS), tmp_path / "site")
+    res = run_pytest("--suite-plugin=suite-wrongstacks", "-k", "stacked", "-rN", env=env, cwd=tmp_path)
+    out = res.stdout
+    assert res.returncode == 1, out
+    assert "2 failed, 1 passed" in out, out
+    sgd = next(line for line in out.splitlines() if "optimizer 'rowzero_sgd' (suite-wrongstacks): stacked "
+               "implementation differs from the per-run one" in line)
+    assert "it trains as if optimizer.lr=" in sgd and "instead of its own" in sgd, sgd
+    assert "read each row's own values, from stack.hyper(family, name)" in sgd
+    ema = next(line for line in out.splitlines() if "averager 'rowzero_ema' (suite-wrongstacks): stacked "
+               "implementation differs from the per-run one" in line)
+    assert "it trains as if averager.decay=" in ema and "avg_val_loss" in ema, ema
+    assert "the adapter gives one row's decay to every row" in ema

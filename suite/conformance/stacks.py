@@ -35,6 +35,7 @@ DRAW_SEED = 0
 STEPS = {"scheduler": (24, 4)}  # (steps, eval every): a scheduler's rows train three epochs of the tiny problem
 ABS_TOL = 1e-6
 PARTNERS = {"optimizer": ("sgd", "precond"), "averager": ("none", "ema"), "scheduler": ("constant", "cosine")}
+ENGINE_METRICS = ("lr", "epoch")  # logged by the engine from the spec: a broadcast does not change them
 SHARED_FAMILIES = ("problem", "sampler")  # one per stack: its rows vary sgd's hyperparameters
 
 
@@ -155,9 +156,9 @@ def stable_rows(comp: Component, vary: Component, want: int, train: Callable[[Ru
         f"{'; '.join(left_out[:3])}; narrow the search spaces toward values that train")
 
 
-def mismatch(got: Any, ref: Any) -> str | None:
+def mismatch(got: Any, ref: Any, ignore: Sequence[str] = ()) -> str | None:
     """Where a stacked row's result differs from its run alone (status, evaluated steps, logged
-    metrics, or a value beyond the promise's tolerance), or ``None``."""
+    metrics, or a value beyond the promise's tolerance; metrics ``ignore`` aside), or ``None``."""
     if got.status != ref.status:
         return f"ended {got.status} ({got.reason}), alone it ended {ref.status} ({ref.reason})"
     if [s for s, _ in got.history] != [s for s, _ in ref.history]:
@@ -168,6 +169,8 @@ def mismatch(got: Any, ref: Any) -> str | None:
         if a.keys() != b.keys():
             return f"logs {sorted(a)} at step {step}, alone {sorted(b)}; " + metric_mismatch_advice(set(a), set(b))
         for key, value in a.items():
+            if key in ignore:
+                continue
             if not (math.isclose(value, b[key], rel_tol=STACKED_REL_TOL, abs_tol=ABS_TOL)
                     or (math.isnan(value) and math.isnan(b[key]))):
                 return (f"step {step}: {key} = {value!r} stacked vs {b[key]!r} alone (tolerance "
@@ -179,7 +182,8 @@ def broadcast(row: Row, got: Any, others: Sequence[Row], train: Callable[[RunSpe
     """Whether stacked ``row`` trained with another row's values: a set of its hyperparameters
     (and its seed: its data, initialisation and noise) that, taken from one of ``others``, gives
     its stacked numbers alone (grown one key at a time, the key that brings the run alone
-    nearest to the stacked one first); as a sentence, or ``None`` where no other row explains them."""
+    nearest to the stacked one first); as a sentence, or ``None`` where no other row explains them.
+    The ``lr`` metric is the engine's (the schedule's), not the adapter's: it is not compared."""
     own = row.spec.params_of(row.family)
     for other in others:
         theirs = other.spec.params_of(row.family)
@@ -194,7 +198,7 @@ def broadcast(row: Row, got: Any, others: Sequence[Row], train: Callable[[RunSpe
             taken.append(key)
             keys.remove(key)
             best = tried[key]
-            if mismatch(got, train(_as_if(row, other, taken))) is None:
+            if mismatch(got, train(_as_if(row, other, taken)), ignore=ENGINE_METRICS) is None:
                 shown = ", ".join(("seed" if k == "seed" else f"{row.family}.{k}") + f"={_text(_value(other, k))} "
                                   f"instead of its own {_text(_value(row, k))}" for k in taken)
                 return (f"it trains as if {shown} (the values of the row with {other.label()}): the adapter gives "
@@ -211,7 +215,7 @@ def distance(got: Any, ref: Any) -> float:
         return math.inf
     total = 0.0
     for (_, a), (_, b) in zip(got.history, ref.history, strict=True):
-        for key in a.keys() & b.keys():
+        for key in a.keys() & b.keys() - set(ENGINE_METRICS):
             diff = abs(a[key] - b[key]) / (abs(b[key]) + ABS_TOL)
             total += diff if math.isfinite(diff) else 1.0
     return total
