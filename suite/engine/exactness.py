@@ -61,7 +61,7 @@ def mark_unstable(tracker: Any, run_id: str, result: Any) -> None:
 
 def unstable_line(results: Sequence[Any]) -> str | None:
     """The grid summary's line on its unstable stacked runs, or ``None`` where there are none."""
-    names = [r.spec.name for r in results if unstable(r)]
+    names = [f"{r.spec.name} [{r.spec.hash}]" for r in results if unstable(r)]
     if not names:
         return None
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
