@@ -84,6 +84,7 @@ def test_a_broken_plugin_fails_the_kit_saying_what_to_fix(tmp_path):
     assert "optimizer 'unseeded' (suite-broken): two runs with the same seed differ" in out
     assert "optimizer 'wrongstack' (suite-broken): stacked implementation differs from the per-run one" in out
     assert "test_stacked_matches_per_run[optimizer:unseeded] SKIPPED" not in out  # skips are not failures
+    assert "empty parameter set" not in out  # the problem checks, which apply to none of its components
     assert "FAILED" in out and "test_registration_fields[optimizer:nanstep] " not in out.split("short test summary")[-1]
 
 
@@ -259,3 +260,32 @@ def test_the_kit_fails_stacks_that_broadcast_one_rows_values_and_names_the_hyper
                "implementation differs from the per-run one" in line)
     assert "it trains as if averager.decay=" in ema and "avg_val_loss" in ema, ema
     assert "the adapter gives one row's decay to every row" in ema
+
+
+CLASH = '''
+import torch
+from suite import Param, hookimpl
+
+
+@hookimpl
+def suite_register_optimizers(register):
+    register(name="adam", factory=lambda ctx, lr: torch.optim.SGD(ctx.model.parameters(), lr=lr),
+             description="a second adam", params=[Param("lr", 0.1, low=0.0, low_inclusive=False)])
+'''
+
+
+def test_the_kit_names_a_conflict_with_both_distributions_and_a_broken_one_in_one_line(tmp_path):
+    clash = pip_install_target(write_plugin_package(tmp_path / "src", "suite-clash", "suite_clash", CLASH),
+                               tmp_path / "site")
+    crash = pip_install_target(write_plugin_package(tmp_path / "src2", "suite-crash", "suite_crash",
+                                                    "import no_such_dependency_here\n"), tmp_path / "site2")
+    env = {"PYTHONPATH": f"{clash['PYTHONPATH']}:{crash['PYTHONPATH']}"}
+    res = run_pytest("--suite-plugin=suite-clash", "--suite-plugin=suite-crash", "-rN", env=env, cwd=tmp_path)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert ("suite-clash: optimizer 'adam' is registered twice: by suite-adaptive and by suite-clash; uninstall one "
+            "of them or rename the component") in out
+    assert "suite-crash: plugin suite_crash: ModuleNotFoundError: No module named 'no_such_dependency_here'" in out
+    assert "2 failed" in out and "no components registered" not in out
+    assert "pluggy" not in out and "Traceback" not in out and "ERROR" not in out
+    assert "skipped" not in out and "empty parameter set" not in out  # checks without a component are left out

@@ -24,7 +24,7 @@ from suite.contract import (
 from suite.engine.loop import build, preflight, takes_weights, train
 from suite.errors import SuiteError
 from suite.problem import Problem
-from suite.registry import get_registry
+from suite.registry import DESCRIPTION_LIMIT, get_registry
 
 
 def only(*families: str):
@@ -75,8 +75,8 @@ def test_registration_fields(component):
     """Name, one-line description, typed hyperparameters with valid defaults."""
     if not component.name.replace("_", "").replace("-", "").isalnum():
         _fail(component, "use letters, digits, '_' or '-' in the name")
-    if not component.description or len(component.description) > 120:
-        _fail(component, "give a one-line description of at most 120 characters")
+    if not component.description or len(component.description) > DESCRIPTION_LIMIT:
+        _fail(component, f"give a one-line description of at most {DESCRIPTION_LIMIT} characters")
     for p in component.params:
         if not p.name.isidentifier():
             _fail(component, f"hyperparameter name {p.name!r} must be a Python identifier (it is a factory argument)")
