@@ -297,7 +297,10 @@ def figures(summaries: Sequence[StudySummary], objective_label: str) -> dict[str
         ax.set_xlabel("batch size")
         ax.set_ylabel(f"best {objective_label}")
         ax.set_title(f"{problem}: tuned value per batch size")
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+        else:  # no study completed a trial (a failed tune): say so rather than draw an empty legend
+            ax.text(0.5, 0.5, "no completed trial", transform=ax.transAxes, ha="center", va="center")
         finish_figure(fig)
         out[f"{problem}_best_value_vs_batch_size.png"] = fig
 
