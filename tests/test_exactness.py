@@ -14,6 +14,7 @@ from suite.conformance import stacks
 from suite.engine.exactness import STACKED_REL_TOL, UNSTABLE_FACTOR, loss_growth, unstable
 from suite.engine.loop import train
 from suite.engine.units import run_unit
+from suite.errors import StackCheckFailed
 from suite.registry import get_registry
 from suite.specs.spec import resolve_spec
 from suite.vocab import TAG_UNSTABLE
@@ -76,5 +77,5 @@ def test_the_kit_leaves_rows_outside_the_promise_out():
     rows = stacks.stable_rows(sgd, sgd, stacks.ROWS, seed_one_chaotic, registry=registry)
     assert [r.spec.seed for r in rows] == [0, 2, 3, 4]
     assert len({tuple(r.spec.params_of("optimizer").items()) for r in rows}) == stacks.ROWS  # distinct rows
-    with pytest.raises(stacks.CheckFailed, match=r"only 0 of 10 rows drawn from the search spaces train stably"):
+    with pytest.raises(StackCheckFailed, match=r"only 0 of 10 rows drawn from the search spaces train stably"):
         stacks.stable_rows(sgd, sgd, stacks.ROWS, lambda spec: seed_one_chaotic(spec.with_seed(1)), registry=registry)

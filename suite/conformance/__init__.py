@@ -9,7 +9,8 @@ available wherever sgd-suite is installed; ``-p suite.conformance.plugin`` loads
 Each component gets these checks: valid registration fields, defaults inside the search space,
 the factory builds the right torch type on a tiny problem, a few CPU steps without NaN,
 determinism under a fixed seed, for problems the data/loss contract, and for components with a
-stacked implementation that a stack gives every row the numbers of its spec trained alone.
+stacked implementation that stacks of rows with hyperparameters of their own give every row the
+numbers of its spec trained alone (:mod:`suite.conformance.stacks`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from suite.contract import (
     where,
 )
 from suite.engine.loop import build, preflight, takes_weights, train
-from suite.errors import SuiteError
+from suite.errors import StackCheckFailed, SuiteError
 from suite.problem import Problem
 from suite.registry import DESCRIPTION_LIMIT, get_registry
 
@@ -207,7 +207,7 @@ def test_stacked_matches_per_run(component):
             mixed = stacks.stable_rows(component, other, stacks.PARTNER_ROWS, alone, {"optimizer": "sgd"}, registry)
         else:
             mixed = stacks.stable_rows(other, other, stacks.PARTNER_ROWS, alone, registry=registry)
-    except stacks.CheckFailed as exc:
+    except StackCheckFailed as exc:
         _fail(component, f"stacked check: {exc}")
     _same_as_alone(component, rows, rows, alone)
     _same_as_alone(component, [*rows, *mixed], rows, alone, f" in a stack shared with {other.family} {other.name!r}")
@@ -239,7 +239,8 @@ def _same_as_alone(component, rows, own, alone, how: str = "") -> None:
             continue
         where = f"row {i} of {len(rows)} ({row.label()}){how}"
         if got.status == "failed":
-            _fail(component, f"stacked: {where} {wrong}\n{got.traceback or ''}")
+            _fail(component, f"stacked: {where} {wrong}; the stacked implementation raised where the per-run one "
+                             f"did not: fix what the traceback shows\n{_plugin_frames(got.traceback)}")
         others = [o for o in own if o is not row]
         why = stacks.broadcast(row, got, others, alone) if len(others) < len(own) else None
         _fail(component, f"stacked implementation differs from the per-run one: {where}: {wrong}; " + (why or (

@@ -23,7 +23,7 @@ from typing import Any
 
 from suite.conformance import TINY_STEPS, metric_mismatch_advice, tiny_spec
 from suite.engine.exactness import STACKED_REL_TOL, UNSTABLE_FACTOR, loss_growth
-from suite.errors import SuiteError
+from suite.errors import StackCheckFailed, SuiteError
 from suite.registry import Component, Registry, get_registry
 from suite.specs.spec import RunSpec
 
@@ -39,12 +39,8 @@ ENGINE_METRICS = ("lr", "epoch")  # logged by the engine from the spec: a broadc
 SHARED_FAMILIES = ("problem", "sampler")  # one per stack: its rows vary sgd's hyperparameters
 
 
-class CheckFailed(Exception):
-    """What the stacked check found, with how to fix it (one message)."""
-
-
 @dataclass
-class Row:
+class StackRow:
     """One row of a checked stack: its spec, its run alone, and the component whose
     hyperparameters it varies (``family``, ``name``)."""
 
@@ -80,7 +76,7 @@ class _Draw:
 def drawn_params(comp: Component, count: int, seed: int = DRAW_SEED) -> list[dict[str, Any]]:
     """``count`` rows of hyperparameters of ``comp`` (``family.name`` keys), drawn as the module
     docstring says. A value a declared space yields that the parameter's range refuses raises
-    :class:`CheckFailed`."""
+    :class:`StackCheckFailed`."""
     draw = _Draw(random.Random(f"{seed}:{comp.family}:{comp.name}"))
     rows = []
     for k in range(count):
@@ -91,7 +87,7 @@ def drawn_params(comp: Component, count: int, seed: int = DRAW_SEED) -> list[dic
                 try:
                     value = p.coerce(value, owner=comp.family)
                 except SuiteError as exc:
-                    raise CheckFailed(f"its search space {p.space.describe()} yields {exc}: keep the space inside "
+                    raise StackCheckFailed(f"its search space {p.space.describe()} yields {exc}: keep the space inside "
                                       "the parameter's valid range") from None
             else:
                 value = _scaled(p, k)
@@ -129,19 +125,19 @@ def partner(comp: Component, registry: Registry) -> Component:
 
 
 def stable_rows(comp: Component, vary: Component, want: int, train: Callable[[RunSpec], Any],
-                partners: dict[str, str] | None = None, registry: Registry | None = None) -> list[Row]:
+                partners: dict[str, str] | None = None, registry: Registry | None = None) -> list[StackRow]:
     """The first ``want`` drawn rows of ``vary`` (within the tiny run of ``comp``) whose runs alone
-    are stable. Raises :class:`CheckFailed` where a run alone fails or too few are stable."""
+    are stable. Raises :class:`StackCheckFailed` where a run alone fails or too few are stable."""
     registry = registry or get_registry()
-    rows: list[Row] = []
+    rows: list[StackRow] = []
     left_out: list[str] = []
     steps, every = STEPS.get(comp.family, (TINY_STEPS, 2))
     for k, params in enumerate(drawn_params(vary, CANDIDATES)):
         spec = tiny_spec(comp, seed=k, registry=registry, partners={**(partners or {}), vary.family: vary.name},
                          params=params, steps=steps, eval_every=every)
-        row = Row(spec, train(spec), vary.family, vary.name)
+        row = StackRow(spec, train(spec), vary.family, vary.name)
         if row.alone.status == "failed":
-            raise CheckFailed(f"{row.label()}: a run alone failed ({row.alone.error}); every value of the "
+            raise StackCheckFailed(f"{row.label()}: a run alone failed ({row.alone.error}); every value of the "
                               "declared search spaces must train: fix the component or narrow its spaces")
         why = row.alone.reason if row.alone.status == "diverged" else loss_growth(row.alone.history)
         if why:
@@ -150,7 +146,7 @@ def stable_rows(comp: Component, vary: Component, want: int, train: Callable[[Ru
         rows.append(row)
         if len(rows) == want:
             return rows
-    raise CheckFailed(
+    raise StackCheckFailed(
         f"only {len(rows)} of {CANDIDATES} rows drawn from the search spaces train stably for {steps} steps "
         f"on the tiny problem (loss below {UNSTABLE_FACTOR:g}x its start), the check needs {want}: "
         f"{'; '.join(left_out[:3])}; narrow the search spaces toward values that train")
@@ -178,7 +174,7 @@ def mismatch(got: Any, ref: Any, ignore: Sequence[str] = ()) -> str | None:
     return None
 
 
-def broadcast(row: Row, got: Any, others: Sequence[Row], train: Callable[[RunSpec], Any]) -> str | None:
+def broadcast(row: StackRow, got: Any, others: Sequence[StackRow], train: Callable[[RunSpec], Any]) -> str | None:
     """Whether stacked ``row`` trained with another row's values: a set of its hyperparameters
     (and its seed: its data, initialisation and noise) that, taken from one of ``others``, gives
     its stacked numbers alone (grown one key at a time, the key that brings the run alone
@@ -221,11 +217,11 @@ def distance(got: Any, ref: Any) -> float:
     return total
 
 
-def _value(row: Row, key: str) -> Any:
+def _value(row: StackRow, key: str) -> Any:
     return row.spec.seed if key == "seed" else row.spec.params_of(row.family)[key]
 
 
-def _as_if(row: Row, other: Row, keys: Sequence[str]) -> RunSpec:
+def _as_if(row: StackRow, other: StackRow, keys: Sequence[str]) -> RunSpec:
     spec = row.spec.with_seed(other.spec.seed) if "seed" in keys else row.spec
     params = dict(spec.params)
     params.update({f"{row.family}.{k}": _value(other, k) for k in keys if k != "seed"})
