@@ -300,3 +300,40 @@ def test_optunas_figures_leave_the_processs_matplotlib_style_as_it_was():
     assert set(figs) == {"optuna_history.png", "optuna_importance.png"}
     assert figs["optuna_history.png"].axes[0].get_facecolor() != matplotlib.colors.to_rgba(before["axes.facecolor"])
     assert {k: matplotlib.rcParams[k] for k in before} == before
+
+
+def test_the_tune_table_tells_a_tuned_beta_near_one_from_one():
+    import optuna
+
+    from suite.tuning.report import summarize
+    from suite.tuning.values import value_text
+    from suite.vocab import STUDY_OVERRIDES
+
+    (plan,) = _plans()
+    study = optuna.create_study()
+    t = study.ask()
+    t.set_user_attr(STUDY_OVERRIDES, {"optimizer.lr": 0.0123456, "optimizer.beta2": 0.99985, "optimizer.eps": 1e-8})
+    study.tell(t, 1.0)
+    assert "(lr=0.0123 beta2=0.99985 eps=1e-08)" in summarize(study, plan).cell()
+    assert [value_text(v) for v in (0.999, 0.9, 0.99, -0.9995, 3, 0.0, True)] == \
+        ["0.999", "0.9", "0.99", "-0.9995", "3", "0", "True"]
+
+
+def test_the_figures_of_a_tune_without_a_completed_trial_warn_nothing():
+    import warnings
+
+    import optuna
+
+    from suite.tuning.report import figures, summarize
+
+    (plan,) = _plans()
+    study = optuna.create_study()
+    study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
+    summary = summarize(study, plan)
+    assert summary.best_value is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found to put in legend" among them
+        figs = figures([summary], "final val loss")
+    assert list(figs) == ["nqm_best_value_vs_batch_size.png"]
+    texts = [t.get_text() for t in figs["nqm_best_value_vs_batch_size.png"].axes[0].texts]
+    assert texts == ["no completed trial"]

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from suite.engine.exactness import mark_unstable
 from suite.engine.target import steps_to_target
 from suite.engine.units import plan_units
 from suite.errors import SuiteError
@@ -285,6 +286,7 @@ class _GridHandler:
         self.in_flight.pop(index, None)
         # a single run gets its own figure; a grid's figures go on its parent run
         fig = tables.run_figure(result) if self.out.parent_run_id is None and result.history else None
+        mark_unstable(self.tracker, self.run_ids[index], result)
         self.tracker.finish(self.run_ids[index], result, figure=fig)
         if fig is not None:
             tables.close(fig)

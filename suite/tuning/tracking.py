@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from suite.engine.exactness import mark_unstable
 from suite.engine.loop import RunResult
 from suite.registry import Registry
 from suite.specs import naming
@@ -97,6 +98,7 @@ class TrackerSink:
 
     def done(self, key: str, result: RunResult) -> None:
         self._write_starts()
+        mark_unstable(self.tracker, self.run_ids[key], result)
         self.tracker.finish(self.run_ids[key], result)
         self.results[key] = result
 
