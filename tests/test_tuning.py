@@ -8,18 +8,13 @@ import numpy as np
 import pytest
 
 from suite.engine.loop import RunResult
+from suite.errors import TuneError
 from suite.registry import get_registry
 from suite.specs.spec import resolve_spec
-from suite.tuning.plan import (
-    Budget,
-    Objective,
-    TuneError,
-    Variant,
-    parse_space_option,
-    plan_studies,
-    search_space,
-    variants,
-)
+from suite.tuning.budget import Budget
+from suite.tuning.objective import Objective
+from suite.tuning.plan import plan_studies
+from suite.tuning.space import Variant, parse_space_option, search_space, variants
 
 SGD = {"problem": "linreg", "optimizer": "sgd", "scheduler": "constant", "averager": "none", "sampler": "shuffle"}
 

@@ -103,12 +103,15 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
         normalize_storage,
         resolve_tracking_uri,
     )
-    from suite.tuning import plan
+    from suite.tuning.budget import Budget
+    from suite.tuning.objective import Objective
+    from suite.tuning.plan import plan_studies
     from suite.tuning.session import Request
+    from suite.tuning.space import parse_space_option, variants
 
-    budget_obj = plan.Budget.parse(budget) if budget is not None else None
-    objective_obj = plan.Objective.parse(objective)
-    space_overrides = dict(plan.parse_space_option(s) for s in spaces)
+    budget_obj = Budget.parse(budget) if budget is not None else None
+    objective_obj = Objective.parse(objective)
+    space_overrides = dict(parse_space_option(s) for s in spaces)
     if budget_obj is not None and not budget_obj.auto and budget_obj.n > MAX_BUDGET:
         raise SuiteError(f"--budget {budget!r} is out of range: at most {MAX_BUDGET} {budget_obj.unit}")
     both = sorted(set(fixed) & set(space_overrides))
@@ -116,16 +119,16 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
         raise SuiteError(f"{both[0]} is given by --set and by --space: pin it or search it, not both")
     from suite.specs import limits
 
-    cells = len(problems) * len(plan.variants(choices)) * len(sizes)  # counted before R × cells plans are made
+    cells = len(problems) * len(variants(choices)) * len(sizes)  # counted before R × cells plans are made
     per = f"{studies} studies per cell, " if studies > 1 else ""
     limits.check_runs(cells * studies * (trials * seeds + reevaluate * reevaluate_top),
                       f"the tuning ({cells * studies} studies ({per}{trials} trials × {seeds} seeds each), and "
                       "re-evaluations)")
     plans = []
     for p in problems:
-        b = budget_obj or plan.Budget.parse(DEFAULT_TARGET_BUDGET if to_target else _default_budget(registry, p, fixed))
-        plans += plan.plan_studies(
-            registry, problems=[p], variant_list=plan.variants(choices), batch_sizes=sizes, budget=b,
+        b = budget_obj or Budget.parse(DEFAULT_TARGET_BUDGET if to_target else _default_budget(registry, p, fixed))
+        plans += plan_studies(
+            registry, problems=[p], variant_list=variants(choices), batch_sizes=sizes, budget=b,
             objective=objective_obj, seeds=seeds, fixed=fixed, space_overrides=space_overrides, eval_every=eval_every,
             studies=studies,
         )

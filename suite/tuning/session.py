@@ -13,7 +13,8 @@ from suite.stores import open_storage
 from suite.tracking import diagnose
 from suite.tracking.tracker import Tracker
 from suite.tuning import edges, report, slots, workers
-from suite.tuning.plan import Objective, StudyPlan
+from suite.tuning.objective import Objective
+from suite.tuning.plan import StudyPlan
 from suite.tuning.studies import (
     check_settings,
     open_study,

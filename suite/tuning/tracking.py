@@ -56,7 +56,7 @@ from suite.vocab import (
 
 
 class TrackerSink:
-    """The :class:`suite.tuning.plan.TrialSink` of the parent process: logs every event to MLflow.
+    """The :class:`suite.tuning.trials.TrialSink` of the parent process: logs every event to MLflow.
 
     A run's metrics are buffered by the :class:`Tracker` (a steps-to-target trial evaluates every
     few steps, and one database write per evaluation would cost more than the training). Inside
