@@ -81,6 +81,20 @@ def test_the_import_graph_has_no_circles_and_few_levels():
     assert depth(deepest) < 16, f"{deepest} sits {depth(deepest)} levels deep (the flat layout had 16)"
 
 
+def test_no_core_module_knows_a_built_in_plugin():
+    """The built-in plugins are plugins: only suite.builtin imports suite.builtin (a core rule that
+    needs to know about a problem asks the problem, e.g. Problem.sgd_steps_to_target)."""
+    g = graph()
+    knows = {n: sorted(m for m in deps if m.startswith("suite.builtin")) for n, deps in g.items()
+             if not n.startswith("suite.builtin")}
+    assert not {n: m for n, m in knows.items() if m}, "core modules importing built-in plugins"
+
+
+def test_no_module_is_over_600_lines():
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > 600}
+    assert not long, f"modules over 600 lines (split them by job): {long}"
+
+
 def test_no_module_carries_a_package_name_as_a_prefix():
     mods = modules()
     packages = {n.rpartition(".")[2] for n, p in mods.items() if p.name == "__init__.py"}
@@ -89,12 +103,15 @@ def test_no_module_carries_a_package_name_as_a_prefix():
 
 
 def test_one_process_pool_and_one_signal_handler():
-    """Only suite.exec.pool starts processes and only suite.exec.signals installs signal handlers."""
+    """Only suite.exec.pool starts processes (and suite.tracking.writer its one writer process), and only
+    suite.exec.signals installs signal handlers."""
     for name, path in modules().items():
         text = path.read_text()
         if name != "suite.exec.pool":
-            for marker in ("get_context(", "ProcessPoolExecutor", ".Process("):
+            for marker in ("get_context(", "ProcessPoolExecutor", ".Process(", "os.fork(", "os.spawn"):
                 assert marker not in text, f"{name} starts processes ({marker}); use suite.exec.pool.Pool"
+        if name != "suite.tracking.writer":  # the store's one writer process (not a pool: one child, one job)
+            assert "subprocess.Popen(" not in text, f"{name} starts a process; use suite.exec.pool.Pool"
         if name != "suite.exec.signals":
             assert "signal.signal(" not in text or name == "suite.exec.pool" and "SIG_IGN" in text, \
                 f"{name} installs a signal handler; use suite.exec.signals"

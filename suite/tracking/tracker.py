@@ -41,6 +41,7 @@ from suite.tracking.records import (
     RunParam,
     RunTag,
     dict_text,
+    param_text,
 )
 from suite.tracking.records import PARENT_RUN_TAG as MLFLOW_PARENT_RUN_ID
 from suite.tracking.records import RUN_NAME_TAG as MLFLOW_RUN_NAME
@@ -227,7 +228,7 @@ class Tracker:
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         all_tags.update(tags or {})
-        return self.create_run(all_tags, {k: _param_text(v) for k, v in spec.flat_params().items()})
+        return self.create_run(all_tags, {k: param_text(v) for k, v in spec.flat_params().items()})
 
     def create_run(self, tags: Mapping[str, Any], params: Mapping[str, str]) -> str:
         """Create a run with these tags (``mlflow.runName`` among them) and params; return its id."""
@@ -349,7 +350,7 @@ class Tracker:
         command line and the grid's axes)."""
         all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "grid", TAG_STATUS: "running",
                     TAG_OWNER: owner(), TAG_HOST: platform.node(), **(tags or {})}
-        return self.create_run(all_tags, {k: _param_text(v)[:6000] for k, v in (params or {}).items()})
+        return self.create_run(all_tags, {k: param_text(v)[:6000] for k, v in (params or {}).items()})
 
     @tracking
     def search(self, filter_string: str = "") -> list[Any]:
@@ -461,10 +462,6 @@ def _finite(v: Any) -> bool:
         return float(v) == float(v) and abs(float(v)) != float("inf")
     except (TypeError, ValueError):
         return False
-
-
-def _param_text(value: Any) -> str:
-    return "None" if value is None else str(value)
 
 
 def _now_ms() -> int:
