@@ -78,7 +78,7 @@ def test_the_import_graph_has_no_circles_and_few_levels():
         return 1 + max((depth(m) for m in g[n]), default=0)
 
     deepest = max(g, key=depth)
-    assert depth(deepest) < 16, f"{deepest} sits {depth(deepest)} levels deep (the flat layout had 16)"
+    assert depth(deepest) <= 14, f"{deepest} sits {depth(deepest)} levels deep (at most 14; the flat layout had 16)"
 
 
 def test_no_core_module_knows_a_built_in_plugin():
