@@ -81,6 +81,29 @@ def test_the_import_graph_has_no_circles_and_few_levels():
     assert depth(deepest) <= 14, f"{deepest} sits {depth(deepest)} levels deep (at most 14; the flat layout had 16)"
 
 
+CORE = {"errors", "vocab", "params", "registry", "hookspecs", "owners", "stores", "journal"}
+MAY_IMPORT = {  # package -> the suite packages and top-level modules it may import (docs/design.md)
+    "exec": CORE,
+    "specs": CORE,
+    "engine": CORE | {"context", "contract", "problem", "stacked", "exec", "specs"},
+    "tracking": CORE | {"exec", "specs", "engine"},
+    "distributed": CORE | {"exec", "specs", "engine", "tracking", "report"},
+    "grids": CORE | {"progress", "exec", "specs", "engine", "tracking", "report"},
+    "tuning": CORE | {"context", "exec", "specs", "engine", "tracking", "distributed", "report"},
+    "report": CORE | {"context", "theory", "critical", "specs", "tracking", "tuning"},
+}
+
+
+def test_each_package_imports_only_what_it_may():
+    def top(name: str) -> str:
+        return name.split(".")[1]
+
+    for name, deps in graph().items():
+        if name.count(".") and top(name) in MAY_IMPORT:
+            extra = {top(d) for d in deps if d.count(".")} - MAY_IMPORT[top(name)] - {top(name)}
+            assert not extra, f"{name} imports {sorted(extra)}, which {top(name)} may not (docs/design.md)"
+
+
 def test_no_core_module_knows_a_built_in_plugin():
     """The built-in plugins are plugins: only suite.builtin imports suite.builtin (a core rule that
     needs to know about a problem asks the problem, e.g. Problem.sgd_steps_to_target)."""
@@ -93,6 +116,17 @@ def test_no_core_module_knows_a_built_in_plugin():
 def test_no_module_is_over_600_lines():
     long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > 600}
     assert not long, f"modules over 600 lines (split them by job): {long}"
+
+
+def test_a_file_name_names_one_thing():
+    """No two modules share a file name, except a command module of the CLI: ``suite.cli.X`` is
+    the command ``suite X`` of what another package's ``X`` is."""
+    seen: dict[str, str] = {}
+    for name, path in sorted(modules().items()):
+        if path.name in ("__init__.py", "__main__.py") or name.startswith("suite.cli."):
+            continue
+        assert path.name not in seen, f"{seen[path.name]} and {name} share a file name; name what each one is"
+        seen[path.name] = name
 
 
 def test_no_module_carries_a_package_name_as_a_prefix():

@@ -259,8 +259,8 @@ def test_old_studies_resume_under_their_old_name_when_their_settings_match():
 def test_the_winner_is_the_best_reevaluated_mean():
     import optuna
 
-    from suite.tuning.report import Reeval, summarize
     from suite.tuning.studies import top_trials
+    from suite.tuning.winners import Reeval, summarize
     from suite.vocab import STUDY_OVERRIDES
 
     (plan,) = _plans()
@@ -286,7 +286,7 @@ def test_optunas_figures_leave_the_processs_matplotlib_style_as_it_was():
     import matplotlib
     import optuna
 
-    from suite.tuning.report import study_figures
+    from suite.tuning.winners import study_figures
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))  # in memory
     study.optimize(lambda t: t.suggest_float("lr", 0.01, 1.0, log=True) + t.suggest_float("wd", 0.0, 0.1), n_trials=4)

@@ -191,7 +191,7 @@ STACKED_REL_TOL = 1e-4
 def test_stacked_matches_per_run(component):
     """A stacked implementation gives every row of a stack the numbers of its spec trained alone
     (every metric at every evaluation, and the final metrics, within 1e-4 relative, the same status)."""
-    from suite.engine.stacked import stackable
+    from suite.engine.stack import stackable
     from suite.engine.units import run_unit
 
     if component.stacked is None:

@@ -21,8 +21,8 @@ from suite.engine.units import plan_units
 from suite.errors import SuiteError
 from suite.exec.phases import CLOCK
 from suite.exec.pool import Pool
-from suite.grids.claims import Claims
-from suite.grids.units import UnitTask, train_unit
+from suite.grids.locks import Claims
+from suite.grids.tasks import UnitTask, train_unit
 from suite.progress import Progress
 from suite.registry import Registry
 from suite.report import tables
@@ -197,7 +197,7 @@ def _run_grid(
 
 class _ClaimedUnits(Sequence):
     """The pool's payloads, built as the pool hands each unit out: the unit's specs are claimed
-    then (see :mod:`suite.grids.claims`), and the task holds only those this invocation got."""
+    then (see :mod:`suite.grids.locks`), and the task holds only those this invocation got."""
 
     def __init__(self, handler: _GridHandler, units: list[list[int]], engine: str) -> None:
         self.handler, self.units, self.engine = handler, units, engine

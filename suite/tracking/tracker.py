@@ -27,8 +27,8 @@ from suite.stores import (
     store_lock,
 )
 from suite.tracking import diagnose
-from suite.tracking.context import context_tags
 from suite.tracking.direct import DirectStore
+from suite.tracking.origin import context_tags
 from suite.tracking.queue import WriteQueue, tracking
 from suite.tracking.records import FAILED as MLFLOW_FAILED
 from suite.tracking.records import (

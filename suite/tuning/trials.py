@@ -243,10 +243,10 @@ class TrialObjective:
 
 def share_key(plan: Any, registry: Any) -> tuple | None:
     """The studies with one key train their populations as one stack: the stacked engine's
-    :func:`suite.engine.stacked.stack_key` of the study's runs (problem and its parameters,
+    :func:`suite.engine.stack.stack_key` of the study's runs (problem and its parameters,
     sampler, batch size, budget, evaluation schedule). None: the study's components do not
     stack (it trains alone)."""
-    from suite.engine.stacked import stack_key, stackable
+    from suite.engine.stack import stack_key, stackable
 
     spec = plan.spec(registry, {}, seed=0)
     return stack_key(spec) if stackable(spec, registry) else None
@@ -257,7 +257,7 @@ Outcome = tuple[TrialState, float | None, str]  # what Optuna is told of a trial
 
 def train_populations(parts: Sequence[tuple[TrialObjective, Sequence[optuna.Trial]]]) -> list[list[Outcome]]:
     """Train the populations of one or more studies as one unit (``parts``: each study's
-    objective and its claimed trials): rows that stack (:func:`suite.engine.stacked.stack_key`:
+    objective and its claimed trials): rows that stack (:func:`suite.engine.stack.stack_key`:
     the same problem, batch size, budget, evaluation schedule) form one stack across studies.
     Each trial is still judged by its own study: suggested by its sampler, reported to and pruned
     by its pruner, concluded with its objective, and each row is its own run (announced to its
