@@ -159,18 +159,18 @@ def plan_benchmark(bench: Any, registry: Registry, *, storage: str | None = None
     requests: dict[tuple, Any] = {}
     seen: dict[str, Any] = {}  # study name -> the experiment that makes it
     for section in bench.tuned:
-        block = section.tune
-        choices = dict(block.choices)
+        tune = section.tune
+        choices = dict(tune.choices)
         names = {f: ",".join(choices.get(f) or (DEFAULT_COMPONENTS[f],))
                  for f in ("optimizer", "scheduler", "averager", "sampler")}
         try:
             req = plan_request(
-                registry, problem=",".join(block.problems), **names,
-                batch_sizes=",".join(map(str, block.batch_sizes)), trials=block.trials, budget=block.budget,
-                objective=block.objective, seeds=block.seeds, spaces=block.spaces, sets=block.sets,
-                eval_every=block.eval_every, pruner=block.pruner, study_seed=block.study_seed, storage=storage,
-                reevaluate=block.reevaluate, reevaluate_top=block.reevaluate_top, population=block.population,
-                studies=block.studies, engine=engine, experiment=experiment or bench.name, tracking_uri=tracking_uri,
+                registry, problem=",".join(tune.problems), **names,
+                batch_sizes=",".join(map(str, tune.batch_sizes)), trials=tune.trials, budget=tune.budget,
+                objective=tune.objective, seeds=tune.seeds, spaces=tune.spaces, sets=tune.sets,
+                eval_every=tune.eval_every, pruner=tune.pruner, study_seed=tune.study_seed, storage=storage,
+                reevaluate=tune.reevaluate, reevaluate_top=tune.reevaluate_top, population=tune.population,
+                studies=tune.studies, engine=engine, experiment=experiment or bench.name, tracking_uri=tracking_uri,
                 device=device, workers=workers, heartbeat=heartbeat, grace=grace, submit_only=submit_only)
         except SuiteError as exc:
             raise BenchFileError(f"{section.where(bench.path)}.tune: {exc}") from None
@@ -182,7 +182,7 @@ def plan_benchmark(bench: Any, registry: Registry, *, storage: str | None = None
                                      f"{other.name!r} (line {other.line}): give the two experiments different settings "
                                      "or merge them")
             seen[p.name] = section
-        key = block.session_key()
+        key = tune.session_key()
         if key in requests:
             requests[key] = replace(requests[key], plans=[*requests[key].plans, *plans])
         else:
