@@ -17,7 +17,7 @@ from suite.engine.units import run_unit
 from suite.registry import Registry
 from suite.specs.spec import resolve_spec
 from suite.stacked import ModuleStack, module_stack
-from suite.tuning.plan import Objective
+from suite.tuning.objective import Objective
 
 
 class Regression(Problem):

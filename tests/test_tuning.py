@@ -8,18 +8,13 @@ import numpy as np
 import pytest
 
 from suite.engine.loop import RunResult
+from suite.errors import TuneError
 from suite.registry import get_registry
 from suite.specs.spec import resolve_spec
-from suite.tuning.plan import (
-    Budget,
-    Objective,
-    TuneError,
-    Variant,
-    parse_space_option,
-    plan_studies,
-    search_space,
-    variants,
-)
+from suite.tuning.budget import Budget
+from suite.tuning.objective import Objective
+from suite.tuning.plan import plan_studies
+from suite.tuning.space import Variant, parse_space_option, search_space, variants
 
 SGD = {"problem": "linreg", "optimizer": "sgd", "scheduler": "constant", "averager": "none", "sampler": "shuffle"}
 
@@ -264,8 +259,8 @@ def test_old_studies_resume_under_their_old_name_when_their_settings_match():
 def test_the_winner_is_the_best_reevaluated_mean():
     import optuna
 
-    from suite.tuning.report import Reeval, summarize
     from suite.tuning.studies import top_trials
+    from suite.tuning.winners import Reeval, summarize
     from suite.vocab import STUDY_OVERRIDES
 
     (plan,) = _plans()
@@ -291,7 +286,7 @@ def test_optunas_figures_leave_the_processs_matplotlib_style_as_it_was():
     import matplotlib
     import optuna
 
-    from suite.tuning.report import study_figures
+    from suite.tuning.winners import study_figures
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))  # in memory
     study.optimize(lambda t: t.suggest_float("lr", 0.01, 1.0, log=True) + t.suggest_float("wd", 0.0, 0.1), n_trials=4)
@@ -305,8 +300,8 @@ def test_optunas_figures_leave_the_processs_matplotlib_style_as_it_was():
 def test_the_tune_table_tells_a_tuned_beta_near_one_from_one():
     import optuna
 
-    from suite.tuning.report import summarize
     from suite.tuning.values import value_text
+    from suite.tuning.winners import summarize
     from suite.vocab import STUDY_OVERRIDES
 
     (plan,) = _plans()
@@ -324,7 +319,7 @@ def test_the_figures_of_a_tune_without_a_completed_trial_warn_nothing():
 
     import optuna
 
-    from suite.tuning.report import figures, summarize
+    from suite.tuning.winners import figures, summarize
 
     (plan,) = _plans()
     study = optuna.create_study()

@@ -162,7 +162,7 @@ def _print_dry_run(sections, total: int, tuning=(), units=()) -> None:
 def unit_lines(specs, registry, engine: str, stack_size, devices) -> list[str]:
     """The work units the runs would train in: stacks (one batched model each, with their sizes)
     and runs through the per-run loop, with the reason."""
-    from suite.engine.stacked import stackable
+    from suite.engine.stack import stackable
     from suite.engine.units import plan_units
 
     if not specs:

@@ -191,7 +191,7 @@ def test_stacked_matches_per_run(component):
     tolerance, the same status): at least 4 stable rows with hyperparameters of their own, in a
     stack of their own and mixed with a built-in partner's rows (:mod:`suite.conformance.stacks`)."""
     from suite.conformance import stacks
-    from suite.engine.stacked import stackable
+    from suite.engine.stack import stackable
 
     if component.stacked is None:
         pytest.skip(f"{component.family} {component.name!r} has no stacked implementation: "

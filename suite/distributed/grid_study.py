@@ -33,7 +33,7 @@ from suite.distributed.enqueue import enqueue_lock, enqueue_missing
 from suite.distributed.worker import WorkerContext
 from suite.engine.exactness import mark_unstable
 from suite.engine.loop import RunResult
-from suite.engine.stacked import stack_key, stackable
+from suite.engine.stack import stack_key, stackable
 from suite.engine.units import MAX_STACK
 from suite.errors import StoreError, TrialFailed
 from suite.registry import get_registry

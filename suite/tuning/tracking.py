@@ -57,7 +57,7 @@ from suite.vocab import (
 
 
 class TrackerSink:
-    """The :class:`suite.tuning.plan.TrialSink` of the parent process: logs every event to MLflow.
+    """The :class:`suite.tuning.trials.TrialSink` of the parent process: logs every event to MLflow.
 
     A run's metrics are buffered by the :class:`Tracker` (a steps-to-target trial evaluates every
     few steps, and one database write per evaluation would cost more than the training). Inside
@@ -152,7 +152,7 @@ def _space_text(d: Mapping[str, Any]) -> str:
 
 
 def finish_study_parent(tracker: Tracker, run_id: str, summary: Any, figures: Mapping[str, Any]) -> None:
-    """Log a study's outcome (a :class:`suite.tuning.report.StudySummary`) to its parent run."""
+    """Log a study's outcome (a :class:`suite.tuning.winners.StudySummary`) to its parent run."""
     ts = _now_ms()
     step = summary.n_counted
     metrics = [Metric("n_complete", summary.n_complete, ts, step), Metric("n_pruned", summary.n_pruned, ts, step),

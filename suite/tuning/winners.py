@@ -24,7 +24,8 @@ from optuna.trial import TrialState
 from suite.report import tables
 from suite.report.style import finish_figure
 from suite.tuning import edges
-from suite.tuning.plan import StudyPlan, short_name
+from suite.tuning.labels import short_name
+from suite.tuning.plan import StudyPlan
 from suite.tuning.results import best_trial, best_values, counted
 from suite.tuning.values import value_text
 from suite.vocab import TRIAL_STATUS
