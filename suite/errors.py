@@ -92,3 +92,8 @@ class RowsFailed(Exception):
 
 class ReportError(SuiteError):
     """The report cannot be made from what the tracking store holds (one-line message)."""
+
+
+class StackCheckFailed(Exception):
+    """The conformance kit's stacked check found a plugin's stacked implementation wrong, or
+    could not build its rows (:mod:`suite.conformance.stacks`): one message that says how to fix it."""

@@ -199,8 +199,7 @@ class Param:
             object.__setattr__(self, "type", type(self.default))
         if self.default is None:
             object.__setattr__(self, "nullable", True)
-        else:
-            self.validate(self.default)
+        # a default outside the range is refused where the component registers (the registry names it)
 
     @property
     def range_text(self) -> str:

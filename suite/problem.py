@@ -126,6 +126,13 @@ class Problem:
         each evaluation; the averaged model does not get them. Default: none."""
         return {}
 
+    def sgd_steps_to_target(self, batch_size: int, target: float) -> float | None:
+        """The fewest steps plain constant-lr SGD at ``batch_size`` needs to bring the expected
+        risk to ``target`` (its best lr; ``inf`` if no lr does), where the problem knows it in
+        closed form; ``steps:auto`` budgets from it (:func:`suite.tuning.budget.auto_budget`).
+        Default: ``None``, unknown."""
+        return None
+
     def learned_params(self, model: nn.Module) -> dict[str, Tensor]:
         """The model's parameters under the same names as ``true_params`` (for the summary)."""
         return {name: p.detach().cpu() for name, p in model.named_parameters()}

@@ -21,6 +21,7 @@ import pluggy
 from suite import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
 from suite.errors import (
     DuplicateComponentError,
+    ParamError,
     RegistrationError,
     UnknownComponentError,
     UnknownParamError,
@@ -29,6 +30,7 @@ from suite.params import Param
 
 FAMILIES = tuple(hookspecs.FAMILIES)
 SCHEDULER_INTERVALS = ("step", "epoch")
+DESCRIPTION_LIMIT = 120  # characters of a component's one-line description (enforced at registration)
 
 
 @dataclass(frozen=True)
@@ -259,10 +261,20 @@ class Registry:
             raise RegistrationError(f"{where}: stacked must be callable (see suite.stacked) or left out")
         if not isinstance(description, str) or not description.strip():
             raise RegistrationError(f"{where}: give a one-line description")
+        line = description.strip().splitlines()[0]
+        if len(line) > DESCRIPTION_LIMIT:
+            raise RegistrationError(f"{where}: its description has {len(line)} characters; give a one-line "
+                                    f"description of at most {DESCRIPTION_LIMIT} (suite list shows it on one line)")
         params = tuple(params)
         for p in params:
             if not isinstance(p, Param):
                 raise RegistrationError(f"{where}: params must be suite.Param objects, got {p!r}")
+            if p.default is not None:
+                try:
+                    p.validate(p.default, label=f"{family}.{p.name}")
+                except ParamError as exc:
+                    raise RegistrationError(f"{where}: its default {exc}; move the default into the range or "
+                                            "widen the range") from None
         names = [p.name for p in params]
         if len(set(names)) != len(names):
             raise RegistrationError(f"{where}: duplicate hyperparameter names in {names}")

@@ -29,6 +29,7 @@ TAG_OPTUNA_VERSION = "suite.optuna_version"
 TAG_DEVICE = "suite.device"
 TAG_ENGINE = "suite.engine"  # loop | stacked: the engine that trained the run
 TAG_STACK = "suite.stack"  # the stack a run was trained in (stacked engine)
+TAG_UNSTABLE = "suite.unstable"  # on a stacked run whose loss grew past the exactness promise (suite.engine.exactness)
 TAG_SECTION = "suite.section"  # the benchmark file's experiment
 TAG_BENCHMARK = "suite.benchmark"
 TAG_SCHEDULER_INTERVAL = "suite.scheduler_interval"

@@ -84,6 +84,7 @@ def test_a_broken_plugin_fails_the_kit_saying_what_to_fix(tmp_path):
     assert "optimizer 'unseeded' (suite-broken): two runs with the same seed differ" in out
     assert "optimizer 'wrongstack' (suite-broken): stacked implementation differs from the per-run one" in out
     assert "test_stacked_matches_per_run[optimizer:unseeded] SKIPPED" not in out  # skips are not failures
+    assert "empty parameter set" not in out  # the problem checks, which apply to none of its components
     assert "FAILED" in out and "test_registration_fields[optimizer:nanstep] " not in out.split("short test summary")[-1]
 
 
@@ -162,3 +163,129 @@ def test_every_contract_violation_is_one_fix_it_message_and_a_refused_run(tmp_pa
     clash = suite_cmd("run", "--optimizer", "adam", "--epochs", "1", env=env, cwd=workdir)
     assert clash.returncode == 2 and "registered twice: by suite-adaptive and by suite-breaker" in clash.stderr
     assert suite_cmd("run", "--epochs", "1", "--quiet", env=env, cwd=workdir).returncode == 0
+
+
+WRONG_STACKS = '''
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from suite import Param, Space, hookimpl
+from suite.stacked import StackedAverager, StackedOptimizer, per_row
+
+
+class RowZeroSGD(StackedOptimizer):
+    """Mutant: every row steps with row 0's lr, momentum and weight decay."""
+
+    def __init__(self, optimizers, stack):
+        group = optimizers[0].param_groups[0]
+        self.lr, self.momentum, self.decay = group["lr"], group["momentum"], group["weight_decay"]
+        self.buffers = None
+
+    def step(self, params, grads, lr):
+        first = self.buffers is None
+        self.buffers = self.buffers or []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            g = g + self.decay * p
+            if first:
+                self.buffers.append(g.clone())
+            else:
+                self.buffers[i].mul_(self.momentum).add_(g)
+            p.sub_(self.lr * self.buffers[i])
+
+
+class EMA(StackedAverager):
+    """An EMA of the iterates; ``decay`` is a K-vector, or (mutant) row 0's value for every row."""
+
+    def __init__(self, stack, decay):
+        self.params = [p.detach().clone() for p in stack.initial_params()]
+        self.rate = 1 - decay
+
+    def update(self, params, step):
+        for avg, p in zip(self.params, params):
+            avg.lerp_(p.detach(), 1.0 if step == 1 else per_row(self.rate, avg) if torch.is_tensor(self.rate)
+                      else self.rate)
+
+
+def row_zero_ema(averagers, stack):
+    return EMA(stack, stack.specs[0].params_of("averager")["decay"])
+
+
+def per_row_ema(averagers, stack):
+    return EMA(stack, stack.hyper("averager", "decay"))
+
+
+def make_sgd(ctx, lr, momentum, weight_decay):
+    return torch.optim.SGD(ctx.model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def make_ema(ctx, decay):
+    return AveragedModel(ctx.model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+
+DECAY = [Param("decay", 0.9, low=0.0, high=1.0, high_inclusive=False, space=Space.uniform(0.5, 0.95))]
+
+
+@hookimpl
+def suite_register_optimizers(register):
+    register(name="rowzero_sgd", factory=make_sgd, description="SGD whose stack broadcasts row 0's values",
+             params=[Param("lr", 0.05, low=0.0, low_inclusive=False, space=Space.log(1e-3, 0.3)),
+                     Param("momentum", 0.5, low=0.0, high=1.0, high_inclusive=False, space=Space.uniform(0.0, 0.9)),
+                     Param("weight_decay", 0.01, low=0.0, space=Space.log(1e-3, 0.1))],
+             stacked=RowZeroSGD)
+
+
+@hookimpl
+def suite_register_averagers(register):
+    register(name="rowzero_ema", factory=make_ema, description="EMA whose stack uses row 0's decay",
+             params=DECAY, stacked=row_zero_ema)
+    register(name="per_row_ema", factory=make_ema, description="EMA with each row's own decay",
+             params=DECAY, stacked=per_row_ema)
+'''
+
+
+def test_the_kit_fails_stacks_that_broadcast_one_rows_values_and_names_the_hyperparameter(tmp_path):
+    """Mutation test of the kit's stacked check: an optimizer whose stack gives every row row 0's
+    hyperparameters, and an averager whose stack uses row 0's decay, both fail it (each naming the
+    hyperparameter and how to fix it); the same averager reading its rows' own decays passes."""
+    env = pip_install_target(write_plugin_package(tmp_path / "src", "suite-wrongstacks", "suite_wrongstacks",
+                                                  WRONG_STACKS), tmp_path / "site")
+    res = run_pytest("--suite-plugin=suite-wrongstacks", "-k", "stacked", "-rN", env=env, cwd=tmp_path)
+    out = res.stdout
+    assert res.returncode == 1, out
+    assert "2 failed, 1 passed" in out, out
+    sgd = next(line for line in out.splitlines() if "optimizer 'rowzero_sgd' (suite-wrongstacks): stacked "
+               "implementation differs from the per-run one" in line)
+    assert "it trains as if optimizer.lr=" in sgd and "instead of its own" in sgd, sgd
+    assert "read each row's own values, from stack.hyper(family, name)" in sgd
+    ema = next(line for line in out.splitlines() if "averager 'rowzero_ema' (suite-wrongstacks): stacked "
+               "implementation differs from the per-run one" in line)
+    assert "it trains as if averager.decay=" in ema and "avg_val_loss" in ema, ema
+    assert "the adapter gives one row's decay to every row" in ema
+
+
+CLASH = '''
+import torch
+from suite import Param, hookimpl
+
+
+@hookimpl
+def suite_register_optimizers(register):
+    register(name="adam", factory=lambda ctx, lr: torch.optim.SGD(ctx.model.parameters(), lr=lr),
+             description="a second adam", params=[Param("lr", 0.1, low=0.0, low_inclusive=False)])
+'''
+
+
+def test_the_kit_names_a_conflict_with_both_distributions_and_a_broken_one_in_one_line(tmp_path):
+    clash = pip_install_target(write_plugin_package(tmp_path / "src", "suite-clash", "suite_clash", CLASH),
+                               tmp_path / "site")
+    crash = pip_install_target(write_plugin_package(tmp_path / "src2", "suite-crash", "suite_crash",
+                                                    "import no_such_dependency_here\n"), tmp_path / "site2")
+    env = {"PYTHONPATH": f"{clash['PYTHONPATH']}:{crash['PYTHONPATH']}"}
+    res = run_pytest("--suite-plugin=suite-clash", "--suite-plugin=suite-crash", "-rN", env=env, cwd=tmp_path)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert ("suite-clash: optimizer 'adam' is registered twice: by suite-adaptive and by suite-clash; uninstall one "
+            "of them or rename the component") in out
+    assert "suite-crash: plugin suite_crash: ModuleNotFoundError: No module named 'no_such_dependency_here'" in out
+    assert "2 failed" in out and "no components registered" not in out
+    assert "pluggy" not in out and "Traceback" not in out and "ERROR" not in out
+    assert "skipped" not in out and "empty parameter set" not in out  # checks without a component are left out

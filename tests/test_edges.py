@@ -11,13 +11,14 @@ import pytest
 from suite import Param, hookimpl
 from suite.builtin.stability import nqm_lr_cap
 from suite.contract import lr_cap_violation
+from suite.errors import TuneError
 from suite.params import Space
 from suite.registry import Registry, get_registry
 from suite.report import protocol
 from suite.report.document import Document
 from suite.report.reader import RunRecord
 from suite.tuning import caps, edges
-from suite.tuning.plan import TuneError, search_space
+from suite.tuning.space import search_space
 from suite.vocab import BEST_AT_EDGE_NONE, TAG_BEST_AT_EDGE, TAG_TRIALS, TAG_TRIALS_REQUESTED
 from tests.conftest import runs_of
 

@@ -157,7 +157,7 @@ from suite.cli import main
 urls, root, argv, racers = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 # what tune imports (lazily), imported here once; nothing is run here, so no thread pool is forked
 import matplotlib.pyplot, optuna.importance, optuna.visualization.matplotlib, sklearn.ensemble  # noqa
-import suite.api.tuning, suite.engine.loop, suite.stores, suite.tracking.tracker, suite.tuning.report  # noqa
+import suite.api.tuning, suite.engine.loop, suite.stores, suite.tracking.tracker, suite.tuning.winners  # noqa
 from suite.registry import get_registry
 get_registry()
 for i, n in enumerate(racers):

@@ -175,7 +175,7 @@ def test_summary_groups_seeds_and_follows_a_variant_across_batch_sizes():
     tie = axes.tied_axis({"batch_size": [8, 64], "optimizer.lr": [0.01, 0.08]})
     specs = axes.expand(reg, axes.product([comps, tie, axes.axis("seed", [0, 1])]), {"epochs": 2})
     loss = {(0.0, 8): 1.0, (0.0, 64): 3.0, (0.9, 8): 2.0, (0.9, 64): 0.5}
-    rows = [tables.Row("s", sp, "completed", loss[(sp.param("optimizer.momentum"), sp.batch_size)] + sp.seed)
+    rows = [tables.GridRun("s", sp, "completed", loss[(sp.param("optimizer.momentum"), sp.batch_size)] + sp.seed)
             for sp in specs]
     rows[-1].status, rows[-1].val_loss = "diverged", None  # momentum 0.9, b64, seed 1
     stats = tables.config_stats(rows)

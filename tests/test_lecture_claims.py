@@ -46,6 +46,21 @@ def test_momentum_factor_verdicts(factors, verdict, says):
     assert "(1+β)α" in row.measured  # where the lecture's factor would hold
 
 
+MOMENTUM_CLAIM = "Momentum multiplies the steady-state risk by (1+β)/(1−β)"
+
+
+def test_the_closed_forms_momentum_factor_contradicts_the_lecture_whatever_was_measured():
+    """The claims table's closed-form column: the rule on the closed form's factor (×9.94 at the
+    measured settings), not on the runs, so even runs that showed the lecture's 19 do not move it."""
+    for factors in ([10.0, 9.8, 10.1, 9.9], [19.0, 19.1, 18.9, 19.0]):
+        row = lecture_claims.closed_form(_momentum_runs(factors))[MOMENTUM_CLAIM]
+        assert row.verdict == claims.CONTRADICTED
+        assert "×9.94 [9.94, 9.94]" in row.measured
+        assert "the closed form's factor excludes 1/(1−β) = 10 and excludes the lecture's (1+β)/(1−β) = 19" \
+            in row.measured  # 9.94: 1/(1−β) up to the finite-α correction
+    assert lecture_claims.closed_form(_momentum_runs([10.0])) == {}  # one seed: no data, no row
+
+
 def test_momentum_factor_without_sgd_is_missing():
     runs = _momentum_runs([10.0, 10.0])
     runs.records = [r for r in runs.records if r.param("optimizer.momentum") != 0.0]

@@ -89,3 +89,32 @@ def test_the_worked_examples_run(tmp_path, workdir):
     paired_runs = runs_of(MlflowClient(), "paired", "tags.`suite.kind` = 'run'")
     assert sorted(r.data.params["seed"] for r in paired_runs) == ["0", "1"]
     assert {r.data.params["problem.data_seed"] for r in paired_runs} == {"0"}
+
+
+def test_the_stacked_averager_example_passes_the_kit_and_stacks(tmp_path, workdir):
+    """docs/plugins.md §7's averager with per-row settings, as written: the kit's stacked check
+    compares rows with different eta with their runs alone; a grid of it trains in one stack."""
+    pkg = tmp_path / "suite-averaging"
+    pkg.mkdir()
+    files = guide_files("suite-averaging")
+    assert set(files) == {"pyproject.toml", "setup.cfg", "suite_averaging.py"}
+    for name, content in files.items():
+        (pkg / name).write_text(content)
+    env = pip_install_target(pkg, tmp_path / "site")
+
+    kit = run_pytest("--suite-plugin=suite-averaging", "-rA", env=env, cwd=tmp_path)
+    assert kit.returncode == 0 and "failed" not in kit.stdout and "skipped" not in kit.stdout, kit.stdout
+    assert "PASSED ::test_stacked_matches_per_run[averager:polyak]" in kit.stdout, kit.stdout
+
+    plan = suite_cmd("run", "--averager", "polyak", "--set", "averager.eta=1,8", "--seeds", "3", "--epochs", "2",
+                     "--device", "cpu", "--workers", "1", "--dry-run", env=env, cwd=workdir)
+    assert plan.returncode == 0, plan.stderr
+    stack = "  stack of 6: linreg shuffle b32 2 epochs; optimizer/scheduler/averager sgd/constant/polyak x6"
+    assert stack in plan.stdout.splitlines(), plan.stdout
+    ran = suite_cmd("run", "--averager", "polyak", "--set", "averager.eta=1,8", "--seeds", "3", "--epochs", "2",
+                    "--device", "cpu", "--workers", "1", "--quiet", env=env, cwd=workdir)
+    assert ran.returncode == 0, ran.stderr
+    runs = runs_of(MlflowClient(), "linreg", "tags.`suite.kind` = 'run'")
+    assert len(runs) == 6 and {r.data.tags["suite.engine"] for r in runs} == {"stacked"}
+    assert len({r.data.tags["suite.stack"] for r in runs}) == 1
+    assert {r.data.params["averager.eta"] for r in runs} == {"1.0", "8.0"}

@@ -100,3 +100,32 @@ def test_params_coerce_and_validate():
     p = Param("k", 3, low=1)
     with pytest.raises(ValueError, match="not a valid int"):
         p.coerce("2.5")
+
+
+def test_an_out_of_range_default_names_the_component_its_family_and_the_parameter():
+    def hook(register):
+        register(name="fine", factory=lambda ctx, lr: None, description="d", params=[Param("lr", 0.1, low=0.0)])
+        register(name="toobig", factory=lambda ctx, lr: None, description="d",
+                 params=[Param("lr", 5.0, low=0.0, high=1.0)])
+
+    reg = Registry.from_entry_points(extra_plugins=[(_plugin(suite_register_optimizers=hook), "range-pkg", "1")])
+    (broken,) = [b for b in reg.broken if b.distribution == "range-pkg"]
+    assert broken.error == ("suite.errors.RegistrationError: optimizer 'toobig' from range-pkg: its default "
+                            "optimizer.lr=5.0 is out of range: must be in [0, 1]; move the default into the range or "
+                            "widen the range")
+    assert "fine" in reg.names("optimizer") and "toobig" not in reg.names("optimizer")
+
+
+def test_the_description_limit_is_enforced_at_registration():
+    from suite.registry import DESCRIPTION_LIMIT
+
+    def hook(register):
+        register(name="exact", factory=lambda ctx: None, description="x" * DESCRIPTION_LIMIT)
+        register(name="wordy", factory=lambda ctx: None, description="y" * (DESCRIPTION_LIMIT + 1))
+
+    reg = Registry.from_entry_points(extra_plugins=[(_plugin(suite_register_averagers=hook), "wordy-pkg", "1")])
+    (broken,) = [b for b in reg.broken if b.distribution == "wordy-pkg"]
+    assert broken.error == ("suite.errors.RegistrationError: averager 'wordy' from wordy-pkg: its description has "
+                            "121 characters; give a one-line description of at most 120 (suite list shows it on one "
+                            "line)")
+    assert "exact" in reg.names("averager") and "wordy" not in reg.names("averager")

@@ -1,5 +1,5 @@
 """Several invocations on one machine at once: a fresh store is created once, and the same grid
-started twice is run once (the invocations share it through claims, see suite/grids/claims.py)."""
+started twice is run once (the invocations share it through claims, see suite/grids/locks.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from suite.engine.loop import RunResult
-from suite.grids.claims import Claims
+from suite.grids.locks import Claims
 from suite.registry import get_registry
 from suite.tracking.tracker import Tracker
 from tests.conftest import BIN, runs_of

@@ -59,7 +59,7 @@ def _grid_stats(losses):
 
     specs = axes.expand(get_registry(), axes.product([axes.axis("optimizer.momentum", [0.0, 0.9]),
                                                       axes.axis("seed", [0, 1, 2])]), {"epochs": 1})
-    rows = [tables.Row("s", sp, "completed", losses[sp.param("optimizer.momentum")][sp.seed]) for sp in specs]
+    rows = [tables.GridRun("s", sp, "completed", losses[sp.param("optimizer.momentum")][sp.seed]) for sp in specs]
     return tables, tables.config_stats(rows)
 
 

@@ -216,7 +216,10 @@ TUNE_FLAGS = ["--problem", "linreg", "--optimizer", "sgd", "--scheduler", "const
 def tune_studies(budget: str) -> list[str]:
     """The names (with their settings hash) that `suite tune TUNE_FLAGS --budget BUDGET` gives its studies."""
     from suite.registry import get_registry
-    from suite.tuning.plan import Budget, Objective, plan_studies, variants
+    from suite.tuning.budget import Budget
+    from suite.tuning.objective import Objective
+    from suite.tuning.plan import plan_studies
+    from suite.tuning.space import variants
 
     one = variants({"optimizer": ["sgd"], "scheduler": ["constant"], "averager": ["none"], "sampler": ["shuffle"]})
     plans = plan_studies(get_registry(), problems=["linreg"], variant_list=one, batch_sizes=[16, 64],

@@ -13,7 +13,10 @@ from optuna.trial import TrialState
 from suite.distributed.worker import Worker, WorkerContext, register_kind
 from suite.registry import get_registry
 from suite.stores import open_storage
-from suite.tuning.plan import Budget, Objective, plan_studies, variants
+from suite.tuning.budget import Budget
+from suite.tuning.objective import Objective
+from suite.tuning.plan import plan_studies
+from suite.tuning.space import variants
 from suite.tuning.workers import StudyGroupJob, StudyJob, study_jobs
 from suite.vocab import STUDY_KIND, STUDY_READY, TRAIN_SECONDS
 from tests.conftest import runs_of

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from suite.cli import main
-from suite.tracking.diagnose import mlflow_revisions
+from suite.tracking.schema import mlflow_revisions
 from tests.conftest import BIN
 
 GRID = ["run", "--problem", "linreg", "--lr", "0.01,0.02", "--epochs", "1", "--engine", "loop", "--device", "cpu",

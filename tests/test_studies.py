@@ -13,8 +13,11 @@ import pytest
 
 from suite.registry import get_registry
 from suite.report import stats
-from suite.tuning.plan import Budget, Objective, Variant, plan_studies
-from suite.tuning.report import Reeval, StudySummary, close_all, figures, markdown, winners
+from suite.tuning.budget import Budget
+from suite.tuning.objective import Objective
+from suite.tuning.plan import plan_studies
+from suite.tuning.space import Variant
+from suite.tuning.winners import Reeval, StudySummary, close_all, figures, markdown, winners
 from tests.conftest import runs_of
 
 

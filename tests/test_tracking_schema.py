@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from suite.exec.phases import CLOCK
-from suite.tracking import diagnose, schema
+from suite.tracking import schema
 from suite.tracking.bulk import SqlBulk
 from suite.tracking.direct import DirectStore
 from suite.tracking.tracker import Tracker
@@ -49,8 +49,8 @@ def alter(path: Path, *sql: str) -> None:
 def newer_mlflow(monkeypatch):
     """As if the installed MLflow's head were :data:`NEWER` (a newer MLflow, whose migration made
     the store's revision)."""
-    head, known = diagnose.mlflow_revisions()
-    monkeypatch.setattr(diagnose, "mlflow_revisions", lambda: (NEWER, known | {NEWER}))
+    head, known = schema.mlflow_revisions()
+    monkeypatch.setattr(schema, "mlflow_revisions", lambda: (NEWER, known | {NEWER}))
 
 
 def shape(columns):

@@ -215,9 +215,9 @@ def test_a_batch_written_but_not_confirmed_is_written_again_without_harm(workdir
     batch = [records.PendingRun(run_id, create=True, start_time=1, create_tags={"mlflow.runName": "once", "a": "1"},
                                 params=[records.RunParam("p", "1")], metrics=[("m", 1.0, 5, 1), ("m", 2.0, 6, 2)],
                                 tags={"b": "2"}, status="FINISHED", end_time=9)]
-    tracker._write(deepcopy(batch))  # what the writer did before it died
+    tracker.queue._write(deepcopy(batch))  # what the writer did before it died
     before = _tables(workdir / "mlflow.db")
-    tracker._write(tracker._direct_rewrite(deepcopy(batch)))  # what the tracker does with the unconfirmed batch
+    tracker.queue._write(tracker.queue._direct_rewrite(deepcopy(batch)))  # what the tracker does with it
     assert _tables(workdir / "mlflow.db") == before
 
 

@@ -11,7 +11,11 @@ import pytest
 from suite.engine.loop import train
 from suite.registry import get_registry
 from suite.specs.spec import resolve_spec
-from suite.tuning.plan import Budget, Objective, TrialObjective, plan_studies, variants
+from suite.tuning.budget import Budget
+from suite.tuning.objective import Objective
+from suite.tuning.plan import plan_studies
+from suite.tuning.space import variants
+from suite.tuning.trials import TrialObjective
 
 NQM = {"problem": "nqm", "optimizer": "sgd"}
 

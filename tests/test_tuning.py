@@ -8,18 +8,13 @@ import numpy as np
 import pytest
 
 from suite.engine.loop import RunResult
+from suite.errors import TuneError
 from suite.registry import get_registry
 from suite.specs.spec import resolve_spec
-from suite.tuning.plan import (
-    Budget,
-    Objective,
-    TuneError,
-    Variant,
-    parse_space_option,
-    plan_studies,
-    search_space,
-    variants,
-)
+from suite.tuning.budget import Budget
+from suite.tuning.objective import Objective
+from suite.tuning.plan import plan_studies
+from suite.tuning.space import Variant, parse_space_option, search_space, variants
 
 SGD = {"problem": "linreg", "optimizer": "sgd", "scheduler": "constant", "averager": "none", "sampler": "shuffle"}
 
@@ -264,8 +259,8 @@ def test_old_studies_resume_under_their_old_name_when_their_settings_match():
 def test_the_winner_is_the_best_reevaluated_mean():
     import optuna
 
-    from suite.tuning.report import Reeval, summarize
     from suite.tuning.studies import top_trials
+    from suite.tuning.winners import Reeval, summarize
     from suite.vocab import STUDY_OVERRIDES
 
     (plan,) = _plans()
@@ -291,7 +286,7 @@ def test_optunas_figures_leave_the_processs_matplotlib_style_as_it_was():
     import matplotlib
     import optuna
 
-    from suite.tuning.report import study_figures
+    from suite.tuning.winners import study_figures
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))  # in memory
     study.optimize(lambda t: t.suggest_float("lr", 0.01, 1.0, log=True) + t.suggest_float("wd", 0.0, 0.1), n_trials=4)
@@ -300,3 +295,40 @@ def test_optunas_figures_leave_the_processs_matplotlib_style_as_it_was():
     assert set(figs) == {"optuna_history.png", "optuna_importance.png"}
     assert figs["optuna_history.png"].axes[0].get_facecolor() != matplotlib.colors.to_rgba(before["axes.facecolor"])
     assert {k: matplotlib.rcParams[k] for k in before} == before
+
+
+def test_the_tune_table_tells_a_tuned_beta_near_one_from_one():
+    import optuna
+
+    from suite.tuning.values import value_text
+    from suite.tuning.winners import summarize
+    from suite.vocab import STUDY_OVERRIDES
+
+    (plan,) = _plans()
+    study = optuna.create_study()
+    t = study.ask()
+    t.set_user_attr(STUDY_OVERRIDES, {"optimizer.lr": 0.0123456, "optimizer.beta2": 0.99985, "optimizer.eps": 1e-8})
+    study.tell(t, 1.0)
+    assert "(lr=0.0123 beta2=0.99985 eps=1e-08)" in summarize(study, plan).cell()
+    assert [value_text(v) for v in (0.999, 0.9, 0.99, -0.9995, 3, 0.0, True)] == \
+        ["0.999", "0.9", "0.99", "-0.9995", "3", "0", "True"]
+
+
+def test_the_figures_of_a_tune_without_a_completed_trial_warn_nothing():
+    import warnings
+
+    import optuna
+
+    from suite.tuning.winners import figures, summarize
+
+    (plan,) = _plans()
+    study = optuna.create_study()
+    study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
+    summary = summarize(study, plan)
+    assert summary.best_value is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found to put in legend" among them
+        figs = figures([summary], "final val loss")
+    assert list(figs) == ["nqm_best_value_vs_batch_size.png"]
+    texts = [t.get_text() for t in figs["nqm_best_value_vs_batch_size.png"].axes[0].texts]
+    assert texts == ["no completed trial"]

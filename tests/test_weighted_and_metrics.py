@@ -12,7 +12,7 @@ from suite.engine.loop import Batch, batch_loss, build, preflight, train
 from suite.engine.units import plan_units, run_unit
 from suite.errors import TuneError
 from suite.registry import get_registry
-from suite.tuning.plan import Objective
+from suite.tuning.objective import Objective
 from tests.builtin_helpers import full_grad, spec_of
 
 

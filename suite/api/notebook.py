@@ -138,22 +138,11 @@ def _ids_filter(ids: Iterable[str]) -> str:
     return "attributes.run_id IN (" + ", ".join(f"'{i}'" for i in ids) + ")"
 
 
-def _value(text: str) -> Any:
-    """A logged param back as Python: ``"0.5"`` -> 0.5, ``"64"`` -> 64, ``"None"`` -> None."""
-    if text == "None":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _frame(tracker: Any, found: Sequence[Any], histories: bool | Sequence[str]):
     import pandas as pd
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+    from suite.tracking.records import param_value
     from suite.vocab import TAG_CONFIG, TAG_HASH, TAG_KIND, TAG_SECTION, TAG_STATUS
 
     rows = []
@@ -165,7 +154,7 @@ def _frame(tracker: Any, found: Sequence[Any], histories: bool | Sequence[str]):
             "section": tags.get(TAG_SECTION), "spec_hash": tags.get(TAG_HASH),
             "start_time": pd.Timestamp(run.info.start_time, unit="ms"), "parent_run_id": tags.get(MLFLOW_PARENT_RUN_ID),
         }
-        row.update({k: _value(v) for k, v in run.data.params.items()})
+        row.update({k: param_value(v) for k, v in run.data.params.items()})
         row.update(run.data.metrics)
         if histories:
             names = list(run.data.metrics) if histories is True else list(histories)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from suite.engine.exactness import unstable
 from suite.tracking import ui
 
 
@@ -48,6 +49,7 @@ def run_summary(plan: Any, out: Any, tracker: Any, *, missing: list | None = Non
         "tracking_uri": tracker.tracking_uri, "parent_run_id": out.parent_run_id,
         "total": len(out.specs), "ran_now": len(out.results), "done_before": len(out.skipped),
         "statuses": counts, "failed": [r.spec.hash for r in out.failures] + [s.hash for s in (missing or [])],
+        "unstable": [r.spec.hash for r in out.results.values() if unstable(r)],
         "runs": run_rows(out), "configurations": config_rows(out),
         "winners": [{"section": s, "batch_size": b, "configuration": lab, "loss": loss, "model": which}
                     for s, b, lab, loss, which in _winners(out)],

@@ -106,12 +106,15 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
         normalize_storage,
         resolve_tracking_uri,
     )
-    from suite.tuning import plan
+    from suite.tuning.budget import Budget
+    from suite.tuning.objective import Objective
+    from suite.tuning.plan import plan_studies
     from suite.tuning.session import Request
+    from suite.tuning.space import parse_space_option, variants
 
-    budget_obj = plan.Budget.parse(budget) if budget is not None else None
-    objective_obj = plan.Objective.parse(objective)
-    space_overrides = dict(plan.parse_space_option(s) for s in spaces)
+    budget_obj = Budget.parse(budget) if budget is not None else None
+    objective_obj = Objective.parse(objective)
+    space_overrides = dict(parse_space_option(s) for s in spaces)
     if budget_obj is not None and not budget_obj.auto and budget_obj.n > MAX_BUDGET:
         raise SuiteError(f"--budget {budget!r} is out of range: at most {MAX_BUDGET} {budget_obj.unit}")
     both = sorted(set(fixed) & set(space_overrides))
@@ -119,16 +122,16 @@ def plan_request(registry: Registry, *, problem: str = "logistic", optimizer: st
         raise SuiteError(f"{both[0]} is given by --set and by --space: pin it or search it, not both")
     from suite.specs import limits
 
-    cells = len(problems) * len(plan.variants(choices)) * len(sizes)  # counted before R × cells plans are made
+    cells = len(problems) * len(variants(choices)) * len(sizes)  # counted before R × cells plans are made
     per = f"{studies} studies per cell, " if studies > 1 else ""
     limits.check_runs(cells * studies * (trials * seeds + reevaluate * reevaluate_top),
                       f"the tuning ({cells * studies} studies ({per}{trials} trials × {seeds} seeds each), and "
                       "re-evaluations)")
     plans = []
     for p in problems:
-        b = budget_obj or plan.Budget.parse(DEFAULT_TARGET_BUDGET if to_target else _default_budget(registry, p, fixed))
-        plans += plan.plan_studies(
-            registry, problems=[p], variant_list=plan.variants(choices), batch_sizes=sizes, budget=b,
+        b = budget_obj or Budget.parse(DEFAULT_TARGET_BUDGET if to_target else _default_budget(registry, p, fixed))
+        plans += plan_studies(
+            registry, problems=[p], variant_list=variants(choices), batch_sizes=sizes, budget=b,
             objective=objective_obj, seeds=seeds, fixed=fixed, space_overrides=space_overrides, eval_every=eval_every,
             studies=studies,
         )
@@ -159,18 +162,18 @@ def plan_benchmark(bench: Any, registry: Registry, *, storage: str | None = None
     requests: dict[tuple, Any] = {}
     seen: dict[str, Any] = {}  # study name -> the experiment that makes it
     for section in bench.tuned:
-        block = section.tune
-        choices = dict(block.choices)
+        tune = section.tune
+        choices = dict(tune.choices)
         names = {f: ",".join(choices.get(f) or (DEFAULT_COMPONENTS[f],))
                  for f in ("optimizer", "scheduler", "averager", "sampler")}
         try:
             req = plan_request(
-                registry, problem=",".join(block.problems), **names,
-                batch_sizes=",".join(map(str, block.batch_sizes)), trials=block.trials, budget=block.budget,
-                objective=block.objective, seeds=block.seeds, spaces=block.spaces, sets=block.sets,
-                eval_every=block.eval_every, pruner=block.pruner, study_seed=block.study_seed, storage=storage,
-                reevaluate=block.reevaluate, reevaluate_top=block.reevaluate_top, population=block.population,
-                studies=block.studies, engine=engine, experiment=experiment or bench.name, tracking_uri=tracking_uri,
+                registry, problem=",".join(tune.problems), **names,
+                batch_sizes=",".join(map(str, tune.batch_sizes)), trials=tune.trials, budget=tune.budget,
+                objective=tune.objective, seeds=tune.seeds, spaces=tune.spaces, sets=tune.sets,
+                eval_every=tune.eval_every, pruner=tune.pruner, study_seed=tune.study_seed, storage=storage,
+                reevaluate=tune.reevaluate, reevaluate_top=tune.reevaluate_top, population=tune.population,
+                studies=tune.studies, engine=engine, experiment=experiment or bench.name, tracking_uri=tracking_uri,
                 device=device, workers=workers, heartbeat=heartbeat, grace=grace, submit_only=submit_only)
         except SuiteError as exc:
             raise BenchFileError(f"{section.where(bench.path)}.tune: {exc}") from None
@@ -182,7 +185,7 @@ def plan_benchmark(bench: Any, registry: Registry, *, storage: str | None = None
                                      f"{other.name!r} (line {other.line}): give the two experiments different settings "
                                      "or merge them")
             seen[p.name] = section
-        key = block.session_key()
+        key = tune.session_key()
         if key in requests:
             requests[key] = replace(requests[key], plans=[*requests[key].plans, *plans])
         else:
@@ -194,7 +197,7 @@ def study_names(requests: Sequence[Any]) -> dict[str, list[str]]:
     """Section -> the names its studies may have: the name with the pinned values, the
     settings-hashed name of studies created before, and the name a study created before names
     carried a hash is resumed under (``problem/variant/bB``)."""
-    from suite.tuning.studies import readable_name
+    from suite.tuning.labels import readable_name
 
     out: dict[str, list[str]] = {}
     for request in requests:

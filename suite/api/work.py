@@ -17,13 +17,13 @@ from suite.tuning.slots import TuneTrialRunner
 
 def finish_study(tracker: Any, study: Any, plan: Any, parent_run_id: str) -> None:
     """A tuning study worked on by ``suite worker``s is done: log its outcome to its parent run."""
-    from suite.tuning import report
+    from suite.tuning import winners
     from suite.tuning.tracking import finish_study_parent
 
-    summary = report.summarize(study, plan, None)
-    figs = report.study_figures(study)
+    summary = winners.summarize(study, plan, None)
+    figs = winners.study_figures(study)
     finish_study_parent(tracker, parent_run_id, summary, figs)
-    report.close_all(figs)
+    winners.close_all(figs)
 
 
 def tune_runner(study: Any, ctx: WorkerContext) -> TuneTrialRunner:

@@ -17,7 +17,7 @@ from suite import BuildContext, Problem
 from suite.builtin.averager_factories import swa_start_step
 from suite.builtin.optimizer_factories import DiagonalPreconditioned
 from suite.context import derive_seed
-from suite.theory import MomentTracker
+from suite.theory import MomentTracker, best_steps_to_target
 
 
 class NQMModel(nn.Module):
@@ -56,6 +56,11 @@ class NQMProblem(Problem):
     @property
     def h(self) -> Tensor:
         return self.curvature[0]
+
+    def sgd_steps_to_target(self, batch_size: int, target: float) -> float | None:
+        """The closed-form optimum of ``shared/reference/nqm.md`` (:func:`suite.theory.best_steps_to_target`)."""
+        steps, _ = best_steps_to_target(self.h_cpu.numpy(), self.c_cpu.numpy(), batch_size, target)
+        return steps
 
     def batch_loss(self, model: nn.Module, indices: Tensor, generator: torch.Generator | None) -> Tensor:
         """½Σhθ² + ε·θ with ε ~ N(0, c/B) drawn from ``generator``: its gradient is Hθ + ε, and

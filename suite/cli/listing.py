@@ -13,11 +13,14 @@ from suite.registry import FAMILIES, get_registry
 @click.argument("family", required=False, type=click.Choice(FAMILIES))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def list_components(family: str | None, fmt: str) -> None:
-    """List registered components (optionally of one FAMILY)."""
+    """List registered components (optionally of one FAMILY).
+
+    [stacked] marks a component with a stacked implementation: specs whose components all have
+    one train together as one batched model (see docs/plugins.md section 7)."""
     registry = get_registry()
     comps = registry.components(family)
     if fmt == "json":
-        out = [c.to_dict() for c in comps]
+        out = [{**c.to_dict(), "stacked": c.stacked is not None} for c in comps]
         out += [
             {"family": "broken", "name": b.name, "distribution": b.distribution, "error": b.error}
             for b in registry.broken
@@ -35,6 +38,7 @@ def list_components(family: str | None, fmt: str) -> None:
             current = c.family
             click.secho(f"\n{c.family}s", bold=True)
         extra = f" [stepped every {c.interval}]" if c.interval else ""
+        extra += " [stacked]" if c.stacked is not None else ""
         click.echo(f"  {c.name:<14} {c.description}{extra}  ({c.distribution} {c.version})")
         for p in c.params:
             space = f"  tune: {p.space.describe()}" if p.space else ""

@@ -20,7 +20,7 @@ from suite.cli.common import (
     verbose,
 )
 from suite.errors import SpecError
-from suite.registry import get_registry
+from suite.registry import FAMILIES, get_registry
 from suite.report.score import Score
 from suite.specs import axes
 from suite.specs.spec import DEFAULT_DIVERGE_FACTOR
@@ -63,7 +63,9 @@ LIST = "Comma list = a grid axis."
 @click.option("--stack-size", type=IntRange(min=1), default=None, metavar="N",
               help="At most N configurations per stack (default: what fits the device's memory).")
 @click.option("--force", is_flag=True, help="Run again specs that already have a completed run in MLflow.")
-@click.option("--dry-run", is_flag=True, help="Print the expanded runs and their count; run nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the expanded runs, their count and the units they would train in (stacks and loop "
+                   "runs, with their sizes); run nothing.")
 @tracking_options
 @storage_options
 @click.option("--study", default=None, metavar="NAME",
@@ -115,12 +117,13 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
         tuning.plan_file_tuning(plan, registry, storage=storage, tracking_uri=tracking_uri, device=device,
                                 workers=workers, engine=engine, heartbeat=heartbeat, grace=grace,
                                 submit_only=submit_only)
-    if dry_run:
-        _print_dry_run(plan.sections, len(plan.specs), plan.tuning)
-        return
     from suite.exec.devices import resolve_devices  # imports torch: after the flags are checked
 
     devices = resolve_devices(device, workers)
+    if dry_run:
+        _print_dry_run(plan.sections, len(plan.specs), plan.tuning,
+                       unit_lines(plan.specs, registry, engine, stack_size, devices))
+        return
     if storage is not None or study or submit_only:
         if force:
             raise SpecError("--force cannot be combined with --storage: a shared grid reuses finished runs")
@@ -131,8 +134,8 @@ def run(benchmark, output_format, problem, sampler, optimizer, scheduler, averag
            adaptive=workers is None)
 
 
-def _print_dry_run(sections, total: int, tuning=()) -> None:
-    from suite.tuning.studies import readable_name
+def _print_dry_run(sections, total: int, tuning=(), units=()) -> None:
+    from suite.tuning.labels import readable_name
 
     for sec, specs in sections:
         varying = axes.varying_keys(specs, skip=())
@@ -154,7 +157,42 @@ def _print_dry_run(sections, total: int, tuning=()) -> None:
                        f"tuning {', '.join(k for k, _ in p.space)}")
     n_studies = sum(len(v) for v in studies.values())
     also = f" and {n_studies} tuned stud{'y' if n_studies == 1 else 'ies'}" if n_studies else ""
+    for line in units:
+        click.echo(line)
     click.echo(f"{total} runs{also} (dry run: nothing was run or logged)")
+
+
+def unit_lines(specs, registry, engine: str, stack_size, devices) -> list[str]:
+    """The work units the runs would train in: stacks (one batched model each, with their sizes)
+    and runs through the per-run loop, with the reason."""
+    from suite.engine.stack import stackable
+    from suite.engine.units import plan_units
+
+    if not specs:
+        return []
+    units = plan_units(specs, registry, engine=engine, stack_size=stack_size, device=devices[0], workers=len(devices))
+    stacks = [u for u in units if engine != "loop" and stackable(specs[u[0]], registry)]
+    loops = [u for u in units if not any(u is s for s in stacks)]
+    sizes = ", ".join(str(len(u)) for u in stacks) or "none"
+    lines = [f"planned units (--engine {engine}, {len(devices)} x {devices[0]}): {len(stacks)} stack(s) of "
+             f"{sizes} runs, {len(loops)} run(s) through the per-run loop"]
+    for u in stacks:
+        first = specs[u[0]]
+        counts: dict[str, int] = {}
+        for i in u:
+            label = f"{specs[i].optimizer}/{specs[i].scheduler}/{specs[i].averager}"
+            counts[label] = counts.get(label, 0) + 1
+        rows = ", ".join(f"{label} x{n}" for label, n in counts.items())
+        lines.append(f"  stack of {len(u)}: {first.problem} {first.sampler} b{first.batch_size} {first.budget_text}; "
+                     f"optimizer/scheduler/averager {rows}")
+    reasons: dict[str, int] = {}
+    for u in loops:
+        spec = specs[u[0]]
+        why = "--engine loop" if engine == "loop" else "no stacked implementation: " + ", ".join(
+            f"{f} {spec.component(f)!r}" for f in FAMILIES if registry.get(f, spec.component(f)).stacked is None)
+        reasons[why] = reasons.get(why, 0) + 1
+    lines += [f"  loop: {n} run(s), one at a time ({why})" for why, n in reasons.items()]
+    return lines
 
 
 def _shared(plan, registry, devices, storage, tracking_uri, heartbeat, grace, study, submit_only, quiet, engine,
@@ -193,8 +231,10 @@ def _shared(plan, registry, devices, storage, tracking_uri, heartbeat, grace, st
         click.echo(f"{len(plan.specs)} runs: {len(out.skipped)} done{not_done}")
         if brief:
             _grid_pointer(out)
+            unstable_note(out)
         else:
             grid_table(out)
+            unstable_note(out)
             click.echo(f"MLflow: experiment {plan.experiment!r} at {shared.tracker.tracking_uri}, parent run "
                        f"{out.parent_run_id}")
             _where(shared.tracker, out)
@@ -333,8 +373,18 @@ def _grid_summary(out, force: bool, table: bool = True) -> None:
         grid_table(out)
     else:
         _grid_pointer(out)
+    unstable_note(out)
     for r in out.failures:
         click.echo(f"FAILED {r.spec.name} [{r.spec.hash}]: {r.reason} (traceback.txt in its MLflow run)", err=True)
+
+
+def unstable_note(out) -> None:
+    """The grid summary's line on the stacked runs of this invocation outside the exactness promise."""
+    from suite.engine.exactness import unstable_line
+
+    line = unstable_line(list(out.results.values()))
+    if line:
+        click.echo(f"UNSTABLE: {line}")
 
 
 def grid_table(out) -> None:

@@ -9,12 +9,15 @@ available wherever sgd-suite is installed; ``-p suite.conformance.plugin`` loads
 Each component gets these checks: valid registration fields, defaults inside the search space,
 the factory builds the right torch type on a tiny problem, a few CPU steps without NaN,
 determinism under a fixed seed, for problems the data/loss contract, and for components with a
-stacked implementation that a stack gives every row the numbers of its spec trained alone.
+stacked implementation that stacks of rows with hyperparameters of their own give every row the
+numbers of its spec trained alone (:mod:`suite.conformance.stacks`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from suite.registry import Component, Registry, get_registry
 from suite.specs.spec import NO_SAMPLER, RunSpec, resolve_spec
@@ -35,22 +38,25 @@ def components_of(distribution: str, registry: Registry | None = None) -> list[C
     return [c for c in registry.components() if normalise(c.distribution) == want]
 
 
-def tiny_spec(comp: Component, seed: int = 0, registry: Registry | None = None) -> RunSpec:
+def tiny_spec(comp: Component, seed: int = 0, registry: Registry | None = None, *,
+              partners: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
+              steps: int = TINY_STEPS, eval_every: int = 2) -> RunSpec:
     """A few-step run that exercises ``comp`` with built-in partners on a tiny problem
     (the lecture's linear regression with 80 examples, unless ``comp`` is the problem; the NQM for
-    the sampler ``none`` of problems without a data set)."""
+    the sampler ``none`` of problems without a data set). ``partners`` names other components
+    (``{"optimizer": "sgd"}``) and ``params`` sets hyperparameters (``{"optimizer.lr": 0.1}``)."""
     registry = registry or get_registry()
     overrides = {} if comp.family == "problem" else dict(TINY_PROBLEM)
-    components = {comp.family: comp.name}
+    components = {**(partners or {}), comp.family: comp.name}
     if comp.family == "sampler" and comp.name == NO_SAMPLER:  # the sampler of problems without data
         components["problem"], overrides = "nqm", {"problem.dim": 3}
     return resolve_spec(
         registry,
         components=components,
-        overrides=overrides,
+        overrides={**overrides, **(params or {})},
         batch_size=TINY_BATCH,
-        steps=TINY_STEPS,
-        eval_every=2,
+        steps=steps,
+        eval_every=eval_every,
         seed=seed,
     )
 

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from suite.conformance import TINY_BATCH, metric_mismatch_advice, tiny_spec
+from suite.conformance import TINY_BATCH, tiny_spec
 from suite.contract import (
     batch_violation,
     first_batches,
@@ -22,9 +22,9 @@ from suite.contract import (
     where,
 )
 from suite.engine.loop import build, preflight, takes_weights, train
-from suite.errors import SuiteError
+from suite.errors import StackCheckFailed, SuiteError
 from suite.problem import Problem
-from suite.registry import get_registry
+from suite.registry import DESCRIPTION_LIMIT, get_registry
 
 
 def only(*families: str):
@@ -75,8 +75,8 @@ def test_registration_fields(component):
     """Name, one-line description, typed hyperparameters with valid defaults."""
     if not component.name.replace("_", "").replace("-", "").isalnum():
         _fail(component, "use letters, digits, '_' or '-' in the name")
-    if not component.description or len(component.description) > 120:
-        _fail(component, "give a one-line description of at most 120 characters")
+    if not component.description or len(component.description) > DESCRIPTION_LIMIT:
+        _fail(component, f"give a one-line description of at most {DESCRIPTION_LIMIT} characters")
     for p in component.params:
         if not p.name.isidentifier():
             _fail(component, f"hyperparameter name {p.name!r} must be a Python identifier (it is a factory argument)")
@@ -185,62 +185,67 @@ def test_problem_contract(component):
                              "mean is batch_loss (weighted samplers use it)")
 
 
-STACKED_REL_TOL = 1e-4
-
-
 def test_stacked_matches_per_run(component):
     """A stacked implementation gives every row of a stack the numbers of its spec trained alone
-    (every metric at every evaluation, and the final metrics, within 1e-4 relative, the same status)."""
-    from suite.engine.stacked import stackable
-    from suite.engine.units import run_unit
+    (every metric at every evaluation, and the final metrics, within the exactness promise's
+    tolerance, the same status): at least 4 stable rows with hyperparameters of their own, in a
+    stack of their own and mixed with a built-in partner's rows (:mod:`suite.conformance.stacks`)."""
+    from suite.conformance import stacks
+    from suite.engine.stack import stackable
 
     if component.stacked is None:
         pytest.skip(f"{component.family} {component.name!r} has no stacked implementation: "
                     "its specs train through the per-run loop")
     registry = get_registry()
-    specs = [_tiny(component, seed=s) for s in (0, 1, 2)]
-    if not all(stackable(s, registry) for s in specs):
-        pytest.skip("a partner component of the tiny run has no stacked implementation")
-    _same_as_alone(component, specs, dict(run_unit(specs, "cpu", registry, engine="stacked")))
-    partner = _block_partner(component)
-    if partner is not None:  # a stack may mix optimizers or averagers: then the component serves a block of rows
-        mixed = [*specs, *(tiny_spec(registry.get(component.family, partner), seed=s) for s in (0, 1))]
-        _same_as_alone(component, mixed, dict(run_unit(mixed, "cpu", registry, engine="stacked")),
-                       f" in a stack shared with {component.family} {partner!r}")
+    alone = _AloneRuns()
+    try:
+        rows = stacks.stable_rows(component, stacks.varied(component, registry), stacks.ROWS, alone, registry=registry)
+        if not all(stackable(r.spec, registry) for r in rows):
+            pytest.skip("a partner component of the tiny run has no stacked implementation")
+        other = stacks.partner(component, registry)
+        if component.family in stacks.SHARED_FAMILIES:
+            mixed = stacks.stable_rows(component, other, stacks.PARTNER_ROWS, alone, {"optimizer": "sgd"}, registry)
+        else:
+            mixed = stacks.stable_rows(other, other, stacks.PARTNER_ROWS, alone, registry=registry)
+    except StackCheckFailed as exc:
+        _fail(component, f"stacked check: {exc}")
+    _same_as_alone(component, rows, rows, alone)
+    _same_as_alone(component, [*rows, *mixed], rows, alone, f" in a stack shared with {other.family} {other.name!r}")
 
 
-def _block_partner(component) -> str | None:
-    """The built-in component of the same family that the check's second stack mixes in (a
-    stack may mix optimizers, and averagers: the checked one then serves a block of its rows)."""
-    choices = {"optimizer": ("sgd", "precond"), "averager": ("none", "ema")}.get(component.family)
-    if choices is None:
-        return None
-    return choices[0] if component.name != choices[0] else choices[1]
+class _AloneRuns:
+    """Runs alone on the CPU, each spec trained once."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, object] = {}
+
+    def __call__(self, spec):
+        if spec.hash not in self.done:
+            self.done[spec.hash] = train(spec, "cpu")
+        return self.done[spec.hash]
 
 
-def _same_as_alone(component, specs, results, how: str = "") -> None:
-    for i, spec in enumerate(specs):
-        got, ref = results[i], train(spec, "cpu")
-        where = f"{spec.component(component.family)}, seed {spec.seed}{how}"
-        if got.status != ref.status:
-            _fail(component, f"stacked: {where} ended {got.status} ({got.reason}), alone it ended {ref.status} "
-                             f"({ref.reason})\n{got.traceback or ''}")
-        if [s for s, _ in got.history] != [s for s, _ in ref.history]:
-            _fail(component, f"stacked: {where} evaluated at other steps than alone")
-        pairs = [(s, a, b) for (s, a), (_, b) in zip(got.history, ref.history, strict=True)]
-        pairs.append((pairs[-1][0] if pairs else 0, got.final_metrics, ref.final_metrics))  # reported once, at the end
-        for step, a, b in pairs:
-            if a.keys() != b.keys():
-                _fail(component, f"stacked: {where} logs {sorted(a)} at step {step}, alone {sorted(b)}; "
-                                 + metric_mismatch_advice(set(a), set(b)))
-            for key, value in a.items():
-                if not (math.isclose(value, b[key], rel_tol=STACKED_REL_TOL, abs_tol=1e-6)
-                        or (math.isnan(value) and math.isnan(b[key]))):
-                    _fail(component, f"stacked implementation differs from the per-run one: {where}, step {step}, "
-                                     f"{key} = {value!r} stacked vs {b[key]!r} alone (tolerance "
-                                     f"{STACKED_REL_TOL:g} relative); each row must use its own spec's data, "
-                                     "initialisation, hyperparameters and generator (ctx.generator), and a "
-                                     "component given a block of a stack only its rows (stack.initial_params())")
+def _same_as_alone(component, rows, own, alone, how: str = "") -> None:
+    """Stack ``rows`` and compare each with its run alone; a differing row of the component
+    (``own``) is explained where another row's values explain it."""
+    from suite.conformance import stacks
+    from suite.engine.units import run_unit
+
+    results = dict(run_unit([r.spec for r in rows], "cpu", get_registry(), engine="stacked"))
+    for i, row in enumerate(rows):
+        got = results[i]
+        wrong = stacks.mismatch(got, row.alone)
+        if wrong is None:
+            continue
+        where = f"row {i} of {len(rows)} ({row.label()}){how}"
+        if got.status == "failed":
+            _fail(component, f"stacked: {where} {wrong}; the stacked implementation raised where the per-run one "
+                             f"did not: fix what the traceback shows\n{_plugin_frames(got.traceback)}")
+        others = [o for o in own if o is not row]
+        why = stacks.broadcast(row, got, others, alone) if len(others) < len(own) else None
+        _fail(component, f"stacked implementation differs from the per-run one: {where}: {wrong}; " + (why or (
+            "each row must use its own spec's data, initialisation, hyperparameters and generator (ctx.generator), "
+            "and a component given a block of a stack only its rows (stack.initial_params())")))
 
 
 def _plugin_frames(tb: str | None, keep: int = 6) -> str:

@@ -31,8 +31,9 @@ from optuna.trial import TrialState
 
 from suite.distributed.enqueue import enqueue_lock, enqueue_missing
 from suite.distributed.worker import WorkerContext
+from suite.engine.exactness import mark_unstable
 from suite.engine.loop import RunResult
-from suite.engine.stacked import stack_key, stackable
+from suite.engine.stack import stack_key, stackable
 from suite.engine.units import MAX_STACK
 from suite.errors import StoreError, TrialFailed
 from suite.registry import get_registry
@@ -191,6 +192,7 @@ class GridTrialRunner:
                                       engine=self.ctx.engine):
                 i = todo[j]
                 fig = tables.run_figure(result) if result.history else None
+                mark_unstable(self.tracker, run_ids[i], result)
                 self.tracker.finish(run_ids.pop(i), result, figure=fig)
                 if fig is not None:
                     tables.close(fig)

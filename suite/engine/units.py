@@ -1,7 +1,7 @@
 """Work units: how a list of specs is cut into pieces that one worker trains at once.
 
 A unit is a list of specs that one device trains together: a *stack* of compatible specs
-trained as one batched model (the stacked engine, :mod:`suite.engine.stacked`), or a single
+trained as one batched model (the stacked engine, :mod:`suite.engine.stack`), or a single
 spec trained by the per-run loop (:mod:`suite.engine.loop`). Dispatch hands whole units to
 workers; the engine decides how to train them. ``engine`` is ``auto`` (stack what can be
 stacked), ``stacked`` or ``loop``.
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from suite.engine.loop import RunResult, build, train
-from suite.engine.stacked import block_key, stack_key, stackable, train_stack
+from suite.engine.stack import block_key, stack_key, stackable, train_stack
 from suite.errors import SpecError
 from suite.registry import Registry, get_registry
 from suite.specs.spec import RunSpec
@@ -33,10 +33,10 @@ def plan_units(specs: Sequence[RunSpec], registry: Any = None, *, engine: str = 
     """Cut ``specs`` into work units; returns lists of indices into ``specs``, ordered by their
     lowest index.
 
-    ``auto`` and ``stacked`` group specs with the same :func:`suite.engine.stacked.stack_key`
+    ``auto`` and ``stacked`` group specs with the same :func:`suite.engine.stack.stack_key`
     (problem and its parameters, sampler and its parameters, batch size, budget, evaluation
     schedule, divergence factor), ordered by optimizer then averager component
-    (:func:`suite.engine.stacked.block_key`), into stacks of at most
+    (:func:`suite.engine.stack.block_key`), into stacks of at most
     ``stack_size`` specs (default: what fits in ``device``'s memory, see
     :func:`default_stack_size`). A spec with a component that has no stacked implementation is
     a unit of its own and trains through the per-run loop, with ``stacked`` as with ``auto``

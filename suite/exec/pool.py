@@ -207,7 +207,7 @@ def worker_start_cost() -> float:
 
 class _View(Sequence):
     """``payloads[start:stop]`` without reading them: a payload is read only when its task is
-    handed out (a grid claims a unit's specs then; see :mod:`suite.grids.claims`)."""
+    handed out (a grid claims a unit's specs then; see :mod:`suite.grids.locks`)."""
 
     def __init__(self, payloads: Sequence[Any], start: int, stop: int) -> None:
         self.payloads, self.start, self.stop = payloads, start, stop

@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from suite.engine.exactness import mark_unstable
 from suite.engine.target import steps_to_target
 from suite.engine.units import plan_units
 from suite.errors import SuiteError
 from suite.exec.phases import CLOCK
 from suite.exec.pool import Pool
-from suite.grids.claims import Claims
-from suite.grids.units import UnitTask, train_unit
+from suite.grids.locks import Claims
+from suite.grids.tasks import UnitTask, train_unit
 from suite.progress import Progress
 from suite.registry import Registry
 from suite.report import tables
@@ -59,7 +60,7 @@ class GridOutcome:
     skipped: dict[str, Any] = field(default_factory=dict)  # hash -> MLflow run done earlier
     elsewhere: set[str] = field(default_factory=set)  # hashes of skipped runs another invocation did meanwhile
     reaped: list[str] = field(default_factory=list)
-    rows: list[tables.Row] = field(default_factory=list)
+    rows: list[tables.GridRun] = field(default_factory=list)
     stats: list[tables.ConfigStats] = field(default_factory=list)
     parent_run_id: str | None = None
     run_ids: dict[str, str] = field(default_factory=dict)  # hash -> MLflow run id of this invocation's runs
@@ -197,7 +198,7 @@ def _run_grid(
 
 class _ClaimedUnits(Sequence):
     """The pool's payloads, built as the pool hands each unit out: the unit's specs are claimed
-    then (see :mod:`suite.grids.claims`), and the task holds only those this invocation got."""
+    then (see :mod:`suite.grids.locks`), and the task holds only those this invocation got."""
 
     def __init__(self, handler: _GridHandler, units: list[list[int]], engine: str) -> None:
         self.handler, self.units, self.engine = handler, units, engine
@@ -285,6 +286,7 @@ class _GridHandler:
         self.in_flight.pop(index, None)
         # a single run gets its own figure; a grid's figures go on its parent run
         fig = tables.run_figure(result) if self.out.parent_run_id is None and result.history else None
+        mark_unstable(self.tracker, self.run_ids[index], result)
         self.tracker.finish(self.run_ids[index], result, figure=fig)
         if fig is not None:
             tables.close(fig)
@@ -359,7 +361,7 @@ def _quietly(fn: Any, *args: Any) -> None:
         pass
 
 
-def collect_rows(sections: Sections, out: GridOutcome, tracker: Tracker) -> list[tables.Row]:
+def collect_rows(sections: Sections, out: GridOutcome, tracker: Tracker) -> list[tables.GridRun]:
     rows = []
     for sec, specs in sections:
         for spec in specs:
@@ -368,7 +370,7 @@ def collect_rows(sections: Sections, out: GridOutcome, tracker: Tracker) -> list
                 final = result.final
                 curve = [(s, m["val_loss"]) for s, m in result.history if "val_loss" in m]
                 reached = steps_to_target(result.history, spec.target) if spec.target is not None else {}
-                rows.append(tables.Row(sec, spec, result.status, val_loss=_num(final.get("val_loss")),
+                rows.append(tables.GridRun(sec, spec, result.status, val_loss=_num(final.get("val_loss")),
                                        avg_val_loss=_num(final.get("avg_val_loss")), reason=result.reason,
                                        run_id=out.run_ids.get(spec.hash, ""), curve=curve,
                                        steps_to_target=reached.get("steps_to_target"), final=dict(final)))
@@ -378,7 +380,7 @@ def collect_rows(sections: Sections, out: GridOutcome, tracker: Tracker) -> list
                 continue
             m = run.data.metrics
             hist = tracker.metric_history(run.info.run_id, "val_loss")
-            rows.append(tables.Row(sec, spec, run.data.tags.get(TAG_STATUS, "unknown"),
+            rows.append(tables.GridRun(sec, spec, run.data.tags.get(TAG_STATUS, "unknown"),
                                    val_loss=_num(m.get("val_loss")), avg_val_loss=_num(m.get("avg_val_loss")),
                                    reason=run.data.tags.get(TAG_REASON, ""),
                                    run_id=run.info.run_id, curve=[(h.step, h.value) for h in hist],

@@ -50,7 +50,7 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
     doc.summary = power.summary(rows, powers, closed)
     doc.heading("The lecture's claims")
     sweep = claims.Sweep(runs)
-    theory = power_nqm.closed_form(runs, sweep)
+    theory = {**power_nqm.closed_form(runs, sweep), **lecture_claims.closed_form(runs)}
     doc.para("Each verdict is computed from the runs by the rule in its row; none is written by hand. "
              "Closed form: the same rule applied to the NQM closed form instead of the runs (each tuned cell at "
              "its exact optimum, read as the runs read their steps; no spread), and whether it agrees with the "

@@ -62,7 +62,9 @@ def _contains(est: Estimate, log2_value: float) -> bool:
 
 
 # -- momentum's factor on the steady-state risk ---------------------------------------------------
-def momentum_steady_factor(runs: Runs) -> ClaimRow:
+def momentum_steady_factor(runs: Runs, theory_only: bool = False) -> ClaimRow:
+    """Momentum's factor on the steady-state risk, measured; with ``theory_only`` the same rule on
+    the NQM closed form's factor at the measured settings (:func:`closed_form`)."""
     claim = "Momentum multiplies the steady-state risk by (1+β)/(1−β)"
     exp = f"{MOMENTUM_SECTION} (NQM, constant lr, SGD and heavy-ball β at the same α, run to steady state)"
     rule = ("steady-state risk of a run = mean of its val_loss (the iterate's exact risk) over the last half of the "
@@ -82,12 +84,16 @@ def momentum_steady_factor(runs: Runs) -> ClaimRow:
         return _missing(claim, exp, rule, "needs ≥ 2 seeds with both runs finished")
     r0 = mom[0]
     lr, b = float(r0.param("optimizer.lr")), r0.batch_size
+    closed = _closed_momentum_factor(r0, lr, beta, b)
+    if theory_only:  # the rule applied to the closed form's factor itself: no spread
+        at = math.log2(closed)
+        est = Estimate(at, at, at, est.n, est.covers, est.studies, est.level)
     lecture, independent = (1 + beta) / (1 - beta), 1 / (1 - beta)
     in_lecture, in_independent = _contains(est, math.log2(lecture)), _contains(est, math.log2(independent))
-    closed = _closed_momentum_factor(r0, lr, beta, b)
     said = {True: "contains", False: "excludes"}
+    what = "the closed form's factor" if theory_only else "the interval"
     measured = (f"steady-state risk, β={beta:g} / SGD at α={lr:g}, B={b}: {_ratio_text(est)} ({est.n} seeds); "
-                f"NQM closed form ×{closed:.2f}; the interval {said[in_independent]} 1/(1−β) = {independent:.3g} "
+                f"NQM closed form ×{closed:.2f}; {what} {said[in_independent]} 1/(1−β) = {independent:.3g} "
                 f"and {said[in_lecture]} the lecture's (1+β)/(1−β) = {lecture:.3g}. " + PARAMETRISATIONS)
     if in_lecture and not in_independent:
         verdict = REPRODUCED
@@ -331,3 +337,10 @@ def evaluate(runs: Runs) -> list[ClaimRow]:
     rows.append(claims.tuning_regret(runs, sweep))
     return rows
 
+
+def closed_form(runs: Runs) -> dict[str, ClaimRow]:
+    """Claim -> its rule applied to the NQM closed form, for this module's claims that have one
+    (momentum's steady-state factor); the swept and steady-state claims:
+    :func:`suite.report.power_nqm.closed_form`."""
+    row = momentum_steady_factor(runs, theory_only=True)
+    return {} if row.measured.startswith("no data") else {row.claim: row}

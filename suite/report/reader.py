@@ -19,6 +19,7 @@ from typing import Any
 
 from suite.errors import ReportError
 from suite.hookspecs import FAMILIES as COMPONENT_FAMILIES
+from suite.tracking.records import param_value
 from suite.vocab import (
     DONE_STATUSES,
     TAG_BEST_TRIAL,
@@ -40,21 +41,6 @@ STUDY_KIND = "study"
 TUNE_KIND = "tune"
 PARENT_TAG = "mlflow.parentRunId"
 BUDGET_KEYS = ("seed", "steps", "epochs", "eval_every")
-
-
-def parse_value(text: str) -> Any:
-    """An MLflow param (a string) back to the value it was logged from: int, float, bool, None
-    or the string itself."""
-    if text in ("None", "none"):
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 @dataclass
@@ -309,7 +295,7 @@ def _tuned_records(source: Any, experiment_id: str, studies: dict[str, list[str]
         now = parent.data.tags.get(TAG_REEVALUATED)
         if now and tags[TAG_REEVAL_OF] not in now.split(","):  # a trial no longer among the top ones
             continue
-        key = (tags[TAG_STUDY], tags[TAG_REEVAL_OF], int(parse_value(run.data.params.get("seed", "0")) or 0))
+        key = (tags[TAG_STUDY], tags[TAG_REEVAL_OF], int(param_value(run.data.params.get("seed", "0")) or 0))
         if key not in latest or _rank(run) > _rank(latest[key]):
             latest[key] = run
     out = []
@@ -317,7 +303,7 @@ def _tuned_records(source: Any, experiment_id: str, studies: dict[str, list[str]
         parent = parents[study]
         record = _record(run, wanted[study] if wanted is not None else parent.data.tags[TAG_SECTION])
         record.study, record.trial = study, int(trial)
-        record.study_params = {k: parse_value(v) for k, v in parent.data.params.items()}
+        record.study_params = {k: param_value(v) for k, v in parent.data.params.items()}
         best = parent.data.tags.get(TAG_BEST_TRIAL)
         record.study_best = int(best) if best and best.isdigit() else None
         index = run.data.tags.get(TAG_STUDY_INDEX, "0")
@@ -339,7 +325,7 @@ def _record(run: Any, section: str) -> RunRecord:
         spec_hash=tags.get(TAG_HASH, ""),
         status=tags.get(TAG_STATUS, "unknown"),
         # a component's name stays a name (the averager "none" is not None)
-        params={k: v if k in COMPONENT_FAMILIES else parse_value(v) for k, v in run.data.params.items()},
+        params={k: v if k in COMPONENT_FAMILIES else param_value(v) for k, v in run.data.params.items()},
         final=dict(run.data.metrics),
         reason=tags.get(TAG_REASON, ""),
         start_time=run.info.start_time or 0,

@@ -83,7 +83,7 @@ def run_summary(result: Any) -> list[str]:
 
 # -- grid summaries ---------------------------------------------------------------------------
 @dataclass
-class Row:
+class GridRun:
     """One run of a grid as MLflow holds it (fresh or done by an earlier invocation)."""
 
     section: str
@@ -106,11 +106,11 @@ class ConfigStats:
     label: str
     variant: str
     batch_size: int
-    rows: list[Row]
+    rows: list[GridRun]
     by: Score = field(default_factory=Score)  # what the configurations are compared by
 
     def _values(self, key: str) -> list[float]:
-        vals = [getattr(r, key, None) if key in Row.__dataclass_fields__ else r.final.get(key)
+        vals = [getattr(r, key, None) if key in GridRun.__dataclass_fields__ else r.final.get(key)
                 for r in self.rows if r.status == "completed"]
         return [float(v) for v in vals if v is not None and math.isfinite(float(v))]
 
@@ -153,7 +153,7 @@ def _short(key: str, value: Any) -> str:
     return f"{name}={value}" if "." in key else str(value)
 
 
-def config_stats(rows: list[Row], by: Score | None = None) -> list[ConfigStats]:
+def config_stats(rows: list[GridRun], by: Score | None = None) -> list[ConfigStats]:
     """Group rows by section and configuration (everything but the seed), in first-seen order;
     ``by``: what they are compared by (default: the final val loss, lower is better).
 
@@ -172,7 +172,7 @@ def config_stats(rows: list[Row], by: Score | None = None) -> list[ConfigStats]:
             k for k in varying if k != "batch_size"
             and all(len({repr(f.get(k, "-")) for f in flats if f["batch_size"] == b}) == 1 for b in sizes)
         }
-        groups: dict[str, list[Row]] = {}
+        groups: dict[str, list[GridRun]] = {}
         for r in srows:
             groups.setdefault(config_key(r.spec), []).append(r)
         for group in groups.values():

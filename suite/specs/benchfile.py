@@ -56,7 +56,7 @@ TIE_SCALARS = ("batch_size", "seed", "steps", "eval_every")  # a budget may foll
 
 
 @dataclass(frozen=True)
-class TuneBlock:
+class TuneSettings:
     """A tuned experiment: what ``suite tune`` would be asked, as its options' values (checked
     further, with the registry and Optuna, by :func:`suite.api.tuning.plan_benchmark`)."""
 
@@ -78,7 +78,7 @@ class TuneBlock:
     studies: int = 1  # independent studies per (variant, batch size), each with its own sampler seed
 
     def session_key(self) -> tuple:
-        """What one tuning session shares: blocks with equal keys run in one session."""
+        """What one tuning session shares: tuned experiments with equal keys run in one session."""
         return (self.objective, self.trials, self.pruner, self.study_seed, self.reevaluate, self.reevaluate_top,
                 self.population)
 
@@ -92,7 +92,7 @@ class Section:
     description: str
     specs: list[RunSpec]
     line: int = 0  # where the experiment starts in the file
-    tune: TuneBlock | None = None
+    tune: TuneSettings | None = None
 
     def where(self, path: Path | str) -> str:
         """``file:line: experiments.NAME`` for error messages about this experiment."""
@@ -228,8 +228,8 @@ def load(path: str | Path, registry: Registry) -> Benchmark:
         if "tune" in body:
             if "tune" in defaults:
                 raise ck.fail(defaults["tune"], "tune is given per experiment, not under defaults")
-            block = _tune_block(ck, exp_node, merged)
-            bench.sections.append(Section(exp_name, desc_text, [], exp_node.line, block))
+            tune = _tune_settings(ck, exp_node, merged)
+            bench.sections.append(Section(exp_name, desc_text, [], exp_node.line, tune))
             continue
         if "tune" in defaults:
             raise ck.fail(defaults["tune"], "tune is given per experiment, not under defaults")
@@ -261,8 +261,8 @@ def check_experiment_name(ck: _Checker, node: _Node) -> None:
         raise ck.fail(node, str(exc)) from None
 
 
-def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
-    """A tuned experiment's block: components (names, or names with pinned single values),
+def _tune_settings(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneSettings:
+    """A tuned experiment's tune settings: components (names, or names with pinned single values),
     ``params`` pinned, batch sizes, ``seeds: K`` per trial, and the ``tune`` mapping."""
     tune = ck.mapping(body["tune"], TUNE_KEYS)
     for key in ("tie", "seed", "diverge_factor", "target"):
@@ -338,9 +338,9 @@ def _tune_block(ck: _Checker, node: _Node, body: dict[str, _Node]) -> TuneBlock:
     if "eval_every" in body and "eval_every" not in kwargs:
         kwargs["eval_every"] = ck.integer(body["eval_every"])
     problems = choices.pop("problem", None) or (_default_component("problem"),)
-    return TuneBlock(problems=tuple(problems), choices=tuple(choices.items()), batch_sizes=tuple(dict.fromkeys(sizes)),
-                     sets=tuple(f"{k}={v}" for k, (v, _) in sets.items()), spaces=tuple(spaces), seeds=seeds,
-                     **kwargs)
+    return TuneSettings(problems=tuple(problems), choices=tuple(choices.items()),
+                        batch_sizes=tuple(dict.fromkeys(sizes)), sets=tuple(f"{k}={v}" for k, (v, _) in sets.items()),
+                        spaces=tuple(spaces), seeds=seeds, **kwargs)
 
 
 def _expand_experiment(ck: _Checker, name: str, node: _Node, body: dict[str, _Node]) -> list[RunSpec]:

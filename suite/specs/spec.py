@@ -8,12 +8,15 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from suite.errors import SpecError
-from suite.registry import FAMILIES, Registry
+from suite.hookspecs import FAMILIES  # the families, in order (a dict: their docs)
+
+if TYPE_CHECKING:
+    from suite.registry import Registry
 
 DEFAULT_COMPONENTS: dict[str, str] = {
     "problem": "linreg",

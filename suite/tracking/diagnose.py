@@ -28,45 +28,15 @@ import shutil
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from suite.errors import StoreError, StoreFailed, SuiteError
 from suite.stores import cut, describe, resolve_tracking_uri, sqlite_path
 from suite.stores import one_line as detail
+from suite.tracking import schema
 
-_REVISION = re.compile(r"^(down_)?revision\s*=\s*(.+)$", re.M)  # down_revision may be a tuple (a merge)
 _FOUND = re.compile(r"found version (\S+?),")
 _opened: dict[Path, tuple[int, int]] = {}  # a local store's file -> (device, inode) when it was opened
-
-
-@lru_cache(maxsize=1)
-def mlflow_revisions() -> tuple[str | None, frozenset[str]]:
-    """The installed MLflow's schema head and every revision its migrations know, read from its
-    migration scripts (``mlflow/store/db_migrations/versions``) without importing MLflow."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("mlflow")
-    if spec is None or not spec.submodule_search_locations:
-        return None, frozenset()
-    folder = Path(next(iter(spec.submodule_search_locations))) / "store" / "db_migrations" / "versions"
-    known: set[str] = set()
-    parents: set[str] = set()
-    for script in folder.glob("*.py"):
-        for down, value in _REVISION.findall(script.read_text(encoding="utf-8", errors="replace")):
-            ids = set(re.findall(r"['\"]([0-9A-Za-z_]+)['\"]", value))
-            (parents if down else known).update(ids)
-    heads = known - parents
-    return (next(iter(heads)) if len(heads) == 1 else None), frozenset(known)
-
-
-def mlflow_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mlflow")
-    except PackageNotFoundError:
-        return "(not installed)"
 
 
 @dataclass(frozen=True)
@@ -83,18 +53,9 @@ class Diagnosis:
 
 def schema_problem(uri: str, found: str) -> Diagnosis | None:
     """Why the installed MLflow refuses a store at schema revision ``found``, or None if ``found``
-    is its own head."""
-    head, known = mlflow_revisions()
-    if found == head:
-        return None
-    store, ver = describe(uri), mlflow_version()
-    if found in known:
-        return Diagnosis(f"the tracking store {store} is at MLflow schema revision {found}, older than the installed "
-                         f"MLflow {ver} supports ({head})",
-                         f"back it up, then migrate it with: mlflow db upgrade {store}")
-    return Diagnosis(f"the tracking store {store} is at MLflow schema revision {found}, which the installed MLflow "
-                     f"{ver} does not know (its newest is {head}), so a newer MLflow wrote it",
-                     "upgrade MLflow (pip install -U mlflow) or use the MLflow version that wrote the store")
+    is its own head (:func:`suite.tracking.schema.revision_problem`)."""
+    problem = schema.revision_problem(describe(uri), found)
+    return None if problem is None else Diagnosis(*problem)
 
 
 def note_opened(uri: str) -> None:

@@ -17,7 +17,7 @@ It is used only where it is known to be right, and MLflow serves every other cas
   at any schema revision the installed MLflow accepts (its own head, or
   :data:`VERIFIED_REVISIONS`). A store whose tables differ is left to MLflow (said once on the
   ``time:`` line); one at a revision MLflow refuses too (older: ``mlflow db upgrade``; newer:
-  another MLflow) is refused here with the line :mod:`suite.tracking.diagnose` gives;
+  another MLflow) is refused here with the line :func:`suite.tracking.schema.revision_problem` gives;
 - MLflow's workspaces are off and no server artifact root is set;
 - ``SUITE_TRACKING_VIA_MLFLOW`` is not set (it makes every write go through MLflow's client).
 
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.exec.phases import CLOCK
-from suite.stores import read_only_uri, sqlite_path
+from suite.stores import describe, read_only_uri, sqlite_path
 from suite.tracking import schema
 from suite.tracking.records import (
     ACTIVE,
@@ -113,7 +113,7 @@ class DirectStore:
     def open(cls, uri: str) -> DirectStore | None:
         """The store at ``uri`` if this module serves it, else None (MLflow does). Raises
         :class:`~suite.errors.StoreError` for a store at a schema revision the installed MLflow
-        refuses too (:func:`suite.tracking.diagnose.schema_problem`)."""
+        refuses too (:func:`suite.tracking.schema.revision_problem`)."""
         path = sqlite_path(uri)
         if path is None or not path.is_file() or os.environ.get(DISABLE_ENV):
             return None
@@ -128,14 +128,12 @@ class DirectStore:
             store.close()
             return None
         if revision[0][0] not in VERIFIED_REVISIONS:
-            from suite.tracking.diagnose import schema_problem
-
-            problem = schema_problem(uri, revision[0][0])
+            problem = schema.revision_problem(describe(uri), revision[0][0])
             if problem is not None:  # MLflow would refuse it too: say why, without importing MLflow
                 store.close()
                 from suite.errors import StoreError
 
-                raise StoreError(problem.line)
+                raise StoreError(": ".join(problem))  # as suite.tracking.diagnose.Diagnosis.line
         why = schema.mismatch(schema.sqlite_columns(store.db))
         if why is not None:  # MLflow's own calls serve it (they know its tables)
             store.close()

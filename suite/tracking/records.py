@@ -102,6 +102,31 @@ class PendingRun:
         return not (self.create or self.metrics or self.tags or self.status or self.artifacts)
 
 
+def param_text(value: Any) -> str:
+    """A param's value as MLflow stores it (text): ``str(value)``, so ``None`` is ``"None"``
+    and a bool ``"True"``/``"False"``. :func:`param_value` reads it back."""
+    return "None" if value is None else str(value)
+
+
+def param_value(text: str) -> Any:
+    """A stored param (text, :func:`param_text`) back as the value it was logged from: ``"None"``
+    -> None, ``"True"``/``"False"`` -> bool, an int or float as written by ``str`` -> that
+    number; anything else (``"none"``, a component's name, ``"1_0"``) stays the text. The one
+    reading of stored params: the notebook API (:func:`suite.api.notebook.runs`) and the report
+    (:mod:`suite.report.reader`) both use it."""
+    if text == "None":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    if text.isascii() and "_" not in text:  # int() and float() also take 1_0 and other scripts' digits
+        for cast in (int, float):
+            try:
+                return cast(text)
+            except ValueError:
+                pass
+    return text
+
+
 def sanitize(value: float) -> tuple[bool, float]:
     """MLflow's ``SqlAlchemyStore.sanitize_metric_value``: NaN -> (True, 0); ±inf -> ±max float."""
     if math.isnan(value):

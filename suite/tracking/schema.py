@@ -16,8 +16,13 @@ A refusal is said once, on the ``time:`` line (:meth:`suite.exec.phases.Phases.n
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
 from typing import NamedTuple
+
+_REVISION = re.compile(r"^(down_)?revision\s*=\s*(.+)$", re.M)  # down_revision may be a tuple (a merge)
 
 
 class Column(NamedTuple):
@@ -100,3 +105,48 @@ def sqlalchemy_columns(engine: object) -> dict[str, dict[str, Column]]:
                                         pk.index(c["name"]) + 1 if c["name"] in pk else 0)
                       for c in inspector.get_columns(table)}
     return out
+
+
+@lru_cache(maxsize=1)
+def mlflow_revisions() -> tuple[str | None, frozenset[str]]:
+    """The installed MLflow's schema head and every revision its migrations know, read from its
+    migration scripts (``mlflow/store/db_migrations/versions``) without importing MLflow."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or not spec.submodule_search_locations:
+        return None, frozenset()
+    folder = Path(next(iter(spec.submodule_search_locations))) / "store" / "db_migrations" / "versions"
+    known: set[str] = set()
+    parents: set[str] = set()
+    for script in folder.glob("*.py"):
+        for down, value in _REVISION.findall(script.read_text(encoding="utf-8", errors="replace")):
+            ids = set(re.findall(r"['\"]([0-9A-Za-z_]+)['\"]", value))
+            (parents if down else known).update(ids)
+    heads = known - parents
+    return (next(iter(heads)) if len(heads) == 1 else None), frozenset(known)
+
+
+def mlflow_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlflow")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def revision_problem(store: str, found: str) -> tuple[str, str] | None:
+    """Why the installed MLflow refuses the store ``store`` (as :func:`suite.stores.describe` names
+    it) at schema revision ``found``, and what to do, or None if ``found`` is its own head. (The
+    fast paths would serve it, but the user's MLflow could not read it.)"""
+    head, known = mlflow_revisions()
+    if found == head:
+        return None
+    ver = mlflow_version()
+    if found in known:
+        return (f"the tracking store {store} is at MLflow schema revision {found}, older than the installed "
+                f"MLflow {ver} supports ({head})", f"back it up, then migrate it with: mlflow db upgrade {store}")
+    return (f"the tracking store {store} is at MLflow schema revision {found}, which the installed MLflow "
+            f"{ver} does not know (its newest is {head}), so a newer MLflow wrote it",
+            "upgrade MLflow (pip install -U mlflow) or use the MLflow version that wrote the store")

@@ -4,21 +4,17 @@ MLflow's own default (``sqlite:///mlflow.db`` in the working directory)."""
 
 from __future__ import annotations
 
-import functools
 import io
-import os
 import platform
 import time
 import uuid
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
 from suite import owners
 from suite.engine.target import steps_to_target
 from suite.errors import StoreError, SuiteError
-from suite.exec import cores
 from suite.exec.phases import CLOCK
 from suite.registry import FAMILIES, Registry
 from suite.specs import naming
@@ -31,9 +27,9 @@ from suite.stores import (
     store_lock,
 )
 from suite.tracking import diagnose
-from suite.tracking.bulk import SqlBulk
-from suite.tracking.context import context_tags
 from suite.tracking.direct import DirectStore
+from suite.tracking.origin import context_tags
+from suite.tracking.queue import WriteQueue, tracking
 from suite.tracking.records import FAILED as MLFLOW_FAILED
 from suite.tracking.records import (
     FINISHED,
@@ -41,17 +37,15 @@ from suite.tracking.records import (
     RUNNING,
     Deferred,
     Metric,
-    MetricRow,
     PendingRun,
     RunParam,
     RunTag,
     dict_text,
-    to_mlflow,
+    param_text,
 )
 from suite.tracking.records import PARENT_RUN_TAG as MLFLOW_PARENT_RUN_ID
 from suite.tracking.records import RUN_NAME_TAG as MLFLOW_RUN_NAME
 from suite.tracking.template import seed_new_store
-from suite.tracking.writer import WriterProcess, merge_runs
 from suite.vocab import (
     DONE_STATUSES,
     EXPERIMENT_KIND_TRAINING,
@@ -81,54 +75,20 @@ MLFLOW_STATUS = {
 }
 
 
-MAX_METRICS_PER_BATCH = 1000  # MLflow's limit on one log_batch (metrics + params + tags <= 1000, tags <= 100)
-FLUSH_EVERY_S = 10.0  # a run's buffered metrics are written at least this often (live curves in the UI)
-STREAM_EVERY_S = 0.05  # with a writer process, queued writes are handed to it when it is idle, this often at most
-WRITER_AFTER_S = 0.02  # a write inside batched() this slow moves the rest to a writer process
-WRITER_MIN_ROWS = 2000  # and so does one of this many rows (sqlite here: 5-10 us a row, so 10-20 ms)
-WRITER_ENV = "SUITE_TRACKING_WRITER"  # auto (the default), always, never
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def tracking(method: F) -> F:
-    """Count the method's time to the ``tracking`` phase (:mod:`suite.exec.phases`)."""
-
-    @functools.wraps(method)
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        CLOCK.enter("tracking")  # not CLOCK.phase: a generator's context costs 2 us, per metric logged
-        try:
-            return method(*args, **kwargs)
-        finally:
-            CLOCK.leave()
-
-    return timed  # type: ignore[return-value]
-
-
 class Tracker:
     """Logs runs to one MLflow experiment (explicit run ids, so it is safe to use from several
     worker processes at once).
 
-    Few round trips: a run is created with its tags, then its params in one batch; its
-    evaluations are buffered and written in batches (at its end, with its final tags, or when
-    :data:`FLUSH_EVERY_S` has passed), so the metric history is the same, in fewer calls.
-
-    Fewer still inside :meth:`batched` on an MLflow SQL store: every write is queued and
-    :meth:`commit` writes all the queued runs in one transaction (:mod:`suite.tracking.bulk`).
+    The tracker decides what a run records; each call's writes go to its :attr:`queue`
+    (:class:`~suite.tracking.queue.WriteQueue`) as one record, and the queue decides how and
+    when they are written: buffered evaluations, one transaction a call, many runs in one
+    transaction inside :meth:`batched`, a writer process, recovery after a failed write.
 
     On a local sqlite store that :mod:`suite.tracking.direct` serves, MLflow is not even
     imported: the experiment, the runs done or left running, and every write go through
-    ``sqlite3`` with MLflow's rows; each call's writes are one transaction. :attr:`client`, a
-    real ``MlflowClient``, is made on first use for everything else (reports, notebooks, studies).
-    ``direct=False`` makes every call go through MLflow's client.
-
-    Inside :meth:`batched` on such a store, once one write has taken :data:`WRITER_AFTER_S` or
-    more (on a machine with a core to spare), the writes go to a writer process
-    (:mod:`suite.tracking.writer`) and training goes on while they are made: queued writes are
-    handed over whenever it is idle (at most every :data:`STREAM_EVERY_S`: a writer that is
-    behind gets bigger batches, which it writes faster per row), and reads, the end of :meth:`batched` and
-    ``commit(wait=True)`` wait for them. :meth:`after_write` runs a callback once what was
-    committed so far is in the store. ``SUITE_TRACKING_WRITER=always|never`` overrides the rule."""
+    ``sqlite3`` with MLflow's rows. :attr:`client`, a real ``MlflowClient``, is made on first
+    use for everything else (reports, notebooks, studies). ``direct=False`` makes every call go
+    through MLflow's client."""
 
     @tracking
     def __init__(self, experiment: str, tracking_uri: str | None = None, *, create: bool = True,
@@ -139,18 +99,8 @@ class Tracker:
         check_tracking_uri(self.tracking_uri, write=create)
         check_experiment_name(experiment)  # what MLflow refuses, refused on the direct path too
         self.experiment_name = experiment
-        self._pending: dict[str, list[MetricRow]] = {}  # run id -> metrics not written yet (plain tuples)
-        self._flushed: dict[str, float] = {}  # run id -> when its buffer was last written
-        self._queue: dict[str, PendingRun] | None = None  # inside batched(): run id -> its queued writes
-        self._bulk: SqlBulk | None = None
         self._client: Any = None
         self._direct: DirectStore | None = None
-        self._committed = time.monotonic()
-        self._writer: WriterProcess | None = None
-        self._writer_done: Callable[[], Any] = lambda: None  # ends the writer process (once)
-        self._writer_off = False  # a writer failed once: this tracker writes itself from then on
-        self._batched = False  # inside batched() (not a single call's writes())
-        self._last_write_s = 0.0  # how long the last write in this process took
         try:
             with store_lock(self.tracking_uri):  # several processes' first use of a fresh store take turns
                 seed_new_store(self.tracking_uri)  # a new sqlite store: a copy of an empty migrated one
@@ -165,6 +115,7 @@ class Tracker:
         except Exception as exc:  # before any run: a one-line cause and what to do (exit code 2)
             raise StoreError(diagnose.cause(exc, self.tracking_uri).line) from None
         diagnose.note_opened(self.tracking_uri)  # a store file moved away later is then told as such
+        self.queue = WriteQueue(self.experiment_id, lambda: self.client, self._direct)
 
     @property
     def client(self) -> Any:
@@ -178,9 +129,9 @@ class Tracker:
 
     @property
     def writer_pid(self) -> int | None:
-        """The pid of the writer process this tracker hands its writes to now (see the class
-        docstring), or None while it writes them itself."""
-        return self._writer.proc.pid if self._writer is not None else None
+        """The pid of the writer process this tracker's writes are handed to now
+        (:mod:`suite.tracking.queue`), or None while they are made in this process."""
+        return self.queue.writer_pid
 
     @property
     def direct(self) -> bool:
@@ -277,75 +228,28 @@ class Tracker:
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         all_tags.update(tags or {})
-        return self.create_run(all_tags, {k: _param_text(v) for k, v in spec.flat_params().items()})
+        return self.create_run(all_tags, {k: param_text(v) for k, v in spec.flat_params().items()})
 
     def create_run(self, tags: Mapping[str, Any], params: Mapping[str, str]) -> str:
         """Create a run with these tags (``mlflow.runName`` among them) and params; return its id."""
         text_tags = {**context_tags(), **{k: str(v) for k, v in tags.items()}}
         text_tags.setdefault(MLFLOW_RUN_NAME, f"run-{uuid.uuid4().hex[:8]}")  # MLflow names an unnamed run too
-        with self.writes():
-            if self._queue is not None:
-                run_id = uuid.uuid4().hex
-                self._queue[run_id] = PendingRun(run_id, create=True, start_time=int(time.time() * 1000),
-                                                 create_tags=text_tags,
-                                                 params=[RunParam(k, v) for k, v in params.items()])
-                return run_id
-        run_id = self.client.create_run(self.experiment_id, tags=text_tags).info.run_id
-        items = [RunParam(k, v) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, **to_mlflow(params=items[i : i + 100]))
-        return run_id
+        return self.queue.put(PendingRun(uuid.uuid4().hex, create=True, start_time=_now_ms(), create_tags=text_tags,
+                                         params=[RunParam(k, v) for k, v in params.items()]))
 
     def log_metrics(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
         """Record one evaluation (MLflow step = optimizer steps taken); written in batches."""
         self.log_metrics_rows([(run_id, step, metrics)])
 
-    @tracking
     def log_metrics_rows(self, rows: Sequence[tuple[str, int, Mapping[str, float]]]) -> None:
         """Record evaluations of several runs at once, ``(run_id, step, metrics)`` each (a stack's
         evaluation step); written in batches, as :meth:`log_metrics` writes one."""
-        ts = int(time.time() * 1000)
-        for run_id, step, metrics in rows:
-            pending = self._pending.setdefault(run_id, [])
-            for k, v in metrics.items():
-                try:
-                    pending.append((k, float(v), ts, step))  # a plain tuple: see records.MetricRow
-                except (TypeError, ValueError):  # not a number: not a metric
-                    continue
-        if not rows:
-            return
-        if self._queue is not None or self._direct is not None:
-            if self._writer is not None:
-                # the clock first: asking the writer takes its lock, once per metric logged otherwise
-                due = time.monotonic() - self._committed >= STREAM_EVERY_S and self._writer.idle
-            else:
-                due = time.monotonic() - self._committed >= FLUSH_EVERY_S
-            if due:
-                with self.writes():
-                    self.commit()
-            return
-        for run_id in dict.fromkeys(r[0] for r in rows):
-            last = self._flushed.setdefault(run_id, time.monotonic())
-            if len(self._pending.get(run_id, ())) >= MAX_METRICS_PER_BATCH or time.monotonic() - last >= FLUSH_EVERY_S:
-                self.flush(run_id)
+        self.queue.metrics(rows)
 
     @tracking
     def flush(self, run_id: str, tags: Sequence[Any] | None = None) -> None:
-        """Write ``run_id``'s buffered metrics (and ``tags``, records with ``key`` and ``value``)
-        in as few ``log_batch`` calls as MLflow's limits allow."""
-        metrics = self._pending.pop(run_id, [])
-        self._flushed[run_id] = time.monotonic()
-        tags = [RunTag(t.key, t.value) for t in tags or []]
-        with self.writes():
-            if self._queue is not None:
-                queued = self._queued(run_id)
-                queued.metrics += metrics
-                queued.tags.update((t.key, t.value) for t in tags)
-                return
-        while metrics or tags:
-            room = MAX_METRICS_PER_BATCH - len(tags)
-            self.client.log_batch(run_id, **to_mlflow(metrics=metrics[:room], tags=tags))
-            metrics, tags = metrics[room:], []
+        """Write ``run_id``'s buffered metrics (and ``tags``, records with ``key`` and ``value``)."""
+        self.queue.put(PendingRun(run_id, tags={t.key: t.value for t in tags or []}))
 
     @tracking
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
@@ -357,79 +261,52 @@ class Tracker:
         """Log a finished run's artifacts (with ``figure``, a matplotlib figure of its curves,
         as ``curves.png``), its buffered metrics, and mark it with its status."""
         spec: RunSpec = result.spec
-        with self.writes():
-            # the texts are made where they are written (a writer process, see suite.tracking.writer)
-            self.log_text(run_id, Deferred(yaml_text, spec.yaml_data()), "spec.yaml")
-            if result.final_params:
-                self.log_text(run_id, Deferred(dict_text, result.final_params), "final_params.json")
-            if result.traceback:
-                self.log_text(run_id, result.traceback, "traceback.txt")
-            if figure is not None:
-                self.log_figure(run_id, figure, "curves.png")
-            tags = [RunTag(TAG_STATUS, result.status), RunTag(TAG_SECONDS, f"{result.seconds:.3f}")]
-            if result.reason:
-                tags.append(RunTag(TAG_REASON, result.reason[:4000]))
-            tags.append(RunTag(TAG_ENGINE, result.engine))
-            if result.stack:
-                tags.append(RunTag(TAG_STACK, result.stack))
-            self._pending.setdefault(run_id, []).extend(best_metrics(result.history, spec.target))
-            self._pending[run_id].extend(final_metrics(result))
-            self._pending[run_id].extend(clock_metrics(result))
-            self.flush(run_id, tags)
-            self._flushed.pop(run_id, None)
-            self.set_status(run_id, MLFLOW_STATUS[result.status])
+        # the texts are made where they are written (a writer process, see suite.tracking.writer)
+        artifacts: dict[str, str | bytes | Deferred] = {"spec.yaml": Deferred(yaml_text, spec.yaml_data())}
+        if result.final_params:
+            artifacts["final_params.json"] = Deferred(dict_text, result.final_params)
+        if result.traceback:
+            artifacts["traceback.txt"] = result.traceback
+        if figure is not None:
+            artifacts["curves.png"] = _png(figure)
+        tags = {TAG_STATUS: result.status, TAG_SECONDS: f"{result.seconds:.3f}"}
+        if result.reason:
+            tags[TAG_REASON] = result.reason[:4000]
+        tags[TAG_ENGINE] = result.engine
+        if result.stack:
+            tags[TAG_STACK] = result.stack
+        metrics = [*best_metrics(result.history, spec.target), *final_metrics(result), *clock_metrics(result)]
+        self.queue.put(PendingRun(run_id, artifacts=artifacts, metrics=metrics, tags=tags,
+                                  status=MLFLOW_STATUS[result.status], end_time=_now_ms()))
 
     @tracking
     def mark(self, run_id: str, status: str, reason: str = "") -> None:
         """Terminate a run that did not finish normally (interrupted, failed to start), with the
         metrics it had logged."""
-        tags = [RunTag(TAG_STATUS, status)] + ([RunTag(TAG_REASON, reason[:4000])] if reason else [])
-        with self.writes():
-            self.flush(run_id, tags)
-            self._flushed.pop(run_id, None)
-            self.set_status(run_id, MLFLOW_STATUS[status])
+        tags = {TAG_STATUS: status, **({TAG_REASON: reason[:4000]} if reason else {})}
+        self.queue.put(PendingRun(run_id, tags=tags, status=MLFLOW_STATUS[status], end_time=_now_ms()))
 
     @tracking
     def log_text(self, run_id: str, content: str | Deferred, name: str) -> None:
         """Write ``content`` as the run's artifact ``name`` (as ``MlflowClient.log_text``)."""
-        with self.writes():
-            if self._queue is not None:
-                self._queued(run_id).artifacts[name] = content
-                return
-        self.client.log_text(run_id, content.text() if isinstance(content, Deferred) else content, name)
+        self.queue.put(PendingRun(run_id, artifacts={name: content}))
 
     @tracking
     def log_figure(self, run_id: str, figure: Any, name: str) -> None:
         """Write a matplotlib figure as the run's PNG artifact ``name`` (as ``MlflowClient.log_figure``)."""
-        with self.writes():
-            if self._queue is not None:
-                png = io.BytesIO()
-                with CLOCK.phase("reporting"):  # drawing the figure is reporting; storing it, tracking
-                    figure.savefig(png, format="png")
-                self._queued(run_id).artifacts[name] = png.getvalue()
-                return
-        self.client.log_figure(run_id, figure, name)
+        self.queue.put(PendingRun(run_id, artifacts={name: _png(figure)}))
 
     @tracking
     def set_status(self, run_id: str, status: str) -> None:
         """Set a run's MLflow status: a final one (``FINISHED``, ``FAILED``, ``KILLED``) ends it
         now; ``RUNNING`` reopens it (as ``MlflowClient.update_run``, its end time kept)."""
-        ended = status != RUNNING
-        with self.writes():
-            if self._queue is not None:
-                queued = self._queued(run_id)
-                queued.status, queued.end_time = status, int(time.time() * 1000) if ended else None
-                return
-        if ended:
-            self.client.set_terminated(run_id, status)
-        else:
-            self.client.update_run(run_id, status=status)
+        self.queue.put(PendingRun(run_id, status=status, end_time=None if status == RUNNING else _now_ms()))
 
     @tracking
     def log_batch(self, run_id: str, metrics: Sequence[Any] = (), tags: Sequence[Any] = ()) -> None:
         """Log metric values (records with ``key``, ``value``, ``timestamp``, ``step``) and tags."""
-        self._pending.setdefault(run_id, []).extend((m.key, m.value, m.timestamp, m.step) for m in metrics)
-        self.flush(run_id, tags)
+        self.queue.put(PendingRun(run_id, metrics=[(m.key, m.value, m.timestamp, m.step) for m in metrics],
+                                  tags={t.key: t.value for t in tags}))
 
     @tracking
     def run_status(self, run_id: str) -> str:
@@ -439,210 +316,26 @@ class Tracker:
             return self._direct.run_status(run_id)
         return self.client.get_run(run_id).info.status
 
-    # -- batched writes (one transaction for many runs) ------------------------------------
-    def _queued(self, run_id: str) -> PendingRun:
-        assert self._queue is not None
-        return self._queue.setdefault(run_id, PendingRun(run_id))
+    # -- how and when writes happen: the queue's -------------------------------------------
+    def writes(self) -> AbstractContextManager[None]:
+        """Around one call's writes: one transaction on a direct store (:meth:`WriteQueue.writes`)."""
+        return self.queue.writes()
 
-    @contextmanager
-    def writes(self) -> Iterator[None]:
-        """Around one call's writes: on a direct store outside :meth:`batched`, they are queued
-        and written together (one transaction) when the call returns. Elsewhere a no-op."""
-        if self._queue is not None or self._direct is None:
-            yield
-            return
-        self._queue = {}
-        try:
-            yield
-            queued = list(self._queue.values())
-        finally:
-            self._queue = None
-        self._write(queued)
+    def batched(self, *, settle: bool = True) -> AbstractContextManager[None]:
+        """Queue every run write made inside, many runs to a transaction (:meth:`WriteQueue.batched`)."""
+        return self.queue.batched(settle=settle)
 
-    def _write(self, records: Sequence[PendingRun]) -> None:
-        if self._writer is not None:  # after what the writer process has (batched(settle=False))
-            self.settle()
-        if self._direct is not None:
-            t0 = time.perf_counter()
-            self._direct.write(self.experiment_id, records)
-            self._last_write_s = time.perf_counter() - t0
-        else:
-            assert self._bulk is not None
-            self._bulk.write(self.client, records)
-
-    @contextmanager
-    def batched(self, *, settle: bool = True) -> Iterator[None]:
-        """Queue every run write made inside, to be written by :meth:`commit` (by the caller at
-        safe points, here when :data:`FLUSH_EVERY_S` has passed, before any read of the store, and
-        on the way out, an exception included). Only on an MLflow SQL store; elsewhere (a
-        tracking server) the writes are made as they come.
-
-        ``settle=False``: a writer process may still be writing on the way out (not after an
-        exception); the next read or write of this tracker, or :meth:`settle`, waits for it."""
-        if self._queue is not None:
-            yield
-            return
-        if self._direct is None and self._bulk is None:
-            self._bulk = SqlBulk.for_client(self.client, self.experiment_id)
-        if self._direct is None and self._bulk is None:
-            yield
-            return
-        self._queue, self._committed, self._batched = {}, time.monotonic(), True
-        try:
-            if self._writer_mode() == "always":
-                self._start_writer()
-            yield
-        except BaseException:
-            try:
-                self.commit(wait=True)  # what finished before the failure stays recorded
-            except Exception:  # noqa: BLE001 - the original failure is the one to report
-                self._commit_each()
-            self._stop_writer()
-            raise
-        else:
-            try:
-                self.commit(wait=settle)
-            except BaseException:
-                self._commit_each()  # the runs that can be written are, and the failure is reported
-                self._stop_writer()
-                raise
-            if settle:
-                self._stop_writer()
-        finally:
-            self._queue, self._batched = None, False
-
-    @tracking
     def commit(self, *, wait: bool = False) -> None:
-        """Write everything queued inside :meth:`batched` in one transaction.
+        """Write what is queued inside :meth:`batched` (:meth:`WriteQueue.commit`)."""
+        self.queue.commit(wait=wait)
 
-        With a writer process the transaction is its to make: ``wait`` returns only once it is
-        made (and raises if it failed); without ``wait`` a failure is raised by a later call."""
-        if self._queue is not None:
-            for run_id, metrics in self._pending.items():
-                self._queued(run_id).metrics += metrics
-            self._pending.clear()
-            queued, self._queue = list(self._queue.values()), {}
-            try:
-                if self._writer is None and self._writer_mode() == "auto" and _rows(queued) >= WRITER_MIN_ROWS:
-                    self._start_writer()
-                if self._writer is not None:
-                    if any(not r.empty for r in queued):
-                        self._submit(queued)
-                else:
-                    self._write(queued)
-                    if self._last_write_s >= WRITER_AFTER_S and self._writer_mode() == "auto":
-                        self._start_writer()  # later writes go to a writer process (see the class docstring)
-            except BaseException:
-                if self._queue is not None:  # not written: still queued (see batched()), after what the
-                    # writer gave back meanwhile (older)
-                    self._queue = {r.run_id: r for r in merge_runs([*self._queue.values(), *queued])}
-                raise
-            self._committed = time.monotonic()
-        if self._writer is not None:
-            self._writer.poll()
-            if wait or self._writer.failed:
-                self._await_writer()
-
-    @tracking
     def settle(self) -> None:
-        """Wait until every write is in the store (see ``batched(settle=False)``), and raise if
-        one failed (the runs that can be written are, one by one)."""
-        self.commit(wait=True)
-        if self._queue is None:
-            self._stop_writer()
+        """Wait until every write is in the store, and raise if one failed (:meth:`WriteQueue.settle`)."""
+        self.queue.settle()
 
     def after_write(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once every write committed so far is in the store (now, without a
-        writer process; else from a later tracker call)."""
-        if self._writer is None:
-            callback()
-        else:
-            self._writer.when_written(callback)
-
-    def _submit(self, queued: list[PendingRun]) -> None:
-        """Hand ``queued`` to the writer process; if that cannot be done (a record that does not
-        pickle), stop using one: what it has is waited for, and ``queued`` written here."""
-        assert self._writer is not None
-        try:
-            self._writer.submit(self.experiment_id, queued)
-            return
-        except Exception:  # noqa: BLE001 - written here instead, where a real failure is raised
-            self._await_writer()
-            self._stop_writer()
-            self._writer_off = True
-        self._write(queued)
-
-    def _writer_mode(self) -> str:
-        """``auto``, ``always`` or ``never`` (a writer process; :data:`WRITER_ENV`): never outside
-        :meth:`batched`, on a store MLflow writes, after a writer failed, or on one core."""
-        if not self._batched or self._direct is None or self._writer_off or (os.cpu_count() or 1) < 2:
-            return "never"
-        mode = os.environ.get(WRITER_ENV, "auto").strip().lower()
-        return mode if mode in ("always", "never") else "auto"
-
-    def _start_writer(self) -> None:
-        assert self._direct is not None
-        if self._writer is None:
-            try:
-                self._writer = WriterProcess(self._direct.path, self._direct.artifact_root)
-            except OSError:  # no process to be had (a limit on processes or files): write here
-                self._writer_off = True
-                return
-            cores.reserve()  # training gives the writer a core (suite.exec.cores)
-            self._writer_done = weakref.finalize(self, _end_writer, self._writer)
-
-    def _direct_rewrite(self, records: list[PendingRun]) -> list[PendingRun]:
-        """Records the writer did not confirm, to be written here: it may have written some and
-        died before it said so. Every row a record writes again is the same, except a new run's
-        row, tags and params (written in one transaction): a run the store has is not created again."""
-        assert self._direct is not None
-        there = self._direct.existing_runs([r.run_id for r in records if r.create])
-        for r in records:
-            if r.run_id in there:
-                r.create, r.tags, r.create_tags, r.params = False, {**r.create_tags, **r.tags}, {}, []
-        return records
-
-    def _stop_writer(self) -> None:
-        if self._writer is not None:
-            self._writer = None
-            self._writer_done()
-
-    def _await_writer(self) -> None:
-        """Wait for the writer process. If it failed, write what it did not here, where the
-        failure is raised as before (inside :meth:`batched` with the records queued again, else
-        after writing them run by run), and stop using one."""
-        writer = self._writer
-        assert writer is not None
-        unwritten, callbacks = writer.wait()
-        if not unwritten:
-            return
-        self._stop_writer()
-        self._writer_off = True
-        records = self._direct_rewrite(merge_runs(unwritten))
-        try:
-            self._write(records)
-        except BaseException:
-            if self._queue is not None:  # still queued (see batched())
-                self._queue = {r.run_id: r for r in merge_runs([*records, *self._queue.values()])}
-            else:
-                self._write_each(records)
-            raise
-        for callback in callbacks:
-            callback()
-
-    def _commit_each(self) -> None:
-        """After a failed :meth:`commit`: write each queued run in its own transaction."""
-        assert self._queue is not None
-        self._write_each(list(self._queue.values()))
-
-    def _write_each(self, records: Sequence[PendingRun]) -> None:
-        """Write each record in its own transaction, skipping those that fail (a run the store
-        does not have, or the store itself failing)."""
-        for record in records:
-            try:
-                self._write([record])
-            except Exception:  # noqa: BLE001 - best effort, run by run
-                continue
+        """Call ``callback`` once every write committed so far is in the store (:meth:`WriteQueue.after_write`)."""
+        self.queue.after_write(callback)
 
     @tracking
     def log_phases(self, run_id: str, seconds: Mapping[str, float]) -> None:
@@ -657,7 +350,7 @@ class Tracker:
         command line and the grid's axes)."""
         all_tags = {MLFLOW_RUN_NAME: name, TAG_KIND: "grid", TAG_STATUS: "running",
                     TAG_OWNER: owner(), TAG_HOST: platform.node(), **(tags or {})}
-        return self.create_run(all_tags, {k: _param_text(v)[:6000] for k, v in (params or {}).items()})
+        return self.create_run(all_tags, {k: param_text(v)[:6000] for k, v in (params or {}).items()})
 
     @tracking
     def search(self, filter_string: str = "") -> list[Any]:
@@ -725,17 +418,6 @@ class Tracker:
         return reaped
 
 
-def _rows(records: Sequence[PendingRun]) -> int:
-    """About how many table rows writing ``records`` adds or changes."""
-    return sum(1 + len(r.create_tags) + len(r.params) + len(r.metrics) + len(r.tags) for r in records)
-
-
-def _end_writer(writer: WriterProcess) -> None:
-    """End a writer process (its input; it exits once it has answered) and give back its core."""
-    writer.close()
-    cores.release()
-
-
 def _is_done(run: Any) -> bool:
     return run.data.tags.get(TAG_STATUS) in DONE_STATUSES and run.info.status != "RUNNING"
 
@@ -782,5 +464,13 @@ def _finite(v: Any) -> bool:
         return False
 
 
-def _param_text(value: Any) -> str:
-    return "None" if value is None else str(value)
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _png(figure: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (drawing it is reporting; storing it, tracking)."""
+    png = io.BytesIO()
+    with CLOCK.phase("reporting"):
+        figure.savefig(png, format="png")
+    return png.getvalue()

@@ -74,15 +74,20 @@ def merge_runs(records: Sequence[PendingRun]) -> list[PendingRun]:
             merged[r.run_id] = replace(r, create_tags=dict(r.create_tags), params=list(r.params),
                                        metrics=list(r.metrics), tags=dict(r.tags), artifacts=dict(r.artifacts))
             continue
-        have.create = have.create or r.create
-        have.create_tags.update(r.create_tags)
-        have.params += r.params
-        have.metrics += r.metrics
-        have.tags.update(r.tags)
-        if r.status is not None:
-            have.status, have.end_time = r.status, r.end_time
-        have.artifacts.update(r.artifacts)
+        absorb(have, r)
     return list(merged.values())
+
+
+def absorb(have: PendingRun, r: PendingRun) -> None:
+    """Add ``r``, a later record of the same run, to ``have`` (in place)."""
+    have.create = have.create or r.create
+    have.create_tags.update(r.create_tags)
+    have.params += r.params
+    have.metrics += r.metrics
+    have.tags.update(r.tags)
+    if r.status is not None:
+        have.status, have.end_time = r.status, r.end_time
+    have.artifacts.update(r.artifacts)
 
 
 class WriterProcess:

@@ -12,11 +12,12 @@ from suite.registry import Registry
 from suite.stores import open_storage
 from suite.tracking import diagnose
 from suite.tracking.tracker import Tracker
-from suite.tuning import edges, report, slots, workers
-from suite.tuning.plan import Objective, StudyPlan
+from suite.tuning import edges, slots, winners, workers
+from suite.tuning.labels import label_keys
+from suite.tuning.objective import Objective
+from suite.tuning.plan import StudyPlan
 from suite.tuning.studies import (
     check_settings,
-    label_keys,
     open_study,
     reevaluation_specs,
     resolve_names,
@@ -61,7 +62,7 @@ class Request:
 
 @dataclass
 class TuneOutcome:
-    summaries: list[report.StudySummary]
+    summaries: list[winners.StudySummary]
     markdown: str
     csv: str
     storage: str
@@ -143,19 +144,19 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None],
             summaries = []
             for plan in req.plans:
                 study = studies[plan.name]
-                summary = report.summarize(study, plan, reevals.get(plan.name))
+                summary = winners.summarize(study, plan, reevals.get(plan.name))
                 summary.edges = edges.of_study(plan, summary.best_params, registry)
                 # a rerun that ran nothing keeps the figures an earlier invocation logged on the parent
-                figs = report.study_figures(study) if fresh else {}
+                figs = winners.study_figures(study) if fresh else {}
                 finish_study_parent(tracker, parents[plan.name], summary, figs)
-                report.close_all(figs)
+                winners.close_all(figs)
                 summaries.append(summary)
-            md = report.markdown(summaries, req.objective.label)
-            csv_text = report.csv_text(summaries)
+            md = winners.markdown(summaries, req.objective.label)
+            csv_text = winners.csv_text(summaries)
             if fresh:
-                figs = report.figures(summaries, req.objective.label)
+                figs = winners.figures(summaries, req.objective.label)
                 finish_tune_run(tracker, report_run, {"table.md": md, "table.csv": csv_text}, figs)
-                report.close_all(figs)
+                winners.close_all(figs)
     except BaseException:
         for run_id in [*parents.values(), *([report_run] if fresh else [])]:
             tracker.mark(run_id, "interrupted", "tuning did not finish")
@@ -186,7 +187,7 @@ def _run_trials(jobs: list, req: Request, settings: workers.Settings, sink: Trac
 
 
 def _reevaluate(req: Request, sink: TrackerSink, settings: workers.Settings, troubles: list[str],
-                parents: dict[str, str], planned) -> dict[str, dict[int, report.Reeval]]:
+                parents: dict[str, str], planned) -> dict[str, dict[int, winners.Reeval]]:
     """Re-run each study's top ``reevaluate_top`` trials on ``reevaluate`` fresh seeds each
     (``planned`` by :func:`_reeval_jobs`), spread over the workers: ``{study: {trial number:
     Reeval}}`` (the winner is the best mean, which resists the winner's curse of picking the
@@ -211,11 +212,11 @@ def _reevaluate(req: Request, sink: TrackerSink, settings: workers.Settings, tro
                         fresh.setdefault(str(number), {})[key.rpartition("#")[2]] = done[key]
             if fresh:
                 _keep_reevals(loaded[name], parents[name], fresh)
-    out: dict[str, dict[int, report.Reeval]] = {}
+    out: dict[str, dict[int, winners.Reeval]] = {}
     for name, by_trial in keys.items():
         for number, items in by_trial.items():
             values = [done.get(key) for key in items]  # a run that did not finish counts as diverged
-            out.setdefault(name, {})[number] = report.Reeval(
+            out.setdefault(name, {})[number] = winners.Reeval(
                 [v for v in values if v is not None], sum(v is None for v in values),
                 per_seed={int(key.rpartition("#")[2]): done.get(key) for key in items})
     return out

@@ -29,18 +29,12 @@ from suite.distributed.enqueue import enqueue_lock, enqueue_missing
 from suite.distributed.worker import Worker, WorkerContext
 from suite.params import Space
 from suite.registry import get_registry
-from suite.tuning.plan import (
-    VARIANT_FAMILIES,
-    Budget,
-    Objective,
-    StudyPlan,
-    TrialObjective,
-    TrialSink,
-    Variant,
-    share_key,
-    train_populations,
-)
+from suite.tuning.budget import Budget
+from suite.tuning.objective import Objective
+from suite.tuning.plan import StudyPlan
 from suite.tuning.sampling import make_pruner, make_sampler
+from suite.tuning.space import VARIANT_FAMILIES, Variant
+from suite.tuning.trials import TrialObjective, TrialSink, share_key, train_populations
 from suite.vocab import (
     STUDY_EXPERIMENT,
     STUDY_KIND,
@@ -87,7 +81,7 @@ def plan_of(study: optuna.Study) -> StudyPlan:
 
 class TuneTrialRunner:
     """Runs the trials of one tuning study in one worker: the study's sampler and pruner, the
-    same objective as ``suite tune`` (:class:`suite.tuning.plan.TrialObjective`). Without a ``sink``
+    same objective as ``suite tune`` (:class:`suite.tuning.trials.TrialObjective`). Without a ``sink``
     the runs go straight to the study's MLflow experiment, children of its parent run."""
 
     def __init__(self, study: optuna.Study, ctx: WorkerContext, sink: TrialSink | None = None,
@@ -130,7 +124,7 @@ class TuneTrialRunner:
 
     def share_key(self) -> tuple | None:
         """Studies with one key train their populations as one stack (:meth:`batch_group`): the
-        stack key of the study's runs (:func:`suite.tuning.plan.share_key`); None where they
+        stack key of the study's runs (:func:`suite.tuning.trials.share_key`); None where they
         do not stack, with the loop engine, or one trial at a time (``--population 1``)."""
         if not self.stackable or self.population_size == 1:
             return None

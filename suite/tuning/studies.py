@@ -24,7 +24,8 @@ from suite import owners
 from suite.errors import TuneError
 from suite.registry import Registry
 from suite.specs.spec import RunSpec
-from suite.tuning.plan import REEVAL_SEED_BASE, StudyPlan, format_value, short_name
+from suite.tuning.labels import readable_name
+from suite.tuning.plan import REEVAL_SEED_BASE, StudyPlan
 from suite.tuning.results import best_trial, best_values, counted, n_counted, top_trials  # noqa: F401
 from suite.tuning.sampling import make_pruner, make_sampler
 from suite.vocab import STUDY_SETTINGS, STUDY_UID, TRIAL_WORKER
@@ -56,16 +57,6 @@ def resolve_names(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPla
             plan = replace(plan, study_name=readable)
         out.append(plan)
     return out
-
-
-def readable_name(plan: StudyPlan) -> str:
-    """The study's name with its pinned values (:func:`pinned_text`), which tell variants of one
-    method apart: ``nqm/sgd-constant-none-shuffle/β=0.9/b64-1a2b3c`` (``/sK`` for study index K > 0);
-    the plan's own name where nothing is pinned on."""
-    pinned = pinned_text(plan).replace(" ", ",")
-    if plan.study_name is not None or not pinned:
-        return plan.name
-    return f"{plan.problem}/{plan.variant.name}/{pinned}/b{plan.batch_size}-{plan.digest}{plan.index_suffix}"
 
 
 def _json(plan: StudyPlan) -> dict[str, Any]:
@@ -124,24 +115,6 @@ def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[Stu
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
                 n += 1
     return n
-
-
-def pinned_keys(plan: StudyPlan) -> list[str]:
-    """The study's pinned method hyperparameters that switch something on (not 0, False or empty; a 0
-    is a component's "off", as momentum 0): what tells variants of one method apart, as β=0.9. The
-    problem's are left out: every variant of a cell shares them."""
-    return [k for k, v in plan.fixed if v not in (0, False, None, "") and not k.startswith("problem.")]
-
-
-def label_keys(plan: StudyPlan) -> list[str]:
-    """What its runs' names show beside the components: the tuned and the pinned hyperparameters."""
-    return [*dict(plan.space), *pinned_keys(plan)]
-
-
-def pinned_text(plan: StudyPlan) -> str:
-    """``β=0.9`` (the pinned values of :func:`pinned_keys`), or ``""``."""
-    fixed = dict(plan.fixed)
-    return " ".join(f"{short_name(k)}={format_value(fixed[k])}" for k in pinned_keys(plan))
 
 
 def reevaluation_specs(plan: StudyPlan, trial: FrozenTrial, registry: Registry, k: int) -> list[RunSpec]:

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from suite.engine.exactness import mark_unstable
 from suite.engine.loop import RunResult
 from suite.registry import Registry
 from suite.specs import naming
@@ -31,7 +32,7 @@ from suite.tracking.records import FINISHED, RUNNING, Metric, RunTag, dict_text
 from suite.tracking.records import RUN_NAME_TAG as MLFLOW_RUN_NAME
 from suite.tracking.tracker import Tracker
 from suite.tuning import edges
-from suite.tuning.studies import pinned_text
+from suite.tuning.labels import pinned_text
 from suite.vocab import (
     TAG_BATCH_SIZE,
     TAG_BEST_AT_EDGE,
@@ -57,7 +58,7 @@ from suite.vocab import (
 
 
 class TrackerSink:
-    """The :class:`suite.tuning.plan.TrialSink` of the parent process: logs every event to MLflow.
+    """The :class:`suite.tuning.trials.TrialSink` of the parent process: logs every event to MLflow.
 
     A run's metrics are buffered by the :class:`Tracker` (a steps-to-target trial evaluates every
     few steps, and one database write per evaluation would cost more than the training). Inside
@@ -102,6 +103,7 @@ class TrackerSink:
 
     def done(self, key: str, result: RunResult) -> None:
         self._write_starts()
+        mark_unstable(self.tracker, self.run_ids[key], result)
         self.tracker.finish(self.run_ids[key], result)
         self.results[key] = result
 
@@ -156,7 +158,7 @@ def _space_text(d: Mapping[str, Any]) -> str:
 
 
 def finish_study_parent(tracker: Tracker, run_id: str, summary: Any, figures: Mapping[str, Any]) -> None:
-    """Log a study's outcome (a :class:`suite.tuning.report.StudySummary`) to its parent run."""
+    """Log a study's outcome (a :class:`suite.tuning.winners.StudySummary`) to its parent run."""
     ts = _now_ms()
     step = summary.n_counted
     metrics = [Metric("n_complete", summary.n_complete, ts, step), Metric("n_pruned", summary.n_pruned, ts, step),

@@ -4,7 +4,7 @@ Each worker opens the shared Optuna storage and claims the studies' enqueued tri
 time (:mod:`suite.distributed.worker`), as ``suite worker`` processes on other machines do: the
 storage is the only coordination. Workers do not talk to MLflow: their runs' events (start,
 eval, done, tag, interrupted, echo) go to the parent process through the pool, and the parent's
-:class:`suite.tuning.plan.TrialSink` (MLflow) is the tracking store's single writer.
+:class:`suite.tuning.trials.TrialSink` (MLflow) is the tracking store's single writer.
 """
 
 from __future__ import annotations
@@ -32,19 +32,19 @@ class StudyJob:
 class StudyGroupJob:
     """Work on several studies at once until none of their enqueued trials is waiting or
     running: each round a population of every study, trained as one stack
-    (:func:`suite.tuning.plan.train_populations`); each trial is told to its own study."""
+    (:func:`suite.tuning.trials.train_populations`); each trial is told to its own study."""
 
-    plans: tuple[Any, ...]  # suite.tuning.plan.StudyPlan each, all with one suite.tuning.plan.share_key
+    plans: tuple[Any, ...]  # suite.tuning.plan.StudyPlan each, all with one suite.tuning.trials.share_key
 
 
 def study_jobs(plans: Sequence[Any], registry: Any, *, shares: int = 1, engine: str = "auto",
                population: int | None = None, shared: bool | None = None) -> list[StudyJob | StudyGroupJob]:
     """The jobs that train ``plans``' trials, ``shares`` of each (one per worker): a
-    :class:`StudyGroupJob` for every set of two or more studies with one :func:`suite.tuning.plan.share_key`
+    :class:`StudyGroupJob` for every set of two or more studies with one :func:`suite.tuning.trials.share_key`
     (unless sharing is off: ``shared=False``, :func:`suite.distributed.worker.sharing_on`, the loop engine, or
     ``--population 1``, one trial at a time), a :class:`StudyJob` for each other study."""
     from suite.distributed.worker import sharing_on
-    from suite.tuning.plan import share_key
+    from suite.tuning.trials import share_key
 
     shared = (sharing_on() if shared is None else shared) and population != 1
     groups: dict[Any, list[Any]] = {}
@@ -72,7 +72,7 @@ class SpecJob:
     study: str
     spec: Any  # suite.specs.spec.RunSpec
     tags: dict
-    objective: Any = None  # suite.tuning.plan.Objective: a run that reaches its target stops there
+    objective: Any = None  # suite.tuning.objective.Objective: a run that reaches its target stops there
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class JobTask:
 
 
 class EmitSink:
-    """A :class:`suite.tuning.plan.TrialSink` that sends every call to the parent as a pool event;
+    """A :class:`suite.tuning.trials.TrialSink` that sends every call to the parent as a pool event;
     runs are tagged with the worker's device as the user named it (``cuda:1``, not the
     ``cuda:0`` an isolated worker sees)."""
 
@@ -144,7 +144,7 @@ class OptunaShare:
 def run_job(task: JobTask, env: WorkerEnv) -> OptunaShare | None:
     """Pool runner: run one tuning job in this worker."""
     from suite.engine.units import run_unit
-    from suite.tuning.plan import at_target_is_completed, stop_at_target
+    from suite.tuning.objective import at_target_is_completed, stop_at_target
     from suite.tuning.slots import run_group_share, run_study_share
 
     job, sink = task.job, EmitSink(env)

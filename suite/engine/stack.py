@@ -21,7 +21,7 @@ import hashlib
 import math
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -402,6 +402,16 @@ class _StackTrainer:
     def _live(self) -> bool:
         return any(r.active for r in self.rows)
 
+    def _report_and_reset(self, step: int, loss_sum: torch.Tensor, count: int) -> Generator[list[int], None, bool]:
+        """An evaluation inside the loop: report it, yield the rows that ended, and zero the
+        training-loss sum; return whether any row is still training (the caller resets its count)."""
+        self._report(step, loss_sum, count)
+        yield self.take_finished()
+        if not self._live():
+            return False
+        loss_sum.zero_()
+        return True
+
     def train(self) -> Iterator[list[int]]:
         """The loop; yields the rows that ended after each evaluation or scheduler step."""
         ctx = self.rows[0].built.ctx
@@ -438,20 +448,14 @@ class _StackTrainer:
                 count += idx.shape[1]
                 step += 1
                 if next_eval(step):
-                    self._report(step, loss_sum, count)
-                    yield self.take_finished()
-                    if not self._live():
+                    if not (yield from self._report_and_reset(step, loss_sum, count)):
                         return
-                    loss_sum.zero_()
                     count = 0
                 if step >= total_steps:
                     break
             if per_epoch and count:
-                self._report(step, loss_sum, count)
-                yield self.take_finished()
-                if not self._live():
+                if not (yield from self._report_and_reset(step, loss_sum, count)):
                     return
-                loss_sum.zero_()
                 count = 0
             self._step_schedulers("epoch")
             yield self.take_finished()

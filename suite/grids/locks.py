@@ -21,6 +21,7 @@ import os
 import time
 from pathlib import Path
 
+from suite import owners
 from suite.exec.signals import interrupted
 from suite.stores import sqlite_path
 
@@ -54,7 +55,7 @@ class Claims:
         except OSError:
             self.directory = None  # nowhere to put locks (read-only): every claim succeeds
         self.held: dict[str, int] = {}  # spec hash -> open fd holding its flock
-        self.owner = f"{os.uname().nodename}:{os.getpid()}"
+        self.owner = owners.label()  # who holds the claim (host:stamp:pid), for a person reading the file
 
     def _path(self, spec_hash: str) -> Path:
         assert self.directory is not None

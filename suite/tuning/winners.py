@@ -24,8 +24,10 @@ from optuna.trial import TrialState
 from suite.report import tables
 from suite.report.style import finish_figure
 from suite.tuning import edges
-from suite.tuning.plan import StudyPlan, format_value, short_name
+from suite.tuning.labels import short_name
+from suite.tuning.plan import StudyPlan
 from suite.tuning.results import best_trial, best_values, counted
+from suite.tuning.values import value_text
 from suite.vocab import TRIAL_STATUS
 
 plt = tables.plt
@@ -81,7 +83,7 @@ class StudySummary:
     def cell(self) -> str:
         if self.best_value is None:
             return f"— (no completed trial of {self.n_counted})"
-        params = " ".join(f"{short_name(k)}={format_value(v)}" for k, v in self.best_params.items())
+        params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in self.best_params.items())
         value = f"{self.best_value:.4g}"
         if self.reeval:
             n = len(self.reeval.values) + self.reeval.n_diverged
@@ -296,7 +298,10 @@ def figures(summaries: Sequence[StudySummary], objective_label: str) -> dict[str
         ax.set_xlabel("batch size")
         ax.set_ylabel(f"best {objective_label}")
         ax.set_title(f"{problem}: tuned value per batch size")
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+        else:  # no study completed a trial (a failed tune): say so rather than draw an empty legend
+            ax.text(0.5, 0.5, "no completed trial", transform=ax.transAxes, ha="center", va="center")
         finish_figure(fig)
         out[f"{problem}_best_value_vs_batch_size.png"] = fig
 
