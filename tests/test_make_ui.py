@@ -25,12 +25,13 @@ def environ(pid: int) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def make_ui(store_uri: str, port: int, until: str = SERVING):
-    """``make ui`` on ``store_uri`` and ``port``; yields it and the lines it printed up to the
-    first with ``until``."""
+def make_ui(store_uri: str, port: int, until: str = SERVING, env: dict[str, str] | None = None):
+    """``make ui`` on ``store_uri`` and ``port`` (without a desktop unless ``env`` gives one);
+    yields it and the lines it printed up to the first with ``until``."""
+    bare = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")}
     proc = subprocess.Popen(["make", "--no-print-directory", "ui", f"UI_PORT={port}",
                              f"MLFLOW_TRACKING_URI={store_uri}"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, env={**bare, **(env or {})})
     try:
         assert proc.stdout is not None
         seen = []
@@ -117,3 +118,33 @@ def test_the_url_make_ui_prints_lands_on_the_runs_and_so_does_a_click_after_mode
             assert "3 matching runs" in text and "grid of 2 runs" in text, text
         finally:
             page.close()
+
+
+@pytest.mark.slow
+def test_make_ui_opens_the_newest_experiments_runs_where_a_desktop_browser_exists(tmp_path):
+    import threading
+
+    from click.testing import CliRunner
+
+    from suite.cli import main
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    made = CliRunner().invoke(main, ["run", "--problem", "nqm", "--steps", "5", "--workers", "1", "--quiet",
+                                     "--tracking-uri", store])
+    assert made.exit_code == 0, made.output
+    opened = tmp_path / "opened"  # a FIFO: the "browser" writes the URL it was asked to open
+    os.mkfifo(opened)
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(opened.read_text().strip()), daemon=True)
+    reader.start()
+    port = free_port()
+    with make_ui(store, port, until=READY, env={"DISPLAY": ":99", "BROWSER": f"{browser} %s"}) as (_, printed):
+        reader.join(timeout=180)  # a hang guard: the event is the browser's write
+        if reader.is_alive():
+            opened.write_text("")  # let the reader end
+            pytest.fail("make ui opened no browser:\n" + "".join(printed))
+    (url,) = [line.split(": ", 1)[1].strip() for line in printed if line.startswith("  nqm: ")]
+    assert got == [url] and url.startswith(f"http://127.0.0.1:{port}/#/experiments/")
