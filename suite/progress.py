@@ -49,11 +49,14 @@ class Progress:
             parts.insert(0, f"skipped {self.skipped} done before")
         return "  ".join(parts)
 
-    def line(self, last: str = "") -> str:
-        """The plain line of a log: counts, elapsed time, ETA and the last run."""
+    def line(self, last: str = "", *, final: bool = False) -> str:
+        """The plain line of a log: counts, elapsed time, ETA (not in the ``final`` line) and the
+        last run."""
         eta = self.eta
         parts = [f"{self.label + ': ' if self.label else ''}{self.done}/{self.total} {self.unit}s", self.counts(),
-                 f"elapsed {_clock(time.monotonic() - self.start)}", f"eta {_clock(eta) if eta is not None else '?'}"]
+                 f"elapsed {_clock(time.monotonic() - self.start)}"]
+        if not final:
+            parts.append(f"eta {_clock(eta) if eta is not None else '?'}")
         return "  ".join(parts) + (f"  | {last}" if last else "")
 
     def update(self, name: str, status: str) -> None:
@@ -105,5 +108,5 @@ class Progress:
             self.bar.close()
             self.bar = None
         elif not (self.quiet or self.verbose or not self.total or self.tty):
-            self.stream.write(self.line() + "\n")
+            self.stream.write(self.line(final=True) + "\n")
             self.stream.flush()
