@@ -395,10 +395,10 @@ def test_three_workers_share_a_grid_on_the_local_default_storage(tmp_path):
     done = finish(workers)
     assert sum(done.values()) + mine == len(specs)
     check_grid(str(tmp_path / storage), name, tracking, specs)
-    # a larger grid in a new study: the specs already in MLflow are not run again
+    # a larger grid in a new study: the specs already in MLflow are not run again (--verbose: a line per run)
     more = subprocess.run(
         [str(BIN / "suite"), "run", *GRID_FLAGS[2:], "--seeds", "5", "--experiment", "local", "--storage", storage,
-         "--device", "cpu", "--workers", "1"],
+         "--device", "cpu", "--workers", "1", "--verbose"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=240,
     )
     assert more.returncode == 0, more.stdout + more.stderr
