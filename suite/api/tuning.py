@@ -245,7 +245,11 @@ def run_requests(requests: Sequence[Any], registry: Registry, *, out: Echo, err:
             from suite.api.summaries import tune_summary
 
             out(json.dumps(tune_summary(outcome, outcome.experiment_id), indent=1))
-        elif output_format == "brief":  # a benchmark file's: the table is in its report
+        elif output_format == "brief":  # a benchmark file's: the table is in its report, its warnings here
+            from suite.tuning.winners import edge_warnings
+
+            for line in edge_warnings(outcome.summaries):
+                out(line)
             out(f"tuned {request_label(request)} in Optuna storage {outcome.storage}: the studies' table is in the "
                 f"report and on MLflow run {outcome.report_run_id} (table.md); compare them: "
                 f"optuna-dashboard '{outcome.storage}'")

@@ -157,11 +157,22 @@ def markdown(summaries: Sequence[StudySummary], objective_label: str) -> str:
             basis = next((w.basis for _, w in found if w.basis), "")
             lines += ["", "Best variant per batch size: " + "; ".join(f"b{b}: {w.text}" for b, w in found)
                       + f" ({basis})"]
-        flagged = [(f"b{s.batch_size} {s.variant}", s.edges) for s in items if s.edges]
-        if flagged:
-            lines += ["", edges.warning(flagged)]
+        warned = edge_warnings(items)
+        if warned:
+            lines += ["", *warned]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+def edge_warnings(summaries: Sequence[StudySummary]) -> list[str]:
+    """One warning line per problem whose winners sit at an edge of their search space
+    (:func:`suite.tuning.edges.warning`), for the table's foot and for output without the table."""
+    out = []
+    for items in _by_problem(summaries).values():
+        flagged = [(f"b{s.batch_size} {s.variant}", s.edges) for s in items if s.edges]
+        if flagged:
+            out.append(edges.warning(flagged))
+    return out
 
 
 def _cell(studies: Sequence[StudySummary]) -> str:
