@@ -58,9 +58,8 @@ tune: install
 # MLflow 3.17's UI starts a job runner and its huey workers (about 7 processes of 250 MB) for GenAI
 # jobs the suite never submits: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false leaves them out.
 UI_PORT ?= 5000
-# It prints each experiment's runs-table URL first (suite/tracking/ui_links.py says why; a store it cannot
-# read only skips them) and, where a
-# desktop browser exists, opens the newest one once the UI answers.
+# It prints each experiment's runs-table URL first (suite/tracking/ui_links.py says why; a store it
+# cannot read only skips them) and, where a desktop browser exists, opens the newest once the UI answers.
 ui: install
 	-@$(BIN)/python -m suite.tracking.ui_links '$(MLFLOW_TRACKING_URI)' $(UI_PORT) --open
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) \
