@@ -48,6 +48,10 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
     powers = power.powers(lecture_claims.evaluate, runs)
     closed = power_nqm.closed_form_powers(runs, rows)
     doc.summary = power.summary(rows, powers, closed)
+    doc.heading("Summary")
+    doc.para(doc.summary)
+    doc.bullets([f"{c.verdict}: {c.claim}" for c in rows])
+    doc.contents()
     doc.heading("The lecture's claims")
     sweep = claims.Sweep(runs)
     theory = {**power_nqm.closed_form(runs, sweep), **lecture_claims.closed_form(runs)}

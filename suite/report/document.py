@@ -27,6 +27,10 @@ figcaption{font-size:.85em;color:#555} .muted{color:#666;font-size:.9em}
 """
 
 
+DPI = 100  # a figure's inches to CSS pixels
+SHARP = 2  # its PNG at twice that resolution, shown at its size: crisp on high-density screens
+
+
 @dataclass
 class Block:
     kind: str  # h1 h2 h3 p table figure list
@@ -36,6 +40,7 @@ class Block:
     png: bytes = b""
     name: str = ""
     items: list[str] = field(default_factory=list)
+    width: int = 0  # a figure's width on the page, in CSS pixels (its PNG has SHARP times as many)
 
 
 class Document:
@@ -56,6 +61,10 @@ class Document:
         if items:
             self.blocks.append(Block("list", items=list(items)))
 
+    def contents(self) -> None:
+        """A table of contents here: a link to every second-level heading of the document."""
+        self.blocks.append(Block("toc"))
+
     def table(self, header: list[str], rows: list[list[Any]]) -> None:
         self.blocks.append(Block("table", header=header, rows=[[_cell(c) for c in r] for r in rows]))
 
@@ -64,9 +73,11 @@ class Document:
         import matplotlib.pyplot as plt
 
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
+        fig.savefig(buf, format="png", dpi=DPI * SHARP)
+        width = round(fig.get_figwidth() * DPI)
         plt.close(fig)
-        self.blocks.append(Block("figure", text=caption, png=buf.getvalue(), name=f"{file_name(name)}.png"))
+        self.blocks.append(Block("figure", text=caption, png=buf.getvalue(), name=f"{file_name(name)}.png",
+                                 width=width))
 
     # -- renderers ---------------------------------------------------------------------------------
     def markdown(self, figure_dir: str) -> str:
@@ -78,6 +89,8 @@ class Document:
                 out.append(b.text)
             elif b.kind == "list":
                 out.append("\n".join(f"- {i}" for i in b.items))
+            elif b.kind == "toc":
+                out.append("\n".join(f"- [{h}](#{_md_anchor(h)})" for h in self._sections()))
             elif b.kind == "table":
                 lines = ["| " + " | ".join(_md(h) for h in b.header) + " |", "|" + "---|" * len(b.header)]
                 lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in b.rows]
@@ -90,8 +103,10 @@ class Document:
         body: list[str] = []
         for b in self.blocks:
             if b.kind.startswith("h"):
-                anchor = re.sub(r"[^a-z0-9]+", "-", b.text.lower()).strip("-")
-                body.append(f"<{b.kind} id='{anchor}'>{html.escape(b.text)}</{b.kind}>")
+                body.append(f"<{b.kind} id='{_anchor(b.text)}'>{html.escape(b.text)}</{b.kind}>")
+            elif b.kind == "toc":
+                body.append("<nav><ul>" + "".join(f"<li><a href='#{_anchor(h)}'>{html.escape(h)}</a></li>"
+                                                   for h in self._sections()) + "</ul></nav>")
             elif b.kind == "p":
                 body.append(f"<p>{html.escape(b.text)}</p>")
             elif b.kind == "list":
@@ -102,12 +117,17 @@ class Document:
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
             elif b.kind == "figure":
                 data = base64.b64encode(b.png).decode()
-                body.append(f"<figure><img alt='{html.escape(b.text, quote=True)}' src='data:image/png;base64,{data}'>"
+                size = f" width='{b.width}'" if b.width else ""
+                body.append(f"<figure><img alt='{html.escape(b.text, quote=True)}'{size} "
+                            f"src='data:image/png;base64,{data}'>"
                             f"<figcaption>{html.escape(b.text)}</figcaption></figure>")
         return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
                 f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(self.title)}"
                 f"</title><link rel='icon' href='data:,'><style>{CSS}</style></head><body>\n" + "\n".join(body)
                 + "\n</body></html>\n")
+
+    def _sections(self) -> list[str]:
+        return [b.text for b in self.blocks if b.kind == "h2"]
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
         """Write ``report.html`` and ``report.md`` (+ ``report_files/*.png``) into ``out_dir``."""
@@ -127,6 +147,17 @@ def _cell(c: Any) -> str:
     if isinstance(c, float):
         return f"{c:.4g}"
     return "" if c is None else str(c)
+
+
+def _anchor(text: str) -> str:
+    """The id of a heading in the HTML page."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _md_anchor(text: str) -> str:
+    """The anchor a Markdown renderer (GitHub's rule) gives a heading: lower case, punctuation
+    dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
 
 
 def _md(text: str) -> str:

@@ -1,0 +1,53 @@
+"""The report reads top-down: a summary with each claim's verdict, a table of contents whose
+links reach their headings (HTML and Markdown), and figures sharp on high-density screens."""
+
+from __future__ import annotations
+
+import re
+import struct
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from suite.report import build, lecture_claims  # noqa: E402
+from suite.report.document import Document  # noqa: E402
+from suite.report.reader import Runs  # noqa: E402
+
+
+def test_the_contents_link_every_section_in_html_and_markdown(tmp_path):
+    doc = Document("t")
+    doc.contents()
+    for title in ("The lecture's claims", "Batch-size scaling on the NQM, each method tuned", "sampling"):
+        doc.heading(title)
+        doc.para("text")
+    page, md = doc.write(tmp_path)
+    html = page.read_text()
+    links = re.findall(r"<a href='#([^']+)'>", html)
+    assert len(links) == 3 and all(f"id='{a}'" in html for a in links)
+    md_links = re.findall(r"- \[[^\]]+\]\(#([^)]+)\)", md.read_text())
+    assert md_links == ["the-lectures-claims", "batch-size-scaling-on-the-nqm-each-method-tuned", "sampling"]
+
+
+def test_the_summary_comes_first_with_every_claims_verdict(tmp_path):
+    runs = Runs("x", "sqlite://", [], None)
+    rows = lecture_claims.evaluate(runs)
+    build.build(runs).write(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("## Summary") < md.index("## The lecture's claims")
+    top = md[md.index("## Summary"):md.index("## The lecture's claims")]
+    assert [line for line in top.splitlines() if line.startswith("- ") and "](#" not in line] == \
+        [f"- {c.verdict}: {c.claim}" for c in rows]
+    assert "- [The lecture's claims](#the-lectures-claims)" in top
+
+
+def test_figures_are_drawn_at_twice_the_size_they_are_shown(tmp_path):
+    doc = Document("t")
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0, 1])
+    doc.figure(fig, "line", "a line")
+    page, _ = doc.write(tmp_path)
+    png = (tmp_path / "report_files" / "line.png").read_bytes()
+    width = struct.unpack(">I", png[16:20])[0]  # the IHDR chunk's width
+    assert width == 800 and "width='400'" in page.read_text()
