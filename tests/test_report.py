@@ -257,6 +257,12 @@ def test_report_end_to_end(cli, workdir, mlflow_client):
     parent = mlflow_client.search_runs([exp.experiment_id], "tags.`suite.kind` = 'grid'")[0]
     names = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.html", "report/report.md"} <= names
+    # ... with the findings as tags: each claim's verdict, each paired comparison's outcome
+    tags = mlflow_client.get_run(parent.info.run_id).data.tags
+    verdicts = [v for k, v in sorted(tags.items()) if re.fullmatch(r"suite\.claims\.\d\d", k)]
+    assert verdicts and verdicts == re.findall(r"^- ((?:reproduced|contradicted|inconclusive): .*)$", md, re.M)
+    assert re.match(r"claims: \d+ ", tags["suite.claims"])
+    assert tags["suite.winner.sampling.b64"] == sampling.split("batch 64: ")[1].split("\n")[0]
 
 
 def test_report_bad_input_is_a_one_line_error(cli, workdir, mlflow_client):

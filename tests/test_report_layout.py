@@ -51,3 +51,23 @@ def test_figures_are_drawn_at_twice_the_size_they_are_shown(tmp_path):
     png = (tmp_path / "report_files" / "line.png").read_bytes()
     width = struct.unpack(">I", png[16:20])[0]  # the IHDR chunk's width
     assert width == 800 and "width='400'" in page.read_text()
+
+
+def test_an_swa_curve_starts_where_averaging_starts():
+    """SWA holds the initial model until its start step: the dashed curve begins there; an EMA's
+    curve, which moves from the first step, is drawn whole."""
+    from suite.report import figures
+    from suite.report.reader import RunRecord
+
+    def record(name: str, averaged: list[tuple[int, float]]) -> RunRecord:
+        iterate = [(t, 1.0 / (1 + t)) for t in range(0, 101, 10)]
+        return RunRecord(name, "averaging", "", "completed", {"seed": 0, "batch_size": 8, "averager": name},
+                         {"val_loss": 0.01}, histories={"val_loss": iterate, "avg_val_loss": averaged})
+
+    swa = record("swa", [(t, 1.0 if t < 50 else 0.5 / (1 + t)) for t in range(0, 101, 10)])
+    ema = record("ema", [(t, 1.0 / (1 + 0.5 * t)) for t in range(0, 101, 10)])
+    fig = figures.curves_figure(Runs("x", "sqlite://", [swa, ema], None), [swa, ema], "averaging")
+    dashed = {line.get_label(): list(line.get_xdata()) for line in fig.axes[0].get_lines()
+              if line.get_linestyle() == "--"}
+    assert dashed["averager=swa (averaged)"][0] == 40 and dashed["averager=ema (averaged)"][0] == 0
+    plt.close(fig)

@@ -17,6 +17,9 @@ from suite.report.score import Score
 from suite.report.stats import mean_interval, paired_difference
 from suite.tuning import edges
 
+TAG_CLAIMS = "suite.claims"  # on the run the report is logged on: the summary, and .NN each claim's verdict
+TAG_WINNER = "suite.winner"  # ... and .<section>.b<B> each paired comparison's outcome at a batch size
+TAG_VALUE_MAX = 5000  # MLflow keeps tag values up to 8000 characters
 STATUS_ORDER = ("completed", "diverged", "stopped", "failed", "interrupted")
 CONFIG_DROP = ("seed",)
 
@@ -51,6 +54,9 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
     doc.heading("Summary")
     doc.para(doc.summary)
     doc.bullets([f"{c.verdict}: {c.claim}" for c in rows])
+    doc.tags[TAG_CLAIMS] = doc.summary
+    doc.tags.update({f"{TAG_CLAIMS}.{i:02d}": f"{c.verdict}: {c.claim}"[:TAG_VALUE_MAX]
+                     for i, c in enumerate(rows, 1)})
     doc.contents()
     doc.heading("The lecture's claims")
     sweep = claims.Sweep(runs)
@@ -212,7 +218,10 @@ def _section(doc: Document, runs: Runs, section: str, description: str, by: Scor
     other = [f"final {by.metric} (mean ± sd)", f"averaged {by.metric}"] if by.metric != "val_loss" else []
     doc.table(["configuration", "batch", "seeds", "diverged", "final val loss (mean ± sd)", "averaged model",
                "excess over the optimum's loss", "distance to optimum", *other], table)
-    doc.bullets(_comparison_lines(records, varying, by))
+    lines = _comparison_lines(records, varying, by)
+    doc.bullets(lines)
+    doc.tags.update({f"{TAG_WINNER}.{section}.b{line.split(':')[0].split()[1]}": line.split(": ", 1)[1][:TAG_VALUE_MAX]
+                     for line in lines})
     doc.figure(figures.curves_figure(runs, records, section), f"curves_{section}",
                f"{section}: loss against steps (mean over seeds, min–max band; averaged model dashed)")
 
@@ -263,10 +272,14 @@ def write(runs: Runs, out_dir: Path, descriptions: dict[str, str] | None = None,
     return build(runs, descriptions, by).write(out_dir)
 
 
-def log_on_parent(runs: Runs, out_dir: Path) -> str | None:
-    """Log report.html, report.md and its figures on the experiment's latest grid parent run."""
+def log_on_parent(runs: Runs, out_dir: Path, tags: dict[str, str] | None = None) -> str | None:
+    """Log report.html, report.md and its figures on the experiment's latest grid parent run, and
+    ``tags`` (the report's findings, :attr:`Document.tags`: each claim's verdict and each paired
+    comparison's winner) on it, so that the MLflow UI shows them without the report."""
     if runs.parent_run_id is None or runs.source is None:
         return None
+    if tags:
+        runs.set_tags(runs.parent_run_id, tags)
     files = [(out_dir / "report.html", "report"), (out_dir / "report.md", "report")]
     files += [(f, (Path("report/report_files") / f.parent.relative_to(out_dir / "report_files")).as_posix())
               for f in sorted((out_dir / "report_files").rglob("*")) if f.is_file()]
@@ -306,5 +319,5 @@ def write_report(experiment: str, tracking_uri: str | None, out_dir: str | Path,
     if echo is not None and doc.summary:
         echo(doc.summary)
     if log:
-        log_on_parent(runs, out)
+        log_on_parent(runs, out, doc.tags)
     return page

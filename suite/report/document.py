@@ -50,6 +50,7 @@ class Document:
         self.title = title
         self.blocks: list[Block] = [Block("h1", title)]
         self.summary = ""  # one line on the findings, for the command line (the claims' verdicts and power)
+        self.tags: dict[str, str] = {}  # the findings as MLflow tags, for the run the report is logged on
 
     def heading(self, text: str, level: int = 2) -> None:
         self.blocks.append(Block(f"h{level}", text))

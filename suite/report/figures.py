@@ -67,6 +67,15 @@ def _band(runs: Runs, records: Sequence[RunRecord], key: str) -> tuple[np.ndarra
         return np.array(steps), np.nanmean(vals, 0), np.nanmin(vals, 0), np.nanmax(vals, 0)
 
 
+def from_averaging(steps: np.ndarray, *curves: np.ndarray) -> tuple[np.ndarray, ...]:
+    """An averaged model's curve from where averaging starts: an averager with a start point (SWA)
+    holds the initial model until then, so its leading points that equal the first one are cut,
+    but the last of them (the start). A curve that moves from its first point is kept whole."""
+    moved = np.flatnonzero(curves[0] != curves[0][0]) if len(steps) else np.array([], dtype=int)
+    first = max(int(moved[0]) - 1, 0) if len(moved) else 0
+    return (steps[first:], *(c[first:] for c in curves))
+
+
 def curve_metrics(records: Sequence[RunRecord]) -> tuple[str, str, str]:
     """(metric, averaged metric, y label): the NQM's expected risk where logged, else val loss."""
     if any("theory_risk" in r.final for r in records):
@@ -92,6 +101,8 @@ def curves_figure(runs: Runs, records: Sequence[RunRecord], title: str):
             label = config_label(group[0], varying)
             for key, dash, suffix in ((metric, "-", ""), (avg_metric, "--", " (averaged)")):
                 steps, mean, lo, hi = _band(runs, group, key)
+                if key == avg_metric:
+                    steps, mean, lo, hi = from_averaging(steps, mean, lo, hi)
                 if not len(steps):
                     continue
                 every = max(1, len(steps) // 8)

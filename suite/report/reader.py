@@ -130,6 +130,10 @@ class Runs:
         """Log each ``(file, artifact folder)`` as an artifact of run ``run_id``."""
         self.source.log_files(run_id, list(files))
 
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Set ``tags`` on run ``run_id`` (replacing those of the same keys)."""
+        self.source.set_tags(run_id, tags)
+
 
 class _MlflowSource:
     """An experiment's runs through ``MlflowClient``."""
@@ -164,6 +168,11 @@ class _MlflowSource:
     def log_files(self, run_id: str, files: list[tuple[Path, str]]) -> None:
         for path, folder in files:
             self.client.log_artifact(run_id, str(path), folder)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 class _DirectSource:
@@ -200,6 +209,11 @@ class _DirectSource:
 
         record = PendingRun(run_id, artifacts={f"{folder}/{path.name}": path.read_bytes() for path, folder in files})
         write_artifacts([record], lambda _run_id: self.store.artifact_uri(run_id))
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from suite.tracking.records import PendingRun
+
+        self.store.write(self.store.run_experiment(run_id), [PendingRun(run_id, tags=dict(tags))])
 
 
 def _downloaded_text(download: Callable[[str], str]) -> str | None:

@@ -293,6 +293,13 @@ class DirectStore:
                 f"SELECT run_uuid FROM runs WHERE run_uuid IN ({', '.join('?' for _ in chunk)})", chunk))
         return found
 
+    def run_experiment(self, run_id: str) -> str:
+        """The id of the experiment run ``run_id`` belongs to."""
+        row = self.db.execute("SELECT experiment_id FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"run {run_id} is not in the store {self.path}")
+        return str(row[0])
+
     def run_status(self, run_id: str) -> str:
         row = self.db.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
         if row is None:
