@@ -171,10 +171,10 @@ class WriteQueue:
             for i in range(0, len(record.params), 100):
                 log_batch(run_id, **to_mlflow(params=record.params[i : i + 100]))
         for name, content in record.artifacts.items():
-            if isinstance(content, bytes):
-                _log_bytes(client, run_id, content, name)
+            if self._overlap is not None:
+                self._overlap.call(run_id, _log_artifact, client, run_id, content, name)
             else:
-                client.log_text(run_id, content.text() if isinstance(content, Deferred) else content, name)
+                _log_artifact(client, run_id, content, name)
         metrics, tags = record.metrics, [RunTag(k, v) for k, v in record.tags.items()]
         while metrics or tags:
             room = MAX_METRICS_PER_BATCH - len(tags)
@@ -328,6 +328,7 @@ class WriteQueue:
         else:
             self.commit()
         finally:
+            self._overlap.close()
             self._overlap = None
 
     # -- the writer process ----------------------------------------------------------------
@@ -416,6 +417,14 @@ class WriteQueue:
                 self._write([record])
             except Exception:  # noqa: BLE001 - best effort, run by run
                 continue
+
+
+def _log_artifact(client: Any, run_id: str, content: str | bytes | Deferred, name: str) -> None:
+    """Write ``content`` as the run's artifact ``name`` through MLflow's client."""
+    if isinstance(content, bytes):
+        _log_bytes(client, run_id, content, name)
+    else:
+        client.log_text(run_id, content.text() if isinstance(content, Deferred) else content, name)
 
 
 def _log_bytes(client: Any, run_id: str, content: bytes, name: str) -> None:
