@@ -4,12 +4,13 @@ and of the per-repetition ratios.
 
 Row (target in brackets):
   i. N runs of a small linreg grid (`suite run --engine stacked`) written to the server by
-     - plain MLflow: a process that logs the same runs (their tags, params and every metric value,
-       read back from the suite's warm-up run) with `MlflowClient`: create the run, one
-       synchronous `log_batch`, end it; no training;
+     - plain MLflow: a process that logs the same runs (their tags, params, every metric value
+       and their artifacts, read back from the suite's warm-up run) with `MlflowClient`: create
+       the run, one synchronous `log_batch`, `log_text` each artifact, end it; no training;
      - the suite's synchronous path (`SUITE_TRACKING_ASYNC=0`);
      - the suite (its default: `log_batch(synchronous=False)`, one wait per unit);
      per run, whole process; ratios plain / suite and synchronous / suite            [plain / suite >= 1x]
+     and the suite's tracking phase (its `time:` line: MLflow's import included, as in plain's process)
 
 Usage: python benchmarks/perf/server.py [--repeats N] [--seeds S]
        python benchmarks/perf/server.py --replay RUNS.json URI EXPERIMENT   (plain MLflow's process)
@@ -27,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from whole import ENV, PY, ROOT, SUITE, run  # noqa: E402
+from whole import ENV, PY, ROOT, SUITE, phase_seconds, run, time_line  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from tests.browser import mlflow_server  # noqa: E402
@@ -37,8 +38,9 @@ GRID = ["run", "--problem", "linreg", "--optimizer", "sgd", "--lr", "0.01,0.03,0
 
 
 def dump_runs(uri: str, experiment: str, out: Path) -> int:
-    """Write the experiment's grid runs (tags, params, every metric value) to ``out`` as JSON; return
-    how many there are."""
+    """Write the experiment's grid runs (tags, params, every metric value, artifacts' texts) to
+    ``out`` as JSON; return how many there are."""
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
@@ -48,14 +50,16 @@ def dump_runs(uri: str, experiment: str, out: Path) -> int:
         metrics = [[m.key, m.value, m.timestamp, m.step] for k in r.data.metrics
                    for m in client.get_metric_history(r.info.run_id, k)]
         tags = {k: v for k, v in r.data.tags.items() if k != "mlflow.parentRunId"}
-        runs.append({"tags": tags, "params": r.data.params, "metrics": metrics})
+        texts = {a.path: Path(client.download_artifacts(r.info.run_id, a.path, str(out.parent))).read_text()
+                 for a in client.list_artifacts(r.info.run_id)}
+        runs.append({"tags": tags, "params": r.data.params, "metrics": metrics, "artifacts": texts})
     out.write_text(json.dumps(runs))
     return len(runs)
 
 
 def replay(path: Path, uri: str, experiment: str) -> None:
     """Plain MLflow's process: each run created with its tags, one synchronous ``log_batch`` of its
-    params and metrics, ended."""
+    params and metrics, its artifacts logged, ended."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
@@ -66,6 +70,8 @@ def replay(path: Path, uri: str, experiment: str) -> None:
         run_id = client.create_run(exp_id, tags=r["tags"]).info.run_id
         client.log_batch(run_id, metrics=[Metric(*m) for m in r["metrics"]],
                          params=[Param(k, v) for k, v in r["params"].items()])
+        for name, text in r["artifacts"].items():
+            client.log_text(run_id, text, name)
         client.set_terminated(run_id, "FINISHED")
 
 
@@ -104,19 +110,28 @@ def measure(uri: str, work: Path, repeats: int, seeds: int) -> list[tuple[str, f
     }
     for cmd, env in cmds.values():  # warm-ups (the server's first writes to each experiment)
         run(cmd, work, env)
-    times: dict[str, list[float]] = {k: [] for k in cmds}
+    times: dict[str, list[float]] = {k: [] for k in [*cmds, "sync tracking", "suite tracking"]}
     names = list(cmds)
     for i in range(repeats):
         for k in names[i % 3:] + names[: i % 3]:
             cmd, env = cmds[k]
-            wall, _ = run(cmd, work, env)
+            wall, out = run(cmd, work, env)
             times[k].append(wall / n)
+            if k != "plain":
+                times[f"{k} tracking"].append(phase_seconds(time_line(out)).get("tracking", float("nan")) / n)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = {k: statistics.median(x / y for x, y in zip(times[k], times["suite"], strict=True)) for k in times}
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+
     print(f"i: {n} runs a process; every time per run (s): "
           + "; ".join(f"{k} {', '.join(f'{t:.3f}' for t in v)}" for k, v in times.items()))
-    return [(f"{n} runs: plain MLflow, sync / suite", med["plain"], med["suite"], ratio["plain"], ">= 1x"),
-            (f"{n} runs: suite synchronous / suite", med["sync"], med["suite"], ratio["sync"], "> 1x")]
+    return [(f"{n} runs: plain MLflow, sync / suite", med["plain"], med["suite"], ratio("plain", "suite"), ">= 1x"),
+            ("  plain's process / suite's tracking phase", med["plain"], med["suite tracking"],
+             ratio("plain", "suite tracking"), ">= 1x"),
+            (f"{n} runs: suite synchronous / suite", med["sync"], med["suite"], ratio("sync", "suite"), "> 1x"),
+            ("  tracking phase only", med["sync tracking"], med["suite tracking"],
+             ratio("sync tracking", "suite tracking"), "> 1x")]
 
 
 if __name__ == "__main__":
