@@ -1,6 +1,7 @@
-"""A tracking server's writes overlap (suite/tracking/server_writes.py), against a real local
-``mlflow server`` (sqlite backend): every run and metric lands, a run's status is set only once its
-batches are written, a failed batch is raised as MLflow's own error, and the off switch."""
+"""A tracking server's writes overlapped (``SUITE_TRACKING_ASYNC=1``, suite/tracking/server_writes.py),
+against a real local ``mlflow server`` (sqlite backend): every run and metric lands, a run's status
+is set only once its writes are done, a failed batch is raised as MLflow's own error; and the
+default, synchronous."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ def server(tmp_path_factory):
         yield url
 
 
+@pytest.fixture
+def overlapped(monkeypatch):
+    monkeypatch.setenv(ASYNC_ENV, "1")
+
+
 def _landed(client: MlflowClient, experiment: str) -> dict[str, tuple[str, str, dict, dict]]:
     """Run name -> (MLflow status, suite.status, params, metric key -> the steps of its history)."""
     out = {}
@@ -36,7 +42,7 @@ def _landed(client: MlflowClient, experiment: str) -> dict[str, tuple[str, str, 
     return out
 
 
-def test_a_grid_on_a_server_lands_every_run_and_metric(server, cli, tracking_uri):
+def test_a_grid_on_a_server_lands_every_run_and_metric(server, cli, tracking_uri, overlapped):
     cli(*GRID, "--experiment", "grid-server", "--tracking-uri", server)
     cli(*GRID, "--experiment", "grid-local", "--tracking-uri", tracking_uri)  # the same grid, written directly
     on_server = _landed(MlflowClient(server), "grid-server")
@@ -56,7 +62,7 @@ def _one_run(tracker: Tracker, name: str) -> str:
     return run_id
 
 
-def test_a_status_is_set_only_once_the_runs_batches_are_written(server):
+def test_a_status_is_set_only_once_the_runs_batches_are_written(server, overlapped):
     tracker, reader = Tracker("status-after-data", server), MlflowClient(server)
     with tracker.batched():
         ids = [_one_run(tracker, f"r{i}") for i in range(3)]
@@ -70,7 +76,7 @@ def test_a_status_is_set_only_once_the_runs_batches_are_written(server):
             assert reader.get_run(run_id).data.params == {"lr": "0.1"}
 
 
-def test_a_failed_batch_is_raised_and_its_run_not_finished(server):
+def test_a_failed_batch_is_raised_and_its_run_not_finished(server, overlapped):
     tracker, reader = Tracker("failed-batch", server), MlflowClient(server)
     with pytest.raises(MlflowException, match="active"), tracker.batched():
         good, gone = _one_run(tracker, "good"), _one_run(tracker, "gone")
@@ -83,8 +89,8 @@ def test_a_failed_batch_is_raised_and_its_run_not_finished(server):
     assert reader.get_run(gone).info.status == "RUNNING"  # its data did not land: not shown finished
 
 
-def test_the_off_switch_writes_synchronously(server, monkeypatch):
-    monkeypatch.setenv(ASYNC_ENV, "0")
+def test_by_default_a_servers_writes_are_synchronous(server, monkeypatch):
+    monkeypatch.delenv(ASYNC_ENV, raising=False)
     tracker, reader = Tracker("synchronous", server), MlflowClient(server)
     with tracker.batched():
         run_id = _one_run(tracker, "sync")

@@ -7,8 +7,9 @@ through :meth:`WriteQueue.metrics`, its buffered path. The queue chooses the wri
 - **MLflow's client** (a tracking server; an SQL store outside :meth:`WriteQueue.batched`): the
   record's writes are MLflow calls, in its order (create, params, artifacts, metrics with tags,
   status); evaluations are buffered and written at least every :data:`FLUSH_EVERY_S`, or when
-  :data:`MAX_METRICS_PER_BATCH` are buffered, or with the run's next write. Inside
-  :meth:`WriteQueue.batched` on a tracking server, params, metrics and tags are submitted without
+  :data:`MAX_METRICS_PER_BATCH` are buffered, or with the run's next write. With
+  ``SUITE_TRACKING_ASYNC=1``, inside :meth:`WriteQueue.batched` on a tracking server, params,
+  metrics, tags and artifacts are submitted without
   waiting and a status is set only once the run's batches are written, at :meth:`WriteQueue.commit`
   (:mod:`suite.tracking.server_writes`).
 - **One transaction** (a local sqlite store :mod:`suite.tracking.direct` serves): each call's
@@ -83,7 +84,7 @@ class WriteQueue:
 
     ``client``: returns the tracker's ``MlflowClient`` (made on first use); ``direct``: the
     store :mod:`suite.tracking.direct` writes, or None where MLflow writes; ``server``: the store
-    is a tracking server (its writes inside :meth:`batched` overlap, :mod:`suite.tracking.server_writes`)."""
+    is a tracking server (its writes inside :meth:`batched` may overlap, :mod:`suite.tracking.server_writes`)."""
 
     def __init__(self, experiment_id: str, client: Callable[[], Any], direct: DirectStore | None, *,
                  server: bool = False) -> None:
@@ -269,7 +270,7 @@ class WriteQueue:
 
         With a writer process the transaction is its to make: ``wait`` returns only once it is
         made (and raises if it failed); without ``wait`` a failure is raised by a later call.
-        On a tracking server it waits for the batches submitted, then sets the statuses kept back."""
+        With overlapped server writes it waits for the writes submitted, then sets the statuses kept back."""
         if self._overlap is not None and self._overlap.pending:
             self._overlap.drain(self._client())
         if self._queue is not None:

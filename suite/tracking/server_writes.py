@@ -1,7 +1,7 @@
 """A tracking server's writes, overlapped: MLflow's supported ``log_batch(synchronous=False)``.
 
 On an ``http(s)://`` store every write is a request, so a unit of work (a stack's runs, a
-population) would wait for one round trip after another. Inside
+population) waits for one round trip after another. With ``SUITE_TRACKING_ASYNC=1``, inside
 :meth:`~suite.tracking.queue.WriteQueue.batched`, the queue hands a run's params, metrics and tags
 here instead: :meth:`ServerWrites.log_batch` submits them to MLflow's async logging queue (its
 thread pool, ``MLFLOW_ASYNC_LOGGING_THREADPOOL_SIZE``, 10 by default, sends several runs' batches
@@ -14,7 +14,9 @@ up to a second) and for the artifacts, and only then sets the statuses (several 
 ``RUNNING``, for the next invocation to reap), and the first failure is raised as the original
 MLflow error, as a synchronous write would raise it.
 
-``SUITE_TRACKING_ASYNC=0`` turns this off (every write synchronous, as outside ``batched``).
+It is off by default (every write synchronous): on a local ``mlflow server`` with a sqlite
+backend it was not faster than the synchronous writes (``make perf`` row i, docs/performance.md),
+as such a server's own CPU, not the round trip, bounds the writes.
 
 Imports: MLflow only through the client it is given.
 """
@@ -28,13 +30,13 @@ from typing import Any
 
 from suite.tracking.records import RUNNING
 
-ASYNC_ENV = "SUITE_TRACKING_ASYNC"  # 0: a tracking server's writes are synchronous
-THREADS = 8  # artifacts and statuses sent at once (MLflow's own async pool has 10 by default)
+ASYNC_ENV = "SUITE_TRACKING_ASYNC"  # 1: a tracking server's writes overlap (default 0: synchronous)
+THREADS = 2  # artifacts and statuses sent at once (more did not help on a local server, docs/performance.md)
 
 
 def wanted(server: bool) -> bool:
-    """Whether a store's writes are overlapped here: a tracking server, unless :data:`ASYNC_ENV` is ``0``."""
-    return server and os.environ.get(ASYNC_ENV, "1").strip() != "0"
+    """Whether a store's writes are overlapped here: a tracking server, with :data:`ASYNC_ENV` ``1``."""
+    return server and os.environ.get(ASYNC_ENV, "0").strip() == "1"
 
 
 class ServerWrites:
