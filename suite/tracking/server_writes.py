@@ -6,7 +6,7 @@ population) waits for one round trip after another. With ``SUITE_TRACKING_ASYNC=
 here instead: :meth:`ServerWrites.log_batch` submits them to MLflow's async logging queue (its
 thread pool, ``MLFLOW_ASYNC_LOGGING_THREADPOOL_SIZE``, 10 by default, sends several runs' batches
 at once) and keeps the ``RunOperations`` it returns; artifacts (a request each, which MLflow
-has no async call for) go to a few threads of this module (:meth:`ServerWrites.call`); a run's
+has no async call for) go to two threads of this module (:meth:`ServerWrites.call`); a run's
 status is kept back (:meth:`ServerWrites.set_status`). :meth:`ServerWrites.drain` waits for each
 batch's own completion (not MLflow's ``flush()``, which restarts the logging thread and so costs
 up to a second) and for the artifacts, and only then sets the statuses (several at once):
@@ -31,7 +31,7 @@ from typing import Any
 from suite.tracking.records import RUNNING
 
 ASYNC_ENV = "SUITE_TRACKING_ASYNC"  # 1: a tracking server's writes overlap (default 0: synchronous)
-THREADS = 2  # artifacts and statuses sent at once (more did not help on a local server, docs/performance.md)
+THREADS = 2  # artifacts and statuses sent at once (8 were no faster on a local server, docs/performance.md)
 
 
 def wanted(server: bool) -> bool:
