@@ -7,7 +7,11 @@ through :meth:`WriteQueue.metrics`, its buffered path. The queue chooses the wri
 - **MLflow's client** (a tracking server; an SQL store outside :meth:`WriteQueue.batched`): the
   record's writes are MLflow calls, in its order (create, params, artifacts, metrics with tags,
   status); evaluations are buffered and written at least every :data:`FLUSH_EVERY_S`, or when
-  :data:`MAX_METRICS_PER_BATCH` are buffered, or with the run's next write.
+  :data:`MAX_METRICS_PER_BATCH` are buffered, or with the run's next write. With
+  ``SUITE_TRACKING_ASYNC=1``, inside :meth:`WriteQueue.batched` on a tracking server, params,
+  metrics, tags and artifacts are submitted without
+  waiting and a status is set only once the run's batches are written, at :meth:`WriteQueue.commit`
+  (:mod:`suite.tracking.server_writes`).
 - **One transaction** (a local sqlite store :mod:`suite.tracking.direct` serves): each call's
   record is one transaction; inside :meth:`WriteQueue.writes`, all of one call's writes are.
 - **Queued** (inside :meth:`WriteQueue.batched`, on an MLflow SQL store): every write is queued
@@ -33,6 +37,7 @@ and core reservation of :mod:`suite.exec`; MLflow only where its client is calle
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -47,6 +52,7 @@ from suite.exec.phases import CLOCK
 from suite.tracking.bulk import SqlBulk
 from suite.tracking.direct import DirectStore
 from suite.tracking.records import RUNNING, Deferred, MetricRow, PendingRun, RunTag, to_mlflow
+from suite.tracking.server_writes import ServerWrites, wanted
 from suite.tracking.writer import WriterProcess, absorb, merge_runs
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit on one log_batch (metrics + params + tags <= 1000, tags <= 100)
@@ -77,9 +83,11 @@ class WriteQueue:
     """The writes of one tracker to one experiment (see the module docstring).
 
     ``client``: returns the tracker's ``MlflowClient`` (made on first use); ``direct``: the
-    store :mod:`suite.tracking.direct` writes, or None where MLflow writes."""
+    store :mod:`suite.tracking.direct` writes, or None where MLflow writes; ``server``: the store
+    is a tracking server (its writes inside :meth:`batched` may overlap, :mod:`suite.tracking.server_writes`)."""
 
-    def __init__(self, experiment_id: str, client: Callable[[], Any], direct: DirectStore | None) -> None:
+    def __init__(self, experiment_id: str, client: Callable[[], Any], direct: DirectStore | None, *,
+                 server: bool = False) -> None:
         self.experiment_id = experiment_id
         self._client = client
         self._direct = direct
@@ -93,6 +101,8 @@ class WriteQueue:
         self._writer_off = False  # a writer failed once: this queue writes itself from then on
         self._batched = False  # inside batched() (not a single call's writes())
         self._last_write_s = 0.0  # how long the last write in this process took
+        self._server = wanted(server)
+        self._overlap: ServerWrites | None = None  # inside batched() on a tracking server
 
     @property
     def writer_pid(self) -> int | None:
@@ -156,21 +166,24 @@ class WriteQueue:
         """``record`` as MLflow's calls: create (with params, 100 a call), artifacts, metrics with
         tags in as few ``log_batch`` calls as MLflow's limits allow, status."""
         client, run_id = self._client(), record.run_id
+        log_batch = client.log_batch if self._overlap is None else functools.partial(self._overlap.log_batch, client)
         if record.create:
             run_id = client.create_run(self.experiment_id, tags=record.create_tags).info.run_id
             for i in range(0, len(record.params), 100):
-                client.log_batch(run_id, **to_mlflow(params=record.params[i : i + 100]))
+                log_batch(run_id, **to_mlflow(params=record.params[i : i + 100]))
         for name, content in record.artifacts.items():
-            if isinstance(content, bytes):
-                _log_bytes(client, run_id, content, name)
+            if self._overlap is not None:
+                self._overlap.call(run_id, _log_artifact, client, run_id, content, name)
             else:
-                client.log_text(run_id, content.text() if isinstance(content, Deferred) else content, name)
+                _log_artifact(client, run_id, content, name)
         metrics, tags = record.metrics, [RunTag(k, v) for k, v in record.tags.items()]
         while metrics or tags:
             room = MAX_METRICS_PER_BATCH - len(tags)
-            client.log_batch(run_id, **to_mlflow(metrics=metrics[:room], tags=tags))
+            log_batch(run_id, **to_mlflow(metrics=metrics[:room], tags=tags))
             metrics, tags = metrics[room:], []
-        if record.status == RUNNING:
+        if self._overlap is not None and record.status is not None:
+            self._overlap.set_status(run_id, record.status, record.end_time)  # once its batches are written
+        elif record.status == RUNNING:
             client.update_run(run_id, status=RUNNING)  # reopened: its end time kept
         elif record.status is not None:
             client.set_terminated(run_id, record.status, end_time=record.end_time)
@@ -216,8 +229,11 @@ class WriteQueue:
 
         ``settle=False``: a writer process may still be writing on the way out (not after an
         exception); the next read or write, or :meth:`settle`, waits for it."""
-        if self._queue is not None:
+        if self._queue is not None or self._overlap is not None:
             yield
+            return
+        if self._server:
+            yield from self._overlapped()
             return
         if self._direct is None and self._bulk is None:
             self._bulk = SqlBulk.for_client(self._client(), self.experiment_id)
@@ -253,7 +269,10 @@ class WriteQueue:
         """Write everything queued inside :meth:`batched` in one transaction.
 
         With a writer process the transaction is its to make: ``wait`` returns only once it is
-        made (and raises if it failed); without ``wait`` a failure is raised by a later call."""
+        made (and raises if it failed); without ``wait`` a failure is raised by a later call.
+        With overlapped server writes it waits for the writes submitted, then sets the statuses kept back."""
+        if self._overlap is not None and self._overlap.pending:
+            self._overlap.drain(self._client())
         if self._queue is not None:
             for run_id, metrics in self._pending.items():
                 self._queued(run_id).metrics += metrics
@@ -295,6 +314,23 @@ class WriteQueue:
             callback()
         else:
             self._writer.when_written(callback)
+
+    def _overlapped(self) -> Iterator[None]:
+        """The body of :meth:`batched` on a tracking server: writes overlap until each
+        :meth:`commit`, and the last are waited for on the way out (an exception included,
+        which stays the one raised)."""
+        self._overlap = ServerWrites()
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original failure is the one to report
+                self.commit()
+            raise
+        else:
+            self.commit()
+        finally:
+            self._overlap.close()
+            self._overlap = None
 
     # -- the writer process ----------------------------------------------------------------
     def _submit(self, queued: list[PendingRun]) -> None:
@@ -382,6 +418,14 @@ class WriteQueue:
                 self._write([record])
             except Exception:  # noqa: BLE001 - best effort, run by run
                 continue
+
+
+def _log_artifact(client: Any, run_id: str, content: str | bytes | Deferred, name: str) -> None:
+    """Write ``content`` as the run's artifact ``name`` through MLflow's client."""
+    if isinstance(content, bytes):
+        _log_bytes(client, run_id, content, name)
+    else:
+        client.log_text(run_id, content.text() if isinstance(content, Deferred) else content, name)
 
 
 def _log_bytes(client: Any, run_id: str, content: bytes, name: str) -> None:
