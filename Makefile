@@ -62,7 +62,8 @@ UI_PORT ?= 5000
 # It prints each experiment's runs-table URL first (suite/tracking/ui_links.py says why; a store it
 # cannot read only skips them) and, where a desktop browser exists, opens the newest once the UI answers.
 ui: install
-	-@$(BIN)/python -m suite.tracking.ui_links '$(MLFLOW_TRACKING_URI)' $(UI_PORT) --open
+	-@$(BIN)/python -m suite.tracking.ui_links '$(MLFLOW_TRACKING_URI)' $(UI_PORT)
+	-@$(BIN)/python -m suite.tracking.ui_links '$(MLFLOW_TRACKING_URI)' $(UI_PORT) --open >/dev/null 2>&1 &
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) \
 	  --backend-store-uri $(MLFLOW_TRACKING_URI)
 

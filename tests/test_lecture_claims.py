@@ -225,8 +225,10 @@ def test_new_sections_of_the_lecture_end_to_end(cli, workdir):
     cli("run", "claims.yaml", "--quiet")
     cli("report", "claims.yaml")
     md = (workdir / "reports" / "claims" / "report.md").read_text()
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[3] for line in md.splitlines()
-            if line.startswith("| ") and line.count(" | ") >= 4}
+    header = next(line for line in md.splitlines() if line.startswith("| claim |")).strip("| ").split(" | ")
+    at = header.index("verdict")
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[at] for line in md.splitlines()
+            if line.startswith("| ") and line.count(" | ") >= len(header) - 1}
     assert rows["Momentum multiplies the steady-state risk by (1+β)/(1−β)"] == claims.CONTRADICTED
     assert rows["Weight decay trades better conditioning against a shifted optimum: the best λ lies inside its "
                 "range"] == claims.REPRODUCED

@@ -36,12 +36,13 @@ def test_a_benchmark_files_output_is_short_and_ends_with_claims_report_and_runs_
     # the end: the claims summary, one line per claim (its verdict first), the report, MLflow's runs table
     start = next(i for i, line in enumerate(out) if line.startswith("claims: "))
     report = (workdir / "reports" / "tuned" / "report.md").read_text()
-    claims_table = report[report.index("| claim |"):].split("\n\n")[0].splitlines()[2:]
+    table = report[report.index("| claim |"):].split("\n\n")[0].splitlines()
+    header, claims_table = [c.strip() for c in table[0].strip("|").split(" | ")], table[2:]
     verdicts = out[start + 1:start + 1 + len(claims_table)]
     assert len(verdicts) == len(claims_table) >= 10
     for line, row in zip(verdicts, claims_table, strict=True):
         cells = [c.strip() for c in row.strip("|").split(" | ")]
-        claim, verdict = cells[0], cells[3]
+        claim, verdict = cells[header.index("claim")], cells[header.index("verdict")]
         assert line.split()[0] == verdict and claim[:60] in line
     counts = dict((v, k) for k, v in re.findall(r"(\d+) (reproduced|contradicted|inconclusive)", out[start]))
     for verdict in ("reproduced", "contradicted", "inconclusive"):

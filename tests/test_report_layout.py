@@ -71,3 +71,26 @@ def test_an_swa_curve_starts_where_averaging_starts():
               if line.get_linestyle() == "--"}
     assert dashed["averager=swa (averaged)"][0] == 40 and dashed["averager=ema (averaged)"][0] == 0
     plt.close(fig)
+
+
+def test_each_claim_links_its_section_and_names_its_runs_as_an_mlflow_filter(tmp_path):
+    """The claims table's experiment cell links to the experiment's section of the report, and
+    its runs cell is a filter that MLflow's runs search accepts."""
+    from mlflow.utils.search_utils import SearchUtils
+
+    from suite.report.reader import RunRecord
+
+    recs = [RunRecord(f"s{seed}-{lr}-{b}", "steady_state", "", "completed",
+                      {"seed": seed, "batch_size": b, "optimizer.lr": lr},
+                      {"val_loss": lr / b}, histories={"val_loss": [(0, lr / b)]})
+            for seed in (0, 1) for lr in (0.1, 0.2) for b in (1, 4)]
+    build.build(Runs("x", "sqlite://", recs, None)).write(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| Steady-state risk"))
+    assert "| [steady_state (NQM)](#steady_state) |" in row and "\n## steady_state\n" in md
+    cell = row.split(" | ")[2]
+    assert cell == "tags.`suite.section` = 'steady_state' (8 runs)"
+    SearchUtils.parse_search_filter(cell.rsplit(" (", 1)[0])  # a filter MLflow accepts
+    html = (tmp_path / "report.html").read_text()
+    assert "<td><a href='#steady-state'>steady_state (NQM)</a></td>" in html and "id='steady-state'" in html
+    SearchUtils.parse_search_filter("tags.`suite.section` LIKE 'scaling%'")

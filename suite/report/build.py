@@ -4,21 +4,21 @@ its table, its paired comparisons and its curves."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from suite.errors import ReportError
 from suite.report import claims, figures, lecture_claims, power, power_nqm, protocol, scaling
-from suite.report.document import Document
+from suite.report.document import Document, Link
 from suite.report.optimum import optimum_loss
 from suite.report.reader import RunRecord, Runs
 from suite.report.score import Score
 from suite.report.stats import mean_interval, paired_difference
 from suite.tuning import edges
+from suite.vocab import TAG_CLAIMS, TAG_SECTION, TAG_WINNER
 
-TAG_CLAIMS = "suite.claims"  # on the run the report is logged on: the summary, and .NN each claim's verdict
-TAG_WINNER = "suite.winner"  # ... and .<section>.b<B> each paired comparison's outcome at a batch size
 TAG_VALUE_MAX = 5000  # MLflow keeps tag values up to 8000 characters
 STATUS_ORDER = ("completed", "diverged", "stopped", "failed", "interrupted")
 CONFIG_DROP = ("seed",)
@@ -66,9 +66,9 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
              "its exact optimum, read as the runs read their steps; no spread), and whether it agrees with the "
              "measured verdict; '—' where the claim has no closed form here.")
     doc.para(power.HOW)
-    doc.table(["claim", "experiment", "measured", "verdict", "closed form", "power", "rule"],
-              [[c.claim, c.experiment, c.measured, c.verdict, _theory_cell(c, theory.get(c.claim)),
-                power.cell(p, closed.get(i)), c.rule]
+    doc.table(["claim", "experiment", "its MLflow runs", "measured", "verdict", "closed form", "power", "rule"],
+              [[c.claim, _experiment_cell(c, runs, sweep), _runs_cell(c, runs), c.measured, c.verdict,
+                _theory_cell(c, theory.get(c.claim)), power.cell(p, closed.get(i)), c.rule]
                for i, (c, p) in enumerate(zip(rows, powers, strict=True))])
 
     found = protocol.study_edges(runs.records, {t.winner.study: t.winner for t in sweep.tuned.values() if t.winner})
@@ -90,6 +90,40 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
     return doc
 
 
+SCALING_HEADING = "Batch-size scaling on the NQM, each method tuned"
+
+
+def _claim_sections(row: claims.ClaimRow, runs: Runs) -> list[str]:
+    """The experiments (sections) a claim's row reads: those its experiment column names."""
+    named = [w.rstrip(",") for w in row.experiment.split(" (")[0].replace("+", " ").split()]
+    out = [s for s in runs.sections if s in named]
+    if any(w.endswith("*") for w in named):
+        out += [s for s in runs.sections if any(s.startswith(w[:-1]) for w in named if w.endswith("*"))]
+    return list(dict.fromkeys(out))
+
+
+def _experiment_cell(row: claims.ClaimRow, runs: Runs, sweep: claims.Sweep) -> str | Link:
+    """The claim's experiment, linked to its section of the report where it has one."""
+    sections = _claim_sections(row, runs)
+    if not sections:
+        return row.experiment
+    if sections[0].startswith(scaling.SCALING_PREFIX):
+        return Link(row.experiment, SCALING_HEADING) if sweep.tuned else row.experiment
+    return Link(row.experiment, sections[0])
+
+
+def _runs_cell(row: claims.ClaimRow, runs: Runs) -> str:
+    """The claim's runs as an MLflow search filter (the runs table's search box), and how many."""
+    sections = _claim_sections(row, runs)
+    if not sections:
+        return "—"
+    n = sum(len(runs.section(s)) for s in sections)
+    if len(sections) == 1:
+        return f"tags.`{TAG_SECTION}` = '{sections[0]}' ({n} runs)"
+    prefix = os.path.commonprefix(sections)  # MLflow's search has no OR: the sections' common prefix
+    return f"tags.`{TAG_SECTION}` LIKE '{prefix}%' ({n} runs of {', '.join(sections)})"
+
+
 def _theory_cell(measured: claims.ClaimRow, theory: claims.ClaimRow | None) -> str:
     """The closed form's verdict on a claim, and whether the measurement agrees with it."""
     if theory is None:
@@ -100,7 +134,7 @@ def _theory_cell(measured: claims.ClaimRow, theory: claims.ClaimRow | None) -> s
 
 
 def _scaling_section(doc: Document, runs: Runs, sweep: claims.Sweep, found: dict[str, tuple]) -> None:
-    doc.heading("Batch-size scaling on the NQM, each method tuned")
+    doc.heading(SCALING_HEADING)
     studies = any(t.from_study for t in sweep.tuned.values())
     most = max((len(t.studies) for t in sweep.tuned.values()), default=0)
     count = f"{most} independent studies each, the median over them" if most > 1 else "one study each"

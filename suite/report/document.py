@@ -31,12 +31,20 @@ DPI = 100  # a figure's inches to CSS pixels
 SHARP = 2  # its PNG at twice that resolution, shown at its size: crisp on high-density screens
 
 
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links to a heading of the same document."""
+
+    text: str
+    heading: str
+
+
 @dataclass
 class Block:
     kind: str  # h1 h2 h3 p table figure list
     text: str = ""
     header: list[str] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)
+    rows: list[list[str | Link]] = field(default_factory=list)
     png: bytes = b""
     name: str = ""
     items: list[str] = field(default_factory=list)
@@ -94,7 +102,7 @@ class Document:
                 out.append("\n".join(f"- [{h}](#{_md_anchor(h)})" for h in self._sections()))
             elif b.kind == "table":
                 lines = ["| " + " | ".join(_md(h) for h in b.header) + " |", "|" + "---|" * len(b.header)]
-                lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in b.rows]
+                lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in b.rows]
                 out.append("\n".join(lines))
             elif b.kind == "figure":
                 out.append(f"![{_md(b.text)}]({figure_dir}/{b.name})\n\n*{b.text}*")
@@ -144,7 +152,9 @@ class Document:
         return page, md
 
 
-def _cell(c: Any) -> str:
+def _cell(c: Any) -> str | Link:
+    if isinstance(c, Link):
+        return c
     if isinstance(c, float):
         return f"{c:.4g}"
     return "" if c is None else str(c)
@@ -168,6 +178,12 @@ def _md(text: str) -> str:
 VERDICTS = ("reproduced", "contradicted", "inconclusive")
 
 
-def _td(c: str) -> str:
+def _md_cell(c: str | Link) -> str:
+    return f"[{_md(c.text)}](#{_md_anchor(c.heading)})" if isinstance(c, Link) else _md(c)
+
+
+def _td(c: str | Link) -> str:
+    if isinstance(c, Link):
+        return f"<td><a href='#{_anchor(c.heading)}'>{html.escape(c.text)}</a></td>"
     cls = f" class='{c}'" if c in VERDICTS else ""
     return f"<td{cls}>{html.escape(c)}</td>"

@@ -63,38 +63,34 @@ def has_desktop() -> bool:
 
 
 def open_when_up(url: str, port: int) -> None:
-    """In a detached child process: wait until the UI accepts connections on ``port`` (at most
-    :data:`OPEN_WAIT_S`), then open ``url`` in the desktop's browser. Returns at once."""
-    import os
+    """Wait until the UI accepts connections on ``port`` (at most :data:`OPEN_WAIT_S`), then open
+    ``url`` in the desktop's browser. ``make ui`` runs it in the background (``--open``), beside
+    the UI it waits for."""
+    import socket
+    import time
+    import webbrowser
 
-    if os.fork() != 0:
+    deadline = time.monotonic() + OPEN_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            time.sleep(0.5)
+            continue
+        webbrowser.open(url)
         return
-    try:
-        os.setsid()
-        import socket
-        import time
-        import webbrowser
-
-        deadline = time.monotonic() + OPEN_WAIT_S
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
-            except OSError:
-                time.sleep(0.5)
-                continue
-            webbrowser.open(url)
-            break
-    finally:
-        os._exit(0)
 
 
 def main(argv: list[str]) -> None:
+    """``URI [PORT]``: print each experiment's runs-table URL; with ``--open`` print nothing and,
+    where a desktop browser exists, open the newest experiment's once the UI answers."""
     args = [a for a in argv if a != "--open"]
     uri, port = args[0], int(args[1]) if len(args) > 1 else 5000
     urls = experiment_urls(uri, port)
-    for line in experiment_links(uri, port, urls):
-        print(line, flush=True)
-    if urls and "--open" in argv and has_desktop():
+    if "--open" not in argv:
+        for line in experiment_links(uri, port, urls):
+            print(line, flush=True)
+    elif urls and has_desktop():
         open_when_up(urls[-1][1], port)  # the newest experiment's runs
 
 
