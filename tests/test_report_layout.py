@@ -93,4 +93,12 @@ def test_each_claim_links_its_section_and_names_its_runs_as_an_mlflow_filter(tmp
     SearchUtils.parse_search_filter(cell.rsplit(" (", 1)[0])  # a filter MLflow accepts
     html = (tmp_path / "report.html").read_text()
     assert "<td><a href='#steady-state'>steady_state (NQM)</a></td>" in html and "id='steady-state'" in html
-    SearchUtils.parse_search_filter("tags.`suite.section` LIKE 'scaling%'")
+    # a claim that reads two experiments names both, under their common prefix
+    mwe = [RunRecord(f"{section}-{seed}", section, "", "completed", {"seed": seed, "batch_size": 32}, {"val_loss": 0.1})
+           for section, seeds in (("mwe", [42]), ("mwe_orders", [0, 1])) for seed in seeds]
+    build.build(Runs("x", "sqlite://", mwe, None)).write(tmp_path / "mwe")
+    md = (tmp_path / "mwe" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| The minimal working example"))
+    cell = row.split(" | ")[2]
+    assert cell == "tags.`suite.section` LIKE 'mwe%' (3 runs of mwe, mwe_orders)"
+    SearchUtils.parse_search_filter(cell.split(" (")[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -95,7 +96,7 @@ SCALING_HEADING = "Batch-size scaling on the NQM, each method tuned"
 
 def _claim_sections(row: claims.ClaimRow, runs: Runs) -> list[str]:
     """The experiments (sections) a claim's row reads: those its experiment column names."""
-    named = [w.rstrip(",") for w in row.experiment.split(" (")[0].replace("+", " ").split()]
+    named = re.findall(r"[\w*]+", row.experiment)
     out = [s for s in runs.sections if s in named]
     if any(w.endswith("*") for w in named):
         out += [s for s in runs.sections if any(s.startswith(w[:-1]) for w in named if w.endswith("*"))]
@@ -119,7 +120,7 @@ def _runs_cell(row: claims.ClaimRow, runs: Runs) -> str:
         return "—"
     n = sum(len(runs.section(s)) for s in sections)
     if len(sections) == 1:
-        return f"tags.`{TAG_SECTION}` = '{sections[0]}' ({n} runs)"
+        return f"tags.`{TAG_SECTION}` = '{sections[0]}' ({n} run{'s' * (n != 1)})"
     prefix = os.path.commonprefix(sections)  # MLflow's search has no OR: the sections' common prefix
     return f"tags.`{TAG_SECTION}` LIKE '{prefix}%' ({n} runs of {', '.join(sections)})"
 
