@@ -140,7 +140,7 @@ def test_closed_form_power_of_the_steady_state_claim():
     runs = _steady_runs(0.5, 3)
     doc = build.build(runs)
     table = next(b for b in doc.blocks if b.kind == "table" and "verdict" in b.header)
-    row = next(r for r in table.rows if r[1].startswith("steady_state"))
+    row = next(r for r in table.rows if getattr(r[1], "text", r[1]).startswith("steady_state"))  # a Link cell
     cell = row[table.header.index("power")]
     assert "bootstrap over seeds" in cell and power_nqm.METHOD in cell
     assert "Steady-state risk" in doc.summary and "underpowered" in doc.summary
