@@ -102,14 +102,21 @@ def test_params_coerce_and_validate():
         p.coerce("2.5")
 
 
+def _broken_by(hook, hookname: str, distribution: str):
+    """The registry with ``hook`` as distribution ``distribution``'s ``hookname``, and that
+    distribution's one broken entry."""
+    reg = Registry.from_entry_points(extra_plugins=[(_plugin(**{hookname: hook}), distribution, "1")])
+    (broken,) = [b for b in reg.broken if b.distribution == distribution]
+    return reg, broken
+
+
 def test_an_out_of_range_default_names_the_component_its_family_and_the_parameter():
     def hook(register):
         register(name="fine", factory=lambda ctx, lr: None, description="d", params=[Param("lr", 0.1, low=0.0)])
         register(name="toobig", factory=lambda ctx, lr: None, description="d",
                  params=[Param("lr", 5.0, low=0.0, high=1.0)])
 
-    reg = Registry.from_entry_points(extra_plugins=[(_plugin(suite_register_optimizers=hook), "range-pkg", "1")])
-    (broken,) = [b for b in reg.broken if b.distribution == "range-pkg"]
+    reg, broken = _broken_by(hook, "suite_register_optimizers", "range-pkg")
     assert broken.error == ("suite.errors.RegistrationError: optimizer 'toobig' from range-pkg: its default "
                             "optimizer.lr=5.0 is out of range: must be in [0, 1]; move the default into the range or "
                             "widen the range")
@@ -123,8 +130,7 @@ def test_the_description_limit_is_enforced_at_registration():
         register(name="exact", factory=lambda ctx: None, description="x" * DESCRIPTION_LIMIT)
         register(name="wordy", factory=lambda ctx: None, description="y" * (DESCRIPTION_LIMIT + 1))
 
-    reg = Registry.from_entry_points(extra_plugins=[(_plugin(suite_register_averagers=hook), "wordy-pkg", "1")])
-    (broken,) = [b for b in reg.broken if b.distribution == "wordy-pkg"]
+    reg, broken = _broken_by(hook, "suite_register_averagers", "wordy-pkg")
     assert broken.error == ("suite.errors.RegistrationError: averager 'wordy' from wordy-pkg: its description has "
                             "121 characters; give a one-line description of at most 120 (suite list shows it on one "
                             "line)")
