@@ -300,7 +300,7 @@ def test_optunas_figures_leave_the_processs_matplotlib_style_as_it_was():
 def test_the_tune_table_tells_a_tuned_beta_near_one_from_one():
     import optuna
 
-    from suite.tuning.values import value_text
+    from suite.specs.naming import value_text
     from suite.tuning.winners import summarize
     from suite.vocab import STUDY_OVERRIDES
 
@@ -310,7 +310,7 @@ def test_the_tune_table_tells_a_tuned_beta_near_one_from_one():
     t.set_user_attr(STUDY_OVERRIDES, {"optimizer.lr": 0.0123456, "optimizer.beta2": 0.99985, "optimizer.eps": 1e-8})
     study.tell(t, 1.0)
     assert "(lr=0.0123 beta2=0.99985 eps=1e-08)" in summarize(study, plan).cell()
-    assert [value_text(v) for v in (0.999, 0.9, 0.99, -0.9995, 3, 0.0, True)] == \
+    assert [value_text(v, 3) for v in (0.999, 0.9, 0.99, -0.9995, 3, 0.0, True)] == \
         ["0.999", "0.9", "0.99", "-0.9995", "3", "0", "True"]
 
 

@@ -7,6 +7,7 @@ The hash stays a run's identity; the name is for people reading MLflow's runs ta
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -37,11 +38,18 @@ def file_name(name: str) -> str:
     return safe
 
 
-def value_text(value: Any) -> str:
-    """A value as short as it reads: ``0.5``, ``1e-04``, ``64``."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def value_text(value: Any, digits: int = 4) -> str:
+    """A value as short as it reads, in ``digits`` significant digits: ``0.5``, ``1e-04``, ``64``;
+    a value within 1% of ±1 (a momentum, β₂, a decay) keeps ``digits`` significant digits of its
+    distance from 1 (``0.99985``, not ``0.9998``). Run names use 4 digits, tuning's tables 3."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) or value == 0:
+        return str(int(value))
+    gap = 1 - abs(value)
+    if 0 < gap < 0.01:
+        return f"{value:.{digits - 1 - math.floor(math.log10(gap))}f}".rstrip("0")
+    return f"{value:.{digits}g}"
 
 
 def _labels(keys: Sequence[str]) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from suite.tuning.values import value_text
+from suite.specs.naming import value_text
 
 if TYPE_CHECKING:
     from suite.tuning.plan import StudyPlan
@@ -34,7 +34,7 @@ def label_keys(plan: StudyPlan) -> list[str]:
 def pinned_text(plan: StudyPlan) -> str:
     """``β=0.9`` (the pinned values of :func:`pinned_keys`), or ``""``."""
     fixed = dict(plan.fixed)
-    return " ".join(f"{short_name(k)}={value_text(fixed[k])}" for k in pinned_keys(plan))
+    return " ".join(f"{short_name(k)}={value_text(fixed[k], 3)}" for k in pinned_keys(plan))
 
 
 def readable_name(plan: StudyPlan) -> str:

@@ -23,11 +23,11 @@ from suite.engine.loop import RunResult, StopRun, divergence
 from suite.errors import SuiteError, TrialFailed
 from suite.exec.phases import CLOCK
 from suite.registry import Registry
+from suite.specs.naming import value_text
 from suite.specs.spec import RunSpec
 from suite.tuning.labels import short_name
 from suite.tuning.objective import REACHED, at_target_is_completed, target_step_limit
 from suite.tuning.plan import StudyPlan
-from suite.tuning.values import value_text
 from suite.vocab import (
     STUDY_OVERRIDES,
     TAG_DEVICE,
@@ -237,7 +237,7 @@ class TrialObjective:
 
     def _trial_line(self, trial: optuna.Trial, values: Mapping[str, Any], state: str, value: float | None,
                     reason: str) -> str:
-        shown = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in values.items())
+        shown = " ".join(f"{short_name(k)}={value_text(v, 3)}" for k, v in values.items())
         outcome = f"{value:.5g}" if state == "COMPLETE" else f"{state.lower()} ({reason})"
         return f"[{self.plan.name}] trial {trial.number}: {outcome}  {shown}"
 

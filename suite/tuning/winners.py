@@ -23,11 +23,11 @@ from optuna.trial import TrialState
 
 from suite.report import tables
 from suite.report.style import finish_figure
+from suite.specs.naming import value_text
 from suite.tuning import edges
 from suite.tuning.labels import short_name
 from suite.tuning.plan import StudyPlan
 from suite.tuning.results import best_trial, best_values, counted
-from suite.tuning.values import value_text
 from suite.vocab import TRIAL_STATUS
 
 plt = tables.plt
@@ -83,7 +83,7 @@ class StudySummary:
     def cell(self) -> str:
         if self.best_value is None:
             return f"— (no completed trial of {self.n_counted})"
-        params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in self.best_params.items())
+        params = " ".join(f"{short_name(k)}={value_text(v, 3)}" for k, v in self.best_params.items())
         value = f"{self.best_value:.4g}"
         if self.reeval:
             n = len(self.reeval.values) + self.reeval.n_diverged
