@@ -22,9 +22,9 @@ def workloads(runs: Runs) -> list[str]:
 
 
 def is_networks(runs: Runs) -> bool:
-    """Whether ``runs`` hold a scaling sweep on problems other than the NQM (a networks study)."""
-    names = workloads(runs)
-    return bool(names) and "nqm" not in names
+    """Whether ``runs`` hold a scaling sweep on named problems other than the NQM (a networks study)."""
+    names = {r.param("problem") for r in runs.with_prefix(scaling.SCALING_PREFIX)}
+    return bool(names) and not names & {None, "nqm"}
 
 
 def sub_runs(runs: Runs, problem: str) -> Runs:

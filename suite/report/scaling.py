@@ -57,9 +57,10 @@ def method_of(record: RunRecord) -> str:
 
 def risk_keys(record: RunRecord) -> tuple[str, str]:
     """The metrics whose steps to the target a run is read by, for its iterate and its averaged
-    model: the NQM's expected risk (``theory_risk``, ``theory_avg_risk``) where the run logs it, else
-    the validation loss (``val_loss``, ``avg_val_loss``), as ``steps-to-target`` tuning watches them."""
-    if RISK in record.final or record.param("problem") == "nqm":
+    model: the NQM's expected risk (``theory_risk``, ``theory_avg_risk``), except on a named problem
+    other than ``nqm`` that logs none: its validation loss (``val_loss``, ``avg_val_loss``), as
+    ``steps-to-target`` tuning watches them."""
+    if RISK in record.final or record.param("problem") in (None, "nqm"):
         return RISK, AVG_RISK
     return VAL, AVG_VAL
 
