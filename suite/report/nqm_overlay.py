@@ -101,7 +101,8 @@ class Comparison:
         if found is None:
             return "cannot tell: both beyond the batch sizes tried"
         if found:
-            return f"within {AGREE:g}×"
+            beyond = self.ratio is None
+            return f"within {AGREE:g}×" + (" as far as the batch sizes tried show" if beyond else "")
         return "miss: " + self.explanation()
 
     def explanation(self) -> str:
