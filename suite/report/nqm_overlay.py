@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from suite.report import scaling
-from suite.report.claims import Sweep
 from suite.report.reader import Runs
+
+if TYPE_CHECKING:
+    from suite.report.claims import Sweep
 
 KIND = "nqm_fit"  # suite.nqmfit.fit.KIND: the run `suite nqm fit` logs its fit and prediction on
 AGREE = 2.0  # issue 26: the predicted critical batch size within 2× of the measured one
@@ -63,7 +66,7 @@ def read_fits(runs: Runs) -> dict[str, Fit]:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Overlay:
     """One method on one workload: the measured and the predicted critical batch size, their ratio
     (predicted / measured), and the predicted / measured steps at each batch size both have."""
 
@@ -122,7 +125,7 @@ class Comparison:
                 "checkpoint, early in training, where the network's later steps see less)")
 
 
-def compare(fit: Fit, sweep: Sweep) -> list[Comparison]:
+def compare(fit: Fit, sweep: Sweep) -> list[Overlay]:
     """Each predicted method that the sweep measured, held against its measurement."""
     out = []
     for key, steps in fit.steps.items():
@@ -136,7 +139,7 @@ def compare(fit: Fit, sweep: Sweep) -> list[Comparison]:
             est = sweep.tuned[(method, b)].log2_steps()
             if b in steps and est.n and steps[b] > 0:
                 ratios[b] = steps[b] / 2 ** est.mean
-        out.append(Comparison(method, PREDICTED_AS.get(key, key), measured, fit.critical.get(key, math.inf),
+        out.append(Overlay(method, PREDICTED_AS.get(key, key), measured, fit.critical.get(key, math.inf),
                               max(sizes), fit.largest(key), ratios))
     return out
 

@@ -24,14 +24,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import combinations
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from suite.critical import critical_batch_size
-from suite.report.reader import RunRecord, Runs
 from suite.report.stats import LEVEL, Estimate, paired_studies, study_estimate
 from suite.theory import Optimum, moment_recursion, optimum
+
+if TYPE_CHECKING:
+    from suite.report.reader import RunRecord, Runs
 
 SCALING_PREFIX = "scaling"
 NQM_TARGET = 0.02  # expected risk to reach (the NQM paper's 0.01 at d = 10^4; the default d here is 100)
