@@ -52,7 +52,7 @@ def test_a_tiny_networks_file_runs_fits_and_reports(cli, workdir):
     md = (workdir / "reports" / "tiny-networks" / "report.md").read_text()
     assert "# sgd-suite networks report: tiny-networks" in md
     assert "## digits: steps and time to val_loss ≤ 0.6" in md
-    assert "seconds to target on cpu" in md and "bootstrap over studies and seeds" in md
+    assert "seconds to target on cpu on " in md and "bootstrap over studies and seeds" in md
     overlay = md.split("the fitted NQM against the measurement")[1]
     assert "| SGD |" in overlay and "(SGD)" in overlay and "Adam as H^(−1/2)" in overlay
     assert "predicted / measured" in overlay

@@ -38,7 +38,7 @@ def _record(problem: str, method: str, b: int, k: int, seed: int, steps: float) 
     rec = RunRecord(run_id=f"{problem}{method}{b}{k}{seed}", section=f"scaling_{problem}_{method}", spec_hash="",
                     status="completed", final={"val_loss": hist[-1][1], "val_acc": 0.9},
                     histories={key: hist, "train_seconds": [(t, 0.001 * t) for t, _ in hist]},
-                    params={"seed": seed, "batch_size": b, "problem": problem, "device": "cpu", **METHODS[method],
+                    params={"seed": seed, "batch_size": b, "problem": problem, **METHODS[method],
                             "optimizer.lr": 0.01 * min(b, 128) ** 0.5 * (1 + 0.05 * k)})  # capped
     rec.study, rec.trial, rec.study_index = f"{problem}/{method}/b{b}" + (f"/s{k}" if k else ""), 0, k
     rec.study_params = {"objective": f"steps-to-target:{TARGET}", "space.optimizer.lr": '{"high": 8.0, "kind": '

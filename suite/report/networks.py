@@ -28,11 +28,9 @@ INTERVALS = ("Each cell is a method tuned by Optuna at one batch size in R indep
 
 
 def device_of(runs: Runs) -> str:
-    """The device the runs trained on (their ``device`` param), with the machine's CPU count."""
-    import os
-
-    found = sorted({str(r.param("device")) for r in runs.records if r.param("device") is not None})
-    return f"{', '.join(found) or 'cpu'} ({os.cpu_count()} cores where the report was made)"
+    """The devices (and hosts) the runs trained on, as their tags say; 'an unrecorded device' if none do."""
+    found = sorted({r.device for r in runs.records if r.device})
+    return ", ".join(found) or "an unrecorded device"
 
 
 def build(runs: Runs, descriptions: dict[str, str] | None = None, draws: int = power.DRAWS) -> Document:
