@@ -53,7 +53,7 @@ bench: install
 NETWORKS ?= quick
 NETWORKS_NAME := $(if $(filter full,$(NETWORKS)),networks,networks-quick)
 NETWORKS_FIT := --experiment $(NETWORKS_NAME) --tracking-uri $(MLFLOW_TRACKING_URI)
-MNIST1D_SIZES := $(if $(filter full,$(NETWORKS)),2$(,)4$(,)8$(,)16$(,)32$(,)64$(,)128$(,)256$(,)512$(,)1024$(,)2048,4$(,)16$(,)64$(,)256$(,)1024$(,)2048)
+MNIST1D_SIZES := $(if $(filter full,$(NETWORKS)),2$(,)4$(,)8$(,)16$(,)32$(,)64$(,)128$(,)256$(,)512$(,)1024$(,)2048,4$(,)16$(,)32$(,)64$(,)256$(,)2048)
 DIGITS_SIZES := $(if $(filter full,$(NETWORKS)),1$(,)2$(,)4$(,)8$(,)16$(,)32$(,)64$(,)128$(,)256$(,)512$(,)1024,1$(,)4$(,)16$(,)64$(,)256$(,)1024)
 bench-networks: install
 	@echo "== make bench-networks ($(NETWORKS)): the NQM fitted to each workload, then benchmarks/$(NETWORKS_NAME).yaml into $(MLFLOW_TRACKING_URI)"
