@@ -54,7 +54,7 @@ NETWORKS ?= quick
 NETWORKS_NAME := $(if $(filter full,$(NETWORKS)),networks,networks-quick)
 NETWORKS_FIT := --experiment $(NETWORKS_NAME) --tracking-uri $(MLFLOW_TRACKING_URI)
 MNIST1D_SIZES := $(if $(filter full,$(NETWORKS)),2$(,)4$(,)8$(,)16$(,)32$(,)64$(,)128$(,)256$(,)512$(,)1024$(,)2048,4$(,)16$(,)32$(,)64$(,)256$(,)2048)
-DIGITS_SIZES := $(if $(filter full,$(NETWORKS)),1$(,)2$(,)4$(,)8$(,)16$(,)32$(,)64$(,)128$(,)256$(,)512$(,)1024,1$(,)4$(,)16$(,)64$(,)256$(,)1024)
+DIGITS_SIZES := $(if $(filter full,$(NETWORKS)),1$(,)2$(,)4$(,)8$(,)16$(,)32$(,)64$(,)128$(,)256$(,)512$(,)1024,2$(,)8$(,)16$(,)32$(,)128$(,)1024)
 bench-networks: install
 	@echo "== make bench-networks ($(NETWORKS)): the NQM fitted to each workload, then benchmarks/$(NETWORKS_NAME).yaml into $(MLFLOW_TRACKING_URI)"
 	@$(BIN)/suite nqm fit --problem mnist1d_mlp --batch-sizes $(MNIST1D_SIZES) --target-fraction 0.4 $(NETWORKS_FIT)
