@@ -20,7 +20,7 @@ DASHBOARD_PORT ?= 8080
 # `make bench BENCH_FLAGS=--verbose`: a line per run and per trial
 BENCH_FLAGS ?=
 
-.PHONY: install test test-fast bench perf tune ui dashboard postgres server lint clean
+.PHONY: install test test-fast bench bench-networks perf tune ui dashboard postgres server lint clean
 
 install: $(STAMP)
 
@@ -45,6 +45,23 @@ test-fast: install
 bench: install
 	@echo "== make bench: benchmarks/lecture.yaml (grids, then Optuna studies in .suite/optuna.journal) into $(MLFLOW_TRACKING_URI)"
 	@$(BIN)/suite run benchmarks/lecture.yaml --tracking-uri $(MLFLOW_TRACKING_URI) $(BENCH_FLAGS)
+
+# The batch-size scaling study on networks (docs/networks.md): QUICK by default (benchmarks/networks-quick.yaml),
+# NETWORKS=full for benchmarks/networks.yaml (a bigger machine or a GPU). First the NQM fitted to each
+# workload (`suite nqm fit`, into the same experiment), then the tuned studies and the report, which overlays them.
+, := ,
+NETWORKS ?= quick
+NETWORKS_NAME := $(if $(filter full,$(NETWORKS)),networks,networks-quick)
+NETWORKS_FIT := --experiment $(NETWORKS_NAME) --tracking-uri $(MLFLOW_TRACKING_URI)
+MNIST1D_SIZES := $(if $(filter full,$(NETWORKS)),2$(,)4$(,)8$(,)16$(,)32$(,)64$(,)128$(,)256$(,)512$(,)1024$(,)2048,4$(,)16$(,)32$(,)64$(,)256$(,)2048)
+DIGITS_SIZES := $(if $(filter full,$(NETWORKS)),1$(,)2$(,)4$(,)8$(,)16$(,)32$(,)64$(,)128$(,)256$(,)512$(,)1024,2$(,)8$(,)16$(,)32$(,)128$(,)1024)
+bench-networks: install
+	@echo "== make bench-networks ($(NETWORKS)): the NQM fitted to each workload, then benchmarks/$(NETWORKS_NAME).yaml into $(MLFLOW_TRACKING_URI)"
+	@$(BIN)/suite nqm fit --problem mnist1d_mlp --batch-sizes $(MNIST1D_SIZES) --target-fraction 0.4 $(NETWORKS_FIT)
+	@$(BIN)/suite nqm fit --problem digits --batch-sizes $(DIGITS_SIZES) --reference-steps 1000 --target-fraction 0.25 $(NETWORKS_FIT)
+	@if [ "$(NETWORKS)" = full ]; then $(BIN)/suite nqm fit --problem mnist1d_cnn --batch-sizes $(MNIST1D_SIZES) \
+	  --target-fraction 0.4 $(NETWORKS_FIT); fi
+	@$(BIN)/suite run benchmarks/$(NETWORKS_NAME).yaml --tracking-uri $(MLFLOW_TRACKING_URI) $(BENCH_FLAGS)
 
 # Speed benchmarks (tables measured side by side; not tests). whole.py installs benchopt in .venv-perf
 # (never in $(VENV)); benchmarks/perf/lecture_mwe.py is the lecture's script that whole.py times.

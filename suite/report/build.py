@@ -11,14 +11,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from suite.errors import ReportError
-from suite.report import claims, figures, lecture_claims, power, power_nqm, protocol, scaling
+from suite.report import claims, figures, lecture_claims, network_claims, networks, power, power_nqm, protocol, scaling
 from suite.report.document import Document, Link
 from suite.report.optimum import optimum_loss
 from suite.report.reader import RunRecord, Runs
 from suite.report.score import Score
 from suite.report.stats import mean_interval, paired_difference
 from suite.tuning import edges
-from suite.vocab import TAG_CLAIMS, TAG_SECTION, TAG_WINNER
+from suite.vocab import TAG_SECTION, TAG_WINNER
 
 TAG_VALUE_MAX = 5000  # MLflow keeps tag values up to 8000 characters
 STATUS_ORDER = ("completed", "diverged", "stopped", "failed", "interrupted")
@@ -29,6 +29,8 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
     """The whole report as a :class:`Document`; ``by``: what each section's paired comparisons
     compare (default: the final val loss, lower is better)."""
     descriptions, by = descriptions or {}, by or Score()
+    if network_claims.is_networks(runs):  # a scaling study on networks: its own report
+        return networks.build(runs, descriptions)
     doc = Document(f"sgd-suite report: {runs.experiment}")
     counts: dict[str, int] = {}
     for r in runs.records:
@@ -51,13 +53,7 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
     rows = lecture_claims.evaluate(runs)
     powers = power.powers(lecture_claims.evaluate, runs)
     closed = power_nqm.closed_form_powers(runs, rows)
-    doc.summary = power.summary(rows, powers, closed)
-    doc.heading("Summary")
-    doc.para(doc.summary)
-    doc.bullets([f"{c.verdict}: {c.claim}" for c in rows])
-    doc.tags[TAG_CLAIMS] = doc.summary
-    doc.tags.update({f"{TAG_CLAIMS}.{i:02d}": f"{c.verdict}: {c.claim}"[:TAG_VALUE_MAX]
-                     for i, c in enumerate(rows, 1)})
+    power.summary_section(doc, rows, power.summary(rows, powers, closed))
     doc.contents()
     doc.heading("The lecture's claims")
     sweep = claims.Sweep(runs)

@@ -245,17 +245,24 @@ def _crit_text(crit: float | None, largest: int) -> str:
 
 
 def precond_large_batch(runs: Runs, sweep: Sweep) -> ClaimRow:
-    claim = "Preconditioning helps at large batch sizes and extends perfect scaling"
+    return helps_large_and_extends(sweep, "Preconditioning helps at large batch sizes and extends perfect scaling",
+                                   sweep.find("precond"), "precond")
+
+
+def helps_large_and_extends(sweep: Sweep, claim: str, pre: str | None, name: str, experiment: str = EXP_SWEEP
+                            ) -> ClaimRow:
+    """"Method ``pre`` (``name`` in the missing-data note) helps at large batch sizes and extends
+    perfect scaling", against SGD on the same sweep."""
     rule = (f"'helps' at the largest batch size: steps ratio interval below {HELP_RATIO}; perfect scaling extends "
             "if its measured critical batch size (where the steps reach 2× perfect scaling from the smallest B, "
             "log-log interpolated) exceeds SGD's; reproduced if both, contradicted if not faster at the largest B "
             "(interval ≥ 1) or its critical batch size is smaller")
-    pre, base = sweep.find("precond"), "SGD" if "SGD" in sweep.methods else None
+    base = "SGD" if "SGD" in sweep.methods else None
     if pre is None or base is None:
-        return _missing(claim, EXP_SWEEP, rule, "needs SGD and precond in the scaling sweep")
+        return _missing(claim, experiment, rule, f"needs SGD and {name} in the scaling sweep")
     sizes = sweep.common_sizes(pre, base)
     if len(sizes) < 2:
-        return _missing(claim, EXP_SWEEP, rule, "needs ≥ 2 batch sizes")
+        return _missing(claim, experiment, rule, "needs ≥ 2 batch sizes")
     large = sweep.ratio(pre, base, sizes[-1])
     crit_pre = scaling.measured_critical_batch_size(sweep.tuned, pre)
     crit_sgd = scaling.measured_critical_batch_size(sweep.tuned, base)
@@ -268,7 +275,7 @@ def precond_large_batch(runs: Runs, sweep: Sweep) -> ClaimRow:
         verdict = CONTRADICTED
     else:
         verdict = INCONCLUSIVE
-    return ClaimRow(claim, EXP_SWEEP, measured, verdict, rule)
+    return ClaimRow(claim, experiment, measured, verdict, rule)
 
 
 def best_lr_grows(runs: Runs, sweep: Sweep) -> ClaimRow:

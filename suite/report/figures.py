@@ -170,11 +170,7 @@ def scaling_figures(sweep: Any, records: Sequence[RunRecord]):
                      label=m, **st)
     ax.plot(fine, [dim / (2 * sweep.target * b) for b in fine], color="0.6",
             linewidth=1, label="lower bound d/(2·L*·B)")
-    for a in (ax, ax2):
-        a.set_xscale("log", base=2)
-        a.set_yscale("log")
-        a.set_xlabel("batch size B")
-        a.grid(alpha=0.3, which="both", linewidth=0.5)
+    batch_size_axes(ax, ax2)
     ax.set_ylabel(f"steps to expected risk {sweep.target:g}")
     ax.set_title(f"Steps to target, each method at its best lr (NQM d={dim}); B* = predicted critical batch size "
                  "(2× perfect scaling)",
@@ -188,6 +184,15 @@ def scaling_figures(sweep: Any, records: Sequence[RunRecord]):
     finish_figure(fig1)
     finish_figure(fig2, left=1.0)
     return fig1, fig2
+
+
+def batch_size_axes(*axes: Any) -> None:
+    """Log-log axes against the batch size (log2 x axis), with a light grid."""
+    for a in axes:
+        a.set_xscale("log", base=2)
+        a.set_yscale("log")
+        a.set_xlabel("batch size B")
+        a.grid(alpha=0.3, which="both", linewidth=0.5)
 
 
 def steady_state_figure(runs: Runs, records: Sequence[RunRecord]):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -176,6 +177,23 @@ def method_of(row: ClaimRow) -> str:
 def cell(found: Power, closed: Power | None = None) -> str:
     """A row's power cell: the bootstrap's, then the closed form's where the claim has one."""
     return found.text() + (f"; {closed.text()}" if closed is not None else "")
+
+
+TAG_VALUE_MAX = 5000  # MLflow keeps tag values up to 8000 characters
+
+
+def summary_section(doc: Any, rows: Sequence[ClaimRow], text: str) -> None:
+    """A report's "Summary": ``text`` (:func:`summary`'s line) and each claim's verdict, also as the
+    document's MLflow tags (``suite.claims`` and one ``suite.claims.NN`` per claim)."""
+    from suite.vocab import TAG_CLAIMS
+
+    doc.summary = text
+    doc.heading("Summary")
+    doc.para(text)
+    doc.bullets([f"{c.verdict}: {c.claim}" for c in rows])
+    doc.tags[TAG_CLAIMS] = text
+    doc.tags.update({f"{TAG_CLAIMS}.{i:02d}": f"{c.verdict}: {c.claim}"[:TAG_VALUE_MAX]
+                     for i, c in enumerate(rows, 1)})
 
 
 def summary(rows: Sequence[ClaimRow], found: Sequence[Power], closed: dict[int, Power] | None = None) -> str:

@@ -23,7 +23,9 @@ from suite.tracking.records import param_value
 from suite.vocab import (
     DONE_STATUSES,
     TAG_BEST_TRIAL,
+    TAG_DEVICE,
     TAG_HASH,
+    TAG_HOST,
     TAG_KIND,
     TAG_REASON,
     TAG_REEVAL_OF,
@@ -63,6 +65,7 @@ class RunRecord:
     study_best: int | None = None  # ... and the trial the study's tuning session named its winner
     study_index: int = 0  # ... which of its cell's independent studies it is (``--studies R``)
     study_tags: dict[str, str] = field(default_factory=dict)  # ... and its parent's tags (trials, edges)
+    device: str = ""  # where it trained: its device and host (tags suite.device, suite.host)
 
     @property
     def seed(self) -> int:
@@ -343,4 +346,5 @@ def _record(run: Any, section: str) -> RunRecord:
         final=dict(run.data.metrics),
         reason=tags.get(TAG_REASON, ""),
         start_time=run.info.start_time or 0,
+        device=" on ".join(t for t in (tags.get(TAG_DEVICE, ""), tags.get(TAG_HOST, "")) if t),
     )

@@ -24,19 +24,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import combinations
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from suite.critical import critical_batch_size
-from suite.report.reader import RunRecord, Runs
 from suite.report.stats import LEVEL, Estimate, paired_studies, study_estimate
 from suite.theory import Optimum, moment_recursion, optimum
+
+if TYPE_CHECKING:
+    from suite.report.reader import RunRecord, Runs
 
 SCALING_PREFIX = "scaling"
 NQM_TARGET = 0.02  # expected risk to reach (the NQM paper's 0.01 at d = 10^4; the default d here is 100)
 RISK = "theory_risk"
 AVG_RISK = "theory_avg_risk"
+VAL, AVG_VAL = "val_loss", "avg_val_loss"  # what a problem without an expected risk is read by
 AVERAGED_NAMES = {"ema": "EMA", "swa": "SWA"}
 
 
@@ -54,15 +57,26 @@ def method_of(record: RunRecord) -> str:
     return str(opt)
 
 
+def risk_keys(record: RunRecord) -> tuple[str, str]:
+    """The metrics whose steps to the target a run is read by, for its iterate and its averaged
+    model: the NQM's expected risk (``theory_risk``, ``theory_avg_risk``), except on a named problem
+    other than ``nqm`` that logs none: its validation loss (``val_loss``, ``avg_val_loss``), as
+    ``steps-to-target`` tuning watches them."""
+    if RISK in record.final or record.param("problem") in (None, "nqm"):
+        return RISK, AVG_RISK
+    return VAL, AVG_VAL
+
+
 def series_of(record: RunRecord) -> list[tuple[str, str]]:
     """The (method, metric) series one run provides: its iterate, and its averaged model if any
     (a tuned study's run: only the one its study tuned, the averaged model's if it has one)."""
-    out = [(method_of(record), RISK)]
+    risk, avg_risk = risk_keys(record)
+    out = [(method_of(record), risk)]
     avg = record.param("averager")
     if avg in AVERAGED_NAMES:
         decay = f" γ={float(record.param('averager.decay')):g}" if avg == "ema" and record.param("averager.decay") \
             is not None else ""
-        out.append((f"{method_of(record)} + {AVERAGED_NAMES[avg]}{decay}", AVG_RISK))
+        out.append((f"{method_of(record)} + {AVERAGED_NAMES[avg]}{decay}", avg_risk))
     return out[-1:] if record.trial is not None else out
 
 
@@ -104,6 +118,7 @@ class Tuned:
     studies: dict[int, dict[int, tuple[float, float]]] = field(default_factory=dict)  # study -> seed -> (steps, final)
     study_lrs: dict[int, float] = field(default_factory=dict)  # study -> its winner's lr
     winner: RunRecord | None = None  # Optuna: a run of the study's winner (its params, its study's settings)
+    seconds: dict[int, dict[int, float]] = field(default_factory=dict)  # Optuna: study -> seed -> seconds to target
     evals: tuple[int, ...] = ()  # the steps at which its runs evaluate the risk (those of its first run read)
 
     def lr_replicates(self) -> dict[int, float]:
@@ -150,6 +165,12 @@ class Tuned:
         interval covering studies and seeds (:func:`suite.report.stats.study_estimate`)."""
         return study_estimate(self.log2_by_study(), level)
 
+    def log2_seconds(self, level: float = LEVEL) -> Estimate:
+        """Mean log2 training seconds to the target (:func:`seconds_to`), as :meth:`log2_steps`
+        (the studies' winners on the fresh seeds; a seed that never got there left out)."""
+        return study_estimate({k: {seed: math.log2(v) for seed, v in per.items() if 0 < v < math.inf}
+                               for k, per in self.seconds.items()}, level)
+
 
 def log2_ratio(a: Tuned, b: Tuned, level: float = LEVEL) -> Estimate:
     """log2(steps of ``a`` / steps of ``b``), paired on (study index, fresh seed): the median over
@@ -188,6 +209,23 @@ def _run_steps(runs: Runs, r: RunRecord, key: str, target: float) -> tuple[float
         return math.inf, math.inf
     hist = runs.history(r, key)
     return steps_to_target(hist, target), (hist[-1][1] if hist else math.inf)
+
+
+def seconds_to(runs: Runs, r: RunRecord, steps: float) -> float:
+    """The training seconds run ``r`` had spent at step ``steps`` (its ``train_seconds`` history,
+    evaluations excluded; a stacked run's: its share of its stack's), interpolated linearly
+    between the evaluations around it; ``inf`` if it never got there (``steps`` infinite) or the
+    run logged no clock."""
+    from suite.vocab import TRAIN_SECONDS
+
+    clock = runs.history(r, TRAIN_SECONDS) if math.isfinite(steps) else []
+    prev = (0, 0.0)
+    for step, secs in clock:
+        if step >= steps:
+            frac = (steps - prev[0]) / (step - prev[0]) if step > prev[0] else 1.0
+            return prev[1] + frac * (secs - prev[1])
+        prev = (step, secs)
+    return math.inf
 
 
 def _eval_steps(runs: Runs, r: RunRecord, key: str) -> tuple[int, ...]:
@@ -232,16 +270,19 @@ def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> di
         winner = named[0] if named else scored[0]
         near = [t for t in scored if t is not winner and t.missed == winner.missed and math.isfinite(t.mean)]
         cells.setdefault((first.section, method, first.batch_size), {})[first.study_index] = (
-            winner, near, first, trials[winner.number][0])
+            winner, near, first, trials[winner.number])
     out: dict[tuple[str, int], Tuned] = {}
     for (section, method, b), studies in cells.items():
         order = sorted(studies, key=lambda k: (studies[k][0].missed, studies[k][0].mean, k))
-        winner, near, first, run = studies[order[(len(order) - 1) // 2]]  # the median study
+        winner, near, first, recs = studies[order[(len(order) - 1) // 2]]  # the median study
+        run = recs[0]
         tuned = Tuned(method, b, ceiling=_space_high(first), from_study=True,
                       ranked=[t.lr for t in [winner, *near] if math.isfinite(t.mean)],
                       studies={k: dict(w.per_seed) for k, (w, *_) in sorted(studies.items())},
                       study_lrs={k: w.lr for k, (w, *_) in sorted(studies.items())}, winner=run,
-                      evals=_eval_steps(runs, run, series_of(run)[0][1]))
+                      evals=_eval_steps(runs, run, series_of(run)[0][1]),
+                      seconds={k: {r.seed: seconds_to(runs, r, w.per_seed[r.seed][0]) for r in rs}
+                               for k, (w, _, _, rs) in sorted(studies.items())})
         for seed, (steps, final) in winner.per_seed.items():
             tuned.tried[seed] = [(winner.lr, steps, final)]
         if (method, b) in out:  # two experiments tune one method: tell them apart

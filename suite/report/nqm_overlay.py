@@ -1,0 +1,150 @@
+"""The NQM fitted to a network (``suite nqm fit``, a run of kind ``nqm_fit`` in the same MLflow
+experiment) held against the measured scaling curve: predicted steps and critical batch size per
+method, and how far apart prediction and measurement are.
+
+The prediction's methods map onto the measured ones by :data:`MEASURED_AS`; a predicted method with
+no measured counterpart, or a measured one with no prediction (SGD + EMA), is left out of the
+comparison and said so. A critical batch size predicted within a factor :data:`AGREE` of the
+measured one agrees; anything else is a miss, stated with the numbers that explain it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from suite.report import scaling
+from suite.report.reader import Runs
+
+if TYPE_CHECKING:
+    from suite.report.claims import Sweep
+
+KIND = "nqm_fit"  # suite.nqmfit.fit.KIND: the run `suite nqm fit` logs its fit and prediction on
+AGREE = 2.0  # issue 26: the predicted critical batch size within 2× of the measured one
+STEPS = "pred.steps."
+CRITICAL = "pred.critical_batch_size."
+# the prediction's metric keys (suite.nqmfit.fit._key of its method names) -> the measured method
+MEASURED_AS = {"SGD": "SGD", "momentum_beta0.9": "momentum β tuned", "Adam_as_precond_p0.5": "adam"}
+PREDICTED_AS = {"SGD": "SGD", "momentum_beta0.9": "momentum β = 0.9", "Adam_as_precond_p0.5": "Adam as H^(−1/2)"}
+
+
+@dataclass
+class Fit:
+    """One ``nqm_fit`` run: per method (its metric key) the predicted steps at each batch size and
+    the predicted critical batch size (``inf``: beyond the largest batch size predicted)."""
+
+    run_id: str
+    problem: str
+    params: dict[str, str]
+    steps: dict[str, dict[int, float]] = field(default_factory=dict)
+    critical: dict[str, float] = field(default_factory=dict)
+
+    def largest(self, key: str) -> int:
+        return max(self.steps.get(key, {0: 0.0}))
+
+
+def read_fits(runs: Runs) -> dict[str, Fit]:
+    """Problem -> the latest ``nqm_fit`` run of the experiment for it (none where the experiment
+    has none, or the runs were not read from a store)."""
+    source = runs.source
+    if source is None:
+        return {}
+    eid = source.experiment_id(runs.experiment)
+    if eid is None:
+        return {}
+    out: dict[str, Fit] = {}
+    for run in sorted(source.runs(eid, KIND), key=lambda r: r.info.start_time):
+        params = dict(run.data.params)
+        problem = params.get("problem", "")
+        metrics = dict(run.data.metrics)
+        keys = {k[len(STEPS):] for k in metrics if k.startswith(STEPS)}
+        steps = {k: {int(m.step): float(m.value) for m in source.history(run.info.run_id, STEPS + k)} for k in keys}
+        critical = {k: float(metrics.get(CRITICAL + k, math.inf)) for k in keys}  # not logged: beyond the range
+        out[problem] = Fit(run.info.run_id, problem, params, steps, critical)
+    return out
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """One method on one workload: the measured and the predicted critical batch size, their ratio
+    (predicted / measured), and the predicted / measured steps at each batch size both have."""
+
+    method: str  # the measured method
+    predicted_as: str  # what the fit modelled it as
+    measured: float | None  # inf: beyond the largest measured batch size
+    predicted: float
+    largest_measured: int
+    largest_predicted: int
+    step_ratios: dict[int, float]
+
+    @property
+    def ratio(self) -> float | None:
+        """Predicted / measured critical batch size; ``None`` where either lies beyond its range or is undefined."""
+        if self.measured is None or not (math.isfinite(self.measured) and math.isfinite(self.predicted)):
+            return None
+        return self.predicted / self.measured
+
+    @property
+    def agrees(self) -> bool | None:
+        """Within :data:`AGREE` of each other; ``None`` where that cannot be told (both beyond their ranges)."""
+        r = self.ratio
+        if r is not None:
+            return 1 / AGREE <= r <= AGREE
+        if self.measured is None:
+            return None
+        if math.isinf(self.measured) and math.isinf(self.predicted):
+            return None
+        if math.isinf(self.measured):  # measured beyond its range: the prediction must be too, within 2×
+            return self.predicted * AGREE >= self.largest_measured
+        return self.measured * AGREE >= self.largest_predicted  # predicted beyond its range
+
+    def verdict(self) -> str:
+        found = self.agrees
+        if found is None:
+            return "cannot tell: both beyond the batch sizes tried"
+        if found:
+            beyond = self.ratio is None
+            return f"within {AGREE:g}×" + (" as far as the batch sizes tried show" if beyond else "")
+        return "miss: " + self.explanation()
+
+    def explanation(self) -> str:
+        """Why a miss: which side is larger, and what the steps say about where the two curves part."""
+        pred_larger = (self.predicted > self.measured) if self.measured is not None else True
+        big = max(self.step_ratios) if self.step_ratios else None
+        small = min(self.step_ratios) if self.step_ratios else None
+        where = (f"; predicted / measured steps ×{self.step_ratios[small]:.2g} at B={small}, "
+                 f"×{self.step_ratios[big]:.2g} at B={big}") if big is not None and small is not None else ""
+        if pred_larger:
+            return ("the fitted NQM keeps scaling perfectly to larger batches than the network" + where +
+                    ": the network's steps stop falling earlier than the NQM's, so at large B it is limited by "
+                    "curvature the fit does not have (a tail extrapolated from the top eigenvalues, an isotropic "
+                    "start), and its steps count from initialisation, the NQM's from the checkpoint")
+        return ("the fitted NQM stops scaling at smaller batches than the network" + where +
+                ": the fit's gradient noise is large against its curvature (per-example noise at the "
+                "checkpoint, early in training, where the network's later steps see less)")
+
+
+def compare(fit: Fit, sweep: Sweep) -> list[Overlay]:
+    """Each predicted method that the sweep measured, held against its measurement."""
+    out = []
+    for key, steps in fit.steps.items():
+        method = MEASURED_AS.get(key)
+        if method is None or method not in sweep.methods:
+            continue
+        sizes = sweep.sizes(method)
+        measured = scaling.measured_critical_batch_size(sweep.tuned, method)
+        ratios = {}
+        for b in sizes:
+            est = sweep.tuned[(method, b)].log2_steps()
+            if b in steps and est.n and steps[b] > 0:
+                ratios[b] = steps[b] / 2 ** est.mean
+        out.append(Overlay(method, PREDICTED_AS.get(key, key), measured, fit.critical.get(key, math.inf),
+                              max(sizes), fit.largest(key), ratios))
+    return out
+
+
+def left_out(fit: Fit, sweep: Sweep) -> list[str]:
+    """The measured methods the fit predicts nothing for."""
+    predicted = {MEASURED_AS.get(k) for k in fit.steps}
+    return [m for m in sweep.methods if m not in predicted]

@@ -1,0 +1,141 @@
+"""The networks report (issue 26): steps to a target validation loss per workload and method, the
+time to it, the lecture's claims on measured data, and the fitted NQM held against the measurement."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from suite.report import claims, network_claims, networks, nqm_overlay, scaling
+from suite.report.reader import RunRecord, Runs
+
+SIZES = (8, 32, 128, 512)
+METHODS = {"SGD": {"optimizer": "sgd", "optimizer.momentum": 0.0, "averager": "none"},
+           "EMA": {"optimizer": "sgd", "optimizer.momentum": 0.0, "averager": "ema", "averager.decay": 0.95},
+           "mom": {"optimizer": "sgd", "optimizer.momentum": 0.9, "averager": "none"},
+           "adam": {"optimizer": "adam", "averager": "none"}}
+TARGET = 1.0
+
+
+def perfect_then_plateau(b: int) -> float:
+    """SGD's steps: perfect scaling up to B = 128, a plateau of 100 steps beyond."""
+    return max(100.0, 12800.0 / b)
+
+
+STEPS = {"SGD": perfect_then_plateau,
+         "EMA": lambda b: perfect_then_plateau(b) * (0.5 if b == SIZES[0] else 1.0),
+         "mom": lambda b: perfect_then_plateau(b) * (1.0 if b == SIZES[0] else 0.5),
+         "adam": lambda b: perfect_then_plateau(b) * 1.3}  # slower everywhere: contradicts "Adam helps"
+
+
+def _record(problem: str, method: str, b: int, k: int, seed: int, steps: float) -> RunRecord:
+    """Study k's winner on fresh seed ``seed``: val_loss falls from 4 to the target at ``steps``
+    (log-linearly, evaluated every 2% of it), 1 ms of training per step."""
+    every = max(1, int(steps / 50))
+    key = scaling.AVG_VAL if method == "EMA" else scaling.VAL
+    hist = [(t, TARGET * 4 ** (1 - t / steps)) for t in range(0, int(1.3 * steps) + every, every)]
+    rec = RunRecord(run_id=f"{problem}{method}{b}{k}{seed}", section=f"scaling_{problem}_{method}", spec_hash="",
+                    status="completed", final={"val_loss": hist[-1][1], "val_acc": 0.9},
+                    histories={key: hist, "train_seconds": [(t, 0.001 * t) for t, _ in hist]},
+                    params={"seed": seed, "batch_size": b, "problem": problem, **METHODS[method],
+                            "optimizer.lr": 0.01 * min(b, 128) ** 0.5 * (1 + 0.05 * k)})  # capped
+    rec.study, rec.trial, rec.study_index = f"{problem}/{method}/b{b}" + (f"/s{k}" if k else ""), 0, k
+    rec.study_params = {"objective": f"steps-to-target:{TARGET}", "space.optimizer.lr": '{"high": 8.0, "kind": '
+                        '"log", "low": 0.001}'}
+    if method == "mom":
+        rec.study_params["space.optimizer.momentum"] = '{"high": 1.0, "kind": "log", "low": 0.01, "transform": "1-x"}'
+    return rec
+
+
+def network_runs(problems=("toy_a", "toy_b")) -> Runs:
+    """Three studies per (workload, method, B), each winner on three fresh seeds (± 1-2% apart)."""
+    recs = [_record(p, m, b, k, seed, STEPS[m](b) * (1 + 0.02 * k) * (1 + 0.01 * i))
+            for p in problems for m in METHODS for b in SIZES for k in range(3)
+            for i, seed in enumerate((10_000, 10_001, 10_002))]
+    return Runs("networks-test", "sqlite://", recs, None)
+
+
+def test_a_network_run_is_read_by_its_validation_loss_and_its_time_to_the_target():
+    runs = network_runs(("toy_a",))
+    rec = runs.records[0]
+    assert scaling.risk_keys(rec) == ("val_loss", "avg_val_loss")
+    sweep = network_claims.sweeps(runs)["toy_a"]
+    assert set(sweep.methods) == {"SGD", "SGD + EMA γ=0.95", "momentum β tuned", "adam"}
+    cell = sweep.tuned[("SGD", 8)]
+    assert 2 ** cell.log2_steps().mean == pytest.approx(1600 * 1.02 * 1.01, rel=0.02)  # the median study
+    assert 2 ** cell.log2_seconds().mean == pytest.approx(1.6 * 1.02 * 1.01, rel=0.03)  # 1 ms a step
+    ema = sweep.tuned[("SGD + EMA γ=0.95", 8)]
+    assert 2 ** ema.log2_steps().mean == pytest.approx(800 * 1.02 * 1.01, rel=0.02)  # read on avg_val_loss
+    # the work B·steps doubles (50% efficiency) half-way from 128 to 512 in log2
+    assert scaling.measured_critical_batch_size(sweep.tuned, "SGD") == pytest.approx(256, rel=0.05)
+
+
+def test_the_lecture_claims_per_workload_reproduced_or_contradicted_from_the_runs():
+    rows = network_claims.evaluate(network_runs())
+    by = {r.claim: r for r in rows}
+    assert len(rows) == 10 and all(r.claim.split(":")[0] in ("toy_a", "toy_b") for r in rows)
+    for w in ("toy_a", "toy_b"):
+        assert by[f"{w}: Momentum helps only at large batch sizes"].verdict == claims.REPRODUCED
+        assert by[f"{w}: EMA helps at small batch sizes (and not at large ones)"].verdict == claims.REPRODUCED
+        assert by[f"{w}: Steps to target scale perfectly with the batch size, then plateau"].verdict == \
+            claims.REPRODUCED
+        adam = by[f"{w}: Adam helps at large batch sizes and extends perfect scaling"]
+        assert adam.verdict == claims.CONTRADICTED and "×1.30" in adam.measured
+        assert adam.experiment.startswith(f"scaling_{w}_*")
+
+
+def _fit(critical_sgd: float) -> nqm_overlay.Fit:
+    steps = {b: 2 * perfect_then_plateau(b) for b in (8, 16, 32, 64, 128, 256, 512)}
+    return nqm_overlay.Fit("r1", "toy_a", {"target_fraction": "0.4"}, {"SGD": steps, "Adam_as_precond_p0.5": steps},
+                           {"SGD": critical_sgd, "Adam_as_precond_p0.5": math.inf})
+
+
+def test_the_fitted_nqm_against_the_measurement_agrees_within_2x_or_is_a_stated_miss():
+    sweep = network_claims.sweeps(network_runs(("toy_a",)))["toy_a"]
+    near = {c.method: c for c in nqm_overlay.compare(_fit(300.0), sweep)}
+    assert set(near) == {"SGD", "adam"}
+    assert near["SGD"].ratio == pytest.approx(300 / 256, rel=0.05) and near["SGD"].verdict() == "within 2×"
+    assert near["SGD"].step_ratios[8] == pytest.approx(2 / (1.02 * 1.01), rel=0.03)
+    far = {c.method: c for c in nqm_overlay.compare(_fit(3000.0), sweep)}["SGD"]
+    text = far.verdict()
+    assert far.agrees is False and text.startswith("miss: the fitted NQM keeps scaling perfectly to larger batches")
+    assert "×1.9 at B=8" in text
+    assert nqm_overlay.left_out(_fit(300.0), sweep) == ["SGD + EMA γ=0.95", "momentum β tuned"]
+
+
+def test_the_report_of_a_networks_study(tmp_path):
+    runs = network_runs()
+    doc = networks.build(runs, draws=10)
+    md = doc.markdown("figs")
+    assert doc.summary.startswith("claims: 8 reproduced, 2 contradicted"), doc.summary
+    assert "bootstrap over studies and seeds, 10 draws" in md
+    for w in ("toy_a", "toy_b"):
+        assert f"## {w}: steps and time to val_loss ≤ 1" in md
+    assert "Performance profile" in md and "No `suite nqm fit --problem toy_a` run" in md
+    ratios = networks.ratios_to_best(network_claims.sweeps(runs))
+    # Adam takes 1.3× SGD's steps everywhere; the best takes half SGD's: EMA at the smallest B, momentum above
+    assert ratios["adam"] == pytest.approx([2.6] * 2 * len(SIZES), rel=0.02)
+    assert sum(r == 1.0 for rs in ratios.values() for r in rs) == 2 * len(SIZES)
+
+
+def test_read_fits_from_a_real_store(tmp_path):
+    from suite.report.reader import read_runs
+    from suite.tracking.tracker import Tracker
+    from suite.vocab import TAG_KIND
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = Tracker("networks-test", uri)
+    run_id = tracker.create_run({TAG_KIND: nqm_overlay.KIND}, {"problem": "toy_a", "target_fraction": "0.4"})
+    for b, s in ((8, 400.0), (64, 60.0)):
+        tracker.log_metrics(run_id, b, {"pred.steps.SGD": s})
+    tracker.log_metrics(run_id, 0, {"pred.critical_batch_size.SGD": 40.0})
+    tracker.mark(run_id, "completed")
+    other = tracker.create_run({TAG_KIND: "study"}, {})  # an experiment needs a run of its own kind to be read
+    tracker.mark(other, "completed")
+    spec_run = tracker.create_run({TAG_KIND: "run", "suite.spec_hash": "h"}, {"problem": "toy_a"})
+    tracker.mark(spec_run, "completed")
+    runs = read_runs("networks-test", uri)
+    fits = nqm_overlay.read_fits(runs)
+    assert list(fits) == ["toy_a"]
+    assert fits["toy_a"].steps == {"SGD": {8: 400.0, 64: 60.0}} and fits["toy_a"].critical == {"SGD": 40.0}
