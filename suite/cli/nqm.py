@@ -101,3 +101,29 @@ def fit(problem, sets, lr, batch_size, reference_steps, checkpoint_fraction, see
                "(each method at its best constant lr), B* = critical batch size:")
     click.echo(table(res))
     click.echo(f"MLflow: run {run_id} in experiment {tracker.experiment_name!r} at {tracker.tracking_uri}")
+
+
+@nqm.command("compare")
+@click.option("--fit-run", required=True, help="The run id `suite nqm fit --target-loss X` printed.")
+@click.option("--experiment", required=True, help="MLflow experiment holding the measured grid (`suite run`).")
+@click.option("--optimizers", default="sgd,adam", show_default=True,
+              help="Measured optimizers to compare (sgd, adam, momentum), comma-separated.")
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+              help="MLflow tracking URI holding both (default: MLflow's own).")
+def compare(fit_run, experiment, optimizers, tracking_uri) -> None:
+    """Prediction against measurement: per optimizer, the fewest steps over the grid's lrs (mean
+    over its seeds) from the checkpoint's validation loss to the fit's target loss at each batch
+    size, the predicted steps, and both critical batch sizes (a Markdown table)."""
+    from mlflow.tracking import MlflowClient
+
+    from suite.nqmfit.compare import compare as run_compare
+    from suite.nqmfit.compare import markdown
+    from suite.stores import check_tracking_uri, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    check_tracking_uri(uri, write=False)
+    levels, rows = run_compare(MlflowClient(uri), fit_run, experiment,
+                               [o.strip() for o in optimizers.split(",") if o.strip()])
+    click.echo(f"{levels['problem']}: steps from validation loss {levels['start']:.4g} (the checkpoint's) to "
+               f"{levels['target']:g}; measured: best lr of the grid, mean over seeds; B* critical batch size")
+    click.echo(markdown(levels, rows))

@@ -1,0 +1,91 @@
+"""The measured side of the comparison: steps between two validation-loss levels, read from the
+validation-loss histories of a grid of runs, against the batch size, and its critical batch size.
+
+The fitted NQM starts at the checkpoint; a measurement from initialisation counts the steps a run
+needs to come down to the checkpoint's loss as well, which the NQM does not model. Both sides are
+therefore counted from the same loss level: a run's steps are from its first crossing of the
+checkpoint's validation loss to its first crossing of the target, each crossing interpolated
+linearly in the step between the two evaluations around it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from suite.critical import critical_batch_size
+
+History = Sequence[tuple[int, float]]  # (step, validation loss), ascending steps
+
+
+def crossing(history: History, level: float) -> float:
+    """The step at which the loss first reaches ``level`` or below, interpolated linearly between
+    the evaluation before and the first one at or below; 0 if the first evaluation already is;
+    ``inf`` if none is."""
+    prev: tuple[int, float] | None = None
+    for step, loss in history:
+        if math.isfinite(loss) and loss <= level:
+            if prev is None or prev[1] <= loss:
+                return float(step)
+            return prev[0] + (step - prev[0]) * (prev[1] - level) / (prev[1] - loss)
+        prev = (step, loss) if math.isfinite(loss) else None
+    return math.inf
+
+
+def steps_between(history: History, start: float, target: float) -> float:
+    """Steps from the first crossing of ``start`` to the first crossing of ``target`` (< start)."""
+    if not target < start:
+        raise ValueError(f"the target {target} must lie below the start {start}")
+    return crossing(history, target) - crossing(history, start)
+
+
+@dataclass
+class MeasuredCurve:
+    """Fewest steps (mean over seeds, at the best lr of the grid) at each batch size, that lr, the
+    critical batch size of that curve (:func:`suite.critical.critical_batch_size`), and each
+    seed's own critical batch size (its curve at its own best lr per batch size)."""
+
+    batch_sizes: list[float]
+    steps: list[float]
+    lrs: list[float]
+    critical: float | None
+    per_seed_critical: list[float | None]
+
+
+def measured_curve(runs: Iterable[tuple[int, float, int, History]], start: float, target: float) -> MeasuredCurve:
+    """The curve of ``runs``: (batch size, lr, seed, validation-loss history) each, one
+    optimizer's grid. A (batch size, lr) whose seeds do not all reach the target counts as never."""
+    cells: dict[tuple[int, float], dict[int, float]] = {}
+    for b, lr, seed, history in runs:
+        cells.setdefault((b, lr), {})[seed] = steps_between(history, start, target)
+    sizes = sorted({b for b, _ in cells})
+    seeds = sorted({s for cell in cells.values() for s in cell})
+    steps, lrs = [], []
+    for b in sizes:
+        mean = {lr: sum(c.values()) / len(c) for (bb, lr), c in cells.items() if bb == b and len(c) == len(seeds)}
+        lr = min(mean, key=mean.get) if mean else math.nan
+        steps.append(mean[lr] if mean else math.inf)
+        lrs.append(lr)
+    per_seed = []
+    for s in seeds:
+        best = [min((c[s] for (bb, _), c in cells.items() if bb == b and s in c), default=math.inf) for b in sizes]
+        per_seed.append(critical_batch_size(sizes, best))
+    return MeasuredCurve([float(b) for b in sizes], steps, lrs, critical_batch_size(sizes, steps), per_seed)
+
+
+def load_runs(client, experiment: str, optimizer: str, problem: str) -> list[tuple[int, float, int, History]]:
+    """The completed runs of ``optimizer`` on ``problem`` in MLflow ``experiment``, as
+    :func:`measured_curve` takes them."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    query = f"params.optimizer = '{optimizer}' and params.problem = '{problem}'"
+    out = []
+    for run in client.search_runs([exp.experiment_id], query, max_results=5000):
+        if run.data.tags.get("suite.status") in ("failed", "running"):
+            continue  # a diverged run is a result: it may have crossed the target before diverging
+        p = run.data.params
+        hist = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss"))
+        out.append((int(p["batch_size"]), float(p["optimizer.lr"]), int(p["seed"]), hist))
+    return out
