@@ -75,17 +75,23 @@ def measured_curve(runs: Iterable[tuple[int, float, int, History]], start: float
 
 
 def load_runs(client, experiment: str, optimizer: str, problem: str) -> list[tuple[int, float, int, History]]:
-    """The completed runs of ``optimizer`` on ``problem`` in MLflow ``experiment``, as
-    :func:`measured_curve` takes them."""
+    """The runs of ``optimizer`` on ``problem`` in MLflow ``experiment``, as :func:`measured_curve`
+    takes them. ``sgd`` is the suite's sgd without momentum, ``momentum`` the suite's sgd with
+    ``optimizer.momentum`` = 0.9 (the β the NQM predicts)."""
+    from suite.nqmfit.predict import MOMENTUM
+
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    query = f"params.optimizer = '{optimizer}' and params.problem = '{problem}'"
+    name, beta = ("sgd", MOMENTUM) if optimizer == "momentum" else (optimizer, 0.0)
+    query = f"params.optimizer = '{name}' and params.problem = '{problem}'"
     out = []
     for run in client.search_runs([exp.experiment_id], query, max_results=5000):
         if run.data.tags.get("suite.status") in ("failed", "running"):
             continue  # a diverged run is a result: it may have crossed the target before diverging
         p = run.data.params
+        if name == "sgd" and float(p.get("optimizer.momentum", 0.0)) != beta:
+            continue
         hist = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss"))
         out.append((int(p["batch_size"]), float(p["optimizer.lr"]), int(p["seed"]), hist))
     return out
