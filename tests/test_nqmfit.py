@@ -210,6 +210,12 @@ def test_nqm_fit_end_to_end_logs_the_fit_and_the_prediction(cli, mlflow_client):
     assert [p["method"] for p in summary["predictions"]][0] == "SGD"
     (checkpoint,) = runs_of(mlflow_client, "fit", "tags.`suite.nqm_fit` = 'checkpoint'")
     assert checkpoint.info.run_id == run.data.params["checkpoint_run"]
+    (reference,) = runs_of(mlflow_client, "fit", "tags.`suite.nqm_fit` = 'reference'")
+    assert reference.data.params["steps"] == "30"
+    assert summary["attainable_val_loss"] == pytest.approx(reference.data.metrics["best_val_loss"])
+    assert summary["target_fraction"] == 0.1 and summary["initial_risk"] > 0
+    res = cli("nqm", "compare", "--fit-run", run.info.run_id, "--experiment", "fit", ok=False)
+    assert res.exit_code == 2 and "no --target-loss" in res.output
 
 
 def test_nqm_fit_refuses_bad_input_in_one_line(cli, workdir):
@@ -228,3 +234,31 @@ def test_nqm_fit_refuses_bad_input_in_one_line(cli, workdir):
         assert res.exit_code == 2, res.output
         assert needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
     assert not (workdir / "mlflow.db").exists()  # refused before anything was logged
+
+
+def test_nqm_compare_puts_the_measured_curve_beside_the_prediction(cli, mlflow_client):
+    # a fit run and a grid as `suite nqm fit` and `suite run` log them (only what compare reads)
+    fit_exp = mlflow_client.create_experiment("fit")
+    fit = mlflow_client.create_run(fit_exp, tags={"suite.kind": "nqm_fit"}).info.run_id
+    for k, v in {"problem": "digits", "target_loss": "0.5"}.items():
+        mlflow_client.log_param(fit, k, v)
+    mlflow_client.log_metric(fit, "checkpoint.val_loss", 1.0)
+    mlflow_client.log_metric(fit, "pred.critical_batch_size.SGD", 64.0)
+    for b, s in ((8, 800), (16, 400), (32, 200), (64, 200)):
+        mlflow_client.log_metric(fit, "pred.steps.SGD", s, step=b)
+    grid = mlflow_client.create_experiment("grid")
+    for b, s in ((8, 400), (16, 300), (32, 300), (64, 300)):  # efficiency 1, 0.67, 0.33, 0.17
+        for lr, extra in ((0.1, 0), (0.2, 100)):
+            run = mlflow_client.create_run(grid).info.run_id
+            for k, v in {"problem": "digits", "optimizer": "sgd", "batch_size": b, "optimizer.lr": lr, "seed": 0,
+                         "optimizer.momentum": 0.0}.items():
+                mlflow_client.log_param(run, k, v)
+            for step, loss in ((0, 2.0), (100, 1.0), (100 + s + extra, 0.5)):
+                mlflow_client.log_metric(run, "val_loss", loss, step=step)
+    res = cli("nqm", "compare", "--fit-run", fit, "--experiment", "grid", "--optimizers", "sgd")
+    crit = critical_batch_size([8, 16, 32, 64], [400, 300, 300, 300])
+    assert "| 8 | 400 (0.1) | 800 |" in res.output
+    assert f"**{crit:.0f}** (seeds: {crit:.0f})" in res.output and f"({64 / crit:.2g}×)" in res.output
+    for args, needle in ((["--optimizers", "lbfgs"], "no NQM model"), (["--experiment", "none"], "no sgd runs")):
+        res = cli("nqm", "compare", "--fit-run", fit, "--experiment", "grid", *args, ok=False)
+        assert res.exit_code == 2 and needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
