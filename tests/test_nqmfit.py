@@ -174,6 +174,7 @@ def test_measured_steps_count_from_the_start_level_with_interpolated_crossings()
     assert crossing(hist, 1.5) == pytest.approx(15.0) and crossing(hist, 2.5) == 0.0
     assert crossing(hist, 0.5) == math.inf
     assert steps_between(hist, 1.8, 1.2) == pytest.approx(25.0 - 5.0)
+    assert steps_between(hist, 3.0, 0.5) == steps_between([(0, 4.0), (10, 5.0)], 3.0, 0.5) == math.inf
     with pytest.raises(ValueError):
         steps_between(hist, 1.2, 1.8)
     # two seeds, two lrs: per B the lr with the fewest mean steps; B* where the work doubles

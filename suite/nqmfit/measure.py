@@ -34,10 +34,12 @@ def crossing(history: History, level: float) -> float:
 
 
 def steps_between(history: History, start: float, target: float) -> float:
-    """Steps from the first crossing of ``start`` to the first crossing of ``target`` (< start)."""
+    """Steps from the first crossing of ``start`` to the first crossing of ``target`` (< start);
+    ``inf`` if the target is never reached."""
     if not target < start:
         raise ValueError(f"the target {target} must lie below the start {start}")
-    return crossing(history, target) - crossing(history, start)
+    end = crossing(history, target)
+    return end - crossing(history, start) if math.isfinite(end) else math.inf
 
 
 @dataclass
