@@ -226,6 +226,7 @@ def test_nqm_fit_refuses_bad_input_in_one_line(cli, workdir):
                          (["--problem", "mnist1d_mlp", "--target-loss", "nan"], "--target-loss"),
                          (["--problem", "mnist1d_mlp", "--target-loss", "1.4", "--target-fraction", "0.5"],
                           "not both"),
+                         (["--problem", "mnist1d_mlp", "--target-mapping", "excess"], "needs --target-loss"),
                          (["--problem", "mnist1d_mlp", "--top-k", "8", "--lanczos-iters", "4"], "--lanczos-iters"),
                          (["--problem", "mnist1d_mlp", "--set", "problem.width=-3"], "problem.width"),
                          (["--problem", "digits", "--batch-size", "100000"], "--batch-size"),

@@ -41,6 +41,9 @@ def _sizes(text: str) -> list[int]:
 @click.option("--target-loss", type=float, default=None,
               help="Target: this validation loss (a measurement's --target), mapped to the NQM's risk through the "
                    "checkpoint's validation loss and the attainable one (the reference run's lowest).")
+@click.option("--target-mapping", type=click.Choice(["fraction", "excess"]), default="fraction", show_default=True,
+              help="How --target-loss becomes the NQM's target: the same fraction of the start's risk as of the "
+                   "measured excess left; or excess: the start scaled to the measured excess, the target X − L*.")
 @click.option("--target-fraction", type=float, default=None,
               help="Target instead: this fraction of the fitted NQM's risk at the checkpoint (default 0.1).")
 @click.option("--quadrature-steps", type=int, default=40, show_default=True,
@@ -52,7 +55,7 @@ def _sizes(text: str) -> list[int]:
               help="MLflow tracking URI (default: MLflow's own, sqlite:///mlflow.db here).")
 @format_option
 def fit(problem, sets, lr, batch_size, reference_steps, checkpoint_fraction, seed, top_k, lanczos_iters, examples,
-        batch_sizes, target_loss, target_fraction, quadrature_steps, probes, experiment, tracking_uri,
+        batch_sizes, target_loss, target_mapping, target_fraction, quadrature_steps, probes, experiment, tracking_uri,
         output_format) -> None:
     """Train PROBLEM with SGD to a checkpoint (by the suite's engine), fit the NQM there (top-k
     Hessian eigenvalues by Lanczos with the gradient and the noise along them, Lanczos quadratures
@@ -78,7 +81,8 @@ def fit(problem, sets, lr, batch_size, reference_steps, checkpoint_fraction, see
                      checkpoint_fraction=checkpoint_fraction, seed=seed, top_k=top_k, lanczos_iters=lanczos_iters,
                      examples=examples,
                      batch_sizes=None if batch_sizes is None else _sizes(batch_sizes), target_fraction=target_fraction,
-                     target_loss=target_loss, quadrature_steps=quadrature_steps, probes=probes)
+                     target_loss=target_loss, target_mapping=target_mapping, quadrature_steps=quadrature_steps,
+                     probes=probes)
     req.check()
     registry = get_registry()
     checkpoint_spec(req, registry)  # a configuration that cannot work: a one-line error before anything is logged
@@ -95,9 +99,12 @@ def fit(problem, sets, lr, batch_size, reference_steps, checkpoint_fraction, see
     click.echo(f"  top eigenvalues {', '.join(f'{v:.3g}' for v in res.eigenvalues[:5])}, …; Hutchinson trace "
                f"{res.hessian_trace:.3g}; noise tr Σ {res.noise_trace:.3g}, top-{len(res.noise)} share "
                f"{sum(res.noise) / res.noise_trace:.0%}")
-    click.echo(f"  start risk {n.initial_risk:.3g} ({n.top_risk_share:.0%} in the top {len(res.eigenvalues)}); left "
+    excess = res.checkpoint_val_loss - res.attainable_loss
+    click.echo(f"  start risk {res.quadratic_risk:.3g} (½gᵀH⁻¹g; measured excess {excess:.3g}; "
+               f"{n.top_risk_share:.0%} in the top {len(res.eigenvalues)}); left "
                f"out on non-positive curvature: {n.dropped_gradient:.0%} of |g|², {n.dropped_noise:.0%} of tr Σ")
-    click.echo(f"  target: NQM risk {res.target:.3g} ({res.target_fraction:.3g} of the start's); predicted steps "
+    click.echo(f"  target: NQM risk {res.target:.3g} ({res.target / n.initial_risk:.3g} of the start's "
+               f"{n.initial_risk:.3g}, mapping: {req.target_mapping}); predicted steps "
                "(each method at its best constant lr), B* = critical batch size:")
     click.echo(table(res))
     click.echo(f"MLflow: run {run_id} in experiment {tracker.experiment_name!r} at {tracker.tracking_uri}")

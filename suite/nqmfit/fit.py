@@ -11,8 +11,11 @@ gradient (the start) on the whole training split.
 The target: with ``target_loss`` X (a validation loss, what a measurement's ``--target`` is), the
 fraction of the checkpoint's excess loss still left at X, f = (X − L*) / (L_ck − L*), L_ck the
 checkpoint's validation loss and L* the attainable one, estimated as the lowest validation loss of
-the whole reference run; the NQM's target is f times its risk at the start. Without it, the
-target is ``target_fraction`` of that risk.
+the whole reference run; the NQM's target is f times its risk at the start
+(``target_mapping="fraction"``). With ``target_mapping="excess"`` the NQM's start is scaled so
+that its risk is the measured excess L_ck − L* (the measured shape of the start kept), and the
+target is X − L*, in loss units as the noise is. Without ``target_loss``, the target is
+``target_fraction`` of the start's risk.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,7 @@ from suite.registry import Registry
 
 DEFAULT_BATCH_SIZES = tuple(2**i for i in range(3, 13))
 KIND = "nqm_fit"
+MAPPINGS = ("fraction", "excess")
 
 
 @dataclass
@@ -54,6 +58,7 @@ class FitRequest:
     batch_sizes: Sequence[int] | None = None  # default: DEFAULT_BATCH_SIZES up to the training set's size
     target_fraction: float | None = None  # default 0.1 when no target_loss
     target_loss: float | None = None
+    target_mapping: str = "fraction"  # or "excess"
     quadrature_steps: int = 40
     probes: int = 4
 
@@ -72,6 +77,10 @@ class FitRequest:
         if self.target_loss is not None and not math.isfinite(self.target_loss):
             raise SpecError(f"--target-loss={self.target_loss} is not a finite number: give the validation loss "
                             "to reach, e.g. --target-loss 1.45")
+        if self.target_mapping not in MAPPINGS:
+            raise SpecError(f"--target-mapping={self.target_mapping!r}: one of {', '.join(MAPPINGS)}")
+        if self.target_mapping == "excess" and self.target_loss is None:
+            raise SpecError("--target-mapping excess needs --target-loss (the validation loss to reach)")
         if self.quadrature_steps < 1 or self.probes < 1:
             raise SpecError("--quadrature-steps and --probes must be at least 1")
         if self.top_k < 2:
@@ -99,6 +108,7 @@ class FitResult:
     noise: list[float]
     gradient: list[float]  # the full-batch gradient along each top eigenvector
     hessian_trace: float  # Hutchinson's estimate (a check: the fit does not use it)
+    quadratic_risk: float  # ½gᵀH⁻¹g over the positive curvature: the start's risk as measured, before any scaling
     noise_trace: float
     nqm: FittedNQM
     target_fraction: float
@@ -116,7 +126,7 @@ class FitResult:
             "eigenvalues": self.eigenvalues, "noise": self.noise, "gradient": self.gradient,
             "curvature_tail": {"scale": n.curvature_tail.scale, "exponent": n.curvature_tail.exponent},
             "noise_exponent": n.noise_exponent, "noise_trace": self.noise_trace, "tail_noise": n.tail_noise,
-            "hessian_trace_hutchinson": self.hessian_trace,
+            "hessian_trace_hutchinson": self.hessian_trace, "quadratic_risk": self.quadratic_risk,
             "dropped_gradient_share": n.dropped_gradient, "dropped_noise_share": n.dropped_noise,
             "atoms": {"h": n.h.tolist(), "c": n.c.tolist(), "s0": n.s0.tolist()},
             "initial_risk": n.initial_risk, "top_risk_share": n.top_risk_share,
@@ -169,8 +179,6 @@ def train_reference(spec, req: FitRequest, registry: Registry):
     """(spec, result, L*): the whole reference run (the checkpoint run continued to
     ``reference_steps``, evaluated 100 times) and its lowest validation loss, the estimate of the
     attainable loss."""
-    from dataclasses import replace
-
     from suite.engine.loop import train
 
     ref = replace(spec, steps=req.reference_steps, eval_every=max(1, req.reference_steps // 100))
@@ -252,12 +260,15 @@ def fit(req: FitRequest, registry: Registry) -> tuple[Any, FitResult]:
     g = flat.gradient(problem.X_train, problem.y_train)
     nqm, vals, c, top_g, trace, hvp = measure_nqm(flat, X, y, g, req.top_k, req.lanczos_iters,
                                                   req.quadrature_steps, req.probes, seed=req.seed)
+    quadratic_risk = nqm.initial_risk
+    if req.target_mapping == "excess":
+        nqm = replace(nqm, s0=nqm.s0 * (val_loss - attainable) / quadratic_risk)
     target = fraction * nqm.initial_risk
     preds = predict(nqm, list(req.batch_sizes), target, METHODS)
     with torch.no_grad():
         loss = float(flat.loss(flat.theta, X, y))
     out = FitResult(req, flat.dim, loss, val_loss, attainable, vals.tolist(), c.tolist(), top_g.tolist(),
-                    hutchinson_trace(hvp, flat.dim, seed=req.seed), trace, nqm, fraction, target, preds)
+                    hutchinson_trace(hvp, flat.dim, seed=req.seed), quadratic_risk, trace, nqm, fraction, target, preds)
     return ((spec, result), (ref_spec, ref_result)), out
 
 
@@ -307,7 +318,8 @@ def log_fit(tracker: Any, runs: tuple[tuple[Any, Any], tuple[Any, Any]], res: Fi
     n = res.nqm
     scalars = {"nqm.curvature_exponent": n.curvature_tail.exponent, "nqm.noise_exponent": n.noise_exponent,
                "nqm.noise_trace": res.noise_trace, "nqm.hessian_trace": res.hessian_trace,
-               "nqm.initial_risk": n.initial_risk, "nqm.top_risk_share": n.top_risk_share,
+               "nqm.initial_risk": n.initial_risk, "nqm.quadratic_risk": res.quadratic_risk,
+               "nqm.top_risk_share": n.top_risk_share,
                "nqm.dropped_gradient_share": n.dropped_gradient, "nqm.dropped_noise_share": n.dropped_noise,
                "nqm.target_fraction": res.target_fraction, "nqm.target_risk": res.target,
                "checkpoint.train_loss": res.checkpoint_loss, "checkpoint.val_loss": res.checkpoint_val_loss,
