@@ -188,6 +188,11 @@ def test_measured_steps_count_from_the_start_level_with_interpolated_crossings()
     assert curve.critical == pytest.approx(critical_batch_size([8, 16, 32], [900, 450, 450]))
     assert curve.per_seed_critical == [critical_batch_size([8, 16, 32], [700, 450, 450]),
                                        critical_batch_size([8, 16, 32], [1000, 450, 450])]
+    # one seed dips below the target early and comes back: the mean loss crosses later
+    noisy = [(8, 0.1, 0, [(0, 1.8), (10, 1.1), (20, 1.5), (30, 1.1)]), (8, 0.1, 1, [(0, 1.8), (10, 1.5), (20, 1.5),
+                                                                                   (30, 1.1)])]
+    assert measured_curve(noisy, 1.8, 1.2).steps == [pytest.approx((10 * 0.6 / 0.7 + 27.5) / 2)]
+    assert measured_curve(noisy, 1.8, 1.2, average="loss").steps == [pytest.approx(27.5)]
 
 
 # -- end to end ----------------------------------------------------------------------------------

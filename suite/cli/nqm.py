@@ -117,7 +117,10 @@ def fit(problem, sets, lr, batch_size, reference_steps, checkpoint_fraction, see
               help="Measured optimizers to compare (sgd, adam, momentum), comma-separated.")
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
               help="MLflow tracking URI holding both (default: MLflow's own).")
-def compare(fit_run, experiment, optimizers, tracking_uri) -> None:
+@click.option("--average", type=click.Choice(["steps", "loss"]), default="steps", show_default=True,
+              help="steps: each run's first crossings, averaged over seeds; loss: the crossings of the seeds' "
+                   "mean validation loss (the expected loss the NQM predicts).")
+def compare(fit_run, experiment, optimizers, average, tracking_uri) -> None:
     """Prediction against measurement: per optimizer, the fewest steps over the grid's lrs (mean
     over its seeds) from the checkpoint's validation loss to the fit's target loss at each batch
     size, the predicted steps, and both critical batch sizes (a Markdown table)."""
@@ -130,7 +133,9 @@ def compare(fit_run, experiment, optimizers, tracking_uri) -> None:
     uri = resolve_tracking_uri(tracking_uri)
     check_tracking_uri(uri, write=False)
     levels, rows = run_compare(MlflowClient(uri), fit_run, experiment,
-                               [o.strip() for o in optimizers.split(",") if o.strip()])
+                               [o.strip() for o in optimizers.split(",") if o.strip()], average)
     click.echo(f"{levels['problem']}: steps from validation loss {levels['start']:.4g} (the checkpoint's) to "
-               f"{levels['target']:g}; measured: best lr of the grid, mean over seeds; B* critical batch size")
+               f"{levels['target']:g}; measured: best lr of the grid, "
+               + ("mean over seeds" if average == "steps" else "crossings of the seeds' mean loss")
+               + "; B* critical batch size")
     click.echo(markdown(levels, rows))

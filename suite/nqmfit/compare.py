@@ -28,8 +28,10 @@ class Comparison:
     ratio: float | None
 
 
-def compare(client, fit_run_id: str, experiment: str, optimizers: list[str]) -> tuple[dict, list[Comparison]]:
-    """(the fit's start and target losses, one :class:`Comparison` per optimizer)."""
+def compare(client, fit_run_id: str, experiment: str, optimizers: list[str],
+            average: str = "steps") -> tuple[dict, list[Comparison]]:
+    """(the fit's start and target losses, one :class:`Comparison` per optimizer); ``average`` as
+    :func:`suite.nqmfit.measure.measured_curve` takes it."""
     run = client.get_run(fit_run_id)
     if run.data.tags.get("suite.kind") != "nqm_fit":
         raise SpecError(f"run {fit_run_id} is not an nqm fit run; give the run id `suite nqm fit` printed")
@@ -44,7 +46,7 @@ def compare(client, fit_run_id: str, experiment: str, optimizers: list[str]) -> 
         runs = load_runs(client, experiment, opt, p["problem"])
         if not runs:
             raise SpecError(f"no {opt} runs of {p['problem']} in experiment {experiment!r}; run the grid first")
-        curve = measured_curve(runs, levels["start"], levels["target"])
+        curve = measured_curve(runs, levels["start"], levels["target"], average)
         key = MODELS[opt]
         pred = {h.step: h.value for h in client.get_metric_history(fit_run_id, f"pred.steps.{key}")}
         steps = [pred.get(int(b), math.inf) for b in curve.batch_sizes]

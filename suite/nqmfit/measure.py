@@ -55,17 +55,44 @@ class MeasuredCurve:
     per_seed_critical: list[float | None]
 
 
-def measured_curve(runs: Iterable[tuple[int, float, int, History]], start: float, target: float) -> MeasuredCurve:
+def mean_history(histories: Sequence[History]) -> History:
+    """The mean of several runs' validation losses at the steps all of them evaluated (a diverged
+    run's missing or non-finite losses make the mean infinite from there on)."""
+    per = [dict(h) for h in histories]
+    steps = sorted(set().union(*per))
+    out = []
+    for step in steps:
+        vals = [p.get(step, math.inf) for p in per]
+        out.append((step, sum(vals) / len(vals) if all(math.isfinite(v) for v in vals) else math.inf))
+    return out
+
+
+def measured_curve(runs: Iterable[tuple[int, float, int, History]], start: float, target: float,
+                   average: str = "steps") -> MeasuredCurve:
     """The curve of ``runs``: (batch size, lr, seed, validation-loss history) each, one
-    optimizer's grid. A (batch size, lr) whose seeds do not all reach the target counts as never."""
+    optimizer's grid. ``average="steps"``: each run's own steps between the levels (its first
+    crossings, the suite's ``steps_to_target``), averaged over seeds; a (batch size, lr) whose
+    seeds do not all reach the target counts as never. ``average="loss"``: the steps between the
+    levels of the seeds' mean validation loss, an estimate of the expected loss, which is what the
+    NQM predicts (a single run's first crossing comes early where its loss fluctuates)."""
+    if average not in ("steps", "loss"):
+        raise ValueError(f"average must be 'steps' or 'loss', got {average!r}")
     cells: dict[tuple[int, float], dict[int, float]] = {}
+    grouped: dict[tuple[int, float], list[History]] = {}
     for b, lr, seed, history in runs:
         cells.setdefault((b, lr), {})[seed] = steps_between(history, start, target)
+        grouped.setdefault((b, lr), []).append(history)
+    if average == "loss":
+        mean = {key: steps_between(mean_history(hs), start, target) for key, hs in grouped.items()}
+        cells_for_curve = {key: {0: v} for key, v in mean.items()}
+    else:
+        cells_for_curve = cells
     sizes = sorted({b for b, _ in cells})
     seeds = sorted({s for cell in cells.values() for s in cell})
     steps, lrs = [], []
+    n = len(seeds) if average == "steps" else 1
     for b in sizes:
-        mean = {lr: sum(c.values()) / len(c) for (bb, lr), c in cells.items() if bb == b and len(c) == len(seeds)}
+        mean = {lr: sum(c.values()) / len(c) for (bb, lr), c in cells_for_curve.items() if bb == b and len(c) == n}
         lr = min(mean, key=mean.get) if mean else math.nan
         steps.append(mean[lr] if mean else math.inf)
         lrs.append(lr)
