@@ -192,7 +192,8 @@ def test_measured_steps_count_from_the_start_level_with_interpolated_crossings()
     noisy = [(8, 0.1, 0, [(0, 1.8), (10, 1.1), (20, 1.5), (30, 1.1)]), (8, 0.1, 1, [(0, 1.8), (10, 1.5), (20, 1.5),
                                                                                    (30, 1.1)])]
     assert measured_curve(noisy, 1.8, 1.2).steps == [pytest.approx((10 * 0.6 / 0.7 + 27.5) / 2)]
-    assert measured_curve(noisy, 1.8, 1.2, average="loss").steps == [pytest.approx(27.5)]
+    by_loss = measured_curve(noisy, 1.8, 1.2, average="loss")
+    assert by_loss.steps == [pytest.approx(27.5)] and by_loss.per_seed_critical == [math.inf, math.inf]  # one B
 
 
 # -- end to end ----------------------------------------------------------------------------------

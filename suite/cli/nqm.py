@@ -138,4 +138,4 @@ def compare(fit_run, experiment, optimizers, average, tracking_uri) -> None:
                f"{levels['target']:g}; measured: best lr of the grid, "
                + ("mean over seeds" if average == "steps" else "crossings of the seeds' mean loss")
                + "; B* critical batch size")
-    click.echo(markdown(levels, rows))
+    click.echo(markdown(levels, rows, average))

@@ -56,7 +56,7 @@ def compare(client, fit_run_id: str, experiment: str, optimizers: list[str],
     return levels, out
 
 
-def markdown(levels: dict, comparisons: list[Comparison]) -> str:
+def markdown(levels: dict, comparisons: list[Comparison], average: str = "steps") -> str:
     """The comparison as a Markdown table: steps per batch size, then the critical batch sizes."""
     sizes = comparisons[0].measured.batch_sizes
     head = "| B | " + " | ".join(f"{c.optimizer} measured (lr) | {c.optimizer} predicted" for c in comparisons) + " |"
@@ -71,7 +71,8 @@ def markdown(levels: dict, comparisons: list[Comparison]) -> str:
     crit = []
     for c in comparisons:
         seeds = ", ".join(_crit(x, c.measured.batch_sizes[-1]) for x in c.measured.per_seed_critical)
-        crit += [f"**{_crit(c.measured.critical, c.measured.batch_sizes[-1])}** (seeds: {seeds})",
+        label = "seeds" if average == "steps" else "leaving out each seed"
+        crit += [f"**{_crit(c.measured.critical, c.measured.batch_sizes[-1])}** ({label}: {seeds})",
                  f"**{_crit(c.predicted_critical, c.measured.batch_sizes[-1])}**"
                  + (f" ({c.ratio:.2g}×)" if c.ratio is not None and math.isfinite(c.ratio) else "")]
     rows.append("| B* | " + " | ".join(crit) + " |")

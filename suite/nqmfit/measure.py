@@ -45,8 +45,9 @@ def steps_between(history: History, start: float, target: float) -> float:
 @dataclass
 class MeasuredCurve:
     """Fewest steps (mean over seeds, at the best lr of the grid) at each batch size, that lr, the
-    critical batch size of that curve (:func:`suite.critical.critical_batch_size`), and each
-    seed's own critical batch size (its curve at its own best lr per batch size)."""
+    critical batch size of that curve (:func:`suite.critical.critical_batch_size`), and per seed:
+    its own critical batch size (its curve at its own best lr per batch size), or, for a curve of
+    the seeds' mean loss, that of the mean of the other seeds (leave one out)."""
 
     batch_sizes: list[float]
     steps: list[float]
@@ -77,9 +78,10 @@ def measured_curve(runs: Iterable[tuple[int, float, int, History]], start: float
     NQM predicts (a single run's first crossing comes early where its loss fluctuates)."""
     if average not in ("steps", "loss"):
         raise ValueError(f"average must be 'steps' or 'loss', got {average!r}")
+    runs_list = list(runs)
     cells: dict[tuple[int, float], dict[int, float]] = {}
     grouped: dict[tuple[int, float], list[History]] = {}
-    for b, lr, seed, history in runs:
+    for b, lr, seed, history in runs_list:
         cells.setdefault((b, lr), {})[seed] = steps_between(history, start, target)
         grouped.setdefault((b, lr), []).append(history)
     if average == "loss":
@@ -96,8 +98,12 @@ def measured_curve(runs: Iterable[tuple[int, float, int, History]], start: float
         lr = min(mean, key=mean.get) if mean else math.nan
         steps.append(mean[lr] if mean else math.inf)
         lrs.append(lr)
-    per_seed = []
+    per_seed: list[float | None] = []
     for s in seeds:
+        if average == "loss":  # leave seed s out: the spread of the mean-loss curve's critical batch size
+            rest = [r for r in runs_list if r[2] != s]
+            per_seed.append(measured_curve(rest, start, target, "loss").critical if rest else None)
+            continue
         best = [min((c[s] for (bb, _), c in cells.items() if bb == b and s in c), default=math.inf) for b in sizes]
         per_seed.append(critical_batch_size(sizes, best))
     return MeasuredCurve([float(b) for b in sizes], steps, lrs, critical_batch_size(sizes, steps), per_seed)
