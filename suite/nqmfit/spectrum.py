@@ -1,5 +1,5 @@
-"""The top of a Hessian's spectrum by Lanczos on Hessian-vector products, a power-law tail, and
-Lanczos quadrature: how a vector's energy is spread over the spectrum."""
+"""The top of a Hessian's spectrum by Lanczos on Hessian-vector products, a power law fitted to
+it (descriptive), and Lanczos quadrature: how a vector's energy is spread over the spectrum."""
 
 from __future__ import annotations
 
