@@ -10,7 +10,7 @@ from torch import nn
 
 from suite.critical import critical_batch_size
 from suite.errors import SpecError
-from suite.nqmfit.fit import FitRequest, measure_nqm, target_fraction
+from suite.nqmfit.fit import FitRequest, mapped_target, measure_nqm, target_fraction
 from suite.nqmfit.functional import FlatLoss
 from suite.nqmfit.measure import crossing, measured_curve, steps_between
 from suite.nqmfit.noise import noise_in_basis
@@ -167,6 +167,16 @@ def test_target_fraction_maps_a_validation_loss_onto_the_excess_left():
     for x, needle in ((1.7, "already reached at the checkpoint"), (1.2, "at or below the attainable")):
         with pytest.raises(SpecError, match=needle):
             target_fraction(FitRequest("mnist1d_mlp", target_loss=x), 1.65, 1.25)
+
+
+def test_excess_mapping_scales_the_start_to_the_measured_excess_and_keeps_its_shape():
+    nqm = fit_nqm(np.array([2.0, 1.0]), np.array([1.0, 1.0]), np.array([2.0, 1.0]), (np.zeros(0), np.zeros(0)),
+                  (np.zeros(0), np.zeros(0)), 2.0)  # start risk ½(2·1 + 1·1) = 1.5
+    same, target = mapped_target(nqm, "fraction", 0.4, 0.3)
+    assert same is nqm and target == pytest.approx(0.4 * 1.5)
+    scaled, target = mapped_target(nqm, "excess", 0.4, 0.3)
+    assert scaled.initial_risk == pytest.approx(0.3) and target == pytest.approx(0.4 * 0.3)  # X − L* = f·(L_ck − L*)
+    assert scaled.s0 == pytest.approx(nqm.s0 * 0.2) and np.array_equal(scaled.c, nqm.c)
 
 
 def test_measured_steps_count_from_the_start_level_with_interpolated_crossings():

@@ -239,6 +239,14 @@ def target_fraction(req: FitRequest, checkpoint_val_loss: float, attainable: flo
     return (x - attainable) / (checkpoint_val_loss - attainable)
 
 
+def mapped_target(nqm: FittedNQM, mapping: str, fraction: float, excess: float) -> tuple[FittedNQM, float]:
+    """(the NQM to predict with, its target risk): ``fraction`` of its start risk; with mapping
+    ``excess``, the start first scaled so that its risk is the measured ``excess`` L_ck − L*."""
+    if mapping == "excess":
+        nqm = replace(nqm, s0=nqm.s0 * excess / nqm.initial_risk)
+    return nqm, fraction * nqm.initial_risk
+
+
 def fit(req: FitRequest, registry: Registry) -> tuple[Any, FitResult]:
     """Train the checkpoint and the reference run, fit the NQM at the checkpoint and predict:
     ((checkpoint spec, result), (reference spec, result)), the fit."""
@@ -261,9 +269,7 @@ def fit(req: FitRequest, registry: Registry) -> tuple[Any, FitResult]:
     nqm, vals, c, top_g, trace, hvp = measure_nqm(flat, X, y, g, req.top_k, req.lanczos_iters,
                                                   req.quadrature_steps, req.probes, seed=req.seed)
     quadratic_risk = nqm.initial_risk
-    if req.target_mapping == "excess":
-        nqm = replace(nqm, s0=nqm.s0 * (val_loss - attainable) / quadratic_risk)
-    target = fraction * nqm.initial_risk
+    nqm, target = mapped_target(nqm, req.target_mapping, fraction, val_loss - attainable)
     preds = predict(nqm, list(req.batch_sizes), target, METHODS)
     with torch.no_grad():
         loss = float(flat.loss(flat.theta, X, y))
