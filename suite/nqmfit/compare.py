@@ -8,16 +8,17 @@ import math
 from dataclasses import dataclass
 
 from suite.errors import SpecError
-from suite.nqmfit.fit import _crit, _num
+from suite.nqmfit.fit import KIND, _crit, _num
 from suite.nqmfit.measure import MeasuredCurve, load_runs, measured_curve
 from suite.nqmfit.predict import ADAM_P, MOMENTUM
+from suite.vocab import TAG_KIND
 
 # a measured optimizer → the fitted NQM's method that models it (the metric key of its prediction)
 MODELS = {"sgd": "SGD", "adam": f"Adam_as_precond_p{ADAM_P:g}", "momentum": f"momentum_beta{MOMENTUM:g}"}
 
 
 @dataclass
-class Comparison:
+class MeasuredAgainstPredicted:
     """One optimizer: the measured curve, the predicted steps at the same batch sizes, both
     critical batch sizes and their ratio (predicted / measured)."""
 
@@ -29,11 +30,11 @@ class Comparison:
 
 
 def compare(client, fit_run_id: str, experiment: str, optimizers: list[str],
-            average: str = "steps") -> tuple[dict, list[Comparison]]:
-    """(the fit's start and target losses, one :class:`Comparison` per optimizer); ``average`` as
+            average: str = "steps") -> tuple[dict, list[MeasuredAgainstPredicted]]:
+    """(the fit's start and target losses, one :class:`MeasuredAgainstPredicted` per optimizer); ``average`` as
     :func:`suite.nqmfit.measure.measured_curve` takes it."""
     run = client.get_run(fit_run_id)
-    if run.data.tags.get("suite.kind") != "nqm_fit":
+    if run.data.tags.get(TAG_KIND) != KIND:
         raise SpecError(f"run {fit_run_id} is not an nqm fit run; give the run id `suite nqm fit` printed")
     p, m = run.data.params, run.data.metrics
     if p.get("target_loss") in (None, "None"):
@@ -52,11 +53,11 @@ def compare(client, fit_run_id: str, experiment: str, optimizers: list[str],
         steps = [pred.get(int(b), math.inf) for b in curve.batch_sizes]
         crit = m.get(f"pred.critical_batch_size.{key}", math.inf)
         ratio = crit / curve.critical if curve.critical and math.isfinite(curve.critical) else None
-        out.append(Comparison(opt, curve, steps, crit, ratio))
+        out.append(MeasuredAgainstPredicted(opt, curve, steps, crit, ratio))
     return levels, out
 
 
-def markdown(levels: dict, comparisons: list[Comparison], average: str = "steps") -> str:
+def markdown(levels: dict, comparisons: list[MeasuredAgainstPredicted], average: str = "steps") -> str:
     """The comparison as a Markdown table: steps per batch size, then the critical batch sizes."""
     sizes = comparisons[0].measured.batch_sizes
     head = "| B | " + " | ".join(f"{c.optimizer} measured (lr) | {c.optimizer} predicted" for c in comparisons) + " |"

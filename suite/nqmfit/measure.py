@@ -114,6 +114,7 @@ def load_runs(client, experiment: str, optimizer: str, problem: str) -> list[tup
     takes them. ``sgd`` is the suite's sgd without momentum, ``momentum`` the suite's sgd with
     ``optimizer.momentum`` = 0.9 (the β the NQM predicts)."""
     from suite.nqmfit.predict import MOMENTUM
+    from suite.vocab import FAILED, TAG_STATUS
 
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -122,7 +123,7 @@ def load_runs(client, experiment: str, optimizer: str, problem: str) -> list[tup
     query = f"params.optimizer = '{name}' and params.problem = '{problem}'"
     out = []
     for run in client.search_runs([exp.experiment_id], query, max_results=5000):
-        if run.data.tags.get("suite.status") in ("failed", "running"):
+        if run.data.tags.get(TAG_STATUS) in (FAILED, "running"):
             continue  # a diverged run is a result: it may have crossed the target before diverging
         p = run.data.params
         if name == "sgd" and float(p.get("optimizer.momentum", 0.0)) != beta:
