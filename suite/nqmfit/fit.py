@@ -5,7 +5,17 @@ The checkpoint: plain SGD (``lr``, ``batch_size``) after ``checkpoint_fraction``
 of ``reference_steps`` steps (default 10% of 3000). Early enough that most of the loss decrease a
 scaling study measures still lies ahead, late enough that the fast initial change of the spectrum
 (the first few hundred steps, where the top eigenvalues rise towards the edge of stability) is
-over. Curvature and noise are measured on ``examples`` training examples drawn with the seed.
+over. Curvature and noise are measured on ``examples`` training examples drawn with the seed; the
+gradient (the start) on the whole training split.
+
+The target: with ``target_loss`` X (a validation loss, what a measurement's ``--target`` is), the
+fraction of the checkpoint's excess loss still left at X, f = (X − L*) / (L_ck − L*), L_ck the
+checkpoint's validation loss and L* the attainable one, estimated as the lowest validation loss of
+the whole reference run; the NQM's target is f times its risk at the start
+(``target_mapping="fraction"``). With ``target_mapping="excess"`` the NQM's start is scaled so
+that its risk is the measured excess L_ck − L* (the measured shape of the start kept), and the
+target is X − L*, in loss units as the noise is. Without ``target_loss``, the target is
+``target_fraction`` of the start's risk.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,11 +33,12 @@ from suite.errors import SpecError
 from suite.nqmfit.functional import FlatLoss
 from suite.nqmfit.noise import noise_in_basis
 from suite.nqmfit.predict import METHODS, FittedNQM, Prediction, fit_nqm, predict
-from suite.nqmfit.spectrum import lanczos
+from suite.nqmfit.spectrum import deflated, lanczos, quadrature
 from suite.registry import Registry
 
 DEFAULT_BATCH_SIZES = tuple(2**i for i in range(3, 13))
 KIND = "nqm_fit"
+MAPPINGS = ("fraction", "excess")
 
 
 @dataclass
@@ -45,7 +56,11 @@ class FitRequest:
     lanczos_iters: int | None = None
     examples: int = 1024
     batch_sizes: Sequence[int] | None = None  # default: DEFAULT_BATCH_SIZES up to the training set's size
-    target_fraction: float = 0.1
+    target_fraction: float | None = None  # default 0.1 when no target_loss
+    target_loss: float | None = None
+    target_mapping: str = "fraction"  # or "excess"
+    quadrature_steps: int = 40
+    probes: int = 4
 
     @property
     def checkpoint_steps(self) -> int:
@@ -55,8 +70,19 @@ class FitRequest:
         """One-line errors for values that cannot work."""
         if not 0 < self.checkpoint_fraction <= 1:
             raise SpecError(f"--checkpoint-fraction={self.checkpoint_fraction} is out of range: must be in (0, 1]")
-        if not 0 < self.target_fraction < 1:
+        if self.target_fraction is not None and not 0 < self.target_fraction < 1:
             raise SpecError(f"--target-fraction={self.target_fraction} is out of range: must be in (0, 1)")
+        if self.target_loss is not None and self.target_fraction is not None:
+            raise SpecError("give --target-loss or --target-fraction, not both")
+        if self.target_loss is not None and not math.isfinite(self.target_loss):
+            raise SpecError(f"--target-loss={self.target_loss} is not a finite number: give the validation loss "
+                            "to reach, e.g. --target-loss 1.45")
+        if self.target_mapping not in MAPPINGS:
+            raise SpecError(f"--target-mapping={self.target_mapping!r}: one of {', '.join(MAPPINGS)}")
+        if self.target_mapping == "excess" and self.target_loss is None:
+            raise SpecError("--target-mapping excess needs --target-loss (the validation loss to reach)")
+        if self.quadrature_steps < 1 or self.probes < 1:
+            raise SpecError("--quadrature-steps and --probes must be at least 1")
         if self.top_k < 2:
             raise SpecError(f"--top-k={self.top_k} is out of range: must be at least 2 (the tail fit needs two)")
         if self.lanczos_iters is not None and self.lanczos_iters < self.top_k:
@@ -75,12 +101,17 @@ class FitResult:
 
     request: FitRequest
     dim: int
-    checkpoint_loss: float
+    checkpoint_loss: float  # training loss on the examples measured
+    checkpoint_val_loss: float
+    attainable_loss: float  # L*: the reference run's lowest validation loss
     eigenvalues: list[float]
     noise: list[float]
-    hessian_trace: float  # Hutchinson's estimate, against the fitted spectrum's sum
+    gradient: list[float]  # the full-batch gradient along each top eigenvector
+    hessian_trace: float  # Hutchinson's estimate (a check: the fit does not use it)
+    quadratic_risk: float  # ½gᵀH⁻¹g over the positive curvature: the start's risk as measured, before any scaling
     noise_trace: float
     nqm: FittedNQM
+    target_fraction: float
     target: float
     predictions: list[Prediction]
 
@@ -91,11 +122,15 @@ class FitResult:
             "request": {**asdict(self.request), "batch_sizes": list(self.request.batch_sizes),
                         "checkpoint_steps": self.request.checkpoint_steps},
             "parameters": self.dim, "checkpoint_train_loss": self.checkpoint_loss,
-            "eigenvalues": self.eigenvalues, "noise": self.noise,
+            "checkpoint_val_loss": self.checkpoint_val_loss, "attainable_val_loss": self.attainable_loss,
+            "eigenvalues": self.eigenvalues, "noise": self.noise, "gradient": self.gradient,
             "curvature_tail": {"scale": n.curvature_tail.scale, "exponent": n.curvature_tail.exponent},
             "noise_exponent": n.noise_exponent, "noise_trace": self.noise_trace, "tail_noise": n.tail_noise,
-            "hessian_trace_hutchinson": self.hessian_trace, "hessian_trace_fitted": float(n.h @ (n.s0 / n.sigma2)),
-            "sigma2": n.sigma2, "initial_risk": n.initial_risk, "target_risk": self.target,
+            "hessian_trace_hutchinson": self.hessian_trace, "quadratic_risk": self.quadratic_risk,
+            "dropped_gradient_share": n.dropped_gradient, "dropped_noise_share": n.dropped_noise,
+            "atoms": {"h": n.h.tolist(), "c": n.c.tolist(), "s0": n.s0.tolist()},
+            "initial_risk": n.initial_risk, "top_risk_share": n.top_risk_share,
+            "target_fraction": self.target_fraction, "target_risk": self.target,
             "predictions": [asdict(p) for p in self.predictions],
         }
 
@@ -140,6 +175,20 @@ def train_checkpoint(req: FitRequest, registry: Registry):
     return spec, result, problem
 
 
+def train_reference(spec, req: FitRequest, registry: Registry):
+    """(spec, result, L*): the whole reference run (the checkpoint run continued to
+    ``reference_steps``, evaluated 100 times) and its lowest validation loss, the estimate of the
+    attainable loss."""
+    from suite.engine.loop import train
+
+    ref = replace(spec, steps=req.reference_steps, eval_every=max(1, req.reference_steps // 100))
+    result = train(ref, "cpu", registry)
+    losses = [m["val_loss"] for _, m in result.history if math.isfinite(m.get("val_loss", math.nan))]
+    if not losses:
+        raise SpecError(f"the reference run {result.status} with no validation loss ({result.reason}); lower --lr")
+    return ref, result, min(losses)
+
+
 def hutchinson_trace(hvp, dim: int, probes: int = 16, seed: int = 0) -> float:
     """tr H ≈ mean of vᵀHv over Rademacher probes v."""
     gen = torch.Generator().manual_seed(seed)
@@ -150,12 +199,65 @@ def hutchinson_trace(hvp, dim: int, probes: int = 16, seed: int = 0) -> float:
     return total / probes
 
 
+def measure_nqm(flat: FlatLoss, X, y, gradient: torch.Tensor, top_k: int, lanczos_iters: int | None,
+                quadrature_steps: int, probes: int, seed: int = 0):
+    """(fitted NQM, top eigenvalues, their noise, the gradient along them, tr Σ): the NQM of
+    :func:`suite.nqmfit.predict.fit_nqm` measured at ``flat``'s parameters, curvature and noise on
+    (X, y), the start from ``gradient`` (the full-batch gradient)."""
+    hvp = flat.hvp(X, y)
+    vals, vecs = lanczos(hvp, flat.dim, top_k, lanczos_iters, seed=seed)
+    grads = flat.example_gradients(X, y).detach().double()
+    c, trace = noise_in_basis(grads, vecs)
+    g = gradient.detach().double().reshape(-1)
+    top_g = vecs.T @ g.numpy()
+    rest, project = deflated(hvp, vecs)
+    rest_gradient = quadrature(rest, project(g), quadrature_steps)
+    centred = grads - grads.mean(0)
+    gen = torch.Generator().manual_seed(seed + 1)
+    nodes, weights = [], []
+    for _ in range(probes):  # random combinations of the centred example gradients: covariance Σ
+        rho = torch.randint(0, 2, (len(centred),), generator=gen).double() * 2 - 1
+        x, w = quadrature(rest, project(centred.T @ rho / math.sqrt(len(centred) - 1)), quadrature_steps)
+        nodes.append(x)
+        weights.append(w / probes)
+    nqm = fit_nqm(vals, c, top_g, rest_gradient, (np.concatenate(nodes), np.concatenate(weights)), trace)
+    return nqm, vals, c, top_g, trace, hvp
+
+
+def target_fraction(req: FitRequest, checkpoint_val_loss: float, attainable: float) -> float:
+    """The fraction of the NQM's start risk that is the target (module docstring); a target loss
+    the checkpoint already meets, or at or below the attainable loss, is a one-line error."""
+    if req.target_loss is None:
+        return req.target_fraction if req.target_fraction is not None else 0.1
+    x = req.target_loss
+    if x >= checkpoint_val_loss:
+        raise SpecError(f"--target-loss={x:g} is already reached at the checkpoint (validation loss "
+                        f"{checkpoint_val_loss:.4g}): give a lower target, or an earlier --checkpoint-fraction")
+    if x <= attainable:
+        raise SpecError(f"--target-loss={x:g} is at or below the attainable validation loss {attainable:.4g} (the "
+                        f"reference run's lowest): give a target above it, or more --reference-steps")
+    return (x - attainable) / (checkpoint_val_loss - attainable)
+
+
+def mapped_target(nqm: FittedNQM, mapping: str, fraction: float, excess: float) -> tuple[FittedNQM, float]:
+    """(the NQM to predict with, its target risk): ``fraction`` of its start risk; with mapping
+    ``excess``, the start first scaled so that its risk is the measured ``excess`` L_ck − L*."""
+    if mapping == "excess":
+        nqm = replace(nqm, s0=nqm.s0 * excess / nqm.initial_risk)
+    return nqm, fraction * nqm.initial_risk
+
+
 def fit(req: FitRequest, registry: Registry) -> tuple[Any, FitResult]:
-    """Train the checkpoint, fit the NQM there and predict: (the checkpoint's run result, the fit)."""
+    """Train the checkpoint and the reference run, fit the NQM at the checkpoint and predict:
+    ((checkpoint spec, result), (reference spec, result)), the fit."""
     req.check()
     spec, result, problem = train_checkpoint(req, registry)
+    ref_spec, ref_result, attainable = train_reference(spec, req, registry)
     model = problem.model
     model.eval()
+    with torch.no_grad():
+        val_loss = problem.val_loss(model)
+    fraction = target_fraction(req, val_loss, attainable)
     gen = torch.Generator().manual_seed(req.seed)
     n = min(req.examples, problem.n_train)
     idx = torch.randperm(problem.n_train, generator=gen)[:n]
@@ -163,19 +265,17 @@ def fit(req: FitRequest, registry: Registry) -> tuple[Any, FitResult]:
     flat = FlatLoss(model, problem.loss_fn)
     if req.top_k > flat.dim:
         raise SpecError(f"--top-k={req.top_k} is out of range: the model has {flat.dim} parameters")
-    hvp = flat.hvp(X, y)
-    vals, vecs = lanczos(hvp, flat.dim, req.top_k, req.lanczos_iters, seed=req.seed)
-    grads = flat.example_gradients(X, y)
-    c, trace = noise_in_basis(grads, vecs)
-    g = grads.double().mean(0)
-    nqm = fit_nqm(vals, c, flat.dim, trace, float(g @ g))
-    target = req.target_fraction * nqm.initial_risk
+    g = flat.gradient(problem.X_train, problem.y_train)
+    nqm, vals, c, top_g, trace, hvp = measure_nqm(flat, X, y, g, req.top_k, req.lanczos_iters,
+                                                  req.quadrature_steps, req.probes, seed=req.seed)
+    quadratic_risk = nqm.initial_risk
+    nqm, target = mapped_target(nqm, req.target_mapping, fraction, val_loss - attainable)
     preds = predict(nqm, list(req.batch_sizes), target, METHODS)
     with torch.no_grad():
         loss = float(flat.loss(flat.theta, X, y))
-    out = FitResult(req, flat.dim, loss, vals.tolist(), c.tolist(), hutchinson_trace(hvp, flat.dim, seed=req.seed),
-                    trace, nqm, target, preds)
-    return (spec, result), out
+    out = FitResult(req, flat.dim, loss, val_loss, attainable, vals.tolist(), c.tolist(), top_g.tolist(),
+                    hutchinson_trace(hvp, flat.dim, seed=req.seed), quadratic_risk, trace, nqm, fraction, target, preds)
+    return ((spec, result), (ref_spec, ref_result)), out
 
 
 def table(res: FitResult) -> str:
@@ -199,30 +299,38 @@ def _crit(x: float | None, largest: float) -> str:
     return f"> {largest:.0f}" if math.isinf(x) else f"{x:.0f}"
 
 
-def log_fit(tracker: Any, checkpoint: tuple[Any, Any], res: FitResult) -> str:
-    """Log the checkpoint run (as any run) and the fit as a run of kind ``nqm_fit``: eigenvalues
-    and noise per direction (step = the direction's rank), predicted steps per method (step = B),
-    the critical batch sizes, the exponents, and ``nqm_fit.json`` and ``prediction.txt``."""
+def log_fit(tracker: Any, runs: tuple[tuple[Any, Any], tuple[Any, Any]], res: FitResult) -> str:
+    """Log the checkpoint run and the reference run (as any runs, tagged ``suite.nqm_fit`` =
+    ``checkpoint`` / ``reference``) and the fit as a run of kind ``nqm_fit``: eigenvalues, noise
+    and gradient per top direction (step = the direction's rank), predicted steps per method
+    (step = B), the critical batch sizes, the target's mapping, and ``nqm_fit.json`` and
+    ``prediction.txt``."""
+    from suite.registry import get_registry
     from suite.vocab import TAG_KIND, TAG_NQM_FIT, TAG_STATUS
 
-    spec, result = checkpoint
-    from suite.registry import get_registry
-
-    ck_id = tracker.start_run(spec, get_registry(), tags={TAG_NQM_FIT: "checkpoint"})
-    for step, metrics in result.history:
-        tracker.log_metrics(ck_id, step, metrics)
-    tracker.finish(ck_id, result)
+    ids = {}
+    for role, (spec, result) in zip(("checkpoint", "reference"), runs, strict=True):
+        ids[role] = tracker.start_run(spec, get_registry(), tags={TAG_NQM_FIT: role})
+        for step, metrics in result.history:
+            tracker.log_metrics(ids[role], step, metrics)
+        tracker.finish(ids[role], result)
     summary = res.summary()
-    params = {"problem": res.request.problem, "checkpoint_run": ck_id, "parameters": str(res.dim),
-              **{k: str(v) for k, v in summary["request"].items()}}
+    params = {"problem": res.request.problem, "checkpoint_run": ids["checkpoint"], "reference_run": ids["reference"],
+              "parameters": str(res.dim), **{k: str(v) for k, v in summary["request"].items()}}
     run_id = tracker.create_run({"mlflow.runName": f"nqm-fit {res.request.problem}", TAG_KIND: KIND,
                                  TAG_STATUS: "running"}, params)
-    for i, (h, c) in enumerate(zip(res.eigenvalues, res.noise, strict=True), start=1):
-        tracker.log_metrics(run_id, i, {"nqm.eigenvalue": h, "nqm.noise": c})
-    scalars = {"nqm.curvature_exponent": res.nqm.curvature_tail.exponent, "nqm.noise_exponent": res.nqm.noise_exponent,
+    for i, (h, c, g) in enumerate(zip(res.eigenvalues, res.noise, res.gradient, strict=True), start=1):
+        tracker.log_metrics(run_id, i, {"nqm.eigenvalue": h, "nqm.noise": c, "nqm.gradient": g})
+    n = res.nqm
+    scalars = {"nqm.curvature_exponent": n.curvature_tail.exponent, "nqm.noise_exponent": n.noise_exponent,
                "nqm.noise_trace": res.noise_trace, "nqm.hessian_trace": res.hessian_trace,
-               "nqm.hessian_trace_fitted": summary["hessian_trace_fitted"], "nqm.sigma2": res.nqm.sigma2,
-               "nqm.target_risk": res.target, "checkpoint.train_loss": res.checkpoint_loss}
+               "nqm.initial_risk": n.initial_risk, "nqm.quadratic_risk": res.quadratic_risk,
+               "nqm.top_risk_share": n.top_risk_share,
+               "nqm.dropped_gradient_share": n.dropped_gradient, "nqm.dropped_noise_share": n.dropped_noise,
+               "nqm.target_fraction": res.target_fraction, "nqm.target_risk": res.target,
+               "checkpoint.train_loss": res.checkpoint_loss, "checkpoint.val_loss": res.checkpoint_val_loss,
+               "reference.attainable_val_loss": res.attainable_loss}
+    scalars = {k: v for k, v in scalars.items() if math.isfinite(v)}
     for p in res.predictions:
         key = _key(p.method)
         if p.critical is not None and math.isfinite(p.critical):

@@ -1,15 +1,24 @@
-"""The NQM that matches a fitted spectrum and noise, and its predicted steps to a target against B.
+"""The NQM that matches a network at a checkpoint, and its predicted steps to a target against B.
 
-The fitted NQM has the measured top-k eigenvalues h_i with their measured noise c_i, and a tail
-for the rest of the parameters: eigenvalues on the power law fitted to the top k
-(:class:`suite.nqmfit.spectrum.PowerLaw`), noise c_i ∝ h_i^q with q fitted to the top directions
-and the tail's total set to what the measured trace of Σ leaves. The tail is grouped into
-log-spaced bins of indices; a bin of w dimensions is one dimension with (h, w·c, w·s₀), which
-the moment recursions follow exactly (the second moments are linear in (s₀, c) together).
+The NQM is a sum of independent quadratic directions, each with a curvature h, one example's
+gradient noise c and the start's second moment s₀ = E θ₀²; its risk and its moment recursions are
+linear in (s₀, c) together, so a direction holding only start (c = 0) and one holding only noise
+(s₀ = 0) at the same h add up exactly to one holding both. The fitted NQM is built from such
+atoms, all measured at the checkpoint:
 
-The start: θ₀ isotropic, E θ_i² = σ², with σ² such that the NQM's expected squared gradient
-Σ h_i² σ² equals the measured full-batch gradient's squared norm. The target: a fraction of the
-NQM's risk at the start.
+- the top k eigenvectors u_i of the Hessian (Lanczos): h_i, c_i = u_iᵀΣu_i, and the start from the
+  gradient along u_i, g_i = h_i θ_i, so s₀ᵢ = g_i² / h_i²;
+- the rest of the spectrum (the Hessian with the top k projected out), where no single direction
+  is resolved: the measure of the gradient over it by Lanczos quadrature from the projected
+  gradient (nodes x_j, weights w_j = energy of g near x_j) gives start atoms s₀ = w_j / x_j²; the
+  measure of Σ over it, by Lanczos quadrature from random combinations of the centred per-example
+  gradients (whose covariance is Σ), gives noise atoms c = w_j, scaled so that they hold exactly
+  the measured tr Σ − Σ_i c_i.
+
+Directions of non-positive curvature cannot be a convex quadratic's: they are left out, and the
+share of the gradient energy and of tr Σ they held is reported (:attr:`FittedNQM.dropped_gradient`,
+:attr:`FittedNQM.dropped_noise`). The power law of the top k eigenvalues and the exponent of
+c ∝ h^q on them are descriptive (logged), not used.
 """
 
 from __future__ import annotations
@@ -29,54 +38,56 @@ ADAM_P = 0.5
 
 @dataclass(frozen=True)
 class FittedNQM:
-    """Per (binned) dimension: curvature ``h``, one example's gradient noise ``c`` and the start's
-    second moment ``s0`` (both times the bin's multiplicity)."""
+    """Per atom: curvature ``h``, one example's gradient noise ``c`` and the start's second
+    moment ``s0`` (measured masses; an atom may stand for many directions)."""
 
     h: np.ndarray
     c: np.ndarray
     s0: np.ndarray
-    curvature_tail: PowerLaw
-    noise_exponent: float  # c ∝ h^q, fitted on the top directions
-    tail_noise: float  # the tail's share of tr Σ
-    sigma2: float
+    curvature_tail: PowerLaw  # descriptive: h_i ∝ i^−α on the top k
+    noise_exponent: float  # descriptive: c ∝ h^q on the top k
+    tail_noise: float  # the noise mass outside the top k (tr Σ − Σ_i c_i)
+    dropped_gradient: float = 0.0  # share of |g|² on non-positive curvature, left out
+    dropped_noise: float = 0.0  # share of tr Σ on non-positive curvature, left out
+    top: int = 0  # the first ``top`` atoms are the top-k eigendirections
 
     @property
     def initial_risk(self) -> float:
+        """½ Σ h s₀: the NQM's risk at the start (the checkpoint's excess loss as the model sees it)."""
         return 0.5 * float((self.h * self.s0).sum())
 
+    @property
+    def top_risk_share(self) -> float:
+        """The share of :attr:`initial_risk` the top-k directions hold (they come first)."""
+        top = 0.5 * float((self.h[: self.top] * self.s0[: self.top]).sum())
+        return top / self.initial_risk if self.initial_risk > 0 else 0.0
 
-def fit_nqm(top_h: np.ndarray, top_c: np.ndarray, dim: int, noise_trace: float, grad_sq: float,
-            bins: int = 64) -> FittedNQM:
-    """The NQM of ``dim`` parameters from the top eigenvalues ``top_h`` (descending) with their
-    noise ``top_c``, the trace of Σ and the squared norm of the full-batch gradient. Non-positive
-    eigenvalues are left out (the NQM is convex)."""
-    keep = top_h > 0
-    h_top, c_top = top_h[keep], np.maximum(top_c[keep], 0.0)
-    k = len(top_h)
-    tail_law = PowerLaw.fit(top_h)
-    pos = c_top > 0
-    q = float(np.polyfit(np.log(h_top[pos]), np.log(c_top[pos]), 1)[0]) if pos.sum() >= 2 else 1.0
-    h_bins, c_bins, w_bins, hh_bins = [], [], [], []
-    if dim > k:
-        edges = np.unique(np.round(np.geomspace(k + 1, dim + 1, bins + 1)).astype(np.int64))
-        idx = np.arange(k + 1, dim + 1)
-        h_tail = tail_law(idx)
-        tail_noise = max(noise_trace - float(c_top.sum()), 0.0)
-        weight = h_tail**q
-        c_tail = tail_noise * weight / weight.sum()
-        for a, b in zip(edges[:-1], edges[1:], strict=True):
-            sl = slice(a - k - 1, b - k - 1)
-            h_bins.append(h_tail[sl].mean())
-            c_bins.append(c_tail[sl].sum())
-            w_bins.append(b - a)
-            hh_bins.append((h_tail[sl] ** 2).sum())
-    else:
-        tail_noise = 0.0
-    h = np.concatenate([h_top, h_bins])
-    c = np.concatenate([c_top, c_bins])
-    w = np.concatenate([np.ones_like(h_top), w_bins])
-    sigma2 = grad_sq / float((h_top**2).sum() + sum(hh_bins))
-    return FittedNQM(h, c, sigma2 * w, tail_law, q, tail_noise, sigma2)
+
+Measure = tuple[np.ndarray, np.ndarray]  # (nodes, weights) of a Lanczos quadrature
+
+
+def fit_nqm(top_h: np.ndarray, top_c: np.ndarray, top_g: np.ndarray, rest_gradient: Measure,
+            rest_noise: Measure, noise_trace: float) -> FittedNQM:
+    """The NQM from the top eigenvalues ``top_h`` (descending) with the noise ``top_c`` and the
+    gradient ``top_g`` along their eigenvectors, the gradient's and the noise's measures over the
+    rest of the spectrum, and the measured tr Σ (module docstring)."""
+    top_h, top_c, top_g = (np.asarray(a, dtype=np.float64) for a in (top_h, top_c, top_g))
+    gx, gw = rest_gradient
+    nx, nw = rest_noise
+    tail_noise = max(noise_trace - float(np.maximum(top_c, 0).sum()), 0.0)
+    nw = nw * (tail_noise / nw.sum()) if nw.sum() > 0 else nw
+    grad_total = float((top_g**2).sum() + gw.sum())
+    keep, gk, nk = top_h > 0, gx > 0, nx > 0
+    dropped_g = (float((top_g[~keep] ** 2).sum() + gw[~gk].sum()) / grad_total) if grad_total > 0 else 0.0
+    dropped_c = (float(np.maximum(top_c[~keep], 0).sum() + nw[~nk].sum()) / noise_trace) if noise_trace > 0 else 0.0
+    h_top = top_h[keep]
+    h = np.concatenate([h_top, gx[gk], nx[nk]])
+    c = np.concatenate([np.maximum(top_c[keep], 0.0), np.zeros(int(gk.sum())), nw[nk]])
+    s0 = np.concatenate([top_g[keep] ** 2 / h_top**2, gw[gk] / gx[gk] ** 2, np.zeros(int(nk.sum()))])
+    pos = (top_c > 0) & keep
+    q = float(np.polyfit(np.log(top_h[pos]), np.log(top_c[pos]), 1)[0]) if pos.sum() >= 2 else float("nan")
+    law = PowerLaw.fit(top_h) if keep.sum() >= 2 else PowerLaw(float("nan"), float("nan"))
+    return FittedNQM(h, c, s0, law, q, tail_noise, dropped_g, dropped_c, len(h_top))
 
 
 def momentum_steps(nqm: FittedNQM, batch_size: float, target: float, beta: float = MOMENTUM) -> tuple[float, float]:
