@@ -57,10 +57,10 @@ MNIST1D_SIZES := $(if $(filter full,$(NETWORKS)),2$(,)4$(,)8$(,)16$(,)32$(,)64$(
 DIGITS_SIZES := $(if $(filter full,$(NETWORKS)),1$(,)2$(,)4$(,)8$(,)16$(,)32$(,)64$(,)128$(,)256$(,)512$(,)1024,2$(,)8$(,)16$(,)32$(,)128$(,)1024)
 bench-networks: install
 	@echo "== make bench-networks ($(NETWORKS)): the NQM fitted to each workload, then benchmarks/$(NETWORKS_NAME).yaml into $(MLFLOW_TRACKING_URI)"
-	@$(BIN)/suite nqm fit --problem mnist1d_mlp --batch-sizes $(MNIST1D_SIZES) --target-fraction 0.4 $(NETWORKS_FIT)
-	@$(BIN)/suite nqm fit --problem digits --batch-sizes $(DIGITS_SIZES) --reference-steps 1000 --target-fraction 0.25 $(NETWORKS_FIT)
+	@$(BIN)/suite nqm fit --problem mnist1d_mlp --batch-sizes $(MNIST1D_SIZES) --target-loss 1.45 $(NETWORKS_FIT)
+	@$(BIN)/suite nqm fit --problem digits --batch-sizes $(DIGITS_SIZES) --reference-steps 1000 --target-loss 0.15 $(NETWORKS_FIT)
 	@if [ "$(NETWORKS)" = full ]; then $(BIN)/suite nqm fit --problem mnist1d_cnn --batch-sizes $(MNIST1D_SIZES) \
-	  --target-fraction 0.4 $(NETWORKS_FIT); fi
+	  --target-loss 1.45 $(NETWORKS_FIT); fi
 	@$(BIN)/suite run benchmarks/$(NETWORKS_NAME).yaml --tracking-uri $(MLFLOW_TRACKING_URI) $(BENCH_FLAGS)
 
 # Speed benchmarks (tables measured side by side; not tests). whole.py installs benchopt in .venv-perf

@@ -117,9 +117,10 @@ class Overlay:
                  f"×{self.step_ratios[big]:.2g} at B={big}") if big is not None and small is not None else ""
         if pred_larger:
             return ("the fitted NQM keeps scaling perfectly to larger batches than the network" + where +
-                    ": the network's steps stop falling earlier than the NQM's, so at large B it is limited by "
-                    "curvature the fit does not have (a tail extrapolated from the top eigenvalues, an isotropic "
-                    "start), and its steps count from initialisation, the NQM's from the checkpoint")
+                    ": the network's steps stop falling earlier than the NQM's; the fit is a quadratic at one "
+                    "checkpoint, whose lr cap 2/h_max lies below the lrs the network trains best with at large B, "
+                    "and the measured steps count from initialisation, the NQM's from the checkpoint "
+                    "(`suite nqm compare` counts both from the checkpoint's loss)")
         return ("the fitted NQM stops scaling at smaller batches than the network" + where +
                 ": the fit's gradient noise is large against its curvature (per-example noise at the "
                 "checkpoint, early in training, where the network's later steps see less)")
