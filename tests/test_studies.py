@@ -37,6 +37,15 @@ def test_r_studies_per_cell_with_unique_readable_names_and_r1_names_unchanged():
     assert "study_index" not in three[0].settings() and three[2].settings()["study_index"] == 2
 
 
+def test_each_study_of_a_cell_tunes_on_seeds_of_its_own_and_re_evaluates_on_the_shared_fresh_seeds():
+    sgd = Variant("sgd", "constant", "none", "shuffle")
+    plans = plan_studies(get_registry(), problems=["linreg"], variant_list=[sgd], batch_sizes=[8],
+                         budget=Budget.parse("epochs:1"), objective=Objective.parse("final"), seeds=2, studies=3)
+    assert [list(p.tuning_seeds) for p in plans] == [[0, 1], [2, 3], [4, 5]]
+    assert "tuning_seeds" not in plans[0].settings() and plans[2].settings()["tuning_seeds"] == [4, 5]
+    assert plans[1].name == plans[0].name + "/s1"  # the R studies of a cell still share the settings hash
+
+
 def test_the_benchmark_files_studies_key(tmp_path):
     from suite.api.tuning import plan_benchmark
     from suite.specs.benchfile import load
@@ -173,6 +182,8 @@ def test_suite_tune_with_three_studies_end_to_end(cli, workdir, mlflow_client):
     trials = runs_of(mlflow_client, "st", "tags.`suite.kind` = 'trial'")
     parents = runs_of(mlflow_client, "st", "tags.`suite.kind` = 'study'")
     assert len(trials) == 6 * 4 and len(parents) == 6
+    assert {(r.data.tags["suite.study_index"], r.data.params["seed"]) for r in trials} == {
+        ("0", "0"), ("1", "1"), ("2", "2")}  # each study tunes on a seed of its own
     for r in trials + parents + reevals:
         suffix = re.search(r"/s(\d+)$", r.data.tags["suite.study"])
         assert r.data.tags["suite.study_index"] == (suffix.group(1) if suffix else "0")
