@@ -206,7 +206,7 @@ def _helps_only_at(sweep: Sweep, claim: str, method: str | None, base: str | Non
 
 
 def momentum_large_batch(runs: Runs, sweep: Sweep) -> ClaimRow:
-    return _helps_only_at(sweep, "Momentum helps only at large batch sizes", sweep.find("momentum"),
+    return _helps_only_at(sweep, "Momentum helps only at large batch sizes", sweep.find("momentum β="),
                           "SGD" if "SGD" in sweep.methods else None, "large")
 
 
@@ -220,7 +220,7 @@ def momentum_smaller_lr(runs: Runs, sweep: Sweep) -> ClaimRow:
     claim = "Momentum needs a smaller learning rate"
     rule = ("log2(best lr of momentum / best lr of SGD), mean over seeds at each batch size, 95% interval across "
             "batch sizes; reproduced if < 0, contradicted if > 0")
-    mom, base = sweep.find("momentum"), "SGD" if "SGD" in sweep.methods else None
+    mom, base = sweep.find("momentum β="), "SGD" if "SGD" in sweep.methods else None
     if mom is None or base is None:
         return _missing(claim, EXP_SWEEP, rule, "needs SGD and momentum in the scaling sweep")
     per_b = []
