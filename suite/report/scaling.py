@@ -30,7 +30,7 @@ import numpy as np
 
 from suite.critical import critical_batch_size
 from suite.report.reader import RunRecord, Runs
-from suite.report.stats import LEVEL, Estimate, paired_studies, study_estimate
+from suite.report.stats import LEVEL, Estimate, crossed_studies, study_estimate
 from suite.theory import Optimum, moment_recursion, optimum
 
 SCALING_PREFIX = "scaling"
@@ -152,10 +152,11 @@ class Tuned:
 
 
 def log2_ratio(a: Tuned, b: Tuned, level: float = LEVEL) -> Estimate:
-    """log2(steps of ``a`` / steps of ``b``), paired on (study index, fresh seed): the median over
-    studies of the per-study mean, with the two-level bootstrap interval (the t interval over
-    seeds for one study) (:func:`suite.report.stats.paired_studies`)."""
-    return paired_studies(a.log2_by_study(), b.log2_by_study(), level)
+    """log2(steps of ``a`` / steps of ``b``), every study of ``a`` against every study of ``b``,
+    paired on fresh seed: the median over the study pairs of the mean, with an interval over the
+    seeds of the range over the pairs, which covers the one-sided tuning error (the t interval
+    over seeds for one study each) (:func:`suite.report.stats.crossed_studies`)."""
+    return crossed_studies(a.log2_by_study(), b.log2_by_study(), level)
 
 
 def study_target(records: Sequence[RunRecord]) -> float | None:
