@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from suite.critical import critical_batch_size
+from suite.crossing import interpolated_crossing as steps_to_target  # the runs' steps to a target
 from suite.report.reader import RunRecord, Runs
 from suite.report.stats import LEVEL, Estimate, crossed_studies, study_estimate
 from suite.theory import Optimum, moment_recursion, optimum
@@ -64,23 +65,6 @@ def series_of(record: RunRecord) -> list[tuple[str, str]]:
             is not None else ""
         out.append((f"{method_of(record)} + {AVERAGED_NAMES[avg]}{decay}", AVG_RISK))
     return out[-1:] if record.trial is not None else out
-
-
-def steps_to_target(history: Sequence[tuple[int, float]], target: float) -> float:
-    """The first step at which ``history`` reaches ``target`` (log-linear interpolation between
-    evaluations); ``inf`` if it never does."""
-    prev: tuple[int, float] | None = None
-    for step, value in history:
-        if not math.isfinite(value):
-            return math.inf
-        if value <= target:
-            if prev is None or prev[1] <= 0 or value <= 0:
-                return float(step)
-            (s0, v0), (s1, v1) = prev, (step, value)
-            frac = (math.log(v0) - math.log(target)) / (math.log(v0) - math.log(v1))
-            return s0 + frac * (s1 - s0)
-        prev = (step, value)
-    return math.inf
 
 
 @dataclass
