@@ -73,11 +73,16 @@ def test_shipped_benchmark_files_are_valid(tmp_path):
     from suite.api.tuning import plan_benchmark
 
     lecture = benchfile.load(ROOT / "benchmarks" / "lecture.yaml", reg)  # its tuned experiments plan as studies
-    plans = [p for request in plan_benchmark(lecture, reg, device="cpu") for p in request.plans]
-    assert {s.name for s in lecture.tuned} == {"scaling_sgd", "scaling_momentum", "scaling_precond"}
-    assert len(plans) == 4 * 8 * 3 and {p.section for p in plans} == {s.name for s in lecture.tuned}
+    requests = plan_benchmark(lecture, reg, device="cpu")
+    plans = [p for request in requests for p in request.plans]
+    assert {request.trials for request in requests} == {24}  # the same protocol for every method
+    assert {s.name for s in lecture.tuned} == {"scaling_sgd", "scaling_momentum", "scaling_precond",
+                                               "scaling_momentum_tuned"}
+    assert len(plans) == 5 * 8 * 3 and {p.section for p in plans} == {s.name for s in lecture.tuned}
     assert sorted({p.study_index for p in plans}) == [0, 1, 2]  # 3 independent studies per cell
-    assert all(dict(p.space).keys() == {"optimizer.lr"} for p in plans)  # only the lr is tuned
+    for p in plans:  # only the lr is tuned, and β with it where the experiment says so
+        tuned = {"optimizer.lr", "optimizer.momentum"} if p.section == "scaling_momentum_tuned" else {"optimizer.lr"}
+        assert dict(p.space).keys() == tuned
     readme = (ROOT / "docs" / "guide.md").read_text()
     example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]  # the schema example in the guide
     (tmp_path / "readme.yaml").write_text(example)

@@ -114,3 +114,22 @@ def test_a_trial_that_never_reaches_the_target_scores_past_its_budget():
     risk = result.history[-1][1]["theory_risk"]
     assert study.trials[0].value == pytest.approx(2000 * risk / 0.05) and study.trials[0].value > 2000
     assert math.isfinite(study.trials[0].value)
+
+
+def test_steps_to_target_interpolate_between_evaluations_as_the_report_reads_them():
+    from suite.report.scaling import steps_to_target
+
+    def history(values):
+        return [(s, {"val_loss": v, "theory_risk": v}) for s, v in values]
+
+    objective = Objective.parse("steps-to-target:0.02")
+    fast = history([(0, 1.0), (10, 0.04), (12, 0.01)])  # crosses halfway on the log scale: step 11
+    slow = history([(0, 1.0), (10, 0.025), (12, 0.019)])  # just before step 12
+    assert objective.trial_value([fast]) == pytest.approx(11.0)
+    assert objective.trial_value([slow]) == pytest.approx(10 + 2 * math.log(1.25) / math.log(0.025 / 0.019))
+    assert objective.trial_value([fast]) < objective.trial_value([slow]) < 12  # they no longer tie at step 12
+    mean = objective.mean_curve([fast, slow])
+    assert objective.trial_value([fast, slow]) == pytest.approx(steps_to_target(mean, 0.02))
+    assert objective.trial_value([history([(0, 0.01), (5, 0.005)])]) == 0.0  # at the target from the start
+    accuracy = Objective.parse("steps-to-target:0.9:val_acc:max")  # a metric to raise: its first step there
+    assert accuracy.trial_value([[(0, {"val_acc": 0.5}), (10, {"val_acc": 0.8}), (12, {"val_acc": 0.95})]]) == 12.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -165,7 +166,7 @@ def test_trial_value_is_read_from_the_mean_curve_over_seeds():
     # best: one checkpoint for all seeds, not the mean of each seed's best (0.2)
     assert Objective.parse("best").trial_value(seeds) == pytest.approx(0.4)
     # steps-to-target: where the mean curve reaches the target, not where a seed dips below it
-    assert Objective.parse("steps-to-target:0.4").trial_value(seeds) == 10.0
+    assert Objective.parse("steps-to-target:0.4").trial_value(seeds) == pytest.approx(10.0)
     assert Objective.parse("steps-to-target:0.3").trial_value(seeds) == pytest.approx(30 * 0.4 / 0.3)
     # a stack of seeds stops once every seed and the mean have reached the target
     obj = Objective.parse("steps-to-target:0.4")
@@ -173,7 +174,9 @@ def test_trial_value_is_read_from_the_mean_curve_over_seeds():
     assert not obj.all_reached([h[:2] for h in seeds]) and not Objective.parse("final").all_reached(seeds)
     # a seed stopped at its target holds its last value
     stopped = [_history([1.0, 0.2]), _history([1.0, 0.6, 0.4, 0.25])]
-    assert Objective.parse("steps-to-target:0.25").trial_value(stopped) == 30.0  # (0.2 + 0.25) / 2
+    # mean 0.3 at step 20, (0.2 + 0.25) / 2 at step 30: crossing 0.25 log-linearly in between
+    assert Objective.parse("steps-to-target:0.25").trial_value(stopped) == pytest.approx(
+        20 + 10 * math.log(0.3 / 0.25) / math.log(0.3 / 0.225))
     assert Objective.parse("steps-to-target:0.1").trial_value(stopped, 100) == pytest.approx(100 * 0.225 / 0.1)
 
 

@@ -45,8 +45,10 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
              "studies per cell: there a cell's value is the median over studies of each study's winner's mean on "
              "the fresh seeds, and its interval a 95% bootstrap over studies and seeds (2000 resamples of the "
              "studies, then of the seeds within each), so it covers the tuning too; with one study the interval "
-             "covers the seeds only. Variants are compared paired on the same seeds (and study index): the "
-             "difference and its interval; where the interval covers 0 the report says 'no significant "
+             "covers the seeds only. Variants are compared paired on the same seeds: the difference and its "
+             "interval; two tuned methods every study against every study, the interval over the seeds of the "
+             "range over the study pairs (tuning error is one-sided: a tuned cell never beats its optimum); "
+             "where the interval covers 0 the report says 'no significant "
              "difference' and names no winner. A claim that rests on k cells reads each at level 1 − 0.05/k "
              "(Bonferroni).")
 

@@ -159,8 +159,8 @@ class Sweep:
         return sorted(set(self.sizes(a)) & set(self.sizes(b)))
 
     def ratio(self, a: str, b: str, batch_size: int, level: float = LEVEL) -> Estimate:
-        """log2(steps of a / steps of b) at their own best lrs, paired on (study index, fresh seed)
-        (:func:`suite.report.scaling.log2_ratio`: over several studies, the interval covers the tuning)."""
+        """log2(steps of a / steps of b) at their own best lrs, every study against every study, paired on
+        fresh seed (:func:`suite.report.scaling.log2_ratio`: over several studies, the interval covers the tuning)."""
         return scaling.log2_ratio(self.tuned[(a, batch_size)], self.tuned[(b, batch_size)], level)
 
     def lr_ratio(self, a: str, b: str, batch_size: int) -> Estimate:
@@ -178,10 +178,10 @@ def _helps_only_at(sweep: Sweep, claim: str, method: str | None, base: str | Non
     """"``method`` helps (vs ``base``) only at ``where`` ('large' or 'small') batch sizes"."""
     at_b, off_b = ("largest", "smallest") if where == "large" else ("smallest", "largest")
     level = bonferroni(2)  # the verdict rests on two cells
-    rule = (f"steps of each method at its own best lr, paired on (study, fresh seed), each interval at "
-            f"{level:.1%} (Bonferroni over the 2 batch sizes; a two-level bootstrap over studies and seeds where "
-            f"there are several studies, else a t interval over seeds); 'helps' = ratio interval below "
-            f"{HELP_RATIO}, 'no help' = ratio interval above {HELP_RATIO}; reproduced if it helps at the "
+    rule = (f"steps of each method at its own best lr, every study against every study, paired on fresh seed, "
+            f"each interval at {level:.1%} (Bonferroni over the 2 batch sizes; over the seeds, of the range over the "
+            f"study pairs where there are several studies, else a t interval over seeds); 'helps' = ratio interval "
+            f"below {HELP_RATIO}, 'no help' = ratio interval above {HELP_RATIO}; reproduced if it helps at the "
             f"{at_b} and not at the {off_b} batch size, contradicted if it helps at the {off_b} or "
             f"is not faster (interval ≥ 1) at the {at_b}")
     if method is None or base is None:
@@ -206,7 +206,7 @@ def _helps_only_at(sweep: Sweep, claim: str, method: str | None, base: str | Non
 
 
 def momentum_large_batch(runs: Runs, sweep: Sweep) -> ClaimRow:
-    return _helps_only_at(sweep, "Momentum helps only at large batch sizes", sweep.find("momentum"),
+    return _helps_only_at(sweep, "Momentum helps only at large batch sizes", sweep.find("momentum β="),
                           "SGD" if "SGD" in sweep.methods else None, "large")
 
 
@@ -220,7 +220,7 @@ def momentum_smaller_lr(runs: Runs, sweep: Sweep) -> ClaimRow:
     claim = "Momentum needs a smaller learning rate"
     rule = ("log2(best lr of momentum / best lr of SGD), mean over seeds at each batch size, 95% interval across "
             "batch sizes; reproduced if < 0, contradicted if > 0")
-    mom, base = sweep.find("momentum"), "SGD" if "SGD" in sweep.methods else None
+    mom, base = sweep.find("momentum β="), "SGD" if "SGD" in sweep.methods else None
     if mom is None or base is None:
         return _missing(claim, EXP_SWEEP, rule, "needs SGD and momentum in the scaling sweep")
     per_b = []
@@ -314,7 +314,8 @@ def best_lr_grows(runs: Runs, sweep: Sweep) -> ClaimRow:
 
 def perfect_scaling(runs: Runs, sweep: Sweep) -> ClaimRow:
     claim = "Steps to target scale perfectly with the batch size, then plateau"
-    rule = ("SGD at its best lr; slope of log2(steps) on log2(B), paired on (study, fresh seed), between the two "
+    rule = ("SGD at its best lr; slope of log2(steps) on log2(B), every study against every study, paired on fresh "
+            "seed, between the two "
             "smallest and between the two largest batch sizes, each interval at 97.5% (Bonferroni over the 2); "
             "reproduced if the first interval ⊂ [−1.3, −0.7] and the second ⊂ [−0.3, 0.3], "
             "contradicted if the first lies above −0.7 (no perfect scaling)")

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from suite.critical import critical_batch_size
-from suite.report.stats import LEVEL, Estimate, paired_studies, study_estimate
+from suite.crossing import interpolated_crossing as steps_to_target  # the runs' steps to a target
+from suite.report.stats import LEVEL, Estimate, crossed_studies, study_estimate
 from suite.theory import Optimum, moment_recursion, optimum
 
 if TYPE_CHECKING:
@@ -78,23 +79,6 @@ def series_of(record: RunRecord) -> list[tuple[str, str]]:
             is not None else ""
         out.append((f"{method_of(record)} + {AVERAGED_NAMES[avg]}{decay}", avg_risk))
     return out[-1:] if record.trial is not None else out
-
-
-def steps_to_target(history: Sequence[tuple[int, float]], target: float) -> float:
-    """The first step at which ``history`` reaches ``target`` (log-linear interpolation between
-    evaluations); ``inf`` if it never does."""
-    prev: tuple[int, float] | None = None
-    for step, value in history:
-        if not math.isfinite(value):
-            return math.inf
-        if value <= target:
-            if prev is None or prev[1] <= 0 or value <= 0:
-                return float(step)
-            (s0, v0), (s1, v1) = prev, (step, value)
-            frac = (math.log(v0) - math.log(target)) / (math.log(v0) - math.log(v1))
-            return s0 + frac * (s1 - s0)
-        prev = (step, value)
-    return math.inf
 
 
 @dataclass
@@ -173,10 +157,11 @@ class Tuned:
 
 
 def log2_ratio(a: Tuned, b: Tuned, level: float = LEVEL) -> Estimate:
-    """log2(steps of ``a`` / steps of ``b``), paired on (study index, fresh seed): the median over
-    studies of the per-study mean, with the two-level bootstrap interval (the t interval over
-    seeds for one study) (:func:`suite.report.stats.paired_studies`)."""
-    return paired_studies(a.log2_by_study(), b.log2_by_study(), level)
+    """log2(steps of ``a`` / steps of ``b``), every study of ``a`` against every study of ``b``,
+    paired on fresh seed: the median over the study pairs of the mean, with an interval over the
+    seeds of the range over the pairs, which covers the one-sided tuning error (the t interval
+    over seeds for one study each) (:func:`suite.report.stats.crossed_studies`)."""
+    return crossed_studies(a.log2_by_study(), b.log2_by_study(), level)
 
 
 def study_target(records: Sequence[RunRecord]) -> float | None:

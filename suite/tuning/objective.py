@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from suite.crossing import interpolated_crossing
 from suite.engine.loop import RunResult, StopRun, divergence
 from suite.engine.target import watched_key
 from suite.errors import TuneError
@@ -34,8 +35,9 @@ class Objective:
     """What a trial minimises, from its seeds' evaluation histories.
 
     ``final``: the last value; ``best``: the minimum over the run; ``steps-to-target:X``: the
-    first evaluated step at which the value is <= X, evaluated on a geometric schedule
-    (:data:`EVAL_GROWTH`) so the step is known to within 5%. A trial's value is read from the
+    first step at which the value is <= X, evaluated on a geometric schedule
+    (:data:`EVAL_GROWTH`, evaluations at most 5% apart) and interpolated log-linearly between the
+    evaluations around the crossing, so that settings a few percent apart do not tie. A trial's value is read from the
     *mean curve* over its seeds (:meth:`trial_value`), never from per-seed lucky dips.
 
     The watched value (:meth:`watched`) is the validation loss, the averaged model's
@@ -149,7 +151,9 @@ class Objective:
 
     def trial_value(self, histories: Sequence[History], total_steps: int | None = None) -> float:
         """A trial's value from the histories of its K seeds (one run each; a stack's rows):
-        ``final``/``best`` of the mean curve, or the first step at which it is <= the target.
+        ``final``/``best`` of the mean curve, or the first step at which it is <= the target,
+        interpolated log-linearly from the evaluation before (:func:`suite.crossing.interpolated_crossing`,
+        as the report reads steps; the first step at or above the target for a ``max`` metric).
         A trial that never reaches the target ran its whole budget, ``total_steps`` (by default
         the last evaluated step)."""
         curve = self.mean_curve(histories)
@@ -157,8 +161,10 @@ class Objective:
             return curve[-1][1]
         if self.kind == "best":
             return (max if self.direction == "max" else min)(v for _, v in curve)
-        for step, v in curve:
+        for i, (step, v) in enumerate(curve):
             if self._at_target(v):
+                if self.direction == "min" and i and math.isfinite(curve[i - 1][1]):
+                    return interpolated_crossing(curve[i - 1:i + 1], self.target)  # between evaluations
                 return float(step)
         total = curve[-1][0] if total_steps is None else total_steps
         last = curve[-1][1]
@@ -177,7 +183,7 @@ class Objective:
         """How the value is measured where it differs from before issue 13 (stored with a
         study, so older studies resume only where their values still compare); None: as before."""
         if self.stops_at_target:
-            return "expected-risk-else-val-loss; mean-curve-over-seeds"
+            return "expected-risk-else-val-loss; mean-curve-over-seeds; log-linear-crossing"
         if self.kind == "best" and seeds > 1:
             return "mean-curve-over-seeds"
         return None

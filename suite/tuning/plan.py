@@ -39,7 +39,9 @@ class StudyPlan:
     (``nqm/sgd-constant-none-shuffle/b4-1a2b3c``): pinned values, spaces, objective, budget,
     seeds and evaluation schedule all change a trial's value, so studies that differ in any of
     them are different studies. The R independent studies of a cell (``--studies R``) share the
-    hash; study index k > 0 adds ``/sk`` (``…/b4-1a2b3c/s1``) and seeds its sampler apart.
+    hash; study index k > 0 adds ``/sk`` (``…/b4-1a2b3c/s1``), seeds its sampler apart and trains its
+    trials on seeds of its own (:attr:`tuning_seeds`), so that the R studies' spread covers the draw
+    of the tuning seeds as well as the sampler's.
     ``study_name`` overrides the name (a study created before the hash suffix, resumed under its
     old name: :func:`suite.tuning.studies.resolve_names`).
     """
@@ -74,7 +76,7 @@ class StudyPlan:
     def digest(self) -> str:
         """Six hex digits of the hash of :meth:`settings` (without the study index: the R
         studies of a cell share it, and their names differ by :attr:`index_suffix`)."""
-        settings = {k: v for k, v in self.settings().items() if k != "study_index"}
+        settings = {k: v for k, v in self.settings().items() if k not in ("study_index", "tuning_seeds")}
         text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:6]
 
@@ -83,6 +85,13 @@ class StudyPlan:
         """``problem/variant/bB-digest``, then ``/sK`` for study index K > 0."""
         base = f"{self.problem}/{self.variant.name}/b{self.batch_size}"
         return self.study_name or f"{base}-{self.digest}{self.index_suffix}"
+
+    @property
+    def tuning_seeds(self) -> range:
+        """The seeds a trial trains on: study k of a cell uses seeds k·K to k·K + K − 1 (K =
+        :attr:`seeds`), so independent studies also tune on independent draws (the NQM's θ₀); the
+        re-evaluation seeds (:data:`REEVAL_SEED_BASE` on) are the same for every study."""
+        return range(self.study_index * self.seeds, (self.study_index + 1) * self.seeds)
 
     @property
     def space_dict(self) -> dict[str, Space]:
@@ -122,6 +131,7 @@ class StudyPlan:
             out["measure"] = measure
         if self.study_index:
             out["study_index"] = self.study_index
+            out["tuning_seeds"] = list(self.tuning_seeds)
         return out
 
 

@@ -126,7 +126,7 @@ class TrialObjective:
                 trial.set_user_attr(STUDY_OVERRIDES, values)
                 trial.set_user_attr(TRIAL_WORKER, self.worker)
             try:
-                specs = [plan.spec(self.registry, values, seed) for seed in range(plan.seeds)]
+                specs = [plan.spec(self.registry, values, seed) for seed in plan.tuning_seeds]
             except SuiteError as exc:  # a combination the component refuses, e.g. nesterov without momentum
                 self._record(trial, "failed", None, str(exc))
                 self.sink.echo(self._trial_line(trial, values, "FAIL", None, str(exc)))

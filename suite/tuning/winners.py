@@ -221,13 +221,14 @@ StudyValues = Mapping[int, Mapping[int, float]]  # study index -> fresh seed -> 
 
 
 def _estimate(values: StudyValues, log: bool, other: StudyValues | None = None) -> tuple[Any, str]:
-    """(estimate, scale word) of ``values`` (or of ``values − other``, paired) on the log2 scale or not."""
-    from suite.report.stats import paired_studies, study_estimate
+    """(estimate, scale word) of ``values`` (or of ``values − other``: every study against every
+    study, paired on seed, as the report compares methods) on the log2 scale or not."""
+    from suite.report.stats import crossed_studies, study_estimate
 
     def tr(d: Mapping[int, Mapping[int, float]]) -> dict[int, dict[int, float]]:
         return {k: {s: math.log2(v) if log else v for s, v in vs.items() if not log or v > 0} for k, vs in d.items()}
 
-    est = study_estimate(tr(values)) if other is None else paired_studies(tr(values), tr(other))
+    est = study_estimate(tr(values)) if other is None else crossed_studies(tr(values), tr(other))
     return est, "log2 ratio" if log else "difference"
 
 
@@ -252,8 +253,8 @@ def winners(items: Sequence[StudySummary], batch_size: int) -> Winner:
         ests = {o: e for o, (e, _) in tests.items()}
         scale = next(iter(tests.values()))[1]
         label = next((e.label for e in ests.values() if e.n > 1), "no interval: one value each")
-        basis = (f"paired on study and fresh seed, {scale}, {label}; a winner only where its interval against "
-                 "every other variant excludes no difference")
+        basis = (f"every study against every study, paired on fresh seed, {scale}, {label}; a winner only where "
+                 "its interval against every other variant excludes no difference")
         if all((e.low > 0) if maximize else (e.high < 0) for e in ests.values()):
             return Winner(cand, basis, cand)
         if cand == order[0]:
