@@ -4,6 +4,7 @@ time to it, the lecture's claims on measured data, and the fitted NQM held again
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -104,6 +105,24 @@ def test_the_fitted_nqm_against_the_measurement_agrees_within_2x_or_is_a_stated_
     assert nqm_overlay.left_out(_fit(300.0), sweep) == ["SGD + EMA γ=0.95", "momentum β tuned"]
 
 
+def test_the_prediction_is_held_against_the_steps_from_the_fits_checkpoint_loss():
+    """The fit's steps start at its checkpoint's validation loss; each measured run is read from its
+    own crossing of that loss (here 2 × the target, crossed half-way to the target) to the target."""
+    runs = network_runs(("toy_a",))
+    sweep = network_claims.sweeps(runs)["toy_a"]
+    fit = replace(_fit(300.0), checkpoint_loss=2 * TARGET)
+    sgd = {c.method: c for c in nqm_overlay.compare(fit, sweep, runs)}["SGD"]
+    assert sgd.from_checkpoint
+    for b in SIZES:  # the median study (+2%), the seeds' geometric mean (about +1%)
+        assert sgd.measured_steps[b] == pytest.approx(perfect_then_plateau(b) / 2 * 1.02 * 1.01, rel=0.03)
+    assert sgd.step_ratios[8] == pytest.approx(4 / (1.02 * 1.01), rel=0.03)
+    assert sgd.measured == pytest.approx(256, rel=0.05)  # the curve's shape, hence B*, is unchanged
+    assert "count from initialisation" not in replace(sgd, predicted=3000.0).verdict()
+    unread = {c.method: c for c in nqm_overlay.compare(fit, sweep)}["SGD"]  # no runs to read: from initialisation
+    assert not unread.from_checkpoint and unread.step_ratios[8] == pytest.approx(2 / (1.02 * 1.01), rel=0.03)
+    assert "count from initialisation" in replace(unread, predicted=3000.0).verdict()
+
+
 def test_the_report_of_a_networks_study(tmp_path):
     runs = network_runs()
     doc = networks.build(runs, draws=10)
@@ -129,7 +148,7 @@ def test_read_fits_from_a_real_store(tmp_path):
     run_id = tracker.create_run({TAG_KIND: nqm_overlay.KIND}, {"problem": "toy_a", "target_fraction": "0.4"})
     for b, s in ((8, 400.0), (64, 60.0)):
         tracker.log_metrics(run_id, b, {"pred.steps.SGD": s})
-    tracker.log_metrics(run_id, 0, {"pred.critical_batch_size.SGD": 40.0})
+    tracker.log_metrics(run_id, 0, {"pred.critical_batch_size.SGD": 40.0, nqm_overlay.CHECKPOINT_LOSS: 1.63})
     tracker.mark(run_id, "completed")
     other = tracker.create_run({TAG_KIND: "study"}, {})  # an experiment needs a run of its own kind to be read
     tracker.mark(other, "completed")
@@ -139,3 +158,4 @@ def test_read_fits_from_a_real_store(tmp_path):
     fits = nqm_overlay.read_fits(runs)
     assert list(fits) == ["toy_a"]
     assert fits["toy_a"].steps == {"SGD": {8: 400.0, 64: 60.0}} and fits["toy_a"].critical == {"SGD": 40.0}
+    assert fits["toy_a"].checkpoint_loss == pytest.approx(1.63)

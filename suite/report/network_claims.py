@@ -48,7 +48,7 @@ def evaluate_sweep(workload: str, runs: Runs, sweep: Sweep) -> list[ClaimRow]:
     """The lecture's claims on one workload's sweep: momentum and Adam help at large batch sizes,
     EMA at small ones, the best lr grows with B up to a cap, the steps scale perfectly then plateau."""
     exp = experiment_of(workload, sweep)
-    rows = [claims.momentum_large_batch(runs, sweep),
+    rows = [claims.momentum_large_batch(runs, sweep, "momentum"),  # β tuned with the lr
             claims.helps_large_and_extends(sweep, "Adam helps at large batch sizes and extends perfect scaling",
                                            sweep.find("adam"), "adam"),
             claims.ema_small_batch(runs, sweep),

@@ -60,7 +60,7 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, draws: int = p
     _summary_section(doc, sweeps)
     device = device_of(runs)
     for w, sweep in sweeps.items():
-        _workload_section(doc, w, sweep, fits.get(w), device, descriptions or {})
+        _workload_section(doc, runs, w, sweep, fits.get(w), device, descriptions or {})
     records = [r for w in sweeps for r in network_claims.sub_runs(runs, w).records]
     found = protocol.study_edges(records, {t.winner.study: t.winner for s in sweeps.values()
                                            for t in s.tuned.values() if t.winner})
@@ -123,7 +123,7 @@ def _summary_section(doc: Document, sweeps: dict[str, Sweep]) -> None:
                "Performance profile: the fraction of cells in which a method is within τ of the best")
 
 
-def _workload_section(doc: Document, workload: str, sweep: Sweep, fit: nqm_overlay.Fit | None, device: str,
+def _workload_section(doc: Document, runs: Runs, workload: str, sweep: Sweep, fit: nqm_overlay.Fit | None, device: str,
                       descriptions: dict[str, str]) -> None:
     doc.heading(f"{workload}: steps and time to val_loss ≤ {sweep.target:g}")
     described = [d for s, d in descriptions.items() if s.startswith(f"{scaling.SCALING_PREFIX}_{workload}_") and d]
@@ -147,7 +147,7 @@ def _workload_section(doc: Document, workload: str, sweep: Sweep, fit: nqm_overl
              "interpolated between evaluations; a stacked run's clock is its share of its stack's, so methods "
              "trained in one stack share a time per step and differ in time only by their steps.")
     crit_rows = []
-    comparisons = {c.method: c for c in nqm_overlay.compare(fit, sweep)} if fit is not None else {}
+    comparisons = {c.method: c for c in nqm_overlay.compare(fit, sweep, runs)} if fit is not None else {}
     for m in sweep.methods:
         crit = scaling.measured_critical_batch_size(sweep.tuned, m)
         c = comparisons.get(m)
@@ -156,7 +156,8 @@ def _workload_section(doc: Document, workload: str, sweep: Sweep, fit: nqm_overl
                               "no NQM prediction for this method" if fit is not None else "no NQM fit"])
             continue
         ratio = f"×{c.ratio:.2g}" if c.ratio is not None else "-"
-        crit_rows.append([m, _crit(crit, c.largest_measured), f"{_crit(c.predicted, c.largest_predicted)} "
+        held = f" ({_crit(c.measured, c.largest_measured)} from the checkpoint's loss)" if c.from_checkpoint else ""
+        crit_rows.append([m, _crit(crit, c.largest_measured) + held, f"{_crit(c.predicted, c.largest_predicted)} "
                           f"({c.predicted_as})", ratio, c.verdict()])
     doc.heading(f"{workload}: the fitted NQM against the measurement", level=3)
     if fit is None:
@@ -165,8 +166,16 @@ def _workload_section(doc: Document, workload: str, sweep: Sweep, fit: nqm_overl
         doc.para(f"The NQM fitted to {workload} (run {fit.run_id}; {_fit_settings(fit)}) predicts each method's "
                  "steps at its best constant lr and its critical batch size, by the same definition as the measured "
                  "one (suite.critical: 2× the steps perfect scaling from the smallest batch size predicts). Its "
-                 "steps count from its checkpoint to its own target, so their level is not the measured one; the "
-                 "critical batch size has no such scale, and the prediction agrees if it is within "
+                 "steps count from its checkpoint (val_loss "
+                 f"{fit.checkpoint_loss:.3g}) to the target, and so do the measured steps it is held against: each "
+                 "re-evaluated run's steps from its own crossing of the checkpoint's loss to its crossing of the "
+                 "target (median over studies of the mean log2 over seeds). The prediction agrees if its critical "
+                 "batch size is within "
+                 if fit.checkpoint_loss is not None else
+                 "one (suite.critical: 2× the steps perfect scaling from the smallest batch size predicts). Its "
+                 "steps count from its checkpoint to its own target, the measured ones from initialisation (the fit "
+                 "logged no checkpoint loss), so their level is not the measured one; the critical batch size has "
+                 "no such scale, and the prediction agrees if it is within "
                  f"{nqm_overlay.AGREE:g}× of the measurement. Momentum is predicted at β = 0.9, measured with β "
                  "tuned; Adam is predicted as SGD preconditioned by H^(−1/2).")
     doc.table(["method", "measured critical batch size", "predicted (NQM fit)", "predicted / measured",
@@ -176,8 +185,10 @@ def _workload_section(doc: Document, workload: str, sweep: Sweep, fit: nqm_overl
         for c in comparisons.values():
             for b, r in sorted(c.step_ratios.items()):
                 over.append([c.method, b, f"{fit.steps[_key_of(c.method)][b]:.3g}" if fit else "-",
-                             _steps(sweep.tuned[(c.method, b)].log2_steps()), f"×{r:.2g}"])
-        doc.table(["method", "B", "predicted steps", "measured steps", "predicted / measured"], over)
+                             f"{c.measured_steps[b]:.3g}", f"×{r:.2g}"])
+        start = "from the checkpoint's loss" if all(c.from_checkpoint for c in comparisons.values()) else \
+            "from initialisation"
+        doc.table(["method", "B", "predicted steps", f"measured steps ({start})", "predicted / measured"], over)
     if fit is not None and (missing := nqm_overlay.left_out(fit, sweep)):
         doc.para(f"Not predicted: {', '.join(missing)} (the fit has no model of it).")
 

@@ -6,6 +6,12 @@ The prediction's methods map onto the measured ones by :data:`MEASURED_AS`; a pr
 no measured counterpart, or a measured one with no prediction (SGD + EMA), is left out of the
 comparison and said so. A critical batch size predicted within a factor :data:`AGREE` of the
 measured one agrees; anything else is a miss, stated with the numbers that explain it.
+
+The prediction counts steps from the fit's checkpoint (its validation loss ``checkpoint.val_loss``)
+to the target; so the measured curve it is held against counts each re-evaluated run's steps from
+its own crossing of that loss to its crossing of the target (:func:`from_checkpoint`), both read
+by :func:`suite.crossing.interpolated_crossing`. A fit that logged no checkpoint loss is held
+against the steps from initialisation, and the comparison says so.
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from suite.critical import critical_batch_size
+from suite.crossing import interpolated_crossing
 from suite.report import scaling
 from suite.report.reader import Runs
+from suite.report.stats import study_estimate
 
 if TYPE_CHECKING:
     from suite.report.claims import Sweep
@@ -24,6 +33,7 @@ KIND = "nqm_fit"  # suite.nqmfit.fit.KIND: the run `suite nqm fit` logs its fit 
 AGREE = 2.0  # issue 26: the predicted critical batch size within 2× of the measured one
 STEPS = "pred.steps."
 CRITICAL = "pred.critical_batch_size."
+CHECKPOINT_LOSS = "checkpoint.val_loss"
 # the prediction's metric keys (suite.nqmfit.fit._key of its method names) -> the measured method
 MEASURED_AS = {"SGD": "SGD", "momentum_beta0.9": "momentum β tuned", "Adam_as_precond_p0.5": "adam"}
 PREDICTED_AS = {"SGD": "SGD", "momentum_beta0.9": "momentum β = 0.9", "Adam_as_precond_p0.5": "Adam as H^(−1/2)"}
@@ -39,6 +49,7 @@ class Fit:
     params: dict[str, str]
     steps: dict[str, dict[int, float]] = field(default_factory=dict)
     critical: dict[str, float] = field(default_factory=dict)
+    checkpoint_loss: float | None = None  # the validation loss at the fit's checkpoint, where its steps start
 
     def largest(self, key: str) -> int:
         return max(self.steps.get(key, {0: 0.0}))
@@ -61,7 +72,9 @@ def read_fits(runs: Runs) -> dict[str, Fit]:
         keys = {k[len(STEPS):] for k in metrics if k.startswith(STEPS)}
         steps = {k: {int(m.step): float(m.value) for m in source.history(run.info.run_id, STEPS + k)} for k in keys}
         critical = {k: float(metrics.get(CRITICAL + k, math.inf)) for k in keys}  # not logged: beyond the range
-        out[problem] = Fit(run.info.run_id, problem, params, steps, critical)
+        ck = metrics.get(CHECKPOINT_LOSS)
+        out[problem] = Fit(run.info.run_id, problem, params, steps, critical,
+                           float(ck) if ck is not None and math.isfinite(ck) else None)
     return out
 
 
@@ -77,6 +90,8 @@ class Overlay:
     largest_measured: int
     largest_predicted: int
     step_ratios: dict[int, float]
+    measured_steps: dict[int, float] = field(default_factory=dict)  # per batch size, as held against the prediction
+    from_checkpoint: bool = False  # measured from the fit's checkpoint loss (else from initialisation)
 
     @property
     def ratio(self) -> float | None:
@@ -118,30 +133,59 @@ class Overlay:
         if pred_larger:
             return ("the fitted NQM keeps scaling perfectly to larger batches than the network" + where +
                     ": the network's steps stop falling earlier than the NQM's; the fit is a quadratic at one "
-                    "checkpoint, whose lr cap 2/h_max lies below the lrs the network trains best with at large B, "
-                    "and the measured steps count from initialisation, the NQM's from the checkpoint "
-                    "(`suite nqm compare` counts both from the checkpoint's loss)")
+                    "checkpoint, whose lr cap 2/h_max lies below the lrs the network trains best with at large B"
+                    + ("" if self.from_checkpoint else
+                       ", and the measured steps count from initialisation, the NQM's from the checkpoint"))
         return ("the fitted NQM stops scaling at smaller batches than the network" + where +
                 ": the fit's gradient noise is large against its curvature (per-example noise at the "
                 "checkpoint, early in training, where the network's later steps see less)")
 
 
-def compare(fit: Fit, sweep: Sweep) -> list[Overlay]:
-    """Each predicted method that the sweep measured, held against its measurement."""
+def from_checkpoint(runs: Runs, tuned: scaling.Tuned, start: float, target: float) -> float:
+    """The measured steps from ``start`` (the fit's checkpoint loss) to ``target`` of one tuned
+    cell: per study its winner's re-evaluated runs, each from its own crossing of ``start`` to its
+    crossing of ``target`` on ``val_loss``, the mean of log2 over seeds, the median over studies
+    (as :meth:`suite.report.scaling.Tuned.log2_steps`); ``inf`` where no run got there."""
+    per_study = {}
+    for k, recs in tuned.study_runs.items():
+        per_seed = {}
+        for r in recs:
+            hist = runs.history(r, scaling.VAL)
+            steps = interpolated_crossing(hist, target) - interpolated_crossing(hist, start)
+            if 0 < steps < math.inf:
+                per_seed[r.seed] = math.log2(steps)
+        per_study[k] = per_seed
+    est = study_estimate(per_study)
+    return 2 ** est.mean if est.n else math.inf
+
+
+def measured_steps(fit: Fit, sweep: Sweep, method: str, runs: Runs | None) -> tuple[dict[int, float], bool]:
+    """Per batch size, the measured steps the prediction is held against, and whether they count
+    from the fit's checkpoint (else from initialisation: no checkpoint loss, no runs to read, or a
+    target not below it)."""
+    cells = {b: sweep.tuned[(method, b)] for b in sweep.sizes(method)}
+    start = fit.checkpoint_loss
+    if runs is not None and start is not None and sweep.target < start and all(t.study_runs for t in cells.values()):
+        return {b: from_checkpoint(runs, t, start, sweep.target) for b, t in cells.items()}, True
+    return {b: 2 ** t.log2_steps().mean if t.log2_steps().n else math.inf for b, t in cells.items()}, False
+
+
+def compare(fit: Fit, sweep: Sweep, runs: Runs | None = None) -> list[Overlay]:
+    """Each predicted method that the sweep measured, held against its measurement (counted from
+    the fit's checkpoint where the runs can be read: :func:`measured_steps`)."""
     out = []
     for key, steps in fit.steps.items():
         method = MEASURED_AS.get(key)
         if method is None or method not in sweep.methods:
             continue
-        sizes = sweep.sizes(method)
-        measured = scaling.measured_critical_batch_size(sweep.tuned, method)
-        ratios = {}
-        for b in sizes:
-            est = sweep.tuned[(method, b)].log2_steps()
-            if b in steps and est.n and steps[b] > 0:
-                ratios[b] = steps[b] / 2 ** est.mean
+        measured_at, from_ck = measured_steps(fit, sweep, method, runs)
+        sizes = sorted(measured_at)
+        measured = critical_batch_size(sizes, [measured_at[b] for b in sizes]) if all(
+            0 < measured_at[b] < math.inf for b in sizes) else scaling.measured_critical_batch_size(sweep.tuned, method)
+        ratios = {b: steps[b] / measured_at[b] for b in sizes
+                  if b in steps and steps[b] > 0 and 0 < measured_at[b] < math.inf}
         out.append(Overlay(method, PREDICTED_AS.get(key, key), measured, fit.critical.get(key, math.inf),
-                              max(sizes), fit.largest(key), ratios))
+                           max(sizes), fit.largest(key), ratios, measured_at, from_ck))
     return out
 
 

@@ -104,6 +104,7 @@ class Tuned:
     winner: RunRecord | None = None  # Optuna: a run of the study's winner (its params, its study's settings)
     seconds: dict[int, dict[int, float]] = field(default_factory=dict)  # Optuna: study -> seed -> seconds to target
     evals: tuple[int, ...] = ()  # the steps at which its runs evaluate the risk (those of its first run read)
+    study_runs: dict[int, list[RunRecord]] = field(default_factory=dict)  # Optuna: study -> its winner's runs
 
     def lr_replicates(self) -> dict[int, float]:
         """Independent estimates of the best lr: per seed for an lr grid, per study for several
@@ -267,7 +268,8 @@ def _from_studies(runs: Runs, records: Sequence[RunRecord], target: float) -> di
                       study_lrs={k: w.lr for k, (w, *_) in sorted(studies.items())}, winner=run,
                       evals=_eval_steps(runs, run, series_of(run)[0][1]),
                       seconds={k: {r.seed: seconds_to(runs, r, w.per_seed[r.seed][0]) for r in rs}
-                               for k, (w, _, _, rs) in sorted(studies.items())})
+                               for k, (w, _, _, rs) in sorted(studies.items())},
+                      study_runs={k: list(rs) for k, (_, _, _, rs) in sorted(studies.items())})
         for seed, (steps, final) in winner.per_seed.items():
             tuned.tried[seed] = [(winner.lr, steps, final)]
         if (method, b) in out:  # two experiments tune one method: tell them apart
