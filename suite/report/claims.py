@@ -46,6 +46,11 @@ class ClaimRow:
     rule: str
 
 
+def decide(reproduced: bool, contradicted: bool) -> str:
+    """A claim's verdict from its rule's two tests: reproduced, else contradicted, else inconclusive."""
+    return REPRODUCED if reproduced else CONTRADICTED if contradicted else INCONCLUSIVE
+
+
 def _missing(claim: str, experiment: str, rule: str, what: str) -> ClaimRow:
     return ClaimRow(claim, experiment, f"no data: {what}", INCONCLUSIVE, rule)
 
@@ -100,12 +105,7 @@ def steady_state(runs: Runs) -> ClaimRow:
         return _missing(claim, exp, rule, "needs runs at ≥ 2 lrs and ≥ 2 batch sizes")
     a, b = mean_interval(f[0] for f in fits), mean_interval(f[1] for f in fits)
     measured = f"risk ∝ α^a·B^b: a = {a.text('.2f')}, b = {b.text('.2f')} ({a.n} seeds)"
-    if a.within(0.75, 1.25) and b.within(-1.25, -0.75):
-        verdict = REPRODUCED
-    elif a.outside(0.75, 1.25) or b.outside(-1.25, -0.75):
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = decide(a.within(0.75, 1.25) and b.within(-1.25, -0.75), a.outside(0.75, 1.25) or b.outside(-1.25, -0.75))
     return ClaimRow(claim, exp, measured, verdict, rule)
 
 
@@ -196,12 +196,8 @@ def _helps_only_at(sweep: Sweep, claim: str, method: str | None, base: str | Non
     no_help_off = at[off].n >= 2 and at[off].low > LOG2_HELP
     measured = (f"steps {method} / {base}: B={small}: {_ratio_text(at[small])}; "
                 f"B={large}: {_ratio_text(at[large])} ({at[large].label})")
-    if helps and no_help_off:
-        verdict = REPRODUCED
-    elif (at[off].n >= 2 and at[off].high < LOG2_HELP) or (at[target].n >= 2 and at[target].low >= 0):
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = decide(helps and no_help_off,
+                     (at[off].n >= 2 and at[off].high < LOG2_HELP) or (at[target].n >= 2 and at[target].low >= 0))
     return ClaimRow(claim, EXP_SWEEP, measured, verdict, rule)
 
 
@@ -271,12 +267,8 @@ def helps_large_and_extends(sweep: Sweep, claim: str, pre: str | None, name: str
     measured = (f"steps {pre} / SGD at B={sizes[-1]}: {_ratio_text(large)}; critical batch size "
                 f"{_crit_text(crit_pre, sizes[-1])} vs SGD {_crit_text(crit_sgd, sizes[-1])}")
     extends = crit_pre is not None and crit_sgd is not None and crit_pre > crit_sgd  # inf > finite: extends
-    if large.n >= 2 and large.high < LOG2_HELP and extends:
-        verdict = REPRODUCED
-    elif (large.n >= 2 and large.low >= 0) or (crit_pre is not None and crit_sgd is not None and crit_pre < crit_sgd):
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
+    shrinks = crit_pre is not None and crit_sgd is not None and crit_pre < crit_sgd
+    verdict = decide(large.n >= 2 and large.high < LOG2_HELP and extends, (large.n >= 2 and large.low >= 0) or shrinks)
     return ClaimRow(claim, experiment, measured, verdict, rule)
 
 
@@ -305,12 +297,7 @@ def best_lr_grows(runs: Runs, sweep: Sweep) -> ClaimRow:
     path = ", ".join(f"B={b}: {_geo(sweep.tuned[('SGD', b)].best_lrs().values()):.3g}" for b in sizes)
     measured = (f"best lr {path}; slope over B ≤ {half[-1]}: {grow.text('.2f')}; "
                 f"{'capped' if capped else 'no cap seen'} (largest lr it could pick {top:g})")
-    if grow.n >= 2 and grow.low > 0 and capped:
-        verdict = REPRODUCED
-    elif grow.n >= 2 and grow.high <= 0:
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = decide(grow.n >= 2 and grow.low > 0 and capped, grow.n >= 2 and grow.high <= 0)
     return ClaimRow(claim, EXP_SWEEP, measured, verdict, rule)
 
 
@@ -334,12 +321,8 @@ def perfect_scaling(runs: Runs, sweep: Sweep) -> ClaimRow:
     steps = ", ".join(f"B={b}: {2 ** sweep.tuned[('SGD', b)].log2_steps().mean:.0f}" for b in sizes)
     measured = (f"steps {steps}; slope B={sizes[0]}→{sizes[1]}: {first.text('.2f')}, "
                 f"B={sizes[-2]}→{sizes[-1]}: {last.text('.2f')}")
-    if first.n >= 2 and first.within(-1.3, -0.7) and last.within(-0.3, 0.3):
-        verdict = REPRODUCED
-    elif first.n >= 2 and first.low > -0.7:
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = decide(first.n >= 2 and first.within(-1.3, -0.7) and last.within(-0.3, 0.3),
+                     first.n >= 2 and first.low > -0.7)
     return ClaimRow(claim, EXP_SWEEP, measured, verdict, rule)
 
 
@@ -390,12 +373,8 @@ def schedules_noise_ball(runs: Runs) -> ClaimRow:
     ests = {name: _log2_ratio(_by_seed(runs, recs, "theory_risk"), base) for name, recs in by.items()
             if name != "constant"}
     measured = "final risk vs constant: " + "; ".join(f"{n} {_ratio_text(e)}" for n, e in ests.items())
-    if all(e.n >= 2 and e.high < 0 for e in ests.values()):
-        verdict = REPRODUCED
-    elif any(e.n >= 2 and e.low > 0 for e in ests.values()):
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = decide(all(e.n >= 2 and e.high < 0 for e in ests.values()),
+                     any(e.n >= 2 and e.low > 0 for e in ests.values()))
     return ClaimRow(claim, exp, measured, verdict, rule)
 
 

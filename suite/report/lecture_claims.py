@@ -28,6 +28,7 @@ from suite.report.claims import (
     _log2_ratio,
     _missing,
     _ratio_text,
+    decide,
 )
 from suite.report.reader import RunRecord, Runs
 from suite.report.stats import STEADY_TAIL, Estimate, mean_interval, t975
@@ -95,12 +96,7 @@ def momentum_steady_factor(runs: Runs, theory_only: bool = False) -> ClaimRow:
     measured = (f"steady-state risk, β={beta:g} / SGD at α={lr:g}, B={b}: {_ratio_text(est)} ({est.n} seeds); "
                 f"NQM closed form ×{closed:.2f}; {what} {said[in_independent]} 1/(1−β) = {independent:.3g} "
                 f"and {said[in_lecture]} the lecture's (1+β)/(1−β) = {lecture:.3g}. " + PARAMETRISATIONS)
-    if in_lecture and not in_independent:
-        verdict = REPRODUCED
-    elif not in_lecture:
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = decide(in_lecture and not in_independent, not in_lecture)
     return ClaimRow(claim, exp, measured, verdict, rule)
 
 
@@ -146,12 +142,7 @@ def wallclock(runs: Runs) -> ClaimRow:
     interval = f"[{2 ** low:.2f}, {2 ** high:.2f}]" if math.isfinite(low) and math.isfinite(high) else "(no interval)"
     measured = (f"median to the accuracy: {'; '.join(parts)}; time SGD / full batch: ×{2 ** med:.2f} {interval} "
                 f"(median over {len(ratios)} seeds; a stacked run's time is its share of its stack's)")
-    if len(ratios) >= 6 and high < 0:
-        verdict = REPRODUCED
-    elif len(ratios) >= 6 and low > 0:
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = decide(len(ratios) >= 6 and high < 0, len(ratios) >= 6 and low > 0)
     return ClaimRow(claim, exp, measured, verdict, rule)
 
 
@@ -231,12 +222,7 @@ def weight_decay_interior(runs: Runs) -> ClaimRow:
     shown = ", ".join(f"λ={lam:g}: {_ratio_text(vs[lam])}" for lam in lams if lam != best)
     measured = (f"best λ = {best:g} of {', '.join(f'{lam:g}' for lam in lams)}; final risk against it: {shown} "
                 f"({max((e.n for e in vs.values()), default=0)} seeds)")
-    if best not in ends and worse[ends[0]] and worse[ends[1]]:
-        verdict = REPRODUCED
-    elif best in ends and all(worse.values()):
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = decide(best not in ends and worse[ends[0]] and worse[ends[1]], best in ends and all(worse.values()))
     return ClaimRow(claim, exp, measured, verdict, rule)
 
 
@@ -258,12 +244,7 @@ def ema_improves(runs: Runs) -> ClaimRow:
         better = sum((r.metric("avg_val_loss") or math.inf) < (r.metric("val_loss") or math.inf) for r in done)
         parts.append(f"B={b}, γ={decay:g}: {_ratio_text(est)} (EMA better on {better} of {len(done)} seeds)")
     measured = "final val_loss, EMA / last iterate: " + "; ".join(parts)
-    if all(e.n >= 2 and e.high < 0 for e in ests):
-        verdict = REPRODUCED
-    elif any(e.n >= 2 and e.low > 0 for e in ests):
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = decide(all(e.n >= 2 and e.high < 0 for e in ests), any(e.n >= 2 and e.low > 0 for e in ests))
     return ClaimRow(claim, exp, measured, verdict, rule)
 
 
