@@ -50,12 +50,12 @@ MM_N = 1024
 T = TypeVar("T")
 
 
-def specs(name: str, k: int, steps: int, batch_size: int = 64) -> list:
+def specs(name: str, k: int, steps: int, batch_size: int = 64, eval_every: int = 100) -> list:
     problem, optimizer, overrides = CONFIGS[name]
     base = 0.001 if optimizer == "adam" else 0.01
     return [resolve_spec(get_registry(), components={"problem": problem, "optimizer": optimizer},
                          overrides={**overrides, "optimizer.lr": str(base * (1 + i % 8))},
-                         batch_size=batch_size, steps=steps, eval_every=100, seed=i) for i in range(k)]
+                         batch_size=batch_size, steps=steps, eval_every=eval_every, seed=i) for i in range(k)]
 
 
 def flops_per_example(model: nn.Module, n_in: int) -> int:
@@ -81,7 +81,7 @@ def flops_per_example(model: nn.Module, n_in: int) -> int:
 
 def step_flops(name: str, batch_size: int = 64) -> int:
     """FLOPs of one training step of one configuration (one row of a stack)."""
-    problem = build(specs(name, 1, 1)[0]).problem
+    problem = build(specs(name, 1, 1, batch_size)[0]).problem
     return batch_size * flops_per_example(problem.model, problem.X_train.shape[1])
 
 
