@@ -53,10 +53,10 @@ def linear(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
 
 def weight_grad(g: Tensor, x: Tensor) -> Tensor:
     """Each row's ``g[k].T @ x[k]`` (``[K, out, in]``, the gradient of a weight that maps ``x``
-    to an output with gradient ``g``), computed as ``(x[k].T @ g[k]).T`` where ``in < out``: a
-    batched product whose result is narrow (a convolution of one input channel: 5 × 16) runs
-    several times slower in that orientation."""
-    if x.shape[2] < g.shape[2]:
+    to an output with gradient ``g``). Where its rows are narrower than one 16-float vector (the
+    CNN's first convolution: 16 × 5), as ``(x[k].T @ g[k]).T``: that batched product runs several
+    times faster than the narrow one."""
+    if x.shape[2] < 16 <= g.shape[2]:
         return torch.bmm(x.transpose(1, 2), g).transpose(1, 2).contiguous()
     return torch.bmm(g.transpose(1, 2), x)
 
