@@ -33,13 +33,15 @@ def cross_entropy_rows(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(K * N, C), y.reshape(K * N), reduction="none").view(K, N).mean(dim=1)
 
 
-def cross_entropy_and_grad(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Each row's mean cross-entropy (a K-vector) and its gradient with respect to ``logits``
-    (``[K, B, C]``): (softmax − one-hot) / B."""
+def cross_entropy_and_grad(logits: Tensor, y: Tensor, batch: int | None = None) -> tuple[Tensor, Tensor]:
+    """Each row's cross-entropy summed over ``logits``' examples and divided by ``batch`` (a
+    K-vector; default: their number, the mean) and its gradient with respect to ``logits``
+    (``[K, B, C]``): (softmax − one-hot) / ``batch``."""
+    n = y.shape[1] if batch is None else batch
     logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
     target = y.unsqueeze(-1)
-    loss = -logp.gather(-1, target).squeeze(-1).mean(dim=1)
-    g = logp.exp_().scatter_add_(-1, target, torch.full_like(logp[..., :1], -1.0)).div_(y.shape[1])
+    loss = logp.gather(-1, target).squeeze(-1).sum(dim=1).div_(-n)
+    g = logp.exp_().scatter_add_(-1, target, torch.full_like(logp[..., :1], -1.0)).div_(n)
     return loss, g
 
 
@@ -234,14 +236,28 @@ class ClassifierStack(ModuleStack):
 
     @torch.no_grad()
     def cnn_loss_and_grads(self, params: Sequence[Tensor], indices: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """The CNN's loss and gradients without autograd: the read-out as an MLP's last layer, each
-        convolution's weight gradient as a ``bmm`` with its im2col matrix, its input's gradient
-        as a ``bmm`` folded back (:func:`fold`), then the ReLU of the layer below."""
+        """The CNN's loss and gradients without autograd, summed over chunks of ``CNN_CHUNK``
+        examples (a large batch's im2col matrices would not stay in cache): :meth:`cnn_chunk_grads`."""
+        X, y = self.X[0][indices], self.y[0][indices]
+        B = X.shape[1]
+        loss, grads = self.cnn_chunk_grads(params, X[:, :CNN_CHUNK], y[:, :CNN_CHUNK], B)
+        for i in range(CNN_CHUNK, B, CNN_CHUNK):
+            more, more_grads = self.cnn_chunk_grads(params, X[:, i:i + CNN_CHUNK], y[:, i:i + CNN_CHUNK], B)
+            loss.add_(more)
+            for g, m in zip(grads, more_grads, strict=True):
+                g.add_(m)
+        return loss, grads
+
+    def cnn_chunk_grads(self, params: Sequence[Tensor], X: Tensor, y: Tensor,
+                        batch: int) -> tuple[Tensor, list[Tensor]]:
+        """The share of examples ``X``, ``y`` in the loss and gradients of a batch of ``batch``:
+        the read-out as an MLP's last layer, each convolution's weight gradient as a ``bmm`` with
+        its im2col matrix, its input's gradient as a ``bmm`` folded back (:func:`fold`), then the
+        ReLU of the layer below."""
         assert self.cnn is not None
-        X = self.X[0][indices]
         K, B = X.shape[:2]
         *layers, logits = self.cnn_forward(params, X)
-        loss, g = cross_entropy_and_grad(logits, self.y[0][indices])
+        loss, g = cross_entropy_and_grad(logits, y, batch)
         grads: list[Tensor] = [torch.empty(0)] * len(params)
         w, b = self.cnn.readout
         a = layers[-1]
