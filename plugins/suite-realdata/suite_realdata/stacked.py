@@ -180,7 +180,7 @@ class ClassifierStack(ModuleStack):
 
     def outputs(self, params: Sequence[Tensor], X: Tensor) -> Tensor:
         if self.layers is not None:
-            return self.mlp_forward(params, X)[-1]
+            return self.mlp_forward(params, X)[-1].transpose(1, 2)
         if self.cnn is not None:  # in chunks of examples: their im2col matrices stay in cache
             return torch.cat([self.cnn_forward(params, X[:, i:i + CNN_CHUNK])[-1]
                               for i in range(0, X.shape[1], CNN_CHUNK)], dim=1)
@@ -196,27 +196,30 @@ class ClassifierStack(ModuleStack):
         return super().loss_and_grads(params, indices)
 
     def mlp_forward(self, params: Sequence[Tensor], X: Tensor) -> list[Tensor]:
-        """The MLP's input, each hidden layer's ReLU output, and the logits."""
+        """The MLP's input, each hidden layer's ReLU output, and the logits, feature-major
+        (``[K, features, N]``: each layer is ``W h + b``, a batched product whose result is as
+        wide as the examples, several times faster than ``h Wᵀ`` for the 10 logits)."""
         assert self.layers is not None
-        hs = [X]
+        hs = [X.transpose(1, 2)]
         for i, (w, b) in enumerate(self.layers):
-            h = linear(hs[-1], params[w], params[b])
+            h = torch.baddbmm(params[b].unsqueeze(2), params[w], hs[-1])
             hs.append(torch.relu_(h) if i < len(self.layers) - 1 else h)
         return hs
 
     @torch.no_grad()
     def mlp_loss_and_grads(self, params: Sequence[Tensor], indices: Tensor) -> tuple[Tensor, list[Tensor]]:
         """The MLP's loss and gradients without autograd: d loss / d logits = (softmax − one-hot) / B,
-        then back through each layer (``bmm``) and ReLU."""
+        then back through each layer (``bmm``) and ReLU, feature-major (:meth:`mlp_forward`)."""
         assert self.layers is not None
         hs = self.mlp_forward(params, self.X[0][indices])
-        loss, g = cross_entropy_and_grad(hs[-1], self.y[0][indices])
+        loss, g = cross_entropy_and_grad(hs[-1].transpose(1, 2), self.y[0][indices])
+        g = g.transpose(1, 2)  # [K, out, B]
         grads: list[Tensor] = [torch.empty(0)] * len(params)
         for i in reversed(range(len(self.layers))):
             w, b = self.layers[i]
-            grads[w], grads[b] = weight_grad(g, hs[i]), g.sum(dim=1)
+            grads[w], grads[b] = torch.bmm(g, hs[i].transpose(1, 2)), g.sum(dim=2)
             if i > 0:
-                g = relu_backward(torch.bmm(g, params[w]), hs[i])
+                g = relu_backward(torch.bmm(params[w].transpose(1, 2), g), hs[i])
         return loss, grads
 
     def cnn_forward(self, params: Sequence[Tensor], X: Tensor) -> list[Tensor]:
