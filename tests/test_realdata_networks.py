@@ -120,6 +120,23 @@ def test_stacked_rows_equal_their_runs_alone_with_accuracy_and_test_metrics(prob
     assert adam[-1][1]["val_loss"] < adam[0][1]["val_loss"]  # it learns
 
 
+def test_the_cnn_stack_sums_a_batch_larger_than_its_chunk_exactly():
+    from suite_realdata.stacked import CNN_CHUNK
+
+    specs = [_spec("mnist1d_cnn", {**SMALL, "optimizer.lr": "0.05"}, seed=seed, batch_size=CNN_CHUNK + 72, steps=6,
+                   eval_every=3) for seed in (0, 1)]
+    stacked = dict(run_unit(specs, "cpu", get_registry(), engine="stacked"))
+    for i, spec in enumerate(specs):
+        got, ref = stacked[i], train(spec, "cpu")
+        assert got.engine == "stacked" and got.status == ref.status == "completed", got.error
+        assert [s for s, _ in got.history] == [s for s, _ in ref.history] == [0, 3, 6]
+        for (_, a), (_, b) in zip(got.history, ref.history, strict=True):
+            assert a.keys() == b.keys()
+            for key in a:
+                assert math.isclose(a[key], b[key], rel_tol=STACKED_TOL, abs_tol=1e-6), key
+    assert stacked[0].history[-1][1]["train_loss"] != stacked[1].history[-1][1]["train_loss"]  # the rows differ
+
+
 @pytest.mark.slow
 def test_test_metrics_are_logged_once_at_the_last_step(cli, tracking_uri):
     cli("run", "--problem", "digits", "--optimizer", "sgd", "--lr", "0.1", "--batch-size", "64", "--epochs", "2",

@@ -1,13 +1,16 @@
-"""The classifiers, stacked: K networks as one batched model. An MLP runs as batched matrix
-products (``baddbmm``) with its gradients in closed form, any other network (the CNN) through
-``torch.func`` (``functional_call`` under ``vmap``; a vmapped ``conv1d`` runs as one grouped
-convolution) and autograd. All rows share one data
-set (it depends only on the problem's parameters, which a stack shares); the cross-entropy, the
-accuracies and the test split's metrics are computed for all rows at once."""
+"""The classifiers, stacked: K networks as one batched model, with their gradients in closed form
+(no autograd). An MLP runs as batched matrix products (``baddbmm``); the 1-D CNN of
+:func:`suite_realdata.models.cnn1d` as the same products on its unfolded inputs (im2col, the
+activations kept channels-last ``[K, B, L, C]``), its backward as their transposes and a strided
+fold. Any other network runs through ``torch.func`` (``functional_call`` under ``vmap``) and
+autograd. All rows share one data set (it depends only on the problem's parameters, which a stack
+shares); the cross-entropy, the accuracies and the test split's metrics are computed for all rows
+at once."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from suite.stacked import ModuleStack, StackContext, stack_rows
+
+CNN_CHUNK = 128  # examples per CNN forward pass outside training (the 800 validation signals at once: 2.7x slower)
 
 
 def accuracy_rows(logits: Tensor, y: Tensor) -> Tensor:
@@ -26,6 +31,38 @@ def cross_entropy_rows(logits: Tensor, y: Tensor) -> Tensor:
     """Each row's mean cross-entropy (a K-vector) from logits ``[K, N, C]`` and classes ``[K, N]``."""
     K, N, C = logits.shape
     return F.cross_entropy(logits.reshape(K * N, C), y.reshape(K * N), reduction="none").view(K, N).mean(dim=1)
+
+
+def cross_entropy_and_grad(logits: Tensor, y: Tensor, batch: int | None = None) -> tuple[Tensor, Tensor]:
+    """Each row's cross-entropy summed over ``logits``' examples and divided by ``batch`` (a
+    K-vector; default: their number, the mean) and its gradient with respect to ``logits``
+    (``[K, B, C]``): (softmax − one-hot) / ``batch``."""
+    n = y.shape[1] if batch is None else batch
+    logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    target = y.unsqueeze(-1)
+    loss = logp.gather(-1, target).squeeze(-1).sum(dim=1).div_(-n)
+    g = logp.exp_().scatter_add_(-1, target, torch.full_like(logp[..., :1], -1.0)).div_(n)
+    return loss, g
+
+
+def relu_backward(g: Tensor, out: Tensor) -> Tensor:
+    """``g`` where the ReLU's output ``out`` is positive, else 0 (autograd's own ReLU backward)."""
+    return torch.ops.aten.threshold_backward(g, out, 0)
+
+
+def linear(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """Each row's ``h[k] @ w[k].T + b[k]``: ``[K, N, in]`` → ``[K, N, out]``."""
+    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+
+
+def weight_grad(g: Tensor, x: Tensor) -> Tensor:
+    """Each row's ``g[k].T @ x[k]`` (``[K, out, in]``, the gradient of a weight that maps ``x``
+    to an output with gradient ``g``). Where its rows are narrower than one 16-float vector (the
+    CNN's first convolution: 16 × 5), as ``(x[k].T @ g[k]).T``: that batched product runs several
+    times faster than the narrow one."""
+    if x.shape[2] < 16 <= g.shape[2]:
+        return torch.bmm(x.transpose(1, 2), g).transpose(1, 2).contiguous()
+    return torch.bmm(g.transpose(1, 2), x)
 
 
 def mlp_layers(model: nn.Module, names: list[str]) -> list[tuple[int, int]] | None:
@@ -40,6 +77,91 @@ def mlp_layers(model: nn.Module, names: list[str]) -> list[tuple[int, int]] | No
     return [(names.index(f"{j}.weight"), names.index(f"{j}.bias")) for j in range(0, len(kinds), 2)]
 
 
+@dataclass(frozen=True)
+class Conv:
+    """One ``Conv1d`` + ``ReLU`` of a stacked CNN: its parameters' positions and its geometry."""
+
+    weight: int
+    bias: int
+    kernel: int
+    stride: int
+    padding: int
+
+
+@dataclass(frozen=True)
+class CnnLayout:
+    """A CNN of :func:`suite_realdata.models.cnn1d`'s form: ``Unflatten`` to one channel,
+    ``Conv1d`` + ``ReLU`` layers, ``Flatten``, a ``Linear`` read-out (weight, bias positions)."""
+
+    convs: tuple[Conv, ...]
+    readout: tuple[int, int]
+
+
+def cnn_layout(model: nn.Module, names: list[str]) -> CnnLayout | None:
+    """The :class:`CnnLayout` of ``model``, or ``None`` where it is not of that form (a dilated,
+    grouped or bias-free convolution, a padding mode other than zeros, ...)."""
+    if not isinstance(model, nn.Sequential) or len(model) < 5 or len(model) % 2 == 0:
+        return None
+    first, *body, flatten, last = list(model)
+    if not (isinstance(first, nn.Unflatten) and first.dim == 1 and tuple(first.unflattened_size)[0] == 1
+            and isinstance(flatten, nn.Flatten) and isinstance(last, nn.Linear) and last.bias is not None):
+        return None
+    convs = []
+    for j in range(0, len(body), 2):
+        conv, act = body[j], body[j + 1]
+        if not (isinstance(conv, nn.Conv1d) and isinstance(act, nn.ReLU) and conv.bias is not None
+                and conv.groups == 1 and conv.dilation == (1,) and conv.padding_mode == "zeros"
+                and isinstance(conv.padding, tuple)):
+            return None
+        convs.append(Conv(names.index(f"{j + 1}.weight"), names.index(f"{j + 1}.bias"), conv.kernel_size[0],
+                          conv.stride[0], conv.padding[0]))
+    n = len(model) - 1
+    return CnnLayout(tuple(convs), (names.index(f"{n}.weight"), names.index(f"{n}.bias")))
+
+
+def unfold(a: Tensor, conv: Conv) -> Tensor:
+    """The im2col matrix of channels-last activations ``a`` (``[K, B, L, C]``):
+    ``[K, B * L_out, kernel * C]``, each row a window's ``kernel`` positions of ``C`` channels
+    (contiguous runs of the padded activations)."""
+    K, B = a.shape[:2]
+    cols = F.pad(a, (0, 0, conv.padding, conv.padding)).unfold(2, conv.kernel, conv.stride)  # [K, B, L_out, C, k]
+    return cols.transpose(3, 4).reshape(K, B * cols.shape[2], -1)
+
+
+def fold(g_cols: Tensor, conv: Conv, length: int) -> Tensor:
+    """The transpose of :func:`unfold`: the gradient ``[K, B, length, C]`` of the activations
+    from the gradient of their im2col matrix, ``g_cols`` (``[K, B, L_out, kernel, C]``). The taps
+    are added ``stride`` at a time: window ``l``'s taps ``qs .. qs + s - 1`` cover the positions
+    ``s(l + q) .. s(l + q) + s - 1``, one contiguous run, disjoint from window ``l + 1``'s."""
+    K, B, L_out, k, C = g_cols.shape
+    s = conv.stride
+    groups = -(-k // s)
+    padded = g_cols.new_zeros(K, B, max(length + 2 * conv.padding, s * (L_out + groups - 1)), C)
+    for q in range(groups):
+        taps = g_cols[:, :, :, q * s:(q + 1) * s]
+        padded[:, :, q * s:q * s + s * L_out].view(K, B, L_out, s, C)[:, :, :, :taps.shape[3]].add_(taps)
+    return padded[:, :, conv.padding:conv.padding + length]
+
+
+def conv_matrix(w: Tensor) -> Tensor:
+    """A stacked ``Conv1d`` weight ``[K, C_out, C_in, kernel]`` as the matrix ``[K, C_out,
+    kernel * C_in]`` that multiplies :func:`unfold`'s columns; :func:`conv_weight` inverts it."""
+    return w.transpose(2, 3).reshape(len(w), w.shape[1], -1)
+
+
+def conv_weight(m: Tensor, channels: int) -> Tensor:
+    """The inverse of :func:`conv_matrix`: ``[K, C_out, kernel * C_in]`` → ``[K, C_out, C_in, kernel]``."""
+    K, out, n = m.shape
+    return m.view(K, out, n // channels, channels).transpose(2, 3).contiguous()
+
+
+def readout_channels_last(w: Tensor, channels: int) -> Tensor:
+    """The read-out weight ``[K, out, C * L]`` (``Flatten`` of ``[C, L]``) reordered for
+    channels-last activations (``[K, out, L * C]``); its own inverse with ``channels`` = L."""
+    K, out, n = w.shape
+    return w.view(K, out, channels, n // channels).transpose(2, 3).reshape(K, out, n)
+
+
 class ClassifierStack(ModuleStack):
     """:class:`suite_realdata.problems.Classifier` problems, stacked: ``val_acc`` at every
     evaluation, ``test_loss`` and ``test_acc`` when the rows complete, for all rows at once."""
@@ -50,53 +172,116 @@ class ClassifierStack(ModuleStack):
         super().__init__(problems, stack)
         K = stack.size
         self.layers = mlp_layers(problems[0].model, self.names)
+        self.cnn = cnn_layout(problems[0].model, self.names)
         self.X_test = stack_rows([problems[0].X_test], stack.device).expand(K, *problems[0].X_test.shape)
         self.y_test = stack_rows([problems[0].y_test], stack.device).expand(K, *problems[0].y_test.shape)
         self.X_val_rows, self.y_val_rows = self.X_val[self.data_row], self.y_val[self.data_row]
         self._val_cache: tuple[list[Tensor], list[int], Tensor] | None = None
 
     def outputs(self, params: Sequence[Tensor], X: Tensor) -> Tensor:
-        if self.layers is None:
-            return super().outputs(params, X)
-        h = X
-        for i, (w, b) in enumerate(self.layers):
-            h = torch.baddbmm(params[b].unsqueeze(1), h, params[w].transpose(1, 2))
-            if i < len(self.layers) - 1:
-                h = torch.relu(h)
-        return h
+        if self.layers is not None:
+            return self.mlp_forward(params, X)[-1].transpose(1, 2)
+        if self.cnn is not None:  # in chunks of examples: their im2col matrices stay in cache
+            return torch.cat([self.cnn_forward(params, X[:, i:i + CNN_CHUNK])[-1]
+                              for i in range(0, X.shape[1], CNN_CHUNK)], dim=1)
+        return super().outputs(params, X)
 
     def loss_and_grads(self, params: Sequence[Tensor], indices: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """For an MLP in closed form (:meth:`mlp_loss_and_grads`); any other network: autograd."""
-        if self.layers is None:
-            return super().loss_and_grads(params, indices)
-        return self.mlp_loss_and_grads(params, indices)
+        """For an MLP or the CNN in closed form (:meth:`mlp_loss_and_grads`,
+        :meth:`cnn_loss_and_grads`); any other network: autograd."""
+        if self.layers is not None:
+            return self.mlp_loss_and_grads(params, indices)
+        if self.cnn is not None:
+            return self.cnn_loss_and_grads(params, indices)
+        return super().loss_and_grads(params, indices)
+
+    def mlp_forward(self, params: Sequence[Tensor], X: Tensor) -> list[Tensor]:
+        """The MLP's input, each hidden layer's ReLU output, and the logits, feature-major
+        (``[K, features, N]``: each layer is ``W h + b``, a batched product whose result is as
+        wide as the examples, several times faster than ``h Wᵀ`` for the 10 logits)."""
+        assert self.layers is not None
+        hs = [X.transpose(1, 2)]
+        for i, (w, b) in enumerate(self.layers):
+            h = torch.baddbmm(params[b].unsqueeze(2), params[w], hs[-1])
+            hs.append(torch.relu_(h) if i < len(self.layers) - 1 else h)
+        return hs
 
     @torch.no_grad()
     def mlp_loss_and_grads(self, params: Sequence[Tensor], indices: Tensor) -> tuple[Tensor, list[Tensor]]:
         """The MLP's loss and gradients without autograd: d loss / d logits = (softmax − one-hot) / B,
-        then back through each layer (``bmm``) and ReLU mask."""
-        y = self.y[0][indices]
-        inputs, h = [], self.X[0][indices]
-        for i, (w, b) in enumerate(self.layers):
-            inputs.append(h)
-            h = torch.baddbmm(params[b].unsqueeze(1), h, params[w].transpose(1, 2))
-            if i < len(self.layers) - 1:
-                h = torch.relu(h)
-        logp = torch.log_softmax(h, dim=-1)
-        target = y.unsqueeze(-1)
-        loss = -logp.gather(-1, target).squeeze(-1).mean(dim=1)
-        g = logp.exp().scatter_add_(-1, target, torch.full_like(logp[..., :1], -1.0)).div_(y.shape[1])
+        then back through each layer (``bmm``) and ReLU, feature-major (:meth:`mlp_forward`)."""
+        assert self.layers is not None
+        hs = self.mlp_forward(params, self.X[0][indices])
+        loss, g = cross_entropy_and_grad(hs[-1].transpose(1, 2), self.y[0][indices])
+        g = g.transpose(1, 2)  # [K, out, B]
         grads: list[Tensor] = [torch.empty(0)] * len(params)
         for i in reversed(range(len(self.layers))):
             w, b = self.layers[i]
-            grads[w], grads[b] = torch.bmm(g.transpose(1, 2), inputs[i]), g.sum(dim=1)
+            grads[w], grads[b] = torch.bmm(g, hs[i].transpose(1, 2)), g.sum(dim=2)
             if i > 0:
-                g = torch.bmm(g, params[w]).mul_(inputs[i] > 0)
+                g = relu_backward(torch.bmm(params[w].transpose(1, 2), g), hs[i])
+        return loss, grads
+
+    def cnn_forward(self, params: Sequence[Tensor], X: Tensor) -> list[Tensor]:
+        """The CNN's im2col matrix of each convolution's input, each convolution's ReLU output
+        (channels-last ``[K, B, L, C]``), and the logits (``[K, B, out]``)."""
+        assert self.cnn is not None
+        K, B = X.shape[:2]
+        a, out = X.unsqueeze(-1), []
+        for conv in self.cnn.convs:
+            cols = unfold(a, conv)
+            w = params[conv.weight]
+            a = torch.relu_(linear(cols, conv_matrix(w), params[conv.bias])).view(K, B, -1, w.shape[1])
+            out += [cols, a]
+        w, b = self.cnn.readout
+        wl = readout_channels_last(params[w], a.shape[3])
+        return [*out, linear(a.reshape(K, B, -1), wl, params[b])]
+
+    @torch.no_grad()
+    def cnn_loss_and_grads(self, params: Sequence[Tensor], indices: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The CNN's loss and gradients without autograd, summed over chunks of ``CNN_CHUNK``
+        examples (a large batch's im2col matrices would not stay in cache): :meth:`cnn_chunk_grads`."""
+        X, y = self.X[0][indices], self.y[0][indices]
+        B = X.shape[1]
+        loss, grads = self.cnn_chunk_grads(params, X[:, :CNN_CHUNK], y[:, :CNN_CHUNK], B)
+        for i in range(CNN_CHUNK, B, CNN_CHUNK):
+            more, more_grads = self.cnn_chunk_grads(params, X[:, i:i + CNN_CHUNK], y[:, i:i + CNN_CHUNK], B)
+            loss.add_(more)
+            for g, m in zip(grads, more_grads, strict=True):
+                g.add_(m)
+        return loss, grads
+
+    def cnn_chunk_grads(self, params: Sequence[Tensor], X: Tensor, y: Tensor,
+                        batch: int) -> tuple[Tensor, list[Tensor]]:
+        """The share of examples ``X``, ``y`` in the loss and gradients of a batch of ``batch``:
+        the read-out as an MLP's last layer, each convolution's weight gradient as a ``bmm`` with
+        its im2col matrix, its input's gradient as a ``bmm`` folded back (:func:`fold`), then the
+        ReLU of the layer below."""
+        assert self.cnn is not None
+        K, B = X.shape[:2]
+        *layers, logits = self.cnn_forward(params, X)
+        loss, g = cross_entropy_and_grad(logits, y, batch)
+        grads: list[Tensor] = [torch.empty(0)] * len(params)
+        w, b = self.cnn.readout
+        a = layers[-1]
+        C = a.shape[3]
+        grads[w] = readout_channels_last(weight_grad(g, a.reshape(K, B, -1)), a.shape[2])
+        grads[b] = g.sum(dim=1)
+        g = torch.bmm(g, readout_channels_last(params[w], C)).view(a.shape)
+        for i in reversed(range(len(self.cnn.convs))):
+            conv, cols, a = self.cnn.convs[i], layers[2 * i], layers[2 * i + 1]
+            g = relu_backward(g, a).reshape(K, -1, a.shape[3])  # [K, B * L_out, C_out]
+            weight = params[conv.weight]
+            grads[conv.weight] = conv_weight(weight_grad(g, cols), weight.shape[2])
+            grads[conv.bias] = g.sum(dim=1)
+            if i > 0:
+                below = layers[2 * i - 1]
+                g_cols = torch.bmm(g, conv_matrix(weight))
+                g = fold(g_cols.view(K, B, a.shape[2], conv.kernel, below.shape[3]), conv, below.shape[2])
         return loss, grads
 
     def loss_on(self, params: Sequence[Tensor], X: Tensor, y: Tensor) -> Tensor:
         return cross_entropy_rows(self.outputs(params, X), y)
-
     def batch_loss(self, params: Sequence[Tensor], indices: Tensor) -> Tensor:
         return self.loss_on(params, self.X[0][indices], self.y[0][indices])  # one data set: no row gather
 
