@@ -23,11 +23,19 @@ class Splits(NamedTuple):
 
 
 def load_sklearn(name: str) -> tuple[Tensor, Tensor]:
-    """scikit-learn's bundled data set ``name`` (``digits``, ``breast_cancer``, ``diabetes``)."""
+    """scikit-learn's bundled data set ``name`` (``digits``, ``breast_cancer``, ``diabetes``), as
+    new tensors (a caller may change them) copied from the arrays read once per process."""
+    X, y = _sklearn_arrays(name)
+    return torch.tensor(X, dtype=torch.float32), torch.tensor(y)
+
+
+@functools.lru_cache(maxsize=4)
+def _sklearn_arrays(name: str):
+    """The data set's arrays, read once per process: scikit-learn decompresses its bundled CSV on
+    every call (half of a digits grid's time, one read per run, before this cache)."""
     from sklearn import datasets  # bundled CSVs, read from the installed package
 
-    X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
-    return torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y)
+    return getattr(datasets, f"load_{name}")(return_X_y=True)
 
 
 def cut(n: int, seed: int, val_fraction: float, test_fraction: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
