@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -135,10 +135,12 @@ def _draw(values: Sequence[int], rng: np.random.Generator, fresh) -> list[tuple[
 def _relabel(record: RunRecord, seed: int, study_index: int | None = None) -> RunRecord:
     """A copy of ``record`` as seed ``seed`` (and study ``study_index``, its study renamed to
     match); histories and artifacts are shared, read once for all draws."""
-    changes: dict = {"params": {**record.params, "seed": seed}}
+    out = object.__new__(RunRecord)  # a shallow copy, as dataclasses.replace, at a quarter of its cost
+    out.__dict__.update(record.__dict__)  # (353,000 copies in a make bench report)
+    out.params = {**record.params, "seed": seed}
     if study_index is not None:
-        changes.update(study_index=study_index, study=f"{record.study}#{study_index}")
-    return replace(record, **changes)
+        out.study_index, out.study = study_index, f"{record.study}#{study_index}"
+    return out
 
 
 def power(claim: Callable[[Runs], ClaimRow], runs: Runs, draws: int = DRAWS, seed: int = SEED,

@@ -63,6 +63,8 @@ class RunRecord:
     study_best: int | None = None  # ... and the trial the study's tuning session named its winner
     study_index: int = 0  # ... which of its cell's independent studies it is (``--studies R``)
     study_tags: dict[str, str] = field(default_factory=dict)  # ... and its parent's tags (trials, edges)
+    # values derived from its histories (suite.report.memo), shared, like them, by its bootstrap copies
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def seed(self) -> int:

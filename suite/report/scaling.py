@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from suite.critical import critical_batch_size
+from suite.report.memo import on_record
 from suite.report.reader import RunRecord, Runs
 from suite.report.stats import LEVEL, Estimate, paired_studies, study_estimate
 from suite.theory import Optimum, moment_recursion, optimum
@@ -187,7 +188,8 @@ def _run_steps(runs: Runs, r: RunRecord, key: str, target: float) -> tuple[float
     if r.status == "diverged":
         return math.inf, math.inf
     hist = runs.history(r, key)
-    return steps_to_target(hist, target), (hist[-1][1] if hist else math.inf)
+    return on_record(r.memo, ("steps", key, target), hist,  # once per run, not once per bootstrap draw
+                     lambda: (steps_to_target(hist, target), hist[-1][1] if hist else math.inf))
 
 
 def _eval_steps(runs: Runs, r: RunRecord, key: str) -> tuple[int, ...]:

@@ -1,0 +1,47 @@
+"""The report's memoised computations (suite.report.memo) give what computing them again gives."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from suite.report import memo, power, scaling
+from suite.report.reader import RunRecord, Runs
+from suite.report.stats import study_estimate
+
+
+def _values(rng: np.random.Generator) -> dict[int, dict[int, float]]:
+    return {k: {s: float(v) for s, v in enumerate(rng.normal(k, 1.0, 5))} for k in range(3)}
+
+
+def test_study_estimates_are_those_computed_afresh(monkeypatch):
+    cells = [_values(np.random.default_rng(i)) for i in range(4)]
+    remembered = [study_estimate(v) for v in cells + cells]  # the second round comes from the memo
+    monkeypatch.setenv(memo.ENV, "0")
+    afresh = [study_estimate(v) for v in cells + cells]
+    assert remembered == afresh
+    assert remembered[:4] == remembered[4:] and len(set(remembered[:4])) == 4
+    # the study order decides the bootstrap's draws: reordered studies are another computation
+    monkeypatch.delenv(memo.ENV)
+    swapped = {k: cells[0][k] for k in (2, 1, 0)}
+    assert study_estimate(swapped) != remembered[0] and study_estimate(swapped).mean == remembered[0].mean
+
+
+def _run(run_id: str, steps: float) -> RunRecord:
+    hist = [(t, 0.02 * 2 ** (3 - 3 * t / steps)) for t in range(int(2 * steps))]
+    return RunRecord(run_id, "scaling_sgd", "", "completed", {"seed": 0, "batch_size": 8, "optimizer": "sgd",
+                     "optimizer.lr": 0.1}, {}, histories={scaling.RISK: hist})
+
+
+def test_run_steps_follow_the_histories_of_each_copy():
+    runs = Runs("x", "sqlite://", [_run("a", 40)], None)
+    first = scaling._run_steps(runs, runs.records[0], scaling.RISK, 0.02)
+    assert math.isclose(first[0], 40)
+    # a bootstrap copy shares the histories (and their steps); a copy with other histories does not
+    drawn = power.resample(runs, np.random.default_rng(0))
+    assert scaling._run_steps(drawn, drawn.records[0], scaling.RISK, 0.02) == first
+    other = replace(runs.records[0], histories={scaling.RISK: _run("b", 20).histories[scaling.RISK]})
+    assert math.isclose(scaling._run_steps(runs, other, scaling.RISK, 0.02)[0], 20)
+    assert scaling._run_steps(runs, runs.records[0], scaling.RISK, 0.03)[0] < first[0]  # another target
