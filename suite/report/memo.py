@@ -19,7 +19,7 @@ its histories are). With both (and the draws' records copied without ``dataclass
 same profile took 120 s, the draws 62 s; the report's Markdown and figures are byte-identical.
 
 Off switch: ``SUITE_REPORT_MEMO=0`` computes everything every time (the same report, slower).
-``tests/test_report_memo.py`` checks that both give the same values.
+``tests/test_report_speed.py`` checks that both give the same values.
 """
 
 from __future__ import annotations

@@ -155,16 +155,19 @@ def powers(evaluate: Callable[[Runs], list[ClaimRow]], runs: Runs, draws: int = 
     """The power of each row ``evaluate`` returns (e.g. :func:`suite.report.claims.evaluate`: all
     the claims on one draw at a time, so a shared computation such as the scaling sweep is made
     once per draw), in its order; ``method`` names how each row's power was estimated."""
+    from suite.report.split_draws import draw_results
+
     rng = np.random.default_rng(seed)
     rows = evaluate(runs)
     decisive, reproduced = [0] * len(rows), [0] * len(rows)
-    for _ in range(draws):
-        drawn = evaluate(resample(runs, rng))
+    verdicts = draw_results(lambda: resample(runs, rng), lambda drawn: [row.verdict for row in evaluate(drawn)],
+                            draws, runs)  # on two processes where it can
+    for drawn in verdicts:
         if len(drawn) != len(rows):
             raise ValueError("the claims evaluated to a different number of rows on a bootstrap draw")
-        for i, row in enumerate(drawn):
-            decisive[i] += row.verdict in (REPRODUCED, CONTRADICTED)
-            reproduced[i] += row.verdict == REPRODUCED
+        for i, verdict in enumerate(drawn):
+            decisive[i] += verdict in (REPRODUCED, CONTRADICTED)
+            reproduced[i] += verdict == REPRODUCED
     name = method or method_of
     return [Power(0, 0, NO_RUNS) if row.measured.startswith(NO_DATA) else Power(d, draws, name(row), r)
             for d, r, row in zip(decisive, reproduced, rows, strict=True)]

@@ -1,8 +1,10 @@
-"""The report's memoised computations (suite.report.memo) give what computing them again gives."""
+"""The report's speed paths give what the plain computation gives: memoised computations
+(suite.report.memo) and the power's draws split between two processes (suite.report.split_draws)."""
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -45,3 +47,38 @@ def test_run_steps_follow_the_histories_of_each_copy():
     other = replace(runs.records[0], histories={scaling.RISK: _run("b", 20).histories[scaling.RISK]})
     assert math.isclose(scaling._run_steps(runs, other, scaling.RISK, 0.02)[0], 20)
     assert scaling._run_steps(runs, runs.records[0], scaling.RISK, 0.03)[0] < first[0]  # another target
+
+
+def _borderline_runs():
+    from tests.test_report import _sampling_runs
+
+    return _sampling_runs(list(0.6 + np.random.default_rng(3).standard_normal(8)))
+
+
+def test_draws_split_between_two_processes_give_the_serial_powers(monkeypatch):
+    from suite.report import claims, split_draws
+
+    runs = _borderline_runs()
+    monkeypatch.setenv(split_draws.ENV, "1")
+    serial = power.power(claims.sampling, runs, draws=40, seed=1)
+    monkeypatch.setenv(split_draws.ENV, "2")
+    assert power.power(claims.sampling, runs, draws=40, seed=1) == serial
+    assert 0 < serial.decisive < serial.draws  # a borderline claim: the draws differ
+    rng = np.random.default_rng(0)
+    got = split_draws.draw_results(lambda: int(rng.integers(1 << 30)), lambda v: (v, os.getpid()), 9)
+    assert [v for v, _ in got] == [int(v) for v in np.random.default_rng(0).integers(1 << 30, size=9)]
+    assert {pid for _, pid in got[:4]} == {os.getpid()} and os.getpid() not in {pid for _, pid in got[4:]}
+
+
+def test_a_draw_that_would_read_the_store_is_evaluated_here(monkeypatch):
+    from suite.report import split_draws
+
+    class Store:
+        def history(self, run_id, key):
+            return []
+
+    runs = Runs("x", "sqlite://", [], None, Store())
+    monkeypatch.setenv(split_draws.ENV, "2")
+    got = split_draws.draw_results(iter(range(6)).__next__, lambda v: (v, runs.source.history("r", "k"), os.getpid()),
+                                   6, runs)
+    assert got == [(v, [], os.getpid()) for v in range(6)]

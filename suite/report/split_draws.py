@@ -1,0 +1,107 @@
+"""The power's bootstrap draws shared between this process and one forked child.
+
+Why (measured): on a ``make bench`` store the report evaluates every claim on 200 bootstrap draws
+(:func:`suite.report.power.powers`), 0.27 s a draw at load 14 on the 2-core machine, about half
+of the whole report; the draws are independent, and the report runs after the training, with a
+core to spare. The child evaluates the second half of the draws while this process evaluates the
+first, so the draws take about half the time (plus the child's replay of the first half's
+resampling, 0.04 s a draw, to bring its generator to the same state: the draws, and so the
+powers, are exactly those of one process).
+
+The child reads nothing from the store (a forked process must not use its parent's sqlite
+connection): the histories and artifacts the draws need were read by the evaluation of the runs
+themselves. A draw that would read one anyway, or any failure of the child, makes this process
+evaluate the second half itself. ``SUITE_REPORT_PROCESSES=1`` (or a system without ``fork``)
+evaluates every draw here. ``tests/test_report_speed.py`` checks both give the same powers.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from collections.abc import Callable
+from typing import Any
+
+ENV = "SUITE_REPORT_PROCESSES"
+
+
+class _NoStore:
+    """The child's stand-in for the store: a read it would make sends the draws back here."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise _NeedsStore(name)
+
+
+class _NeedsStore(BaseException):  # past any `except Exception` of a claim
+    pass
+
+
+def processes() -> int:
+    """How many processes evaluate the draws: ``SUITE_REPORT_PROCESSES`` (default 2), at most 2,
+    1 without ``os.fork``."""
+    try:
+        wanted = int(os.environ.get(ENV, "2"))
+    except ValueError:
+        wanted = 2
+    return max(1, min(2, wanted)) if hasattr(os, "fork") else 1
+
+
+def draw_results(draw: Callable[[], Any], evaluate: Callable[[Any], Any], draws: int,
+                 runs: Any = None) -> list[Any]:
+    """``evaluate(draw())`` for ``draws`` successive draws, in order (``draw`` advances a seeded
+    generator, so the i-th draw is the same whichever process makes it). ``runs``: the object whose
+    ``source`` (the store) the child must not use. The results must pickle."""
+    half = draws // 2
+    if processes() < 2 or half < 1:
+        return [evaluate(draw()) for _ in range(draws)]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the second half
+        _child(read, write, draw, evaluate, draws, half, runs)
+    os.close(write)
+    try:
+        first = [evaluate(draw()) for _ in range(half)]
+        with os.fdopen(read, "rb") as pipe:
+            payload = pipe.read()
+    except BaseException:
+        _reap(pid, kill=True)
+        raise
+    _reap(pid)
+    try:
+        status, second = pickle.loads(payload)
+    except Exception:  # noqa: BLE001 - the child died before it answered
+        status, second = "failed", None
+    if status != "ok" or len(second) != draws - half:
+        second = [evaluate(draw()) for _ in range(draws - half)]  # this generator stands at draw `half`
+    return first + second
+
+
+def _child(read: int, write: int, draw: Callable[[], Any], evaluate: Callable[[Any], Any], draws: int, half: int,
+           runs: Any) -> None:
+    """Evaluate draws ``half`` to ``draws`` and send them back; never returns."""
+    try:
+        os.close(read)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the parent's handlers (marking runs interrupted) are not ours
+            signal.signal(sig, signal.SIG_DFL)
+        if runs is not None:
+            runs.source = _NoStore()
+        for _ in range(half):
+            draw()
+        payload = pickle.dumps(("ok", [evaluate(draw()) for _ in range(draws - half)]))
+    except BaseException:  # noqa: BLE001 - the parent evaluates them itself
+        payload = pickle.dumps(("failed", None))
+    try:
+        with os.fdopen(write, "wb") as pipe:
+            pipe.write(payload)
+    finally:
+        os._exit(0)
+
+
+def _reap(pid: int, kill: bool = False) -> None:
+    if kill:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os.waitpid(pid, 0)
