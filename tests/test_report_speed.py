@@ -82,3 +82,23 @@ def test_a_draw_that_would_read_the_store_is_evaluated_here(monkeypatch):
     got = split_draws.draw_results(iter(range(6)).__next__, lambda v: (v, runs.source.history("r", "k"), os.getpid()),
                                    6, runs)
     assert got == [(v, [], os.getpid()) for v in range(6)]
+
+
+def test_studies_figures_drawn_on_two_processes_are_those_drawn_here(monkeypatch):
+    import optuna
+
+    from suite.report import split_draws
+    from suite.tuning import winners
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    studies = []
+    for k in range(3):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=k))
+        study.optimize(lambda t: (t.suggest_float("lr", 1e-3, 1.0, log=True) - 0.1) ** 2, n_trials=4)
+        studies.append(study)
+    monkeypatch.setenv(split_draws.ENV, "1")
+    here = winners.study_pngs(studies)
+    monkeypatch.setenv(split_draws.ENV, "2")
+    assert winners.study_pngs(studies) == here
+    assert all(set(p) == {"optuna_history.png"} and p["optuna_history.png"].startswith(b"\x89PNG") for p in here)
+    assert len({p["optuna_history.png"] for p in here}) == 3

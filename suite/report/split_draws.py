@@ -1,4 +1,5 @@
-"""The power's bootstrap draws shared between this process and one forked child.
+"""Independent pieces of the report's work shared between this process and one forked child:
+the power's bootstrap draws, and the tuning studies' figures (:func:`suite.tuning.winners.study_pngs`).
 
 Why (measured): on a ``make bench`` store the report evaluates every claim on 200 bootstrap draws
 (:func:`suite.report.power.powers`), 0.27 s a draw at load 14 on the 2-core machine, about half
