@@ -43,7 +43,7 @@ def main() -> None:
         print(f"j: skipped: no make bench store at {store} (run make bench, or give --store)")
         return
     work = Path(tempfile.mkdtemp(prefix="suite-perf-report-"))
-    uri = f"sqlite:///{store}?mode=ro"
+    uri = f"sqlite:///{store}"  # read only: --no-log (a read-only URI is refused for a file with tuned sections)
 
     def cmd(out: str) -> list[str]:
         return [*SUITE, "report", str(ROOT / "benchmarks" / "lecture.yaml"), "--tracking-uri", uri, "--no-log",
