@@ -102,3 +102,19 @@ def test_studies_figures_drawn_on_two_processes_are_those_drawn_here(monkeypatch
     assert winners.study_pngs(studies) == here
     assert all(set(p) == {"optuna_history.png"} and p["optuna_history.png"].startswith(b"\x89PNG") for p in here)
     assert len({p["optuna_history.png"] for p in here}) == 3
+
+
+def test_a_child_that_does_not_answer_is_not_waited_for(monkeypatch):
+    from suite.report import split_draws
+
+    monkeypatch.setenv(split_draws.ENV, "2")
+    monkeypatch.setattr(split_draws, "WAIT_MIN_S", 0.0)
+    parent, (stuck, _) = os.getpid(), os.pipe()  # nothing is ever written to this pipe
+
+    def evaluate(v):
+        if os.getpid() != parent:
+            os.read(stuck, 1)  # the child blocks for good
+        return v, os.getpid()
+
+    got = split_draws.draw_results(iter(range(4)).__next__, evaluate, 4)
+    assert got == [(v, parent) for v in range(4)]

@@ -11,8 +11,9 @@ powers, are exactly those of one process).
 
 The child reads nothing from the store (a forked process must not use its parent's sqlite
 connection): the histories and artifacts the draws need were read by the evaluation of the runs
-themselves. A draw that would read one anyway, or any failure of the child, makes this process
-evaluate the second half itself. ``SUITE_REPORT_PROCESSES=1`` (or a system without ``fork``)
+themselves. A draw that would read one anyway, any failure of the child, or a child not done
+within twice the time this process took for its half (at least :data:`WAIT_MIN_S`), makes this
+process evaluate the second half itself. ``SUITE_REPORT_PROCESSES=1`` (or a system without ``fork``)
 evaluates every draw here. ``tests/test_report_speed.py`` checks both give the same powers.
 """
 
@@ -20,11 +21,15 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 ENV = "SUITE_REPORT_PROCESSES"
+WAIT_MIN_S = 30.0  # the least time the child is waited for once this process's half is done
 
 
 class _NoStore:
@@ -62,16 +67,17 @@ def draw_results(draw: Callable[[], Any], evaluate: Callable[[Any], Any], draws:
         _child(read, write, draw, evaluate, draws, half, runs)
     os.close(write)
     try:
+        started = time.monotonic()
         first = [evaluate(draw()) for _ in range(half)]
-        with os.fdopen(read, "rb") as pipe:
-            payload = pipe.read()
+        # a child that takes far longer than this process did (stuck, or starved of a core) is not waited for
+        payload = _read_all(read, deadline=time.monotonic() + max(WAIT_MIN_S, 2 * (time.monotonic() - started)))
     except BaseException:
         _reap(pid, kill=True)
         raise
-    _reap(pid)
+    _reap(pid, kill=payload is None)
     try:
-        status, second = pickle.loads(payload)
-    except Exception:  # noqa: BLE001 - the child died before it answered
+        status, second = pickle.loads(payload or b"")
+    except Exception:  # noqa: BLE001 - the child died before it answered, or was not waited for
         status, second = "failed", None
     if status != "ok" or len(second) != draws - half:
         second = [evaluate(draw()) for _ in range(draws - half)]  # this generator stands at draw `half`
@@ -83,6 +89,8 @@ def _child(read: int, write: int, draw: Callable[[], Any], evaluate: Callable[[A
     """Evaluate draws ``half`` to ``draws`` and send them back; never returns."""
     try:
         os.close(read)
+        # fresh standard streams: a thread of the parent may have held their locks at the fork
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the process ends with os._exit
         for sig in (signal.SIGINT, signal.SIGTERM):  # the parent's handlers (marking runs interrupted) are not ours
             signal.signal(sig, signal.SIG_DFL)
         if runs is not None:
@@ -97,6 +105,22 @@ def _child(read: int, write: int, draw: Callable[[], Any], evaluate: Callable[[A
             pipe.write(payload)
     finally:
         os._exit(0)
+
+
+def _read_all(fd: int, deadline: float) -> bytes | None:
+    """Everything the child writes to ``fd`` until it closes it; None if that is not before ``deadline``."""
+    chunks = []
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([fd], [], [], left)[0]:
+                continue
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _reap(pid: int, kill: bool = False) -> None:
