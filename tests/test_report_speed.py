@@ -96,6 +96,7 @@ def test_studies_figures_drawn_on_two_processes_are_those_drawn_here(monkeypatch
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=k))
         study.optimize(lambda t: (t.suggest_float("lr", 1e-3, 1.0, log=True) - 0.1) ** 2, n_trials=4)
         studies.append(study)
+    monkeypatch.setattr(winners, "SPLIT_STUDIES", 2)
     monkeypatch.setenv(split_draws.ENV, "1")
     here = winners.study_pngs(studies)
     monkeypatch.setenv(split_draws.ENV, "2")
