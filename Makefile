@@ -66,7 +66,7 @@ bench-networks: install
 # Speed benchmarks (tables measured side by side; not tests). whole.py installs benchopt in .venv-perf
 # (never in $(VENV)); benchmarks/perf/lecture_mwe.py is the lecture's script that whole.py times.
 PERF_SCRIPTS := benchmarks/perf/engine.py benchmarks/perf/whole.py benchmarks/perf/networks.py benchmarks/perf/shared.py \
-	benchmarks/perf/server.py benchmarks/perf/gpu_networks.py
+	benchmarks/perf/server.py benchmarks/perf/gpu_networks.py benchmarks/perf/report.py
 perf: install
 	@for f in $(PERF_SCRIPTS); do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 

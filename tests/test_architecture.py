@@ -89,8 +89,8 @@ MAY_IMPORT = {  # package -> the suite packages and top-level modules it may imp
     "tracking": CORE | {"exec", "specs", "engine"},
     "distributed": CORE | {"exec", "specs", "engine", "tracking", "report"},
     "grids": CORE | {"progress", "exec", "specs", "engine", "tracking", "report"},
-    "tuning": CORE | {"context", "exec", "specs", "engine", "tracking", "distributed", "report"},
-    "report": CORE | {"context", "theory", "critical", "specs", "tracking", "tuning"},
+    "tuning": CORE | {"context", "crossing", "exec", "specs", "engine", "tracking", "distributed", "report"},
+    "report": CORE | {"context", "theory", "critical", "crossing", "exec", "specs", "tracking", "tuning"},
 }
 
 

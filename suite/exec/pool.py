@@ -30,6 +30,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
+import signal
+import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +41,7 @@ from typing import Any, Protocol
 
 from suite.errors import WorkerStartError
 from suite.exec import cores
-from suite.exec.signals import interrupted, on_parent_death, stop_signals
+from suite.exec.signals import default_stop_signals, interrupted, on_parent_death, stop_signals
 
 POLL_S = 0.5
 MAX_FAILED_STARTS = 3
@@ -402,3 +406,68 @@ def worker_main(runner: Runner, wid: int, device: str, threads: int, conn: Any, 
                 conn.send(("done", tid, result))
         except (EOFError, BrokenPipeError, KeyboardInterrupt):
             return  # the parent is gone, or stopped us
+
+
+class Forked:
+    """A child forked by :func:`fork_call`: what it wrote back, or ``None`` if it was not done in time."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid, self.fd = pid, fd
+
+    def result(self, deadline: float) -> bytes | None:
+        """Everything the child wrote, once it closed its end; ``None`` (the child killed) if that is
+        not before ``deadline`` (``time.monotonic()``). The child is reaped either way."""
+        chunks: list[bytes] = []
+        payload = None
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                if not select.select([self.fd], [], [], left)[0]:
+                    continue
+                chunk = os.read(self.fd, 1 << 20)
+                if not chunk:
+                    payload = b"".join(chunks)
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(self.fd)
+            self._reap(kill=payload is None)
+        return payload
+
+    def kill(self) -> None:
+        """Stop the child now (this process is leaving the work it shared)."""
+        os.close(self.fd)
+        self._reap(kill=True)
+
+    def _reap(self, kill: bool) -> None:
+        if kill:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.waitpid(self.pid, 0)
+
+
+def fork_call(child: Callable[[], bytes]) -> Forked:
+    """Run ``child()`` in a forked copy of this process and hand back the bytes it returns (a
+    failure in the child returns nothing). For read-only work on what this process already holds
+    (the report's bootstrap draws and figures, :mod:`suite.report.split_draws`): the child gets
+    fresh standard streams (a thread of the parent may have held their locks at the fork) and
+    Python's own stop-signal handling, and ends with ``os._exit``, running no parent cleanup."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        payload = b""
+        try:
+            os.close(read)
+            sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the process ends with os._exit
+            default_stop_signals()
+            payload = child()
+        except BaseException:  # noqa: BLE001, S110 - the parent does the work itself
+            pass
+        try:
+            with os.fdopen(write, "wb") as pipe:
+                pipe.write(payload)
+        finally:
+            os._exit(0)
+    os.close(write)
+    return Forked(pid, read)

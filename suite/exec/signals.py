@@ -51,6 +51,13 @@ def ignore_stop_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def default_stop_signals() -> None:
+    """Python's own handling of the stop signals (a forked child that must not run its parent's
+    handlers, which mark the parent's runs interrupted)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def on_parent_death(sig: int = signal.SIGKILL) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies (``PR_SET_PDEATHSIG``;
     a no-op elsewhere, where a child learns it from the end of its input)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -136,10 +136,12 @@ def _draw(values: Sequence[int], rng: np.random.Generator, fresh) -> list[tuple[
 def _relabel(record: RunRecord, seed: int, study_index: int | None = None) -> RunRecord:
     """A copy of ``record`` as seed ``seed`` (and study ``study_index``, its study renamed to
     match); histories and artifacts are shared, read once for all draws."""
-    changes: dict = {"params": {**record.params, "seed": seed}}
+    out = object.__new__(RunRecord)  # a shallow copy, as dataclasses.replace, at a quarter of its cost
+    out.__dict__.update(record.__dict__)  # (353,000 copies in a make bench report)
+    out.params = {**record.params, "seed": seed}
     if study_index is not None:
-        changes.update(study_index=study_index, study=f"{record.study}#{study_index}")
-    return replace(record, **changes)
+        out.study_index, out.study = study_index, f"{record.study}#{study_index}"
+    return out
 
 
 def power(claim: Callable[[Runs], ClaimRow], runs: Runs, draws: int = DRAWS, seed: int = SEED,
@@ -154,16 +156,19 @@ def powers(evaluate: Callable[[Runs], list[ClaimRow]], runs: Runs, draws: int = 
     """The power of each row ``evaluate`` returns (e.g. :func:`suite.report.claims.evaluate`: all
     the claims on one draw at a time, so a shared computation such as the scaling sweep is made
     once per draw), in its order; ``method`` names how each row's power was estimated."""
+    from suite.report.split_draws import draw_results
+
     rng = np.random.default_rng(seed)
     rows = evaluate(runs)
     decisive, reproduced = [0] * len(rows), [0] * len(rows)
-    for _ in range(draws):
-        drawn = evaluate(resample(runs, rng))
+    verdicts = draw_results(lambda: resample(runs, rng), lambda drawn: [row.verdict for row in evaluate(drawn)],
+                            draws, runs)  # on two processes where it can
+    for drawn in verdicts:
         if len(drawn) != len(rows):
             raise ValueError("the claims evaluated to a different number of rows on a bootstrap draw")
-        for i, row in enumerate(drawn):
-            decisive[i] += row.verdict in (REPRODUCED, CONTRADICTED)
-            reproduced[i] += row.verdict == REPRODUCED
+        for i, verdict in enumerate(drawn):
+            decisive[i] += verdict in (REPRODUCED, CONTRADICTED)
+            reproduced[i] += verdict == REPRODUCED
     name = method or method_of
     return [Power(0, 0, NO_RUNS) if row.measured.startswith(NO_DATA) else Power(d, draws, name(row), r)
             for d, r, row in zip(decisive, reproduced, rows, strict=True)]

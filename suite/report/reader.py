@@ -66,6 +66,8 @@ class RunRecord:
     study_index: int = 0  # ... which of its cell's independent studies it is (``--studies R``)
     study_tags: dict[str, str] = field(default_factory=dict)  # ... and its parent's tags (trials, edges)
     device: str = ""  # where it trained: its device and host (tags suite.device, suite.host)
+    # values derived from its histories (suite.report.memo), shared, like them, by its bootstrap copies
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def seed(self) -> int:

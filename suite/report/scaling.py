@@ -30,6 +30,7 @@ import numpy as np
 
 from suite.critical import critical_batch_size
 from suite.crossing import interpolated_crossing as steps_to_target  # the runs' steps to a target
+from suite.report.memo import on_record
 from suite.report.stats import LEVEL, Estimate, crossed_studies, study_estimate
 from suite.theory import Optimum, moment_recursion, optimum
 
@@ -194,7 +195,8 @@ def _run_steps(runs: Runs, r: RunRecord, key: str, target: float) -> tuple[float
     if r.status == "diverged":
         return math.inf, math.inf
     hist = runs.history(r, key)
-    return steps_to_target(hist, target), (hist[-1][1] if hist else math.inf)
+    return on_record(r.memo, ("steps", key, target), hist,  # once per run, not once per bootstrap draw
+                     lambda: (steps_to_target(hist, target), hist[-1][1] if hist else math.inf))
 
 
 def seconds_to(runs: Runs, r: RunRecord, steps: float) -> float:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from suite.report.memo import remembered
+
 # Two-sided 95% quantiles of Student's t, t_{0.975, df}, df = 1..30.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
@@ -157,13 +159,19 @@ def study_estimate(values: StudyValues, level: float = LEVEL, resamples: int = R
     replacement, then each drawn study's seeds with replacement; the median of those means).
     With one study: its mean and the t interval over its seeds (which does not cover the tuning,
     and says so: :attr:`Estimate.label`)."""
-    studies = {k: np.array([float(v) for v in vs.values() if v is not None and math.isfinite(v)])
-               for k, vs in values.items()}
-    studies = {k: v for k, v in studies.items() if len(v)}
-    if len(studies) < 2:
-        only = next(iter(studies.values()), np.array([]))
-        return mean_interval(only.tolist(), level)
-    arrays = list(studies.values())
+    kept = tuple(vals for vs in values.values()
+                 if (vals := tuple(float(v) for v in vs.values() if v is not None and math.isfinite(v))))
+    if len(kept) < 2:
+        return mean_interval(kept[0] if kept else (), level)
+    # the same cell's values come back from several claims and draws (suite.report.memo)
+    return remembered(("study_estimate", kept, level, resamples, seed),
+                      lambda: _two_level_bootstrap(kept, level, resamples, seed))
+
+
+def _two_level_bootstrap(studies: tuple[tuple[float, ...], ...], level: float, resamples: int,
+                         seed: int) -> Estimate:
+    """:func:`study_estimate` of two or more studies' finite values."""
+    arrays = [np.array(vals) for vals in studies]
     r, n = len(arrays), sum(len(a) for a in arrays)
     point = float(np.median([a.mean() for a in arrays]))
     rng = np.random.default_rng(seed)

@@ -270,7 +270,7 @@ class Tracker:
         if result.traceback:
             artifacts["traceback.txt"] = result.traceback
         if figure is not None:
-            artifacts["curves.png"] = _png(figure)
+            artifacts["curves.png"] = png_bytes(figure)
         tags = {TAG_STATUS: result.status, TAG_SECONDS: f"{result.seconds:.3f}"}
         if result.reason:
             tags[TAG_REASON] = result.reason[:4000]
@@ -296,7 +296,12 @@ class Tracker:
     @tracking
     def log_figure(self, run_id: str, figure: Any, name: str) -> None:
         """Write a matplotlib figure as the run's PNG artifact ``name`` (as ``MlflowClient.log_figure``)."""
-        self.queue.put(PendingRun(run_id, artifacts={name: _png(figure)}))
+        self.log_png(run_id, png_bytes(figure), name)
+
+    @tracking
+    def log_png(self, run_id: str, png: bytes, name: str) -> None:
+        """Write PNG bytes (a figure drawn elsewhere, :func:`png_bytes`) as the run's artifact ``name``."""
+        self.queue.put(PendingRun(run_id, artifacts={name: png}))
 
     @tracking
     def set_status(self, run_id: str, status: str) -> None:
@@ -470,7 +475,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _png(figure: Any) -> bytes:
+def png_bytes(figure: Any) -> bytes:
     """A matplotlib figure as PNG bytes (drawing it is reporting; storing it, tracking)."""
     png = io.BytesIO()
     with CLOCK.phase("reporting"):

@@ -142,14 +142,13 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None],
                        if req.reevaluate else {})
         with CLOCK.phase("reporting"):  # tables and figures (their MLflow writes count as tracking)
             summaries = []
-            for plan in req.plans:
+            # a rerun that ran nothing keeps the figures an earlier invocation logged on the parent
+            pngs = winners.study_pngs([studies[p.name] for p in req.plans]) if fresh else [{} for _ in req.plans]
+            for plan, figs in zip(req.plans, pngs, strict=True):
                 study = studies[plan.name]
                 summary = winners.summarize(study, plan, reevals.get(plan.name))
                 summary.edges = edges.of_study(plan, summary.best_params, registry)
-                # a rerun that ran nothing keeps the figures an earlier invocation logged on the parent
-                figs = winners.study_figures(study) if fresh else {}
                 finish_study_parent(tracker, parents[plan.name], summary, figs)
-                winners.close_all(figs)
                 summaries.append(summary)
             md = winners.markdown(summaries, req.objective.label)
             csv_text = winners.csv_text(summaries)

@@ -180,9 +180,17 @@ def finish_study_parent(tracker: Tracker, run_id: str, summary: Any, figures: Ma
     with tracker.writes():  # one transaction on a direct store
         tracker.log_batch(run_id, metrics, tags)
         tracker.log_text(run_id, dict_text(summary.to_dict()), "best.json")
-        for name, fig in figures.items():
-            tracker.log_figure(run_id, fig, name)
+        _log_figures(tracker, run_id, figures)
         tracker.set_status(run_id, FINISHED)
+
+
+def _log_figures(tracker: Tracker, run_id: str, figures: Mapping[str, Any]) -> None:
+    """Each figure, or its PNG drawn already (:func:`suite.tuning.winners.study_pngs`), as an artifact."""
+    for name, fig in figures.items():
+        if isinstance(fig, bytes):
+            tracker.log_png(run_id, fig, name)
+        else:
+            tracker.log_figure(run_id, fig, name)
 
 
 def start_tune_run(tracker: Tracker, name: str, tags: Mapping[str, Any], params: Mapping[str, Any]) -> str:
@@ -203,8 +211,7 @@ def finish_tune_run(tracker: Tracker, run_id: str, texts: Mapping[str, str], fig
     with tracker.writes():  # one transaction on a direct store
         for name, text in texts.items():
             tracker.log_text(run_id, text, name)
-        for name, fig in figures.items():
-            tracker.log_figure(run_id, fig, name)
+        _log_figures(tracker, run_id, figures)
         tracker.set_tags(run_id, {TAG_STATUS: "completed"})
         tracker.set_status(run_id, FINISHED)
 

@@ -354,7 +354,7 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
             out["optuna_history.png"] = ovm.plot_optimization_history(study).figure
         except Exception:  # an optional figure must not stop the report
             pass
-        if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 2:
+        if _has_importances(complete):
             try:
                 out["optuna_importance.png"] = ovm.plot_param_importances(study).figure
             except Exception:
@@ -363,6 +363,40 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
             if fig.get_layout_engine() is None:  # one that has a layout engine is laid out when saved
                 fig.tight_layout()
     return out
+
+
+def study_pngs(studies: Sequence[optuna.Study]) -> list[dict[str, bytes]]:
+    """Each study's :func:`study_figures` as PNG bytes, in order; from :data:`SPLIT_STUDIES` studies
+    on, drawn on two processes as the report's draws are (:mod:`suite.report.split_draws`): in
+    ``make bench`` 96 studies' 100 figures took 90 s one after another (profiled, load 12), while
+    ``suite tune --problem logistic``'s 6 studies gained nothing at load 8 (a second process
+    repeats the fixed costs)."""
+    from suite.report.split_draws import draw_results
+
+    if len(studies) < SPLIT_STUDIES:
+        return [_pngs(s) for s in studies]
+    if any(_has_importances(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) for s in studies):
+        import optuna.importance._fanova  # noqa: F401 - scikit-learn, imported once for both processes
+    pending = iter(studies)
+    return draw_results(lambda: next(pending), _pngs, len(studies))
+
+
+SPLIT_STUDIES = 16
+
+
+def _has_importances(complete: Sequence[optuna.trial.FrozenTrial]) -> bool:
+    """Whether hyperparameter importances can be computed from these completed trials."""
+    return len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 2
+
+
+def _pngs(study: optuna.Study) -> dict[str, bytes]:
+    from suite.tracking.tracker import png_bytes
+
+    figs = study_figures(study)
+    try:
+        return {name: png_bytes(fig) for name, fig in figs.items()}
+    finally:
+        close_all(figs)
 
 
 def close_all(figs: Mapping[str, Any]) -> None:
