@@ -24,7 +24,7 @@ from suite.critical import critical_batch_size
 from suite.crossing import interpolated_crossing
 from suite.report import scaling
 from suite.report.reader import Runs
-from suite.report.stats import study_estimate
+from suite.report.stats import Estimate, study_estimate
 
 if TYPE_CHECKING:
     from suite.report.claims import Sweep
@@ -155,8 +155,7 @@ def from_checkpoint(runs: Runs, tuned: scaling.Tuned, start: float, target: floa
             if 0 < steps < math.inf:
                 per_seed[r.seed] = math.log2(steps)
         per_study[k] = per_seed
-    est = study_estimate(per_study)
-    return 2 ** est.mean if est.n else math.inf
+    return _steps(study_estimate(per_study))
 
 
 def measured_steps(fit: Fit, sweep: Sweep, method: str, runs: Runs | None) -> tuple[dict[int, float], bool]:
@@ -167,7 +166,12 @@ def measured_steps(fit: Fit, sweep: Sweep, method: str, runs: Runs | None) -> tu
     start = fit.checkpoint_loss
     if runs is not None and start is not None and sweep.target < start and all(t.study_runs for t in cells.values()):
         return {b: from_checkpoint(runs, t, start, sweep.target) for b, t in cells.items()}, True
-    return {b: 2 ** t.log2_steps().mean if t.log2_steps().n else math.inf for b, t in cells.items()}, False
+    return {b: _steps(t.log2_steps()) for b, t in cells.items()}, False
+
+
+def _steps(est: Estimate) -> float:
+    """Steps from a mean log2 estimate; ``inf`` where no run reached the target."""
+    return 2 ** est.mean if est.n else math.inf
 
 
 def compare(fit: Fit, sweep: Sweep, runs: Runs | None = None) -> list[Overlay]:
@@ -180,8 +184,7 @@ def compare(fit: Fit, sweep: Sweep, runs: Runs | None = None) -> list[Overlay]:
             continue
         measured_at, from_ck = measured_steps(fit, sweep, method, runs)
         sizes = sorted(measured_at)
-        measured = critical_batch_size(sizes, [measured_at[b] for b in sizes]) if all(
-            0 < measured_at[b] < math.inf for b in sizes) else scaling.measured_critical_batch_size(sweep.tuned, method)
+        measured = critical_batch_size(sizes, [measured_at[b] for b in sizes])  # a cell never reached: efficiency 0
         ratios = {b: steps[b] / measured_at[b] for b in sizes
                   if b in steps and steps[b] > 0 and 0 < measured_at[b] < math.inf}
         out.append(Overlay(method, PREDICTED_AS.get(key, key), measured, fit.critical.get(key, math.inf),
