@@ -3,8 +3,8 @@ diverged and the ETA.
 
 On a terminal a tqdm bar (rate, elapsed, ETA; tqdm comes with Optuna) is redrawn in place;
 otherwise (CI logs, pipes) one plain line is printed when the work ends. ``verbose`` (the CLI's
-``--verbose``, :data:`VERBOSE`) prints a line per finished run or trial instead; ``quiet`` prints
-nothing.
+``--verbose``, :data:`VERBOSE`) prints a line per finished run or trial instead, and one per grid
+run once it is RUNNING in the store; ``quiet`` prints nothing.
 """
 
 from __future__ import annotations
@@ -64,6 +64,12 @@ class Progress:
         once the run is in the store: a user who reads "completed" takes it as kept. With
         ``verbose`` the counts and the run are written as one line."""
         self._count(status, f"{name}: {status}", lambda: self.line(f"{name}: {status}"))
+
+    def started(self, names: list[str]) -> None:
+        """With ``verbose``, a line per run now RUNNING in the store (call it once they are)."""
+        if self.verbose and not self.quiet and self.bar is None:
+            self.stream.write("".join(f"started: {name}\n" for name in names))
+            self.stream.flush()
 
     def tick(self, text: str, status: str = "completed") -> None:
         """Count one finished unit that ``text`` describes (a trial's line); with ``verbose``

@@ -59,22 +59,63 @@ def test_grid_of_16_runs_under_one_parent(cli, mlflow_client):
     assert len(children(mlflow_client, "linreg")) == 16
 
 
-# stacks of 2: a stack's runs are written together when it ends, so 4 stacks finish at different times
-GRID = ["run", "--lr", "0.01,0.02", "--momentum", "0,0.5", "--batch-size", "4", "--seeds", "2", "--epochs", "12",
-        "--device", "cpu", "--workers", "2", "--stack-size", "2", "--experiment", "killed"]
+# stacks of 2: a stack's runs are written together when it ends, so 4 stacks finish at different times;
+# beside them `hold` (below) trains one run per unit, which never ends in the killed invocation
+GRID = ["run", "--optimizer", "sgd,hold", "--lr", "0.01,0.02", "--momentum", "0,0.5", "--batch-size", "4",
+        "--seeds", "2", "--epochs", "3", "--device", "cpu", "--workers", "2", "--stack-size", "2",
+        "--experiment", "killed"]
+N_SPECS = 16
+HOLD_PLUGIN = '''
+import os
+import signal
+
+import torch
+from suite import Param, hookimpl
+
+
+class HoldSGD(torch.optim.SGD):
+    def __init__(self, params, hold, **kwargs):
+        super().__init__(params, **kwargs)
+        self.hold = hold
+
+    def step(self, closure=None):
+        if self.hold:
+            signal.pause()  # holds its run RUNNING until the invocation is killed
+        return super().step(closure)
+
+
+def make_hold(ctx, lr, momentum):
+    # under SUITE_TEST_HOLD, the one run lr=0.02 momentum=0.5 seed 1 holds at its first step
+    hold = bool(os.environ.get("SUITE_TEST_HOLD")) and (lr, momentum, ctx.seed) == (0.02, 0.5, 1)
+    return HoldSGD(ctx.model.parameters(), hold, lr=lr, momentum=momentum)
+
+
+@hookimpl
+def suite_register_optimizers(register):
+    register(name="hold", factory=make_hold, description="SGD; one run holds at its first step under SUITE_TEST_HOLD",
+             params=[Param("lr", 0.01, low=0, low_inclusive=False), Param("momentum", 0.0, low=0)])
+'''
+HOLD_STARTED = re.compile(r"^started: .*\bhold lr=0\.02 β=0\.5 b4 s1$")  # the run that holds is RUNNING in the store
 
 
 @pytest.mark.parametrize("writer", ["auto", "always"])  # always: a writer process writes the runs (and dies too)
-def test_kill_9_mid_grid_then_rerun_finishes_with_one_completed_run_per_spec(workdir, mlflow_client, writer):
-    # killed right after its 2nd run is reported done (an event on its stderr, not a clock); its
-    # workers must not outlive it, and a writer process exits once it has written what it received
-    kill_at(GRID, workdir, {"SUITE_TRACKING_WRITER": writer}, RUN_LINE, 2)
+def test_kill_9_mid_grid_then_rerun_finishes_with_one_completed_run_per_spec(tmp_path, workdir, mlflow_client,
+                                                                             writer):
+    # killed once 2 runs are reported done and the run that holds is reported RUNNING (events on its
+    # stderr, not a clock); its workers must not outlive it, and a writer process exits once it has
+    # written what it received
+    env = pip_install_target(write_plugin_package(tmp_path / "src", "suite-hold", "suite_hold", HOLD_PLUGIN),
+                             tmp_path / "site")
+    kill_at(GRID, workdir, {**env, "SUITE_TRACKING_WRITER": writer, "SUITE_TEST_HOLD": "1"}, RUN_LINE, 2,
+            also=HOLD_STARTED)
     before = children(mlflow_client, "killed")
     n_completed_before = sum(r.data.tags["suite.status"] == "completed" for r in before)
-    assert 2 <= n_completed_before < 8
-    assert any(r.info.status == "RUNNING" for r in before)  # left behind by kill -9
+    assert 2 <= n_completed_before < N_SPECS
+    running = {(r.data.params["optimizer"], r.data.params["optimizer.lr"], r.data.params["optimizer.momentum"],
+                r.data.params["seed"]) for r in before if r.info.status == "RUNNING"}
+    assert ("hold", "0.02", "0.5", "1") in running  # the run that holds; others may have been in flight too
 
-    rerun = suite_cmd(*GRID, cwd=workdir)
+    rerun = suite_cmd(*GRID, cwd=workdir, env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert "left RUNNING by a dead invocation as interrupted" in rerun.stderr
     assert f"{n_completed_before} done before (skipped)" in rerun.stdout
@@ -83,7 +124,7 @@ def test_kill_9_mid_grid_then_rerun_finishes_with_one_completed_run_per_spec(wor
     assert not [r for r in after if r.info.status == "RUNNING"]
     completed = [r for r in after if r.data.tags["suite.status"] == "completed"]
     hashes = [r.data.tags["suite.spec_hash"] for r in completed]
-    assert len(hashes) == 8 and len(set(hashes)) == 8  # exactly one completed run per spec
+    assert len(hashes) == N_SPECS and len(set(hashes)) == N_SPECS  # exactly one completed run per spec
     interrupted = [r for r in after if r.data.tags["suite.status"] == "interrupted"]
     assert interrupted and all(r.info.status == "KILLED" for r in interrupted)
     parents = [r for r in runs_of(mlflow_client, "killed") if r.data.tags.get("suite.kind") == "grid"]

@@ -43,22 +43,26 @@ TRIAL_LINE = re.compile(r"^\[(?P<study>[^\]]+)\] trial (?P<number>\d+): (?P<outc
 HANG_GUARD_S = 300  # catches a hang; not a speed claim
 
 
-def kill_at(args: list[str], cwd: Path, env: dict[str, str], pattern: re.Pattern, n: int) -> list[re.Match]:
+def kill_at(args: list[str], cwd: Path, env: dict[str, str], pattern: re.Pattern, n: int,
+            also: re.Pattern | None = None) -> list[re.Match]:
     """Run ``suite *args --verbose`` (a line per run and per trial); SIGKILL it right after the
-    ``n``-th stderr line matching ``pattern``;
+    ``n``-th stderr line matching ``pattern`` (and once a line matching ``also`` has been seen);
     wait until every process it started has exited. Returns the matching lines it printed."""
     proc = subprocess.Popen([str(BIN / "suite"), *args, "--verbose"], cwd=cwd, env={**os.environ, **env},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     seen = []
+    waiting_for_also = also is not None
     try:
         assert proc.stderr is not None
         for line in proc.stderr:
             match = pattern.search(line.rstrip("\n"))
-            if match:
+            if match and len(seen) < n:
                 seen.append(match)
-                if len(seen) == n:
-                    proc.send_signal(signal.SIGKILL)
-                    break
+            elif also is not None and also.search(line.rstrip("\n")):
+                waiting_for_also = False
+            if len(seen) == n and not waiting_for_also:
+                proc.send_signal(signal.SIGKILL)
+                break
     finally:
         proc.kill()
         proc.wait()

@@ -77,6 +77,9 @@ class Handler(Protocol):
     def on_done(self, tid: int, result: Any) -> None: ...
     def on_lost(self, tid: int, device: str, why: str) -> None: ...
 
+    # optional: ``on_wait()``, called after every round of waiting for the workers (at least every
+    # :data:`POLL_S`), for what must not wait on the next event (a writer's acknowledgements)
+
 
 def pin_device(device: str, *, isolate: bool = False) -> str:
     """The torch device name a worker uses for ``device``; with ``isolate`` the worker is made
@@ -239,6 +242,7 @@ class _Processes:
         import multiprocessing
 
         self.pool, self.handler = pool, _Offset(handler, offset) if offset else handler
+        self.on_wait = getattr(handler, "on_wait", None)
         self.ctx = multiprocessing.get_context("spawn")
         self.workers: dict[int, tuple[Any, str, Any]] = {}  # wid -> (process, device, pipe end)
         self.busy: dict[int, int] = {}  # wid -> task id
@@ -273,6 +277,8 @@ class _Processes:
                 for wid, (p, _, _) in list(self.workers.items()):  # gone without EOF (rare)
                     if not p.is_alive() and wid in self.workers:
                         self._lost(wid)
+                if self.on_wait is not None:
+                    self.on_wait()
             for p, _, _ in self.workers.values():  # each got None when nothing was left
                 p.join(timeout=10)
         finally:

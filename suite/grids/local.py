@@ -232,7 +232,6 @@ class _GridHandler:
         self.in_flight: dict[int, str] = {}  # spec index -> run id, started and not finished
         self.others: list[int] = []  # spec indices another invocation holds
         self.finished: list[tuple[str, str, str]] = []  # (hash, name, status) of runs finished since the last write
-        self.unwritten_starts = False
 
     def claim(self, index: int) -> bool:
         """Claim spec ``index`` for this invocation: False if another invocation holds it (it is
@@ -311,17 +310,20 @@ class _GridHandler:
             self.progress.update(name, status)
 
     def on_event(self, tid: int, device: str, kind: str, args: tuple) -> None:
-        if kind == "start":
-            self._start(args[0], device)
-            self.unwritten_starts = True
-            return
-        if self.unwritten_starts:  # a unit's runs appear in MLflow, RUNNING, once they have all started
-            self.unwritten_starts = False
+        if kind == "start":  # a unit's runs appear in MLflow, RUNNING, together (one transaction)
+            for index in args[0]:
+                self._start(index, device)
             self.tracker.commit()
+            names = [self.run_name(self.todo[index]) for index in args[0]]
+            self.tracker.after_write(lambda: self.progress.started(names))
+            return
         if kind == "evals":  # a unit's evaluation step, all its rows at once
             self.tracker.log_metrics_rows([(self.run_ids[index], step, metrics) for index, step, metrics in args[0]])
         elif kind == "done":
             self._done(*args)
+
+    def on_wait(self) -> None:  # a writer process's runs are counted done (and shown) once written
+        self.tracker.poll_writes()
 
     def on_done(self, tid: int, result: Any) -> None:
         self._settle()  # every spec of the unit has reported itself done

@@ -19,16 +19,15 @@ class UnitTask:
 
 
 def train_unit(task: UnitTask, env: WorkerEnv) -> None:
-    """Pool runner: train ``task``'s specs on the worker's device; emit ``start`` for each spec,
-    ``evals`` per evaluation step of the unit (a list of ``(index, step, metrics)``: one event for
+    """Pool runner: train ``task``'s specs on the worker's device; emit ``start`` once with the
+    unit's indices, ``evals`` per evaluation step of the unit (a list of ``(index, step, metrics)``: one event for
     a stack's rows) and ``done`` with each :class:`suite.engine.loop.RunResult`."""
     from suite.engine.evalbatch import EvalBatches
     from suite.engine.units import run_unit
     from suite.specs.spec import RunSpec
 
     specs = [RunSpec.from_json(s) for s in task.specs_json]
-    for index in task.indices:
-        env.emit("start", index)
+    env.emit("start", list(task.indices))
     batches = EvalBatches(lambda rows: env.emit("evals", [(task.indices[j], step, m) for j, step, m in rows]))
     try:
         for j, result in run_unit(specs, env.local, env.registry, batches.add, engine=task.engine):

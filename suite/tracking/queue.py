@@ -307,6 +307,12 @@ class WriteQueue:
         if self._queue is None:
             self._stop_writer()
 
+    def poll(self) -> None:
+        """Run the :meth:`after_write` callbacks of what the writer process has written since
+        (never waits; nothing to do without one)."""
+        if self._writer is not None:
+            self._writer.poll()
+
     def after_write(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every write committed so far is in the store (now, without a
         writer process; else from a later call)."""

@@ -340,6 +340,10 @@ class Tracker:
         """Wait until every write is in the store, and raise if one failed (:meth:`WriteQueue.settle`)."""
         self.queue.settle()
 
+    def poll_writes(self) -> None:
+        """Run the :meth:`after_write` callbacks of writes done since (:meth:`WriteQueue.poll`)."""
+        self.queue.poll()
+
     def after_write(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every write committed so far is in the store (:meth:`WriteQueue.after_write`)."""
         self.queue.after_write(callback)
