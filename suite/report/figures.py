@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from suite.report import scaling  # noqa: E402
 from suite.report.reader import RunRecord, Runs  # noqa: E402
-from suite.report.style import LEGEND_ROW_IN, finish_figure, legend_columns, style  # noqa: E402
+from suite.report.style import LEGEND_ROW_IN, finish_figure, label_axes, legend_columns, style  # noqa: E402
 from suite.specs.axes import varying_in  # noqa: E402
 
 PANEL_MIN_WIDTH_IN = 6.8  # a figure of one panel is still wide enough for its title on one line
@@ -111,9 +111,7 @@ def curves_figure(runs: Runs, records: Sequence[RunRecord], title: str):
                 if len(group) > 1:
                     ax.fill_between(steps, lo, hi, color=st["color"], alpha=0.15, linewidth=0)
         ax.set_yscale("log")
-        ax.set_title(f"batch size {b}", fontsize=10)
-        ax.set_xlabel("optimizer steps")
-        ax.grid(alpha=0.3, which="both", linewidth=0.5)
+        label_axes(ax, f"batch size {b}", "optimizer steps", legend_size=None)
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
     entries: dict[str, Any] = {}  # every configuration, whichever panel it first appears in
@@ -224,11 +222,8 @@ def steady_state_figure(runs: Runs, records: Sequence[RunRecord]):
         ax.plot(lim, lim, color="0.5", linewidth=1, label="measured = closed form")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("closed-form steady-state risk Σ αc/(2B(2−αh))")
-    ax.set_ylabel("measured risk (mean of the last half)")
-    ax.set_title("Steady state of constant-lr SGD (NQM): ∝ α/B", fontsize=10)
-    ax.grid(alpha=0.3, which="both", linewidth=0.5)
-    ax.legend(fontsize=8)
+    label_axes(ax, "Steady state of constant-lr SGD (NQM): ∝ α/B", "closed-form steady-state risk Σ αc/(2B(2−αh))",
+               "measured risk (mean of the last half)")
     finish_figure(fig)
     return fig
 
@@ -257,10 +252,7 @@ def best_curves_figure(runs: Runs, sweep: Any):
         ax.axhline(sweep.target, color="0.5", linestyle=":", linewidth=1)
         ax.set_yscale("log")
         ax.set_xscale("log")
-        ax.set_title(m, fontsize=10)
-        ax.set_xlabel("optimizer steps")
-        ax.grid(alpha=0.3, which="both", linewidth=0.5)
-        ax.legend(fontsize=7)
+        label_axes(ax, m, "optimizer steps", legend_size=7)
     axes[0, 0].set_ylabel("expected risk")
     fig.suptitle("Each method at its best lr per batch size (dotted: the target)", fontsize=11)
     finish_figure(fig, **PANEL_MARGINS)

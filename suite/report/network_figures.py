@@ -14,7 +14,7 @@ from suite.report.claims import Sweep
 from suite.report.figures import batch_size_axes, plt
 from suite.report.nqm_overlay import MEASURED_AS, Fit
 from suite.report.stats import Estimate
-from suite.report.style import finish_figure, style
+from suite.report.style import finish_figure, label_axes, style
 
 
 def _bars(ests: Sequence[tuple[int, Estimate]]) -> tuple[list[int], list[float], list[list[float]]]:
@@ -87,10 +87,7 @@ def profile_figure(ratios: Mapping[str, Sequence[float]]):
         ax.step(taus, [(arr <= t).mean() for t in taus], where="post", label=m, color=style(i)["color"])
     ax.set_xscale("log", base=2)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("τ: steps over the fewest any method needed in the cell")
-    ax.set_ylabel("fraction of (workload, B) cells")
-    ax.set_title("Performance profile (AlgoPerf): steps to target, all workloads and batch sizes", fontsize=10)
-    ax.grid(alpha=0.3, which="both", linewidth=0.5)
-    ax.legend(fontsize=8)
+    label_axes(ax, "Performance profile (AlgoPerf): steps to target, all workloads and batch sizes",
+               "τ: steps over the fewest any method needed in the cell", "fraction of (workload, B) cells")
     finish_figure(fig)
     return fig

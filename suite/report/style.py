@@ -18,6 +18,19 @@ def style(i: int) -> dict[str, Any]:
     return {"color": COLORS[i % len(COLORS)], "marker": MARKERS[(i // len(COLORS)) % len(MARKERS)]}
 
 
+def label_axes(ax: Any, title: str, xlabel: str, ylabel: str | None = None, *, title_size: float = 10,
+               legend_size: float | None = 8) -> None:
+    """The report's look of one panel: its title, axis labels (``ylabel`` None: left as it is), a
+    light grid on major and minor ticks, and an 8 pt legend (``legend_size`` None: none)."""
+    ax.set_title(title, fontsize=title_size)
+    ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both", linewidth=0.5)
+    if legend_size is not None:
+        ax.legend(fontsize=legend_size)
+
+
 def finish_figure(fig: Any, *, left: float = 0.9, right: float = 0.25, bottom: float = 0.6, top: float = 0.45,
                   wspace: float | None = None, hspace: float | None = None) -> None:
     """Make ``fig`` ready to save: plain-text labels on its log axes (:class:`PlainLogFormatter`)
