@@ -148,6 +148,18 @@ def test_fitted_nqm_of_a_known_quadratic_is_that_nqm():
         assert fitted.critical == pytest.approx(truth.critical, rel=1e-6)
 
 
+def test_momentum_with_beta_tuned_is_predicted_no_worse_than_sgd_or_beta_09_and_better_at_large_b():
+    # the networks benchmark tunes β with the lr: its prediction is the NQM's optimum over both
+    h = 1.0 / np.arange(1, 31)
+    nqm = FittedNQM(h, h.copy(), np.ones_like(h), None, float("nan"), 0.0)
+    sizes = [4, 64, 1024]
+    by = {p.method: p for p in predict(nqm, sizes, 0.1 * nqm.initial_risk)}
+    tuned, sgd, fixed = by["momentum β tuned"], by["SGD"], by["momentum β=0.9"]
+    for i, b in enumerate(sizes):
+        assert tuned.steps[i] <= 1.01 * min(sgd.steps[i], fixed.steps[i]) + 1, b
+    assert tuned.steps[-1] < 0.8 * sgd.steps[-1]  # at large B momentum pays, and the tuned β finds it
+
+
 def test_fitted_nqm_leaves_out_non_positive_curvature_and_says_how_much():
     # top: h = 2 (c 1, g 2) and h = −1 (c 3, g 1); rest: gradient energy 1 at 0.5 and 4 at −0.2; tr Σ = 5
     nqm = fit_nqm(np.array([2.0, -1.0]), np.array([1.0, 3.0]), np.array([2.0, 1.0]),
@@ -214,14 +226,14 @@ def test_nqm_fit_end_to_end_logs_the_fit_and_the_prediction(cli, mlflow_client):
     from tests.conftest import runs_of
 
     res = cli("nqm", "fit", "--problem", "mnist1d_mlp", "--set", "problem.width=8", "--reference-steps", "30",
-              "--examples", "64", "--top-k", "4", "--batch-sizes", "8,64,512", "--experiment", "fit")
+              "--examples", "64", "--top-k", "4", "--batch-sizes", "32,128,512", "--experiment", "fit")
     assert "B*" in res.output and "SGD" in res.output
     (run,) = runs_of(mlflow_client, "fit", "tags.`suite.kind` = 'nqm_fit'")
     assert run.info.status == "FINISHED" and run.data.params["problem"] == "mnist1d_mlp"
     eig = [m.value for m in mlflow_client.get_metric_history(run.info.run_id, "nqm.eigenvalue")]
     assert len(eig) == 4 and eig == sorted(eig, reverse=True)
     steps = {m.step: m.value for m in mlflow_client.get_metric_history(run.info.run_id, "pred.steps.SGD")}
-    assert sorted(steps) == [8, 64, 512] and steps[8] > steps[64] > 0
+    assert sorted(steps) == [32, 128, 512] and steps[32] > steps[128] > 0
     summary = json.loads(open(mlflow_client.download_artifacts(run.info.run_id, "nqm_fit.json")).read())
     assert summary["request"]["checkpoint_steps"] == 3 and summary["parameters"] < 1000  # width 8
     assert [p["method"] for p in summary["predictions"]][0] == "SGD"

@@ -103,6 +103,12 @@ def test_the_fitted_nqm_against_the_measurement_agrees_within_2x_or_is_a_stated_
     assert far.agrees is False and text.startswith("miss: the fitted NQM keeps scaling perfectly to larger batches")
     assert "×1.9 at B=8" in text
     assert nqm_overlay.left_out(_fit(300.0), sweep) == ["SGD + EMA γ=0.95", "momentum β tuned"]
+    # momentum is measured with β tuned: held against the prediction with β tuned, not the one at β = 0.9
+    fit = _fit(300.0)
+    fit.steps["momentum_beta0.9"] = fit.steps["momentum_beta_tuned"] = fit.steps["SGD"]
+    held = {c.method: c.predicted_as for c in nqm_overlay.compare(fit, sweep)}
+    assert held == {"SGD": "SGD", "adam": "Adam as H^(−1/2)", "momentum β tuned": "momentum β tuned"}
+    assert nqm_overlay.left_out(fit, sweep) == ["SGD + EMA γ=0.95"]
 
 
 def test_the_prediction_is_held_against_the_steps_from_the_fits_checkpoint_loss():

@@ -346,8 +346,9 @@ def log_fit(tracker: Any, runs: tuple[tuple[Any, Any], tuple[Any, Any]], res: Fi
 
 
 def _key(method: str) -> str:
-    """A metric-safe name of a method: ``momentum β=0.9`` → ``momentum_beta0.9``."""
-    return method.replace("β=", "beta").replace("p=", "p").replace(" ", "_")
+    """A metric-safe name of a method: ``momentum β=0.9`` → ``momentum_beta0.9``, ``momentum β
+    tuned`` → ``momentum_beta_tuned``."""
+    return method.replace("β=", "beta").replace("β", "beta").replace("p=", "p").replace(" ", "_")
 
 
 def _json_default(x: Any) -> Any:

@@ -98,13 +98,17 @@ def momentum_steps(nqm: FittedNQM, batch_size: float, target: float, beta: float
     return best.steps, best.lr
 
 
-METHODS = ("SGD", f"momentum β={MOMENTUM:g}", f"Adam as precond p={ADAM_P:g}")
+MOMENTUM_TUNED = "momentum β tuned"
+METHODS = ("SGD", f"momentum β={MOMENTUM:g}", MOMENTUM_TUNED, f"Adam as precond p={ADAM_P:g}")
 
 
 def predicted_steps(nqm: FittedNQM, method: str, batch_size: float, target: float) -> tuple[float, float]:
     """(fewest steps to ``target``, its lr) of ``method`` (one of :data:`METHODS`) at ``batch_size``."""
     if method == "SGD":
         return theory.best_steps_to_target(nqm.h, nqm.c, batch_size, target, s0=nqm.s0)
+    if method == MOMENTUM_TUNED:  # β tuned jointly with the lr, as the networks benchmark tunes it
+        best = theory.optimum(nqm.h, nqm.c, batch_size, target, tune_momentum=True, s0=nqm.s0)
+        return best.steps, best.lr
     if method.startswith("momentum"):
         return momentum_steps(nqm, batch_size, target)
     if method.startswith("Adam"):

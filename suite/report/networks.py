@@ -176,8 +176,8 @@ def _workload_section(doc: Document, runs: Runs, workload: str, sweep: Sweep, fi
                  "steps count from its checkpoint to its own target, the measured ones from initialisation (the fit "
                  "logged no checkpoint loss), so their level is not the measured one; the critical batch size has "
                  "no such scale, and the prediction agrees if it is within "
-                 f"{nqm_overlay.AGREE:g}× of the measurement. Momentum is predicted at β = 0.9, measured with β "
-                 "tuned; Adam is predicted as SGD preconditioned by H^(−1/2).")
+                 f"{nqm_overlay.AGREE:g}× of the measurement. Momentum is predicted, as it is measured, with β "
+                 "tuned jointly with the lr; Adam is predicted as SGD preconditioned by H^(−1/2).")
     doc.table(["method", "measured critical batch size", "predicted (NQM fit)", "predicted / measured",
                "agreement"], crit_rows)
     if comparisons:

@@ -35,8 +35,9 @@ STEPS = "pred.steps."
 CRITICAL = "pred.critical_batch_size."
 CHECKPOINT_LOSS = "checkpoint.val_loss"
 # the prediction's metric keys (suite.nqmfit.fit._key of its method names) -> the measured method
-MEASURED_AS = {"SGD": "SGD", "momentum_beta0.9": "momentum β tuned", "Adam_as_precond_p0.5": "adam"}
-PREDICTED_AS = {"SGD": "SGD", "momentum_beta0.9": "momentum β = 0.9", "Adam_as_precond_p0.5": "Adam as H^(−1/2)"}
+MEASURED_AS = {"SGD": "SGD", "momentum_beta_tuned": "momentum β tuned", "Adam_as_precond_p0.5": "adam"}
+PREDICTED_AS = {"SGD": "SGD", "momentum_beta0.9": "momentum β = 0.9", "momentum_beta_tuned": "momentum β tuned",
+                "Adam_as_precond_p0.5": "Adam as H^(−1/2)"}
 
 
 @dataclass
