@@ -34,7 +34,16 @@ def test_a_clear_effect_on_many_seeds_has_power_near_one():
 def test_no_effect_has_low_power():
     p = _power(_sampling_runs(_gaps(0.0, 12)))
     assert p.value <= 0.3 and p.underpowered
-    assert p.text().endswith("underpowered: add seeds")
+    assert [what for what, _ in p.more] == ["seeds"]  # plain runs: no studies to add
+    assert p.text().endswith(f"underpowered: 2× seeds {p.more[0][1]:.2f}")
+
+
+def test_an_underpowered_claim_says_what_twice_the_seeds_would_give():
+    # a real but borderline effect: twice the seeds make the verdict decisive more often
+    p = _power(_sampling_runs(_gaps(1.0, 6)))
+    assert p.underpowered
+    ((what, doubled),) = p.more
+    assert what == "seeds" and doubled > p.value + 0.1
 
 
 def test_a_borderline_effect_lies_in_between_and_is_seeded():
@@ -99,9 +108,9 @@ def test_report_shows_power_and_flags_an_underpowered_claim():
     assert "power" in table.header
     col = table.header.index("power")
     row = next(r for r in table.rows if r[0].startswith("Sampling without replacement"))
-    assert "underpowered: add seeds" in row[col] and "bootstrap over seeds, 200 draws" in row[col]
+    assert "underpowered: 2× seeds " in row[col] and "bootstrap over seeds, 200 draws" in row[col]
     assert any(b.kind == "p" and b.text.startswith("Power: the probability") for b in doc.blocks)
-    assert "1 underpowered (add seeds): Sampling without replacement" in doc.summary
+    assert "1 underpowered: Sampling without replacement" in doc.summary and "; 2× seeds " in doc.summary
     clear = build.build(_sampling_runs(_gaps(3.0, 12)))
     assert "every claim with runs has power ≥ 0.95" in clear.summary
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,9 @@ DRAWS = 200  # bootstrap draws per report: a Monte-Carlo standard error ≤ 0.03
 SEED = 0
 SEEDS_METHOD = "bootstrap over seeds"
 STUDIES_METHOD = "bootstrap over studies and seeds"
-UNDERPOWERED = "underpowered: add seeds"
+UNDERPOWERED = "underpowered"
+MORE = 2  # an underpowered claim's power is estimated again with this many times its seeds (and studies)
+MORE_DRAWS = 100  # bootstrap draws of each of those estimates
 NO_DATA = "no data"  # how a claim whose runs are missing starts its measured cell (claims._missing)
 NO_RUNS = "no runs to resample"
 HOW = (f"Power: the probability that a claim's experiment gives a decisive verdict (reproduced or contradicted), "
@@ -41,9 +43,11 @@ HOW = (f"Power: the probability that a claim's experiment gives a decisive verdi
        "studies and fresh seeds, the same draw for every cell), the claim's own rule is re-applied to the draw, "
        "and the power is the fraction of decisive draws, with its 95% Wilson interval over the draws (the "
        f"Monte-Carlo error). A claim below {TARGET:g} is flagged '{UNDERPOWERED}': its verdict would not "
-       f"reliably come out decisive on a repeat of the experiment. Where the NQM has a closed form (the "
-       "steady-state claim) the column also gives the power on experiments simulated from it: the closed form's "
-       "risks plus the measured seed-to-seed scatter, the claim's rule applied to each.")
+       f"reliably come out decisive on a repeat of the experiment; beside the flag, its power estimated the same way "
+       f"on experiments with {MORE}× the seeds, and for a tuned claim {MORE}× the studies ({MORE_DRAWS} draws of "
+       f"{MORE}× as many seeds or studies from the measured ones), which says what to add. Where the NQM has a "
+       "closed form (the steady-state claim) the column also gives the power on experiments simulated from it: "
+       "the closed form's risks plus the measured seed-to-seed scatter, the claim's rule applied to each.")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Power:
     draws: int
     method: str
     reproduced: int = 0
+    more: tuple[tuple[str, float], ...] = ()  # an underpowered claim's power with MORE× seeds / studies
 
     @property
     def value(self) -> float:
@@ -75,7 +80,13 @@ class Power:
             return f"n/a ({self.method})"
         low, high = self.interval
         out = f"{self.value:.2f} [{low:.2f}, {high:.2f}] ({self.method}, {self.draws} draws)"
-        return out + f"; {UNDERPOWERED}" if self.underpowered else out
+        if not self.underpowered:
+            return out
+        return out + f"; {UNDERPOWERED}" + (f": {self.advice()}" if self.more else "")
+
+    def advice(self) -> str:
+        """What adding replicates gives, e.g. '2× seeds 0.41, 2× studies 0.93' (empty if not estimated)."""
+        return ", ".join(f"{MORE}× {what} {value:.2f}" for what, value in self.more)
 
 
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -88,11 +99,12 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def resample(runs: Runs, rng: np.random.Generator) -> Runs:
+def resample(runs: Runs, rng: np.random.Generator, seeds: int = 1, studies: int = 1) -> Runs:
     """One bootstrap draw of ``runs``: seeds per section of plain runs (one draw for the sections
     run on the same seeds, so they stay paired across sections too), and (study index, fresh seed)
     across the tuned cells, drawn with replacement; a repeated seed or study gets a fresh label
-    (the first draw of each keeps its own), so every drawn replicate is a distinct one."""
+    (the first draw of each keeps its own), so every drawn replicate is a distinct one. ``seeds``
+    and ``studies`` times as many are drawn as there are (an experiment that many times larger)."""
     taken = {r.seed for r in runs.records}
     fresh = iter(range(max(taken, default=0) + 1, 2**62))
     out: list[RunRecord] = []
@@ -105,7 +117,7 @@ def resample(runs: Runs, rng: np.random.Generator) -> Runs:
                 by_seed.setdefault(r.seed, []).append(r)
         pool = tuple(sorted(by_seed))
         if pool not in draws:
-            draws[pool] = _draw(pool, rng, fresh)
+            draws[pool] = _draw(pool, rng, fresh, seeds)
         for seed, label in draws[pool]:
             out += [_relabel(r, label) for r in by_seed[seed]]
     tuned = [r for r in runs.records if r.trial is not None]
@@ -113,20 +125,20 @@ def resample(runs: Runs, rng: np.random.Generator) -> Runs:
         cells: dict[tuple[int, int], list[RunRecord]] = {}
         for r in tuned:
             cells.setdefault((r.study_index, r.seed), []).append(r)
-        studies = [k for k, _ in _draw(sorted({r.study_index for r in tuned}), rng, iter(()))]
-        seeds = _draw(sorted({r.seed for r in tuned}), rng, fresh)
-        for new_index, k in enumerate(studies):
-            for seed, label in seeds:
+        drawn_studies = [k for k, _ in _draw(sorted({r.study_index for r in tuned}), rng, iter(()), studies)]
+        drawn_seeds = _draw(sorted({r.seed for r in tuned}), rng, fresh, seeds)
+        for new_index, k in enumerate(drawn_studies):
+            for seed, label in drawn_seeds:
                 out += [_relabel(r, label, new_index) for r in cells.get((k, seed), [])]
     return Runs(runs.experiment, runs.tracking_uri, out, runs.parent_run_id, runs.source)
 
 
-def _draw(values: Sequence[int], rng: np.random.Generator, fresh) -> list[tuple[int, int]]:
-    """``len(values)`` draws with replacement as (drawn value, its label): the value itself the
-    first time, then the next label of ``fresh``."""
+def _draw(values: Sequence[int], rng: np.random.Generator, fresh, times: int = 1) -> list[tuple[int, int]]:
+    """``times × len(values)`` draws with replacement as (drawn value, its label): the value itself
+    the first time, then the next label of ``fresh``."""
     seen: set[int] = set()
     out = []
-    for i in rng.integers(0, len(values), size=len(values)):
+    for i in rng.integers(0, len(values), size=times * len(values)):
         v = values[int(i)]
         out.append((v, v if v not in seen else next(fresh, v)))
         seen.add(v)
@@ -155,23 +167,44 @@ def powers(evaluate: Callable[[Runs], list[ClaimRow]], runs: Runs, draws: int = 
            method: Callable[[ClaimRow], str] | None = None) -> list[Power]:
     """The power of each row ``evaluate`` returns (e.g. :func:`suite.report.claims.evaluate`: all
     the claims on one draw at a time, so a shared computation such as the scaling sweep is made
-    once per draw), in its order; ``method`` names how each row's power was estimated."""
+    once per draw), in its order; ``method`` names how each row's power was estimated. An
+    underpowered row also gets its power with :data:`MORE`× the seeds (and, on tuned runs, the
+    studies): :data:`MORE_DRAWS` draws each, shared by all rows."""
+    rows = evaluate(runs)
+    decisive, reproduced = _tally(evaluate, runs, len(rows), draws, seed)
+    name = method or method_of
+    out = [Power(0, 0, NO_RUNS) if row.measured.startswith(NO_DATA) else Power(d, draws, name(row), r)
+           for d, r, row in zip(decisive, reproduced, rows, strict=True)]
+    low = [i for i, p in enumerate(out) if p.underpowered]
+    if not low:
+        return out
+    more: dict[int, list[tuple[str, float]]] = {i: [] for i in low}
+    tuned = any(r.trial is not None for r in runs.records)
+    for what, factors in [("seeds", (MORE, 1))] + ([("studies", (1, MORE))] if tuned else []):
+        found, _ = _tally(evaluate, runs, len(rows), MORE_DRAWS, seed, *factors)
+        for i in low:
+            if what == "seeds" or out[i].method == STUDIES_METHOD:
+                more[i].append((what, found[i] / MORE_DRAWS))
+    return [replace(p, more=tuple(more[i])) if i in more else p for i, p in enumerate(out)]
+
+
+def _tally(evaluate: Callable[[Runs], list[ClaimRow]], runs: Runs, n_rows: int, draws: int, seed: int,
+           seeds: int = 1, studies: int = 1) -> tuple[list[int], list[int]]:
+    """Per row, of ``draws`` bootstrap draws (:func:`resample` with ``seeds`` and ``studies``):
+    how many gave a decisive verdict, and how many reproduced."""
     from suite.report.split_draws import draw_results
 
     rng = np.random.default_rng(seed)
-    rows = evaluate(runs)
-    decisive, reproduced = [0] * len(rows), [0] * len(rows)
-    verdicts = draw_results(lambda: resample(runs, rng), lambda drawn: [row.verdict for row in evaluate(drawn)],
-                            draws, runs)  # on two processes where it can
+    decisive, reproduced = [0] * n_rows, [0] * n_rows
+    verdicts = draw_results(lambda: resample(runs, rng, seeds, studies),
+                            lambda drawn: [row.verdict for row in evaluate(drawn)], draws, runs)  # on two processes
     for drawn in verdicts:
-        if len(drawn) != len(rows):
+        if len(drawn) != n_rows:
             raise ValueError("the claims evaluated to a different number of rows on a bootstrap draw")
         for i, verdict in enumerate(drawn):
             decisive[i] += verdict in (REPRODUCED, CONTRADICTED)
             reproduced[i] += verdict == REPRODUCED
-    name = method or method_of
-    return [Power(0, 0, NO_RUNS) if row.measured.startswith(NO_DATA) else Power(d, draws, name(row), r)
-            for d, r, row in zip(decisive, reproduced, rows, strict=True)]
+    return decisive, reproduced
 
 
 def method_of(row: ClaimRow) -> str:
@@ -206,11 +239,12 @@ def summary(rows: Sequence[ClaimRow], found: Sequence[Power], closed: dict[int, 
     by ``closed``: row index -> its closed-form power)."""
     closed = closed or {}
     counts = {v: sum(r.verdict == v for r in rows) for v in dict.fromkeys(r.verdict for r in rows)}
-    low = [f"{r.claim} ({min(p.value, closed[i].value if i in closed else 1.0):.2f})"
+    low = [f"{r.claim} ({min(p.value, closed[i].value if i in closed else 1.0):.2f}"
+           + (f"; {p.advice()})" if p.more else ")")
            for i, (r, p) in enumerate(zip(rows, found, strict=True))
            if p.underpowered or (i in closed and closed[i].underpowered)]
     without = sum(not p.draws for p in found)
     text = f"claims: {', '.join(f'{n} {v}' for v, n in counts.items())}"
     text += f" ({without} without runs)" if without else ""
-    return text + (f"; {len(low)} {UNDERPOWERED.replace(': ', ' (')}): " + "; ".join(low) if low
+    return text + (f"; {len(low)} {UNDERPOWERED}: " + "; ".join(low) if low
                    else f"; every claim with runs has power ≥ {TARGET:g}")
