@@ -45,9 +45,10 @@ def cross_entropy_and_grad(logits: Tensor, y: Tensor, batch: int | None = None) 
     return loss, g
 
 
-def relu_backward(g: Tensor, out: Tensor) -> Tensor:
-    """``g`` where the ReLU's output ``out`` is positive, else 0 (autograd's own ReLU backward)."""
-    return torch.ops.aten.threshold_backward(g, out, 0)
+def relu_backward_(g: Tensor, out: Tensor) -> Tensor:
+    """``g`` zeroed in place where the ReLU's output ``out`` is not positive (autograd's own ReLU
+    backward, ``threshold_backward``, written into ``g``: 4x faster than into a new tensor)."""
+    return torch.ops.aten.threshold_backward.grad_input(g, out, 0, grad_input=g)
 
 
 def linear(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
@@ -193,15 +194,16 @@ class ClassifierStack(ModuleStack):
         """The MLP's loss and gradients without autograd: d loss / d logits = (softmax − one-hot) / B,
         then back through each layer (``bmm``) and ReLU, feature-major (:meth:`mlp_forward`)."""
         assert self.layers is not None
-        hs = self.mlp_forward(params, self.X[0][indices])
-        loss, g = cross_entropy_and_grad(hs[-1].transpose(1, 2), self.y[0][indices])
+        X, y = self.batch(indices)
+        hs = self.mlp_forward(params, X)
+        loss, g = cross_entropy_and_grad(hs[-1].transpose(1, 2), y)
         g = g.transpose(1, 2)  # [K, out, B]
         grads: list[Tensor] = [torch.empty(0)] * len(params)
         for i in reversed(range(len(self.layers))):
             w, b = self.layers[i]
             grads[w], grads[b] = torch.bmm(g, hs[i].transpose(1, 2)), g.sum(dim=2)
             if i > 0:
-                g = relu_backward(torch.bmm(params[w].transpose(1, 2), g), hs[i])
+                g = relu_backward_(torch.bmm(params[w].transpose(1, 2), g), hs[i])
         return loss, grads
 
     def cnn_forward(self, params: Sequence[Tensor], X: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
@@ -225,7 +227,7 @@ class ClassifierStack(ModuleStack):
     def cnn_loss_and_grads(self, params: Sequence[Tensor], indices: Tensor) -> tuple[Tensor, list[Tensor]]:
         """The CNN's loss and gradients without autograd, summed over chunks of ``CNN_CHUNK``
         examples (a large batch's im2col matrices would not stay in cache): :meth:`cnn_chunk_grads`."""
-        X, y = self.X[0][indices], self.y[0][indices]
+        X, y = self.batch(indices)
         B = X.shape[1]
         loss, grads = self.cnn_chunk_grads(params, X[:, :CNN_CHUNK], y[:, :CNN_CHUNK], B)
         for i in range(CNN_CHUNK, B, CNN_CHUNK):
@@ -254,7 +256,7 @@ class ClassifierStack(ModuleStack):
         g = grouped_of(torch.bmm(g, wl), C)
         for i in reversed(range(len(self.cnn.convs))):
             conv, weight = self.cnn.convs[i], params[self.cnn.convs[i].weight]
-            g = relu_backward(g, acts[i + 1])
+            g = relu_backward_(g, acts[i + 1])
             g, gw, gb = torch.ops.aten.convolution_backward(
                 g, acts[i], weights[i], [g.shape[1]], (1, conv.stride), (0, conv.padding), (1, 1), False, (0, 0), K,
                 (i > 0, True, True))
@@ -262,10 +264,18 @@ class ClassifierStack(ModuleStack):
             grads[conv.bias] = gb.view(K, -1)
         return loss, grads
 
+    def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """Each row's batch, ``indices`` (``[K, B]``) into the one data set the rows share:
+        inputs ``[K, B, features]`` and classes ``[K, B]`` (``index_select``: 4x faster than indexing)."""
+        flat = indices.reshape(-1)
+        X, y = self.X[0], self.y[0]
+        return X.index_select(0, flat).view(*indices.shape, *X.shape[1:]), y.index_select(0, flat).view(indices.shape)
+
     def loss_on(self, params: Sequence[Tensor], X: Tensor, y: Tensor) -> Tensor:
         return cross_entropy_rows(self.outputs(params, X), y)
+
     def batch_loss(self, params: Sequence[Tensor], indices: Tensor) -> Tensor:
-        return self.loss_on(params, self.X[0][indices], self.y[0][indices])  # one data set: no row gather
+        return self.loss_on(params, *self.batch(indices))
 
     def val_outputs(self, params: Sequence[Tensor]) -> Tensor:
         """The outputs on the validation split, computed once per evaluation for ``val_loss`` and
