@@ -137,6 +137,31 @@ def test_the_cnn_stack_sums_a_batch_larger_than_its_chunk_exactly():
     assert stacked[0].history[-1][1]["train_loss"] != stacked[1].history[-1][1]["train_loss"]  # the rows differ
 
 
+@pytest.mark.parametrize("problem, overrides", NETWORKS)
+def test_closed_form_gradients_equal_autograds_and_the_switch_turns_it_off(problem, overrides, monkeypatch):
+    from suite_realdata.stacked import CLOSED_FORM_ENV, CNN_CHUNK, classifier_stack
+
+    from suite.stacked import StackContext
+
+    builts = [build(_spec(problem, overrides, seed=seed)) for seed in (0, 1, 2)]
+
+    def stacked():
+        ctx = StackContext(torch.device("cpu"), [b.ctx.spec for b in builts], [b.ctx for b in builts])
+        return classifier_stack([b.problem for b in builts], ctx)
+
+    closed = stacked()
+    monkeypatch.setenv(CLOSED_FORM_ENV, "0")
+    auto = stacked()
+    assert (closed.layers, closed.cnn) != (None, None) and (auto.layers, auto.cnn) == (None, None)
+    indices = torch.randint(0, closed.X.shape[1], (3, CNN_CHUNK + 40), generator=torch.Generator().manual_seed(0))
+    loss, grads = closed.loss_and_grads(closed.params, indices)
+    ref_loss, ref_grads = auto.loss_and_grads([p.detach().requires_grad_() for p in auto.params], indices)
+    assert torch.allclose(loss, ref_loss, rtol=STACKED_TOL, atol=0)
+    for g, ref in zip(grads, ref_grads, strict=True):
+        assert g.shape == ref.shape and (g - ref).abs().max() <= STACKED_TOL * ref.abs().max()
+    assert torch.allclose(closed.val_loss(closed.params), auto.val_loss(auto.params), rtol=STACKED_TOL, atol=0)
+
+
 @pytest.mark.slow
 def test_test_metrics_are_logged_once_at_the_last_step(cli, tracking_uri):
     cli("run", "--problem", "digits", "--optimizer", "sgd", "--lr", "0.1", "--batch-size", "64", "--epochs", "2",

@@ -1,14 +1,20 @@
 """The classifiers, stacked: K networks as one batched model, with their gradients in closed form
-(no autograd). An MLP runs as batched matrix products (``baddbmm``); the 1-D CNN of
-:func:`suite_realdata.models.cnn1d` as the same products on its unfolded inputs (im2col, the
-activations kept channels-last ``[K, B, L, C]``), its backward as their transposes and a strided
-fold. Any other network runs through ``torch.func`` (``functional_call`` under ``vmap``) and
-autograd. All rows share one data set (it depends only on the problem's parameters, which a stack
-shares); the cross-entropy, the accuracies and the test split's metrics are computed for all rows
-at once."""
+(no autograd). An MLP runs as batched matrix products (``baddbmm``, feature-major); the 1-D CNN of
+:func:`suite_realdata.models.cnn1d` as torch's convolutions grouped by row (K groups, one per
+network, channels-last: oneDNN's grouped kernels), its backward through torch's own
+``convolution_backward`` (the CNN's stack 1.5x faster than the same closed form as im2col batched
+products, one thread, K=64, batch 64). Any other network runs through ``torch.func``
+(``functional_call`` under ``vmap``) and autograd. All rows share one data set (it depends only
+on the problem's parameters, which a stack shares); the cross-entropy, the accuracies and the test
+split's metrics are computed for all rows at once.
+
+``SUITE_STACKED_CLOSED_FORM=0`` turns the closed form off (:func:`closed_form_enabled`): the MLP
+and the CNN then run through ``torch.func`` and autograd too, their stacks 1.6x (MLP of width 100)
+and 2.2x (CNN) slower (``benchmarks/perf/networks.py``'s configurations, alternated, CPU time)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +25,14 @@ from torch import Tensor, nn
 
 from suite.stacked import ModuleStack, StackContext, stack_rows
 
-CNN_CHUNK = 128  # examples per CNN forward pass outside training (the 800 validation signals at once: 2.7x slower)
+CNN_CHUNK = 128  # examples per CNN pass (a step or an evaluation over more is summed or joined over chunks)
+CLOSED_FORM_ENV = "SUITE_STACKED_CLOSED_FORM"
+
+
+def closed_form_enabled() -> bool:
+    """Whether the MLP and the CNN run in closed form (default); ``SUITE_STACKED_CLOSED_FORM=0``
+    turns it off: every network then runs through ``torch.func`` and autograd, as any other."""
+    return os.environ.get(CLOSED_FORM_ENV, "1").strip() != "0"
 
 
 def accuracy_rows(logits: Tensor, y: Tensor) -> Tensor:
@@ -45,24 +58,15 @@ def cross_entropy_and_grad(logits: Tensor, y: Tensor, batch: int | None = None) 
     return loss, g
 
 
-def relu_backward(g: Tensor, out: Tensor) -> Tensor:
-    """``g`` where the ReLU's output ``out`` is positive, else 0 (autograd's own ReLU backward)."""
-    return torch.ops.aten.threshold_backward(g, out, 0)
+def relu_backward_(g: Tensor, out: Tensor) -> Tensor:
+    """``g`` zeroed in place where the ReLU's output ``out`` is not positive (autograd's own ReLU
+    backward, ``threshold_backward``, written into ``g``: 4x faster than into a new tensor)."""
+    return torch.ops.aten.threshold_backward.grad_input(g, out, 0, grad_input=g)
 
 
 def linear(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     """Each row's ``h[k] @ w[k].T + b[k]``: ``[K, N, in]`` → ``[K, N, out]``."""
     return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-
-
-def weight_grad(g: Tensor, x: Tensor) -> Tensor:
-    """Each row's ``g[k].T @ x[k]`` (``[K, out, in]``, the gradient of a weight that maps ``x``
-    to an output with gradient ``g``). Where its rows are narrower than one 16-float vector (the
-    CNN's first convolution: 16 × 5), as ``(x[k].T @ g[k]).T``: that batched product runs several
-    times faster than the narrow one."""
-    if x.shape[2] < 16 <= g.shape[2]:
-        return torch.bmm(x.transpose(1, 2), g).transpose(1, 2).contiguous()
-    return torch.bmm(g.transpose(1, 2), x)
 
 
 def mlp_layers(model: nn.Module, names: list[str]) -> list[tuple[int, int]] | None:
@@ -119,40 +123,32 @@ def cnn_layout(model: nn.Module, names: list[str]) -> CnnLayout | None:
     return CnnLayout(tuple(convs), (names.index(f"{n}.weight"), names.index(f"{n}.bias")))
 
 
-def unfold(a: Tensor, conv: Conv) -> Tensor:
-    """The im2col matrix of channels-last activations ``a`` (``[K, B, L, C]``):
-    ``[K, B * L_out, kernel * C]``, each row a window's ``kernel`` positions of ``C`` channels
-    (contiguous runs of the padded activations)."""
-    K, B = a.shape[:2]
-    cols = F.pad(a, (0, 0, conv.padding, conv.padding)).unfold(2, conv.kernel, conv.stride)  # [K, B, L_out, C, k]
-    return cols.transpose(3, 4).reshape(K, B * cols.shape[2], -1)
+def grouped_input(X: Tensor) -> Tensor:
+    """Each row's signals ``X`` (``[K, B, L]``) as the input of a convolution grouped by row:
+    ``[B, K, 1, L]``, stored channels-last (``[B, 1, L, K]`` in memory)."""
+    K, B, L = X.shape
+    return X.permute(1, 2, 0).contiguous().view(B, 1, L, K).permute(0, 3, 1, 2)
 
 
-def fold(g_cols: Tensor, conv: Conv, length: int) -> Tensor:
-    """The transpose of :func:`unfold`: the gradient ``[K, B, length, C]`` of the activations
-    from the gradient of their im2col matrix, ``g_cols`` (``[K, B, L_out, kernel, C]``). The taps
-    are added ``stride`` at a time: window ``l``'s taps ``qs .. qs + s - 1`` cover the positions
-    ``s(l + q) .. s(l + q) + s - 1``, one contiguous run, disjoint from window ``l + 1``'s."""
-    K, B, L_out, k, C = g_cols.shape
-    s = conv.stride
-    groups = -(-k // s)
-    padded = g_cols.new_zeros(K, B, max(length + 2 * conv.padding, s * (L_out + groups - 1)), C)
-    for q in range(groups):
-        taps = g_cols[:, :, :, q * s:(q + 1) * s]
-        padded[:, :, q * s:q * s + s * L_out].view(K, B, L_out, s, C)[:, :, :, :taps.shape[3]].add_(taps)
-    return padded[:, :, conv.padding:conv.padding + length]
+def grouped_weight(w: Tensor) -> Tensor:
+    """A stacked ``Conv1d`` weight ``[K, C_out, C_in, kernel]`` as the weight of the convolution
+    grouped by row: ``[K * C_out, C_in, 1, kernel]``, channels-last."""
+    K, out, c_in, k = w.shape
+    return w.reshape(K * out, c_in, 1, k).contiguous(memory_format=torch.channels_last)
 
 
-def conv_matrix(w: Tensor) -> Tensor:
-    """A stacked ``Conv1d`` weight ``[K, C_out, C_in, kernel]`` as the matrix ``[K, C_out,
-    kernel * C_in]`` that multiplies :func:`unfold`'s columns; :func:`conv_weight` inverts it."""
-    return w.transpose(2, 3).reshape(len(w), w.shape[1], -1)
+def rows_of(a: Tensor, K: int) -> Tensor:
+    """A grouped activation ``[B, K * C, 1, L]`` (channels-last) as each row's flattened features
+    ``[K, B, L * C]`` (position-major: :func:`readout_channels_last`'s order)."""
+    B, KC, _, L = a.shape
+    return a.permute(0, 2, 3, 1).reshape(B, L, K, KC // K).permute(2, 0, 1, 3).reshape(K, B, -1)
 
 
-def conv_weight(m: Tensor, channels: int) -> Tensor:
-    """The inverse of :func:`conv_matrix`: ``[K, C_out, kernel * C_in]`` → ``[K, C_out, C_in, kernel]``."""
-    K, out, n = m.shape
-    return m.view(K, out, n // channels, channels).transpose(2, 3).contiguous()
+def grouped_of(h: Tensor, channels: int) -> Tensor:
+    """The inverse of :func:`rows_of`: ``[K, B, L * C]`` → ``[B, K * C, 1, L]``, channels-last."""
+    K, B, n = h.shape
+    L = n // channels
+    return h.view(K, B, L, channels).permute(1, 2, 0, 3).contiguous().view(B, 1, L, K * channels).permute(0, 3, 1, 2)
 
 
 def readout_channels_last(w: Tensor, channels: int) -> Tensor:
@@ -171,8 +167,9 @@ class ClassifierStack(ModuleStack):
     def __init__(self, problems: Sequence[Any], stack: StackContext) -> None:
         super().__init__(problems, stack)
         K = stack.size
-        self.layers = mlp_layers(problems[0].model, self.names)
-        self.cnn = cnn_layout(problems[0].model, self.names)
+        closed_form = closed_form_enabled()
+        self.layers = mlp_layers(problems[0].model, self.names) if closed_form else None
+        self.cnn = cnn_layout(problems[0].model, self.names) if closed_form else None
         self.X_test = stack_rows([problems[0].X_test], stack.device).expand(K, *problems[0].X_test.shape)
         self.y_test = stack_rows([problems[0].y_test], stack.device).expand(K, *problems[0].y_test.shape)
         self.X_val_rows, self.y_val_rows = self.X_val[self.data_row], self.y_val[self.data_row]
@@ -181,8 +178,8 @@ class ClassifierStack(ModuleStack):
     def outputs(self, params: Sequence[Tensor], X: Tensor) -> Tensor:
         if self.layers is not None:
             return self.mlp_forward(params, X)[-1].transpose(1, 2)
-        if self.cnn is not None:  # in chunks of examples: their im2col matrices stay in cache
-            return torch.cat([self.cnn_forward(params, X[:, i:i + CNN_CHUNK])[-1]
+        if self.cnn is not None:  # in chunks of examples: their activations stay in cache
+            return torch.cat([self.cnn_forward(params, X[:, i:i + CNN_CHUNK])[2]
                               for i in range(0, X.shape[1], CNN_CHUNK)], dim=1)
         return super().outputs(params, X)
 
@@ -211,37 +208,40 @@ class ClassifierStack(ModuleStack):
         """The MLP's loss and gradients without autograd: d loss / d logits = (softmax − one-hot) / B,
         then back through each layer (``bmm``) and ReLU, feature-major (:meth:`mlp_forward`)."""
         assert self.layers is not None
-        hs = self.mlp_forward(params, self.X[0][indices])
-        loss, g = cross_entropy_and_grad(hs[-1].transpose(1, 2), self.y[0][indices])
+        X, y = self.batch(indices)
+        hs = self.mlp_forward(params, X)
+        loss, g = cross_entropy_and_grad(hs[-1].transpose(1, 2), y)
         g = g.transpose(1, 2)  # [K, out, B]
         grads: list[Tensor] = [torch.empty(0)] * len(params)
         for i in reversed(range(len(self.layers))):
             w, b = self.layers[i]
             grads[w], grads[b] = torch.bmm(g, hs[i].transpose(1, 2)), g.sum(dim=2)
             if i > 0:
-                g = relu_backward(torch.bmm(params[w].transpose(1, 2), g), hs[i])
+                g = relu_backward_(torch.bmm(params[w].transpose(1, 2), g), hs[i])
         return loss, grads
 
-    def cnn_forward(self, params: Sequence[Tensor], X: Tensor) -> list[Tensor]:
-        """The CNN's im2col matrix of each convolution's input, each convolution's ReLU output
-        (channels-last ``[K, B, L, C]``), and the logits (``[K, B, out]``)."""
+    def cnn_forward(self, params: Sequence[Tensor], X: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """The CNN on signals ``X`` (``[K, B, L]``), its convolutions grouped by row
+        (:func:`grouped_input`): each convolution's input and the last one's ReLU output (grouped,
+        channels-last), the grouped weights, and the logits (``[K, B, out]``)."""
         assert self.cnn is not None
-        K, B = X.shape[:2]
-        a, out = X.unsqueeze(-1), []
+        K = X.shape[0]
+        acts, weights = [grouped_input(X)], []
         for conv in self.cnn.convs:
-            cols = unfold(a, conv)
-            w = params[conv.weight]
-            a = torch.relu_(linear(cols, conv_matrix(w), params[conv.bias])).view(K, B, -1, w.shape[1])
-            out += [cols, a]
+            w = grouped_weight(params[conv.weight])
+            out = F.conv2d(acts[-1], w, params[conv.bias].reshape(-1), stride=(1, conv.stride),
+                           padding=(0, conv.padding), groups=K)
+            acts.append(torch.relu_(out))
+            weights.append(w)
         w, b = self.cnn.readout
-        wl = readout_channels_last(params[w], a.shape[3])
-        return [*out, linear(a.reshape(K, B, -1), wl, params[b])]
+        C = params[self.cnn.convs[-1].weight].shape[1]
+        return acts, weights, linear(rows_of(acts[-1], K), readout_channels_last(params[w], C), params[b])
 
     @torch.no_grad()
     def cnn_loss_and_grads(self, params: Sequence[Tensor], indices: Tensor) -> tuple[Tensor, list[Tensor]]:
         """The CNN's loss and gradients without autograd, summed over chunks of ``CNN_CHUNK``
         examples (a large batch's im2col matrices would not stay in cache): :meth:`cnn_chunk_grads`."""
-        X, y = self.X[0][indices], self.y[0][indices]
+        X, y = self.batch(indices)
         B = X.shape[1]
         loss, grads = self.cnn_chunk_grads(params, X[:, :CNN_CHUNK], y[:, :CNN_CHUNK], B)
         for i in range(CNN_CHUNK, B, CNN_CHUNK):
@@ -254,36 +254,42 @@ class ClassifierStack(ModuleStack):
     def cnn_chunk_grads(self, params: Sequence[Tensor], X: Tensor, y: Tensor,
                         batch: int) -> tuple[Tensor, list[Tensor]]:
         """The share of examples ``X``, ``y`` in the loss and gradients of a batch of ``batch``:
-        the read-out as an MLP's last layer, each convolution's weight gradient as a ``bmm`` with
-        its im2col matrix, its input's gradient as a ``bmm`` folded back (:func:`fold`), then the
-        ReLU of the layer below."""
+        the read-out as an MLP's last layer, then each ReLU and convolution backward through
+        torch's own grouped convolution backward (``aten.convolution_backward``)."""
         assert self.cnn is not None
-        K, B = X.shape[:2]
-        *layers, logits = self.cnn_forward(params, X)
+        K = X.shape[0]
+        acts, weights, logits = self.cnn_forward(params, X)
         loss, g = cross_entropy_and_grad(logits, y, batch)
         grads: list[Tensor] = [torch.empty(0)] * len(params)
         w, b = self.cnn.readout
-        a = layers[-1]
-        C = a.shape[3]
-        grads[w] = readout_channels_last(weight_grad(g, a.reshape(K, B, -1)), a.shape[2])
+        C = params[self.cnn.convs[-1].weight].shape[1]
+        wl = readout_channels_last(params[w], C)
+        h = rows_of(acts[-1], K)
+        grads[w] = readout_channels_last(torch.bmm(g.transpose(1, 2), h), h.shape[2] // C)
         grads[b] = g.sum(dim=1)
-        g = torch.bmm(g, readout_channels_last(params[w], C)).view(a.shape)
+        g = grouped_of(torch.bmm(g, wl), C)
         for i in reversed(range(len(self.cnn.convs))):
-            conv, cols, a = self.cnn.convs[i], layers[2 * i], layers[2 * i + 1]
-            g = relu_backward(g, a).reshape(K, -1, a.shape[3])  # [K, B * L_out, C_out]
-            weight = params[conv.weight]
-            grads[conv.weight] = conv_weight(weight_grad(g, cols), weight.shape[2])
-            grads[conv.bias] = g.sum(dim=1)
-            if i > 0:
-                below = layers[2 * i - 1]
-                g_cols = torch.bmm(g, conv_matrix(weight))
-                g = fold(g_cols.view(K, B, a.shape[2], conv.kernel, below.shape[3]), conv, below.shape[2])
+            conv, weight = self.cnn.convs[i], params[self.cnn.convs[i].weight]
+            g = relu_backward_(g, acts[i + 1])
+            g, gw, gb = torch.ops.aten.convolution_backward(
+                g, acts[i], weights[i], [g.shape[1]], (1, conv.stride), (0, conv.padding), (1, 1), False, (0, 0), K,
+                (i > 0, True, True))
+            grads[conv.weight] = gw.reshape(weight.shape)
+            grads[conv.bias] = gb.view(K, -1)
         return loss, grads
+
+    def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """Each row's batch, ``indices`` (``[K, B]``) into the one data set the rows share:
+        inputs ``[K, B, features]`` and classes ``[K, B]`` (``index_select``: 4x faster than indexing)."""
+        flat = indices.reshape(-1)
+        X, y = self.X[0], self.y[0]
+        return X.index_select(0, flat).view(*indices.shape, *X.shape[1:]), y.index_select(0, flat).view(indices.shape)
 
     def loss_on(self, params: Sequence[Tensor], X: Tensor, y: Tensor) -> Tensor:
         return cross_entropy_rows(self.outputs(params, X), y)
+
     def batch_loss(self, params: Sequence[Tensor], indices: Tensor) -> Tensor:
-        return self.loss_on(params, self.X[0][indices], self.y[0][indices])  # one data set: no row gather
+        return self.loss_on(params, *self.batch(indices))
 
     def val_outputs(self, params: Sequence[Tensor]) -> Tensor:
         """The outputs on the validation split, computed once per evaluation for ``val_loss`` and
