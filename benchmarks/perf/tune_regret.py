@@ -13,7 +13,7 @@ with `study_seed: S`, in a fresh directory. The report's own functions then read
 The tuner never sees the closed form; it is only the yardstick here.
 
 Usage: python benchmarks/perf/tune_regret.py [--seeds 0,1,2] [--sizes 32,2048,4096] [--experiments scaling_sgd,...]
-       [--trials N]
+       [--trials N] [--population K]
 Exit status 1 when a cell's regret exceeds 1.10 or the coverage is below 90% for some seed.
 Not a test: each seed runs the sweep's studies at those batch sizes (minutes on this 2-core machine).
 """
@@ -36,14 +36,16 @@ SUITE = [sys.executable, "-m", "suite.cli"]
 REGRET_MAX, COVERAGE_MIN = 1.10, 0.90
 
 
-def bench_file(seed: int, sizes: list[int], names: list[str] | None, trials: int | None = None) -> dict:
-    """lecture.yaml's scaling experiments at ``sizes`` with study seed ``seed`` (and ``trials`` per study,
-    where given)."""
+def bench_file(seed: int, sizes: list[int], names: list[str] | None, trials: int | None = None,
+               population: int | None = None) -> dict:
+    """lecture.yaml's scaling experiments at ``sizes`` with study seed ``seed`` (and ``trials`` per study
+    and their ``population``, where given)."""
     lecture = yaml.safe_load((ROOT / "benchmarks" / "lecture.yaml").read_text())
     experiments = {}
     for name, exp in lecture["experiments"].items():
         if name.startswith("scaling") and "tune" in exp and (names is None or name in names):
-            tune = {**exp["tune"], "study_seed": seed, **({"trials": trials} if trials else {})}
+            tune = {**exp["tune"], "study_seed": seed, **({"trials": trials} if trials else {}),
+                    **({"population": population} if population else {})}
             experiments[name] = {**exp, "batch_size": sizes, "tune": tune}
     return {"name": "regret", "experiments": experiments}
 
@@ -77,13 +79,14 @@ def main() -> int:
     ap.add_argument("--sizes", default="32,2048,4096")
     ap.add_argument("--experiments", default=None, help="comma list of scaling_* experiments (default: all)")
     ap.add_argument("--trials", type=int, default=None, help="trials per study (default: the experiments')")
+    ap.add_argument("--population", type=int, default=None, help="trials trained at once (default: the experiments')")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     names = args.experiments.split(",") if args.experiments else None
     ok = True
     for seed in (int(x) for x in args.seeds.split(",")):
         work = Path(tempfile.mkdtemp(prefix="suite-regret-"))
-        (work / "regret.yaml").write_text(yaml.safe_dump(bench_file(seed, sizes, names, args.trials),
+        (work / "regret.yaml").write_text(yaml.safe_dump(bench_file(seed, sizes, names, args.trials, args.population),
                                                          allow_unicode=True))
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
