@@ -91,7 +91,7 @@ def study(spaces: dict, batch_size: int, seed: int, args: argparse.Namespace, h:
         told = []
         for trial in asked:
             values = {k: s.suggest(trial, k) for k, s in spaces.items() if k != caps.LR}
-            beta = float(values.get(MOMENTUM, 0.0))
+            beta = float(values.get(MOMENTUM, args.fixed.get(MOMENTUM, 0.0)))
             if args.lr_of_cap:
                 low = lr_space.low / cap_at({})  # the largest cap over the space: the lr reaches LOW at every β
                 lr = cap_at(values) * trial.suggest_float(f"{caps.LR}.of_cap", low, caps.CAP_FACTOR, log=True)
@@ -116,6 +116,9 @@ def main() -> int:
     ap.add_argument("--lr-of-cap", action="store_true")
     args = ap.parse_args()
     exp = experiment(args.experiment)
+    if set(exp.get("optimizer", {})) != {"sgd"} or "averager" in exp:
+        print(f"{args.experiment}: only the plain sgd (momentum) experiments are simulated", file=sys.stderr)
+        return 2
     tune = exp["tune"]
     args.trials = args.trials or int(tune["trials"])
     target = float(str(tune["objective"]).split(":")[1])
@@ -126,6 +129,7 @@ def main() -> int:
     components = {"problem": "nqm", "optimizer": "sgd", "scheduler": "constant", "averager": "none",
                   "sampler": "shuffle"}
     fixed = {**fixed, "problem.dim": dim}
+    args.fixed = fixed
     spaces = search_space(registry, components, fixed, tune.get("space", {}))
 
     def cap_at(values: dict) -> float:
