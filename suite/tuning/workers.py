@@ -195,13 +195,16 @@ class _SinkHandler:
             keys.add(args[0])
         elif kind in ("done", "interrupted"):
             keys.discard(args[0])
+        elif kind == "settle":  # the worker has told Optuna already: nothing here waits for the store
+            self.sink.settle(wait=False)  # (the lines it says next do: TrackerSink.echo)
+            return
         getattr(self.sink, kind)(*args)
 
     def on_done(self, tid: int, result: Any) -> None:
         self.in_flight.pop(tid, None)
         if isinstance(result, OptunaShare) and result.pid != os.getpid():
             self.optuna_s[result.pid] = self.optuna_s.get(result.pid, 0.0) + result.seconds
-        self.sink.settle()  # a re-evaluation run (or a study's share) has ended
+        self.sink.settle(wait=False)  # a re-evaluation run (or a study's share) has ended
 
     def on_lost(self, tid: int, device: str, why: str) -> None:
         self.interrupt(tid)
