@@ -28,9 +28,9 @@ from suite.engine.loop import RunResult
 from suite.registry import Registry
 from suite.specs import naming
 from suite.specs.spec import RunSpec
+from suite.tracking.queue import tracking
 from suite.tracking.records import FINISHED, RUNNING, Metric, RunTag, dict_text
 from suite.tracking.records import RUN_NAME_TAG as MLFLOW_RUN_NAME
-from suite.tracking.queue import tracking
 from suite.tracking.tracker import Tracker
 from suite.tuning import edges
 from suite.tuning.labels import pinned_text
