@@ -127,6 +127,9 @@ class EmitSink:
     def start(self, key: str, study: str, spec: Any, kind: str, tags: dict) -> None:
         self.env.emit("start", key, study, spec, kind, {**tags, TAG_DEVICE: self.env.device})
 
+    def settle(self) -> None:
+        self.env.emit("settle", os.getpid())  # the parent waits for the store only if Optuna is told here next
+
     def __getattr__(self, method: str):
         if method not in SINK_METHODS:
             raise AttributeError(method)
@@ -195,8 +198,10 @@ class _SinkHandler:
             keys.add(args[0])
         elif kind in ("done", "interrupted"):
             keys.discard(args[0])
-        elif kind == "settle":  # the worker has told Optuna already: nothing here waits for the store
-            self.sink.settle(wait=False)  # (the lines it says next do: TrackerSink.echo)
+        elif kind == "settle":  # a population ended; a worker process tells Optuna without waiting for the
+            # store, this process (tasks run here) only once its runs are in it. The lines said next wait for
+            # them either way (TrackerSink.echo)
+            self.sink.settle(wait=not args or args[0] == os.getpid())
             return
         getattr(self.sink, kind)(*args)
 
@@ -204,7 +209,7 @@ class _SinkHandler:
         self.in_flight.pop(tid, None)
         if isinstance(result, OptunaShare) and result.pid != os.getpid():
             self.optuna_s[result.pid] = self.optuna_s.get(result.pid, 0.0) + result.seconds
-        self.sink.settle(wait=False)  # a re-evaluation run (or a study's share) has ended
+        self.sink.settle(wait=False)  # a re-evaluation run (or a study's share) has ended: no tell follows
 
     def on_lost(self, tid: int, device: str, why: str) -> None:
         self.interrupt(tid)
