@@ -2,7 +2,9 @@
 
 :class:`~suite.tracking.tracker.Tracker` decides what a run records and hands each call's writes
 here as one :class:`~suite.tracking.records.PendingRun` (:meth:`WriteQueue.put`); evaluations go
-through :meth:`WriteQueue.metrics`, its buffered path. The queue chooses the write path:
+through :meth:`WriteQueue.metrics`, its buffered path, where ``lr`` and ``epoch`` keep only the
+points where their line bends (:mod:`suite.tracking.thin`; a run's last ones once it ends). The
+queue chooses the write path:
 
 - **MLflow's client** (a tracking server; an SQL store outside :meth:`WriteQueue.batched`): the
   record's writes are MLflow calls, in its order (create, params, artifacts, metrics with tags,
