@@ -69,3 +69,17 @@ def test_a_run_that_ends_early_keeps_its_last_point(store):
         assert [p.step for p in client.get_metric_history(run_id, key)] == [STEPS[0], STEPS[4]]
     assert client.get_run(run_id).data.metrics["epoch"] == pytest.approx(STEPS[4] / 35)
     assert client.get_run(run_id).info.status == "KILLED"
+
+
+def test_the_notebook_history_has_lr_and_epoch_at_every_step(store):
+    from suite.api.notebook import results
+
+    tracker = Tracker("thin", store)
+    run_id = tracker.create_run({"mlflow.runName": "step", "suite.kind": "run"}, {})
+    for step in STEPS:
+        tracker.log_metrics(run_id, step, {"lr": _lr(step, "step"), "epoch": step / 35, "val_loss": 1 / (step + 1)})
+    tracker.set_status(run_id, "FINISHED")
+    (history,) = results("thin", tracking_uri=store, histories=["lr", "epoch", "val_loss"])["history"]
+    assert list(history.index) == STEPS
+    assert np.allclose(history["lr"], [_lr(s, "step") for s in STEPS], rtol=1e-12, atol=0)
+    assert np.allclose(history["epoch"], [s / 35 for s in STEPS], rtol=1e-12, atol=0)
