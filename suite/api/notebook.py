@@ -121,7 +121,8 @@ def results(experiment: str, *, tracking_uri: str | None = None, kind: str | Non
 
     ``kind``: the runs' ``suite.kind`` (``run`` for grid runs, ``trial``, ``reeval``, ``grid``,
     ``study``, ``tune``; None for all). ``histories``: True (every metric) or metric names adds a
-    ``history`` column holding each run's metrics against steps (a DataFrame indexed by step)."""
+    ``history`` column holding each run's metrics against steps (a DataFrame indexed by step;
+    ``lr`` and ``epoch`` at every step, though stored only where their line bends)."""
     from suite.tracking.tracker import Tracker
     from suite.vocab import TAG_KIND
 
@@ -164,12 +165,18 @@ def _frame(tracker: Any, found: Sequence[Any], histories: bool | Sequence[str]):
 
 
 def _history(tracker: Any, run_id: str, names: Sequence[str]):
+    """A run's metrics against steps; ``lr`` and ``epoch``, stored only where their line bends
+    (:mod:`suite.tracking.thin`), filled in along it at every step another metric has."""
     import pandas as pd
+
+    from suite.tracking.thin import THINNED
 
     series = {}
     for name in names:
         points = tracker.client.get_metric_history(run_id, name)
         series[name] = pd.Series({p.step: p.value for p in points}, dtype=float)
-    frame = pd.DataFrame(series)
+    frame = pd.DataFrame(series).sort_index()
     frame.index.name = "step"
+    for name in THINNED.intersection(frame.columns):  # stored as the ends of their straight stretches
+        frame[name] = frame[name].interpolate(method="index", limit_area="inside")
     return frame

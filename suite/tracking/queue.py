@@ -2,7 +2,9 @@
 
 :class:`~suite.tracking.tracker.Tracker` decides what a run records and hands each call's writes
 here as one :class:`~suite.tracking.records.PendingRun` (:meth:`WriteQueue.put`); evaluations go
-through :meth:`WriteQueue.metrics`, its buffered path. The queue chooses the write path:
+through :meth:`WriteQueue.metrics`, its buffered path, where ``lr`` and ``epoch`` keep only the
+points where their line bends (:mod:`suite.tracking.thin`; a run's last ones once it ends). The
+queue chooses the write path:
 
 - **MLflow's client** (a tracking server; an SQL store outside :meth:`WriteQueue.batched`): the
   record's writes are MLflow calls, in its order (create, params, artifacts, metrics with tags,
@@ -53,6 +55,7 @@ from suite.tracking.bulk import SqlBulk
 from suite.tracking.direct import DirectStore
 from suite.tracking.records import RUNNING, Deferred, MetricRow, PendingRun, RunTag, to_mlflow
 from suite.tracking.server_writes import ServerWrites, wanted
+from suite.tracking.thin import THINNED, Straight
 from suite.tracking.writer import WriterProcess, absorb, merge_runs
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit on one log_batch (metrics + params + tags <= 1000, tags <= 100)
@@ -92,6 +95,7 @@ class WriteQueue:
         self._client = client
         self._direct = direct
         self._pending: dict[str, list[MetricRow]] = {}  # run id -> metrics not written yet (plain tuples)
+        self._straight = Straight()  # lr and epoch: their straight stretches as their ends (suite.tracking.thin)
         self._flushed: dict[str, float] = {}  # run id -> when its buffer was last written
         self._queue: dict[str, PendingRun] | None = None  # inside batched() or writes(): run id -> its queued writes
         self._bulk: SqlBulk | None = None
@@ -113,13 +117,14 @@ class WriteQueue:
     def put(self, record: PendingRun) -> str:
         """Write one call's ``record`` for its run, after the run's buffered evaluations; return the
         run's id (MLflow's, for a run its client creates)."""
-        buffered = self._pending.pop(record.run_id, None)
-        if buffered:
-            record.metrics = buffered + record.metrics
+        buffered = self._pending.pop(record.run_id, None) or []
         if record.status is not None and record.status != RUNNING:
             self._flushed.pop(record.run_id, None)  # ended: no more evaluations to time
+            buffered += self._straight.release(record.run_id)  # its last lr and epoch (suite.tracking.thin)
         elif not record.create:
             self._flushed[record.run_id] = time.monotonic()
+        if buffered:
+            record.metrics = buffered + record.metrics
         if self._queue is not None:
             have = self._queue.get(record.run_id)
             if have is None:
@@ -137,13 +142,18 @@ class WriteQueue:
         """Buffer evaluations, ``(run_id, step, metrics)`` each (values that are not numbers are
         no metrics), and write them when they are due (see the module docstring)."""
         ts = int(time.time() * 1000)
+        straight = self._straight
         for run_id, step, metrics in rows:
             pending = self._pending.setdefault(run_id, [])
             for k, v in metrics.items():
                 try:
-                    pending.append((k, float(v), ts, step))  # a plain tuple: see records.MetricRow
+                    point = (k, float(v), ts, step)  # a plain tuple: see records.MetricRow
                 except (TypeError, ValueError):  # not a number: not a metric
                     continue
+                if k in THINNED:
+                    straight.add(run_id, point, pending)
+                else:
+                    pending.append(point)
         if not rows:
             return
         if self._queue is not None or self._direct is not None:

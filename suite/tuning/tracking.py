@@ -28,6 +28,7 @@ from suite.engine.loop import RunResult
 from suite.registry import Registry
 from suite.specs import naming
 from suite.specs.spec import RunSpec
+from suite.tracking.queue import tracking
 from suite.tracking.records import FINISHED, RUNNING, Metric, RunTag, dict_text
 from suite.tracking.records import RUN_NAME_TAG as MLFLOW_RUN_NAME
 from suite.tracking.tracker import Tracker
@@ -95,11 +96,11 @@ class TrackerSink:
     def eval(self, key: str, step: int, metrics: dict[str, float]) -> None:
         self.eval_rows([(key, step, metrics)])
 
+    @tracking
     def eval_rows(self, rows: list[tuple[str, int, dict[str, float]]]) -> None:
         """Several runs' evaluations, ``(key, step, metrics)`` each (a population's evaluation step)."""
         self._write_starts()
-        self.tracker.log_metrics_rows([(self.run_ids[key], step, {k: v for k, v in metrics.items() if _loggable(v)})
-                                       for key, step, metrics in rows])
+        self.tracker.log_metrics_rows([(self.run_ids[key], step, loggable(metrics)) for key, step, metrics in rows])
 
     def done(self, key: str, result: RunResult) -> None:
         self._write_starts()
@@ -116,14 +117,19 @@ class TrackerSink:
         if key in self.run_ids:
             self.tracker.mark(self.run_ids[key], "interrupted", "interrupted before the run finished")
 
-    def settle(self) -> None:
+    def settle(self, *, wait: bool = True) -> None:
         """Everything announced so far is final (a population has ended): write it, before its
-        trials are told to Optuna."""
+        trials are told to Optuna.
+
+        ``wait=False`` (the events of a worker process, which has told Optuna already): hand it to
+        the writer and go on; the lines :meth:`echo` says from then on wait for it instead."""
         self._write_starts()
-        self.tracker.commit(wait=True)
+        self.tracker.commit(wait=wait)
 
     def echo(self, line: str) -> None:
-        self._echo(line)
+        """Say ``line`` once everything committed so far is in the store (a trial is reported
+        once its runs are: :meth:`Tracker.after_write`)."""
+        self.tracker.after_write(lambda: self._echo(line))
 
 
 def study_parent(tracker: Tracker, plan: Any, uid: str, *, trials: int, pruner: str, study_seed: int | None,
@@ -214,6 +220,17 @@ def finish_tune_run(tracker: Tracker, run_id: str, texts: Mapping[str, str], fig
         _log_figures(tracker, run_id, figures)
         tracker.set_tags(run_id, {TAG_STATUS: "completed"})
         tracker.set_status(run_id, FINISHED)
+
+
+def loggable(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The values of ``metrics`` that MLflow stores (:func:`_loggable`): ``metrics`` itself when
+    all are finite numbers (their sum is then finite: decided at C speed), else a filtered copy."""
+    try:
+        if math.isfinite(sum(metrics.values())):
+            return metrics
+    except (TypeError, OverflowError):
+        pass
+    return {k: v for k, v in metrics.items() if _loggable(v)}
 
 
 def _loggable(v: Any) -> bool:

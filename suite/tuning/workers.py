@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from suite.engine.evalbatch import EvalBatches
 from suite.exec.phases import CLOCK
 from suite.exec.pool import Pool, WorkerEnv
 from suite.vocab import TAG_DEVICE
@@ -127,6 +128,9 @@ class EmitSink:
     def start(self, key: str, study: str, spec: Any, kind: str, tags: dict) -> None:
         self.env.emit("start", key, study, spec, kind, {**tags, TAG_DEVICE: self.env.device})
 
+    def settle(self) -> None:
+        self.env.emit("settle", os.getpid())  # the parent waits for the store only if Optuna is told here next
+
     def __getattr__(self, method: str):
         if method not in SINK_METHODS:
             raise AttributeError(method)
@@ -158,25 +162,41 @@ def run_job(task: JobTask, env: WorkerEnv) -> OptunaShare | None:
             run_group_share(list(job.plans), task.settings.storage, **kw)
         return OptunaShare(os.getpid(), CLOCK.spent["optuna"] - before)
     runs = job.runs
+    # the stack's evaluations go to the parent one evaluation step at a time, as a population's do
+    batches = EvalBatches(lambda evals: sink.eval_rows([(runs[j].key, step, m) for j, step, m in evals]))
+    stacked = _StackEvals(batches, {run.key: j for j, run in enumerate(runs)})
     callbacks = []
-    for run in runs:
+    for j, run in enumerate(runs):
         sink.start(run.key, run.study, run.spec, "reeval", run.tags)
         if run.objective is not None and run.objective.stops_at_target:
-            callbacks.append(stop_at_target(run.objective, run.spec, [], sink, run.key))
+            callbacks.append(stop_at_target(run.objective, run.spec, [], stacked, run.key))
         else:
-            callbacks.append(lambda step, metrics, _key=run.key: sink.eval(_key, step, metrics))
+            callbacks.append(lambda step, metrics, _j=j: batches.add(_j, step, metrics))
     running = {run.key for run in runs}
     try:
         for j, result in run_unit([run.spec for run in runs], env.local, env.registry,
                                   lambda j, step, metrics: callbacks[j](step, metrics), engine=task.settings.engine):
+            batches.flush()  # every row's evaluations before a row's end
             result = at_target_is_completed(result)
             result.device = env.device
             sink.done(runs[j].key, result)
             running.discard(runs[j].key)
     except BaseException:
+        batches.flush()
         for key in sorted(running):
             sink.interrupted(key)
         raise
+
+
+class _StackEvals:
+    """The ``eval`` of a sink for :func:`suite.tuning.objective.stop_at_target`: a stack's rows'
+    evaluations gathered into one batch per evaluation step (:class:`EvalBatches`)."""
+
+    def __init__(self, batches: EvalBatches, index: dict[str, int]) -> None:
+        self.batches, self.index = batches, index
+
+    def eval(self, key: str, step: int, metrics: dict[str, float]) -> None:
+        self.batches.add(self.index[key], step, metrics)
 
 
 class _SinkHandler:
@@ -195,13 +215,18 @@ class _SinkHandler:
             keys.add(args[0])
         elif kind in ("done", "interrupted"):
             keys.discard(args[0])
+        elif kind == "settle":  # a population ended; a worker process tells Optuna without waiting for the
+            # store, this process (tasks run here) only once its runs are in it. The lines said next wait for
+            # them either way (TrackerSink.echo)
+            self.sink.settle(wait=not args or args[0] == os.getpid())
+            return
         getattr(self.sink, kind)(*args)
 
     def on_done(self, tid: int, result: Any) -> None:
         self.in_flight.pop(tid, None)
         if isinstance(result, OptunaShare) and result.pid != os.getpid():
             self.optuna_s[result.pid] = self.optuna_s.get(result.pid, 0.0) + result.seconds
-        self.sink.settle()  # a re-evaluation run (or a study's share) has ended
+        self.sink.settle(wait=False)  # a re-evaluation run (or a study's share) has ended: no tell follows
 
     def on_lost(self, tid: int, device: str, why: str) -> None:
         self.interrupt(tid)
