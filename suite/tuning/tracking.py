@@ -126,6 +126,10 @@ class TrackerSink:
         self._write_starts()
         self.tracker.commit(wait=wait)
 
+    def poll(self) -> None:
+        """Say the lines whose runs the writer process has written since (:meth:`Tracker.poll_writes`)."""
+        self.tracker.poll_writes()
+
     def echo(self, line: str) -> None:
         """Say ``line`` once everything committed so far is in the store (a trial is reported
         once its runs are: :meth:`Tracker.after_write`)."""

@@ -222,6 +222,11 @@ class _SinkHandler:
             return
         getattr(self.sink, kind)(*args)
 
+    def on_wait(self) -> None:  # trial lines wait for their runs' writes, not for the next event
+        poll = getattr(self.sink, "poll", None)
+        if poll is not None:
+            poll()
+
     def on_done(self, tid: int, result: Any) -> None:
         self.in_flight.pop(tid, None)
         if isinstance(result, OptunaShare) and result.pid != os.getpid():
