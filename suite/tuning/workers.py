@@ -223,9 +223,7 @@ class _SinkHandler:
         getattr(self.sink, kind)(*args)
 
     def on_wait(self) -> None:  # trial lines wait for their runs' writes, not for the next event
-        poll = getattr(self.sink, "poll", None)
-        if poll is not None:
-            poll()
+        self.sink.poll()
 
     def on_done(self, tid: int, result: Any) -> None:
         self.in_flight.pop(tid, None)
