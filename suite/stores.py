@@ -21,10 +21,11 @@ import os
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from suite.errors import StoreError
 
@@ -83,6 +84,17 @@ def cut(text: str, limit: int = MAX_DETAIL) -> str:
 
 
 
+@contextmanager
+def refused(errors: type[BaseException] | tuple[type[BaseException], ...],
+            message: Callable[[Any], str]) -> Iterator[None]:
+    """Turn ``errors`` raised in the block into one :class:`StoreError` line, ``message(exc)``,
+    without the library's chain (the user sees what to fix, not a traceback)."""
+    try:
+        yield
+    except errors as exc:
+        raise StoreError(message(exc)) from None
+
+
 def normalize_storage(url: str | None) -> str:
     """Check the form of an Optuna storage ``url`` (None: :data:`DEFAULT_STORAGE`) and return it
     canonical (``postgres://`` becomes ``postgresql://``). Raises :class:`StoreError`."""
@@ -102,19 +114,13 @@ def normalize_storage(url: str | None) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    try:
+    with refused(ImportError, lambda exc: f"--storage {describe(url)!r} needs a database driver that is not "
+                 f"installed ({exc.name}); for PostgreSQL: pip install 'sgd-suite[postgres]'"), \
+            refused((ArgumentError, NoSuchModuleError, ValueError), lambda exc: f"--storage {describe(url)!r} is "
+                    f"malformed ({one_line(exc)}): give a database URL such as postgresql://user:password@host:5432/db "
+                    "or sqlite:///optuna.db, or a journal file path"):
         parsed = make_url(url)
         parsed.get_dialect()
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-        raise StoreError(
-            f"--storage {describe(url)!r} is malformed ({one_line(exc)}): give a database URL such as "
-            "postgresql://user:password@host:5432/db or sqlite:///optuna.db, or a journal file path"
-        ) from None
-    except ImportError as exc:
-        raise StoreError(
-            f"--storage {describe(url)!r} needs a database driver that is not installed ({exc.name}); "
-            "for PostgreSQL: pip install 'sgd-suite[postgres]'"
-        ) from None
     if parsed.get_backend_name() != "sqlite" and not parsed.host:
         raise StoreError(f"--storage {describe(url)!r} is malformed: it names no host")
     return url
@@ -421,16 +427,12 @@ def check_tracking_uri(uri: str, *, write: bool = True) -> None:
         from sqlalchemy import create_engine, text
         from sqlalchemy.exc import SQLAlchemyError
 
-        try:
+        with refused((SQLAlchemyError, ImportError, ValueError), lambda exc: "cannot reach the MLflow tracking "
+                     f"database {describe(uri)!r}: {one_line(exc)}; fix --tracking-uri / MLFLOW_TRACKING_URI"):
             engine = create_engine(uri, connect_args={"connect_timeout": CONNECT_TIMEOUT})
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             engine.dispose()
-        except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise StoreError(
-                f"cannot reach the MLflow tracking database {describe(uri)!r}: {one_line(exc)}; "
-                "fix --tracking-uri / MLFLOW_TRACKING_URI"
-            ) from None
 
 
 def worker_label() -> str:

@@ -272,18 +272,23 @@ def helps_large_and_extends(sweep: Sweep, claim: str, pre: str | None, name: str
     return ClaimRow(claim, experiment, measured, verdict, rule)
 
 
+def _sgd_sizes(sweep: Sweep) -> list[int]:
+    """SGD's batch sizes in the scaling sweep, smallest first; none where the sweep has no SGD."""
+    return sweep.sizes("SGD") if "SGD" in sweep.methods else []
+
+
+BEST_LR_RULE = (
+    "SGD's best lr, one estimate per seed (lr grid) or per re-evaluated top trial of its study, best first (Optuna); "
+    "'grows': slope of log2(best lr) on log2(B) over the smaller half of the batch sizes, interval > 0; 'cap': at "
+    "the two largest B the best lr (per seed; a study's winner) agrees within a factor √2 and lies below the largest "
+    "lr the tuning could pick; reproduced if both, contradicted if the slope's interval is ≤ 0")
+
+
 def best_lr_grows(runs: Runs, sweep: Sweep) -> ClaimRow:
-    claim = "The best learning rate grows with the batch size, up to a cap"
-    rule = ("SGD's best lr, one estimate per seed (lr grid) or per re-evaluated top trial of its study, best "
-            "first (Optuna); 'grows': slope of log2(best lr) on log2(B) over the smaller half of the batch sizes, "
-            "interval > 0; 'cap': at the two largest B the best lr (per seed; a study's winner) agrees within a "
-            "factor √2 and lies below the largest lr the tuning could pick; reproduced if both, contradicted if the "
-            "slope's interval is ≤ 0")
-    if "SGD" not in sweep.methods:
-        return _missing(claim, EXP_SWEEP, rule, "needs SGD in the scaling sweep")
-    sizes = sweep.sizes("SGD")
+    claim, rule = "The best learning rate grows with the batch size, up to a cap", BEST_LR_RULE
+    sizes = _sgd_sizes(sweep)
     if len(sizes) < 3:
-        return _missing(claim, EXP_SWEEP, rule, "needs ≥ 3 batch sizes")
+        return _missing(claim, EXP_SWEEP, rule, "needs SGD at ≥ 3 batch sizes")
     half = sizes[: max(2, (len(sizes) + 1) // 2)]
     lr_at = {b: sweep.tuned[("SGD", b)].lr_replicates() for b in sizes}
     reps = sorted(set.intersection(*(set(lr_at[b]) for b in sizes)))
@@ -304,13 +309,13 @@ def best_lr_grows(runs: Runs, sweep: Sweep) -> ClaimRow:
 def perfect_scaling(runs: Runs, sweep: Sweep) -> ClaimRow:
     claim = "Steps to target scale perfectly with the batch size, then plateau"
     rule = ("SGD at its best lr; slope of log2(steps) on log2(B), every study against every study, paired on fresh "
-            "seed, between the two "
-            "smallest and between the two largest batch sizes, each interval at 97.5% (Bonferroni over the 2); "
+            "seed, between the two smallest and between the two largest batch sizes, each interval at 97.5% "
+            "(Bonferroni over the 2); "
             "reproduced if the first interval ⊂ [−1.3, −0.7] and the second ⊂ [−0.3, 0.3], "
             "contradicted if the first lies above −0.7 (no perfect scaling)")
-    if "SGD" not in sweep.methods or len(sweep.sizes("SGD")) < 3:
+    sizes = _sgd_sizes(sweep)
+    if len(sizes) < 3:
         return _missing(claim, EXP_SWEEP, rule, "needs SGD at ≥ 3 batch sizes")
-    sizes = sweep.sizes("SGD")
 
     def pair_slope(b0: int, b1: int) -> Estimate:
         d = scaling.log2_ratio(sweep.tuned[("SGD", b1)], sweep.tuned[("SGD", b0)], bonferroni(2))
