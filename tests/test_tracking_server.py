@@ -1,7 +1,7 @@
-"""A tracking server's writes overlapped (``SUITE_TRACKING_ASYNC=1``, suite/tracking/server_writes.py),
-against a real local ``mlflow server`` (sqlite backend): every run and metric lands, a run's status
-is set only once its writes are done, a failed batch is raised as MLflow's own error; and the
-default, synchronous."""
+"""A tracking server's writes overlapped (suite/tracking/server_writes.py; forced on here with
+``SUITE_TRACKING_ASYNC=1``), against a real local ``mlflow server`` (sqlite backend): every run and
+metric lands, a run's status is set only once its writes are done, a failed batch is raised as
+MLflow's own error; the default on a server of this machine, synchronous; which stores overlap."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from suite.tracking.server_writes import ASYNC_ENV
+from suite.tracking.server_writes import ASYNC_ENV, wanted
 from suite.tracking.tracker import Tracker
 from tests import browser
 from tests.conftest import runs_of
@@ -89,7 +89,27 @@ def test_a_failed_batch_is_raised_and_its_run_not_finished(server, overlapped):
     assert reader.get_run(gone).info.status == "RUNNING"  # its data did not land: not shown finished
 
 
-def test_by_default_a_servers_writes_are_synchronous(server, monkeypatch):
+@pytest.mark.parametrize(("uri", "setting", "overlaps"), [
+    ("http://mlflow.example.org:5000", None, True),  # across a network: round trips bound the writes
+    ("https://10.1.2.3", None, True),
+    ("http://127.0.0.1:5000", None, False),  # this machine: the server's CPU bounds them
+    ("http://localhost:5000", None, False),
+    ("http://[::1]:5000", None, False),
+    ("http://127.0.1.1:5000", None, False),
+    ("http://127.0.0.1:5000", "1", True),
+    ("http://mlflow.example.org:5000", "0", False),
+    ("sqlite:///mlflow.db", "1", False),  # not a server: the local store's own paths
+    ("postgresql://u:p@db.example.org/mlflow", None, False),
+])
+def test_which_stores_overlap_their_writes(uri, setting, overlaps, monkeypatch):
+    if setting is None:
+        monkeypatch.delenv(ASYNC_ENV, raising=False)
+    else:
+        monkeypatch.setenv(ASYNC_ENV, setting)
+    assert wanted(uri) is overlaps
+
+
+def test_by_default_a_local_servers_writes_are_synchronous(server, monkeypatch):
     monkeypatch.delenv(ASYNC_ENV, raising=False)
     tracker, reader = Tracker("synchronous", server), MlflowClient(server)
     with tracker.batched():

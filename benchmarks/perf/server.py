@@ -7,25 +7,34 @@ Row (target in brackets):
      - plain MLflow: a process that logs the same runs (their tags, params, every metric value
        and their artifacts, read back from the suite's warm-up run) with `MlflowClient`: create
        the run, one synchronous `log_batch`, `log_text` each artifact, end it; no training;
-     - the suite (its default: synchronous writes);
-     - the suite with `SUITE_TRACKING_ASYNC=1` (`log_batch(synchronous=False)`, one wait per unit);
+     - the suite with synchronous writes (`SUITE_TRACKING_ASYNC=0`: its default on a server of
+       this machine);
+     - the suite with `SUITE_TRACKING_ASYNC=1` (`log_batch(synchronous=False)`, one wait per unit:
+       its default on a server on another host);
      per run, whole process, and the suite's tracking phase (its `time:` line: MLflow's import
      included, as in plain's process); ratios plain / suite [>= 1x] and suite / async [> 1x to turn it on]
+  i'. the same three against the same server behind a proxy that delays every chunk by half of
+     `--rtt-ms` each way (a server across a network: a round trip of RTT instead of loopback's).
 
-Usage: python benchmarks/perf/server.py [--repeats N] [--seeds S]
+Usage: python benchmarks/perf/server.py [--repeats N] [--seeds S] [--rtt-ms MS (default 20; 0: row i alone)]
        python benchmarks/perf/server.py --replay RUNS.json URI EXPERIMENT   (plain MLflow's process)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from whole import ENV, PY, ROOT, SUITE, phase_seconds, run, time_line  # noqa: E402
@@ -75,10 +84,42 @@ def replay(path: Path, uri: str, experiment: str) -> None:
         client.set_terminated(run_id, "FINISHED")
 
 
+@contextmanager
+def delayed(url: str, rtt_ms: float) -> Iterator[str]:
+    """A TCP proxy in front of the server at ``url`` that forwards each chunk half a round trip
+    (``rtt_ms`` / 2) after it arrives, in order, each way; yields the proxy's URL."""
+    target = urlsplit(url)
+    half = rtt_ms / 2000
+    loop = asyncio.new_event_loop()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                loop.call_later(half, writer.write, chunk)
+            loop.call_later(half, writer.close)
+        except ConnectionError:
+            writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = loop.run_until_complete(asyncio.start_server(serve, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--rtt-ms", type=float, default=20.0, help="row i': through a proxy with this round trip (0: none)")
     ap.add_argument("--replay", nargs=3, metavar=("RUNS", "URI", "EXPERIMENT"))
     args = ap.parse_args()
     if args.replay:
@@ -87,26 +128,33 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="suite-perf-server-"))
     try:
         with mlflow_server(f"sqlite:///{work}/server.db", work / "server.log") as uri:
-            table = measure(uri, work, args.repeats, args.seeds)
+            table = [("i", row) for row in measure(uri, work, args.repeats, args.seeds)]
+            if args.rtt_ms > 0:
+                with delayed(uri, args.rtt_ms) as far:
+                    table += [("i'", row) for row in measure(far, work, args.repeats, args.seeds,
+                                                             f" ({args.rtt_ms:g} ms round trip)")]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{'row':<4}{'per run':<44}{'A s':>9}{'B s':>9}{'ratio':>10}  target")
-    for label, a, b, ratio, target in table:
-        print(f"{'i':<4}{label:<44}{a:>9.3f}{b:>9.3f}{ratio:>9.2f}x  {target}")
+    print(f"{'row':<4}{'per run':<60}{'A s':>9}{'B s':>9}{'ratio':>10}  target")
+    for name, (label, a, b, ratio, target) in table:
+        print(f"{name:<4}{label:<60}{a:>9.3f}{b:>9.3f}{ratio:>9.2f}x  {target}")
     print(f"i: load average at the end: {os.getloadavg()[0]:.1f}")
 
 
-def measure(uri: str, work: Path, repeats: int, seeds: int) -> list[tuple[str, float, float, float, str]]:
-    """Row i against the server at ``uri``: the warm-ups, then ``repeats`` rounds of the three
-    processes in rotating order."""
+def measure(uri: str, work: Path, repeats: int, seeds: int, where: str = ""
+            ) -> list[tuple[str, float, float, float, str]]:
+    """Row i against the server at ``uri`` (``where``: said after each row's first label, and
+    names its experiments apart): the warm-ups, then ``repeats`` rounds of the three processes in
+    rotating order."""
     grid = [*SUITE, *GRID, "--seeds", str(seeds), "--tracking-uri", uri]
-    run([*grid, "--experiment", "warm"], work)
+    name = {k: f"{k}{where}" for k in ("warm", "plain", "suite", "async")}
+    run([*grid, "--experiment", name["warm"]], work)
     runs = work / "runs.json"
-    n = dump_runs(uri, "warm", runs)
+    n = dump_runs(uri, name["warm"], runs)
     cmds = {
-        "plain": ([PY, __file__, "--replay", str(runs), uri, "plain"], ENV),
-        "suite": ([*grid, "--experiment", "suite"], {**ENV, "SUITE_TRACKING_ASYNC": "0"}),
-        "async": ([*grid, "--experiment", "async"], {**ENV, "SUITE_TRACKING_ASYNC": "1"}),
+        "plain": ([PY, __file__, "--replay", str(runs), uri, name["plain"]], ENV),
+        "suite": ([*grid, "--experiment", name["suite"]], {**ENV, "SUITE_TRACKING_ASYNC": "0"}),
+        "async": ([*grid, "--experiment", name["async"]], {**ENV, "SUITE_TRACKING_ASYNC": "1"}),
     }
     for cmd, env in cmds.values():  # warm-ups (the server's first writes to each experiment)
         run(cmd, work, env)
@@ -126,10 +174,11 @@ def measure(uri: str, work: Path, repeats: int, seeds: int) -> list[tuple[str, f
 
     print(f"i: {n} runs a process; every time per run (s): "
           + "; ".join(f"{k} {', '.join(f'{t:.3f}' for t in v)}" for k, v in times.items()))
-    return [(f"{n} runs: plain MLflow, sync / suite", med["plain"], med["suite"], ratio("plain", "suite"), ">= 1x"),
+    return [(f"{n} runs{where}: plain MLflow, sync / suite", med["plain"], med["suite"], ratio("plain", "suite"),
+             ">= 1x"),
             ("  plain's process / suite's tracking phase", med["plain"], med["suite tracking"],
              ratio("plain", "suite tracking"), ">= 1x"),
-            (f"{n} runs: suite / suite async", med["suite"], med["async"], ratio("suite", "async"), "> 1x"),
+            (f"{n} runs{where}: suite / suite async", med["suite"], med["async"], ratio("suite", "async"), "> 1x"),
             ("  tracking phase only", med["suite tracking"], med["async tracking"],
              ratio("suite tracking", "async tracking"), "> 1x")]
 

@@ -9,9 +9,9 @@ queue chooses the write path:
 - **MLflow's client** (a tracking server; an SQL store outside :meth:`WriteQueue.batched`): the
   record's writes are MLflow calls, in its order (create, params, artifacts, metrics with tags,
   status); evaluations are buffered and written at least every :data:`FLUSH_EVERY_S`, or when
-  :data:`MAX_METRICS_PER_BATCH` are buffered, or with the run's next write. With
-  ``SUITE_TRACKING_ASYNC=1``, inside :meth:`WriteQueue.batched` on a tracking server, params,
-  metrics, tags and artifacts are submitted without
+  :data:`MAX_METRICS_PER_BATCH` are buffered, or with the run's next write. Inside
+  :meth:`WriteQueue.batched` on a tracking server across a network (or any server with
+  ``SUITE_TRACKING_ASYNC=1``), params, metrics, tags and artifacts are submitted without
   waiting and a status is set only once the run's batches are written, at :meth:`WriteQueue.commit`
   (:mod:`suite.tracking.server_writes`).
 - **One transaction** (a local sqlite store :mod:`suite.tracking.direct` serves): each call's
@@ -86,11 +86,12 @@ class WriteQueue:
     """The writes of one tracker to one experiment (see the module docstring).
 
     ``client``: returns the tracker's ``MlflowClient`` (made on first use); ``direct``: the
-    store :mod:`suite.tracking.direct` writes, or None where MLflow writes; ``server``: the store
-    is a tracking server (its writes inside :meth:`batched` may overlap, :mod:`suite.tracking.server_writes`)."""
+    store :mod:`suite.tracking.direct` writes, or None where MLflow writes; ``tracking_uri``: the
+    store's URI (a tracking server's writes inside :meth:`batched` may overlap,
+    :func:`suite.tracking.server_writes.wanted`)."""
 
     def __init__(self, experiment_id: str, client: Callable[[], Any], direct: DirectStore | None, *,
-                 server: bool = False) -> None:
+                 tracking_uri: str = "") -> None:
         self.experiment_id = experiment_id
         self._client = client
         self._direct = direct
@@ -105,7 +106,7 @@ class WriteQueue:
         self._writer_off = False  # a writer failed once: this queue writes itself from then on
         self._batched = False  # inside batched() (not a single call's writes())
         self._last_write_s = 0.0  # how long the last write in this process took
-        self._server = wanted(server)
+        self._server = wanted(tracking_uri)
         self._overlap: ServerWrites | None = None  # inside batched() on a tracking server
 
     @property

@@ -46,7 +46,6 @@ from suite.tracking.records import (
 from suite.tracking.records import PARENT_RUN_TAG as MLFLOW_PARENT_RUN_ID
 from suite.tracking.records import RUN_NAME_TAG as MLFLOW_RUN_NAME
 from suite.tracking.template import seed_new_store
-from suite.tracking.ui import is_server
 from suite.vocab import (
     DONE_STATUSES,
     EXPERIMENT_KIND_TRAINING,
@@ -117,7 +116,7 @@ class Tracker:
             raise StoreError(diagnose.cause(exc, self.tracking_uri).line) from None
         diagnose.note_opened(self.tracking_uri)  # a store file moved away later is then told as such
         self.queue = WriteQueue(self.experiment_id, lambda: self.client, self._direct,
-                                server=is_server(self.tracking_uri))
+                                tracking_uri=self.tracking_uri)
 
     @property
     def client(self) -> Any:
