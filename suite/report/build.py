@@ -47,7 +47,8 @@ def build(runs: Runs, descriptions: dict[str, str] | None = None, by: Score | No
              "studies, then of the seeds within each), so it covers the tuning too; with one study the interval "
              "covers the seeds only. Variants are compared paired on the same seeds: the difference and its "
              "interval; two tuned methods every study against every study, the interval over the seeds of the "
-             "range over the study pairs (tuning error is one-sided: a tuned cell never beats its optimum); "
+             "best studies' difference ± the larger of the two methods' spreads over studies (tuning error is "
+             "one-sided: a tuned cell never beats its optimum, so the interval is centred on the best studies); "
              "where the interval covers 0 the report says 'no significant "
              "difference' and names no winner. A claim that rests on k cells reads each at level 1 − 0.05/k "
              "(Bonferroni).")

@@ -179,8 +179,9 @@ def _helps_only_at(sweep: Sweep, claim: str, method: str | None, base: str | Non
     at_b, off_b = ("largest", "smallest") if where == "large" else ("smallest", "largest")
     level = bonferroni(2)  # the verdict rests on two cells
     rule = (f"steps of each method at its own best lr, every study against every study, paired on fresh seed, "
-            f"each interval at {level:.1%} (Bonferroni over the 2 batch sizes; over the seeds, of the range over the "
-            f"study pairs where there are several studies, else a t interval over seeds); 'helps' = ratio interval "
+            f"each interval at {level:.1%} (Bonferroni over the 2 batch sizes; over the seeds, of the best studies' "
+            f"ratio ± the larger study spread where there are several studies, else a t interval over seeds); "
+            f"'helps' = ratio interval "
             f"below {HELP_RATIO}, 'no help' = ratio interval above {HELP_RATIO}; reproduced if it helps at the "
             f"{at_b} and not at the {off_b} batch size, contradicted if it helps at the {off_b} or "
             f"is not faster (interval ≥ 1) at the {at_b}")

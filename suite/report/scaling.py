@@ -161,8 +161,8 @@ class Tuned:
 def log2_ratio(a: Tuned, b: Tuned, level: float = LEVEL) -> Estimate:
     """log2(steps of ``a`` / steps of ``b``), every study of ``a`` against every study of ``b``,
     paired on fresh seed: the median over the study pairs of the mean, with an interval over the
-    seeds of the range over the pairs, which covers the one-sided tuning error (the t interval
-    over seeds for one study each) (:func:`suite.report.stats.crossed_studies`)."""
+    seeds of the best studies' difference ± the larger study spread, which covers the one-sided
+    tuning error (the t interval over seeds for one study each) (:func:`suite.report.stats.crossed_studies`)."""
     return crossed_studies(a.log2_by_study(), b.log2_by_study(), level)
 
 

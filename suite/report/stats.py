@@ -12,8 +12,9 @@ same fresh seeds (:func:`study_estimate`): its value is the median over studies 
 study's mean over seeds, and its interval a two-level percentile bootstrap (resample studies,
 then seeds within each), so it covers the tuning as well as the seeds. Two methods are
 compared every study against every study, paired on fresh seed, with an interval over the seeds
-of the range over the study pairs (:func:`crossed_studies`: tuning error is one-sided, so a spread
-around the median would not cover it). With one study the
+of the best studies' difference ± the larger of the two methods' spreads over studies
+(:func:`crossed_studies`: tuning error is one-sided, so a spread around the median would not
+cover the difference at the optima). With one study the
 interval is the t interval over seeds, and says that it covers the seeds only. A claim that
 rests on k cells reads each cell's interval at level 1 − 0.05/k (Bonferroni, :func:`bonferroni`).
 """
@@ -72,7 +73,7 @@ def t_quantile(q: float, df: int) -> float:
 LEVEL = 0.95  # every interval's level, before a correction for multiple comparisons
 SEEDS = "seeds"
 STUDIES_AND_SEEDS = "studies and seeds"
-STUDY_RANGE = "study range and seeds"  # two methods' tuning: the range over their studies' pairs
+STUDY_RANGE = "study range and seeds"  # two methods' tuning: best studies ± the larger spread (crossed_studies)
 
 
 def bonferroni(cells: int, level: float = LEVEL) -> float:
@@ -103,7 +104,7 @@ class Estimate:
         if self.covers == STUDIES_AND_SEEDS:
             return f"{pct} bootstrap over {self.studies} studies and seeds"
         if self.covers == STUDY_RANGE:
-            return f"{pct} over seeds of the range over {self.studies}×{self.studies} study pairs"
+            return f"{pct} over seeds of the best studies ± the larger spread over {self.studies} studies"
         return f"{pct} t interval over seeds" + (" (1 study: the tuning is not covered)" if self.studies == 1
                                                   and self.covers == SEEDS else "")
 
@@ -197,14 +198,17 @@ def crossed_studies(a: StudyValues, b: StudyValues, level: float = LEVEL, resamp
     """``a − b`` for two tuned methods whose R studies each were re-evaluated on the same fresh
     seeds: every study of ``a`` against every study of ``b`` (the two methods' tunings are
     independent, so no pairing of study indices is privileged), paired on seed. The value is the
-    median over the R×R study pairs of the mean paired difference; the interval runs from the
-    ``(1 − level)/2`` quantile of the smallest pair's mean to the ``(1 + level)/2`` quantile of the
-    largest pair's mean, over a bootstrap of the shared seeds.
+    median over the R×R study pairs of the mean paired difference.
 
-    Tuning error is one-sided (a tuned cell never beats its optimum), so a spread of studies around
-    their median does not cover the difference at the optima; the range over pairs does whenever
-    each method's worst study is tuned no better than the other's best one. With one study each:
-    :func:`paired_studies` (the t interval over seeds, which says it does not cover the tuning)."""
+    Tuning error is one-sided (a tuned cell never beats its optimum, up to the seeds), so a spread
+    of studies around their median does not cover the difference at the optima. The interval is
+    the difference of the two methods' best studies, widened either way by the larger of the two
+    methods' spreads over their studies (max − min of the study means): it covers the difference
+    at the optima whenever each method's best study lies within that spread of its optimum, and it
+    holds every study pair's difference (the range over the pairs). Its ends are the ``(1 −
+    level)/2`` and ``(1 + level)/2`` quantiles over a bootstrap of the shared seeds. With one study
+    each: :func:`paired_studies` (the t interval over seeds, which says it does not cover the
+    tuning)."""
     ka = [k for k in a if any(_finite(v) for v in a[k].values())]
     kb = [k for k in b if any(_finite(v) for v in b[k].values())]
     if len(ka) < 2 or len(kb) < 2:
@@ -215,15 +219,17 @@ def crossed_studies(a: StudyValues, b: StudyValues, level: float = LEVEL, resamp
         return paired_studies(a, b, level)
     A = np.array([[a[k][s] for s in seeds] for k in ka])  # [studies of a, seeds]
     B = np.array([[b[k][s] for s in seeds] for k in kb])
-    diffs = A[:, None, :] - B[None, :, :]  # [Ra, Rb, seeds]
-    point = float(np.median(diffs.mean(axis=2)))
+    point = float(np.median(A.mean(axis=1)[:, None] - B.mean(axis=1)[None, :]))
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
-    means = diffs[:, :, pick].mean(axis=3).reshape(-1, resamples)  # [pairs, resamples]
+    am, bm = A[:, pick].mean(axis=2), B[:, pick].mean(axis=2)  # [studies, resamples]: each study's mean
+    best = am.min(axis=0) - bm.min(axis=0)
+    spread = np.maximum(am.max(axis=0) - am.min(axis=0), bm.max(axis=0) - bm.min(axis=0))
     tail = (1 - level) / 2
-    low = float(np.quantile(means.min(axis=0), tail))
-    high = float(np.quantile(means.max(axis=0), 1 - tail))
-    return Estimate(point, low, high, diffs.size, STUDY_RANGE, min(len(ka), len(kb)), level)
+    low = float(np.quantile(best - spread, tail))
+    high = float(np.quantile(best + spread, 1 - tail))
+    return Estimate(point, low, high, A.shape[0] * B.shape[0] * len(seeds), STUDY_RANGE, min(len(ka), len(kb)),
+                    level)
 
 
 def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> Estimate:
