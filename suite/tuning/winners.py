@@ -337,10 +337,13 @@ def figures(summaries: Sequence[StudySummary], objective_label: str) -> dict[str
 
 def study_figures(study: optuna.Study) -> dict[str, Any]:
     """Optuna's optimization history and (where it can be computed: at least two completed
-    trials and two parameters) hyperparameter importance plots; skipped when they cannot be made."""
+    trials and two parameters) hyperparameter importance plots (PED-ANOVA, without scikit-learn:
+    :mod:`suite.tuning.importance`); skipped when they cannot be made."""
     import warnings
 
     from optuna.visualization import matplotlib as ovm
+
+    from suite.tuning import importance
 
     out: dict[str, Any] = {}
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -356,7 +359,8 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
             pass
         if _has_importances(complete):
             try:
-                out["optuna_importance.png"] = ovm.plot_param_importances(study).figure
+                plot = ovm.plot_param_importances(study, evaluator=importance.evaluator())
+                out["optuna_importance.png"] = plot.figure
             except Exception:
                 pass
         for fig in out.values():  # texts (parameter names) the suite does not control: measured
@@ -368,20 +372,23 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
 def study_pngs(studies: Sequence[optuna.Study]) -> list[dict[str, bytes]]:
     """Each study's :func:`study_figures` as PNG bytes, in order; from :data:`SPLIT_STUDIES` studies
     on, drawn on two processes as the report's draws are (:mod:`suite.report.split_draws`): in
-    ``make bench`` 96 studies' 100 figures took 90 s one after another (profiled, load 12), while
-    ``suite tune --problem logistic``'s 6 studies gained nothing at load 8 (a second process
-    repeats the fixed costs)."""
+    ``make bench`` 96 studies' 100 figures took 90 s one after another (profiled, load 12);
+    ``suite tune --problem logistic``'s 6 studies' 12 figures take 1.0–1.3 s of reporting instead
+    of 1.6–1.9 s on a quiet machine (alternated, 3 each; the child is forked, so it repeats no
+    import), and gain nothing at load 8."""
     from suite.report.split_draws import draw_results
 
     if len(studies) < SPLIT_STUDIES:
         return [_pngs(s) for s in studies]
     if any(_has_importances(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) for s in studies):
-        import optuna.importance._fanova  # noqa: F401 - scikit-learn, imported once for both processes
+        from suite.tuning import importance
+
+        importance.load()  # imported once for both processes
     pending = iter(studies)
     return draw_results(lambda: next(pending), _pngs, len(studies))
 
 
-SPLIT_STUDIES = 16
+SPLIT_STUDIES = 2  # a single study's two figures: drawn here
 
 
 def _has_importances(complete: Sequence[optuna.trial.FrozenTrial]) -> bool:
