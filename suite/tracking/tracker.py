@@ -5,6 +5,7 @@ MLflow's own default (``sqlite:///mlflow.db`` in the working directory)."""
 from __future__ import annotations
 
 import io
+import math
 import platform
 import time
 import uuid
@@ -36,7 +37,7 @@ from suite.tracking.records import (
     KILLED,
     RUNNING,
     Deferred,
-    Metric,
+    MetricRow,
     PendingRun,
     RunParam,
     RunTag,
@@ -437,40 +438,45 @@ def owner() -> str:
     return owners.label()
 
 
-def best_metrics(history: Sequence[tuple[int, Mapping[str, float]]], target: float | None = None) -> list[Metric]:
+def best_metrics(history: Sequence[tuple[int, Mapping[str, float]]], target: float | None = None) -> list[MetricRow]:
     """``best_val_loss`` (and ``best_avg_val_loss``): the lowest value over the run, logged at the
     step it was reached, beside the last value MLflow shows as ``val_loss``; with a ``target``,
-    ``steps_to_target`` (and ``avg_steps_to_target``, see :mod:`suite.engine.target`)."""
+    ``steps_to_target`` (and ``avg_steps_to_target``, see :mod:`suite.engine.target`). Plain
+    tuples, as :data:`~suite.tracking.records.MetricRow` (a finished run's metrics are made and
+    pickled by the thousand)."""
     ts = int(time.time() * 1000)
-    out = []
+    out: list[MetricRow] = []
     if target is not None:
-        out += [Metric(k, float(v), ts, v) for k, v in steps_to_target(history, target).items()]
+        out += [(k, float(v), ts, v) for k, v in steps_to_target(history, target).items()]
     for key in ("val_loss", "avg_val_loss"):
-        points = [(m[key], step) for step, m in history if key in m and _finite(m[key])]
-        if points:
-            value, step = min(points)
-            out.append(Metric(f"best_{key}", float(value), ts, step))
+        best: tuple[float, int] | None = None
+        for step, m in history:
+            v = m.get(key)
+            if v is not None and _finite(v) and (best is None or (v, step) < best):
+                best = (v, step)
+        if best is not None:
+            out.append((f"best_{key}", float(best[0]), ts, best[1]))
     return out
 
 
-def final_metrics(result: Any) -> list[Metric]:
+def final_metrics(result: Any) -> list[MetricRow]:
     """A completed run's ``final_metrics`` (e.g. ``test_loss``), logged once at its last step."""
     ts = int(time.time() * 1000)
     step = result.history[-1][0] if result.history else 0
-    return [Metric(k, float(v), ts, step) for k, v in getattr(result, "final_metrics", {}).items()]
+    return [(k, float(v), ts, step) for k, v in getattr(result, "final_metrics", {}).items()]
 
 
-def clock_metrics(result: Any) -> list[Metric]:
+def clock_metrics(result: Any) -> list[MetricRow]:
     """``train_seconds`` at each evaluated step: the seconds spent training so far, evaluations
     excluded (:class:`suite.engine.loop.RunResult`'s ``clock``)."""
     ts = int(time.time() * 1000)
-    return [Metric(TRAIN_SECONDS, float(v), ts, step) for step, v in getattr(result, "clock", [])]
+    return [(TRAIN_SECONDS, float(v), ts, step) for step, v in getattr(result, "clock", [])]
 
 
 def _finite(v: Any) -> bool:
     try:
-        return float(v) == float(v) and abs(float(v)) != float("inf")
-    except (TypeError, ValueError):
+        return math.isfinite(v)
+    except TypeError:  # not a number
         return False
 
 
