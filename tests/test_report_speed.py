@@ -105,6 +105,37 @@ def test_studies_figures_drawn_on_two_processes_are_those_drawn_here(monkeypatch
     assert len({p["optuna_history.png"] for p in here}) == 3
 
 
+def test_the_child_drawing_study_figures_never_uses_the_parents_storage(tmp_path, monkeypatch):
+    """A database storage's pooled connection, used by a forked child too, breaks the parent's
+    next commit (PostgreSQL: "An exception is raised during the commit"): the child draws from
+    in-memory copies. Every read of the studies' own storage is recorded with its process."""
+    import optuna
+    from optuna.storages import InMemoryStorage
+
+    from suite.report import split_draws
+    from suite.tuning import winners
+
+    readers = tmp_path / "readers"
+
+    class Recorded(InMemoryStorage):
+        def get_all_trials(self, *args, **kwargs):
+            with open(readers, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            return super().get_all_trials(*args, **kwargs)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage, studies = Recorded(), []
+    for k in range(4):
+        study = optuna.create_study(storage=storage, study_name=f"s{k}", sampler=optuna.samplers.RandomSampler(seed=k))
+        study.optimize(lambda t: (t.suggest_float("lr", 1e-3, 1.0, log=True) - 0.1) ** 2, n_trials=4)
+        studies.append(study)
+    monkeypatch.setenv(split_draws.ENV, "2")
+    readers.write_text("")
+    pngs = winners.study_pngs(studies)
+    assert len(pngs) == 4 and all(p["optuna_history.png"].startswith(b"\x89PNG") for p in pngs)
+    assert set(readers.read_text().split()) == {str(os.getpid())}
+
+
 def test_a_child_that_does_not_answer_is_not_waited_for(monkeypatch):
     from suite.report import split_draws
 

@@ -375,17 +375,28 @@ def study_pngs(studies: Sequence[optuna.Study]) -> list[dict[str, bytes]]:
     ``make bench`` 96 studies' 100 figures took 90 s one after another (profiled, load 12);
     ``suite tune --problem logistic``'s 6 studies' 12 figures take 1.0–1.3 s of reporting instead
     of 1.6–1.9 s on a quiet machine (alternated, 3 each; the child is forked, so it repeats no
-    import), and gain nothing at load 8."""
+    import), and gain nothing at load 8.
+
+    Before the fork each study is copied into memory (:func:`_in_memory`): the child must not use
+    the parent's storage (a database's pooled connection shared by two processes breaks both)."""
     from suite.report.split_draws import draw_results
 
     if len(studies) < SPLIT_STUDIES:
         return [_pngs(s) for s in studies]
+    studies = [_in_memory(s) for s in studies]
     if any(_has_importances(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) for s in studies):
         from suite.tuning import importance
 
         importance.load()  # imported once for both processes
     pending = iter(studies)
     return draw_results(lambda: next(pending), _pngs, len(studies))
+
+
+def _in_memory(study: optuna.Study) -> optuna.Study:
+    """A copy of ``study`` in Optuna's in-memory storage: its directions and its finished trials."""
+    copy = optuna.create_study(directions=study.directions, study_name=study.study_name)
+    copy.add_trials([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
+    return copy
 
 
 SPLIT_STUDIES = 2  # a single study's two figures: drawn here
