@@ -39,18 +39,20 @@ def worker_pids(parent: int) -> list[int]:
     return pids
 
 
-def running_worker(workers: list[int]) -> int:
-    """A worker holding a trial Optuna has as running (one worker may hold every running trial:
-    a population; the other may not have started any yet). Called with the workers stopped
-    (SIGSTOP), so that what the storage says still holds when the victim is killed."""
+def running_worker(workers: list[int], in_store: set[str]) -> int | None:
+    """A worker holding a trial Optuna has as running whose runs are in the MLflow store as
+    running (``in_store``: their trial numbers): one worker may hold every running trial (a
+    population), and a trial just claimed may not have its runs written yet. None if no worker
+    does yet. Called with the workers stopped (SIGSTOP), so that what the stores say still holds
+    when the victim is killed."""
     (name,) = [n for n in optuna.get_all_study_names(open_storage(None))
                if n.startswith("linreg/sgd-constant-none-shuffle/b16-")]
     holders = {int(t.user_attrs["suite.worker"].rpartition(":")[2])
                for t in optuna.load_study(study_name=name, storage=open_storage(None)).get_trials(deepcopy=False)
-               if t.state == optuna.trial.TrialState.RUNNING and "suite.worker" in t.user_attrs}
+               if t.state == optuna.trial.TrialState.RUNNING and "suite.worker" in t.user_attrs
+               and str(t.number) in in_store}
     found = sorted(holders & set(workers))
-    assert found, (holders, workers)
-    return found[0]
+    return found[0] if found else None
 
 
 def signal_each(pids: list[int], sig: int) -> list[int]:
@@ -77,14 +79,22 @@ def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_cli
             time.sleep(0.3)
         workers = worker_pids(proc.pid)
         assert len(workers) == 2, workers
-        # Stop both workers, so that none finishes or exits between reading the storage and the kill
-        # (on a loaded machine a trial seen running in the store may already be done).
-        stopped = signal_each(workers, signal.SIGSTOP)
-        try:
-            victim = running_worker(stopped)
-            os.kill(victim, signal.SIGKILL)
-        finally:
-            signal_each(stopped, signal.SIGCONT)
+        victim = None
+        while victim is None:
+            # Stop both workers, so that none finishes or exits between reading the stores and the kill
+            # (on a loaded machine a trial seen running in the store may already be done).
+            stopped = signal_each(workers, signal.SIGSTOP)
+            try:
+                in_store = {r.data.tags["suite.trial"] for r in runs_of(mlflow_client, "killed", running)}
+                victim = running_worker(stopped, in_store)
+                if victim is not None:
+                    os.kill(victim, signal.SIGKILL)
+            finally:
+                signal_each(stopped, signal.SIGCONT)
+            assert victim is not None or proc.poll() is None, proc.communicate()[0]
+            assert victim is not None or time.monotonic() < deadline, "no worker's trial got its runs written"
+            if victim is None:
+                time.sleep(0.3)
         out, _ = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
