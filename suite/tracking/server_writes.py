@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from suite.tracking.records import RUNNING
+from suite.tracking.ui import is_server
 
 ASYNC_ENV = "SUITE_TRACKING_ASYNC"  # 1: every tracking server's writes overlap, 0: none's (unset: remote ones')
 LOOPBACK = ("localhost", "::1")  # with 127.*: a server on this machine
@@ -42,13 +43,12 @@ THREADS = 2  # artifacts and statuses sent at once (8 were no faster on a local 
 def wanted(tracking_uri: str) -> bool:
     """Whether a store's writes are overlapped here: a tracking server (``http(s)://``) on another
     host, or any tracking server with :data:`ASYNC_ENV` ``1``; none with it ``0``."""
-    parts = urlsplit(tracking_uri)
-    if parts.scheme.lower() not in ("http", "https"):
+    if not is_server(tracking_uri):
         return False
     setting = os.environ.get(ASYNC_ENV, "").strip()
     if setting in ("0", "1"):
         return setting == "1"
-    host = (parts.hostname or "").lower()
+    host = (urlsplit(tracking_uri).hostname or "").lower()
     return not (host in LOOPBACK or host.startswith("127."))
 
 

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from suite.report import tables
 from suite.report.style import finish_figure
 from suite.specs.naming import value_text
-from suite.tuning import edges
+from suite.tuning import edges, importance
 from suite.tuning.labels import short_name
 from suite.tuning.plan import StudyPlan
 from suite.tuning.results import best_trial, best_values, counted
@@ -343,8 +343,6 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
 
     from optuna.visualization import matplotlib as ovm
 
-    from suite.tuning import importance
-
     out: dict[str, Any] = {}
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
@@ -385,8 +383,6 @@ def study_pngs(studies: Sequence[optuna.Study]) -> list[dict[str, bytes]]:
         return [_pngs(s) for s in studies]
     studies = [_in_memory(s) for s in studies]
     if any(_has_importances(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) for s in studies):
-        from suite.tuning import importance
-
         importance.load()  # imported once for both processes
     pending = iter(studies)
     return draw_results(lambda: next(pending), _pngs, len(studies))
