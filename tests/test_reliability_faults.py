@@ -247,3 +247,56 @@ def test_a_store_failing_mid_tuning_ends_it_with_one_line_and_exit_1(workdir, tr
     assert "run the same command again" in lines[0]
     rerun = CliRunner().invoke(main, TUNE)
     assert rerun.exit_code == 0, rerun.output
+
+
+def test_an_optuna_storage_failing_mid_tuning_is_named_as_the_optuna_storage_not_the_tracking_store(
+        workdir, tracking_uri):
+    """A real Optuna database that refuses every trial's value (a trigger that calls a function
+    SQLite does not have: an OperationalError, which Optuna raises as its StorageInternalError):
+    the one line names the Optuna storage and SQLite's reason, not the tracking store, and the
+    same command again, once the storage takes writes, completes the study."""
+    import optuna
+
+    path = workdir / "optuna.db"
+    url = f"sqlite:///{path}"
+    optuna.storages.RDBStorage(url)  # Optuna's own tables
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TRIGGER broken BEFORE INSERT ON trial_values BEGIN SELECT storage_broken(); END")
+    tune = [*TUNE, "--population", "1", "--storage", url, "--heartbeat", "1", "--grace", "2"]  # lost after 2 s
+    result = CliRunner().invoke(main, tune)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert len(lines) == 1 and lines[0].startswith(f"the Optuna storage {url} failed"), result.stderr
+    assert "no such function: storage_broken" in lines[0] and "check the storage and --storage" in lines[0]
+    assert "tracking store" not in lines[0] and "rerun the same command" in lines[0]
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TRIGGER broken")
+    rerun = CliRunner().invoke(main, tune)
+    assert rerun.exit_code == 0, rerun.output
+    study = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 4
+
+
+def test_an_optuna_storage_failing_in_the_commands_own_process_is_told_as_the_optuna_storage(workdir, tracking_uri):
+    """Where the command itself reads or writes the studies (building them, or drawing the report)
+    under the tracking store's guard, a failing Optuna database is still named as such: exit code
+    2 before the first trial, 1 after, never "the tracking store"."""
+    import optuna
+
+    from suite.errors import StoreError, StoreFailed
+    from suite.tracking import diagnose
+
+    path = workdir / "optuna.db"
+    url = f"sqlite:///{path}"
+    study = optuna.create_study(storage=url)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TRIGGER broken BEFORE INSERT ON trial_values BEGIN SELECT storage_broken(); END")
+    for during, kind in ((None, StoreError), ("the tuning", StoreFailed)):
+        with pytest.raises(kind) as told, diagnose.told(tracking_uri, during, storage=url):
+            study.tell(study.ask(), 1.0)
+        line = str(told.value)
+        assert line.startswith(f"the Optuna storage {url} failed") and "tracking store" not in line, line
+        assert "no such function: storage_broken" in line and "check the storage and --storage" in line, line
+    guard = diagnose.told(tracking_uri, "the tuning", storage=url)
+    with pytest.raises(StoreFailed, match="^the tracking store"), guard:  # the tracking store's own failure
+        sqlite3.connect(f"file:{workdir / 'mlflow.db'}?mode=ro", uri=True).execute("CREATE TABLE t (x)")

@@ -315,5 +315,6 @@ def run(request: Any, registry: Registry, echo: Callable[[str], None] = print, t
     from suite.tracking import diagnose
     from suite.tuning.session import run_session
 
-    with diagnose.told(request.tracking_uri, "the tuning"):  # a store failing mid-run: exit code 1
+    # a store (tracking or Optuna) failing mid-run: exit code 1
+    with diagnose.told(request.tracking_uri, "the tuning", storage=request.storage):
         return run_session(request, registry, echo, trials)

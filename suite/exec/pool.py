@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from suite.errors import WorkerStartError
+from suite.errors import SuiteError, WorkerStartError
 from suite.exec import cores
 from suite.exec.signals import default_stop_signals, interrupted, on_parent_death, stop_signals
 
@@ -174,9 +174,17 @@ class Pool:
             try:
                 result = self.runner(payload, env)
             except Exception as exc:  # noqa: BLE001 - a task's failure is reported, the others go on
-                handler.on_lost(tid, device, f"{type(exc).__name__}: {exc}".strip())
+                handler.on_lost(tid, device, task_failure(exc))
                 continue
             handler.on_done(tid, result)
+
+
+def task_failure(exc: Exception) -> str:
+    """What a task that raised ``exc`` is reported as: a :class:`SuiteError`'s own line (it says
+    what failed and what to do), else the exception's type and message."""
+    if isinstance(exc, SuiteError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".strip()
 
 
 def worth_workers(rest_here_s: float, start_cost_s: float, workers: int) -> bool:
@@ -406,8 +414,9 @@ def worker_main(runner: Runner, wid: int, device: str, threads: int, conn: Any, 
                 try:
                     result = runner(payload, env)
                 except Exception as exc:  # noqa: BLE001 - reported to the parent; the next task goes on
-                    last = traceback.format_exc().strip().splitlines()[-1]
-                    conn.send(("error", tid, f"worker {wid} failed: {last or type(exc).__name__}"))
+                    why = (str(exc) if isinstance(exc, SuiteError)
+                           else traceback.format_exc().strip().splitlines()[-1] or type(exc).__name__)
+                    conn.send(("error", tid, f"worker {wid} failed: {why}"))
                     continue
                 conn.send(("done", tid, result))
         except (EOFError, BrokenPipeError, KeyboardInterrupt):

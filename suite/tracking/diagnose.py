@@ -188,16 +188,62 @@ def failed(exc: BaseException, uri: str, during: str, said: str | None = None) -
                        f"{'; ' + said if said else ''}: {why.todo}, then run the same command again to run the rest")
 
 
+def optuna_storage_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) was raised inside Optuna's storages (its database or
+    journal storage) rather than by the tracking store: Optuna's ``StorageInternalError``, or an
+    error raised in a frame of ``optuna/storages``."""
+    for e in _chain(exc):
+        if type(e).__name__ == "StorageInternalError" and type(e).__module__.startswith("optuna"):
+            return True
+        tb = e.__traceback__
+        while tb is not None:
+            if _OPTUNA_STORAGES in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+                return True
+            tb = tb.tb_next
+    return False
+
+
+_OPTUNA_STORAGES = "/optuna/storages/"
+
+
+def storage_failed(exc: BaseException, storage: str | None) -> str:
+    """"the Optuna storage WHERE failed (REASON)": the driver's reason, as Optuna's
+    ``StorageInternalError`` says only that a commit failed."""
+    from suite.stores import normalize_storage
+
+    root = next((e for e in _chain(exc) if getattr(e, "orig", None) is not None or isinstance(e, OSError)), exc)
+    return f"the Optuna storage {describe(normalize_storage(storage))} failed ({detail(root)})"
+
+
+STORAGE_TODO = "check the storage and --storage"
+
+
+def storage_fault(exc: BaseException, storage: str | None, during: str | None) -> SuiteError:
+    """The error for an Optuna storage that failed with ``exc``: before the first run (``during``
+    None) a :class:`StoreError`, exit code 2; while ``during`` ran a :class:`StoreFailed`, exit
+    code 1 (Optuna commits each trial as it ends, so what was committed before stays)."""
+    what = storage_failed(exc, storage)
+    if during is None:
+        return StoreError(f"{what}; no trial was started: {STORAGE_TODO}, then run the command again")
+    head, reason = what.split(" failed ", 1)
+    return StoreFailed(f"{head} failed while {during} ran {reason}; the trials committed before stay recorded: "
+                       f"{STORAGE_TODO}, then run the same command again to run the rest")
+
+
 @contextlib.contextmanager
-def told(uri: str | None, during: str | None = None) -> Iterator[None]:
+def told(uri: str | None, during: str | None = None, *, storage: str | None | bool = False) -> Iterator[None]:
     """Around part of a command: a store failure there becomes one line. ``during`` None (what
     comes before the first run): :func:`refused`, exit code 2; else (``during`` names what runs,
-    e.g. ``"the tuning"``): :func:`failed`, exit code 1."""
+    e.g. ``"the tuning"``): :func:`failed`, exit code 1. ``storage``: the Optuna storage the part
+    uses (None: the default one; False: none), so that its failures are told as the storage's
+    (:func:`storage_fault`), not the tracking store's."""
     try:
         yield
     except (KeyboardInterrupt, SuiteError):
         raise
     except Exception as exc:
+        if storage is not False and optuna_storage_failure(exc):
+            raise storage_fault(exc, storage or None, during) from None
         if not store_failure(exc):
             raise
         uri = resolve_tracking_uri(uri)

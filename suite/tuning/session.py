@@ -82,7 +82,7 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None],
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # the studies, their slots and parent runs (the MLflow calls count as tracking); a store failing here: exit code 2
-    with CLOCK.phase("building"), diagnose.told(req.tracking_uri):
+    with CLOCK.phase("building"), diagnose.told(req.tracking_uri, storage=req.storage):
         storage = open_storage(req.storage)
         req = replace(req, plans=resolve_names(storage, req.plans))  # studies named before the settings hash
         check_settings(storage, req.plans)
