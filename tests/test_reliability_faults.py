@@ -300,3 +300,22 @@ def test_an_optuna_storage_failing_in_the_commands_own_process_is_told_as_the_op
     guard = diagnose.told(tracking_uri, "the tuning", storage=url)
     with pytest.raises(StoreFailed, match="^the tracking store"), guard:  # the tracking store's own failure
         sqlite3.connect(f"file:{workdir / 'mlflow.db'}?mode=ro", uri=True).execute("CREATE TABLE t (x)")
+
+
+def test_a_suite_worker_whose_optuna_storage_fails_names_it(workdir, tracking_uri):
+    """`suite worker` on a real Optuna database that refuses every trial's value: its trouble
+    line names the Optuna storage and SQLite's reason, and it exits 1."""
+    import optuna
+
+    path = workdir / "optuna.db"
+    url = f"sqlite:///{path}"
+    submitted = CliRunner().invoke(main, [*TUNE, "--storage", url, "--submit-only"])
+    assert submitted.exit_code == 0, submitted.output
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TRIGGER broken BEFORE INSERT ON trial_values BEGIN SELECT storage_broken(); END")
+    result = CliRunner().invoke(main, ["worker", "--storage", url, "--device", "cpu", "--workers", "1", "--quiet"])
+    assert result.exit_code == 1, (result.output, result.exception)
+    line = next(line for line in result.output.splitlines() if line.startswith("worker on cpu: "))
+    assert line.startswith(f"worker on cpu: the Optuna storage {url} failed"), result.output
+    assert "no such function: storage_broken" in line and "tracking store" not in line, line
+    assert optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url).trials

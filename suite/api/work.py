@@ -53,8 +53,11 @@ def storage_worker(task: WorkTask, env: WorkerEnv) -> str:
     """Pool runner: one storage worker on this device until nothing is left; its summary line."""
     ctx = WorkerContext(device=env.local, tracking_uri=task.tracking_uri, quiet=task.quiet,
                         echo=lambda line: env.emit("echo", line), engine=task.engine, stack_size=task.stack_size)
-    return run_worker(task.storage, task.studies, ctx, heartbeat_policy=task.policy, wait=task.wait,
-                      runners=KINDS, shared=sharing_on()).line()
+    from suite.tracking.diagnose import storage_named
+
+    with storage_named(task.storage):  # a failing Optuna storage is named in the worker's trouble line
+        return run_worker(task.storage, task.studies, ctx, heartbeat_policy=task.policy, wait=task.wait,
+                          runners=KINDS, shared=sharing_on()).line()
 
 
 class _EchoHandler:
@@ -82,11 +85,20 @@ def check_studies(studies: Sequence[str]) -> None:
 
 def work(storage: str, studies: Sequence[str], devices: Sequence[str], *, tracking_uri: str | None = None,
          quiet: bool = False, policy: HeartbeatPolicy | None = None, wait: bool = False,
-         echo: Callable[[str], None] = print, engine: str = "auto", stack_size: int | None = None) -> list[str]:
+         echo: Callable[[str], None] = print, engine: str = "auto", stack_size: int | None = None) -> WorkLines:
     """One storage worker per device entry (in this process when there is one), each until no
     work is left (or forever with ``wait``); returns their summary lines, then one line per
-    worker that died or raised."""
+    worker that died or raised (those also in ``.troubles``)."""
     task = WorkTask(storage, tuple(studies), tracking_uri, quiet, policy or HeartbeatPolicy(), wait, engine, stack_size)
     handler = _EchoHandler(echo)
     Pool(devices, storage_worker, name="suite-storage-worker").run([task] * len(devices), handler)
-    return [handler.lines[t] for t in sorted(handler.lines)] + handler.troubles
+    lines = WorkLines([handler.lines[t] for t in sorted(handler.lines)] + handler.troubles)
+    lines.troubles = list(handler.troubles)
+    return lines
+
+
+class WorkLines(list):
+    """What :func:`work` says: a line per worker, then one per worker that died or raised
+    (``troubles``, also kept apart: the command exits 1 when there are any)."""
+
+    troubles: list[str]

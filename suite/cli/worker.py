@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from suite.cli.common import INT, IntRange, storage_options
@@ -44,7 +46,10 @@ def worker(storage, heartbeat, grace, studies, device, workers, tracking_uri, en
     open_storage(url)  # after every flag is checked (it may create a journal file), before any process starts
     click.echo(f"suite worker: {len(devices)} process(es) on {', '.join(sorted(set(devices)))} "
                f"working on {describe(url)}", err=True)
-    for line in work(url, studies, devices, tracking_uri=tracking_uri, quiet=quiet,
-                     policy=HeartbeatPolicy(interval=heartbeat, grace=grace), wait=wait, echo=click.echo,
-                     engine=engine, stack_size=stack_size):
+    lines = work(url, studies, devices, tracking_uri=tracking_uri, quiet=quiet,
+                 policy=HeartbeatPolicy(interval=heartbeat, grace=grace), wait=wait, echo=click.echo,
+                 engine=engine, stack_size=stack_size)
+    for line in lines:
         click.echo(line)
+    if lines.troubles:  # a worker died or raised: its unfinished trials are failed and retried by the next worker
+        sys.exit(1)

@@ -231,6 +231,19 @@ def storage_fault(exc: BaseException, storage: str | None, during: str | None) -
 
 
 @contextlib.contextmanager
+def storage_named(storage: str | None) -> Iterator[None]:
+    """Around a worker's job: an Optuna storage that fails there becomes a :class:`StoreFailed`
+    whose line names it and the driver's reason (the pool reports that line as the job's
+    trouble); any other error passes through."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, SuiteError) or not optuna_storage_failure(exc):
+            raise
+        raise StoreFailed(f"{storage_failed(exc, storage)}: {STORAGE_TODO}") from None
+
+
+@contextlib.contextmanager
 def told(uri: str | None, during: str | None = None, *, storage: str | None | bool = False) -> Iterator[None]:
     """Around part of a command: a store failure there becomes one line. ``during`` None (what
     comes before the first run): :func:`refused`, exit code 2; else (``during`` names what runs,

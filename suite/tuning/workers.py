@@ -156,20 +156,13 @@ def run_job(task: JobTask, env: WorkerEnv) -> OptunaShare | None:
         before = CLOCK.spent["optuna"]
         kw = dict(sink=sink, device=env.local, worker=env.wid, heartbeat=task.settings.heartbeat,
                   population=task.settings.population, engine=task.settings.engine)
-        try:
+        from suite.tracking.diagnose import storage_named
+
+        with storage_named(task.settings.storage):  # the job's trouble line names a failing Optuna storage
             if isinstance(job, StudyJob):
                 run_study_share(job.plan, task.settings.storage, **kw)
             else:
                 run_group_share(list(job.plans), task.settings.storage, **kw)
-        except Exception as exc:
-            from suite.errors import StoreFailed
-            from suite.tracking import diagnose
-
-            if not diagnose.optuna_storage_failure(exc):
-                raise
-            # the job's trouble line names the Optuna storage and the driver's reason (the caller adds what to do)
-            raise StoreFailed(f"{diagnose.storage_failed(exc, task.settings.storage)}: "
-                              f"{diagnose.STORAGE_TODO}") from None
         return OptunaShare(os.getpid(), CLOCK.spent["optuna"] - before)
     runs = job.runs
     # the stack's evaluations go to the parent one evaluation step at a time, as a population's do
