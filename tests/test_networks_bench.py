@@ -56,5 +56,8 @@ def test_a_tiny_networks_file_runs_fits_and_reports(cli, workdir):
     overlay = md.split("the fitted NQM against the measurement")[1]
     assert "| SGD |" in overlay and "(SGD)" in overlay and "Adam as H^(−1/2)" in overlay
     assert "predicted / measured" in overlay
+    # the paragraph is whole: what is predicted, from where the steps count, and the agreement rule
+    assert "The NQM fitted to digits (run " in overlay and "Its steps count from its checkpoint (val_loss " in overlay
+    assert "critical batch size is within 2× of the measurement. Momentum is predicted" in overlay
     again = cli("report", str(path), "--no-log", "--out", str(workdir / "again")).output
     assert "claims: " in again and (workdir / "again" / "report.md").read_text().count("\n## digits: ") == 1

@@ -154,7 +154,10 @@ def test_read_fits_from_a_real_store(tmp_path):
     run_id = tracker.create_run({TAG_KIND: nqm_overlay.KIND}, {"problem": "toy_a", "target_fraction": "0.4"})
     for b, s in ((8, 400.0), (64, 60.0)):
         tracker.log_metrics(run_id, b, {"pred.steps.SGD": s})
-    tracker.log_metrics(run_id, 0, {"pred.critical_batch_size.SGD": 40.0, nqm_overlay.CHECKPOINT_LOSS: 1.63})
+    tracker.log_metrics(run_id, 0, {"pred.critical_batch_size.SGD": 40.0, nqm_overlay.CHECKPOINT_LOSS: 1.63,
+                                    nqm_overlay.QUADRATIC_RISK: 0.125, nqm_overlay.ATTAINABLE_LOSS: 1.31})
+    for rank, h in enumerate((4.87, 4.03), start=1):
+        tracker.log_metrics(run_id, rank, {nqm_overlay.EIGENVALUE: h})
     tracker.mark(run_id, "completed")
     other = tracker.create_run({TAG_KIND: "study"}, {})  # an experiment needs a run of its own kind to be read
     tracker.mark(other, "completed")
@@ -165,3 +168,29 @@ def test_read_fits_from_a_real_store(tmp_path):
     assert list(fits) == ["toy_a"]
     assert fits["toy_a"].steps == {"SGD": {8: 400.0, 64: 60.0}} and fits["toy_a"].critical == {"SGD": 40.0}
     assert fits["toy_a"].checkpoint_loss == pytest.approx(1.63)
+    assert fits["toy_a"].top_eigenvalue == pytest.approx(4.87) and fits["toy_a"].quadratic_risk == pytest.approx(0.125)
+    assert fits["toy_a"].attainable_loss == pytest.approx(1.31)
+
+
+def test_a_miss_is_explained_by_what_the_fit_and_the_runs_measured():
+    """A miss states the fit's quadratic start against the measured excess loss, and SGD's best lr
+    at the largest batch size against the NQM's stable limit 2/h_max, each computed from the
+    numbers (here h_max = 50, so 2/h_max = 0.04, and SGD's winners at B=512 have lr 0.0113·√128·
+    (1, 1.05, 1.1): median 0.119, ×2.97 the limit); Adam gets no lr line, its lr being on another scale."""
+    runs = network_runs(("toy_a",))
+    sweep = network_claims.sweeps(runs)["toy_a"]
+    far = replace(_fit(3000.0), checkpoint_loss=2 * TARGET, top_eigenvalue=50.0, quadratic_risk=2.0,
+                  attainable_loss=1.5 * TARGET)
+    by = {c.method: c for c in nqm_overlay.compare(far, sweep, runs)}
+    text = by["SGD"].verdict()
+    assert text.startswith("miss: the fitted NQM keeps scaling perfectly to larger batches"), text
+    assert "quadratic start risk ½gᵀH⁻¹g is 2 against a measured excess loss of 0.5 at the checkpoint (×4): " \
+           "the network there is far from its quadratic model" in text, text
+    lr = 0.01 * 128 ** 0.5 * 1.05
+    assert f"at B=512 the network's best lr, {lr:.3g} (median of 3 studies), is ×{lr * 50 / 2:.2g} the NQM's " \
+           "stable limit 2/h_max (h_max 50): the network trains stably where the quadratic diverges" in text, text
+    assert not any("best lr" in e for e in by["adam"].evidence) and len(by["adam"].evidence) == 1
+    close = replace(far, quadratic_risk=0.6, top_eigenvalue=1.0)  # ×1.2 and an lr well inside the limit
+    (start, cap) = {c.method: c for c in nqm_overlay.compare(close, sweep, runs)}["SGD"].evidence
+    assert start.endswith("(×1.2)") and "far from" not in start
+    assert cap.endswith("(h_max 1)") and "diverges" not in cap

@@ -163,20 +163,19 @@ def _workload_section(doc: Document, runs: Runs, workload: str, sweep: Sweep, fi
     if fit is None:
         doc.para(f"No `suite nqm fit --problem {workload}` run in this experiment: nothing to overlay.")
     else:
+        # the steps' scale: from the fit's checkpoint loss where it logged one, else not comparable
+        scale = ((f"Its steps count from its checkpoint (val_loss {fit.checkpoint_loss:.3g}) to the target, and so do "
+                  "the measured steps it is held against: each re-evaluated run's steps from its own crossing of the "
+                  "checkpoint's loss to its crossing of the target (median over studies of the mean log2 over "
+                  "seeds). The prediction agrees if its critical batch size is within ")
+                 if fit.checkpoint_loss is not None else
+                 ("Its steps count from its checkpoint to its own target, the measured ones from initialisation "
+                  "(the fit logged no checkpoint loss), so their level is not the measured one; the critical batch "
+                  "size has no such scale, and the prediction agrees if it is within "))
         doc.para(f"The NQM fitted to {workload} (run {fit.run_id}; {_fit_settings(fit)}) predicts each method's "
                  "steps at its best constant lr and its critical batch size, by the same definition as the measured "
-                 "one (suite.critical: 2× the steps perfect scaling from the smallest batch size predicts). Its "
-                 "steps count from its checkpoint (val_loss "
-                 f"{fit.checkpoint_loss:.3g}) to the target, and so do the measured steps it is held against: each "
-                 "re-evaluated run's steps from its own crossing of the checkpoint's loss to its crossing of the "
-                 "target (median over studies of the mean log2 over seeds). The prediction agrees if its critical "
-                 "batch size is within "
-                 if fit.checkpoint_loss is not None else
-                 "one (suite.critical: 2× the steps perfect scaling from the smallest batch size predicts). Its "
-                 "steps count from its checkpoint to its own target, the measured ones from initialisation (the fit "
-                 "logged no checkpoint loss), so their level is not the measured one; the critical batch size has "
-                 "no such scale, and the prediction agrees if it is within "
-                 f"{nqm_overlay.AGREE:g}× of the measurement. Momentum is predicted, as it is measured, with β "
+                 "one (suite.critical: 2× the steps perfect scaling from the smallest batch size predicts). "
+                 f"{scale}{nqm_overlay.AGREE:g}× of the measurement. Momentum is predicted, as it is measured, with β "
                  "tuned jointly with the lr; Adam is predicted as SGD preconditioned by H^(−1/2).")
     doc.table(["method", "measured critical batch size", "predicted (NQM fit)", "predicted / measured",
                "agreement"], crit_rows)

@@ -17,6 +17,7 @@ against the steps from initialisation, and the comparison says so.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,10 @@ AGREE = 2.0  # issue 26: the predicted critical batch size within 2× of the mea
 STEPS = "pred.steps."
 CRITICAL = "pred.critical_batch_size."
 CHECKPOINT_LOSS = "checkpoint.val_loss"
+EIGENVALUE = "nqm.eigenvalue"  # step = rank, 1 the largest
+QUADRATIC_RISK = "nqm.quadratic_risk"
+ATTAINABLE_LOSS = "reference.attainable_val_loss"
+FAR = 2.0  # a quadratic start risk more than this factor from the measured excess: far from its quadratic model
 # the prediction's metric keys (suite.nqmfit.fit._key of its method names) -> the measured method
 MEASURED_AS = {"SGD": "SGD", "momentum_beta_tuned": "momentum β tuned", "Adam_as_precond_p0.5": "adam"}
 PREDICTED_AS = {"SGD": "SGD", "momentum_beta0.9": "momentum β = 0.9", "momentum_beta_tuned": "momentum β tuned",
@@ -51,6 +56,9 @@ class Fit:
     steps: dict[str, dict[int, float]] = field(default_factory=dict)
     critical: dict[str, float] = field(default_factory=dict)
     checkpoint_loss: float | None = None  # the validation loss at the fit's checkpoint, where its steps start
+    top_eigenvalue: float | None = None  # h_max of the Hessian at the checkpoint (nqm.eigenvalue, rank 1)
+    quadratic_risk: float | None = None  # ½gᵀH⁻¹g: the quadratic model's excess loss at the checkpoint
+    attainable_loss: float | None = None  # the reference run's lowest validation loss
 
     def largest(self, key: str) -> int:
         return max(self.steps.get(key, {0: 0.0}))
@@ -73,10 +81,15 @@ def read_fits(runs: Runs) -> dict[str, Fit]:
         keys = {k[len(STEPS):] for k in metrics if k.startswith(STEPS)}
         steps = {k: {int(m.step): float(m.value) for m in source.history(run.info.run_id, STEPS + k)} for k in keys}
         critical = {k: float(metrics.get(CRITICAL + k, math.inf)) for k in keys}  # not logged: beyond the range
-        ck = metrics.get(CHECKPOINT_LOSS)
-        out[problem] = Fit(run.info.run_id, problem, params, steps, critical,
-                           float(ck) if ck is not None and math.isfinite(ck) else None)
+        eigen = [float(m.value) for m in source.history(run.info.run_id, EIGENVALUE)]
+        out[problem] = Fit(run.info.run_id, problem, params, steps, critical, _finite(metrics.get(CHECKPOINT_LOSS)),
+                           max(eigen) if eigen else None, _finite(metrics.get(QUADRATIC_RISK)),
+                           _finite(metrics.get(ATTAINABLE_LOSS)))
     return out
+
+
+def _finite(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,7 @@ class Overlay:
     step_ratios: dict[int, float]
     measured_steps: dict[int, float] = field(default_factory=dict)  # per batch size, as held against the prediction
     from_checkpoint: bool = False  # measured from the fit's checkpoint loss (else from initialisation)
+    evidence: tuple[str, ...] = ()  # what the fit and the runs show about a miss (:func:`evidence`)
 
     @property
     def ratio(self) -> float | None:
@@ -125,21 +139,19 @@ class Overlay:
         return "miss: " + self.explanation()
 
     def explanation(self) -> str:
-        """Why a miss: which side is larger, and what the steps say about where the two curves part."""
+        """Why a miss, from what was measured: which side is larger, the predicted / measured steps
+        at the smallest and largest batch size, and the :attr:`evidence` (the fit's start against
+        the measured excess loss, the network's best lr against the NQM's stable limit)."""
         pred_larger = (self.predicted > self.measured) if self.measured is not None else True
         big = max(self.step_ratios) if self.step_ratios else None
         small = min(self.step_ratios) if self.step_ratios else None
         where = (f"; predicted / measured steps ×{self.step_ratios[small]:.2g} at B={small}, "
                  f"×{self.step_ratios[big]:.2g} at B={big}") if big is not None and small is not None else ""
-        if pred_larger:
-            return ("the fitted NQM keeps scaling perfectly to larger batches than the network" + where +
-                    ": the network's steps stop falling earlier than the NQM's; the fit is a quadratic at one "
-                    "checkpoint, whose lr cap 2/h_max lies below the lrs the network trains best with at large B"
-                    + ("" if self.from_checkpoint else
-                       ", and the measured steps count from initialisation, the NQM's from the checkpoint"))
-        return ("the fitted NQM stops scaling at smaller batches than the network" + where +
-                ": the fit's gradient noise is large against its curvature (per-example noise at the "
-                "checkpoint, early in training, where the network's later steps see less)")
+        side = ("the fitted NQM keeps scaling perfectly to larger batches than the network" if pred_larger else
+                "the fitted NQM stops scaling at smaller batches than the network")
+        start = ("" if self.from_checkpoint else
+                 "; the measured steps count from initialisation, the NQM's from the checkpoint")
+        return side + where + "".join(f"; {e}" for e in self.evidence) + start
 
 
 def from_checkpoint(runs: Runs, tuned: scaling.Tuned, start: float, target: float) -> float:
@@ -189,8 +201,42 @@ def compare(fit: Fit, sweep: Sweep, runs: Runs | None = None) -> list[Overlay]:
         ratios = {b: steps[b] / measured_at[b] for b in sizes
                   if b in steps and steps[b] > 0 and 0 < measured_at[b] < math.inf}
         out.append(Overlay(method, PREDICTED_AS.get(key, key), measured, fit.critical.get(key, math.inf),
-                           max(sizes), fit.largest(key), ratios, measured_at, from_ck))
+                           max(sizes), fit.largest(key), ratios, measured_at, from_ck,
+                           evidence(fit, sweep.tuned[(method, max(sizes))], key)))
     return out
+
+
+def evidence(fit: Fit, largest: scaling.Tuned, key: str) -> tuple[str, ...]:
+    """What the fit and the runs show about how well the NQM can match the network, each only where
+    its numbers were logged: the quadratic model's start risk ½gᵀH⁻¹g against the measured excess
+    loss at the checkpoint (its loss above the reference run's lowest); for SGD and momentum, the
+    network's best lr at the largest batch size (``largest``: that tuned cell; each study's winner,
+    the median) against the NQM's stable limit, lr·h_max < 2(1 + β) (β = 0 for SGD). Adam's lr is
+    not on the NQM's scale (it is divided by the gradient's running RMS), so it has no such line."""
+    out = []
+    ck, q, floor = fit.checkpoint_loss, fit.quadratic_risk, fit.attainable_loss
+    if ck is not None and q is not None and floor is not None and ck > floor:
+        r = q / (ck - floor)
+        out.append(f"the fit's quadratic start risk ½gᵀH⁻¹g is {q:.3g} against a measured excess loss of "
+                   f"{ck - floor:.3g} at the checkpoint (×{r:.2g})"
+                   + (": the network there is far from its quadratic model" if not 1 / FAR <= r <= FAR else ""))
+    h = fit.top_eigenvalue
+    if h and key in ("SGD", "momentum_beta_tuned"):
+        winners = largest.study_lrs or largest.lr_replicates()
+        shares, lrs = [], []
+        for k, lr in winners.items():
+            runs = largest.study_runs.get(k) or ([largest.winner] if largest.winner is not None else [])
+            beta = float(runs[0].param("optimizer.momentum", 0.0) or 0.0) if runs else 0.0
+            shares.append(lr * h / (2 * (1 + beta)))
+            lrs.append(lr)
+        if shares:
+            x, lr = statistics.median(shares), statistics.median(lrs)
+            limit = "2/h_max" if key == "SGD" else "2(1 + β)/h_max"
+            out.append(f"at B={largest.batch_size} the network's best lr, {lr:.3g} (median of {len(lrs)} "
+                       f"stud{'y' if len(lrs) == 1 else 'ies'}), is ×{x:.2g} the NQM's stable limit {limit} "
+                       f"(h_max {h:.3g})" + (": the network trains stably where the quadratic diverges" if x > 1
+                                             else ""))
+    return tuple(out)
 
 
 def left_out(fit: Fit, sweep: Sweep) -> list[str]:
