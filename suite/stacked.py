@@ -110,6 +110,11 @@ class StackedProblem:
 
     params: list[Tensor]
     names: list[str]
+    # True where :meth:`loss_and_grads` of a subset of the rows (their parameters and their
+    # ``indices`` rows) equals those rows' losses and gradients in the whole stack: each row's depend
+    # on its own parameters and examples alone (no per-row generator or state indexed by position).
+    # The engine then trains only the rows still running once few are (suite.engine.shed).
+    row_subsets: bool = False
 
     def __init__(self) -> None:
         self.missing: dict[str, set[int]] = {}

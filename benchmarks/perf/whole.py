@@ -15,6 +15,9 @@ Rows (targets in brackets):
      benchmarks/lecture.yaml, far more runs and 32 Optuna studies) once, for the record  [>= 5x]
   g. the default `suite tune --problem logistic` with `--population 1` vs the default population,
      each in a fresh directory: whole process [>= 2x] and the training phase of the `time:` line [>= 4x]
+  k. a compute-bound tuning (mnist1d_mlp, B=2048, 16 trials of at most 300 steps, stopping at the
+     target) with a stack's ended rows computed (SUITE_SHED_ROWS=0) vs shed (suite.engine.shed):
+     whole process and training phase                                                   [> 1x]
 
 Usage: python benchmarks/perf/whole.py [--repeats N] [--rows abcd] [--loop-repeats N]
 benchopt is installed in .venv-perf (git-ignored), never in the project's environment; if it
@@ -172,7 +175,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loop-repeats", type=int, default=1, help="repeats of row c (its loop side takes minutes)")
-    ap.add_argument("--rows", default="abcdefg")
+    ap.add_argument("--rows", default="abcdefgk")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="suite-perf-"))
     table: list[tuple[str, str, str, str, str, str]] = []
@@ -250,6 +253,19 @@ def main() -> None:
             notes.append(f"g: population 1's breakdown: {time_line(r['out_a'][-1])}")
             notes.append(f"g: default's breakdown: {time_line(r['out'][-1])}")
             notes.append(f"g: load average at the end: {os.getloadavg()[0]:.1f}")
+        if "k" in args.rows:
+            tune = [*SUITE, "tune", "--problem", "mnist1d_mlp", "--optimizer", "sgd", "--batch-size", "2048",
+                    "--trials", "16", "--budget", "steps:300", "--objective", "steps-to-target:1.45",
+                    "--space", "optimizer.lr=log:0.01:8", "--study-seed", "0", "--reevaluate", "0", "--quiet"]
+            r = alternate_fresh(tune, tune, work, args.repeats, env_a={**ENV, "SUITE_SHED_ROWS": "0"}, row="k",
+                                keep_a=True)
+            table.append(("k", "tune B=2048: rows kept / shed", f"{r['a']:.1f}", f"{r['b']:.1f}",
+                          f"{r['ratio']:.2f}x", "> 1x"))
+            train_a = [phase_seconds(time_line(o)).get("training", float("nan")) for o in r["out_a"]]
+            train_b = [phase_seconds(time_line(o)).get("training", float("nan")) for o in r["out"]]
+            tr = medians(train_a, train_b, [])
+            table.append(("k", "  training phase only", f"{tr['a']:.1f}", f"{tr['b']:.1f}", f"{tr['ratio']:.2f}x",
+                          "> 1x"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{'row':<4}{'A / B':<34}{'A s':>9}{'B s':>9}{'ratio':>10}  target")

@@ -12,7 +12,8 @@ one transfer.
 Rows end on their own: a row that diverges is recorded as diverged (with its parameters at that
 point) and frozen, one whose ``on_eval`` raises :class:`StopRun` is stopped, one whose component
 raised is failed; the others go on. Frozen rows are left in the batch (their numbers are no
-longer read) rather than compacted away.
+longer read) rather than compacted away; where the problem allows it, a step with few rows left
+computes the gradients of those rows only (:mod:`suite.engine.shed`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 
 from suite.engine.loop import Built, RunResult, StopRun, TrainClock, build, divergence, eval_schedule
+from suite.engine.shed import Shedder
 from suite.errors import PluginContractError
 from suite.exec.signals import interrupted
 from suite.registry import FAMILIES, Registry, get_registry
@@ -152,6 +154,7 @@ class _StackTrainer:
         self.rows, self.results, self.registry, self.device, self.on_eval = rows, results, registry, device, on_eval
         self.finished: list[int] = []
         self.reported: set[int] = set()
+        self.live_changed = True  # a row ended since the shedder last looked
 
     # -- assembly ---------------------------------------------------------------------------
     def _adapter(self, family: str) -> Callable[..., Any]:
@@ -219,6 +222,7 @@ class _StackTrainer:
         if not row.active:
             return
         row.active = False
+        self.live_changed = True
         if exc is not None:
             _fail(self.results[row.index], exc)
         self.finished.append(row.index)
@@ -421,6 +425,7 @@ class _StackTrainer:
         params, problem, optimizer, averager = self.params, self.problem, self.optimizer, self.averager
         self.lr_used = self.lr_host
         self.clock = TrainClock(self.device, 1 / len(self.rows))  # each row's share of the stack's time
+        shed = Shedder(problem, len(self.rows), self.device)
         step = 0
         self._report(0, None, 1)
         yield self.take_finished()
@@ -430,7 +435,10 @@ class _StackTrainer:
             if not self._live():
                 return
             for idx in self._batches():
-                loss, grads = problem.loss_and_grads(params, idx)
+                if self.live_changed:
+                    shed.update([r.active for r in self.rows])
+                    self.live_changed = False
+                loss, grads = shed.loss_and_grads(problem, params, idx)
                 self.lr_used = self.lr_host
                 with torch.no_grad():
                     try:
