@@ -150,6 +150,16 @@ def alternate_fresh(a: list[str], b: list[str], work: Path, repeats: int, env_a:
     return r
 
 
+def whole_and_training(row: str, label: str, r: dict, targets: tuple[str, str]) -> list[tuple]:
+    """Two table rows from :func:`alternate_fresh`'s ``r`` (with ``keep_a``): the whole process,
+    and the training phase of each run's ``time:`` line."""
+    train_a = [phase_seconds(time_line(o)).get("training", float("nan")) for o in r["out_a"]]
+    train_b = [phase_seconds(time_line(o)).get("training", float("nan")) for o in r["out"]]
+    tr = medians(train_a, train_b, [])
+    return [(row, label, f"{r['a']:.1f}", f"{r['b']:.1f}", f"{r['ratio']:.2f}x", targets[0]),
+            (row, "  training phase only", f"{tr['a']:.1f}", f"{tr['b']:.1f}", f"{tr['ratio']:.2f}x", targets[1])]
+
+
 def skipped(row: str, label: str, target: str, why: str | None, table: list, notes: list) -> bool:
     """Record row ``row`` as skipped, and say why, when its yardstick is not ready (``why``)."""
     if why:
@@ -241,13 +251,7 @@ def main() -> None:
         if "g" in args.rows:
             tune = [*SUITE, "tune", "--problem", "logistic"]
             r = alternate_fresh([*tune, "--population", "1"], tune, work, args.repeats, row="g", keep_a=True)
-            table.append(("g", "tune logistic: population 1 / default", f"{r['a']:.1f}", f"{r['b']:.1f}",
-                          f"{r['ratio']:.1f}x", ">= 2x"))
-            train_a = [phase_seconds(time_line(o)).get("training", float("nan")) for o in r["out_a"]]
-            train_b = [phase_seconds(time_line(o)).get("training", float("nan")) for o in r["out"]]
-            tr = medians(train_a, train_b, [])
-            table.append(("g", "  training phase only", f"{tr['a']:.1f}", f"{tr['b']:.1f}", f"{tr['ratio']:.1f}x",
-                          ">= 4x"))
+            table += whole_and_training("g", "tune logistic: population 1 / default", r, (">= 2x", ">= 4x"))
             notes.append(f"g: every run (s): population 1 {', '.join(f'{t:.1f}' for t in r['all_a'])}; "
                          f"default {', '.join(f'{t:.1f}' for t in r['all_b'])}")
             notes.append(f"g: population 1's breakdown: {time_line(r['out_a'][-1])}")
@@ -259,13 +263,7 @@ def main() -> None:
                     "--space", "optimizer.lr=log:0.01:8", "--study-seed", "0", "--reevaluate", "0", "--quiet"]
             r = alternate_fresh(tune, tune, work, args.repeats, env_a={**ENV, "SUITE_SHED_ROWS": "0"}, row="k",
                                 keep_a=True)
-            table.append(("k", "tune B=2048: rows kept / shed", f"{r['a']:.1f}", f"{r['b']:.1f}",
-                          f"{r['ratio']:.2f}x", "> 1x"))
-            train_a = [phase_seconds(time_line(o)).get("training", float("nan")) for o in r["out_a"]]
-            train_b = [phase_seconds(time_line(o)).get("training", float("nan")) for o in r["out"]]
-            tr = medians(train_a, train_b, [])
-            table.append(("k", "  training phase only", f"{tr['a']:.1f}", f"{tr['b']:.1f}", f"{tr['ratio']:.2f}x",
-                          "> 1x"))
+            table += whole_and_training("k", "tune B=2048: rows kept / shed", r, ("> 1x", "> 1x"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{'row':<4}{'A / B':<34}{'A s':>9}{'B s':>9}{'ratio':>10}  target")
