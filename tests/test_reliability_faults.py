@@ -297,6 +297,10 @@ def test_an_optuna_storage_failing_in_the_commands_own_process_is_told_as_the_op
         line = str(told.value)
         assert line.startswith(f"the Optuna storage {url} failed") and "tracking store" not in line, line
         assert "no such function: storage_broken" in line and "check the storage and --storage" in line, line
+    with pytest.raises(TypeError), diagnose.told(tracking_uri, "the tuning", storage=url):
+        study.set_user_attr("k", object())  # a bug raised inside Optuna's storage code: not the storage failing
+    with pytest.raises(KeyError), diagnose.told(tracking_uri, storage=url):
+        optuna.load_study(study_name="no such study", storage=url)
     guard = diagnose.told(tracking_uri, "the tuning", storage=url)
     with pytest.raises(StoreFailed, match="^the tracking store"), guard:  # the tracking store's own failure
         sqlite3.connect(f"file:{workdir / 'mlflow.db'}?mode=ro", uri=True).execute("CREATE TABLE t (x)")

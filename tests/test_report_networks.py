@@ -175,8 +175,9 @@ def test_read_fits_from_a_real_store(tmp_path):
 def test_a_miss_is_explained_by_what_the_fit_and_the_runs_measured():
     """A miss states the fit's quadratic start against the measured excess loss, and SGD's best lr
     at the largest batch size against the NQM's stable limit 2/h_max, each computed from the
-    numbers (here h_max = 50, so 2/h_max = 0.04, and SGD's winners at B=512 have lr 0.0113·√128·
-    (1, 1.05, 1.1): median 0.119, ×2.97 the limit); Adam gets no lr line, its lr being on another scale."""
+    numbers (here h_max = 50, so 2/h_max = 0.04, and SGD's winners at B=512 have lr 0.01·√128·
+    (1, 1.05, 1.1): median 0.119, ×2.97 the limit; momentum's, at β = 0.9, ×2.97 / 1.9 of
+    2(1 + β)/h_max); Adam gets no lr line, its lr being on another scale."""
     runs = network_runs(("toy_a",))
     sweep = network_claims.sweeps(runs)["toy_a"]
     far = replace(_fit(3000.0), checkpoint_loss=2 * TARGET, top_eigenvalue=50.0, quadratic_risk=2.0,
@@ -187,8 +188,11 @@ def test_a_miss_is_explained_by_what_the_fit_and_the_runs_measured():
     assert "quadratic start risk ½gᵀH⁻¹g is 2 against a measured excess loss of 0.5 at the checkpoint (×4): " \
            "the network there is far from its quadratic model" in text, text
     lr = 0.01 * 128 ** 0.5 * 1.05
-    assert f"at B=512 the network's best lr, {lr:.3g} (median of 3 studies), is ×{lr * 50 / 2:.2g} the NQM's " \
-           "stable limit 2/h_max (h_max 50): the network trains stably where the quadratic diverges" in text, text
+    assert f"at B=512 the network's best lr, {lr:.3g} (the median of 3 studies' winners), is ×{lr * 50 / 2:.2g} " \
+           "the NQM's stable limit 2/h_max (h_max 50): the network trains stably where the quadratic diverges" in text
+    far.steps["momentum_beta_tuned"] = far.steps["SGD"]
+    momentum = {c.method: c for c in nqm_overlay.compare(far, sweep, runs)}["momentum β tuned"]
+    assert f"is ×{lr * 50 / (2 * 1.9):.2g} the NQM's stable limit 2(1 + β)/h_max" in momentum.evidence[1]
     assert not any("best lr" in e for e in by["adam"].evidence) and len(by["adam"].evidence) == 1
     close = replace(far, quadratic_risk=0.6, top_eigenvalue=1.0)  # ×1.2 and an lr well inside the limit
     (start, cap) = {c.method: c for c in nqm_overlay.compare(close, sweep, runs)}["SGD"].evidence

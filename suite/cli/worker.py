@@ -32,7 +32,8 @@ def worker(storage, heartbeat, grace, studies, device, workers, tracking_uri, en
     Start this on as many machines as you like, each pointed at the same PostgreSQL URL: every
     waiting trial is run by exactly one worker, each logs its runs to the MLflow server recorded
     in the study, and a worker that dies has its trial failed and retried by another. Exits when
-    nothing is left to do (or never, with --wait).
+    nothing is left to do (or never, with --wait): with status 1 if a worker process died or
+    raised (its line says why, e.g. the Optuna storage failing), else 0.
     """
     from suite.api.work import check_studies, work
     from suite.exec.devices import resolve_devices

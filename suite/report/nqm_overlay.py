@@ -17,7 +17,6 @@ against the steps from initialisation, and the comparison says so.
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -209,10 +208,12 @@ def compare(fit: Fit, sweep: Sweep, runs: Runs | None = None) -> list[Overlay]:
 def evidence(fit: Fit, largest: scaling.Tuned, key: str) -> tuple[str, ...]:
     """What the fit and the runs show about how well the NQM can match the network, each only where
     its numbers were logged: the quadratic model's start risk ½gᵀH⁻¹g against the measured excess
-    loss at the checkpoint (its loss above the reference run's lowest); for SGD and momentum, the
-    network's best lr at the largest batch size (``largest``: that tuned cell; each study's winner,
-    the median) against the NQM's stable limit, lr·h_max < 2(1 + β) (β = 0 for SGD). Adam's lr is
-    not on the NQM's scale (it is divided by the gradient's running RMS), so it has no such line."""
+    loss at the checkpoint (its loss above the reference run's lowest); for SGD and momentum tuned by
+    Optuna studies, the network's best lr at the largest batch size (``largest``: that tuned cell)
+    against the NQM's stable limit, lr·h_max < 2(1 + β) (β = 0 for SGD): each study's winner with its
+    own β, the study whose share of its limit is the median (the lower one of an even count). Adam's
+    lr is not on the NQM's scale (it is divided by the gradient's running RMS), so it has no such line;
+    nor has an lr grid's cell (no study winners)."""
     out = []
     ck, q, floor = fit.checkpoint_loss, fit.quadratic_risk, fit.attainable_loss
     if ck is not None and q is not None and floor is not None and ck > floor:
@@ -222,18 +223,19 @@ def evidence(fit: Fit, largest: scaling.Tuned, key: str) -> tuple[str, ...]:
                    + (": the network there is far from its quadratic model" if not 1 / FAR <= r <= FAR else ""))
     h = fit.top_eigenvalue
     if h and key in ("SGD", "momentum_beta_tuned"):
-        winners = largest.study_lrs or largest.lr_replicates()
-        shares, lrs = [], []
-        for k, lr in winners.items():
-            runs = largest.study_runs.get(k) or ([largest.winner] if largest.winner is not None else [])
-            beta = float(runs[0].param("optimizer.momentum", 0.0) or 0.0) if runs else 0.0
-            shares.append(lr * h / (2 * (1 + beta)))
-            lrs.append(lr)
+        # each study's winner: its lr and (for momentum) its β; the study whose share of the limit is the median
+        shares = []
+        for k, lr in largest.study_lrs.items():
+            runs = largest.study_runs.get(k) or []
+            beta = runs[0].param("optimizer.momentum") if runs else (0.0 if key == "SGD" else None)
+            if beta is not None:
+                shares.append((lr * h / (2 * (1 + float(beta))), lr))
         if shares:
-            x, lr = statistics.median(shares), statistics.median(lrs)
+            x, lr = sorted(shares)[(len(shares) - 1) // 2]
             limit = "2/h_max" if key == "SGD" else "2(1 + β)/h_max"
-            out.append(f"at B={largest.batch_size} the network's best lr, {lr:.3g} (median of {len(lrs)} "
-                       f"stud{'y' if len(lrs) == 1 else 'ies'}), is ×{x:.2g} the NQM's stable limit {limit} "
+            n = len(shares)
+            out.append(f"at B={largest.batch_size} the network's best lr, {lr:.3g} (the median of {n} "
+                       f"stud{'y' if n == 1 else 'ies'}' winners), is ×{x:.2g} the NQM's stable limit {limit} "
                        f"(h_max {h:.3g})" + (": the network trains stably where the quadratic diverges" if x > 1
                                              else ""))
     return tuple(out)

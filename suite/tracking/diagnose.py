@@ -189,30 +189,52 @@ def failed(exc: BaseException, uri: str, during: str, said: str | None = None) -
 
 
 def optuna_storage_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) was raised inside Optuna's storages (its database or
-    journal storage) rather than by the tracking store: Optuna's ``StorageInternalError``, or an
-    error raised in a frame of ``optuna/storages``."""
-    for e in _chain(exc):
+    """Whether ``exc`` is Optuna's storage failing (its database or journal), not the tracking
+    store and not a bug: Optuna's ``StorageInternalError``, or a store error (``sqlite3``, the
+    operating system's, SQLAlchemy's) raised in a frame of ``optuna/storages``; followed through
+    what raised it (``__cause__``, SQLAlchemy's ``orig``), not through what it was raised while
+    handling. Anything else (a ``TypeError``, a ``KeyError`` from a missing study, Optuna's
+    ``UpdateFinishedTrialError``) is not."""
+    import sys
+
+    kinds: list[type] = [sqlite3.Error, OSError]
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        kinds.append(SQLAlchemyError)
+    e: BaseException | None = exc
+    for _ in range(10):
+        if e is None:
+            return False
         if type(e).__name__ == "StorageInternalError" and type(e).__module__.startswith("optuna"):
             return True
-        tb = e.__traceback__
-        while tb is not None:
-            if _OPTUNA_STORAGES in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
-                return True
-            tb = tb.tb_next
+        if isinstance(e, tuple(kinds)) and _raised_in_optuna_storages(e):
+            return True
+        orig = getattr(e, "orig", None)
+        e = orig if isinstance(orig, BaseException) else e.__cause__
+    return False
+
+
+def _raised_in_optuna_storages(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if _OPTUNA_STORAGES in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
     return False
 
 
 _OPTUNA_STORAGES = "/optuna/storages/"
 
 
-def storage_failed(exc: BaseException, storage: str | None) -> str:
-    """"the Optuna storage WHERE failed (REASON)": the driver's reason, as Optuna's
-    ``StorageInternalError`` says only that a commit failed."""
+def storage_failed(exc: BaseException, storage: str | None, during: str | None = None) -> str:
+    """"the Optuna storage WHERE failed [while DURING ran] (REASON)": the driver's reason, as
+    Optuna's ``StorageInternalError`` says only that a commit failed."""
     from suite.stores import normalize_storage
 
     root = next((e for e in _chain(exc) if getattr(e, "orig", None) is not None or isinstance(e, OSError)), exc)
-    return f"the Optuna storage {describe(normalize_storage(storage))} failed ({detail(root)})"
+    when = f" while {during} ran" if during else ""
+    return f"the Optuna storage {describe(normalize_storage(storage))} failed{when} ({detail(root)})"
 
 
 STORAGE_TODO = "check the storage and --storage"
@@ -222,11 +244,10 @@ def storage_fault(exc: BaseException, storage: str | None, during: str | None) -
     """The error for an Optuna storage that failed with ``exc``: before the first run (``during``
     None) a :class:`StoreError`, exit code 2; while ``during`` ran a :class:`StoreFailed`, exit
     code 1 (Optuna commits each trial as it ends, so what was committed before stays)."""
-    what = storage_failed(exc, storage)
     if during is None:
-        return StoreError(f"{what}; no trial was started: {STORAGE_TODO}, then run the command again")
-    head, reason = what.split(" failed ", 1)
-    return StoreFailed(f"{head} failed while {during} ran {reason}; the trials committed before stay recorded: "
+        return StoreError(f"{storage_failed(exc, storage)}; no trial was started: {STORAGE_TODO}, then run the "
+                          "command again")
+    return StoreFailed(f"{storage_failed(exc, storage, during)}; the trials committed before stay recorded: "
                        f"{STORAGE_TODO}, then run the same command again to run the rest")
 
 

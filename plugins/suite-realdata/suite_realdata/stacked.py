@@ -170,8 +170,9 @@ class ClassifierStack(ModuleStack):
         closed_form = closed_form_enabled()
         self.layers = mlp_layers(problems[0].model, self.names) if closed_form else None
         self.cnn = cnn_layout(problems[0].model, self.names) if closed_form else None
-        # the closed forms read each row's parameters and examples only: a subset of rows trains alike
-        self.row_subsets = self.layers is not None or self.cnn is not None
+        # the closed forms read each row's parameters and examples only, from the one data set all rows
+        # share (batch() reads X[0]): a subset of rows trains alike; not where the data follow the seed
+        self.row_subsets = (self.layers is not None or self.cnn is not None) and not self.data_follows_seed
         self.X_test = stack_rows([problems[0].X_test], stack.device).expand(K, *problems[0].X_test.shape)
         self.y_test = stack_rows([problems[0].y_test], stack.device).expand(K, *problems[0].y_test.shape)
         self.X_val_rows, self.y_val_rows = self.X_val[self.data_row], self.y_val[self.data_row]
