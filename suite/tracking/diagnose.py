@@ -143,10 +143,18 @@ def _cause(exc: BaseException, uri: str) -> Diagnosis:
 def store_failure(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) is a store failing rather than a bug: an error of
     ``sqlite3``, the operating system, MLflow or SQLAlchemy (the last two only if loaded)."""
+    kinds = _store_errors(mlflow=True)
+    return any(isinstance(e, kinds) for e in _chain(exc))
+
+
+def _store_errors(mlflow: bool) -> tuple[type, ...]:
+    """The exception types a failing store raises: ``sqlite3``'s, the operating system's,
+    SQLAlchemy's and (``mlflow``) MLflow's, the last two only if loaded (a store error can only
+    be theirs if they are)."""
     import sys
 
     kinds: list[type] = [sqlite3.Error, OSError]
-    if "mlflow" in sys.modules:  # a store error can only be MLflow's or SQLAlchemy's if they are loaded
+    if mlflow and "mlflow" in sys.modules:
         from mlflow.exceptions import MlflowException
 
         kinds.append(MlflowException)
@@ -154,7 +162,7 @@ def store_failure(exc: BaseException) -> bool:
         from sqlalchemy.exc import SQLAlchemyError
 
         kinds.append(SQLAlchemyError)
-    return any(isinstance(e, tuple(kinds)) for e in _chain(exc))
+    return tuple(kinds)
 
 
 def grid_fault(exc: BaseException, uri: str, started: list[str]) -> SuiteError:
@@ -195,20 +203,14 @@ def optuna_storage_failure(exc: BaseException) -> bool:
     what raised it (``__cause__``, SQLAlchemy's ``orig``), not through what it was raised while
     handling. Anything else (a ``TypeError``, a ``KeyError`` from a missing study, Optuna's
     ``UpdateFinishedTrialError``) is not."""
-    import sys
-
-    kinds: list[type] = [sqlite3.Error, OSError]
-    if "sqlalchemy" in sys.modules:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        kinds.append(SQLAlchemyError)
+    kinds = _store_errors(mlflow=False)
     e: BaseException | None = exc
     for _ in range(10):
         if e is None:
             return False
         if type(e).__name__ == "StorageInternalError" and type(e).__module__.startswith("optuna"):
             return True
-        if isinstance(e, tuple(kinds)) and _raised_in_optuna_storages(e):
+        if isinstance(e, kinds) and _raised_in_optuna_storages(e):
             return True
         orig = getattr(e, "orig", None)
         e = orig if isinstance(orig, BaseException) else e.__cause__
