@@ -7,6 +7,7 @@ another order, and a network amplifies such differences over training; measured:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import types
 
@@ -236,6 +237,37 @@ def test_stop_run_from_on_eval_stops_only_its_row():
     assert results[0].status == "stopped" and results[0].reason == "pruned"
     assert results[1].status == "completed"
     assert_same_run(results[1], train(specs[1], "cpu"))
+
+
+def test_each_evaluation_of_the_rows_runs_inside_one_eval_round():
+    """``eval_round`` (e.g. one journal lock for a population's reports) is entered once per
+    evaluation, around the ``on_eval`` calls of every row still training, and left before training goes on."""
+    specs = [spec(overrides=SMALL, seed=s, epochs=4) for s in (0, 1, 2)]
+    inside, rounds, calls = [False], [], []
+
+    @contextlib.contextmanager
+    def eval_round():
+        inside[0] = True
+        rounds.append([])
+        try:
+            yield
+        finally:
+            inside[0] = False
+
+    def on_eval(i, step, metrics):
+        assert inside[0]
+        rounds[-1].append((i, step))
+        calls.append(i)
+        if i == 1 and step > 0:
+            raise StopRun("pruned")
+
+    results = dict(run_unit(specs, "cpu", get_registry(), on_eval, eval_round=eval_round))
+    steps = [s for s, _ in results[0].history]
+    assert len(rounds) == len(steps) and len(calls) == sum(len(r.history) for r in results.values())
+    for r, step in zip(rounds, steps, strict=True):
+        assert {s for _, s in r} == {step}  # one evaluation step per round
+    assert [i for i, _ in rounds[0]] == [0, 1, 2] and [i for i, _ in rounds[-1]] == [0, 2]  # row 1 stopped
+    assert_same_run(results[0], train(specs[0], "cpu"))
 
 
 def _plugin(**hooks):

@@ -35,6 +35,7 @@ from typing import Any
 
 import optuna
 
+from suite import journal
 from suite.distributed.worker import holds_key
 from suite.errors import StoreError
 from suite.stores import CONNECT_TIMEOUT, describe, exclusive_flock, is_database, normalize_storage, sqlite_path
@@ -118,8 +119,9 @@ def enqueue_missing(study: optuna.Study, wanted: Sequence[tuple[str, Mapping[str
     ready; returns how many were enqueued. Call it holding :func:`enqueue_lock` for the study."""
     held = {t.user_attrs.get(TRIAL_KEY) for t in study.get_trials(deepcopy=False) if holds_key(t)}
     missing = [(key, attrs) for key, attrs in wanted if key not in held]
-    for key, attrs in missing:
-        study.enqueue_trial({}, user_attrs={**attrs, TRIAL_KEY: key})
+    with journal.burst(study):  # on a journal file: one lock for all of them
+        for key, attrs in missing:
+            study.enqueue_trial({}, user_attrs={**attrs, TRIAL_KEY: key})
     if not study.user_attrs.get(STUDY_READY):
         study.set_user_attr(STUDY_READY, True)
     return len(missing)

@@ -37,6 +37,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from suite import journal
 from suite.errors import StoreError, TrialFailed
 from suite.exec.phases import CLOCK
 from suite.exec.signals import interrupted
@@ -405,7 +406,7 @@ class Worker:
                      runner: Any) -> list[optuna.Trial]:
         """``first`` and the waiting trials claimed to train with it (see :meth:`_execute_batch`),
         labelled, duplicates dropped."""
-        with CLOCK.phase("optuna"):
+        with CLOCK.phase("optuna"), journal.burst(self.storage):  # the claims' writes under one lock
             key = runner.group_key(self.storage.get_trial(first._trial_id))
             limit = runner.max_batch() - 1 if key is not None else 0
             more = (claim_more(study, self.storage, study_id, lambda f: runner.group_key(f) == key, limit,
@@ -414,16 +415,18 @@ class Worker:
             return [t for t in [first, *more] if self._prepare(name, study, t)]
 
     def _tell_batch(self, name: str, study: optuna.Study, trials: list[optuna.Trial], outcomes: Any) -> None:
-        """Tell ``study`` how each of a batch's trials ended: ``(state, value, message)`` each."""
-        for trial, (state, value, message) in zip(trials, outcomes, strict=True):
-            if message and state == TrialState.FAIL:
-                self.ctx.say(f"[{self.ctx.label}] {name} trial {trial.number} failed: {message}")
-            with CLOCK.phase("optuna"):
-                if state == TrialState.COMPLETE:
-                    study.tell(trial, value, skip_if_finished=True)
-                else:
-                    study.tell(trial, state=state, skip_if_finished=True)
-            self.summary.states[state.name.lower()] += 1
+        """Tell ``study`` how each of a batch's trials ended: ``(state, value, message)`` each
+        (on a journal file: under one lock, with one fsync, :func:`suite.journal.burst`)."""
+        with journal.burst(self.storage):
+            for trial, (state, value, message) in zip(trials, outcomes, strict=True):
+                if message and state == TrialState.FAIL:
+                    self.ctx.say(f"[{self.ctx.label}] {name} trial {trial.number} failed: {message}")
+                with CLOCK.phase("optuna"):
+                    if state == TrialState.COMPLETE:
+                        study.tell(trial, value, skip_if_finished=True)
+                    else:
+                        study.tell(trial, state=state, skip_if_finished=True)
+                self.summary.states[state.name.lower()] += 1
 
     def _run_shared(self, names: list[str]) -> bool:
         """One round over several studies at once: claim a batch from every study with waiting
@@ -442,12 +445,13 @@ class Worker:
             study, study_id, runner = self._open(name)
             if claimed and (key is None or _share_key(runner) != key):
                 continue
-            with CLOCK.phase("optuna"):
-                self._fail_lost_trials(study, study_id)
-                first = claim(study, self.storage, study_id, self.ctx.label)
-            if first is None:
-                continue
-            trials = self._claim_batch(name, study, study_id, first, runner)
+            with journal.burst(self.storage):  # the claims' writes under one lock of a journal file
+                with CLOCK.phase("optuna"):
+                    self._fail_lost_trials(study, study_id)
+                    first = claim(study, self.storage, study_id, self.ctx.label)
+                if first is None:
+                    continue
+                trials = self._claim_batch(name, study, study_id, first, runner)
             if trials:
                 claimed.append((name, study, trials, runner))
                 key = key if len(claimed) > 1 else _share_key(runner)

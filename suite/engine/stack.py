@@ -18,11 +18,13 @@ computes the gradients of those rows only (:mod:`suite.engine.shed`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
 import traceback
 from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,10 +101,13 @@ def train_stack(
     device: str | torch.device = "cpu",
     registry: Registry | None = None,
     on_eval: UnitEval | None = None,
+    *,
+    eval_round: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> Iterator[tuple[int, RunResult]]:
     """Train ``specs`` (all stackable, all with one :func:`stack_key`) as one stack on
     ``device``; yield ``(index in specs, result)`` as each row ends. Plugin exceptions fail only
-    the rows they concern (see the module docstring)."""
+    the rows they concern (see the module docstring). ``eval_round``: a context entered around
+    each evaluation's calls of ``on_eval`` for all the rows (e.g. one lock for the writes they make)."""
     registry = registry or get_registry()
     device = torch.device(device)
     start = time.perf_counter()
@@ -123,7 +128,7 @@ def train_stack(
             yield done(i)
     if not rows:
         return
-    trainer = _StackTrainer(rows, results, registry, device, on_eval)
+    trainer = _StackTrainer(rows, results, registry, device, on_eval, eval_round)
     try:
         trainer.assemble()
     except Exception as exc:  # a shared component's adapter: every row it serves fails
@@ -150,8 +155,10 @@ class _StackTrainer:
     """The stacked components of one stack and its training loop (see :func:`train_stack`)."""
 
     def __init__(self, rows: list[_Row], results: list[RunResult], registry: Registry, device: torch.device,
-                 on_eval: UnitEval | None) -> None:
+                 on_eval: UnitEval | None,
+                 eval_round: Callable[[], AbstractContextManager[Any]] | None = None) -> None:
         self.rows, self.results, self.registry, self.device, self.on_eval = rows, results, registry, device, on_eval
+        self.eval_round = eval_round or contextlib.nullcontext
         self.finished: list[int] = []
         self.reported: set[int] = set()
         self.live_changed = True  # a row ended since the shedder last looked
@@ -368,29 +375,30 @@ class _StackTrainer:
         trained = self.clock.lap()
         interrupted()  # a safe point for a stop signal: between two evaluations
         metrics = self._evaluate(step, loss_sum, count)
-        for pos, row in enumerate(self.rows):
-            if not row.active:
-                continue
-            result, m = self.results[row.index], metrics[pos]
-            result.history.append((step, m))
-            result.clock.append((step, trained))
-            try:
-                if self.on_eval is not None:
-                    self.on_eval(row.index, step, m)
-            except StopRun as stop:
-                result.status, result.reason = "stopped", stop.reason
-                self._end(pos)
-                continue
-            except Exception as exc:  # the caller's callback: as the loop, the run fails
-                self._end(pos, exc)
-                continue
-            reason = divergence(result.spec, result.history)
-            if reason:
-                result.status, result.reason = "diverged", reason
-                result.final_params = self._final_params(pos)
-                self._end(pos)
-            else:
-                row.last_val = m["val_loss"]
+        with self.eval_round():
+            for pos, row in enumerate(self.rows):
+                if not row.active:
+                    continue
+                result, m = self.results[row.index], metrics[pos]
+                result.history.append((step, m))
+                result.clock.append((step, trained))
+                try:
+                    if self.on_eval is not None:
+                        self.on_eval(row.index, step, m)
+                except StopRun as stop:
+                    result.status, result.reason = "stopped", stop.reason
+                    self._end(pos)
+                    continue
+                except Exception as exc:  # the caller's callback: as the loop, the run fails
+                    self._end(pos, exc)
+                    continue
+                reason = divergence(result.spec, result.history)
+                if reason:
+                    result.status, result.reason = "diverged", reason
+                    result.final_params = self._final_params(pos)
+                    self._end(pos)
+                else:
+                    row.last_val = m["val_loss"]
         self.clock.resume()
 
     # -- training ---------------------------------------------------------------------------

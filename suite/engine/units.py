@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -73,12 +74,14 @@ def plan_units(specs: Sequence[RunSpec], registry: Any = None, *, engine: str = 
 
 
 def run_unit(specs: Sequence[RunSpec], device: Any = "cpu", registry: Any = None, on_eval: UnitEval | None = None,
-             *, engine: str = "auto") -> Iterator[tuple[int, RunResult]]:
+             *, engine: str = "auto", eval_round: Callable[[], AbstractContextManager[Any]] | None = None,
+             ) -> Iterator[tuple[int, RunResult]]:
     """Train one unit on ``device``; yield ``(index in the unit, result)`` as each spec finishes.
 
     With ``auto`` or ``stacked``, stackable specs train as stacks (a unit of one stackable spec
     is a stack of one); the others, and every spec with ``loop``, through the per-run loop.
-    Exceptions from plugin code become failed results of the specs they concern.
+    Exceptions from plugin code become failed results of the specs they concern. ``eval_round``:
+    entered around each evaluation of a stack's rows (:func:`suite.engine.stack.train_stack`).
     """
     registry = registry or get_registry()
     if engine == "loop":
@@ -89,7 +92,7 @@ def run_unit(specs: Sequence[RunSpec], device: Any = "cpu", registry: Any = None
         sub = [specs[i] for i in piece]
         if engine != "loop" and stackable(sub[0], registry):
             cb = (lambda j, step, m, _p=piece: on_eval(_p[j], step, m)) if on_eval else None
-            for j, result in train_stack(sub, device, registry, cb):
+            for j, result in train_stack(sub, device, registry, cb, eval_round=eval_round):
                 yield piece[j], result
         else:
             i = piece[0]

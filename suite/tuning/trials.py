@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import TrialState
 
+from suite import journal
 from suite.engine.evalbatch import EvalBatches
 from suite.engine.loop import RunResult, StopRun, divergence
 from suite.errors import SuiteError, TrialFailed
@@ -121,20 +122,21 @@ class TrialObjective:
         out: list[Outcome | None] = [None] * len(trials)
         rows: list[_Row] = []
         for t_index, trial in enumerate(trials):
-            with CLOCK.phase("optuna"):  # the sampler's proposal (TPE, constant liar) and its storage writes
-                values = {key: space.suggest(trial, key) for key, space in plan.space}
-                trial.set_user_attr(STUDY_OVERRIDES, values)
-                trial.set_user_attr(TRIAL_WORKER, self.worker)
-            try:
-                specs = [plan.spec(self.registry, values, seed) for seed in plan.tuning_seeds]
-            except SuiteError as exc:  # a combination the component refuses, e.g. nesterov without momentum
-                self._record(trial, "failed", None, str(exc))
-                self.sink.echo(self._trial_line(trial, values, "FAIL", None, str(exc)))
-                out[t_index] = (TrialState.FAIL, None, str(exc))
-                continue
-            with CLOCK.phase("optuna"):
-                trial.set_user_attr(TAG_SPEC_HASHES, [s.hash for s in specs])
-                limit = target_step_limit(trial.study) if plan.objective.stops_at_target else None
+            with journal.burst(trial.storage):  # this trial's writes under one lock of a journal file
+                with CLOCK.phase("optuna"):  # the sampler's proposal (TPE, constant liar) and its storage writes
+                    values = {key: space.suggest(trial, key) for key, space in plan.space}
+                    trial.set_user_attr(STUDY_OVERRIDES, values)
+                    trial.set_user_attr(TRIAL_WORKER, self.worker)
+                try:
+                    specs = [plan.spec(self.registry, values, seed) for seed in plan.tuning_seeds]
+                except SuiteError as exc:  # a combination the component refuses, e.g. nesterov without momentum
+                    self._record(trial, "failed", None, str(exc))
+                    self.sink.echo(self._trial_line(trial, values, "FAIL", None, str(exc)))
+                    out[t_index] = (TrialState.FAIL, None, str(exc))
+                    continue
+                with CLOCK.phase("optuna"):
+                    trial.set_user_attr(TAG_SPEC_HASHES, [s.hash for s in specs])
+                    limit = target_step_limit(trial.study) if plan.objective.stops_at_target else None
             state = _TrialRows(trial, values, limit, owner=self)
             for spec in specs:
                 rows.append(_Row(state, spec, f"{plan.name}#{trial.number}#{spec.seed}"))
@@ -214,19 +216,21 @@ class TrialObjective:
             outcome = (TrialState.PRUNED, None, reason)
         else:
             value = plan.objective.trial_value([r.history for r in results])
-            self._record(trial, "completed", value, "")
-            with CLOCK.phase("optuna"):
-                trial.set_user_attr(TAG_VALUES, [plan.objective.value(r) for r in results])
+            self._record(trial, "completed", value, "", {TAG_VALUES: [plan.objective.value(r) for r in results]})
             outcome = (TrialState.COMPLETE, value, "")
         self._finish_runs(trial, [r.key for r in state.rows], outcome[0].name, value)
         return outcome, self._trial_line(trial, state.values, outcome[0].name, value, outcome[2])
 
-    def _record(self, trial: optuna.Trial, status: str, value: float | None, reason: str) -> None:
-        with CLOCK.phase("optuna"):
+    def _record(self, trial: optuna.Trial, status: str, value: float | None, reason: str,
+                more: Mapping[str, Any] | None = None) -> None:
+        """How the trial's runs ended, on the trial (its ``suite.*`` attributes, ``more`` too)."""
+        with CLOCK.phase("optuna"), journal.burst(trial.storage):
             trial.set_user_attr(TRIAL_STATUS, status)
             trial.set_user_attr(TRIAL_VALUE, value if value is not None and math.isfinite(value) else None)
             if reason:
                 trial.set_user_attr(TAG_REASON, reason[:1000])
+            for key, v in (more or {}).items():
+                trial.set_user_attr(key, v)
 
     def _finish_runs(self, trial: optuna.Trial, keys: list[str], state: str, value: float | None) -> None:
         tags: dict[str, Any] = {TAG_TRIAL_STATE: state}
@@ -288,8 +292,10 @@ def train_populations(parts: Sequence[tuple[TrialObjective, Sequence[optuna.Tria
 
     first = parts[0][0]
     running = {row.key: row for row in rows}
-    try:
-        for j, result in run_unit([r.spec for r in rows], first.device, first.registry, on_eval, engine=first.engine):
+    storages = [trial.storage for _, trials in parts for trial in trials[:1]]
+    try:  # each evaluation's reports to the pruners, under one lock of each journal file
+        for j, result in run_unit([r.spec for r in rows], first.device, first.registry, on_eval, engine=first.engine,
+                                  eval_round=lambda: journal.burst(*storages)):
             flush()
             row = rows[j]
             row.result = at_target_is_completed(result)
