@@ -63,10 +63,12 @@ def durable(log: dict[str, Any]) -> bool:
 
 class _Burst:
     """A journal file's burst in this process, shared by every backend on that file (two would
-    otherwise each wait for the lock the other holds)."""
+    otherwise each wait for the lock the other holds) and by every thread: while the burst holds
+    the lock, any thread's records go to its open file; ``mutex`` guards each write only, so no
+    thread waits for a burst to end (one that did could hold Optuna's storage lock the burst needs)."""
 
     def __init__(self) -> None:
-        self.local = threading.RLock()  # another thread of this process waits for a burst
+        self.mutex = threading.Lock()
         self.depth = 0
         self.held: contextlib.ExitStack | None = None  # once the burst wrote: the lock and the file
         self.file: IO[bytes] | None = None
@@ -90,11 +92,10 @@ class JournalBackend(JournalFileBackend):
         data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode("utf-8")
         sync = any(durable(log) for log in logs)
         b = self._burst
-        with b.local:
+        with b.mutex:
             if b.depth:
                 if b.held is None:
-                    held = contextlib.ExitStack()
-                    with held:
+                    with contextlib.ExitStack() as held:
                         held.enter_context(get_lock_file(self._lock))
                         b.file = held.enter_context(open(self._file_path, "ab"))
                         b.held = held.pop_all()
@@ -111,20 +112,22 @@ class JournalBackend(JournalFileBackend):
 
     @contextlib.contextmanager
     def burst(self) -> Iterator[None]:
-        """Write the records appended inside (through any backend on this file) under one lock,
-        with one fsync at the end if one of them is durable; nested bursts join the outer one."""
+        """Write the records appended inside (through any backend on this file, from any thread)
+        under one lock, with one fsync at the end if one of them is durable; bursts that overlap
+        join (the lock is let go when the last ends)."""
         b = self._burst
-        with b.local:
+        with b.mutex:
             b.depth += 1
-            try:
-                yield
-            finally:
+        try:
+            yield
+        finally:
+            with b.mutex:
                 b.depth -= 1
                 if not b.depth and b.held is not None:
                     held, f, b.held, b.file = b.held, b.file, None, None
+                    unsynced, b.unsynced = b.unsynced, False
                     with held:  # releases the lock and closes the file, even if the fsync fails
-                        if b.unsynced:
-                            b.unsynced = False
+                        if unsynced:
                             assert f is not None
                             os.fsync(f.fileno())
 

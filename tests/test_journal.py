@@ -1,5 +1,7 @@
 """The tuning journal writes every record at once and fsyncs only what must outlive a power cut."""
 
+import threading
+
 import optuna
 from optuna.trial import TrialState
 
@@ -84,6 +86,21 @@ def test_a_burst_takes_the_lock_once_and_fsyncs_once_at_its_end(tmp_path, monkey
     assert taken[0] == before_locks + 3 and len(synced) == before_syncs + 2
     (_, _, last) = optuna.load_study(study_name="s", storage=open_storage(path)).get_trials()
     assert last.user_attrs == {"a": 1, "b": 2} and last.value == 1.0
+
+
+def test_another_thread_writes_into_a_burst_without_waiting_for_its_end(tmp_path, monkeypatch):
+    taken = _count_locks(monkeypatch)
+    study = optuna.create_study(study_name="s", storage=open_storage(str(tmp_path / "optuna.journal")))
+    first, second = study.ask(), study.ask()
+    with suite.journal.burst(study._storage):
+        first.set_user_attr("a", 1)  # the burst holds the lock now
+        locks = taken[0]
+        writer = threading.Thread(target=second.set_user_attr, args=("b", 2))
+        writer.start()
+        writer.join(timeout=120)  # a guard only: a writer that waited for the burst would never end
+        assert not writer.is_alive()
+        assert taken[0] == locks  # its record went through the burst's lock
+    assert [t.user_attrs for t in study.get_trials()] == [{"a": 1}, {"b": 2}]
 
 
 def test_a_tuning_writes_its_journal_in_bursts_and_the_off_switch_takes_a_lock_per_record(
