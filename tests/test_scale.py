@@ -311,20 +311,24 @@ def kill_one_worker_mid_trial(tmp_path, cli, storage: str, tracking: str, kind: 
             tracking, "--storage", storage, "--submit-only")
     workers = [start_worker(storage, tmp_path, *[a for n in names for a in ("--study", n)], *worker_args)
                for _ in range(3)]
-    victim = workers[0]
     client = MlflowClient(tracking_uri=tracking)
-    owner = owners.label(victim.pid)  # the tag the worker gives its runs (host, start, pid)
     store = open_storage(storage)  # one connection pool for the polling below
 
-    def victim_running():
+    def mid_run(worker) -> bool:
+        """Whether every trial ``worker`` holds has its run started (and it holds one)."""
+        owner = owners.label(worker.pid)  # the tag the worker gives its runs (host, start, pid)
         runs = [r for e in client.search_experiments() for r in client.search_runs(
             [e.experiment_id], f"tags.`suite.owner` = '{owner}' and attributes.status = 'RUNNING'")]
         held = [t for n in names for t in optuna.load_study(study_name=n, storage=store).get_trials(
             deepcopy=False, states=(TrialState.RUNNING,)) if t.user_attrs.get("suite.worker", "").endswith(
-            f":{victim.pid}")]
-        return runs if runs and len(runs) == len(held) else []  # every trial it holds has its run started
+            f":{worker.pid}")]
+        return bool(runs) and len(runs) == len(held)
 
-    wait_for(victim_running, 120, "the victim to be in the middle of its runs")
+    # the victim: the first worker seen in the middle of its runs (a population may take a whole
+    # study, so which worker gets work at all depends on the order in which they start)
+    victim = wait_for(lambda: next((w for w in workers if mid_run(w)), None), 120,
+                      "a worker to be in the middle of its runs")
+    owner = owners.label(victim.pid)
     victim.send_signal(signal.SIGKILL)
     done = finish(workers)
     assert victim.pid not in done
