@@ -14,12 +14,14 @@ enqueued since, which the next `suite tune` tops up.
 Bursts: every record Optuna appends takes the journal's lock (a symlink made and removed) and
 opens the file, and those were about 40% of a tuning's Optuna phase (``suite tune --problem
 logistic``: 0.4 s of 1.1 s, some 4,000 records). Inside :func:`burst` the lock, the open file and
-the fsync are taken once for all the records a run of calls writes with no work between them: a
-trial's proposal and attributes, a population's reports to the pruner at one evaluation, the
-conclusions and the tells of a population. Readers never take the lock (Optuna reads whole lines
-only), so other processes see each record at once as before; other writers wait for the burst, as
-they wait for one record. A burst takes the lock only once it writes, and fsyncs once at its end
-if a durable record was in it: a trial told finished is on disk when the burst returns.
+the fsync are taken once for all the records a run of calls writes with no training and no
+tracking between them: a trial's proposal and attributes, one evaluation's reports to the
+pruners of a whole stack, a trial's conclusion, a population's claims and its tells, the slots
+enqueued. Readers never take the lock (Optuna reads whole lines only), so other processes see
+each record at once as before; other writers wait for the burst, as they wait for one record
+(Optuna breaks a lock whose journal has not changed for its grace period, 30 s: a burst must
+stay short). A burst takes the lock only once it writes, and fsyncs once at its end if a durable
+record was in it: a trial told finished is on disk when the burst returns.
 
 Off switches: ``SUITE_JOURNAL_FSYNC=every`` (or an Optuna without the private lock helper this
 module uses) gives Optuna's own backend, which fsyncs every record: :func:`backend`.
@@ -69,10 +71,29 @@ class _Burst:
 
     def __init__(self) -> None:
         self.mutex = threading.Lock()
-        self.depth = 0
+        self.depth = 0  # the bursts open, in all threads
+        self.mine = threading.local()  # .depth: the bursts open in the calling thread
         self.held: contextlib.ExitStack | None = None  # once the burst wrote: the lock and the file
         self.file: IO[bytes] | None = None
         self.unsynced = False  # a durable record written in this burst, not yet fsynced
+
+    def end(self, quiet: bool) -> None:
+        """One burst ends (under ``mutex``); the last lets go of the lock, after one fsync if a
+        durable record was written. ``quiet``: an exception is on its way out, which an fsync or
+        a release that fails must not replace."""
+        self.depth -= 1
+        self.mine.depth -= 1
+        held = self.held
+        if self.depth or held is None:
+            return
+        with contextlib.ExitStack() as guard:
+            if quiet:
+                guard.enter_context(contextlib.suppress(Exception))
+            with held:  # releases the lock and closes the file, whatever happens inside
+                f, unsynced = self.file, self.unsynced
+                self.held, self.file, self.unsynced = None, None, False
+                if unsynced and f is not None:
+                    os.fsync(f.fileno())
 
 
 _BURSTS: dict[str, _Burst] = {}  # journal file (real path) -> its burst in this process
@@ -102,7 +123,10 @@ class JournalBackend(JournalFileBackend):
                 assert b.file is not None
                 b.file.write(data)
                 b.file.flush()  # other processes read it at once
-                b.unsynced = b.unsynced or sync
+                if sync and not getattr(b.mine, "depth", 0):  # a thread outside the burst: durable now
+                    os.fsync(b.file.fileno())
+                else:
+                    b.unsynced = b.unsynced or sync
                 return
             with get_lock_file(self._lock), open(self._file_path, "ab") as f:
                 f.write(data)
@@ -113,30 +137,28 @@ class JournalBackend(JournalFileBackend):
     @contextlib.contextmanager
     def burst(self) -> Iterator[None]:
         """Write the records appended inside (through any backend on this file, from any thread)
-        under one lock, with one fsync at the end if one of them is durable; bursts that overlap
-        join (the lock is let go when the last ends)."""
+        under one lock, taken at the first of them, with one fsync at the end if one of them is
+        durable; bursts that overlap join (the lock is let go when the last ends)."""
         b = self._burst
         with b.mutex:
             b.depth += 1
+            b.mine.depth = getattr(b.mine, "depth", 0) + 1
         try:
             yield
-        finally:
+        except BaseException:
             with b.mutex:
-                b.depth -= 1
-                if not b.depth and b.held is not None:
-                    held, f, b.held, b.file = b.held, b.file, None, None
-                    unsynced, b.unsynced = b.unsynced, False
-                    with held:  # releases the lock and closes the file, even if the fsync fails
-                        if unsynced:
-                            assert f is not None
-                            os.fsync(f.fileno())
+                b.end(quiet=True)
+            raise
+        with b.mutex:
+            b.end(quiet=False)
 
 
 @contextlib.contextmanager
 def burst(*stores: Any) -> Iterator[None]:
-    """Inside: the records that the given Optuna storages (or those of the given studies)
-    append to journal files of this module's backend are written as one burst per file (see the
-    module). Other storages, and the off switch ``SUITE_JOURNAL_BURST=0``: nothing changes."""
+    """Inside: the records that the given Optuna storages (or the storages of the given
+    studies) append to journal files of this module's backend are written as one burst per file
+    (see the module). A storage of another kind (a database), and the off switch
+    ``SUITE_JOURNAL_BURST=0``: nothing changes."""
     storages = [getattr(s, "_storage", s) for s in stores]  # a study's storage (Optuna keeps it private)
     backends = {id(b._burst): b for s in storages if isinstance(b := getattr(s, "_backend", None), JournalBackend)}
     if os.environ.get(BURST_ENV, "").strip() == "0":

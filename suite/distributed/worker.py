@@ -417,15 +417,14 @@ class Worker:
     def _tell_batch(self, name: str, study: optuna.Study, trials: list[optuna.Trial], outcomes: Any) -> None:
         """Tell ``study`` how each of a batch's trials ended: ``(state, value, message)`` each
         (on a journal file: under one lock, with one fsync, :func:`suite.journal.burst`)."""
-        with journal.burst(self.storage):
+        with CLOCK.phase("optuna"), journal.burst(self.storage):  # its fsync and release counted too
             for trial, (state, value, message) in zip(trials, outcomes, strict=True):
                 if message and state == TrialState.FAIL:
                     self.ctx.say(f"[{self.ctx.label}] {name} trial {trial.number} failed: {message}")
-                with CLOCK.phase("optuna"):
-                    if state == TrialState.COMPLETE:
-                        study.tell(trial, value, skip_if_finished=True)
-                    else:
-                        study.tell(trial, state=state, skip_if_finished=True)
+                if state == TrialState.COMPLETE:
+                    study.tell(trial, value, skip_if_finished=True)
+                else:
+                    study.tell(trial, state=state, skip_if_finished=True)
                 self.summary.states[state.name.lower()] += 1
 
     def _run_shared(self, names: list[str]) -> bool:
@@ -445,13 +444,12 @@ class Worker:
             study, study_id, runner = self._open(name)
             if claimed and (key is None or _share_key(runner) != key):
                 continue
-            with journal.burst(self.storage):  # the claims' writes under one lock of a journal file
-                with CLOCK.phase("optuna"):
-                    self._fail_lost_trials(study, study_id)
-                    first = claim(study, self.storage, study_id, self.ctx.label)
-                if first is None:
-                    continue
-                trials = self._claim_batch(name, study, study_id, first, runner)
+            with CLOCK.phase("optuna"), journal.burst(self.storage):  # the claims under one lock of a journal file
+                self._fail_lost_trials(study, study_id)
+                first = claim(study, self.storage, study_id, self.ctx.label)
+                trials = self._claim_batch(name, study, study_id, first, runner) if first is not None else []
+            if first is None:
+                continue
             if trials:
                 claimed.append((name, study, trials, runner))
                 key = key if len(claimed) > 1 else _share_key(runner)

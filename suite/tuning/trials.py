@@ -10,8 +10,9 @@ study plan and objective of :mod:`suite.tuning`; not MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -290,12 +291,22 @@ def train_populations(parts: Sequence[tuple[TrialObjective, Sequence[optuna.Tria
         for _, batches in sinks.values():
             batches.flush()
 
+    storages = [trial.storage for _, trials in parts for trial in trials[:1]]
+
+    @contextlib.contextmanager
+    def eval_round() -> Iterator[None]:
+        """One evaluation of the stack: the last one's evaluations to the trackers first (never
+        under the journal's lock), then this one's reports to the pruners under one lock of
+        each journal file (:func:`suite.journal.burst`)."""
+        flush()
+        with journal.burst(*storages):
+            yield
+
     first = parts[0][0]
     running = {row.key: row for row in rows}
-    storages = [trial.storage for _, trials in parts for trial in trials[:1]]
-    try:  # each evaluation's reports to the pruners, under one lock of each journal file
+    try:
         for j, result in run_unit([r.spec for r in rows], first.device, first.registry, on_eval, engine=first.engine,
-                                  eval_round=lambda: journal.burst(*storages)):
+                                  eval_round=eval_round):
             flush()
             row = rows[j]
             row.result = at_target_is_completed(result)
