@@ -86,14 +86,15 @@ class _Burst:
         held = self.held
         if self.depth or held is None:
             return
-        with contextlib.ExitStack() as guard:
-            if quiet:
-                guard.enter_context(contextlib.suppress(Exception))
+        try:
             with held:  # releases the lock and closes the file, whatever happens inside
                 f, unsynced = self.file, self.unsynced
                 self.held, self.file, self.unsynced = None, None, False
                 if unsynced and f is not None:
                     os.fsync(f.fileno())
+        except Exception:
+            if not quiet:
+                raise
 
 
 _BURSTS: dict[str, _Burst] = {}  # journal file (real path) -> its burst in this process
@@ -159,10 +160,11 @@ def burst(*stores: Any) -> Iterator[None]:
     studies) append to journal files of this module's backend are written as one burst per file
     (see the module). A storage of another kind (a database), and the off switch
     ``SUITE_JOURNAL_BURST=0``: nothing changes."""
+    if os.environ.get(BURST_ENV, "").strip() == "0":
+        yield
+        return
     storages = [getattr(s, "_storage", s) for s in stores]  # a study's storage (Optuna keeps it private)
     backends = {id(b._burst): b for s in storages if isinstance(b := getattr(s, "_backend", None), JournalBackend)}
-    if os.environ.get(BURST_ENV, "").strip() == "0":
-        backends = {}
     with contextlib.ExitStack() as stack:
         for b in backends.values():
             stack.enter_context(b.burst())
