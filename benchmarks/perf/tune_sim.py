@@ -1,15 +1,16 @@
 """The tuning of lecture.yaml's NQM sweep simulated on the closed form: how often a study gets within
 10% of the exact optimum, in seconds instead of minutes (issue 25; `tune_regret.py` measures real runs).
 
-A simulated study is one study of a `scaling_*` experiment as `suite tune` runs it: the space the
-suite builds for it (`search_space`, the experiment's `space` overrides), the suite's own sampler
-(`make_sampler`: TPE, its last trials refining around the incumbent), trials asked in populations of
-`--population` (the constant liar keeps them apart) and told together, and the steps-to-target pruning
-at the median completed trial (`target_step_limit`). A trial's value is the exact expected-risk steps of
-its hyperparameters (`suite.theory.moment_recursion`), interpolated log-linearly between steps as the
-runs read them; one that never gets there is valued as the objective values it (budget × risk /
-target); a diverged one is pruned. What it leaves out: the seeds' θ₀ (a real trial's value is the mean
-curve of 2 seeds) and the re-evaluation of the top trials (here the best trial wins).
+A simulated study is one study of a `scaling_*` experiment as `suite tune` runs it: the space the suite
+builds for it (`search_space`, the experiment's `space` overrides), the suite's own sampler
+(`make_sampler`: TPE from a stratified start, its last trials refining around the incumbent), trials
+asked in populations of `--population` (the constant liar keeps them apart) and told together, and the
+steps-to-target pruning at the median completed trial (`target_step_limit`). A trial's value is the
+exact expected-risk steps of its hyperparameters (`suite.theory.moment_recursion`), interpolated
+log-linearly between steps as the runs read them; one that never gets there is valued as the objective
+values it (budget × risk / target); a diverged one is pruned. What it leaves out: the seeds' θ₀ (a real
+trial's value is the mean curve of 2 seeds) and the re-evaluation of the top trials (here the best trial
+wins).
 
 Per batch size it prints p, the share of `--studies` simulated studies within 10% of the optimum, and
 the chance that the median of a cell's 3 studies is: p³ + 3p²(1 − p).
@@ -44,7 +45,7 @@ from suite.report.scaling import closed_form_optimum  # noqa: E402
 from suite.theory import moment_recursion  # noqa: E402
 from suite.tuning import caps  # noqa: E402
 from suite.tuning.objective import target_step_limit  # noqa: E402
-from suite.tuning.sampling import make_pruner, make_sampler  # noqa: E402
+from suite.tuning.sampling import design_seed, make_pruner, make_sampler  # noqa: E402
 from suite.tuning.space import search_space  # noqa: E402
 
 MOMENTUM = "optimizer.momentum"
@@ -82,7 +83,8 @@ def study(spaces: dict, batch_size: int, seed: int, args: argparse.Namespace, h:
           budget: int, cap_at) -> float:
     """The best value of one simulated study (``cap_at(values)``: the lr cap at a trial's values)."""
     plan = types.SimpleNamespace(legacy_name=f"sim/b{batch_size}")
-    sampler = make_sampler(plan, args.trials, seed, salt="")
+    sampler = make_sampler(plan, args.trials, seed, salt="", population=args.population,
+                           design_seed=design_seed(seed, plan, ""))
     st = optuna.create_study(sampler=sampler, pruner=make_pruner("median"))
     lr_space = spaces[caps.LR]
     for start in range(0, args.trials, args.population):

@@ -1,14 +1,18 @@
 """The samplers and pruners of tuning studies: TPE seeded so that resumed and parallel workers
-do not repeat each other's random points, with a constant liar for populations, and a last
-population that refines around the incumbent (:class:`RefiningSampler`)."""
+do not repeat each other's random points, with a constant liar for populations, a random start
+stratified over the search space (:class:`StratifiedStart`), and a last population that refines
+around the incumbent (:class:`RefiningSampler`)."""
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 
 from suite.context import derive_seed
@@ -29,20 +33,106 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     raise TuneError(f"unknown --pruner {name!r}: use {', '.join(PRUNERS)}")
 
 
-def make_sampler(plan: Any, trials: int, study_seed: int | None, salt: str) -> optuna.samplers.BaseSampler:
+def make_sampler(plan: Any, trials: int, study_seed: int | None, salt: str, *, population: int = 1,
+                 design_seed: int | None = None) -> optuna.samplers.BaseSampler:
     """TPE, seeded from ``--study-seed``, the study's name and ``salt`` (worker and trials
-    already done, so a resumed or parallel sampler does not repeat the same random points);
-    its last :func:`refine_trials` trials refine around the incumbent (:class:`RefiningSampler`)."""
+    already done, so a resumed or parallel sampler does not repeat the same random points). Its
+    random start (:func:`start_trials`: TPE's start-up trials, or the whole first population of
+    ``population`` trials, which is asked before any trial has completed) is a Latin hypercube
+    drawn from ``design_seed`` (:class:`StratifiedStart`; the same for every worker of the study),
+    and its last :func:`refine_trials` trials refine around the incumbent (:class:`RefiningSampler`)."""
     # seeded from the name without its hash suffix: the draws of studies named before it are kept
     seed = None if study_seed is None else derive_seed(study_seed, f"{plan.legacy_name}|{salt}") % (2**32)
+    startup = min(10, max(3, trials // 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        tpe = optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=min(10, max(3, trials // 3)), multivariate=True, group=True,
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup, multivariate=True, group=True,
             constant_liar=True,  # a population's trials, asked together, stay apart
         )
     refine = refine_trials(trials)
-    return RefiningSampler(tpe, start=trials - refine, count=refine) if refine else tpe
+    count = start_trials(trials, population, refine)
+    if design_seed is not None and count >= 2 and os.environ.get(STRATIFY_SWITCH, "1") != "0":
+        sampler = StratifiedStart(sampler, count=count, seed=design_seed)
+    return RefiningSampler(sampler, start=trials - refine, count=refine) if refine else sampler
+
+
+STRATIFY_SWITCH = "SUITE_STRATIFIED_START"  # "0": the random start is TPE's own independent draws
+
+
+def start_trials(trials: int, population: int, refine: int = 0) -> int:
+    """How many of a study's first trials :class:`StratifiedStart` places: TPE's start-up
+    trials, or the first population where that is larger (its trials are all asked before any
+    has completed, so TPE has nothing to learn from for them either), never the refining ones."""
+    return max(0, min(trials - refine, max(min(10, max(3, trials // 3)), population)))
+
+
+def design_seed(study_seed: int | None, plan: Any, uid: str) -> int:
+    """The seed of a study's :class:`StratifiedStart` design: from ``--study-seed`` and the study's
+    name where the study is seeded, else from its uid (random, kept in the study); the same in
+    every worker, so that the trials' numbers index one design."""
+    return derive_seed(study_seed, f"{plan.legacy_name}|design") if study_seed is not None else int(uid[:15], 16)
+
+
+class _Wrapper(optuna.samplers.BaseSampler):
+    """A sampler that places some trials itself (:meth:`_owns`: their parameters one by one, in
+    ``sample_independent``) and leaves the others, and every callback, to ``base``."""
+
+    base: optuna.samplers.BaseSampler
+
+    def _owns(self, study: optuna.Study, trial: Any) -> bool:
+        raise NotImplementedError
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
+        if self._owns(study, trial):
+            return {}
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        return self.base.sample_relative(study, trial, search_space)
+
+    def before_trial(self, study: optuna.Study, trial: Any) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Sequence[float] | None) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+
+class StratifiedStart(_Wrapper):
+    """The first ``count`` trials of a study (its random start) at the points of a Latin
+    hypercube: each float parameter's range (its log scale for a log parameter) cut into ``count``
+    equal strata, trial ``i`` in stratum ``perm[i]`` at a uniform offset, ``perm`` a permutation
+    drawn per parameter from ``seed``. Every stratum of every parameter gets exactly one trial,
+    where independent draws leave gaps: with a population of 8 asked at once, a study of 8 trials
+    is its random start, and the gap its best point leaves to the optimum is the study's tuning
+    error (docs/tuning.md). Later trials, and parameters that are not floats, go to ``base``."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler, count: int, seed: int) -> None:
+        self.base, self.count, self.seed = base, count, seed
+
+    def point(self, param_name: str, number: int) -> float:
+        """Trial ``number``'s coordinate in [0, 1) for ``param_name``."""
+        rng = np.random.default_rng([self.seed % (2**63), zlib.crc32(param_name.encode())])
+        perm, offset = rng.permutation(self.count), rng.random(self.count)
+        return float((perm[number] + offset[number]) / self.count)
+
+    def _owns(self, study: optuna.Study, trial: Any) -> bool:
+        return trial.number < self.count
+
+    def sample_independent(self, study: optuna.Study, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        dist = param_distribution
+        if trial.number >= self.count or not isinstance(dist, optuna.distributions.FloatDistribution):
+            return self.base.sample_independent(study, trial, param_name, dist)
+        u = self.point(param_name, trial.number)
+        if dist.log:
+            value = math.exp(math.log(dist.low) + u * (math.log(dist.high) - math.log(dist.low)))
+        else:
+            value = dist.low + u * (dist.high - dist.low)
+            if dist.step is not None:
+                value = dist.low + round((value - dist.low) / dist.step) * dist.step
+        return min(dist.high, max(dist.low, value))
 
 
 REFINE_SHARE = 1 / 3  # of a study's trials, the last ones refine around the incumbent ...
@@ -73,7 +163,7 @@ def points_per_side(count: int, params: int, index: int, sign: int) -> int:
     return sum(1 for p, k in refine_offsets(count, params) if p == index and (k > 0) == (sign > 0))
 
 
-class RefiningSampler(optuna.samplers.BaseSampler):
+class RefiningSampler(_Wrapper):
     """A sampler (``base``, TPE) whose trials numbered ``start`` to ``start + count - 1`` refine
     around the incumbent (the best completed trial): each moves one float parameter of it, the
     others kept, to a point of an even grid between the incumbent and the nearest trial tried on
@@ -101,15 +191,8 @@ class RefiningSampler(optuna.samplers.BaseSampler):
         pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
         return pick(done, key=lambda t: t.value)
 
-    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
-        if self._incumbent(study, trial) is not None:
-            return {}
-        return self.base.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study: optuna.Study, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
-        if not search_space:
-            return {}
-        return self.base.sample_relative(study, trial, search_space)
+    def _owns(self, study: optuna.Study, trial: Any) -> bool:
+        return self._incumbent(study, trial) is not None
 
     def sample_independent(self, study: optuna.Study, trial: Any, param_name: str, param_distribution: Any) -> Any:
         best = self._incumbent(study, trial)
@@ -128,12 +211,6 @@ class RefiningSampler(optuna.samplers.BaseSampler):
         side = 1 if point > 0 else -1
         return bracket_point(value, tried, param_distribution, abs(point),
                              points_per_side(self.round, len(floats), index, side), side)
-
-    def before_trial(self, study: optuna.Study, trial: Any) -> None:
-        self.base.before_trial(study, trial)
-
-    def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Sequence[float] | None) -> None:
-        self.base.after_trial(study, trial, state, values)
 
 
 def _float_params(trial: optuna.trial.FrozenTrial) -> list[str]:

@@ -32,7 +32,7 @@ from suite.registry import get_registry
 from suite.tuning.budget import Budget
 from suite.tuning.objective import Objective
 from suite.tuning.plan import StudyPlan
-from suite.tuning.sampling import make_pruner, make_sampler
+from suite.tuning.sampling import design_seed, make_pruner, make_sampler
 from suite.tuning.space import VARIANT_FAMILIES, Variant
 from suite.tuning.trials import TrialObjective, TrialSink, share_key, train_populations
 from suite.vocab import (
@@ -42,6 +42,7 @@ from suite.vocab import (
     STUDY_SETTINGS,
     STUDY_TRACKING_URI,
     STUDY_TUNE,
+    STUDY_UID,
     TAG_STUDY,
     TAG_TRIAL,
     TRIAL_RETRY_OF,
@@ -93,7 +94,10 @@ class TuneTrialRunner:
         tune = study.user_attrs[STUDY_TUNE]
         started = len([t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING])
         salt = f"{ctx.salt or ctx.label}|n{started}"  # as `suite tune` seeds a worker's sampler
-        study.sampler = make_sampler(self.plan, tune["trials"], tune["study_seed"], salt=salt)
+        self.population_size = ctx.stack_size or int(tune.get("population") or 1)  # older studies: one at a time
+        design = design_seed(tune["study_seed"], self.plan, study.user_attrs[STUDY_UID])
+        study.sampler = make_sampler(self.plan, tune["trials"], tune["study_seed"], salt=salt,
+                                     population=self.population_size, design_seed=design)
         study.pruner = make_pruner(tune["pruner"])
         registry = get_registry()
         self.tracker = None
@@ -104,7 +108,6 @@ class TuneTrialRunner:
             self.tracker = Tracker(attrs[STUDY_EXPERIMENT], ctx.tracking_uri or attrs[STUDY_TRACKING_URI])
             sink = TrackerSink(self.tracker, registry, {self.plan.name: attrs[STUDY_PARENT_RUN_ID]}, ctx.say)
         self.objective = TrialObjective(self.plan, registry, ctx.device, sink, worker=ctx.label, engine=ctx.engine)
-        self.population_size = ctx.stack_size or int(tune.get("population") or 1)  # older studies: one at a time
         components = self.plan.variant.components(self.plan.problem)
         self.stackable = ctx.engine != "loop" and all(registry.get(f, n).stacked is not None
                                                       for f, n in components.items())

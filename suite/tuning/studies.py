@@ -27,7 +27,6 @@ from suite.specs.spec import RunSpec
 from suite.tuning.labels import readable_name
 from suite.tuning.plan import REEVAL_SEED_BASE, StudyPlan
 from suite.tuning.results import best_trial, best_values, counted, n_counted, top_trials  # noqa: F401
-from suite.tuning.sampling import make_pruner, make_sampler
 from suite.vocab import STUDY_SETTINGS, STUDY_UID, TRIAL_WORKER
 
 DEFAULT_STORAGE_PATH = Path(".suite") / "optuna.journal"
@@ -95,12 +94,6 @@ def open_study(storage: optuna.storages.BaseStorage, plan: StudyPlan) -> optuna.
     if STUDY_UID not in study.user_attrs:
         study.set_user_attr(STUDY_UID, uuid.uuid4().hex)
     return study
-
-
-def load_study(storage: optuna.storages.BaseStorage, plan: StudyPlan, *, trials: int, study_seed: int | None,
-               pruner: str, salt: str) -> optuna.Study:
-    return optuna.load_study(study_name=plan.name, storage=storage,
-                             sampler=make_sampler(plan, trials, study_seed, salt), pruner=make_pruner(pruner))
 
 
 def fail_orphan_trials(storage: optuna.storages.BaseStorage, plans: Iterable[StudyPlan], pids: set[str]) -> int:
