@@ -98,8 +98,9 @@ def test_a_study_of_one_population_starts_with_one_trial_in_each_stratum_of_each
     other = make_sampler(_Plan("s"), 8, 0, "worker-2|n3", population=8, design_seed=11)
     again = optuna.create_study(sampler=other)
     assert [again.ask().suggest_float("lr", 0.01, 8.0, log=True) for _ in range(8)] == lrs
-    # a study of 30 trials stratifies its first 10 (TPE's start), then TPE proposes; the switch turns it off
-    assert make_sampler(_Plan("s"), 30, 0, "main", population=8, design_seed=11).base.count == 10
+    # 16 trials: the first population of 8 (TPE's start-up is 5); from 24 trials TPE's start-up covers it
+    assert make_sampler(_Plan("s"), 16, 0, "main", population=8, design_seed=11).base.count == 8
+    assert not isinstance(make_sampler(_Plan("s"), 24, 0, "main", population=8, design_seed=11).base, StratifiedStart)
     assert not isinstance(make_sampler(_Plan("s"), 8, 0, "main", population=8), StratifiedStart)
 
 

@@ -3,7 +3,7 @@
 
 A simulated study is one study of a `scaling_*` experiment as `suite tune` runs it: the space the suite
 builds for it (`search_space`, the experiment's `space` overrides), the suite's own sampler
-(`make_sampler`: TPE from a stratified start, its last trials refining around the incumbent), trials
+(`make_sampler`: TPE, its last trials refining around the incumbent), trials
 asked in populations of `--population` (the constant liar keeps them apart) and told together, and the
 steps-to-target pruning at the median completed trial (`target_step_limit`). A trial's value is the
 exact expected-risk steps of its hyperparameters (`suite.theory.moment_recursion`), interpolated
