@@ -1,7 +1,7 @@
 """The samplers and pruners of tuning studies: TPE seeded so that resumed and parallel workers
-do not repeat each other's random points, with a constant liar for populations, a random start
-stratified over the search space (:class:`StratifiedStart`), and a last population that refines
-around the incumbent (:class:`RefiningSampler`)."""
+do not repeat each other's random points, with a constant liar for populations, a small study's
+first population stratified over the search space (:class:`StratifiedStart`), and a last
+population that refines around the incumbent (:class:`RefiningSampler`)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def make_sampler(plan: Any, trials: int, study_seed: int | None, salt: str, *, p
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=min(10, max(3, trials // 3)), multivariate=True, group=True,
+            seed=seed, n_startup_trials=tpe_startup(trials), multivariate=True, group=True,
             constant_liar=True,  # a population's trials, asked together, stay apart
         )
     refine = refine_trials(trials)
@@ -66,8 +66,12 @@ def start_trials(trials: int, population: int, refine: int = 0) -> int:
     refining ones; none where TPE's start-up covers the first population (studies of 24 trials
     and more: there, simulated on the closed form, a stratified start made no difference that 48
     studies could show, docs/tuning.md)."""
-    startup = min(10, max(3, trials // 3))
-    return max(0, min(trials - refine, population)) if population > startup else 0
+    return max(0, min(trials - refine, population)) if population > tpe_startup(trials) else 0
+
+
+def tpe_startup(trials: int) -> int:
+    """TPE's start-up trials (independent random draws) in a study of ``trials``."""
+    return min(10, max(3, trials // 3))
 
 
 def design_seed(study_seed: int | None, plan: Any, uid: str) -> int:
