@@ -448,8 +448,6 @@ class Worker:
                 self._fail_lost_trials(study, study_id)
                 first = claim(study, self.storage, study_id, self.ctx.label)
                 trials = self._claim_batch(name, study, study_id, first, runner) if first is not None else []
-            if first is None:
-                continue
             if trials:
                 claimed.append((name, study, trials, runner))
                 key = key if len(claimed) > 1 else _share_key(runner)

@@ -130,7 +130,7 @@ class StratifiedStart(_Wrapper):
 
     def sample_independent(self, study: optuna.Study, trial: Any, param_name: str, param_distribution: Any) -> Any:
         dist = param_distribution
-        if trial.number >= self.count or not isinstance(dist, optuna.distributions.FloatDistribution):
+        if not self._owns(study, trial) or not isinstance(dist, optuna.distributions.FloatDistribution):
             return self.base.sample_independent(study, trial, param_name, dist)
         u = self.point(param_name, trial.number)
         if dist.log:
