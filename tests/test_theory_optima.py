@@ -87,6 +87,27 @@ def test_momentum_steps_are_the_first_crossing_of_the_matrix_power_closed_form()
     assert np.any(np.diff(risk) > 0)  # it does oscillate
 
 
+def test_the_closed_form_stability_is_that_of_the_moment_maps_eigenvalues():
+    """:func:`suite.theory.moment_recursion`'s spectral radius of A in closed form decides
+    stability exactly as the eigenvalues of the second-moment map M do (M's are A's products),
+    for SGD, momentum, the EMA and both, preconditioned or not, across the stability edge."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(3)
+    edge = 0
+    for momentum, ema, p in [(0.0, None, 0.0), (0.9, None, 0.0), (0.5, None, 0.5), (0.0, 0.95, 0.0),
+                             (0.99, 0.9, 0.0), (0.3, 0.5, 0.5)]:
+        cap = 2 * (1 + momentum) / float(np.max(H ** (1 - p)))
+        lrs = cap * np.concatenate([10 ** rng.uniform(-3, 0.5, 60), [0.999999, 1.000001]])
+        rec = T.moment_recursion(lrs, H, C, B, p=p, momentum=momentum, ema=ema)
+        assert rec.radius is not None
+        by_eigenvalues = replace(rec, radius=None).stable()
+        assert np.array_equal(rec.stable(), by_eigenvalues)
+        assert np.array_equal(rec.rows(np.arange(0, 62, 2)).stable(), by_eigenvalues[::2])
+        edge += by_eigenvalues.any() and not by_eigenvalues.all()
+    assert edge == 6  # every case has settings on both sides of the edge
+
+
 @pytest.mark.parametrize("kw", [{}, {"momentum": 0.9}, {"ema": 0.95}], ids=["sgd", "momentum", "ema"])
 def test_the_engines_nqm_runs_follow_the_recursion(kw):
     """The suite's own NQM problem, trained by the engine: its logged theory risk (its own moment
