@@ -104,33 +104,67 @@ def resample(runs: Runs, rng: np.random.Generator, seeds: int = 1, studies: int 
     run on the same seeds, so they stay paired across sections too), and (study index, fresh seed)
     across the tuned cells, drawn with replacement; a repeated seed or study gets a fresh label
     (the first draw of each keeps its own), so every drawn replicate is a distinct one. ``seeds``
-    and ``studies`` times as many are drawn as there are (an experiment that many times larger)."""
-    taken = {r.seed for r in runs.records}
-    fresh = iter(range(max(taken, default=0) + 1, 2**62))
-    out: list[RunRecord] = []
-    plain = [r for r in runs.records if r.trial is None]
-    draws: dict[tuple[int, ...], list[tuple[int, int]]] = {}  # sections on the same seeds share a draw
-    for section in dict.fromkeys(r.section for r in plain):
-        by_seed: dict[int, list[RunRecord]] = {}
-        for r in plain:
-            if r.section == section:
-                by_seed.setdefault(r.seed, []).append(r)
-        pool = tuple(sorted(by_seed))
-        if pool not in draws:
-            draws[pool] = _draw(pool, rng, fresh, seeds)
-        for seed, label in draws[pool]:
-            out += [_relabel(r, label) for r in by_seed[seed]]
-    tuned = [r for r in runs.records if r.trial is not None]
-    if tuned:
-        cells: dict[tuple[int, int], list[RunRecord]] = {}
+    and ``studies`` times as many are drawn as there are (an experiment that many times larger).
+    :class:`Resampler` makes many draws of the same runs."""
+    return Resampler(runs, seeds, studies).draw(rng)
+
+
+class Resampler:
+    """Draws of :func:`resample` from one ``runs``: its grouping by section, seed and study is made
+    once, and a draw's random choices (:meth:`choose`) apart from the records they select
+    (:meth:`build`), so that skipping a draw (:mod:`suite.report.split_draws`' child, which brings its
+    generator to the state of its first draw) costs the generator's calls alone."""
+
+    def __init__(self, runs: Runs, seeds: int = 1, studies: int = 1) -> None:
+        self.runs, self.seeds, self.studies = runs, seeds, studies
+        self.first_fresh = max((r.seed for r in runs.records), default=0) + 1
+        plain = [r for r in runs.records if r.trial is None]
+        # per section (in order): its runs by seed, and its pool of seeds (sections on the same pool share a draw)
+        self.sections: list[tuple[dict[int, list[RunRecord]], tuple[int, ...]]] = []
+        for section in dict.fromkeys(r.section for r in plain):
+            by_seed: dict[int, list[RunRecord]] = {}
+            for r in plain:
+                if r.section == section:
+                    by_seed.setdefault(r.seed, []).append(r)
+            self.sections.append((by_seed, tuple(sorted(by_seed))))
+        tuned = [r for r in runs.records if r.trial is not None]
+        self.cells: dict[tuple[int, int], list[RunRecord]] = {}
         for r in tuned:
-            cells.setdefault((r.study_index, r.seed), []).append(r)
-        drawn_studies = [k for k, _ in _draw(sorted({r.study_index for r in tuned}), rng, iter(()), studies)]
-        drawn_seeds = _draw(sorted({r.seed for r in tuned}), rng, fresh, seeds)
+            self.cells.setdefault((r.study_index, r.seed), []).append(r)
+        self.study_pool = sorted({r.study_index for r in tuned})
+        self.seed_pool = sorted({r.seed for r in tuned})
+
+    def choose(self, rng: np.random.Generator) -> tuple[dict[tuple[int, ...], list[tuple[int, int]]],
+                                                        list[int], list[tuple[int, int]]]:
+        """One draw's choices, in the generator's order: (pool -> drawn (seed, label)s, drawn
+        study indices, drawn (fresh seed, label)s of the tuned cells)."""
+        fresh = iter(range(self.first_fresh, 2**62))
+        draws: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        for _, pool in self.sections:
+            if pool not in draws:
+                draws[pool] = _draw(pool, rng, fresh, self.seeds)
+        if not self.cells:
+            return draws, [], []
+        drawn_studies = [k for k, _ in _draw(self.study_pool, rng, iter(()), self.studies)]
+        return draws, drawn_studies, _draw(self.seed_pool, rng, fresh, self.seeds)
+
+    def build(self, choice: tuple[dict[tuple[int, ...], list[tuple[int, int]]], list[int],
+                                  list[tuple[int, int]]]) -> Runs:
+        """The runs of one draw's choices (:meth:`choose`)."""
+        draws, drawn_studies, drawn_seeds = choice
+        out: list[RunRecord] = []
+        for by_seed, pool in self.sections:
+            for seed, label in draws[pool]:
+                out += [_relabel(r, label) for r in by_seed[seed]]
         for new_index, k in enumerate(drawn_studies):
             for seed, label in drawn_seeds:
-                out += [_relabel(r, label, new_index) for r in cells.get((k, seed), [])]
-    return Runs(runs.experiment, runs.tracking_uri, out, runs.parent_run_id, runs.source)
+                out += [_relabel(r, label, new_index) for r in self.cells.get((k, seed), [])]
+        runs = self.runs
+        return Runs(runs.experiment, runs.tracking_uri, out, runs.parent_run_id, runs.source)
+
+    def draw(self, rng: np.random.Generator) -> Runs:
+        """One bootstrap draw (:func:`resample`)."""
+        return self.build(self.choose(rng))
 
 
 def _draw(values: Sequence[int], rng: np.random.Generator, fresh, times: int = 1) -> list[tuple[int, int]]:
@@ -196,8 +230,9 @@ def _tally(evaluate: Callable[[Runs], list[ClaimRow]], runs: Runs, n_rows: int, 
 
     rng = np.random.default_rng(seed)
     decisive, reproduced = [0] * n_rows, [0] * n_rows
-    verdicts = draw_results(lambda: resample(runs, rng, seeds, studies),
-                            lambda drawn: [row.verdict for row in evaluate(drawn)], draws, runs)  # on two processes
+    resampler = Resampler(runs, seeds, studies)
+    verdicts = draw_results(lambda: resampler.draw(rng), lambda drawn: [row.verdict for row in evaluate(drawn)],
+                            draws, runs, skip=lambda: resampler.choose(rng))  # on two processes
     for drawn in verdicts:
         if len(drawn) != n_rows:
             raise ValueError("the claims evaluated to a different number of rows on a bootstrap draw")

@@ -6,8 +6,9 @@ Why (measured): on a ``make bench`` store the report evaluates every claim on 20
 of the whole report; the draws are independent, and the report runs after the training, with a
 core to spare. The child evaluates the second half of the draws while this process evaluates the
 first, so the draws take about half the time (plus the child's replay of the first half's
-resampling, 0.04 s a draw, to bring its generator to the same state: the draws, and so the
-powers, are exactly those of one process).
+resampling, to bring its generator to the same state: only the random choices, not the records
+they select, so it costs next to nothing; the draws, and so the powers, are exactly those of one
+process).
 
 The child reads nothing from the store (a forked process must not use its parent's sqlite
 connection): the histories and artifacts the draws need were read by the evaluation of the runs
@@ -53,10 +54,12 @@ def processes() -> int:
 
 
 def draw_results(draw: Callable[[], Any], evaluate: Callable[[Any], Any], draws: int,
-                 runs: Any = None) -> list[Any]:
+                 runs: Any = None, skip: Callable[[], Any] | None = None) -> list[Any]:
     """``evaluate(draw())`` for ``draws`` successive draws, in order (``draw`` advances a seeded
     generator, so the i-th draw is the same whichever process makes it). ``runs``: the object whose
-    ``source`` (the store) the child must not use. The results must pickle."""
+    ``source`` (the store) the child must not use. ``skip``: advances the generator as ``draw``
+    does, without making the draw (the child's replay of the first half; default ``draw``). The
+    results must pickle."""
     half = draws // 2
     if processes() < 2 or half < 1:
         return [evaluate(draw()) for _ in range(draws)]
@@ -64,7 +67,7 @@ def draw_results(draw: Callable[[], Any], evaluate: Callable[[Any], Any], draws:
         if runs is not None:
             runs.source = _NoStore()
         for _ in range(half):
-            draw()
+            (skip or draw)()
         return pickle.dumps(("ok", [evaluate(draw()) for _ in range(draws - half)]))
 
     child = fork_call(second_half)
