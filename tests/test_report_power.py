@@ -68,6 +68,23 @@ def test_resampled_seeds_are_distinct_and_stay_paired():
         assert {r.run_id for r in drawn.records} <= {r.run_id for r in runs.records}
 
 
+def test_skipping_a_draw_by_its_choices_leaves_the_generator_where_the_draw_does():
+    """The forked child of the report's draws skips the first half by :meth:`Resampler.choose`
+    alone: the draws after it are those one process makes after drawing the first half."""
+    studies = {("SGD", 32): [(0.25, 400), (0.5, 600)], ("SGD", 1024): [(1.0, 80), (2.0, 120)]}
+    runs = Runs("x", "sqlite://", _sampling_runs(_gaps(1.0, 5)).records + _two_studies(studies).records, None)
+    resampler = power.Resampler(runs)
+    drawn, skipped = np.random.default_rng(4), np.random.default_rng(4)
+    for _ in range(3):
+        power.resample(runs, drawn)
+        resampler.choose(skipped)
+    for _ in range(3):
+        a, b = power.resample(runs, drawn), resampler.draw(skipped)
+        assert [(r.run_id, r.seed, r.study_index, r.study) for r in a.records] == \
+            [(r.run_id, r.seed, r.study_index, r.study) for r in b.records]
+        assert {r.trial is None for r in a.records} == {True, False}  # plain and tuned runs both drawn
+
+
 def _two_studies(studies):
     """The tuned runs of ``studies`` as two independent studies per cell (the second 10% slower)."""
     runs = _study_runs(studies)
