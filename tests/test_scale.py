@@ -12,6 +12,7 @@ import contextlib
 import os
 import random
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -197,14 +198,28 @@ def check_grid(storage_url: str, study_name: str, tracking_uri: str, specs, *, k
     return study
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+STARTED_LINE = re.compile(rb"^\[[^\]]+\] .+: started trial\(s\) \d")  # WorkerContext.started
+HANG_GUARD_S = 300  # catches a hang; not a speed claim
+
+
+def first_to_start(workers: list[subprocess.Popen]) -> subprocess.Popen:
+    """The first worker to say that a batch of its trials has started (``started trial(s)``: their
+    runs are in the store, RUNNING), read from the workers' output as it comes: an event, not a
+    poll of the store. The lines read here are not in what :func:`finish` gets later."""
+    by_fd = {w.stdout.fileno(): w for w in workers}  # type: ignore[union-attr]
+    pending = {fd: b"" for fd in by_fd}
+    while pending:
+        ready, _, _ = select.select(list(pending), [], [], HANG_GUARD_S)
+        assert ready, f"no worker started a trial in {HANG_GUARD_S} s"
+        for fd in ready:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:  # this worker ended without starting anything
+                del pending[fd]
+                continue
+            *lines, pending[fd] = (pending[fd] + chunk).split(b"\n")
+            if any(STARTED_LINE.search(line) for line in lines):
+                return by_fd[fd]
+    raise AssertionError("every worker ended before one said it had started a trial")
 
 
 # -- the tests --------------------------------------------------------------------------------
@@ -312,22 +327,11 @@ def kill_one_worker_mid_trial(tmp_path, cli, storage: str, tracking: str, kind: 
     workers = [start_worker(storage, tmp_path, *[a for n in names for a in ("--study", n)], *worker_args)
                for _ in range(3)]
     client = MlflowClient(tracking_uri=tracking)
-    store = open_storage(storage)  # one connection pool for the polling below
-
-    def mid_run(worker) -> bool:
-        """Whether every trial ``worker`` holds has its run started (and it holds one)."""
-        owner = owners.label(worker.pid)  # the tag the worker gives its runs (host, start, pid)
-        runs = [r for e in client.search_experiments() for r in client.search_runs(
-            [e.experiment_id], f"tags.`suite.owner` = '{owner}' and attributes.status = 'RUNNING'")]
-        held = [t for n in names for t in optuna.load_study(study_name=n, storage=store).get_trials(
-            deepcopy=False, states=(TrialState.RUNNING,)) if t.user_attrs.get("suite.worker", "").endswith(
-            f":{worker.pid}")]
-        return bool(runs) and len(runs) == len(held)
-
-    # the victim: the first worker seen in the middle of its runs (a population may take a whole
-    # study, so which worker gets work at all depends on the order in which they start)
-    victim = wait_for(lambda: next((w for w in workers if mid_run(w)), None), 120,
-                      "a worker to be in the middle of its runs")
+    store = open_storage(storage)
+    # the victim: the first worker to say its trials' runs have started (a population may take a
+    # whole study, so which worker gets work at all depends on the order in which they start); it
+    # holds exactly those trials then, and the budgets keep their runs going far longer than the kill takes
+    victim = first_to_start(workers)
     owner = owners.label(victim.pid)
     victim.send_signal(signal.SIGKILL)
     done = finish(workers)

@@ -184,6 +184,9 @@ class GridTrialRunner:
                           **({MLFLOW_RUN_NAME: name} if name else {})},
                 )
                 trials[i].set_user_attr(TRIAL_RUN_ID, run_ids[i])
+            if todo:
+                numbers = [trials[i].number for i in todo]
+                self.tracker.after_write(lambda: self.ctx.started(self.study.study_name, numbers))
 
             def on_eval(j: int, step: int, metrics: dict) -> None:
                 self.tracker.log_metrics(run_ids[todo[j]], step, metrics)

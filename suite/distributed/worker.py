@@ -88,6 +88,11 @@ class WorkerContext:
         if not self.quiet:
             self.echo(text)
 
+    def started(self, study: str, trials: Sequence[int]) -> None:
+        """Say that these trials of ``study`` have started: their MLflow runs are in the store,
+        RUNNING (what a script or test watching the workers can act on, e.g. to stop one mid-run)."""
+        self.say(f"[{self.label}] {study}: started trial(s) {', '.join(map(str, trials))}")
+
 
 TrialRunner = Callable[[optuna.Trial], float]
 RunnerFactory = Callable[[optuna.Study, WorkerContext], TrialRunner]

@@ -68,8 +68,11 @@ class TrackerSink:
 
     def __init__(self, tracker: Tracker, registry: Registry, parents: Mapping[str, str],
                  echo: Callable[[str], None], sections: Mapping[str, str] | None = None,
-                 labels: Mapping[str, Sequence[str]] | None = None) -> None:
+                 labels: Mapping[str, Sequence[str]] | None = None,
+                 on_started: Callable[[list[int]], None] | None = None) -> None:
         self.tracker, self.registry, self.parents, self._echo = tracker, registry, parents, echo
+        self.on_started = on_started  # with the trials whose runs have started, once they are in the store
+        self._starting: list[int] = []  # trials whose runs started since the last write of starts
         self.sections = dict(sections or {})  # study -> the benchmark file's experiment (tag suite.section)
         self.labels = dict(labels or {})  # study -> the hyperparameters its runs' names show (tuned, pinned)
         self.run_ids: dict[str, str] = {}
@@ -80,6 +83,9 @@ class TrackerSink:
         if self._unwritten_starts:
             self._unwritten_starts = False
             self.tracker.commit()
+            if self.on_started is not None and self._starting:
+                trials, self._starting, said = self._starting, [], self.on_started
+                self.tracker.after_write(lambda: said(trials))
 
     def start(self, key: str, study: str, spec: RunSpec, kind: str, tags: dict[str, Any]) -> None:
         # within a study runs differ by trial (and seed), across studies by their pinned and tuned
@@ -92,6 +98,8 @@ class TrackerSink:
                              **({TAG_SECTION: self.sections[study]} if study in self.sections else {})},
         )
         self._unwritten_starts = True
+        if self.on_started is not None and TAG_TRIAL in tags:
+            self._starting.append(int(tags[TAG_TRIAL]))
 
     def eval(self, key: str, step: int, metrics: dict[str, float]) -> None:
         self.eval_rows([(key, step, metrics)])
