@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -67,6 +68,31 @@ def runs_of(client: MlflowClient, experiment: str, filter_string: str = ""):
 
 
 PYPROJECT = '[build-system]\nrequires = ["setuptools>=68", "wheel"]\nbuild-backend = "setuptools.build_meta"\n'
+
+
+SESSION_EXIT_GUARD_S = 300  # catches a process that never exits; not a speed claim
+
+
+def wait_for_session(sid: int) -> None:
+    """Wait (on pidfds: the processes' exits, not a clock) until the processes of session ``sid``
+    (the writer draining its pipe, workers) have exited."""
+    pids = subprocess.run(["pgrep", "-s", str(sid)], capture_output=True, text=True).stdout.split()
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(int(pid)))
+        except ProcessLookupError:
+            continue
+    try:
+        while fds:
+            ready, _, _ = select.select(fds, [], [], SESSION_EXIT_GUARD_S)
+            assert ready, f"processes of the command (session {sid}) did not exit: {pids}"
+            for fd in ready:
+                fds.remove(fd)
+                os.close(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def write_plugin_package(root: Path, dist: str, module: str, code: str, version: str = "0.1") -> Path:

@@ -9,7 +9,6 @@ import contextlib
 import os
 import random
 import re
-import select
 import signal
 import sqlite3
 import subprocess
@@ -19,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import BIN, suite_cmd
+from tests.conftest import BIN, suite_cmd, wait_for_session
 
 pytestmark = pytest.mark.slow
 
@@ -73,28 +72,6 @@ def kill_at(args: list[str], cwd: Path, env: dict[str, str], pattern: re.Pattern
                 os.killpg(proc.pid, signal.SIGKILL)  # anything left of a failed wait
     assert len(seen) == n, f"it ended after {len(seen)} of the {n} lines waited for"
     return seen
-
-
-def wait_for_session(sid: int) -> None:
-    """Wait (on pidfds: the processes' exits, not a clock) until the processes of session ``sid``
-    (the writer draining its pipe, workers) have exited."""
-    pids = subprocess.run(["pgrep", "-s", str(sid)], capture_output=True, text=True).stdout.split()
-    fds = []
-    for pid in pids:
-        try:
-            fds.append(os.pidfd_open(int(pid)))
-        except ProcessLookupError:
-            continue
-    try:
-        while fds:
-            ready, _, _ = select.select(fds, [], [], HANG_GUARD_S)
-            assert ready, f"processes of the killed command did not exit: {pids}"
-            for fd in ready:
-                fds.remove(fd)
-                os.close(fd)
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def stored_runs(workdir: Path) -> list[dict]:
