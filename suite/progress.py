@@ -4,7 +4,7 @@ diverged and the ETA.
 On a terminal a tqdm bar (rate, elapsed, ETA; tqdm comes with Optuna) is redrawn in place;
 otherwise (CI logs, pipes) one plain line is printed when the work ends. ``verbose`` (the CLI's
 ``--verbose``, :data:`VERBOSE`) prints a line per finished run or trial instead, and one per grid
-run once it is RUNNING in the store; ``quiet`` prints nothing.
+run or tuning trial once its run is RUNNING in the store (``started: …``); ``quiet`` prints nothing.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ process outlives the command."""
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
-import time
 
 import optuna
 import pytest
@@ -22,21 +22,29 @@ HANG_GUARD = 120  # seconds: catches a hang, not a speed claim
 
 TUNE = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "16", "--trials", "4",
         "--budget", "epochs:200", "--space", "optimizer.lr=log:0.001:0.01", "--set", "optimizer.momentum=0",
-        "--set", "optimizer.weight_decay=0", "--pruner", "none", "--experiment", "stop", "--quiet"]
+        "--set", "optimizer.weight_decay=0", "--pruner", "none", "--experiment", "stop", "--verbose"]
 
 
-def _start_then_stop(args: list[str], client, experiment: str, cwd) -> tuple[subprocess.Popen, str]:
+STARTED = re.compile(r"^started: |: started trial\(s\) ")  # --verbose's line; suite worker's (WorkerContext.started)
+
+
+def _start_then_stop(args: list[str], cwd, stream: str = "stderr") -> tuple[subprocess.Popen, str]:
+    """Start ``suite *args``; send SIGTERM right after its first line saying a run has started
+    (RUNNING in the store; on ``stream``): an event, not a poll of the store. Returns the process,
+    exited, and its stderr."""
     proc = subprocess.Popen([str(BIN / "suite"), *args], cwd=cwd, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not [r for r in runs_of(client, experiment) if r.info.status == "RUNNING"
-               and r.data.tags.get("suite.kind") in ("trial", "run")]:
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, "no run started in time"
-        time.sleep(0.2)
+    watched = proc.stderr if stream == "stderr" else proc.stdout
+    assert watched is not None
+    before = []
+    for line in watched:  # ends only if the command does (then the assertion below says so)
+        before.append(line)
+        if STARTED.search(line):
+            break
+    assert before and STARTED.search(before[-1]), "".join(before)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    return proc, err
+    _, err = proc.communicate(timeout=HANG_GUARD)
+    return proc, ("".join(before) if stream == "stderr" else "") + err
 
 
 def _no_process_left(proc: subprocess.Popen) -> None:
@@ -62,7 +70,7 @@ def _trial_runs_interrupted(client, experiment: str) -> None:
 
 @pytest.mark.parametrize("workers", ["2", "1"])  # worker processes; in-process
 def test_sigterm_stops_suite_tune_the_same_way(workdir, mlflow_client, workers):
-    proc, err = _start_then_stop([*TUNE, "--workers", workers], mlflow_client, "stop", workdir)
+    proc, err = _start_then_stop([*TUNE, "--workers", workers], workdir)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("interrupted:"), err
     _trial_runs_interrupted(mlflow_client, "stop")
@@ -77,8 +85,8 @@ def test_sigterm_stops_suite_worker_the_same_way(workdir, mlflow_client, trackin
     submit = subprocess.run([str(BIN / "suite"), *TUNE, "--storage", storage, "--submit-only"], cwd=workdir,
                             capture_output=True, text=True, timeout=120)
     assert submit.returncode == 0, submit.stderr
-    proc, err = _start_then_stop(["worker", "--storage", storage, "--device", "cpu", "--workers", "1", "--quiet"],
-                                 mlflow_client, "stop", workdir)
+    proc, err = _start_then_stop(["worker", "--storage", storage, "--device", "cpu", "--workers", "1"], workdir,
+                                 stream="stdout")
     assert proc.returncode == 130, err
     _trial_runs_interrupted(mlflow_client, "stop")
     (name,) = optuna.get_all_study_names(open_storage(storage))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 # Small learning rates and a long budget: every trial runs for seconds, so both workers are busy.
 ARGS = ["tune", "--problem", "linreg", "--optimizer", "sgd", "--batch-size", "16", "--trials", "4",
         "--budget", "epochs:100", "--space", "optimizer.lr=log:0.001:0.01", "--set", "optimizer.momentum=0",
-        "--set", "optimizer.weight_decay=0", "--workers", "2", "--pruner", "none", "--experiment", "killed", "--quiet"]
+        "--set", "optimizer.weight_decay=0", "--workers", "2", "--pruner", "none", "--experiment", "killed",
+        "--verbose"]
+STARTED = re.compile(r"^started: \[[^\]]+\] trial (?P<trial>\d+)$")  # --verbose: its runs are RUNNING in the store
 
 
 def worker_pids(parent: int) -> list[int]:
@@ -70,32 +72,49 @@ def signal_each(pids: list[int], sig: int) -> list[int]:
 def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_client):
     proc = subprocess.Popen([str(BIN / "suite"), *ARGS], cwd=workdir, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    printed: list[str] = []
+
+    def next_started() -> str | None:
+        """The next trial the command says has started (its runs RUNNING in the store), read as it
+        prints it: an event; None if the command ended first."""
+        for line in proc.stdout:
+            printed.append(line)
+            if found := STARTED.match(line.rstrip("\n")):
+                return found["trial"]
+        return None
+
     try:
-        deadline = time.monotonic() + 120  # a hang guard: the event is two trial runs RUNNING in the store
-        running = "tags.`suite.kind` = 'trial' and attributes.status = 'RUNNING'"
-        while len(runs_of(mlflow_client, "killed", running)) < 2:
-            assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < deadline, "no two trials started"
-            time.sleep(0.3)
+        started: set[str] = set()
+        while len(started) < 2:  # two trials' runs RUNNING in the store: both workers are busy
+            trial = next_started()
+            assert trial is not None, "".join(printed)
+            started.add(trial)
         workers = worker_pids(proc.pid)
         assert len(workers) == 2, workers
+        running = "tags.`suite.kind` = 'trial' and attributes.status = 'RUNNING'"
         victim = None
         while victim is None:
             # Stop both workers, so that none finishes or exits between reading the stores and the kill
-            # (on a loaded machine a trial seen running in the store may already be done).
+            # (on a loaded machine a trial said to have started may already be done).
             stopped = signal_each(workers, signal.SIGSTOP)
             try:
+                # every trial said to have started has its runs in the store (running, or ended since)
+                said = {r.data.tags["suite.trial"]
+                        for r in runs_of(mlflow_client, "killed", "tags.`suite.kind` = 'trial'")}
+                assert started <= said, (started, said)
                 in_store = {r.data.tags["suite.trial"] for r in runs_of(mlflow_client, "killed", running)}
                 victim = running_worker(stopped, in_store)
                 if victim is not None:
                     os.kill(victim, signal.SIGKILL)
             finally:
                 signal_each(stopped, signal.SIGCONT)
-            assert victim is not None or proc.poll() is None, proc.communicate()[0]
-            assert victim is not None or time.monotonic() < deadline, "no worker's trial got its runs written"
-            if victim is None:
-                time.sleep(0.3)
-        out, _ = proc.communicate(timeout=240)
+            if victim is None:  # the trials said to have started ended meanwhile: the next one to start
+                trial = next_started()
+                assert trial is not None, "no worker's trial got its runs written:\n" + "".join(printed)
+                started.add(trial)
+        rest, _ = proc.communicate(timeout=240)
+        out = "".join(printed) + rest
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

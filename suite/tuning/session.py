@@ -128,7 +128,9 @@ def run_session(req: Request, registry: Registry, echo: Callable[[str], None],
     sink = TrackerSink(tracker, registry, parents,
                        echo if trials is None else (lambda line: trials.tick(line, trial_status(line))),
                        sections={p.name: p.section for p in req.plans if p.section is not None},
-                       labels={p.name: label_keys(p) for p in req.plans})
+                       labels={p.name: label_keys(p) for p in req.plans},
+                       on_started=None if trials is None else (  # --verbose: "started: [study] trial N"
+                           lambda started: trials.started([f"[{study}] trial {n}" for study, n in started])))
     settings = workers.Settings(req.storage, req.study_seed, req.pruner, req.heartbeat, req.population, req.engine)
     # every worker works on every study (with --workers N: N shares of each; chosen by measured costs: one job per
     # study, which a worker, once started, takes as a whole); studies that share a stack key train as one stack

@@ -107,7 +107,7 @@ class TuneTrialRunner:
             attrs = study.user_attrs
             self.tracker = Tracker(attrs[STUDY_EXPERIMENT], ctx.tracking_uri or attrs[STUDY_TRACKING_URI])
             sink = TrackerSink(self.tracker, registry, {self.plan.name: attrs[STUDY_PARENT_RUN_ID]}, ctx.say,
-                               on_started=lambda trials: ctx.started(self.plan.name, trials))
+                               on_started=lambda trials: ctx.started(self.plan.name, [n for _, n in trials]))
         self.objective = TrialObjective(self.plan, registry, ctx.device, sink, worker=ctx.label, engine=ctx.engine)
         components = self.plan.variant.components(self.plan.problem)
         self.stackable = ctx.engine != "loop" and all(registry.get(f, n).stacked is not None

@@ -69,10 +69,10 @@ class TrackerSink:
     def __init__(self, tracker: Tracker, registry: Registry, parents: Mapping[str, str],
                  echo: Callable[[str], None], sections: Mapping[str, str] | None = None,
                  labels: Mapping[str, Sequence[str]] | None = None,
-                 on_started: Callable[[list[int]], None] | None = None) -> None:
+                 on_started: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
         self.tracker, self.registry, self.parents, self._echo = tracker, registry, parents, echo
         self.on_started = on_started  # with the trials whose runs have started, once they are in the store
-        self._starting: list[int] = []  # trials whose runs started since the last write of starts
+        self._starting: list[tuple[str, int]] = []  # (study, trial) of trial runs started since starts were written
         self.sections = dict(sections or {})  # study -> the benchmark file's experiment (tag suite.section)
         self.labels = dict(labels or {})  # study -> the hyperparameters its runs' names show (tuned, pinned)
         self.run_ids: dict[str, str] = {}
@@ -98,8 +98,8 @@ class TrackerSink:
                              **({TAG_SECTION: self.sections[study]} if study in self.sections else {})},
         )
         self._unwritten_starts = True
-        if self.on_started is not None and TAG_TRIAL in tags:
-            self._starting.append(int(tags[TAG_TRIAL]))
+        if self.on_started is not None and kind == "trial" and TAG_TRIAL in tags:
+            self._starting.append((study, int(tags[TAG_TRIAL])))
 
     def eval(self, key: str, step: int, metrics: dict[str, float]) -> None:
         self.eval_rows([(key, step, metrics)])
