@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import pytest
 
@@ -14,6 +13,7 @@ from suite.grids.locks import Claims
 from suite.registry import get_registry
 from suite.tracking.tracker import Tracker
 from tests.conftest import BIN, runs_of
+from tests.test_kill_events import RUN_LINE
 
 pytestmark = pytest.mark.slow
 
@@ -96,13 +96,17 @@ def test_a_grid_waits_for_specs_another_invocation_holds_then_reports_or_runs_th
     for spec in held:
         assert other.try_claim(spec.hash)
     proc = start("run", "--problem", "linreg", "--lr", flags["lr"], "--batch-size", "8,16", "--seeds", "2",
-                 "--epochs", "2", "--engine", "loop", "--device", "cpu", "--experiment", "held", cwd=workdir)
+                 "--epochs", "2", "--engine", "loop", "--device", "cpu", "--experiment", "held", "--verbose",
+                 cwd=workdir)
     try:
-        deadline = time.monotonic() + 300
-        while len(completed_runs(mlflow_client, "held")) < 12:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the free specs did not run"
-            time.sleep(0.5)
+        assert proc.stderr is not None
+        said = []  # --verbose's line per run once it is in the store: the 12 free specs' are the event
+        for line in proc.stderr:  # ends only if the command does (then the assertion below says so)
+            if RUN_LINE.match(line.rstrip("\n")):
+                said.append(line)
+                if len(said) == 12:
+                    break
+        assert len(said) == 12 and all(line.rstrip().endswith(": completed") for line in said), said
         assert proc.poll() is None  # it cannot finish while this test holds claims (its output below says it waited)
         assert len(completed_runs(mlflow_client, "held")) == 12
         for spec in held[:6]:  # the other invocation finishes these ...
