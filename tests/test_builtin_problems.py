@@ -129,3 +129,33 @@ def test_nqm_needs_a_step_budget():
 
     with pytest.raises(SpecError, match="--steps"):
         built({"problem": "nqm"}, epochs=1)
+
+
+@pytest.mark.parametrize("data_seed", [None, 3])
+def test_linreg_kept_data_sets_build_the_problem_a_fresh_draw_builds(monkeypatch, data_seed):
+    """linreg keeps its data sets per process (suite.builtin.problem_factories._linreg_data): a run
+    built from a kept one equals one drawn afresh (SUITE_DATA_CACHE=0), its model's initialisation
+    included (the lecture's stream goes on from the data to the model), and owns its tensors."""
+    from suite.builtin import problem_factories
+
+    params = {"n": 500, "d": 4} | ({} if data_seed is None else {"data_seed": data_seed})
+
+    def tensors(prob):
+        return [prob.X_train, prob.y_train, prob.X_val, prob.y_val, *prob.optimum, *prob.curvature,
+                *prob.true_params.values(),
+                *[p.detach() for p in prob.model.parameters()]]
+
+    problem_factories._LINREG_KEPT.clear()
+    first = problem("linreg", seed=7, **params)
+    kept = problem("linreg", seed=7, **params)  # from the kept data set
+    assert len(problem_factories._LINREG_KEPT) == 1
+    first.X_train.mul_(0)  # a run that changes its data changes no other run's, nor the kept data set
+    again = problem("linreg", seed=7, **params)
+    assert torch.equal(again.X_train, kept.X_train) and not torch.equal(first.X_train, kept.X_train)
+    first = again
+    monkeypatch.setenv(problem_factories.DATA_CACHE_ENV, "0")
+    fresh = problem("linreg", seed=7, **params)
+    for a, b, c in zip(tensors(first), tensors(kept), tensors(fresh), strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    other = problem("linreg", seed=8, **params)
+    assert torch.equal(other.X_train, fresh.X_train) == (data_seed is not None)  # data_seed: the same data
