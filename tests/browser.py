@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,26 +26,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def mlflow_server(store_uri: str, log: Path) -> Iterator[str]:
-    """``mlflow server`` on 127.0.0.1 and a free port, serving ``store_uri``; yields its URL."""
+SERVING = re.compile(r"Uvicorn running on |Listening at: ")  # the server's line once its socket listens
+SERVER_GUARD_S = 120  # catches a server that never starts; not a speed claim
+
+
+def start_mlflow_server(args: list[str], log: Path, **popen: Any) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server --host 127.0.0.1 --port <free> *args``, its output copied to ``log``;
+    return the process and its URL once it answers ``/health``. Started on an event: its line that
+    the socket listens (read as it is printed), then one request, which waits for the server's
+    worker to take it; a server that exits first, or prints nothing of the kind within the hang
+    guard, fails with the end of its log."""
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     cmd = [str(mlflow)] if mlflow.exists() else [sys.executable, "-m", "mlflow"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen([*cmd, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                                 "--backend-store-uri", store_uri], stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([*cmd, "server", "--host", "127.0.0.1", "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+    serving = threading.Event()
+
+    def copy() -> None:  # the server's output to its log, all of it (a full pipe would stall the server)
+        assert proc.stdout is not None
+        with open(log, "wb") as out:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                if SERVING.search(line.decode(errors="replace")):
+                    serving.set()
+        serving.set()  # the server ended: the check below says so
+
+    threading.Thread(target=copy, name="mlflow-server-log", daemon=True).start()
     url = f"http://127.0.0.1:{port}"
+    if not serving.wait(SERVER_GUARD_S) or proc.poll() is not None:
+        proc.kill()
+        raise AssertionError(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"mlflow server did not start:\n{log.read_text()[-3000:]}") from None
-                time.sleep(0.5)
+        with urllib.request.urlopen(url + "/health", timeout=SERVER_GUARD_S) as resp:
+            assert resp.status == 200, resp.status
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, url
+
+
+@contextlib.contextmanager
+def mlflow_server(store_uri: str, log: Path) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1 and a free port, serving ``store_uri``; yields its URL."""
+    proc, url = start_mlflow_server(["--workers", "1", "--backend-store-uri", store_uri], log)
+    try:
         yield url
     finally:
         proc.terminate()

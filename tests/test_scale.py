@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from suite.vocab import STUDY_KIND as KIND
 from suite.vocab import STUDY_READY as READY
 from suite.vocab import TRIAL_KEY as KEY
 from suite.vocab import TRIAL_RUN_ID as RUN_ID
+from tests.browser import start_mlflow_server
 from tests.conftest import runs_of
 
 BIN = Path(sys.executable).parent
@@ -97,27 +97,10 @@ def mlflow_server(tmp_path_factory):
     db = f"suite_test_mlflow_{uuid.uuid4().hex[:8]}"
     _admin(f'CREATE DATABASE "{db}"')
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", _with_db(PG_URL, db),
-         "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    proc, uri = start_mlflow_server(["--workers", "1", "--backend-store-uri", _with_db(PG_URL, db), "--serve-artifacts",
+                                     "--artifacts-destination", str(root / "artifacts")],
+                                    root / "server.log", cwd=root, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
         yield uri
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -126,7 +109,6 @@ def mlflow_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        log.close()
         _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
