@@ -264,14 +264,16 @@ def _radius(A: Array, with_m: bool, gamma: float | None) -> Array:
     """The spectral radius of :func:`moment_recursion`'s A ([n, n, S, d]) per setting and dimension,
     in closed form (an eigenvalue solver per dimension took a third of a ``make bench`` report's
     closed-form optima). No variable depends on the EMA θ̃, so A is block lower-triangular: its
-    eigenvalues are those of the (θ, m) block and γ. A 2×2 block's are tr/2 ± √(tr²/4 − det)."""
+    eigenvalues are those of the (θ, m) block and γ. A 2×2 block's are tr/2 ± √(tr²/4 − det), and
+    the larger is at least √|det| (their product's root), which holds the edge exactly where
+    rounding would not: β = 1 gives det = 1, radius 1, not stable."""
     if not with_m:
         block = np.abs(A[0, 0])
     else:
         half, det = (A[0, 0] + A[1, 1]) / 2, A[0, 0] * A[1, 1] - A[0, 1] * A[1, 0]
         with np.errstate(invalid="ignore", over="ignore"):
             root = np.sqrt((half * half - det).astype(complex))
-            block = np.maximum(np.abs(half + root), np.abs(half - root))
+            block = np.maximum(np.maximum(np.abs(half + root), np.abs(half - root)), np.sqrt(np.abs(det)))
     return block if gamma is None else np.maximum(block, abs(gamma))
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import html
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,16 +33,16 @@ SERVER_GUARD_S = 120  # catches a server that never starts; not a speed claim
 
 
 def start_mlflow_server(args: list[str], log: Path, **popen: Any) -> tuple[subprocess.Popen, str]:
-    """Start ``mlflow server --host 127.0.0.1 --port <free> *args``, its output copied to ``log``;
-    return the process and its URL once it answers ``/health``. Started on an event: its line that
-    the socket listens (read as it is printed), then one request, which waits for the server's
-    worker to take it; a server that exits first, or prints nothing of the kind within the hang
+    """Start ``mlflow server --host 127.0.0.1 --port <free> *args`` in a session of its own, its
+    output copied to ``log``; return the process and its URL once it answers ``/health``. Started
+    on an event: its line that the socket listens (read as it is printed), then one request, which
+    waits for the server's worker to take it; a server that exits first, or prints nothing of the kind within the hang
     guard, fails with the end of its log."""
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     cmd = [str(mlflow)] if mlflow.exists() else [sys.executable, "-m", "mlflow"]
     proc = subprocess.Popen([*cmd, "server", "--host", "127.0.0.1", "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **popen)
     serving = threading.Event()
 
     def copy() -> None:  # the server's output to its log, all of it (a full pipe would stall the server)
@@ -56,15 +58,27 @@ def start_mlflow_server(args: list[str], log: Path, **popen: Any) -> tuple[subpr
     threading.Thread(target=copy, name="mlflow-server-log", daemon=True).start()
     url = f"http://127.0.0.1:{port}"
     if not serving.wait(SERVER_GUARD_S) or proc.poll() is not None:
-        proc.kill()
+        stop_mlflow_server(proc)
         raise AssertionError(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
     try:
         with urllib.request.urlopen(url + "/health", timeout=SERVER_GUARD_S) as resp:
             assert resp.status == 200, resp.status
     except BaseException:
-        proc.kill()
+        stop_mlflow_server(proc)
         raise
     return proc, url
+
+
+def stop_mlflow_server(proc: subprocess.Popen) -> None:
+    """Stop a server :func:`start_mlflow_server` started, and the processes it started (its session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @contextlib.contextmanager
@@ -74,11 +88,7 @@ def mlflow_server(store_uri: str, log: Path) -> Iterator[str]:
     try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_mlflow_server(proc)
 
 
 def chromium(url: str, profile: Path, *, screenshot: Path | None = None, size: str = "1600,1000",

@@ -70,6 +70,46 @@ def runs_of(client: MlflowClient, experiment: str, filter_string: str = ""):
 PYPROJECT = '[build-system]\nrequires = ["setuptools>=68", "wheel"]\nbuild-backend = "setuptools.build_meta"\n'
 
 
+OUTPUT_GUARD_S = 300  # catches a command that hangs without printing what a test waits for; not a speed claim
+
+
+class Output:
+    """A running command's output (its ``stdout`` and ``stderr`` pipes), read as it comes, straight
+    from the pipes and never through their buffered file objects, so that ``communicate()``
+    later returns exactly the rest (prepend :meth:`text`). :meth:`until` waits for lines on
+    ``stream``: an event, under a hang guard."""
+
+    def __init__(self, proc: subprocess.Popen, stream: str = "stderr", guard: float = OUTPUT_GUARD_S) -> None:
+        self.proc, self.stream, self.guard = proc, stream, guard
+        self.fds = {f.fileno(): name for name in ("stdout", "stderr") if (f := getattr(proc, name)) is not None}
+        self.open = set(self.fds)
+        self.raw = {name: b"" for name in self.fds.values()}
+
+    def text(self, name: str) -> str:
+        """What the command printed on ``name`` so far."""
+        return self.raw.get(name, b"").decode(errors="replace")
+
+    def lines(self) -> list[str]:
+        """The whole lines printed on the watched stream so far."""
+        return self.text(self.stream).split("\n")[:-1]
+
+    def until(self, done):
+        """Read until ``done(lines)`` (the watched stream's whole lines so far) is truthy; return it.
+        Fails if the stream ends first or nothing comes for the hang guard's seconds."""
+        while not (found := done(self.lines())):
+            assert any(self.fds[fd] == self.stream for fd in self.open), \
+                f"the command's {self.stream} ended first:\n{self.text(self.stream)[-3000:]}"
+            ready, _, _ = select.select(list(self.open), [], [], self.guard)
+            assert ready, f"nothing printed for {self.guard} s:\n{self.text(self.stream)[-3000:]}"
+            for fd in ready:
+                chunk = os.read(fd, 1 << 16)
+                if chunk:
+                    self.raw[self.fds[fd]] += chunk
+                else:
+                    self.open.discard(fd)
+        return found
+
+
 SESSION_EXIT_GUARD_S = 300  # catches a process that never exits; not a speed claim
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import BIN, pip_install_target, runs_of, suite_cmd, wait_for_session, write_plugin_package
+from tests.conftest import BIN, Output, pip_install_target, runs_of, suite_cmd, wait_for_session, write_plugin_package
 from tests.test_kill_events import HANG_GUARD_S, RUN_LINE, kill_at
 
 pytestmark = pytest.mark.slow
@@ -227,20 +227,15 @@ def test_sigterm_marks_runs_in_flight_interrupted(workdir, mlflow_client, worker
     proc = subprocess.Popen([str(BIN / "suite"), *args], cwd=workdir, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "SUITE_TRACKING_WRITER": writer})
-    assert proc.stderr is not None
-    before = []
-    for line in proc.stderr:  # ends only if the command does (then the assertion below says so)
-        before.append(line)
-        if line.startswith("started: "):
-            break
-    assert before and before[-1].startswith("started: "), "".join(before)
+    output = Output(proc)
+    output.until(lambda lines: any(line.startswith("started: ") for line in lines))
     assert any(r.info.status == "RUNNING" for r in children(mlflow_client, "term"))
     if writer == "always":  # to the whole process group, as a terminal's Ctrl-C: the writer ignores it
         os.killpg(proc.pid, signal.SIGTERM)
     else:
         proc.send_signal(signal.SIGTERM)
     _, rest = proc.communicate(timeout=HANG_GUARD_S)
-    err = "".join(before) + rest
+    err = output.text("stderr") + rest
     assert proc.returncode == 130, err
     assert "interrupted" in err
     runs = runs_of(mlflow_client, "term")

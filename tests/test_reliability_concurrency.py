@@ -12,7 +12,7 @@ from suite.engine.loop import RunResult
 from suite.grids.locks import Claims
 from suite.registry import get_registry
 from suite.tracking.tracker import Tracker
-from tests.conftest import BIN, runs_of
+from tests.conftest import BIN, Output, runs_of
 from tests.test_kill_events import RUN_LINE
 
 pytestmark = pytest.mark.slow
@@ -99,14 +99,11 @@ def test_a_grid_waits_for_specs_another_invocation_holds_then_reports_or_runs_th
                  "--epochs", "2", "--engine", "loop", "--device", "cpu", "--experiment", "held", "--verbose",
                  cwd=workdir)
     try:
-        assert proc.stderr is not None
-        said = []  # --verbose's line per run once it is in the store: the 12 free specs' are the event
-        for line in proc.stderr:  # ends only if the command does (then the assertion below says so)
-            if RUN_LINE.match(line.rstrip("\n")):
-                said.append(line)
-                if len(said) == 12:
-                    break
-        assert len(said) == 12 and all(line.rstrip().endswith(": completed") for line in said), said
+        # --verbose's line per run once it is in the store: the 12 free specs' are the event
+        output = Output(proc)
+        said = output.until(lambda lines: len(found := [line for line in lines if RUN_LINE.match(line)]) >= 12
+                            and found[:12])
+        assert all(line.endswith(": completed") for line in said), said
         assert proc.poll() is None  # it cannot finish while this test holds claims (its output below says it waited)
         assert len(completed_runs(mlflow_client, "held")) == 12
         for spec in held[:6]:  # the other invocation finishes these ...
@@ -115,6 +112,7 @@ def test_a_grid_waits_for_specs_another_invocation_holds_then_reports_or_runs_th
             tracker.log_metrics(run_id, 1, {"val_loss": 0.5})
         other.release_all()  # ... and gives the other six back unfinished
         code, stdout, stderr = finish_all([proc], timeout=300)[0]
+        stdout, stderr = output.text("stdout") + stdout, output.text("stderr") + stderr
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -38,7 +38,7 @@ from suite.vocab import STUDY_KIND as KIND
 from suite.vocab import STUDY_READY as READY
 from suite.vocab import TRIAL_KEY as KEY
 from suite.vocab import TRIAL_RUN_ID as RUN_ID
-from tests.browser import start_mlflow_server
+from tests.browser import start_mlflow_server, stop_mlflow_server
 from tests.conftest import runs_of
 
 BIN = Path(sys.executable).parent
@@ -97,18 +97,15 @@ def mlflow_server(tmp_path_factory):
     db = f"suite_test_mlflow_{uuid.uuid4().hex[:8]}"
     _admin(f'CREATE DATABASE "{db}"')
     root = tmp_path_factory.mktemp("mlflow-server")
-    proc, uri = start_mlflow_server(["--workers", "1", "--backend-store-uri", _with_db(PG_URL, db), "--serve-artifacts",
-                                     "--artifacts-destination", str(root / "artifacts")],
-                                    root / "server.log", cwd=root, start_new_session=True)
+    proc = None
     try:
+        proc, uri = start_mlflow_server(["--workers", "1", "--backend-store-uri", _with_db(PG_URL, db),
+                                         "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
+                                        root / "server.log", cwd=root)
         yield uri
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            stop_mlflow_server(proc)
         _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 

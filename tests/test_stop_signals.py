@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from suite.stores import open_storage
-from tests.conftest import BIN, runs_of
+from tests.conftest import BIN, Output, runs_of
 
 pytestmark = pytest.mark.slow
 HANG_GUARD = 120  # seconds: catches a hang, not a speed claim
@@ -34,17 +34,11 @@ def _start_then_stop(args: list[str], cwd, stream: str = "stderr") -> tuple[subp
     exited, and its stderr."""
     proc = subprocess.Popen([str(BIN / "suite"), *args], cwd=cwd, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watched = proc.stderr if stream == "stderr" else proc.stdout
-    assert watched is not None
-    before = []
-    for line in watched:  # ends only if the command does (then the assertion below says so)
-        before.append(line)
-        if STARTED.search(line):
-            break
-    assert before and STARTED.search(before[-1]), "".join(before)
+    output = Output(proc, stream)
+    output.until(lambda lines: any(STARTED.search(line) for line in lines))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=HANG_GUARD)
-    return proc, ("".join(before) if stream == "stderr" else "") + err
+    return proc, output.text("stderr") + err
 
 
 def _no_process_left(proc: subprocess.Popen) -> None:

@@ -106,6 +106,8 @@ def test_the_closed_form_stability_is_that_of_the_moment_maps_eigenvalues():
         assert np.array_equal(rec.rows(np.arange(0, 62, 2)).stable(), by_eigenvalues[::2])
         edge += by_eigenvalues.any() and not by_eigenvalues.all()
     assert edge == 6  # every case has settings on both sides of the edge
+    undamped = T.moment_recursion([0.1, 1.0], H, C, B, p=1.0, momentum=1.0)  # β = 1: |eigenvalues| = 1
+    assert not undamped.stable().any() and not replace(undamped, radius=None).stable().any()
 
 
 @pytest.mark.parametrize("kw", [{}, {"momentum": 0.9}, {"ema": 0.95}], ids=["sgd", "momentum", "ema"])

@@ -13,7 +13,7 @@ import pytest
 
 from suite.stores import open_storage
 from suite.tuning.studies import n_counted
-from tests.conftest import BIN, runs_of, suite_cmd
+from tests.conftest import BIN, Output, runs_of, suite_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -72,24 +72,15 @@ def signal_each(pids: list[int], sig: int) -> list[int]:
 def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_client):
     proc = subprocess.Popen([str(BIN / "suite"), *ARGS], cwd=workdir, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    assert proc.stdout is not None
-    printed: list[str] = []
+    output = Output(proc, "stdout")
 
-    def next_started() -> str | None:
-        """The next trial the command says has started (its runs RUNNING in the store), read as it
-        prints it: an event; None if the command ended first."""
-        for line in proc.stdout:
-            printed.append(line)
-            if found := STARTED.match(line.rstrip("\n")):
-                return found["trial"]
-        return None
+    def started_trials(lines: list[str]) -> set[str]:
+        """The trials the command has said started (their runs RUNNING in the store)."""
+        return {m["trial"] for line in lines if (m := STARTED.match(line))}
 
     try:
-        started: set[str] = set()
-        while len(started) < 2:  # two trials' runs RUNNING in the store: both workers are busy
-            trial = next_started()
-            assert trial is not None, "".join(printed)
-            started.add(trial)
+        # two trials' runs RUNNING in the store: both workers are busy (an event, read as printed)
+        started = output.until(lambda lines: len(found := started_trials(lines)) >= 2 and found)
         workers = worker_pids(proc.pid)
         assert len(workers) == 2, workers
         running = "tags.`suite.kind` = 'trial' and attributes.status = 'RUNNING'"
@@ -110,11 +101,10 @@ def test_a_killed_tune_worker_neither_hangs_nor_loses_trials(workdir, mlflow_cli
             finally:
                 signal_each(stopped, signal.SIGCONT)
             if victim is None:  # the trials said to have started ended meanwhile: the next one to start
-                trial = next_started()
-                assert trial is not None, "no worker's trial got its runs written:\n" + "".join(printed)
-                started.add(trial)
+                started = output.until(lambda lines, before=started: len(found := started_trials(lines)) > len(before)
+                                       and found)
         rest, _ = proc.communicate(timeout=240)
-        out = "".join(printed) + rest
+        out = output.text("stdout") + rest
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -99,7 +99,9 @@ class TrackerSink:
         )
         self._unwritten_starts = True
         if self.on_started is not None and kind == "trial" and TAG_TRIAL in tags:
-            self._starting.append((study, int(tags[TAG_TRIAL])))
+            started = (study, int(tags[TAG_TRIAL]))
+            if started not in self._starting:  # a trial of several seeds starts several runs
+                self._starting.append(started)
 
     def eval(self, key: str, step: int, metrics: dict[str, float]) -> None:
         self.eval_rows([(key, step, metrics)])
