@@ -36,8 +36,8 @@ def start_mlflow_server(args: list[str], log: Path, **popen: Any) -> tuple[subpr
     """Start ``mlflow server --host 127.0.0.1 --port <free> *args`` in a session of its own, its
     output copied to ``log``; return the process and its URL once it answers ``/health``. Started
     on an event: its line that the socket listens (read as it is printed), then one request, which
-    waits for the server's worker to take it; a server that exits first, or prints nothing of the kind within the hang
-    guard, fails with the end of its log."""
+    waits for the server's worker to take it; a server that exits first, or prints nothing of the
+    kind within the hang guard, fails with the end of its log."""
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     cmd = [str(mlflow)] if mlflow.exists() else [sys.executable, "-m", "mlflow"]

@@ -113,26 +113,35 @@ class Output:
 SESSION_EXIT_GUARD_S = 300  # catches a process that never exits; not a speed claim
 
 
-def wait_for_session(sid: int) -> None:
-    """Wait (on pidfds: the processes' exits, not a clock) until the processes of session ``sid``
-    (the writer draining its pipe, workers) have exited."""
-    pids = subprocess.run(["pgrep", "-s", str(sid)], capture_output=True, text=True).stdout.split()
-    fds = []
+def still_running(pids: list[int], guard: float = SESSION_EXIT_GUARD_S) -> list[int]:
+    """Wait (on pidfds: the processes' exits, reaped or not, not a clock) until the processes
+    ``pids`` have exited; return those still running when none has exited for ``guard`` seconds."""
+    fds: dict[int, int] = {}
     for pid in pids:
         try:
-            fds.append(os.pidfd_open(int(pid)))
-        except ProcessLookupError:
+            fds[os.pidfd_open(pid)] = pid
+        except ProcessLookupError:  # exited and reaped already
             continue
     try:
         while fds:
-            ready, _, _ = select.select(fds, [], [], SESSION_EXIT_GUARD_S)
-            assert ready, f"processes of the command (session {sid}) did not exit: {pids}"
+            ready, _, _ = select.select(list(fds), [], [], guard)
+            if not ready:
+                break
             for fd in ready:
-                fds.remove(fd)
+                del fds[fd]
                 os.close(fd)
     finally:
         for fd in fds:
             os.close(fd)
+    return sorted(fds.values())
+
+
+def wait_for_session(sid: int, guard: float = SESSION_EXIT_GUARD_S) -> None:
+    """Wait (:func:`still_running`) until the processes of session ``sid`` (the writer draining its
+    pipe, workers) have exited; fail naming any that outlive the hang guard."""
+    pids = subprocess.run(["pgrep", "-s", str(sid)], capture_output=True, text=True).stdout.split()
+    left = still_running([int(p) for p in pids], guard)
+    assert not left, f"processes of the command (session {sid}) did not exit: {left}"
 
 
 def write_plugin_package(root: Path, dist: str, module: str, code: str, version: str = "0.1") -> Path:

@@ -4,9 +4,7 @@ process outlives the command."""
 
 from __future__ import annotations
 
-import os
 import re
-import select
 import signal
 import subprocess
 
@@ -15,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from suite.stores import open_storage
-from tests.conftest import BIN, Output, runs_of
+from tests.conftest import BIN, Output, runs_of, wait_for_session
 
 pytestmark = pytest.mark.slow
 HANG_GUARD = 120  # seconds: catches a hang, not a speed claim
@@ -44,16 +42,7 @@ def _start_then_stop(args: list[str], cwd, stream: str = "stderr") -> tuple[subp
 def _no_process_left(proc: subprocess.Popen) -> None:
     """Every process of the command's session exits on its own once the command has: waited for
     by its pidfd (an event); a leaked worker, which never exits, is caught by the hang guard."""
-    alive = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True, text=True).stdout
-    for line in alive.splitlines():
-        try:
-            fd = os.pidfd_open(int(line.split()[0]))
-        except ProcessLookupError:
-            continue
-        try:
-            assert select.select([fd], [], [], HANG_GUARD)[0], f"outlived the command: {line}"
-        finally:
-            os.close(fd)
+    wait_for_session(proc.pid, HANG_GUARD)
 
 
 def _trial_runs_interrupted(client, experiment: str) -> None:

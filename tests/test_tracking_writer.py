@@ -25,7 +25,7 @@ from suite.exec import cores
 from suite.registry import get_registry
 from suite.tracking import records
 from suite.tracking.tracker import Tracker
-from tests.conftest import runs_of
+from tests.conftest import runs_of, still_running
 from tests.test_tracking_bulk import _history, _result, _specs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,16 +40,9 @@ HANG_GUARD_S = 120  # catches a writer that never exits; not a speed claim
 
 
 def _gone(pid: int) -> bool:
-    """Whether process ``pid`` exits (waited for on its pidfd, which is readable once it has exited,
-    reaped or not: an event, not a poll); False only if it is still running after the hang guard."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:  # exited and reaped already
-        return True
-    try:
-        return bool(select.select([fd], [], [], HANG_GUARD_S)[0])
-    finally:
-        os.close(fd)
+    """Whether process ``pid`` exits (waited for on its pidfd: an event, not a poll); False only if
+    it is still running after the hang guard."""
+    return not still_running([pid], HANG_GUARD_S)
 
 
 def _values(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -261,7 +254,6 @@ def test_a_writer_whose_parent_is_killed_writes_every_batch_it_received_then_exi
     parent.kill()
     parent.wait()
     blocker.execute("ROLLBACK")
-    import select
 
     ready, _, _ = select.select([writer_exit], [], [], 120)  # a hang guard, not a timing window
     os.close(writer_exit)
