@@ -231,9 +231,8 @@ def moment_recursion(lrs: ArrayLike, h: ArrayLike, c: ArrayLike, batch_size: flo
     with_m, with_avg = bool(np.any(beta != 0)), ema is not None
     n = 1 + with_m + with_avg
 
-    radius: list[Array] = []  # the step map's spectral radius of A, [S, d]
-
-    def step_map(gamma: float) -> tuple[Array, Array]:
+    def update(gamma: float) -> tuple[Array, Array]:
+        """A step's (A, e): u' = A u + e ε, with the EMA's decay ``gamma``."""
         A = np.zeros((n, n, *a.shape))
         e = np.zeros((n, *a.shape))
         A[0, 0], e[0] = 1 - a * h, -a
@@ -244,8 +243,7 @@ def moment_recursion(lrs: ArrayLike, h: ArrayLike, c: ArrayLike, batch_size: flo
             A[-1] = (1 - gamma) * A[0]
             A[-1, -1] += gamma
             e[-1] = (1 - gamma) * e[0]
-        radius.append(_radius(A, with_m, gamma if with_avg else None))
-        return _second_moments(A, e, c / batch_size)
+        return A, e
 
     pairs = [(i, j) for i in range(n) for j in range(i, n)]
     s0 = np.broadcast_to(_f(s0), h.shape)
@@ -256,8 +254,11 @@ def moment_recursion(lrs: ArrayLike, h: ArrayLike, c: ArrayLike, batch_size: flo
             z0[P] = s0
     weight = np.zeros((len(pairs), len(h)))
     weight[pairs.index((avg, avg))] = 0.5 * h
-    step = step_map(float(ema) if with_avg else 0.0)
-    return MomentRecursion(step, step_map(0.0) if with_avg else step, z0, weight, radius[0])
+    gamma = float(ema) if with_avg else 0.0
+    A, e = update(gamma)
+    step = _second_moments(A, e, c / batch_size)
+    first = _second_moments(*update(0.0), c / batch_size) if with_avg else step
+    return MomentRecursion(step, first, z0, weight, _radius(A, with_m, gamma if with_avg else None))
 
 
 def _radius(A: Array, with_m: bool, gamma: float | None) -> Array:

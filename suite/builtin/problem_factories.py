@@ -141,12 +141,17 @@ def _linreg_data(n: int, d: int, noise: float, val_fraction: float, stream: int)
         _LINREG_KEPT.move_to_end(key)
         return found
     found = _draw_linreg(*key)
-    size = n * (d + 2) * 4
-    if size <= LINREG_CACHE_BYTES:
+    if _bytes(key) <= LINREG_CACHE_BYTES:
         _LINREG_KEPT[key] = found
-        while sum(k[0] * (k[1] + 2) * 4 for k in _LINREG_KEPT) > LINREG_CACHE_BYTES:
+        while sum(map(_bytes, _LINREG_KEPT)) > LINREG_CACHE_BYTES:
             _LINREG_KEPT.popitem(last=False)
     return found
+
+
+def _bytes(key: tuple) -> int:
+    """About what a kept data set of ``key`` (n, d, ...) holds: its float32 inputs, targets and intercept."""
+    n, d = key[0], key[1]
+    return n * (d + 2) * 4
 
 
 # -- mean -----------------------------------------------------------------------------------

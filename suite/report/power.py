@@ -109,6 +109,10 @@ def resample(runs: Runs, rng: np.random.Generator, seeds: int = 1, studies: int 
     return Resampler(runs, seeds, studies).draw(rng)
 
 
+# one draw's choices: seed pool -> drawn (seed, label)s; drawn study indices; drawn (fresh seed, label)s
+Choice = tuple[dict[tuple[int, ...], list[tuple[int, int]]], list[int], list[tuple[int, int]]]
+
+
 class Resampler:
     """Draws of :func:`resample` from one ``runs``: its grouping by section, seed and study is made
     once, and a draw's random choices (:meth:`choose`) apart from the records they select
@@ -134,8 +138,7 @@ class Resampler:
         self.study_pool = sorted({r.study_index for r in tuned})
         self.seed_pool = sorted({r.seed for r in tuned})
 
-    def choose(self, rng: np.random.Generator) -> tuple[dict[tuple[int, ...], list[tuple[int, int]]],
-                                                        list[int], list[tuple[int, int]]]:
+    def choose(self, rng: np.random.Generator) -> Choice:
         """One draw's choices, in the generator's order: (pool -> drawn (seed, label)s, drawn
         study indices, drawn (fresh seed, label)s of the tuned cells)."""
         fresh = iter(range(self.first_fresh, 2**62))
@@ -148,8 +151,7 @@ class Resampler:
         drawn_studies = [k for k, _ in _draw(self.study_pool, rng, iter(()), self.studies)]
         return draws, drawn_studies, _draw(self.seed_pool, rng, fresh, self.seeds)
 
-    def build(self, choice: tuple[dict[tuple[int, ...], list[tuple[int, int]]], list[int],
-                                  list[tuple[int, int]]]) -> Runs:
+    def build(self, choice: Choice) -> Runs:
         """The runs of one draw's choices (:meth:`choose`)."""
         draws, drawn_studies, drawn_seeds = choice
         out: list[RunRecord] = []

@@ -72,7 +72,7 @@ class TrackerSink:
                  on_started: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
         self.tracker, self.registry, self.parents, self._echo = tracker, registry, parents, echo
         self.on_started = on_started  # with the trials whose runs have started, once they are in the store
-        self._starting: list[tuple[str, int]] = []  # (study, trial) of trial runs started since starts were written
+        self._starting: dict[tuple[str, int], None] = {}  # (study, trial) of runs started since the last write
         self.sections = dict(sections or {})  # study -> the benchmark file's experiment (tag suite.section)
         self.labels = dict(labels or {})  # study -> the hyperparameters its runs' names show (tuned, pinned)
         self.run_ids: dict[str, str] = {}
@@ -84,7 +84,7 @@ class TrackerSink:
             self._unwritten_starts = False
             self.tracker.commit()
             if self.on_started is not None and self._starting:
-                trials, self._starting, said = self._starting, [], self.on_started
+                trials, self._starting, said = list(self._starting), {}, self.on_started
                 self.tracker.after_write(lambda: said(trials))
 
     def start(self, key: str, study: str, spec: RunSpec, kind: str, tags: dict[str, Any]) -> None:
@@ -99,9 +99,7 @@ class TrackerSink:
         )
         self._unwritten_starts = True
         if self.on_started is not None and kind == "trial" and TAG_TRIAL in tags:
-            started = (study, int(tags[TAG_TRIAL]))
-            if started not in self._starting:  # a trial of several seeds starts several runs
-                self._starting.append(started)
+            self._starting[(study, int(tags[TAG_TRIAL]))] = None  # once: a trial of several seeds starts several runs
 
     def eval(self, key: str, step: int, metrics: dict[str, float]) -> None:
         self.eval_rows([(key, step, metrics)])
