@@ -120,10 +120,13 @@ def test_stacked_rows_equal_their_runs_alone_with_accuracy_and_test_metrics(prob
     assert adam[-1][1]["val_loss"] < adam[0][1]["val_loss"]  # it learns
 
 
-def test_the_cnn_stack_sums_a_batch_larger_than_its_chunk_exactly():
-    from suite_realdata.stacked import CNN_CHUNK
+def test_the_cnn_stack_sums_a_batch_larger_than_its_chunk_exactly(monkeypatch):
+    from suite_realdata import stacked as realdata_stacked
 
-    specs = [_spec("mnist1d_cnn", {**SMALL, "optimizer.lr": "0.05"}, seed=seed, batch_size=CNN_CHUNK + 72, steps=6,
+    monkeypatch.setattr(realdata_stacked, "CNN_CHUNK_SIGNALS", 2 * 64)  # chunks this small data set can hold
+    batch = realdata_stacked.cnn_chunk(2, torch.device("cpu")) + 36  # two rows: a whole chunk of 64 and part of one
+    assert realdata_stacked.cnn_chunk(2, torch.device("meta")) is None  # an accelerator: the whole batch at once
+    specs = [_spec("mnist1d_cnn", {**SMALL, "optimizer.lr": "0.05"}, seed=seed, batch_size=batch, steps=6,
                    eval_every=3) for seed in (0, 1)]
     stacked = dict(run_unit(specs, "cpu", get_registry(), engine="stacked"))
     for i, spec in enumerate(specs):
@@ -139,7 +142,8 @@ def test_the_cnn_stack_sums_a_batch_larger_than_its_chunk_exactly():
 
 @pytest.mark.parametrize("problem, overrides", NETWORKS)
 def test_closed_form_gradients_equal_autograds_and_the_switch_turns_it_off(problem, overrides, monkeypatch):
-    from suite_realdata.stacked import CLOSED_FORM_ENV, CNN_CHUNK, classifier_stack
+    from suite_realdata import stacked as realdata_stacked
+    from suite_realdata.stacked import CLOSED_FORM_ENV, classifier_stack
 
     from suite.stacked import StackContext
 
@@ -150,10 +154,11 @@ def test_closed_form_gradients_equal_autograds_and_the_switch_turns_it_off(probl
         return classifier_stack([b.problem for b in builts], ctx)
 
     closed = stacked()
+    monkeypatch.setattr(realdata_stacked, "CNN_CHUNK_SIGNALS", 3 * 64)  # the CNN's 168 examples in 3 chunks
     monkeypatch.setenv(CLOSED_FORM_ENV, "0")
     auto = stacked()
     assert (closed.layers, closed.cnn) != (None, None) and (auto.layers, auto.cnn) == (None, None)
-    indices = torch.randint(0, closed.X.shape[1], (3, CNN_CHUNK + 40), generator=torch.Generator().manual_seed(0))
+    indices = torch.randint(0, closed.X.shape[1], (3, 168), generator=torch.Generator().manual_seed(0))
     loss, grads = closed.loss_and_grads(closed.params, indices)
     ref_loss, ref_grads = auto.loss_and_grads([p.detach().requires_grad_() for p in auto.params], indices)
     assert torch.allclose(loss, ref_loss, rtol=STACKED_TOL, atol=0)

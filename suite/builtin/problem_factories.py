@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from suite import BuildContext, Problem
 from suite.builtin.sizes import check_fits
-from suite.context import derive_seed
+from suite.context import cpu_seeded, derive_seed
 
 
 @contextmanager
@@ -33,8 +33,7 @@ def seeded(seed: int, purpose: str) -> Iterator[torch.Generator]:
     """Run a block with torch's global RNG seeded for ``purpose`` (restored afterwards), and
     hand it a generator on the same derived seed (for explicit draws)."""
     s = derive_seed(seed, purpose)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(s)
+    with cpu_seeded(s):
         yield torch.Generator().manual_seed(s)
 
 
@@ -107,8 +106,7 @@ _LINREG_KEPT: OrderedDict[tuple, _LinregData] = OrderedDict()
 def _draw_linreg(n: int, d: int, noise: float, val_fraction: float, stream: int) -> _LinregData:
     """linreg's data set drawn from seed ``stream``, its least-squares optimum and curvature: a
     function of its arguments alone (:func:`_linreg_data` keeps it)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stream)
+    with cpu_seeded(stream):
         w_true = torch.randn(d, 1)
         b_true = torch.randn(1)
         X = torch.randn(n, d)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import nn
+
+from suite.context import cpu_seeded
 
 
 def seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
     """``build()`` with its initialisation drawn from ``seed`` alone (the global generator's state
-    is left as it was). Only the CPU generator, where the model is built, is seeded:
-    ``torch.manual_seed`` would also queue a CUDA seeding with its stack trace (3 ms a model)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
+    is left as it was; the model is built on the CPU: :func:`suite.context.cpu_seeded`)."""
+    with cpu_seeded(seed):
         return build()
 
 
