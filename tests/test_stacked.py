@@ -472,3 +472,29 @@ def test_nqm_with_an_optimum_away_from_zero():
             assert start["theory_risk"] == pytest.approx(start["val_loss"], rel=1e-6)  # E[risk | θ0] at step 0
         else:
             assert all("theory_risk" not in m for _, m in r.history)
+
+
+@pytest.mark.parametrize("optimum", ["0", "0.1"])
+def test_the_nqm_stacks_closed_form_gradient_is_autograds_exactly(optimum):
+    """The NQM stack's loss and gradient h(θ − θ*) + ε, in closed form, are bitwise those autograd
+    gives for its ``batch_loss`` on the same noise draws, centred (θ* = 0) or not."""
+    from suite.builtin.stacked_problems import nqm_stack
+    from suite.engine.loop import build
+    from suite.stacked import StackContext, StackedProblem
+
+    def stack():  # a fresh build: every row's generator at its start
+        builts = [build(resolve_spec(get_registry(), components={"problem": "nqm"},
+                                     overrides={"problem.dim": "20", "problem.optimum": optimum}, seed=seed,
+                                     batch_size=8, steps=3)) for seed in (0, 1, 2)]
+        ctx = StackContext(torch.device("cpu"), [b.ctx.spec for b in builts], [b.ctx for b in builts])
+        return nqm_stack([b.problem for b in builts], ctx)
+
+    closed, auto = stack(), stack()
+    assert closed.centred == (optimum == "0")
+    theta = closed.params[0] + torch.linspace(-1, 1, closed.params[0].numel()).view_as(closed.params[0])
+    indices = torch.zeros(3, 8, dtype=torch.long)
+    for _ in range(3):  # successive draws of each row's generator
+        loss, (grad,) = closed.loss_and_grads([theta], indices)
+        ref_loss, (ref_grad,) = StackedProblem.loss_and_grads(auto, [theta.clone().requires_grad_()], indices)
+        assert torch.equal(loss, ref_loss) and torch.equal(grad, ref_grad)
+        assert not grad.requires_grad
