@@ -180,7 +180,10 @@ class MomentRecursion:
     def advance(self, z: Array, t: int) -> Array:
         """The moments after step ``t`` (1-based) from those before it."""
         M, b = self.first if t == 1 else self.step
-        return np.stack([sum(M[i, j] * z[j] for j in range(len(z))) + b[i] for i in range(len(z))])
+        out = M[:, 0] * z[0]  # all rows i at once, each summed over j in the same order as one row alone
+        for j in range(1, len(z)):
+            out = out + M[:, j] * z[j]
+        return out + b
 
     def risks(self, steps: int) -> Array:
         """Expected risk of every setting at steps 0..``steps``: an array ``[S, steps + 1]``."""

@@ -21,6 +21,7 @@ rests on k cells reads each cell's interval at level 1 − 0.05/k (Bonferroni, :
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,10 +47,12 @@ def t975(df: int) -> float:
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
+@functools.lru_cache(maxsize=1024)
 def t_quantile(q: float, df: int) -> float:
     """The ``q`` quantile (0.5 < q < 1) of Student's t with ``df`` degrees of freedom: :func:`t975`
     at 0.975, else the CDF (Simpson's rule on the density, 4096 intervals) inverted by bisection
-    (error < 1e-4 for q ≤ 0.999)."""
+    (error < 1e-4 for q ≤ 0.999). Kept per (q, df): a report asks for the same few pairs hundreds
+    of times (Bonferroni levels), at 1.6 ms each."""
     if df < 1:
         raise ValueError("a t interval needs at least 1 degree of freedom (2 values)")
     if q == 0.975:
