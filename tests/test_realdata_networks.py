@@ -125,7 +125,7 @@ def test_the_cnn_stack_sums_a_batch_larger_than_its_chunk_exactly(monkeypatch):
 
     monkeypatch.setattr(realdata_stacked, "CNN_CHUNK_SIGNALS", 2 * 64)  # chunks this small data set can hold
     batch = realdata_stacked.cnn_chunk(2, torch.device("cpu")) + 36  # two rows: a whole chunk of 64 and part of one
-    assert realdata_stacked.cnn_chunk(2, torch.device("meta")) is None  # an accelerator: the whole batch at once
+    assert realdata_stacked.cnn_chunk(2, torch.device("meta")) == realdata_stacked.CNN_CHUNK_SIGNALS_ACCELERATOR // 2
     specs = [_spec("mnist1d_cnn", {**SMALL, "optimizer.lr": "0.05"}, seed=seed, batch_size=batch, steps=6,
                    eval_every=3) for seed in (0, 1)]
     stacked = dict(run_unit(specs, "cpu", get_registry(), engine="stacked"))
@@ -153,8 +153,9 @@ def test_closed_form_gradients_equal_autograds_and_the_switch_turns_it_off(probl
         ctx = StackContext(torch.device("cpu"), [b.ctx.spec for b in builts], [b.ctx for b in builts])
         return classifier_stack([b.problem for b in builts], ctx)
 
-    closed = stacked()
     monkeypatch.setattr(realdata_stacked, "CNN_CHUNK_SIGNALS", 3 * 64)  # the CNN's 168 examples in 3 chunks
+    closed = stacked()
+    assert closed.chunk == 64
     monkeypatch.setenv(CLOSED_FORM_ENV, "0")
     auto = stacked()
     assert (closed.layers, closed.cnn) != (None, None) and (auto.layers, auto.cnn) == (None, None)

@@ -493,8 +493,16 @@ def test_the_nqm_stacks_closed_form_gradient_is_autograds_exactly(optimum):
     assert closed.centred == (optimum == "0")
     theta = closed.params[0] + torch.linspace(-1, 1, closed.params[0].numel()).view_as(closed.params[0])
     indices = torch.zeros(3, 8, dtype=torch.long)
+    scale = closed.noise_scale
     for _ in range(3):  # successive draws of each row's generator
-        loss, (grad,) = closed.loss_and_grads([theta], indices)
+        # the noise: what each row's generator gives randn, as the run alone draws it (nqm.NQMProblem)
+        copies = [torch.Generator().set_state(g.get_state()) for g in closed.generators]
+        drawn = torch.stack([torch.randn(closed.h.shape, generator=g, dtype=torch.float64) for g in copies])
+        loss, (grad,) = closed.loss_and_grads([theta.clone().requires_grad_()], indices)
         ref_loss, (ref_grad,) = StackedProblem.loss_and_grads(auto, [theta.clone().requires_grad_()], indices)
         assert torch.equal(loss, ref_loss) and torch.equal(grad, ref_grad)
-        assert not grad.requires_grad
+        assert not grad.requires_grad and not loss.requires_grad
+        assert all(torch.equal(c.get_state(), g.get_state()) for c, g in zip(copies, closed.generators, strict=True))
+        expected = 0.5 * (closed.h * (theta if closed.centred else theta - closed.star) ** 2).sum(-1) + (
+            (drawn * scale).float() * theta).sum(-1)
+        assert torch.equal(loss, expected)

@@ -30,8 +30,8 @@ from suite.context import cpu_seeded, derive_seed
 
 @contextmanager
 def seeded(seed: int, purpose: str) -> Iterator[torch.Generator]:
-    """Run a block with torch's global RNG seeded for ``purpose`` (restored afterwards), and
-    hand it a generator on the same derived seed (for explicit draws)."""
+    """Run a block with torch's global CPU generator seeded for ``purpose`` (restored afterwards),
+    and hand it a generator on the same derived seed (for explicit draws)."""
     s = derive_seed(seed, purpose)
     with cpu_seeded(s):
         yield torch.Generator().manual_seed(s)

@@ -26,16 +26,19 @@ from torch import Tensor, nn
 from suite.stacked import ModuleStack, StackContext, stack_rows
 
 CNN_CHUNK_SIGNALS = 4096  # rows x examples per CNN pass on a CPU: cnn_chunk
+CNN_CHUNK_SIGNALS_ACCELERATOR = 1 << 20  # on an accelerator: bounds memory (a few KB of activations a signal)
 CLOSED_FORM_ENV = "SUITE_STACKED_CLOSED_FORM"
 
 
-def cnn_chunk(rows: int, device: torch.device) -> int | None:
+def cnn_chunk(rows: int, device: torch.device) -> int:
     """Examples per pass of a stacked CNN of ``rows`` rows (a step or an evaluation over more is
-    summed or joined over chunks): on a CPU, ``CNN_CHUNK_SIGNALS // rows`` (at least 1), so that a
-    pass's activations stay in cache (alternated against a fixed 128 examples, one thread: K = 64
-    rows at batch 64 8% faster with 64 examples, at batch 256 16%; K = 256 at 16 examples 21% faster
-    than at 64; K = 16: 64 and 256 alike); on an accelerator ``None``: the whole batch at once."""
-    return max(1, CNN_CHUNK_SIGNALS // rows) if device.type == "cpu" else None
+    summed or joined over chunks). On a CPU, ``CNN_CHUNK_SIGNALS // rows``, so that a pass's
+    activations stay in cache (alternated against a fixed 128 examples, one thread: K = 64 rows
+    at batch 64 8% faster with 64 examples, at batch 256 16%; K = 256 at 16 examples 21% faster
+    than at 64; K = 16: 64 and 256 alike); on an accelerator ``CNN_CHUNK_SIGNALS_ACCELERATOR //
+    rows``, which bounds the activations' memory. At least 1."""
+    budget = CNN_CHUNK_SIGNALS if device.type == "cpu" else CNN_CHUNK_SIGNALS_ACCELERATOR
+    return max(1, budget // rows)
 
 
 def closed_form_enabled() -> bool:
@@ -179,6 +182,8 @@ class ClassifierStack(ModuleStack):
         closed_form = closed_form_enabled()
         self.layers = mlp_layers(problems[0].model, self.names) if closed_form else None
         self.cnn = cnn_layout(problems[0].model, self.names) if closed_form else None
+        # the whole stack's chunk, also when a step computes only some rows (shedding): the same sums
+        self.chunk = cnn_chunk(K, torch.device(stack.device))
         # the closed forms read each row's parameters and examples only, from the one data set all rows
         # share (batch() reads X[0]): a subset of rows trains alike; not where the data follow the seed
         self.row_subsets = (self.layers is not None or self.cnn is not None) and not self.data_follows_seed
@@ -191,7 +196,7 @@ class ClassifierStack(ModuleStack):
         if self.layers is not None:
             return self.mlp_forward(params, X)[-1].transpose(1, 2)
         if self.cnn is not None:  # in chunks of examples: their activations stay in cache
-            n = cnn_chunk(X.shape[0], X.device) or X.shape[1]
+            n = self.chunk
             return torch.cat([self.cnn_forward(params, X[:, i:i + n])[2] for i in range(0, X.shape[1], n)], dim=1)
         return super().outputs(params, X)
 
@@ -255,7 +260,7 @@ class ClassifierStack(ModuleStack):
         examples (a large batch's activations would not stay in cache): :meth:`cnn_chunk_grads`."""
         X, y = self.batch(indices)
         B = X.shape[1]
-        n = cnn_chunk(X.shape[0], X.device) or B
+        n = self.chunk
         loss, grads = self.cnn_chunk_grads(params, X[:, :n], y[:, :n], B)
         for i in range(n, B, n):
             more, more_grads = self.cnn_chunk_grads(params, X[:, i:i + n], y[:, i:i + n], B)
