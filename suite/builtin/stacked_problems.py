@@ -183,6 +183,7 @@ class NQMStack(StackedProblem):
             self.blends = [t.blend for t in live]
             self.tracker = _stacked_tracker([t.tracker for t in live], device)
             self.theory_index = torch.tensor(self.theory_rows, device=device)
+            self.every_row = len(self.theory_rows) == len(problems)
             # rows without an iterate average (a stack may mix averagers) have no averaged risk
             self.missing["theory_avg_risk"] |= {r for r, t in zip(self.theory_rows, live, strict=True)
                                                 if not t.tracker.average}
@@ -225,22 +226,35 @@ class NQMStack(StackedProblem):
     def on_step(self, step: int, lr: Tensor) -> None:
         if self.tracker is None:
             return
+        rates = (lr if self.every_row else lr[self.theory_index])[:, None]
+        on_host = isinstance(self.tracker.xx, np.ndarray)
+        if on_host:
+            rates = rates.numpy()
         if not self.tracker.average:  # no iterate average to blend into
-            MomentTracker.step(self.tracker, lr[self.theory_index][:, None])
+            MomentTracker.step(self.tracker, rates)
             return
-        blend = torch.tensor([b(step) for b in self.blends], dtype=torch.float64).to(self.device, non_blocking=True)
-        MomentTracker.step(self.tracker, lr[self.theory_index][:, None], blend[:, None])
+        blend = [b(step) for b in self.blends]
+        if on_host:
+            MomentTracker.step(self.tracker, rates, np.array(blend)[:, None])
+        else:
+            blend_t = torch.tensor(blend, dtype=torch.float64).to(self.device, non_blocking=True)
+            MomentTracker.step(self.tracker, rates, blend_t[:, None])
+
+    def _risk_rows(self, moment: Any) -> Tensor:
+        """½ Σ h·``moment`` of each theory row, summed by torch (on the host's arrays too)."""
+        hm = self.tracker.h * moment
+        return 0.5 * (torch.from_numpy(hm) if isinstance(hm, np.ndarray) else hm).sum(-1)
 
     def extra_metrics(self, params: Sequence[Tensor], step: int) -> dict[str, Tensor]:
         if self.tracker is None:
             return {}
         K = len(self.problems)
         risk = torch.full((K,), float("nan"), dtype=torch.float64, device=self.device)
-        risk[self.theory_index] = 0.5 * (self.tracker.h * self.tracker.xx).sum(-1)
+        risk[self.theory_index] = self._risk_rows(self.tracker.xx).to(self.device)
         out = {"theory_risk": risk}
         if self.tracker.average:
             avg = torch.full((K,), float("nan"), dtype=torch.float64, device=self.device)
-            avg[self.theory_index] = 0.5 * (self.tracker.h * self.tracker.yy).sum(-1)
+            avg[self.theory_index] = self._risk_rows(self.tracker.yy).to(self.device)
             out["theory_avg_risk"] = avg
         return out
 
@@ -252,13 +266,18 @@ MOMENT_FIELDS = ("h", "noise_var", "h_eff", "scale", "xx", "mm", "xm", "yy", "xy
 
 
 def _stacked_tracker(trackers: Sequence[MomentTracker], device: torch.device) -> MomentTracker:
-    """One :class:`MomentTracker` whose arrays are ``[rows, dim]`` float64 tensors on ``device``
-    (its ``step`` is plain elementwise arithmetic, so the per-run formulas run unchanged)."""
+    """One :class:`MomentTracker` whose arrays are ``[rows, dim]`` float64 arrays: NumPy's on a
+    CPU (a step of 16 rows × 100 dimensions in half torch's time: a small array's operation costs
+    NumPy less), tensors on ``device`` elsewhere. Its ``step`` is plain elementwise arithmetic, so
+    the per-run formulas run unchanged, with the same values either way."""
     stacked = MomentTracker.__new__(MomentTracker)
+    on_host = torch.device(device).type == "cpu"
     for name in MOMENT_FIELDS:
-        arrays = [torch.tensor(np.broadcast_to(getattr(t, name), t.h.shape), dtype=torch.float64) for t in trackers]
-        setattr(stacked, name, torch.stack(arrays).to(device))
-    stacked.beta = torch.tensor([t.beta for t in trackers], dtype=torch.float64, device=device)[:, None]
+        array = np.stack([np.broadcast_to(np.asarray(getattr(t, name), dtype=np.float64), t.h.shape)
+                          for t in trackers])
+        setattr(stacked, name, array if on_host else torch.tensor(array, dtype=torch.float64, device=device))
+    beta = np.array([t.beta for t in trackers], dtype=np.float64)[:, None]
+    stacked.beta = beta if on_host else torch.tensor(beta, device=device)
     stacked.average = any(t.average for t in trackers)  # rows without one run it with γ = 1; it is not reported
     stacked.steps = 0
     return stacked
