@@ -44,7 +44,8 @@ class Straight:
             out.append(point)
             return
         kept, held = state
-        if held is not None and not on_line(kept, held, point):
+        # a constant stretch (most lrs) goes on: on_line's first case, without the call
+        if held is not None and not (kept[1] == held[1] == point[1] or on_line(kept, held, point)):
             out.append(held)
             state[0] = held
         state[1] = point
