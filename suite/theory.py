@@ -534,21 +534,24 @@ class MomentTracker:
         With u = E θ·(hθ + βm) and m' = hθ + βm + ε, the update θ' = θ − α(m') gives
         E m'² = h u + β E m·(hθ + βm) + v, E θ'm' = u − α E m'² and
         E θ'² = E θ² − α(u + E θ'm'): the same moments as expanding θ' = pθ + qm + rε term by
-        term, in about half the arithmetic (this runs once per step of every NQM run, stacked too)."""
-        a = lr * self.scale
-        he, beta, v = self.h_eff, self.beta, self.noise_var
-        u = he * self.xx + beta * self.xm
-        mm = he * u + beta * (he * self.xm + beta * self.mm) + v
-        xm = u - a * mm
-        xx = self.xx - a * (u + xm)
-        if self.average:
-            g = blend
-            m_y = he * self.xy + beta * self.my  # E m'θ̃ (ε is independent of θ̃)
-            x_y = self.xy - a * m_y  # E θ'θ̃
-            xy = xx + g * (x_y - xx)
-            self.yy = g * g * self.yy + (1 - g) * (g * x_y + xy)
-            self.xy = xy
-            self.my = xm + g * (m_y - xm)
+        term, in about half the arithmetic (this runs once per step of every NQM run, stacked too).
+        An unstable recursion's moments overflow to inf and nan without a warning, as a diverging
+        run's loss does (the run reports its divergence)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            a = lr * self.scale
+            he, beta, v = self.h_eff, self.beta, self.noise_var
+            u = he * self.xx + beta * self.xm
+            mm = he * u + beta * (he * self.xm + beta * self.mm) + v
+            xm = u - a * mm
+            xx = self.xx - a * (u + xm)
+            if self.average:
+                g = blend
+                m_y = he * self.xy + beta * self.my  # E m'θ̃ (ε is independent of θ̃)
+                x_y = self.xy - a * m_y  # E θ'θ̃
+                xy = xx + g * (x_y - xx)
+                self.yy = g * g * self.yy + (1 - g) * (g * x_y + xy)
+                self.xy = xy
+                self.my = xm + g * (m_y - xm)
         self.xx, self.mm, self.xm = xx, mm, xm
         self.steps += 1
 

@@ -506,3 +506,21 @@ def test_the_nqm_stacks_closed_form_gradient_is_autograds_exactly(optimum):
         expected = 0.5 * (closed.h * (theta if closed.centred else theta - closed.star) ** 2).sum(-1) + (
             (drawn * scale).float() * theta).sum(-1)
         assert torch.equal(loss, expected)
+
+
+def test_a_diverging_nqm_stack_says_so_without_numpy_warnings():
+    """A stack whose rows at an lr far past the stable edge diverge while another row trains on: the
+    diverged rows' closed-form moments go on overflowing to inf and nan, as the loop's losses would,
+    without a RuntimeWarning on the user's screen."""
+    import warnings
+
+    specs = [resolve_spec(get_registry(), components={"problem": "nqm", "optimizer": "sgd", "averager": averager},
+                          overrides={"problem.dim": "10", "optimizer.lr": lr, "optimizer.momentum": "0.9"},
+                          seed=seed, batch_size=8, steps=1000, eval_every=20)
+             for seed, averager, lr in ((0, "none", "50"), (1, "ema", "50"), (2, "ema", "0.01"))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        results = dict(run_unit(specs, "cpu", get_registry(), engine="stacked"))
+    assert [results[i].status for i in range(3)] == ["diverged", "diverged", "completed"], \
+        [r.reason or r.error for r in results.values()]
+    assert all(r.engine == "stacked" for r in results.values())
