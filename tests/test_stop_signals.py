@@ -39,12 +39,6 @@ def _start_then_stop(args: list[str], cwd, stream: str = "stderr") -> tuple[subp
     return proc, output.text("stderr") + err
 
 
-def _no_process_left(proc: subprocess.Popen) -> None:
-    """Every process of the command's session exits on its own once the command has: waited for
-    by its pidfd (an event); a leaked worker, which never exits, is caught by the hang guard."""
-    wait_for_session(proc.pid, HANG_GUARD)
-
-
 def _trial_runs_interrupted(client, experiment: str) -> None:
     runs = [r for r in runs_of(client, experiment) if r.data.tags.get("suite.kind") in ("trial", "run")]
     assert not [r for r in runs if r.info.status == "RUNNING"]
@@ -60,7 +54,7 @@ def test_sigterm_stops_suite_tune_the_same_way(workdir, mlflow_client, workers):
     (name,) = optuna.get_all_study_names(open_storage(None))
     study = optuna.load_study(study_name=name, storage=open_storage(None))
     assert not study.get_trials(states=(TrialState.RUNNING,)), "a trial was left RUNNING"
-    _no_process_left(proc)
+    wait_for_session(proc.pid, HANG_GUARD)  # no worker outlives the command (a leaked one fails the guard)
 
 
 def test_sigterm_stops_suite_worker_the_same_way(workdir, mlflow_client, tracking_uri):
@@ -78,7 +72,7 @@ def test_sigterm_stops_suite_worker_the_same_way(workdir, mlflow_client, trackin
     assert not [t for t in trials if t.state == TrialState.RUNNING], "a trial was left RUNNING"
     # the trial in hand was given back: failed, and enqueued again for the next worker
     assert len([t for t in trials if t.state == TrialState.WAITING]) == 4
-    _no_process_left(proc)
+    wait_for_session(proc.pid, HANG_GUARD)  # no worker outlives the command (a leaked one fails the guard)
 
 
 def test_a_stop_signal_after_the_last_safe_point_still_stops_the_command():
